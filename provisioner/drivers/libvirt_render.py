@@ -1,0 +1,250 @@
+"""Lab -> libvirt XML, with no I/O: the plan that `vnet render` prints and `vnet up` applies.
+
+Mode mapping (why: each keeps the promise of its row in the mode table):
+- natnetwork: one libvirt network, forward mode nat; port forwards by vnet's port proxy.
+- nat:        QEMU user networking per NIC (its own private 10.0.2.0/24, host at 10.0.2.2, like
+              VirtualBox NAT); port forwards are QEMU hostfwd rules added after start.
+- hostonly:   a libvirt network with no <forward>, the host at .1 (libvirt isolates it).
+- internal:   a libvirt network with a bridge and no <ip>: the host has no address there.
+- bridged:    <interface type='bridge'> on an existing host bridge.
+- management: every VM also gets a last NIC on the lab's isolated management network, used
+              only by Ansible; probes are bound to the NIC under test (see verify.py).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from ipaddress import IPv4Interface, IPv4Network
+from pathlib import Path
+
+import jinja2
+
+from .. import modes, nics
+from ..errors import Unsupported
+from ..model import Backend, Lab, Nic, Vm
+from ..resources import data_dir
+from .base import Document, Plan
+
+XMLNS = "https://vnet.dev/xmlns/lab/1"
+MAX_NICS = 28          # PCI slots left on a -M pc guest after the disk and management NIC
+MGMT_POOL = IPv4Network("100.64.0.0/16")
+TB_CACHE_MIB = 32      # TCG translation cache: QEMU's default grows RSS far past guest RAM
+
+
+@dataclass(frozen=True)
+class ImageFiles:
+    kernel: str
+    initrd: str
+    rootdisk: str
+    cmdline_base: str = "console=ttyS0 quiet panic=-1"
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the machine decides, not the lab: paths, key, accelerator. The defaults render a
+    readable dry-run before anything is built."""
+    image: ImageFiles = ImageFiles(kernel="/var/cache/vnet/images/tiny/vmlinux",
+                                   initrd="/var/cache/vnet/images/tiny/initrd.img",
+                                   rootdisk="/var/cache/vnet/images/tiny/root.img")
+    ssh_pubkey: str = "ssh-ed25519 GENERATED-AT-UP"
+    accel: str = "qemu"
+    log_dir: str = "/var/lib/vnet/labs/LAB"
+    mgmt_subnet: IPv4Network | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def object_name(lab: str, item: str) -> str:
+    return f"vnet-{lab}-{item}"
+
+
+def bridge_name(lab: str, net: str) -> str:
+    """Linux caps interface names at 15 characters, so bridges get a short stable hash."""
+    return "vn" + hashlib.sha256(f"{lab}/{net}".encode()).hexdigest()[:10]
+
+
+def mgmt_subnet_for(lab: str) -> IPv4Network:
+    k = int(hashlib.sha256(lab.encode()).hexdigest(), 16) % 250 + 1
+    return IPv4Network(f"100.64.{k}.0/24")
+
+
+def mgmt_mac(lab: str, vm: str) -> str:
+    digest = hashlib.sha256(f"{lab}/{vm}/mgmt".encode()).digest()
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
+
+
+class LibvirtRenderer:
+    name = "libvirt"
+
+    def __init__(self, context: Context = Context()):
+        self.ctx = context
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(data_dir("templates") / "libvirt")),
+            undefined=jinja2.StrictUndefined, autoescape=True,
+            keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+
+    def plan(self, lab: Lab) -> Plan:
+        self._check(lab)
+        mgmt = self.ctx.mgmt_subnet or mgmt_subnet_for(lab.name)
+        docs = [self._render("network.xml.j2", lab, net=n) for n in self._networks(lab, mgmt)]
+        docs = [Document("network", n.libvirt_name, d)
+                for n, d in zip(self._networks(lab, mgmt), docs)]
+        domains = [self._domain(lab, vm, i, mgmt) for i, vm in enumerate(lab.vms)]
+        docs += [Document("domain", d["libvirt_name"],
+                          self._render("domain.xml.j2", lab, dom=d, vm=vm))
+                 for d, vm in zip(domains, lab.vms)]
+        return Plan(Backend.LIBVIRT, lab, tuple(docs), extra={
+            "hostfwd": self._hostfwds(lab),
+            "proxies": self._proxies(lab),
+            "mgmt": {vm.name: str(d["mgmt_ip"].ip) for vm, d in zip(lab.vms, domains)},
+            "mgmt_subnet": str(mgmt),
+        })
+
+    # --- validation a lab file cannot express: what libvirt can realize ---------------------
+
+    def _check(self, lab: Lab) -> None:
+        for vm in lab.vms:
+            if len(vm.nics) > MAX_NICS:
+                raise Unsupported(f"vms.{vm.name}.nics: {len(vm.nics)} NICs, but the libvirt "
+                                  f"backend allows at most {MAX_NICS} per VM")
+            for k, nic in enumerate(vm.nics):
+                net = lab.network(nic.network)
+                model = nics.NIC_MODELS[nic.model]
+                if model.libvirt_interface in ("hostdev", "vdpa") and net.mode != "bridged":
+                    raise Unsupported(
+                        f"vms.{vm.name}.nics[{k}].model: {nic.model} NICs attach to the "
+                        f"physical network of their device, so they need a bridged network, "
+                        f"not {net.mode}; models for {net.mode}: virtio, e1000")
+        for net in lab.networks:
+            for i, pf in enumerate(net.port_forwards):
+                if net.mode == "natnetwork" and pf.proto != "tcp":
+                    raise Unsupported(f"networks.{net.name}.port_forwards[{i}].proto: the libvirt "
+                                      f"natnetwork port proxy forwards tcp only")
+
+    # --- networks ---------------------------------------------------------------------------
+
+    def _networks(self, lab: Lab, mgmt: IPv4Network) -> list:
+        result = []
+        for net in lab.networks:
+            for pf in sorted({nic.pf for _, nic in lab.nics_on(net.name) if nic.pf}):
+                result.append(_NetView(   # a pool of this PF's virtual functions
+                    name=net.name, mode=net.mode, bridge="", forward="hostdev", pf=pf,
+                    libvirt_name=object_name(lab.name, f"{net.name}-{pf}"),
+                    host_ip=None, prefix=None, dhcp=False))
+            if net.mode in ("nat", "bridged"):
+                continue     # user-mode NICs and host bridges need no libvirt network
+            forward = "nat" if net.mode == "natnetwork" else None
+            hosts = [{"mac": nic.mac, "name": vm.name, "ip": str(nic.ip.ip)}
+                     for vm, nic in lab.nics_on(net.name) if nic.ip is not None]
+            result.append(_NetView(
+                name=net.name, mode=net.mode, libvirt_name=object_name(lab.name, net.name),
+                bridge=bridge_name(lab.name, net.name), forward=forward,
+                host_ip=str(net.host_ip) if net.host_ip else None,
+                prefix=net.subnet.prefixlen if net.subnet else None, dhcp=net.dhcp,
+                dhcp_start=_nth(net.subnet, net.subnet.num_addresses // 2) if net.subnet else None,
+                dhcp_end=_nth(net.subnet, net.subnet.num_addresses - 2) if net.subnet else None,
+                dhcp_hosts=hosts))
+        result.append(_NetView(
+            name="mgmt", mode="management", libvirt_name=object_name(lab.name, "mgmt"),
+            bridge=bridge_name(lab.name, "mgmt"), forward=None,
+            host_ip=str(mgmt.network_address + 1), prefix=mgmt.prefixlen, dhcp=False))
+        return result
+
+    # --- domains ----------------------------------------------------------------------------
+
+    def _domain(self, lab: Lab, vm: Vm, index: int, mgmt: IPv4Network) -> dict:
+        interfaces = [self._interface(lab, nic) for nic in vm.nics]
+        mgmt_ip = IPv4Interface(f"{mgmt.network_address + 10 + index}/{mgmt.prefixlen}")
+        interfaces.append({"type": "network", "source": object_name(lab.name, "mgmt"),
+                           "mac": mgmt_mac(lab.name, vm.name), "model": "virtio"})
+        args = [self.ctx.image.cmdline_base, f"vnet.host={vm.name}",
+                "vnet.key=" + self.ctx.ssh_pubkey.split()[0] + ":" + self.ctx.ssh_pubkey.split()[1]]
+        args += [self._if_arg(lab, nic) for nic in vm.nics if self._if_arg(lab, nic)]
+        args.append(f"vnet.if={mgmt_mac(lab.name, vm.name)},static,{mgmt_ip}")
+        return {"libvirt_name": object_name(lab.name, vm.name), "interfaces": interfaces,
+                "cmdline": " ".join(args), "mgmt_ip": mgmt_ip,
+                "serial_log": str(Path(self.ctx.log_dir) / f"{vm.name}.serial.log")}
+
+    def _interface(self, lab: Lab, nic: Nic) -> dict:
+        net = lab.network(nic.network)
+        model = nics.NIC_MODELS[nic.model]
+        if model.libvirt_interface == "hostdev":
+            return {"type": "hostdev", "mac": nic.mac, "pci": _pci(nic.vf_address)} \
+                if nic.vf_address else \
+                {"type": "network", "mac": nic.mac, "model": None,
+                 "source": object_name(lab.name, f"{net.name}-{nic.pf}")}
+        if model.libvirt_interface == "vdpa":
+            return {"type": "vdpa", "mac": nic.mac, "source": nic.device}
+        if net.mode == "nat":
+            return {"type": "user", "mac": nic.mac, "model": model.libvirt_model}
+        if net.mode == "bridged":
+            return {"type": "bridge", "source": net.bridge, "mac": nic.mac,
+                    "model": model.libvirt_model}
+        return {"type": "network", "source": object_name(lab.name, net.name), "mac": nic.mac,
+                "model": model.libvirt_model}
+
+    @staticmethod
+    def _if_arg(lab: Lab, nic: Nic) -> str | None:
+        """The guest's address configuration for one NIC, read by the image's init."""
+        net = lab.network(nic.network)
+        gateway = f",{net.router}" if net.router else ""
+        if net.dhcp:
+            return f"vnet.if={nic.mac},dhcp{gateway}"
+        if nic.ip is None:
+            return None
+        return f"vnet.if={nic.mac},static,{nic.ip}{gateway}"
+
+    def _hostfwds(self, lab: Lab) -> list[dict]:
+        """QEMU hostfwd rules for nat NICs. libvirt names the netdev of the k-th NIC hostnet<k>."""
+        result = []
+        for net in lab.networks:
+            if net.mode != "nat":
+                continue
+            for pf in net.port_forwards:
+                vm = lab.vm(pf.vm)
+                k = next(i for i, nic in enumerate(vm.nics) if nic.network == net.name)
+                result.append({"domain": object_name(lab.name, vm.name), "netdev": f"hostnet{k}",
+                               "proto": pf.proto, "host_port": pf.host_port,
+                               "guest_port": pf.guest_port, "name": pf.name})
+        return result
+
+    def _proxies(self, lab: Lab) -> list[dict]:
+        result = []
+        for net in lab.networks:
+            if net.mode != "natnetwork":
+                continue
+            for pf in net.port_forwards:
+                nic = next(n for n in lab.vm(pf.vm).nics if n.network == net.name)
+                result.append({"name": pf.name, "proto": pf.proto, "host_port": pf.host_port,
+                               "guest_ip": str(nic.ip.ip), "guest_port": pf.guest_port})
+        return result
+
+    def _render(self, template: str, lab: Lab, **kw) -> str:
+        return self.env.get_template(template).render(
+            xmlns=XMLNS, lab_name=lab.name, accel=self.ctx.accel, image=self.ctx.image,
+            tb_cache_mib=TB_CACHE_MIB, **kw)
+
+
+@dataclass(frozen=True)
+class _NetView:
+    name: str
+    mode: str
+    libvirt_name: str
+    bridge: str
+    forward: str | None
+    host_ip: str | None
+    prefix: int | None
+    dhcp: bool
+    dhcp_start: str | None = None
+    dhcp_end: str | None = None
+    dhcp_hosts: list = field(default_factory=list)
+    pf: str | None = None
+
+
+def _nth(subnet: IPv4Network, n: int) -> str:
+    return str(subnet.network_address + n)
+
+
+def _pci(address: str) -> dict:
+    domain, bus, rest = address.split(":")
+    slot, function = rest.split(".")
+    return {"domain": domain, "bus": bus, "slot": slot, "function": function}

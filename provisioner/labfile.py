@@ -1,0 +1,369 @@
+"""Lab file (YAML) -> Lab. Validates everything and fills defaults (the "resolve" phase), so a
+driver never sees a lab it has to second-guess. Every error names its field path."""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, replace
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_network
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import modes, nics
+from .errors import LabFileError
+from .model import NAME_RE, NAME_RULE, Lab, Network, Nic, PortForward, Vm
+
+MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+PCI_RE = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
+NETDEV_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+AUTO_SUBNET_POOL = IPv4Network("192.168.128.0/17")   # 192.168.150.0/24 upward, then wrap
+FIRST_AUTO = 150
+FIRST_HOST = 10
+IMAGES = ("tiny",)
+
+LAB_KEYS = {"name", "networks", "vms"}
+NET_KEYS = {"name", "mode", "subnet", "dhcp", "bridge", "port_forwards"}
+VM_KEYS = {"name", "image", "memory", "cpus", "nics"}
+NIC_KEYS = {"network", "model", "mac", "ip", "pf", "vf_address", "device"}
+PF_KEYS = {"name", "proto", "host_port", "vm", "guest_port"}
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What the environment decides: the sandbox fills bridged networks from its LAN."""
+    bridge: str = "br0"
+    bridged_subnet: IPv4Network | None = None
+    bridged_host_ip: IPv4Address | None = None
+    bridged_router: IPv4Address | None = None
+
+
+def load(path: str | Path, defaults: Defaults = Defaults()) -> Lab:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise LabFileError("", f"cannot read lab file {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise LabFileError("", f"{path} is not valid YAML{where}") from exc
+    return resolve(data, defaults, source=str(path))
+
+
+def resolve(data: Any, defaults: Defaults = Defaults(), source: str | None = None) -> Lab:
+    lab = _mapping(data, "", LAB_KEYS, required={"name", "networks", "vms"})
+    name = _name(lab["name"], "name")
+    networks = _networks(lab["networks"], defaults)
+    vms = _vms(lab["vms"], networks, name)
+    networks = tuple(_with_forwards(net, raw, vms) for net, raw in networks)
+    _check_host_ports(networks)
+    return Lab(name=name, networks=networks, vms=vms, source=source)
+
+
+# --- networks -------------------------------------------------------------------------------
+
+def _networks(raw: Any, defaults: Defaults) -> list[tuple[Network, dict]]:
+    items = _list(raw, "networks", non_empty=True)
+    seen: dict[str, int] = {}
+    result: list[tuple[Network, dict]] = []
+    for i, item in enumerate(items):
+        net = _mapping(item, f"networks[{i}]", NET_KEYS, required={"name", "mode"})
+        name = _name(net["name"], f"networks[{i}].name")
+        where = f"networks.{name}"
+        if name in seen:
+            raise LabFileError(f"{where}.name", f"duplicate network name {name!r}")
+        seen[name] = i
+        result.append((_network(net, where, name, defaults), net))
+    _assign_subnets(result)
+    return result
+
+
+def _network(net: dict, where: str, name: str, defaults: Defaults) -> Network:
+    mode_name = net["mode"]
+    if mode_name not in modes.MODES:
+        raise LabFileError(f"{where}.mode", f"unknown mode {mode_name!r}; "
+                           f"valid modes: {', '.join(modes.names())}")
+    mode = modes.MODES[mode_name]
+    dhcp = net.get("dhcp", mode.has_dhcp_server)
+    if not isinstance(dhcp, bool):
+        raise LabFileError(f"{where}.dhcp", "must be true or false")
+    if dhcp and mode.name == "internal":
+        raise LabFileError(f"{where}.dhcp", "internal networks have no DHCP server (no host "
+                           "on the network); remove dhcp or use mode hostonly")
+    bridge = net.get("bridge")
+    if bridge is not None and mode.name != "bridged":
+        raise LabFileError(f"{where}.bridge", f"only bridged networks take a bridge, not {mode.name}")
+    if mode.name == "bridged":
+        bridge = bridge if bridge is not None else defaults.bridge
+        if not isinstance(bridge, str) or not NETDEV_RE.match(bridge):
+            raise LabFileError(f"{where}.bridge", "must be a host interface name "
+                               "(letters, digits, '_', '.', '-'; at most 15 characters)")
+    subnet = None
+    if "subnet" in net:
+        if mode.subnet == "fixed":
+            raise LabFileError(f"{where}.subnet", "nat gives every VM its own private "
+                               "10.0.2.0/24, as VirtualBox does, so a subnet does not apply; "
+                               "use mode natnetwork for a shared, addressable NAT network")
+        subnet = _subnet(net["subnet"], f"{where}.subnet")
+    host_ip = router = None
+    if mode.subnet == "fixed":
+        subnet = mode.fixed_subnet
+        host_ip = router = IPv4Address("10.0.2.2")
+    elif mode.subnet == "lan":
+        if subnet is None:
+            subnet = defaults.bridged_subnet
+        if subnet is not None and subnet == defaults.bridged_subnet:
+            host_ip, router = defaults.bridged_host_ip, defaults.bridged_router
+    return _addressed(Network(name=name, mode=mode.name, subnet=subnet, dhcp=dhcp,
+                              bridge=bridge, host_ip=host_ip, router=router))
+
+
+def _addressed(net: Network) -> Network:
+    """Networks whose host is their router (natnetwork, hostonly) take the subnet's first address.
+    hostonly gets a router too: whether traffic may leave is the host's firewall's decision, and
+    the verifier must see that decision rather than a guest with no route."""
+    if modes.MODES[net.mode].subnet != "auto" or net.subnet is None:
+        return net
+    host_ip = net.subnet.network_address + 1 if modes.MODES[net.mode].host_on_network else None
+    return replace(net, host_ip=host_ip, router=host_ip)
+
+
+def _subnet(value: Any, where: str) -> IPv4Network:
+    try:
+        subnet = ip_network(str(value), strict=True)
+    except ValueError as exc:
+        raise LabFileError(where, f"{value!r} is not a valid IPv4 CIDR such as "
+                           f"192.168.150.0/24 ({exc})") from None
+    if subnet.version != 4:
+        raise LabFileError(where, "only IPv4 subnets are supported")
+    if not 16 <= subnet.prefixlen <= 28:
+        raise LabFileError(where, f"prefix /{subnet.prefixlen} is out of range: use /16 to /28")
+    return subnet
+
+
+def _assign_subnets(result: list[tuple[Network, dict]]) -> None:
+    """Give auto-subnet networks without one the next free /24, and refuse overlaps."""
+    taken = [(n.subnet, n.name) for n, _ in result
+             if n.subnet is not None and modes.MODES[n.mode].subnet != "fixed"]
+    for (a, a_name) in taken:
+        for (b, b_name) in taken:
+            if a_name < b_name and a.overlaps(b):
+                raise LabFileError(f"networks.{b_name}.subnet",
+                                   f"{b} overlaps {a} of network {a_name!r}")
+    candidates = (IPv4Network(f"192.168.{k}.0/24") for k in range(FIRST_AUTO, 256))
+    for i, (net, raw) in enumerate(result):
+        if net.subnet is None and modes.MODES[net.mode].subnet == "auto":
+            subnet = next(c for c in candidates if not any(c.overlaps(t) for t, _ in taken))
+            taken.append((subnet, net.name))
+            result[i] = (_addressed(replace(net, subnet=subnet)), raw)
+
+
+# --- VMs and NICs ---------------------------------------------------------------------------
+
+def _vms(raw: Any, networks: list[tuple[Network, dict]], lab_name: str) -> tuple[Vm, ...]:
+    items = _list(raw, "vms", non_empty=True)
+    by_name = {n.name: n for n, _ in networks}
+    names: set[str] = set()
+    macs: dict[str, str] = {}
+    ips: dict[tuple[str, IPv4Address], str] = {}
+    next_host = {n.name: FIRST_HOST for n, _ in networks}
+    reserved = _requested_ips(items)
+    vms = []
+    for i, item in enumerate(items):
+        vm = _mapping(item, f"vms[{i}]", VM_KEYS, required={"name", "nics"})
+        name = _name(vm["name"], f"vms[{i}].name")
+        where = f"vms.{name}"
+        if name in names:
+            raise LabFileError(f"{where}.name", f"duplicate VM name {name!r}")
+        names.add(name)
+        image = vm.get("image", "tiny")
+        if image not in IMAGES:
+            raise LabFileError(f"{where}.image", f"unknown image {image!r}; valid images: "
+                               f"{', '.join(IMAGES)}")
+        memory = _int(vm.get("memory", 128), f"{where}.memory", 64, 65536)
+        cpus = _int(vm.get("cpus", 1), f"{where}.cpus", 1, 64)
+        nic_items = _list(vm["nics"], f"{where}.nics", non_empty=True)
+        built = []
+        for k, nic_item in enumerate(nic_items):
+            nwhere = f"{where}.nics[{k}]"
+            nic = _nic(nic_item, nwhere, by_name, lab_name, name, k, next_host, reserved)
+            if nic.mac.lower() in macs:
+                raise LabFileError(f"{nwhere}.mac", f"MAC {nic.mac} is already used by "
+                                   f"{macs[nic.mac.lower()]}")
+            macs[nic.mac.lower()] = nwhere
+            net = by_name[nic.network]
+            if nic.ip is not None and modes.MODES[net.mode].subnet != "fixed":
+                key = (net.name, nic.ip.ip)
+                if key in ips or nic.ip.ip == net.host_ip:
+                    owner = ips.get(key, "the host")
+                    raise LabFileError(f"{nwhere}.ip", f"{nic.ip.ip} is already used by {owner}")
+                ips[key] = nwhere
+            built.append(nic)
+        vms.append(Vm(name=name, image=image, memory=memory, cpus=cpus, nics=tuple(built)))
+    return tuple(vms)
+
+
+def _requested_ips(vm_items: list) -> set[tuple[str, str]]:
+    """The (network, ip) pairs the file asks for, so automatic addresses step around them."""
+    return {(str(nic.get("network")), str(nic["ip"]))
+            for vm in vm_items if isinstance(vm, dict) and isinstance(vm.get("nics"), list)
+            for nic in vm["nics"] if isinstance(nic, dict) and nic.get("ip") is not None}
+
+
+def _nic(item: Any, where: str, networks: dict[str, Network], lab: str, vm: str, index: int,
+         next_host: dict[str, int], reserved: set[tuple[str, str]]) -> Nic:
+    nic = _mapping(item, where, NIC_KEYS, required={"network"})
+    net_name = nic["network"]
+    if net_name not in networks:
+        raise LabFileError(f"{where}.network", f"no network named {net_name!r}; "
+                           f"networks in this lab: {', '.join(networks)}")
+    net = networks[net_name]
+    model = nic.get("model", "virtio")
+    if model not in nics.NIC_MODELS:
+        raise LabFileError(f"{where}.model", f"unknown NIC model {model!r}; valid models: "
+                           f"{', '.join(nics.names())}")
+    mac = nic.get("mac") or _derived_mac(lab, vm, index)
+    if not isinstance(mac, str) or not MAC_RE.match(mac):
+        raise LabFileError(f"{where}.mac", f"{mac!r} is not a MAC address like 52:54:00:aa:bb:01")
+    if int(mac[:2], 16) & 1:
+        raise LabFileError(f"{where}.mac", f"{mac} is a multicast address (first octet must be even)")
+    ip = _nic_ip(nic.get("ip"), f"{where}.ip", net, next_host, reserved)
+    pf, vf, device = nic.get("pf"), nic.get("vf_address"), nic.get("device")
+    if model == "sriov":
+        if (pf is None) == (vf is None):
+            raise LabFileError(where, "an sriov NIC needs exactly one of pf (the PF netdev) "
+                               "or vf_address (PCI address like 0000:04:10.1)")
+        if pf is not None and (not isinstance(pf, str) or not NETDEV_RE.match(pf)):
+            raise LabFileError(f"{where}.pf", "must be a host interface name")
+        if vf is not None and (not isinstance(vf, str) or not PCI_RE.match(vf)):
+            raise LabFileError(f"{where}.vf_address", f"{vf!r} is not a PCI address like 0000:04:10.1")
+    elif pf is not None or vf is not None:
+        raise LabFileError(where, f"pf and vf_address belong to sriov NICs, not {model}")
+    if model == "vdpa":
+        if not isinstance(device, str) or not re.match(r"^/dev/vhost-vdpa-[0-9]+$", device):
+            raise LabFileError(f"{where}.device", "a vdpa NIC needs device: /dev/vhost-vdpa-N")
+    elif device is not None:
+        raise LabFileError(f"{where}.device", f"device belongs to vdpa NICs, not {model}")
+    return Nic(network=net_name, model=model, mac=mac.lower(), ip=ip, pf=pf, vf_address=vf,
+               device=device)
+
+
+def _nic_ip(value: Any, where: str, net: Network, next_host: dict[str, int],
+            reserved: set[tuple[str, str]]) -> IPv4Interface | None:
+    mode = modes.MODES[net.mode]
+    if mode.subnet == "fixed":
+        if value is not None:
+            raise LabFileError(where, "a nat NIC always gets 10.0.2.15 from its private NAT; "
+                               "remove ip or use mode natnetwork")
+        return IPv4Interface("10.0.2.15/24")
+    if value is None:
+        if net.subnet is None:
+            return None          # bridged onto a LAN vnet does not know: its DHCP decides
+        host = net.subnet.network_address + next_host[net.name]
+        while (net.name, str(host)) in reserved or host == net.host_ip or host == net.router:
+            host += 1
+        next_host[net.name] = int(host) - int(net.subnet.network_address) + 1
+        if host not in net.subnet or host == net.subnet.broadcast_address:
+            raise LabFileError(where, f"subnet {net.subnet} has no free address left")
+        return IPv4Interface(f"{host}/{net.subnet.prefixlen}")
+    try:
+        addr = IPv4Address(str(value))
+    except ValueError:
+        raise LabFileError(where, f"{value!r} is not an IPv4 address") from None
+    if net.subnet is None:
+        raise LabFileError(where, f"network {net.name!r} has no subnet to place {addr} in; "
+                           "give the network a subnet")
+    if addr not in net.subnet or addr in (net.subnet.network_address, net.subnet.broadcast_address):
+        raise LabFileError(where, f"{addr} is not a host address of subnet {net.subnet}")
+    return IPv4Interface(f"{addr}/{net.subnet.prefixlen}")
+
+
+def _derived_mac(lab: str, vm: str, index: int) -> str:
+    """A stable locally-administered QEMU-prefix MAC from the names, so renders are repeatable."""
+    digest = hashlib.sha256(f"{lab}/{vm}/{index}".encode()).digest()
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
+
+
+# --- port forwards --------------------------------------------------------------------------
+
+def _with_forwards(net: Network, raw: dict, vms: tuple[Vm, ...]) -> Network:
+    items = raw.get("port_forwards")
+    if items is None:
+        return net
+    where = f"networks.{net.name}.port_forwards"
+    items = _list(items, where)
+    if items and not modes.MODES[net.mode].port_forwards:
+        allowed = [m.name for m in modes.MODES.values() if m.port_forwards]
+        raise LabFileError(where, f"{net.mode} networks have no port forwarding; "
+                           f"it applies to {', '.join(allowed)}")
+    forwards, names = [], set()
+    attached = {vm.name for vm in vms for nic in vm.nics if nic.network == net.name}
+    for i, item in enumerate(items):
+        pf = _mapping(item, f"{where}[{i}]", PF_KEYS,
+                      required={"proto", "host_port", "vm", "guest_port"})
+        fname = _name(pf.get("name", f"pf{i}"), f"{where}[{i}].name")
+        if fname in names:
+            raise LabFileError(f"{where}[{i}].name", f"duplicate port forward name {fname!r}")
+        names.add(fname)
+        proto = pf["proto"]
+        if proto not in ("tcp", "udp"):
+            raise LabFileError(f"{where}[{i}].proto", f"{proto!r} is not tcp or udp")
+        if pf["vm"] not in attached:
+            raise LabFileError(f"{where}[{i}].vm", f"no VM named {pf['vm']!r} has a NIC on "
+                               f"{net.name}; VMs on it: {', '.join(sorted(attached)) or 'none'}")
+        forwards.append(PortForward(
+            name=fname, proto=proto, vm=pf["vm"], network=net.name,
+            host_port=_int(pf["host_port"], f"{where}[{i}].host_port", 1, 65535),
+            guest_port=_int(pf["guest_port"], f"{where}[{i}].guest_port", 1, 65535)))
+    return replace(net, port_forwards=tuple(forwards))
+
+
+def _check_host_ports(networks: tuple[Network, ...]) -> None:
+    used: dict[tuple[str, int], str] = {}
+    for net in networks:
+        for i, pf in enumerate(net.port_forwards):
+            key = (pf.proto, pf.host_port)
+            where = f"networks.{net.name}.port_forwards[{i}].host_port"
+            if key in used:
+                raise LabFileError(where, f"{pf.proto} port {pf.host_port} is already forwarded "
+                                   f"by {used[key]}")
+            used[key] = f"networks.{net.name}.port_forwards[{i}]"
+
+
+# --- small typed readers --------------------------------------------------------------------
+
+def _mapping(value: Any, where: str, keys: set[str], required: set[str]) -> dict:
+    if not isinstance(value, dict):
+        raise LabFileError(where or "(top level)", "must be a mapping of keys to values")
+    unknown = sorted(set(map(str, value)) - keys)
+    if unknown:
+        raise LabFileError(f"{where}.{unknown[0]}" if where else unknown[0],
+                           f"unknown field; valid fields: {', '.join(sorted(keys))}")
+    missing = sorted(required - set(value))
+    if missing:
+        raise LabFileError(f"{where}.{missing[0]}" if where else missing[0], "is required")
+    return value
+
+
+def _list(value: Any, where: str, non_empty: bool = False) -> list:
+    if not isinstance(value, list):
+        raise LabFileError(where, "must be a list")
+    if non_empty and not value:
+        raise LabFileError(where, "must not be empty")
+    return value
+
+
+def _name(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not NAME_RE.match(value):
+        raise LabFileError(where, f"{value!r} is not a valid name: use {NAME_RULE}")
+    return value
+
+
+def _int(value: Any, where: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise LabFileError(where, f"{value!r} must be a whole number from {low} to {high}")
+    return value

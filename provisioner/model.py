@@ -1,0 +1,77 @@
+"""The typed lab: frozen dataclasses, no I/O. labfile.py builds them; drivers read them."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+
+# Names reach libvirt XML, bridge names, file paths, hostnames and VBoxManage argv, so they are
+# held to an alphabet that is safe in all of them.
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,22}[a-z0-9]$|^[a-z]$")
+NAME_RULE = "lowercase letters, digits and '-', starting with a letter, at most 24 characters"
+
+
+class Backend(str, Enum):
+    LIBVIRT = "libvirt"
+    VIRTUALBOX = "virtualbox"
+
+
+@dataclass(frozen=True)
+class PortForward:
+    name: str
+    proto: str          # tcp | udp
+    host_port: int
+    vm: str
+    guest_port: int
+    network: str
+
+
+@dataclass(frozen=True)
+class Network:
+    name: str
+    mode: str                              # a key of provisioner.modes.MODES
+    subnet: IPv4Network | None             # None: nat (one 10.0.2.0/24 per VM) or an unknown LAN
+    dhcp: bool
+    bridge: str | None = None              # bridged only: existing host bridge
+    host_ip: IPv4Address | None = None     # the host's address on this network, where it has one
+    router: IPv4Address | None = None      # the guests' default gateway, where the mode has one
+    port_forwards: tuple[PortForward, ...] = ()
+
+
+@dataclass(frozen=True)
+class Nic:
+    network: str
+    model: str                             # a key of provisioner.nics.NIC_MODELS
+    mac: str                               # 52:54:00:aa:bb:cc (colon form)
+    ip: IPv4Interface | None = None        # address with prefix, None when unknown (LAN DHCP)
+    pf: str | None = None                  # sriov: physical function netdev
+    vf_address: str | None = None          # sriov: PCI address 0000:04:10.1
+    device: str | None = None              # vdpa: /dev/vhost-vdpa-N
+
+
+@dataclass(frozen=True)
+class Vm:
+    name: str
+    image: str
+    memory: int                            # MiB
+    cpus: int
+    nics: tuple[Nic, ...]
+
+
+@dataclass(frozen=True)
+class Lab:
+    name: str
+    networks: tuple[Network, ...]
+    vms: tuple[Vm, ...]
+    source: str | None = None              # the file it came from, for messages
+    meta: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def network(self, name: str) -> Network:
+        return next(n for n in self.networks if n.name == name)
+
+    def vm(self, name: str) -> Vm:
+        return next(v for v in self.vms if v.name == name)
+
+    def nics_on(self, network: str) -> list[tuple[Vm, Nic]]:
+        return [(vm, nic) for vm in self.vms for nic in vm.nics if nic.network == network]

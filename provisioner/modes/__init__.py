@@ -1,0 +1,65 @@
+"""Network modes as data. Each mode is one small module in this package that defines MODE;
+adding a mode is adding a file (plus its libvirt network template)."""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network
+
+from ..model import Backend
+
+CELLS = ("vm_to_host", "host_to_vm", "vm_to_vm", "vm_to_internet", "internet_to_vm")
+VALUES = ("yes", "no", "port-forward")
+
+
+@dataclass(frozen=True)
+class Reachability:
+    """One row of the mode table: what a mode promises, cell by cell."""
+    vm_to_host: str
+    host_to_vm: str
+    vm_to_vm: str
+    vm_to_internet: str
+    internet_to_vm: str
+
+    def __post_init__(self):
+        for cell in CELLS:
+            if getattr(self, cell) not in VALUES:
+                raise ValueError(f"{cell}={getattr(self, cell)!r} is not one of {VALUES}")
+
+    def as_dict(self) -> dict[str, str]:
+        return {cell: getattr(self, cell) for cell in CELLS}
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    rank: int                      # position in the mode table
+    summary: str
+    has_dhcp_server: bool          # dhcp defaults to this
+    subnet: str                    # "auto": vnet picks one; "fixed": per-VM 10.0.2.0/24; "lan": the LAN's
+    host_on_network: bool          # the host has an address the guests can reach
+    port_forwards: bool            # port_forwards are allowed
+    expected: dict[Backend, Reachability]
+    # Why a backend's row differs from VirtualBox's table, stated as data so reports can say it.
+    differences: dict[Backend, str] = field(default_factory=dict)
+    fixed_subnet: IPv4Network | None = None
+
+
+def _load() -> dict[str, Mode]:
+    modes = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        mode = importlib.import_module(f"{__name__}.{info.name}").MODE
+        modes[mode.name] = mode
+    return dict(sorted(modes.items(), key=lambda kv: kv[1].rank))
+
+
+MODES: dict[str, Mode] = _load()
+
+
+def names() -> list[str]:
+    return list(MODES)
+
+
+def expected(mode: str, backend: Backend | str) -> Reachability:
+    return MODES[mode].expected[Backend(backend)]
