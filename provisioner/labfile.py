@@ -149,9 +149,9 @@ def _assign_subnets(result: list[tuple[Network, dict]]) -> None:
     """Give auto-subnet networks without one the next free /24, and refuse overlaps."""
     taken = [(n.subnet, n.name) for n, _ in result
              if n.subnet is not None and modes.MODES[n.mode].subnet != "fixed"]
-    for (a, a_name) in taken:
-        for (b, b_name) in taken:
-            if a_name < b_name and a.overlaps(b):
+    for j, (b, b_name) in enumerate(taken):
+        for a, a_name in taken[:j]:
+            if a.overlaps(b):
                 raise LabFileError(f"networks.{b_name}.subnet",
                                    f"{b} overlaps {a} of network {a_name!r}")
     candidates = (IPv4Network(f"192.168.{k}.0/24") for k in range(FIRST_AUTO, 256))

@@ -1,0 +1,50 @@
+"""Plans for people and files: print them, write them, pick the renderer for a backend."""
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import click
+
+from .drivers.base import Plan, renderer
+from .model import Backend, Lab
+
+
+def plan_for(lab: Lab, backend: Backend, context=None) -> Plan:
+    cls = renderer(backend)
+    return (cls(context) if context is not None else cls()).plan(lab)
+
+
+def print_plan(plan: Plan) -> None:
+    if plan.backend is Backend.VIRTUALBOX:
+        click.echo(_vbox_script(plan), nl=False)
+        return
+    for doc in plan.documents:
+        click.echo(f"<!-- {doc.kind}: {doc.name} -->")
+        click.echo(doc.text.rstrip("\n"))
+
+
+def write_plan(plan: Plan, out: Path) -> list[Path]:
+    """Write every file to a temporary sibling first, so a failure leaves no half-written tree."""
+    files: dict[Path, str] = {}
+    if plan.backend is Backend.VIRTUALBOX:
+        files[out / "vboxmanage.json"] = json.dumps([list(c) for c in plan.commands], indent=2) + "\n"
+        files[out / "vboxmanage.sh"] = _vbox_script(plan)
+    else:
+        for doc in plan.documents:
+            files[out / f"{doc.kind}s" / f"{doc.name}.xml"] = doc.text
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    if plan.backend is Backend.VIRTUALBOX:
+        (out / "vboxmanage.sh").chmod(0o755)
+    return sorted(files)
+
+
+def _vbox_script(plan: Plan) -> str:
+    lines = ["#!/bin/sh", f"# vnet plan for lab {plan.lab.name} (VirtualBox)", "set -e"]
+    lines += [shlex.join(cmd) for cmd in plan.commands]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,448 @@
+"""The isolated lab host: two network namespaces and a private libvirtd.
+
+    root namespace (untouched)
+    vnet-NAME-host  "the hypervisor host": libvirtd + its dnsmasq/QEMU, bridge lan0
+        up0 203.0.113.2/24 ----------- up1 203.0.113.1/24    vnet-NAME-inet  "the Internet"
+        lan0 198.51.100.2/24 [lan-in]- lan-out 198.51.100.1/24   HTTP on 203.0.113.1:80
+
+libvirtd runs in the host namespace under its own mount namespace (see
+sandbox_files/libvirtd-launcher.sh), so its firewall rules, bridges, dnsmasq and guests stay
+in the sandbox. Everything vnet writes lives in state_dir; `down` removes it all.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from . import runner
+from .errors import HypervisorError, LabFileError, NotFound, VnetError
+from .netns import NETNS_DIR, netns_argv, netns_inode, run_in_netns
+
+NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,11}")
+LAUNCHER = Path(__file__).resolve().with_name("sandbox_files") / "libvirtd-launcher.sh"
+LAN_SUBNET, HOST_LAN_IP, LAN_GATEWAY = "198.51.100.0/24", "198.51.100.2", "198.51.100.1"
+HOST_UPLINK_IP, INTERNET_IP = "203.0.113.2", "203.0.113.1"
+PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
+REQUIRED_TOOLS = {"ip": "iproute2", "unshare": "util-linux", "libvirtd": "libvirt-daemon-system",
+                  "dnsmasq": "dnsmasq-base", "iptables": "iptables", "ip6tables": "iptables"}
+START_TIMEOUT, STOP_TIMEOUT = 20.0, 5.0
+# Processes in the sandbox host namespace that our libvirtd starts; `down` stops them.
+LIBVIRT_CHILDREN = ("libvirtd", "dnsmasq", "passt", "libvirt_leaseshelper")
+
+LIBVIRTD_CONF = """\
+# Written by vnet: private libvirtd of sandbox {name} (network namespace {host}).
+unix_sock_dir = "{run}"
+unix_sock_ro_perms = "0700"
+unix_sock_rw_perms = "0700"
+unix_sock_admin_perms = "0700"
+auth_unix_ro = "none"
+auth_unix_rw = "none"
+log_outputs = "3:stderr"
+"""
+QEMU_CONF = """\
+# Written by vnet: QEMU runs as root without virtlogd, labels or cgroups.
+user = "root"
+group = "root"
+dynamic_ownership = 0
+remember_owner = 0
+security_driver = "none"
+stdio_handler = "file"
+cgroup_controllers = [ ]
+"""
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    name: str
+    state_dir: Path
+    host_netns: str
+    inet_netns: str
+    uri: str
+    lan_bridge: str = "lan0"
+    lan_subnet: str = LAN_SUBNET
+    host_lan_ip: str = HOST_LAN_IP
+    lan_gateway: str = LAN_GATEWAY
+    host_uplink_ip: str = HOST_UPLINK_IP
+    internet_ip: str = INTERNET_IP
+
+
+def validate_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise LabFileError("sandbox name", f"{name!r} is not valid: use 1-12 characters from "
+                           "a-z, 0-9 and '-', starting with a letter")
+    return name
+
+
+def state_root() -> Path:
+    if os.environ.get("VNET_STATE_DIR"):
+        return Path(os.environ["VNET_STATE_DIR"]).absolute()
+    if os.geteuid() == 0:
+        return Path("/var/lib/vnet")
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local/state")
+    return Path(base) / "vnet"
+
+
+def describe(name: str = "default") -> Sandbox:
+    """The Sandbox a name stands for (pure: nothing is checked or created)."""
+    state_dir = state_root() / "sandboxes" / validate_name(name)
+    return Sandbox(name=name, state_dir=state_dir, host_netns=f"vnet-{name}-host",
+                   inet_netns=f"vnet-{name}-inet",
+                   uri=f"qemu:///system?socket={state_dir}/run/libvirt-sock")
+
+
+def exec_argv(sb: Sandbox, argv: list[str]) -> list[str]:
+    """argv run on the sandbox host, with libvirt clients pointed at the private libvirtd."""
+    return netns_argv(sb.host_netns, ["env", f"LIBVIRT_DEFAULT_URI={sb.uri}", *argv])
+
+
+def list_names() -> list[str]:
+    names: set[str] = set()
+    root = state_root() / "sandboxes"
+    if root.is_dir():
+        names.update(p.name for p in root.iterdir() if p.is_dir() and NAME_RE.fullmatch(p.name))
+    if os.path.isdir(NETNS_DIR):  # also sandboxes whose state dir is gone (crash, other root)
+        for ns in os.listdir(NETNS_DIR):
+            if m := re.fullmatch(r"vnet-([a-z][a-z0-9-]{0,11})-(?:host|inet)", ns):
+                names.add(m.group(1))
+    return sorted(names)
+
+
+def load(name: str = "default") -> Sandbox:
+    sb = describe(name)
+    if not (sb.state_dir / "sandbox.json").is_file() or netns_inode(sb.host_netns) is None \
+            or _libvirtd_pid(sb) is None:
+        raise NotFound(f"sandbox {name} is not up", hint=f"vnet sandbox up {name}")
+    return sb
+
+
+def status(name: str = "default") -> dict:
+    sb = describe(name)
+    namespaces = {ns: netns_inode(ns) is not None for ns in (sb.host_netns, sb.inet_netns)}
+    libvirtd_pid, http_pid = _libvirtd_pid(sb), _http_pid(sb)
+    sock = sb.state_dir / "run" / "libvirt-sock"
+    problems: list[str] = []
+    if sb.state_dir.exists() or any(namespaces.values()):
+        if not (sb.state_dir / "sandbox.json").is_file():
+            problems.append(f"{sb.state_dir}/sandbox.json is missing (setup did not finish)")
+        problems += [f"network namespace {ns} is missing" for ns, ok in namespaces.items() if not ok]
+        if libvirtd_pid is None:
+            problems.append("libvirtd is not running")
+        elif not _socket_answers(sock):
+            problems.append(f"libvirtd (pid {libvirtd_pid}) does not answer on {sock}")
+        if http_pid is None:
+            problems.append(f"the Internet HTTP service on {INTERNET_IP}:80 is not running")
+    return {"name": name, "up": sb.state_dir.exists() and not problems,
+            "libvirtd_pid": libvirtd_pid, "http_pid": http_pid, "uri": sb.uri,
+            "state_dir": str(sb.state_dir), "namespaces": namespaces,
+            "addresses": {"lan_bridge": sb.lan_bridge, "lan_subnet": sb.lan_subnet,
+                          "host_lan_ip": sb.host_lan_ip, "lan_gateway": sb.lan_gateway,
+                          "host_uplink_ip": sb.host_uplink_ip, "internet_ip": sb.internet_ip},
+            "problems": problems}
+
+
+def up(name: str = "default", progress: Callable[[str], None] = print) -> Sandbox:
+    """Create the sandbox, or return it if it is already healthy; repairs a crashed one."""
+    sb = describe(name)
+    _check_machine(sb)
+    current = status(name)
+    if current["up"]:
+        progress(f"sandbox {name} is already up (libvirtd pid {current['libvirtd_pid']})")
+        return sb
+    if current["problems"]:
+        progress(f"sandbox {name} is half up ({'; '.join(current['problems'])}): cleaning up first")
+        down(name, progress)
+    started = time.monotonic()
+    try:
+        progress(f"creating network namespaces {sb.host_netns} and {sb.inet_netns}")
+        _write_state(sb)
+        _create_network(sb)
+        _start_http(sb)
+        _start_libvirtd(sb, progress)
+    except BaseException:
+        progress(f"setting up sandbox {name} failed: removing what was created")
+        try:
+            down(name, progress=lambda _msg: None)
+        except Exception as exc:  # noqa: BLE001 - the first error is the one to report
+            progress(f"warning: cleaning up failed too: {exc}")
+        raise
+    (sb.state_dir / "sandbox.json").write_text(_record(sb))
+    progress(f"sandbox {name} is up in {time.monotonic() - started:.1f}s: {sb.uri}")
+    return sb
+
+
+def down(name: str = "default", progress: Callable[[str], None] = print) -> None:
+    """Stop everything the sandbox runs, delete its namespaces and state; safe to repeat."""
+    sb = describe(name)
+    started = time.monotonic()
+    victims = _our_processes(sb)
+    if victims:
+        progress("stopping " + ", ".join(f"{what} ({pid})" for pid, what in sorted(victims.items())))
+        _terminate(list(victims))
+    strangers = _processes_in(sb, lambda pid, argv: True)
+    for ns in (sb.host_netns, sb.inet_netns):
+        if netns_inode(ns) is not None or os.path.lexists(os.path.join(NETNS_DIR, ns)):
+            runner.run(["ip", "netns", "del", ns])
+    for pid, argv in strangers.items():
+        progress(f"warning: pid {pid} ({' '.join(argv)[:60]}) was not started by vnet and "
+                 f"still runs in a deleted namespace of sandbox {name}")
+    if sb.state_dir.exists():
+        shutil.rmtree(sb.state_dir)
+    progress(f"sandbox {name} is down ({time.monotonic() - started:.1f}s)")
+
+
+# ---------------------------------------------------------------- building the sandbox
+
+def _check_machine(sb: Sandbox) -> None:
+    if os.geteuid() != 0:
+        raise VnetError("the sandbox needs root (network namespaces, mounts, libvirtd)",
+                        hint="run as root, e.g. `sudo vnet sandbox up`")
+    missing = {tool: pkg for tool, pkg in REQUIRED_TOOLS.items() if runner.which(tool) is None}
+    if missing:
+        raise VnetError(f"the sandbox needs these commands: {', '.join(missing)}",
+                        hint="apt-get install " + " ".join(sorted(set(missing.values()))))
+    path = str(sb.state_dir)
+    if not re.fullmatch(r"/[A-Za-z0-9_./-]+", path) or re.match(r"/(var/)?run(/|$)", path):
+        raise VnetError(f"state directory {path} must be a plain path outside /run",
+                        hint="set VNET_STATE_DIR to a path such as /var/lib/vnet")
+    if len(path) + len("/run/libvirt-admin-sock") >= 108:
+        raise VnetError(f"state directory {path} is too long for a unix socket path",
+                        hint="set VNET_STATE_DIR to a shorter path")
+
+
+def _write_state(sb: Sandbox) -> None:
+    d = sb.state_dir
+    (d / "run").mkdir(parents=True, exist_ok=True)
+    d.chmod(0o700)
+    etc = d / "etc-libvirt"  # only what the daemon needs: no hooks, no host domains/networks
+    etc.mkdir(exist_ok=True)
+    if os.path.isdir("/etc/libvirt/nwfilter") and not (etc / "nwfilter").exists():
+        shutil.copytree("/etc/libvirt/nwfilter", etc / "nwfilter")
+    (etc / "libvirtd.conf").write_text(
+        LIBVIRTD_CONF.format(name=sb.name, host=sb.host_netns, run=d / "run"))
+    (etc / "qemu.conf").write_text(QEMU_CONF)
+    (d / "resolv.conf").write_text(f"# vnet sandbox {sb.name}: DNS stays in the lab\n"
+                                   f"nameserver {sb.internet_ip}\n")
+    (d / "www").mkdir(exist_ok=True)
+    (d / "www" / "index.html").write_text(f"vnet sandbox {sb.name}: the Internet\n")
+
+
+def _create_network(sb: Sandbox) -> None:
+    h, i, br = sb.host_netns, sb.inet_netns, sb.lan_bridge
+    for ns in (h, i):
+        runner.run(["ip", "netns", "add", ns])
+    commands = [
+        [h, "link", "add", "up0", "type", "veth", "peer", "name", "up1", "netns", i],
+        [h, "link", "add", "lan-in", "type", "veth", "peer", "name", "lan-out", "netns", i],
+        [h, "link", "add", br, "type", "bridge", "stp_state", "0", "forward_delay", "0"],
+        [h, "link", "set", "lan-in", "master", br],
+        [h, "addr", "add", f"{sb.host_uplink_ip}/24", "dev", "up0"],
+        [h, "addr", "add", f"{sb.host_lan_ip}/24", "dev", br],
+        [i, "addr", "add", f"{sb.internet_ip}/24", "dev", "up1"],
+        [i, "addr", "add", f"{sb.lan_gateway}/24", "dev", "lan-out"],
+        *([h, "link", "set", dev, "up"] for dev in ("lo", "up0", "lan-in", br)),
+        *([i, "link", "set", dev, "up"] for dev in ("lo", "up1", "lan-out")),
+        [h, "route", "add", "default", "via", sb.internet_ip],
+        *([i, "route", "add", net, "via", sb.host_uplink_ip] for net in PRIVATE_RANGES),
+    ]
+    for ns, *args in commands:
+        runner.run(["ip", "-n", ns, *args])
+    for ns in (h, i):
+        run_in_netns(ns, _write_sysctls, {"net.ipv4.ip_forward": "1"})
+
+
+def _write_sysctls(values: dict[str, str]) -> None:
+    """Runs inside the namespace: /proc/sys/net belongs to the caller's network namespace."""
+    for key, value in values.items():
+        Path("/proc/sys", *key.split(".")).write_text(value)
+
+
+def _start_http(sb: Sandbox) -> None:
+    www = sb.state_dir / "www"
+    argv = [sys.executable, "-m", "http.server", "80", "--bind", sb.internet_ip,
+            "--directory", str(www)]
+    log = sb.state_dir / "http.log"
+    proc = runner.spawn(netns_argv(sb.inet_netns, argv), log_path=str(log), cwd=str(www))
+    (sb.state_dir / "http.pid").write_text(f"{proc.pid}\n")
+    _wait_until(lambda: run_in_netns(sb.host_netns, _tcp_answers, sb.internet_ip, 80),
+                10.0, f"the HTTP service on {sb.internet_ip}:80", proc, log)
+
+
+def _start_libvirtd(sb: Sandbox, progress: Callable[[str], None]) -> None:
+    d = sb.state_dir
+    argv = netns_argv(sb.host_netns, ["unshare", "--mount", "--propagation", "private",
+                                      "sh", str(LAUNCHER), str(d)])
+    log = d / "libvirtd.log"
+    proc = runner.spawn(argv, log_path=str(log), env={"LC_ALL": "C"})
+    (d / "libvirtd.spawn.pid").write_text(f"{proc.pid}\n")
+    progress(f"starting libvirtd in {sb.host_netns} (pid {proc.pid}), waiting for its socket")
+    took = _wait_until(lambda: _socket_answers(d / "run" / "libvirt-sock") and _opens(sb.uri),
+                       START_TIMEOUT, "libvirtd", proc, log, progress)
+    progress(f"libvirtd answers after {took:.1f}s")
+
+
+def _wait_until(check: Callable[[], bool], timeout: float, what: str, proc, log: Path,
+                progress: Callable[[str], None] | None = None) -> float:
+    """Poll check() at short, growing intervals; fail fast when the process dies."""
+    start, delay, next_note = time.monotonic(), 0.02, 5.0
+    while True:
+        if check():
+            return time.monotonic() - start
+        waited = time.monotonic() - start
+        if proc.poll() is not None:
+            raise HypervisorError(f"{what} exited with status {proc.returncode}: {_tail(log)}",
+                                  hint=f"its log was {log}")
+        if waited > timeout:
+            raise HypervisorError(f"{what} did not answer within {timeout:g}s: {_tail(log)}")
+        if progress and waited >= next_note:
+            progress(f"still waiting for {what} ({waited:.0f}s)")
+            next_note += 5.0
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.25)
+
+
+def _tail(log: Path, lines: int = 3) -> str:
+    try:
+        text = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "(no log)"
+    return " | ".join(text[-lines:]) or "(empty log)"
+
+
+def _socket_answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(1.0)
+        try:
+            s.connect(str(path))
+            return True
+        except OSError:
+            return False
+
+
+def _tcp_answers(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=1.0).close()
+        return True
+    except OSError:
+        return False
+
+
+def _opens(uri: str) -> bool:
+    import libvirt  # optional dependency: only needed once a sandbox exists
+
+    try:
+        libvirt.open(uri).close()
+        return True
+    except libvirt.libvirtError:
+        return False
+
+
+def _record(sb: Sandbox) -> str:
+    import json
+
+    fields = {k: str(v) for k, v in vars(sb).items()}
+    return json.dumps({**fields, "created": time.time(), "libvirtd_pid": _libvirtd_pid(sb)},
+                      indent=2) + "\n"
+
+
+# ---------------------------------------------------------------- finding our processes
+
+def _argv(pid: int) -> list[str] | None:
+    """argv of a live (non-zombie) process, or None."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [a.decode(errors="replace") for a in raw.split(b"\0")[:-1]] or None
+
+
+def _owned_pid(pid_file: Path, marker: str, program: str = "") -> int | None:
+    """The pid in pid_file if that process runs `program` with `marker` in its argv."""
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    argv = _argv(pid)
+    if argv and program in os.path.basename(argv[0]) and any(marker in a for a in argv):
+        return pid
+    return None
+
+
+def _libvirtd_pid(sb: Sandbox) -> int | None:
+    return _owned_pid(sb.state_dir / "libvirtd.pid", str(sb.state_dir), "libvirtd")
+
+
+def _http_pid(sb: Sandbox) -> int | None:
+    return _owned_pid(sb.state_dir / "http.pid", str(sb.state_dir / "www"), "python")
+
+
+def _processes_in(sb: Sandbox, keep: Callable[[int, list[str]], bool]) -> dict[int, list[str]]:
+    """Live processes whose network namespace is one of the sandbox's, filtered by keep()."""
+    wanted = {netns_inode(ns) for ns in (sb.host_netns, sb.inet_netns)} - {None}
+    found: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc") if wanted else ():
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}/ns/net").st_ino not in wanted:
+                continue
+        except OSError:
+            continue
+        argv = _argv(int(entry))
+        if argv and keep(int(entry), argv):
+            found[int(entry)] = argv
+    return found
+
+
+def _our_processes(sb: Sandbox) -> dict[int, str]:
+    """pid -> label for everything `down` may stop: pids from our pid files whose command
+    line names our state dir, and libvirt's children (QEMU, dnsmasq) in our namespaces."""
+    state = str(sb.state_dir)
+    victims: dict[int, str] = {}
+    for pid_file in ("libvirtd.pid", "libvirtd.spawn.pid", "http.pid"):
+        if pid := _owned_pid(sb.state_dir / pid_file, state):
+            victims[pid] = pid_file.split(".")[0]
+
+    def started_by_us(pid: int, argv: list[str]) -> bool:
+        prog = os.path.basename(argv[0])
+        return prog.startswith("qemu-system-") or prog in LIBVIRT_CHILDREN \
+            or any(state in a for a in argv)
+
+    for pid, argv in _processes_in(sb, started_by_us).items():
+        victims.setdefault(pid, os.path.basename(argv[0]))
+    return victims
+
+
+def _alive(pid: int) -> bool:
+    try:  # reap it if it is our own child (a test, or up() cleaning after itself)
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _terminate(pids: list[int]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while (pids := [p for p in pids if _alive(p)]) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not pids:
+            return
+    raise VnetError(f"processes {pids} did not stop after SIGKILL")
