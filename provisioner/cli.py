@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from . import __version__, modes, nics
-from .errors import ExitStatus, VnetError
+from .errors import ExitStatus, NotFound, VnetError
 from .model import Backend
 
 BACKENDS = [b.value for b in Backend]
@@ -157,10 +157,314 @@ def create(mode, nic_model, vms, name, pf, bridge, backend, dry_run, sandbox_nam
     if dry_run:
         print_plan(plan_for(lab, Backend(backend)))
         return
-    from .lifecycle import up_and_verify
+    _up_and_verify(lab, backend, sandbox_name, uri, not no_verify, report, out, fmt)
 
-    up_and_verify(lab, Backend(backend), sandbox_name, uri, verify=not no_verify,
-                  report=report, out=out, fmt=fmt)
+
+def _up_and_verify(lab, backend, sandbox_name, uri, verify, report, out, fmt, wait=True):
+    from . import lifecycle
+
+    if Backend(backend) is Backend.VIRTUALBOX:
+        from .drivers import vbox_exec
+        vbox_exec.up(lab, progress=lifecycle.progress_printer(), wait=wait)
+        return
+    target = lifecycle.target_for(sandbox_name, uri)
+    say = lifecycle.progress_printer()
+    record = lifecycle.up(lab, target, say, wait=wait)
+    if not verify or not wait:
+        click.echo(json.dumps(lifecycle.status(lab.name, target), indent=2) if fmt == "json"
+                   else _status_table(lifecycle.status(lab.name, target)))
+        return
+    from . import verify as verifier
+
+    result = verifier.verify(lab, target, say, timings=record.get("timings", {}))
+    _emit_verification(result, report, out, fmt)
+
+
+def _emit_verification(result, report, out, fmt):
+    from . import verify as verifier
+
+    if report:
+        if out is None:
+            raise click.UsageError("--report needs --out FILE")
+        verifier.write_report(result, report, out)
+    click.echo(json.dumps(result, indent=2) if fmt == "json" else verifier.matrix_text(result))
+    if not result["ok"]:
+        sys.exit(int(ExitStatus.CHECKS_FAILED))
+
+
+def target_options(fn):
+    fn = click.option("--uri", help="libvirt URI (default qemu:///system, or the sandbox's).")(fn)
+    fn = click.option("--sandbox", "sandbox_name", help="Target this vnet sandbox.")(fn)
+    return fn
+
+
+@main.command()
+@click.argument("lab_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--backend", type=click.Choice(BACKENDS), default="libvirt", show_default=True)
+@target_options
+@click.option("--no-wait", is_flag=True, help="Return once the VMs have started.")
+@click.option("--no-verify", is_flag=True, help="Stop once the VMs have their addresses.")
+@click.option("--dry-run", is_flag=True, help="Print the plan; create nothing.")
+@click.option("--report", type=click.Choice(["json", "junit"]), help="Also write a report.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Report file.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@handle_errors
+def up(lab_file, backend, uri, sandbox_name, no_wait, no_verify, dry_run, report, out, fmt):
+    """Create (or complete) the lab in LAB_FILE, boot it, wait for addresses and verify it.
+    Running it again changes nothing.
+
+    \b
+    Examples:
+      vnet up lab.yaml --sandbox default
+      vnet up lab.yaml --uri qemu+ssh://root@hv1/system --no-verify
+    """
+    from . import labfile
+    from .plans import plan_for, print_plan
+
+    lab = labfile.load(lab_file, _defaults(sandbox_name, None))
+    if dry_run:
+        print_plan(plan_for(lab, Backend(backend)))
+        return
+    _up_and_verify(lab, backend, sandbox_name, uri, not no_verify, report, out, fmt,
+                   wait=not no_wait)
+
+
+@main.command("verify")
+@click.argument("lab_name")
+@target_options
+@click.option("--report", type=click.Choice(["json", "junit"]), help="Also write a report.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Report file.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@handle_errors
+def verify_cmd(lab_name, uri, sandbox_name, report, out, fmt):
+    """Probe every cell of LAB_NAME's reachability matrix from inside its guests and compare it
+    with what each mode promises. Exit 0 only when every cell matches.
+
+    \b
+    Examples:
+      vnet verify natnetwork --sandbox default
+      vnet verify natnetwork --sandbox default --report junit --out report.xml
+    """
+    from . import lifecycle, state
+    from . import verify as verifier
+
+    target = lifecycle.target_for(sandbox_name, uri)
+    record = state.read(target, lab_name)
+    if record is None:
+        raise NotFound(f"no lab named {lab_name!r} on this target", hint="vnet list shows the labs")
+    lab = lifecycle.lab_from_record(record)
+    result = verifier.verify(lab, target, lifecycle.progress_printer())
+    _emit_verification(result, report, out, fmt)
+
+
+@main.command()
+@click.argument("lab_name")
+@target_options
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@handle_errors
+def status(lab_name, uri, sandbox_name, fmt):
+    """Show a lab's VMs, NICs, models, addresses and state.
+
+    \b
+    Examples:
+      vnet status natnetwork --sandbox default
+      vnet status natnetwork --sandbox default --format json
+    """
+    from . import lifecycle
+
+    data = lifecycle.status(lab_name, lifecycle.target_for(sandbox_name, uri))
+    click.echo(json.dumps(data, indent=2) if fmt == "json" else _status_table(data))
+
+
+def _status_table(data: dict) -> str:
+    from .report import table
+
+    rows = [[vm["name"], vm["state"], nic["network"], nic["model"], nic["mac"],
+             ", ".join(nic["addresses"]) or "-"] for vm in data["vms"] for nic in vm["nics"]]
+    return f"lab {data['lab']}\n" + table(["vm", "state", "network", "model", "mac", "addresses"], rows)
+
+
+@main.command()
+@click.argument("lab_name")
+@target_options
+@click.option("--backend", type=click.Choice(BACKENDS), default="libvirt", show_default=True)
+@handle_errors
+def destroy(lab_name, uri, sandbox_name, backend):
+    """Remove exactly what LAB_NAME created (VMs, networks, port forwards, state); also after a
+    crash or Ctrl-C.
+
+    \b
+    Examples:
+      vnet destroy natnetwork --sandbox default
+    """
+    from . import lifecycle
+
+    if Backend(backend) is Backend.VIRTUALBOX:
+        from .drivers import vbox_exec
+        vbox_exec.destroy(lab_name, progress=lifecycle.progress_printer())
+        return
+    lifecycle.destroy(lab_name, lifecycle.target_for(sandbox_name, uri),
+                      lifecycle.progress_printer())
+    click.echo(f"lab {lab_name} destroyed")
+
+
+@main.command("list")
+@target_options
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@handle_errors
+def list_cmd(uri, sandbox_name, fmt):
+    """List labs on a target (a sandbox, or a libvirt URI).
+
+    \b
+    Examples:
+      vnet list --sandbox default
+    """
+    from . import lifecycle
+    from .report import table
+
+    labs = lifecycle.list_labs(lifecycle.target_for(sandbox_name, uri))
+    if fmt == "json":
+        click.echo(json.dumps(labs, indent=2))
+    else:
+        click.echo(table(["lab", "domains", "networks", "state"],
+                         [[l["lab"], l["domains"], l["networks"], l["state"]] for l in labs]))
+
+
+@main.command()
+@target_options
+@handle_errors
+def gc(uri, sandbox_name):
+    """Remove libvirt objects tagged by vnet whose lab state is gone. Untagged objects are never
+    touched.
+
+    \b
+    Examples:
+      vnet gc --sandbox default
+    """
+    from . import lifecycle
+
+    removed = lifecycle.gc(lifecycle.target_for(sandbox_name, uri), lifecycle.progress_printer())
+    click.echo(f"removed {len(removed)} object(s)")
+
+
+# --- sandbox ----------------------------------------------------------------------------------
+
+@main.group()
+def sandbox():
+    """An isolated lab host on this machine: a network namespace running a private libvirtd,
+    and an offline "Internet" namespace (203.0.113.0/24, LAN 198.51.100.0/24). The root
+    namespace gets no bridge, firewall rule or daemon.
+
+    \b
+    Examples:
+      vnet sandbox up
+      vnet sandbox exec default -- virsh list --all
+      vnet sandbox down
+    """
+
+
+@sandbox.command("up")
+@click.argument("name", default="default")
+@handle_errors
+def sandbox_up(name):
+    """Create sandbox NAME (idempotent)."""
+    from . import lifecycle
+    from . import sandbox as sb
+
+    box = sb.up(name, progress=lifecycle.progress_printer())
+    click.echo(f"sandbox {box.name} is up: {box.uri}")
+
+
+@sandbox.command("down")
+@click.argument("name", default="default")
+@handle_errors
+def sandbox_down(name):
+    """Remove sandbox NAME and everything in it (its labs included)."""
+    from . import lifecycle
+    from . import sandbox as sb
+
+    sb.down(name, progress=lifecycle.progress_printer())
+    click.echo(f"sandbox {name} is down")
+
+
+@sandbox.command("status")
+@click.argument("name", default="default")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@handle_errors
+def sandbox_status(name, fmt):
+    """Show whether sandbox NAME is up, and its addresses."""
+    from . import sandbox as sb
+
+    data = sb.status(name)
+    if fmt == "json":
+        click.echo(json.dumps(data, indent=2))
+    else:
+        for key, value in data.items():
+            click.echo(f"{key}: {value}")
+    if not data.get("up"):
+        sys.exit(int(ExitStatus.ENVIRONMENT))
+
+
+@sandbox.command("exec", context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED)
+@handle_errors
+def sandbox_exec(name, argv):
+    """Run a command on the sandbox host (its network namespace, LIBVIRT_DEFAULT_URI set).
+
+    \b
+    Examples:
+      vnet sandbox exec default -- virsh net-list --all
+      vnet sandbox exec default -- ip addr
+    """
+    import os
+
+    from . import sandbox as sb
+
+    full = sb.exec_argv(sb.load(name), list(argv))
+    os.execvp(full[0], full)
+
+
+# --- images -----------------------------------------------------------------------------------
+
+@main.group()
+def image():
+    """Guest images: the tiny image (kernel + busybox + dropbear + Python) built offline from
+    Debian packages and cached by the hash of its inputs.
+
+    \b
+    Examples:
+      vnet image build
+      vnet image list
+    """
+
+
+@image.command("build")
+@click.argument("name", default="tiny", type=click.Choice(["tiny"]))
+@click.option("--force", is_flag=True, help="Rebuild even when cached.")
+@handle_errors
+def image_build(name, force):
+    """Build (or reuse) an image."""
+    from . import images, lifecycle
+
+    built = images.build_tiny(progress=lifecycle.progress_printer(), force=force)
+    click.echo(f"{built.name} {built.digest}: {built.kernel.parent}")
+
+
+@image.command("list")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@handle_errors
+def image_list(fmt):
+    """List cached images."""
+    from . import images
+    from .report import table
+
+    items = images.list_cached()
+    if fmt == "json":
+        click.echo(json.dumps(items, indent=2, default=str))
+    else:
+        click.echo(table(["name", "digest", "size_mib", "path"],
+                         [[i["name"], i["digest"], i["size_mib"], i["path"]] for i in items]))
 
 
 def _defaults(sandbox_name: str | None, bridge: str | None):

@@ -2,6 +2,7 @@
 driver never sees a lab it has to second-guess. Every error names its field path."""
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
 from dataclasses import dataclass, replace
@@ -61,7 +62,9 @@ def resolve(data: Any, defaults: Defaults = Defaults(), source: str | None = Non
     vms = _vms(lab["vms"], networks, name)
     networks = tuple(_with_forwards(net, raw, vms) for net, raw in networks)
     _check_host_ports(networks)
-    return Lab(name=name, networks=networks, vms=vms, source=source)
+    # The raw data is kept so a lab can be rebuilt later exactly (it resolves deterministically).
+    return Lab(name=name, networks=networks, vms=vms, source=source,
+               meta={"raw": copy.deepcopy(data)})
 
 
 # --- networks -------------------------------------------------------------------------------

@@ -47,6 +47,12 @@ def spawn(argv: list[str], *, log_path: str, env: dict[str, str] | None = None,
                                 env=full_env, cwd=cwd, start_new_session=True)
 
 
+def start(argv: list[str]) -> subprocess.Popen:
+    """Start a short-lived process whose stdout the caller reads as it comes (and kills)."""
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL)
+
+
 def which(name: str) -> str | None:
     import shutil
 

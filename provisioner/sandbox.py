@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
 import sys
 import time
@@ -24,10 +23,12 @@ from typing import Callable
 
 from . import runner
 from .errors import HypervisorError, LabFileError, NotFound, VnetError
-from .netns import NETNS_DIR, netns_argv, netns_inode, run_in_netns
+from .netns import (NETNS_DIR, netns_argv, netns_inode, pids_in_netns, proc_argv,
+                    run_in_netns, terminate)
 
 NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,11}")
-LAUNCHER = Path(__file__).resolve().with_name("sandbox_files") / "libvirtd-launcher.sh"
+FILES = Path(__file__).resolve().with_name("sandbox_files")
+LAUNCHER, HTTP_SERVER = FILES / "libvirtd-launcher.sh", FILES / "internet_http.py"
 LAN_SUBNET, HOST_LAN_IP, LAN_GATEWAY = "198.51.100.0/24", "198.51.100.2", "198.51.100.1"
 HOST_UPLINK_IP, INTERNET_IP = "203.0.113.2", "203.0.113.1"
 PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
@@ -185,8 +186,8 @@ def down(name: str = "default", progress: Callable[[str], None] = print) -> None
     victims = _our_processes(sb)
     if victims:
         progress("stopping " + ", ".join(f"{what} ({pid})" for pid, what in sorted(victims.items())))
-        _terminate(list(victims))
-    strangers = _processes_in(sb, lambda pid, argv: True)
+        terminate(list(victims), STOP_TIMEOUT)
+    strangers = pids_in_netns([sb.host_netns, sb.inet_netns])
     for ns in (sb.host_netns, sb.inet_netns):
         if netns_inode(ns) is not None or os.path.lexists(os.path.join(NETNS_DIR, ns)):
             runner.run(["ip", "netns", "del", ns])
@@ -266,8 +267,7 @@ def _write_sysctls(values: dict[str, str]) -> None:
 
 def _start_http(sb: Sandbox) -> None:
     www = sb.state_dir / "www"
-    argv = [sys.executable, "-m", "http.server", "80", "--bind", sb.internet_ip,
-            "--directory", str(www)]
+    argv = [sys.executable, str(HTTP_SERVER), sb.internet_ip, "80", str(www)]
     log = sb.state_dir / "http.log"
     proc = runner.spawn(netns_argv(sb.inet_netns, argv), log_path=str(log), cwd=str(www))
     (sb.state_dir / "http.pid").write_text(f"{proc.pid}\n")
@@ -354,22 +354,13 @@ def _record(sb: Sandbox) -> str:
 
 # ---------------------------------------------------------------- finding our processes
 
-def _argv(pid: int) -> list[str] | None:
-    """argv of a live (non-zombie) process, or None."""
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    return [a.decode(errors="replace") for a in raw.split(b"\0")[:-1]] or None
-
-
 def _owned_pid(pid_file: Path, marker: str, program: str = "") -> int | None:
     """The pid in pid_file if that process runs `program` with `marker` in its argv."""
     try:
         pid = int(pid_file.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-    argv = _argv(pid)
+    argv = proc_argv(pid)
     if argv and program in os.path.basename(argv[0]) and any(marker in a for a in argv):
         return pid
     return None
@@ -383,24 +374,6 @@ def _http_pid(sb: Sandbox) -> int | None:
     return _owned_pid(sb.state_dir / "http.pid", str(sb.state_dir / "www"), "python")
 
 
-def _processes_in(sb: Sandbox, keep: Callable[[int, list[str]], bool]) -> dict[int, list[str]]:
-    """Live processes whose network namespace is one of the sandbox's, filtered by keep()."""
-    wanted = {netns_inode(ns) for ns in (sb.host_netns, sb.inet_netns)} - {None}
-    found: dict[int, list[str]] = {}
-    for entry in os.listdir("/proc") if wanted else ():
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            if os.stat(f"/proc/{entry}/ns/net").st_ino not in wanted:
-                continue
-        except OSError:
-            continue
-        argv = _argv(int(entry))
-        if argv and keep(int(entry), argv):
-            found[int(entry)] = argv
-    return found
-
-
 def _our_processes(sb: Sandbox) -> dict[int, str]:
     """pid -> label for everything `down` may stop: pids from our pid files whose command
     line names our state dir, and libvirt's children (QEMU, dnsmasq) in our namespaces."""
@@ -409,40 +382,9 @@ def _our_processes(sb: Sandbox) -> dict[int, str]:
     for pid_file in ("libvirtd.pid", "libvirtd.spawn.pid", "http.pid"):
         if pid := _owned_pid(sb.state_dir / pid_file, state):
             victims[pid] = pid_file.split(".")[0]
-
-    def started_by_us(pid: int, argv: list[str]) -> bool:
+    for pid, argv in pids_in_netns([sb.host_netns, sb.inet_netns]).items():
         prog = os.path.basename(argv[0])
-        return prog.startswith("qemu-system-") or prog in LIBVIRT_CHILDREN \
-            or any(state in a for a in argv)
-
-    for pid, argv in _processes_in(sb, started_by_us).items():
-        victims.setdefault(pid, os.path.basename(argv[0]))
+        if prog.startswith("qemu-system-") or prog in LIBVIRT_CHILDREN \
+                or any(state in a for a in argv):
+            victims.setdefault(pid, prog)
     return victims
-
-
-def _alive(pid: int) -> bool:
-    try:  # reap it if it is our own child (a test, or up() cleaning after itself)
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _terminate(pids: list[int]) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while (pids := [p for p in pids if _alive(p)]) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if not pids:
-            return
-    raise VnetError(f"processes {pids} did not stop after SIGKILL")

@@ -1,0 +1,170 @@
+"""Apply a libvirt plan through libvirt-python (any URI, remote ones too), and find or remove
+what a lab created by the tag in each object's <metadata>. No virsh."""
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from typing import Callable, Iterator
+
+from ..errors import HypervisorError
+from ..state import Target
+from .base import Plan
+from .libvirt_render import XMLNS
+
+Progress = Callable[[str], None]
+
+
+def _libvirt():
+    try:
+        import libvirt
+    except ImportError as exc:  # pragma: no cover - dependency of the package
+        raise HypervisorError("libvirt-python is not installed", hint="pip install libvirt-python") from exc
+    libvirt.registerErrorHandler(lambda *_: None, None)   # errors arrive as exceptions, not stderr
+    return libvirt
+
+
+def lab_tag(xml: str) -> dict | None:
+    """The vnet tag of a libvirt object's XML, or None when vnet did not create it."""
+    node = ET.fromstring(xml).find(f"./metadata/{{{XMLNS}}}lab")
+    return dict(node.attrib) if node is not None else None
+
+
+class LibvirtDriver:
+    name = "libvirt"
+
+    def __init__(self, target: Target):
+        self.target = target
+        self._conn = None
+
+    @property
+    def conn(self):
+        if self._conn is None:
+            libvirt = _libvirt()
+            try:
+                self._conn = libvirt.open(self.target.uri)
+            except libvirt.libvirtError as exc:
+                raise HypervisorError(f"cannot connect to libvirt at {self.target.uri}: "
+                                      f"{exc.get_error_message()}",
+                                      hint="is libvirtd running? `vnet sandbox up` starts a "
+                                           "private one; `vnet doctor` checks the host") from exc
+        return self._conn
+
+    # --- apply ------------------------------------------------------------------------------
+
+    def apply(self, plan: Plan, progress: Progress = print) -> list[str]:
+        """Define and start everything; objects that already exist and run are left alone, so a
+        second run changes nothing. Returns the names of domains it started."""
+        libvirt = _libvirt()
+        try:
+            for doc in plan.documents:
+                if doc.kind == "network":
+                    self._ensure_network(doc.name, doc.text, plan.lab.name, progress)
+            started = []
+            for doc in plan.documents:
+                if doc.kind == "domain" and self._ensure_domain(doc.name, doc.text, plan.lab.name):
+                    started.append(doc.name)
+            if started:
+                progress(f"started {len(started)} VM(s): {', '.join(started)}")
+            return started
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(f"libvirt refused the lab: {exc.get_error_message()}") from exc
+
+    def _ensure_network(self, name: str, xml: str, lab: str, progress: Progress) -> None:
+        net = self._lookup(self.conn.networkLookupByName, name)
+        if net is not None:
+            self._check_owner(name, net.XMLDesc(0), lab)
+        else:
+            net = self.conn.networkDefineXML(xml)
+            progress(f"defined network {name}")
+        if not net.isActive():
+            net.create()
+
+    def _ensure_domain(self, name: str, xml: str, lab: str) -> bool:
+        dom = self._lookup(self.conn.lookupByName, name)
+        if dom is not None:
+            self._check_owner(name, dom.XMLDesc(0), lab)
+            if dom.isActive():
+                return False
+        dom = self.conn.defineXML(xml)     # (re)define: a stopped domain picks up the new plan
+        dom.create()
+        return True
+
+    @staticmethod
+    def _check_owner(name: str, xml: str, lab: str) -> None:
+        tag = lab_tag(xml)
+        if tag is None or tag.get("name") != lab:
+            owner = f"lab {tag['name']!r}" if tag else "something other than vnet"
+            raise HypervisorError(f"{name} already exists and belongs to {owner}; "
+                                  "vnet leaves it alone", hint="choose another lab name")
+
+    @staticmethod
+    def _lookup(fn, name):
+        libvirt = _libvirt()
+        try:
+            return fn(name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_NETWORK):
+                return None
+            raise
+
+    # --- discovery --------------------------------------------------------------------------
+
+    def tagged(self) -> Iterator[tuple[str, str, object, dict]]:
+        """(kind, name, object, tag) for every domain and network vnet created on this URI."""
+        for dom in self.conn.listAllDomains(0):
+            tag = lab_tag(dom.XMLDesc(0))
+            if tag:
+                yield "domain", dom.name(), dom, tag
+        for net in self.conn.listAllNetworks(0):
+            tag = lab_tag(net.XMLDesc(0))
+            if tag:
+                yield "network", net.name(), net, tag
+
+    def labs(self) -> dict[str, dict[str, list[str]]]:
+        result: dict[str, dict[str, list[str]]] = {}
+        for kind, name, _, tag in self.tagged():
+            result.setdefault(tag["name"], {"domain": [], "network": []})[kind].append(name)
+        return result
+
+    def domain_state(self, name: str) -> str:
+        libvirt = _libvirt()
+        dom = self._lookup(self.conn.lookupByName, name)
+        if dom is None:
+            return "absent"
+        state = dom.state()[0]
+        return {libvirt.VIR_DOMAIN_RUNNING: "running", libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
+                libvirt.VIR_DOMAIN_PAUSED: "paused", libvirt.VIR_DOMAIN_CRASHED: "crashed"
+                }.get(state, "other")
+
+    def leases(self, network: str) -> list[dict]:
+        net = self._lookup(self.conn.networkLookupByName, network)
+        return [] if net is None or not net.isActive() else net.DHCPLeases()
+
+    def hmp(self, domain: str, command: str) -> str:
+        """A QEMU human-monitor command (used for user-network port forwards)."""
+        import libvirt_qemu
+
+        dom = self.conn.lookupByName(domain)
+        return libvirt_qemu.qemuMonitorCommand(
+            dom, command, libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
+
+    # --- teardown ---------------------------------------------------------------------------
+
+    def destroy(self, lab: str, progress: Progress = print) -> list[str]:
+        """Remove every domain and network tagged with this lab, and nothing else."""
+        libvirt = _libvirt()
+        removed = []
+        objects = [o for o in self.tagged() if o[3].get("name") == lab]
+        for kind, name, obj, _ in sorted(objects, key=lambda o: o[0] != "domain"):  # domains first
+            try:
+                if obj.isActive():
+                    obj.destroy()
+                obj.undefine()
+                removed.append(f"{kind} {name}")
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() not in (libvirt.VIR_ERR_NO_DOMAIN,
+                                                libvirt.VIR_ERR_NO_NETWORK):
+                    raise HypervisorError(f"cannot remove {kind} {name}: "
+                                          f"{exc.get_error_message()}") from exc
+        if removed:
+            progress(f"removed {', '.join(removed)}")
+        return removed

@@ -1,0 +1,233 @@
+"""A lab's life on libvirt: up (image, key, accelerator, plan, apply, addresses), status,
+destroy and gc. The CLI calls these; they raise VnetError and report progress."""
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from . import forwarding, state
+from .drivers.libvirt import LibvirtDriver
+from .drivers.libvirt_render import Context, ImageFiles, LibvirtRenderer, object_name
+from .errors import HypervisorError, NotFound, VnetError
+from .model import Lab
+from .state import Target
+
+Progress = Callable[[str], None]
+ADDRESS_TIMEOUT = 120.0
+ADDR_RE = re.compile(r"VNET-ADDR (\S+) (\S+)")
+
+
+def progress_printer(quiet: bool = False) -> Progress:
+    start = time.monotonic()
+
+    def say(message: str) -> None:
+        if not quiet:
+            print(f"[{time.monotonic() - start:5.1f}s] {message}", file=sys.stderr, flush=True)
+    return say
+
+
+def target_for(sandbox_name: str | None, uri: str | None) -> Target:
+    if sandbox_name:
+        from . import sandbox
+
+        sb = sandbox.load(sandbox_name)
+        return Target(uri=uri or sb.uri, sandbox=sb.name, netns=sb.host_netns)
+    return Target(uri=uri or "qemu:///system")
+
+
+@dataclass
+class Timings:
+    phases: dict[str, float] = field(default_factory=dict)
+    _t: float = field(default_factory=time.monotonic)
+
+    def mark(self, phase: str) -> None:
+        now = time.monotonic()
+        self.phases[phase] = round(now - self._t, 2)
+        self._t = now
+
+
+# --- up -----------------------------------------------------------------------------------------
+
+def up(lab: Lab, target: Target, progress: Progress, wait: bool = True) -> dict:
+    """Bring the lab up; returns its record (also saved in the lab's state dir)."""
+    from . import accel, images
+
+    timings = Timings()
+    image = images.build_tiny(progress=progress)
+    timings.mark("image")
+    lab_dir = state.lab_dir(target, lab.name)
+    _, pubkey = state.ssh_key(target, lab.name)
+    chosen = accel.choose(image, progress)
+    ctx = Context(image=ImageFiles(str(image.kernel), str(image.initrd), str(image.rootdisk),
+                                   image.cmdline_base),
+                  ssh_pubkey=pubkey, accel=chosen, log_dir=str(lab_dir))
+    plan = LibvirtRenderer(ctx).plan(lab)
+    driver = LibvirtDriver(target)
+    existing = driver.labs().get(lab.name)
+    if not existing:   # a second `up` of a running lab owns its ports already
+        forwarding.check_host_ports(target, lab.name, plan.extra["hostfwd"] + plan.extra["proxies"])
+    record = {"lab": lab.name, "backend": "libvirt", "uri": target.uri, "sandbox": target.sandbox,
+              "accel": chosen, "source": lab.source, "lab_data": lab.meta["raw"],
+              "mgmt": plan.extra["mgmt"], "created": time.time()}
+    state.save(target, lab.name, record)     # before anything exists: a crash stays findable
+    timings.mark("plan")
+    started = driver.apply(plan, progress)
+    forwarding.add_hostfwds(driver, plan.extra["hostfwd"])
+    forwarding.start_proxy(target, lab_dir, plan.extra["proxies"])
+    timings.mark("define")
+    if wait:
+        wait_for_addresses(lab, target, driver, lab_dir, progress,
+                           boot_only=bool(started))
+        timings.mark("address")
+    record["timings"] = timings.phases
+    state.save(target, lab.name, record)
+    return record
+
+
+def lab_from_record(record: dict) -> Lab:
+    from . import labfile
+
+    lab_data = record["lab_data"]
+    defaults = labfile.Defaults()
+    if record.get("sandbox"):
+        from . import sandbox
+        from ipaddress import IPv4Address, IPv4Network
+
+        sb = sandbox.describe(record["sandbox"])
+        defaults = labfile.Defaults(bridge=sb.lan_bridge, bridged_subnet=IPv4Network(sb.lan_subnet),
+                                    bridged_host_ip=IPv4Address(sb.host_lan_ip),
+                                    bridged_router=IPv4Address(sb.lan_gateway))
+    return labfile.resolve(lab_data, defaults, source=record.get("source"))
+
+
+# --- addresses ----------------------------------------------------------------------------------
+
+def serial_log(lab_dir: Path, vm: str) -> Path:
+    return lab_dir / f"{vm}.serial.log"
+
+
+def guest_report(lab_dir: Path, vm: str) -> tuple[bool, dict[str, str]]:
+    """(ready, {mac: ip/prefix}) as the guest printed them on its serial console."""
+    try:
+        text = serial_log(lab_dir, vm).read_text(errors="replace")
+    except OSError:
+        return False, {}
+    return "VNET-READY" in text, {m.lower(): ip for m, ip in ADDR_RE.findall(text)}
+
+
+def wait_for_addresses(lab: Lab, target: Target, driver: LibvirtDriver, lab_dir: Path,
+                       progress: Progress, timeout: float = ADDRESS_TIMEOUT,
+                       boot_only: bool = True) -> None:
+    """Wait until every VM is SSH-ready and every NIC that vnet can know has its address."""
+    pending = {vm.name for vm in lab.vms}
+    deadline = time.monotonic() + timeout
+    last_note = 0.0
+    while pending:
+        for vm in list(pending):
+            ready, addrs = guest_report(lab_dir, vm)
+            wanted = [n.mac for n in lab.vm(vm).nics if n.ip is not None or lab.network(n.network).dhcp]
+            if ready and all(mac in addrs for mac in wanted):
+                pending.discard(vm)
+                progress(f"{vm} ready: " + ", ".join(addrs[m] for m in wanted))
+            elif driver.domain_state(object_name(lab.name, vm)) not in ("running", "paused"):
+                raise HypervisorError(f"VM {vm} stopped while booting\n" + triage(lab, driver, lab_dir, vm))
+        if not pending:
+            break
+        now = time.monotonic()
+        if now > deadline:
+            vm = sorted(pending)[0]
+            raise HypervisorError(f"VM(s) {', '.join(sorted(pending))} got no address within "
+                                  f"{timeout:.0f}s\n" + triage(lab, driver, lab_dir, vm),
+                                  hint=f"vnet destroy {lab.name} removes the lab")
+        if now - last_note > 5:
+            progress(f"waiting for {', '.join(sorted(pending))} to boot and get addresses")
+            last_note = now
+        time.sleep(0.1)
+
+
+def triage(lab: Lab, driver: LibvirtDriver, lab_dir: Path, vm: str) -> str:
+    """What a person needs when an address does not come: console, leases, DHCP attempts."""
+    lines = [f"--- triage for {vm} ---"]
+    try:
+        console = serial_log(lab_dir, vm).read_text(errors="replace").splitlines()
+    except OSError:
+        console = []
+    lines.append(f"last console lines ({serial_log(lab_dir, vm)}):")
+    lines += [f"  | {line}" for line in console[-12:]] or ["  (empty: the kernel printed nothing)"]
+    for nic in lab.vm(vm).nics:
+        net = lab.network(nic.network)
+        if net.dhcp and net.mode != "nat":
+            leases = driver.leases(object_name(lab.name, net.name))
+            lines.append(f"lease table of {net.name}: " + (", ".join(
+                f"{l['mac']}={l['ipaddr']}" for l in leases) or "empty"))
+            sent = any("udhcpc" in line and "sending discover" in line for line in console)
+            lines.append(f"{nic.mac}: the guest {'sent' if sent else 'did not send'} DHCP "
+                         "discover (as seen on its console)")
+    return "\n".join(lines)
+
+
+# --- status / destroy / gc / list ---------------------------------------------------------------
+
+def status(lab_name: str, target: Target) -> dict:
+    record = state.read(target, lab_name)
+    driver = LibvirtDriver(target)
+    if record is None:
+        if lab_name in driver.labs():
+            raise NotFound(f"lab {lab_name!r} has objects on {target.uri} but no state",
+                           hint="vnet gc removes them")
+        raise NotFound(f"no lab named {lab_name!r} on this target",
+                       hint="vnet list shows the labs")
+    lab = lab_from_record(record)
+    lab_dir = state.lab_dir(target, lab_name)
+    vms = []
+    for vm in lab.vms:
+        _, reported = guest_report(lab_dir, vm.name)
+        vms.append({"name": vm.name, "state": driver.domain_state(object_name(lab_name, vm.name)),
+                    "nics": [{"network": n.network, "model": n.model, "mac": n.mac,
+                              "addresses": _addresses(n, reported)} for n in vm.nics]})
+    return {"lab": lab_name, "vms": vms}
+
+
+def _addresses(nic, reported: dict[str, str]) -> list[str]:
+    seen = reported.get(nic.mac)
+    if seen:
+        return [seen.split("/")[0]]
+    return []
+
+
+def destroy(lab_name: str, target: Target, progress: Progress) -> list[str]:
+    lab_dir = state.lab_dir(target, lab_name)
+    forwarding.stop_proxy(lab_dir)
+    removed = LibvirtDriver(target).destroy(lab_name, progress)
+    if not removed and state.read(target, lab_name) is None and not lab_dir.exists():
+        raise NotFound(f"no lab named {lab_name!r} on this target", hint="vnet list shows the labs")
+    state.remove(target, lab_name)
+    return removed
+
+
+def gc(target: Target, progress: Progress) -> list[str]:
+    """Remove objects tagged by vnet whose lab state is gone (a crash, a deleted state dir)."""
+    driver = LibvirtDriver(target)
+    known = set(state.labs_of(target))
+    removed = []
+    for lab in sorted(set(driver.labs()) - known):
+        forwarding.stop_proxy(state.lab_dir(target, lab))
+        removed += driver.destroy(lab, progress)
+        state.remove(target, lab)
+    return removed
+
+
+def list_labs(target: Target) -> list[dict]:
+    driver = LibvirtDriver(target)
+    running = driver.labs()
+    names = sorted(set(running) | set(state.labs_of(target)))
+    return [{"lab": n, "domains": len(running.get(n, {}).get("domain", [])),
+             "networks": len(running.get(n, {}).get("network", [])),
+             "state": "ok" if n in running and state.read(target, n) else
+                      ("orphaned (vnet gc)" if n in running else "stale state")}
+            for n in names]
