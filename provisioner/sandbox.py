@@ -29,6 +29,7 @@ from .netns import (NETNS_DIR, netns_argv, netns_inode, pids_in_netns, proc_argv
 NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,11}")
 FILES = Path(__file__).resolve().with_name("sandbox_files")
 LAUNCHER, HTTP_SERVER = FILES / "libvirtd-launcher.sh", FILES / "internet_http.py"
+PID_FILES = ("libvirtd.pid", "libvirtd.spawn.pid", "http.pid")
 LAN_SUBNET, HOST_LAN_IP, LAN_GATEWAY = "198.51.100.0/24", "198.51.100.2", "198.51.100.1"
 HOST_UPLINK_IP, INTERNET_IP = "203.0.113.2", "203.0.113.1"
 PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
@@ -37,28 +38,6 @@ REQUIRED_TOOLS = {"ip": "iproute2", "unshare": "util-linux", "libvirtd": "libvir
 START_TIMEOUT, STOP_TIMEOUT = 20.0, 5.0
 # Processes in the sandbox host namespace that our libvirtd starts; `down` stops them.
 LIBVIRT_CHILDREN = ("libvirtd", "dnsmasq", "passt", "libvirt_leaseshelper")
-
-LIBVIRTD_CONF = """\
-# Written by vnet: private libvirtd of sandbox {name} (network namespace {host}).
-unix_sock_dir = "{run}"
-unix_sock_ro_perms = "0700"
-unix_sock_rw_perms = "0700"
-unix_sock_admin_perms = "0700"
-auth_unix_ro = "none"
-auth_unix_rw = "none"
-log_outputs = "3:stderr"
-"""
-QEMU_CONF = """\
-# Written by vnet: QEMU runs as root without virtlogd, labels or cgroups.
-user = "root"
-group = "root"
-dynamic_ownership = 0
-remember_owner = 0
-security_driver = "none"
-stdio_handler = "file"
-cgroup_controllers = [ ]
-"""
-
 
 @dataclass(frozen=True)
 class Sandbox:
@@ -183,8 +162,9 @@ def down(name: str = "default", progress: Callable[[str], None] = print) -> None
     """Stop everything the sandbox runs, delete its namespaces and state; safe to repeat."""
     sb = describe(name)
     started = time.monotonic()
-    victims = _our_processes(sb)
-    if victims:
+    for _ in range(3):  # a second look catches a child started while libvirtd stopped
+        if not (victims := _our_processes(sb)):
+            break
         progress("stopping " + ", ".join(f"{what} ({pid})" for pid, what in sorted(victims.items())))
         terminate(list(victims), STOP_TIMEOUT)
     strangers = pids_in_netns([sb.host_netns, sb.inet_netns])
@@ -222,13 +202,15 @@ def _write_state(sb: Sandbox) -> None:
     d = sb.state_dir
     (d / "run").mkdir(parents=True, exist_ok=True)
     d.chmod(0o700)
-    etc = d / "etc-libvirt"  # only what the daemon needs: no hooks, no host domains/networks
+    # /etc/libvirt for the private daemon: the machine's nwfilter definitions, our own
+    # libvirtd.conf and qemu.conf; no hooks, no domains or networks (no `default` network).
+    etc = d / "etc-libvirt"
     etc.mkdir(exist_ok=True)
     if os.path.isdir("/etc/libvirt/nwfilter") and not (etc / "nwfilter").exists():
         shutil.copytree("/etc/libvirt/nwfilter", etc / "nwfilter")
-    (etc / "libvirtd.conf").write_text(
-        LIBVIRTD_CONF.format(name=sb.name, host=sb.host_netns, run=d / "run"))
-    (etc / "qemu.conf").write_text(QEMU_CONF)
+    conf = (FILES / "libvirtd.conf").read_text().replace("@RUN_DIR@", str(d / "run"))
+    (etc / "libvirtd.conf").write_text(conf)
+    shutil.copyfile(FILES / "qemu.conf", etc / "qemu.conf")
     (d / "resolv.conf").write_text(f"# vnet sandbox {sb.name}: DNS stays in the lab\n"
                                    f"nameserver {sb.internet_ip}\n")
     (d / "www").mkdir(exist_ok=True)
@@ -379,7 +361,7 @@ def _our_processes(sb: Sandbox) -> dict[int, str]:
     line names our state dir, and libvirt's children (QEMU, dnsmasq) in our namespaces."""
     state = str(sb.state_dir)
     victims: dict[int, str] = {}
-    for pid_file in ("libvirtd.pid", "libvirtd.spawn.pid", "http.pid"):
+    for pid_file in PID_FILES:
         if pid := _owned_pid(sb.state_dir / pid_file, state):
             victims[pid] = pid_file.split(".")[0]
     for pid, argv in pids_in_netns([sb.host_netns, sb.inet_netns]).items():

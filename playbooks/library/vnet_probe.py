@@ -1,0 +1,155 @@
+#!/usr/bin/python
+# WANT_JSON
+"""vnet_probe: run all of one guest's reachability probes in ONE light invocation.
+
+Ansible runs this as a "WANT_JSON" module: no AnsiballZ, no module_utils import, so it costs a
+single Python start on a slow (TCG) guest. The host-side probes import the same functions, so
+guest and host speak one protocol.
+
+Protocol: the prober connects over TCP, sends "VNET <nonce>\\n"; a vnet listener answers
+"VNET <nonce> <its name> [<peer address>]\\n". A probe passes only when the nonce comes back
+fresh from the listener it meant to reach, so a stale, spoofed or wrong-endpoint answer fails.
+
+Each probe: {"id", "target", "port", "expect_name", "bind_mac" (optional: the NIC under test;
+the socket is bound to it with SO_BINDTODEVICE, so no other NIC can carry the probe),
+"banner" (optional: accept this banner prefix instead of a nonce, for e.g. SSH)}.
+
+Options:
+  module args {"probes": [...], "nic_macs": [...]} -> {"results": {...}, "drivers": {...}}
+"""
+import errno
+import json
+import os
+import secrets
+import socket
+import sys
+import threading
+
+SO_BINDTODEVICE = 25
+TIMEOUT = 3.0
+
+
+def interface_of(mac):
+    for name in os.listdir("/sys/class/net"):
+        try:
+            with open(f"/sys/class/net/{name}/address") as f:
+                if f.read().strip().lower() == mac.lower():
+                    return name
+        except OSError:
+            pass
+    return None
+
+
+def driver_of(mac):
+    name = interface_of(mac)
+    if name is None:
+        return None
+    try:
+        return os.path.basename(os.readlink(f"/sys/class/net/{name}/device/driver"))
+    except OSError:
+        return "none"
+
+
+def _reason(exc):
+    code = getattr(exc, "errno", None)
+    if isinstance(exc, socket.timeout) or code == errno.ETIMEDOUT:
+        return "timed out"
+    if code == errno.ECONNREFUSED:
+        return "refused"
+    if code in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return "no route"
+    return str(exc) or exc.__class__.__name__
+
+
+def probe(spec):
+    """One TCP probe -> {"observed": "pass"|"fail"|"error", "detail": str}."""
+    nonce = secrets.token_hex(8)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(spec.get("timeout", TIMEOUT))
+    try:
+        if spec.get("bind_mac"):
+            ifname = interface_of(spec["bind_mac"])
+            if ifname is None:
+                return {"observed": "error", "detail": f"no NIC with MAC {spec['bind_mac']}"}
+            sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode())
+        sock.connect((spec["target"], int(spec["port"])))
+        if spec.get("banner"):
+            answer = sock.recv(256).decode(errors="replace").strip()
+            if answer.startswith(spec["banner"]):
+                return {"observed": "pass", "detail": f"banner {answer[:40]!r}"}
+            return {"observed": "fail", "detail": f"unexpected banner {answer[:40]!r}"}
+        sock.sendall(f"VNET {nonce}\n".encode())
+        answer = b""
+        while not answer.endswith(b"\n") and len(answer) < 512:
+            chunk = sock.recv(512)
+            if not chunk:
+                break
+            answer += chunk
+        words = answer.decode(errors="replace").split()
+        if len(words) < 3 or words[0] != "VNET" or words[1] != nonce:
+            return {"observed": "fail", "detail": f"connected, but no fresh nonce came back "
+                                                  f"({answer[:60]!r})"}
+        if spec.get("expect_name") and words[2] != spec["expect_name"]:
+            return {"observed": "fail", "detail": f"wrong endpoint: answered by {words[2]}, "
+                                                  f"not {spec['expect_name']}"}
+        peer = f" (seen from {words[3]})" if len(words) > 3 else ""
+        return {"observed": "pass", "detail": f"nonce echoed by {words[2]}{peer}"}
+    except OSError as exc:
+        return {"observed": "fail", "detail": _reason(exc)}
+    except Exception as exc:  # a probe must report, never crash the others
+        return {"observed": "error", "detail": repr(exc)}
+    finally:
+        sock.close()
+
+
+def run_all(specs):
+    """All probes at once: negative cells wait for timeouts, so they must overlap."""
+    results = {}
+
+    def one(spec):
+        results[spec["id"]] = probe(spec)
+
+    threads = [threading.Thread(target=one, args=(s,)) for s in specs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def serve(port, name, host="0.0.0.0"):
+    """The vnet listener: answer each "VNET <nonce>" with the nonce, our name and the peer."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind((host, port))
+    server.listen(64)
+    print(f"vnet-listener {name} ready on {host}:{port}", flush=True)
+
+    def answer(conn, peer):
+        with conn:
+            conn.settimeout(TIMEOUT)
+            try:
+                line = conn.recv(256).decode(errors="replace").split()
+                if len(line) == 2 and line[0] == "VNET":
+                    conn.sendall(f"VNET {line[1]} {name} {peer[0]}\n".encode())
+            except OSError:
+                pass
+
+    while True:
+        conn, peer = server.accept()
+        threading.Thread(target=answer, args=(conn, peer), daemon=True).start()
+
+
+def main():
+    if sys.argv[1:2] == ["--serve"]:          # vnet's host-side listeners
+        serve(int(sys.argv[2]), sys.argv[3])
+        return
+    with open(sys.argv[1]) as f:
+        args = json.load(f)
+    results = run_all(args.get("probes", []))
+    drivers = {mac: driver_of(mac) for mac in args.get("nic_macs", [])}
+    print(json.dumps({"changed": False, "results": results, "drivers": drivers}))
+
+
+if __name__ == "__main__":
+    main()

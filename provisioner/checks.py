@@ -1,0 +1,101 @@
+"""Which cells to probe for a lab, and what each must show: pure data built from the lab and
+the mode table. verify.py runs them; report.py shows them.
+
+A check runs from one of three places: a guest (through Ansible, bound to the NIC under test),
+the host (its network namespace), or the Internet (the sandbox's Internet namespace)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import modes, nics
+from .defaultlab import ECHO_PORT
+from .model import Backend, Lab
+
+HOST, INTERNET = "host", "internet"
+PASS_WHEN = {"yes": "pass", "no": "fail", "port-forward": "fail"}  # direct path; forwards apart
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the host-side listeners are, as each network sees them."""
+    host_listener_port: int
+    internet_ip: str | None          # None outside a sandbox: no Internet cells
+    host_uplink_ip: str | None       # where port forwards are reached from outside
+    mgmt_host_ip: str                # the host's management address: a path a probe must NOT use
+
+
+@dataclass
+class Check:
+    kind: str
+    network: str
+    mode: str
+    source: str
+    target: str
+    expected: str
+    runner: str                      # "guest:<vm>" | "host" | "internet"
+    probe: dict = field(default_factory=dict)
+    observed: str = "error"
+    detail: str = "not run"
+
+    @property
+    def ok(self) -> bool:
+        return self.observed == self.expected
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "network": self.network, "mode": self.mode,
+                "source": self.source, "target": self.target, "expected": self.expected,
+                "observed": self.observed, "ok": self.ok, "detail": self.detail}
+
+
+def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
+    checks: list[Check] = []
+    for net in lab.networks:
+        row = modes.expected(net.mode, backend).as_dict()
+        members = lab.nics_on(net.name)
+
+        def add(kind, source, target, runner, **probe):
+            probe.setdefault("timeout", 3.0)
+            checks.append(Check(kind, net.name, net.mode, source, target,
+                                PASS_WHEN[row[kind]], runner, probe))
+
+        for vm, nic in members:
+            model = nics.NIC_MODELS[nic.model]
+            if model.needs_hardware:
+                continue     # hardware NICs are refused before boot; nothing to probe here
+            host_target = str(net.host_ip) if net.host_ip else ends.mgmt_host_ip
+            add("vm_to_host", vm.name, f"host ({host_target})", f"guest:{vm.name}",
+                target=host_target, port=ends.host_listener_port, expect_name=HOST,
+                bind_mac=nic.mac)
+            if nic.ip is not None:
+                add("host_to_vm", HOST, f"{vm.name} ({nic.ip.ip})", "host",
+                    target=str(nic.ip.ip), port=ECHO_PORT, expect_name=vm.name)
+            for peer, peer_nic in members:
+                if peer is not vm and peer_nic.ip is not None:
+                    add("vm_to_vm", vm.name, f"{peer.name} ({peer_nic.ip.ip})", f"guest:{vm.name}",
+                        target=str(peer_nic.ip.ip), port=ECHO_PORT, expect_name=peer.name,
+                        bind_mac=nic.mac)
+            if ends.internet_ip:
+                add("vm_to_internet", vm.name, f"internet ({ends.internet_ip})", f"guest:{vm.name}",
+                    target=ends.internet_ip, port=ends.host_listener_port, expect_name=INTERNET,
+                    bind_mac=nic.mac)
+                if nic.ip is not None:
+                    add("internet_to_vm", INTERNET, f"{vm.name} ({nic.ip.ip})", "internet",
+                        target=str(nic.ip.ip), port=ECHO_PORT, expect_name=vm.name)
+            if model.guest_driver:
+                checks.append(Check("nic_model", net.name, net.mode, vm.name,
+                                    f"{nic.mac} {nic.model}", "pass", f"guest:{vm.name}",
+                                    {"mac": nic.mac, "driver": model.guest_driver}))
+        for pf in net.port_forwards:
+            if ends.host_uplink_ip is None:
+                continue
+            forward = dict(target=ends.host_uplink_ip, port=pf.host_port)
+            forward.update(banner="SSH-") if pf.guest_port == 22 else \
+                forward.update(expect_name=pf.vm)
+            if pf.proto != "tcp":
+                continue     # the prober speaks TCP; UDP forwards are rendered, not probed
+            label = f"{pf.vm}:{pf.guest_port} via {ends.host_uplink_ip}:{pf.host_port}"
+            for origin in (HOST, INTERNET if ends.internet_ip else None):
+                if origin:
+                    checks.append(Check("port_forward", net.name, net.mode, origin, label,
+                                        "pass", origin, dict(forward, timeout=3.0)))
+    return checks

@@ -1,0 +1,236 @@
+"""Run a lab's checks and compare them with the mode table.
+
+Control path: Ansible reaches each guest over the lab's management network (an isolated
+libvirt network, last NIC of every VM, no route beyond it). Every in-guest probe is bound to
+the NIC under test with SO_BINDTODEVICE, and targets that network's addresses, so the
+management network cannot carry a probe: an internal network's VM->host cell targets the
+host's management address on purpose, and must fail.
+
+Three probe sources run at once: the guests (one Ansible run, one module call per guest), the
+host namespace and the Internet namespace (vnet's own listeners answer there)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+from xml.sax.saxutils import quoteattr
+
+from . import checks as checklib
+from . import runner, state
+from .drivers.libvirt_render import mgmt_subnet_for
+from .errors import VnetError
+from .model import Backend, Lab
+from .netns import netns_argv, run_in_netns
+from .report import CELL_TITLES, table
+from .resources import data_dir
+from .state import Target
+
+PYTHON_IN_GUEST = "/usr/bin/python3"
+
+
+def probe_module():
+    """The probe code shared with the guests (playbooks/library/vnet_probe.py)."""
+    path = data_dir("playbooks") / "library" / "vnet_probe.py"
+    spec = importlib.util.spec_from_file_location("vnet_probe", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def verify(lab: Lab, target: Target, progress: Callable[[str], None],
+           timings: dict | None = None) -> dict:
+    started = time.monotonic()
+    record = state.read(target, lab.name) or {}
+    sb = _sandbox(target)
+    port = random.randint(20000, 29999)       # host-side listeners: free per run
+    mgmt_host = str(mgmt_subnet_for(lab.name).network_address + 1)
+    ends = checklib.Endpoints(host_listener_port=port,
+                              internet_ip=sb.internet_ip if sb else None,
+                              host_uplink_ip=sb.host_uplink_ip if sb else "127.0.0.1",
+                              mgmt_host_ip=mgmt_host)
+    cells = checklib.build(lab, Backend.LIBVIRT, ends)
+    progress(f"verifying {len(cells)} cells of lab {lab.name}")
+    listeners = _start_listeners(target, sb, port, state.lab_dir(target, lab.name))
+    try:
+        _run(lab, target, sb, cells, record, progress)
+    finally:
+        for proc in listeners:
+            proc.terminate()
+            proc.wait()
+    phases = dict(timings or {})
+    phases["verify"] = round(time.monotonic() - started, 2)
+    phases["total"] = round(sum(phases.values()), 2)
+    return {"lab": lab.name, "backend": "libvirt", "ok": all(c.ok for c in cells),
+            "checks": [c.as_dict() for c in cells], "timings": phases,
+            "notes": [] if sb else ["not in a sandbox: no Internet cells were probed"]}
+
+
+def _sandbox(target: Target):
+    if not target.sandbox:
+        return None
+    from . import sandbox
+
+    return sandbox.load(target.sandbox)
+
+
+def _start_listeners(target: Target, sb, port: int, lab_dir: Path) -> list:
+    script = str(data_dir("playbooks") / "library" / "vnet_probe.py")
+    places = [(target.netns, checklib.HOST)] + ([(sb.inet_netns, checklib.INTERNET)] if sb else [])
+    procs = []
+    for netns, name in places:
+        argv = [sys.executable, script, "--serve", str(port), name]
+        log = lab_dir / f"listener-{name}.log"
+        log.unlink(missing_ok=True)
+        procs.append(runner.spawn(netns_argv(netns, argv) if netns else argv, log_path=str(log)))
+        deadline = time.monotonic() + 10
+        while "ready" not in (log.read_text() if log.exists() else ""):
+            if time.monotonic() > deadline or procs[-1].poll() is not None:
+                for p in procs:
+                    p.terminate()
+                raise VnetError(f"vnet's {name} listener did not start: "
+                                f"{log.read_text()[-200:] if log.exists() else ''}")
+            time.sleep(0.02)
+    return procs
+
+
+def _run(lab, target, sb, cells, record, progress) -> None:
+    module = probe_module()
+    outcome: dict[str, dict] = {}
+    errors: list[BaseException] = []
+
+    def side(netns, source):
+        specs = [dict(c.probe, id=str(i)) for i, c in enumerate(cells) if c.runner == source]
+        if not specs:
+            return
+        try:
+            results = run_in_netns(netns, module.run_all, specs) if netns else module.run_all(specs)
+            outcome.update({f"{source}:{k}": v for k, v in results.items()})
+        except BaseException as exc:  # reported below, after the other sources finish
+            errors.append(exc)
+
+    threads = [threading.Thread(target=side, args=(target.netns, checklib.HOST))]
+    if sb:
+        threads.append(threading.Thread(target=side, args=(sb.inet_netns, checklib.INTERNET)))
+    for t in threads:
+        t.start()
+    guest = _ansible(lab, target, cells, record, progress)
+    for t in threads:
+        t.join()
+    if errors:
+        raise VnetError(f"host-side probes failed to run: {errors[0]!r}")
+    for i, cell in enumerate(cells):
+        if cell.runner.startswith("guest:"):
+            vm = cell.runner.split(":", 1)[1]
+            result = guest.get(vm)
+            if result is None:
+                cell.observed, cell.detail = "error", f"Ansible could not run on {vm}"
+            elif cell.kind == "nic_model":
+                seen = result["drivers"].get(cell.probe["mac"])
+                cell.observed = "pass" if seen == cell.probe["driver"] else "fail"
+                cell.detail = f"guest driver {seen}, expected {cell.probe['driver']}"
+            else:
+                r = result["results"].get(str(i), {"observed": "error", "detail": "no result"})
+                cell.observed, cell.detail = r["observed"], r["detail"]
+        else:
+            r = outcome.get(f"{cell.runner}:{i}", {"observed": "error", "detail": "not run"})
+            cell.observed, cell.detail = r["observed"], r["detail"]
+
+
+def _ansible(lab: Lab, target: Target, cells, record, progress) -> dict[str, dict]:
+    """One ansible-runner run over all guests; returns {vm: module result}."""
+    lab_dir = state.lab_dir(target, lab.name)
+    key, _ = state.ssh_key(target, lab.name)
+    hosts = {}
+    for vm in lab.vms:
+        mine = [(i, c) for i, c in enumerate(cells) if c.runner == f"guest:{vm.name}"]
+        hosts[vm.name] = {
+            "ansible_host": record.get("mgmt", {}).get(vm.name),
+            "vnet_probes": [dict(c.probe, id=str(i)) for i, c in mine if c.kind != "nic_model"],
+            "vnet_nic_macs": [c.probe["mac"] for _, c in mine if c.kind == "nic_model"],
+        }
+    private = lab_dir / "ansible"
+    inventory = {"all": {"hosts": hosts, "vars": {
+        "ansible_user": "root", "ansible_ssh_private_key_file": str(key),
+        "ansible_python_interpreter": PYTHON_IN_GUEST}}}
+    env = {"ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_PIPELINING": "True",
+           "ANSIBLE_SSH_TRANSFER_METHOD": "piped", "ANSIBLE_REMOTE_TMP": "/tmp/.ansible",
+           "ANSIBLE_GATHERING": "explicit", "ANSIBLE_RETRY_FILES_ENABLED": "False",
+           "ANSIBLE_LIBRARY": str(data_dir("playbooks") / "library"),
+           "ANSIBLE_FORKS": str(max(5, len(hosts))),
+           "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=60s "
+                               "-o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no",
+           "ANSIBLE_NOCOLOR": "True"}
+    progress(f"running Ansible on {len(hosts)} guest(s)")
+    args = (str(private), str(data_dir("playbooks") / "verify.yml"), inventory, env)
+    results = run_in_netns(target.netns, _run_playbook, *args) if target.netns \
+        else _run_playbook(*args)
+    failed = [vm for vm in hosts if vm not in results]
+    if failed:
+        progress(f"Ansible reached no result on {', '.join(failed)}; see {private}/artifacts")
+    return results
+
+
+def _run_playbook(private_dir: str, playbook: str, inventory: dict, env: dict) -> dict:
+    import ansible_runner
+
+    Path(private_dir).mkdir(parents=True, exist_ok=True)
+    run = ansible_runner.run(private_data_dir=private_dir, playbook=playbook,
+                             inventory=inventory, envvars=env, quiet=True, rotate_artifacts=3)
+    results = {}
+    for event in run.events:
+        if event.get("event") == "runner_on_ok":
+            data = event["event_data"]
+            res = data.get("res", {})
+            if "results" in res:
+                results[data["host"]] = {"results": res["results"], "drivers": res.get("drivers", {})}
+    return results
+
+
+# --- presentation ---------------------------------------------------------------------------
+
+KIND_TITLES = dict(CELL_TITLES, port_forward="port fwd", nic_model="NIC model")
+
+
+def matrix_text(result: dict) -> str:
+    color = sys.stdout.isatty()
+
+    def paint(text, ok):
+        return f"\033[{32 if ok else 31}m{text}\033[0m" if color else text
+    rows = [[c["network"], KIND_TITLES[c["kind"]], c["source"], c["target"], c["expected"],
+             paint(c["observed"], c["ok"]), "ok" if c["ok"] else "MISMATCH"]
+            for c in result["checks"]]
+    lines = [f"lab {result['lab']} ({result['backend']}): "
+             f"{sum(c['ok'] for c in result['checks'])}/{len(result['checks'])} cells as expected",
+             table(["network", "cell", "from", "to", "expected", "observed", ""], rows)]
+    red = [c for c in result["checks"] if not c["ok"]]
+    if red:
+        lines.append("diagnosis:")
+        lines += [f"  {c['kind']} {c['source']} -> {c['target']}: expected {c['expected']}, "
+                  f"observed {c['observed']}: {c['detail']}" for c in red]
+    lines += [f"note: {n}" for n in result.get("notes", [])]
+    lines.append("timings: " + ", ".join(f"{k} {v}s" for k, v in result["timings"].items()))
+    lines.append("VERIFIED" if result["ok"] else "NOT VERIFIED")
+    return "\n".join(lines)
+
+
+def write_report(result: dict, kind: str, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "json":
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        return
+    cases = []
+    for c in result["checks"]:
+        name = quoteattr(f"{c['kind']} {c['source']} -> {c['target']}")
+        body = "" if c["ok"] else \
+            f"<failure message={quoteattr(c['detail'])}>expected {c['expected']}, observed {c['observed']}</failure>"
+        cases.append(f'  <testcase classname={quoteattr(result["lab"] + "." + c["network"])} '
+                     f'name={name}>{body}</testcase>')
+    failures = sum(not c["ok"] for c in result["checks"])
+    out.write_text(f'<?xml version="1.0" encoding="UTF-8"?>\n<testsuite name={quoteattr("vnet " + result["lab"])} '
+                   f'tests="{len(cases)}" failures="{failures}" '
+                   f'time="{result["timings"].get("verify", 0)}">\n' + "\n".join(cases) + "\n</testsuite>\n")
