@@ -53,9 +53,9 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
         row = modes.expected(net.mode, backend).as_dict()
         members = lab.nics_on(net.name)
 
-        def add(kind, source, target, runner, **probe):
+        def add(kind, source, label, runner, **probe):
             probe.setdefault("timeout", 3.0)
-            checks.append(Check(kind, net.name, net.mode, source, target,
+            checks.append(Check(kind, net.name, net.mode, source, label,
                                 PASS_WHEN[row[kind]], runner, probe))
 
         for vm, nic in members:

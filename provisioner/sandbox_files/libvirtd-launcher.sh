@@ -11,7 +11,7 @@ state=$1
 [ -f "$state/etc-libvirt/libvirtd.conf" ] || { echo "no $state/etc-libvirt/libvirtd.conf" >&2; exit 1; }
 case $state in /run/*|/var/run/*) echo "state dir must not be under /run: $state" >&2; exit 1;; esac
 
-for d in /var/lib/libvirt /var/log/libvirt /var/cache/libvirt; do
+for d in /etc/libvirt /var/lib/libvirt /var/log/libvirt /var/cache/libvirt; do
     [ -d "$d" ] || { echo "$d is missing: install libvirt-daemon-system" >&2; exit 1; }
 done
 
