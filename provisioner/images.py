@@ -30,7 +30,8 @@ KERNEL_META = "linux-image-amd64"   # resolved to the current linux-image-6.1.*-
 PACKAGES = ("busybox-static", "dropbear-bin", "python3.11-minimal", "libpython3.11-minimal",
             "libpython3.11-stdlib", "libc6", "zlib1g", "libexpat1", "libffi8", "libssl3",
             "libcrypt1", "libtomcrypt1", "libtommath1", "libgmp10", "libbz2-1.0", "liblzma5")
-MODULES = ("virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "virtio_net", "e1000", "virtio_console")
+MODULES = ("virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "virtio_net", "e1000", "virtio_console",
+           "virtio_rng")
 CMDLINE_BASE = "console=ttyS0 quiet panic=-1 8250.nr_uarts=1 i8042.noaux mitigations=off"
 ROOT_LABEL = "vnetroot"
 GUEST = Path(__file__).with_name("guest")

@@ -30,6 +30,8 @@ NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,11}")
 FILES = Path(__file__).resolve().with_name("sandbox_files")
 LAUNCHER, HTTP_SERVER = FILES / "libvirtd-launcher.sh", FILES / "internet_http.py"
 PID_FILES = ("libvirtd.pid", "libvirtd.spawn.pid", "http.pid")
+ADDRESS_FIELDS = ("lan_bridge", "lan_subnet", "host_lan_ip", "lan_gateway", "host_uplink_ip",
+                  "internet_ip")
 LAN_SUBNET, HOST_LAN_IP, LAN_GATEWAY = "198.51.100.0/24", "198.51.100.2", "198.51.100.1"
 HOST_UPLINK_IP, INTERNET_IP = "203.0.113.2", "203.0.113.1"
 PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
@@ -38,6 +40,7 @@ REQUIRED_TOOLS = {"ip": "iproute2", "unshare": "util-linux", "libvirtd": "libvir
 START_TIMEOUT, STOP_TIMEOUT = 20.0, 5.0
 # Processes in the sandbox host namespace that our libvirtd starts; `down` stops them.
 LIBVIRT_CHILDREN = ("libvirtd", "dnsmasq", "passt", "libvirt_leaseshelper")
+
 
 @dataclass(frozen=True)
 class Sandbox:
@@ -112,7 +115,8 @@ def status(name: str = "default") -> dict:
     if sb.state_dir.exists() or any(namespaces.values()):
         if not (sb.state_dir / "sandbox.json").is_file():
             problems.append(f"{sb.state_dir}/sandbox.json is missing (setup did not finish)")
-        problems += [f"network namespace {ns} is missing" for ns, ok in namespaces.items() if not ok]
+        problems += [f"network namespace {ns} is missing"
+                     for ns, present in namespaces.items() if not present]
         if libvirtd_pid is None:
             problems.append("libvirtd is not running")
         elif not _socket_answers(sock):
@@ -122,9 +126,7 @@ def status(name: str = "default") -> dict:
     return {"name": name, "up": sb.state_dir.exists() and not problems,
             "libvirtd_pid": libvirtd_pid, "http_pid": http_pid, "uri": sb.uri,
             "state_dir": str(sb.state_dir), "namespaces": namespaces,
-            "addresses": {"lan_bridge": sb.lan_bridge, "lan_subnet": sb.lan_subnet,
-                          "host_lan_ip": sb.host_lan_ip, "lan_gateway": sb.lan_gateway,
-                          "host_uplink_ip": sb.host_uplink_ip, "internet_ip": sb.internet_ip},
+            "addresses": {k: getattr(sb, k) for k in ADDRESS_FIELDS},
             "problems": problems}
 
 
@@ -165,7 +167,8 @@ def down(name: str = "default", progress: Callable[[str], None] = print) -> None
     for _ in range(3):  # a second look catches a child started while libvirtd stopped
         if not (victims := _our_processes(sb)):
             break
-        progress("stopping " + ", ".join(f"{what} ({pid})" for pid, what in sorted(victims.items())))
+        progress("stopping " + ", ".join(f"{what} ({pid})"
+                                        for pid, what in sorted(victims.items())))
         terminate(list(victims), STOP_TIMEOUT)
     strangers = pids_in_netns([sb.host_netns, sb.inet_netns])
     for ns in (sb.host_netns, sb.inet_netns):
@@ -279,8 +282,7 @@ def _wait_until(check: Callable[[], bool], timeout: float, what: str, proc, log:
             return time.monotonic() - start
         waited = time.monotonic() - start
         if proc.poll() is not None:
-            raise HypervisorError(f"{what} exited with status {proc.returncode}: {_tail(log)}",
-                                  hint=f"its log was {log}")
+            raise HypervisorError(f"{what} exited with status {proc.returncode}: {_tail(log)}")
         if waited > timeout:
             raise HypervisorError(f"{what} did not answer within {timeout:g}s: {_tail(log)}")
         if progress and waited >= next_note:
@@ -345,9 +347,14 @@ def _owned_pid(pid_file: Path, marker: str, program: str = "") -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     argv = proc_argv(pid)
-    if argv and program in os.path.basename(argv[0]) and any(marker in a for a in argv):
+    if argv and program in os.path.basename(argv[0]) and _mentions(argv, marker):
         return pid
     return None
+
+
+def _mentions(argv: list[str], path: str) -> bool:
+    """Whether argv names path or a file below it (sandbox "a" must not match "ab")."""
+    return any(a == path or path + "/" in a for a in argv)
 
 
 def _libvirtd_pid(sb: Sandbox) -> int | None:
@@ -368,7 +375,6 @@ def _our_processes(sb: Sandbox) -> dict[int, str]:
             victims[pid] = pid_file.split(".")[0]
     for pid, argv in pids_in_netns([sb.host_netns, sb.inet_netns]).items():
         prog = os.path.basename(argv[0])
-        if prog.startswith("qemu-system-") or prog in LIBVIRT_CHILDREN \
-                or any(state in a for a in argv):
+        if prog.startswith("qemu-system-") or prog in LIBVIRT_CHILDREN or _mentions(argv, state):
             victims.setdefault(pid, prog)
     return victims

@@ -8,7 +8,8 @@
 # the root namespace), libvirt's state, log and cache directories get tmpfs too.
 set -eu
 state=$1
-[ -f "$state/etc-libvirt/libvirtd.conf" ] || { echo "no $state/etc-libvirt/libvirtd.conf" >&2; exit 1; }
+conf=$state/etc-libvirt/libvirtd.conf
+[ -f "$conf" ] || { echo "no $conf" >&2; exit 1; }
 case $state in /run/*|/var/run/*) echo "state dir must not be under /run: $state" >&2; exit 1;; esac
 
 for d in /etc/libvirt /var/lib/libvirt /var/log/libvirt /var/cache/libvirt; do
@@ -34,4 +35,4 @@ case $resolv in
     *) if [ -e "$resolv" ]; then mount --bind "$state/resolv.conf" "$resolv"; fi;;
 esac
 
-exec libvirtd --pid-file "$state/libvirtd.pid" --config "$state/etc-libvirt/libvirtd.conf"
+exec libvirtd --pid-file "$state/libvirtd.pid" --config "$conf"

@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 
 from provisioner import netns, runner, sandbox
-from provisioner.errors import NotFound
+from provisioner.errors import HypervisorError, NotFound
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +57,12 @@ def _root_snapshot():
     links = {ln.split(":")[1].strip().split("@")[0]
              for ln in runner.run(["ip", "-o", "link"]).stdout.splitlines()}
     return {"nft": runner.run(["nft", "list", "ruleset"]).stdout, "legacy": legacy,
-            "links": links, "mounts": mounts}
+            "links": links, "mounts": mounts, "ip_forward": _read_ip_forward()}
+
+
+def _read_ip_forward():
+    with open("/proc/sys/net/ipv4/ip_forward") as f:  # per network namespace
+        return f.read().strip()
 
 
 def _new_mounts(before, after):
@@ -129,11 +134,17 @@ def test_two_sandboxes_isolated_and_cleaned_up(state_root):
         tracked.update({pid: "dnsmasq" for pid in dnsmasq})
         st = sandbox.status(sb.name)
         tracked[st["libvirtd_pid"]], tracked[st["http_pid"]] = "libvirtd", "http"
+        for ns in (sb.host_netns, sb.inet_netns):
+            assert netns.run_in_netns(ns, _read_ip_forward) == "1"
+        routes = runner.run(["ip", "-n", sb.inet_netns, "route"]).stdout
+        for net in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"):
+            assert f"{net} via {sb.host_uplink_ip} dev up1" in routes
 
     # ...and nowhere else: no bridge, no firewall rule, no mount in the root namespace.
     during = _root_snapshot()
     assert "vnt0" not in during["links"] and during["links"] == before["links"]
     assert during["nft"] == before["nft"] and during["legacy"] == before["legacy"]
+    assert during["ip_forward"] == before["ip_forward"]
     assert _new_mounts(before, during) == set()
 
     # An idle guest in sandbox a, left running: `down` must stop its QEMU.
@@ -207,3 +218,19 @@ def test_crashed_sandbox_is_repaired_and_removed(state_root):
     assert netns.netns_inode(sb.host_netns) is None and netns.netns_inode(sb.inet_netns) is None
     assert not netns.pid_alive(http_pid) and not netns.pid_alive(repaired["libvirtd_pid"])
     assert name not in sandbox.list_names()
+
+
+def test_failed_start_leaves_nothing_behind(state_root, monkeypatch, tmp_path):
+    root, names = state_root
+    name = f"it{os.getpid() % 10000}-d"
+    names.append(name)
+    broken = tmp_path / "launcher.sh"
+    broken.write_text('echo "libvirtd: cannot start: simulated" >&2\nexit 3\n')
+    monkeypatch.setattr(sandbox, "LAUNCHER", broken)
+    with pytest.raises(HypervisorError, match="libvirtd exited with status 3: .*simulated"):
+        sandbox.up(name, progress=print)
+    sb = sandbox.describe(name)
+    assert netns.netns_inode(sb.host_netns) is None and netns.netns_inode(sb.inet_netns) is None
+    assert not sb.state_dir.exists()
+    assert not [p for p in os.listdir("/proc") if p.isdigit()
+                and any(root in arg for arg in (netns.proc_argv(int(p)) or []))]

@@ -181,3 +181,10 @@ def test_run_in_missing_netns_is_not_found():
         netns.run_in_netns("vnet-absent-host", os.getpid)
     with pytest.raises(ValueError):
         netns.run_in_netns("../etc", os.getpid)
+
+
+def test_process_ownership_is_by_exact_state_dir():
+    argv = ["libvirtd", "--pid-file", "/v/sandboxes/ab/libvirtd.pid"]
+    assert sandbox._mentions(argv, "/v/sandboxes/ab")
+    assert not sandbox._mentions(argv, "/v/sandboxes/a")
+    assert sandbox._mentions(["sh", "launcher.sh", "/v/sandboxes/a"], "/v/sandboxes/a")
