@@ -134,7 +134,7 @@ def _run(lab, target, sb, cells, record, progress) -> None:
                 cell.observed = "pass" if seen == cell.probe["driver"] else "fail"
                 cell.detail = f"guest driver {seen}, expected {cell.probe['driver']}"
             else:
-                r = result["results"].get(str(i), {"observed": "error", "detail": "no result"})
+                r = result["probes"].get(str(i), {"observed": "error", "detail": "no result"})
                 cell.observed, cell.detail = r["observed"], r["detail"]
         else:
             r = outcome.get(f"{cell.runner}:{i}", {"observed": "error", "detail": "not run"})
@@ -176,8 +176,13 @@ def _ansible(lab: Lab, target: Target, cells, record, progress) -> dict[str, dic
 
 
 def _run_playbook(private_dir: str, playbook: str, inventory: dict, env: dict) -> dict:
+    import os
+
     import ansible_runner
 
+    # ansible-playbook sits beside this interpreter (the venv), which may not be on PATH.
+    bindir = str(Path(sys.executable).parent)
+    os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
     Path(private_dir).mkdir(parents=True, exist_ok=True)
     run = ansible_runner.run(private_data_dir=private_dir, playbook=playbook,
                              inventory=inventory, envvars=env, quiet=True, rotate_artifacts=3)
@@ -186,8 +191,8 @@ def _run_playbook(private_dir: str, playbook: str, inventory: dict, env: dict) -
         if event.get("event") == "runner_on_ok":
             data = event["event_data"]
             res = data.get("res", {})
-            if "results" in res:
-                results[data["host"]] = {"results": res["results"], "drivers": res.get("drivers", {})}
+            if "probes" in res:
+                results[data["host"]] = {"probes": res["probes"], "drivers": res.get("drivers", {})}
     return results
 
 

@@ -15,7 +15,7 @@ the socket is bound to it with SO_BINDTODEVICE, so no other NIC can carry the pr
 "banner" (optional: accept this banner prefix instead of a nonce, for e.g. SSH)}.
 
 Options:
-  module args {"probes": [...], "nic_macs": [...]} -> {"results": {...}, "drivers": {...}}
+  module args {"probes": [...], "nic_macs": [...]} -> {"probes": {...}, "drivers": {...}}
 """
 import errno
 import json
@@ -148,7 +148,7 @@ def main():
         args = json.load(f)
     results = run_all(args.get("probes", []))
     drivers = {mac: driver_of(mac) for mac in args.get("nic_macs", [])}
-    print(json.dumps({"changed": False, "results": results, "drivers": drivers}))
+    print(json.dumps({"changed": False, "probes": results, "drivers": drivers}))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,338 @@
+"""Lab -> VBoxManage argv lists, with no I/O: the plan that `vnet render` prints and `vnet up` runs.
+
+One renderer covers VirtualBox 6.1 and 7.x: it emits the squashed option spellings both accept
+(`--nictype1`, `--natpf1`, `--macaddress1`, ...), and adds the few 7.0-only things only where the
+context's version has them. The syntax follows /work/shared/reference/virtualbox-libvirt.md.
+
+Mode mapping (each keeps the promise of its row in the mode table):
+- nat:        `--nicN nat` per VM NIC: its own NAT engine (guest 10.0.2.15, host 10.0.2.2);
+              `--natpfN` for the port forwards of that VM; on 7.x `--natlocalhostreachableN on`,
+              because 7.0 turned VM->host loopback off by default.
+- natnetwork: `natnetwork add/modify/start` once, then `--nicN natnetwork --nat-networkN`.
+- hostonly:   `hostonlyif create` + `ipconfig` (+ `dhcpserver add` when dhcp), then
+              `--nicN hostonly --hostonlyadapterN`. On macOS hosts with 7.x, which have no
+              host-only adapters: `hostonlynet add` and `--nicN hostonlynet --host-only-netN`.
+- internal:   `--nicN intnet --intnetN vnet-<lab>-<net>`.
+- bridged:    `--nicN bridged --bridgeadapterN <bridge>`.
+
+Placeholders. `VBoxManage hostonlyif create` takes no name: VirtualBox picks the next free
+`vboxnetN` and prints it ("Interface 'vboxnet0' was successfully created"). Later argv therefore
+carry the token `{hostonlyif:<network>}` (whole, or inside an element: `--interface={hostonlyif:ho}`).
+The executor runs the commands in order; after the command at index i of
+`plan.extra["captures"]` it reads the name from stdout with `created_interface()` and binds it to
+the token `plan.extra["captures"][i]`; before running any argv it calls `substitute()`, which
+raises if a token is still unbound. The same tokens appear in `plan.extra["teardown"]`; an
+executor that lost the binding finds the interface again by its address,
+`plan.extra["hostonlyifs"][net]["ip"]`, in `VBoxManage list hostonlyifs`.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network, ip_network
+from pathlib import PurePosixPath
+
+from .. import nics
+from ..errors import Unsupported
+from ..model import Backend, Lab, Network, Nic, Vm
+from .base import Document, Plan
+
+VBOXMANAGE = "VBoxManage"
+MAX_NICS = 8                      # --nic1..--nic8 (PIIX3 chipset)
+OSTYPE = "Linux26_64"
+CONTROLLER = "SATA"
+TAG_KEY = "vnet/lab"              # setextradata <vm> vnet/lab <lab>: how teardown/gc find our VMs
+NETWORKS_CONF = "/etc/vbox/networks.conf"
+HOSTONLY_RESTRICTED_SINCE = (6, 1, 28)      # host-only addresses limited to networks.conf
+HOSTONLY_RESTRICTED_HOSTS = ("linux", "darwin", "solaris")
+PLACEHOLDER_RE = re.compile(r"\{hostonlyif:[a-z0-9-]+\}")
+CREATED_RE = re.compile(r"Interface '([^']+)' was successfully created")
+DHCP_SERVER_OFFSET = 2            # the host is subnet+1; VirtualBox's DHCP server sits at +2
+DHCP_LOWER_OFFSET = 100           # lease pool: subnet+100 (or the upper half) to broadcast-1
+
+
+@dataclass(frozen=True)
+class VBoxContext:
+    """What the machine decides, not the lab. The defaults render a readable dry-run.
+
+    disk: the VDI the VMs boot from. A `{vm}` in it names one file per VM; without it every VM
+    attaches the same base image as `--mtype multiattach` (VirtualBox refuses one normal disk in
+    two VMs, and `unregistervm --delete` would delete a normal one): each VM then writes to its
+    own differencing image and teardown leaves the base alone.
+    seed_iso: the cloud-init `cidata` ISO attached as a DVD; `{vm}` in it is the VM's name.
+    hostonly_ranges: what /etc/vbox/networks.conf allows (VirtualBox's default when it is absent).
+    """
+    version: tuple[int, int, int] = (7, 0, 0)
+    host_os: str = "linux"                      # linux | darwin | windows | solaris
+    disk: str = "/var/cache/vnet/images/tiny/root.vdi"
+    seed_iso: str | None = None
+    basefolder: str | None = None
+    serial_dir: str = "/var/lib/vnet/labs/LAB"
+    hostonly_ranges: tuple[str, ...] = ("192.168.56.0/21",)
+
+
+def vbox_name(lab: str, item: str) -> str:
+    """VMs, NAT networks, internal networks and host-only networks: vnet-<lab>-<item>."""
+    return f"vnet-{lab}-{item}"
+
+
+def hostonlyif_token(network: str) -> str:
+    return "{hostonlyif:" + network + "}"
+
+
+def vbox_mac(mac: str) -> str:
+    """52:54:00:aa:bb:01 -> 525400AABB01: --macaddressN takes exactly 12 hex digits."""
+    return mac.replace(":", "").upper()
+
+
+def created_interface(stdout: str) -> str:
+    """The vboxnetN name in the output of `VBoxManage hostonlyif create`."""
+    match = CREATED_RE.search(stdout)
+    if match is None:
+        raise ValueError(f"no \"Interface '...' was successfully created\" line in: {stdout!r}")
+    return match.group(1)
+
+
+def substitute(argv: tuple[str, ...], bound: Mapping[str, str]) -> tuple[str, ...]:
+    """argv with every `{hostonlyif:<net>}` token replaced by its bound interface name."""
+    def one(match: re.Match) -> str:
+        try:
+            return bound[match.group(0)]
+        except KeyError:
+            raise KeyError(f"{match.group(0)} is not bound yet (run its `hostonlyif create` "
+                           f"first): {' '.join(argv)}") from None
+    return tuple(PLACEHOLDER_RE.sub(one, arg) for arg in argv)
+
+
+class VirtualBoxRenderer:
+    name = "virtualbox"
+
+    def __init__(self, context: VBoxContext = VBoxContext()):
+        self.ctx = context
+
+    def plan(self, lab: Lab) -> Plan:
+        self._check(lab)
+        steps: list[tuple[str, tuple[str, ...]]] = []
+        captures: dict[int, str] = {}
+        for net in lab.networks:
+            for label, argv in self._network(lab, net):
+                if argv[1:] == ("hostonlyif", "create"):
+                    captures[len(steps)] = hostonlyif_token(net.name)
+                steps.append((label, argv))
+        for vm in lab.vms:
+            steps += self._vm(lab, vm)
+        for net in lab.networks:
+            steps += self._dhcp_server(lab, net)
+        steps += [(f"vm {vm.name}: startvm", _vbm("startvm", vbox_name(lab.name, vm.name),
+                                                   "--type", "headless")) for vm in lab.vms]
+        docs = tuple(Document("command", label, shlex.join(argv)) for label, argv in steps)
+        return Plan(Backend.VIRTUALBOX, lab, docs, commands=tuple(argv for _, argv in steps),
+                    extra={
+                        "teardown": self._teardown(lab),
+                        "tag": {"key": TAG_KEY, "value": lab.name},
+                        "captures": captures,
+                        "hostonlyifs": {n.name: {"token": hostonlyif_token(n.name),
+                                                 "ip": str(n.host_ip),
+                                                 "netmask": str(n.subnet.netmask)}
+                                        for n in lab.networks if self._uses_hostonlyif(n)},
+                        "vms": {vm.name: vbox_name(lab.name, vm.name) for vm in lab.vms},
+                        "version": ".".join(map(str, self.ctx.version)),
+                    })
+
+    # --- what a valid lab can still ask for that VirtualBox cannot do -----------------------
+
+    def _check(self, lab: Lab) -> None:
+        models = sorted(nics.names(Backend.VIRTUALBOX), key=lambda m: (m != "virtio", m))
+        for vm in lab.vms:
+            if len(vm.nics) > MAX_NICS:
+                raise Unsupported(f"vms.{vm.name}.nics: {len(vm.nics)} NICs, but VirtualBox "
+                                  f"allows at most {MAX_NICS} per VM (--nic1 to --nic{MAX_NICS})")
+            for k, nic in enumerate(vm.nics):
+                model = nics.NIC_MODELS[nic.model]
+                if model.virtualbox_type is None:
+                    raise Unsupported(
+                        f"vms.{vm.name}.nics[{k}].model: VirtualBox cannot attach {nic.model} "
+                        f"NICs (it has no attachment for an SR-IOV VF or a vDPA device); "
+                        f"VirtualBox supports NIC models: {', '.join(models)}")
+        restricted = (self.ctx.version >= HOSTONLY_RESTRICTED_SINCE
+                      and self.ctx.host_os in HOSTONLY_RESTRICTED_HOSTS)
+        allowed = [ip_network(r, strict=False) for r in self.ctx.hostonly_ranges]
+        for net in lab.networks:
+            if net.mode != "hostonly" or not restricted:
+                continue
+            if not any(net.subnet.subnet_of(r) for r in allowed if r.version == 4):
+                ranges = ", ".join(self.ctx.hostonly_ranges) or "none"
+                raise Unsupported(
+                    f"networks.{net.name}.subnet: {net.subnet} is outside the host-only ranges "
+                    f"VirtualBox {_dotted(self.ctx.version)} allows ({ranges}); use a subnet "
+                    f"inside them, or allow it in {NETWORKS_CONF} (e.g. '* {net.subnet}') "
+                    f"and pass that range in the context's hostonly_ranges")
+
+    # --- networks ---------------------------------------------------------------------------
+
+    def _uses_hostonlynet(self, net: Network) -> bool:
+        """macOS hosts with 7.x have host-only networks (vmnet), not host-only adapters."""
+        return (net.mode == "hostonly" and self.ctx.host_os == "darwin"
+                and self.ctx.version >= (7, 0, 0))
+
+    def _uses_hostonlyif(self, net: Network) -> bool:
+        return net.mode == "hostonly" and not self._uses_hostonlynet(net)
+
+    def _network(self, lab: Lab, net: Network) -> list[tuple[str, tuple[str, ...]]]:
+        name = vbox_name(lab.name, net.name)
+        label = f"network {net.name}"
+        if net.mode == "natnetwork":
+            steps = [(f"{label}: natnetwork add", _vbm(
+                "natnetwork", "add", "--netname", name, "--network", str(net.subnet),
+                "--enable", "--dhcp", "on" if net.dhcp else "off"))]
+            for pf in net.port_forwards:
+                guest = next(n for n in lab.vm(pf.vm).nics if n.network == net.name)
+                rule = (f"{pf.name}:{pf.proto}:[]:{pf.host_port}:"
+                        f"[{guest.ip.ip}]:{pf.guest_port}")
+                steps.append((f"{label}: port forward {pf.name}", _vbm(
+                    "natnetwork", "modify", "--netname", name, "--port-forward-4", rule)))
+            steps.append((f"{label}: natnetwork start",
+                          _vbm("natnetwork", "start", "--netname", name)))
+            return steps
+        if self._uses_hostonlynet(net):
+            lower, upper = _hostonlynet_range(net)
+            return [(f"{label}: hostonlynet add", _vbm(
+                "hostonlynet", "add", f"--name={name}", f"--netmask={net.subnet.netmask}",
+                f"--lower-ip={lower}", f"--upper-ip={upper}", "--enable"))]
+        if net.mode == "hostonly":
+            token = hostonlyif_token(net.name)
+            return [(f"{label}: hostonlyif create", _vbm("hostonlyif", "create")),
+                    (f"{label}: hostonlyif ipconfig", _vbm(
+                        "hostonlyif", "ipconfig", token, "--ip", str(net.host_ip),
+                        "--netmask", str(net.subnet.netmask)))]
+        return []            # nat, internal, bridged: nothing exists outside the VMs
+
+    def _dhcp_server(self, lab: Lab, net: Network) -> list[tuple[str, tuple[str, ...]]]:
+        """After the VMs exist: each NIC's lease is pinned to its model address with
+        --vm/--nic/--fixed-address, which VirtualBox resolves against registered VMs."""
+        if not (self._uses_hostonlyif(net) and net.dhcp):
+            return []
+        server, lower, upper = _dhcp_addresses(lab, net)
+        argv = ["dhcpserver", "add", f"--interface={hostonlyif_token(net.name)}",
+                f"--server-ip={server}", f"--netmask={net.subnet.netmask}",
+                f"--lower-ip={lower}", f"--upper-ip={upper}", "--enable"]
+        for vm in lab.vms:
+            for k, nic in enumerate(vm.nics):
+                if nic.network == net.name and nic.ip is not None:
+                    argv += [f"--vm={vbox_name(lab.name, vm.name)}", f"--nic={k + 1}",
+                             f"--fixed-address={nic.ip.ip}"]
+        return [(f"network {net.name}: dhcpserver add", _vbm(*argv))]
+
+    # --- VMs --------------------------------------------------------------------------------
+
+    def _vm(self, lab: Lab, vm: Vm) -> list[tuple[str, tuple[str, ...]]]:
+        name = vbox_name(lab.name, vm.name)
+        label = f"vm {vm.name}"
+        create = ["createvm", "--name", name, "--ostype", OSTYPE, "--register"]
+        if self.ctx.basefolder:
+            create += ["--basefolder", self.ctx.basefolder]
+        serial = str(PurePosixPath(self.ctx.serial_dir) / f"{vm.name}.serial.log")
+        steps = [
+            (f"{label}: createvm", _vbm(*create)),
+            (f"{label}: tag", _vbm("setextradata", name, TAG_KEY, lab.name)),
+            (f"{label}: hardware", _vbm(
+                "modifyvm", name, "--memory", str(vm.memory), "--cpus", str(vm.cpus),
+                "--boot1", "disk", "--boot2", "dvd", "--boot3", "none", "--boot4", "none",
+                "--uart1", "0x3F8", "4", "--uartmode1", "file", serial)),
+        ]
+        steps += [(f"{label}: nic{k + 1} on {nic.network}", _vbm("modifyvm", name,
+                                                                 *self._nic(lab, vm, nic, k + 1)))
+                  for k, nic in enumerate(vm.nics)]
+        disk = self.ctx.disk.replace("{vm}", vm.name)
+        attach_disk = ["storageattach", name, "--storagectl", CONTROLLER, "--port", "0",
+                       "--device", "0", "--type", "hdd", "--medium", disk]
+        if "{vm}" not in self.ctx.disk:
+            attach_disk += ["--mtype", "multiattach"]
+        steps += [
+            (f"{label}: storagectl", _vbm("storagectl", name, "--name", CONTROLLER, "--add",
+                                          "sata", "--controller", "IntelAhci", "--portcount", "2")),
+            (f"{label}: disk", _vbm(*attach_disk)),
+        ]
+        if self.ctx.seed_iso:
+            steps.append((f"{label}: seed", _vbm(
+                "storageattach", name, "--storagectl", CONTROLLER, "--port", "1", "--device", "0",
+                "--type", "dvddrive", "--medium", self.ctx.seed_iso.replace("{vm}", vm.name))))
+        return steps
+
+    def _nic(self, lab: Lab, vm: Vm, nic: Nic, n: int) -> list[str]:
+        net = lab.network(nic.network)
+        if net.mode == "nat":
+            args = [f"--nic{n}", "nat"]
+        elif net.mode == "natnetwork":
+            args = [f"--nic{n}", "natnetwork", f"--nat-network{n}", vbox_name(lab.name, net.name)]
+        elif self._uses_hostonlynet(net):
+            args = [f"--nic{n}", "hostonlynet", f"--host-only-net{n}",
+                    vbox_name(lab.name, net.name)]
+        elif net.mode == "hostonly":
+            args = [f"--nic{n}", "hostonly", f"--hostonlyadapter{n}", hostonlyif_token(net.name)]
+        elif net.mode == "internal":
+            args = [f"--nic{n}", "intnet", f"--intnet{n}", vbox_name(lab.name, net.name)]
+        elif net.mode == "bridged":
+            args = [f"--nic{n}", "bridged", f"--bridgeadapter{n}", net.bridge]
+        else:    # a mode added to provisioner/modes without teaching this renderer
+            raise Unsupported(f"networks.{net.name}.mode: the VirtualBox renderer does not know "
+                              f"mode {net.mode!r}")
+        args += [f"--nictype{n}", nics.NIC_MODELS[nic.model].virtualbox_type,
+                 f"--macaddress{n}", vbox_mac(nic.mac), f"--cableconnected{n}", "on"]
+        if net.mode == "nat":
+            if self.ctx.version >= (7, 0, 0):
+                args += [f"--natlocalhostreachable{n}", "on"]
+            first = next(i for i, other in enumerate(vm.nics) if other.network == net.name)
+            if first + 1 == n:      # forwards go to the VM's first NIC on that network
+                for pf in net.port_forwards:
+                    if pf.vm == vm.name:
+                        args += [f"--natpf{n}", f"{pf.name},{pf.proto},,{pf.host_port},,"
+                                                f"{pf.guest_port}"]
+        return args
+
+    # --- teardown: ordered, and tolerant in the executor ("not found" is fine) --------------
+
+    def _teardown(self, lab: Lab) -> list[tuple[str, ...]]:
+        vms = [vbox_name(lab.name, vm.name) for vm in lab.vms]
+        steps = [_vbm("controlvm", vm, "poweroff") for vm in vms]
+        steps += [_vbm("unregistervm", vm, "--delete") for vm in vms]
+        for net in lab.networks:
+            name = vbox_name(lab.name, net.name)
+            if self._uses_hostonlyif(net):
+                token = hostonlyif_token(net.name)
+                if net.dhcp:
+                    steps.append(_vbm("dhcpserver", "remove", f"--interface={token}"))
+                steps.append(_vbm("hostonlyif", "remove", token))
+            elif self._uses_hostonlynet(net):
+                steps.append(_vbm("hostonlynet", "remove", f"--name={name}"))
+            elif net.mode == "natnetwork":
+                steps += [_vbm("natnetwork", "stop", "--netname", name),
+                          _vbm("natnetwork", "remove", "--netname", name)]
+        return steps
+
+
+def _vbm(*args: str) -> tuple[str, ...]:
+    return (VBOXMANAGE, *args)
+
+
+def _dotted(version: tuple[int, int, int]) -> str:
+    return ".".join(map(str, version))
+
+
+def _dhcp_addresses(lab: Lab, net: Network) -> tuple[IPv4Address, IPv4Address, IPv4Address]:
+    """Server at subnet+2 (stepping past addresses NICs use), leases from subnet+100 (or the
+    upper half of a small subnet) to broadcast-1."""
+    subnet: IPv4Network = net.subnet
+    used = {nic.ip.ip for _, nic in lab.nics_on(net.name) if nic.ip is not None}
+    lower = subnet.network_address + min(DHCP_LOWER_OFFSET, subnet.num_addresses // 2)
+    server = subnet.network_address + DHCP_SERVER_OFFSET
+    while server in used or server == net.host_ip:
+        server += 1
+    return server, lower, subnet.broadcast_address - 1
+
+
+def _hostonlynet_range(net: Network) -> tuple[IPv4Address, IPv4Address]:
+    """vmnet gives the host the lower IP and leases the rest up to the (inclusive) upper IP."""
+    return net.host_ip, net.subnet.broadcast_address - 1
