@@ -23,6 +23,8 @@ def _busy_ports(ports: list[tuple[str, int]]) -> list[tuple[str, int]]:
     for proto, port in ports:
         kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
         with socket.socket(socket.AF_INET, kind) as sock:
+            # SO_REUSEADDR: closed connections in TIME_WAIT do not make a port busy; listeners do
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind(("0.0.0.0", port))
             except OSError as exc:
