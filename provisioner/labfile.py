@@ -19,7 +19,6 @@ from .model import NAME_RE, NAME_RULE, Lab, Network, Nic, PortForward, Vm
 MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 PCI_RE = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
 NETDEV_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
-AUTO_SUBNET_POOL = IPv4Network("192.168.128.0/17")   # 192.168.150.0/24 upward, then wrap
 FIRST_AUTO = 150
 FIRST_HOST = 10
 IMAGES = ("tiny",)
@@ -157,9 +156,11 @@ def _assign_subnets(result: list[tuple[Network, dict]]) -> None:
             if a.overlaps(b):
                 raise LabFileError(f"networks.{b_name}.subnet",
                                    f"{b} overlaps {a} of network {a_name!r}")
-    candidates = (IPv4Network(f"192.168.{k}.0/24") for k in range(FIRST_AUTO, 256))
     for i, (net, raw) in enumerate(result):
-        if net.subnet is None and modes.MODES[net.mode].subnet == "auto":
+        mode = modes.MODES[net.mode]
+        if net.subnet is None and mode.subnet == "auto":
+            candidates = [*map(IPv4Network, mode.preferred_subnets),
+                          *(IPv4Network(f"192.168.{k}.0/24") for k in range(FIRST_AUTO, 256))]
             subnet = next(c for c in candidates if not any(c.overlaps(t) for t, _ in taken))
             taken.append((subnet, net.name))
             result[i] = (_addressed(replace(net, subnet=subnet)), raw)

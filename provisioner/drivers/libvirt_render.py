@@ -187,8 +187,8 @@ class LibvirtRenderer:
         """The guest's address configuration for one NIC, read by the image's init."""
         net = lab.network(nic.network)
         gateway = f",{net.router}" if net.router else ""
-        if net.dhcp:   # the DHCP server's router option is the gateway
-            return f"vnet.if={nic.mac},dhcp{',gw' if net.router else ''}"
+        if net.dhcp:
+            return f"vnet.if={nic.mac},dhcp{gateway}"
         if nic.ip is None:
             return None
         return f"vnet.if={nic.mac},static,{nic.ip}{gateway}"

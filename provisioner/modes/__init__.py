@@ -44,6 +44,9 @@ class Mode:
     # Why a backend's row differs from VirtualBox's table, stated as data so reports can say it.
     differences: dict[Backend, str] = field(default_factory=dict)
     fixed_subnet: IPv4Network | None = None
+    # Where automatic subnets come from first (VirtualBox 6.1.28+ allows host-only networks
+    # only in 192.168.56.0/21); then 192.168.150.0/24 upward.
+    preferred_subnets: tuple[str, ...] = ()
 
 
 def _load() -> dict[str, Mode]:

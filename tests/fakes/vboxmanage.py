@@ -308,7 +308,8 @@ def _uartmode_nargs(first: str) -> int:
     return 1 if first == "disconnected" else 2
 
 
-def _natpf_nargs(first: str) -> int:
+def _delete_nargs(first: str) -> int:
+    """--natpfN and --port-forward-4 take a rule, or `delete <name>`."""
     return 2 if first == "delete" else 1
 
 
@@ -336,7 +337,7 @@ MODIFYVM = {
     "--intnet": nic_opt("intnet"),
     "--nat-network": nic_opt("natnetwork"), "--natnetwork": nic_opt("natnetwork"),
     "--natnet": nic_opt("natnet"), "--nat-net": nic_opt("natnet", since=SEVEN),
-    "--natpf": nic_opt("natpf", _natpf_nargs), "--nat-pf": nic_opt("natpf", _natpf_nargs, SEVEN),
+    "--natpf": nic_opt("natpf", _delete_nargs), "--nat-pf": nic_opt("natpf", _delete_nargs, SEVEN),
     "--natlocalhostreachable": nic_opt("natlocalhostreachable", since=SEVEN),
     "--nat-localhostreachable": nic_opt("natlocalhostreachable", since=SEVEN),
 }
@@ -653,15 +654,11 @@ def cmd_guestproperty(state, args):
 
 # --- networks ---------------------------------------------------------------------------------
 
-def _forward_nargs(first: str) -> int:
-    return 2 if first == "delete" else 1
-
-
 NATNETWORK = {"--netname": Opt("netname"), "--network": Opt("network"),
               "--ipv4-prefix": Opt("network", since=SEVEN), "--enable": Opt("enable", 0),
               "--disable": Opt("disable", 0), "--dhcp": Opt("dhcp"), "--ipv6": Opt("ipv6"),
-              "--port-forward-4": Opt("pf4", _forward_nargs),
-              "--port-forward-6": Opt("pf6", _forward_nargs), "--loopback-4": Opt("loopback4")}
+              "--port-forward-4": Opt("pf4", _delete_nargs),
+              "--port-forward-6": Opt("pf6", _delete_nargs), "--loopback-4": Opt("loopback4")}
 FORWARD_RE = re.compile(r"^([^:]*):(tcp|udp):\[([^\]]*)\]:(\d+):\[([^\]]*)\]:(\d+)$")
 
 

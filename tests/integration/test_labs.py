@@ -1,0 +1,204 @@
+"""Real labs in a real sandbox: every mode with virtio and e1000 boots, gets its addresses and
+verifies green; broken labs turn red; destroy, gc and Ctrl-C leave nothing behind."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from provisioner import labfile, lifecycle, modes, netns, runner, state
+from provisioner import verify as verifier
+from provisioner.defaultlab import default_lab
+from provisioner.drivers.libvirt import LibvirtDriver
+from provisioner.drivers.libvirt_render import bridge_name
+
+pytestmark = pytest.mark.integration
+quiet = lambda message: None  # noqa: E731
+
+
+def target_of(box):
+    return lifecycle.target_for(box.name, None)
+
+
+def make(box, mode, model="virtio", name=None, vms=2, port_base=0):
+    defaults = lifecycle.lab_from_record  # noqa: F841  (documents where defaults come from)
+    from ipaddress import IPv4Address, IPv4Network
+    d = labfile.Defaults(bridge=box.lan_bridge, bridged_subnet=IPv4Network(box.lan_subnet),
+                         bridged_host_ip=IPv4Address(box.host_lan_ip),
+                         bridged_router=IPv4Address(box.lan_gateway))
+    return labfile.resolve(default_lab(mode, model, vms, name, port_base=port_base), d)
+
+
+def tagged(box, lab_name):
+    return LibvirtDriver(target_of(box)).labs().get(lab_name)
+
+
+@pytest.mark.parametrize("model", ["virtio", "e1000"])
+@pytest.mark.parametrize("mode", modes.names())
+def test_mode_boots_and_verifies_green(lab_sandbox, mode, model):
+    target = target_of(lab_sandbox)
+    lab = make(lab_sandbox, mode, model, name=f"{mode[:8]}-{model}")
+    try:
+        record = lifecycle.up(lab, target, quiet)
+        status = lifecycle.status(lab.name, target)
+        for vm in status["vms"]:
+            assert vm["state"] == "running"
+            assert all(nic["addresses"] for nic in vm["nics"]), vm
+            assert {nic["model"] for nic in vm["nics"]} == {model}
+        result = verifier.verify(lab, target, quiet, timings=record["timings"])
+        red = [c for c in result["checks"] if not c["ok"]]
+        assert result["ok"], red
+        kinds = {c["kind"] for c in result["checks"]}
+        assert {"vm_to_host", "host_to_vm", "vm_to_vm", "vm_to_internet", "internet_to_vm",
+                "nic_model"} <= kinds
+        if modes.MODES[mode].port_forwards:
+            assert "port_forward" in kinds
+        # every expected value comes from the mode table, negative cells included
+        assert any(c["expected"] == "fail" for c in result["checks"]) == (mode != "bridged")
+        assert set(result["timings"]) >= {"define", "address", "verify", "total"}
+    finally:
+        lifecycle.destroy(lab.name, target, quiet)
+    assert tagged(lab_sandbox, lab.name) is None
+    assert not state.lab_dir(target, lab.name).exists()
+
+
+def test_up_twice_changes_nothing(lab_sandbox):
+    target = target_of(lab_sandbox)
+    lab = make(lab_sandbox, "hostonly", name="idem")
+    try:
+        lifecycle.up(lab, target, quiet)
+        driver = LibvirtDriver(target)
+        ids = {d.name(): d.ID() for d in driver.conn.listAllDomains(0)}
+        from provisioner.drivers.libvirt_render import Context, LibvirtRenderer
+        again = lifecycle.up(lab, target, quiet)
+        assert {d.name(): d.ID() for d in driver.conn.listAllDomains(0)} == ids
+        assert again["lab"] == "idem"
+    finally:
+        lifecycle.destroy(lab.name, target, quiet)
+
+
+def test_internal_network_given_a_host_address_turns_red(lab_sandbox):
+    """Negative control: the host on an internal network is a failure, and the management
+    network must not hide it either way."""
+    target = target_of(lab_sandbox)
+    lab = make(lab_sandbox, "internal", name="broken")
+    try:
+        lifecycle.up(lab, target, quiet)
+        assert verifier.verify(lab, target, quiet)["ok"]
+        net = lab.networks[0]
+        runner.run(netns.netns_argv(lab_sandbox.host_netns, [
+            "ip", "addr", "add", f"{net.subnet.network_address + 1}/{net.subnet.prefixlen}",
+            "dev", bridge_name(lab.name, net.name)]))
+        result = verifier.verify(lab, target, quiet)
+        assert not result["ok"]
+        red = {(c["kind"], c["observed"]) for c in result["checks"] if not c["ok"]}
+        assert ("host_to_vm", "pass") in red
+        text = verifier.matrix_text(result)
+        assert "MISMATCH" in text and "diagnosis:" in text and "NOT VERIFIED" in text
+    finally:
+        lifecycle.destroy(lab.name, target, quiet)
+
+
+def test_hostonly_given_a_route_out_turns_red(lab_sandbox):
+    """Negative control: let the host forward and masquerade a hostonly network."""
+    target = target_of(lab_sandbox)
+    lab = make(lab_sandbox, "hostonly", name="leaky")
+    net = lab.networks[0]
+    rules = [["iptables", "-I", "FORWARD", "1", "-s", str(net.subnet), "-j", "ACCEPT"],
+             ["iptables", "-I", "FORWARD", "1", "-d", str(net.subnet), "-j", "ACCEPT"],
+             ["iptables", "-t", "nat", "-I", "POSTROUTING", "1", "-s", str(net.subnet),
+              "!", "-d", str(net.subnet), "-j", "MASQUERADE"]]
+    try:
+        lifecycle.up(lab, target, quiet)
+        for rule in rules:
+            runner.run(netns.netns_argv(lab_sandbox.host_netns, rule))
+        result = verifier.verify(lab, target, quiet)
+        red = {(c["kind"], c["observed"]) for c in result["checks"] if not c["ok"]}
+        assert ("vm_to_internet", "pass") in red, result["checks"]
+    finally:
+        for rule in rules:
+            runner.run(netns.netns_argv(lab_sandbox.host_netns,
+                                        [r if r != "-I" else "-D" for r in rule if r != "1"]),
+                       check=False)
+        lifecycle.destroy(lab.name, target, quiet)
+
+
+def test_gc_removes_objects_whose_state_is_gone(lab_sandbox):
+    target = target_of(lab_sandbox)
+    lab = make(lab_sandbox, "internal", name="orphan", vms=1)
+    lifecycle.up(lab, target, quiet, wait=False)
+    state.remove(target, lab.name)          # as if the state dir had been lost
+    assert tagged(lab_sandbox, "orphan")
+    removed = lifecycle.gc(target, quiet)
+    assert any("vnet-orphan-vm1" in r for r in removed)
+    assert tagged(lab_sandbox, "orphan") is None
+
+
+def test_busy_host_port_is_reported_before_anything_is_created(lab_sandbox):
+    target = target_of(lab_sandbox)
+    lab = make(lab_sandbox, "natnetwork", name="busy", port_base=500)
+    blocker = runner.spawn(netns.netns_argv(lab_sandbox.host_netns, [
+        sys.executable, "-c", "import socket,time; s=socket.socket(); "
+        "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 7501)); "
+        "s.listen(); print('ready', flush=True); time.sleep(60)"]), log_path="/dev/null")
+    try:
+        time.sleep(0.5)
+        from provisioner.errors import Unsupported
+        with pytest.raises(Unsupported, match="tcp/7501"):
+            lifecycle.up(lab, target, quiet)
+        assert tagged(lab_sandbox, "busy") is None
+    finally:
+        blocker.kill()
+        blocker.wait()
+        state.remove(target, "busy")
+
+
+def test_ctrl_c_during_up_leaves_only_what_destroy_removes(lab_sandbox):
+    vnet = os.path.join(os.path.dirname(sys.executable), "vnet")
+    proc = subprocess.Popen([vnet, "create", "--mode", "natnetwork", "--name", "intr",
+                             "--sandbox", lab_sandbox.name, "--no-verify"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while not tagged(lab_sandbox, "intr") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 130, output
+    assert "vnet destroy" in output
+    result = subprocess.run([vnet, "destroy", "intr", "--sandbox", lab_sandbox.name],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert tagged(lab_sandbox, "intr") is None
+    assert not state.lab_dir(target_of(lab_sandbox), "intr").exists()
+    leftovers = runner.run(["pgrep", "-f", "provisioner.portproxy .*7001"], check=False).stdout
+    assert leftovers.strip() == ""
+
+
+def test_cli_create_reports_json_and_junit(lab_sandbox, tmp_path):
+    vnet = os.path.join(os.path.dirname(sys.executable), "vnet")
+    out = tmp_path / "report.json"
+    try:
+        result = subprocess.run([vnet, "create", "--mode", "natnetwork", "--name", "cli",
+                                 "--sandbox", lab_sandbox.name, "--report", "json", "--out",
+                                 str(out)], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "VERIFIED" in result.stdout
+        report = json.loads(out.read_text())
+        assert set(report) >= {"lab", "backend", "ok", "checks", "timings"}
+        assert report["ok"] and report["lab"] == "cli" and "total" in report["timings"]
+        junit = tmp_path / "report.xml"
+        result = subprocess.run([vnet, "verify", "cli", "--sandbox", lab_sandbox.name,
+                                 "--report", "junit", "--out", str(junit)],
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        assert junit.read_text().count("<testcase") == len(report["checks"])
+        status = json.loads(subprocess.run([vnet, "status", "cli", "--sandbox", lab_sandbox.name,
+                                            "--format", "json"], capture_output=True,
+                                           text=True).stdout)
+        assert status["lab"] == "cli" and len(status["vms"]) == 2
+        assert set(status["vms"][0]["nics"][0]) == {"network", "model", "mac", "addresses"}
+    finally:
+        subprocess.run([vnet, "destroy", "cli", "--sandbox", lab_sandbox.name])
