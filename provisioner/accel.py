@@ -11,7 +11,7 @@ from typing import Callable
 from . import runner
 from .sandbox import state_root
 
-PROBE_TIMEOUT = 20.0      # a TCG boot of the tiny image takes ~4 s; KVM far less
+PROBE_TIMEOUT = 10.0      # the tiny image reaches userspace in ~4 s under TCG; KVM far less
 
 
 def _cache_file() -> Path:
@@ -38,6 +38,22 @@ def choose(image, progress: Callable[[str], None] = print, force_probe: bool = F
     cache.write_text(json.dumps({"accel": verdict, "detail": detail,
                                  "fingerprint": _fingerprint(image), "at": time.time()}))
     return verdict
+
+
+def cached(image=None) -> dict | None:
+    """The cached verdict, without probing: for this image, or (image None) for any image on
+    this kernel. {"accel", "detail", "path", ...} or None. `vnet doctor` reads it."""
+    cache = _cache_file()
+    try:
+        data = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        return None
+    fingerprint = str(data.get("fingerprint", ""))
+    if image is not None and fingerprint != _fingerprint(image):
+        return None
+    if image is None and fingerprint.split("|")[0] != os.uname().release:
+        return None
+    return dict(data, path=str(cache)) if data.get("accel") in ("kvm", "qemu") else None
 
 
 def probe(image) -> tuple[str, str]:

@@ -21,7 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable
 
 from . import runner
 from .errors import VnetError
@@ -30,9 +30,10 @@ KERNEL_META = "linux-image-amd64"   # resolved to the current linux-image-6.1.*-
 PACKAGES = ("busybox-static", "dropbear-bin", "python3.11-minimal", "libpython3.11-minimal",
             "libpython3.11-stdlib", "libc6", "zlib1g", "libexpat1", "libffi8", "libssl3",
             "libcrypt1", "libtomcrypt1", "libtommath1", "libgmp10", "libbz2-1.0", "liblzma5")
-MODULES = ("virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "virtio_net", "e1000", "virtio_console",
-           "virtio_rng")
-CMDLINE_BASE = "console=ttyS0 quiet panic=-1 8250.nr_uarts=1 i8042.noaux mitigations=off"
+# insmod'ed by the initramfs with their dependencies (ext4 needs crc32c at mount time)
+MODULES = ("virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "virtio_net", "e1000",
+           "virtio_console", "virtio_rng")
+CMDLINE_BASE = "console=ttyS0 quiet panic=-1"  # extra boot flags measured: no gain under TCG
 ROOT_LABEL = "vnetroot"
 GUEST = Path(__file__).with_name("guest")
 # Dropped from the root tree (after the usr-merge mapping); the stdlib keeps unittest.
@@ -73,7 +74,8 @@ def list_cached() -> list[dict]:
         m = json.loads(manifest.read_text())
         size = sum(p.stat().st_blocks * 512 for p in manifest.parent.iterdir())
         rows.append({"name": m["name"], "digest": m["digest"], "size_mib": round(size / 2**20, 1),
-                     "path": str(manifest.parent), "built_at": m["built_at"], "code": m["code"]})
+                     "path": str(manifest.parent), "built_at": m["built_at"],
+                     "code": m.get("code")})
     return rows
 
 
@@ -81,12 +83,18 @@ def build_tiny(progress: Callable[[str], None] = print, force: bool = False) -> 
     """Build (or reuse) the tiny image; a second call with the same inputs returns at once."""
     debdir = cache_dir() / "debs"
     debs = _resolve(debdir, update=True, progress=progress)
-    digest = _digest(debs)
-    final = cache_dir() / "images" / f"tiny-{digest}"
+    final = cache_dir() / "images" / f"tiny-{_digest(debs)}"
     if not force and (final / "manifest.json").exists():
         return _load(final)
     started = time.monotonic()
-    _download(debdir, debs, progress)
+    try:
+        _download(debdir, debs, progress)
+    except VnetError:  # stale lists: the mirror dropped the versions they name
+        progress("a download failed: apt-get update, then resolving the packages again")
+        runner.run(["apt-get", "update"], timeout=600)
+        debs = _resolve(debdir, update=False)
+        _download(debdir, debs, progress)
+        final = cache_dir() / "images" / f"tiny-{_digest(debs)}"
     final.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".build-", dir=final.parent) as work:
         work = Path(work)
@@ -112,7 +120,7 @@ def build_tiny(progress: Callable[[str], None] = print, force: bool = False) -> 
         runner.run(["mke2fs", "-q", "-F", "-t", "ext4", "-O", "^has_journal,^metadata_csum",
                     "-b", "4096", "-m", "0", "-L", ROOT_LABEL, "-E", "root_owner=0:0",
                     "-d", str(tree.root), str(out / "root.ext4"), f"{size // 1024}k"])
-        manifest = {"name": "tiny", "digest": digest, "code": _code_digest(),
+        manifest = {"name": "tiny", "digest": _digest(debs), "code": _code_digest(),
                     "kernel": "vmlinux", "initrd": "initrd.gz", "rootdisk": "root.ext4",
                     "cmdline_base": CMDLINE_BASE, "packages": debs,
                     "modules": [m for m, _ in modules],
@@ -128,34 +136,6 @@ def build_tiny(progress: Callable[[str], None] = print, force: bool = False) -> 
                 raise
     progress(f"tiny image ready in {time.monotonic() - started:.0f}s: {final}")
     return _load(final)
-
-
-def kernel_cmdline(image: Image, host: str, nics: Sequence[str] = (), pubkey: str | None = None,
-                   probe: bool = False) -> str:
-    """cmdline_base + vnet.* parameters. nics: "MAC,dhcp", "MAC,dhcp,gw" or
-    "MAC,static,IP/PREFIX[,GW]"; pubkey: an OpenSSH public key line ("TYPE BASE64 [comment]")."""
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}", host):
-        raise VnetError(f"invalid guest hostname {host!r}", hint="use letters, digits and '-'")
-    mac = r"(?:[0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}"
-    ip = r"\d{1,3}(?:\.\d{1,3}){3}"
-    words = [image.cmdline_base, f"vnet.host={host}"]
-    for nic in nics:
-        if not re.fullmatch(rf"{mac},(dhcp(,gw)?|static,{ip}/\d{{1,2}}(,{ip})?)", nic):
-            raise VnetError(f"invalid vnet.if value {nic!r}",
-                            hint="use MAC,dhcp | MAC,dhcp,gw | MAC,static,IP/PREFIX[,GW]")
-        words.append(f"vnet.if={nic}")
-    if pubkey:
-        parts = pubkey.split()
-        if len(parts) < 2 or not re.fullmatch(r"[A-Za-z0-9@.-]+:[A-Za-z0-9+/=]+", ":".join(parts[:2])):
-            raise VnetError("the SSH public key is not an OpenSSH public key line")
-        words.append(f"vnet.key={parts[0]}:{parts[1]}")
-    if probe:
-        words.append("vnet.probe=boot")
-    line = " ".join(words)
-    if len(line) >= 2048:
-        raise VnetError(f"kernel command line too long ({len(line)} bytes, the limit is 2047)",
-                        hint="use an ed25519 key or fewer NICs")
-    return line
 
 
 # ---------------------------------------------------------------- inputs and cache
@@ -226,8 +206,10 @@ def _print_uris() -> list[dict]:
 
 def _download(debdir: Path, debs: list[dict], progress: Callable[[str], None]) -> None:
     def ok(d: dict) -> bool:
-        p = debdir / d["file"]
-        return p.exists() and hashlib.sha256(p.read_bytes()).hexdigest() == d["sha256"]
+        if not (debdir / d["file"]).exists():
+            return False
+        with open(debdir / d["file"], "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest() == d["sha256"]
     missing = [d for d in debs if not ok(d)]
     if missing:
         progress(f"apt-get download {len(missing)} packages into {debdir}")
@@ -255,9 +237,11 @@ class _Tree:
         if self.sealed:
             raise VnetError(f"build tree is sealed (links made); refusing to write {rel}")
         p = self.root / rel.strip("/")
-        parent = os.path.realpath(p.parent)
-        if os.path.commonpath([parent, str(self.root)]) != str(self.root) or os.path.islink(p):
-            raise VnetError(f"refusing to write {p}: it resolves outside the build tree {self.root}")
+        parent = os.path.realpath(p.parent)  # equal to the lexical parent: no link on the way
+        inside = parent == str(self.root) or parent.startswith(f"{self.root}{os.sep}")
+        if ".." in p.parts or parent != str(p.parent) or os.path.islink(p) or not inside:
+            raise VnetError(f"refusing to write {p}: the path goes through a link or leaves "
+                            f"the build tree {self.root}")
         return p
 
     def mkdir(self, rel: str, mode: int = 0o755) -> None:
@@ -267,10 +251,10 @@ class _Tree:
     def write(self, rel: str, data: bytes, mode: int = 0o644) -> None:
         p = self.path(rel)
         p.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode & 0o7777)
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode & 0o7777)
             f.write(data)
-        os.chmod(p, mode & 0o7777)
 
     def link(self, rel: str, target: str) -> None:
         rel = rel.strip("/")
@@ -398,12 +382,14 @@ def _initramfs(path: Path, busybox: bytes, modules: list[tuple[str, bytes]]) -> 
 # ---------------------------------------------------------------- the root tree
 
 def _root_tree(tree: _Tree, staged: dict[str, Path], progress: Callable[[str], None]) -> None:
+    skipped: set[str] = set()
     for pkg in staged.values():
         for dirpath, dirnames, files in os.walk(pkg):
             for name in dirnames + files:
                 src = os.path.join(dirpath, name)
                 rel = _merged(os.path.relpath(src, pkg))
                 if SKIP.search(rel + ("/" if name in dirnames else "")):
+                    skipped.add(src)
                     continue
                 st = os.lstat(src)
                 if os.path.islink(src):
@@ -412,7 +398,8 @@ def _root_tree(tree: _Tree, staged: dict[str, Path], progress: Callable[[str], N
                     tree.mkdir(rel)
                 elif os.path.isfile(src):
                     tree.write(rel, Path(src).read_bytes(), st.st_mode)
-            dirnames[:] = [n for n in dirnames if not os.path.islink(os.path.join(dirpath, n))]
+            dirnames[:] = [n for n in dirnames if os.path.join(dirpath, n) not in skipped
+                           and not os.path.islink(os.path.join(dirpath, n))]
     for src in sorted((GUEST / "rootfs").rglob("*")):
         if src.is_file():
             rel = str(src.relative_to(GUEST / "rootfs"))
@@ -421,27 +408,34 @@ def _root_tree(tree: _Tree, staged: dict[str, Path], progress: Callable[[str], N
     for rel in ("dev", "proc", "sys", "run", "tmp", "var", "root", "mnt"):
         tree.mkdir(rel)
     progress("precompiling the python stdlib")
-    _compile(tree.root / "usr" / "lib" / "python3.11")
+    _compile(tree.root)
     for line in (GUEST / "links.txt").read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             tree.link(*line.split())
     applets = runner.run([str(staged["busybox-static"] / "bin" / "busybox"), "--list-full"])
     for applet in applets.stdout.split():
         rel = _merged(applet)
+        if "/" not in rel:  # /linuxrc: only for old-style initrds
+            continue
         tree.link(rel, os.path.relpath("usr/bin/busybox", os.path.dirname(rel)))
     for head, target in MERGED.items():
         tree.link(head, target)
     tree.seal()
 
 
-def _compile(stdlib: Path) -> None:
-    """Precompile the stdlib (unchecked-hash: the root is immutable, Python never re-stats)."""
+def _compile(root: Path) -> None:
+    """Precompile the guest stdlib (unchecked-hash: the root is immutable, Python never re-stats).
+    With another host Python, the guest's own python3.11 runs through the guest's loader."""
+    stdlib = root / "usr" / "lib" / "python3.11"
     for dirpath, dirnames, files in os.walk(stdlib):  # compileall must meet no symlink
         for name in dirnames + files:
             if os.path.islink(os.path.join(dirpath, name)):
                 raise VnetError(f"symlink in the tree before compileall: {dirpath}/{name}")
+    python, env = [sys.executable], None
     if sys.version_info[:2] != (3, 11):
-        raise VnetError("building the tiny image needs Python 3.11 (it compiles the guest's "
-                        f"python3.11 stdlib); this is {sys.version.split()[0]}")
-    runner.run([sys.executable, "-m", "compileall", "-q", "-j", "0",
-                "--invalidation-mode", "unchecked-hash", str(stdlib)], timeout=900)
+        lib = root / "usr" / "lib" / "x86_64-linux-gnu"
+        python = [str(lib / "ld-linux-x86-64.so.2"), "--library-path", str(lib),
+                  str(root / "usr" / "bin" / "python3.11")]
+        env = {"PYTHONHOME": str(root / "usr"), "PYTHONNOUSERSITE": "1"}
+    runner.run([*python, "-m", "compileall", "-q", "-j", "1" if env else "0",
+                "--invalidation-mode", "unchecked-hash", str(stdlib)], env=env, timeout=900)

@@ -204,6 +204,10 @@ def destroy(lab_name: str, target: Target, progress: Progress) -> list[str]:
     lab_dir = state.lab_dir(target, lab_name)
     forwarding.stop_proxy(lab_dir)
     removed = LibvirtDriver(target).destroy(lab_name, progress)
+    from .verify import close_masters, control_dir
+
+    close_masters(control_dir(target, lab_name))
+    control_dir(target, lab_name).rmdir()
     if not removed and state.read(target, lab_name) is None and not lab_dir.exists():
         raise NotFound(f"no lab named {lab_name!r} on this target", hint="vnet list shows the labs")
     state.remove(target, lab_name)

@@ -262,8 +262,12 @@ def _start_http(sb: Sandbox) -> None:
 
 def _start_libvirtd(sb: Sandbox, progress: Callable[[str], None]) -> None:
     d = sb.state_dir
+    # QEMU capability probes cost ~4 s per fresh libvirtd; keep them across sandboxes, inside
+    # vnet's own state root (libvirt revalidates them against the QEMU binary).
+    caps = state_root() / "cache" / "libvirt-qemu"
+    caps.mkdir(parents=True, exist_ok=True)
     argv = netns_argv(sb.host_netns, ["unshare", "--mount", "--propagation", "private",
-                                      "sh", str(LAUNCHER), str(d)])
+                                      "sh", str(LAUNCHER), str(d), str(caps)])
     log = d / "libvirtd.log"
     proc = runner.spawn(argv, log_path=str(log), env={"LC_ALL": "C"})
     (d / "libvirtd.spawn.pid").write_text(f"{proc.pid}\n")

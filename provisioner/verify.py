@@ -31,6 +31,7 @@ from .resources import data_dir
 from .state import Target
 
 PYTHON_IN_GUEST = "/usr/bin/python3"
+ANSIBLE_TIMEOUT = 180      # a whole run; one probe module call takes a few seconds
 
 
 def probe_module():
@@ -162,8 +163,11 @@ def _ansible(lab: Lab, target: Target, cells, record, progress) -> dict[str, dic
            "ANSIBLE_GATHERING": "explicit", "ANSIBLE_RETRY_FILES_ENABLED": "False",
            "ANSIBLE_LIBRARY": str(data_dir("playbooks") / "library"),
            "ANSIBLE_FORKS": str(max(5, len(hosts))),
-           "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=60s "
+           "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=30s "
                                "-o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no",
+           # Masters of this lab only: another sandbox reuses the same guest addresses, and a
+           # master left from it would carry this run's SSH into a namespace that is gone.
+           "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir(target, lab.name)),
            "ANSIBLE_NOCOLOR": "True"}
     progress(f"running Ansible on {len(hosts)} guest(s)")
     args = (str(private), str(data_dir("playbooks") / "verify.yml"), inventory, env)
@@ -184,8 +188,12 @@ def _run_playbook(private_dir: str, playbook: str, inventory: dict, env: dict) -
     bindir = str(Path(sys.executable).parent)
     os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
     Path(private_dir).mkdir(parents=True, exist_ok=True)
-    run = ansible_runner.run(private_data_dir=private_dir, playbook=playbook,
-                             inventory=inventory, envvars=env, quiet=True, rotate_artifacts=3)
+    try:
+        run = ansible_runner.run(private_data_dir=private_dir, playbook=playbook,
+                                 inventory=inventory, envvars=env, quiet=True, rotate_artifacts=3,
+                                 timeout=ANSIBLE_TIMEOUT)
+    finally:
+        close_masters(Path(env["ANSIBLE_SSH_CONTROL_PATH_DIR"]))
     results = {}
     for event in run.events:
         if event.get("event") == "runner_on_ok":
@@ -194,6 +202,26 @@ def _run_playbook(private_dir: str, playbook: str, inventory: dict, env: dict) -
             if "probes" in res:
                 results[data["host"]] = {"probes": res["probes"], "drivers": res.get("drivers", {})}
     return results
+
+
+def control_dir(target: Target, lab: str) -> Path:
+    """A short per-lab directory for SSH control sockets (unix socket paths are short)."""
+    import hashlib
+
+    from .sandbox import state_root
+
+    key = hashlib.sha256(f"{target.key}/{lab}".encode()).hexdigest()[:12]
+    path = state_root() / "cp" / key
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def close_masters(directory: Path) -> None:
+    """End the SSH control masters Ansible left, so no process outlives the verification."""
+    for sock in directory.glob("*"):
+        runner.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "vnet"], check=False,
+                   timeout=10)
+        sock.unlink(missing_ok=True)
 
 
 # --- presentation ---------------------------------------------------------------------------

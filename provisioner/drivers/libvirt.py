@@ -3,6 +3,7 @@ what a lab created by the tag in each object's <metadata>. No virsh."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator
 
 from ..errors import HypervisorError
@@ -58,10 +59,12 @@ class LibvirtDriver:
             for doc in plan.documents:
                 if doc.kind == "network":
                     self._ensure_network(doc.name, doc.text, plan.lab.name, progress)
-            started = []
-            for doc in plan.documents:
-                if doc.kind == "domain" and self._ensure_domain(doc.name, doc.text, plan.lab.name):
-                    started.append(doc.name)
+            domains = [d for d in plan.documents if d.kind == "domain"]
+            # QEMU start-up is mostly waiting on the host: start every VM at once.
+            with ThreadPoolExecutor(max_workers=max(1, len(domains))) as pool:
+                flags = list(pool.map(
+                    lambda d: self._ensure_domain(d.name, d.text, plan.lab.name), domains))
+            started = [d.name for d, new in zip(domains, flags) if new]
             if started:
                 progress(f"started {len(started)} VM(s): {', '.join(started)}")
             return started
@@ -154,17 +157,25 @@ class LibvirtDriver:
         libvirt = _libvirt()
         removed = []
         objects = [o for o in self.tagged() if o[3].get("name") == lab]
-        for kind, name, obj, _ in sorted(objects, key=lambda o: o[0] != "domain"):  # domains first
+
+        def remove(item) -> str:
+            kind, name, obj, _ = item
             try:
                 if obj.isActive():
                     obj.destroy()
                 obj.undefine()
-                removed.append(f"{kind} {name}")
             except libvirt.libvirtError as exc:
                 if exc.get_error_code() not in (libvirt.VIR_ERR_NO_DOMAIN,
                                                 libvirt.VIR_ERR_NO_NETWORK):
                     raise HypervisorError(f"cannot remove {kind} {name}: "
                                           f"{exc.get_error_message()}") from exc
+            return f"{kind} {name}"
+
+        # Domains first (in parallel: stopping QEMU is waiting), then the networks they used.
+        for kind in ("domain", "network"):
+            batch = [o for o in objects if o[0] == kind]
+            with ThreadPoolExecutor(max_workers=max(1, len(batch))) as pool:
+                removed += list(pool.map(remove, batch))
         if removed:
             progress(f"removed {', '.join(removed)}")
         return removed

@@ -8,6 +8,7 @@
 # the root namespace), libvirt's state, log and cache directories get tmpfs too.
 set -eu
 state=$1
+caps=${2:-}    # optional: a persistent QEMU capabilities cache inside vnet's state root
 conf=$state/etc-libvirt/libvirtd.conf
 [ -f "$conf" ] || { echo "no $conf" >&2; exit 1; }
 case $state in /run/*|/var/run/*) echo "state dir must not be under /run: $state" >&2; exit 1;; esac
@@ -28,6 +29,10 @@ mkdir -p /run/libvirt /run/lock
 for d in /var/lib/libvirt /var/log/libvirt /var/cache/libvirt; do
     mount -t tmpfs -o mode=0755 vnet-state "$d"
 done
+if [ -n "$caps" ]; then
+    mkdir -p /var/cache/libvirt/qemu
+    mount --bind "$caps" /var/cache/libvirt/qemu
+fi
 
 # DNS inside the sandbox points at the lab's "Internet", never at the machine's resolver.
 case $resolv in

@@ -1,0 +1,141 @@
+"""vnet doctor: find what makes labs fail on this machine, before anything is created.
+
+Each rule is one small module in provisioner/doctor/rules/ that defines RULE (see base.Rule);
+adding a rule is adding a file. A rule reads the machine only through a `Host` (host.py), so
+the tests feed it fake sysfs, proc and command outputs. `diagnose` runs every rule that
+concerns the target; `preflight` runs the cheap lab rules inside `vnet up` and refuses the lab
+(Unsupported: nothing created) when one of them finds an error."""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import textwrap
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+from ..errors import Unsupported
+from ..model import Backend, Lab
+from .base import SEVERITIES, Finding, Rule, error, ok, warn
+from .host import Host, Output, SystemHost
+
+__all__ = ["Finding", "Rule", "Host", "SystemHost", "Output", "Report", "rules", "run",
+           "diagnose", "preflight", "ok", "warn", "error"]
+
+
+def rules() -> list[Rule]:
+    """Every rule in provisioner/doctor/rules/, in order."""
+    from . import rules as package
+
+    found = [importlib.import_module(f"{package.__name__}.{info.name}").RULE
+             for info in pkgutil.iter_modules(package.__path__)]
+    return sorted(found, key=lambda r: (r.order, r.id))
+
+
+@dataclass
+class Report:
+    backend: str
+    uri: str | None
+    sandbox: str | None
+    lab: str | None
+    findings: list[Finding] = field(default_factory=list)
+    not_applicable: dict[str, str] = field(default_factory=dict)
+
+    def of(self, severity: str) -> list[Finding]:
+        return [f for f in self.findings if f.severity == severity]
+
+    @property
+    def errors(self) -> list[Finding]:
+        return self.of("error")
+
+    @property
+    def status(self) -> str:
+        return next((s for s in reversed(SEVERITIES) if self.of(s)), "ok")
+
+    def as_json(self) -> dict:
+        return {"backend": self.backend, "uri": self.uri, "sandbox": self.sandbox,
+                "lab": self.lab, "status": self.status,
+                "findings": [f.as_dict() for f in self.findings],
+                "not_applicable": self.not_applicable}
+
+    def text(self, width: int = 100) -> str:
+        where = f"sandbox {self.sandbox}" if self.sandbox else "this host"
+        target = f"{self.uri}, " if self.backend == Backend.LIBVIRT.value and self.uri else ""
+        lines = [f"vnet doctor: backend {self.backend}, {target}{where}"
+                 + (f", lab {self.lab}" if self.lab else "")]
+        idw = max([len(f.id) for f in self.findings] + [4])
+        rank = {s: i for i, s in enumerate(reversed(SEVERITIES))}
+        for f in sorted(self.findings, key=lambda f: rank[f.severity]):
+            label = f.severity.upper() if f.severity != "ok" else "ok"
+            head = f"  {label:<5}  {f.id:<{idw}}  "
+            pad = " " * len(head)
+            lines += textwrap.wrap(f.summary, width, initial_indent=head, subsequent_indent=pad)
+            if f.fix:
+                lines += textwrap.wrap("fix: " + f.fix, width, initial_indent=pad,
+                                       subsequent_indent=pad + "     ")
+        if self.not_applicable:
+            lines += textwrap.wrap("not applicable: " + ", ".join(
+                f"{rule} ({why})" for rule, why in self.not_applicable.items()), width,
+                subsequent_indent="  ")
+        errors, warnings = len(self.errors), len(self.of("warn"))
+        verdict = ("labs will fail here until the errors are fixed" if errors else
+                   "labs can run here" + (" (see the warnings)" if warnings else ""))
+        lines.append(f"{errors} error(s), {warnings} warning(s): {verdict}")
+        return "\n".join(lines)
+
+
+def run(host: Host, select: Callable[[Rule], bool] | None = None) -> Report:
+    report = Report(backend=host.backend.value, uri=host.uri, sandbox=host.sandbox,
+                    lab=host.lab.name if host.lab else None)
+    for rule in rules():
+        if select is not None and not select(rule):
+            continue
+        if not rule.applies_to(host):
+            report.not_applicable[rule.id] = rule.why_not(host)
+            continue
+        try:
+            found = list(rule.check(host))
+        except Exception as exc:  # noqa: BLE001 - one broken rule must not hide the others
+            found = [warn(rule.id, f"this check could not run: {type(exc).__name__}: {exc}",
+                          "report it as a vnet bug; the other checks are unaffected")]
+        report.findings += [replace(f, rule=rule.id) for f in found]
+    return report
+
+
+def host_for(backend: Backend | str = Backend.LIBVIRT, uri: str | None = None,
+             sandbox: str | None = None, lab: Lab | None = None,
+             progress: Callable[[str], None] = lambda message: None) -> SystemHost:
+    """The real machine as a target: a sandbox (its namespace and private libvirtd, whether it
+    is up or not: the rules say so), or a libvirt URI (default qemu:///system)."""
+    netns = None
+    if sandbox:
+        from .. import sandbox as sandboxes
+
+        sb = sandboxes.describe(sandbox)
+        uri, netns = uri or sb.uri, sb.host_netns
+    return SystemHost(Backend(backend), uri or "qemu:///system", lab, sandbox, netns,
+                      progress=progress)
+
+
+def diagnose(backend: Backend | str = Backend.LIBVIRT, uri: str | None = None,
+             sandbox: str | None = None, lab: Lab | None = None,
+             progress: Callable[[str], None] = lambda message: None) -> Report:
+    return run(host_for(backend, uri, sandbox, lab, progress))
+
+
+def preflight(lab: Lab, target) -> Report:
+    """Run the preflight rules for `lab` on `target` (a state.Target). Raises Unsupported with
+    the findings' summaries and fixes, before anything is created, when one is an error."""
+    host = SystemHost(Backend.LIBVIRT, target.uri, lab, target.sandbox, target.netns)
+    report = run(host, select=lambda rule: rule.preflight)
+    if report.errors:
+        exc = Unsupported(f"lab {lab.name!r} cannot be created here: "
+                          + "; ".join(f.summary for f in report.errors),
+                          hint=" ".join(f.fix.rstrip(".") + "." for f in report.errors))
+        exc.findings = report.errors
+        exc.hardware = all(_rule(f.rule).hardware for f in report.errors)
+        raise exc
+    return report
+
+
+def _rule(rule_id: str) -> Rule:
+    return next(r for r in rules() if r.id == rule_id)

@@ -1,0 +1,1 @@
+"""One module per doctor rule; each defines RULE (provisioner.doctor.base.Rule)."""

@@ -1,0 +1,31 @@
+"""qemu:///session used where networks need qemu:///system. A session libvirtd runs unprivileged:
+it cannot create bridges, run dnsmasq or add firewall rules, so it defines no virtual networks
+that guests can use, and every vnet lab has at least its management network."""
+from __future__ import annotations
+
+import urllib.parse
+
+from ..base import Finding, Rule, error, ok
+from ..host import Host
+
+ID = "libvirt-uri"
+NEEDS_NETWORK = ("natnetwork", "hostonly", "internal")
+
+
+def check(host: Host) -> list[Finding]:
+    parts = urllib.parse.urlsplit(host.uri)
+    if parts.path.rstrip("/") != "/session":
+        return [ok(ID, f"{host.uri} is a system connection: it can create virtual networks")]
+    needing = ["the management network (every lab has one)"]
+    if host.lab is not None:
+        needing += [f"network {n.name} ({n.mode})" for n in host.lab.networks
+                    if n.mode in NEEDS_NETWORK]
+    system = urllib.parse.urlunsplit(parts._replace(path="/system"))
+    return [error(ID, f"{host.uri} is a session connection: an unprivileged libvirtd cannot "
+                      "create bridged virtual networks (no bridge, dnsmasq or firewall "
+                      f"rules), and the lab needs {', '.join(needing)}",
+                  f"use --uri {system} (as root, or as a member of group libvirt), or an "
+                  "isolated system libvirtd: `vnet sandbox up` and --sandbox default")]
+
+
+RULE = Rule(id=ID, title="the URI can create networks", check=check, order=21, preflight=True)

@@ -1,0 +1,518 @@
+"""`vnet up/create/destroy --backend virtualbox`: run the VirtualBox plan (vbox_render.py) through
+one backend (vbox_api.py: vboxapi or VBoxManage), so that a lab is either fully there or gone.
+
+up:      version -> context (host OS, /etc/vbox/networks.conf) -> plan (every refusal happens
+         here, before anything exists) -> already up? (VMs tagged vnet/lab=<lab>, all running:
+         nothing to do) -> tiny image as VDI (converted once, cached next to the image) -> the
+         commands in order, `{hostonlyif:NET}` bound from `hostonlyif create`, every exit code
+         checked, the record saved after each object is created -> addresses (unless wait=False).
+         A failure half-way removes what this run created and raises CommandFailed.
+destroy: VMs found by their tag, networks from the saved record; "already gone" is fine;
+         untagged objects are never touched. Running it twice is harmless.
+
+The record lives in provisioner.state under TARGET, like a libvirt lab's, so destroy works after
+a crash. Addresses, in this order: Guest Additions' guest properties, the VirtualBox DHCP
+server's lease, the guest's own VNET-ADDR console line, the planned address; a NAT NIC is
+10.0.2.15 and is reached through its forwarded SSH port.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from ipaddress import ip_network
+from pathlib import Path
+
+from .. import images, runner, state
+from ..errors import CommandFailed, HypervisorError, VnetError
+from ..model import Lab
+from ..state import Target
+from . import vbox_api
+from .base import Plan
+from .vbox_render import (NETWORKS_CONF, TAG_KEY, VBoxContext, VirtualBoxRenderer,
+                          created_interface, substitute, vbox_name)
+
+Progress = Callable[[str], None]
+TARGET = Target(uri="vbox://local", sandbox=None)
+ADDRESS_TIMEOUT = 180.0
+POLL_SECONDS = 1.0
+NAT_GUEST_IP = "10.0.2.15"
+DEFAULT_RANGES = ("192.168.56.0/21",)       # VirtualBox >= 6.1.28 without networks.conf
+HOST_OS = {"linux": "linux", "darwin": "darwin", "win32": "windows", "sunos5": "solaris"}
+CREATES = {"createvm", "natnetwork add", "hostonlyif create", "hostonlynet add", "dhcpserver add"}
+GONE_RE = re.compile(r"Could not find|VBOX_E_OBJECT_NOT_FOUND|Failed to find DHCP server|"
+                     r"Failed to locate host-only interface|is not currently running", re.I)
+LOCKED_RE = re.compile(r"\block", re.I)
+READY_RE = re.compile(r"^VNET-READY\b", re.M)
+ADDR_RE = re.compile(r"VNET-ADDR (\S+) (\S+)")
+LEASE_RE = re.compile(r"^IP Address:\s*(\S+)", re.M)
+TINY_BOOT_NOTE = ("note: the tiny image is a bare ext4 root disk that libvirt boots by direct "
+                  "kernel boot; VirtualBox has no direct kernel boot, and the image has no boot "
+                  "loader, no AHCI driver in its initramfs and no per-VM kernel command line, so "
+                  "it is not expected to boot under VirtualBox yet")
+
+
+# --- context ----------------------------------------------------------------------------------
+
+def hostonly_ranges(path: Path = Path(NETWORKS_CONF)) -> tuple[str, ...]:
+    """What /etc/vbox/networks.conf allows ('* 10.0.0.0/8 192.168.0.0/16' lines; '#' comments;
+    an empty file allows nothing); VirtualBox's default when the file is absent."""
+    if not path.exists():
+        return DEFAULT_RANGES
+    ranges: list[str] = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        words = line.split("#", 1)[0].split()
+        if not words or words[0] != "*":
+            continue
+        for word in words[1:]:
+            try:
+                ranges.append(str(ip_network(word, strict=False)))
+            except ValueError:
+                raise VnetError(f"{path}:{number}: {word!r} is not a network range") from None
+    return tuple(ranges)
+
+
+def detect_context(version: tuple[int, int, int], disk: str, serial_dir: str,
+                   networks_conf: Path = Path(NETWORKS_CONF)) -> VBoxContext:
+    return VBoxContext(version=version, host_os=HOST_OS.get(sys.platform, sys.platform),
+                       disk=disk, serial_dir=serial_dir,
+                       hostonly_ranges=hostonly_ranges(networks_conf))
+
+
+def convert_vdi(raw: Path, progress: Progress) -> Path:
+    """raw root disk -> <same dir>/<same name>.vdi with qemu-img, once; reused while newer."""
+    vdi = raw.with_suffix(".vdi")
+    if vdi.exists() and vdi.stat().st_mtime_ns >= raw.stat().st_mtime_ns:
+        return vdi
+    if not runner.which("qemu-img"):
+        raise VnetError("qemu-img is missing: it converts the tiny image to VDI for VirtualBox",
+                        hint="apt-get install qemu-utils")
+    tmp = vdi.with_name(f".{vdi.name}.{os.getpid()}.tmp")
+    progress(f"converting {raw} to VDI for VirtualBox")
+    try:
+        runner.run(["qemu-img", "convert", "-f", "raw", "-O", "vdi", str(raw), str(tmp)],
+                   timeout=900)
+        tmp.replace(vdi)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return vdi
+
+
+def tiny_vdi(progress: Progress) -> Path:
+    return convert_vdi(images.build_tiny(progress=progress).rootdisk, progress)
+
+
+# --- up ---------------------------------------------------------------------------------------
+
+def up(lab: Lab, progress: Progress, wait: bool = True, context: VBoxContext | None = None,
+       *, timeout: float = ADDRESS_TIMEOUT) -> dict:
+    """Create (or find already running) the lab; returns its record (also saved)."""
+    be = vbox_api.backend(progress)
+    version = be.version()
+    serial_dir = str(state.lab_dir(TARGET, lab.name))
+    given = context
+    context = context or detect_context(version, VBoxContext().disk, serial_dir)
+    plan = VirtualBoxRenderer(context).plan(lab)          # refusals: nothing exists yet
+    progress(f"VirtualBox {_dotted(version)} on {context.host_os}: lab {lab.name}, "
+             f"{len(plan.commands)} commands")
+    record = state.read(TARGET, lab.name)
+    tags = vm_tags(be)
+    planned = set(plan.extra["vms"].values())
+    ours = {vm for vm, tag in tags.items() if tag == lab.name}
+    clash = sorted(vm for vm in planned if vm in tags and tags[vm] != lab.name)
+    if clash:
+        raise VnetError(f"VirtualBox already has VM(s) {', '.join(clash)}, which lab {lab.name} "
+                        f"did not create (their {TAG_KEY} is not {lab.name!r})",
+                        hint="name the lab differently (--name), or remove those VMs yourself")
+    if ours and ours == planned and ours <= running_vms(be):
+        progress(f"lab {lab.name} is already up ({len(ours)} VMs running); nothing to change")
+        record = record or _record(lab, plan, be, version, context, adopted=True)
+        return _finish(be, lab, plan, record, context, progress, wait, timeout)
+    if ours or record:
+        progress(f"lab {lab.name} is incomplete ({len(ours)} of {len(planned)} VMs); removing "
+                 f"what it left before creating it again")
+        destroy(lab.name, progress, backend=be)
+    _check_network_names(be, plan)
+    if given is None:
+        context = replace(context, disk=str(tiny_vdi(progress)))
+        plan = VirtualBoxRenderer(context).plan(lab)
+    record = _record(lab, plan, be, version, context)
+    state.save(TARGET, lab.name, record)                  # before anything exists
+    for vm in lab.vms:                                    # a stale VNET-READY would lie
+        serial_log(context, vm.name).unlink(missing_ok=True)
+    try:
+        _apply(be, plan, record, progress)
+    except Exception as exc:
+        _rollback(be, plan, record, progress, exc)
+        raise
+    record["state"] = "started"
+    state.save(TARGET, lab.name, record)
+    progress(f"lab {lab.name}: {len(lab.vms)} VM(s) started on VirtualBox")
+    return _finish(be, lab, plan, record, context, progress, wait, timeout)
+
+
+def _record(lab: Lab, plan: Plan, be, version, context: VBoxContext, adopted=False) -> dict:
+    return {"lab": lab.name, "backend": "virtualbox",
+            "api": {"name": be.name, "detail": be.describe(), "reason": be.reason},
+            "version": _dotted(version), "host_os": context.host_os, "source": lab.source,
+            "lab_data": lab.meta.get("raw"), "vms": plan.extra["vms"],
+            "teardown": [list(argv) for argv in plan.extra["teardown"]],
+            "hostonlyifs": plan.extra["hostonlyifs"], "bindings": {},
+            "created": [["vm", vm] for vm in plan.extra["vms"].values()] if adopted else [],
+            "disk": context.disk, "serial_dir": context.serial_dir,
+            "state": "started" if adopted else "creating", "created_at": time.time()}
+
+
+def _apply(be, plan: Plan, record: dict, progress: Progress) -> None:
+    captures = plan.extra["captures"]
+    bound: dict[str, str] = record["bindings"]
+    for i, (argv, doc) in enumerate(zip(plan.commands, plan.documents)):
+        real = substitute(argv, bound)
+        progress(doc.name)
+        if i in captures:                                  # so destroy can look for it
+            record["pending"] = captures[i]
+            state.save(TARGET, record["lab"], record)
+        result = be.run(real, check=False)
+        if result.returncode != 0:
+            raise CommandFailed(list(real), result.returncode, result.stderr or result.stdout)
+        if i in captures:
+            try:
+                bound[captures[i]] = created_interface(result.stdout)
+            except ValueError:
+                raise HypervisorError(f"`{shlex.join(real)}` printed no interface name: "
+                                      f"{result.stdout.strip()[:200]!r}") from None
+            record.pop("pending")
+        if _verb(argv) in CREATES:
+            obj = ("hostonlyif", captures[i]) if i in captures else object_of(argv)
+            record["created"].append(list(obj))
+            state.save(TARGET, record["lab"], record)
+
+
+def _rollback(be, plan: Plan, record: dict, progress: Progress, exc: Exception) -> None:
+    created = {tuple(obj) for obj in record["created"]}
+    steps = [argv for argv in plan.extra["teardown"] if object_of(argv) in created]
+    progress(f"failed half-way; removing the {len(created)} object(s) this run created")
+    failures = run_tolerant(be, steps, record["bindings"], progress)
+    if failures or record.get("pending"):
+        left = "; ".join(failures) or "a host-only interface whose name was never printed"
+        exc.hint = (f"some objects could not be removed ({left}); run `vnet destroy "
+                    f"{record['lab']} --backend virtualbox`")
+    else:
+        state.remove(TARGET, record["lab"])
+        exc.hint = "everything this run had created was removed again"
+
+
+def _check_network_names(be, plan: Plan) -> None:
+    """A NAT network / host-only network of the planned name that is not ours: refuse."""
+    for kind, listing, key in (("natnetwork", "natnets", "NetworkName"),
+                               ("hostonlynet", "hostonlynets", "Name")):
+        wanted = [object_of(a)[1] for a in plan.commands if _verb(a) == f"{kind} add"]
+        if not wanted:
+            continue
+        existing = set(re.findall(rf"^{key}:\s*(\S+)", be.run(("VBoxManage", "list", listing))
+                                  .stdout, re.M))
+        clash = sorted(set(wanted) & existing)
+        if clash:
+            raise VnetError(f"VirtualBox already has {kind}(s) {', '.join(clash)} that no vnet "
+                            f"record owns", hint="name the lab differently (--name), or remove "
+                                                 f"them: VBoxManage {kind} remove ...")
+
+
+# --- what is there ----------------------------------------------------------------------------
+
+def vm_tags(be) -> dict[str, str | None]:
+    """Every registered VM -> its vnet/lab tag (None: untagged)."""
+    names = re.findall(r'^"(.*)" \{[^}]*\}$', be.run(("VBoxManage", "list", "vms")).stdout, re.M)
+    return {name: _value(be.run(("VBoxManage", "getextradata", name, TAG_KEY), check=False))
+            for name in names}
+
+
+def running_vms(be) -> set[str]:
+    return set(re.findall(r'^"(.*)" \{[^}]*\}$',
+                          be.run(("VBoxManage", "list", "runningvms")).stdout, re.M))
+
+
+def _value(result) -> str | None:
+    """`Value: x` -> x; `No value set!` or a failure -> None."""
+    if result.returncode != 0 or not result.stdout.startswith("Value: "):
+        return None
+    return result.stdout[len("Value: "):].rstrip("\n")
+
+
+def _verb(argv: Sequence[str]) -> str:
+    return argv[1] if argv[1] in ("createvm", "controlvm", "unregistervm") else " ".join(argv[1:3])
+
+
+def object_of(argv: Sequence[str]) -> tuple[str, str] | None:
+    """The VirtualBox object a create or teardown line is about: ("vm", name),
+    ("natnetwork", name), ("hostonlyif", token), ("hostonlynet", name), ("dhcpserver", token)."""
+    verb = _verb(argv)
+    if verb == "createvm":
+        return "vm", _option(argv, "--name")
+    if verb in ("controlvm", "unregistervm"):
+        return "vm", argv[2]
+    kind = argv[1]
+    if kind == "natnetwork":
+        return kind, _option(argv, "--netname")
+    if kind == "hostonlynet":
+        return kind, _option(argv, "--name")
+    if kind == "dhcpserver":
+        return kind, _option(argv, "--interface")
+    if verb == "hostonlyif remove":
+        return "hostonlyif", argv[3]
+    return None
+
+
+def _option(argv: Sequence[str], name: str) -> str:
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(name + "="):
+            return arg[len(name) + 1:]
+    raise ValueError(f"{name} missing in {shlex.join(argv)}")
+
+
+# --- destroy ----------------------------------------------------------------------------------
+
+def destroy(lab_name: str, progress: Progress, *, backend=None) -> list[str]:
+    """Remove the lab's tagged VMs and the networks its record says it created. Idempotent."""
+    be = backend or vbox_api.backend(progress)
+    record = state.read(TARGET, lab_name)
+    tags = vm_tags(be)
+    ours = sorted(vm for vm, tag in tags.items() if tag == lab_name)
+    running = running_vms(be)
+    steps = [("VBoxManage", "controlvm", vm, "poweroff") for vm in ours if vm in running]
+    steps += [("VBoxManage", "unregistervm", vm, "--delete") for vm in ours]
+    bound: dict[str, str] = {}
+    if record:
+        bound = dict(record.get("bindings", {}))
+        created = {tuple(obj) for obj in record.get("created", [])}
+        if record.get("pending") and record["pending"] not in bound:
+            _find_lost_interface(be, record, bound, created, progress)
+        steps += [tuple(argv) for argv in record["teardown"]
+                  if object_of(argv) in created and object_of(argv)[0] != "vm"]
+        for kind, vm in sorted(created):
+            if kind == "vm" and vm in tags and tags[vm] != lab_name:
+                progress(f"{vm} is not tagged {TAG_KEY}={lab_name}; left alone")
+    if not steps and record is None:
+        progress(f"lab {lab_name}: nothing of it on VirtualBox; nothing to remove")
+        return []
+    failures = run_tolerant(be, steps, bound, progress)
+    if failures:
+        raise HypervisorError(f"could not remove all of lab {lab_name}:\n  " +
+                              "\n  ".join(failures),
+                              hint="fix the cause and run the same destroy again; the lab's "
+                                   "record is kept until then")
+    state.remove(TARGET, lab_name)
+    progress(f"lab {lab_name} destroyed")
+    return [shlex.join(step[1:]) for step in steps]
+
+
+def run_tolerant(be, steps: Sequence[Sequence[str]], bound: dict[str, str],
+                 progress: Progress) -> list[str]:
+    """Run teardown lines in order; "already gone" is success, power-off and NAT-network stop
+    are best effort (remove follows them). Returns what really failed."""
+    failures = []
+    for argv in steps:
+        try:
+            real = substitute(tuple(argv), bound)
+        except KeyError as exc:
+            failures.append(str(exc.args[0]))
+            continue
+        result = _run_unlocked(be, real)
+        if result.returncode == 0:
+            progress(f"teardown: {shlex.join(real[1:])}")
+        elif GONE_RE.search(result.stderr) or _verb(real) in ("controlvm", "natnetwork stop"):
+            progress(f"teardown: {shlex.join(real[1:])}: already gone or stopped")
+        else:
+            tail = (result.stderr.strip().splitlines() or ["(no stderr)"])[-1]
+            failures.append(f"{shlex.join(real)}: exit {result.returncode}: {tail}")
+    return failures
+
+
+def _run_unlocked(be, argv: tuple[str, ...], tries: int = 20):
+    """A VM just powered off keeps its session lock for a moment: retry unregistervm then."""
+    for _ in range(tries):
+        result = be.run(argv, check=False)
+        if result.returncode == 0 or _verb(argv) != "unregistervm" \
+                or not LOCKED_RE.search(result.stderr):
+            return result
+        time.sleep(0.5)
+    return result
+
+
+def _find_lost_interface(be, record: dict, bound: dict, created: set, progress) -> None:
+    """`hostonlyif create` ran but its name was never saved: find it by the planned address."""
+    token = record["pending"]
+    net = next((n for n, info in record["hostonlyifs"].items() if info["token"] == token), None)
+    if net is None:
+        return
+    ip = record["hostonlyifs"][net]["ip"]
+    text = be.run(("VBoxManage", "list", "hostonlyifs")).stdout
+    hits = [name for name, addr in re.findall(r"^Name:\s*(\S+)\n(?:.*\n)*?IPAddress:\s*(\S+)",
+                                              text, re.M) if addr == ip]
+    if len(hits) == 1:
+        bound[token] = hits[0]
+        created.add(("hostonlyif", token))
+        progress(f"host-only interface of {net} found again by its address {ip}: {hits[0]}")
+    else:
+        progress(f"host-only interface of {net} ({ip}) not found; check `VBoxManage list "
+                 f"hostonlyifs`")
+
+
+# --- addresses --------------------------------------------------------------------------------
+
+def serial_log(context: VBoxContext, vm: str) -> Path:
+    return Path(context.serial_dir) / f"{vm}.serial.log"
+
+
+def _finish(be, lab, plan, record, context, progress, wait, timeout) -> dict:
+    if wait:
+        record["addresses"] = wait_for_addresses(be, lab, plan, record["bindings"], context,
+                                                 progress, timeout)
+        record["state"] = "ready"
+        state.save(TARGET, lab.name, record)
+    return record
+
+
+def wait_for_addresses(be, lab: Lab, plan: Plan, bound: dict[str, str], context: VBoxContext,
+                       progress: Progress, timeout: float = ADDRESS_TIMEOUT,
+                       poll: float | None = None) -> dict[str, list[dict]]:
+    """Wait until every VM is up (its console said VNET-READY, or the guest reported its
+    addresses) and return {vm: [{network, mac, ip, source, reach}]} per NIC."""
+    pending = [vm.name for vm in lab.vms]
+    found: dict[str, list[dict]] = {}
+    deadline = time.monotonic() + timeout
+    last_note = time.monotonic()
+    while pending:
+        running = running_vms(be)
+        for vm in list(pending):
+            if plan.extra["vms"][vm] not in running:
+                raise HypervisorError(f"VM {vm} stopped while booting\n"
+                                      + triage(be, lab, plan, bound, context, vm),
+                                      hint=f"vnet destroy {lab.name} --backend virtualbox")
+            ready, nics = probe(be, lab, plan, bound, context, vm)
+            if ready:
+                found[vm] = nics
+                pending.remove(vm)
+                progress(f"{vm} ready: " + ", ".join(
+                    f"{n['network']} {n['ip']} ({n['source']})" for n in nics))
+        if not pending:
+            break
+        now = time.monotonic()
+        if now > deadline:
+            raise HypervisorError(
+                f"VM(s) {', '.join(pending)} did not come up within {timeout:.0f}s\n"
+                + triage(be, lab, plan, bound, context, pending[0]),
+                hint=f"vnet destroy {lab.name} --backend virtualbox removes the lab")
+        if now - last_note > 10:
+            progress(f"waiting for {', '.join(pending)} to boot and get addresses")
+            last_note = now
+        time.sleep(poll or POLL_SECONDS)
+    return found
+
+
+def probe(be, lab: Lab, plan: Plan, bound: dict[str, str], context: VBoxContext,
+          vm_name: str) -> tuple[bool, list[dict]]:
+    """(ready, one address entry per NIC) from what the guest and VirtualBox say right now."""
+    vm = lab.vm(vm_name)
+    vbox_vm = plan.extra["vms"][vm_name]
+    console = _read(serial_log(context, vm_name))
+    said = {mac.lower(): ip.split("/")[0] for mac, ip in ADDR_RE.findall(console)}
+    ga = guest_addresses(be, vbox_vm)
+    nics = []
+    for nic in vm.nics:
+        net = lab.network(nic.network)
+        entry = {"network": net.name, "mac": nic.mac, "ip": None, "source": None, "reach": None}
+        if net.mode == "nat":
+            ssh = next((pf.host_port for pf in net.port_forwards
+                        if pf.vm == vm_name and pf.guest_port == 22), None)
+            entry.update(ip=NAT_GUEST_IP, source="nat",
+                         reach=f"127.0.0.1:{ssh}" if ssh else None)
+        else:
+            mac = nic.mac.lower()
+            for source, ip in (("guestproperty", ga.get(mac)),
+                               ("lease", _lease(be, lab, plan, bound, net, mac)),
+                               ("console", said.get(mac)),
+                               ("planned", str(nic.ip.ip) if nic.ip else None)):
+                if ip:
+                    entry.update(ip=ip, source=source, reach=ip)
+                    break
+        nics.append(entry)
+    guest_said = [n for n in nics if n["source"] != "nat"]
+    ready = bool(READY_RE.search(console)) or (
+        bool(ga) if not guest_said else
+        all(n["source"] in ("guestproperty", "lease", "console") for n in guest_said))
+    return ready, nics
+
+
+def guest_addresses(be, vbox_vm: str) -> dict[str, str]:
+    """{mac: ip} from Guest Additions (/VirtualBox/GuestInfo/Net/N/{MAC,V4/IP}); {} without."""
+    def prop(key: str) -> str | None:
+        return _value(be.run(("VBoxManage", "guestproperty", "get", vbox_vm,
+                              f"/VirtualBox/GuestInfo/Net/{key}"), check=False))
+    count = prop("Count")
+    found = {}
+    for n in range(int(count) if count and count.isdigit() else 0):
+        mac, ip = prop(f"{n}/MAC"), prop(f"{n}/V4/IP")
+        if mac and ip and len(mac) == 12:
+            found[":".join(mac[i:i + 2] for i in range(0, 12, 2)).lower()] = ip
+    return found
+
+
+def _lease(be, lab: Lab, plan: Plan, bound: dict, net, mac: str) -> str | None:
+    """The VirtualBox DHCP server's lease for mac, where this network has that server."""
+    if not net.dhcp:
+        return None
+    if net.mode == "natnetwork":
+        where = f"--network={vbox_name(lab.name, net.name)}"
+    elif net.name in plan.extra["hostonlyifs"]:
+        token = plan.extra["hostonlyifs"][net.name]["token"]
+        if token not in bound:
+            return None
+        where = f"--interface={bound[token]}"
+    else:
+        return None
+    result = be.run(("VBoxManage", "dhcpserver", "findlease", where, f"--mac-address={mac}"),
+                    check=False)
+    match = LEASE_RE.search(result.stdout) if result.returncode == 0 else None
+    return match.group(1) if match else None
+
+
+def triage(be, lab: Lab, plan: Plan, bound: dict, context: VBoxContext, vm_name: str) -> str:
+    """What a person needs when a VM does not come up: its console, state and address sources."""
+    log = serial_log(context, vm_name)
+    lines = [f"--- triage for {vm_name} ({plan.extra['vms'][vm_name]}) ---",
+             f"last serial console lines ({log}):"]
+    console = _read(log).splitlines()
+    lines += [f"  | {line}" for line in console[-12:]] or [
+        "  (empty or missing: the guest printed nothing on its serial port)"]
+    state_now = "running" if plan.extra["vms"][vm_name] in running_vms(be) else "not running"
+    lines.append(f"VM state: {state_now}")
+    ga = guest_addresses(be, plan.extra["vms"][vm_name])
+    lines.append("guest properties: " + (", ".join(f"{m}={ip}" for m, ip in ga.items()) or
+                                         "none (no Guest Additions reporting)"))
+    for nic in lab.vm(vm_name).nics:
+        net = lab.network(nic.network)
+        if net.mode != "nat":
+            lease = _lease(be, lab, plan, bound, net, nic.mac)
+            lines.append(f"{nic.mac} on {net.name} ({net.mode}): DHCP lease "
+                         f"{lease or 'none'}")
+    if context.disk.endswith("root.vdi"):
+        lines.append(TINY_BOOT_NOTE)
+    return "\n".join(lines)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _dotted(version: Sequence[int]) -> str:
+    return ".".join(map(str, version))

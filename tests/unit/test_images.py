@@ -1,0 +1,299 @@
+"""Unit tests of the tiny-image builder: no network, no root, no QEMU."""
+from __future__ import annotations
+
+import json
+import lzma
+import os
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from provisioner import images
+from provisioner.errors import VnetError
+
+GUEST = Path(images.__file__).with_name("guest")
+
+
+# ---------------------------------------------------------------- the tree guard
+
+@pytest.fixture
+def tree(tmp_path):
+    return images._Tree(tmp_path / "root")
+
+
+@pytest.fixture
+def host_file(tmp_path):
+    """Stands for a host file such as /bin/busybox, outside the build tree."""
+    victim = tmp_path / "host-busybox"
+    victim.write_bytes(b"host original")
+    return victim
+
+
+def test_write_makes_regular_files_with_their_mode(tree):
+    tree.write("usr/lib/vnet/init", b"#!/bin/sh\n", 0o100755)
+    p = tree.root / "usr/lib/vnet/init"
+    assert p.read_bytes() == b"#!/bin/sh\n" and not p.is_symlink()
+    assert p.stat().st_mode & 0o7777 == 0o755
+
+
+@pytest.mark.parametrize("rel", ["../escape", "usr/../../escape", "/../escape", ".."])
+def test_write_refuses_paths_that_leave_the_tree(tree, rel):
+    with pytest.raises(VnetError, match="refusing to write"):
+        tree.write(rel, b"x")
+    assert not (tree.root.parent / "escape").exists()
+
+
+def test_write_refuses_to_write_through_a_link_to_a_host_file(tree, host_file):
+    """The hazard seen on this machine: an applet link to /bin/busybox, then a write to it."""
+    (tree.root / "bin").mkdir()
+    os.symlink(host_file, tree.root / "bin" / "busybox")
+    with pytest.raises(VnetError, match="refusing to write"):
+        tree.write("bin/busybox", b"#!/bin/sh\n# guest init\n", 0o755)
+    assert host_file.read_bytes() == b"host original"
+
+
+def test_write_refuses_a_linked_directory_even_inside_the_tree(tree, host_file):
+    os.symlink(host_file.parent, tree.root / "usr")  # usr -> a host directory
+    with pytest.raises(VnetError, match="refusing to write"):
+        tree.write("usr/new-file", b"x")
+    assert not (host_file.parent / "new-file").exists()
+    (tree.root / "real").mkdir()
+    os.symlink("real", tree.root / "alias")  # in-tree, relative: still never written through
+    with pytest.raises(VnetError, match="refusing to write"):
+        tree.write("alias/file", b"x")
+
+
+def test_links_are_relative_and_made_last(tree):
+    tree.write("usr/bin/busybox", b"\x7fELF", 0o755)
+    tree.link("usr/bin/sh", "busybox")
+    tree.link("usr/lib64/ld-linux-x86-64.so.2", "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
+    tree.link("bin", "usr/bin")
+    assert not (tree.root / "usr/bin/sh").exists()  # nothing made before seal()
+    tree.seal()
+    assert os.readlink(tree.root / "usr/lib64/ld-linux-x86-64.so.2") == \
+        "../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
+    assert os.readlink(tree.root / "bin") == "usr/bin"
+    assert (tree.root / "bin/sh").resolve() == (tree.root / "usr/bin/busybox").resolve()
+    with pytest.raises(VnetError, match="sealed"):
+        tree.write("etc/passwd", b"root")
+
+
+def test_link_refuses_targets_that_leave_the_tree(tree):
+    with pytest.raises(VnetError, match="leaves the build tree"):
+        tree.link("usr/bin/busybox", "../../../bin/busybox")
+
+
+def test_seal_keeps_existing_files(tree):
+    tree.write("usr/bin/python3", b"real file")
+    tree.link("usr/bin/python3", "python3.11")
+    tree.seal()
+    assert (tree.root / "usr/bin/python3").read_bytes() == b"real file"
+
+
+@pytest.mark.parametrize("rel, merged", [("bin/sh", "usr/bin/sh"), ("lib64", "usr/lib64"),
+                                         ("lib/x86_64-linux-gnu/libc.so.6",
+                                          "usr/lib/x86_64-linux-gnu/libc.so.6"),
+                                         ("usr/bin/python3.11", "usr/bin/python3.11"),
+                                         ("etc/shells", "etc/shells")])
+def test_usr_merge_mapping(rel, merged):
+    assert images._merged(rel) == merged
+
+
+# ---------------------------------------------------------------- kernel, modules, initramfs
+
+def test_extract_vmlinux_from_a_synthetic_bzimage():
+    elf = b"\x7fELF\x02\x01\x01" + os.urandom(4096)
+    decoy = b"\xfd7zXZ\x00" + b"not really xz"
+    blob = b"MZ" + b"\0" * 500 + decoy + lzma.compress(elf, format=lzma.FORMAT_XZ) + b"trailer"
+    assert images.extract_vmlinux(blob) == elf
+
+
+def test_extract_vmlinux_wants_an_elf():
+    blob = b"MZ" + lzma.compress(b"not an elf", format=lzma.FORMAT_XZ)
+    with pytest.raises(VnetError, match="no XZ-compressed ELF"):
+        images.extract_vmlinux(blob)
+
+
+def make_ko(depends: str, name: str = "x") -> bytes:
+    """A minimal ELF64 relocatable with .shstrtab and .modinfo sections."""
+    shstrtab = b"\0.shstrtab\0.modinfo\0"
+    modinfo = f"license=GPL\0depends={depends}\0name={name}\0".encode()
+    body = shstrtab + modinfo
+    shoff = 64 + len(body)
+    header = (b"\x7fELF\x02\x01\x01" + b"\0" * 9 +
+              struct.pack("<HHIQQQIHHHHHH", 1, 62, 1, 0, 0, shoff, 0, 64, 0, 0, 64, 3, 1))
+    null = b"\0" * 64
+    sh_str = struct.pack("<IIQQQQIIQQ", 1, 3, 0, 0, 64, len(shstrtab), 0, 0, 1, 0)
+    sh_mod = struct.pack("<IIQQQQIIQQ", 11, 1, 2, 0, 64 + len(shstrtab), len(modinfo), 0, 0, 1, 0)
+    return header + body + null + sh_str + sh_mod
+
+
+def test_modinfo_reads_depends():
+    info = images.modinfo(make_ko("virtio,virtio_ring", "virtio_net"))
+    assert info["depends"] == "virtio,virtio_ring" and info["name"] == "virtio_net"
+
+
+def test_module_order_puts_dependencies_first_and_skips_builtins():
+    kos = {"virtio_net": make_ko("net_failover,virtio,virtio_ring"),
+           "net_failover": make_ko("failover"), "failover": make_ko(""),
+           "virtio": make_ko("virtio_ring"), "virtio_ring": make_ko(""),
+           "ext4": make_ko("mbcache,jbd2,crc16"), "mbcache": make_ko(""), "jbd2": make_ko("")}
+    order = images.module_order(["virtio_net", "ext4"], kos.get, builtin={"crc16"})
+    assert order.index("failover") < order.index("net_failover") < order.index("virtio_net")
+    assert order.index("virtio_ring") < order.index("virtio") < order.index("virtio_net")
+    assert sorted(order) == sorted(kos) and "crc16" not in order
+
+
+def test_module_order_reports_missing_modules_and_cycles():
+    with pytest.raises(VnetError, match="neither built in"):
+        images.module_order(["a"], {"a": make_ko("b")}.get, set())
+    with pytest.raises(VnetError, match="cycle"):
+        images.module_order(["a"], {"a": make_ko("b"), "b": make_ko("a")}.get, set())
+
+
+def read_cpio(data: bytes) -> dict[str, tuple[int, bytes, int]]:
+    entries, pos = {}, 0
+    while True:
+        assert data[pos:pos + 6] == b"070701"
+        f = [int(data[pos + 6 + 8 * i:pos + 14 + 8 * i], 16) for i in range(13)]
+        name = data[pos + 110:pos + 110 + f[11] - 1].decode()
+        pos = (pos + 110 + f[11] + 3) & ~3
+        body = data[pos:pos + f[6]]
+        pos = (pos + f[6] + 3) & ~3
+        if name == "TRAILER!!!":
+            return entries
+        entries[name] = (f[1], body, f[9] << 8 | f[10])
+
+
+def test_cpio_newc_round_trip():
+    data = images.cpio_newc([("bin", 0o40755, b"", 0), ("bin/busybox", 0o100755, b"\x7fELF!", 0),
+                             ("bin/sh", 0o120777, b"busybox", 0),
+                             ("dev/console", 0o20600, b"", 5 << 8 | 1)])
+    assert len(data) % 4 == 0
+    got = read_cpio(data)
+    assert got["bin/busybox"] == (0o100755, b"\x7fELF!", 0)
+    assert got["bin/sh"] == (0o120777, b"busybox", 0)
+    assert got["dev/console"] == (0o20600, b"", 5 << 8 | 1)
+
+
+@pytest.mark.skipif(not (shutil.which("cpio") or shutil.which("busybox")),
+                    reason="neither cpio nor busybox is installed")
+def test_cpio_newc_is_readable_by_cpio():
+    data = images.cpio_newc([("init", 0o100755, b"#!/bin/sh\n", 0), ("lib", 0o40755, b"", 0)])
+    cpio = [shutil.which("cpio")] if shutil.which("cpio") else [shutil.which("busybox"), "cpio"]
+    listing = subprocess.run([*cpio, "-t"], input=data, capture_output=True, check=True)
+    assert listing.stdout.split() == [b"init", b"lib"]
+
+
+def test_initramfs_carries_init_busybox_modules_and_console(tmp_path):
+    import gzip
+    images._initramfs(tmp_path / "initrd.gz", b"\x7fELF busybox", [("virtio", b"ko1"),
+                                                                   ("virtio_net", b"ko2")])
+    got = read_cpio(gzip.decompress((tmp_path / "initrd.gz").read_bytes()))
+    assert got["init"][1] == (GUEST / "initramfs-init").read_bytes()
+    assert got["lib/modules/order"][1] == b"virtio\nvirtio_net\n"
+    assert got["lib/modules/virtio_net.ko"][1] == b"ko2"
+    assert got["dev/console"][2] == 5 << 8 | 1
+
+
+# ---------------------------------------------------------------- digest and cache
+
+DEBS = [{"name": "linux-image-6.1.0-56-amd64", "file": "linux.deb", "sha256": "a" * 64},
+        {"name": "busybox-static", "file": "busybox.deb", "sha256": "b" * 64}]
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("VNET_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(images, "_resolve", lambda *a, **k: DEBS)
+
+    def no_commands(*a, **k):
+        raise AssertionError(f"a cached image must not run anything: {a}")
+    monkeypatch.setattr(images.runner, "run", no_commands)
+    return tmp_path / "cache"
+
+
+def fake_image(cache: Path, digest: str, built_at: str = "2026-11-28T00:00:00Z") -> Path:
+    d = cache / "images" / f"tiny-{digest}"
+    d.mkdir(parents=True)
+    for name in ("vmlinux", "initrd.gz", "root.ext4"):
+        (d / name).write_bytes(b"x" * 8192)
+    (d / "manifest.json").write_text(json.dumps({
+        "name": "tiny", "digest": digest, "code": images._code_digest(), "kernel": "vmlinux",
+        "initrd": "initrd.gz", "rootdisk": "root.ext4", "cmdline_base": "console=ttyS0",
+        "built_at": built_at}))
+    return d
+
+
+def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("VNET_CACHE_DIR", str(tmp_path))
+    assert images.cache_dir() == tmp_path
+    monkeypatch.delenv("VNET_CACHE_DIR")
+    assert images.cache_dir() == Path.home() / ".cache" / "vnet"
+
+
+def test_digest_covers_packages_and_code():
+    base = images._digest(DEBS)
+    assert len(base) == 16 and base == images._digest(DEBS)
+    assert images._digest([DEBS[0], {**DEBS[1], "sha256": "c" * 64}]) != base
+    assert images._digest([DEBS[0], {**DEBS[1], "file": "busybox2.deb"}]) != base
+
+
+def test_build_tiny_returns_a_cached_image_without_running_anything(cache):
+    d = fake_image(cache, images._digest(DEBS))
+    image = images.build_tiny(progress=lambda line: None)
+    assert image == images.Image("tiny", images._digest(DEBS), d / "vmlinux", d / "initrd.gz",
+                                 d / "root.ext4", "console=ttyS0")
+    assert images.find_tiny() == image
+
+
+def test_find_tiny_is_none_when_nothing_is_cached(cache):
+    assert images.find_tiny() is None
+
+
+def test_find_tiny_without_apt_takes_the_newest_image_of_this_code(cache, monkeypatch):
+    def no_apt(*a, **k):
+        raise VnetError("apt-get is missing")
+    monkeypatch.setattr(images, "_resolve", no_apt)
+    fake_image(cache, "1111111111111111", "2026-11-01T00:00:00Z")
+    newest = fake_image(cache, "2222222222222222", "2026-11-20T00:00:00Z")
+    assert images.find_tiny().kernel == newest / "vmlinux"
+
+
+def test_list_cached(cache):
+    d = fake_image(cache, "3333333333333333")
+    (rows,) = images.list_cached()
+    assert rows["name"] == "tiny" and rows["digest"] == "3333333333333333"
+    assert rows["path"] == str(d) and rows["built_at"] == "2026-11-28T00:00:00Z"
+    assert rows["size_mib"] >= 0
+
+
+# ---------------------------------------------------------------- guest files
+
+@pytest.mark.parametrize("script", ["initramfs-init", "rootfs/usr/lib/vnet/init",
+                                    "rootfs/usr/lib/vnet/udhcpc", "rootfs/usr/lib/vnet/echo"])
+def test_guest_scripts_parse(script):
+    shell = shutil.which("busybox") or shutil.which("sh")
+    argv = [shell, "sh", "-n"] if shell.endswith("busybox") else [shell, "-n"]
+    # -n only parses: a guest init must never run on the host
+    res = subprocess.run([*argv, str(GUEST / script)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert (GUEST / script).read_text().startswith("#!/bin/sh\n")
+
+
+def test_guest_links_are_relative():
+    for line in (GUEST / "links.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            path, target = line.split()
+            assert not target.startswith("/") and not path.startswith("/")
+
+
+def test_root_login_is_key_only():
+    passwd = (GUEST / "rootfs/etc/passwd").read_text()
+    shadow = (GUEST / "rootfs/etc/shadow").read_text()
+    assert passwd.startswith("root:x:0:0:root:/root:/bin/sh\n")
+    assert shadow.startswith("root:*:")  # no password can match "*"
+    assert "/bin/sh" in (GUEST / "rootfs/etc/shells").read_text().split()
