@@ -68,7 +68,8 @@ def probe(image) -> tuple[str, str]:
 
 def boot_once(image, accel: str, timeout: float = PROBE_TIMEOUT) -> tuple[bool, float]:
     """Boot the tiny image with vnet.probe=boot (no NIC at all) and wait for its marker."""
-    argv = ["qemu-system-x86_64", "-M", "pc", "-accel", accel, "-m", "128", "-nodefaults",
+    qemu_accel = {"qemu": "tcg"}.get(accel, accel)     # libvirt's name -> QEMU's
+    argv = ["qemu-system-x86_64", "-M", "pc", "-accel", qemu_accel, "-m", "128", "-nodefaults",
             "-no-user-config", "-display", "none", "-nic", "none", "-serial", "stdio",
             "-kernel", str(image.kernel), "-initrd", str(image.initrd),
             "-append", f"{image.cmdline_base} vnet.probe=boot"]

@@ -1,6 +1,10 @@
 """Which cells to probe for a lab, and what each must show: pure data built from the lab and
 the mode table. verify.py runs them; report.py shows them.
 
+A cell's observed value is "pass", "fail", "error", or "skipped": a NIC whose model needs
+hardware this host lacks (an SR-IOV VF, a vDPA device) is never booted here, so its cells are
+reported as skipped (`hardware_cells`), never as passed.
+
 A check runs from one of three places: a guest (through Ansible, bound to the NIC under test),
 the host (its network namespace), or the Internet (the sandbox's Internet namespace)."""
 from __future__ import annotations
@@ -12,6 +16,7 @@ from .defaultlab import ECHO_PORT
 from .model import Backend, Lab
 
 HOST, INTERNET = "host", "internet"
+SKIPPED = "skipped"
 PASS_WHEN = {"yes": "pass", "no": "fail", "port-forward": "fail"}  # direct path; forwards apart
 
 
@@ -41,6 +46,10 @@ class Check:
     def ok(self) -> bool:
         return self.observed == self.expected
 
+    @property
+    def skipped(self) -> bool:
+        return self.observed == SKIPPED
+
     def as_dict(self) -> dict:
         return {"kind": self.kind, "network": self.network, "mode": self.mode,
                 "source": self.source, "target": self.target, "expected": self.expected,
@@ -60,8 +69,9 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
 
         for vm, nic in members:
             model = nics.NIC_MODELS[nic.model]
-            if model.needs_hardware:
-                continue     # hardware NICs are refused before boot; nothing to probe here
+            # Hardware NICs (SR-IOV, vDPA) are probed like any other once their lab boots;
+            # without the hardware the lab never boots (doctor.preflight) and hardware_cells()
+            # reports these cells as skipped.
             host_target = str(net.host_ip) if net.host_ip else ends.mgmt_host_ip
             add("vm_to_host", vm.name, f"host ({host_target})", f"guest:{vm.name}",
                 target=host_target, port=ends.host_listener_port, expect_name=HOST,
@@ -99,3 +109,39 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
                     checks.append(Check("port_forward", net.name, net.mode, origin, label,
                                         "pass", origin, dict(forward, timeout=3.0)))
     return checks
+
+
+def hardware_cells(lab: Lab, ends: Endpoints, reason: str | None = None,
+                   backend: Backend = Backend.LIBVIRT) -> list[Check]:
+    """The cells of every NIC whose model needs hardware, observed "skipped": for a lab that
+    was not booted because this host lacks the hardware. `reason` (what doctor found) goes
+    into each cell's detail; by default it is what the model needs."""
+    cells = build(lab, backend, ends)
+    result: list[Check] = []
+    taken: set[int] = set()
+    for vm, nic in ((vm, nic) for vm in lab.vms for nic in vm.nics):
+        model = nics.NIC_MODELS[nic.model]
+        if not model.needs_hardware:
+            continue
+        ip = str(nic.ip.ip) if nic.ip is not None else None
+        mine = [c for c in cells if c.network == nic.network and id(c) not in taken and (
+            (c.runner == f"guest:{vm.name}" and nic.mac in (c.probe.get("bind_mac"),
+                                                             c.probe.get("mac")))
+            or (ip is not None and c.probe.get("target") == ip)
+            or (c.kind == "port_forward" and c.target.split(":", 1)[0] == vm.name))]
+        if not any(c.kind == "nic_model" for c in mine):
+            mine.append(Check("nic_model", nic.network, lab.network(nic.network).mode, vm.name,
+                              f"{nic.mac} {nic.model}", "pass", f"guest:{vm.name}",
+                              {"mac": nic.mac, "driver": model.guest_driver}))
+        why = reason or model.needs_hardware
+        for cell in mine:
+            cell.observed, cell.detail = SKIPPED, f"skipped: no hardware ({why})"
+        taken.update(id(c) for c in mine)
+        result += mine
+    return result
+
+
+def result_ok(cells: list[Check], booted: bool = True) -> bool:
+    """Whether a lab's cells add up to a kept promise. A skipped cell is not a failure only
+    when the lab was never booted (no hardware); in a booted lab every cell must match."""
+    return all(c.ok or (c.skipped and not booted) for c in cells)

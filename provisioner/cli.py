@@ -480,3 +480,5 @@ def _defaults(sandbox_name: str | None, bridge: str | None):
     return Defaults(bridge=bridge or sb.lan_bridge, bridged_subnet=IPv4Network(sb.lan_subnet),
                     bridged_host_ip=IPv4Address(sb.host_lan_ip),
                     bridged_router=IPv4Address(sb.lan_gateway))
+from . import cli_vagrant  # noqa: E402,F401  (registers image box and vagrant verification)
+from . import cli_ops  # noqa: E402,F401  (registers doctor and matrix)

@@ -151,7 +151,7 @@ def _load(path: Path) -> Image | None:
 def _code_digest() -> str:
     h = hashlib.sha256(Path(__file__).read_bytes())
     for p in sorted(q for q in GUEST.rglob("*") if q.is_file() and "__pycache__" not in q.parts):
-        h.update(f"\0{p.relative_to(GUEST)}\0{p.stat().st_mode & 0o111}\0".encode())
+        h.update(f"\0{p.relative_to(GUEST)}\0".encode())  # modes are set by the builder
         h.update(p.read_bytes())
     return h.hexdigest()
 

@@ -55,8 +55,9 @@ class Timings:
 
 def up(lab: Lab, target: Target, progress: Progress, wait: bool = True) -> dict:
     """Bring the lab up; returns its record (also saved in the lab's state dir)."""
-    from . import accel, images
+    from . import accel, doctor, images
 
+    doctor.preflight(lab, target)     # missing SR-IOV/vDPA hardware, taken subnets: refuse first
     timings = Timings()
     image = images.build_tiny(progress=progress)
     timings.mark("image")

@@ -90,7 +90,7 @@ def build(provider: str, out_dir: Path, progress: Callable[[str], None] = print)
     target = out_dir / f"vnet-tiny-{image.digest}-{provider}.box"
     with tempfile.TemporaryDirectory(prefix=".box-", dir=out_dir) as work:
         stage = Path(work)
-        progress(f"generating this box's own SSH key")
+        progress("generating this box's own SSH key")
         key = stage / "vagrant_private_key"
         runner.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"vnet-box-{image.digest}",
                     "-f", str(key)])

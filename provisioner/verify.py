@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable
 from xml.sax.saxutils import quoteattr
 
@@ -43,22 +44,45 @@ def probe_module():
     return module
 
 
-def verify(lab: Lab, target: Target, progress: Callable[[str], None],
-           timings: dict | None = None) -> dict:
-    started = time.monotonic()
+@dataclass(frozen=True)
+class Inventory:
+    """How Ansible reaches each guest over its control path, and where a run keeps its files.
+    vnet's own labs take it from the lab record (lab_inventory); a Vagrant project from
+    `vagrant ssh-config` (provisioner/vagrant.py)."""
+    hosts: dict[str, dict]        # vm -> Ansible host vars: ansible_host, ansible_user, ...
+    mgmt_host_ip: str             # the host's address on the control network: no probe may use it
+    work_dir: Path                # listener logs and ansible-runner's private dir
+    source: str = "vnet"          # shown in the result
+    notes: tuple[str, ...] = ()
+
+
+def lab_inventory(lab: Lab, target: Target) -> Inventory:
+    """The control path of a lab vnet created: its management network and its own SSH key."""
     record = state.read(target, lab.name) or {}
+    key, _ = state.ssh_key(target, lab.name)
+    hosts = {vm.name: {"ansible_host": record.get("mgmt", {}).get(vm.name),
+                       "ansible_user": "root", "ansible_ssh_private_key_file": str(key)}
+             for vm in lab.vms}
+    return Inventory(hosts=hosts, mgmt_host_ip=str(mgmt_subnet_for(lab.name).network_address + 1),
+                     work_dir=state.lab_dir(target, lab.name))
+
+
+def verify(lab: Lab, target: Target, progress: Callable[[str], None],
+           timings: dict | None = None, inventory: Inventory | None = None) -> dict:
+    started = time.monotonic()
+    inventory = inventory or lab_inventory(lab, target)
     sb = _sandbox(target)
     port = random.randint(20000, 29999)       # host-side listeners: free per run
-    mgmt_host = str(mgmt_subnet_for(lab.name).network_address + 1)
     ends = checklib.Endpoints(host_listener_port=port,
                               internet_ip=sb.internet_ip if sb else None,
                               host_uplink_ip=sb.host_uplink_ip if sb else "127.0.0.1",
-                              mgmt_host_ip=mgmt_host)
+                              mgmt_host_ip=inventory.mgmt_host_ip)
     cells = checklib.build(lab, Backend.LIBVIRT, ends)
     progress(f"verifying {len(cells)} cells of lab {lab.name}")
-    listeners = _start_listeners(target, sb, port, state.lab_dir(target, lab.name))
+    inventory.work_dir.mkdir(parents=True, exist_ok=True)
+    listeners = _start_listeners(target, sb, port, inventory.work_dir)
     try:
-        _run(lab, target, sb, cells, record, progress)
+        _run(lab, target, sb, cells, inventory, progress)
     finally:
         for proc in listeners:
             proc.terminate()
@@ -66,9 +90,10 @@ def verify(lab: Lab, target: Target, progress: Callable[[str], None],
     phases = dict(timings or {})
     phases["verify"] = round(time.monotonic() - started, 2)
     phases["total"] = round(sum(phases.values()), 2)
-    return {"lab": lab.name, "backend": "libvirt", "ok": all(c.ok for c in cells),
-            "checks": [c.as_dict() for c in cells], "timings": phases,
-            "notes": [] if sb else ["not in a sandbox: no Internet cells were probed"]}
+    notes = list(inventory.notes) + ([] if sb else ["not in a sandbox: no Internet cells were probed"])
+    return {"lab": lab.name, "backend": "libvirt", "inventory": inventory.source,
+            "ok": all(c.ok for c in cells), "checks": [c.as_dict() for c in cells],
+            "timings": phases, "notes": notes}
 
 
 def _sandbox(target: Target):
@@ -99,7 +124,7 @@ def _start_listeners(target: Target, sb, port: int, lab_dir: Path) -> list:
     return procs
 
 
-def _run(lab, target, sb, cells, record, progress) -> None:
+def _run(lab, target, sb, cells, inventory, progress) -> None:
     module = probe_module()
     outcome: dict[str, dict] = {}
     errors: list[BaseException] = []
@@ -119,7 +144,7 @@ def _run(lab, target, sb, cells, record, progress) -> None:
         threads.append(threading.Thread(target=side, args=(sb.inet_netns, checklib.INTERNET)))
     for t in threads:
         t.start()
-    guest = _ansible(lab, target, cells, record, progress)
+    guest = _ansible(lab, target, cells, inventory, progress)
     for t in threads:
         t.join()
     if errors:
@@ -142,35 +167,29 @@ def _run(lab, target, sb, cells, record, progress) -> None:
             cell.observed, cell.detail = r["observed"], r["detail"]
 
 
-def _ansible(lab: Lab, target: Target, cells, record, progress) -> dict[str, dict]:
+def _ansible(lab: Lab, target: Target, cells, inventory: Inventory, progress) -> dict[str, dict]:
     """One ansible-runner run over all guests; returns {vm: module result}."""
-    lab_dir = state.lab_dir(target, lab.name)
-    key, _ = state.ssh_key(target, lab.name)
     hosts = {}
     for vm in lab.vms:
         mine = [(i, c) for i, c in enumerate(cells) if c.runner == f"guest:{vm.name}"]
         hosts[vm.name] = {
-            "ansible_host": record.get("mgmt", {}).get(vm.name),
+            **inventory.hosts.get(vm.name, {}),
             "vnet_probes": [dict(c.probe, id=str(i)) for i, c in mine if c.kind != "nic_model"],
             "vnet_nic_macs": [c.probe["mac"] for _, c in mine if c.kind == "nic_model"],
         }
-    private = lab_dir / "ansible"
-    inventory = {"all": {"hosts": hosts, "vars": {
-        "ansible_user": "root", "ansible_ssh_private_key_file": str(key),
+    private = inventory.work_dir / "ansible"
+    inventory_data = {"all": {"hosts": hosts, "vars": {
         "ansible_python_interpreter": PYTHON_IN_GUEST}}}
     env = {"ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_PIPELINING": "True",
            "ANSIBLE_SSH_TRANSFER_METHOD": "piped", "ANSIBLE_REMOTE_TMP": "/tmp/.ansible",
            "ANSIBLE_GATHERING": "explicit", "ANSIBLE_RETRY_FILES_ENABLED": "False",
            "ANSIBLE_LIBRARY": str(data_dir("playbooks") / "library"),
            "ANSIBLE_FORKS": str(max(5, len(hosts))),
-           "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=30s "
+           "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=60s "
                                "-o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no",
-           # Masters of this lab only: another sandbox reuses the same guest addresses, and a
-           # master left from it would carry this run's SSH into a namespace that is gone.
-           "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir(target, lab.name)),
            "ANSIBLE_NOCOLOR": "True"}
     progress(f"running Ansible on {len(hosts)} guest(s)")
-    args = (str(private), str(data_dir("playbooks") / "verify.yml"), inventory, env)
+    args = (str(private), str(data_dir("playbooks") / "verify.yml"), inventory_data, env)
     results = run_in_netns(target.netns, _run_playbook, *args) if target.netns \
         else _run_playbook(*args)
     failed = [vm for vm in hosts if vm not in results]
@@ -232,22 +251,33 @@ KIND_TITLES = dict(CELL_TITLES, port_forward="port fwd", nic_model="NIC model")
 def matrix_text(result: dict) -> str:
     color = sys.stdout.isatty()
 
-    def paint(text, ok):
-        return f"\033[{32 if ok else 31}m{text}\033[0m" if color else text
+    def paint(text, code):
+        return f"\033[{code}m{text}\033[0m" if color else text
+
+    def mark(c):
+        if c["observed"] == checklib.SKIPPED:
+            return paint(c["observed"], 33), "skipped"
+        return paint(c["observed"], 32 if c["ok"] else 31), "ok" if c["ok"] else "MISMATCH"
     rows = [[c["network"], KIND_TITLES[c["kind"]], c["source"], c["target"], c["expected"],
-             paint(c["observed"], c["ok"]), "ok" if c["ok"] else "MISMATCH"]
-            for c in result["checks"]]
+             *mark(c)] for c in result["checks"]]
+    skipped = [c for c in result["checks"] if c["observed"] == checklib.SKIPPED]
     lines = [f"lab {result['lab']} ({result['backend']}): "
-             f"{sum(c['ok'] for c in result['checks'])}/{len(result['checks'])} cells as expected",
+             f"{sum(c['ok'] for c in result['checks'])}/{len(result['checks'])} cells as expected"
+             + (f", {len(skipped)} skipped" if skipped else ""),
              table(["network", "cell", "from", "to", "expected", "observed", ""], rows)]
-    red = [c for c in result["checks"] if not c["ok"]]
+    red = [c for c in result["checks"] if not c["ok"] and c["observed"] != checklib.SKIPPED]
     if red:
         lines.append("diagnosis:")
         lines += [f"  {c['kind']} {c['source']} -> {c['target']}: expected {c['expected']}, "
                   f"observed {c['observed']}: {c['detail']}" for c in red]
+    if skipped:
+        lines.append(f"skipped: {skipped[0]['detail']}")
     lines += [f"note: {n}" for n in result.get("notes", [])]
     lines.append("timings: " + ", ".join(f"{k} {v}s" for k, v in result["timings"].items()))
-    lines.append("VERIFIED" if result["ok"] else "NOT VERIFIED")
+    if result.get("booted", True) is False:
+        lines.append("SKIPPED (not booted: no hardware)" if result["ok"] else "NOT VERIFIED")
+    else:
+        lines.append("VERIFIED" if result["ok"] else "NOT VERIFIED")
     return "\n".join(lines)
 
 
@@ -259,11 +289,23 @@ def write_report(result: dict, kind: str, out: Path) -> None:
     cases = []
     for c in result["checks"]:
         name = quoteattr(f"{c['kind']} {c['source']} -> {c['target']}")
-        body = "" if c["ok"] else \
-            f"<failure message={quoteattr(c['detail'])}>expected {c['expected']}, observed {c['observed']}</failure>"
+        if c["observed"] == checklib.SKIPPED:
+            body = f"<skipped message={quoteattr(c['detail'])}/>"
+        elif c["ok"]:
+            body = ""
+        else:
+            body = (f"<failure message={quoteattr(c['detail'])}>expected {c['expected']}, "
+                    f"observed {c['observed']}</failure>")
         cases.append(f'  <testcase classname={quoteattr(result["lab"] + "." + c["network"])} '
                      f'name={name}>{body}</testcase>')
-    failures = sum(not c["ok"] for c in result["checks"])
+    errors = 0
+    if result.get("error"):      # the lab could not be created or booted: no cell ran
+        errors = 1
+        cases.append(f'  <testcase classname={quoteattr(result["lab"])} name="create lab">'
+                     f'<error message={quoteattr(result["error"])}/></testcase>')
+    failures = sum(not c["ok"] and c["observed"] != checklib.SKIPPED for c in result["checks"])
+    skipped = sum(c["observed"] == checklib.SKIPPED for c in result["checks"])
     out.write_text(f'<?xml version="1.0" encoding="UTF-8"?>\n<testsuite name={quoteattr("vnet " + result["lab"])} '
-                   f'tests="{len(cases)}" failures="{failures}" '
-                   f'time="{result["timings"].get("verify", 0)}">\n' + "\n".join(cases) + "\n</testsuite>\n")
+                   f'tests="{len(cases)}" failures="{failures}" errors="{errors}" '
+                   f'skipped="{skipped}" time="{result["timings"].get("verify", 0)}">\n'
+                   + "\n".join(cases) + "\n</testsuite>\n")

@@ -18,14 +18,13 @@ from ..model import Backend, Lab
 from .base import SEVERITIES, Finding, Rule, error, ok, warn
 from .host import Host, Output, SystemHost
 
-__all__ = ["Finding", "Rule", "Host", "SystemHost", "Output", "Report", "rules", "run",
+__all__ = ["Finding", "Rule", "Host", "SystemHost", "Output", "Report", "all_rules", "run",
            "diagnose", "preflight", "ok", "warn", "error"]
 
 
-def rules() -> list[Rule]:
+def all_rules() -> list[Rule]:
     """Every rule in provisioner/doctor/rules/, in order."""
-    from . import rules as package
-
+    package = importlib.import_module(f"{__name__}.rules")
     found = [importlib.import_module(f"{package.__name__}.{info.name}").RULE
              for info in pkgutil.iter_modules(package.__path__)]
     return sorted(found, key=lambda r: (r.order, r.id))
@@ -86,7 +85,7 @@ class Report:
 def run(host: Host, select: Callable[[Rule], bool] | None = None) -> Report:
     report = Report(backend=host.backend.value, uri=host.uri, sandbox=host.sandbox,
                     lab=host.lab.name if host.lab else None)
-    for rule in rules():
+    for rule in all_rules():
         if select is not None and not select(rule):
             continue
         if not rule.applies_to(host):
@@ -138,4 +137,4 @@ def preflight(lab: Lab, target) -> Report:
 
 
 def _rule(rule_id: str) -> Rule:
-    return next(r for r in rules() if r.id == rule_id)
+    return next(r for r in all_rules() if r.id == rule_id)

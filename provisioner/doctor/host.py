@@ -99,8 +99,14 @@ class Host:
             return []
         return [(vm, nic) for vm in self.lab.vms for nic in vm.nics if nic.model == model]
 
+    def namespace_missing(self) -> bool:
+        """The target is a sandbox whose network namespace does not exist (it is not up)."""
+        return bool(self.netns) and not self.exists(f"/run/netns/{self.netns}")
+
     def where(self) -> str:
-        return f"sandbox {self.sandbox}" if self.sandbox else "this host"
+        """Where the target's network facts live, for messages: "on this host" or
+        "in sandbox NAME" (its host namespace)."""
+        return f"in sandbox {self.sandbox}" if self.sandbox else "on this host"
 
 
 class SystemHost(Host):

@@ -406,7 +406,7 @@ def wait_for_addresses(be, lab: Lab, plan: Plan, bound: dict[str, str], context:
         now = time.monotonic()
         if now > deadline:
             raise HypervisorError(
-                f"VM(s) {', '.join(pending)} did not come up within {timeout:.0f}s\n"
+                f"VM(s) {', '.join(pending)} did not come up within {timeout:g}s\n"
                 + triage(be, lab, plan, bound, context, pending[0]),
                 hint=f"vnet destroy {lab.name} --backend virtualbox removes the lab")
         if now - last_note > 10:

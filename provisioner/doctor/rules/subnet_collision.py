@@ -71,9 +71,12 @@ def free_subnet(taken: list[IPv4Network]) -> str:
 def check(host: Host) -> list[Finding]:
     labs = [host.lab] if host.lab is not None else \
         [labfile.resolve(default_lab(m)) for m in modes.names()]
+    if host.namespace_missing():
+        return [warn(ID, f"not checked: sandbox {host.sandbox} is not up (no network namespace "
+                         f"{host.netns})", f"vnet sandbox up {host.sandbox}")]
     used, why = occupied(host)
     if why is not None:
-        return [warn(ID, f"cannot read the routes and addresses of {host.where()}: {why}",
+        return [warn(ID, f"cannot read the routes and addresses {host.where()}: {why}",
                      "install iproute2; for a sandbox, `vnet sandbox up NAME` first")]
     findings = []
     for lab in labs:
@@ -82,7 +85,7 @@ def check(host: Host) -> list[Finding]:
             hits = [desc for net, desc, dev in used if dev not in mine and net.overlaps(subnet)]
             if not hits:
                 continue
-            clash = (f"{label} {subnet} of lab {lab.name} collides with {'; '.join(hits)} in "
+            clash = (f"{label} {subnet} of lab {lab.name} collides with {'; '.join(hits)} "
                      f"{host.where()}: libvirt refuses to start a network whose range is "
                      "already in use")
             if key == "mgmt":
@@ -92,17 +95,15 @@ def check(host: Host) -> list[Finding]:
                 fix = (f"give networks.{key}.subnet a free range in the lab file, e.g. "
                        f"{free_subnet([n for n, _, _ in used])}")
             if host.lab is None:
-                findings.append(warn(f"{ID}:{lab.name}", "the default " + clash,
-                                     "pass --subnet-free lab files: " + fix
-                                     if False else fix))
+                findings.append(warn(f"{ID}:{lab.name}-{key}", "the default " + clash, fix))
             else:
                 findings.append(error(f"{ID}:{key}", clash, fix))
     if findings:
         return findings
-    checked = ", ".join(str(s) for lab in labs for _, _, s in lab_subnets(lab))
-    return [ok(ID, f"no route or address in {host.where()} overlaps the lab subnets ({checked})"
+    checked = ", ".join(sorted({str(s) for lab in labs for _, _, s in lab_subnets(lab)}))
+    return [ok(ID, f"no route or address {host.where()} overlaps the lab subnets ({checked})"
                    if host.lab is not None else
-                   f"the default labs' subnets are free in {host.where()} ({checked})")]
+                   f"the default labs' subnets are free {host.where()} ({checked})")]
 
 
 RULE = Rule(id=ID, title="lab subnets are free", check=check, order=30, preflight=True)

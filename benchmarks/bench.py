@@ -1,0 +1,247 @@
+"""vnet benchmark (see README.md here). Every number is a median with min and max beside it,
+and every ratio is taken between measurements made in the same run, alternating A/B."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+from provisioner import accel, images, netns, sandbox  # noqa: E402
+
+VNET = [str(Path(sys.executable).parent / "vnet")]
+SANDBOX = "bench"
+
+
+def stats(values: list[float]) -> dict | None:
+    if not values:
+        return None
+    return {"median": round(statistics.median(values), 2), "min": round(min(values), 2),
+            "max": round(max(values), 2), "runs": len(values)}
+
+
+def vnet(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*VNET, *args], capture_output=True, text=True, cwd=ROOT)
+    if check and proc.returncode != 0:
+        raise SystemExit(f"vnet {' '.join(args)} failed ({proc.returncode}):\n"
+                         f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return proc
+
+
+def say(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+# --- measurements -----------------------------------------------------------------------------
+
+def floor_boot(image, runs: int) -> list[float]:
+    """One bare QEMU boot of the same kernel and initramfs to userspace (no libvirt, no NIC)."""
+    times = []
+    for _ in range(runs):
+        ok, seconds = accel.boot_once(image, "qemu")
+        if ok:
+            times.append(seconds)
+    return times
+
+
+def qemu_memory_mib() -> dict:
+    """RSS counts the kernel file QEMU maps in every process; PSS shares it out, and
+    Anonymous is what each VM really adds (guest RAM it touched + TCG cache + QEMU heap)."""
+    totals = {"rss": 0, "pss": 0, "anon": 0}
+    for pid, argv in netns.pids_in_netns([f"vnet-{SANDBOX}-host"]).items():
+        if argv and "qemu-system" in argv[0]:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                fields = {l.split(":")[0]: int(l.split()[1]) for l in f if l.split()[-1] == "kB"}
+            totals["rss"] += fields["Rss"]
+            totals["pss"] += fields["Pss"]
+            totals["anon"] += fields["Anonymous"]
+    return {k: round(v / 1024, 1) for k, v in totals.items()}
+
+
+def verified_lab(mode: str, vms: int, name: str) -> tuple[float, dict, dict]:
+    """`vnet create` from nothing to a verified matrix: (wall s, phases, QEMU memory MiB)."""
+    start = time.monotonic()
+    proc = vnet("create", "--mode", mode, "--vms", str(vms), "--name", name,
+                "--sandbox", SANDBOX, "--format", "json", check=False)
+    wall = time.monotonic() - start
+    memory = qemu_memory_mib()
+    vnet("destroy", name, "--sandbox", SANDBOX, check=False)
+    try:
+        report = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        raise SystemExit(f"vnet create {mode} printed no report:\n{proc.stderr[-2000:]}")
+    if not report["ok"]:
+        raise SystemExit(f"lab {name} did not verify green: "
+                         f"{[c for c in report['checks'] if not c['ok']][:3]}")
+    return wall, report["timings"], memory
+
+
+def vagrant_up(box_ready: bool) -> float | None:
+    """`vagrant up` of vagrant/natnetwork in the same sandbox (it verifies nothing)."""
+    demo = ROOT / "vagrant" / "natnetwork"
+    if not box_ready or not (demo / "Vagrantfile").exists():
+        return None
+    env = {**os.environ, "VAGRANT_HOME": str(HERE / ".vagrant-home")}
+    argv = sandbox.exec_argv(sandbox.load(SANDBOX), ["vagrant", "up", "--provider", "libvirt"])
+    start = time.monotonic()
+    proc = subprocess.run(argv, cwd=demo, env=env, capture_output=True, text=True)
+    wall = time.monotonic() - start
+    subprocess.run(sandbox.exec_argv(sandbox.load(SANDBOX), ["vagrant", "destroy", "-f"]),
+                   cwd=demo, env=env, capture_output=True)
+    if proc.returncode != 0:
+        say(f"vagrant up failed: {proc.stderr[-400:]}")
+        return None
+    return wall
+
+
+def prepare_vagrant() -> bool:
+    """Package the tiny image as a box (same kernel and initramfs) and add it, once."""
+    if subprocess.run(["which", "vagrant"], capture_output=True).returncode != 0:
+        say("vagrant is not installed: skipping the Vagrant comparison")
+        return False
+    proc = vnet("image", "box", "--provider", "libvirt", "--out", str(HERE / ".boxes"), check=False)
+    if proc.returncode != 0:
+        say(f"vnet image box failed, skipping Vagrant: {proc.stderr[-300:]}")
+        return False
+    return True
+
+
+def render_1000() -> dict:
+    from provisioner import labfile
+    from provisioner.drivers.vbox_render import VBoxContext, VirtualBoxRenderer
+    from provisioner.drivers.libvirt_render import LibvirtRenderer
+
+    data = {"name": "big",
+            "networks": [{"name": f"n{i}", "mode": ("natnetwork", "hostonly", "internal")[i % 3],
+                          "subnet": f"10.{i}.0.0/22"} for i in range(50)],
+            "vms": [{"name": f"vm{j}", "nics": [{"network": f"n{j % 50}"}]} for j in range(1000)]}
+    out = {}
+    for label, make in (("xml", lambda: LibvirtRenderer()),
+                        ("vboxmanage", lambda: VirtualBoxRenderer(
+                            VBoxContext(hostonly_ranges=("10.0.0.0/8",))))):
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            make().plan(labfile.resolve(data))
+            times.append(time.perf_counter() - start)
+        out[label] = stats(times)
+    return out
+
+
+def matrix() -> dict | None:
+    report_dir = HERE / ".matrix-report"
+    start = time.monotonic()
+    proc = vnet("matrix", "--sandbox", SANDBOX, "--report-dir", str(report_dir), check=False)
+    wall = time.monotonic() - start
+    if proc.returncode not in (0, 1):
+        say(f"vnet matrix failed: {proc.stderr[-300:]}")
+        return None
+    summary = json.loads((report_dir / "summary.json").read_text())
+    return {"total": round(wall, 2), "green": proc.returncode == 0, "per_lab": summary}
+
+
+# --- main -------------------------------------------------------------------------------------
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true",
+                        help="under a minute: no Vagrant, no full matrix, fewer runs")
+    parser.add_argument("--out", type=Path, default=HERE / "result.json")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("benchmarks/run needs root (it runs a vnet sandbox)")
+    runs = 1 if args.quick else 3
+    image = images.build_tiny(progress=say)
+    t0 = time.monotonic()
+    images.build_tiny(progress=say)
+    image_cache_hit = time.monotonic() - t0
+    sandbox.up(SANDBOX, progress=say)
+    try:
+        say("floor: bare QEMU boots")
+        floor = floor_boot(image, runs + 1)
+        box_ready = False if args.quick else prepare_vagrant()
+        verified, phases, vagrant = [], [], []
+        for i in range(runs):            # A/B alternated: vnet, then vagrant, in the same sandbox
+            say(f"time to verified, run {i + 1}/{runs}")
+            wall, timings, _ = verified_lab("natnetwork", 2, f"ttv{i}")
+            verified.append(wall)
+            phases.append(timings)
+            if box_ready:
+                say(f"vagrant up, run {i + 1}/{runs}")
+                if (v := vagrant_up(box_ready)) is not None:
+                    vagrant.append(v)
+        scaling = []
+        for n in ((1, 2) if args.quick else (1, 2, 4, 8)):
+            say(f"scaling: {n} VM(s)")
+            wall, _, mem = verified_lab("natnetwork", n, f"scale{n}")
+            scaling.append({"vms": n, "seconds": round(wall, 2), "qemu_rss_mib": mem["rss"],
+                            "qemu_pss_mib": mem["pss"], "qemu_anon_mib": mem["anon"],
+                            "guest_ram_mib": 128 * n,
+                            "overhead_beyond_guest_ram_mib_per_vm":
+                                round((mem["pss"] - 128 * n) / n, 1)})
+        full_matrix = None if args.quick else matrix()
+        render = render_1000()
+    finally:
+        sandbox.down(SANDBOX, progress=say)
+
+    phase_names = sorted({k for p in phases for k in p})
+    ttv = stats(verified)
+    vag = stats(vagrant)
+    result = {
+        "floor_boot_s": stats(floor),
+        "time_to_verified_s": ttv,
+        "phases": {k: stats([p[k] for p in phases if k in p]) for k in phase_names}
+                  | {"image_cache_hit": round(image_cache_hit, 3)},
+        "vagrant_up_s": vag,
+        "ratio_vs_vagrant": round(ttv["median"] / vag["median"], 2) if vag else None,
+        "matrix_s": full_matrix,
+        "scaling": scaling,
+        "render_1000_s": render,
+        "machine": {"cores": os.cpu_count(), "accelerator": accel.choose(image, say)},
+        "notes": ["vagrant up verifies nothing; vnet's time includes a full verified matrix",
+                  "each value: median with min and max of the runs in this same invocation"],
+    }
+    if len(scaling) > 1:
+        a, b = scaling[0], scaling[-1]
+        result["scaling_marginal"] = {
+            "seconds_per_extra_vm": round((b["seconds"] - a["seconds"]) / (b["vms"] - a["vms"]), 2),
+            "rss_mib_per_extra_vm": round((b["qemu_rss_mib"] - a["qemu_rss_mib"]) / (b["vms"] - a["vms"]), 1),
+            "pss_mib_per_extra_vm": round((b["qemu_pss_mib"] - a["qemu_pss_mib"]) / (b["vms"] - a["vms"]), 1)}
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(summary(result))
+    say(f"wrote {args.out}")
+
+
+def summary(r: dict) -> str:
+    floor = r["floor_boot_s"]["median"] if r["floor_boot_s"] else None
+    ttv = r["time_to_verified_s"]["median"]
+    lines = ["vnet benchmark (medians; min-max in the JSON)",
+             f"  bare boot floor            {floor}s",
+             f"  time to verified (2 VMs)   {ttv}s = {ttv / floor:.1f}x floor" if floor else
+             f"  time to verified (2 VMs)   {ttv}s",
+             "  phases                     " + ", ".join(
+                 f"{k} {v['median']}s" for k, v in r["phases"].items() if isinstance(v, dict))]
+    if r["vagrant_up_s"]:
+        lines.append(f"  vagrant up (unverified)    {r['vagrant_up_s']['median']}s -> "
+                     f"vnet/vagrant = {r['ratio_vs_vagrant']}")
+    if r["matrix_s"]:
+        lines.append(f"  full matrix (5 modes x 2)  {r['matrix_s']['total']}s")
+    for s in r["scaling"]:
+        lines.append(f"  {s['vms']} VM(s)                   {s['seconds']}s, QEMU RSS {s['qemu_rss_mib']} "
+                     f"MiB, PSS {s['qemu_pss_mib']} MiB ({s['overhead_beyond_guest_ram_mib_per_vm']} "
+                     "MiB/VM beyond guest RAM)")
+    lines.append(f"  render 1000 VMs            xml {r['render_1000_s']['xml']['median']}s, "
+                 f"vboxmanage {r['render_1000_s']['vboxmanage']['median']}s")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

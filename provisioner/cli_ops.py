@@ -1,0 +1,111 @@
+"""`vnet doctor` and `vnet matrix`: parse, call the library (provisioner.doctor,
+provisioner.matrix), print, exit. Registered on the main group by the last line of cli.py."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .cli import BACKENDS, handle_errors, main
+from .errors import ExitStatus
+
+
+@main.command("doctor")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@click.option("--uri", help="libvirt URI to check (default qemu:///system, or the sandbox's).")
+@click.option("--sandbox", "sandbox_name", help="Check this vnet sandbox as the target.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="libvirt", show_default=True)
+@click.option("--lab", "lab_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also check what this lab file needs (its subnets, SR-IOV VFs, vDPA devices).")
+@handle_errors
+def doctor_cmd(fmt, uri, sandbox_name, backend, lab_file):
+    """Find what would make labs fail on this machine, before anything is created: KVM that
+    does not boot, no libvirtd or no permission, qemu:///session, taken subnets, a FORWARD
+    chain that drops, ufw/firewalld against libvirt's firewall, missing programs, VirtualBox's
+    networks.conf and KVM modules, SR-IOV VFs and vDPA devices.
+
+    Each finding has an id, a severity (ok, warn, error), a summary and a fix. Exit code 0 when
+    there is no error, 3 when there is one.
+
+    \b
+    Examples:
+      vnet doctor
+      vnet doctor --sandbox default --format json
+      vnet doctor --backend virtualbox
+      vnet doctor --lab lab.yaml --sandbox default
+    """
+    from . import doctor
+
+    lab = None
+    if lab_file is not None:
+        from . import labfile
+
+        lab = labfile.load(lab_file, _lab_defaults(sandbox_name))
+    report = doctor.diagnose(backend=backend, uri=uri, sandbox=sandbox_name, lab=lab,
+                             progress=lambda message: click.echo(f"vnet: {message}", err=True))
+    click.echo(json.dumps(report.as_json(), indent=2) if fmt == "json" else report.text())
+    sys.exit(int(ExitStatus.ENVIRONMENT) if report.errors else 0)
+
+
+def _lab_defaults(sandbox_name: str | None):
+    """Lab defaults from a sandbox's addresses (known whether or not it is up)."""
+    from ipaddress import IPv4Address, IPv4Network
+
+    from . import sandbox
+    from .labfile import Defaults
+
+    if sandbox_name is None:
+        return Defaults()
+    sb = sandbox.describe(sandbox_name)
+    return Defaults(bridge=sb.lan_bridge, bridged_subnet=IPv4Network(sb.lan_subnet),
+                    bridged_host_ip=IPv4Address(sb.host_lan_ip),
+                    bridged_router=IPv4Address(sb.lan_gateway))
+
+
+def _names(value: str | None) -> list[str] | None:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+@main.command("matrix")
+@click.option("--modes", "mode_list", metavar="M1,M2,...",
+              help="Modes to run (default: all: bridged,nat,natnetwork,hostonly,internal).")
+@click.option("--nic-models", "model_list", metavar="M1,M2,...", default="virtio,e1000",
+              show_default=True, help="NIC models to run with every mode.")
+@click.option("--sandbox", "sandbox_name",
+              help="Run in this sandbox (default: a temporary one, removed at the end).")
+@click.option("--report-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Where <lab>.json, <lab>.xml (JUnit) and summary.json go.")
+@click.option("--pf", help="sriov: the physical function whose VFs the labs get.")
+@handle_errors
+def matrix_cmd(mode_list, model_list, sandbox_name, report_dir, pf):
+    """Create, verify and destroy the default lab of every mode x NIC model, one after another,
+    in a sandbox; print one summary table and write a JSON and JUnit report per lab plus
+    summary.json (per-lab seconds, total wall time).
+
+    Exit code 1 when any cell is red, 3 when a lab could not be created, 0 otherwise. Labs
+    whose hardware is missing (SR-IOV, vDPA) are reported as skipped; combinations libvirt
+    cannot realize as unsupported. A temporary sandbox is removed at the end, also on Ctrl-C.
+
+    \b
+    Examples:
+      vnet matrix --report-dir reports
+      vnet matrix --modes internal,hostonly --nic-models virtio --report-dir /tmp/m
+      vnet matrix --sandbox default --modes natnetwork --report-dir out
+    """
+    from . import lifecycle, matrix, modes
+
+    mode_names = _names(mode_list) or modes.names()
+    model_names = _names(model_list) or list(matrix.DEFAULT_MODELS)
+    try:
+        summary = matrix.run(mode_names, model_names, report_dir, sandbox_name, pf,
+                             progress=lifecycle.progress_printer())
+    except KeyboardInterrupt:
+        click.echo(f"vnet: interrupted; labs and the temporary sandbox were removed; partial "
+                   f"results in {report_dir / 'summary.json'}", err=True)
+        sys.exit(int(ExitStatus.INTERRUPTED))
+    click.echo(matrix.summary_table(summary))
+    click.echo(f"reports: {report_dir}/")
+    sys.exit(int(matrix.exit_status(summary)))

@@ -1,0 +1,286 @@
+"""vnet matrix: every mode x NIC model lab, one after another, in a sandbox, and one summary.
+
+For each (mode, model) the default lab (two VMs on one network) is resolved and planned (a
+combination libvirt cannot realize is "unsupported"), created, verified and destroyed. A lab
+whose hardware is missing (SR-IOV, vDPA) is refused by doctor's preflight before anything
+exists, and its cells are reported as "skipped", never as passed. Labs run one at a time: TCG
+guests need the host's cores.
+
+Files, in the report directory:
+  <lab>.json     the verify result (JSON contract of `vnet verify --report json`) + "matrix"
+  <lab>.xml      the same as JUnit
+  summary.json   per-lab verdict, cells and seconds, the total wall time, doctor's findings;
+                 rewritten after every lab, so an interrupted run keeps what it measured
+
+Without --sandbox a temporary sandbox is created and removed at the end, also on Ctrl-C or
+SIGTERM."""
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Callable
+
+from . import checks, labfile, lifecycle, modes, nics, sandbox, state
+from . import verify as verifier
+from .defaultlab import default_lab
+from .errors import ExitStatus, LabFileError, NotFound, Unsupported, VnetError
+from .model import Backend
+from .report import table
+
+Progress = Callable[[str], None]
+PREFIX = "mx"
+PORT_BASE = 300        # host ports 2521.., 7301..: clear of a `vnet create` lab in the same sandbox
+DEFAULT_MODELS = ("virtio", "e1000")
+VERDICTS = ("green", "red", "skipped", "unsupported", "error")
+
+
+@dataclass
+class LabRun:
+    lab: str
+    mode: str
+    nic_model: str
+    verdict: str                     # one of VERDICTS
+    seconds: float
+    cells_ok: int = 0
+    cells_total: int = 0
+    cells_skipped: int = 0
+    detail: str = ""
+    timings: dict = field(default_factory=dict)
+    json: str | None = None
+    junit: str | None = None
+
+
+def lab_name(mode: str, model: str) -> str:
+    return f"{PREFIX}-{mode}-{model}"
+
+
+def check_names(mode_names: list[str], model_names: list[str]) -> None:
+    for kind, given, valid in (("mode", mode_names, modes.names()),
+                               ("NIC model", model_names, nics.names())):
+        for name in given:
+            if name not in valid:
+                raise LabFileError(f"--{kind.replace(' ', '-').lower()}s",
+                                   f"unknown {kind} {name!r}; valid: {', '.join(valid)}")
+        if not given:
+            raise LabFileError(f"--{kind.replace(' ', '-').lower()}s", "must not be empty")
+
+
+def run(mode_names: list[str], model_names: list[str], report_dir: Path,
+        sandbox_name: str | None = None, pf: str | None = None,
+        progress: Progress = print) -> dict:
+    """Run the matrix; returns the summary (also written to report_dir/summary.json)."""
+    check_names(mode_names, model_names)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    started, wall = time.time(), time.monotonic()
+    temporary = sandbox_name is None
+    name = sandbox_name or f"{PREFIX}{uuid.uuid4().hex[:6]}"
+    summary = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+               "sandbox": name, "temporary_sandbox": temporary, "modes": mode_names,
+               "nic_models": model_names, "labs": [], "wall_seconds": 0.0,
+               "complete": False}
+    with _sigterm_as_interrupt():
+        try:
+            if temporary:
+                progress(f"creating temporary sandbox {name}")
+                sandbox.up(name, progress=progress)
+            target = lifecycle.target_for(name, None)
+            summary["doctor"] = _doctor(name, progress)
+            combos = [(m, n) for m in mode_names for n in model_names]
+            for i, (mode, model) in enumerate(combos, 1):
+                lab = lab_name(mode, model)
+                say = _prefixed(progress, f"[{i}/{len(combos)} {lab}]")
+                outcome = run_one(mode, model, target, report_dir, pf, say)
+                summary["labs"].append(asdict(outcome))
+                summary["wall_seconds"] = round(time.monotonic() - wall, 1)
+                _write_summary(report_dir, summary)
+            summary["complete"] = True
+        finally:
+            if temporary:
+                with _shielded():
+                    progress(f"removing temporary sandbox {name}")
+                    sandbox.down(name, progress=progress)
+            summary["wall_seconds"] = round(time.monotonic() - wall, 1)
+            summary["exit_code"] = int(exit_status(summary))
+            _write_summary(report_dir, summary)
+    return summary
+
+
+def run_one(mode: str, model: str, target: state.Target, report_dir: Path, pf: str | None,
+            say: Progress) -> LabRun:
+    """Create, verify and destroy one lab; never raises VnetError (it becomes the verdict)."""
+    from .plans import plan_for
+
+    name = lab_name(mode, model)
+    started = time.monotonic()
+
+    def done(verdict: str, result: dict, detail: str = "") -> LabRun:
+        cells = result["checks"]
+        outcome = LabRun(lab=name, mode=mode, nic_model=model, verdict=verdict,
+                         seconds=round(time.monotonic() - started, 1),
+                         cells_ok=sum(c["ok"] for c in cells), cells_total=len(cells),
+                         cells_skipped=sum(c["observed"] == checks.SKIPPED for c in cells),
+                         detail=detail, timings=result.get("timings", {}))
+        result = dict(result, matrix={"mode": mode, "nic_model": model, "verdict": verdict,
+                                      "seconds": outcome.seconds})
+        outcome.json, outcome.junit = (str(report_dir / f"{name}.json"),
+                                       str(report_dir / f"{name}.xml"))
+        verifier.write_report(result, "json", Path(outcome.json))
+        verifier.write_report(result, "junit", Path(outcome.junit))
+        say(f"{verdict}: {outcome.cells_ok}/{outcome.cells_total} cells as expected"
+            + (f" ({detail})" if detail else "") + f" in {outcome.seconds:.1f}s")
+        return outcome
+
+    def empty(**extra) -> dict:
+        return {"lab": name, "backend": "libvirt", "ok": False, "booted": False,
+                "checks": [], "timings": {}, "notes": [], **extra}
+
+    try:
+        lab = labfile.resolve(default_lab(mode, model, 2, name, port_base=PORT_BASE,
+                                          pf=pf or _some_pf(model)),
+                              _defaults(target), source=f"vnet matrix ({mode} x {model})")
+        plan_for(lab, Backend.LIBVIRT)
+    except (LabFileError, Unsupported) as exc:
+        return done("unsupported", empty(ok=True, unsupported=exc.message, notes=[exc.message]),
+                    exc.message)
+    if state.read(target, name) is not None:
+        message = f"a lab named {name} already exists on this target; vnet matrix leaves it alone"
+        return done("error", empty(error=message), message)
+    try:
+        say("creating")
+        try:
+            record = lifecycle.up(lab, target, say)
+        except Unsupported as exc:
+            if not getattr(exc, "hardware", False):
+                raise
+            reason = "; ".join(f.summary.removeprefix("no hardware: ") for f in exc.findings)
+            cells = checks.hardware_cells(lab, verifier.endpoints(lab, target), reason)
+            note = f"not booted: {exc.message}" + (f"; fix: {exc.hint}" if exc.hint else "")
+            return done("skipped", verifier.unbooted_result(lab, cells, note),
+                        "no hardware: " + reason)
+        result = verifier.verify(lab, target, say, timings=record.get("timings", {}))
+        red = [c for c in result["checks"] if not c["ok"]]
+        return done("green" if result["ok"] else "red", result,
+                    "" if result["ok"] else f"{len(red)} red cell(s)")
+    except VnetError as exc:
+        message = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
+        return done("error", empty(error=message), message)
+    finally:
+        with _shielded():
+            _destroy(name, target, say)
+
+
+def exit_status(summary: dict) -> ExitStatus:
+    """1 when any cell is red; else 3 when a lab could not be created or booted; else 0."""
+    verdicts = {lab["verdict"] for lab in summary["labs"]}
+    if "red" in verdicts:
+        return ExitStatus.CHECKS_FAILED
+    if "error" in verdicts:
+        return ExitStatus.ENVIRONMENT
+    return ExitStatus.OK
+
+
+def summary_table(summary: dict) -> str:
+    rows = []
+    for lab in summary["labs"]:
+        cells = f"{lab['cells_ok']}/{lab['cells_total']}"
+        if lab["cells_skipped"]:
+            cells += f" ({lab['cells_skipped']} skipped)"
+        verdict = lab["verdict"] if lab["verdict"] in ("green", "skipped") else \
+            lab["verdict"].upper()
+        rows.append([lab["mode"], lab["nic_model"], cells, f"{lab['seconds']:.1f}", verdict])
+    lines = [table(["mode", "model", "cells ok/total", "seconds", "verdict"], rows)]
+    for lab in summary["labs"]:
+        if lab["verdict"] != "green" and lab["detail"]:
+            lines.append(f"{lab['lab']}: {lab['verdict']}: {lab['detail']}")
+    counts = {v: sum(lab["verdict"] == v for lab in summary["labs"]) for v in VERDICTS}
+    lines.append(f"{len(summary['labs'])} lab(s) in {summary['wall_seconds']:.1f}s wall time: "
+                 + ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+                 + ("" if summary.get("complete") else " (interrupted)"))
+    return "\n".join(lines)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+def _defaults(target: state.Target) -> labfile.Defaults:
+    if not target.sandbox:
+        return labfile.Defaults()
+    sb = sandbox.describe(target.sandbox)
+    return labfile.Defaults(bridge=sb.lan_bridge, bridged_subnet=IPv4Network(sb.lan_subnet),
+                            bridged_host_ip=IPv4Address(sb.host_lan_ip),
+                            bridged_router=IPv4Address(sb.lan_gateway))
+
+
+def _some_pf(model: str) -> str | None:
+    """sriov labs need a PF: the first SR-IOV capable NIC here, or a name that doctor will
+    report as missing hardware."""
+    if model != "sriov":
+        return None
+    from .doctor.host import SystemHost
+    from .doctor.rules.sriov import capable_pfs
+
+    return next(iter(capable_pfs(SystemHost())), "nopf0")
+
+
+def _doctor(sandbox_name: str, progress: Progress) -> dict:
+    from . import doctor
+
+    report = doctor.diagnose(sandbox=sandbox_name, progress=progress)
+    progress(f"doctor: {len(report.errors)} error(s), {len(report.of('warn'))} warning(s)"
+             + "".join(f"; {f.id}: {f.summary}" for f in report.errors))
+    return report.as_json()
+
+
+def _destroy(name: str, target: state.Target, say: Progress) -> None:
+    try:
+        lifecycle.destroy(name, target, say)
+    except NotFound:
+        pass
+    except VnetError as exc:
+        say(f"warning: destroying {name} failed: {exc.message}")
+
+
+def _write_summary(report_dir: Path, summary: dict) -> None:
+    tmp = report_dir / ".summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    tmp.replace(report_dir / "summary.json")
+
+
+def _prefixed(progress: Progress, prefix: str) -> Progress:
+    return lambda message: progress(f"{prefix} {message}")
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (a CI job cancelled) cleans up like Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _shielded():
+    """Cleanup that a second Ctrl-C must not cut short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
