@@ -16,8 +16,8 @@ import random
 import sys
 import threading
 import time
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 from xml.sax.saxutils import quoteattr
 
@@ -185,8 +185,11 @@ def _ansible(lab: Lab, target: Target, cells, inventory: Inventory, progress) ->
            "ANSIBLE_GATHERING": "explicit", "ANSIBLE_RETRY_FILES_ENABLED": "False",
            "ANSIBLE_LIBRARY": str(data_dir("playbooks") / "library"),
            "ANSIBLE_FORKS": str(max(5, len(hosts))),
-           "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=60s "
+           "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=30s "
                                "-o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no",
+           # Masters of this lab only: another sandbox reuses the same guest addresses, and a
+           # master left from it would carry this run's SSH into a namespace that is gone.
+           "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir(target, lab.name)),
            "ANSIBLE_NOCOLOR": "True"}
     progress(f"running Ansible on {len(hosts)} guest(s)")
     args = (str(private), str(data_dir("playbooks") / "verify.yml"), inventory_data, env)
