@@ -230,13 +230,15 @@ def up(lab_file, backend, uri, sandbox_name, no_wait, no_verify, dry_run, report
 
 
 @main.command("verify")
-@click.argument("lab_name")
+@click.argument("lab_name", required=False)
 @target_options
+@click.option("--vagrant", "vagrant_dir", type=click.Path(file_okay=False, exists=True,
+              path_type=Path), help="Verify this Vagrant project (its vnet.yaml) instead of LAB_NAME.")
 @click.option("--report", type=click.Choice(["json", "junit"]), help="Also write a report.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Report file.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @handle_errors
-def verify_cmd(lab_name, uri, sandbox_name, report, out, fmt):
+def verify_cmd(lab_name, uri, sandbox_name, vagrant_dir, report, out, fmt):
     """Probe every cell of LAB_NAME's reachability matrix from inside its guests and compare it
     with what each mode promises. Exit 0 only when every cell matches.
 
@@ -244,10 +246,18 @@ def verify_cmd(lab_name, uri, sandbox_name, report, out, fmt):
     Examples:
       vnet verify natnetwork --sandbox default
       vnet verify natnetwork --sandbox default --report junit --out report.xml
+      vnet verify --vagrant vagrant/natnetwork --sandbox default
     """
     from . import lifecycle, state
     from . import verify as verifier
 
+    if vagrant_dir is not None:
+        from . import vagrant
+
+        result = vagrant.verify(vagrant_dir, sandbox_name, lifecycle.progress_printer())
+        return _emit_verification(result, report, out, fmt)
+    if lab_name is None:
+        raise click.UsageError("give LAB_NAME, or --vagrant DIR")
     target = lifecycle.target_for(sandbox_name, uri)
     record = state.read(target, lab_name)
     if record is None:

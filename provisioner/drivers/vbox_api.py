@@ -187,8 +187,10 @@ class VBoxApi:
                 (key in ("memory", "cpus") and n is None) or (key in self.NIC_OPTS and n)
                 for key, n, _ in pairs)
         c = self.c
-        attach = {"nat": c.NetworkAttachmentType_NAT, "natnetwork": c.NetworkAttachmentType_NATNetwork,
-                  "intnet": c.NetworkAttachmentType_Internal, "bridged": c.NetworkAttachmentType_Bridged,
+        attach = {"nat": c.NetworkAttachmentType_NAT,
+                  "natnetwork": c.NetworkAttachmentType_NATNetwork,
+                  "intnet": c.NetworkAttachmentType_Internal,
+                  "bridged": c.NetworkAttachmentType_Bridged,
                   "hostonly": c.NetworkAttachmentType_HostOnly}
         types = {"virtio": c.NetworkAdapterType_Virtio, "82540EM": c.NetworkAdapterType_I82540EM}
 

@@ -130,7 +130,9 @@ def up(lab: Lab, progress: Progress, wait: bool = True, context: VBoxContext | N
                         hint="name the lab differently (--name), or remove those VMs yourself")
     if ours and ours == planned and ours <= running_vms(be):
         progress(f"lab {lab.name} is already up ({len(ours)} VMs running); nothing to change")
-        record = record or _record(lab, plan, be, version, context, adopted=True)
+        if record is None:                                # its record was lost: adopt it
+            record = _record(lab, plan, be, version, context, adopted=True)
+            state.save(TARGET, lab.name, record)
         return _finish(be, lab, plan, record, context, progress, wait, timeout)
     if ours or record:
         progress(f"lab {lab.name} is incomplete ({len(ours)} of {len(planned)} VMs); removing "
@@ -178,6 +180,7 @@ def _apply(be, plan: Plan, record: dict, progress: Progress) -> None:
             state.save(TARGET, record["lab"], record)
         result = be.run(real, check=False)
         if result.returncode != 0:
+            record.pop("pending", None)                    # a failed create created nothing
             raise CommandFailed(list(real), result.returncode, result.stderr or result.stdout)
         if i in captures:
             try:

@@ -287,6 +287,7 @@ def _fail_at(prefix: tuple[str, ...], nth: int = 1):
 @pytest.mark.parametrize("mode,prefix,nth", [
     ("natnetwork", ("natnetwork", "start"), 1),
     ("natnetwork", ("storageattach", "vnet-natnetwork-vm2"), 1),
+    ("hostonly", ("hostonlyif", "create"), 1),
     ("hostonly", ("hostonlyif", "ipconfig"), 1),
     ("hostonly", ("dhcpserver", "add"), 1),
     ("hostonly", ("startvm",), 2),

@@ -20,7 +20,7 @@ def check(host: Host) -> list[Finding]:
     if host.lab is not None:
         needing += [f"network {n.name} ({n.mode})" for n in host.lab.networks
                     if n.mode in NEEDS_NETWORK]
-    system = urllib.parse.urlunsplit(parts._replace(path="/system"))
+    system = f"{parts.scheme}://{parts.netloc}/system" + (f"?{parts.query}" if parts.query else "")
     return [error(ID, f"{host.uri} is a session connection: an unprivileged libvirtd cannot "
                       "create bridged virtual networks (no bridge, dnsmasq or firewall "
                       f"rules), and the lab needs {', '.join(needing)}",

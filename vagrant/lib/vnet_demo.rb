@@ -1,0 +1,53 @@
+# Shared by the vnet Vagrant demos (vagrant/<mode>/Vagrantfile). Each demo's vnet.yaml is the
+# lab: VM names, memory, NIC models, MACs and addresses come from it, and `vnet verify
+# --vagrant DIR` checks the running machines against the same file.
+require "digest"
+require "yaml"
+
+module VnetDemo
+  # VirtualBox adapter types for vnet's NIC models.
+  VBOX_NIC_TYPE = { "virtio" => "virtio", "e1000" => "82540EM" }.freeze
+
+  def self.lab(dir)
+    YAML.safe_load(File.read(File.join(dir, "vnet.yaml")))
+  end
+
+  # The network's host address (.1: libvirt's and VirtualBox's host/router address).
+  def self.first_host(subnet)
+    subnet.split("/")[0].sub(/\.0$/, ".1")
+  end
+
+  def self.prefix(subnet)
+    subnet.split("/")[1]
+  end
+
+  # Vagrant's management NIC (adapter 1) gets a fixed MAC so the guest can be told about it.
+  def self.mgmt_mac(demo, vm)
+    "52:54:00:" + Digest::SHA256.hexdigest("vnet-demo/#{demo}/#{vm}")[0, 6].scan(/../).join(":")
+  end
+
+  # The tiny image configures a NIC only when the kernel command line names its MAC
+  # (vnet.if=MAC,dhcp|static,...). The box's Vagrantfile defines VnetTinyBox.cmdline, which
+  # adds the box's console settings and SSH key; Vagrant loads it after it has read the box
+  # name from the project's Vagrantfile, so this is called only once the box is known.
+  def self.cmdline(*params)
+    defined?(VnetTinyBox) ? VnetTinyBox.cmdline(*params) : params.join(" ")
+  end
+
+  # The libvirt settings every demo machine shares (the console goes to .vagrant/VM.serial.log). if_params: the vnet.if values of the lab
+  # NICs. The management NIC gets DHCP and no default route: it must not carry a probe.
+  # dir: the demo's directory (its name names the demo's networks and MACs).
+  def self.libvirt_machine(lv, dir, vm, *if_params)
+    demo = File.basename(dir)
+    model = vm["nics"][0]["model"]
+    lv.memory = vm["memory"] || 128
+    # vagrant-libvirt 0.11 adds an iommu driver option when the VM-wide model is virtio, and
+    # libvirt refuses it on an e1000: so all NICs of a VM (management too) share its model.
+    lv.nic_model_type = model
+    lv.management_network_mac = mgmt_mac(demo, vm["name"])
+    lv.cmd_line = cmdline("vnet.host=#{vm["name"]}", "vnet.if=#{mgmt_mac(demo, vm["name"])},dhcp",
+                          *if_params.map { |p| "vnet.if=#{p}" })
+    lv.serial type: "file",
+              source: { path: File.join(dir, ".vagrant", "#{vm["name"]}.serial.log") }
+  end
+end
