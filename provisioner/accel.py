@@ -19,7 +19,11 @@ def _cache_file() -> Path:
 
 
 def _fingerprint(image) -> str:
-    return f"{os.uname().release}|{image.digest}"
+    """The verdict holds while the host kernel and QEMU stay the same (not per image)."""
+    import shutil
+
+    qemu = shutil.which("qemu-system-x86_64") or ""
+    return f"{os.uname().release}|{qemu}|{os.stat(qemu).st_mtime if qemu else 0}"
 
 
 def choose(image, progress: Callable[[str], None] = print, force_probe: bool = False) -> str:

@@ -111,34 +111,47 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
     return checks
 
 
-def hardware_cells(lab: Lab, ends: Endpoints, reason: str | None = None,
+def hardware_cells(lab: Lab, ends: Endpoints, reason: str | dict[str, str] | None = None,
                    backend: Backend = Backend.LIBVIRT) -> list[Check]:
     """The cells of every NIC whose model needs hardware, observed "skipped": for a lab that
-    was not booted because this host lacks the hardware. `reason` (what doctor found) goes
-    into each cell's detail; by default it is what the model needs."""
+    was not booted because this host lacks the hardware. `reason` (what doctor found, for
+    all NICs or per VM name) goes into each cell's detail; by default, what the model needs."""
     cells = build(lab, backend, ends)
-    result: list[Check] = []
-    taken: set[int] = set()
-    for vm, nic in ((vm, nic) for vm in lab.vms for nic in vm.nics):
-        model = nics.NIC_MODELS[nic.model]
-        if not model.needs_hardware:
-            continue
+    hardware = [(vm, nic) for vm in lab.vms for nic in vm.nics
+                if nics.NIC_MODELS[nic.model].needs_hardware]
+    owned: dict[int, tuple] = {}
+
+    def claim(vm, nic, cell):
+        owned.setdefault(id(cell), (vm, nic, cell))
+    # A cell belongs first to the NIC that runs it (a guest probe bound to its MAC), then to
+    # the NIC it targets (host/Internet probes to its address, port forwards to its VM).
+    for vm, nic in hardware:
+        for c in cells:
+            if c.network == nic.network and c.runner == f"guest:{vm.name}" and \
+                    nic.mac in (c.probe.get("bind_mac"), c.probe.get("mac")):
+                claim(vm, nic, c)
+    for vm, nic in hardware:
         ip = str(nic.ip.ip) if nic.ip is not None else None
-        mine = [c for c in cells if c.network == nic.network and id(c) not in taken and (
-            (c.runner == f"guest:{vm.name}" and nic.mac in (c.probe.get("bind_mac"),
-                                                             c.probe.get("mac")))
-            or (ip is not None and c.probe.get("target") == ip)
-            or (c.kind == "port_forward" and c.target.split(":", 1)[0] == vm.name))]
-        if not any(c.kind == "nic_model" for c in mine):
-            mine.append(Check("nic_model", nic.network, lab.network(nic.network).mode, vm.name,
-                              f"{nic.mac} {nic.model}", "pass", f"guest:{vm.name}",
-                              {"mac": nic.mac, "driver": model.guest_driver}))
-        why = reason or model.needs_hardware
-        for cell in mine:
-            cell.observed, cell.detail = SKIPPED, f"skipped: no hardware ({why})"
-        taken.update(id(c) for c in mine)
-        result += mine
-    return result
+        for c in cells:
+            if c.network == nic.network and ((ip is not None and c.probe.get("target") == ip) or
+                                             (c.kind == "port_forward" and
+                                              c.target.split(":", 1)[0] == vm.name)):
+                claim(vm, nic, c)
+    for vm, nic in hardware:
+        if not any(c.kind == "nic_model" and n is nic for _, n, c in owned.values()):
+            model = nics.NIC_MODELS[nic.model]
+            cell = Check("nic_model", nic.network, lab.network(nic.network).mode, vm.name,
+                         f"{nic.mac} {nic.model}", "pass", f"guest:{vm.name}",
+                         {"mac": nic.mac, "driver": model.guest_driver})
+            owned[id(cell)] = (vm, nic, cell)
+    result = []
+    for vm, nic, cell in owned.values():
+        why = (reason.get(vm.name) if isinstance(reason, dict) else reason) \
+            or nics.NIC_MODELS[nic.model].needs_hardware
+        cell.observed, cell.detail = SKIPPED, f"skipped: no hardware ({why})"
+        result.append(cell)
+    order = {id(c): i for i, c in enumerate(cells)}
+    return sorted(result, key=lambda c: order.get(id(c), len(order)))
 
 
 def result_ok(cells: list[Check], booted: bool = True) -> bool:

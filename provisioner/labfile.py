@@ -9,25 +9,30 @@ from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_network
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
 from . import modes, nics
 from .errors import LabFileError
-from .model import NAME_RE, NAME_RULE, Lab, Network, Nic, PortForward, Vm
+from .model import NAME_RE, NAME_RULE, CloudImage, Lab, Network, Nic, PortForward, Vm
 
 MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 PCI_RE = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
 NETDEV_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 FIRST_AUTO = 150
 FIRST_HOST = 10
-IMAGES = ("tiny",)
+IMAGES = ("tiny",)                   # built in; cloud images come as {url, sha256}
+SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+URL_SCHEMES = ("https", "http", "file")
+CLOUD_MEMORY = 512                   # default MiB for a cloud-image VM (tiny: 128)
 
-LAB_KEYS = {"name", "networks", "vms"}
+LAB_KEYS = {"name", "networks", "vms", "images"}
 NET_KEYS = {"name", "mode", "subnet", "dhcp", "bridge", "port_forwards"}
 VM_KEYS = {"name", "image", "memory", "cpus", "nics"}
 NIC_KEYS = {"network", "model", "mac", "ip", "pf", "vf_address", "device"}
 PF_KEYS = {"name", "proto", "host_port", "vm", "guest_port"}
+IMAGE_KEYS = {"url", "sha256", "name"}
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,8 @@ def resolve(data: Any, defaults: Defaults = Defaults(), source: str | None = Non
     lab = _mapping(data, "", LAB_KEYS, required={"name", "networks", "vms"})
     name = _name(lab["name"], "name")
     networks = _networks(lab["networks"], defaults)
-    vms = _vms(lab["vms"], networks, name)
+    images = _images(lab.get("images"))
+    vms = _vms(lab["vms"], networks, name, images)
     networks = tuple(_with_forwards(net, raw, vms) for net, raw in networks)
     _check_host_ports(networks)
     # The raw data is kept so a lab can be rebuilt later exactly (it resolves deterministically).
@@ -168,7 +174,8 @@ def _assign_subnets(result: list[tuple[Network, dict]]) -> None:
 
 # --- VMs and NICs ---------------------------------------------------------------------------
 
-def _vms(raw: Any, networks: list[tuple[Network, dict]], lab_name: str) -> tuple[Vm, ...]:
+def _vms(raw: Any, networks: list[tuple[Network, dict]], lab_name: str,
+         images: dict[str, CloudImage]) -> tuple[Vm, ...]:
     items = _list(raw, "vms", non_empty=True)
     by_name = {n.name: n for n, _ in networks}
     names: set[str] = set()
@@ -184,11 +191,9 @@ def _vms(raw: Any, networks: list[tuple[Network, dict]], lab_name: str) -> tuple
         if name in names:
             raise LabFileError(f"{where}.name", f"duplicate VM name {name!r}")
         names.add(name)
-        image = vm.get("image", "tiny")
-        if image not in IMAGES:
-            raise LabFileError(f"{where}.image", f"unknown image {image!r}; valid images: "
-                               f"{', '.join(IMAGES)}")
-        memory = _int(vm.get("memory", 128), f"{where}.memory", 64, 65536)
+        image = _vm_image(vm.get("image", "tiny"), f"{where}.image", images)
+        default_memory = CLOUD_MEMORY if isinstance(image, CloudImage) else 128
+        memory = _int(vm.get("memory", default_memory), f"{where}.memory", 64, 65536)
         cpus = _int(vm.get("cpus", 1), f"{where}.cpus", 1, 64)
         nic_items = _list(vm["nics"], f"{where}.nics", non_empty=True)
         built = []
@@ -290,6 +295,55 @@ def _derived_mac(lab: str, vm: str, index: int) -> str:
     """A stable locally-administered QEMU-prefix MAC from the names, so renders are repeatable."""
     digest = hashlib.sha256(f"{lab}/{vm}/{index}".encode()).digest()
     return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
+
+
+# --- images ---------------------------------------------------------------------------------
+
+def _images(raw: Any) -> dict[str, CloudImage]:
+    """The top-level `images:` mapping: name -> {url, sha256}, referenced by VMs by name."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise LabFileError("images", "must be a mapping of image names to {url, sha256}")
+    result = {}
+    for key, value in raw.items():
+        name = _name(key, f"images.{key}")
+        if name in IMAGES:
+            raise LabFileError(f"images.{name}", f"{name!r} is a built-in image; pick another name")
+        result[name] = _cloud_image(value, f"images.{name}", name, named=True)
+    return result
+
+
+def _vm_image(value: Any, where: str, images: dict[str, CloudImage]) -> str | CloudImage:
+    if isinstance(value, dict):
+        return _cloud_image(value, where, None, named=False)
+    if isinstance(value, str) and value in IMAGES:
+        return value
+    if isinstance(value, str) and value in images:
+        return images[value]
+    raise LabFileError(where, f"unknown image {value!r}; valid images: "
+                       f"{', '.join([*IMAGES, *images])}, or a mapping {{url, sha256}}")
+
+
+def _cloud_image(value: Any, where: str, name: str | None, named: bool) -> CloudImage:
+    keys = IMAGE_KEYS - {"name"} if named else IMAGE_KEYS
+    image = _mapping(value, where, keys, required={"url"})
+    if "sha256" not in image:
+        raise LabFileError(f"{where}.sha256", "is required: the image file's SHA-256 (64 hex "
+                           "digits, as `sha256sum` prints it); every download is checked against it")
+    sha = image["sha256"]
+    if not isinstance(sha, str) or not SHA256_RE.match(sha):
+        raise LabFileError(f"{where}.sha256", f"{sha!r} is not a SHA-256: use 64 hex digits")
+    url = image["url"]
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in URL_SCHEMES or not parts.path \
+            or (parts.scheme == "file") == bool(parts.netloc not in ("", "localhost")):
+        raise LabFileError(f"{where}.url", f"{url!r} is not a URL vnet can fetch; use "
+                           f"{', '.join(s + '://' for s in URL_SCHEMES)} (file:///abs/path.qcow2)")
+    if not named:
+        name = _name(image["name"], f"{where}.name") if "name" in image else \
+            f"cloud-{sha.lower()[:12]}"
+    return CloudImage(name=name, url=url, sha256=sha.lower())
 
 
 # --- port forwards --------------------------------------------------------------------------

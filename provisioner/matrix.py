@@ -106,6 +106,7 @@ def run(mode_names: list[str], model_names: list[str], report_dir: Path,
                 with _shielded():
                     progress(f"removing temporary sandbox {name}")
                     sandbox.down(name, progress=progress)
+                    _remove_empty(state.lab_dir(state.Target(uri="", sandbox=name), "-").parent)
             summary["wall_seconds"] = round(time.monotonic() - wall, 1)
             summary["exit_code"] = int(exit_status(summary))
             _write_summary(report_dir, summary)
@@ -114,32 +115,45 @@ def run(mode_names: list[str], model_names: list[str], report_dir: Path,
 
 def run_one(mode: str, model: str, target: state.Target, report_dir: Path, pf: str | None,
             say: Progress) -> LabRun:
-    """Create, verify and destroy one lab; never raises VnetError (it becomes the verdict)."""
-    from .plans import plan_for
-
+    """Create, verify and destroy one lab; never raises VnetError (it becomes the verdict).
+    Its seconds run from resolving the lab to having destroyed it."""
     name = lab_name(mode, model)
     started = time.monotonic()
+    lab, refusal = _prepare(mode, model, name, target, pf)
+    if refusal is not None:
+        verdict, result, detail = refusal
+    else:
+        try:
+            verdict, result, detail = _create_and_verify(lab, target, say)
+        finally:
+            with _shielded():
+                _destroy(name, target, say)
+    cells = result["checks"]
+    outcome = LabRun(lab=name, mode=mode, nic_model=model, verdict=verdict,
+                     seconds=round(time.monotonic() - started, 1),
+                     cells_ok=sum(c["ok"] for c in cells), cells_total=len(cells),
+                     cells_skipped=sum(c["observed"] == checks.SKIPPED for c in cells),
+                     detail=detail, timings=result.get("timings", {}),
+                     json=str(report_dir / f"{name}.json"), junit=str(report_dir / f"{name}.xml"))
+    result = dict(result, matrix={"mode": mode, "nic_model": model, "verdict": verdict,
+                                  "seconds": outcome.seconds})
+    verifier.write_report(result, "json", Path(outcome.json))
+    verifier.write_report(result, "junit", Path(outcome.junit))
+    say(f"{verdict}: {outcome.cells_ok}/{outcome.cells_total} cells as expected"
+        + (f" ({detail})" if detail else "") + f", {outcome.seconds:.1f}s")
+    return outcome
 
-    def done(verdict: str, result: dict, detail: str = "") -> LabRun:
-        cells = result["checks"]
-        outcome = LabRun(lab=name, mode=mode, nic_model=model, verdict=verdict,
-                         seconds=round(time.monotonic() - started, 1),
-                         cells_ok=sum(c["ok"] for c in cells), cells_total=len(cells),
-                         cells_skipped=sum(c["observed"] == checks.SKIPPED for c in cells),
-                         detail=detail, timings=result.get("timings", {}))
-        result = dict(result, matrix={"mode": mode, "nic_model": model, "verdict": verdict,
-                                      "seconds": outcome.seconds})
-        outcome.json, outcome.junit = (str(report_dir / f"{name}.json"),
-                                       str(report_dir / f"{name}.xml"))
-        verifier.write_report(result, "json", Path(outcome.json))
-        verifier.write_report(result, "junit", Path(outcome.junit))
-        say(f"{verdict}: {outcome.cells_ok}/{outcome.cells_total} cells as expected"
-            + (f" ({detail})" if detail else "") + f" in {outcome.seconds:.1f}s")
-        return outcome
 
-    def empty(**extra) -> dict:
-        return {"lab": name, "backend": "libvirt", "ok": False, "booted": False,
-                "checks": [], "timings": {}, "notes": [], **extra}
+def _empty(name: str, **extra) -> dict:
+    """A result for a lab that never ran (shaped like verify()'s)."""
+    return {"lab": name, "backend": "libvirt", "ok": False, "booted": False, "checks": [],
+            "timings": {}, "notes": [], **extra}
+
+
+def _prepare(mode: str, model: str, name: str, target: state.Target, pf: str | None):
+    """(lab, None), or (None, (verdict, result, detail)) when the lab must not be created:
+    a combination libvirt cannot realize, or a lab of that name that is not ours to touch."""
+    from .plans import plan_for
 
     try:
         lab = labfile.resolve(default_lab(mode, model, 2, name, port_base=PORT_BASE,
@@ -147,11 +161,17 @@ def run_one(mode: str, model: str, target: state.Target, report_dir: Path, pf: s
                               _defaults(target), source=f"vnet matrix ({mode} x {model})")
         plan_for(lab, Backend.LIBVIRT)
     except (LabFileError, Unsupported) as exc:
-        return done("unsupported", empty(ok=True, unsupported=exc.message, notes=[exc.message]),
-                    exc.message)
+        return None, ("unsupported", _empty(name, ok=True, unsupported=exc.message,
+                                            notes=[exc.message]), exc.message)
     if state.read(target, name) is not None:
-        message = f"a lab named {name} already exists on this target; vnet matrix leaves it alone"
-        return done("error", empty(error=message), message)
+        message = (f"a lab named {name} already exists on this target; vnet matrix leaves it "
+                   f"alone (vnet destroy {name} --sandbox {target.sandbox} removes it)")
+        return None, ("error", _empty(name, error=message), message)
+    return lab, None
+
+
+def _create_and_verify(lab, target: state.Target, say: Progress) -> tuple[str, dict, str]:
+    """(verdict, result, detail); the caller destroys whatever was created."""
     try:
         say("creating")
         try:
@@ -159,21 +179,20 @@ def run_one(mode: str, model: str, target: state.Target, report_dir: Path, pf: s
         except Unsupported as exc:
             if not getattr(exc, "hardware", False):
                 raise
+            from .doctor import hardware_reasons
+
             reason = "; ".join(f.summary.removeprefix("no hardware: ") for f in exc.findings)
-            cells = checks.hardware_cells(lab, verifier.endpoints(lab, target), reason)
+            cells = checks.hardware_cells(lab, verifier.endpoints(lab, target),
+                                          hardware_reasons(lab, exc.findings) or reason)
             note = f"not booted: {exc.message}" + (f"; fix: {exc.hint}" if exc.hint else "")
-            return done("skipped", verifier.unbooted_result(lab, cells, note),
-                        "no hardware: " + reason)
+            return "skipped", verifier.unbooted_result(lab, cells, note), "no hardware: " + reason
         result = verifier.verify(lab, target, say, timings=record.get("timings", {}))
         red = [c for c in result["checks"] if not c["ok"]]
-        return done("green" if result["ok"] else "red", result,
-                    "" if result["ok"] else f"{len(red)} red cell(s)")
+        return ("green", result, "") if result["ok"] else \
+            ("red", result, f"{len(red)} red cell(s)")
     except VnetError as exc:
         message = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
-        return done("error", empty(error=message), message)
-    finally:
-        with _shielded():
-            _destroy(name, target, say)
+        return "error", _empty(lab.name, error=message), message
 
 
 def exit_status(summary: dict) -> ExitStatus:
@@ -192,8 +211,7 @@ def summary_table(summary: dict) -> str:
         cells = f"{lab['cells_ok']}/{lab['cells_total']}"
         if lab["cells_skipped"]:
             cells += f" ({lab['cells_skipped']} skipped)"
-        verdict = lab["verdict"] if lab["verdict"] in ("green", "skipped") else \
-            lab["verdict"].upper()
+        verdict = lab["verdict"].upper() if lab["verdict"] in ("red", "error") else lab["verdict"]
         rows.append([lab["mode"], lab["nic_model"], cells, f"{lab['seconds']:.1f}", verdict])
     lines = [table(["mode", "model", "cells ok/total", "seconds", "verdict"], rows)]
     for lab in summary["labs"]:
@@ -244,6 +262,14 @@ def _destroy(name: str, target: state.Target, say: Progress) -> None:
         pass
     except VnetError as exc:
         say(f"warning: destroying {name} failed: {exc.message}")
+
+
+def _remove_empty(directory: Path) -> None:
+    """The per-sandbox lab state directory of a temporary sandbox, once its labs are gone."""
+    try:
+        directory.rmdir()
+    except OSError:
+        pass
 
 
 def _write_summary(report_dir: Path, summary: dict) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -140,7 +141,10 @@ def verify(project: Path, sandbox_name: str | None, progress: Callable[[str], No
     target = lifecycle.target_for(sandbox_name, None)
     lab = load_lab(project, _defaults(sandbox_name))
     progress(f"reading `vagrant ssh-config` in {project}")
+    started = time.monotonic()
     machines = read_ssh_config(project, sandbox_name)
-    result = verifier.verify(lab, target, progress, inventory=inventory(project, lab, target, machines))
+    timings = {"ssh_config": round(time.monotonic() - started, 2)}
+    result = verifier.verify(lab, target, progress, timings=timings,
+                             inventory=inventory(project, lab, target, machines))
     result["vagrant_project"] = str(project)
     return result

@@ -104,6 +104,23 @@ def _sandbox(target: Target):
     return sandbox.load(target.sandbox)
 
 
+def endpoints(lab: Lab, target: Target, port: int = 0) -> checklib.Endpoints:
+    """Where the probes of a vnet lab on `target` go (port: the host-side listeners')."""
+    sb = _sandbox(target)
+    return checklib.Endpoints(host_listener_port=port,
+                              internet_ip=sb.internet_ip if sb else None,
+                              host_uplink_ip=sb.host_uplink_ip if sb else "127.0.0.1",
+                              mgmt_host_ip=str(mgmt_subnet_for(lab.name).network_address + 1))
+
+
+def unbooted_result(lab: Lab, cells: list, note: str, timings: dict | None = None) -> dict:
+    """A result shaped like verify()'s for a lab that was never booted (its hardware is
+    missing): its cells are observed "skipped", which is not a failure for such a lab."""
+    return {"lab": lab.name, "backend": "libvirt", "ok": checklib.result_ok(cells, booted=False),
+            "booted": False, "checks": [c.as_dict() for c in cells],
+            "timings": dict(timings or {}), "notes": [note]}
+
+
 def _start_listeners(target: Target, sb, port: int, lab_dir: Path) -> list:
     script = str(data_dir("playbooks") / "library" / "vnet_probe.py")
     places = [(target.netns, checklib.HOST)] + ([(sb.inet_netns, checklib.INTERNET)] if sb else [])

@@ -129,11 +129,26 @@ def preflight(lab: Lab, target) -> Report:
     if report.errors:
         exc = Unsupported(f"lab {lab.name!r} cannot be created here: "
                           + "; ".join(f.summary for f in report.errors),
-                          hint=" ".join(f.fix.rstrip(".") + "." for f in report.errors))
+                          hint=" ".join(dict.fromkeys(f.fix.rstrip(".") + "."
+                                                      for f in report.errors)))
         exc.findings = report.errors
         exc.hardware = all(_rule(f.rule).hardware for f in report.errors)
         raise exc
     return report
+
+
+def hardware_reasons(lab: Lab, findings: list[Finding]) -> dict[str, str]:
+    """{vm: what its hardware NICs lack}, from the hardware findings preflight raised, for
+    the skipped cells of each VM (checks.hardware_cells)."""
+    reasons = {}
+    for vm in lab.vms:
+        keys = {"sriov:iommu"}
+        for nic in vm.nics:
+            keys |= {f"vdpa:{vm.name}", f"sriov:{nic.pf}", f"sriov:{nic.vf_address}"}
+        mine = [f.summary.removeprefix("no hardware: ") for f in findings if f.id in keys]
+        if mine:
+            reasons[vm.name] = "; ".join(mine)
+    return reasons
 
 
 def _rule(rule_id: str) -> Rule:

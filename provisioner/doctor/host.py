@@ -171,7 +171,9 @@ class SystemHost(Host):
             image = images.find_tiny()
         except Exception:  # noqa: BLE001 - no image cache is not a doctor failure
             image = None
-        cached = accel.cached(image)
+        # This image's verdict, else any image's on this kernel: KVM either boots guests
+        # here or not; a new image alone is no reason to boot one more probe.
+        cached = accel.cached(image) or accel.cached(None)
         if cached:
             return dict(cached, source=f"cached in {cached['path']}")
         if image is None:

@@ -9,6 +9,12 @@ Mode mapping (why: each keeps the promise of its row in the mode table):
 - bridged:    <interface type='bridge'> on an existing host bridge.
 - management: every VM also gets a last NIC on the lab's isolated management network, used
               only by Ansible; probes are bound to the NIC under test (see verify.py).
+
+Images: a `tiny` VM boots the shared kernel, initrd and read-only root (configured by its kernel
+command line). A cloud-image VM boots from its own qcow2 overlay with a NoCloud seed ISO as a
+SATA cdrom (configured by cloud-init). Both files sit in the lab's state dir (ctx.log_dir); the
+renderer only computes their paths and the seed's data (plan.extra["cloud"]), `vnet up`
+creates them (lifecycle.prepare_cloud).
 """
 from __future__ import annotations
 
@@ -20,8 +26,10 @@ from pathlib import Path
 import jinja2
 
 from .. import modes, nics
+from ..cloudimages import overlay_path, seed_path
 from ..errors import Unsupported
-from ..model import Backend, Lab, Nic, Vm
+from ..model import Backend, CloudImage, Lab, Nic, Vm
+from ..seed import Seed, SeedNic
 from ..resources import data_dir
 from .base import Document, Plan
 
@@ -93,6 +101,7 @@ class LibvirtRenderer:
                           self._render("domain.xml.j2", lab, dom=d, vm=vm))
                  for d, vm in zip(domains, lab.vms)]
         return Plan(Backend.LIBVIRT, lab, tuple(docs), extra={
+            "cloud": {vm.name: d["cloud"] for vm, d in zip(lab.vms, domains) if d["cloud"]},
             "hostfwd": self._hostfwds(lab),
             "proxies": self._proxies(lab),
             "mgmt": {vm.name: str(d["mgmt_ip"].ip) for vm, d in zip(lab.vms, domains)},
@@ -162,7 +171,30 @@ class LibvirtRenderer:
         args.append(f"vnet.if={mgmt_mac(lab.name, vm.name)},static,{mgmt_ip}")
         return {"libvirt_name": object_name(lab.name, vm.name), "interfaces": interfaces,
                 "cmdline": " ".join(args), "mgmt_ip": mgmt_ip,
-                "serial_log": str(Path(self.ctx.log_dir) / f"{vm.name}.serial.log")}
+                "serial_log": str(Path(self.ctx.log_dir) / f"{vm.name}.serial.log"),
+                "cloud": self._cloud(lab, vm, mgmt_ip)}
+
+    def _cloud(self, lab: Lab, vm: Vm, mgmt_ip: IPv4Interface) -> dict | None:
+        """A cloud-image VM's overlay, seed ISO and seed data; None for the tiny image. The same
+        address rules as _if_arg, except that only the first router becomes the default route."""
+        if not isinstance(vm.image, CloudImage):
+            return None
+        seed_nics, gateway = [], None
+        for k, nic in enumerate(vm.nics):
+            net = lab.network(nic.network)
+            route = net.router if (net.dhcp or nic.ip is not None) and gateway is None else None
+            gateway = gateway or route
+            seed_nics.append(SeedNic(
+                mac=nic.mac, ifname=f"nic{k}", dhcp=net.dhcp,
+                address=None if net.dhcp or nic.ip is None else str(nic.ip),
+                gateway=str(route) if route else None, report=net.dhcp or nic.ip is not None))
+        seed_nics.append(SeedNic(mac=mgmt_mac(lab.name, vm.name), ifname="mgmt",
+                                 address=str(mgmt_ip)))
+        return {"image": vm.image,
+                "overlay": str(overlay_path(self.ctx.log_dir, vm.name)),
+                "seed_iso": str(seed_path(self.ctx.log_dir, vm.name)),
+                "seed": Seed(lab=lab.name, hostname=vm.name, ssh_pubkey=self.ctx.ssh_pubkey,
+                             nics=tuple(seed_nics))}
 
     def _interface(self, lab: Lab, nic: Nic) -> dict:
         net = lab.network(nic.network)

@@ -629,3 +629,11 @@ def test_doctor_on_this_machine_judges_kvm_by_the_verdict():
         assert finding.severity == "ok", finding
     assert report.status in ("ok", "warn", "error")
     assert all(f.fix for f in report.findings if f.severity != "ok")
+
+
+def test_hardware_reasons_map_findings_to_vms():
+    the_lab = labfile.load("tests/golden/sriov/lab.yaml")     # a: pf enp4s0f0, b: a VF address
+    findings = [doctor.error("sriov:enp4s0f0", "no hardware: PF enp4s0f0 has no VFs", "echo"),
+                doctor.error("sriov:0000:04:10.1", "no hardware: VF 0000:04:10.1 is missing", "x")]
+    assert doctor.hardware_reasons(the_lab, findings) == {
+        "a": "PF enp4s0f0 has no VFs", "b": "VF 0000:04:10.1 is missing"}

@@ -38,7 +38,7 @@ def check(host: Host) -> list[Finding]:
         total, numvfs = _int(host.read(f"{base}/sriov_totalvfs")), _int(host.read(f"{base}/sriov_numvfs"))
         if not host.exists(f"/sys/class/net/{pf}"):
             findings.append(error(f"{ID}:{pf}", f"no hardware: {where}: there is no network "
-                                  f"interface {pf} {host.where()} ({others})",
+                                  f"interface {pf} on this machine ({others})",
                                   f"name an SR-IOV capable NIC in pf:, or run the lab on a host "
                                   f"with one ({NEEDS})"))
         elif total is None:
@@ -65,7 +65,7 @@ def check(host: Host) -> list[Finding]:
         if not host.exists(f"{dev}/physfn"):
             what = "does not exist" if not host.exists(dev) else "is not an SR-IOV VF (no physfn)"
             findings.append(error(f"{ID}:{nic.vf_address}", f"no hardware: VF {nic.vf_address} "
-                                  f"of VM {vm.name} {what} {host.where()}",
+                                  f"of VM {vm.name} {what} on this machine",
                                   "configure VFs on the PF (echo N > /sys/class/net/PF/device/"
                                   "sriov_numvfs) and use one of their addresses (lspci | grep "
                                   "'Virtual Function')"))

@@ -21,7 +21,7 @@ def check(host: Host) -> list[Finding]:
         else:
             findings.append(error(
                 f"{ID}:{vm.name}", f"no hardware: vDPA device {nic.device} for VM {vm.name} does "
-                f"not exist {host.where()} (vDPA devices here: {here})"
+                f"not exist on this machine (vDPA devices here: {here})"
                 + ("" if tool else "; the `vdpa` tool to create one is not installed either"),
                 ("" if tool else "apt-get install iproute2 (it has `vdpa`); ") + MAKE))
     if tool is None and present:
