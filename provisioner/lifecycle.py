@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import forwarding, state
+from . import cloudimages, forwarding, seed, state
 from .drivers.libvirt import LibvirtDriver
 from .drivers.libvirt_render import Context, ImageFiles, LibvirtRenderer, object_name
 from .errors import HypervisorError, NotFound, VnetError
@@ -19,6 +19,7 @@ from .state import Target
 
 Progress = Callable[[str], None]
 ADDRESS_TIMEOUT = 120.0
+CLOUD_ADDRESS_TIMEOUT = 600.0     # a whole distribution boots, cloud-init included (TCG: minutes)
 ADDR_RE = re.compile(r"VNET-ADDR (\S+) (\S+)")
 
 
@@ -68,6 +69,7 @@ def up(lab: Lab, target: Target, progress: Progress, wait: bool = True) -> dict:
                                    image.cmdline_base),
                   ssh_pubkey=pubkey, accel=chosen, log_dir=str(lab_dir))
     plan = LibvirtRenderer(ctx).plan(lab)
+    bases = fetch_cloud_images(plan, progress)    # a bad download stops before the record
     driver = LibvirtDriver(target)
     existing = driver.labs().get(lab.name)
     if not existing:   # a second `up` of a running lab owns its ports already
@@ -77,17 +79,33 @@ def up(lab: Lab, target: Target, progress: Progress, wait: bool = True) -> dict:
               "mgmt": plan.extra["mgmt"], "created": time.time()}
     state.save(target, lab.name, record)     # before anything exists: a crash stays findable
     timings.mark("plan")
+    prepare_cloud(plan, bases, progress)
     started = driver.apply(plan, progress)
     forwarding.add_hostfwds(driver, plan.extra["hostfwd"])
     forwarding.start_proxy(target, lab_dir, plan.extra["proxies"])
     timings.mark("define")
     if wait:
         wait_for_addresses(lab, target, driver, lab_dir, progress,
+                           timeout=CLOUD_ADDRESS_TIMEOUT if plan.extra["cloud"] else ADDRESS_TIMEOUT,
                            boot_only=bool(started))
         timings.mark("address")
     record["timings"] = timings.phases
     state.save(target, lab.name, record)
     return record
+
+
+def fetch_cloud_images(plan, progress: Progress) -> dict[str, Path]:
+    """The verified base image of every cloud-image VM of the plan (downloaded once, cached)."""
+    return {vm: cloudimages.fetch(c["image"], progress) for vm, c in plan.extra["cloud"].items()}
+
+
+def prepare_cloud(plan, bases: dict[str, Path], progress: Progress) -> None:
+    """Each cloud-image VM's overlay (kept when it exists: it is the VM's disk) and seed ISO,
+    in the lab's state dir, where the domain XML expects them; `destroy` removes that dir."""
+    for vm, c in plan.extra["cloud"].items():
+        cloudimages.overlay(bases[vm], Path(c["overlay"]))
+        seed.build(c["seed"], c["seed_iso"])
+        progress(f"{vm}: overlay on {c['image'].name} and cloud-init seed ready")
 
 
 def lab_from_record(record: dict) -> Lab:

@@ -193,6 +193,12 @@ def _create_and_verify(lab, target: state.Target, say: Progress) -> tuple[str, d
     except VnetError as exc:
         message = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
         return "error", _empty(lab.name, error=message), message
+    except Exception as exc:  # noqa: BLE001 - one broken lab must not end the whole matrix
+        import traceback
+
+        say("unexpected failure:\n" + "".join(traceback.format_exception(exc)).rstrip())
+        message = f"unexpected {type(exc).__name__}: {exc}"
+        return "error", _empty(lab.name, error=message), message
 
 
 def exit_status(summary: dict) -> ExitStatus:

@@ -17,8 +17,8 @@ from provisioner.state import Target
 class Fake:
     """Records what the matrix did; lab outcomes are chosen per lab name."""
 
-    def __init__(self, monkeypatch, red=(), broken=(), interrupt=(), no_hardware=()):
-        self.calls = []
+    def __init__(self, monkeypatch, red=(), broken=(), interrupt=(), no_hardware=(), crash=()):
+        self.calls, self.crash = [], crash
         self.red, self.broken, self.interrupt, self.no_hardware = red, broken, interrupt, no_hardware
         monkeypatch.setattr(sandbox, "up", lambda name, progress: self.calls.append(("sandbox up", name)))
         monkeypatch.setattr(sandbox, "down", lambda name, progress: self.calls.append(("sandbox down", name)))
@@ -37,6 +37,8 @@ class Fake:
             raise KeyboardInterrupt
         if lab.name in self.broken:
             raise HypervisorError("VM vm1 stopped while booting")
+        if lab.name in self.crash:
+            raise KeyError("bug")
         if lab.name in self.no_hardware:
             exc = Unsupported(f"lab {lab.name!r} cannot be created here: no hardware: no vDPA",
                               hint="vdpa dev add ...")
@@ -154,3 +156,12 @@ def test_cli_prints_one_table_and_exits_with_the_matrix_status(monkeypatch, tmp_
                                        "--report-dir", str(tmp_path)])
     assert result.exit_code == 1, result.output
     assert result.output.count("cells ok/total") == 1 and "RED" in result.output
+
+
+def test_an_unexpected_exception_is_one_lab_error_not_the_end(monkeypatch, tmp_path):
+    fake = Fake(monkeypatch, crash=["mx-internal-virtio"])
+    summary = matrix.run(["internal", "hostonly"], ["virtio"], tmp_path, progress=lambda m: None)
+    assert [lab["verdict"] for lab in summary["labs"]] == ["error", "green"]
+    assert "unexpected KeyError" in summary["labs"][0]["detail"]
+    assert ("destroy", "mx-internal-virtio") in fake.calls
+    assert matrix.exit_status(summary) == 3

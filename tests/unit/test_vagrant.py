@@ -57,7 +57,8 @@ def test_libvirt_box_boots_the_kernel_directly_with_its_own_key():
                  "config.ssh.insert_key = false", 'config.ssh.shell = "sh"',
                  'config.vm.synced_folder ".", "/vagrant", disabled: true',
                  "config.vm.allow_fstab_modification = false", "config.vm.guest = :linux",
-                 'libvirt.driver = ENV.fetch("VNET_ACCEL", "qemu")'):
+                 'libvirt.driver = ENV.fetch("VNET_ACCEL", "qemu")',
+                 'libvirt.random model: "random"'):
         assert line in text
     assert "insecure" not in text.replace("insecure key is never accepted", "")
 

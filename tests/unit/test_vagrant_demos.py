@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 from ipaddress import IPv4Address, IPv4Network
-from pathlib import Path
 
 import pytest
 
