@@ -45,8 +45,9 @@ def choose(image, progress: Callable[[str], None] = print, force_probe: bool = F
 
 
 def cached(image=None) -> dict | None:
-    """The cached verdict, without probing: for this image, or (image None) for any image on
-    this kernel. {"accel", "detail", "path", ...} or None. `vnet doctor` reads it."""
+    """The cached verdict, without probing: when its fingerprint matches (image given), or at
+    least the host kernel does (image None). {"accel", "detail", "path", ...} or None.
+    `vnet doctor` reads it."""
     cache = _cache_file()
     try:
         data = json.loads(cache.read_text())
