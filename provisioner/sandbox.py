@@ -179,6 +179,8 @@ def down(name: str = "default", progress: Callable[[str], None] = print) -> None
                  f"still runs in a deleted namespace of sandbox {name}")
     if sb.state_dir.exists():
         shutil.rmtree(sb.state_dir)
+    # The labs that lived in this sandbox went with it; so does their state.
+    shutil.rmtree(state_root() / "labs" / f"sandbox-{name}", ignore_errors=True)
     progress(f"sandbox {name} is down ({time.monotonic() - started:.1f}s)")
 
 
