@@ -66,7 +66,7 @@ def fetch(image: CloudImage, progress: Callable[[str], None] = print,
             raise VnetError(f"cloud image {image.name}: sha256 mismatch for {image.url}: "
                             f"expected {image.sha256}, got {digest}",
                             hint="the file changed upstream or the lab file pins the wrong "
-                                 "digest; check the publisher's SHA256SUMS")
+                                 "digest; check it against the publisher's checksums")
         with open(tmp, "rb") as f:
             if f.read(4) != QCOW2_MAGIC:
                 raise VnetError(f"cloud image {image.name} ({image.url}) is not a qcow2 image",

@@ -3,7 +3,8 @@
 An image is three files: an uncompressed PVH `vmlinux` (boots about twice as fast under TCG), a
 small gzip initramfs (busybox, the NIC/disk/fs modules and provisioner/guest/initramfs-init) and
 one read-only ext4 root disk (python3.11, dropbear, busybox, provisioner/guest/rootfs) that every
-VM of a lab shares. The builder runs as root, so it writes only regular files through one guard
+VM of a lab shares. The compressed bzImage `vmlinuz` is kept beside them for boot loaders
+(isolinux on VirtualBox's per-VM boot ISO, provisioner/bootiso.py), which cannot load the ELF. The builder runs as root, so it writes only regular files through one guard
 (`_Tree`) that refuses any path resolving outside the tree, and makes every symlink last.
 """
 from __future__ import annotations
@@ -32,7 +33,8 @@ PACKAGES = ("busybox-static", "dropbear-bin", "python3.11-minimal", "libpython3.
             "libcrypt1", "libtomcrypt1", "libtommath1", "libgmp10", "libbz2-1.0", "liblzma5")
 # insmod'ed by the initramfs with their dependencies (ext4 needs crc32c at mount time)
 MODULES = ("virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "virtio_net", "e1000",
-           "virtio_console", "virtio_rng")
+           "virtio_console", "virtio_rng",
+           "ahci", "sd_mod")   # SATA root (/dev/sdX): VirtualBox has no virtio disk controller
 CMDLINE_BASE = "console=ttyS0 quiet panic=-1"  # extra boot flags measured: no gain under TCG
 ROOT_LABEL = "vnetroot"
 GUEST = Path(__file__).with_name("guest")
@@ -52,6 +54,7 @@ class Image:
     initrd: Path
     rootdisk: Path
     cmdline_base: str
+    vmlinuz: Path | None = None    # the bzImage for boot loaders; None in images built before it
 
 
 def cache_dir() -> Path:
@@ -109,6 +112,7 @@ def build_tiny(progress: Callable[[str], None] = print, force: bool = False) -> 
         kernel_pkg = staged.pop(debs[0]["name"])
         progress("extracting the PVH vmlinux and kernel modules")
         modules = _kernel(kernel_pkg, out / "vmlinux")
+        shutil.copyfile(sorted((kernel_pkg / "boot").glob("vmlinuz-*"))[0], out / "vmlinuz")
         progress("writing the initramfs")
         busybox = (staged["busybox-static"] / "bin" / "busybox").read_bytes()
         _initramfs(out / "initrd.gz", busybox, modules)
@@ -122,6 +126,7 @@ def build_tiny(progress: Callable[[str], None] = print, force: bool = False) -> 
                     "-d", str(tree.root), str(out / "root.ext4"), f"{size // 1024}k"])
         manifest = {"name": "tiny", "digest": _digest(debs), "code": _code_digest(),
                     "kernel": "vmlinux", "initrd": "initrd.gz", "rootdisk": "root.ext4",
+                    "vmlinuz": "vmlinuz",
                     "cmdline_base": CMDLINE_BASE, "packages": debs,
                     "modules": [m for m, _ in modules],
                     "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -145,7 +150,8 @@ def _load(path: Path) -> Image | None:
         return None
     m = json.loads((path / "manifest.json").read_text())
     return Image(m["name"], m["digest"], path / m["kernel"], path / m["initrd"],
-                 path / m["rootdisk"], m["cmdline_base"])
+                 path / m["rootdisk"], m["cmdline_base"],
+                 path / m["vmlinuz"] if m.get("vmlinuz") else None)
 
 
 def _code_digest() -> str:

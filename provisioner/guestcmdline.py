@@ -1,0 +1,39 @@
+"""The tiny guest's kernel command line, with no I/O: one function for every backend.
+
+The tiny image is configured only by kernel parameters (provisioner/guest/rootfs/usr/lib/vnet/
+init reads them): vnet.host, vnet.key and one vnet.if per NIC that gets an address. libvirt puts
+the line in the domain's <cmdline> (direct kernel boot) and adds the lab's management NIC;
+VirtualBox writes it into each VM's isolinux.cfg (provisioner/bootiso.py) and has no
+management NIC.
+"""
+from __future__ import annotations
+
+from .model import Lab, Nic, Vm
+
+
+def if_arg(lab: Lab, nic: Nic) -> str | None:
+    """The guest's address configuration for one NIC, or None when it gets no address:
+    `vnet.if=MAC,dhcp[,ROUTER]` or `vnet.if=MAC,static,IP/PREFIX[,ROUTER]`."""
+    net = lab.network(nic.network)
+    gateway = f",{net.router}" if net.router else ""
+    if net.dhcp:
+        return f"vnet.if={nic.mac},dhcp{gateway}"
+    if nic.ip is None:
+        return None
+    return f"vnet.if={nic.mac},static,{nic.ip}{gateway}"
+
+
+def key_arg(ssh_pubkey: str) -> str:
+    """`ssh-ed25519 AAAA... comment` -> `vnet.key=ssh-ed25519:AAAA...` (no spaces allowed)."""
+    kind, b64 = ssh_pubkey.split()[:2]
+    return f"vnet.key={kind}:{b64}"
+
+
+def cmdline(base: str, lab: Lab, vm: Vm, ssh_pubkey: str, management: str | None = None) -> str:
+    """The whole kernel command line of one tiny-image VM: base flags, hostname, key, the
+    lab's NICs in order, then `vnet.if=<management>` (a `MAC,static,IP/PREFIX` spec) if given."""
+    args = [base, f"vnet.host={vm.name}", key_arg(ssh_pubkey)]
+    args += [arg for nic in vm.nics if (arg := if_arg(lab, nic))]
+    if management:
+        args.append(f"vnet.if={management}")
+    return " ".join(args)
