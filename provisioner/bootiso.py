@@ -6,7 +6,7 @@ root disk (label vnetroot) on SATA (/dev/sdX). Layout:
 
   /isolinux/isolinux.bin   from Debian's `isolinux` package (the El Torito boot image)
   /isolinux/ldlinux.c32    from Debian's `syslinux-common` (isolinux's core module)
-  /isolinux/isolinux.cfg   DEFAULT vnet / KERNEL /vmlinuz / APPEND initrd=/initrd.gz <cmdline>
+  /isolinux/isolinux.cfg   SERIAL 0 / DEFAULT vnet / KERNEL /vmlinuz / APPEND initrd=/initrd.gz <cmdline>
   /isolinux/boot.cat       the El Torito boot catalog
   /vmlinuz, /initrd.gz     the image's kernel and initramfs
 
@@ -43,11 +43,18 @@ LAYOUT = {"/ISOLINUX/ISOLINUX.BIN;1": "isolinux.bin", "/ISOLINUX/LDLINUX.C32;1":
 
 
 def isolinux_cfg(vm_cmdline: str) -> str:
-    """Boot the one entry at once: no prompt, no menu, no timeout."""
+    """Boot the one entry at once (no prompt, no menu, no timeout). isolinux also writes to the
+    first serial port, so a VM's serial log shows that the boot loader ran."""
     if "\n" in vm_cmdline:
         raise VnetError("a kernel command line cannot contain a newline")
-    return ("DEFAULT vnet\nPROMPT 0\nLABEL vnet\n  KERNEL /vmlinuz\n"
+    return ("SERIAL 0 115200\nDEFAULT vnet\nPROMPT 0\nLABEL vnet\n  KERNEL /vmlinuz\n"
             f"  APPEND initrd=/initrd.gz {vm_cmdline}\n")
+
+
+def append_line(cfg: str) -> str:
+    """The kernel command line an isolinux.cfg passes (its APPEND without initrd=)."""
+    line = next(ln.strip() for ln in cfg.splitlines() if ln.strip().startswith("APPEND "))
+    return line.removeprefix("APPEND ").removeprefix("initrd=/initrd.gz ")
 
 
 def build(image: images.Image, vm_cmdline: str, out: Path, *, loader: Path | None = None,

@@ -26,7 +26,8 @@ import sys
 import threading
 
 SO_BINDTODEVICE = 25
-TIMEOUT = 3.0
+TIMEOUT = 3.0          # connect: negative cells end here, so keep it short
+ANSWER_TIMEOUT = 10.0  # after connecting
 
 
 def interface_of(mac):
@@ -73,6 +74,9 @@ def probe(spec):
                 return {"observed": "error", "detail": f"no NIC with MAC {spec['bind_mac']}"}
             sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode())
         sock.connect((spec["target"], int(spec["port"])))
+        # Connected: the far end exists. A busy TCG guest may take a while to answer (its
+        # listener forks a shell per connection), so the answer gets longer than the connect.
+        sock.settimeout(spec.get("answer_timeout", ANSWER_TIMEOUT))
         if spec.get("banner"):
             answer = sock.recv(256).decode(errors="replace").strip()
             if answer.startswith(spec["banner"]):

@@ -3,12 +3,15 @@ one backend (vbox_api.py: vboxapi or VBoxManage), so that a lab is either fully 
 
 up:      version -> context (host OS, /etc/vbox/networks.conf) -> plan (every refusal happens
          here, before anything exists) -> already up? (VMs tagged vnet/lab=<lab>, all running:
-         nothing to do) -> tiny image as VDI (converted once, cached next to the image) -> the
+         nothing to do) -> tiny image as VDI (converted once, cached next to the image) and the
+         lab's SSH key -> one boot ISO per VM in the lab's state dir (isolinux + the image's
+         kernel and initramfs + the VM's kernel command line; kept when unchanged) -> the
          commands in order, `{hostonlyif:NET}` bound from `hostonlyif create`, every exit code
          checked, the record saved after each object is created -> addresses (unless wait=False).
          A failure half-way removes what this run created and raises CommandFailed.
 destroy: VMs found by their tag, networks from the saved record; "already gone" is fine;
-         untagged objects are never touched. Running it twice is harmless.
+         untagged objects are never touched. Running it twice is harmless. The boot ISOs, serial
+         logs and SSH key go with the lab's state dir, which is removed last.
 
 The record lives in provisioner.state under TARGET, like a libvirt lab's, so destroy works after
 a crash. Addresses, in this order: Guest Additions' guest properties, the VirtualBox DHCP
@@ -27,7 +30,7 @@ from dataclasses import replace
 from ipaddress import ip_network
 from pathlib import Path
 
-from .. import images, runner, state
+from .. import bootiso, images, runner, state
 from ..errors import CommandFailed, HypervisorError, VnetError
 from ..model import Lab
 from ..state import Target
@@ -50,10 +53,6 @@ LOCKED_RE = re.compile(r"\block", re.I)
 READY_RE = re.compile(r"^VNET-READY\b", re.M)
 ADDR_RE = re.compile(r"VNET-ADDR (\S+) (\S+)")
 LEASE_RE = re.compile(r"^IP Address:\s*(\S+)", re.M)
-TINY_BOOT_NOTE = ("note: the tiny image is a bare ext4 root disk that libvirt boots by direct "
-                  "kernel boot; VirtualBox has no direct kernel boot, and the image has no boot "
-                  "loader, no AHCI driver in its initramfs and no per-VM kernel command line, so "
-                  "it is not expected to boot under VirtualBox yet")
 
 
 # --- context ----------------------------------------------------------------------------------
@@ -102,8 +101,19 @@ def convert_vdi(raw: Path, progress: Progress) -> Path:
     return vdi
 
 
-def tiny_vdi(progress: Progress) -> Path:
-    return convert_vdi(images.build_tiny(progress=progress).rootdisk, progress)
+def build_boot_isos(plan: Plan, image: images.Image | None, progress: Progress) -> list[Path]:
+    """Write each tiny-image VM's boot ISO where the plan attaches it (the lab's state dir),
+    before any command runs; an ISO that already holds the same inputs is kept."""
+    boot = plan.extra.get("boot", {})
+    if not boot:
+        return []
+    image = image or images.build_tiny(progress=progress)
+    done = []
+    for vm, entry in boot.items():
+        progress(f"vm {vm}: boot ISO {entry['iso']}")
+        done.append(bootiso.build(image, entry["cmdline"], Path(entry["iso"]),
+                                  progress=progress))
+    return done
 
 
 # --- up ---------------------------------------------------------------------------------------
@@ -139,9 +149,18 @@ def up(lab: Lab, progress: Progress, wait: bool = True, context: VBoxContext | N
                  f"what it left before creating it again")
         destroy(lab.name, progress, backend=be)
     _check_network_names(be, plan)
+    image = None
     if given is None:
-        context = replace(context, disk=str(tiny_vdi(progress)))
+        image = images.build_tiny(progress=progress)
+        _, pubkey = state.ssh_key(TARGET, lab.name)
+        context = replace(context, disk=str(convert_vdi(image.rootdisk, progress)),
+                          ssh_pubkey=pubkey, cmdline_base=image.cmdline_base)
         plan = VirtualBoxRenderer(context).plan(lab)
+    try:
+        build_boot_isos(plan, image, progress)
+    except BaseException:
+        state.remove(TARGET, lab.name)                    # nothing exists on VirtualBox yet
+        raise
     record = _record(lab, plan, be, version, context)
     state.save(TARGET, lab.name, record)                  # before anything exists
     for vm in lab.vms:                                    # a stale VNET-READY would lie
@@ -166,6 +185,7 @@ def _record(lab: Lab, plan: Plan, be, version, context: VBoxContext, adopted=Fal
             "hostonlyifs": plan.extra["hostonlyifs"], "bindings": {},
             "created": [["vm", vm] for vm in plan.extra["vms"].values()] if adopted else [],
             "disk": context.disk, "serial_dir": context.serial_dir,
+            "boot": plan.extra.get("boot", {}),
             "state": "started" if adopted else "creating", "created_at": time.time()}
 
 
@@ -505,8 +525,11 @@ def triage(be, lab: Lab, plan: Plan, bound: dict, context: VBoxContext, vm_name:
             lease = _lease(be, lab, plan, bound, net, nic.mac)
             lines.append(f"{nic.mac} on {net.name} ({net.mode}): DHCP lease "
                          f"{lease or 'none'}")
-    if context.disk.endswith("root.vdi"):
-        lines.append(TINY_BOOT_NOTE)
+    boot = plan.extra.get("boot", {}).get(vm_name)
+    if boot:
+        there = "present" if Path(boot["iso"]).exists() else "MISSING"
+        lines.append(f"boot ISO ({there}): {boot['iso']}; isolinux APPEND initrd=/initrd.gz "
+                     f"{boot['cmdline']}")
     return "\n".join(lines)
 
 

@@ -15,6 +15,15 @@ Mode mapping (each keeps the promise of its row in the mode table):
 - internal:   `--nicN intnet --intnetN vnet-<lab>-<net>`.
 - bridged:    `--nicN bridged --bridgeadapterN <bridge>`.
 
+Booting the tiny image. VirtualBox has no direct kernel boot, so each VM gets its own small boot
+ISO (provisioner/bootiso.py: isolinux, the image's bzImage and initramfs, and the VM's kernel
+command line) as a DVD on SATA port 1, and boots it first (`--boot1 dvd --boot2 disk`); the
+shared root disk (VDI) stays on SATA port 0. The command line is what libvirt gives the same VM
+(provisioner/guestcmdline.py) without the management NIC, which VirtualBox plans do not have.
+The renderer only names the ISOs (`<serial_dir>/<vm>.boot.iso`, the lab's state dir) and their
+command lines (`plan.extra["boot"]`); the executor writes them before it runs the plan. With a
+`seed_iso` the disk is a bootable cloud image configured by cloud-init: no boot ISO then.
+
 Placeholders. `VBoxManage hostonlyif create` takes no name: VirtualBox picks the next free
 `vboxnetN` and prints it ("Interface 'vboxnet0' was successfully created"). Later argv therefore
 carry the token `{hostonlyif:<network>}` (whole, or inside an element: `--interface={hostonlyif:ho}`).
@@ -34,7 +43,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, ip_network
 from pathlib import PurePosixPath
 
-from .. import nics
+from .. import guestcmdline, nics
 from ..errors import Unsupported
 from ..model import Backend, Lab, Network, Nic, Vm
 from .base import Document, Plan
@@ -62,6 +71,8 @@ class VBoxContext:
     two VMs, and `unregistervm --delete` would delete a normal one): each VM then writes to its
     own differencing image and teardown leaves the base alone.
     seed_iso: the cloud-init `cidata` ISO attached as a DVD; `{vm}` in it is the VM's name.
+    serial_dir: the lab's state dir: serial logs and the tiny image's per-VM boot ISOs.
+    ssh_pubkey, cmdline_base: what goes into the boot ISOs' kernel command lines.
     hostonly_ranges: what /etc/vbox/networks.conf allows (VirtualBox's default when it is absent).
     """
     version: tuple[int, int, int] = (7, 0, 0)
@@ -71,11 +82,18 @@ class VBoxContext:
     basefolder: str | None = None
     serial_dir: str = "/var/lib/vnet/labs/LAB"
     hostonly_ranges: tuple[str, ...] = ("192.168.56.0/21",)
+    ssh_pubkey: str = "ssh-ed25519 GENERATED-AT-UP"
+    cmdline_base: str = "console=ttyS0 quiet panic=-1"
 
 
 def vbox_name(lab: str, item: str) -> str:
     """VMs, NAT networks, internal networks and host-only networks: vnet-<lab>-<item>."""
     return f"vnet-{lab}-{item}"
+
+
+def boot_iso_path(serial_dir: str, vm: str) -> str:
+    """Where a tiny-image VM's boot ISO lives: the lab's state dir."""
+    return str(PurePosixPath(serial_dir) / f"{vm}.boot.iso")
 
 
 def hostonlyif_token(network: str) -> str:
@@ -138,6 +156,8 @@ class VirtualBoxRenderer:
                                                  "netmask": str(n.subnet.netmask)}
                                         for n in lab.networks if self._uses_hostonlyif(n)},
                         "vms": {vm.name: vbox_name(lab.name, vm.name) for vm in lab.vms},
+                        "boot": {vm.name: self._boot(lab, vm) for vm in lab.vms
+                                 if self._boots_iso()},
                         "version": ".".join(map(str, self.ctx.version)),
                     })
 
@@ -227,6 +247,17 @@ class VirtualBoxRenderer:
 
     # --- VMs --------------------------------------------------------------------------------
 
+    def _boots_iso(self) -> bool:
+        """The tiny image boots from a per-VM ISO; a cloud image (with a seed) from its disk."""
+        return self.ctx.seed_iso is None
+
+    def _boot(self, lab: Lab, vm: Vm) -> dict:
+        """The VM's boot ISO and the kernel command line in its isolinux.cfg: libvirt's
+        <cmdline> for the same VM, without the management NIC."""
+        return {"iso": boot_iso_path(self.ctx.serial_dir, vm.name),
+                "cmdline": guestcmdline.cmdline(self.ctx.cmdline_base, lab, vm,
+                                                self.ctx.ssh_pubkey)}
+
     def _vm(self, lab: Lab, vm: Vm) -> list[tuple[str, tuple[str, ...]]]:
         name = vbox_name(lab.name, vm.name)
         label = f"vm {vm.name}"
@@ -234,12 +265,13 @@ class VirtualBoxRenderer:
         if self.ctx.basefolder:
             create += ["--basefolder", self.ctx.basefolder]
         serial = str(PurePosixPath(self.ctx.serial_dir) / f"{vm.name}.serial.log")
+        order = ("dvd", "disk") if self._boots_iso() else ("disk", "dvd")
         steps = [
             (f"{label}: createvm", _vbm(*create)),
             (f"{label}: tag", _vbm("setextradata", name, TAG_KEY, lab.name)),
             (f"{label}: hardware", _vbm(
                 "modifyvm", name, "--memory", str(vm.memory), "--cpus", str(vm.cpus),
-                "--boot1", "disk", "--boot2", "dvd", "--boot3", "none", "--boot4", "none",
+                "--boot1", order[0], "--boot2", order[1], "--boot3", "none", "--boot4", "none",
                 "--uart1", "0x3F8", "4", "--uartmode1", "file", serial)),
         ]
         steps += [(f"{label}: nic{k + 1} on {nic.network}", _vbm("modifyvm", name,
@@ -255,7 +287,11 @@ class VirtualBoxRenderer:
                                           "sata", "--controller", "IntelAhci", "--portcount", "2")),
             (f"{label}: disk", _vbm(*attach_disk)),
         ]
-        if self.ctx.seed_iso:
+        if self._boots_iso():
+            steps.append((f"{label}: boot iso", _vbm(
+                "storageattach", name, "--storagectl", CONTROLLER, "--port", "1", "--device", "0",
+                "--type", "dvddrive", "--medium", boot_iso_path(self.ctx.serial_dir, vm.name))))
+        else:
             steps.append((f"{label}: seed", _vbm(
                 "storageattach", name, "--storagectl", CONTROLLER, "--port", "1", "--device", "0",
                 "--type", "dvddrive", "--medium", self.ctx.seed_iso.replace("{vm}", vm.name))))

@@ -49,7 +49,8 @@ def test_mode_boots_and_verifies_green(lab_sandbox, mode, model):
             assert all(nic["addresses"] for nic in vm["nics"]), vm
             assert {nic["model"] for nic in vm["nics"]} == {model}
         result = verifier.verify(lab, target, quiet, timings=record["timings"])
-        red = [c for c in result["checks"] if not c["ok"]]
+        red = [f"{c['kind']} {c['source']}->{c['target']}: {c['observed']} ({c['detail']})"
+               for c in result["checks"] if not c["ok"]]
         assert result["ok"], red
         kinds = {c["kind"] for c in result["checks"]}
         assert {"vm_to_host", "host_to_vm", "vm_to_vm", "vm_to_internet", "internet_to_vm",

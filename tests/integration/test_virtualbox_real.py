@@ -2,10 +2,11 @@
 
 Runs only where `VBoxManage --version` (or $VNET_VBOXMANAGE) is a real VirtualBox, never the
 test stand-in tests/fakes/VBoxManage. It could not be run where it was written (VirtualBox
-cannot be installed there), so nothing here has passed yet. Expect the wait in the second test
-to time out with the tiny image: it is a bare ext4 disk that libvirt boots by direct kernel
-boot, and VirtualBox has none (see vbox_exec.TINY_BOOT_NOTE); the triage in the failure shows
-the console. The first test does not boot anything and should pass as it is.
+cannot be installed there), so nothing here has passed yet. The tiny image boots from a per-VM
+ISO (isolinux, provisioner/bootiso.py) with its root on SATA; that path was shown under QEMU
+set up like a VirtualBox VM (tests/integration/test_vbox_boot_iso.py), not under VirtualBox. If
+the wait in the second test times out, the triage in the failure shows the console and the
+boot ISO. The first test does not boot anything and should pass as it is.
 """
 from __future__ import annotations
 

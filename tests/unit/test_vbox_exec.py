@@ -9,6 +9,9 @@ as a fake where it is used:
   real VBoxManage runs.
 - The tiny image: FAKE_ROOT, a 1 MiB file of zeros named root.ext4 (building the real image
   needs apt and minutes). qemu-img converts it to VDI for real where qemu-img is installed.
+  Its vmlinuz/initrd.gz and the isolinux.bin/ldlinux.c32 of the boot ISOs are FAKE bytes too;
+  the boot ISOs themselves are real ISO 9660 files (pycdlib), read back by the tests. That
+  isolinux really boots them is shown under QEMU in tests/integration/test_vbox_boot_iso.py.
 - The guest: FakeGuest, a thread that writes the tiny image's console lines (VNET-ADDR,
   VNET-READY) into the serial log file the plan configured, once the stand-in says the VM runs.
 - Guest Additions properties and DHCP leases: the stand-in answers `No value set!` and has no
@@ -33,7 +36,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from provisioner import images, labfile, runner, state
+from provisioner import bootiso, images, labfile, runner, state
 from provisioner.cli import main
 from provisioner.defaultlab import default_lab
 from provisioner.drivers import vbox_api, vbox_exec
@@ -127,9 +130,16 @@ def _fake_image(cache: Path, monkeypatch) -> Path:
     root = folder / "root.ext4"
     root.write_bytes(bytes(1 << 20))
     (folder / "vmlinux").write_bytes(b"fake kernel")
+    (folder / "vmlinuz").write_bytes(b"fake bzImage")
     (folder / "initrd.gz").write_bytes(b"fake initrd")
-    image = images.Image("tiny", "fake", folder / "vmlinux", folder / "initrd.gz", root, "")
+    image = images.Image("tiny", "fake", folder / "vmlinux", folder / "initrd.gz", root,
+                         "console=ttyS0 quiet panic=-1", folder / "vmlinuz")
     monkeypatch.setattr(images, "build_tiny", lambda progress=print, force=False: image)
+    loader = cache / "isolinux" / "fake"          # FAKE boot loader bytes: never apt-get here
+    loader.mkdir(parents=True)
+    (loader / "isolinux.bin").write_bytes(b"fake isolinux.bin".ljust(2048, b"\0"))
+    (loader / "ldlinux.c32").write_bytes(b"fake ldlinux.c32")
+    monkeypatch.setattr(bootiso, "isolinux_dir", lambda progress=print: loader)
     if shutil.which("qemu-img") is None:     # then the conversion is faked too
         def convert(raw, progress):
             raw.with_suffix(".vdi").write_bytes(b"fake vdi (qemu-img is not installed)")
@@ -216,6 +226,11 @@ def test_create_then_destroy_leaves_nothing_as_processes(vbox_processes):
     disk = vms["vnet-natnetwork-vm1"]["storagectls"]["SATA"]["attachments"]["0-0"]
     assert disk == {"type": "hdd", "medium": str(vbox.root.with_suffix(".vdi")),
                     "mtype": "multiattach"}
+    iso = state.lab_dir(vbox_exec.TARGET, "natnetwork") / "vm1.boot.iso"
+    dvd = vms["vnet-natnetwork-vm1"]["storagectls"]["SATA"]["attachments"]["1-0"]
+    assert dvd == {"type": "dvddrive", "medium": str(iso), "mtype": None}
+    assert vms["vnet-natnetwork-vm1"]["boot"] == ["dvd", "disk", "none", "none"]
+    assert iso.is_file()
     saved = record("natnetwork")
     assert saved == rec and saved["state"] == "started"
     assert saved["api"]["name"] == "vboxmanage" and saved["version"] == "7.0.20"
@@ -226,6 +241,7 @@ def test_create_then_destroy_leaves_nothing_as_processes(vbox_processes):
     assert vbox.empty(), vbox.state()
     assert record("natnetwork") is None
     assert "natnetwork remove --netname vnet-natnetwork-net" in removed
+    assert not iso.exists()                                          # with the state dir
     assert vbox_exec.destroy("natnetwork", vbox.say) == []          # idempotent
     assert vbox.empty()
 
@@ -470,6 +486,9 @@ def test_every_mode_and_model_runs_through_the_executor(vbox, mode, model):
     for vm in vms.values():
         assert vm["state"] == "running" and vm["extradata"] == {"vnet/lab": mode}
         assert vm["nics"]["1"]["type"] == nictype
+        assert vm["boot"][:2] == ["dvd", "disk"]
+        dvd = vm["storagectls"]["SATA"]["attachments"]["1-0"]
+        assert dvd["type"] == "dvddrive" and Path(dvd["medium"]).is_file()
     expected = {"natnetwork": "natnets", "hostonly": "hostonlyifs"}.get(mode)
     if expected:
         assert len(vbox.state()[expected]) == 1
@@ -478,6 +497,59 @@ def test_every_mode_and_model_runs_through_the_executor(vbox, mode, model):
     assert rec["state"] == "started"
     vbox_exec.destroy(mode, vbox.say)
     assert vbox.empty(), vbox.state()
+
+
+def test_boot_isos_are_written_before_they_are_attached(vbox):
+    """Each VM's ISO exists when its storageattach runs (VirtualBox opens the medium there),
+    and its isolinux.cfg passes the plan's command line with the lab's own SSH key."""
+    attached = []
+
+    def check(args):
+        if args[0] == "storageattach" and "dvddrive" in args:
+            medium = Path(args[args.index("--medium") + 1])
+            attached.append((args[1], medium, medium.is_file()))
+    vbox.hook = check
+    rec = vbox_exec.up(lab("hostonly"), vbox.say, wait=False)
+    folder = state.lab_dir(vbox_exec.TARGET, "hostonly")
+    assert attached == [("vnet-hostonly-vm1", folder / "vm1.boot.iso", True),
+                        ("vnet-hostonly-vm2", folder / "vm2.boot.iso", True)]
+    _, pubkey = state.ssh_key(vbox_exec.TARGET, "hostonly")
+    key = "vnet.key=" + ":".join(pubkey.split()[:2])
+    for vm in ("vm1", "vm2"):
+        cmdline = rec["boot"][vm]["cmdline"]
+        assert cmdline.startswith(f"console=ttyS0 quiet panic=-1 vnet.host={vm} {key} vnet.if=")
+        assert bootiso.append_line(_iso_file(folder / f"{vm}.boot.iso", "/ISOLINUX/ISOLINUX.CFG;1")
+                                   .decode()) == cmdline
+    assert any(line == "vm vm1: boot ISO " + str(folder / "vm1.boot.iso")
+               for line in vbox.progress)
+    vbox_exec.destroy("hostonly", vbox.say)
+    assert vbox.empty() and not folder.exists()
+
+
+def test_a_boot_iso_that_cannot_be_built_creates_nothing(vbox, monkeypatch):
+    def no_apt(progress=print):
+        raise VnetError("apt-get is missing: the VirtualBox boot ISO takes isolinux from Debian "
+                        "packages", hint="copy ~/.cache/vnet/isolinux from one")
+    monkeypatch.setattr(bootiso, "isolinux_dir", no_apt)
+    with pytest.raises(VnetError, match="apt-get is missing") as failed:
+        vbox_exec.up(lab("internal"), vbox.say, wait=False)
+    assert failed.value.hint == "copy ~/.cache/vnet/isolinux from one"     # its own hint
+    assert not vbox.created() and vbox.empty()
+    assert record("internal") is None
+    assert not state.lab_dir(vbox_exec.TARGET, "internal").exists()
+
+
+def _iso_file(iso: Path, path: str) -> bytes:
+    import pycdlib
+
+    reader = pycdlib.PyCdlib()
+    reader.open(str(iso))
+    try:
+        out = io.BytesIO()
+        reader.get_file_from_iso_fp(out, iso_path=path)
+        return out.getvalue()
+    finally:
+        reader.close()
 
 
 def test_hostonly_networks_on_a_darwin_7_stand_in(vbox, monkeypatch):
@@ -562,7 +634,8 @@ def test_a_timeout_explains_itself_with_the_serial_log(vbox):
     assert "VM state: running" in message
     assert "guest properties: none (no Guest Additions reporting)" in message
     assert "DHCP lease none" in message
-    assert vbox_exec.TINY_BOOT_NOTE in message
+    assert (f"boot ISO (present): {log / 'vm1.boot.iso'}; isolinux APPEND initrd=/initrd.gz "
+            f"console=ttyS0 quiet panic=-1 vnet.host=vm1 vnet.key=ssh-ed25519:") in message
     assert failed.value.hint == "vnet destroy hostonly --backend virtualbox removes the lab"
     assert len(vbox.vms()) == 2                     # a slow guest is not rolled back
     vbox_exec.destroy("hostonly", vbox.say)

@@ -57,13 +57,15 @@ def vm_cmds(vm: str, nic: tuple, memory: int = 128, cpus: int = 1) -> list[tuple
         ("VBoxManage", "createvm", "--name", name, "--ostype", "Linux26_64", "--register"),
         ("VBoxManage", "setextradata", name, "vnet/lab", "t"),
         ("VBoxManage", "modifyvm", name, "--memory", str(memory), "--cpus", str(cpus),
-         "--boot1", "disk", "--boot2", "dvd", "--boot3", "none", "--boot4", "none",
+         "--boot1", "dvd", "--boot2", "disk", "--boot3", "none", "--boot4", "none",
          "--uart1", "0x3F8", "4", "--uartmode1", "file", f"/var/lib/vnet/labs/LAB/{vm}.serial.log"),
         ("VBoxManage", "modifyvm", name, *nic),
         ("VBoxManage", "storagectl", name, "--name", "SATA", "--add", "sata",
          "--controller", "IntelAhci", "--portcount", "2"),
         ("VBoxManage", "storageattach", name, "--storagectl", "SATA", "--port", "0",
          "--device", "0", "--type", "hdd", "--medium", DISK, "--mtype", "multiattach"),
+        ("VBoxManage", "storageattach", name, "--storagectl", "SATA", "--port", "1",
+         "--device", "0", "--type", "dvddrive", "--medium", f"/var/lib/vnet/labs/LAB/{vm}.boot.iso"),
     ]
 
 
@@ -180,6 +182,24 @@ def test_context_paths_reach_the_argv():
     assert ("VBoxManage", "storageattach", "vnet-t-b", "--storagectl", "SATA", "--port", "1",
             "--device", "0", "--type", "dvddrive", "--medium", "/s/b-seed.iso") in cmds
     assert any("/logs/a.serial.log" in c for c in cmds)
+    assert not any(a.endswith(".boot.iso") for c in cmds for a in c)   # a seeded disk boots
+    hardware = next(c for c in cmds if "--boot1" in c)
+    assert hardware[hardware.index("--boot1"):][:4] == ("--boot1", "disk", "--boot2", "dvd")
+    assert plan(lab_data("internal"), ctx).extra["boot"] == {}
+
+
+def test_tiny_vms_boot_their_own_iso_from_the_state_dir():
+    ctx = VBoxContext(serial_dir="/state/lab", ssh_pubkey="ssh-ed25519 AAAAKEY vnet-t")
+    p = plan(lab_data("natnetwork"), ctx)
+    assert p.extra["boot"] == {
+        "a": {"iso": "/state/lab/a.boot.iso",
+              "cmdline": "console=ttyS0 quiet panic=-1 vnet.host=a vnet.key=ssh-ed25519:AAAAKEY "
+                         "vnet.if=52:54:00:aa:bb:01,dhcp,192.168.150.1"},
+        "b": {"iso": "/state/lab/b.boot.iso",
+              "cmdline": "console=ttyS0 quiet panic=-1 vnet.host=b vnet.key=ssh-ed25519:AAAAKEY "
+                         "vnet.if=52:54:00:aa:bb:02,dhcp,192.168.150.1"}}
+    names = [d.name for d in p.documents]
+    assert names.index("vm a: disk") + 1 == names.index("vm a: boot iso")
 
 
 # --- versions and hosts ---------------------------------------------------------------------
@@ -359,6 +379,10 @@ def test_every_command_runs_on_the_stand_in(fake_fast, mode, model):
     assert vm["extradata"] == {"vnet/lab": "t"}
     assert vm["nics"]["1"]["type"] == NICTYPE[model]
     assert vm["nics"]["1"]["mac"] == "525400AABB01"
+    assert vm["boot"] == ["dvd", "disk", "none", "none"]
+    assert vm["storagectls"]["SATA"]["attachments"] == {
+        "0-0": {"type": "hdd", "medium": DISK, "mtype": "multiattach"},
+        "1-0": {"type": "dvddrive", "medium": "/var/lib/vnet/labs/LAB/a.boot.iso", "mtype": None}}
 
 
 @pytest.mark.parametrize("mode", MODES)
