@@ -6,7 +6,8 @@ root disk (label vnetroot) on SATA (/dev/sdX). Layout:
 
   /isolinux/isolinux.bin   from Debian's `isolinux` package (the El Torito boot image)
   /isolinux/ldlinux.c32    from Debian's `syslinux-common` (isolinux's core module)
-  /isolinux/isolinux.cfg   SERIAL 0 / DEFAULT vnet / KERNEL /vmlinuz / APPEND initrd=/initrd.gz <cmdline>
+  /isolinux/isolinux.cfg   SERIAL 0 115200 / DEFAULT vnet / PROMPT 0 / LABEL vnet /
+                           KERNEL /vmlinuz / APPEND initrd=/initrd.gz <cmdline>
   /isolinux/boot.cat       the El Torito boot catalog
   /vmlinuz, /initrd.gz     the image's kernel and initramfs
 

@@ -4,8 +4,9 @@ An image is three files: an uncompressed PVH `vmlinux` (boots about twice as fas
 small gzip initramfs (busybox, the NIC/disk/fs modules and provisioner/guest/initramfs-init) and
 one read-only ext4 root disk (python3.11, dropbear, busybox, provisioner/guest/rootfs) that every
 VM of a lab shares. The compressed bzImage `vmlinuz` is kept beside them for boot loaders
-(isolinux on VirtualBox's per-VM boot ISO, provisioner/bootiso.py), which cannot load the ELF. The builder runs as root, so it writes only regular files through one guard
-(`_Tree`) that refuses any path resolving outside the tree, and makes every symlink last.
+(isolinux on VirtualBox's per-VM boot ISO, provisioner/bootiso.py), which cannot load the ELF.
+The builder runs as root, so it writes only regular files through one guard (`_Tree`) that
+refuses any path resolving outside the tree, and makes every symlink last.
 """
 from __future__ import annotations
 

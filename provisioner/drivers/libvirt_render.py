@@ -25,7 +25,7 @@ from pathlib import Path
 
 import jinja2
 
-from .. import modes, nics
+from .. import guestcmdline, modes, nics
 from ..cloudimages import overlay_path, seed_path
 from ..errors import Unsupported
 from ..model import Backend, CloudImage, Lab, Nic, Vm
@@ -165,12 +165,10 @@ class LibvirtRenderer:
         mgmt_ip = IPv4Interface(f"{mgmt.network_address + 10 + index}/{mgmt.prefixlen}")
         interfaces.append({"type": "network", "source": object_name(lab.name, "mgmt"),
                            "mac": mgmt_mac(lab.name, vm.name), "model": "virtio"})
-        args = [self.ctx.image.cmdline_base, f"vnet.host={vm.name}",
-                "vnet.key=" + self.ctx.ssh_pubkey.split()[0] + ":" + self.ctx.ssh_pubkey.split()[1]]
-        args += [self._if_arg(lab, nic) for nic in vm.nics if self._if_arg(lab, nic)]
-        args.append(f"vnet.if={mgmt_mac(lab.name, vm.name)},static,{mgmt_ip}")
+        cmdline = guestcmdline.cmdline(self.ctx.image.cmdline_base, lab, vm, self.ctx.ssh_pubkey,
+                                       management=f"{mgmt_mac(lab.name, vm.name)},static,{mgmt_ip}")
         return {"libvirt_name": object_name(lab.name, vm.name), "interfaces": interfaces,
-                "cmdline": " ".join(args), "mgmt_ip": mgmt_ip,
+                "cmdline": cmdline, "mgmt_ip": mgmt_ip,
                 "serial_log": str(Path(self.ctx.log_dir) / f"{vm.name}.serial.log"),
                 "cloud": self._cloud(lab, vm, mgmt_ip)}
 
@@ -214,16 +212,7 @@ class LibvirtRenderer:
         return {"type": "network", "source": object_name(lab.name, net.name), "mac": nic.mac,
                 "model": model.libvirt_model}
 
-    @staticmethod
-    def _if_arg(lab: Lab, nic: Nic) -> str | None:
-        """The guest's address configuration for one NIC, read by the image's init."""
-        net = lab.network(nic.network)
-        gateway = f",{net.router}" if net.router else ""
-        if net.dhcp:
-            return f"vnet.if={nic.mac},dhcp{gateway}"
-        if nic.ip is None:
-            return None
-        return f"vnet.if={nic.mac},static,{nic.ip}{gateway}"
+    _if_arg = staticmethod(guestcmdline.if_arg)   # one NIC's vnet.if (shared with VirtualBox)
 
     def _hostfwds(self, lab: Lab) -> list[dict]:
         """QEMU hostfwd rules for nat NICs. libvirt names the netdev of the k-th NIC hostnet<k>."""

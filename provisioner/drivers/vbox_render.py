@@ -22,7 +22,7 @@ shared root disk (VDI) stays on SATA port 0. The command line is what libvirt gi
 (provisioner/guestcmdline.py) without the management NIC, which VirtualBox plans do not have.
 The renderer only names the ISOs (`<serial_dir>/<vm>.boot.iso`, the lab's state dir) and their
 command lines (`plan.extra["boot"]`); the executor writes them before it runs the plan. With a
-`seed_iso` the disk is a bootable cloud image configured by cloud-init: no boot ISO then.
+`seed_iso`, or for a cloud-image VM, the disk boots itself: no boot ISO then.
 
 Placeholders. `VBoxManage hostonlyif create` takes no name: VirtualBox picks the next free
 `vboxnetN` and prints it ("Interface 'vboxnet0' was successfully created"). Later argv therefore
@@ -45,7 +45,7 @@ from pathlib import PurePosixPath
 
 from .. import guestcmdline, nics
 from ..errors import Unsupported
-from ..model import Backend, Lab, Network, Nic, Vm
+from ..model import Backend, CloudImage, Lab, Network, Nic, Vm
 from .base import Document, Plan
 
 VBOXMANAGE = "VBoxManage"
@@ -157,7 +157,7 @@ class VirtualBoxRenderer:
                                         for n in lab.networks if self._uses_hostonlyif(n)},
                         "vms": {vm.name: vbox_name(lab.name, vm.name) for vm in lab.vms},
                         "boot": {vm.name: self._boot(lab, vm) for vm in lab.vms
-                                 if self._boots_iso()},
+                                 if self._boots_iso(vm)},
                         "version": ".".join(map(str, self.ctx.version)),
                     })
 
@@ -247,9 +247,10 @@ class VirtualBoxRenderer:
 
     # --- VMs --------------------------------------------------------------------------------
 
-    def _boots_iso(self) -> bool:
-        """The tiny image boots from a per-VM ISO; a cloud image (with a seed) from its disk."""
-        return self.ctx.seed_iso is None
+    def _boots_iso(self, vm: Vm) -> bool:
+        """The tiny image boots from a per-VM ISO; a cloud image (or a disk with a seed) from
+        its disk."""
+        return self.ctx.seed_iso is None and not isinstance(vm.image, CloudImage)
 
     def _boot(self, lab: Lab, vm: Vm) -> dict:
         """The VM's boot ISO and the kernel command line in its isolinux.cfg: libvirt's
@@ -265,7 +266,7 @@ class VirtualBoxRenderer:
         if self.ctx.basefolder:
             create += ["--basefolder", self.ctx.basefolder]
         serial = str(PurePosixPath(self.ctx.serial_dir) / f"{vm.name}.serial.log")
-        order = ("dvd", "disk") if self._boots_iso() else ("disk", "dvd")
+        order = ("dvd", "disk") if self._boots_iso(vm) else ("disk", "dvd")
         steps = [
             (f"{label}: createvm", _vbm(*create)),
             (f"{label}: tag", _vbm("setextradata", name, TAG_KEY, lab.name)),
@@ -287,11 +288,11 @@ class VirtualBoxRenderer:
                                           "sata", "--controller", "IntelAhci", "--portcount", "2")),
             (f"{label}: disk", _vbm(*attach_disk)),
         ]
-        if self._boots_iso():
+        if self._boots_iso(vm):
             steps.append((f"{label}: boot iso", _vbm(
                 "storageattach", name, "--storagectl", CONTROLLER, "--port", "1", "--device", "0",
                 "--type", "dvddrive", "--medium", boot_iso_path(self.ctx.serial_dir, vm.name))))
-        else:
+        elif self.ctx.seed_iso:
             steps.append((f"{label}: seed", _vbm(
                 "storageattach", name, "--storagectl", CONTROLLER, "--port", "1", "--device", "0",
                 "--type", "dvddrive", "--medium", self.ctx.seed_iso.replace("{vm}", vm.name))))

@@ -223,8 +223,10 @@ def test_if_arg_covers_dhcp_static_and_no_address():
         "vnet.if=52:54:00:aa:bb:01,dhcp,192.168.150.1"
     lab = labfile.resolve(copy.deepcopy(lab_data("bridged", "virtio")))
     a = lab.vm("a")
-    assert guestcmdline.if_arg(lab, a.nics[0]) == "vnet.if=52:54:00:aa:bb:01,static,198.51.100.10/24"
-    assert guestcmdline.if_arg(lab, a.nics[1]) == "vnet.if=52:54:00:71:ea:8c,static,192.168.150.10/24"
+    assert guestcmdline.if_arg(lab, a.nics[0]) == \
+        "vnet.if=52:54:00:aa:bb:01,static,198.51.100.10/24"
+    assert guestcmdline.if_arg(lab, a.nics[1]) == \
+        "vnet.if=52:54:00:71:ea:8c,static,192.168.150.10/24"
     assert guestcmdline.if_arg(lab, dataclasses.replace(a.nics[1], ip=None)) is None
     assert LibvirtRenderer._if_arg(lab, a.nics[0]) == guestcmdline.if_arg(lab, a.nics[0])
     assert guestcmdline.key_arg(KEY) == \

@@ -65,7 +65,8 @@ def vm_cmds(vm: str, nic: tuple, memory: int = 128, cpus: int = 1) -> list[tuple
         ("VBoxManage", "storageattach", name, "--storagectl", "SATA", "--port", "0",
          "--device", "0", "--type", "hdd", "--medium", DISK, "--mtype", "multiattach"),
         ("VBoxManage", "storageattach", name, "--storagectl", "SATA", "--port", "1",
-         "--device", "0", "--type", "dvddrive", "--medium", f"/var/lib/vnet/labs/LAB/{vm}.boot.iso"),
+         "--device", "0", "--type", "dvddrive",
+         "--medium", f"/var/lib/vnet/labs/LAB/{vm}.boot.iso"),
     ]
 
 
