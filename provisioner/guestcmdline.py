@@ -11,12 +11,14 @@ from __future__ import annotations
 from .model import Lab, Nic, Vm
 
 
-def if_arg(lab: Lab, nic: Nic) -> str | None:
+def if_arg(lab: Lab, nic: Nic, static_modes: frozenset[str] = frozenset()) -> str | None:
     """The guest's address configuration for one NIC, or None when it gets no address:
-    `vnet.if=MAC,dhcp[,ROUTER]` or `vnet.if=MAC,static,IP/PREFIX[,ROUTER]`."""
+    `vnet.if=MAC,dhcp[,ROUTER]` or `vnet.if=MAC,static,IP/PREFIX[,ROUTER]`. Networks whose
+    mode is in static_modes get their planned address statically even when they run DHCP
+    (a DHCP server that cannot reserve addresses would hand out others)."""
     net = lab.network(nic.network)
     gateway = f",{net.router}" if net.router else ""
-    if net.dhcp:
+    if net.dhcp and not (net.mode in static_modes and nic.ip is not None):
         return f"vnet.if={nic.mac},dhcp{gateway}"
     if nic.ip is None:
         return None
@@ -29,11 +31,12 @@ def key_arg(ssh_pubkey: str) -> str:
     return f"vnet.key={kind}:{b64}"
 
 
-def cmdline(base: str, lab: Lab, vm: Vm, ssh_pubkey: str, management: str | None = None) -> str:
+def cmdline(base: str, lab: Lab, vm: Vm, ssh_pubkey: str, management: str | None = None,
+            static_modes: frozenset[str] = frozenset()) -> str:
     """The whole kernel command line of one tiny-image VM: base flags, hostname, key, the
     lab's NICs in order, then `vnet.if=<management>` (a `MAC,static,IP/PREFIX` spec) if given."""
     args = [base, f"vnet.host={vm.name}", key_arg(ssh_pubkey)]
-    args += [arg for nic in vm.nics if (arg := if_arg(lab, nic))]
+    args += [arg for nic in vm.nics if (arg := if_arg(lab, nic, static_modes))]
     if management:
         args.append(f"vnet.if={management}")
     return " ".join(args)

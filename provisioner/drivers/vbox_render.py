@@ -62,6 +62,11 @@ DHCP_SERVER_OFFSET = 2            # the host is subnet+1; VirtualBox's DHCP serv
 DHCP_LOWER_OFFSET = 100           # lease pool: subnet+100 (or the upper half) to broadcast-1
 
 
+# VirtualBox's NAT-network DHCP cannot reserve an address per MAC (its host-only DHCP server
+# can), so natnetwork guests take their planned addresses statically: port forwards aim at them.
+STATIC_ON_VIRTUALBOX = frozenset({"natnetwork"})
+
+
 @dataclass(frozen=True)
 class VBoxContext:
     """What the machine decides, not the lab. The defaults render a readable dry-run.
@@ -166,6 +171,9 @@ class VirtualBoxRenderer:
     def _check(self, lab: Lab) -> None:
         models = sorted(nics.names(Backend.VIRTUALBOX), key=lambda m: (m != "virtio", m))
         for vm in lab.vms:
+            if isinstance(vm.image, CloudImage) and self.ctx.seed_iso is None:
+                raise Unsupported(f"vms.{vm.name}.image: cloud images run on the libvirt "
+                                  "backend for now; on VirtualBox use image: tiny")
             if len(vm.nics) > MAX_NICS:
                 raise Unsupported(f"vms.{vm.name}.nics: {len(vm.nics)} NICs, but VirtualBox "
                                   f"allows at most {MAX_NICS} per VM (--nic1 to --nic{MAX_NICS})")
@@ -257,7 +265,8 @@ class VirtualBoxRenderer:
         <cmdline> for the same VM, without the management NIC."""
         return {"iso": boot_iso_path(self.ctx.serial_dir, vm.name),
                 "cmdline": guestcmdline.cmdline(self.ctx.cmdline_base, lab, vm,
-                                                self.ctx.ssh_pubkey)}
+                                                self.ctx.ssh_pubkey,
+                                                static_modes=STATIC_ON_VIRTUALBOX)}
 
     def _vm(self, lab: Lab, vm: Vm) -> list[tuple[str, tuple[str, ...]]]:
         name = vbox_name(lab.name, vm.name)

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from provisioner import bootiso, guestcmdline, images, labfile, runner
+from provisioner.drivers import vbox_render
 from provisioner.drivers.libvirt_render import Context, LibvirtRenderer, mgmt_mac
 from provisioner.drivers.vbox_render import VBoxContext, VirtualBoxRenderer
 from provisioner.errors import VnetError
@@ -206,9 +207,14 @@ def test_virtualbox_gets_libvirts_cmdline_without_the_management_nic(mode, model
         assert sum(arg.startswith(mgmt) for arg in line.split()) == 1
         without = " ".join(arg for arg in line.split() if not arg.startswith(mgmt))
         boot = vbox.extra["boot"][vm]
+        if mode == "natnetwork":   # VirtualBox's NAT-network DHCP cannot pin addresses
+            nic = lab.vm(vm).nics[0]
+            assert f"vnet.if={nic.mac},static,{nic.ip}," in boot["cmdline"]
+            without = without.replace(f"vnet.if={nic.mac},dhcp,", f"vnet.if={nic.mac},static,{nic.ip},")
         assert boot["cmdline"] == without
-        assert boot["cmdline"] == guestcmdline.cmdline("console=ttyS0 quiet panic=-1",
-                                                       lab, lab.vm(vm), KEY)
+        assert boot["cmdline"] == guestcmdline.cmdline(
+            "console=ttyS0 quiet panic=-1", lab, lab.vm(vm), KEY,
+            static_modes=vbox_render.STATIC_ON_VIRTUALBOX)
         assert "vnet.key=ssh-ed25519:AAAAC3NzaC1lZDI1NTE5AAAAIBootIsoTestKey" in boot["cmdline"]
         assert boot["iso"] == str(tmp_path / f"{vm}.boot.iso")
     iso = bootiso.build(image, vbox.extra["boot"]["a"]["cmdline"],

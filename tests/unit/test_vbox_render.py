@@ -190,15 +190,16 @@ def test_context_paths_reach_the_argv():
 
 
 def test_tiny_vms_boot_their_own_iso_from_the_state_dir():
+    # natnetwork guests are static on VirtualBox: its NAT-network DHCP cannot pin addresses
     ctx = VBoxContext(serial_dir="/state/lab", ssh_pubkey="ssh-ed25519 AAAAKEY vnet-t")
     p = plan(lab_data("natnetwork"), ctx)
     assert p.extra["boot"] == {
         "a": {"iso": "/state/lab/a.boot.iso",
               "cmdline": "console=ttyS0 quiet panic=-1 vnet.host=a vnet.key=ssh-ed25519:AAAAKEY "
-                         "vnet.if=52:54:00:aa:bb:01,dhcp,192.168.150.1"},
+                         "vnet.if=52:54:00:aa:bb:01,static,192.168.150.10/24,192.168.150.1"},
         "b": {"iso": "/state/lab/b.boot.iso",
               "cmdline": "console=ttyS0 quiet panic=-1 vnet.host=b vnet.key=ssh-ed25519:AAAAKEY "
-                         "vnet.if=52:54:00:aa:bb:02,dhcp,192.168.150.1"}}
+                         "vnet.if=52:54:00:aa:bb:02,static,192.168.150.11/24,192.168.150.1"}}
     names = [d.name for d in p.documents]
     assert names.index("vm a: disk") + 1 == names.index("vm a: boot iso")
 
