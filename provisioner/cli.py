@@ -163,12 +163,18 @@ def create(mode, nic_model, vms, name, pf, bridge, backend, dry_run, sandbox_nam
 def _up_and_verify(lab, backend, sandbox_name, uri, verify, report, out, fmt, wait=True):
     from . import lifecycle
 
+    say = lifecycle.progress_printer()
     if Backend(backend) is Backend.VIRTUALBOX:
         from .drivers import vbox_exec
-        vbox_exec.up(lab, progress=lifecycle.progress_printer(), wait=wait)
-        return
+        record = vbox_exec.up(lab, progress=say, wait=wait)
+        if not verify or not wait:
+            return
+        from . import verify as verifier
+
+        result = verifier.verify(lab, vbox_exec.TARGET, say, timings=record.get("timings", {}),
+                                 inventory=vbox_exec.inventory(lab))
+        return _emit_verification(result, report, out, fmt)
     target = lifecycle.target_for(sandbox_name, uri)
-    say = lifecycle.progress_printer()
     record = lifecycle.up(lab, target, say, wait=wait)
     if not verify or not wait:
         click.echo(json.dumps(lifecycle.status(lab.name, target), indent=2) if fmt == "json"
@@ -234,11 +240,12 @@ def up(lab_file, backend, uri, sandbox_name, no_wait, no_verify, dry_run, report
 @target_options
 @click.option("--vagrant", "vagrant_dir", type=click.Path(file_okay=False, exists=True,
               path_type=Path), help="Verify this Vagrant project (its vnet.yaml) instead of LAB_NAME.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="libvirt", show_default=True)
 @click.option("--report", type=click.Choice(["json", "junit"]), help="Also write a report.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Report file.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @handle_errors
-def verify_cmd(lab_name, uri, sandbox_name, vagrant_dir, report, out, fmt):
+def verify_cmd(lab_name, uri, sandbox_name, vagrant_dir, backend, report, out, fmt):
     """Probe every cell of LAB_NAME's reachability matrix from inside its guests and compare it
     with what each mode promises. Exit 0 only when every cell matches.
 
@@ -247,6 +254,7 @@ def verify_cmd(lab_name, uri, sandbox_name, vagrant_dir, report, out, fmt):
       vnet verify natnetwork --sandbox default
       vnet verify natnetwork --sandbox default --report junit --out report.xml
       vnet verify --vagrant vagrant/natnetwork --sandbox default
+      vnet verify hostonly --backend virtualbox
     """
     from . import lifecycle, state
     from . import verify as verifier
@@ -258,12 +266,19 @@ def verify_cmd(lab_name, uri, sandbox_name, vagrant_dir, report, out, fmt):
         return _emit_verification(result, report, out, fmt)
     if lab_name is None:
         raise click.UsageError("give LAB_NAME, or --vagrant DIR")
-    target = lifecycle.target_for(sandbox_name, uri)
+    inventory = None
+    if Backend(backend) is Backend.VIRTUALBOX:
+        from .drivers import vbox_exec
+        target = vbox_exec.TARGET
+    else:
+        target = lifecycle.target_for(sandbox_name, uri)
     record = state.read(target, lab_name)
     if record is None:
         raise NotFound(f"no lab named {lab_name!r} on this target", hint="vnet list shows the labs")
     lab = lifecycle.lab_from_record(record)
-    result = verifier.verify(lab, target, lifecycle.progress_printer())
+    if Backend(backend) is Backend.VIRTUALBOX:
+        inventory = vbox_exec.inventory(lab)
+    result = verifier.verify(lab, target, lifecycle.progress_printer(), inventory=inventory)
     _emit_verification(result, report, out, fmt)
 
 

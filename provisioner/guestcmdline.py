@@ -2,9 +2,8 @@
 
 The tiny image is configured only by kernel parameters (provisioner/guest/rootfs/usr/lib/vnet/
 init reads them): vnet.host, vnet.key and one vnet.if per NIC that gets an address. libvirt puts
-the line in the domain's <cmdline> (direct kernel boot) and adds the lab's management NIC;
-VirtualBox writes it into each VM's isolinux.cfg (provisioner/bootiso.py) and has no
-management NIC.
+the line in the domain's <cmdline> (direct kernel boot), VirtualBox into each VM's
+isolinux.cfg (provisioner/bootiso.py); both add the lab's management NIC as the last vnet.if.
 """
 from __future__ import annotations
 

@@ -4,7 +4,9 @@ Control path: Ansible reaches each guest over the lab's management network (an i
 libvirt network, last NIC of every VM, no route beyond it). Every in-guest probe is bound to
 the NIC under test with SO_BINDTODEVICE, and targets that network's addresses, so the
 management network cannot carry a probe: an internal network's VM->host cell targets the
-host's management address on purpose, and must fail.
+host's management address on purpose, and must fail. A VirtualBox lab has the same
+control path on a lab-owned host-only interface (vbox_exec.inventory), and its expected values
+come from the VirtualBox rows of the mode table (Inventory.backend).
 
 Three probe sources run at once: the guests (one Ansible run, one module call per guest), the
 host namespace and the Internet namespace (vnet's own listeners answer there)."""
@@ -54,6 +56,7 @@ class Inventory:
     work_dir: Path                # listener logs and ansible-runner's private dir
     source: str = "vnet"          # shown in the result
     notes: tuple[str, ...] = ()
+    backend: Backend = Backend.LIBVIRT    # whose mode table gives the expected values
 
 
 def lab_inventory(lab: Lab, target: Target) -> Inventory:
@@ -64,7 +67,8 @@ def lab_inventory(lab: Lab, target: Target) -> Inventory:
                        "ansible_user": "root", "ansible_ssh_private_key_file": str(key)}
              for vm in lab.vms}
     return Inventory(hosts=hosts, mgmt_host_ip=str(mgmt_subnet_for(lab.name).network_address + 1),
-                     work_dir=state.lab_dir(target, lab.name))
+                     work_dir=state.lab_dir(target, lab.name),
+                     backend=Backend(record.get("backend", Backend.LIBVIRT.value)))
 
 
 def verify(lab: Lab, target: Target, progress: Callable[[str], None],
@@ -77,7 +81,7 @@ def verify(lab: Lab, target: Target, progress: Callable[[str], None],
                               internet_ip=sb.internet_ip if sb else None,
                               host_uplink_ip=sb.host_uplink_ip if sb else "127.0.0.1",
                               mgmt_host_ip=inventory.mgmt_host_ip)
-    cells = checklib.build(lab, Backend.LIBVIRT, ends)
+    cells = checklib.build(lab, inventory.backend, ends)
     progress(f"verifying {len(cells)} cells of lab {lab.name}")
     inventory.work_dir.mkdir(parents=True, exist_ok=True)
     listeners = _start_listeners(target, sb, port, inventory.work_dir)
@@ -91,7 +95,7 @@ def verify(lab: Lab, target: Target, progress: Callable[[str], None],
     phases["verify"] = round(time.monotonic() - started, 2)
     phases["total"] = round(sum(phases.values()), 2)
     notes = list(inventory.notes) + ([] if sb else ["not in a sandbox: no Internet cells were probed"])
-    return {"lab": lab.name, "backend": "libvirt", "inventory": inventory.source,
+    return {"lab": lab.name, "backend": inventory.backend.value, "inventory": inventory.source,
             "ok": all(c.ok for c in cells), "checks": [c.as_dict() for c in cells],
             "timings": phases, "notes": notes}
 

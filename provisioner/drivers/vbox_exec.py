@@ -186,6 +186,7 @@ def _record(lab: Lab, plan: Plan, be, version, context: VBoxContext, adopted=Fal
             "created": [["vm", vm] for vm in plan.extra["vms"].values()] if adopted else [],
             "disk": context.disk, "serial_dir": context.serial_dir,
             "boot": plan.extra.get("boot", {}),
+            "mgmt": plan.extra["mgmt"], "mgmt_host_ip": plan.extra["mgmt_host_ip"],
             "state": "started" if adopted else "creating", "created_at": time.time()}
 
 
@@ -385,6 +386,25 @@ def _find_lost_interface(be, record: dict, bound: dict, created: set, progress) 
     else:
         progress(f"host-only interface of {net} ({ip}) not found; check `VBoxManage list "
                  f"hostonlyifs`")
+
+
+# --- verification -----------------------------------------------------------------------------
+
+def inventory(lab: Lab):
+    """The control path of a VirtualBox lab, from its record: each VM's management address,
+    the lab's SSH key and the host's management address; its cells use the VirtualBox table."""
+    from ..model import Backend
+    from ..verify import Inventory
+
+    record = state.read(TARGET, lab.name)
+    if record is None or "mgmt" not in record:
+        raise VnetError(f"lab {lab.name} has no VirtualBox record with management addresses",
+                        hint="vnet up ... --backend virtualbox (again) creates it")
+    key, _ = state.ssh_key(TARGET, lab.name)
+    hosts = {vm.name: {"ansible_host": record["mgmt"].get(vm.name), "ansible_user": "root",
+                       "ansible_ssh_private_key_file": str(key)} for vm in lab.vms}
+    return Inventory(hosts=hosts, mgmt_host_ip=record["mgmt_host_ip"],
+                     work_dir=state.lab_dir(TARGET, lab.name), backend=Backend.VIRTUALBOX)
 
 
 # --- addresses --------------------------------------------------------------------------------

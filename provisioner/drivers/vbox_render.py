@@ -15,11 +15,19 @@ Mode mapping (each keeps the promise of its row in the mode table):
 - internal:   `--nicN intnet --intnetN vnet-<lab>-<net>`.
 - bridged:    `--nicN bridged --bridgeadapterN <bridge>`.
 
+Control path. Like libvirt's, every VM gets one extra, LAST NIC (so a lab VM has at most
+MAX_NICS - 1 NICs of its own): virtio, MAC `libvirt_render.mgmt_mac`, on a host-only interface
+the lab owns (`hostonlyif create` + `ipconfig`, host at the first address of the context's
+`mgmt_subnet`, no DHCP server; `hostonlynet add` on macOS 7.x). Guest i takes subnet+10+i
+statically from its command line (`management=` of guestcmdline.cmdline); `plan.extra["mgmt"]`
+maps VM -> that address, and Ansible reaches the guests there (vbox_exec.inventory). A lab
+network overlapping `mgmt_subnet` is refused at plan time.
+
 Booting the tiny image. VirtualBox has no direct kernel boot, so each VM gets its own small boot
 ISO (provisioner/bootiso.py: isolinux, the image's bzImage and initramfs, and the VM's kernel
 command line) as a DVD on SATA port 1, and boots it first (`--boot1 dvd --boot2 disk`); the
 shared root disk (VDI) stays on SATA port 0. The command line is what libvirt gives the same VM
-(provisioner/guestcmdline.py) without the management NIC, which VirtualBox plans do not have.
+(provisioner/guestcmdline.py), with the VirtualBox management NIC's static address.
 The renderer only names the ISOs (`<serial_dir>/<vm>.boot.iso`, the lab's state dir) and their
 command lines (`plan.extra["boot"]`); the executor writes them before it runs the plan. With a
 `seed_iso`, or for a cloud-image VM, the disk boots itself: no boot ISO then.
@@ -40,23 +48,26 @@ import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network, ip_network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_network
 from pathlib import PurePosixPath
 
 from .. import guestcmdline, nics
 from ..errors import Unsupported
 from ..model import Backend, CloudImage, Lab, Network, Nic, Vm
 from .base import Document, Plan
+from .libvirt_render import mgmt_mac
 
 VBOXMANAGE = "VBoxManage"
-MAX_NICS = 8                      # --nic1..--nic8 (PIIX3 chipset)
+MAX_NICS = 8                      # --nic1..--nic8 (PIIX3 chipset); the last is vnet's own
+MGMT_NETWORK = "_mgmt"            # the management network's key: no lab network name has '_'
+MGMT_GUEST_OFFSET = 10            # guest i: mgmt_subnet + 10 + i (as on libvirt)
 OSTYPE = "Linux26_64"
 CONTROLLER = "SATA"
 TAG_KEY = "vnet/lab"              # setextradata <vm> vnet/lab <lab>: how teardown/gc find our VMs
 NETWORKS_CONF = "/etc/vbox/networks.conf"
 HOSTONLY_RESTRICTED_SINCE = (6, 1, 28)      # host-only addresses limited to networks.conf
 HOSTONLY_RESTRICTED_HOSTS = ("linux", "darwin", "solaris")
-PLACEHOLDER_RE = re.compile(r"\{hostonlyif:[a-z0-9-]+\}")
+PLACEHOLDER_RE = re.compile(r"\{hostonlyif:[a-z0-9_-]+\}")
 CREATED_RE = re.compile(r"Interface '([^']+)' was successfully created")
 DHCP_SERVER_OFFSET = 2            # the host is subnet+1; VirtualBox's DHCP server sits at +2
 DHCP_LOWER_OFFSET = 100           # lease pool: subnet+100 (or the upper half) to broadcast-1
@@ -79,6 +90,8 @@ class VBoxContext:
     serial_dir: the lab's state dir: serial logs and the tiny image's per-VM boot ISOs.
     ssh_pubkey, cmdline_base: what goes into the boot ISOs' kernel command lines.
     hostonly_ranges: what /etc/vbox/networks.conf allows (VirtualBox's default when it is absent).
+    mgmt_subnet: the lab-owned host-only network of the control path (host at its first
+    address); inside VirtualBox's default host-only range 192.168.56.0/21.
     """
     version: tuple[int, int, int] = (7, 0, 0)
     host_os: str = "linux"                      # linux | darwin | windows | solaris
@@ -89,6 +102,7 @@ class VBoxContext:
     hostonly_ranges: tuple[str, ...] = ("192.168.56.0/21",)
     ssh_pubkey: str = "ssh-ed25519 GENERATED-AT-UP"
     cmdline_base: str = "console=ttyS0 quiet panic=-1"
+    mgmt_subnet: str = "192.168.63.0/24"
 
 
 def vbox_name(lab: str, item: str) -> str:
@@ -137,15 +151,17 @@ class VirtualBoxRenderer:
 
     def plan(self, lab: Lab) -> Plan:
         self._check(lab)
+        mgmt = self._mgmt_network()
+        networks = (*lab.networks, mgmt)
         steps: list[tuple[str, tuple[str, ...]]] = []
         captures: dict[int, str] = {}
-        for net in lab.networks:
+        for net in networks:
             for label, argv in self._network(lab, net):
                 if argv[1:] == ("hostonlyif", "create"):
                     captures[len(steps)] = hostonlyif_token(net.name)
                 steps.append((label, argv))
-        for vm in lab.vms:
-            steps += self._vm(lab, vm)
+        for i, vm in enumerate(lab.vms):
+            steps += self._vm(lab, vm, i)
         for net in lab.networks:
             steps += self._dhcp_server(lab, net)
         steps += [(f"vm {vm.name}: startvm", _vbm("startvm", vbox_name(lab.name, vm.name),
@@ -153,16 +169,20 @@ class VirtualBoxRenderer:
         docs = tuple(Document("command", label, shlex.join(argv)) for label, argv in steps)
         return Plan(Backend.VIRTUALBOX, lab, docs, commands=tuple(argv for _, argv in steps),
                     extra={
-                        "teardown": self._teardown(lab),
+                        "teardown": self._teardown(lab, networks),
                         "tag": {"key": TAG_KEY, "value": lab.name},
                         "captures": captures,
                         "hostonlyifs": {n.name: {"token": hostonlyif_token(n.name),
                                                  "ip": str(n.host_ip),
                                                  "netmask": str(n.subnet.netmask)}
-                                        for n in lab.networks if self._uses_hostonlyif(n)},
+                                        for n in networks if self._uses_hostonlyif(n)},
+                        "mgmt": {vm.name: str(self._mgmt_ip(i).ip)
+                                 for i, vm in enumerate(lab.vms)},
+                        "mgmt_subnet": str(mgmt.subnet),
+                        "mgmt_host_ip": str(mgmt.host_ip),
                         "vms": {vm.name: vbox_name(lab.name, vm.name) for vm in lab.vms},
-                        "boot": {vm.name: self._boot(lab, vm) for vm in lab.vms
-                                 if self._boots_iso(vm)},
+                        "boot": {vm.name: self._boot(lab, vm, i)
+                                 for i, vm in enumerate(lab.vms) if self._boots_iso(vm)},
                         "version": ".".join(map(str, self.ctx.version)),
                     })
 
@@ -174,9 +194,11 @@ class VirtualBoxRenderer:
             if isinstance(vm.image, CloudImage) and self.ctx.seed_iso is None:
                 raise Unsupported(f"vms.{vm.name}.image: cloud images run on the libvirt "
                                   "backend for now; on VirtualBox use image: tiny")
-            if len(vm.nics) > MAX_NICS:
+            if len(vm.nics) > MAX_NICS - 1:
                 raise Unsupported(f"vms.{vm.name}.nics: {len(vm.nics)} NICs, but VirtualBox "
-                                  f"allows at most {MAX_NICS} per VM (--nic1 to --nic{MAX_NICS})")
+                                  f"allows at most {MAX_NICS} per VM (--nic1 to --nic{MAX_NICS}) "
+                                  f"and the last slot is vnet's management NIC: at most "
+                                  f"{MAX_NICS - 1} lab NICs")
             for k, nic in enumerate(vm.nics):
                 model = nics.NIC_MODELS[nic.model]
                 if model.virtualbox_type is None:
@@ -184,9 +206,24 @@ class VirtualBoxRenderer:
                         f"vms.{vm.name}.nics[{k}].model: VirtualBox cannot attach {nic.model} "
                         f"NICs (it has no attachment for an SR-IOV VF or a vDPA device); "
                         f"VirtualBox supports NIC models: {', '.join(models)}")
+        mgmt = self._mgmt_network().subnet
+        if mgmt.num_addresses < MGMT_GUEST_OFFSET + len(lab.vms) + 1:
+            raise Unsupported(f"mgmt_subnet: {mgmt} (VBoxContext) is too small for "
+                              f"{len(lab.vms)} VMs at +{MGMT_GUEST_OFFSET} and up")
+        for net in lab.networks:
+            if net.mode == "hostonly" and net.subnet is not None and net.subnet.overlaps(mgmt):
+                raise Unsupported(f"networks.{net.name}.subnet: {net.subnet} overlaps vnet's "
+                                  f"VirtualBox management network {mgmt} (VBoxContext "
+                                  f"mgmt_subnet); use another subnet")
         restricted = (self.ctx.version >= HOSTONLY_RESTRICTED_SINCE
                       and self.ctx.host_os in HOSTONLY_RESTRICTED_HOSTS)
         allowed = [ip_network(r, strict=False) for r in self.ctx.hostonly_ranges]
+        if restricted and not any(mgmt.subnet_of(r) for r in allowed if r.version == 4):
+            raise Unsupported(
+                f"mgmt_subnet: vnet's management network {mgmt} (VBoxContext mgmt_subnet) is "
+                f"outside the host-only ranges VirtualBox {_dotted(self.ctx.version)} allows "
+                f"({', '.join(self.ctx.hostonly_ranges) or 'none'}); allow it in "
+                f"{NETWORKS_CONF} (e.g. '* {mgmt}')")
         for net in lab.networks:
             if net.mode != "hostonly" or not restricted:
                 continue
@@ -199,6 +236,17 @@ class VirtualBoxRenderer:
                     f"and pass that range in the context's hostonly_ranges")
 
     # --- networks ---------------------------------------------------------------------------
+
+    def _mgmt_network(self) -> Network:
+        """The control path: a host-only network the lab owns, host at subnet+1, no DHCP."""
+        subnet = ip_network(self.ctx.mgmt_subnet)
+        return Network(name=MGMT_NETWORK, mode="hostonly", subnet=subnet, dhcp=False,
+                       host_ip=subnet.network_address + 1)
+
+    def _mgmt_ip(self, index: int) -> IPv4Interface:
+        subnet = ip_network(self.ctx.mgmt_subnet)
+        return IPv4Interface(f"{subnet.network_address + MGMT_GUEST_OFFSET + index}/"
+                             f"{subnet.prefixlen}")
 
     def _uses_hostonlynet(self, net: Network) -> bool:
         """macOS hosts with 7.x have host-only networks (vmnet), not host-only adapters."""
@@ -260,15 +308,16 @@ class VirtualBoxRenderer:
         its disk."""
         return self.ctx.seed_iso is None and not isinstance(vm.image, CloudImage)
 
-    def _boot(self, lab: Lab, vm: Vm) -> dict:
+    def _boot(self, lab: Lab, vm: Vm, index: int) -> dict:
         """The VM's boot ISO and the kernel command line in its isolinux.cfg: libvirt's
-        <cmdline> for the same VM, without the management NIC."""
+        <cmdline> for the same VM, management NIC included."""
+        management = f"{mgmt_mac(lab.name, vm.name)},static,{self._mgmt_ip(index)}"
         return {"iso": boot_iso_path(self.ctx.serial_dir, vm.name),
                 "cmdline": guestcmdline.cmdline(self.ctx.cmdline_base, lab, vm,
-                                                self.ctx.ssh_pubkey,
+                                                self.ctx.ssh_pubkey, management=management,
                                                 static_modes=STATIC_ON_VIRTUALBOX)}
 
-    def _vm(self, lab: Lab, vm: Vm) -> list[tuple[str, tuple[str, ...]]]:
+    def _vm(self, lab: Lab, vm: Vm, index: int) -> list[tuple[str, tuple[str, ...]]]:
         name = vbox_name(lab.name, vm.name)
         label = f"vm {vm.name}"
         create = ["createvm", "--name", name, "--ostype", OSTYPE, "--register"]
@@ -287,6 +336,8 @@ class VirtualBoxRenderer:
         steps += [(f"{label}: nic{k + 1} on {nic.network}", _vbm("modifyvm", name,
                                                                  *self._nic(lab, vm, nic, k + 1)))
                   for k, nic in enumerate(vm.nics)]
+        steps.append((f"{label}: nic{len(vm.nics) + 1} management",
+                      _vbm("modifyvm", name, *self._mgmt_nic(lab, vm, len(vm.nics) + 1))))
         disk = self.ctx.disk.replace("{vm}", vm.name)
         attach_disk = ["storageattach", name, "--storagectl", CONTROLLER, "--port", "0",
                        "--device", "0", "--type", "hdd", "--medium", disk]
@@ -338,13 +389,26 @@ class VirtualBoxRenderer:
                                                 f"{pf.guest_port}"]
         return args
 
+    def _mgmt_nic(self, lab: Lab, vm: Vm, n: int) -> list[str]:
+        """The last NIC: virtio on the management network, libvirt's management MAC."""
+        mgmt = self._mgmt_network()
+        if self._uses_hostonlynet(mgmt):
+            args = [f"--nic{n}", "hostonlynet", f"--host-only-net{n}",
+                    vbox_name(lab.name, mgmt.name)]
+        else:
+            args = [f"--nic{n}", "hostonly", f"--hostonlyadapter{n}",
+                    hostonlyif_token(mgmt.name)]
+        return args + [f"--nictype{n}", nics.NIC_MODELS["virtio"].virtualbox_type,
+                       f"--macaddress{n}", vbox_mac(mgmt_mac(lab.name, vm.name)),
+                       f"--cableconnected{n}", "on"]
+
     # --- teardown: ordered, and tolerant in the executor ("not found" is fine) --------------
 
-    def _teardown(self, lab: Lab) -> list[tuple[str, ...]]:
+    def _teardown(self, lab: Lab, networks: tuple[Network, ...]) -> list[tuple[str, ...]]:
         vms = [vbox_name(lab.name, vm.name) for vm in lab.vms]
         steps = [_vbm("controlvm", vm, "poweroff") for vm in vms]
         steps += [_vbm("unregistervm", vm, "--delete") for vm in vms]
-        for net in lab.networks:
+        for net in networks:
             name = vbox_name(lab.name, net.name)
             if self._uses_hostonlyif(net):
                 token = hostonlyif_token(net.name)

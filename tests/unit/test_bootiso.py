@@ -198,23 +198,26 @@ def libvirt_cmdlines(lab) -> dict[str, str]:
 
 @pytest.mark.parametrize("model", ["virtio", "e1000"])
 @pytest.mark.parametrize("mode", MODES)
-def test_virtualbox_gets_libvirts_cmdline_without_the_management_nic(mode, model, tmp_path,
-                                                                     image, loader, read_iso):
+def test_virtualbox_gets_libvirts_cmdline_with_its_own_management_address(mode, model, tmp_path,
+                                                                            image, loader, read_iso):
     lab = labfile.resolve(copy.deepcopy(lab_data(mode, model)))
     vbox = VirtualBoxRenderer(VBoxContext(ssh_pubkey=KEY, serial_dir=str(tmp_path))).plan(lab)
-    for vm, line in libvirt_cmdlines(lab).items():
+    for i, (vm, line) in enumerate(libvirt_cmdlines(lab).items()):
         mgmt = f"vnet.if={mgmt_mac('t', vm)},static,"
         assert sum(arg.startswith(mgmt) for arg in line.split()) == 1
-        without = " ".join(arg for arg in line.split() if not arg.startswith(mgmt))
+        ours = f"{mgmt}192.168.63.{10 + i}/24"         # same MAC, VirtualBox's mgmt_subnet
+        expected = " ".join(ours if arg.startswith(mgmt) else arg for arg in line.split())
         boot = vbox.extra["boot"][vm]
+        assert boot["cmdline"].split()[-1] == ours and vbox.extra["mgmt"][vm] == f"192.168.63.{10 + i}"
         if mode == "natnetwork":   # VirtualBox's NAT-network DHCP cannot pin addresses
             nic = lab.vm(vm).nics[0]
             assert f"vnet.if={nic.mac},static,{nic.ip}," in boot["cmdline"]
-            without = without.replace(f"vnet.if={nic.mac},dhcp,", f"vnet.if={nic.mac},static,{nic.ip},")
-        assert boot["cmdline"] == without
+            expected = expected.replace(f"vnet.if={nic.mac},dhcp,",
+                                        f"vnet.if={nic.mac},static,{nic.ip},")
+        assert boot["cmdline"] == expected
         assert boot["cmdline"] == guestcmdline.cmdline(
             "console=ttyS0 quiet panic=-1", lab, lab.vm(vm), KEY,
-            static_modes=vbox_render.STATIC_ON_VIRTUALBOX)
+            management=ours[len("vnet.if="):], static_modes=vbox_render.STATIC_ON_VIRTUALBOX)
         assert "vnet.key=ssh-ed25519:AAAAC3NzaC1lZDI1NTE5AAAAIBootIsoTestKey" in boot["cmdline"]
         assert boot["iso"] == str(tmp_path / f"{vm}.boot.iso")
     iso = bootiso.build(image, vbox.extra["boot"]["a"]["cmdline"],

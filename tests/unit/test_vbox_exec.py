@@ -40,6 +40,8 @@ from provisioner import bootiso, images, labfile, runner, state
 from provisioner.cli import main
 from provisioner.defaultlab import default_lab
 from provisioner.drivers import vbox_api, vbox_exec
+from provisioner.drivers.libvirt_render import mgmt_mac
+from provisioner.drivers.vbox_render import vbox_mac
 from provisioner.errors import CommandFailed, HypervisorError, Unsupported, VnetError
 from provisioner.runner import Result
 from tests.conftest import ROOT
@@ -268,7 +270,8 @@ def test_a_second_create_is_idempotent(vbox):
     assert vbox.state() == before
     assert not vbox.created(), vbox.calls             # only queries ran
     assert any("already up" in line for line in vbox.progress)
-    assert again["bindings"] == {"{hostonlyif:net}": "vboxnet0"}
+    assert again["bindings"] == {"{hostonlyif:net}": "vboxnet0",
+                                 "{hostonlyif:_mgmt}": "vboxnet1"}
     vbox_exec.destroy("hostonly", vbox.say)
     assert vbox.empty()
 
@@ -344,7 +347,8 @@ def test_destroy_works_after_a_crash(vbox):
         vbox_exec.up(lab("hostonly"), vbox.say, wait=False)
     assert not vbox.empty()
     saved = record("hostonly")
-    assert saved["state"] == "creating" and saved["bindings"] == {"{hostonlyif:net}": "vboxnet0"}
+    assert saved["state"] == "creating" and saved["bindings"] == {
+        "{hostonlyif:net}": "vboxnet0", "{hostonlyif:_mgmt}": "vboxnet1"}
     vbox.hook = None
     vbox_exec.destroy("hostonly", vbox.say)
     assert vbox.empty(), vbox.state()
@@ -489,9 +493,16 @@ def test_every_mode_and_model_runs_through_the_executor(vbox, mode, model):
         assert vm["boot"][:2] == ["dvd", "disk"]
         dvd = vm["storagectls"]["SATA"]["attachments"]["1-0"]
         assert dvd["type"] == "dvddrive" and Path(dvd["medium"]).is_file()
-    expected = {"natnetwork": "natnets", "hostonly": "hostonlyifs"}.get(mode)
-    if expected:
-        assert len(vbox.state()[expected]) == 1
+        mgmt = vm["nics"][str(len(vm["nics"]))]                     # the last NIC
+        assert mgmt["type"] == "virtio" and mgmt["mac"] == vbox_mac(
+            mgmt_mac(mode, vm["name"].removeprefix(f"vnet-{mode}-")))
+    ifs = vbox.state()["hostonlyifs"]
+    assert [i["ip"] for i in ifs.values()].count("192.168.63.1") == 1     # management
+    assert len(ifs) == (2 if mode == "hostonly" else 1)
+    if mode == "natnetwork":
+        assert len(vbox.state()["natnets"]) == 1
+    assert rec["mgmt"] == {"vm1": "192.168.63.10", "vm2": "192.168.63.11"}
+    assert rec["mgmt_host_ip"] == "192.168.63.1"
     assert all(c[0] != "startvm" for c in vbox.calls[:-2]) and \
         [c[0] for c in vbox.calls[-2:]] == ["startvm", "startvm"]      # start comes last
     assert rec["state"] == "started"
@@ -556,7 +567,7 @@ def test_hostonly_networks_on_a_darwin_7_stand_in(vbox, monkeypatch):
     monkeypatch.setenv("VBOX_FAKE_HOST_OS", "darwin")
     monkeypatch.setitem(vbox_exec.HOST_OS, sys.platform, "darwin")
     vbox_exec.up(lab("hostonly"), vbox.say, wait=False)
-    assert list(vbox.state()["hostonlynets"]) == ["vnet-hostonly-net"]
+    assert sorted(vbox.state()["hostonlynets"]) == ["vnet-hostonly-_mgmt", "vnet-hostonly-net"]
     assert not vbox.state()["hostonlyifs"]
     vbox_exec.destroy("hostonly", vbox.say)
     assert vbox.empty(), vbox.state()
@@ -670,8 +681,9 @@ def test_cli_create_and_destroy_natnetwork_as_processes(vbox_processes):
     sequence = [c[0] if c[0] != "natnetwork" else " ".join(c[:2]) for c in vbox.created()]
     assert sequence == ["natnetwork add", "natnetwork modify", "natnetwork modify",
                         "natnetwork modify", "natnetwork modify", "natnetwork start",
-                        "createvm", "modifyvm", "modifyvm",
-                        "createvm", "modifyvm", "modifyvm", "startvm", "startvm"]
+                        "hostonlyif", "hostonlyif",             # the management network
+                        "createvm", "modifyvm", "modifyvm", "modifyvm",
+                        "createvm", "modifyvm", "modifyvm", "modifyvm", "startvm", "startvm"]
     result = CliRunner().invoke(main, ["destroy", "natnetwork", "--backend", "virtualbox"])
     assert result.exit_code == 0, result.output
     assert vbox.empty(), vbox.state()
@@ -900,3 +912,74 @@ def test_vboxapi_hands_what_it_does_not_cover_to_vboxmanage(no_binary, monkeypat
     with pytest.raises(CommandFailed, match="vm1"):      # not in §6: whole line to VBoxManage
         api.run(natpf_7)
     assert api.delegated == 2
+
+
+# --- verification over the management network -------------------------------------------------
+
+def test_virtualbox_labs_are_verified_over_the_management_network(vbox, monkeypatch):
+    """`vnet create/verify --backend virtualbox` run verify() with an inventory from the lab's
+    record, and take the expected values from the VirtualBox rows. FAKE probe runs: the Ansible
+    run and the host-side prober are replaced, and no listener starts; no network is touched."""
+    from types import SimpleNamespace
+
+    from provisioner import checks
+    from provisioner import verify as verifier
+    from provisioner.model import Backend
+
+    playbooks, results = [], []
+
+    def fake_playbook(private_dir, playbook, inventory, env):          # FAKE Ansible run
+        playbooks.append(inventory)
+        return {vm: {"probes": {p["id"]: {"observed": "pass", "detail": "fake"}
+                                for p in host["vnet_probes"]},
+                     "drivers": {mac: "virtio_net" for mac in host["vnet_nic_macs"]}}
+                for vm, host in inventory["all"]["hosts"].items()}
+
+    def fake_run_all(specs):                 # FAKE host side: only the port forward answers
+        return {s["id"]: {"observed": "pass" if s["target"] == "127.0.0.1" else "fail",
+                          "detail": "fake"} for s in specs}
+
+    real_verify = verifier.verify
+
+    def spy(lab_, target, progress, timings=None, inventory=None):
+        results.append((target, inventory, real_verify(lab_, target, progress, timings,
+                                                       inventory)))
+        return results[-1][2]
+
+    monkeypatch.setattr(verifier, "_run_playbook", fake_playbook)
+    monkeypatch.setattr(verifier, "probe_module", lambda: SimpleNamespace(run_all=fake_run_all))
+    monkeypatch.setattr(verifier, "_start_listeners", lambda *a: [])
+    monkeypatch.setattr(verifier, "verify", spy)
+    with guest(vbox):
+        created = CliRunner().invoke(main, ["create", "--mode", "natnetwork", "--backend",
+                                            "virtualbox"])
+    assert created.exit_code == 0, created.output
+    again = CliRunner().invoke(main, ["verify", "natnetwork", "--backend", "virtualbox"])
+    assert again.exit_code == 0, again.output
+    rec = record("natnetwork")
+    key, _ = state.ssh_key(vbox_exec.TARGET, "natnetwork")
+    assert len(results) == len(playbooks) == 2                       # create, then verify
+    for target, inventory, result in results:
+        assert target == vbox_exec.TARGET and inventory.backend is Backend.VIRTUALBOX
+        assert inventory.mgmt_host_ip == "192.168.63.1"
+        assert inventory.hosts == {vm: {"ansible_host": rec["mgmt"][vm], "ansible_user": "root",
+                                        "ansible_ssh_private_key_file": str(key)}
+                                   for vm in ("vm1", "vm2")}
+        assert result["backend"] == "virtualbox" and result["ok"]
+        assert "not in a sandbox: no Internet cells were probed" in result["notes"]
+        assert not any(c["kind"].endswith("internet") for c in result["checks"])
+        host_to_vm = [c for c in result["checks"] if c["kind"] == "host_to_vm"]
+        assert host_to_vm and all(c["expected"] == "fail" for c in host_to_vm)  # port-forward
+    for hosts in (p["all"]["hosts"] for p in playbooks):
+        assert hosts["vm1"]["ansible_host"] == "192.168.63.10"
+    ends = checks.Endpoints(0, None, "127.0.0.1", "192.168.63.1")    # libvirt would expect pass
+    assert all(c.expected == "pass" for c in checks.build(lab("natnetwork"), Backend.LIBVIRT, ends)
+               if c.kind == "host_to_vm")
+    assert CliRunner().invoke(main, ["destroy", "natnetwork", "--backend",
+                                     "virtualbox"]).exit_code == 0
+    assert vbox.empty(), vbox.state()                # the management interface went too
+
+
+def test_verify_needs_the_record_of_a_virtualbox_lab(vbox):
+    result = CliRunner().invoke(main, ["verify", "nothere", "--backend", "virtualbox"])
+    assert result.exit_code != 0 and "no lab named 'nothere'" in result.output

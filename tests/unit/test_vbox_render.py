@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from provisioner import labfile
+from provisioner.drivers.libvirt_render import mgmt_mac
 from provisioner.drivers.vbox_render import (VBoxContext, VirtualBoxRenderer, created_interface,
                                              substitute, vbox_mac)
 from provisioner.errors import Unsupported
@@ -26,6 +27,13 @@ FAKE_VERSION = {(7, 0, 0): "7.0.20r163906", (6, 1, 50): "6.1.50r161033"}
 MODES = ("nat", "natnetwork", "hostonly", "internal", "bridged")
 NICTYPE = {"virtio": "virtio", "e1000": "82540EM"}
 DISK = "/var/cache/vnet/images/tiny/root.vdi"
+
+
+MGMT_TOKEN = "{hostonlyif:_mgmt}"
+MGMT_NET = [("VBoxManage", "hostonlyif", "create"),
+            ("VBoxManage", "hostonlyif", "ipconfig", MGMT_TOKEN, "--ip", "192.168.63.1",
+             "--netmask", "255.255.255.0")]
+MGMT_REMOVE = ("VBoxManage", "hostonlyif", "remove", MGMT_TOKEN)
 
 
 def lab_data(mode: str, model: str = "virtio") -> dict:
@@ -60,6 +68,9 @@ def vm_cmds(vm: str, nic: tuple, memory: int = 128, cpus: int = 1) -> list[tuple
          "--boot1", "dvd", "--boot2", "disk", "--boot3", "none", "--boot4", "none",
          "--uart1", "0x3F8", "4", "--uartmode1", "file", f"/var/lib/vnet/labs/LAB/{vm}.serial.log"),
         ("VBoxManage", "modifyvm", name, *nic),
+        ("VBoxManage", "modifyvm", name, "--nic2", "hostonly", "--hostonlyadapter2", MGMT_TOKEN,
+         "--nictype2", "virtio", "--macaddress2", vbox_mac(mgmt_mac("t", vm)),
+         "--cableconnected2", "on"),
         ("VBoxManage", "storagectl", name, "--name", "SATA", "--add", "sata",
          "--controller", "IntelAhci", "--portcount", "2"),
         ("VBoxManage", "storageattach", name, "--storagectl", "SATA", "--port", "0",
@@ -90,14 +101,16 @@ def test_nat_argv(model):
     p = plan(lab_data("nat", model))
     assert p.backend is Backend.VIRTUALBOX
     assert list(p.commands) == [
+        *MGMT_NET,
         *vm_cmds("a", nic1(("nat",), model, "525400AABB01", "--natlocalhostreachable1", "on",
                            "--natpf1", "ssh,tcp,,2222,,22")),
         *vm_cmds("b", nic1(("nat",), model, "525400AABB02", "--natlocalhostreachable1", "on",
                            "--natpf1", "dns,udp,,5353,,53"), memory=256, cpus=2),
         *START]
-    assert p.extra["teardown"] == STOP
+    assert p.extra["teardown"] == [*STOP, MGMT_REMOVE]
     assert p.extra["tag"] == {"key": "vnet/lab", "value": "t"}
-    assert p.extra["captures"] == {}
+    assert p.extra["captures"] == {0: MGMT_TOKEN}
+    assert p.extra["mgmt"] == {"a": "192.168.63.10", "b": "192.168.63.11"}
 
 
 @pytest.mark.parametrize("model", ["virtio", "e1000"])
@@ -110,12 +123,14 @@ def test_natnetwork_argv(model):
         ("VBoxManage", "natnetwork", "modify", "--netname", net, "--port-forward-4",
          "web:tcp:[]:8080:[192.168.150.10]:80"),
         ("VBoxManage", "natnetwork", "start", "--netname", net),
+        *MGMT_NET,
         *vm_cmds("a", nic1(("natnetwork", "--nat-network1", net), model, "525400AABB01")),
         *vm_cmds("b", nic1(("natnetwork", "--nat-network1", net), model, "525400AABB02"),
                  memory=256, cpus=2),
         *START]
     assert p.extra["teardown"] == [*STOP, ("VBoxManage", "natnetwork", "stop", "--netname", net),
-                                   ("VBoxManage", "natnetwork", "remove", "--netname", net)]
+                                   ("VBoxManage", "natnetwork", "remove", "--netname", net),
+                                   MGMT_REMOVE]
 
 
 @pytest.mark.parametrize("model", ["virtio", "e1000"])
@@ -126,6 +141,7 @@ def test_hostonly_argv(model):
         ("VBoxManage", "hostonlyif", "create"),
         ("VBoxManage", "hostonlyif", "ipconfig", token, "--ip", "192.168.56.1",
          "--netmask", "255.255.255.0"),
+        *MGMT_NET,
         *vm_cmds("a", nic1(("hostonly", "--hostonlyadapter1", token), model, "525400AABB01")),
         *vm_cmds("b", nic1(("hostonly", "--hostonlyadapter1", token), model, "525400AABB02"),
                  memory=256, cpus=2),
@@ -134,12 +150,14 @@ def test_hostonly_argv(model):
          "--enable", "--vm=vnet-t-a", "--nic=1", "--fixed-address=192.168.56.10",
          "--vm=vnet-t-b", "--nic=1", "--fixed-address=192.168.56.11"),
         *START]
-    assert p.extra["captures"] == {0: token}
+    assert p.extra["captures"] == {0: token, 2: MGMT_TOKEN}
     assert p.extra["hostonlyifs"] == {"n1": {"token": token, "ip": "192.168.56.1",
-                                             "netmask": "255.255.255.0"}}
+                                             "netmask": "255.255.255.0"},
+                                      "_mgmt": {"token": MGMT_TOKEN, "ip": "192.168.63.1",
+                                                "netmask": "255.255.255.0"}}
     assert p.extra["teardown"] == [*STOP, ("VBoxManage", "dhcpserver", "remove",
                                            f"--interface={token}"),
-                                   ("VBoxManage", "hostonlyif", "remove", token)]
+                                   ("VBoxManage", "hostonlyif", "remove", token), MGMT_REMOVE]
 
 
 @pytest.mark.parametrize("model", ["virtio", "e1000"])
@@ -147,10 +165,11 @@ def test_internal_argv(model):
     p = plan(lab_data("internal", model))
     attach = ("intnet", "--intnet1", "vnet-t-n1")
     assert list(p.commands) == [
+        *MGMT_NET,
         *vm_cmds("a", nic1(attach, model, "525400AABB01")),
         *vm_cmds("b", nic1(attach, model, "525400AABB02"), memory=256, cpus=2),
         *START]
-    assert p.extra["teardown"] == STOP
+    assert p.extra["teardown"] == [*STOP, MGMT_REMOVE]
 
 
 @pytest.mark.parametrize("model", ["virtio", "e1000"])
@@ -158,6 +177,7 @@ def test_bridged_argv(model):
     p = plan(lab_data("bridged", model))
     attach = ("bridged", "--bridgeadapter1", "br0")
     assert list(p.commands) == [
+        *MGMT_NET,
         *vm_cmds("a", nic1(attach, model, "525400AABB01")),
         *vm_cmds("b", nic1(attach, model, "525400AABB02"), memory=256, cpus=2),
         *START]
@@ -196,10 +216,12 @@ def test_tiny_vms_boot_their_own_iso_from_the_state_dir():
     assert p.extra["boot"] == {
         "a": {"iso": "/state/lab/a.boot.iso",
               "cmdline": "console=ttyS0 quiet panic=-1 vnet.host=a vnet.key=ssh-ed25519:AAAAKEY "
-                         "vnet.if=52:54:00:aa:bb:01,static,192.168.150.10/24,192.168.150.1"},
+                         "vnet.if=52:54:00:aa:bb:01,static,192.168.150.10/24,192.168.150.1 "
+                         f"vnet.if={mgmt_mac('t', 'a')},static,192.168.63.10/24"},
         "b": {"iso": "/state/lab/b.boot.iso",
               "cmdline": "console=ttyS0 quiet panic=-1 vnet.host=b vnet.key=ssh-ed25519:AAAAKEY "
-                         "vnet.if=52:54:00:aa:bb:02,static,192.168.150.11/24,192.168.150.1"}}
+                         "vnet.if=52:54:00:aa:bb:02,static,192.168.150.11/24,192.168.150.1 "
+                         f"vnet.if={mgmt_mac('t', 'b')},static,192.168.63.11/24"}}
     names = [d.name for d in p.documents]
     assert names.index("vm a: disk") + 1 == names.index("vm a: boot iso")
 
@@ -221,12 +243,20 @@ def test_darwin_7_uses_hostonlynet():
     assert p.commands[0] == ("VBoxManage", "hostonlynet", "add", f"--name={net}",
                              "--netmask=255.255.255.0", "--lower-ip=192.168.56.1",
                              "--upper-ip=192.168.56.254", "--enable")
+    assert p.commands[1] == ("VBoxManage", "hostonlynet", "add", "--name=vnet-t-_mgmt",
+                             "--netmask=255.255.255.0", "--lower-ip=192.168.63.1",
+                             "--upper-ip=192.168.63.254", "--enable")
+    assert ("VBoxManage", "modifyvm", "vnet-t-a", "--nic2", "hostonlynet", "--host-only-net2",
+            "vnet-t-_mgmt", "--nictype2", "virtio", "--macaddress2",
+            vbox_mac(mgmt_mac("t", "a")), "--cableconnected2", "on") in p.commands
     assert ("VBoxManage", "modifyvm", "vnet-t-a", "--nic1", "hostonlynet", "--host-only-net1", net,
             "--nictype1", "82540EM", "--macaddress1", "525400AABB01",
             "--cableconnected1", "on") in p.commands
     assert not any("hostonlyif" in c or "dhcpserver" in c for c in p.commands)
     assert p.extra["captures"] == {} and p.extra["hostonlyifs"] == {}
-    assert p.extra["teardown"][-1] == ("VBoxManage", "hostonlynet", "remove", f"--name={net}")
+    assert p.extra["teardown"][-2:] == [("VBoxManage", "hostonlynet", "remove", f"--name={net}"),
+                                        ("VBoxManage", "hostonlynet", "remove",
+                                         "--name=vnet-t-_mgmt")]
 
 
 def test_darwin_61_still_has_hostonly_adapters():
@@ -272,13 +302,48 @@ def test_vdpa_is_refused():
         plan(data)
 
 
-def test_more_than_eight_nics_is_refused():
+def test_more_than_seven_lab_nics_is_refused_the_eighth_slot_is_management():
     data = lab_data("internal")
-    data["vms"][0]["nics"] = [{"network": "n1"} for _ in range(9)]
-    with pytest.raises(Unsupported, match=r"^vms\.a\.nics: 9 NICs, .*at most 8"):
+    data["vms"][0]["nics"] = [{"network": "n1"} for _ in range(8)]
+    with pytest.raises(Unsupported, match=r"^vms\.a\.nics: 8 NICs, .*at most 8 per VM .*"
+                                          r"last slot is vnet's management NIC: at most 7 lab NICs$"):
         plan(data)
-    data["vms"][0]["nics"] = data["vms"][0]["nics"][:8]
-    assert any("--nic8" in c for c in plan(data).commands)
+    data["vms"][0]["nics"] = data["vms"][0]["nics"][:7]
+    cmds = plan(data).commands
+    last = next(c for c in cmds if "--nic8" in c)
+    assert last[:7] == ("VBoxManage", "modifyvm", "vnet-t-a", "--nic8", "hostonly",
+                        "--hostonlyadapter8", "{hostonlyif:_mgmt}")
+
+
+def test_the_management_nic_is_last_and_its_address_is_on_the_cmdline():
+    p = plan(lab_data("internal"))
+    for i, vm in enumerate(("a", "b")):
+        nics = [c for c in p.commands if c[1:3] == ("modifyvm", f"vnet-t-{vm}") and
+                any(a.startswith("--nic") and a[5:].isdigit() for a in c)]
+        assert nics[-1] == ("VBoxManage", "modifyvm", f"vnet-t-{vm}", "--nic2", "hostonly",
+                            "--hostonlyadapter2", "{hostonlyif:_mgmt}", "--nictype2", "virtio",
+                            "--macaddress2", vbox_mac(mgmt_mac("t", vm)),
+                            "--cableconnected2", "on")
+        assert p.extra["boot"][vm]["cmdline"].split()[-1] == \
+            f"vnet.if={mgmt_mac('t', vm)},static,192.168.63.{10 + i}/24"
+    assert p.extra["mgmt"] == {"a": "192.168.63.10", "b": "192.168.63.11"}
+    assert p.extra["mgmt_host_ip"] == "192.168.63.1"
+    assert not any(c[1] == "dhcpserver" for c in p.commands)        # static: no DHCP on it
+    assert p.extra["teardown"][-1] == ("VBoxManage", "hostonlyif", "remove",
+                                       "{hostonlyif:_mgmt}")
+
+
+def test_a_hostonly_lab_network_on_the_management_subnet_is_refused():
+    data = lab_data("hostonly")
+    data["networks"][0]["subnet"] = "192.168.63.0/24"
+    with pytest.raises(Unsupported) as err:
+        plan(data)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith("networks.n1.subnet: 192.168.63.0/24 overlaps vnet's VirtualBox "
+                              "management network 192.168.63.0/24 (VBoxContext mgmt_subnet)")
+    ctx = VBoxContext(mgmt_subnet="192.168.62.0/24")      # another mgmt_subnet: accepted
+    assert plan(data, ctx).extra["mgmt"]["a"] == "192.168.62.10"
 
 
 def test_hostonly_outside_allowed_ranges_is_refused():
@@ -395,7 +460,7 @@ def test_every_command_runs_on_a_61_stand_in(fake_fast, mode):
 @pytest.mark.parametrize("model", ["virtio", "e1000"])
 def test_hostonlynet_runs_on_a_darwin_stand_in(fake_fast, model):
     state = _apply_and_destroy(fake_fast, plan(lab_data("hostonly", model), DARWIN), host_os="darwin")
-    assert list(state["hostonlynets"]) == ["vnet-t-n1"]
+    assert sorted(state["hostonlynets"]) == ["vnet-t-_mgmt", "vnet-t-n1"]
 
 
 def test_a_whole_lab_runs_through_the_executable_stand_in(fake):
@@ -408,7 +473,7 @@ def test_a_whole_lab_runs_through_the_executable_stand_in(fake):
         assert result.returncode == 0, f"{argv}: {result.stderr}"
         if i in p.extra["captures"]:
             bound[p.extra["captures"][i]] = created_interface(result.stdout)
-    assert bound == {"{hostonlyif:n1}": "vboxnet0"}
+    assert bound == {"{hostonlyif:n1}": "vboxnet0", "{hostonlyif:_mgmt}": "vboxnet1"}
     info = fake(("VBoxManage", "showvminfo", "vnet-t-a", "--machinereadable")).stdout
     assert 'nictype1="82540EM"' in info and 'hostonlyadapter1="vboxnet0"' in info
     assert 'VMState="running"' in info
