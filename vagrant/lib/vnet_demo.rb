@@ -34,6 +34,19 @@ module VnetDemo
     defined?(VnetTinyBox) ? VnetTinyBox.cmdline(*params) : params.join(" ")
   end
 
+  # A libvirt private network for the demo's one lab NIC: vnet (not Vagrant) configures the
+  # guest side, from the kernel command line, so auto_config is off and DHCP is not needed.
+  def self.libvirt_network(override, dir, nic, forward_mode)
+    override.vm.network :private_network, ip: nic["ip"], mac: nic["mac"], auto_config: false,
+      libvirt__network_name: "vnet-demo-#{File.basename(dir)}", libvirt__forward_mode: forward_mode,
+      libvirt__dhcp_enabled: false, libvirt__model_type: nic["model"]
+  end
+
+  # The vnet.if value of a statically addressed NIC, with an optional default gateway.
+  def self.static_if(nic, subnet, gateway = nil)
+    ["#{nic["mac"]},static,#{nic["ip"]}/#{prefix(subnet)}", gateway].compact.join(",")
+  end
+
   # The libvirt settings every demo machine shares (the console goes to .vagrant/VM.serial.log). if_params: the vnet.if values of the lab
   # NICs. The management NIC gets DHCP and no default route: it must not carry a probe.
   # dir: the demo's directory (its name names the demo's networks and MACs).
