@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable
 
-from . import images, runner
+from . import images, isofile, runner
 from .errors import VnetError
 
 LOADER_PACKAGES = ("isolinux", "syslinux-common")
@@ -92,18 +91,7 @@ def build(image: images.Image, vm_cmdline: str, out: Path, *, loader: Path | Non
         iso.add_fp(io.BytesIO(data), len(data), path, rr_name=LAYOUT[path])
     iso.add_eltorito(BOOT_IMAGE, bootcatfile=BOOT_CATALOG, rr_bootcatname="boot.cat",
                      boot_load_size=4, boot_info_table=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}-", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            iso.write_fp(f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)      # a running VM keeps the ISO it opened
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    finally:
-        iso.close()
-    return out
+    return isofile.write(iso, out)
 
 
 def _stamp(path: Path) -> str | None:

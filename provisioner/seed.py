@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from . import isofile
 from .resources import data_dir
 
 LABEL = "cidata"
@@ -140,22 +139,10 @@ def build(seed: Seed, path: str | Path) -> Path:
     import pycdlib
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     iso = pycdlib.PyCdlib()
     iso.new(interchange_level=3, vol_ident=LABEL, joliet=3, rock_ridge="1.09")
     for name, text in files(seed).items():
         data = text.encode()
         iso.add_fp(io.BytesIO(data), len(data), "/" + ISO_NAMES[name], rr_name=name,
                    joliet_path="/" + name)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            iso.write_fp(out)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    finally:
-        iso.close()
-    return path
+    return isofile.write(iso, path)
