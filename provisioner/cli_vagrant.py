@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from .cli import handle_errors, image
+from .cli import handle_errors
+from .cli_host import image
 
 
 @image.command("box")
