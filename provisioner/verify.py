@@ -77,10 +77,7 @@ def verify(lab: Lab, target: Target, progress: Callable[[str], None],
     inventory = inventory or lab_inventory(lab, target)
     sb = _sandbox(target)
     port = random.randint(20000, 29999)       # host-side listeners: free per run
-    ends = checklib.Endpoints(host_listener_port=port,
-                              internet_ip=sb.internet_ip if sb else None,
-                              host_uplink_ip=sb.host_uplink_ip if sb else "127.0.0.1",
-                              mgmt_host_ip=inventory.mgmt_host_ip)
+    ends = endpoints(lab, target, port, inventory.mgmt_host_ip)
     cells = checklib.build(lab, inventory.backend, ends)
     progress(f"verifying {len(cells)} cells of lab {lab.name}")
     inventory.work_dir.mkdir(parents=True, exist_ok=True)
@@ -108,13 +105,15 @@ def _sandbox(target: Target):
     return sandbox.load(target.sandbox)
 
 
-def endpoints(lab: Lab, target: Target, port: int = 0) -> checklib.Endpoints:
-    """Where the probes of a vnet lab on `target` go (port: the host-side listeners')."""
+def endpoints(lab: Lab, target: Target, port: int = 0,
+              mgmt_host_ip: str | None = None) -> checklib.Endpoints:
+    """Where the probes of a lab on `target` go (port: the host-side listeners'; the
+    management address defaults to that of vnet's libvirt management network)."""
     sb = _sandbox(target)
-    return checklib.Endpoints(host_listener_port=port,
-                              internet_ip=sb.internet_ip if sb else None,
-                              host_uplink_ip=sb.host_uplink_ip if sb else "127.0.0.1",
-                              mgmt_host_ip=str(mgmt_subnet_for(lab.name).network_address + 1))
+    return checklib.Endpoints(
+        host_listener_port=port, internet_ip=sb.internet_ip if sb else None,
+        host_uplink_ip=sb.host_uplink_ip if sb else "127.0.0.1",
+        mgmt_host_ip=mgmt_host_ip or str(mgmt_subnet_for(lab.name).network_address + 1))
 
 
 def unbooted_result(lab: Lab, cells: list, note: str, timings: dict | None = None) -> dict:
