@@ -373,18 +373,11 @@ def gc(uri, sandbox_name):
 
 
 def _defaults(sandbox_name: str | None, bridge: str | None):
-    from .labfile import Defaults
+    from . import labfile, sandbox
 
     if sandbox_name is None:
-        return Defaults(bridge=bridge or "br0")
-    from ipaddress import IPv4Address, IPv4Network
-
-    from . import sandbox
-
-    sb = sandbox.load(sandbox_name)
-    return Defaults(bridge=bridge or sb.lan_bridge, bridged_subnet=IPv4Network(sb.lan_subnet),
-                    bridged_host_ip=IPv4Address(sb.host_lan_ip),
-                    bridged_router=IPv4Address(sb.lan_gateway))
+        return labfile.Defaults(bridge=bridge or "br0")
+    return labfile.sandbox_defaults(sandbox.load(sandbox_name), bridge)
 
 
 # Command groups in their own modules; importing them registers them on `main`.

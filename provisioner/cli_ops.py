@@ -52,17 +52,11 @@ def doctor_cmd(fmt, uri, sandbox_name, backend, lab_file):
 
 def _lab_defaults(sandbox_name: str | None):
     """Lab defaults from a sandbox's addresses (known whether or not it is up)."""
-    from ipaddress import IPv4Address, IPv4Network
-
-    from . import sandbox
-    from .labfile import Defaults
+    from . import labfile, sandbox
 
     if sandbox_name is None:
-        return Defaults()
-    sb = sandbox.describe(sandbox_name)
-    return Defaults(bridge=sb.lan_bridge, bridged_subnet=IPv4Network(sb.lan_subnet),
-                    bridged_host_ip=IPv4Address(sb.host_lan_ip),
-                    bridged_router=IPv4Address(sb.lan_gateway))
+        return labfile.Defaults()
+    return labfile.sandbox_defaults(sandbox.describe(sandbox_name))
 
 
 def _names(value: str | None) -> list[str] | None:

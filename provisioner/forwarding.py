@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import signal
 import socket
 import sys
@@ -50,8 +51,10 @@ def check_host_ports(target: Target, lab_name: str, forwards: list[dict]) -> Non
 def add_hostfwds(driver, rules: list[dict]) -> None:
     """QEMU user networking forwards, added through the monitor once the domain runs."""
     for rule in rules:
+        # "  TCP[HOST_FORWARD]  12   *  2221   10.0.2.15  22  0  0": already there on a re-run
         existing = driver.hmp(rule["domain"], "info usernet")
-        if f"HOST_FORWARD" in existing and f"*  {rule['host_port']} " in existing.replace("\t", " "):
+        if re.search(rf"{rule['proto'].upper()}\[HOST_FORWARD\]\s+\d+\s+\S+\s+"
+                     rf"{rule['host_port']}\s", existing):
             continue
         spec = f"{rule['proto']}::{rule['host_port']}-:{rule['guest_port']}"
         reply = driver.hmp(rule["domain"], f"hostfwd_add {rule['netdev']} {spec}").strip()

@@ -2,7 +2,6 @@
 destroy and gc. The CLI calls these; they raise VnetError and report progress."""
 from __future__ import annotations
 
-import json
 import re
 import sys
 import time
@@ -13,7 +12,7 @@ from typing import Callable
 from . import cloudimages, forwarding, seed, state
 from .drivers.libvirt import LibvirtDriver
 from .drivers.libvirt_render import Context, ImageFiles, LibvirtRenderer, object_name
-from .errors import HypervisorError, NotFound, VnetError
+from .errors import HypervisorError, NotFound
 from .model import Lab
 from .state import Target
 
@@ -115,12 +114,8 @@ def lab_from_record(record: dict) -> Lab:
     defaults = labfile.Defaults()
     if record.get("sandbox"):
         from . import sandbox
-        from ipaddress import IPv4Address, IPv4Network
 
-        sb = sandbox.describe(record["sandbox"])
-        defaults = labfile.Defaults(bridge=sb.lan_bridge, bridged_subnet=IPv4Network(sb.lan_subnet),
-                                    bridged_host_ip=IPv4Address(sb.host_lan_ip),
-                                    bridged_router=IPv4Address(sb.lan_gateway))
+        defaults = labfile.sandbox_defaults(sandbox.describe(record["sandbox"]))
     return labfile.resolve(lab_data, defaults, source=record.get("source"))
 
 

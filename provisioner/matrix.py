@@ -23,7 +23,6 @@ import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Callable
 
@@ -236,9 +235,7 @@ def _defaults(target: state.Target) -> labfile.Defaults:
     if not target.sandbox:
         return labfile.Defaults()
     sb = sandbox.describe(target.sandbox)
-    return labfile.Defaults(bridge=sb.lan_bridge, bridged_subnet=IPv4Network(sb.lan_subnet),
-                            bridged_host_ip=IPv4Address(sb.host_lan_ip),
-                            bridged_router=IPv4Address(sb.lan_gateway))
+    return labfile.sandbox_defaults(sb)
 
 
 def _some_pf(model: str) -> str | None:

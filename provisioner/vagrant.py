@@ -122,14 +122,10 @@ def _defaults(sandbox_name: str | None) -> labfile.Defaults:
     """A bridged demo sits on the sandbox's LAN (its bridge, subnet, host and router)."""
     if not sandbox_name:
         return labfile.Defaults()
-    from ipaddress import IPv4Address, IPv4Network
-
     from . import sandbox
 
     sb = sandbox.load(sandbox_name)
-    return labfile.Defaults(bridge=sb.lan_bridge, bridged_subnet=IPv4Network(sb.lan_subnet),
-                            bridged_host_ip=IPv4Address(sb.host_lan_ip),
-                            bridged_router=IPv4Address(sb.lan_gateway))
+    return labfile.sandbox_defaults(sb)
 
 
 def verify(project: Path, sandbox_name: str | None, progress: Callable[[str], None]) -> dict:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import jinja2
 
-from .. import guestcmdline, modes, nics
+from .. import guestcmdline, nics
 from ..cloudimages import overlay_path, seed_path
 from ..errors import Unsupported
 from ..model import Backend, CloudImage, Lab, Nic, Vm

@@ -24,12 +24,8 @@ def target_of(box):
 
 
 def make(box, mode, model="virtio", name=None, vms=2, port_base=0):
-    defaults = lifecycle.lab_from_record  # noqa: F841  (documents where defaults come from)
-    from ipaddress import IPv4Address, IPv4Network
-    d = labfile.Defaults(bridge=box.lan_bridge, bridged_subnet=IPv4Network(box.lan_subnet),
-                         bridged_host_ip=IPv4Address(box.host_lan_ip),
-                         bridged_router=IPv4Address(box.lan_gateway))
-    return labfile.resolve(default_lab(mode, model, vms, name, port_base=port_base), d)
+    return labfile.resolve(default_lab(mode, model, vms, name, port_base=port_base),
+                           labfile.sandbox_defaults(box))
 
 
 def tagged(box, lab_name):
@@ -73,7 +69,6 @@ def test_up_twice_changes_nothing(lab_sandbox):
         lifecycle.up(lab, target, quiet)
         driver = LibvirtDriver(target)
         ids = {d.name(): d.ID() for d in driver.conn.listAllDomains(0)}
-        from provisioner.drivers.libvirt_render import Context, LibvirtRenderer
         again = lifecycle.up(lab, target, quiet)
         assert {d.name(): d.ID() for d in driver.conn.listAllDomains(0)} == ids
         assert again["lab"] == "idem"
@@ -203,3 +198,25 @@ def test_cli_create_reports_json_and_junit(lab_sandbox, tmp_path):
         assert set(status["vms"][0]["nics"][0]) == {"network", "model", "mac", "addresses"}
     finally:
         subprocess.run([vnet, "destroy", "cli", "--sandbox", lab_sandbox.name])
+
+
+def test_multi_network_lab_from_a_file_verifies_green(lab_sandbox):
+    """Multi-homed VMs on natnetwork + internal + hostonly: every cell is probed over the NIC
+    of its own network, and each matrix still equals its mode's row."""
+    from pathlib import Path
+
+    target = target_of(lab_sandbox)
+    lab = labfile.load(Path(__file__).parent / "labs" / "multi.yaml",
+                       labfile.sandbox_defaults(lab_sandbox))
+    try:
+        lifecycle.up(lab, target, quiet)
+        result = verifier.verify(lab, target, quiet)
+        red = [f"{c['network']} {c['kind']} {c['source']}->{c['target']}: {c['observed']} "
+               f"({c['detail']})" for c in result["checks"] if not c["ok"]]
+        assert result["ok"], red
+        assert {c["network"] for c in result["checks"]} == {"lan", "back", "ho"}
+        assert len(result["checks"]) == 38
+    finally:
+        lifecycle.destroy(lab.name, target, quiet)
+
+
