@@ -102,7 +102,9 @@ class Guest:
         sep = " " if command.rstrip().endswith("&") else "; "
         self.proc.stdin.write(f"echo BE''GIN{tag}; {command}{sep}echo EN''D{tag} $?\n".encode())
         self.proc.stdin.flush()
-        match, _ = self.wait_for(rf"^BEGIN{tag}\n((?s:.*?))^END{tag} (\d+)$", timeout, since)
+        # Not anchored at line starts: the shell's prompt may land on the BEGIN line when this
+        # command is written before the previous prompt arrives (that made the test flaky).
+        match, _ = self.wait_for(rf"BEGIN{tag}\r?\n((?s:.*?))END{tag} (\d+)", timeout, since)
         return match.group(1), int(match.group(2))
 
     def kill(self):
