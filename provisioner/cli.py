@@ -151,7 +151,9 @@ def create(mode, nic_model, vms, name, pf, bridge, backend, dry_run, sandbox_nam
     from .defaultlab import default_lab
     from .plans import plan_for, print_plan
 
-    defaults = _defaults(sandbox_name, bridge)
+    from .sandbox import lab_defaults
+
+    defaults = lab_defaults(sandbox_name, bridge)
     data = default_lab(mode, nic_model, vms, name, bridge, pf=pf)
     lab = labfile.resolve(data, defaults, source=f"vnet create --mode {mode}")
     if dry_run:
@@ -227,7 +229,9 @@ def up(lab_file, backend, uri, sandbox_name, no_wait, no_verify, dry_run, report
     from . import labfile
     from .plans import plan_for, print_plan
 
-    lab = labfile.load(lab_file, _defaults(sandbox_name, None))
+    from .sandbox import lab_defaults
+
+    lab = labfile.load(lab_file, lab_defaults(sandbox_name))
     if dry_run:
         print_plan(plan_for(lab, Backend(backend)))
         return
@@ -371,13 +375,6 @@ def gc(uri, sandbox_name):
     removed = lifecycle.gc(lifecycle.target_for(sandbox_name, uri), lifecycle.progress_printer())
     click.echo(f"removed {len(removed)} object(s)")
 
-
-def _defaults(sandbox_name: str | None, bridge: str | None):
-    from . import labfile, sandbox
-
-    if sandbox_name is None:
-        return labfile.Defaults(bridge=bridge or "br0")
-    return labfile.sandbox_defaults(sandbox.load(sandbox_name), bridge)
 
 
 # Command groups in their own modules; importing them registers them on `main`.

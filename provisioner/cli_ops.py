@@ -41,22 +41,14 @@ def doctor_cmd(fmt, uri, sandbox_name, backend, lab_file):
 
     lab = None
     if lab_file is not None:
-        from . import labfile
+        from . import labfile, sandbox
 
-        lab = labfile.load(lab_file, _lab_defaults(sandbox_name))
+        lab = labfile.load(lab_file, sandbox.lab_defaults(sandbox_name))
     report = doctor.diagnose(backend=backend, uri=uri, sandbox=sandbox_name, lab=lab,
                              progress=lambda message: click.echo(f"vnet: {message}", err=True))
     click.echo(json.dumps(report.as_json(), indent=2) if fmt == "json" else report.text())
     sys.exit(int(ExitStatus.ENVIRONMENT) if report.errors else 0)
 
-
-def _lab_defaults(sandbox_name: str | None):
-    """Lab defaults from a sandbox's addresses (known whether or not it is up)."""
-    from . import labfile, sandbox
-
-    if sandbox_name is None:
-        return labfile.Defaults()
-    return labfile.sandbox_defaults(sandbox.describe(sandbox_name))
 
 
 def _names(value: str | None) -> list[str] | None:

@@ -110,13 +110,10 @@ def prepare_cloud(plan, bases: dict[str, Path], progress: Progress) -> None:
 def lab_from_record(record: dict) -> Lab:
     from . import labfile
 
-    lab_data = record["lab_data"]
-    defaults = labfile.Defaults()
-    if record.get("sandbox"):
-        from . import sandbox
+    from .sandbox import lab_defaults
 
-        defaults = labfile.sandbox_defaults(sandbox.describe(record["sandbox"]))
-    return labfile.resolve(lab_data, defaults, source=record.get("source"))
+    return labfile.resolve(record["lab_data"], lab_defaults(record.get("sandbox")),
+                           source=record.get("source"))
 
 
 # --- addresses ----------------------------------------------------------------------------------

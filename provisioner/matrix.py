@@ -157,7 +157,8 @@ def _prepare(mode: str, model: str, name: str, target: state.Target, pf: str | N
     try:
         lab = labfile.resolve(default_lab(mode, model, 2, name, port_base=PORT_BASE,
                                           pf=pf or _some_pf(model)),
-                              _defaults(target), source=f"vnet matrix ({mode} x {model})")
+                              sandbox.lab_defaults(target.sandbox),
+                              source=f"vnet matrix ({mode} x {model})")
         plan_for(lab, Backend.LIBVIRT)
     except (LabFileError, Unsupported) as exc:
         return None, ("unsupported", _empty(name, ok=True, unsupported=exc.message,
@@ -230,12 +231,6 @@ def summary_table(summary: dict) -> str:
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-def _defaults(target: state.Target) -> labfile.Defaults:
-    if not target.sandbox:
-        return labfile.Defaults()
-    sb = sandbox.describe(target.sandbox)
-    return labfile.sandbox_defaults(sb)
 
 
 def _some_pf(model: str) -> str | None:

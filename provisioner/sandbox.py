@@ -81,6 +81,16 @@ def describe(name: str = "default") -> Sandbox:
                    uri=f"qemu:///system?socket={state_dir}/run/libvirt-sock")
 
 
+def lab_defaults(name: str | None, bridge: str | None = None):
+    """Lab-file defaults for labs in sandbox NAME (bridged networks sit on its LAN), or the
+    plain defaults outside a sandbox. Needs no running sandbox: its addresses are fixed."""
+    from . import labfile
+
+    if name is None:
+        return labfile.Defaults(bridge=bridge or labfile.Defaults.bridge)
+    return labfile.sandbox_defaults(describe(name), bridge)
+
+
 def exec_argv(sb: Sandbox, argv: list[str]) -> list[str]:
     """argv run on the sandbox host, with libvirt clients pointed at the private libvirtd."""
     return netns_argv(sb.host_netns, ["env", f"LIBVIRT_DEFAULT_URI={sb.uri}", *argv])

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from . import labfile, runner
+from . import labfile, runner, sandbox
 from .errors import CommandFailed, LabFileError, NotFound, VnetError
 from .model import Lab
 from .state import Target
@@ -60,8 +60,6 @@ def load_lab(project: Path, defaults: labfile.Defaults = labfile.Defaults()) -> 
 def ssh_config_argv(sandbox_name: str | None) -> list[str]:
     argv = ["vagrant", "ssh-config"]
     if sandbox_name:
-        from . import sandbox
-
         return sandbox.exec_argv(sandbox.load(sandbox_name), argv)
     return argv
 
@@ -118,15 +116,6 @@ def inventory(project: Path, lab: Lab, target: Target, machines: dict[str, dict[
                                              + ", ".join(h["ansible_host"] for h in hosts.values())),))
 
 
-def _defaults(sandbox_name: str | None) -> labfile.Defaults:
-    """A bridged demo sits on the sandbox's LAN (its bridge, subnet, host and router)."""
-    if not sandbox_name:
-        return labfile.Defaults()
-    from . import sandbox
-
-    sb = sandbox.load(sandbox_name)
-    return labfile.sandbox_defaults(sb)
-
 
 def verify(project: Path, sandbox_name: str | None, progress: Callable[[str], None]) -> dict:
     """The matrix of the Vagrant project in `project`, probed from inside its machines."""
@@ -135,7 +124,7 @@ def verify(project: Path, sandbox_name: str | None, progress: Callable[[str], No
 
     project = project.resolve()
     target = lifecycle.target_for(sandbox_name, None)
-    lab = load_lab(project, _defaults(sandbox_name))
+    lab = load_lab(project, sandbox.lab_defaults(sandbox_name))
     progress(f"reading `vagrant ssh-config` in {project}")
     started = time.monotonic()
     machines = read_ssh_config(project, sandbox_name)
