@@ -150,11 +150,7 @@ def isolinux_dir(progress: Callable[[str], None] = print) -> Path:
             if not src.is_file():
                 raise VnetError(f"{package} has no /{rel}")
             shutil.copyfile(src, out / name)
-        try:
-            out.rename(folder)
-        except OSError:        # another build finished first with the same packages
-            if not (folder / "ldlinux.c32").exists():
-                raise
+        images.publish(out, folder, "ldlinux.c32")
     progress(f"isolinux ready: {folder}")
     return folder
 

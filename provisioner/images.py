@@ -58,6 +58,16 @@ class Image:
     vmlinuz: Path | None = None    # the bzImage for boot loaders; None in images built before it
 
 
+def publish(built: Path, final: Path, marker: str) -> None:
+    """Move a finished build into the cache in one rename; when another build with the same
+    inputs got there first (its `marker` file exists), keep that one."""
+    try:
+        built.rename(final)
+    except OSError:
+        if not (final / marker).exists():
+            raise
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("VNET_CACHE_DIR") or Path.home() / ".cache" / "vnet")
 
@@ -135,11 +145,7 @@ def build_tiny(progress: Callable[[str], None] = print, force: bool = False) -> 
         (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         if force and final.exists():
             shutil.rmtree(final)
-        try:
-            out.rename(final)
-        except OSError:  # another build finished first with the same inputs
-            if not (final / "manifest.json").exists():
-                raise
+        publish(out, final, "manifest.json")
     progress(f"tiny image ready in {time.monotonic() - started:.0f}s: {final}")
     return _load(final)
 
