@@ -78,3 +78,4 @@ def test_every_command_has_help_with_examples():
             continue
         text = invoke(command.name, "--help").output
         assert "Usage:" in text
+        assert "Examples:" in text and "vnet " in text.split("Examples:", 1)[1], command.name
