@@ -12,8 +12,8 @@ from typing import Callable
 from . import cloudimages, forwarding, seed, state
 from .drivers.libvirt import LibvirtDriver
 from .drivers.libvirt_render import Context, ImageFiles, LibvirtRenderer, object_name
-from .errors import HypervisorError, NotFound
-from .model import Lab
+from .errors import HypervisorError, NotFound, quote
+from .model import Lab, is_name
 from .state import Target
 
 Progress = Callable[[str], None]
@@ -225,12 +225,22 @@ def destroy(lab_name: str, target: Target, progress: Progress) -> list[str]:
     return removed
 
 
+def tagged_labs(driver: LibvirtDriver, progress: Progress) -> dict[str, dict[str, list[str]]]:
+    """The driver's labs by tag name, without tags that are not valid lab names: a name read
+    back from libvirt metadata never reaches a path or an API unchecked."""
+    labs = driver.labs()
+    for bad in sorted((name for name in labs if not is_name(name)), key=repr):
+        progress(f"warning: ignoring libvirt objects tagged with the invalid lab name "
+                 f"{quote(bad)}: {', '.join(sorted(sum(labs[bad].values(), [])))}")
+    return {name: objects for name, objects in labs.items() if is_name(name)}
+
+
 def gc(target: Target, progress: Progress) -> list[str]:
     """Remove objects tagged by vnet whose lab state is gone (a crash, a deleted state dir)."""
     driver = LibvirtDriver(target)
     known = set(state.labs_of(target))
     removed = []
-    for lab in sorted(set(driver.labs()) - known):
+    for lab in sorted(set(tagged_labs(driver, progress)) - known):
         forwarding.stop_proxy(state.lab_dir(target, lab))
         removed += driver.destroy(lab, progress)
         state.remove(target, lab)
@@ -239,7 +249,7 @@ def gc(target: Target, progress: Progress) -> list[str]:
 
 def list_labs(target: Target) -> list[dict]:
     driver = LibvirtDriver(target)
-    running = driver.labs()
+    running = tagged_labs(driver, lambda message: print(f"vnet: {message}", file=sys.stderr))
     names = sorted(set(running) | set(state.labs_of(target)))
     return [{"lab": n, "domains": len(running.get(n, {}).get("domain", [])),
              "networks": len(running.get(n, {}).get("network", [])),

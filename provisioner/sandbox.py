@@ -23,12 +23,15 @@ from typing import Callable
 
 from . import runner
 from .errors import HypervisorError, LabFileError, NotFound, VnetError
+from .safepath import remove_tree
 from .netns import (NETNS_DIR, netns_argv, netns_inode, pids_in_netns, proc_argv,
                     run_in_netns, terminate)
 
 NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,11}")
 FILES = Path(__file__).resolve().with_name("sandbox_files")
 LAUNCHER, HTTP_SERVER = FILES / "libvirtd-launcher.sh", FILES / "internet_http.py"
+STATE_MARKER = ".vnet-sandbox"
+STATE_MARKERS = (STATE_MARKER, "sandbox.json")
 PID_FILES = ("libvirtd.pid", "libvirtd.spawn.pid", "http.pid")
 ADDRESS_FIELDS = ("lan_bridge", "lan_subnet", "host_lan_ip", "lan_gateway", "host_uplink_ip",
                   "internet_ip")
@@ -187,10 +190,11 @@ def down(name: str = "default", progress: Callable[[str], None] = print) -> None
     for pid, argv in strangers.items():
         progress(f"warning: pid {pid} ({' '.join(argv)[:60]}) was not started by vnet and "
                  f"still runs in a deleted namespace of sandbox {name}")
-    if sb.state_dir.exists():
-        shutil.rmtree(sb.state_dir)
+    remove_tree(sb.state_dir.parent, sb.name, STATE_MARKERS)
     # The labs that lived in this sandbox went with it; so does their state.
-    shutil.rmtree(state_root() / "labs" / f"sandbox-{name}", ignore_errors=True)
+    from . import state
+
+    state.remove_all(state.Target(uri=sb.uri, sandbox=sb.name), progress)
     progress(f"sandbox {name} is down ({time.monotonic() - started:.1f}s)")
 
 
@@ -216,6 +220,7 @@ def _check_machine(sb: Sandbox) -> None:
 def _write_state(sb: Sandbox) -> None:
     d = sb.state_dir
     (d / "run").mkdir(parents=True, exist_ok=True)
+    (d / STATE_MARKER).touch()           # `down` removes only a directory that holds it
     d.chmod(0o700)
     # /etc/libvirt for the private daemon: the machine's nwfilter definitions, our own
     # libvirtd.conf and qemu.conf; no hooks, no domains or networks (no `default` network).

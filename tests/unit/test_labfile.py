@@ -91,7 +91,7 @@ BAD = [
      "networks.lan.port_forwards[1].host_port", "already forwarded"),
     (lab(networks__0__port_forwards=[{"proto": "sctp", "host_port": 1, "vm": "web1",
                                       "guest_port": 1}]),
-     "networks.lan.port_forwards[0].proto", "not tcp or udp"),
+     "networks.lan.port_forwards[0].proto", "valid protocols: tcp, udp"),
     (lab(networks__1__port_forwards=[{"proto": "tcp", "host_port": 1, "vm": "web1",
                                       "guest_port": 1}]),
      "networks.back.port_forwards", "it applies to nat, natnetwork"),
