@@ -349,7 +349,9 @@ def _cloud_image(value: Any, where: str, name: str | None, named: bool) -> Cloud
         raise LabFileError(f"{where}.sha256", f"{quote(sha)} is not a SHA-256: use 64 hex digits")
     url = image["url"]
     try:
-        parts = urlsplit(url) if isinstance(url, str) else None
+        # urlsplit silently drops tabs and newlines; a URL with any whitespace is refused
+        parts = urlsplit(url) if isinstance(url, str) and url.isprintable() \
+            and not any(c.isspace() for c in url) else None
     except ValueError:          # e.g. "http://[": a bracket that opens no IPv6 address
         parts = None
     if parts is None or parts.scheme not in URL_SCHEMES or not parts.path \
@@ -449,5 +451,5 @@ def _int(value: Any, where: str, low: int, high: int) -> int:
 
 def _cut(key: Any) -> str:
     """A mapping key from the file as it appears in a field path, cut to a readable length."""
-    text = str(key)
+    text = str(key) if str(key).isprintable() else repr(str(key))    # one line, always
     return text if len(text) <= 40 else text[:39] + "\u2026"
