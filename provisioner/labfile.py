@@ -451,5 +451,6 @@ def _int(value: Any, where: str, low: int, high: int) -> int:
 
 def _cut(key: Any) -> str:
     """A mapping key from the file as it appears in a field path, cut to a readable length."""
-    text = str(key) if str(key).isprintable() else repr(str(key))    # one line, always
+    text = str(key)
+    text = text if text.isprintable() and text.strip() == text and text else repr(text)
     return text if len(text) <= 40 else text[:39] + "\u2026"

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import runner
-from .errors import HypervisorError, LabFileError, NotFound, VnetError
+from .errors import HypervisorError, LabFileError, NotFound, VnetError, quote
 from .safepath import remove_tree
 from .netns import (NETNS_DIR, netns_argv, netns_inode, pids_in_netns, proc_argv,
                     run_in_netns, terminate)
@@ -62,7 +62,7 @@ class Sandbox:
 
 def validate_name(name: str) -> str:
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        raise LabFileError("sandbox name", f"{name!r} is not valid: use 1-12 characters from "
+        raise LabFileError("sandbox name", f"{quote(name)} is not valid: use 1-12 characters from "
                            "a-z, 0-9 and '-', starting with a letter")
     return name
 
