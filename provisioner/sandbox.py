@@ -23,7 +23,7 @@ from typing import Callable
 
 from . import runner
 from .errors import HypervisorError, LabFileError, NotFound, VnetError, quote
-from .safepath import remove_tree
+from .safepath import child, remove_tree
 from .netns import (NETNS_DIR, netns_argv, netns_inode, pids_in_netns, proc_argv,
                     run_in_netns, terminate)
 
@@ -78,7 +78,7 @@ def state_root() -> Path:
 
 def describe(name: str = "default") -> Sandbox:
     """The Sandbox a name stands for (pure: nothing is checked or created)."""
-    state_dir = state_root() / "sandboxes" / validate_name(name)
+    state_dir = child(state_root() / "sandboxes", validate_name(name))   # resolved, checked
     return Sandbox(name=name, state_dir=state_dir, host_netns=f"vnet-{name}-host",
                    inet_netns=f"vnet-{name}-inet",
                    uri=f"qemu:///system?socket={state_dir}/run/libvirt-sock")
