@@ -77,7 +77,7 @@ def state_root() -> Path:
 
 
 def describe(name: str = "default") -> Sandbox:
-    """The Sandbox a name stands for (pure: nothing is checked or created)."""
+    """The Sandbox a name stands for (nothing is created; the name and path are checked)."""
     state_dir = child(state_root() / "sandboxes", validate_name(name))   # resolved, checked
     return Sandbox(name=name, state_dir=state_dir, host_netns=f"vnet-{name}-host",
                    inet_netns=f"vnet-{name}-inet",
