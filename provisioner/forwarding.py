@@ -12,7 +12,7 @@ from pathlib import Path
 from . import procs
 from .errors import Unsupported, VnetError
 from .netns import netns_argv, run_in_netns
-from .portproxy import Rule
+from .portproxy import READY, Rule
 from .state import Target
 
 PROXY_PID = "portproxy.pid"
@@ -100,7 +100,8 @@ def start_proxy(target: Target, lab_dir: Path, rules: list[dict]) -> int | None:
     proc = procs.spawn(argv, lab_dir / PROXY_PID, str(lab_dir), log_path=str(log), cwd="/")
     try:
         deadline = time.monotonic() + 10
-        while "ready" not in (log.read_text() if log.exists() else ""):
+        # the whole line: a traceback's "Address already in use" holds "ready" too
+        while READY not in (log.read_text() if log.exists() else ""):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise VnetError(f"vnet's port proxy did not start: {log.read_text()[-300:]}")
             time.sleep(0.05)

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 CONNECT_TIMEOUT = 5.0
 UDP_IDLE = 60.0            # seconds a UDP session lives without a datagram either way
-UDP_MAX_SESSIONS = 1024    # per forward: bounds the sockets one noisy client set can open
+UDP_MAX_SESSIONS = 1024
+READY = "vnet-portproxy ready"   # printed once every forward listens    # per forward: bounds the sockets one noisy client set can open
 
 
 @dataclass(frozen=True)
@@ -180,7 +181,7 @@ async def serve(rules: list[Rule], udp_idle: float = UDP_IDLE,
             _, listener = await loop.create_datagram_endpoint(
                 lambda r=rule: _UdpListener(r, udp_idle), local_addr=(rule.bind_ip, rule.host_port))
             udp.append(listener)
-    print("vnet-portproxy ready", flush=True)
+    print(READY, flush=True)
     if ready is not None:
         ready.set()
     await asyncio.gather(_expire_sessions(udp, udp_idle),

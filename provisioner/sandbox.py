@@ -275,12 +275,17 @@ def _write_sysctls(values: dict[str, str]) -> None:
 
 def _start_http(sb: Sandbox) -> None:
     www = sb.state_dir / "www"
-    argv = [sys.executable, "-I", str(HTTP_SERVER), sb.internet_ip, "80", str(www)]
+    argv = http_argv(sb.internet_ip, 80, www)
     log = sb.state_dir / "http.log"
     proc = procs.spawn(netns_argv(sb.inet_netns, argv), sb.state_dir / "http.pid", str(www),
                        log_path=str(log), cwd=str(www))
     _wait_until(lambda: run_in_netns(sb.host_netns, _tcp_answers, sb.internet_ip, 80),
                 10.0, f"the HTTP service on {sb.internet_ip}:80", proc, log)
+
+
+def http_argv(address: str, port: int, www: Path) -> list[str]:
+    """By path under -I: nothing is imported from the caller's directory or PYTHONPATH."""
+    return [sys.executable, "-I", str(HTTP_SERVER), address, str(port), str(www)]
 
 
 def _start_libvirtd(sb: Sandbox, progress: Callable[[str], None]) -> None:

@@ -131,6 +131,10 @@ LISTENER_BOOT = ("import runpy, sys; runpy.run_path(sys.argv[1])['serve']"
                  "(int(sys.argv[2]), sys.argv[3], host=sys.argv[4])")
 
 
+def listener_argv(script: str, port: int, name: str, address: str) -> list[str]:
+    return [sys.executable, "-I", "-c", LISTENER_BOOT, script, str(port), name, address]
+
+
 def _listener_addresses(target: Target, cells, port: int) -> list[str]:
     """Where the host-side listener binds. In a sandbox its host namespace is vnet's own: every
     address. Outside, only loopback (QEMU's and VirtualBox's NAT map the guests' 10.0.2.2 to it)
@@ -162,14 +166,15 @@ def _start_listeners(target: Target, sb, port: int, lab_dir: Path, records: list
     places = [(target.netns, checklib.HOST, a) for a in host_addresses]
     places += [(sb.inet_netns, checklib.INTERNET, "0.0.0.0")] if sb else []
     for i, (netns, name, address) in enumerate(places):
-        argv = [sys.executable, "-I", "-c", LISTENER_BOOT, script, str(port), name, address]
+        argv = listener_argv(script, port, name, address)
         log = lab_dir / f"listener-{name}-{i}.log"
         log.unlink(missing_ok=True)
         records.append(lab_dir / f"listener-{name}-{i}.pid")
         proc = procs.spawn(netns_argv(netns, argv) if netns else argv, records[-1], script,
                            log_path=str(log), cwd="/")
         deadline = time.monotonic() + 10
-        while "ready" not in (log.read_text() if log.exists() else ""):
+        ready = f"vnet-listener {name} ready"    # not just "ready": "already in use" has it
+        while ready not in (log.read_text() if log.exists() else ""):
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise VnetError(f"vnet's {name} listener on {address} did not start: "
                                 f"{log.read_text()[-200:] if log.exists() else ''}")
