@@ -143,7 +143,7 @@ def test_busy_host_port_is_reported_before_anything_is_created(lab_sandbox):
     try:
         time.sleep(0.5)
         from provisioner.errors import Unsupported
-        with pytest.raises(Unsupported, match="tcp/7501"):
+        with pytest.raises(Unsupported, match="tcp/203.0.113.2:7501 .already in use"):
             lifecycle.up(lab, target, quiet)
         assert tagged(lab_sandbox, "busy") is None
     finally:
