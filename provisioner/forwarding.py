@@ -17,6 +17,8 @@ from .state import Target
 
 PROXY_PID = "portproxy.pid"
 PROXY_SCRIPT = Path(__file__).resolve().with_name("portproxy.py")
+# A proxy started by an older vnet: a bare PID in PROXY_PID, `-m provisioner.portproxy` in argv.
+LEGACY_MARKER = "provisioner.portproxy"
 
 
 def _busy_ports(ports: list[tuple[str, str, int]]) -> list[tuple[str, str, int, str]]:
@@ -112,9 +114,9 @@ def start_proxy(target: Target, lab_dir: Path, rules: list[dict]) -> int | None:
 
 
 def proxy_pid(lab_dir: Path) -> int | None:
-    return procs.running(lab_dir / PROXY_PID)
+    return procs.running(lab_dir / PROXY_PID, LEGACY_MARKER)
 
 
 def stop_proxy(lab_dir: Path, warn=None) -> None:
     """Stop the lab's proxy if it still runs as recorded; a corrupt record is reported."""
-    procs.stop(lab_dir / PROXY_PID, warn)
+    procs.stop(lab_dir / PROXY_PID, warn, marker=LEGACY_MARKER)

@@ -75,7 +75,7 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
             await writer.drain()
         if writer.can_write_eof():
             writer.write_eof()
-    except ConnectionError:
+    except OSError:         # reset, timed out, unreachable: the other side learns it too
         reset(writer)
         reset(other)
 

@@ -159,12 +159,13 @@ def running(path: Path, marker: str | None = None, program: str = "") -> int | N
         return None
 
 
-def stop(path: Path, warn: Callable[[str], None] | None = None,
-         timeout: float = 5.0) -> int | None:
+def stop(path: Path, warn: Callable[[str], None] | None = None, timeout: float = 5.0,
+         marker: str | None = None) -> int | None:
     """Stop the process recorded in path (if it is still ours) and remove the record; a corrupt
-    record is reported through `warn` and removed, so cleaning up goes on. Returns the PID."""
+    record is reported through `warn` and removed, so cleaning up goes on. `marker`: as for
+    read(), for a bare PID. Returns the PID."""
     try:
-        pid = ours(read(path))
+        pid = ours(read(path, marker))
     except CorruptRecord as exc:
         if warn:
             warn(f"warning: {exc.message}")

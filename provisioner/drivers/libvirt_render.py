@@ -232,8 +232,7 @@ class LibvirtRenderer:
             for pf in net.port_forwards:
                 nic = next(n for n in lab.vm(pf.vm).nics if n.network == net.name)
                 result.append({"name": pf.name, "vm": pf.vm, "proto": pf.proto,
-                               "host_ip": str(pf.host_ip),
-                               "host_port": pf.host_port,
+                               "host_ip": str(pf.host_ip), "host_port": pf.host_port,
                                "guest_ip": str(nic.ip.ip), "guest_port": pf.guest_port})
         return result
 

@@ -169,3 +169,22 @@ def test_outside_a_sandbox_listeners_bind_loopback_and_lab_addresses_only():
     assert verify._listener_addresses(TARGET, cells, 20001) == ["127.0.0.1", "127.0.0.5"]
     in_sandbox = Target(uri="x", sandbox="s", netns="vnet-s-host")
     assert verify._listener_addresses(in_sandbox, cells, 20001) == ["0.0.0.0"]
+
+
+def test_a_proxy_recorded_by_an_older_vnet_is_still_found_and_stopped(tmp_path):
+    """Older vnet wrote a bare PID and ran `python -m provisioner.portproxy`."""
+    import subprocess
+    import sys
+    import time
+    old = subprocess.Popen([sys.executable, "-I", "-c", "import time; time.sleep(300)",
+                            "-m", "provisioner.portproxy"])
+    try:
+        while not procs.proc_argv(old.pid):     # empty for a moment after exec
+            time.sleep(0.01)
+        (tmp_path / forwarding.PROXY_PID).write_text(str(old.pid))
+        assert forwarding.proxy_pid(tmp_path) == old.pid
+        forwarding.stop_proxy(tmp_path)
+        assert not procs.pid_alive(old.pid)
+    finally:
+        old.kill()
+        old.wait()
