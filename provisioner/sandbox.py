@@ -175,6 +175,11 @@ def down(name: str = "default", progress: Callable[[str], None] = print) -> None
     sb = describe(name)
     started = time.monotonic()
     _stop_lab_proxies(name, progress)
+    for pid_file in PID_FILES:      # a corrupt one is said; its process is found by namespace
+        try:
+            procs.read(sb.state_dir / pid_file, str(sb.state_dir))
+        except procs.CorruptRecord as exc:
+            progress(f"warning: {exc.message}")
     for _ in range(3):  # a second look catches a child started while libvirtd stopped
         if not (victims := _our_processes(sb)):
             break

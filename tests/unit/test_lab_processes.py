@@ -98,8 +98,7 @@ def test_a_proxy_that_does_not_come_up_is_stopped_not_left(state_root, tmp_path)
 def test_destroy_stops_the_proxy_and_removes_the_lab_despite_corrupt_state(state_root,
                                                                            monkeypatch):
     monkeypatch.setattr(lifecycle, "LibvirtDriver", FakeDriver)
-    lab_dir = state.lab_dir(TARGET, "broken")
-    lab_dir.mkdir(parents=True)
+    lab_dir = state.save(TARGET, "broken", {"lab": "broken"})      # as `up` makes it
     pid = forwarding.start_proxy(TARGET, lab_dir, proxy_rules(lab_dir))
     (lab_dir / "lab.json").write_text('{"lab": "broken", "vms": [')      # cut off mid-write
     with pytest.raises(state.CorruptState, match="lab.json is corrupt"):
@@ -111,8 +110,7 @@ def test_destroy_stops_the_proxy_and_removes_the_lab_despite_corrupt_state(state
 
 def test_destroy_with_a_corrupt_pid_file_says_so_and_removes_the_lab(state_root, monkeypatch):
     monkeypatch.setattr(lifecycle, "LibvirtDriver", FakeDriver)
-    lab_dir = state.lab_dir(TARGET, "junkpid")
-    lab_dir.mkdir(parents=True)
+    lab_dir = state.save(TARGET, "junkpid", {"lab": "junkpid"})
     (lab_dir / forwarding.PROXY_PID).write_text("not a pid\n")
     said = []
     lifecycle.destroy("junkpid", TARGET, said.append)
@@ -122,8 +120,7 @@ def test_destroy_with_a_corrupt_pid_file_says_so_and_removes_the_lab(state_root,
 
 def test_sandbox_down_stops_the_proxies_of_its_labs(state_root):
     target = Target(uri="qemu:///system", sandbox="h2p")     # no namespace: the proxy runs here
-    lab_dir = state.lab_dir(target, "lab1")
-    lab_dir.mkdir(parents=True)
+    lab_dir = state.save(target, "lab1", {"lab": "lab1"})
     pid = forwarding.start_proxy(target, lab_dir, proxy_rules(lab_dir))
     assert procs.pid_alive(pid)
     sandbox.down("h2p", progress=lambda m: None)
@@ -188,3 +185,14 @@ def test_a_proxy_recorded_by_an_older_vnet_is_still_found_and_stopped(tmp_path):
     finally:
         old.kill()
         old.wait()
+
+
+def test_sandbox_down_with_a_corrupt_pid_file_says_so_and_removes_its_state(state_root):
+    box = sandbox.describe("h2c")
+    box.state_dir.mkdir(parents=True)
+    (box.state_dir / "sandbox.json").write_text("{}\n")      # vnet made this directory
+    (box.state_dir / "http.pid").write_text("\x00\x01garbage")
+    said = []
+    sandbox.down("h2c", progress=said.append)
+    assert any("http.pid is corrupt" in m for m in said), said
+    assert not box.state_dir.exists()
