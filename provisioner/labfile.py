@@ -32,7 +32,8 @@ LAB_KEYS = {"name", "networks", "vms", "images"}
 NET_KEYS = {"name", "mode", "subnet", "dhcp", "bridge", "port_forwards"}
 VM_KEYS = {"name", "image", "memory", "cpus", "nics"}
 NIC_KEYS = {"network", "model", "mac", "ip", "pf", "vf_address", "device"}
-PF_KEYS = {"name", "proto", "host_port", "vm", "guest_port"}
+PF_KEYS = {"name", "proto", "host_port", "vm", "guest_port", "host_ip", "allow_privileged"}
+PRIVILEGED_PORTS = 1024             # host ports below this need allow_privileged: true
 IMAGE_KEYS = {"url", "sha256", "name"}
 
 
@@ -43,13 +44,17 @@ class Defaults:
     bridged_subnet: IPv4Network | None = None
     bridged_host_ip: IPv4Address | None = None
     bridged_router: IPv4Address | None = None
+    # where port forwards listen unless a forward names host_ip: loopback only, or the
+    # sandbox host's uplink address (its own namespace, so nothing outside reaches it)
+    forward_host_ip: IPv4Address = IPv4Address("127.0.0.1")
 
 
 def sandbox_defaults(sb, bridge: str | None = None) -> Defaults:
     """Inside a vnet sandbox (provisioner.sandbox.Sandbox), bridged networks sit on its LAN."""
     return Defaults(bridge=bridge or sb.lan_bridge, bridged_subnet=IPv4Network(sb.lan_subnet),
                     bridged_host_ip=IPv4Address(sb.host_lan_ip),
-                    bridged_router=IPv4Address(sb.lan_gateway))
+                    bridged_router=IPv4Address(sb.lan_gateway),
+                    forward_host_ip=IPv4Address(sb.host_uplink_ip))
 
 
 def load(path: str | Path, defaults: Defaults = Defaults()) -> Lab:
@@ -64,7 +69,7 @@ def resolve(data: Any, defaults: Defaults = Defaults(), source: str | None = Non
     _check_mgmt_overlap(name, networks)
     images = _images(lab.get("images"))
     vms = _vms(lab["vms"], networks, name, images)
-    networks = tuple(_with_forwards(net, raw, vms) for net, raw in networks)
+    networks = tuple(_with_forwards(net, raw, vms, defaults) for net, raw in networks)
     _check_host_ports(networks)
     # The raw data is kept so a lab can be rebuilt later exactly (it resolves deterministically).
     return Lab(name=name, networks=networks, vms=vms, source=source,
@@ -366,7 +371,8 @@ def _cloud_image(value: Any, where: str, name: str | None, named: bool) -> Cloud
 
 # --- port forwards --------------------------------------------------------------------------
 
-def _with_forwards(net: Network, raw: dict, vms: tuple[Vm, ...]) -> Network:
+def _with_forwards(net: Network, raw: dict, vms: tuple[Vm, ...],
+                   defaults: Defaults = Defaults()) -> Network:
     items = raw.get("port_forwards")
     if items is None:
         return net
@@ -390,11 +396,35 @@ def _with_forwards(net: Network, raw: dict, vms: tuple[Vm, ...]) -> Network:
         if not isinstance(pf["vm"], str) or pf["vm"] not in attached:
             raise LabFileError(f"{where}[{i}].vm", f"no VM named {quote(pf['vm'])} has a NIC on "
                                f"{net.name}; VMs on it: {', '.join(sorted(attached)) or 'none'}")
+        host_port = _int(pf["host_port"], f"{where}[{i}].host_port", 1, 65535)
+        privileged = pf.get("allow_privileged", False)
+        if not isinstance(privileged, bool):
+            raise LabFileError(f"{where}[{i}].allow_privileged", f"{privileged!r} must be true "
+                               "or false")
+        if host_port < PRIVILEGED_PORTS and not privileged:
+            raise LabFileError(f"{where}[{i}].allow_privileged", f"host_port {host_port} is "
+                               f"below {PRIVILEGED_PORTS} (a system service's port): set "
+                               "allow_privileged: true to forward it, or use a higher port")
         forwards.append(PortForward(
-            name=fname, proto=proto, vm=pf["vm"], network=net.name,
-            host_port=_int(pf["host_port"], f"{where}[{i}].host_port", 1, 65535),
-            guest_port=_int(pf["guest_port"], f"{where}[{i}].guest_port", 1, 65535)))
+            name=fname, proto=proto, vm=pf["vm"], network=net.name, host_port=host_port,
+            guest_port=_int(pf["guest_port"], f"{where}[{i}].guest_port", 1, 65535),
+            host_ip=_forward_host_ip(pf.get("host_ip"), f"{where}[{i}].host_ip", defaults),
+            allow_privileged=privileged))
     return replace(net, port_forwards=tuple(forwards))
+
+
+def _forward_host_ip(value: Any, where: str, defaults: Defaults) -> IPv4Address:
+    """The address a forward listens on: the one the lab file names, else the default."""
+    if value is None:
+        return defaults.forward_host_ip
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9.]{7,15}", value):
+        raise LabFileError(where, f"{str(value)[:40]!r} is not an IPv4 address (e.g. 127.0.0.1, "
+                           "or 0.0.0.0 for every address of the host)")
+    try:
+        return IPv4Address(value)
+    except ValueError:
+        raise LabFileError(where, f"{value!r} is not an IPv4 address (e.g. 127.0.0.1, "
+                           "or 0.0.0.0 for every address of the host)") from None
 
 
 def _check_host_ports(networks: tuple[Network, ...]) -> None:

@@ -82,14 +82,18 @@ def up(lab: Lab, target: Target, progress: Progress, wait: bool = True) -> dict:
     started = driver.apply(plan, progress)
     forwarding.add_hostfwds(driver, plan.extra["hostfwd"])
     forwarding.start_proxy(target, lab_dir, plan.extra["proxies"])
-    timings.mark("define")
-    if wait:
-        wait_for_addresses(lab, target, driver, lab_dir, progress,
-                           timeout=CLOUD_ADDRESS_TIMEOUT if plan.extra["cloud"] else ADDRESS_TIMEOUT,
-                           boot_only=bool(started))
-        timings.mark("address")
-    record["timings"] = timings.phases
-    state.save(target, lab.name, record)
+    try:     # from here on a failure stops the proxy: no process outlives a failed `up`
+        timings.mark("define")
+        if wait:
+            wait_for_addresses(lab, target, driver, lab_dir, progress,
+                               timeout=CLOUD_ADDRESS_TIMEOUT if plan.extra["cloud"]
+                               else ADDRESS_TIMEOUT, boot_only=bool(started))
+            timings.mark("address")
+        record["timings"] = timings.phases
+        state.save(target, lab.name, record)
+    except BaseException:
+        forwarding.stop_proxy(lab_dir, progress)
+        raise
     return record
 
 
@@ -213,13 +217,13 @@ def _addresses(nic, reported: dict[str, str]) -> list[str]:
 
 def destroy(lab_name: str, target: Target, progress: Progress) -> list[str]:
     lab_dir = state.lab_dir(target, lab_name)
-    forwarding.stop_proxy(lab_dir)
+    forwarding.stop_proxy(lab_dir, progress)
     removed = LibvirtDriver(target).destroy(lab_name, progress)
     from .verify import close_masters, control_dir
 
     close_masters(control_dir(target, lab_name))
     control_dir(target, lab_name).rmdir()
-    if not removed and state.read(target, lab_name) is None and not lab_dir.exists():
+    if not removed and not lab_dir.exists():
         raise NotFound(f"no lab named {lab_name!r} on this target", hint="vnet list shows the labs")
     state.remove(target, lab_name)
     return removed
@@ -241,7 +245,7 @@ def gc(target: Target, progress: Progress) -> list[str]:
     known = set(state.labs_of(target))
     removed = []
     for lab in sorted(set(tagged_labs(driver, progress)) - known):
-        forwarding.stop_proxy(state.lab_dir(target, lab))
+        forwarding.stop_proxy(state.lab_dir(target, lab), progress)
         removed += driver.destroy(lab, progress)
         state.remove(target, lab)
     return removed
@@ -251,8 +255,14 @@ def list_labs(target: Target) -> list[dict]:
     driver = LibvirtDriver(target)
     running = tagged_labs(driver, lambda message: print(f"vnet: {message}", file=sys.stderr))
     names = sorted(set(running) | set(state.labs_of(target)))
+
+    def readable(n: str) -> bool:
+        try:
+            return state.read(target, n) is not None
+        except state.CorruptState:
+            return False
     return [{"lab": n, "domains": len(running.get(n, {}).get("domain", [])),
              "networks": len(running.get(n, {}).get("network", [])),
-             "state": "ok" if n in running and state.read(target, n) else
+             "state": "ok" if n in running and readable(n) else
                       ("orphaned (vnet gc)" if n in running else "stale state")}
             for n in names]

@@ -41,6 +41,8 @@ class PortForward:
     vm: str
     guest_port: int
     network: str
+    host_ip: IPv4Address = IPv4Address("127.0.0.1")   # where the host side listens
+    allow_privileged: bool = False                      # host_port < 1024 was asked for
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,10 @@ MARKER = ".vnet-lab"          # written when the directory is made, before lab.j
 MARKERS = (RECORD, MARKER)    # a lab directory holds one of these, or it is not removed
 
 
+class CorruptState(VnetError):
+    """lab.json cannot be read: commands that need it stop; `destroy` goes on without it."""
+
+
 @dataclass(frozen=True)
 class Target:
     """Where a lab runs: a vnet sandbox, or any libvirt URI."""
@@ -71,7 +75,17 @@ def save(target: Target, lab: str, record: dict) -> Path:
 
 def read(target: Target, lab: str) -> dict | None:
     path = lab_dir(target, lab) / "lab.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:    # UnicodeDecodeError and JSONDecodeError included
+        raise CorruptState(f"the state file {path} is corrupt ({exc})",
+                           hint=f"`vnet destroy {lab}` removes what it can find of the lab") \
+            from None
+    return record
 
 
 def remove(target: Target, lab: str) -> None:
