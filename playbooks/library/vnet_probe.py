@@ -174,7 +174,8 @@ def probe(spec):
         sock.settimeout(spec.get("answer_timeout", ANSWER_TIMEOUT))
         try:
             if spec.get("banner"):
-                answer = sock.recv(256).decode(errors="replace").strip()
+                # the first line only: an SSH server sends its binary KEXINIT right after
+                answer = (sock.recv(256).decode(errors="replace").splitlines() or [""])[0]
                 if answer.startswith(spec["banner"]):
                     return _result("pass", f"banner {answer[:40]!r}")
                 return _result("error", f"connected, but the banner is {answer[:40]!r}, not "

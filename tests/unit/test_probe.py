@@ -111,12 +111,12 @@ def test_only_a_refusal_confirms_a_negative_cell(behaviour):
 
 def test_an_unexpected_banner_is_an_error():
     port = tcp_server(lambda conn, line: None, read_first=False)   # closes: no banner
-    banner = tcp_server(lambda conn, line: conn.sendall(b"SSH-2.0-dropbear\r\n"),
+    banner = tcp_server(lambda conn, line: conn.sendall(b"SSH-2.0-dropbear\r\n\x00\x01\xff"),
                         read_first=False)
     r = probe.probe({"target": "127.0.0.1", "port": port, "banner": "SSH-"})
     assert r["observed"] == "error" and "not 'SSH-'" in r["detail"]
-    assert probe.probe({"target": "127.0.0.1", "port": banner, "banner": "SSH-"})["observed"] \
-        == "pass"
+    assert probe.probe({"target": "127.0.0.1", "port": banner, "banner": "SSH-"}) == {
+        "observed": "pass", "detail": "banner 'SSH-2.0-dropbear'"}     # its first line only
 
 
 def test_only_network_errors_before_connecting_are_failures():
