@@ -47,7 +47,7 @@ class Check:
 
     @property
     def ok(self) -> bool:
-        return self.observed == self.expected
+        return self.observed == self.expected and self.observed != "error"   # never ok
 
     @property
     def skipped(self) -> bool:

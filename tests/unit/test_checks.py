@@ -165,3 +165,9 @@ def test_udp_silence_is_settled_by_a_control_that_ran_elsewhere():
     assert run({"observed": "pass", "detail": "nonce echoed by vm1"}).ok
     unconfirmed = run({"observed": "fail", "detail": "refused"})
     assert unconfirmed.observed == "error" and "no positive control" in unconfirmed.detail
+
+
+def test_error_is_never_ok_whatever_was_expected():
+    cell = checks.Check("vm_to_vm", "n", "nat", "vm1", "vm2", "error", "guest:vm1",
+                        observed="error")
+    assert not cell.ok
