@@ -126,7 +126,7 @@ def vagrant_env() -> dict:
 
 
 def render_1000() -> dict:
-    from provisioner import labfile
+    from provisioner.lab import loader as labfile
     from provisioner.drivers.vbox_render import VBoxContext, VirtualBoxRenderer
     from provisioner.drivers.libvirt_render import LibvirtRenderer
 

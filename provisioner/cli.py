@@ -10,9 +10,10 @@ from pathlib import Path
 
 import click
 
-from . import __version__, modes, nics
+from . import __version__
+from .lab import modes, nics
 from .errors import ExitStatus, NotFound, VnetError
-from .model import Backend, check_name
+from .lab.model import Backend, check_name
 
 BACKENDS = [b.value for b in Backend]
 
@@ -140,7 +141,7 @@ def render(lab_file: Path, backend: str, out: Path | None):
       vnet render lab.yaml
       vnet render lab.yaml --backend virtualbox --out build/
     """
-    from . import labfile
+    from .lab import loader as labfile
     from .plans import plan_for, write_plan, print_plan
 
     lab = labfile.load(lab_file)
@@ -192,8 +193,8 @@ def create(mode, nic_model, vms, name, pf, bridge, backend, dry_run, sandbox_nam
       vnet create --mode hostonly --backend virtualbox --dry-run
       vnet create --mode natnetwork --sandbox default
     """
-    from . import labfile
-    from .defaultlab import default_lab
+    from .lab import loader as labfile
+    from .lab.defaults import default_lab
     from .plans import plan_for, print_plan
 
     from .sandbox import lab_defaults
@@ -272,7 +273,7 @@ def up(lab_file, backend, uri, sandbox_name, no_wait, no_verify, dry_run, report
       vnet up lab.yaml --sandbox default
       vnet up lab.yaml --uri qemu+ssh://root@hv1/system --no-verify
     """
-    from . import labfile
+    from .lab import loader as labfile
     from .plans import plan_for, print_plan
 
     from .sandbox import lab_defaults

@@ -42,7 +42,8 @@ def doctor_cmd(fmt, uri, sandbox_name, backend, lab_file):
 
     lab = None
     if lab_file is not None:
-        from . import labfile, sandbox
+        from .lab import loader as labfile
+        from . import sandbox
 
         lab = labfile.load(lab_file, sandbox.lab_defaults(sandbox_name))
     report = doctor.diagnose(backend=backend, uri=uri, sandbox=sandbox_name, lab=lab,
@@ -83,7 +84,8 @@ def matrix_cmd(mode_list, model_list, sandbox_name, report_dir, pf):
       vnet matrix --modes internal,hostonly --nic-models virtio --report-dir /tmp/m
       vnet matrix --sandbox default --modes natnetwork --report-dir out
     """
-    from . import lifecycle, matrix, modes
+    from . import lifecycle, matrix
+    from .lab import modes
 
     mode_names = _names(mode_list) or modes.names()
     model_names = _names(model_list) or list(matrix.DEFAULT_MODELS)

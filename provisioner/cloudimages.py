@@ -24,7 +24,7 @@ from typing import Callable, TextIO
 from . import runner
 from .errors import VnetError
 from .images import cache_dir
-from .model import CloudImage
+from .lab.model import CloudImage
 
 CHUNK = 1 << 20
 TIMEOUT = 60.0                      # seconds without data before a download gives up

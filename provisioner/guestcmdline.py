@@ -7,7 +7,7 @@ isolinux.cfg (provisioner/bootiso.py); both add the lab's management NIC as the 
 """
 from __future__ import annotations
 
-from .model import Lab, Nic, Vm
+from .lab.model import Lab, Nic, Vm
 
 
 def if_arg(lab: Lab, nic: Nic, static_modes: frozenset[str] = frozenset()) -> str | None:

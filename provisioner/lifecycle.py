@@ -13,7 +13,7 @@ from . import cloudimages, forwarding, seed, state
 from .drivers.libvirt import LibvirtDriver
 from .drivers.libvirt_render import Context, ImageFiles, LibvirtRenderer, object_name
 from .errors import HypervisorError, NotFound, quote
-from .model import Lab, is_name
+from .lab.model import Lab, is_name
 from .state import Target
 
 Progress = Callable[[str], None]
@@ -112,7 +112,7 @@ def prepare_cloud(plan, bases: dict[str, Path], progress: Progress) -> None:
 
 
 def lab_from_record(record: dict) -> Lab:
-    from . import labfile
+    from .lab import loader as labfile
 
     from .sandbox import lab_defaults
 

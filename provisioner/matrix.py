@@ -26,11 +26,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import checks, labfile, lifecycle, modes, nics, sandbox, state
+from . import checks, lifecycle, sandbox, state
+from .lab import loader as labfile, modes, nics
 from . import verify as verifier
-from .defaultlab import default_lab
+from .lab.defaults import default_lab
 from .errors import ExitStatus, LabFileError, NotFound, Unsupported, VnetError
-from .model import Backend
+from .lab.model import Backend
 from .report import table
 
 Progress = Callable[[str], None]

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from .drivers.base import Plan, renderer
-from .model import Backend, Lab
+from .lab.model import Backend, Lab
 
 
 def plan_for(lab: Lab, backend: Backend, context=None) -> Plan:

@@ -87,7 +87,7 @@ def describe(name: str = "default") -> Sandbox:
 def lab_defaults(name: str | None, bridge: str | None = None):
     """Lab-file defaults for labs in sandbox NAME (bridged networks sit on its LAN), or the
     plain defaults outside a sandbox. Needs no running sandbox: its addresses are fixed."""
-    from . import labfile
+    from .lab import loader as labfile
 
     if name is None:
         return labfile.Defaults(bridge=bridge or labfile.Defaults.bridge)

@@ -13,7 +13,7 @@ from typing import Callable
 
 from . import runner
 from .errors import VnetError
-from .model import check_name, is_name
+from .lab.model import check_name, is_name
 from .safepath import child, remove_tree
 from .sandbox import state_root, validate_name
 

@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from . import labfile, runner, sandbox
+from .lab import loader as labfile
+from . import runner, sandbox
 from .errors import CommandFailed, LabFileError, NotFound, VnetError
-from .model import Lab
+from .lab.model import Lab
 from .state import Target
 
 LAB_FILE = "vnet.yaml"

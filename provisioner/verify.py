@@ -27,7 +27,7 @@ from . import checks as checklib
 from . import procs, runner, state
 from .drivers.libvirt_render import mgmt_subnet_for
 from .errors import VnetError
-from .model import Backend, Lab
+from .lab.model import Backend, Lab
 from .netns import netns_argv, run_in_netns
 from .report import CELL_TITLES, table
 from .resources import data_dir

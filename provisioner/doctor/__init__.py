@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from ..errors import Unsupported
-from ..model import Backend, Lab
+from ..lab.model import Backend, Lab
 from .base import SEVERITIES, Finding, Rule, error, ok, warn
 from .host import Host, Output, SystemHost
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
-from ..model import Backend
+from ..lab.model import Backend
 
 if TYPE_CHECKING:
     from .host import Host

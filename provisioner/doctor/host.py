@@ -16,7 +16,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Callable
 
-from ..model import Backend, Lab, Nic, Vm
+from ..lab.model import Backend, Lab, Nic, Vm
 
 SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 

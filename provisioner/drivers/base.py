@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from ..errors import Unsupported
-from ..model import Backend, Lab
+from ..lab.model import Backend, Lab
 
 
 @dataclass(frozen=True)

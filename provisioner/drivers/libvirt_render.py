@@ -25,10 +25,11 @@ from pathlib import Path
 
 import jinja2
 
-from .. import guestcmdline, nics
+from .. import guestcmdline
+from ..lab import nics
 from ..cloudimages import overlay_path, seed_path
 from ..errors import Unsupported
-from ..model import Backend, CloudImage, Lab, Nic, Vm
+from ..lab.model import Backend, CloudImage, Lab, Nic, Vm
 from ..seed import Seed, SeedNic
 from ..resources import data_dir
 from .base import Document, Plan

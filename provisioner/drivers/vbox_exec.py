@@ -32,7 +32,7 @@ from pathlib import Path
 
 from .. import bootiso, images, runner, state
 from ..errors import CommandFailed, HypervisorError, VnetError, quote
-from ..model import Lab, is_name
+from ..lab.model import Lab, is_name
 from ..state import Target
 from . import vbox_api
 from .base import Plan
@@ -404,7 +404,7 @@ def _find_lost_interface(be, record: dict, bound: dict, created: set, progress) 
 def inventory(lab: Lab):
     """The control path of a VirtualBox lab, from its record: each VM's management address,
     the lab's SSH key and the host's management address; its cells use the VirtualBox table."""
-    from ..model import Backend
+    from ..lab.model import Backend
     from ..verify import Inventory
 
     record = state.read(TARGET, lab.name)

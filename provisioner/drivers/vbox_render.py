@@ -51,9 +51,10 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_network
 from pathlib import PurePosixPath
 
-from .. import guestcmdline, nics
+from .. import guestcmdline
+from ..lab import nics
 from ..errors import Unsupported
-from ..model import Backend, CloudImage, Lab, Network, Nic, Vm
+from ..lab.model import Backend, CloudImage, Lab, Network, Nic, Vm
 from .base import Document, Plan
 from .libvirt_render import mgmt_mac
 
@@ -373,7 +374,7 @@ class VirtualBoxRenderer:
             args = [f"--nic{n}", "intnet", f"--intnet{n}", vbox_name(lab.name, net.name)]
         elif net.mode == "bridged":
             args = [f"--nic{n}", "bridged", f"--bridgeadapter{n}", net.bridge]
-        else:    # a mode added to provisioner/modes without teaching this renderer
+        else:    # a mode added to provisioner/lab/modes without teaching this renderer
             raise Unsupported(f"networks.{net.name}.mode: the VirtualBox renderer does not know "
                               f"mode {net.mode!r}")
         args += [f"--nictype{n}", nics.NIC_MODELS[nic.model].virtualbox_type,

@@ -9,9 +9,10 @@ import time
 
 import pytest
 
-from provisioner import labfile, lifecycle, modes, netns, runner, state
+from provisioner.lab import loader as labfile, modes
+from provisioner import lifecycle, netns, runner, state
 from provisioner import verify as verifier
-from provisioner.defaultlab import default_lab
+from provisioner.lab.defaults import default_lab
 from provisioner.drivers.libvirt import LibvirtDriver
 from provisioner.drivers.libvirt_render import bridge_name
 

@@ -4,9 +4,10 @@ heard the wrong name counted as "fail", which confirmed the negative cell: the l
 """
 import pytest
 
-from provisioner import labfile, lifecycle, netns, runner
+from provisioner.lab import loader as labfile
+from provisioner import lifecycle, netns, runner
 from provisioner import verify as verifier
-from provisioner.defaultlab import default_lab
+from provisioner.lab.defaults import default_lab
 
 pytestmark = pytest.mark.integration
 quiet = lambda message: None  # noqa: E731

@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from provisioner import labfile, lifecycle, netns, runner, state
-from provisioner.defaultlab import default_lab
+from provisioner.lab import loader as labfile
+from provisioner import lifecycle, netns, runner, state
+from provisioner.lab.defaults import default_lab
 
 pytestmark = pytest.mark.integration
 quiet = lambda message: None  # noqa: E731

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from provisioner import images, labfile
-from provisioner.defaultlab import default_lab
+from provisioner import images
+from provisioner.lab import loader as labfile
+from provisioner.lab.defaults import default_lab
 from provisioner.drivers import vbox_api, vbox_exec
 from provisioner.errors import VnetError
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from provisioner import bootiso, guestcmdline, images, labfile, runner
+from provisioner import bootiso, guestcmdline, images, runner
+from provisioner.lab import loader as labfile
 from provisioner.drivers import vbox_render
 from provisioner.drivers.libvirt_render import Context, LibvirtRenderer, mgmt_mac
 from provisioner.drivers.vbox_render import VBoxContext, VirtualBoxRenderer

@@ -1,10 +1,11 @@
 """The checks a lab gets, and what each must show, come from the mode table."""
 import pytest
 
-from provisioner import checks, labfile
-from provisioner.defaultlab import default_lab
-from provisioner.labfile import Defaults
-from provisioner.model import Backend
+from provisioner import checks
+from provisioner.lab import loader as labfile
+from provisioner.lab.defaults import default_lab
+from provisioner.lab.loader import Defaults
+from provisioner.lab.model import Backend
 from ipaddress import IPv4Address, IPv4Network
 
 ENDS = checks.Endpoints(host_listener_port=20001, internet_ip="203.0.113.1",

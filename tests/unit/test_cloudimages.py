@@ -15,10 +15,11 @@ import pycdlib
 import pytest
 import yaml
 
-from provisioner import cloudimages, labfile, lifecycle, runner, seed, state
+from provisioner import cloudimages, lifecycle, runner, seed, state
+from provisioner.lab import loader as labfile
 from provisioner.drivers.libvirt_render import Context, LibvirtRenderer, mgmt_mac
 from provisioner.errors import ExitStatus, LabFileError, VnetError
-from provisioner.model import CloudImage
+from provisioner.lab.model import CloudImage
 from provisioner.resources import data_dir
 from tests.conftest import ROOT, regen_golden
 

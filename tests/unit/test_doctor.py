@@ -7,9 +7,10 @@ from ipaddress import IPv4Address, IPv4Network
 import pytest
 from click.testing import CliRunner
 
-from provisioner import doctor, labfile, lifecycle
+from provisioner import doctor, lifecycle
+from provisioner.lab import loader as labfile
 from provisioner.cli import main
-from provisioner.defaultlab import default_lab
+from provisioner.lab.defaults import default_lab
 from provisioner.doctor import host as hostmod
 from provisioner.doctor.host import Host, Output
 from provisioner.doctor.rules import (firewall_backend, forward_policy, kvm, libvirt_connect,

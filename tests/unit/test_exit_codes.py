@@ -9,7 +9,7 @@ from provisioner import lifecycle, state
 from provisioner import verify as verifier
 from provisioner.checks import SKIPPED, Check
 from provisioner.cli import main
-from provisioner.defaultlab import default_lab
+from provisioner.lab.defaults import default_lab
 
 OK = Check("vm_to_vm", "net", "hostonly", "vm1", "vm2", "pass", "guest:vm1", observed="pass",
            detail="nonce echoed by vm2")

@@ -5,7 +5,8 @@ import socket
 
 import pytest
 
-from provisioner import forwarding, labfile
+from provisioner import forwarding
+from provisioner.lab import loader as labfile
 from provisioner.drivers.libvirt_render import LibvirtRenderer
 from provisioner.drivers.vbox_render import VirtualBoxRenderer
 from provisioner.errors import Unsupported

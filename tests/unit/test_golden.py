@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from provisioner import labfile
+from provisioner.lab import loader as labfile
 from provisioner.errors import Unsupported
-from provisioner.model import Backend
+from provisioner.lab.model import Backend
 from provisioner.plans import plan_for
 from tests.conftest import ROOT, regen_golden
 

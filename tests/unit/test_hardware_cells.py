@@ -2,10 +2,11 @@
 as passed; the matrix text, JSON and JUnit show them."""
 from ipaddress import IPv4Address, IPv4Network
 
-from provisioner import checks, labfile
+from provisioner import checks
+from provisioner.lab import loader as labfile
 from provisioner import verify as verifier
-from provisioner.defaultlab import default_lab
-from provisioner.labfile import Defaults
+from provisioner.lab.defaults import default_lab
+from provisioner.lab.loader import Defaults
 
 ENDS = checks.Endpoints(host_listener_port=0, internet_ip="203.0.113.1",
                         host_uplink_ip="203.0.113.2", mgmt_host_ip="100.64.9.1")

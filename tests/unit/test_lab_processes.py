@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 
 from provisioner import forwarding, lifecycle, procs, sandbox, state
-from provisioner.defaultlab import default_lab
+from provisioner.lab.defaults import default_lab
 from provisioner.errors import HypervisorError, VnetError
-from provisioner.labfile import resolve
+from provisioner.lab.loader import resolve
 from provisioner.state import Target
 
 TARGET = Target(uri="qemu:///system")

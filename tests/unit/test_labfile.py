@@ -5,7 +5,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 import pytest
 
-from provisioner import labfile
+from provisioner.lab import loader as labfile
 from provisioner.errors import LabFileError
 
 BASE = {

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from provisioner import labfile
+from provisioner.lab import loader as labfile
 from provisioner.cli import main
 from provisioner.errors import LabFileError
 

@@ -6,7 +6,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from provisioner import labfile
+from provisioner.lab import loader as labfile
 from provisioner.cli import main
 from provisioner.drivers.libvirt_render import mgmt_subnet_for
 from provisioner.errors import LabFileError
@@ -229,7 +229,7 @@ def test_debug_prints_the_traceback(tmp_path, monkeypatch, how):
 
 def test_an_internal_error_outside_a_command_body_exits_3(monkeypatch):
     """A crash in an argument callback (outside handle_errors) is caught by the group too."""
-    from provisioner import model
+    from provisioner.lab import model
 
     monkeypatch.setattr(model, "NAME_RE", None)     # check_name now crashes with AttributeError
     result = CliRunner().invoke(main, ["destroy", "lab"])

@@ -17,7 +17,7 @@ from provisioner.drivers import libvirt as libvirt_driver
 from provisioner.drivers import vbox_exec
 from provisioner.drivers.libvirt_render import XMLNS
 from provisioner.errors import VnetError
-from provisioner.model import NAME_RULE
+from provisioner.lab.model import NAME_RULE
 from provisioner.state import Target
 
 BAD_NAMES = ["/", "..", "", "x\n", ".", "a/b", "../labs", "-x", "X", "a" * 25]
@@ -258,7 +258,7 @@ def test_sandbox_down_removes_lab_state_through_the_guard(world, monkeypatch):
 
 
 def test_names_are_full_match():
-    from provisioner.model import is_name
+    from provisioner.lab.model import is_name
 
     assert is_name("a") and is_name("web-1") and is_name("a" * 24)
     assert not any(is_name(n) for n in [*BAD_NAMES, "a-", "a\n", "\na", None, 5, ["a"]])

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from provisioner import labfile, vagrant, vagrantbox
+from provisioner.lab import loader as labfile
+from provisioner import vagrant, vagrantbox
 from provisioner import verify as verifier
 from provisioner.cli import main
 from provisioner.errors import LabFileError, NotFound, Unsupported
-from provisioner.model import Backend
+from provisioner.lab.model import Backend
 from provisioner.state import Target
 from tests.conftest import ROOT
 

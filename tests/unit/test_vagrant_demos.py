@@ -16,7 +16,8 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from provisioner import labfile, modes, sandbox
+from provisioner.lab import loader as labfile, modes
+from provisioner import sandbox
 from provisioner.drivers.libvirt_render import LibvirtRenderer
 from tests.conftest import ROOT
 

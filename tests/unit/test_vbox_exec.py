@@ -36,9 +36,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from provisioner import bootiso, images, labfile, runner, state
+from provisioner import bootiso, images, runner, state
+from provisioner.lab import loader as labfile
 from provisioner.cli import main
-from provisioner.defaultlab import default_lab
+from provisioner.lab.defaults import default_lab
 from provisioner.drivers import vbox_api, vbox_exec
 from provisioner.drivers.libvirt_render import mgmt_mac
 from provisioner.drivers.vbox_render import vbox_mac
@@ -924,7 +925,7 @@ def test_virtualbox_labs_are_verified_over_the_management_network(vbox, monkeypa
 
     from provisioner import checks
     from provisioner import verify as verifier
-    from provisioner.model import Backend
+    from provisioner.lab.model import Backend
 
     playbooks, results = [], []
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from ipaddress import IPv4Network, ip_interface, ip_network
 
-from ... import labfile, modes
-from ...defaultlab import default_lab
+from ...lab import loader as labfile, modes
+from ...lab.defaults import default_lab
 from ...drivers.libvirt_render import bridge_name, mgmt_subnet_for
-from ...model import Lab
+from ...lab.model import Lab
 from ..base import Finding, Rule, error, ok, warn
 from ..host import Host
 

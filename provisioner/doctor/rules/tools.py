@@ -2,7 +2,7 @@
 image becomes a VDI) for VirtualBox labs; passt and qemu-img as libvirt extras."""
 from __future__ import annotations
 
-from ...model import Backend
+from ...lab.model import Backend
 from ..base import Finding, Rule, error, ok, warn
 from ..host import Host
 

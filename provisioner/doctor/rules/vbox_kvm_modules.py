@@ -3,7 +3,7 @@
 VERR_VMX_IN_VMX_ROOT_MODE or VERR_SVM_IN_USE. Also: VirtualBox's own vboxdrv must be loaded."""
 from __future__ import annotations
 
-from ...model import Backend
+from ...lab.model import Backend
 from ..base import Finding, Rule, error, ok, warn
 from ..host import Host
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import re
 from ipaddress import IPv4Network, ip_network
 
-from ... import labfile
-from ...defaultlab import default_lab
-from ...model import Backend
+from ...lab import loader as labfile
+from ...lab.defaults import default_lab
+from ...lab.model import Backend
 from ..base import Finding, Rule, error, ok, warn
 from ..host import Host
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from .errors import LabFileError, quote
+from ..errors import LabFileError, quote
 
 MAX_BYTES = 1 << 20          # the largest lab files are a few KiB
 MAX_DEPTH = 32               # a lab nests 5 levels deep (lab, vms, vm, nics, nic)

@@ -22,7 +22,7 @@ def check_name(value: object, where: str) -> str:
     """`value` if it is a valid name; LabFileError (exit 2) naming the field otherwise. Used
     for names from lab files, argv and names read back from libvirt or VirtualBox alike."""
     if not is_name(value):
-        from .errors import LabFileError, quote
+        from ..errors import LabFileError, quote
 
         raise LabFileError(where, f"{quote(value)} is not a valid name: use {NAME_RULE}")
     return value
@@ -48,7 +48,7 @@ class PortForward:
 @dataclass(frozen=True)
 class Network:
     name: str
-    mode: str                              # a key of provisioner.modes.MODES
+    mode: str                              # a key of provisioner.lab.modes.MODES
     subnet: IPv4Network | None             # None: nat (one 10.0.2.0/24 per VM) or an unknown LAN
     dhcp: bool
     bridge: str | None = None              # bridged only: existing host bridge
@@ -60,7 +60,7 @@ class Network:
 @dataclass(frozen=True)
 class Nic:
     network: str
-    model: str                             # a key of provisioner.nics.NIC_MODELS
+    model: str                             # a key of provisioner.lab.nics.NIC_MODELS
     mac: str                               # 52:54:00:aa:bb:cc (colon form)
     ip: IPv4Interface | None = None        # address with prefix, None when unknown (LAN DHCP)
     pf: str | None = None                  # sriov: physical function netdev
