@@ -27,7 +27,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from . import images, isofile, runner
+from . import images, isofile
+from .host import runner
 from .errors import VnetError
 
 LOADER_PACKAGES = ("isolinux", "syslinux-common")

@@ -71,7 +71,7 @@ def lab_name_arg(ctx, param, value):
 
 def sandbox_name_opt(ctx, param, value):
     """Click callback: --sandbox passes the sandbox name rule ('' is not "no sandbox")."""
-    from .sandbox import validate_name
+    from .host.sandbox import validate_name
 
     return None if value is None else validate_name(value)
 
@@ -197,7 +197,7 @@ def create(mode, nic_model, vms, name, pf, bridge, backend, dry_run, sandbox_nam
     from .lab.defaults import default_lab
     from .plans import plan_for, print_plan
 
-    from .sandbox import lab_defaults
+    from .host.sandbox import lab_defaults
 
     defaults = lab_defaults(sandbox_name, bridge)
     data = default_lab(mode, nic_model, vms, name, bridge, pf=pf)
@@ -276,7 +276,7 @@ def up(lab_file, backend, uri, sandbox_name, no_wait, no_verify, dry_run, report
     from .lab import loader as labfile
     from .plans import plan_for, print_plan
 
-    from .sandbox import lab_defaults
+    from .host.sandbox import lab_defaults
 
     lab = labfile.load(lab_file, lab_defaults(sandbox_name))
     if dry_run:
@@ -308,7 +308,8 @@ def verify_cmd(lab_name, uri, sandbox_name, vagrant_dir, backend, report, out, f
       vnet verify --vagrant vagrant/natnetwork --sandbox default
       vnet verify hostonly --backend virtualbox
     """
-    from . import lifecycle, state
+    from . import lifecycle
+    from .host import state
     from . import verify as verifier
 
     if vagrant_dir is not None:

@@ -33,7 +33,7 @@ def sandbox():
 def sandbox_up(name):
     """Create sandbox NAME (idempotent)."""
     from . import lifecycle
-    from . import sandbox as sb
+    from .host import sandbox as sb
 
     box = sb.up(name, progress=lifecycle.progress_printer())
     click.echo(f"sandbox {box.name} is up: {box.uri}")
@@ -45,7 +45,7 @@ def sandbox_up(name):
 def sandbox_down(name):
     """Remove sandbox NAME and everything in it (its labs included)."""
     from . import lifecycle
-    from . import sandbox as sb
+    from .host import sandbox as sb
 
     sb.down(name, progress=lifecycle.progress_printer())
     click.echo(f"sandbox {name} is down")
@@ -57,7 +57,7 @@ def sandbox_down(name):
 @handle_errors
 def sandbox_status(name, fmt):
     """Show whether sandbox NAME is up, and its addresses."""
-    from . import sandbox as sb
+    from .host import sandbox as sb
 
     data = sb.status(name)
     if fmt == "json":
@@ -83,7 +83,7 @@ def sandbox_exec(name, argv):
     """
     import os
 
-    from . import sandbox as sb
+    from .host import sandbox as sb
 
     full = sb.exec_argv(sb.load(name), list(argv))
     os.execvp(full[0], full)

@@ -43,7 +43,7 @@ def doctor_cmd(fmt, uri, sandbox_name, backend, lab_file):
     lab = None
     if lab_file is not None:
         from .lab import loader as labfile
-        from . import sandbox
+        from .host import sandbox
 
         lab = labfile.load(lab_file, sandbox.lab_defaults(sandbox_name))
     report = doctor.diagnose(backend=backend, uri=uri, sandbox=sandbox_name, lab=lab,

@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, TextIO
 
-from . import runner
+from .host import runner
 from .errors import VnetError
 from .images import cache_dir
 from .lab.model import CloudImage

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from . import runner
+from .host import runner
 from .errors import VnetError
 
 KERNEL_META = "linux-image-amd64"   # resolved to the current linux-image-6.1.*-amd64

@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import cloudimages, forwarding, seed, state
+from . import cloudimages, seed
+from .host import forwarding, state
 from .drivers.libvirt import LibvirtDriver
 from .drivers.libvirt_render import Context, ImageFiles, LibvirtRenderer, object_name
 from .errors import HypervisorError, NotFound, quote
 from .lab.model import Lab, is_name
-from .state import Target
+from .host.state import Target
 
 Progress = Callable[[str], None]
 ADDRESS_TIMEOUT = 120.0
@@ -33,7 +34,7 @@ def progress_printer(quiet: bool = False) -> Progress:
 
 def target_for(sandbox_name: str | None, uri: str | None) -> Target:
     if sandbox_name:
-        from . import sandbox
+        from .host import sandbox
 
         sb = sandbox.load(sandbox_name)
         return Target(uri=uri or sb.uri, sandbox=sb.name, netns=sb.host_netns)
@@ -55,7 +56,8 @@ class Timings:
 
 def up(lab: Lab, target: Target, progress: Progress, wait: bool = True) -> dict:
     """Bring the lab up; returns its record (also saved in the lab's state dir)."""
-    from . import accel, doctor, images
+    from .host import accel
+    from . import doctor, images
 
     doctor.preflight(lab, target)     # missing SR-IOV/vDPA hardware, taken subnets: refuse first
     timings = Timings()
@@ -114,7 +116,7 @@ def prepare_cloud(plan, bases: dict[str, Path], progress: Progress) -> None:
 def lab_from_record(record: dict) -> Lab:
     from .lab import loader as labfile
 
-    from .sandbox import lab_defaults
+    from .host.sandbox import lab_defaults
 
     return labfile.resolve(record["lab_data"], lab_defaults(record.get("sandbox")),
                            source=record.get("source"))

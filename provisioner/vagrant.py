@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Callable
 
 from .lab import loader as labfile
-from . import runner, sandbox
+from .host import runner, sandbox
 from .errors import CommandFailed, LabFileError, NotFound, VnetError
 from .lab.model import Lab
-from .state import Target
+from .host.state import Target
 
 LAB_FILE = "vnet.yaml"
 MGMT_NOTE = ("Vagrant's management NIC (adapter 1, {mgmt}) carried only Ansible's SSH; every "
@@ -102,8 +102,8 @@ def host_address_towards(address: str) -> str:
 
 
 def inventory(project: Path, lab: Lab, target: Target, machines: dict[str, dict[str, str]]):
-    from .netns import run_in_netns
-    from .sandbox import state_root
+    from .host.netns import run_in_netns
+    from .host.sandbox import state_root
     from .verify import Inventory
 
     hosts = hosts_from(lab, machines)

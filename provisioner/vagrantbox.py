@@ -25,7 +25,7 @@ from typing import Callable
 
 import jinja2
 
-from . import runner
+from .host import runner
 from .errors import Unsupported
 from .resources import data_dir
 
@@ -80,7 +80,8 @@ def metadata(provider: str) -> dict:
 
 def build(provider: str, out_dir: Path, progress: Callable[[str], None] = print) -> Box:
     """Build the tiny image if needed, then write OUT/vnet-tiny-<digest>-<provider>.box."""
-    from . import accel, images
+    from .host import accel
+    from . import images
 
     if provider not in PROVIDERS:
         raise Unsupported(f"provider {provider!r} is not supported; providers: {', '.join(PROVIDERS)}")

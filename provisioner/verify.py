@@ -24,14 +24,14 @@ from typing import Callable
 from xml.sax.saxutils import quoteattr
 
 from . import checks as checklib
-from . import procs, runner, state
+from .host import procs, runner, state
 from .drivers.libvirt_render import mgmt_subnet_for
 from .errors import VnetError
 from .lab.model import Backend, Lab
-from .netns import netns_argv, run_in_netns
+from .host.netns import netns_argv, run_in_netns
 from .report import CELL_TITLES, table
 from .resources import data_dir
-from .state import Target
+from .host.state import Target
 
 PYTHON_IN_GUEST = "/usr/bin/python3"
 ANSIBLE_TIMEOUT = 180      # a whole run; one probe module call takes a few seconds
@@ -103,7 +103,7 @@ def verify(lab: Lab, target: Target, progress: Callable[[str], None],
 def _sandbox(target: Target):
     if not target.sandbox:
         return None
-    from . import sandbox
+    from .host import sandbox
 
     return sandbox.load(target.sandbox)
 
@@ -306,7 +306,7 @@ def control_dir(target: Target, lab: str) -> Path:
     """A short per-lab directory for SSH control sockets (unix socket paths are short)."""
     import hashlib
 
-    from .sandbox import state_root
+    from .host.sandbox import state_root
 
     key = hashlib.sha256(f"{target.key}/{lab}".encode()).hexdigest()[:12]
     path = state_root() / "cp" / key

@@ -107,7 +107,7 @@ def host_for(backend: Backend | str = Backend.LIBVIRT, uri: str | None = None,
     is up or not: the rules say so), or a libvirt URI (default qemu:///system)."""
     netns = None
     if sandbox:
-        from .. import sandbox as sandboxes
+        from ..host import sandbox as sandboxes
 
         sb = sandboxes.describe(sandbox)
         uri, netns = uri or sb.uri, sb.host_netns

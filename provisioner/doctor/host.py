@@ -138,9 +138,9 @@ class SystemHost(Host):
         return shutil.which(name, path=path)
 
     def run(self, argv: list[str], in_target: bool = True) -> Output | None:
-        from .. import runner
+        from ..host import runner
         from ..errors import VnetError
-        from ..netns import netns_argv, netns_inode
+        from ..host.netns import netns_argv, netns_inode
 
         program = self.which(argv[0])
         if program is None:
@@ -162,7 +162,8 @@ class SystemHost(Host):
         return self._libvirt
 
     def accel(self) -> dict | None:
-        from .. import accel, images
+        from ..host import accel
+        from .. import images
 
         forced = os.environ.get("VNET_ACCEL")
         if forced in ("kvm", "qemu"):

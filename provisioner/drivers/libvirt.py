@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator
 
 from ..errors import HypervisorError
-from ..state import Target
+from ..host.state import Target
 from .base import Plan
 from .libvirt_render import XMLNS
 

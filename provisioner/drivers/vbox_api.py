@@ -9,7 +9,7 @@ The interface is the smallest both can honour:
   `list vms|runningvms|natnets|hostonlyifs`, `getextradata`, `guestproperty get`,
   `dhcpserver findlease`.
 
-`VBoxManage` runs argv through provisioner.runner. `VBoxApi` does the commands the reference's
+`VBoxManage` runs argv through provisioner.host.runner. `VBoxApi` does the commands the reference's
 Python-API section (§6 of /work/shared/reference/virtualbox-libvirt.md) covers through
 vboxapi's `VirtualBoxManager`, and hands every other line (host-only interfaces, DHCP servers,
 UARTs, NAT-network forwards, ...) to VBoxManage, which VirtualBox always installs next to the
@@ -23,9 +23,9 @@ import os
 import re
 from collections.abc import Callable, Sequence
 
-from .. import runner
+from ..host import runner
 from ..errors import CommandFailed, HypervisorError, VnetError
-from ..runner import Result
+from ..host.runner import Result
 
 ENV_BINARY = "VNET_VBOXMANAGE"
 BINARIES = ("VBoxManage", "vboxmanage")       # Linux packages install both spellings

@@ -13,7 +13,7 @@ destroy: VMs found by their tag, networks from the saved record; "already gone" 
          untagged objects are never touched. Running it twice is harmless. The boot ISOs, serial
          logs and SSH key go with the lab's state dir, which is removed last.
 
-The record lives in provisioner.state under TARGET, like a libvirt lab's, so destroy works after
+The record lives in provisioner.host.state under TARGET, like a libvirt lab's, so destroy works after
 a crash. Addresses, in this order: Guest Additions' guest properties, the VirtualBox DHCP
 server's lease, the guest's own VNET-ADDR console line, the planned address; a NAT NIC is
 10.0.2.15 and is reached through its forwarded SSH port.
@@ -30,10 +30,11 @@ from dataclasses import replace
 from ipaddress import ip_network
 from pathlib import Path
 
-from .. import bootiso, images, runner, state
+from .. import bootiso, images
+from ..host import runner, state
 from ..errors import CommandFailed, HypervisorError, VnetError, quote
 from ..lab.model import Lab, is_name
-from ..state import Target
+from ..host.state import Target
 from . import vbox_api
 from .base import Plan
 from .vbox_render import (NETWORKS_CONF, TAG_KEY, VBoxContext, VirtualBoxRenderer,

@@ -50,7 +50,7 @@ class Defaults:
 
 
 def sandbox_defaults(sb, bridge: str | None = None) -> Defaults:
-    """Inside a vnet sandbox (provisioner.sandbox.Sandbox), bridged networks sit on its LAN."""
+    """Inside a vnet sandbox (provisioner.host.sandbox.Sandbox), bridged networks sit on its LAN."""
     return Defaults(bridge=bridge or sb.lan_bridge, bridged_subnet=IPv4Network(sb.lan_subnet),
                     bridged_host_ip=IPv4Address(sb.host_lan_ip),
                     bridged_router=IPv4Address(sb.lan_gateway),

@@ -35,7 +35,7 @@ def tiny_image():
 @pytest.fixture(scope="session")
 def lab_sandbox(tiny_image):
     """One sandbox for the whole session, removed at the end whatever happened."""
-    from provisioner import sandbox
+    from provisioner.host import sandbox
 
     name = "t" + uuid.uuid4().hex[:8]
     box = sandbox.up(name, progress=lambda m: None)

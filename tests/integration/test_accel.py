@@ -1,7 +1,7 @@
 """The accelerator probe boots the real image; TCG must always boot it."""
 import pytest
 
-from provisioner import accel
+from provisioner.host import accel
 
 pytestmark = pytest.mark.integration
 

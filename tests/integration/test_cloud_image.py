@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from provisioner import accel, cloudimages, seed
+from provisioner.host import accel
+from provisioner import cloudimages, seed
 from provisioner.lab import loader as labfile
 from provisioner.drivers.libvirt_render import Context, LibvirtRenderer
 from provisioner.resources import data_dir

@@ -10,7 +10,8 @@ import time
 import pytest
 
 from provisioner.lab import loader as labfile, modes
-from provisioner import lifecycle, netns, runner, state
+from provisioner import lifecycle
+from provisioner.host import netns, runner, state
 from provisioner import verify as verifier
 from provisioner.lab.defaults import default_lab
 from provisioner.drivers.libvirt import LibvirtDriver

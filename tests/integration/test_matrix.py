@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from provisioner import sandbox, state
+from provisioner.host import sandbox, state
 
 pytestmark = pytest.mark.integration
 VNET = os.path.join(os.path.dirname(sys.executable), "vnet")

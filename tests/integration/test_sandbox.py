@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from provisioner import netns, runner, sandbox
+from provisioner.host import netns, runner, sandbox
 from provisioner.errors import HypervisorError, NotFound
 
 pytestmark = pytest.mark.integration

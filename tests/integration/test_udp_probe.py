@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from provisioner import checks, netns, runner
+from provisioner import checks
+from provisioner.host import netns, runner
 from provisioner import verify as verifier
 from provisioner.resources import data_dir
 

@@ -19,13 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from provisioner import bootiso, guestcmdline, images, runner
+from provisioner import bootiso, guestcmdline, images
+from provisioner.host import runner
 from provisioner.lab import loader as labfile
 from provisioner.drivers import vbox_render
 from provisioner.drivers.libvirt_render import Context, LibvirtRenderer, mgmt_mac
 from provisioner.drivers.vbox_render import VBoxContext, VirtualBoxRenderer
 from provisioner.errors import VnetError
-from provisioner.runner import Result
+from provisioner.host.runner import Result
 
 pycdlib = pytest.importorskip("pycdlib", reason="pycdlib is missing: pip install -e .")
 

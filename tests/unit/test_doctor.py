@@ -18,7 +18,7 @@ from provisioner.doctor.rules import (firewall_backend, forward_policy, kvm, lib
                                       vbox_networks_conf, vdpa)
 from provisioner.drivers.libvirt_render import bridge_name, mgmt_subnet_for
 from provisioner.errors import Unsupported
-from provisioner.state import Target
+from provisioner.host.state import Target
 
 SANDBOX = labfile.Defaults(bridge="lan0", bridged_subnet=IPv4Network("198.51.100.0/24"),
                            bridged_host_ip=IPv4Address("198.51.100.2"),
@@ -617,7 +617,7 @@ def test_cli_passes_backend_sandbox_and_lab(monkeypatch, tmp_path):
 def test_doctor_on_this_machine_judges_kvm_by_the_verdict():
     """Runs every rule for real (reads only). The KVM finding must name the KVM problem exactly
     when /dev/kvm exists and vnet's verdict (cached or probed now) is TCG."""
-    from provisioner import accel
+    from provisioner.host import accel
 
     report = doctor.diagnose()
     [finding] = [f for f in report.findings if f.id == "kvm"]

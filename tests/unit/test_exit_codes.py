@@ -5,7 +5,8 @@ the verification are replaced through their public functions (lifecycle.up, veri
 import pytest
 from click.testing import CliRunner
 
-from provisioner import lifecycle, state
+from provisioner import lifecycle
+from provisioner.host import state
 from provisioner import verify as verifier
 from provisioner.checks import SKIPPED, Check
 from provisioner.cli import main

@@ -5,12 +5,12 @@ import socket
 
 import pytest
 
-from provisioner import forwarding
+from provisioner.host import forwarding
 from provisioner.lab import loader as labfile
 from provisioner.drivers.libvirt_render import LibvirtRenderer
 from provisioner.drivers.vbox_render import VirtualBoxRenderer
 from provisioner.errors import Unsupported
-from provisioner.state import Target
+from provisioner.host.state import Target
 
 from .test_vbox_render import _apply_and_destroy, fake_fast  # noqa: F401 - the stand-in
 
@@ -57,7 +57,7 @@ def test_qemu_hostfwd_binds_the_forwards_address_for_udp_and_tcp(host_ip, bound)
 
 
 def test_in_a_sandbox_forwards_bind_its_uplink_address():
-    from provisioner import sandbox
+    from provisioner.host import sandbox
     sb = sandbox.describe("h2t")
     plan = LibvirtRenderer().plan(labfile.resolve(lab("natnetwork"), labfile.sandbox_defaults(sb)))
     assert plan.extra["proxies"][0]["host_ip"] == sb.host_uplink_ip == "203.0.113.2"

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from provisioner import forwarding, images, sandbox, verify
+from provisioner.host import forwarding, sandbox
+from provisioner import images, verify
 from provisioner.resources import data_dir
 
 PLANTED = ("asyncio", "json", "socket", "argparse", "runpy", "time", "struct", "threading",

@@ -8,11 +8,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from provisioner import forwarding, lifecycle, procs, sandbox, state
+from provisioner.host import forwarding, procs, sandbox, state
+from provisioner import lifecycle
 from provisioner.lab.defaults import default_lab
 from provisioner.errors import HypervisorError, VnetError
 from provisioner.lab.loader import resolve
-from provisioner.state import Target
+from provisioner.host.state import Target
 
 TARGET = Target(uri="qemu:///system")
 
@@ -62,7 +63,8 @@ class FakeDriver:
 
 
 def test_a_failure_after_the_proxy_started_leaves_no_proxy(state_root, monkeypatch):
-    from provisioner import accel, doctor, images
+    from provisioner.host import accel
+    from provisioner import doctor, images
     seen = {}
     monkeypatch.setattr(doctor, "preflight", lambda lab, target: None)
     monkeypatch.setattr(images, "build_tiny", lambda **kw: SimpleNamespace(

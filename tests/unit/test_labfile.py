@@ -159,7 +159,7 @@ def test_unreadable_and_invalid_yaml(tmp_path):
 
 
 def test_forwards_listen_on_loopback_unless_the_lab_names_host_ip():
-    from provisioner import sandbox
+    from provisioner.host import sandbox
 
     def forward(data, defaults=labfile.Defaults()):
         return labfile.resolve(data, defaults).networks[0].port_forwards[0]

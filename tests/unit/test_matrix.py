@@ -6,12 +6,13 @@ import xml.etree.ElementTree as ET
 import pytest
 from click.testing import CliRunner
 
-from provisioner import lifecycle, matrix, sandbox, state
+from provisioner import lifecycle, matrix
+from provisioner.host import sandbox, state
 from provisioner import verify as verifier
 from provisioner.cli import main
 from provisioner.doctor import error
 from provisioner.errors import HypervisorError, Unsupported
-from provisioner.state import Target
+from provisioner.host.state import Target
 
 
 class Fake:

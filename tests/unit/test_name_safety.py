@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from provisioner import lifecycle, sandbox, state
+from provisioner import lifecycle
+from provisioner.host import sandbox, state
 from provisioner import verify as verifier
 from provisioner.cli import main
 from provisioner.drivers import libvirt as libvirt_driver
@@ -18,7 +19,7 @@ from provisioner.drivers import vbox_exec
 from provisioner.drivers.libvirt_render import XMLNS
 from provisioner.errors import VnetError
 from provisioner.lab.model import NAME_RULE
-from provisioner.state import Target
+from provisioner.host.state import Target
 
 BAD_NAMES = ["/", "..", "", "x\n", ".", "a/b", "../labs", "-x", "X", "a" * 25]
 
@@ -198,14 +199,14 @@ def test_state_paths_refuse_bad_names(world, name):
 
 @pytest.mark.parametrize("name", ["", ".", "..", "a/b", "/", "../x"])
 def test_child_is_only_a_direct_child(tmp_path, name):
-    from provisioner import safepath
+    from provisioner.host import safepath
 
     with pytest.raises(VnetError):
         safepath.child(tmp_path, name)
 
 
 def test_child_refuses_a_symlink_out_of_its_parent(tmp_path):
-    from provisioner import safepath
+    from provisioner.host import safepath
 
     (tmp_path / "parent").mkdir()
     (tmp_path / "elsewhere").mkdir()

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from provisioner import forwarding
+from provisioner.host import forwarding
 
 LOCAL = "127.0.0.1"
 

@@ -1,4 +1,4 @@
-"""A process vnet started (provisioner/procs.py): recorded at spawn, recognised by start time
+"""A process vnet started (provisioner/host/procs.py): recorded at spawn, recognised by start time
 and command line before any signal, so a reused PID is never hit; corrupt records are reported
 and cleaning up goes on. Real short-lived `sleep` processes, no root needed."""
 import json
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from provisioner import procs
+from provisioner.host import procs
 
 
 SLEEP = [sys.executable, "-I", "-c", "import time; time.sleep(300)"]    # argv[-1]: the marker

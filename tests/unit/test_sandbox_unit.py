@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner import netns, runner, sandbox
+from provisioner.host import netns, runner, sandbox
 from provisioner.errors import CommandFailed, ExitStatus, LabFileError, NotFound, VnetError
 
 

@@ -15,7 +15,7 @@ from provisioner import verify as verifier
 from provisioner.cli import main
 from provisioner.errors import LabFileError, NotFound, Unsupported
 from provisioner.lab.model import Backend
-from provisioner.state import Target
+from provisioner.host.state import Target
 from tests.conftest import ROOT
 
 PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl vnet-box"
@@ -135,7 +135,7 @@ def test_a_project_without_vnet_yaml_is_refused(tmp_path):
 
 
 def test_ssh_config_runs_on_the_sandbox_host(monkeypatch):
-    from provisioner import sandbox
+    from provisioner.host import sandbox
 
     monkeypatch.setattr(sandbox, "load", sandbox.describe)
     argv = vagrant.ssh_config_argv("s1")
@@ -178,7 +178,7 @@ def test_ansible_inventory_comes_from_the_pluggable_inventory(monkeypatch, tmp_p
 def test_lab_record_inventory_is_unchanged(monkeypatch, tmp_path):
     """A lab vnet created is still reached over its own management network and key."""
     monkeypatch.setenv("VNET_STATE_DIR", str(tmp_path))
-    from provisioner import state
+    from provisioner.host import state
 
     target = Target(uri="qemu:///system")
     lab = labfile.resolve({"name": "demo", "networks": [{"name": "n", "mode": "hostonly"}],

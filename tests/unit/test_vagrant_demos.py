@@ -17,7 +17,7 @@ from ipaddress import IPv4Address, IPv4Network
 import pytest
 
 from provisioner.lab import loader as labfile, modes
-from provisioner import sandbox
+from provisioner.host import sandbox
 from provisioner.drivers.libvirt_render import LibvirtRenderer
 from tests.conftest import ROOT
 

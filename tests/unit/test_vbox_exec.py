@@ -5,7 +5,7 @@ as a fake where it is used:
 - VBoxManage: tests/fakes/VBoxManage, the TEST STAND-IN. It keeps a JSON picture of what
   VirtualBox would hold and refuses what VirtualBox refuses; it boots nothing. Most tests call
   its main() in this process (same argv, same environment; it is much faster than a fork); the
-  tests named `..._as_processes` run it as an executable through provisioner.runner, the way a
+  tests named `..._as_processes` run it as an executable through provisioner.host.runner, the way a
   real VBoxManage runs.
 - The tiny image: FAKE_ROOT, a 1 MiB file of zeros named root.ext4 (building the real image
   needs apt and minutes). qemu-img converts it to VDI for real where qemu-img is installed.
@@ -36,7 +36,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from provisioner import bootiso, images, runner, state
+from provisioner import bootiso, images
+from provisioner.host import runner, state
 from provisioner.lab import loader as labfile
 from provisioner.cli import main
 from provisioner.lab.defaults import default_lab
@@ -44,7 +45,7 @@ from provisioner.drivers import vbox_api, vbox_exec
 from provisioner.drivers.libvirt_render import mgmt_mac
 from provisioner.drivers.vbox_render import vbox_mac
 from provisioner.errors import CommandFailed, HypervisorError, Unsupported, VnetError
-from provisioner.runner import Result
+from provisioner.host.runner import Result
 from tests.conftest import ROOT
 
 FAKE = ROOT / "tests" / "fakes" / "VBoxManage"
@@ -61,7 +62,7 @@ def _fake_module():
 
 
 class StandIn:
-    """Routes provisioner.runner.run calls for the stand-in: in this process (default) or as
+    """Routes provisioner.host.runner.run calls for the stand-in: in this process (default) or as
     processes. `hook(args)` may answer (a Result) or raise before the stand-in sees a call;
     `answers` maps argv[1:] to a canned stdout (guest properties, leases)."""
 

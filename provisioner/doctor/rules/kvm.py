@@ -1,6 +1,6 @@
 """KVM present but not booting guests. /dev/kvm can exist and KVM_CREATE_VM succeed while every
 guest hangs at boot (nested or restricted virtualization). vnet decides by booting the tiny
-image once under KVM (provisioner.accel); this rule reports that verdict, cached or probed."""
+image once under KVM (provisioner.host.accel); this rule reports that verdict, cached or probed."""
 from __future__ import annotations
 
 from ..base import Finding, Rule, ok, warn

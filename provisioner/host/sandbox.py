@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import procs, runner
-from .errors import HypervisorError, LabFileError, NotFound, VnetError, quote
+from ..errors import HypervisorError, LabFileError, NotFound, VnetError, quote
 from .netns import NETNS_DIR, netns_argv, netns_inode, pids_in_netns, run_in_netns
 from .procs import terminate
 from .safepath import child, remove_tree
@@ -87,7 +87,7 @@ def describe(name: str = "default") -> Sandbox:
 def lab_defaults(name: str | None, bridge: str | None = None):
     """Lab-file defaults for labs in sandbox NAME (bridged networks sit on its LAN), or the
     plain defaults outside a sandbox. Needs no running sandbox: its addresses are fixed."""
-    from .lab import loader as labfile
+    from ..lab import loader as labfile
 
     if name is None:
         return labfile.Defaults(bridge=bridge or labfile.Defaults.bridge)

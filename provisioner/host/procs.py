@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import runner
-from .errors import VnetError
+from ..errors import VnetError
 
 
 class CorruptRecord(VnetError):

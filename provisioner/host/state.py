@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Callable
 
 from . import runner
-from .errors import VnetError
-from .lab.model import check_name, is_name
+from ..errors import VnetError
+from ..lab.model import check_name, is_name
 from .safepath import child, remove_tree
 from .sandbox import state_root, validate_name
 

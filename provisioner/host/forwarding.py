@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from . import procs
-from .errors import Unsupported, VnetError
+from ..errors import Unsupported, VnetError
 from .netns import netns_argv, run_in_netns
 from .portproxy import READY, Rule
 from .state import Target

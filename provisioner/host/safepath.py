@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Iterable
 
-from .errors import VnetError
+from ..errors import VnetError
 
 
 def child(parent: Path, name: str) -> Path:

@@ -15,7 +15,7 @@ import sys
 import traceback
 from typing import Any, Callable
 
-from .errors import NotFound, VnetError
+from ..errors import NotFound, VnetError
 from .procs import pid_alive, proc_argv, terminate  # noqa: F401 - one home: procs.py
 
 CLONE_NEWNET = 0x40000000

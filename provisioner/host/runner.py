@@ -6,7 +6,7 @@ import shlex
 import subprocess
 from dataclasses import dataclass
 
-from .errors import CommandFailed, VnetError
+from ..errors import CommandFailed, VnetError
 
 
 @dataclass(frozen=True)
