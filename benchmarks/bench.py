@@ -16,7 +16,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from provisioner.host import accel, netns, sandbox
-from provisioner import images  # noqa: E402
+from provisioner.guest import images  # noqa: E402
 
 VNET = [str(Path(sys.executable).parent / "vnet")]
 SANDBOX = "bench"

@@ -109,7 +109,8 @@ def image():
 @handle_errors
 def image_build(name, force):
     """Build (or reuse) an image."""
-    from . import images, lifecycle
+    from .guest import images
+    from . import lifecycle
 
     built = images.build_tiny(progress=lifecycle.progress_printer(), force=force)
     click.echo(f"{built.name} {built.digest}: {built.kernel.parent}")
@@ -120,7 +121,7 @@ def image_build(name, force):
 @handle_errors
 def image_list(fmt):
     """List cached images."""
-    from . import images
+    from .guest import images
     from .report import table
 
     items = images.list_cached()

@@ -28,7 +28,8 @@ def image_box(provider: str, out: Path | None):
       vnet image box --out build/ && vagrant box add --name vnet/tiny build/vnet-tiny-*-libvirt.box
       vnet image box --provider virtualbox --out build/
     """
-    from . import images, lifecycle, vagrantbox
+    from .guest import images, vagrantbox
+    from . import lifecycle
 
     box = vagrantbox.build(provider, out or images.cache_dir() / "boxes",
                            progress=lifecycle.progress_printer())

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import cloudimages, seed
+from .guest import cloudimages, seed
 from .host import forwarding, state
 from .drivers.libvirt import LibvirtDriver
 from .drivers.libvirt_render import Context, ImageFiles, LibvirtRenderer, object_name
@@ -57,7 +57,8 @@ class Timings:
 def up(lab: Lab, target: Target, progress: Progress, wait: bool = True) -> dict:
     """Bring the lab up; returns its record (also saved in the lab's state dir)."""
     from .host import accel
-    from . import doctor, images
+    from . import doctor
+    from .guest import images
 
     doctor.preflight(lab, target)     # missing SR-IOV/vDPA hardware, taken subnets: refuse first
     timings = Timings()

@@ -163,7 +163,7 @@ class SystemHost(Host):
 
     def accel(self) -> dict | None:
         from ..host import accel
-        from .. import images
+        from ..guest import images
 
         forced = os.environ.get("VNET_ACCEL")
         if forced in ("kvm", "qemu"):

@@ -25,12 +25,12 @@ from pathlib import Path
 
 import jinja2
 
-from .. import guestcmdline
+from ..guest import cmdline as guestcmdline
 from ..lab import nics
-from ..cloudimages import overlay_path, seed_path
+from ..guest.cloudimages import overlay_path, seed_path
 from ..errors import Unsupported
 from ..lab.model import Backend, CloudImage, Lab, Nic, Vm
-from ..seed import Seed, SeedNic
+from ..guest.seed import Seed, SeedNic
 from ..resources import data_dir
 from .base import Document, Plan
 

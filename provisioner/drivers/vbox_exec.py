@@ -30,7 +30,7 @@ from dataclasses import replace
 from ipaddress import ip_network
 from pathlib import Path
 
-from .. import bootiso, images
+from ..guest import bootiso, images
 from ..host import runner, state
 from ..errors import CommandFailed, HypervisorError, VnetError, quote
 from ..lab.model import Lab, is_name

@@ -24,10 +24,10 @@ maps VM -> that address, and Ansible reaches the guests there (vbox_exec.invento
 network overlapping `mgmt_subnet` is refused at plan time.
 
 Booting the tiny image. VirtualBox has no direct kernel boot, so each VM gets its own small boot
-ISO (provisioner/bootiso.py: isolinux, the image's bzImage and initramfs, and the VM's kernel
+ISO (provisioner/guest/bootiso.py: isolinux, the image's bzImage and initramfs, and the VM's kernel
 command line) as a DVD on SATA port 1, and boots it first (`--boot1 dvd --boot2 disk`); the
 shared root disk (VDI) stays on SATA port 0. The command line is what libvirt gives the same VM
-(provisioner/guestcmdline.py), with the VirtualBox management NIC's static address.
+(provisioner/guest/cmdline.py), with the VirtualBox management NIC's static address.
 The renderer only names the ISOs (`<serial_dir>/<vm>.boot.iso`, the lab's state dir) and their
 command lines (`plan.extra["boot"]`); the executor writes them before it runs the plan. With a
 `seed_iso`, or for a cloud-image VM, the disk boots itself: no boot ISO then.
@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_network
 from pathlib import PurePosixPath
 
-from .. import guestcmdline
+from ..guest import cmdline as guestcmdline
 from ..lab import nics
 from ..errors import Unsupported
 from ..lab.model import Backend, CloudImage, Lab, Network, Nic, Vm

@@ -72,7 +72,7 @@ class Nic:
 class CloudImage:
     """A qcow2 cloud image (Debian/Ubuntu genericcloud...) pinned by its sha256. Downloaded once
     into the cache under that digest; each VM boots a copy-on-write overlay of it with a NoCloud
-    seed ISO (provisioner/cloudimages.py, provisioner/seed.py). Wants >= 512 MiB of memory."""
+    seed ISO (provisioner/guest/cloudimages.py, provisioner/guest/seed.py). Wants >= 512 MiB of memory."""
     name: str                              # from the lab's `images:` or `cloud-<sha256[:12]>`
     url: str                               # https://, http:// or file://
     sha256: str                            # 64 lowercase hex digits

@@ -27,7 +27,7 @@ def tiny_image():
     reason = missing_for_labs()
     if reason:
         pytest.skip(reason)
-    from provisioner import images
+    from provisioner.guest import images
 
     return images.build_tiny(progress=lambda m: None)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from provisioner.host import accel
-from provisioner import cloudimages, seed
+from provisioner.guest import cloudimages, seed
 from provisioner.lab import loader as labfile
 from provisioner.drivers.libvirt_render import Context, LibvirtRenderer
 from provisioner.resources import data_dir

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner import images
+from provisioner.guest import images
 
 pytestmark = pytest.mark.integration
 MAC = "52:54:00:12:34:56"
@@ -126,7 +126,7 @@ def boot(image):
 
 
 def cmdline(image, host: str, nics=(), pubkey: str | None = None) -> str:
-    """The vnet.* kernel parameters the lead's driver appends (see provisioner/guest/)."""
+    """The vnet.* kernel parameters the lead's driver appends (see provisioner/guest/files/)."""
     words = [image.cmdline_base, f"vnet.host={host}", *(f"vnet.if={nic}" for nic in nics)]
     if pubkey:
         words.append("vnet.key=" + ":".join(pubkey.split()[:2]))

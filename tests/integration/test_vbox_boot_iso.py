@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner import bootiso, guestcmdline, images
+from provisioner.guest import bootiso, cmdline as guestcmdline, images
 
 pytestmark = pytest.mark.integration
 MAC = "52:54:00:12:34:56"

@@ -3,7 +3,7 @@
 Runs only where `VBoxManage --version` (or $VNET_VBOXMANAGE) is a real VirtualBox, never the
 test stand-in tests/fakes/VBoxManage. It could not be run where it was written (VirtualBox
 cannot be installed there), so nothing here has passed yet. The tiny image boots from a per-VM
-ISO (isolinux, provisioner/bootiso.py) with its root on SATA; that path was shown under QEMU
+ISO (isolinux, provisioner/guest/bootiso.py) with its root on SATA; that path was shown under QEMU
 set up like a VirtualBox VM (tests/integration/test_vbox_boot_iso.py), not under VirtualBox. If
 the wait in the second test times out, the triage in the failure shows the console and the
 boot ISO. The first test does not boot anything and should pass as it is.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner import images
+from provisioner.guest import images
 from provisioner.lab import loader as labfile
 from provisioner.lab.defaults import default_lab
 from provisioner.drivers import vbox_api, vbox_exec

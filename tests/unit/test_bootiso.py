@@ -1,5 +1,5 @@
-"""The per-VM boot ISO (provisioner/bootiso.py) and the shared guest command line
-(provisioner/guestcmdline.py): no network, no root, no QEMU.
+"""The per-VM boot ISO (provisioner/guest/bootiso.py) and the shared guest command line
+(provisioner/guest/cmdline.py): no network, no root, no QEMU.
 
 The kernel, initramfs and isolinux.bin/ldlinux.c32 here are FAKE bytes; the ISO is a real ISO
 9660 file written by pycdlib and read back with pycdlib. That the real files boot (BIOS ->
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner import bootiso, guestcmdline, images
+from provisioner.guest import bootiso, cmdline as guestcmdline, images
 from provisioner.host import runner
 from provisioner.lab import loader as labfile
 from provisioner.drivers import vbox_render

@@ -15,7 +15,8 @@ import pycdlib
 import pytest
 import yaml
 
-from provisioner import cloudimages, lifecycle, seed
+from provisioner.guest import cloudimages, seed
+from provisioner import lifecycle
 from provisioner.host import runner, state
 from provisioner.lab import loader as labfile
 from provisioner.drivers.libvirt_render import Context, LibvirtRenderer, mgmt_mac

@@ -550,7 +550,7 @@ def test_a_broken_rule_does_not_hide_the_others():
 def test_preflight_refuses_missing_hardware_before_anything(monkeypatch):
     host = quiet_host(dirs={"/dev": []})
     monkeypatch.setattr(doctor, "SystemHost", lambda *a, **kw: _with_context(host, *a))
-    from provisioner import images
+    from provisioner.guest import images
     monkeypatch.setattr(images, "build_tiny", lambda **kw: pytest.fail("created something"))
     the_lab = lab("bridged", "vdpa", vms=1)
     with pytest.raises(Unsupported) as caught:

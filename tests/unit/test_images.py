@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from provisioner import images
+from provisioner.guest import images
 from provisioner.errors import VnetError
 
-GUEST = Path(images.__file__).with_name("guest")
+GUEST = images.GUEST
 
 
 # ---------------------------------------------------------------- the tree guard

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from provisioner.host import forwarding, sandbox
-from provisioner import images, verify
+from provisioner.guest import images
+from provisioner import verify
 from provisioner.resources import data_dir
 
 PLANTED = ("asyncio", "json", "socket", "argparse", "runpy", "time", "struct", "threading",

@@ -64,7 +64,8 @@ class FakeDriver:
 
 def test_a_failure_after_the_proxy_started_leaves_no_proxy(state_root, monkeypatch):
     from provisioner.host import accel
-    from provisioner import doctor, images
+    from provisioner import doctor
+    from provisioner.guest import images
     seen = {}
     monkeypatch.setattr(doctor, "preflight", lambda lab, target: None)
     monkeypatch.setattr(images, "build_tiny", lambda **kw: SimpleNamespace(

@@ -10,7 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from provisioner.lab import loader as labfile
-from provisioner import vagrant, vagrantbox
+from provisioner import vagrant
+from provisioner.guest import vagrantbox
 from provisioner import verify as verifier
 from provisioner.cli import main
 from provisioner.errors import LabFileError, NotFound, Unsupported

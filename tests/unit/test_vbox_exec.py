@@ -36,7 +36,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from provisioner import bootiso, images
+from provisioner.guest import bootiso, images
 from provisioner.host import runner, state
 from provisioner.lab import loader as labfile
 from provisioner.cli import main

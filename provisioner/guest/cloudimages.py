@@ -21,10 +21,10 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, TextIO
 
-from .host import runner
-from .errors import VnetError
+from ..host import runner
+from ..errors import VnetError
 from .images import cache_dir
-from .lab.model import CloudImage
+from ..lab.model import CloudImage
 
 CHUNK = 1 << 20
 TIMEOUT = 60.0                      # seconds without data before a download gives up

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Callable
 
 from . import images, isofile
-from .host import runner
-from .errors import VnetError
+from ..host import runner
+from ..errors import VnetError
 
 LOADER_PACKAGES = ("isolinux", "syslinux-common")
 LOADER_FILES = {"isolinux.bin": ("isolinux", "usr/lib/ISOLINUX/isolinux.bin"),

@@ -25,9 +25,9 @@ from typing import Callable
 
 import jinja2
 
-from .host import runner
-from .errors import Unsupported
-from .resources import data_dir
+from ..host import runner
+from ..errors import Unsupported
+from ..resources import data_dir
 
 PROVIDERS = ("libvirt", "virtualbox")
 BOX_NAME = "vnet/tiny"
@@ -80,7 +80,7 @@ def metadata(provider: str) -> dict:
 
 def build(provider: str, out_dir: Path, progress: Callable[[str], None] = print) -> Box:
     """Build the tiny image if needed, then write OUT/vnet-tiny-<digest>-<provider>.box."""
-    from .host import accel
+    from ..host import accel
     from . import images
 
     if provider not in PROVIDERS:

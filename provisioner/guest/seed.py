@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 from . import isofile
-from .resources import data_dir
+from ..resources import data_dir
 
 LABEL = "cidata"
 GUEST_DIR = "/usr/local/lib/vnet"

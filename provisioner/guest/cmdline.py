@@ -1,13 +1,13 @@
 """The tiny guest's kernel command line, with no I/O: one function for every backend.
 
-The tiny image is configured only by kernel parameters (provisioner/guest/rootfs/usr/lib/vnet/
+The tiny image is configured only by kernel parameters (provisioner/guest/files/rootfs/usr/lib/vnet/
 init reads them): vnet.host, vnet.key and one vnet.if per NIC that gets an address. libvirt puts
 the line in the domain's <cmdline> (direct kernel boot), VirtualBox into each VM's
-isolinux.cfg (provisioner/bootiso.py); both add the lab's management NIC as the last vnet.if.
+isolinux.cfg (provisioner/guest/bootiso.py); both add the lab's management NIC as the last vnet.if.
 """
 from __future__ import annotations
 
-from .lab.model import Lab, Nic, Vm
+from ..lab.model import Lab, Nic, Vm
 
 
 def if_arg(lab: Lab, nic: Nic, static_modes: frozenset[str] = frozenset()) -> str | None:

@@ -1,10 +1,10 @@
 """The tiny guest image, built offline from Debian packages and cached by the digest of its inputs.
 
 An image is three files: an uncompressed PVH `vmlinux` (boots about twice as fast under TCG), a
-small gzip initramfs (busybox, the NIC/disk/fs modules and provisioner/guest/initramfs-init) and
-one read-only ext4 root disk (python3.11, dropbear, busybox, provisioner/guest/rootfs) that every
+small gzip initramfs (busybox, the NIC/disk/fs modules and provisioner/guest/files/initramfs-init) and
+one read-only ext4 root disk (python3.11, dropbear, busybox, provisioner/guest/files/rootfs) that every
 VM of a lab shares. The compressed bzImage `vmlinuz` is kept beside them for boot loaders
-(isolinux on VirtualBox's per-VM boot ISO, provisioner/bootiso.py), which cannot load the ELF.
+(isolinux on VirtualBox's per-VM boot ISO, provisioner/guest/bootiso.py), which cannot load the ELF.
 The builder runs as root, so it writes only regular files through one guard (`_Tree`) that
 refuses any path resolving outside the tree, and makes every symlink last.
 """
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .host import runner
-from .errors import VnetError
+from ..host import runner
+from ..errors import VnetError
 
 KERNEL_META = "linux-image-amd64"   # resolved to the current linux-image-6.1.*-amd64
 PACKAGES = ("busybox-static", "dropbear-bin", "python3.11-minimal", "libpython3.11-minimal",
@@ -38,7 +38,7 @@ MODULES = ("virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "virtio_net", "
            "ahci", "sd_mod")   # SATA root (/dev/sdX): VirtualBox has no virtio disk controller
 CMDLINE_BASE = "console=ttyS0 quiet panic=-1"  # extra boot flags measured: no gain under TCG
 ROOT_LABEL = "vnetroot"
-GUEST = Path(__file__).with_name("guest")
+GUEST = Path(__file__).resolve().with_name("files")   # the init and root files of the image
 # Dropped from the root tree (after the usr-merge mapping); the stdlib keeps unittest.
 SKIP = re.compile(r"usr/share/(doc|man|info|lintian|locale|bug|binfmts|pixmaps|applications)/"
                   r"|usr/lib/x86_64-linux-gnu/gconv/|etc/python3\.11/|usr/lib/python3\.11/"
