@@ -128,8 +128,8 @@ def vagrant_env() -> dict:
 
 def render_1000() -> dict:
     from provisioner.lab import loader as labfile
-    from provisioner.drivers.vbox_render import VBoxContext, VirtualBoxRenderer
-    from provisioner.drivers.libvirt_render import LibvirtRenderer
+    from provisioner.drivers.virtualbox.render import VBoxContext, VirtualBoxRenderer
+    from provisioner.drivers.libvirt.render import LibvirtRenderer
 
     data = {"name": "big",
             "networks": [{"name": f"n{i}", "mode": ("natnetwork", "hostonly", "internal")[i % 3],

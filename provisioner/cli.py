@@ -209,11 +209,11 @@ def create(mode, nic_model, vms, name, pf, bridge, backend, dry_run, sandbox_nam
 
 
 def _up_and_verify(lab, backend, sandbox_name, uri, verify, report, out, fmt, wait=True):
-    from . import lifecycle
+    from .drivers.libvirt import lifecycle
 
     say = lifecycle.progress_printer()
     if Backend(backend) is Backend.VIRTUALBOX:
-        from .drivers import vbox_exec
+        from .drivers.virtualbox import lifecycle as vbox_exec
         record = vbox_exec.up(lab, progress=say, wait=wait)
         if not verify or not wait:
             return
@@ -308,7 +308,7 @@ def verify_cmd(lab_name, uri, sandbox_name, vagrant_dir, backend, report, out, f
       vnet verify --vagrant vagrant/natnetwork --sandbox default
       vnet verify hostonly --backend virtualbox
     """
-    from . import lifecycle
+    from .drivers.libvirt import lifecycle
     from .host import state
     from . import verify as verifier
 
@@ -321,7 +321,7 @@ def verify_cmd(lab_name, uri, sandbox_name, vagrant_dir, backend, report, out, f
         raise click.UsageError("give LAB_NAME, or --vagrant DIR")
     inventory = None
     if Backend(backend) is Backend.VIRTUALBOX:
-        from .drivers import vbox_exec
+        from .drivers.virtualbox import lifecycle as vbox_exec
         target = vbox_exec.TARGET
     else:
         target = lifecycle.target_for(sandbox_name, uri)
@@ -348,7 +348,7 @@ def status(lab_name, uri, sandbox_name, fmt):
       vnet status natnetwork --sandbox default
       vnet status natnetwork --sandbox default --format json
     """
-    from . import lifecycle
+    from .drivers.libvirt import lifecycle
 
     data = lifecycle.status(lab_name, lifecycle.target_for(sandbox_name, uri))
     click.echo(json.dumps(data, indent=2) if fmt == "json" else _status_table(data))
@@ -375,10 +375,10 @@ def destroy(lab_name, uri, sandbox_name, backend):
     Examples:
       vnet destroy natnetwork --sandbox default
     """
-    from . import lifecycle
+    from .drivers.libvirt import lifecycle
 
     if Backend(backend) is Backend.VIRTUALBOX:
-        from .drivers import vbox_exec
+        from .drivers.virtualbox import lifecycle as vbox_exec
         vbox_exec.destroy(lab_name, progress=lifecycle.progress_printer())
         return
     lifecycle.destroy(lab_name, lifecycle.target_for(sandbox_name, uri),
@@ -397,7 +397,7 @@ def list_cmd(uri, sandbox_name, fmt):
     Examples:
       vnet list --sandbox default
     """
-    from . import lifecycle
+    from .drivers.libvirt import lifecycle
     from .report import table
 
     labs = lifecycle.list_labs(lifecycle.target_for(sandbox_name, uri))
@@ -419,7 +419,7 @@ def gc(uri, sandbox_name):
     Examples:
       vnet gc --sandbox default
     """
-    from . import lifecycle
+    from .drivers.libvirt import lifecycle
 
     removed = lifecycle.gc(lifecycle.target_for(sandbox_name, uri), lifecycle.progress_printer())
     click.echo(f"removed {len(removed)} object(s)")

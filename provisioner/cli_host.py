@@ -32,7 +32,7 @@ def sandbox():
 @handle_errors
 def sandbox_up(name):
     """Create sandbox NAME (idempotent)."""
-    from . import lifecycle
+    from .drivers.libvirt import lifecycle
     from .host import sandbox as sb
 
     box = sb.up(name, progress=lifecycle.progress_printer())
@@ -44,7 +44,7 @@ def sandbox_up(name):
 @handle_errors
 def sandbox_down(name):
     """Remove sandbox NAME and everything in it (its labs included)."""
-    from . import lifecycle
+    from .drivers.libvirt import lifecycle
     from .host import sandbox as sb
 
     sb.down(name, progress=lifecycle.progress_printer())
@@ -110,7 +110,7 @@ def image():
 def image_build(name, force):
     """Build (or reuse) an image."""
     from .guest import images
-    from . import lifecycle
+    from .drivers.libvirt import lifecycle
 
     built = images.build_tiny(progress=lifecycle.progress_printer(), force=force)
     click.echo(f"{built.name} {built.digest}: {built.kernel.parent}")

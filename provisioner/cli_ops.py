@@ -84,7 +84,8 @@ def matrix_cmd(mode_list, model_list, sandbox_name, report_dir, pf):
       vnet matrix --modes internal,hostonly --nic-models virtio --report-dir /tmp/m
       vnet matrix --sandbox default --modes natnetwork --report-dir out
     """
-    from . import lifecycle, matrix
+    from .drivers.libvirt import lifecycle
+    from . import matrix
     from .lab import modes
 
     mode_names = _names(mode_list) or modes.names()

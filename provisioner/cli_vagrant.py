@@ -29,7 +29,7 @@ def image_box(provider: str, out: Path | None):
       vnet image box --provider virtualbox --out build/
     """
     from .guest import images, vagrantbox
-    from . import lifecycle
+    from .drivers.libvirt import lifecycle
 
     box = vagrantbox.build(provider, out or images.cache_dir() / "boxes",
                            progress=lifecycle.progress_printer())

@@ -26,7 +26,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import checks, lifecycle
+from . import checks
+from .drivers.libvirt import lifecycle
 from .host import sandbox, state
 from .lab import loader as labfile, modes, nics
 from . import verify as verifier

@@ -120,7 +120,7 @@ def inventory(project: Path, lab: Lab, target: Target, machines: dict[str, dict[
 
 def verify(project: Path, sandbox_name: str | None, progress: Callable[[str], None]) -> dict:
     """The matrix of the Vagrant project in `project`, probed from inside its machines."""
-    from . import lifecycle
+    from .drivers.libvirt import lifecycle
     from . import verify as verifier
 
     project = project.resolve()

@@ -25,7 +25,7 @@ from xml.sax.saxutils import quoteattr
 
 from . import checks as checklib
 from .host import procs, runner, state
-from .drivers.libvirt_render import mgmt_subnet_for
+from .drivers.libvirt.render import mgmt_subnet_for
 from .errors import VnetError
 from .lab.model import Backend, Lab
 from .host.netns import netns_argv, run_in_netns

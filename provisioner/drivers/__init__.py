@@ -1,0 +1,1 @@
+"""Drivers: the contract every backend implements (base) and one subpackage per backend."""

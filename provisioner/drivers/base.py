@@ -35,8 +35,8 @@ class Driver(Protocol):
 
 
 _REGISTRY = {
-    Backend.LIBVIRT: "provisioner.drivers.libvirt_render:LibvirtRenderer",
-    Backend.VIRTUALBOX: "provisioner.drivers.vbox_render:VirtualBoxRenderer",
+    Backend.LIBVIRT: "provisioner.drivers.libvirt.render:LibvirtRenderer",
+    Backend.VIRTUALBOX: "provisioner.drivers.virtualbox.render:VirtualBoxRenderer",
 }
 
 

@@ -157,7 +157,7 @@ def _subnet(value: Any, where: str) -> IPv4Network:
 def _check_mgmt_overlap(lab: str, networks: list[tuple[Network, dict]]) -> None:
     """libvirt gives every lab a management network (libvirt_render.mgmt_subnet_for): a lab
     subnet on top of it is refused here, not by libvirt after the lab's state was saved."""
-    from ..drivers.libvirt_render import mgmt_subnet_for
+    from ..drivers.libvirt.render import mgmt_subnet_for
 
     mgmt = mgmt_subnet_for(lab)
     for net, _ in networks:

@@ -26,7 +26,7 @@ import pytest
 from provisioner.host import accel
 from provisioner.guest import cloudimages, seed
 from provisioner.lab import loader as labfile
-from provisioner.drivers.libvirt_render import Context, LibvirtRenderer
+from provisioner.drivers.libvirt.render import Context, LibvirtRenderer
 from provisioner.resources import data_dir
 
 SKIP_REASON = ("set VNET_CLOUD_IMAGE=/path/to/image.qcow2 and VNET_CLOUD_IMAGE_SHA256 to boot a "

@@ -10,12 +10,12 @@ import time
 import pytest
 
 from provisioner.lab import loader as labfile, modes
-from provisioner import lifecycle
+from provisioner.drivers.libvirt import lifecycle
 from provisioner.host import netns, runner, state
 from provisioner import verify as verifier
 from provisioner.lab.defaults import default_lab
-from provisioner.drivers.libvirt import LibvirtDriver
-from provisioner.drivers.libvirt_render import bridge_name
+from provisioner.drivers.libvirt.connection import LibvirtDriver
+from provisioner.drivers.libvirt.render import bridge_name
 
 pytestmark = pytest.mark.integration
 quiet = lambda message: None  # noqa: E731

@@ -5,7 +5,7 @@ heard the wrong name counted as "fail", which confirmed the negative cell: the l
 import pytest
 
 from provisioner.lab import loader as labfile
-from provisioner import lifecycle
+from provisioner.drivers.libvirt import lifecycle
 from provisioner.host import netns, runner
 from provisioner import verify as verifier
 from provisioner.lab.defaults import default_lab

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from provisioner.lab import loader as labfile
-from provisioner import lifecycle
+from provisioner.drivers.libvirt import lifecycle
 from provisioner.host import netns, runner, state
 from provisioner.lab.defaults import default_lab
 

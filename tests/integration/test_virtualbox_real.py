@@ -21,7 +21,7 @@ import pytest
 from provisioner.guest import images
 from provisioner.lab import loader as labfile
 from provisioner.lab.defaults import default_lab
-from provisioner.drivers import vbox_api, vbox_exec
+from provisioner.drivers.virtualbox import api as vbox_api, lifecycle as vbox_exec
 from provisioner.errors import VnetError
 
 pytestmark = pytest.mark.integration

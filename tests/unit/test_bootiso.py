@@ -22,9 +22,9 @@ import pytest
 from provisioner.guest import bootiso, cmdline as guestcmdline, images
 from provisioner.host import runner
 from provisioner.lab import loader as labfile
-from provisioner.drivers import vbox_render
-from provisioner.drivers.libvirt_render import Context, LibvirtRenderer, mgmt_mac
-from provisioner.drivers.vbox_render import VBoxContext, VirtualBoxRenderer
+from provisioner.drivers.virtualbox import render as vbox_render
+from provisioner.drivers.libvirt.render import Context, LibvirtRenderer, mgmt_mac
+from provisioner.drivers.virtualbox.render import VBoxContext, VirtualBoxRenderer
 from provisioner.errors import VnetError
 from provisioner.host.runner import Result
 

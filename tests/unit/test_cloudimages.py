@@ -16,10 +16,10 @@ import pytest
 import yaml
 
 from provisioner.guest import cloudimages, seed
-from provisioner import lifecycle
+from provisioner.drivers.libvirt import lifecycle
 from provisioner.host import runner, state
 from provisioner.lab import loader as labfile
-from provisioner.drivers.libvirt_render import Context, LibvirtRenderer, mgmt_mac
+from provisioner.drivers.libvirt.render import Context, LibvirtRenderer, mgmt_mac
 from provisioner.errors import ExitStatus, LabFileError, VnetError
 from provisioner.lab.model import CloudImage
 from provisioner.resources import data_dir

@@ -7,7 +7,8 @@ from ipaddress import IPv4Address, IPv4Network
 import pytest
 from click.testing import CliRunner
 
-from provisioner import doctor, lifecycle
+from provisioner import doctor
+from provisioner.drivers.libvirt import lifecycle
 from provisioner.lab import loader as labfile
 from provisioner.cli import main
 from provisioner.lab.defaults import default_lab
@@ -16,7 +17,7 @@ from provisioner.doctor.host import Host, Output
 from provisioner.doctor.rules import (firewall_backend, forward_policy, kvm, libvirt_connect,
                                       libvirt_uri, sriov, subnet_collision, tools, vbox_kvm_modules,
                                       vbox_networks_conf, vdpa)
-from provisioner.drivers.libvirt_render import bridge_name, mgmt_subnet_for
+from provisioner.drivers.libvirt.render import bridge_name, mgmt_subnet_for
 from provisioner.errors import Unsupported
 from provisioner.host.state import Target
 

@@ -5,7 +5,7 @@ the verification are replaced through their public functions (lifecycle.up, veri
 import pytest
 from click.testing import CliRunner
 
-from provisioner import lifecycle
+from provisioner.drivers.libvirt import lifecycle
 from provisioner.host import state
 from provisioner import verify as verifier
 from provisioner.checks import SKIPPED, Check

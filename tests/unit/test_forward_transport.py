@@ -7,8 +7,8 @@ import pytest
 
 from provisioner.host import forwarding
 from provisioner.lab import loader as labfile
-from provisioner.drivers.libvirt_render import LibvirtRenderer
-from provisioner.drivers.vbox_render import VirtualBoxRenderer
+from provisioner.drivers.libvirt.render import LibvirtRenderer
+from provisioner.drivers.virtualbox.render import VirtualBoxRenderer
 from provisioner.errors import Unsupported
 from provisioner.host.state import Target
 

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from provisioner.host import forwarding, procs, sandbox, state
-from provisioner import lifecycle
+from provisioner.drivers.libvirt import lifecycle
 from provisioner.lab.defaults import default_lab
 from provisioner.errors import HypervisorError, VnetError
 from provisioner.lab.loader import resolve

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from provisioner.lab import loader as labfile
 from provisioner.cli import main
-from provisioner.drivers.libvirt_render import mgmt_subnet_for
+from provisioner.drivers.libvirt.render import mgmt_subnet_for
 from provisioner.errors import LabFileError
 
 SHA_A, SHA_B = "0" * 64, "1" * 64

@@ -6,7 +6,8 @@ import xml.etree.ElementTree as ET
 import pytest
 from click.testing import CliRunner
 
-from provisioner import lifecycle, matrix
+from provisioner.drivers.libvirt import lifecycle
+from provisioner import matrix
 from provisioner.host import sandbox, state
 from provisioner import verify as verifier
 from provisioner.cli import main

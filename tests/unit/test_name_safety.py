@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from provisioner import lifecycle
+from provisioner.drivers.libvirt import lifecycle
 from provisioner.host import sandbox, state
 from provisioner import verify as verifier
 from provisioner.cli import main
-from provisioner.drivers import libvirt as libvirt_driver
-from provisioner.drivers import vbox_exec
-from provisioner.drivers.libvirt_render import XMLNS
+from provisioner.drivers.libvirt import connection as libvirt_driver
+from provisioner.drivers.virtualbox import lifecycle as vbox_exec
+from provisioner.drivers.libvirt.render import XMLNS
 from provisioner.errors import VnetError
 from provisioner.lab.model import NAME_RULE
 from provisioner.host.state import Target

@@ -18,7 +18,7 @@ import pytest
 
 from provisioner.lab import loader as labfile, modes
 from provisioner.host import sandbox
-from provisioner.drivers.libvirt_render import LibvirtRenderer
+from provisioner.drivers.libvirt.render import LibvirtRenderer
 from tests.conftest import ROOT
 
 DEMOS = ROOT / "vagrant"

@@ -1,4 +1,4 @@
-"""The VirtualBox executor (provisioner/drivers/vbox_exec.py) and its backend shim (vbox_api.py).
+"""The VirtualBox executor (provisioner/drivers/virtualbox/lifecycle.py) and its backend shim (vbox_api.py).
 
 VirtualBox cannot be installed on this machine, so these tests run against fakes. Each is named
 as a fake where it is used:
@@ -41,9 +41,9 @@ from provisioner.host import runner, state
 from provisioner.lab import loader as labfile
 from provisioner.cli import main
 from provisioner.lab.defaults import default_lab
-from provisioner.drivers import vbox_api, vbox_exec
-from provisioner.drivers.libvirt_render import mgmt_mac
-from provisioner.drivers.vbox_render import vbox_mac
+from provisioner.drivers.virtualbox import api as vbox_api, lifecycle as vbox_exec
+from provisioner.drivers.libvirt.render import mgmt_mac
+from provisioner.drivers.virtualbox.render import vbox_mac
 from provisioner.errors import CommandFailed, HypervisorError, Unsupported, VnetError
 from provisioner.host.runner import Result
 from tests.conftest import ROOT

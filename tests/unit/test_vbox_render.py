@@ -13,9 +13,13 @@ import sys
 import pytest
 
 from provisioner.lab import loader as labfile
-from provisioner.drivers.libvirt_render import mgmt_mac
-from provisioner.drivers.vbox_render import (VBoxContext, VirtualBoxRenderer, created_interface,
-                                             substitute, vbox_mac)
+from provisioner.drivers.libvirt.render import mgmt_mac
+from provisioner.drivers.virtualbox.render import (
+    VBoxContext,
+    VirtualBoxRenderer,
+    created_interface,
+    substitute,
+    vbox_mac)
 from provisioner.errors import Unsupported
 from provisioner.lab.model import Backend
 from tests.conftest import ROOT

@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .guest import cloudimages, seed
-from .host import forwarding, state
-from .drivers.libvirt import LibvirtDriver
-from .drivers.libvirt_render import Context, ImageFiles, LibvirtRenderer, object_name
-from .errors import HypervisorError, NotFound, quote
-from .lab.model import Lab, is_name
-from .host.state import Target
+from ...guest import cloudimages, seed
+from ...host import forwarding, state
+from .connection import LibvirtDriver
+from .render import Context, ImageFiles, LibvirtRenderer, object_name
+from ...errors import HypervisorError, NotFound, quote
+from ...lab.model import Lab, is_name
+from ...host.state import Target
 
 Progress = Callable[[str], None]
 ADDRESS_TIMEOUT = 120.0
@@ -34,7 +34,7 @@ def progress_printer(quiet: bool = False) -> Progress:
 
 def target_for(sandbox_name: str | None, uri: str | None) -> Target:
     if sandbox_name:
-        from .host import sandbox
+        from ...host import sandbox
 
         sb = sandbox.load(sandbox_name)
         return Target(uri=uri or sb.uri, sandbox=sb.name, netns=sb.host_netns)
@@ -56,9 +56,9 @@ class Timings:
 
 def up(lab: Lab, target: Target, progress: Progress, wait: bool = True) -> dict:
     """Bring the lab up; returns its record (also saved in the lab's state dir)."""
-    from .host import accel
-    from . import doctor
-    from .guest import images
+    from ...host import accel
+    from ... import doctor
+    from ...guest import images
 
     doctor.preflight(lab, target)     # missing SR-IOV/vDPA hardware, taken subnets: refuse first
     timings = Timings()
@@ -115,9 +115,9 @@ def prepare_cloud(plan, bases: dict[str, Path], progress: Progress) -> None:
 
 
 def lab_from_record(record: dict) -> Lab:
-    from .lab import loader as labfile
+    from ...lab import loader as labfile
 
-    from .host.sandbox import lab_defaults
+    from ...host.sandbox import lab_defaults
 
     return labfile.resolve(record["lab_data"], lab_defaults(record.get("sandbox")),
                            source=record.get("source"))
@@ -222,7 +222,7 @@ def destroy(lab_name: str, target: Target, progress: Progress) -> list[str]:
     lab_dir = state.lab_dir(target, lab_name)
     forwarding.stop_proxy(lab_dir, progress)
     removed = LibvirtDriver(target).destroy(lab_name, progress)
-    from .verify import close_masters, control_dir
+    from ...verify import close_masters, control_dir
 
     close_masters(control_dir(target, lab_name))
     control_dir(target, lab_name).rmdir()

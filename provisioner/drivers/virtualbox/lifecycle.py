@@ -30,15 +30,21 @@ from dataclasses import replace
 from ipaddress import ip_network
 from pathlib import Path
 
-from ..guest import bootiso, images
-from ..host import runner, state
-from ..errors import CommandFailed, HypervisorError, VnetError, quote
-from ..lab.model import Lab, is_name
-from ..host.state import Target
-from . import vbox_api
-from .base import Plan
-from .vbox_render import (NETWORKS_CONF, TAG_KEY, VBoxContext, VirtualBoxRenderer,
-                          created_interface, substitute, vbox_name)
+from ...guest import bootiso, images
+from ...host import runner, state
+from ...errors import CommandFailed, HypervisorError, VnetError, quote
+from ...lab.model import Lab, is_name
+from ...host.state import Target
+from . import api as vbox_api
+from ..base import Plan
+from .render import (
+    NETWORKS_CONF,
+    TAG_KEY,
+    VBoxContext,
+    VirtualBoxRenderer,
+    created_interface,
+    substitute,
+    vbox_name)
 
 Progress = Callable[[str], None]
 TARGET = Target(uri="vbox://local", sandbox=None)
@@ -405,8 +411,8 @@ def _find_lost_interface(be, record: dict, bound: dict, created: set, progress) 
 def inventory(lab: Lab):
     """The control path of a VirtualBox lab, from its record: each VM's management address,
     the lab's SSH key and the host's management address; its cells use the VirtualBox table."""
-    from ..lab.model import Backend
-    from ..verify import Inventory
+    from ...lab.model import Backend
+    from ...verify import Inventory
 
     record = state.read(TARGET, lab.name)
     if record is None or "mgmt" not in record:

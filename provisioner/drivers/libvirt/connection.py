@@ -6,10 +6,10 @@ import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator
 
-from ..errors import HypervisorError
-from ..host.state import Target
-from .base import Plan
-from .libvirt_render import XMLNS
+from ...errors import HypervisorError
+from ...host.state import Target
+from ..base import Plan
+from .render import XMLNS
 
 Progress = Callable[[str], None]
 

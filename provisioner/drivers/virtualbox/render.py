@@ -51,12 +51,12 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_network
 from pathlib import PurePosixPath
 
-from ..guest import cmdline as guestcmdline
-from ..lab import nics
-from ..errors import Unsupported
-from ..lab.model import Backend, CloudImage, Lab, Network, Nic, Vm
-from .base import Document, Plan
-from .libvirt_render import mgmt_mac
+from ...guest import cmdline as guestcmdline
+from ...lab import nics
+from ...errors import Unsupported
+from ...lab.model import Backend, CloudImage, Lab, Network, Nic, Vm
+from ..base import Document, Plan
+from ..libvirt.render import mgmt_mac
 
 VBOXMANAGE = "VBoxManage"
 MAX_NICS = 8                      # --nic1..--nic8 (PIIX3 chipset); the last is vnet's own

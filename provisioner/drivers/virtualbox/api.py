@@ -23,9 +23,9 @@ import os
 import re
 from collections.abc import Callable, Sequence
 
-from ..host import runner
-from ..errors import CommandFailed, HypervisorError, VnetError
-from ..host.runner import Result
+from ...host import runner
+from ...errors import CommandFailed, HypervisorError, VnetError
+from ...host.runner import Result
 
 ENV_BINARY = "VNET_VBOXMANAGE"
 BINARIES = ("VBoxManage", "vboxmanage")       # Linux packages install both spellings

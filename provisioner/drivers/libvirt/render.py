@@ -25,14 +25,14 @@ from pathlib import Path
 
 import jinja2
 
-from ..guest import cmdline as guestcmdline
-from ..lab import nics
-from ..guest.cloudimages import overlay_path, seed_path
-from ..errors import Unsupported
-from ..lab.model import Backend, CloudImage, Lab, Nic, Vm
-from ..guest.seed import Seed, SeedNic
-from ..resources import data_dir
-from .base import Document, Plan
+from ...guest import cmdline as guestcmdline
+from ...lab import nics
+from ...guest.cloudimages import overlay_path, seed_path
+from ...errors import Unsupported
+from ...lab.model import Backend, CloudImage, Lab, Nic, Vm
+from ...guest.seed import Seed, SeedNic
+from ...resources import data_dir
+from ..base import Document, Plan
 
 XMLNS = "https://vnet.dev/xmlns/lab/1"
 MAX_NICS = 28          # PCI slots left on a -M pc guest after the disk and management NIC
