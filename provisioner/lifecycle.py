@@ -54,10 +54,20 @@ class Timings:
 # --- up -----------------------------------------------------------------------------------------
 
 def up(lab: Lab, target: Target, progress: Progress, wait: bool = True) -> dict:
-    """Bring the lab up; returns its record (also saved in the lab's state dir)."""
-    from . import accel, doctor, images
+    """Bring the lab up; returns its record (also saved in the lab's state dir). Holds the
+    lab's lock: a `destroy` (or a second `up`) of the same lab waits for it."""
+    from . import doctor
 
     doctor.preflight(lab, target)     # missing SR-IOV/vDPA hardware, taken subnets: refuse first
+    driver = LibvirtDriver(target)
+    driver.conn       # an unreachable URI fails here, before an image is built or state written
+    with state.lab_lock(target, lab.name, progress):
+        return _up(lab, target, driver, progress, wait)
+
+
+def _up(lab: Lab, target: Target, driver: LibvirtDriver, progress: Progress, wait: bool) -> dict:
+    from . import accel, images
+
     timings = Timings()
     image = images.build_tiny(progress=progress)
     timings.mark("image")
@@ -66,10 +76,9 @@ def up(lab: Lab, target: Target, progress: Progress, wait: bool = True) -> dict:
     chosen = accel.choose(image, progress)
     ctx = Context(image=ImageFiles(str(image.kernel), str(image.initrd), str(image.rootdisk),
                                    image.cmdline_base),
-                  ssh_pubkey=pubkey, accel=chosen, log_dir=str(lab_dir))
+                  ssh_pubkey=pubkey, owner=driver.owner, accel=chosen, log_dir=str(lab_dir))
     plan = LibvirtRenderer(ctx).plan(lab)
     bases = fetch_cloud_images(plan, progress)    # a bad download stops before the record
-    driver = LibvirtDriver(target)
     existing = driver.labs().get(lab.name)
     if not existing:   # a second `up` of a running lab owns its ports already
         forwarding.check_host_ports(target, lab.name, plan.extra["hostfwd"] + plan.extra["proxies"])
@@ -212,9 +221,18 @@ def _addresses(nic, reported: dict[str, str]) -> list[str]:
 
 
 def destroy(lab_name: str, target: Target, progress: Progress) -> list[str]:
+    """Remove this owner's objects of the lab, its helpers and its state; waits for a running
+    `up` of the same lab to finish first."""
+    with state.lab_lock(target, lab_name, progress):
+        return _destroy(lab_name, target, progress)
+
+
+def _destroy(lab_name: str, target: Target, progress: Progress) -> list[str]:
     lab_dir = state.lab_dir(target, lab_name)
     forwarding.stop_proxy(lab_dir)
-    removed = LibvirtDriver(target).destroy(lab_name, progress)
+    driver = LibvirtDriver(target)
+    removed = driver.destroy(lab_name, progress)
+    _report_unowned(driver, [lab_name], progress)
     from .verify import close_masters, control_dir
 
     close_masters(control_dir(target, lab_name))
@@ -231,18 +249,35 @@ def gc(target: Target, progress: Progress) -> list[str]:
     known = set(state.labs_of(target))
     removed = []
     for lab in sorted(set(driver.labs()) - known):
-        forwarding.stop_proxy(state.lab_dir(target, lab))
-        removed += driver.destroy(lab, progress)
-        state.remove(target, lab)
+        with state.lab_lock(target, lab, progress):
+            if state.read(target, lab) is not None:
+                continue                 # an `up` of it ran while we waited: not an orphan
+            forwarding.stop_proxy(state.lab_dir(target, lab))
+            removed += driver.destroy(lab, progress)
+            state.remove(target, lab)
+    _report_unowned(driver, sorted(driver.unowned()), progress)
     return removed
+
+
+def _report_unowned(driver: LibvirtDriver, labs: list[str], progress: Progress) -> None:
+    """Objects an older vnet tagged without an owner id: nobody can tell whose they are."""
+    unowned = driver.unowned()
+    for lab in labs:
+        if lab in unowned:
+            names = unowned[lab]["domain"] + unowned[lab]["network"]
+            progress(f"left alone: {', '.join(names)} (lab {lab}, tagged without an owner id "
+                     f"by an older vnet); remove them with virsh if they are yours")
 
 
 def list_labs(target: Target) -> list[dict]:
     driver = LibvirtDriver(target)
     running = driver.labs()
     names = sorted(set(running) | set(state.labs_of(target)))
-    return [{"lab": n, "domains": len(running.get(n, {}).get("domain", [])),
+    labs = [{"lab": n, "domains": len(running.get(n, {}).get("domain", [])),
              "networks": len(running.get(n, {}).get("network", [])),
              "state": "ok" if n in running and state.read(target, n) else
                       ("orphaned (vnet gc)" if n in running else "stale state")}
             for n in names]
+    return labs + [{"lab": n, "domains": len(o["domain"]), "networks": len(o["network"]),
+                    "state": "no owner id (older vnet; gc leaves it alone)"}
+                   for n, o in sorted(driver.unowned().items())]

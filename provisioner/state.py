@@ -11,7 +11,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import runner
+from . import locks, runner
 from .sandbox import state_root
 
 
@@ -40,10 +40,13 @@ def labs_of(target: Target) -> list[str]:
 def save(target: Target, lab: str, record: dict) -> Path:
     path = lab_dir(target, lab)
     path.mkdir(parents=True, exist_ok=True)
-    tmp = path / "lab.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2, default=str))
-    tmp.replace(path / "lab.json")
+    locks.write_atomic(path / "lab.json", json.dumps(record, indent=2, default=str))
     return path
+
+
+def lab_lock(target: Target, lab: str, progress=None):
+    """The lock that keeps `up`, `destroy` and `gc` of one lab from interleaving."""
+    return locks.held("lab", f"{target.key}-{lab}", progress)
 
 
 def read(target: Target, lab: str) -> dict | None:
