@@ -15,6 +15,7 @@ from .drivers.libvirt_render import Context, ImageFiles, LibvirtRenderer, object
 from .errors import HypervisorError, NotFound
 from .model import Lab
 from .state import Target
+from .testpoints import pause_at
 
 Progress = Callable[[str], None]
 ADDRESS_TIMEOUT = 120.0
@@ -147,6 +148,7 @@ def wait_for_addresses(lab: Lab, target: Target, driver: LibvirtDriver, lab_dir:
     pending = {vm.name for vm in lab.vms}
     deadline = time.monotonic() + timeout
     last_note = 0.0
+    pause_at("address")                         # a test may kill `vnet up` here
     while pending:
         for vm in list(pending):
             ready, addrs = guest_report(lab_dir, vm)

@@ -32,6 +32,7 @@ from .netns import netns_argv, run_in_netns
 from .report import CELL_TITLES, table
 from .resources import data_dir
 from .state import Target
+from .testpoints import pause_at
 
 PYTHON_IN_GUEST = "/usr/bin/python3"
 ANSIBLE_TIMEOUT = 180      # a whole run; one probe module call takes a few seconds
@@ -83,6 +84,7 @@ def verify(lab: Lab, target: Target, progress: Callable[[str], None],
     inventory.work_dir.mkdir(parents=True, exist_ok=True)
     listeners = _start_listeners(target, sb, port, inventory.work_dir)
     try:
+        pause_at("verify")                      # a test may kill `vnet up` here
         _run(lab, target, sb, cells, inventory, progress)
     finally:
         for proc in listeners:

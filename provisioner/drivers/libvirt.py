@@ -12,6 +12,7 @@ from typing import Callable, Iterator
 
 from ..errors import HypervisorError
 from ..state import Target
+from ..testpoints import pause_at
 from .base import Plan
 from .libvirt_render import XMLNS
 
@@ -73,6 +74,7 @@ class LibvirtDriver:
             for doc in plan.documents:
                 if doc.kind == "network":
                     self._ensure_network(doc.name, doc.text, plan.lab.name, progress)
+            pause_at("define")                  # a test may kill `vnet up` here
             domains = [d for d in plan.documents if d.kind == "domain"]
             # QEMU start-up is mostly waiting on the host: start every VM at once.
             with ThreadPoolExecutor(max_workers=max(1, len(domains))) as pool:
