@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import checks, labfile, lifecycle, modes, nics, sandbox, state
+from . import checks, labfile, lifecycle, locks, modes, nics, sandbox, state
 from . import verify as verifier
 from .defaultlab import default_lab
 from .errors import ExitStatus, LabFileError, NotFound, Unsupported, VnetError
@@ -271,9 +271,7 @@ def _remove_empty(directory: Path) -> None:
 
 
 def _write_summary(report_dir: Path, summary: dict) -> None:
-    tmp = report_dir / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    tmp.replace(report_dir / "summary.json")
+    locks.write_atomic(report_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
 
 
 def _prefixed(progress: Progress, prefix: str) -> Progress:
