@@ -47,27 +47,28 @@ def lock_path(kind: str, name: str) -> Path:
 
 
 @contextmanager
-def held(kind: str, name: str, progress: Callable[[str], None] | None = None) -> Iterator[None]:
-    """Hold the exclusive lock of sandbox/lab NAME; wait for it (saying so) while another run
-    holds it."""
+def held(kind: str, name: str, progress: Callable[[str], None] | None = None,
+         shared: bool = False) -> Iterator[None]:
+    """Hold the lock of sandbox/lab NAME; wait for it (saying so) while another run holds it.
+    Shared holders (the labs of a sandbox) exclude only an exclusive one (its up/down)."""
     path = lock_path(kind, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        _acquire(fd, f"{kind} {name}", progress)
-        os.ftruncate(fd, 0)
+        _acquire(fd, f"{kind} {name}", progress, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)               # shared holders: the last one to come is named
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
         os.close(fd)           # closing the last descriptor of the open file releases the lock
 
 
-def _acquire(fd: int, what: str, progress: Callable[[str], None] | None) -> None:
+def _acquire(fd: int, what: str, progress: Callable[[str], None] | None, mode: int) -> None:
     start = time.monotonic()
     next_note = FIRST_NOTE_SECONDS
     while True:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
             return
         except BlockingIOError:
             pass

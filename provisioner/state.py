@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,9 +45,16 @@ def save(target: Target, lab: str, record: dict) -> Path:
     return path
 
 
+@contextmanager
 def lab_lock(target: Target, lab: str, progress=None):
-    """The lock that keeps `up`, `destroy` and `gc` of one lab from interleaving."""
-    return locks.held("lab", f"{target.key}-{lab}", progress)
+    """The lock that keeps `up`, `destroy` and `gc` of one lab from interleaving; in a sandbox
+    also its sandbox's lock, shared, so `sandbox up/down` waits for them (always in this order:
+    sandbox, then lab)."""
+    with ExitStack() as stack:
+        if target.sandbox:
+            stack.enter_context(locks.held("sandbox", target.sandbox, progress, shared=True))
+        stack.enter_context(locks.held("lab", f"{target.key}-{lab}", progress))
+        yield
 
 
 def read(target: Target, lab: str) -> dict | None:

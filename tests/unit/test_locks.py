@@ -235,3 +235,41 @@ def test_the_lock_holder_pid_is_shown_across_processes(root):
         proc.stdin.close()
         proc.wait()
     waiter.join()
+
+
+def test_sandbox_down_waits_for_a_lab_up_in_that_sandbox(monkeypatch):
+    """Labs hold their sandbox's lock shared: two labs run at once, `sandbox down` waits."""
+    events, said = [], []
+    inside = threading.Event()
+    finish = threading.Event()
+
+    def fake_up(lab, target, driver, progress, wait):
+        events.append(f"up {lab.name}")
+        inside.set()
+        finish.wait(DEADLINE)
+        events.append(f"up {lab.name} end")
+        return {}
+
+    monkeypatch.setattr(lifecycle, "_up", fake_up)
+    monkeypatch.setattr(lifecycle, "_destroy", lambda name, *a: events.append(f"destroy {name}"))
+    monkeypatch.setattr(lifecycle.LibvirtDriver, "conn", property(lambda self: object()))
+    from provisioner import doctor
+    monkeypatch.setattr(doctor, "preflight", lambda lab, target: None)
+    monkeypatch.setattr(sandbox, "_down", lambda sb, progress: events.append("sandbox down"))
+
+    class Lab:
+        name = "web"
+
+    up = threading.Thread(target=lifecycle.up, args=(Lab(), TARGET, lambda m: None))
+    up.start()
+    assert inside.wait(DEADLINE)
+    lifecycle.destroy("other", TARGET, lambda m: None)     # another lab: no wait
+    down = threading.Thread(target=sandbox.down, args=("h3t", said.append))
+    down.start()
+    wait_for(lambda: said, "sandbox down says that it waits")
+    assert f"waiting for sandbox h3t's lock held by pid {os.getpid()}" in said[0]
+    assert events == ["up web", "destroy other"]
+    finish.set()
+    up.join()
+    down.join()
+    assert events == ["up web", "destroy other", "up web end", "sandbox down"]
