@@ -234,11 +234,20 @@ def _destroy(lab_name: str, target: Target, progress: Progress) -> list[str]:
     forwarding.stop_proxy(lab_dir)
     driver = LibvirtDriver(target)
     removed = driver.destroy(lab_name, progress)
-    _report_unowned(driver, [lab_name], progress)
     from .verify import close_masters, control_dir
 
     close_masters(control_dir(target, lab_name))
     control_dir(target, lab_name).rmdir()
+    unowned = driver.unowned().get(lab_name)
+    if unowned and state.read(target, lab_name) is not None:
+        # Most likely this state root's own lab from before owner ids; keep its record so
+        # nothing is lost, and let a person decide.
+        names = ", ".join(unowned["domain"] + unowned["network"])
+        raise HypervisorError(f"lab {lab_name}: {names} carry no owner id (an older vnet made "
+                              "them), so vnet leaves them alone and keeps the lab's state",
+                              hint=f"if they are yours, remove them with `virsh destroy` and "
+                                   f"`virsh undefine` (or net-*), then `vnet destroy {lab_name}`")
+    _report_unowned(driver, [lab_name], progress)
     if not removed and state.read(target, lab_name) is None and not lab_dir.exists():
         raise NotFound(f"no lab named {lab_name!r} on this target", hint="vnet list shows the labs")
     state.remove(target, lab_name)

@@ -175,3 +175,14 @@ def test_virtualbox_destroy_and_up_leave_another_state_roots_vms_alone(tmp_path,
     monkeypatch.setenv("VNET_STATE_DIR", str(tmp_path / "a"))       # the owner removes its lab
     vbox_exec.destroy("internal", vbox.say)
     assert sorted(vbox.vms()) == ["vnet-old-vm1"]
+
+
+def test_destroy_keeps_the_record_of_a_lab_whose_objects_have_no_owner(two_roots):
+    """A lab of this state root from before owner ids: its objects are left alone, and so is
+    its record, so the lab is not lost from sight."""
+    conn, ids, _ = two_roots
+    state.save(TARGET, "old", {"lab": "old"})
+    with pytest.raises(HypervisorError, match="vnet-old-vm1 carry no owner id") as exc:
+        lifecycle.destroy("old", TARGET, lambda m: None)
+    assert "virsh undefine" in exc.value.hint
+    assert "vnet-old-vm1" in conn.names() and state.read(TARGET, "old") == {"lab": "old"}
