@@ -33,10 +33,10 @@ from pathlib import Path
 from .. import bootiso, images, runner, state
 from ..errors import CommandFailed, HypervisorError, VnetError
 from ..model import Lab
+from ..owner import owner_id
 from ..state import Target
 from . import vbox_api
 from .base import Plan
-from ..owner import owner_id
 from .vbox_render import (NETWORKS_CONF, OWNER_KEY, TAG_KEY, VBoxContext, VirtualBoxRenderer,
                           created_interface, substitute, vbox_name)
 
