@@ -74,6 +74,12 @@ def lab_inventory(lab: Lab, target: Target) -> Inventory:
 
 def verify(lab: Lab, target: Target, progress: Callable[[str], None],
            timings: dict | None = None, inventory: Inventory | None = None) -> dict:
+    with state.lab_lock(target, lab.name, progress):     # a `destroy` waits for the probes
+        return _verify(lab, target, progress, timings, inventory)
+
+
+def _verify(lab: Lab, target: Target, progress: Callable[[str], None],
+            timings: dict | None, inventory: Inventory | None) -> dict:
     started = time.monotonic()
     inventory = inventory or lab_inventory(lab, target)
     sb = _sandbox(target)

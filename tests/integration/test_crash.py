@@ -1,8 +1,9 @@
-"""Crash safety, proven (issue 10, point 9): `vnet create` killed with SIGKILL while defining,
-while waiting for addresses and while verifying; `vnet destroy` afterwards leaves no domain,
-network, port proxy, listener or state of the lab; `sandbox down` then leaves the root
-namespace as it was before `sandbox up` (interfaces, addresses, routes, rules, mounts, and
-processes that name the sandbox or the lab).
+"""Crash safety, proven (issue 10, points 9 and 7): `vnet create` frozen while defining, while
+waiting for addresses and while verifying; a `vnet destroy` started then waits for the lab's
+lock; the frozen run is killed with SIGKILL; the destroy then leaves no domain, network, port
+proxy, listener or state of the lab; `sandbox down` then leaves the root namespace as it was
+before `sandbox up` (interfaces, addresses, routes, rules, mounts, and processes in or naming
+the sandbox).
 
 The run is frozen at each point by VNET_TEST_PAUSE_AT (provisioner/testpoints.py), which
 prints "paused at <point>" and sleeps; SIGKILL then hits it with no cleanup code running, and
@@ -98,28 +99,26 @@ def crash_sandbox():
     assert processes_naming(box.state_dir.as_posix(), box.host_netns, box.inet_netns) == {}
 
 
-def run_until_paused(box, lab: str, point: str) -> subprocess.Popen:
-    env = {**os.environ, "VNET_TEST_PAUSE_AT": point}
-    proc = subprocess.Popen([VNET, "create", "--mode", "natnetwork", "--name", lab, "--vms", "1",
-                             "--sandbox", box.name], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+def start_until(argv: list[str], words: str, env: dict | None = None) -> tuple:
+    """Start argv; return (process, its stderr lines so far) once a line holds `words`."""
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
     seen: list[str] = []
-    paused = threading.Event()
+    found = threading.Event()
 
     def read():
         for line in proc.stderr:
             seen.append(line)
-            if f"paused at {point}" in line:
-                paused.set()
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+            if words in line:
+                found.set()
+    threading.Thread(target=read, daemon=True).start()
     deadline = time.monotonic() + PAUSE_TIMEOUT
-    while not paused.wait(0.2):
+    while not found.wait(0.2):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             proc.wait()
-            pytest.fail(f"vnet create never reached {point}:\n" + "".join(seen[-20:]))
-    return proc
+            pytest.fail(f"{' '.join(argv[1:3])} never said {words!r}:\n" + "".join(seen[-20:]))
+    return proc, seen
 
 
 @pytest.mark.parametrize("point", ["define", "address", "verify"])
@@ -127,14 +126,18 @@ def test_sigkill_then_destroy_leaves_nothing_of_the_lab(crash_sandbox, point):
     box = crash_sandbox
     lab = f"h3k-{point}"
     target = lifecycle.target_for(box.name, None)
-    proc = run_until_paused(box, lab, point)
-    os.kill(proc.pid, signal.SIGKILL)
+    proc, _ = start_until([VNET, "create", "--mode", "natnetwork", "--name", lab, "--vms", "1",
+                           "--sandbox", box.name], f"paused at {point}",
+                          env={**os.environ, "VNET_TEST_PAUSE_AT": point})
+    assert LibvirtDriver(target).labs().get(lab), "the frozen run had created nothing"
+    # A destroy started now waits for the lab's lock (no interleaving with the running up)...
+    destroy, said = start_until([VNET, "destroy", lab, "--sandbox", box.name],
+                                f"waiting for lab sandbox-{box.name}-{lab}'s lock held by "
+                                f"pid {proc.pid}")
+    assert LibvirtDriver(target).labs().get(lab), "destroy did not wait for the lock"
+    os.kill(proc.pid, signal.SIGKILL)      # ...which the kernel frees with the killed run
     proc.wait()
-    assert LibvirtDriver(target).labs().get(lab), "the killed run had created nothing"
-
-    result = subprocess.run([VNET, "destroy", lab, "--sandbox", box.name],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
+    assert destroy.wait(timeout=300) == 0, "".join(said)
 
     driver = LibvirtDriver(target)
     names = [d.name() for d in driver.conn.listAllDomains(0)] + \
