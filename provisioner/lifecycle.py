@@ -242,12 +242,13 @@ def _destroy(lab_name: str, target: Target, progress: Progress) -> list[str]:
     if unowned and state.read(target, lab_name) is not None:
         # Most likely this state root's own lab from before owner ids; keep its record so
         # nothing is lost, and let a person decide.
-        names = ", ".join(unowned["domain"] + unowned["network"])
-        raise HypervisorError(f"lab {lab_name}: {names} carry no owner id (an older vnet made "
-                              "them), so vnet leaves them alone and keeps the lab's state",
-                              hint=f"if they are yours, remove them with `virsh destroy` and "
-                                   f"`virsh undefine` (or net-*), then `vnet destroy {lab_name}`")
-    _report_unowned(driver, [lab_name], progress)
+        raise HypervisorError(f"lab {lab_name}: {_names(unowned)} carry no owner id (an older "
+                              "vnet made them), so vnet leaves them alone and keeps the lab's "
+                              "state", hint="if they are yours, remove them with `virsh "
+                                            "destroy` and `virsh undefine` (or net-*), then "
+                                            f"`vnet destroy {lab_name}`")
+    if unowned:
+        progress(_left_alone(lab_name, unowned))
     if not removed and state.read(target, lab_name) is None and not lab_dir.exists():
         raise NotFound(f"no lab named {lab_name!r} on this target", hint="vnet list shows the labs")
     state.remove(target, lab_name)
@@ -266,18 +267,19 @@ def gc(target: Target, progress: Progress) -> list[str]:
             forwarding.stop_proxy(state.lab_dir(target, lab))
             removed += driver.destroy(lab, progress)
             state.remove(target, lab)
-    _report_unowned(driver, sorted(driver.unowned()), progress)
+    for lab, objects in sorted(driver.unowned().items()):
+        progress(_left_alone(lab, objects))
     return removed
 
 
-def _report_unowned(driver: LibvirtDriver, labs: list[str], progress: Progress) -> None:
+def _names(objects: dict[str, list[str]]) -> str:
+    return ", ".join(objects["domain"] + objects["network"])
+
+
+def _left_alone(lab: str, objects: dict[str, list[str]]) -> str:
     """Objects an older vnet tagged without an owner id: nobody can tell whose they are."""
-    unowned = driver.unowned()
-    for lab in labs:
-        if lab in unowned:
-            names = unowned[lab]["domain"] + unowned[lab]["network"]
-            progress(f"left alone: {', '.join(names)} (lab {lab}, tagged without an owner id "
-                     f"by an older vnet); remove them with virsh if they are yours")
+    return (f"left alone: {_names(objects)} (lab {lab}, tagged without an owner id by an older "
+            "vnet); remove them with virsh if they are yours")
 
 
 def list_labs(target: Target) -> list[dict]:
