@@ -76,6 +76,7 @@ def run(mode_names: list[str], model_names: list[str], report_dir: Path,
         progress: Progress = print) -> dict:
     """Run the matrix; returns the summary (also written to report_dir/summary.json)."""
     check_names(mode_names, model_names)
+    sandbox.require_root("vnet matrix")          # before the report dir or a sandbox exists
     report_dir.mkdir(parents=True, exist_ok=True)
     started, wall = time.time(), time.monotonic()
     temporary = sandbox_name is None
