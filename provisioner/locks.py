@@ -6,6 +6,10 @@ while held would let the next run lock a fresh file of the same name). The kerne
 when its holder exits, SIGKILL included, so a crash never leaves a stale lock behind. The holder
 writes its pid into the file, so a waiting run can say whom it waits for.
 
+Who takes what: `sandbox up/down` the sandbox's lock, exclusive; `up`, `verify`, `destroy` and
+`gc` of a lab the lab's lock, exclusive, and, in a sandbox, first its sandbox's lock, shared
+(state.lab_lock). One order everywhere (sandbox, then lab), so no two runs wait on each other.
+
 flock locks belong to an open file, not to a process: a second `held()` of the same lock in one
 process waits for the first, so public functions take the lock and call unlocked helpers.
 """
