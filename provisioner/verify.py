@@ -32,6 +32,7 @@ from .host.netns import netns_argv, run_in_netns
 from .report import CELL_TITLES, table
 from .resources import data_dir
 from .host.state import Target
+from .host.testpoints import pause_at
 
 PYTHON_IN_GUEST = "/usr/bin/python3"
 ANSIBLE_TIMEOUT = 180      # a whole run; one probe module call takes a few seconds
@@ -73,6 +74,12 @@ def lab_inventory(lab: Lab, target: Target) -> Inventory:
 
 def verify(lab: Lab, target: Target, progress: Callable[[str], None],
            timings: dict | None = None, inventory: Inventory | None = None) -> dict:
+    with state.lab_lock(target, lab.name, progress):     # a `destroy` waits for the probes
+        return _verify(lab, target, progress, timings, inventory)
+
+
+def _verify(lab: Lab, target: Target, progress: Callable[[str], None],
+            timings: dict | None, inventory: Inventory | None) -> dict:
     started = time.monotonic()
     inventory = inventory or lab_inventory(lab, target)
     sb = _sandbox(target)
@@ -85,6 +92,7 @@ def verify(lab: Lab, target: Target, progress: Callable[[str], None],
     try:     # the listeners start inside the try that stops them, even half started
         _start_listeners(target, sb, port, inventory.work_dir, records,
                          _listener_addresses(target, cells, port))
+        pause_at("verify")                      # a test may kill `vnet up` here
         _run(lab, target, sb, cells, inventory, progress)
     finally:
         for record in records:
