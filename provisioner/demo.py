@@ -26,6 +26,7 @@ from typing import Callable
 from . import runner, safepath, sandbox
 from .errors import CommandFailed, LabFileError, NotFound, VnetError
 from .resources import data_dir
+from .vagrantbox import BOX_NAME
 
 Progress = Callable[[str], None]
 MARKER = "vnet-demo.json"          # in a demo's copy: what made it, and whether vnet made the sandbox
@@ -125,15 +126,19 @@ def ensure_box(sb, progress: Progress) -> None:
     """The tiny libvirt box, added as vnet/tiny under vnet's VAGRANT_HOME (once per image)."""
     from . import images, vagrantbox
 
-    box = vagrantbox.build("libvirt", images.cache_dir() / "boxes", progress=progress)
     record = vagrant_home() / BOX_RECORD
     added = json.loads(record.read_text()) if record.is_file() else {}
-    if added.get("digest") == box.digest and added.get("path") == str(box.path):
-        progress(f"box {box.name} ({box.digest}) is already added")
+    cached = images.find_tiny()          # never builds: is the added box still the image's?
+    if cached is not None and added.get("digest") == cached.digest and \
+            (vagrant_home() / "boxes" / BOX_NAME.replace("/", "-VAGRANTSLASH-")).is_dir():
+        progress(f"box {BOX_NAME} ({cached.digest}) is already added")
         return
+    box = vagrantbox.build("libvirt", images.cache_dir() / "boxes", progress=progress)
     progress(f"adding box {box.name} under {vagrant_home()}")
     _vagrant(sb, box.add_argv, None, 600)
     record.write_text(json.dumps({"digest": box.digest, "path": str(box.path)}) + "\n")
+    box_dir = vagrant_home() / "boxes" / BOX_NAME.replace("/", "-VAGRANTSLASH-")
+    box_dir.mkdir(parents=True, exist_ok=True)   # Vagrant made it; a stand-in may not have
 
 
 def copy_demo(mode: str, sandbox_name: str, made_sandbox: bool) -> Path:

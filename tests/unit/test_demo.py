@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from provisioner import demo, runner, sandbox, vagrant, vagrantbox
+from provisioner import demo, images, runner, sandbox, vagrant, vagrantbox
 from provisioner.cli import main
 from provisioner.errors import CommandFailed, NotFound
 from tests.conftest import ROOT
@@ -70,12 +70,14 @@ def world(tmp_path, monkeypatch):
 
     def build(provider, out_dir, progress):            # FAKE box build
         assert provider == "libvirt"
+        events.append("box built")
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / f"vnet-tiny-{digest['value']}-libvirt.box"
         path.write_text("box")
         return vagrantbox.Box(path=path, provider="libvirt", name="vnet/tiny",
                               digest=digest["value"])
 
+    monkeypatch.setattr(images, "find_tiny", lambda: SimpleNamespace(digest=digest["value"]))
     seen = {}
 
     def verify(project, sandbox_name, progress):       # FAKE verification
@@ -126,7 +128,7 @@ def test_demo_goes_from_nothing_to_verified_and_back(world):
     home = str(world.root / "demos" / "vagrant.d")
     vagrant_calls = [(cwd, h) for argv, cwd, h in world.run.calls if argv[0] == "vagrant"]
     assert vagrant_calls == [(None, home), (str(work), home), (str(work), home)]
-    assert world.events == ["sandbox up", "verify", "sandbox down"]
+    assert world.events == ["sandbox up", "box built", "verify", "sandbox down"]
     assert world.seen["project"] == work and world.seen["sandbox"] == "h7"
     assert world.seen["home"] == home                       # ssh-config finds the box's key
     assert {"Vagrantfile", "vnet.yaml", demo.MARKER} <= set(world.seen["files"])
@@ -139,7 +141,7 @@ def test_keep_leaves_the_demo_up_and_destroy_removes_it_later(world):
     kept = demo_cmd("natnetwork", "--sandbox", "h7", "--keep")
     assert kept.exit_code == 0, kept.output
     assert world.run.commands() == [box_add(world), ["vagrant", "up", "--provider", "libvirt"]]
-    assert world.events == ["sandbox up", "verify"]
+    assert world.events == ["sandbox up", "box built", "verify"]
     listed = json.loads(demo_cmd("--list", "--format", "json").output)
     assert [d["kept_in"] for d in listed if d["demo"] == "natnetwork"] == [["h7"]]
     world.run.calls.clear()
@@ -155,7 +157,7 @@ def test_keep_leaves_the_demo_up_and_destroy_removes_it_later(world):
 def test_a_sandbox_that_was_up_is_used_and_left_up(world):
     world.up["h7"] = True
     assert demo_cmd("hostonly", "--sandbox", "h7").exit_code == 0
-    assert world.events == ["verify"]
+    assert world.events == ["box built", "verify"]
 
 
 def test_the_box_is_added_once_per_image(world):
@@ -163,6 +165,7 @@ def test_the_box_is_added_once_per_image(world):
     assert demo_cmd("internal", "--sandbox", "h7").exit_code == 0
     assert demo_cmd("internal", "--sandbox", "h7").exit_code == 0
     assert world.run.commands().count(box_add(world)) == 1
+    assert world.events.count("box built") == 1              # not even built again
     world.digest["value"] = "def456"                          # the image changed
     assert demo_cmd("internal", "--sandbox", "h7").exit_code == 0
     assert world.run.commands()[-5][:4] == ["vagrant", "box", "add", "--force"]
@@ -185,7 +188,7 @@ def test_a_failed_vagrant_up_still_tears_everything_down(world, monkeypatch):
     done = demo_cmd("natnetwork", "--sandbox", "h7")
     assert done.exit_code == 3 and "`vagrant up` of demo natnetwork failed" in done.output
     assert world.run.commands()[-3:] == TEARDOWN
-    assert world.events == ["sandbox up", "sandbox down"]
+    assert world.events == ["sandbox up", "box built", "sandbox down"]
 
 
 def test_bad_input_exits_2_and_creates_nothing(world):

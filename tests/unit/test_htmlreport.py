@@ -377,3 +377,14 @@ def test_headless_chromium_renders_the_report_with_its_red_cell(tmp_path):
     assert (0xdc, 0xfc, 0xe7) in colours       # and a green one's
     if os.environ.get("VNET_REPORT_PNG"):        # docs/report.png is made this way
         shutil.copyfile(png, os.environ["VNET_REPORT_PNG"])
+
+
+def test_a_lab_that_never_ran_shows_why_and_no_cell():
+    """A matrix lab that failed before any check (matrix._empty), without a topology: no dot."""
+    result = {"lab": "mx-nat-e1000", "backend": "libvirt", "ok": False, "booted": False,
+              "checks": [], "timings": {}, "notes": [], "error": "libvirtd <down> & out"}
+    text = htmlreport.render(result)
+    page = Page(text)
+    assert page.checks == [] and page.svg is None
+    assert "could not run: libvirtd &lt;down&gt; &amp; out" in text
+    assert 'class="badge error"' in text
