@@ -388,3 +388,13 @@ def test_a_lab_that_never_ran_shows_why_and_no_cell():
     assert page.checks == [] and page.svg is None
     assert "could not run: libvirtd &lt;down&gt; &amp; out" in text
     assert 'class="badge error"' in text
+
+
+def test_a_report_saved_before_the_topology_section_still_renders_its_grid(monkeypatch):
+    """Older JSON reports (CI artifacts) have no `topology`: the grid alone, and dot not needed."""
+    monkeypatch.setattr(runner, "which", lambda name: None)
+    result = sample_result()
+    del result["topology"]
+    page = Page(htmlreport.render(result))
+    assert page.svg is None and len(page.checks) == len(result["checks"])
+    assert len([c for c in page.checks if "red" in c["classes"]]) == 1
