@@ -91,7 +91,10 @@ def world(tmp_path, monkeypatch):
             seen["rendered"] = rendered.returncode == 0 and \
                 json.loads(rendered.stdout)[0]["vm"]["settings"]["box"] == "vnet/tiny"
         events.append("verify")
-        return {"lab": "vagrant-natnetwork", "backend": "libvirt", "ok": True, "checks": [],
+        cell = {"kind": "vm_to_vm", "network": "natnet", "mode": "natnetwork", "source": "vm1",
+                "target": "vm2 (192.168.160.11)", "expected": "pass", "observed": "pass",
+                "ok": True, "detail": "fake"}
+        return {"lab": "vagrant-natnetwork", "backend": "libvirt", "ok": True, "checks": [cell],
                 "timings": {}, "notes": []}
 
     recorder = Recorder()
