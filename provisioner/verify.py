@@ -25,6 +25,7 @@ from xml.sax.saxutils import quoteattr
 
 from . import checks as checklib
 from .host import procs, runner, state
+from . import topology
 from .drivers.libvirt.render import mgmt_subnet_for
 from .errors import VnetError
 from .lab.model import Backend, Lab
@@ -102,10 +103,11 @@ def _verify(lab: Lab, target: Target, progress: Callable[[str], None],
     phases["total"] = round(sum(phases.values()), 2)
     notes = list(inventory.notes) + ([] if sb else ["not in a sandbox: no Internet cells were probed"])
     found = [c.as_dict() for c in cells]
+    control = {vm: h.get("ansible_host") for vm, h in inventory.hosts.items()}
     # ok needs at least one verified cell: a lab with no cell at all proves nothing
     return {"lab": lab.name, "backend": inventory.backend.value, "inventory": inventory.source,
             "ok": checklib.verdict(found) == checklib.GREEN, "checks": found,
-            "timings": phases, "notes": notes}
+            "timings": phases, "notes": notes, "topology": topology.of(lab, control)}
 
 
 def _sandbox(target: Target):
@@ -130,9 +132,11 @@ def endpoints(lab: Lab, target: Target, port: int = 0,
 def unbooted_result(lab: Lab, cells: list, note: str, timings: dict | None = None) -> dict:
     """A result shaped like verify()'s for a lab that was never booted (its hardware is
     missing): its cells are observed "skipped", which is not a failure for such a lab."""
+    from . import topology
+
     return {"lab": lab.name, "backend": "libvirt", "ok": checklib.result_ok(cells, booted=False),
             "booted": False, "checks": [c.as_dict() for c in cells],
-            "timings": dict(timings or {}), "notes": [note]}
+            "timings": dict(timings or {}), "notes": [note], "topology": topology.of(lab)}
 
 
 # Runs the probe module's listener on one address: it is loaded by path (runpy), so nothing
@@ -386,6 +390,11 @@ def exit_code(result: dict) -> int:
 
 
 def write_report(result: dict, kind: str, out: Path) -> None:
+    if kind == "html":       # the topology drawn and the matrix as a coloured grid
+        from .htmlreport import write_html
+
+        write_html(result, out)
+        return
     out.parent.mkdir(parents=True, exist_ok=True)
     if kind == "json":
         out.write_text(json.dumps(result, indent=2) + "\n")
