@@ -79,7 +79,7 @@ def sandbox_name_opt(ctx, param, value):
 def report_kind_opt(ctx, param, value):
     """Click callback: `--report html` needs graphviz's dot; say so before anything is made."""
     if value == "html":
-        from .topograph import require_dot
+        from .verify.topograph import require_dot
 
         require_dot()
     return value
@@ -125,7 +125,7 @@ def modes_cmd(backend: str, fmt: str):
       vnet modes
       vnet modes --backend libvirt --format json
     """
-    from .report import modes_json, modes_table
+    from .verify.report import modes_json, modes_table
 
     click.echo(json.dumps(modes_json(Backend(backend)), indent=2) if fmt == "json"
                else modes_table(Backend(backend)))
@@ -151,7 +151,7 @@ def render(lab_file: Path, backend: str, out: Path | None):
       vnet render lab.yaml --backend virtualbox --out build/
     """
     from .lab import loader as labfile
-    from .plans import plan_for, write_plan, print_plan
+    from .ops.plans import plan_for, write_plan, print_plan
 
     lab = labfile.load(lab_file)
     plan = plan_for(lab, Backend(backend))
@@ -205,7 +205,7 @@ def create(mode, nic_model, vms, name, pf, bridge, backend, dry_run, sandbox_nam
     """
     from .lab import loader as labfile
     from .lab.defaults import default_lab
-    from .plans import plan_for, print_plan
+    from .ops.plans import plan_for, print_plan
 
     from .host.sandbox import lab_defaults
 
@@ -227,7 +227,7 @@ def _up_and_verify(lab, backend, sandbox_name, uri, verify, report, out, fmt, wa
         record = vbox_exec.up(lab, progress=say, wait=wait)
         if not verify or not wait:
             return
-        from . import verify as verifier
+        from .verify import run as verifier
 
         result = verifier.verify(lab, vbox_exec.TARGET, say, timings=record.get("timings", {}),
                                  inventory=vbox_exec.inventory(lab))
@@ -238,14 +238,14 @@ def _up_and_verify(lab, backend, sandbox_name, uri, verify, report, out, fmt, wa
         click.echo(json.dumps(lifecycle.status(lab.name, target), indent=2) if fmt == "json"
                    else _status_table(lifecycle.status(lab.name, target)))
         return
-    from . import verify as verifier
+    from .verify import run as verifier
 
     result = verifier.verify(lab, target, say, timings=record.get("timings", {}))
     _emit_verification(result, report, out, fmt)
 
 
 def _emit_verification(result, report, out, fmt):
-    from . import verify as verifier
+    from .verify import run as verifier
 
     if report:
         if out is None:
@@ -285,7 +285,7 @@ def up(lab_file, backend, uri, sandbox_name, no_wait, no_verify, dry_run, report
       vnet up lab.yaml --uri qemu+ssh://root@hv1/system --no-verify
     """
     from .lab import loader as labfile
-    from .plans import plan_for, print_plan
+    from .ops.plans import plan_for, print_plan
 
     from .host.sandbox import lab_defaults
 
@@ -322,10 +322,10 @@ def verify_cmd(lab_name, uri, sandbox_name, vagrant_dir, backend, report, out, f
     """
     from .drivers.libvirt import lifecycle
     from .host import state
-    from . import verify as verifier
+    from .verify import run as verifier
 
     if vagrant_dir is not None:
-        from . import vagrant
+        from .ops import vagrant
 
         result = vagrant.verify(vagrant_dir, sandbox_name, lifecycle.progress_printer())
         return _emit_verification(result, report, out, fmt)
@@ -367,7 +367,7 @@ def status(lab_name, uri, sandbox_name, fmt):
 
 
 def _status_table(data: dict) -> str:
-    from .report import table
+    from .verify.report import table
 
     rows = [[vm["name"], vm["state"], nic["network"], nic["model"], nic["mac"],
              ", ".join(nic["addresses"]) or "-"] for vm in data["vms"] for nic in vm["nics"]]
@@ -410,7 +410,7 @@ def list_cmd(uri, sandbox_name, fmt):
       vnet list --sandbox default
     """
     from .drivers.libvirt import lifecycle
-    from .report import table
+    from .verify.report import table
 
     labs = lifecycle.list_labs(lifecycle.target_for(sandbox_name, uri))
     if fmt == "json":

@@ -1,4 +1,4 @@
-"""`vnet demo`: the Vagrant demos in one command (provisioner/demo.py). Registered on the main
+"""`vnet demo`: the Vagrant demos in one command (provisioner/ops/demo.py). Registered on the main
 group by the last lines of cli.py."""
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def demo_cmd(mode, sandbox_name, keep, destroy, list_only, report, out, fmt):
       vnet demo internal --sandbox demo --keep && vnet demo internal --sandbox demo --destroy
       vnet demo hostonly --report html --out hostonly.html
     """
-    from . import demo
+    from .ops import demo
     from .drivers.libvirt import lifecycle
 
     if list_only:
@@ -46,7 +46,7 @@ def demo_cmd(mode, sandbox_name, keep, destroy, list_only, report, out, fmt):
         if fmt == "json":
             click.echo(json.dumps(demos, indent=2))
             return
-        from .report import table
+        from .verify.report import table
 
         click.echo(table(["demo", "directory", "what it shows", "kept in sandbox"],
                          [[d["demo"], d["directory"], d["description"],

@@ -122,7 +122,7 @@ def image_build(name, force):
 def image_list(fmt):
     """List cached images."""
     from .guest import images
-    from .report import table
+    from .verify.report import table
 
     items = images.list_cached()
     if fmt == "json":

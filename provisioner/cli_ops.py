@@ -1,5 +1,5 @@
 """`vnet doctor` and `vnet matrix`: parse, call the library (provisioner.doctor,
-provisioner.matrix), print, exit. Registered on the main group by the last line of cli.py."""
+provisioner.ops.matrix), print, exit. Registered on the main group by the last line of cli.py."""
 from __future__ import annotations
 
 import json
@@ -88,13 +88,13 @@ def matrix_cmd(mode_list, model_list, sandbox_name, report_dir, pf, report, out)
       vnet matrix --modes natnetwork --report-dir out --report html --out out/matrix.html
     """
     from .drivers.libvirt import lifecycle
-    from . import matrix
+    from .ops import matrix
     from .lab import modes
 
     if report and out is None:
         raise click.UsageError("--report needs --out FILE")
     if report:
-        from .topograph import require_dot
+        from .verify.topograph import require_dot
 
         require_dot()        # before an hour of labs, not after
     mode_names = _names(mode_list) or modes.names()
@@ -109,7 +109,7 @@ def matrix_cmd(mode_list, model_list, sandbox_name, report_dir, pf, report, out)
     click.echo(matrix.summary_table(summary))
     click.echo(f"reports: {report_dir}/")
     if report:
-        from . import htmlreport
+        from .verify import htmlreport
 
         saved, labs = htmlreport.load(report_dir / "summary.json")
         click.echo(f"html report: {htmlreport.write_html(saved, out, labs)}")

@@ -1,5 +1,5 @@
 """`vnet report JSON --html FILE`: a saved JSON report (a CI artifact, say) as the HTML report
-(provisioner/htmlreport.py). Registered on the main group by the last lines of cli.py."""
+(provisioner/verify/htmlreport.py). Registered on the main group by the last lines of cli.py."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,7 +27,7 @@ def report_cmd(json_file: Path, html_out: Path):
       vnet report report.json --html report.html
       vnet report reports/summary.json --html matrix.html
     """
-    from . import htmlreport
+    from .verify import htmlreport
 
     result, labs = htmlreport.load(json_file)
     click.echo(htmlreport.write_html(result, html_out, labs))

@@ -1,4 +1,4 @@
-"""`vnet image box` and the Vagrant side of `vnet verify --vagrant` (see provisioner/vagrant.py)."""
+"""`vnet image box` and the Vagrant side of `vnet verify --vagrant` (see provisioner/ops/vagrant.py)."""
 from __future__ import annotations
 
 import shlex

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address
 
-from provisioner import checks, topology
+from provisioner.verify import checks, topology
 from provisioner.lab import loader as labfile
 from provisioner.lab.defaults import default_lab
 from provisioner.lab.model import Backend

@@ -21,7 +21,7 @@ VNET = str(Path(sys.executable).with_name("vnet"))
 def test_demo_natnetwork_from_nothing_to_verified_and_gone(tiny_image, tmp_path, record_property):
     import os
 
-    from provisioner import demo
+    from provisioner.ops import demo
     from provisioner.host import sandbox
 
     reason = missing_vagrant(dict(os.environ, VAGRANT_CHECKPOINT_DISABLE="1"))

@@ -12,7 +12,7 @@ import pytest
 from provisioner.lab import loader as labfile, modes
 from provisioner.drivers.libvirt import lifecycle
 from provisioner.host import netns, runner, state
-from provisioner import verify as verifier
+from provisioner.verify import run as verifier
 from provisioner.lab.defaults import default_lab
 from provisioner.drivers.libvirt.connection import LibvirtDriver
 from provisioner.drivers.libvirt.render import bridge_name

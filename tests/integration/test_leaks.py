@@ -7,7 +7,7 @@ import pytest
 from provisioner.lab import loader as labfile
 from provisioner.drivers.libvirt import lifecycle
 from provisioner.host import netns, runner
-from provisioner import verify as verifier
+from provisioner.verify import run as verifier
 from provisioner.lab.defaults import default_lab
 
 pytestmark = pytest.mark.integration

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from provisioner import checks
+from provisioner.verify import checks
 from provisioner.host import netns, runner
-from provisioner import verify as verifier
+from provisioner.verify import run as verifier
 from provisioner.resources import data_dir
 
 pytestmark = pytest.mark.integration

@@ -1,7 +1,7 @@
 """The checks a lab gets, and what each must show, come from the mode table."""
 import pytest
 
-from provisioner import checks
+from provisioner.verify import checks
 from provisioner.lab import loader as labfile
 from provisioner.lab.defaults import default_lab
 from provisioner.lab.loader import Defaults
@@ -102,7 +102,7 @@ def test_nat_vm_to_vm_is_ok_only_when_the_prober_answers_itself(answerer, ok, de
     import socket
     import threading
 
-    from provisioner.verify import probe_module
+    from provisioner.verify.run import probe_module
 
     probe = probe_module()
     with socket.socket() as s:
@@ -149,7 +149,7 @@ def test_verdict_counts_ok_red_skipped():
 
 def test_udp_silence_is_settled_by_a_control_that_ran_elsewhere():
     """A negative UDP cell probed from the Internet, its positive control from a guest."""
-    from provisioner import verify as verifier
+    from provisioner.verify import run as verifier
 
     probe = verifier.probe_module()
     silent = {"observed": "error", "detail": "no UDP answer", "silent": True}

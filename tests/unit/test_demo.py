@@ -1,4 +1,4 @@
-"""`vnet demo` (provisioner/demo.py): the command sequence from nothing to a verified Vagrant
+"""`vnet demo` (provisioner/ops/demo.py): the command sequence from nothing to a verified Vagrant
 demo and back, with FAKES: the process runner records each command instead of running it, the
 sandbox and the box build are stand-ins, and the verification returns a canned result. The
 copied demo is rendered by the Vagrant recorder (tests/fakes/vagrant_recorder.rb) to show that
@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from provisioner import demo, vagrant
+from provisioner.ops import demo, vagrant
 from provisioner.guest import images, vagrantbox
 from provisioner.host import runner, sandbox
 from provisioner.cli import main

@@ -7,8 +7,8 @@ from click.testing import CliRunner
 
 from provisioner.drivers.libvirt import lifecycle
 from provisioner.host import state
-from provisioner import verify as verifier
-from provisioner.checks import SKIPPED, Check
+from provisioner.verify import run as verifier
+from provisioner.verify.checks import SKIPPED, Check
 from provisioner.cli import main
 from provisioner.lab.defaults import default_lab
 

@@ -8,7 +8,7 @@ import pytest
 from provisioner.lab import loader as labfile
 from provisioner.errors import Unsupported
 from provisioner.lab.model import Backend
-from provisioner.plans import plan_for
+from provisioner.ops.plans import plan_for
 from tests.conftest import ROOT, regen_golden
 
 CASES = sorted(p.parent.name for p in (ROOT / "tests" / "golden").glob("*/lab.yaml"))

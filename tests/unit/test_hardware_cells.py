@@ -2,9 +2,9 @@
 as passed; the matrix text, JSON and JUnit show them."""
 from ipaddress import IPv4Address, IPv4Network
 
-from provisioner import checks
+from provisioner.verify import checks
 from provisioner.lab import loader as labfile
-from provisioner import verify as verifier
+from provisioner.verify import run as verifier
 from provisioner.lab.defaults import default_lab
 from provisioner.lab.loader import Defaults
 

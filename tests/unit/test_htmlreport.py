@@ -1,4 +1,4 @@
-"""The HTML report (provisioner/htmlreport.py, topograph.py, templates/report/): the JSON
+"""The HTML report (provisioner/verify/htmlreport.py, topograph.py, templates/report/): the JSON
 report's topology section, the page's grid and SVG, escaping, and a real render in headless
 Chromium (from the distribution) with a screenshot."""
 from __future__ import annotations
@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from provisioner import htmlreport, topograph, topology
+from provisioner.verify import htmlreport, topograph, topology
 from provisioner.lab import loader as labfile
 from provisioner.host import runner
 from provisioner.cli import main
@@ -99,7 +99,7 @@ def test_a_per_vm_nat_nic_shows_the_address_the_nat_hands_out():
 
 def test_verify_result_carries_the_topology_and_keeps_its_other_keys(tmp_path, monkeypatch):
     """verify() with its three probe sources replaced (FAKE: no Ansible, no listener)."""
-    from provisioner import verify as verifier
+    from provisioner.verify import run as verifier
     from provisioner.host.state import Target
 
     monkeypatch.setattr(verifier, "_start_listeners", lambda *a: None)
@@ -292,7 +292,7 @@ def test_lab_commands_write_the_html_report(tmp_path):
 
 @needs_dot
 def test_matrix_command_writes_the_html_report(tmp_path, monkeypatch):
-    from provisioner import matrix
+    from provisioner.ops import matrix
 
     def fake_run(modes, models, report_dir, sandbox_name, pf, progress):   # FAKE matrix run
         result = sample_result(red=False)

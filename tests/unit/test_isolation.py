@@ -13,7 +13,7 @@ import pytest
 
 from provisioner.host import forwarding, sandbox
 from provisioner.guest import images
-from provisioner import verify
+from provisioner.verify import run as verify
 from provisioner.resources import data_dir
 
 PLANTED = ("asyncio", "json", "socket", "argparse", "runpy", "time", "struct", "threading",

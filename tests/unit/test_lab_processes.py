@@ -140,7 +140,7 @@ def test_sandbox_down_stops_the_proxies_of_its_labs(state_root):
 def test_verifier_listeners_that_fail_to_start_are_stopped(state_root, tmp_path, monkeypatch):
     """The listeners start inside the try that stops them: when the second one cannot start,
     verify() fails and the first one is stopped too."""
-    from provisioner import verify
+    from provisioner.verify import run as verify
     busy = socket.socket()
     busy.bind(("127.0.0.2", 0))
     busy.listen()
@@ -164,7 +164,7 @@ def test_verifier_listeners_that_fail_to_start_are_stopped(state_root, tmp_path,
 
 
 def test_outside_a_sandbox_listeners_bind_loopback_and_lab_addresses_only():
-    from provisioner import verify
+    from provisioner.verify import run as verify
     cells = [SimpleNamespace(kind="vm_to_host", probe={"target": t, "port": 20001})
              for t in ("10.0.2.2", "127.0.0.1", "192.0.2.77")] + \
         [SimpleNamespace(kind="host_to_vm", probe={"target": "127.0.0.3", "port": 7})]

@@ -7,9 +7,9 @@ import pytest
 from click.testing import CliRunner
 
 from provisioner.drivers.libvirt import lifecycle
-from provisioner import matrix
+from provisioner.ops import matrix
 from provisioner.host import sandbox, state
-from provisioner import verify as verifier
+from provisioner.verify import run as verifier
 from provisioner.cli import main
 from provisioner.doctor import error
 from provisioner.errors import HypervisorError, Unsupported

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from provisioner.drivers.libvirt import lifecycle
 from provisioner.host import sandbox, state
-from provisioner import verify as verifier
+from provisioner.verify import run as verifier
 from provisioner.cli import main
 from provisioner.drivers.libvirt import connection as libvirt_driver
 from provisioner.drivers.virtualbox import lifecycle as vbox_exec

@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from provisioner.checks import Check
-from provisioner.verify import probe_module
+from provisioner.verify.checks import Check
+from provisioner.verify.run import probe_module
 
 probe = probe_module()
 SHORT = 0.3          # how long a probe waits for a listener that never answers

@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from provisioner.lab import loader as labfile
-from provisioner import vagrant
+from provisioner.ops import vagrant
 from provisioner.guest import vagrantbox
-from provisioner import verify as verifier
+from provisioner.verify import run as verifier
 from provisioner.cli import main
 from provisioner.errors import LabFileError, NotFound, Unsupported
 from provisioner.lab.model import Backend
@@ -166,7 +166,7 @@ def test_ansible_inventory_comes_from_the_pluggable_inventory(monkeypatch, tmp_p
     inv = verifier.Inventory(
         hosts=vagrant.hosts_from(lab, vagrant.parse_ssh_config(SSH_CONFIG)),
         mgmt_host_ip="192.168.121.1", work_dir=tmp_path / "work", source="vagrant ssh-config")
-    from provisioner import checks
+    from provisioner.verify import checks
 
     ends = checks.Endpoints(host_listener_port=20000, internet_ip="203.0.113.1",
                             host_uplink_ip="203.0.113.2", mgmt_host_ip=inv.mgmt_host_ip)

@@ -925,8 +925,8 @@ def test_virtualbox_labs_are_verified_over_the_management_network(vbox, monkeypa
     run and the host-side prober are replaced, and no listener starts; no network is touched."""
     from types import SimpleNamespace
 
-    from provisioner import checks
-    from provisioner import verify as verifier
+    from provisioner.verify import checks
+    from provisioner.verify import run as verifier
     from provisioner.lab.model import Backend
 
     playbooks, results = [], []

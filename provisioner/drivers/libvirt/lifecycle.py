@@ -240,7 +240,7 @@ def _destroy(lab_name: str, target: Target, progress: Progress) -> list[str]:
     forwarding.stop_proxy(lab_dir, progress)
     driver = LibvirtDriver(target)
     removed = driver.destroy(lab_name, progress)
-    from ...verify import close_masters, control_dir
+    from ...verify.run import close_masters, control_dir
 
     close_masters(control_dir(target, lab_name))
     control_dir(target, lab_name).rmdir()

@@ -440,7 +440,7 @@ def inventory(lab: Lab):
     """The control path of a VirtualBox lab, from its record: each VM's management address,
     the lab's SSH key and the host's management address; its cells use the VirtualBox table."""
     from ...lab.model import Backend
-    from ...verify import Inventory
+    from ...verify.run import Inventory
 
     record = state.read(TARGET, lab.name)
     if record is None or "mgmt" not in record:

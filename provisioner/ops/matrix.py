@@ -26,15 +26,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import checks
-from .lab import loader as labfile, modes, nics
-from .drivers.libvirt import lifecycle
-from .host import locks, sandbox, state
-from . import verify as verifier
-from .lab.defaults import default_lab
-from .errors import ExitStatus, LabFileError, NotFound, Unsupported, VnetError
-from .lab.model import Backend
-from .report import table
+from ..verify import checks
+from ..lab import loader as labfile, modes, nics
+from ..drivers.libvirt import lifecycle
+from ..host import locks, sandbox, state
+from ..verify import run as verifier
+from ..lab.defaults import default_lab
+from ..errors import ExitStatus, LabFileError, NotFound, Unsupported, VnetError
+from ..lab.model import Backend
+from ..verify.report import table
 
 Progress = Callable[[str], None]
 PREFIX = "mx"
@@ -185,7 +185,7 @@ def _create_and_verify(lab, target: state.Target, say: Progress) -> tuple[str, d
         except Unsupported as exc:
             if not getattr(exc, "hardware", False):
                 raise
-            from .doctor import hardware_reasons
+            from ..doctor import hardware_reasons
 
             reason = "; ".join(f.summary.removeprefix("no hardware: ") for f in exc.findings)
             cells = checks.hardware_cells(lab, verifier.endpoints(lab, target),
@@ -254,14 +254,14 @@ def _some_pf(model: str) -> str | None:
     report as missing hardware."""
     if model != "sriov":
         return None
-    from .doctor.host import SystemHost
-    from .doctor.rules.sriov import capable_pfs
+    from ..doctor.host import SystemHost
+    from ..doctor.rules.sriov import capable_pfs
 
     return next(iter(capable_pfs(SystemHost())), "nopf0")
 
 
 def _doctor(sandbox_name: str, progress: Progress) -> dict:
-    from . import doctor
+    from .. import doctor
 
     report = doctor.diagnose(sandbox=sandbox_name, progress=progress)
     progress(f"doctor: {len(report.errors)} error(s), {len(report.of('warn'))} warning(s)"

@@ -2,7 +2,7 @@
 opened) made from the JSON report vnet already writes (`--report json`, a matrix's
 summary.json), so a CI artifact can be turned into one later (`vnet report JSON --html FILE`).
 
-Per lab: the topology drawn by graphviz (provisioner/topograph.py; only when the JSON carries a
+Per lab: the topology drawn by graphviz (provisioner/verify/topograph.py; only when the JSON carries a
 `topology` section) and, per network, the matrix as a grid of sources x targets in which every
 check is one coloured cell: green when observed as expected, red when not (with its diagnosis,
 the check's detail), grey when skipped. A matrix summary adds one row per mode x NIC model.
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import jinja2
 
-from .errors import LabFileError, VnetError
-from .resources import data_dir
+from ..errors import LabFileError, VnetError
+from ..resources import data_dir
 
 KIND_TITLES = {"vm_to_host": "VM->host", "host_to_vm": "host->VM", "vm_to_vm": "VM<->VM",
                "vm_to_internet": "VM->Internet", "internet_to_vm": "Internet->VM",
@@ -136,7 +136,7 @@ def _env() -> jinja2.Environment:
 def render(result: dict, labs: list[dict] | None = None) -> str:
     """The page for one verification result, or for a matrix summary (`labs` then holds the
     per-lab results that could be read; a lab without one shows only its summary row)."""
-    from . import __version__
+    from .. import __version__
 
     if "labs" in result and "checks" not in result:
         views = [lab_view(r) for r in (labs or [])]

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .lab import modes, nics
-from .lab.defaults import ECHO_PORT
-from .lab.model import Backend, Lab
+from ..lab import modes, nics
+from ..lab.defaults import ECHO_PORT
+from ..lab.model import Backend, Lab
 
 HOST, INTERNET = "host", "internet"
 SKIPPED = "skipped"

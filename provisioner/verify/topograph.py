@@ -1,4 +1,4 @@
-"""A lab's topology (the report's `topology` section, provisioner/topology.py) drawn as SVG.
+"""A lab's topology (the report's `topology` section, provisioner/verify/topology.py) drawn as SVG.
 
 The layout is graphviz's `dot` (Debian package `graphviz`), not coordinates placed by hand:
 this module writes the DOT text, `dot -Tsvg` lays it out, and the SVG is parsed and written
@@ -20,8 +20,8 @@ from __future__ import annotations
 import html
 import xml.etree.ElementTree as ET
 
-from .host import runner
-from .errors import VnetError
+from ..host import runner
+from ..errors import VnetError
 
 SVG_NS = "http://www.w3.org/2000/svg"
 XLINK_NS = "http://www.w3.org/1999/xlink"

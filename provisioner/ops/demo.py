@@ -8,7 +8,7 @@ Steps, each one skipped when its result is already there:
   3. a copy of the demo in <state root>/demos/<sandbox>/<mode>/ (Vagrant writes .vagrant/
      beside its Vagrantfile, and the installed demos are read-only data);
   4. `vagrant up --provider libvirt` on the sandbox host (Vagrant runs only inside a sandbox);
-  5. `vnet verify --vagrant` of that copy (provisioner/vagrant.py);
+  5. `vnet verify --vagrant` of that copy (provisioner/ops/vagrant.py);
   6. unless --keep: `vagrant destroy -f`, the box's base volume in the sandbox's pool (when no
      other demo there still uses it), the copy, and the sandbox if step 1 made it.
 `vnet demo MODE --destroy` is step 6 for a demo kept earlier. Teardown runs also when a step
@@ -23,10 +23,10 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from .host import runner, safepath, sandbox
-from .errors import CommandFailed, LabFileError, NotFound, VnetError
-from .resources import data_dir
-from .guest.vagrantbox import BOX_NAME
+from ..host import runner, safepath, sandbox
+from ..errors import CommandFailed, LabFileError, NotFound, VnetError
+from ..resources import data_dir
+from ..guest.vagrantbox import BOX_NAME
 
 Progress = Callable[[str], None]
 MARKER = "vnet-demo.json"          # in a demo's copy: what made it, and whether vnet made the sandbox
@@ -99,7 +99,7 @@ def _vagrant(sb, argv: list[str], cwd: Path | None, timeout: float) -> runner.Re
 
 @contextlib.contextmanager
 def _environment(values: dict[str, str]):
-    """provisioner/vagrant.py runs `vagrant ssh-config` with this process's environment: the
+    """provisioner/ops/vagrant.py runs `vagrant ssh-config` with this process's environment: the
     box (its key, its Vagrantfile) is found only under vnet's VAGRANT_HOME."""
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
@@ -124,7 +124,7 @@ def ensure_sandbox(name: str, progress: Progress) -> tuple[object, bool]:
 
 def ensure_box(sb, progress: Progress) -> None:
     """The tiny libvirt box, added as vnet/tiny under vnet's VAGRANT_HOME (once per image)."""
-    from .guest import images, vagrantbox
+    from ..guest import images, vagrantbox
 
     record = vagrant_home() / BOX_RECORD
     added = json.loads(record.read_text()) if record.is_file() else {}

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from .host import locks
-from .drivers.base import Plan, renderer
-from .lab.model import Backend, Lab
+from ..host import locks
+from ..drivers.base import Plan, renderer
+from ..lab.model import Backend, Lab
 
 
 def plan_for(lab: Lab, backend: Backend, context=None) -> Plan:

@@ -5,7 +5,7 @@ lab.yaml) that names the VMs, NICs, models, MACs and addresses. The demo Vagrant
 their machines from that file, so what Vagrant builds and what vnet checks cannot drift apart.
 vnet never parses Ruby. The control path comes from Vagrant itself: `vagrant ssh-config`
 gives each machine's management address, user and key (run on the sandbox host with
---sandbox). The matrix is then provisioner/verify.py's, unchanged: every in-guest probe is
+--sandbox). The matrix is then provisioner/verify/run.py's, unchanged: every in-guest probe is
 bound to the NIC under test by its MAC, so Vagrant's management NIC (adapter 1, vagrant-libvirt's
 management network) carries Ansible's SSH and nothing else.
 """
@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .lab import loader as labfile
-from .host import runner, sandbox
-from .errors import CommandFailed, LabFileError, NotFound, VnetError
-from .lab.model import Lab
-from .host.state import Target
+from ..lab import loader as labfile
+from ..host import runner, sandbox
+from ..errors import CommandFailed, LabFileError, NotFound, VnetError
+from ..lab.model import Lab
+from ..host.state import Target
 
 LAB_FILE = "vnet.yaml"
 MGMT_NOTE = ("Vagrant's management NIC (adapter 1, {mgmt}) carried only Ansible's SSH; every "
@@ -102,9 +102,9 @@ def host_address_towards(address: str) -> str:
 
 
 def inventory(project: Path, lab: Lab, target: Target, machines: dict[str, dict[str, str]]):
-    from .host.netns import run_in_netns
-    from .host.sandbox import state_root
-    from .verify import Inventory
+    from ..host.netns import run_in_netns
+    from ..host.sandbox import state_root
+    from ..verify.run import Inventory
 
     hosts = hosts_from(lab, machines)
     first = hosts[lab.vms[0].name]["ansible_host"]
@@ -120,8 +120,8 @@ def inventory(project: Path, lab: Lab, target: Target, machines: dict[str, dict[
 
 def verify(project: Path, sandbox_name: str | None, progress: Callable[[str], None]) -> dict:
     """The matrix of the Vagrant project in `project`, probed from inside its machines."""
-    from .drivers.libvirt import lifecycle
-    from . import verify as verifier
+    from ..drivers.libvirt import lifecycle
+    from ..verify import run as verifier
 
     project = project.resolve()
     target = lifecycle.target_for(sandbox_name, None)

@@ -1,8 +1,8 @@
 """Tables and JSON for people and machines."""
 from __future__ import annotations
 
-from .lab import modes
-from .lab.model import Backend
+from ..lab import modes
+from ..lab.model import Backend
 
 CELL_TITLES = {"vm_to_host": "VM->host", "host_to_vm": "host->VM", "vm_to_vm": "VM<->VM",
                "vm_to_internet": "VM->Internet", "internet_to_vm": "Internet->VM"}

@@ -24,16 +24,16 @@ from typing import Callable
 from xml.sax.saxutils import quoteattr
 
 from . import checks as checklib
-from .host import procs, runner, state
+from ..host import procs, runner, state
 from . import topology
-from .drivers.libvirt.render import mgmt_subnet_for
-from .errors import VnetError
-from .lab.model import Backend, Lab
-from .host.netns import netns_argv, run_in_netns
+from ..drivers.libvirt.render import mgmt_subnet_for
+from ..errors import VnetError
+from ..lab.model import Backend, Lab
+from ..host.netns import netns_argv, run_in_netns
 from .report import CELL_TITLES, table
-from .resources import data_dir
-from .host.state import Target
-from .host.testpoints import pause_at
+from ..resources import data_dir
+from ..host.state import Target
+from ..host.testpoints import pause_at
 
 PYTHON_IN_GUEST = "/usr/bin/python3"
 ANSIBLE_TIMEOUT = 180      # a whole run; one probe module call takes a few seconds
@@ -52,7 +52,7 @@ def probe_module():
 class Inventory:
     """How Ansible reaches each guest over its control path, and where a run keeps its files.
     vnet's own labs take it from the lab record (lab_inventory); a Vagrant project from
-    `vagrant ssh-config` (provisioner/vagrant.py)."""
+    `vagrant ssh-config` (provisioner/ops/vagrant.py)."""
     hosts: dict[str, dict]        # vm -> Ansible host vars: ansible_host, ansible_user, ...
     mgmt_host_ip: str             # the host's address on the control network: no probe may use it
     work_dir: Path                # listener logs and ansible-runner's private dir
@@ -113,7 +113,7 @@ def _verify(lab: Lab, target: Target, progress: Callable[[str], None],
 def _sandbox(target: Target):
     if not target.sandbox:
         return None
-    from .host import sandbox
+    from ..host import sandbox
 
     return sandbox.load(target.sandbox)
 
@@ -318,7 +318,7 @@ def control_dir(target: Target, lab: str) -> Path:
     """A short per-lab directory for SSH control sockets (unix socket paths are short)."""
     import hashlib
 
-    from .host.sandbox import state_root
+    from ..host.sandbox import state_root
 
     key = hashlib.sha256(f"{target.key}/{lab}".encode()).hexdigest()[:12]
     path = state_root() / "cp" / key

@@ -1,5 +1,5 @@
 """The `topology` section of a verification result: what the lab is made of, as plain JSON, so
-a saved report (a CI artifact) can be drawn later without the lab file (provisioner/htmlreport.py).
+a saved report (a CI artifact) can be drawn later without the lab file (provisioner/verify/htmlreport.py).
 
     {"networks": [{name, mode, subnet, dhcp, host_ip, bridge}],
      "vms":      [{name, image, memory, cpus, control_address,
@@ -16,7 +16,7 @@ per-VM NAT (each VM has its own, as in VirtualBox), or null when DHCP decides it
 """
 from __future__ import annotations
 
-from .lab.model import Lab
+from ..lab.model import Lab
 
 NAT_GUEST_ADDRESS = "10.0.2.15/24"      # QEMU's and VirtualBox's per-VM NAT hand this out
 
