@@ -1,4 +1,4 @@
-"""The few error types vnet raises. Only cli.py turns them into messages and exit codes."""
+"""The few error types vnet raises. Only the CLI (provisioner/cli/common.py) turns them into messages and exit codes."""
 from __future__ import annotations
 
 from enum import IntEnum

@@ -281,7 +281,7 @@ def test_every_lab_command_offers_the_html_report():
 @needs_dot
 def test_lab_commands_write_the_html_report(tmp_path):
     """verify, create and up all write reports through _emit_verification."""
-    from provisioner.cli import _emit_verification
+    from provisioner.cli.common import emit_verification as _emit_verification
 
     out = tmp_path / "r.html"
     with pytest.raises(SystemExit) as exited:            # a red cell: exit 1, report written

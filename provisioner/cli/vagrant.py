@@ -6,11 +6,10 @@ from pathlib import Path
 
 import click
 
-from .cli import handle_errors
-from .cli_host import image
+from .common import handle_errors
 
 
-@image.command("box")
+@click.command("box")
 @click.option("--provider", type=click.Choice(["libvirt", "virtualbox"]), default="libvirt",
               show_default=True, help="Which Vagrant provider the box is for.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
@@ -29,8 +28,8 @@ def image_box(provider: str, out: Path | None):
       vnet image box --out build/ && vagrant box add --name vnet/tiny build/vnet-tiny-*-libvirt.box
       vnet image box --provider virtualbox --out build/
     """
-    from .guest import images, vagrantbox
-    from .drivers.libvirt import lifecycle
+    from ..guest import images, vagrantbox
+    from ..drivers.libvirt import lifecycle
 
     box = vagrantbox.build(provider, out or images.cache_dir() / "boxes",
                            progress=lifecycle.progress_printer())

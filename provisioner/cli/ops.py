@@ -1,5 +1,5 @@
 """`vnet doctor` and `vnet matrix`: parse, call the library (provisioner.doctor,
-provisioner.ops.matrix), print, exit. Registered on the main group by the last line of cli.py."""
+provisioner.ops.matrix), print, exit. Registered on the main group by provisioner/cli/__init__.py."""
 from __future__ import annotations
 
 import json
@@ -8,11 +8,11 @@ from pathlib import Path
 
 import click
 
-from .cli import BACKENDS, handle_errors, main, sandbox_name_opt
-from .errors import ExitStatus
+from .common import BACKENDS, handle_errors, sandbox_name_opt
+from ..errors import ExitStatus
 
 
-@main.command("doctor")
+@click.command("doctor")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
 @click.option("--uri", help="libvirt URI to check (default qemu:///system, or the sandbox's).")
@@ -38,12 +38,12 @@ def doctor_cmd(fmt, uri, sandbox_name, backend, lab_file):
       vnet doctor --backend virtualbox
       vnet doctor --lab lab.yaml --sandbox default
     """
-    from . import doctor
+    from .. import doctor
 
     lab = None
     if lab_file is not None:
-        from .lab import loader as labfile
-        from .host import sandbox
+        from ..lab import loader as labfile
+        from ..host import sandbox
 
         lab = labfile.load(lab_file, sandbox.lab_defaults(sandbox_name))
     report = doctor.diagnose(backend=backend, uri=uri, sandbox=sandbox_name, lab=lab,
@@ -57,7 +57,7 @@ def _names(value: str | None) -> list[str] | None:
     return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
 
 
-@main.command("matrix")
+@click.command("matrix")
 @click.option("--modes", "mode_list", metavar="M1,M2,...",
               help="Modes to run (default: all: bridged,nat,natnetwork,hostonly,internal).")
 @click.option("--nic-models", "model_list", metavar="M1,M2,...", default="virtio,e1000",
@@ -87,14 +87,14 @@ def matrix_cmd(mode_list, model_list, sandbox_name, report_dir, pf, report, out)
       vnet matrix --sandbox default --modes natnetwork --report-dir out
       vnet matrix --modes natnetwork --report-dir out --report html --out out/matrix.html
     """
-    from .drivers.libvirt import lifecycle
-    from .ops import matrix
-    from .lab import modes
+    from ..drivers.libvirt import lifecycle
+    from ..ops import matrix
+    from ..lab import modes
 
     if report and out is None:
         raise click.UsageError("--report needs --out FILE")
     if report:
-        from .verify.topograph import require_dot
+        from ..verify.topograph import require_dot
 
         require_dot()        # before an hour of labs, not after
     mode_names = _names(mode_list) or modes.names()
@@ -109,8 +109,11 @@ def matrix_cmd(mode_list, model_list, sandbox_name, report_dir, pf, report, out)
     click.echo(matrix.summary_table(summary))
     click.echo(f"reports: {report_dir}/")
     if report:
-        from .verify import htmlreport
+        from ..verify import htmlreport
 
         saved, labs = htmlreport.load(report_dir / "summary.json")
         click.echo(f"html report: {htmlreport.write_html(saved, out, labs)}")
     sys.exit(int(matrix.exit_status(summary)))
+
+
+COMMANDS = (doctor_cmd, matrix_cmd)

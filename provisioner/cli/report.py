@@ -1,15 +1,15 @@
 """`vnet report JSON --html FILE`: a saved JSON report (a CI artifact, say) as the HTML report
-(provisioner/verify/htmlreport.py). Registered on the main group by the last lines of cli.py."""
+(provisioner/verify/htmlreport.py). Registered on the main group by provisioner/cli/__init__.py."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
 
-from .cli import handle_errors, main
+from .common import handle_errors
 
 
-@main.command("report")
+@click.command("report")
 @click.argument("json_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--html", "html_out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Write the HTML report here.")
@@ -27,7 +27,10 @@ def report_cmd(json_file: Path, html_out: Path):
       vnet report report.json --html report.html
       vnet report reports/summary.json --html matrix.html
     """
-    from .verify import htmlreport
+    from ..verify import htmlreport
 
     result, labs = htmlreport.load(json_file)
     click.echo(htmlreport.write_html(result, html_out, labs))
+
+
+COMMANDS = (report_cmd,)

@@ -1,117 +1,21 @@
-"""`vnet` command line: parse, call, and map VnetError to one message and an exit code."""
+"""The lab commands: modes, render, create, up, verify, status, destroy, list, gc."""
 from __future__ import annotations
 
-import functools
 import json
-import os
-import sys
-import traceback
 from pathlib import Path
 
 import click
 
-from . import __version__
-from .lab import modes, nics
-from .errors import ExitStatus, NotFound, VnetError
-from .lab.model import Backend, check_name
-
-BACKENDS = [b.value for b in Backend]
-
-
-def handle_errors(fn):
-    """Library code raises; this is the one place that prints and exits."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        return run_guarded(fn, *args, **kwargs)
-    return wrapper
-
-
-def run_guarded(fn, *args, **kwargs):
-    """Call fn; a VnetError becomes its message and exit code, anything unexpected exit 3 with
-    one line (1 is reserved for red cells), the traceback only with --debug or VNET_DEBUG=1."""
-    try:
-        return fn(*args, **kwargs)
-    except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
-        raise          # click prints these itself (usage errors exit 2)
-    except VnetError as exc:
-        click.echo(f"vnet: error: {exc.message}", err=True)
-        if exc.hint:
-            click.echo(f"vnet: hint: {exc.hint}", err=True)
-        sys.exit(int(exc.status))
-    except KeyboardInterrupt:
-        click.echo("vnet: interrupted; `vnet destroy LAB` (or `vnet gc`) removes what was "
-                   "created", err=True)
-        sys.exit(int(ExitStatus.INTERRUPTED))
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: never a bare traceback
-        if _debug():
-            traceback.print_exc()
-        detail = " ".join(f"{type(exc).__name__}: {exc}".split())
-        click.echo(f"vnet: internal error: {detail[:200]}; rerun with --debug for the traceback",
-                   err=True)
-        sys.exit(int(ExitStatus.ENVIRONMENT))
-
-
-def _debug() -> bool:
-    ctx = click.get_current_context(silent=True)
-    return os.environ.get("VNET_DEBUG") == "1" or bool(ctx and ctx.find_root().params.get("debug"))
-
-
-class GuardedGroup(click.Group):
-    """Also guards what runs outside a command's body (argument callbacks, nested groups)."""
-
-    def invoke(self, ctx):
-        return run_guarded(super().invoke, ctx)
-
-
-def lab_name_arg(ctx, param, value):
-    """Click callback: a LAB_NAME from argv passes the lab-file name rule before it reaches a
-    path or an API (`vnet destroy ..` must not mean the labs directory)."""
-    return None if value is None else check_name(value, param.human_readable_name)
-
-
-def sandbox_name_opt(ctx, param, value):
-    """Click callback: --sandbox passes the sandbox name rule ('' is not "no sandbox")."""
-    from .host.sandbox import validate_name
-
-    return None if value is None else validate_name(value)
-
-
-def report_kind_opt(ctx, param, value):
-    """Click callback: `--report html` needs graphviz's dot; say so before anything is made."""
-    if value == "html":
-        from .verify.topograph import require_dot
-
-        require_dot()
-    return value
-
-
-@click.group(cls=GuardedGroup, context_settings={"help_option_names": ["-h", "--help"],
-                                                 "max_content_width": 100})
-@click.version_option(__version__, prog_name="vnet")
-@click.option("--debug", is_flag=True, help="Print the traceback of an internal error "
-              "(also VNET_DEBUG=1).")
-def main(debug):
-    """vnet: build libvirt and VirtualBox network labs, and prove from inside the guests what
-    each network allows and forbids.
-
-    \b
-    Quick start (an isolated sandbox on this machine; nothing touches your real network):
-      vnet image build                       # tiny guest image, cached
-      vnet sandbox up                        # private libvirtd + offline "Internet"
-      vnet create --mode natnetwork --sandbox default
-      vnet destroy natnetwork --sandbox default && vnet sandbox down
-
-    \b
-    See what a lab would be, without touching anything:
-      vnet create --mode hostonly --dry-run
-      vnet render lab.yaml --backend virtualbox --out out/
-      vnet modes --format json
-    """
+from ..errors import NotFound
+from ..lab import modes, nics
+from ..lab.model import Backend
+from .common import (BACKENDS, emit_verification, handle_errors, lab_name_arg, report_kind_opt,
+                     sandbox_name_opt, target_options)
 
 
 # --- modes ------------------------------------------------------------------------------------
 
-@main.command("modes")
+@click.command("modes")
 @click.option("--backend", type=click.Choice(BACKENDS), default="virtualbox", show_default=True,
               help="Whose promises to show; libvirt differs where stated.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
@@ -125,7 +29,7 @@ def modes_cmd(backend: str, fmt: str):
       vnet modes
       vnet modes --backend libvirt --format json
     """
-    from .verify.report import modes_json, modes_table
+    from ..verify.report import modes_json, modes_table
 
     click.echo(json.dumps(modes_json(Backend(backend)), indent=2) if fmt == "json"
                else modes_table(Backend(backend)))
@@ -133,7 +37,7 @@ def modes_cmd(backend: str, fmt: str):
 
 # --- render / create --------------------------------------------------------------------------
 
-@main.command()
+@click.command()
 @click.argument("lab_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--backend", type=click.Choice(BACKENDS), default="libvirt", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
@@ -150,8 +54,8 @@ def render(lab_file: Path, backend: str, out: Path | None):
       vnet render lab.yaml
       vnet render lab.yaml --backend virtualbox --out build/
     """
-    from .lab import loader as labfile
-    from .ops.plans import plan_for, write_plan, print_plan
+    from ..lab import loader as labfile
+    from ..ops.plans import plan_for, write_plan, print_plan
 
     lab = labfile.load(lab_file)
     plan = plan_for(lab, Backend(backend))
@@ -177,7 +81,7 @@ def lab_options(fn):
     return fn
 
 
-@main.command()
+@click.command()
 @lab_options
 @click.option("--backend", type=click.Choice(BACKENDS), default="libvirt", show_default=True)
 @click.option("--dry-run", is_flag=True, help="Print the plan; create nothing.")
@@ -203,11 +107,11 @@ def create(mode, nic_model, vms, name, pf, bridge, backend, dry_run, sandbox_nam
       vnet create --mode hostonly --backend virtualbox --dry-run
       vnet create --mode natnetwork --sandbox default
     """
-    from .lab import loader as labfile
-    from .lab.defaults import default_lab
-    from .ops.plans import plan_for, print_plan
+    from ..lab import loader as labfile
+    from ..lab.defaults import default_lab
+    from ..ops.plans import plan_for, print_plan
 
-    from .host.sandbox import lab_defaults
+    from ..host.sandbox import lab_defaults
 
     defaults = lab_defaults(sandbox_name, bridge)
     data = default_lab(mode, nic_model, vms, name, bridge, pf=pf)
@@ -219,51 +123,32 @@ def create(mode, nic_model, vms, name, pf, bridge, backend, dry_run, sandbox_nam
 
 
 def _up_and_verify(lab, backend, sandbox_name, uri, verify, report, out, fmt, wait=True):
-    from .drivers.libvirt import lifecycle
+    from ..drivers.libvirt import lifecycle
 
     say = lifecycle.progress_printer()
     if Backend(backend) is Backend.VIRTUALBOX:
-        from .drivers.virtualbox import lifecycle as vbox_exec
+        from ..drivers.virtualbox import lifecycle as vbox_exec
         record = vbox_exec.up(lab, progress=say, wait=wait)
         if not verify or not wait:
             return
-        from .verify import run as verifier
+        from ..verify import run as verifier
 
         result = verifier.verify(lab, vbox_exec.TARGET, say, timings=record.get("timings", {}),
                                  inventory=vbox_exec.inventory(lab))
-        return _emit_verification(result, report, out, fmt)
+        return emit_verification(result, report, out, fmt)
     target = lifecycle.target_for(sandbox_name, uri)
     record = lifecycle.up(lab, target, say, wait=wait)
     if not verify or not wait:
         click.echo(json.dumps(lifecycle.status(lab.name, target), indent=2) if fmt == "json"
                    else _status_table(lifecycle.status(lab.name, target)))
         return
-    from .verify import run as verifier
+    from ..verify import run as verifier
 
     result = verifier.verify(lab, target, say, timings=record.get("timings", {}))
-    _emit_verification(result, report, out, fmt)
+    emit_verification(result, report, out, fmt)
 
 
-def _emit_verification(result, report, out, fmt):
-    from .verify import run as verifier
-
-    if report:
-        if out is None:
-            raise click.UsageError("--report needs --out FILE")
-        verifier.write_report(result, report, out)
-    click.echo(json.dumps(result, indent=2) if fmt == "json" else verifier.matrix_text(result))
-    if verifier.exit_code(result):      # a red cell, or nothing verified at all
-        sys.exit(int(ExitStatus.CHECKS_FAILED))
-
-
-def target_options(fn):
-    fn = click.option("--uri", help="libvirt URI (default qemu:///system, or the sandbox's).")(fn)
-    fn = click.option("--sandbox", "sandbox_name", callback=sandbox_name_opt,
-                      help="Target this vnet sandbox.")(fn)
-    return fn
-
-
-@main.command()
+@click.command()
 @click.argument("lab_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--backend", type=click.Choice(BACKENDS), default="libvirt", show_default=True)
 @target_options
@@ -284,10 +169,10 @@ def up(lab_file, backend, uri, sandbox_name, no_wait, no_verify, dry_run, report
       vnet up lab.yaml --sandbox default
       vnet up lab.yaml --uri qemu+ssh://root@hv1/system --no-verify
     """
-    from .lab import loader as labfile
-    from .ops.plans import plan_for, print_plan
+    from ..lab import loader as labfile
+    from ..ops.plans import plan_for, print_plan
 
-    from .host.sandbox import lab_defaults
+    from ..host.sandbox import lab_defaults
 
     lab = labfile.load(lab_file, lab_defaults(sandbox_name))
     if dry_run:
@@ -297,7 +182,7 @@ def up(lab_file, backend, uri, sandbox_name, no_wait, no_verify, dry_run, report
                    wait=not no_wait)
 
 
-@main.command("verify")
+@click.command("verify")
 @click.argument("lab_name", required=False, callback=lab_name_arg)
 @target_options
 @click.option("--vagrant", "vagrant_dir", type=click.Path(file_okay=False, exists=True,
@@ -320,20 +205,20 @@ def verify_cmd(lab_name, uri, sandbox_name, vagrant_dir, backend, report, out, f
       vnet verify --vagrant vagrant/natnetwork --sandbox default
       vnet verify hostonly --backend virtualbox
     """
-    from .drivers.libvirt import lifecycle
-    from .host import state
-    from .verify import run as verifier
+    from ..drivers.libvirt import lifecycle
+    from ..host import state
+    from ..verify import run as verifier
 
     if vagrant_dir is not None:
-        from .ops import vagrant
+        from ..ops import vagrant
 
         result = vagrant.verify(vagrant_dir, sandbox_name, lifecycle.progress_printer())
-        return _emit_verification(result, report, out, fmt)
+        return emit_verification(result, report, out, fmt)
     if lab_name is None:
         raise click.UsageError("give LAB_NAME, or --vagrant DIR")
     inventory = None
     if Backend(backend) is Backend.VIRTUALBOX:
-        from .drivers.virtualbox import lifecycle as vbox_exec
+        from ..drivers.virtualbox import lifecycle as vbox_exec
         target = vbox_exec.TARGET
     else:
         target = lifecycle.target_for(sandbox_name, uri)
@@ -344,10 +229,10 @@ def verify_cmd(lab_name, uri, sandbox_name, vagrant_dir, backend, report, out, f
     if Backend(backend) is Backend.VIRTUALBOX:
         inventory = vbox_exec.inventory(lab)
     result = verifier.verify(lab, target, lifecycle.progress_printer(), inventory=inventory)
-    _emit_verification(result, report, out, fmt)
+    emit_verification(result, report, out, fmt)
 
 
-@main.command()
+@click.command()
 @click.argument("lab_name", callback=lab_name_arg)
 @target_options
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
@@ -360,21 +245,21 @@ def status(lab_name, uri, sandbox_name, fmt):
       vnet status natnetwork --sandbox default
       vnet status natnetwork --sandbox default --format json
     """
-    from .drivers.libvirt import lifecycle
+    from ..drivers.libvirt import lifecycle
 
     data = lifecycle.status(lab_name, lifecycle.target_for(sandbox_name, uri))
     click.echo(json.dumps(data, indent=2) if fmt == "json" else _status_table(data))
 
 
 def _status_table(data: dict) -> str:
-    from .verify.report import table
+    from ..verify.report import table
 
     rows = [[vm["name"], vm["state"], nic["network"], nic["model"], nic["mac"],
              ", ".join(nic["addresses"]) or "-"] for vm in data["vms"] for nic in vm["nics"]]
     return f"lab {data['lab']}\n" + table(["vm", "state", "network", "model", "mac", "addresses"], rows)
 
 
-@main.command()
+@click.command()
 @click.argument("lab_name", callback=lab_name_arg)
 @target_options
 @click.option("--backend", type=click.Choice(BACKENDS), default="libvirt", show_default=True)
@@ -387,10 +272,10 @@ def destroy(lab_name, uri, sandbox_name, backend):
     Examples:
       vnet destroy natnetwork --sandbox default
     """
-    from .drivers.libvirt import lifecycle
+    from ..drivers.libvirt import lifecycle
 
     if Backend(backend) is Backend.VIRTUALBOX:
-        from .drivers.virtualbox import lifecycle as vbox_exec
+        from ..drivers.virtualbox import lifecycle as vbox_exec
         vbox_exec.destroy(lab_name, progress=lifecycle.progress_printer())
         return
     lifecycle.destroy(lab_name, lifecycle.target_for(sandbox_name, uri),
@@ -398,7 +283,7 @@ def destroy(lab_name, uri, sandbox_name, backend):
     click.echo(f"lab {lab_name} destroyed")
 
 
-@main.command("list")
+@click.command("list")
 @target_options
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @handle_errors
@@ -409,8 +294,8 @@ def list_cmd(uri, sandbox_name, fmt):
     Examples:
       vnet list --sandbox default
     """
-    from .drivers.libvirt import lifecycle
-    from .verify.report import table
+    from ..drivers.libvirt import lifecycle
+    from ..verify.report import table
 
     labs = lifecycle.list_labs(lifecycle.target_for(sandbox_name, uri))
     if fmt == "json":
@@ -420,7 +305,7 @@ def list_cmd(uri, sandbox_name, fmt):
                          [[l["lab"], l["domains"], l["networks"], l["state"]] for l in labs]))
 
 
-@main.command()
+@click.command()
 @target_options
 @handle_errors
 def gc(uri, sandbox_name):
@@ -431,16 +316,10 @@ def gc(uri, sandbox_name):
     Examples:
       vnet gc --sandbox default
     """
-    from .drivers.libvirt import lifecycle
+    from ..drivers.libvirt import lifecycle
 
     removed = lifecycle.gc(lifecycle.target_for(sandbox_name, uri), lifecycle.progress_printer())
     click.echo(f"removed {len(removed)} object(s)")
 
 
-
-# Command groups in their own modules; importing them registers them on `main`.
-from . import cli_host  # noqa: E402,F401  (sandbox, image)
-from . import cli_vagrant  # noqa: E402,F401  (image box, vagrant verification)
-from . import cli_ops  # noqa: E402,F401  (doctor, matrix)
-from . import cli_report  # noqa: E402,F401  (report: saved JSON -> HTML)
-from . import cli_demo  # noqa: E402,F401  (demo: one-command Vagrant demos)
+COMMANDS = (modes_cmd, render, create, up, verify_cmd, status, destroy, list_cmd, gc)

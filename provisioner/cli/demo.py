@@ -1,5 +1,5 @@
 """`vnet demo`: the Vagrant demos in one command (provisioner/ops/demo.py). Registered on the main
-group by the last lines of cli.py."""
+group by provisioner/cli/__init__.py."""
 from __future__ import annotations
 
 import json
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from .cli import _emit_verification, handle_errors, main, report_kind_opt, sandbox_name_opt
+from .common import emit_verification, handle_errors, report_kind_opt, sandbox_name_opt
 
 
-@main.command("demo")
+@click.command("demo")
 @click.argument("mode", required=False)
 @click.option("--sandbox", "sandbox_name", default="default", show_default=True,
               callback=sandbox_name_opt, help="Run in this sandbox (made if it is not up, and "
@@ -38,15 +38,15 @@ def demo_cmd(mode, sandbox_name, keep, destroy, list_only, report, out, fmt):
       vnet demo internal --sandbox demo --keep && vnet demo internal --sandbox demo --destroy
       vnet demo hostonly --report html --out hostonly.html
     """
-    from .ops import demo
-    from .drivers.libvirt import lifecycle
+    from ..ops import demo
+    from ..drivers.libvirt import lifecycle
 
     if list_only:
         demos = demo.list_demos()
         if fmt == "json":
             click.echo(json.dumps(demos, indent=2))
             return
-        from .verify.report import table
+        from ..verify.report import table
 
         click.echo(table(["demo", "directory", "what it shows", "kept in sandbox"],
                          [[d["demo"], d["directory"], d["description"],
@@ -65,4 +65,7 @@ def demo_cmd(mode, sandbox_name, keep, destroy, list_only, report, out, fmt):
         click.echo(f"demo {mode} removed from sandbox {sandbox_name}")
         return
     result = demo.run(mode, sandbox_name, keep, say)
-    _emit_verification(result, report, out, fmt)
+    emit_verification(result, report, out, fmt)
+
+
+COMMANDS = (demo_cmd,)

@@ -7,13 +7,13 @@ import sys
 
 import click
 
-from .cli import handle_errors, main
-from .errors import ExitStatus
+from .common import handle_errors
+from ..errors import ExitStatus
 
 
 # --- sandbox ----------------------------------------------------------------------------------
 
-@main.group()
+@click.group()
 def sandbox():
     """An isolated lab host on this machine: a network namespace running a private libvirtd,
     and an offline "Internet" namespace (203.0.113.0/24, LAN 198.51.100.0/24). The root
@@ -32,8 +32,8 @@ def sandbox():
 @handle_errors
 def sandbox_up(name):
     """Create sandbox NAME (idempotent)."""
-    from .drivers.libvirt import lifecycle
-    from .host import sandbox as sb
+    from ..drivers.libvirt import lifecycle
+    from ..host import sandbox as sb
 
     box = sb.up(name, progress=lifecycle.progress_printer())
     click.echo(f"sandbox {box.name} is up: {box.uri}")
@@ -44,8 +44,8 @@ def sandbox_up(name):
 @handle_errors
 def sandbox_down(name):
     """Remove sandbox NAME and everything in it (its labs included)."""
-    from .drivers.libvirt import lifecycle
-    from .host import sandbox as sb
+    from ..drivers.libvirt import lifecycle
+    from ..host import sandbox as sb
 
     sb.down(name, progress=lifecycle.progress_printer())
     click.echo(f"sandbox {name} is down")
@@ -57,7 +57,7 @@ def sandbox_down(name):
 @handle_errors
 def sandbox_status(name, fmt):
     """Show whether sandbox NAME is up, and its addresses."""
-    from .host import sandbox as sb
+    from ..host import sandbox as sb
 
     data = sb.status(name)
     if fmt == "json":
@@ -83,7 +83,7 @@ def sandbox_exec(name, argv):
     """
     import os
 
-    from .host import sandbox as sb
+    from ..host import sandbox as sb
 
     full = sb.exec_argv(sb.load(name), list(argv))
     os.execvp(full[0], full)
@@ -91,7 +91,7 @@ def sandbox_exec(name, argv):
 
 # --- images -----------------------------------------------------------------------------------
 
-@main.group()
+@click.group()
 def image():
     """Guest images: the tiny image (kernel + busybox + dropbear + Python) built offline from
     Debian packages and cached by the hash of its inputs.
@@ -109,8 +109,8 @@ def image():
 @handle_errors
 def image_build(name, force):
     """Build (or reuse) an image."""
-    from .guest import images
-    from .drivers.libvirt import lifecycle
+    from ..guest import images
+    from ..drivers.libvirt import lifecycle
 
     built = images.build_tiny(progress=lifecycle.progress_printer(), force=force)
     click.echo(f"{built.name} {built.digest}: {built.kernel.parent}")
@@ -121,8 +121,8 @@ def image_build(name, force):
 @handle_errors
 def image_list(fmt):
     """List cached images."""
-    from .guest import images
-    from .verify.report import table
+    from ..guest import images
+    from ..verify.report import table
 
     items = images.list_cached()
     if fmt == "json":
@@ -130,3 +130,6 @@ def image_list(fmt):
     else:
         click.echo(table(["name", "digest", "size_mib", "path"],
                          [[i["name"], i["digest"], i["size_mib"], i["path"]] for i in items]))
+
+
+COMMANDS = (sandbox, image)

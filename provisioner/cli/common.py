@@ -1,0 +1,102 @@
+"""What every command module shares: one place that maps VnetError to a message and an exit
+code, the name callbacks, the target options, and printing a verification."""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import traceback
+
+import click
+
+from ..errors import ExitStatus, VnetError
+from ..lab.model import Backend, check_name
+
+BACKENDS = [b.value for b in Backend]
+
+
+def handle_errors(fn):
+    """Library code raises; this is the one place that prints and exits."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return run_guarded(fn, *args, **kwargs)
+    return wrapper
+
+
+def run_guarded(fn, *args, **kwargs):
+    """Call fn; a VnetError becomes its message and exit code, anything unexpected exit 3 with
+    one line (1 is reserved for red cells), the traceback only with --debug or VNET_DEBUG=1."""
+    try:
+        return fn(*args, **kwargs)
+    except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+        raise          # click prints these itself (usage errors exit 2)
+    except VnetError as exc:
+        click.echo(f"vnet: error: {exc.message}", err=True)
+        if exc.hint:
+            click.echo(f"vnet: hint: {exc.hint}", err=True)
+        sys.exit(int(exc.status))
+    except KeyboardInterrupt:
+        click.echo("vnet: interrupted; `vnet destroy LAB` (or `vnet gc`) removes what was "
+                   "created", err=True)
+        sys.exit(int(ExitStatus.INTERRUPTED))
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: never a bare traceback
+        if _debug():
+            traceback.print_exc()
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())
+        click.echo(f"vnet: internal error: {detail[:200]}; rerun with --debug for the traceback",
+                   err=True)
+        sys.exit(int(ExitStatus.ENVIRONMENT))
+
+
+def _debug() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return os.environ.get("VNET_DEBUG") == "1" or bool(ctx and ctx.find_root().params.get("debug"))
+
+
+class GuardedGroup(click.Group):
+    """Also guards what runs outside a command's body (argument callbacks, nested groups)."""
+
+    def invoke(self, ctx):
+        return run_guarded(super().invoke, ctx)
+
+
+def lab_name_arg(ctx, param, value):
+    """Click callback: a LAB_NAME from argv passes the lab-file name rule before it reaches a
+    path or an API (`vnet destroy ..` must not mean the labs directory)."""
+    return None if value is None else check_name(value, param.human_readable_name)
+
+
+def sandbox_name_opt(ctx, param, value):
+    """Click callback: --sandbox passes the sandbox name rule ('' is not "no sandbox")."""
+    from ..host.sandbox import validate_name
+
+    return None if value is None else validate_name(value)
+
+
+def report_kind_opt(ctx, param, value):
+    """Click callback: `--report html` needs graphviz's dot; say so before anything is made."""
+    if value == "html":
+        from ..verify.topograph import require_dot
+
+        require_dot()
+    return value
+
+
+def emit_verification(result, report, out, fmt):
+    from ..verify import run as verifier
+
+    if report:
+        if out is None:
+            raise click.UsageError("--report needs --out FILE")
+        verifier.write_report(result, report, out)
+    click.echo(json.dumps(result, indent=2) if fmt == "json" else verifier.matrix_text(result))
+    if verifier.exit_code(result):      # a red cell, or nothing verified at all
+        sys.exit(int(ExitStatus.CHECKS_FAILED))
+
+
+def target_options(fn):
+    fn = click.option("--uri", help="libvirt URI (default qemu:///system, or the sandbox's).")(fn)
+    fn = click.option("--sandbox", "sandbox_name", callback=sandbox_name_opt,
+                      help="Target this vnet sandbox.")(fn)
+    return fn
