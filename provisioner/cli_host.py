@@ -8,6 +8,7 @@ import sys
 import click
 
 from .cli import handle_errors, main
+from .cloudbuild import RECIPES
 from .errors import ExitStatus
 
 
@@ -108,7 +109,7 @@ def image():
 
 @image.command("build")
 @click.argument("name", default="tiny", type=click.Choice(["tiny"]))
-@click.option("--cloud", metavar="NAME",
+@click.option("--cloud", type=click.Choice(sorted(RECIPES)),
               help="Build a cloud-init qcow2 from Debian packages instead (debian12); prints "
                    "the file:// URL and sha256 for a lab file's images: entry.")
 @click.option("--force", is_flag=True, help="Rebuild even when cached.")
@@ -120,7 +121,6 @@ def image_build(name, cloud, force):
     if cloud is not None:
         from . import cloudbuild
 
-        cloudbuild.recipe(cloud)            # a bad name: exit 2 before anything runs
         built = cloudbuild.build(cloud, progress=lifecycle.progress_printer(), force=force)
         click.echo(f"{built.name} {built.digest}\n"
                    f"images:\n  {built.name}:\n    url: {built.url}\n"

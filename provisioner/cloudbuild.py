@@ -16,8 +16,9 @@ How it is built, as root, without ever writing into the tree from the host:
   writes its own disk file: the MBR (GRUB's boot.img + the partition table) and GRUB's core.img
   (made by grub-mkimage inside the chroot, fetched with mmdebstrap's `download` hook).
 
-Cached like the tiny image, by the digest of its inputs (this file, the package list and the
-candidate version of each listed package in apt's lists): `<cache>/images/<name>-<digest>/`
+Cached like the tiny image, by the digest of its inputs (the package list and the candidate
+version of each listed package in apt's lists, the in-chroot script, the mmdebstrap command and
+the disk layout: `digest`): `<cache>/images/<name>-<digest>/`
 with `disk.qcow2` and `manifest.json` (its sha256, for the lab file's `sha256:`).
 """
 from __future__ import annotations
@@ -42,6 +43,7 @@ DISK = "disk.qcow2"
 FS_SIZE = 3 * 2**30           # the root filesystem (sparse: qcow2 stores only what is used)
 PART_START = 2048             # sectors: 1 MiB; GRUB's core.img fills sectors 1..2047
 BUILD_TIMEOUT = 3600.0
+LAYOUT_VERSION = 1            # bump when write_disk/mbr change what they write
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,10 @@ truncate -s 0 /etc/machine-id                 # each VM makes its own (DHCP clie
 rm -f /etc/ssh/ssh_host_*                     # each VM gets its own (cloud-init makes them)
 echo "LABEL=@LABEL@ / ext4 defaults,errors=remount-ro 0 1" > /etc/fstab
 echo "localhost" > /etc/hostname
-# NoCloud only: no network datasource is probed (each would wait for its metadata server)
-printf 'datasource_list: [ NoCloud, None ]\n' > /etc/cloud/cloud.cfg.d/90-vnet.cfg
+# NoCloud only: no network datasource is probed (each would wait for its metadata server);
+# no locale management: the image has no `locales` (cloud-init's locale-gen would fail)
+printf 'datasource_list: [ NoCloud, None ]\nlocale: false\n' \
+  > /etc/cloud/cloud.cfg.d/90-vnet.cfg
 set -- /boot/vmlinuz-*
 version=${1#/boot/vmlinuz-}
 mkdir -p /boot/grub
@@ -122,8 +126,11 @@ def versions(r: Recipe) -> dict[str, str]:
 
 
 def digest(name: str, r: Recipe, pinned: dict[str, str]) -> str:
-    h = hashlib.sha256(Path(__file__).read_bytes())
-    h.update(json.dumps([name, r.suite, r.mirrors, sorted(pinned.items())]).encode())
+    """The cache key: what decides the image's bytes (the recipe, the pinned versions, the
+    in-chroot script, the mmdebstrap command and the disk layout), not this module's prose."""
+    argv = mmdebstrap_argv(r, Path("/WORK"), Path("/TREE"))
+    h = hashlib.sha256(json.dumps([LAYOUT_VERSION, name, argv, sorted(pinned.items()), CUSTOMIZE,
+                                   ROOT_LABEL, FS_SIZE, PART_START]).encode())
     return h.hexdigest()[:16]
 
 
@@ -208,17 +215,23 @@ def _mmdebstrap(r: Recipe, work: Path, tree: Path, progress: Callable[[str], Non
     """Run mmdebstrap, relaying its `I:` lines as progress while it works (minutes)."""
     log = work / "mmdebstrap.log"
     proc = runner.spawn(mmdebstrap_argv(r, work, tree), log_path=str(log))
-    shown = 0
-    end = time.monotonic() + BUILD_TIMEOUT
+    shown, started = 0, time.monotonic()
+    said = started
     try:
         while proc.poll() is None:
-            if time.monotonic() > end:
+            if time.monotonic() > started + BUILD_TIMEOUT:
                 raise VnetError(f"mmdebstrap took longer than {BUILD_TIMEOUT:.0f}s")
             time.sleep(2)
-            lines = log.read_text(errors="replace").splitlines()
-            for line in lines[shown:]:
-                if line.startswith(("I: ", "E: ", "W: ")):
-                    progress(f"mmdebstrap: {line[3:]}")
+            text = log.read_text(errors="replace")
+            lines = text[:text.rfind("\n") + 1].splitlines()     # whole lines only
+            news = [l for l in lines[shown:] if l.startswith(("I: ", "E: ", "W: "))]
+            for line in news:
+                progress(f"mmdebstrap: {line[3:]}")
+            if news or time.monotonic() - said > 30:
+                if not news:                                   # dpkg at work: say so
+                    progress(f"mmdebstrap: still working ({len(lines)} log lines, "
+                             f"{time.monotonic() - started:.0f}s)")
+                said = time.monotonic()
             shown = len(lines)
     finally:
         if proc.poll() is None:       # its own session (runner.spawn): end apt/dpkg with it

@@ -81,8 +81,8 @@ def guest(tmp_path_factory, keypair):
     argv = ["qemu-system-x86_64", "-M", "pc", "-accel", qemu_accel(), "-m", "1024",
             "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
             "-drive", f"file={overlay},if=virtio,format=qcow2",
-            "-drive", f"file={iso},if=none,id=seed,format=raw,media=cdrom,readonly=on",
-            "-device", "ahci,id=ahci", "-device", "ide-cd,drive=seed,bus=ahci.0",
+            # as the domain XML: IDE on the pc machine's PIIX (Debian's cloud kernel has no AHCI)
+            "-drive", f"file={iso},if=ide,index=2,format=raw,media=cdrom,readonly=on",
             "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{echo_port}-:7",
             "-device", f"virtio-net-pci,netdev=n0,mac={nat.mac}",
             "-netdev", f"user,id=n1,restrict=on,net={mgmt_net},"

@@ -66,6 +66,14 @@ def test_nightly_libvirt_job():
                for s in job["steps"])
 
 
+def test_nightly_marked_tests_run_nightly_and_not_in_ci_run():
+    text = steps_text(load(NIGHTLY)["jobs"]["libvirt"])
+    assert "apt-get install -y -qq mmdebstrap" in text
+    assert re.search(r"pytest .*-m nightly tests/integration", text)
+    ci_run = (ROOT / ".ci" / "run").read_text()
+    assert '-m pytest -q -m "not nightly"' in ci_run
+
+
 def test_nightly_virtualbox_job_unloads_kvm_before_installing_virtualbox():
     job = load(NIGHTLY)["jobs"]["virtualbox"]
     text = steps_text(job)
