@@ -6,6 +6,7 @@ Entries (each carries vnet's own marker, or it is not an entry and is never touc
 - `<cache>/cloud/<sha256>.qcow2`: verified cloud image downloads (provisioner/cloudimages.py),
   a regular file named by its own 64-hex sha256 that starts with the qcow2 magic.
 
+The build for the current inputs (what the next `vnet up` would take) is kept too.
 An image is in use when a lab record under the state root names it: the record's JSON holds the
 image directory's path or the cloud image's sha256 (the lab file pins it), or one of the lab's
 overlays has it as backing file. A lab record that names no tiny image (written before records
@@ -140,18 +141,40 @@ def used_by(entry: Entry, all_uses: list[Use]) -> str | None:
     return None
 
 
+def current_builds() -> set[Path]:
+    """The images the next `vnet up` / `vnet image build` would use (never rebuilt needlessly)."""
+    from . import cloudbuild, images
+
+    found = set()
+    try:
+        tiny = images.find_tiny()
+        if tiny:
+            found.add(tiny.kernel.parent)
+        for name in cloudbuild.RECIPES:
+            built = cloudbuild.find(name)
+            if built:
+                found.add(built.disk.parent)
+    except VnetError:            # no apt here: the --keep newest stand for the current ones
+        pass
+    return found
+
+
 def prune(keep: int, dry_run: bool = False,
           progress: Callable[[str], None] = print) -> list[Entry]:
     """Remove the entries beyond the `keep` newest of each name that no lab uses; returns them."""
     if keep < 0:
         raise Unsupported(f"--keep: {keep} is negative; give 0 or more")
     all_uses = uses()
+    current = current_builds()
     removed, seen = [], {}
     for entry in entries():                       # newest first within each name
         seen[entry.name] = seen.get(entry.name, 0) + 1
         lab = used_by(entry, all_uses)
         if lab:
             progress(f"kept {entry.path}: used by lab {lab}")
+            continue
+        if entry.path in current:
+            progress(f"kept {entry.path}: the build for this vnet's current inputs")
             continue
         if seen[entry.name] <= keep:
             progress(f"kept {entry.path}: one of the {keep} newest {entry.name} images")

@@ -16,6 +16,7 @@ from provisioner.errors import VnetError
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64
+CURRENT_BUILDS = imagecache.current_builds
 
 
 @pytest.fixture
@@ -23,6 +24,7 @@ def roots(tmp_path, monkeypatch):
     cache, state = tmp_path / "cache", tmp_path / "state"
     monkeypatch.setenv("VNET_CACHE_DIR", str(cache))
     monkeypatch.setenv("VNET_STATE_DIR", str(state))
+    monkeypatch.setattr(imagecache, "current_builds", set)   # no apt look-ups in unit tests
     (cache / "images").mkdir(parents=True)
     (cache / "cloud").mkdir()
     return cache, state
@@ -222,3 +224,17 @@ def test_a_libvirt_lab_record_names_its_tiny_image(roots, monkeypatch, tmp_path)
     newer = built(cache, "tiny", "new", "2026-05-01T00:00:00Z")
     assert names(imagecache.prune(keep=0, progress=lambda m: None)) == {newer.name}
     assert d.is_dir()
+
+
+def test_the_build_for_the_current_inputs_is_kept(roots, monkeypatch):
+    from provisioner import cloudbuild, images
+
+    cache, _ = roots
+    current = built(cache, "tiny", "cur", "2026-01-01T00:00:00Z")
+    newer = built(cache, "tiny", "new", "2026-02-01T00:00:00Z")
+    monkeypatch.setattr(images, "find_tiny", lambda: images.Image(
+        "tiny", "cur", current / "vmlinux", current / "initrd.gz", current / "root.ext4", ""))
+    monkeypatch.setattr(cloudbuild, "find", lambda name: None)
+    monkeypatch.setattr(imagecache, "current_builds", CURRENT_BUILDS)
+    assert names(imagecache.prune(keep=0, progress=lambda m: None)) == {newer.name}
+    assert current.is_dir()
