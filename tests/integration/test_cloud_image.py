@@ -2,8 +2,9 @@
 seed under plain QEMU, and check the guest contract vnet relies on: the VNET-ADDR/VNET-READY
 console lines, the echo listener on TCP 7, root SSH with the lab's key only, one default route.
 
-No cloud image can be downloaded here, so this runs only when a local one is given:
-  VNET_CLOUD_IMAGE=/path/to/debian-12-genericcloud-amd64.qcow2 \\
+No cloud image can be downloaded here, so this runs only when a local one is given, for example
+the Debian 12 image `vnet image build --cloud debian12` builds (it prints the path and sha256):
+  VNET_CLOUD_IMAGE=/path/to/disk.qcow2 \\
   VNET_CLOUD_IMAGE_SHA256=<its sha256> pytest tests/integration/test_cloud_image.py
 NICs are QEMU user networking with restrict=on: the guest reaches nothing; the host reaches the
 listener and SSH through two hostfwd ports. QEMU is killed by its PID.
