@@ -90,6 +90,7 @@ menuentry "Debian (vnet cloud image)" {
 EOF
 grub-mkimage -O i386-pc -o /tmp/vnet-core.img -p '(hd0,msdos1)/boot/grub' \
   biosdisk part_msdos ext2 normal linux serial terminal configfile echo
+dpkg-query -W -f '${Package} ${Version}\n' > /tmp/vnet-packages.txt    # for the manifest
 apt-get clean
 rm -rf /var/lib/apt/lists/* /tmp/vnet-customize.sh
 """.replace("@LABEL@", ROOT_LABEL)
@@ -185,6 +186,7 @@ def build(name: str, progress: Callable[[str], None] = print, force: bool = Fals
             sha = hashlib.file_digest(f, "sha256").hexdigest()
         manifest = {"name": name, "kind": "cloud", "digest": key, "disk": DISK, "sha256": sha,
                     "suite": r.suite, "packages": pinned,
+                    "installed": (work / "packages.txt").read_text().splitlines(),
                     "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "build_seconds": round(time.monotonic() - started, 1)}
         (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -207,7 +209,8 @@ def mmdebstrap_argv(r: Recipe, work: Path, tree: Path) -> list[str]:
             '--customize-hook=chroot "$1" /bin/sh -eu /tmp/vnet-customize.sh',
             f"--customize-hook=download /tmp/vnet-core.img {work}/core.img",
             f"--customize-hook=download /usr/lib/grub/i386-pc/boot.img {work}/boot.img",
-            '--customize-hook=chroot "$1" rm -f /tmp/vnet-core.img',
+            f"--customize-hook=download /tmp/vnet-packages.txt {work}/packages.txt",
+            '--customize-hook=chroot "$1" rm -f /tmp/vnet-core.img /tmp/vnet-packages.txt',
             r.suite, str(tree), *r.mirrors]
 
 

@@ -38,7 +38,8 @@ def test_mmdebstrap_changes_the_tree_only_from_inside_the_chroot(tmp_path):
         # mmdebstrap's special hooks copy in/out through the chroot; anything else is chroot
         assert hook.split()[0] in ("upload", "download") or hook.startswith('chroot "$1" ')
     downloads = [h.split()[2] for h in hooks if h.startswith("download ")]
-    assert downloads == [f"{tmp_path}/w/core.img", f"{tmp_path}/w/boot.img"]
+    assert downloads == [f"{tmp_path}/w/core.img", f"{tmp_path}/w/boot.img",
+                         f"{tmp_path}/w/packages.txt"]
     assert set(RECIPE.packages) <= set(argv[argv.index("--variant=minbase") + 1]
                                        .removeprefix("--include=").split(","))
 
