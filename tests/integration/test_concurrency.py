@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from provisioner.host import sandbox
+from provisioner.host import netns, sandbox
 
 from .conftest import missing_for_labs
 
@@ -33,8 +33,8 @@ def test_two_sandbox_ups_at_once_make_one_sandbox():
         status = sandbox.status(name)
         assert status["up"] and status["problems"] == []
         daemons = [pid for pid in os.listdir("/proc") if pid.isdigit()
-                   and (sandbox.proc_argv(int(pid)) or [""])[0].endswith("libvirtd")
-                   and str(status["state_dir"]) + "/" in " ".join(sandbox.proc_argv(int(pid)))]
+                   and (netns.proc_argv(int(pid)) or [""])[0].endswith("libvirtd")
+                   and str(status["state_dir"]) + "/" in " ".join(netns.proc_argv(int(pid)))]
         assert len(daemons) == 1, daemons
     finally:
         sandbox.down(name, progress=lambda m: None)

@@ -322,7 +322,7 @@ def test_a_cloud_vm_boots_from_its_overlay_with_the_seed_as_cdrom(golden_plan):
     assert disk.get("device") == "disk" and disk.find("driver").get("type") == "qcow2"
     assert disk.find("source").get("file") == str(log_dir / "deb.overlay.qcow2")
     assert disk.find("readonly") is None and disk.find("shareable") is None
-    assert cdrom.get("device") == "cdrom" and cdrom.find("target").get("bus") == "sata"
+    assert cdrom.get("device") == "cdrom" and cdrom.find("target").get("bus") == "ide"
     assert cdrom.find("source").get("file") == str(log_dir / "deb.seed.iso")
     assert cdrom.find("readonly") is not None
     assert dom.find("devices/serial/source").get("path") == str(log_dir / "deb.serial.log")

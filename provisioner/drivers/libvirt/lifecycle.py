@@ -87,7 +87,8 @@ def _up(lab: Lab, target: Target, driver: LibvirtDriver, progress: Progress, wai
         forwarding.check_host_ports(target, lab.name, plan.extra["hostfwd"] + plan.extra["proxies"])
     record = {"lab": lab.name, "backend": "libvirt", "uri": target.uri, "sandbox": target.sandbox,
               "accel": chosen, "source": lab.source, "lab_data": lab.meta["raw"],
-              "mgmt": plan.extra["mgmt"], "created": time.time()}
+              "mgmt": plan.extra["mgmt"], "created": time.time(),
+              "image": str(Path(image.kernel).parent)}    # `vnet image prune` keeps what labs use
     state.save(target, lab.name, record)     # before anything exists: a crash stays findable
     timings.mark("plan")
     prepare_cloud(plan, bases, progress)
