@@ -69,7 +69,7 @@ def lab_name_arg(ctx, param, value):
 
 def sandbox_name_opt(ctx, param, value):
     """Click callback: --sandbox passes the sandbox name rule ('' is not "no sandbox")."""
-    from ..host.sandbox import validate_name
+    from ..host.paths import validate_name
 
     return None if value is None else validate_name(value)
 

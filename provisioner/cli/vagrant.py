@@ -28,10 +28,11 @@ def image_box(provider: str, out: Path | None):
       vnet image box --out build/ && vagrant box add --name vnet/tiny build/vnet-tiny-*-libvirt.box
       vnet image box --provider virtualbox --out build/
     """
-    from ..guest import images, vagrantbox
+    from ..guest import vagrantbox
+    from ..host.paths import cache_dir
     from ..drivers.libvirt import lifecycle
 
-    box = vagrantbox.build(provider, out or images.cache_dir() / "boxes",
+    box = vagrantbox.build(provider, out or cache_dir() / "boxes",
                            progress=lifecycle.progress_printer())
     for note in box.notes:
         click.echo(f"vnet: note: {note}", err=True)

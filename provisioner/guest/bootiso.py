@@ -29,6 +29,7 @@ from typing import Callable
 
 from . import images, isofile
 from ..host import runner
+from ..host.paths import cache_dir
 from ..errors import VnetError
 
 LOADER_PACKAGES = ("isolinux", "syslinux-common")
@@ -117,8 +118,8 @@ def _stamp(path: Path) -> str | None:
 def isolinux_dir(progress: Callable[[str], None] = print) -> Path:
     """A folder with isolinux.bin and ldlinux.c32 for the current Debian packages; cached.
     Without apt (not Debian), the newest cached folder is used."""
-    base = images.cache_dir() / "isolinux"
-    debdir = images.cache_dir() / "debs"
+    base = cache_dir() / "isolinux"
+    debdir = cache_dir() / "debs"
     try:
         debs = _resolve()
     except VnetError:

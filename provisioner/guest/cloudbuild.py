@@ -36,7 +36,8 @@ from typing import Callable
 
 from ..host import runner
 from ..errors import Unsupported, VnetError
-from .images import cache_dir, publish
+from ..host.paths import cache_dir
+from .images import publish
 
 ROOT_LABEL = "vnetcloud"
 DISK = "disk.qcow2"

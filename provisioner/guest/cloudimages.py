@@ -1,7 +1,7 @@
 """Cloud images (Debian/Ubuntu genericcloud qcow2...) pinned by sha256: fetch once into the cache,
 then give each VM its own copy-on-write overlay in the lab's state dir.
 
-Cache layout: <images.cache_dir()>/cloud/<sha256>.qcow2. A download streams into a temporary
+Cache layout: <paths.cache_dir()>/cloud/<sha256>.qcow2. A download streams into a temporary
 file beside it, hashing as it goes, and is renamed into place only when its sha256 matches the
 lab file's and `check_image` accepts it; a mismatch (or an interrupted download) leaves nothing
 behind. A download larger than the cap (8 GiB; VNET_CLOUD_IMAGE_MAX_GIB sets another) stops
@@ -33,7 +33,7 @@ from typing import Callable, TextIO
 
 from ..host import runner
 from ..errors import LabFileError, VnetError
-from .images import cache_dir
+from ..host.paths import cache_dir
 from ..lab.model import CloudImage
 
 CHUNK = 1 << 20

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import Unsupported, VnetError
-from .images import cache_dir
+from ..host.paths import cache_dir
 from ..host.safepath import child, remove_tree
 
 MANIFEST = "manifest.json"
@@ -113,7 +113,7 @@ class Use:
 
 def uses() -> list[Use]:
     """What each lab record under the state root refers to."""
-    from ..host.sandbox import state_root
+    from ..host.paths import state_root
 
     labs = state_root() / "labs"
     found = []

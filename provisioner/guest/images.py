@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ..host import runner
+from ..host.paths import cache_dir
 from ..errors import VnetError
 
 KERNEL_META = "linux-image-amd64"   # resolved to the current linux-image-6.1.*-amd64
@@ -66,10 +67,6 @@ def publish(built: Path, final: Path, marker: str) -> None:
     except OSError:
         if not (final / marker).exists():
             raise
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("VNET_CACHE_DIR") or Path.home() / ".cache" / "vnet")
 
 
 def find_tiny() -> Image | None:

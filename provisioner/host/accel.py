@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import locks, runner
-from .sandbox import state_root
+from .paths import state_root
 
 PROBE_TIMEOUT = 10.0      # the tiny image reaches userspace in ~4 s under TCG; KVM far less
 

@@ -33,7 +33,7 @@ LOCK_NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,63}")
 
 
 def lock_dir() -> Path:
-    from .sandbox import state_root
+    from .paths import state_root
 
     return state_root() / "locks"
 

@@ -27,7 +27,7 @@ PLACEHOLDER = "OWNER-ID-AT-UP"
 
 
 def owner_file() -> Path:
-    from .sandbox import state_root
+    from .paths import state_root
 
     return state_root() / OWNER_FILE
 

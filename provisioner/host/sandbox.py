@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Callable
 
 from . import locks, procs, runner
-from ..errors import HypervisorError, LabFileError, NeedsRoot, NotFound, VnetError, quote
+from ..errors import HypervisorError, NeedsRoot, NotFound, VnetError
+from .paths import NAME_RE, state_root, validate_name
 from .netns import NETNS_DIR, netns_argv, netns_inode, pids_in_netns, run_in_netns
 from .procs import terminate
 from .safepath import child, remove_tree
 
-NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,11}")
 FILES = Path(__file__).resolve().with_name("sandbox_files")
 LAUNCHER, HTTP_SERVER = FILES / "libvirtd-launcher.sh", FILES / "internet_http.py"
 STATE_MARKER = ".vnet-sandbox"
@@ -58,22 +58,6 @@ class Sandbox:
     lan_gateway: str = LAN_GATEWAY
     host_uplink_ip: str = HOST_UPLINK_IP
     internet_ip: str = INTERNET_IP
-
-
-def validate_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        raise LabFileError("sandbox name", f"{quote(name)} is not valid: use 1-12 characters from "
-                           "a-z, 0-9 and '-', starting with a letter")
-    return name
-
-
-def state_root() -> Path:
-    if os.environ.get("VNET_STATE_DIR"):
-        return Path(os.environ["VNET_STATE_DIR"]).absolute()
-    if os.geteuid() == 0:
-        return Path("/var/lib/vnet")
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local/state")
-    return Path(base) / "vnet"
 
 
 def describe(name: str = "default") -> Sandbox:

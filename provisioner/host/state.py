@@ -16,7 +16,7 @@ from . import locks, runner
 from ..errors import VnetError
 from ..lab.model import check_name, is_name
 from .safepath import child, remove_tree
-from .sandbox import state_root, validate_name
+from .paths import state_root, validate_name
 
 RECORD = "lab.json"
 MARKER = ".vnet-lab"          # written when the directory is made, before lab.json exists

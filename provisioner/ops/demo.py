@@ -23,7 +23,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from ..host import runner, safepath, sandbox
+from ..host import paths, runner, safepath, sandbox
 from ..errors import CommandFailed, LabFileError, NotFound, VnetError
 from ..resources import data_dir
 from ..guest.vagrantbox import BOX_NAME
@@ -57,7 +57,7 @@ def description(mode: str) -> str:
 
 
 def root() -> Path:
-    base = sandbox.state_root()
+    base = paths.state_root()
     base.mkdir(parents=True, exist_ok=True)
     path = safepath.child(base, "demos")
     path.mkdir(exist_ok=True)
@@ -72,7 +72,7 @@ def vagrant_home() -> Path:
 
 def workdir(sandbox_name: str, mode: str) -> Path:
     """<state root>/demos/<sandbox>/<mode>, each part checked to sit under its parent."""
-    return safepath.child(safepath.child(root(), sandbox.validate_name(sandbox_name)),
+    return safepath.child(safepath.child(root(), paths.validate_name(sandbox_name)),
                           check_mode(mode))
 
 
@@ -84,7 +84,7 @@ def vagrant_env() -> dict[str, str]:
 def list_demos() -> list[dict]:
     """The five demos, with the sandboxes where one is kept up."""
     kept: dict[str, list[str]] = {}
-    base = sandbox.state_root() / "demos"
+    base = paths.state_root() / "demos"
     for marker in sorted(base.glob(f"*/*/{MARKER}")) if base.is_dir() else []:
         kept.setdefault(marker.parent.name, []).append(marker.parent.parent.name)
     return [{"demo": mode, "directory": f"vagrant/{mode}", "description": description(mode),
@@ -133,7 +133,7 @@ def ensure_box(sb, progress: Progress) -> None:
             (vagrant_home() / "boxes" / BOX_NAME.replace("/", "-VAGRANTSLASH-")).is_dir():
         progress(f"box {BOX_NAME} ({cached.digest}) is already added")
         return
-    box = vagrantbox.build("libvirt", images.cache_dir() / "boxes", progress=progress)
+    box = vagrantbox.build("libvirt", paths.cache_dir() / "boxes", progress=progress)
     progress(f"adding box {box.name} under {vagrant_home()}")
     _vagrant(sb, box.add_argv, None, 600)
     record.write_text(json.dumps({"digest": box.digest, "path": str(box.path)}) + "\n")

@@ -103,7 +103,7 @@ def host_address_towards(address: str) -> str:
 
 def inventory(project: Path, lab: Lab, target: Target, machines: dict[str, dict[str, str]]):
     from ..host.netns import run_in_netns
-    from ..host.sandbox import state_root
+    from ..host.paths import state_root
     from ..verify.run import Inventory
 
     hosts = hosts_from(lab, machines)

@@ -318,7 +318,7 @@ def control_dir(target: Target, lab: str) -> Path:
     """A short per-lab directory for SSH control sockets (unix socket paths are short)."""
     import hashlib
 
-    from ..host.sandbox import state_root
+    from ..host.paths import state_root
 
     key = hashlib.sha256(f"{target.key}/{lab}".encode()).hexdigest()[:12]
     path = state_root() / "cp" / key

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.host import netns, runner, sandbox
+from provisioner.host import netns, paths, runner, sandbox
 from provisioner.errors import CommandFailed, ExitStatus, LabFileError, NotFound, VnetError
 
 
@@ -17,14 +17,14 @@ def state(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", ["a", "default", "lab-1", "x2", "abcdefghijkl", "a-b-c"])
 def test_valid_names(name):
-    assert sandbox.validate_name(name) == name
+    assert paths.validate_name(name) == name
 
 
 @pytest.mark.parametrize("name", ["", "1lab", "-a", "Lab", "a_b", "a.b", "a b", "../x", "a/b",
                                   "abcdefghijklm", "ümlaut", None])
 def test_invalid_names_name_the_alphabet(name):
     with pytest.raises(LabFileError) as err:
-        sandbox.validate_name(name)
+        paths.validate_name(name)
     assert err.value.status == ExitStatus.BAD_INPUT
     assert err.value.path == "sandbox name"
     assert "1-12 characters from a-z, 0-9 and '-', starting with a letter" in err.value.message
@@ -40,7 +40,7 @@ def test_invalid_name_fails_before_anything_happens(state):
 
 def test_state_root_env_override(monkeypatch, tmp_path):
     monkeypatch.setenv("VNET_STATE_DIR", str(tmp_path / "s"))
-    assert sandbox.state_root() == tmp_path / "s"
+    assert paths.state_root() == tmp_path / "s"
 
 
 def test_state_root_defaults(monkeypatch, tmp_path):
@@ -48,11 +48,11 @@ def test_state_root_defaults(monkeypatch, tmp_path):
     monkeypatch.delenv("XDG_STATE_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    assert sandbox.state_root() == Path("/var/lib/vnet")
+    assert paths.state_root() == Path("/var/lib/vnet")
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    assert sandbox.state_root() == tmp_path / ".local/state/vnet"
+    assert paths.state_root() == tmp_path / ".local/state/vnet"
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
-    assert sandbox.state_root() == tmp_path / "xdg/vnet"
+    assert paths.state_root() == tmp_path / "xdg/vnet"
 
 
 def test_describe_derives_everything_from_the_name(state):

@@ -1,0 +1,35 @@
+"""Where vnet keeps things on this machine, in one place: the state root (lab records, sandboxes,
+locks, owner id, accelerator verdict) and the cache (images, packages, boxes), each overridable
+from the environment, and the sandbox name rule that names directories under the state root."""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from ..errors import LabFileError, quote
+
+NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,11}")     # a sandbox name
+
+
+def state_root() -> Path:
+    """VNET_STATE_DIR, else /var/lib/vnet for root, else $XDG_STATE_HOME/vnet."""
+    if os.environ.get("VNET_STATE_DIR"):
+        return Path(os.environ["VNET_STATE_DIR"]).absolute()
+    if os.geteuid() == 0:
+        return Path("/var/lib/vnet")
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local/state")
+    return Path(base) / "vnet"
+
+
+def cache_dir() -> Path:
+    """VNET_CACHE_DIR, else ~/.cache/vnet: images, downloaded packages and cloud images, boxes."""
+    return Path(os.environ.get("VNET_CACHE_DIR") or Path.home() / ".cache" / "vnet")
+
+
+def validate_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise LabFileError("sandbox name", f"{quote(name)} is not valid: use 1-12 characters from "
+                           "a-z, 0-9 and '-', starting with a letter")
+    return name
+
