@@ -100,3 +100,11 @@ def target_options(fn):
     fn = click.option("--sandbox", "sandbox_name", callback=sandbox_name_opt,
                       help="Target this vnet sandbox.")(fn)
     return fn
+
+
+def explicit(value, name: str):
+    """The option's value when given on the command line, else None (its default then means
+    "whatever the lab's record says"): `--backend` stays accepted, and is no longer needed."""
+    ctx = click.get_current_context()
+    return value if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT \
+        else None

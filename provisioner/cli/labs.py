@@ -6,11 +6,10 @@ from pathlib import Path
 
 import click
 
-from ..errors import NotFound
 from ..lab import modes, nics
 from ..lab.model import Backend
-from .common import (BACKENDS, emit_verification, handle_errors, lab_name_arg, report_kind_opt,
-                     sandbox_name_opt, target_options)
+from .common import (BACKENDS, emit_verification, explicit, handle_errors, lab_name_arg,
+                     report_kind_opt, sandbox_name_opt, target_options)
 
 
 # --- modes ------------------------------------------------------------------------------------
@@ -123,28 +122,17 @@ def create(mode, nic_model, vms, name, pf, bridge, backend, dry_run, sandbox_nam
 
 
 def _up_and_verify(lab, backend, sandbox_name, uri, verify, report, out, fmt, wait=True):
-    from ..drivers.libvirt import lifecycle
+    from .. import ops
+    from ..progress import progress_printer
 
-    say = lifecycle.progress_printer()
-    if Backend(backend) is Backend.VIRTUALBOX:
-        from ..drivers.virtualbox import lifecycle as vbox_exec
-        record = vbox_exec.up(lab, progress=say, wait=wait)
-        if not verify or not wait:
-            return
-        from ..verify import run as verifier
-
-        result = verifier.verify(lab, vbox_exec.TARGET, say, timings=record.get("timings", {}),
-                                 inventory=vbox_exec.inventory(lab))
-        return emit_verification(result, report, out, fmt)
-    target = lifecycle.target_for(sandbox_name, uri)
-    record = lifecycle.up(lab, target, say, wait=wait)
+    say = progress_printer()
+    driver, record = ops.labs.up(lab, backend, sandbox_name, uri, say, wait=wait)
     if not verify or not wait:
-        click.echo(json.dumps(lifecycle.status(lab.name, target), indent=2) if fmt == "json"
-                   else _status_table(lifecycle.status(lab.name, target)))
+        if driver.status_after_up:
+            data = driver.status(lab.name)
+            click.echo(json.dumps(data, indent=2) if fmt == "json" else _status_table(data))
         return
-    from ..verify import run as verifier
-
-    result = verifier.verify(lab, target, say, timings=record.get("timings", {}))
+    result = ops.labs.verify(driver, lab, say, timings=record.get("timings", {}))
     emit_verification(result, report, out, fmt)
 
 
@@ -205,30 +193,19 @@ def verify_cmd(lab_name, uri, sandbox_name, vagrant_dir, backend, report, out, f
       vnet verify --vagrant vagrant/natnetwork --sandbox default
       vnet verify hostonly --backend virtualbox
     """
-    from ..drivers.libvirt import lifecycle
-    from ..host import state
-    from ..verify import run as verifier
+    from .. import ops
+    from ..progress import progress_printer
 
     if vagrant_dir is not None:
         from ..ops import vagrant
 
-        result = vagrant.verify(vagrant_dir, sandbox_name, lifecycle.progress_printer())
+        result = vagrant.verify(vagrant_dir, sandbox_name, progress_printer())
         return emit_verification(result, report, out, fmt)
     if lab_name is None:
         raise click.UsageError("give LAB_NAME, or --vagrant DIR")
-    inventory = None
-    if Backend(backend) is Backend.VIRTUALBOX:
-        from ..drivers.virtualbox import lifecycle as vbox_exec
-        target = vbox_exec.TARGET
-    else:
-        target = lifecycle.target_for(sandbox_name, uri)
-    record = state.read(target, lab_name)
-    if record is None:
-        raise NotFound(f"no lab named {lab_name!r} on this target", hint="vnet list shows the labs")
-    lab = lifecycle.lab_from_record(record)
-    if Backend(backend) is Backend.VIRTUALBOX:
-        inventory = vbox_exec.inventory(lab)
-    result = verifier.verify(lab, target, lifecycle.progress_printer(), inventory=inventory)
+    driver = ops.labs.find(lab_name, sandbox_name, uri, explicit(backend, "backend"))
+    lab = ops.labs.lab_of(driver, lab_name)
+    result = ops.labs.verify(driver, lab, progress_printer())
     emit_verification(result, report, out, fmt)
 
 
@@ -245,9 +222,9 @@ def status(lab_name, uri, sandbox_name, fmt):
       vnet status natnetwork --sandbox default
       vnet status natnetwork --sandbox default --format json
     """
-    from ..drivers.libvirt import lifecycle
+    from .. import ops
 
-    data = lifecycle.status(lab_name, lifecycle.target_for(sandbox_name, uri))
+    data = ops.labs.find(lab_name, sandbox_name, uri).status(lab_name)
     click.echo(json.dumps(data, indent=2) if fmt == "json" else _status_table(data))
 
 
@@ -272,15 +249,13 @@ def destroy(lab_name, uri, sandbox_name, backend):
     Examples:
       vnet destroy natnetwork --sandbox default
     """
-    from ..drivers.libvirt import lifecycle
+    from .. import ops
+    from ..progress import progress_printer
 
-    if Backend(backend) is Backend.VIRTUALBOX:
-        from ..drivers.virtualbox import lifecycle as vbox_exec
-        vbox_exec.destroy(lab_name, progress=lifecycle.progress_printer())
-        return
-    lifecycle.destroy(lab_name, lifecycle.target_for(sandbox_name, uri),
-                      lifecycle.progress_printer())
-    click.echo(f"lab {lab_name} destroyed")
+    driver = ops.labs.find(lab_name, sandbox_name, uri, explicit(backend, "backend"))
+    driver.destroy(lab_name, progress_printer())
+    if not driver.says_destroyed:
+        click.echo(f"lab {lab_name} destroyed")
 
 
 @click.command("list")
@@ -294,10 +269,10 @@ def list_cmd(uri, sandbox_name, fmt):
     Examples:
       vnet list --sandbox default
     """
-    from ..drivers.libvirt import lifecycle
+    from .. import ops
     from ..verify.report import table
 
-    labs = lifecycle.list_labs(lifecycle.target_for(sandbox_name, uri))
+    labs = ops.labs.list_labs(sandbox_name, uri)
     if fmt == "json":
         click.echo(json.dumps(labs, indent=2))
     else:
@@ -316,9 +291,10 @@ def gc(uri, sandbox_name):
     Examples:
       vnet gc --sandbox default
     """
-    from ..drivers.libvirt import lifecycle
+    from .. import ops
+    from ..progress import progress_printer
 
-    removed = lifecycle.gc(lifecycle.target_for(sandbox_name, uri), lifecycle.progress_printer())
+    removed = ops.labs.gc(progress_printer(), sandbox_name, uri)
     click.echo(f"removed {len(removed)} object(s)")
 
 

@@ -1,12 +1,21 @@
-"""The driver interface and a lazy registry: optional backends import only when used."""
+"""The driver contract and a lazy registry: one Driver subclass per backend, found by backend
+name, imported only when used (so an optional backend's dependencies stay optional).
+
+Reading order: lab/model.py -> this file -> drivers/libvirt/driver.py -> verify/checks.py.
+Adding a backend is one subpackage with render.py (the pure planner) and driver.py (a Driver),
+plus one line in each registry below."""
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
 
 from ..errors import Unsupported
+from ..host import state
+from ..host.state import Target
 from ..lab.model import Backend, Lab
+from ..progress import Progress
 
 
 @dataclass(frozen=True)
@@ -26,26 +35,96 @@ class Plan:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class Driver(Protocol):
-    name: ClassVar[str]
+class Driver(ABC):
+    """One backend's labs on one target. `plan` is pure; the other methods act on the target.
+    The ops layer (provisioner/ops/labs.py) is the only caller; it never asks which backend."""
+    backend: ClassVar[Backend]
+    status_after_up: ClassVar[bool] = True     # `up --no-verify` prints `status` afterwards
+    says_destroyed: ClassVar[bool] = False     # destroy itself reports "lab X destroyed"
 
-    def plan(self, lab: Lab) -> Plan: ...
-    def apply(self, plan: Plan) -> None: ...
-    def destroy(self, lab_name: str) -> None: ...
+    def __init__(self, target: Target):
+        self.target = target
+
+    @classmethod
+    @abstractmethod
+    def target_for(cls, sandbox: str | None, uri: str | None) -> Target:
+        """Where this backend's labs live for --sandbox/--uri (None, None: this machine)."""
+
+    @classmethod
+    def available(cls) -> bool:
+        """Whether this backend can be asked here at all (`list` and `gc` skip it if not)."""
+        return True
+
+    def plan(self, lab: Lab) -> Plan:
+        return renderer(self.backend)().plan(lab)
+
+    @abstractmethod
+    def up(self, lab: Lab, progress: Progress, wait: bool = True) -> dict:
+        """Create (or complete) the lab and wait for its addresses; returns its record."""
+
+    def inventory(self, lab: Lab):
+        """What Ansible needs to reach each guest (verify.run.Inventory); None: the verifier
+        derives it from the target (libvirt's management network)."""
+        return None
+
+    @abstractmethod
+    def status(self, lab_name: str) -> dict:
+        """{"lab": name, "vms": [{"name", "state", "nics": [{network, model, mac, addresses}]}]}"""
+
+    @abstractmethod
+    def destroy(self, lab_name: str, progress: Progress) -> list[str]:
+        """Remove what this state root made for the lab; returns what was removed."""
+
+    @abstractmethod
+    def labs(self) -> list[dict]:
+        """[{"lab", "domains", "networks", "state"}] for every lab of this target."""
+
+    @abstractmethod
+    def gc(self, progress: Progress) -> list[str]:
+        """Remove objects this state root tagged whose lab record is gone."""
+
+    def set_link(self, lab_name: str, vm: str, nic: int, up: bool) -> None:
+        """Bring one NIC's link up or down (the link/tunnel issue builds on this)."""
+        raise Unsupported(f"setting a NIC's link is not supported on {self.backend.value} yet")
+
+    def record(self, lab_name: str) -> dict | None:
+        return state.read(self.target, lab_name)
 
 
+def lab_from_record(record: dict) -> Lab:
+    """The Lab a record was made from (its lab file's data, resolved again)."""
+    from ..host.sandbox import lab_defaults
+    from ..lab import loader    # here, not above: the loader imports the libvirt renderer
+
+    return loader.resolve(record["lab_data"], lab_defaults(record.get("sandbox")),
+                          source=record.get("source"))
+
+
+_DRIVERS = {
+    Backend.LIBVIRT: "provisioner.drivers.libvirt.driver:Libvirt",
+    Backend.VIRTUALBOX: "provisioner.drivers.virtualbox.driver:VirtualBox",
+}
 _REGISTRY = {
     Backend.LIBVIRT: "provisioner.drivers.libvirt.render:LibvirtRenderer",
     Backend.VIRTUALBOX: "provisioner.drivers.virtualbox.render:VirtualBoxRenderer",
 }
 
 
-def renderer(backend: Backend | str):
-    """The pure planner class for a backend (no hypervisor library needed)."""
+def _load(table: dict[Backend, str], backend: Backend | str):
     try:
-        target = _REGISTRY[Backend(backend)]
+        target = table[Backend(backend)]
     except ValueError:
         raise Unsupported(f"unknown backend {backend!r}; valid backends: "
                           f"{', '.join(b.value for b in Backend)}") from None
     module, _, attr = target.partition(":")
     return getattr(importlib.import_module(module), attr)
+
+
+def renderer(backend: Backend | str):
+    """The pure planner class for a backend (no hypervisor library needed)."""
+    return _load(_REGISTRY, backend)
+
+
+def driver_class(backend: Backend | str) -> type[Driver]:
+    """The Driver subclass for a backend, imported now."""
+    return _load(_DRIVERS, backend)

@@ -11,6 +11,7 @@ from typing import Callable
 
 from ...guest import cloudimages, seed
 from ...host import forwarding, state
+from ..base import lab_from_record
 from .connection import LibvirtDriver
 from .render import Context, ImageFiles, LibvirtRenderer, object_name
 from ...errors import HypervisorError, NotFound, quote
@@ -122,15 +123,6 @@ def prepare_cloud(plan, bases: dict[str, Path], progress: Progress) -> None:
         cloudimages.overlay(bases[vm], Path(c["overlay"]))
         seed.build(c["seed"], c["seed_iso"])
         progress(f"{vm}: overlay on {c['image'].name} and cloud-init seed ready")
-
-
-def lab_from_record(record: dict) -> Lab:
-    from ...lab import loader as labfile
-
-    from ...host.sandbox import lab_defaults
-
-    return labfile.resolve(record["lab_data"], lab_defaults(record.get("sandbox")),
-                           source=record.get("source"))
 
 
 # --- addresses ----------------------------------------------------------------------------------

@@ -1,0 +1,110 @@
+"""The VirtualBox backend behind the driver contract: VMs and networks on this machine's
+VirtualBox, through VBoxManage or the vboxapi bindings (api.py). The work is in lifecycle.py;
+status, the list of labs and gc read VirtualBox's VMs by their vnet/lab and vnet/owner tags."""
+from __future__ import annotations
+
+import os
+
+from ...errors import NotFound
+from ...host import runner, state
+from ...host.owner import owner_id
+from ...host.state import Target
+from ...lab.model import Backend, Lab
+from ...progress import Progress
+from ..base import Driver, lab_from_record
+from . import api as vbox_api
+from . import lifecycle
+
+
+class VirtualBox(Driver):
+    backend = Backend.VIRTUALBOX
+    status_after_up = False      # up already printed every VM's addresses
+    says_destroyed = True        # lifecycle.destroy reports "lab X destroyed" itself
+
+    @classmethod
+    def target_for(cls, sandbox: str | None, uri: str | None) -> Target:
+        """VirtualBox runs on this machine: --sandbox and --uri name libvirt targets."""
+        return lifecycle.TARGET
+
+    @classmethod
+    def available(cls) -> bool:
+        return bool(os.environ.get(vbox_api.ENV_BINARY)
+                    or any(runner.which(name) for name in vbox_api.BINARIES))
+
+    def up(self, lab: Lab, progress: Progress, wait: bool = True) -> dict:
+        return lifecycle.up(lab, progress=progress, wait=wait)
+
+    def inventory(self, lab: Lab):
+        return lifecycle.inventory(lab)
+
+    def status(self, lab_name: str) -> dict:
+        record = self.record(lab_name)
+        be = vbox_api.backend()
+        if record is None:
+            if lab_name in self._tagged(be):
+                raise NotFound(f"lab {lab_name!r} has VMs on VirtualBox but no state",
+                               hint="vnet gc removes them")
+            raise NotFound(f"no lab named {lab_name!r} on this target",
+                           hint="vnet list shows the labs")
+        lab = lab_from_record(record)
+        running = lifecycle.running_vms(be)
+        found = record.get("addresses", {})
+        vms = []
+        for vm in lab.vms:
+            seen = {entry.get("network"): entry.get("ip") for entry in found.get(vm.name, [])}
+            vms.append({"name": vm.name,
+                        "state": "running" if record["vms"].get(vm.name) in running else "shutoff",
+                        "nics": [{"network": n.network, "model": n.model, "mac": n.mac,
+                                  "addresses": [seen[n.network]] if seen.get(n.network) else []}
+                                 for n in vm.nics]})
+        return {"lab": lab_name, "vms": vms}
+
+    def destroy(self, lab_name: str, progress: Progress) -> list[str]:
+        return lifecycle.destroy(lab_name, progress)
+
+    def labs(self) -> list[dict]:
+        be = vbox_api.backend()
+        ours, unowned = self._tagged(be), self._tagged(be, owner=None)
+        names = sorted(set(ours) | set(state.labs_of(self.target)))
+
+        def networks(name: str) -> int:
+            try:
+                record = state.read(self.target, name)
+            except state.CorruptState:
+                return 0
+            return sum(1 for kind, _ in (record or {}).get("created", []) if kind != "vm")
+        labs = [{"lab": n, "domains": len(ours.get(n, [])), "networks": networks(n),
+                 "state": "ok" if n in ours and self._readable(n) else
+                          ("orphaned (vnet gc)" if n in ours else "stale state")}
+                for n in names]
+        return labs + [{"lab": n, "domains": len(vms), "networks": 0,
+                        "state": "no owner id (older vnet; gc leaves it alone)"}
+                       for n, vms in sorted(unowned.items())]
+
+    def gc(self, progress: Progress) -> list[str]:
+        be = vbox_api.backend(progress)
+        known = set(state.labs_of(self.target))
+        removed: list[str] = []
+        for lab in sorted(set(self._tagged(be)) - known):
+            with state.lab_lock(self.target, lab, progress):
+                if state.read(self.target, lab) is not None:
+                    continue             # an `up` of it ran while we waited: not an orphan
+                removed += lifecycle._destroy(lab, progress, be)
+        return removed
+
+    def _tagged(self, be, owner: str | None | bool = True) -> dict[str, list[str]]:
+        """lab -> its VMs: this state root's (owner=True), or an older vnet's (owner=None)."""
+        tags = lifecycle.vm_tags(be)
+        owners = lifecycle.vm_owners(be, tags)
+        want = owner_id() if owner is True else owner
+        labs: dict[str, list[str]] = {}
+        for vm, tag in tags.items():
+            if tag is not None and owners.get(vm) == want:
+                labs.setdefault(tag, []).append(vm)
+        return labs
+
+    def _readable(self, name: str) -> bool:
+        try:
+            return state.read(self.target, name) is not None
+        except state.CorruptState:
+            return False

@@ -1,0 +1,70 @@
+"""Backend-neutral operations on labs: the CLI calls these and never asks which backend a lab
+is on. A lab's record names its backend, so `status`, `verify` and `destroy` find it by name;
+`list` and `gc` cover every backend installed here.
+
+    lab.yaml -> lab.loader -> Lab -> driver.plan -> driver.up -> verify.run -> verify.report
+"""
+from __future__ import annotations
+
+from ..drivers.base import Driver, driver_class, lab_from_record
+from ..errors import NotFound
+from ..lab.model import Backend, Lab
+from ..progress import Progress
+
+
+def driver(backend: Backend | str, sandbox: str | None = None, uri: str | None = None) -> Driver:
+    """The driver for a backend on the target that --sandbox/--uri name."""
+    cls = driver_class(backend)
+    return cls(cls.target_for(sandbox, uri))
+
+
+def find(lab_name: str, sandbox: str | None = None, uri: str | None = None,
+         backend: Backend | str | None = None) -> Driver:
+    """The driver of the lab's backend: the one given, else the one whose target holds the
+    lab's record (libvirt first), else libvirt (whose destroy also finds record-less labs)."""
+    if backend is not None:
+        return driver(backend, sandbox, uri)
+    for candidate in Backend:
+        if candidate is not Backend.LIBVIRT and (sandbox or uri):
+            break                    # a sandbox or URI names a libvirt target
+        found = driver(candidate, sandbox, uri)
+        record = found.record(lab_name)
+        if record is not None and record.get("backend", Backend.LIBVIRT.value) == candidate.value:
+            return found
+    return driver(Backend.LIBVIRT, sandbox, uri)
+
+
+def drivers_here(sandbox: str | None = None, uri: str | None = None) -> list[Driver]:
+    """A driver per backend on this target: libvirt always; the others only when no sandbox or
+    URI is named and they are installed here."""
+    return [driver(b, sandbox, uri) for b in Backend
+            if b is Backend.LIBVIRT or (not sandbox and not uri and driver_class(b).available())]
+
+
+def up(lab: Lab, backend: Backend | str, sandbox: str | None, uri: str | None,
+       progress: Progress, wait: bool = True) -> tuple[Driver, dict]:
+    chosen = driver(backend, sandbox, uri)
+    return chosen, chosen.up(lab, progress, wait=wait)
+
+
+def verify(chosen: Driver, lab: Lab, progress: Progress, timings: dict | None = None) -> dict:
+    from ..verify import run as verifier    # Ansible and the probes: only when verifying
+
+    return verifier.verify(lab, chosen.target, progress, timings=timings,
+                           inventory=chosen.inventory(lab))
+
+
+def lab_of(chosen: Driver, lab_name: str) -> Lab:
+    record = chosen.record(lab_name)
+    if record is None:
+        raise NotFound(f"no lab named {lab_name!r} on this target", hint="vnet list shows the labs")
+    return lab_from_record(record)
+
+
+def list_labs(sandbox: str | None = None, uri: str | None = None) -> list[dict]:
+    return [lab for d in drivers_here(sandbox, uri) for lab in d.labs()]
+
+
+def gc(progress: Progress, sandbox: str | None = None, uri: str | None = None) -> list[str]:
+    return [obj for d in drivers_here(sandbox, uri) for obj in d.gc(progress)]
+
