@@ -1,0 +1,84 @@
+"""The driver contract (provisioner/drivers/base.py) and the backend-neutral ops layer
+(provisioner/ops/labs.py): every backend is found through the registry, and a lab's record says
+which backend it is on, so `status`, `verify` and `destroy` need no --backend and `list`/`gc`
+cover VirtualBox too (through the VBoxManage stand-in, tests/fakes/VBoxManage)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from provisioner.cli import main
+from provisioner.drivers.base import Driver, driver_class, renderer
+from provisioner.drivers.libvirt import lifecycle
+from provisioner.drivers.virtualbox import lifecycle as vbox_lifecycle
+from provisioner.errors import Unsupported
+from provisioner.host import state
+from provisioner.host.state import Target
+from provisioner.lab.model import Backend
+from tests.unit.test_vbox_exec import guest, vbox  # noqa: F401  (the stand-in fixture)
+
+# libvirt's own in-process test hypervisor: no daemon, nothing of this machine is touched.
+TEST_URI = "test:///default"
+
+
+@pytest.mark.parametrize("backend", list(Backend))
+def test_every_backend_has_a_driver_and_a_renderer_in_the_registry(backend):
+    cls = driver_class(backend.value)
+    assert issubclass(cls, Driver) and cls.backend is backend
+    assert renderer(backend).__name__.endswith("Renderer")
+    assert isinstance(cls.target_for(None, None), Target)
+
+
+def test_an_unknown_backend_names_the_valid_ones():
+    with pytest.raises(Unsupported, match="valid backends: libvirt, virtualbox"):
+        driver_class("xen")
+
+
+def test_set_link_is_part_of_the_contract_and_says_where_it_is_missing():
+    cls = driver_class(Backend.LIBVIRT)
+    with pytest.raises(Unsupported, match="libvirt"):
+        cls(cls.target_for(None, None)).set_link("lab", "vm1", 0, up=False)
+
+
+@pytest.fixture
+def libvirt_test_uri(monkeypatch):
+    monkeypatch.setattr(lifecycle, "target_for", lambda name, uri: Target(uri=uri or TEST_URI,
+                                                                            sandbox=name))
+
+
+def _create(vbox_stand_in):
+    with guest(vbox_stand_in, addresses=lambda vm, mac: None):
+        result = CliRunner().invoke(main, ["create", "--mode", "natnetwork", "--backend",
+                                           "virtualbox", "--no-verify"])
+    assert result.exit_code == 0, result.output
+
+
+def test_a_virtualbox_lab_is_found_by_its_record_without_backend(vbox, libvirt_test_uri):
+    _create(vbox)
+    status = CliRunner().invoke(main, ["status", "natnetwork", "--format", "json"])
+    assert status.exit_code == 0, status.output
+    data = json.loads(status.output)
+    assert data["lab"] == "natnetwork"
+    assert [(vm["name"], vm["state"]) for vm in data["vms"]] == [("vm1", "running"),
+                                                                 ("vm2", "running")]
+    listed = CliRunner().invoke(main, ["list", "--format", "json"])
+    assert listed.exit_code == 0, listed.output
+    assert {"lab": "natnetwork", "domains": 2, "networks": 2, "state": "ok"} in \
+        json.loads(listed.output)
+    gone = CliRunner().invoke(main, ["destroy", "natnetwork"])       # no --backend
+    assert gone.exit_code == 0, gone.output
+    assert vbox.empty(), vbox.state()
+    assert state.read(vbox_lifecycle.TARGET, "natnetwork") is None
+
+
+def test_gc_removes_a_virtualbox_lab_whose_record_is_gone(vbox, libvirt_test_uri):
+    _create(vbox)
+    state.remove(vbox_lifecycle.TARGET, "natnetwork")                # a lost state dir
+    listed = CliRunner().invoke(main, ["list", "--format", "json"])
+    assert {"lab": "natnetwork", "domains": 2, "networks": 0, "state": "orphaned (vnet gc)"} in \
+        json.loads(listed.output)
+    result = CliRunner().invoke(main, ["gc"])
+    assert result.exit_code == 0, result.output
+    assert not vbox.vms(), vbox.state()
