@@ -13,7 +13,9 @@ from typing import Any, ClassVar
 
 from ..errors import Unsupported
 from ..host import state
+from ..host.sandbox import lab_defaults
 from ..host.state import Target
+from ..lab import loader
 from ..lab.model import Backend, Lab
 from ..progress import Progress
 
@@ -93,9 +95,6 @@ class Driver(ABC):
 
 def lab_from_record(record: dict) -> Lab:
     """The Lab a record was made from (its lab file's data, resolved again)."""
-    from ..host.sandbox import lab_defaults
-    from ..lab import loader    # here, not above: the loader imports the libvirt renderer
-
     return loader.resolve(record["lab_data"], lab_defaults(record.get("sandbox")),
                           source=record.get("source"))
 

@@ -15,6 +15,7 @@ from . import modes, nics
 from ..errors import LabFileError, quote
 from .labyaml import parse
 from .model import CloudImage, Lab, Network, Nic, PortForward, Vm, check_name
+from .naming import mgmt_subnet_for
 
 # Every pattern is used with fullmatch (`$` with re.match would accept a trailing newline).
 MAC_RE = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
@@ -155,10 +156,8 @@ def _subnet(value: Any, where: str) -> IPv4Network:
 
 
 def _check_mgmt_overlap(lab: str, networks: list[tuple[Network, dict]]) -> None:
-    """libvirt gives every lab a management network (libvirt_render.mgmt_subnet_for): a lab
+    """libvirt gives every lab a management network (lab/naming.py, mgmt_subnet_for): a lab
     subnet on top of it is refused here, not by libvirt after the lab's state was saved."""
-    from ..drivers.libvirt.render import mgmt_subnet_for
-
     mgmt = mgmt_subnet_for(lab)
     for net, _ in networks:
         if net.subnet is not None and net.subnet.overlaps(mgmt):

@@ -21,14 +21,13 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Callable
 
 from ..host import paths, runner, safepath, sandbox
 from ..errors import CommandFailed, LabFileError, NotFound, VnetError
 from ..resources import data_dir
 from ..guest.vagrantbox import BOX_NAME
+from ..progress import Progress
 
-Progress = Callable[[str], None]
 MARKER = "vnet-demo.json"          # in a demo's copy: what made it, and whether vnet made the sandbox
 BOX_RECORD = "vnet-box.json"       # in VAGRANT_HOME: the digest of the box added as vnet/tiny
 BOX_VOLUME_PREFIX = "vnet-VAGRANTSLASH-tiny_vagrant_box_image_"   # vagrant-libvirt's base volume

@@ -24,7 +24,6 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from ..verify import checks
 from ..lab import loader as labfile, modes, nics
@@ -35,8 +34,8 @@ from ..lab.defaults import default_lab
 from ..errors import ExitStatus, LabFileError, NotFound, Unsupported, VnetError
 from ..lab.model import Backend
 from ..verify.report import table
+from ..progress import Progress
 
-Progress = Callable[[str], None]
 PREFIX = "mx"
 PORT_BASE = 300        # host ports 2521.., 7301..: clear of a `vnet create` lab in the same sandbox
 DEFAULT_MODELS = ("virtio", "e1000")

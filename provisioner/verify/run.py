@@ -26,7 +26,7 @@ from xml.sax.saxutils import quoteattr
 from . import checks as checklib
 from ..host import procs, runner, state
 from . import topology
-from ..drivers.libvirt.render import mgmt_subnet_for
+from ..lab.naming import mgmt_subnet_for
 from ..errors import VnetError
 from ..lab.model import Backend, Lab
 from ..host.netns import netns_argv, run_in_netns

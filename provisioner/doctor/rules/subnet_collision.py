@@ -9,7 +9,7 @@ from ipaddress import IPv4Network, ip_interface, ip_network
 
 from ...lab import loader as labfile, modes
 from ...lab.defaults import default_lab
-from ...drivers.libvirt.render import bridge_name, mgmt_subnet_for
+from ...lab.naming import bridge_name, mgmt_subnet_for
 from ...lab.model import Lab
 from ..base import Finding, Rule, error, ok, warn
 from ..host import Host

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterator
+from typing import Iterator
 
 from ...errors import HypervisorError
 from ...host.state import Target
 from ...host.testpoints import pause_at
 from ..base import Plan
 from .render import XMLNS
+from ...progress import Progress
 
-Progress = Callable[[str], None]
 
 
 def _libvirt():

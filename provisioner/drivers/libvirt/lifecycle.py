@@ -7,31 +7,22 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from ...guest import cloudimages, seed
 from ...host import forwarding, state
 from ..base import lab_from_record
 from .connection import LibvirtDriver
-from .render import Context, ImageFiles, LibvirtRenderer, object_name
+from ...lab.naming import object_name
+from .render import Context, ImageFiles, LibvirtRenderer
 from ...errors import HypervisorError, NotFound, quote
 from ...lab.model import Lab, is_name
 from ...host.state import Target
 from ...host.testpoints import pause_at
+from ...progress import Progress, progress_printer  # noqa: F401  (callers use lifecycle.progress_printer)
 
-Progress = Callable[[str], None]
 ADDRESS_TIMEOUT = 120.0
 CLOUD_ADDRESS_TIMEOUT = 600.0     # a whole distribution boots, cloud-init included (TCG: minutes)
 ADDR_RE = re.compile(r"VNET-ADDR (\S+) (\S+)")
-
-
-def progress_printer(quiet: bool = False) -> Progress:
-    start = time.monotonic()
-
-    def say(message: str) -> None:
-        if not quiet:
-            print(f"[{time.monotonic() - start:5.1f}s] {message}", file=sys.stderr, flush=True)
-    return say
 
 
 def target_for(sandbox_name: str | None, uri: str | None) -> Target:

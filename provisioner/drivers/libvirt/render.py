@@ -18,7 +18,6 @@ creates them (lifecycle.prepare_cloud).
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from ipaddress import IPv4Interface, IPv4Network
 from pathlib import Path
@@ -34,6 +33,7 @@ from ...host.owner import PLACEHOLDER
 from ...guest.seed import Seed, SeedNic
 from ...resources import data_dir
 from ..base import Document, Plan
+from ...lab.naming import bridge_name, mgmt_mac, mgmt_subnet_for, object_name  # noqa: F401
 
 XMLNS = "https://vnet.dev/xmlns/lab/1"
 MAX_NICS = 28          # PCI slots left on a -M pc guest after the disk and management NIC
@@ -62,25 +62,6 @@ class Context:
     log_dir: str = "/var/lib/vnet/labs/LAB"
     mgmt_subnet: IPv4Network | None = None
     extra: dict = field(default_factory=dict)
-
-
-def object_name(lab: str, item: str) -> str:
-    return f"vnet-{lab}-{item}"
-
-
-def bridge_name(lab: str, net: str) -> str:
-    """Linux caps interface names at 15 characters, so bridges get a short stable hash."""
-    return "vn" + hashlib.sha256(f"{lab}/{net}".encode()).hexdigest()[:10]
-
-
-def mgmt_subnet_for(lab: str) -> IPv4Network:
-    k = int(hashlib.sha256(lab.encode()).hexdigest(), 16) % 250 + 1
-    return IPv4Network(f"100.64.{k}.0/24")
-
-
-def mgmt_mac(lab: str, vm: str) -> str:
-    digest = hashlib.sha256(f"{lab}/{vm}/mgmt".encode()).digest()
-    return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
 
 
 class LibvirtRenderer:

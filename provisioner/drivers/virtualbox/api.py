@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from ...host import runner
 from ...errors import CommandFailed, HypervisorError, VnetError
 from ...host.runner import Result
+from ...progress import Progress
 
 ENV_BINARY = "VNET_VBOXMANAGE"
 BINARIES = ("VBoxManage", "vboxmanage")       # Linux packages install both spellings
@@ -35,7 +36,6 @@ INSTALL_HINT = ("install VirtualBox 6.1 or 7.x (Debian/Ubuntu: the virtualbox pa
                 "https://www.virtualbox.org/wiki/Linux_Downloads), or set VNET_VBOXMANAGE to "
                 "the path of its VBoxManage")
 
-Progress = Callable[[str], None]
 
 
 def parse_version(text: str) -> tuple[int, int, int]:

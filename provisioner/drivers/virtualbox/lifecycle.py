@@ -25,7 +25,7 @@ import re
 import shlex
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from ipaddress import ip_network
 from pathlib import Path
@@ -47,8 +47,8 @@ from .render import (
     created_interface,
     substitute,
     vbox_name)
+from ...progress import Progress
 
-Progress = Callable[[str], None]
 TARGET = Target(uri="vbox://local", sandbox=None)
 ADDRESS_TIMEOUT = 180.0
 POLL_SECONDS = 1.0

@@ -16,7 +16,7 @@ Mode mapping (each keeps the promise of its row in the mode table):
 - bridged:    `--nicN bridged --bridgeadapterN <bridge>`.
 
 Control path. Like libvirt's, every VM gets one extra, LAST NIC (so a lab VM has at most
-MAX_NICS - 1 NICs of its own): virtio, MAC `libvirt_render.mgmt_mac`, on a host-only interface
+MAX_NICS - 1 NICs of its own): virtio, MAC `lab.naming.mgmt_mac`, on a host-only interface
 the lab owns (`hostonlyif create` + `ipconfig`, host at the first address of the context's
 `mgmt_subnet`, no DHCP server; `hostonlynet add` on macOS 7.x). Guest i takes subnet+10+i
 statically from its command line (`management=` of guestcmdline.cmdline); `plan.extra["mgmt"]`
@@ -57,7 +57,7 @@ from ...errors import Unsupported
 from ...lab.model import Backend, CloudImage, Lab, Network, Nic, Vm
 from ...host.owner import PLACEHOLDER
 from ..base import Document, Plan
-from ..libvirt.render import mgmt_mac
+from ...lab.naming import mgmt_mac, object_name
 
 VBOXMANAGE = "VBoxManage"
 MAX_NICS = 8                      # --nic1..--nic8 (PIIX3 chipset); the last is vnet's own
@@ -112,7 +112,7 @@ class VBoxContext:
 
 def vbox_name(lab: str, item: str) -> str:
     """VMs, NAT networks, internal networks and host-only networks: vnet-<lab>-<item>."""
-    return f"vnet-{lab}-{item}"
+    return object_name(lab, item)
 
 
 def boot_iso_path(serial_dir: str, vm: str) -> str:
