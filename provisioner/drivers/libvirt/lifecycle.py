@@ -2,7 +2,6 @@
 destroy and gc. The CLI calls these; they raise VnetError and report progress."""
 from __future__ import annotations
 
-import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -10,6 +9,7 @@ from pathlib import Path
 
 from ...guest import cloudimages, seed
 from ...host import forwarding, state
+from .. import boot
 from ..base import lab_from_record
 from .connection import LibvirtDriver
 from ...lab.naming import object_name
@@ -22,7 +22,7 @@ from ...progress import Progress, progress_printer  # noqa: F401  (callers use l
 
 ADDRESS_TIMEOUT = 120.0
 CLOUD_ADDRESS_TIMEOUT = 600.0     # a whole distribution boots, cloud-init included (TCG: minutes)
-ADDR_RE = re.compile(r"VNET-ADDR (\S+) (\S+)")
+ADDR_RE = boot.ADDR_RE
 
 
 def target_for(sandbox_name: str | None, uri: str | None) -> Target:
@@ -119,58 +119,57 @@ def prepare_cloud(plan, bases: dict[str, Path], progress: Progress) -> None:
 # --- addresses ----------------------------------------------------------------------------------
 
 def serial_log(lab_dir: Path, vm: str) -> Path:
-    return lab_dir / f"{vm}.serial.log"
+    return boot.serial_log(lab_dir, vm)
 
 
 def guest_report(lab_dir: Path, vm: str) -> tuple[bool, dict[str, str]]:
     """(ready, {mac: ip/prefix}) as the guest printed them on its serial console."""
-    try:
-        text = serial_log(lab_dir, vm).read_text(errors="replace")
-    except OSError:
-        return False, {}
-    return "VNET-READY" in text, {m.lower(): ip for m, ip in ADDR_RE.findall(text)}
+    text = boot.read_console(serial_log(lab_dir, vm))
+    return "VNET-READY" in text, boot.console_addresses(text)
+
+
+class LibvirtBoot(boot.Boot):
+    """Ready when the console says VNET-READY and every NIC vnet can know (a static address, or
+    DHCP) has its VNET-ADDR line."""
+
+    def __init__(self, lab: Lab, driver: LibvirtDriver, lab_dir: Path):
+        self.lab, self.driver, self.lab_dir = lab, driver, lab_dir
+
+    def check(self, vm: str) -> tuple[bool, list[str]]:
+        ready, addrs = guest_report(self.lab_dir, vm)
+        wanted = [n.mac for n in self.lab.vm(vm).nics
+                  if n.ip is not None or self.lab.network(n.network).dhcp]
+        return ready and all(mac in addrs for mac in wanted), [addrs.get(m) for m in wanted]
+
+    def alive(self, vm: str) -> bool:
+        return self.driver.domain_state(object_name(self.lab.name, vm)) in ("running", "paused")
+
+    def triage(self, vm: str) -> str:
+        return triage(self.lab, self.driver, self.lab_dir, vm)
+
+    def ready_line(self, vm: str, found: list[str]) -> str:
+        return f"{vm} ready: " + ", ".join(found)
+
+    def timed_out(self, pending: list[str], timeout: float) -> HypervisorError:
+        return HypervisorError(f"VM(s) {', '.join(sorted(pending))} got no address within "
+                               f"{timeout:.0f}s\n" + self.triage(sorted(pending)[0]),
+                               hint=f"vnet destroy {self.lab.name} removes the lab")
 
 
 def wait_for_addresses(lab: Lab, target: Target, driver: LibvirtDriver, lab_dir: Path,
                        progress: Progress, timeout: float = ADDRESS_TIMEOUT,
                        boot_only: bool = True) -> None:
     """Wait until every VM is SSH-ready and every NIC that vnet can know has its address."""
-    pending = {vm.name for vm in lab.vms}
-    deadline = time.monotonic() + timeout
-    last_note = 0.0
     pause_at("address")                         # a test may kill `vnet up` here
-    while pending:
-        for vm in list(pending):
-            ready, addrs = guest_report(lab_dir, vm)
-            wanted = [n.mac for n in lab.vm(vm).nics if n.ip is not None or lab.network(n.network).dhcp]
-            if ready and all(mac in addrs for mac in wanted):
-                pending.discard(vm)
-                progress(f"{vm} ready: " + ", ".join(addrs[m] for m in wanted))
-            elif driver.domain_state(object_name(lab.name, vm)) not in ("running", "paused"):
-                raise HypervisorError(f"VM {vm} stopped while booting\n" + triage(lab, driver, lab_dir, vm))
-        if not pending:
-            break
-        now = time.monotonic()
-        if now > deadline:
-            vm = sorted(pending)[0]
-            raise HypervisorError(f"VM(s) {', '.join(sorted(pending))} got no address within "
-                                  f"{timeout:.0f}s\n" + triage(lab, driver, lab_dir, vm),
-                                  hint=f"vnet destroy {lab.name} removes the lab")
-        if now - last_note > 5:
-            progress(f"waiting for {', '.join(sorted(pending))} to boot and get addresses")
-            last_note = now
-        time.sleep(0.1)
+    boot.wait(LibvirtBoot(lab, driver, lab_dir), [vm.name for vm in lab.vms], progress, timeout)
 
 
 def triage(lab: Lab, driver: LibvirtDriver, lab_dir: Path, vm: str) -> str:
     """What a person needs when an address does not come: console, leases, DHCP attempts."""
     lines = [f"--- triage for {vm} ---"]
-    try:
-        console = serial_log(lab_dir, vm).read_text(errors="replace").splitlines()
-    except OSError:
-        console = []
+    console = boot.read_console(serial_log(lab_dir, vm)).splitlines()
     lines.append(f"last console lines ({serial_log(lab_dir, vm)}):")
-    lines += [f"  | {line}" for line in console[-12:]] or ["  (empty: the kernel printed nothing)"]
+    lines += boot.console_tail(serial_log(lab_dir, vm), "(empty: the kernel printed nothing)")
     for nic in lab.vm(vm).nics:
         net = lab.network(nic.network)
         if net.dhcp and net.mode != "nat":

@@ -37,6 +37,7 @@ from ...lab.model import Lab, is_name
 from ...host.owner import owner_id
 from ...host.state import Target
 from . import api as vbox_api
+from .. import boot
 from ..base import Plan
 from .render import (
     NETWORKS_CONF,
@@ -59,8 +60,6 @@ CREATES = {"createvm", "natnetwork add", "hostonlyif create", "hostonlynet add",
 GONE_RE = re.compile(r"Could not find|VBOX_E_OBJECT_NOT_FOUND|Failed to find DHCP server|"
                      r"Failed to locate host-only interface|is not currently running", re.I)
 LOCKED_RE = re.compile(r"\block", re.I)
-READY_RE = re.compile(r"^VNET-READY\b", re.M)
-ADDR_RE = re.compile(r"VNET-ADDR (\S+) (\S+)")
 LEASE_RE = re.compile(r"^IP Address:\s*(\S+)", re.M)
 
 
@@ -456,7 +455,7 @@ def inventory(lab: Lab):
 # --- addresses --------------------------------------------------------------------------------
 
 def serial_log(context: VBoxContext, vm: str) -> Path:
-    return Path(context.serial_dir) / f"{vm}.serial.log"
+    return boot.serial_log(context.serial_dir, vm)
 
 
 def _finish(be, lab, plan, record, context, progress, wait, timeout) -> dict:
@@ -468,41 +467,55 @@ def _finish(be, lab, plan, record, context, progress, wait, timeout) -> dict:
     return record
 
 
+class VirtualBoxBoot(boot.Boot):
+    """Ready when the console says VNET-READY, or every non-NAT NIC's address is known from the
+    guest (Guest Additions, a DHCP lease or its console); see probe."""
+    alive_first = True           # probe asks VirtualBox several questions: skip a stopped VM
+    note_every = 10.0
+
+    def __init__(self, be, lab: Lab, plan: Plan, bound: dict[str, str], context: VBoxContext,
+                 poll: float | None):
+        self.be, self.lab, self.plan, self.bound, self.context = be, lab, plan, bound, context
+        self.poll = poll or POLL_SECONDS
+        self.running: set[str] = set()
+
+    def next_round(self) -> None:
+        self.running = running_vms(self.be)              # one question per round, not per VM
+
+    def alive(self, vm: str) -> bool:
+        return self.plan.extra["vms"][vm] in self.running
+
+    def check(self, vm: str) -> tuple[bool, list[dict]]:
+        return probe(self.be, self.lab, self.plan, self.bound, self.context, vm)
+
+    def triage(self, vm: str) -> str:
+        return triage(self.be, self.lab, self.plan, self.bound, self.context, vm)
+
+    def ready_line(self, vm: str, nics: list[dict]) -> str:
+        return f"{vm} ready: " + ", ".join(f"{n['network']} {n['ip']} ({n['source']})"
+                                           for n in nics)
+
+    def pending_names(self, pending: list[str]) -> str:
+        return ", ".join(pending)
+
+    def stopped(self, vm: str) -> HypervisorError:
+        return HypervisorError(f"VM {vm} stopped while booting\n" + self.triage(vm),
+                               hint=f"vnet destroy {self.lab.name} --backend virtualbox")
+
+    def timed_out(self, pending: list[str], timeout: float) -> HypervisorError:
+        return HypervisorError(f"VM(s) {', '.join(pending)} did not come up within {timeout:g}s\n"
+                               + self.triage(pending[0]),
+                               hint=f"vnet destroy {self.lab.name} --backend virtualbox removes "
+                                    "the lab")
+
+
 def wait_for_addresses(be, lab: Lab, plan: Plan, bound: dict[str, str], context: VBoxContext,
                        progress: Progress, timeout: float = ADDRESS_TIMEOUT,
                        poll: float | None = None) -> dict[str, list[dict]]:
     """Wait until every VM is up (its console said VNET-READY, or the guest reported its
     addresses) and return {vm: [{network, mac, ip, source, reach}]} per NIC."""
-    pending = [vm.name for vm in lab.vms]
-    found: dict[str, list[dict]] = {}
-    deadline = time.monotonic() + timeout
-    last_note = time.monotonic()
-    while pending:
-        running = running_vms(be)
-        for vm in list(pending):
-            if plan.extra["vms"][vm] not in running:
-                raise HypervisorError(f"VM {vm} stopped while booting\n"
-                                      + triage(be, lab, plan, bound, context, vm),
-                                      hint=f"vnet destroy {lab.name} --backend virtualbox")
-            ready, nics = probe(be, lab, plan, bound, context, vm)
-            if ready:
-                found[vm] = nics
-                pending.remove(vm)
-                progress(f"{vm} ready: " + ", ".join(
-                    f"{n['network']} {n['ip']} ({n['source']})" for n in nics))
-        if not pending:
-            break
-        now = time.monotonic()
-        if now > deadline:
-            raise HypervisorError(
-                f"VM(s) {', '.join(pending)} did not come up within {timeout:g}s\n"
-                + triage(be, lab, plan, bound, context, pending[0]),
-                hint=f"vnet destroy {lab.name} --backend virtualbox removes the lab")
-        if now - last_note > 10:
-            progress(f"waiting for {', '.join(pending)} to boot and get addresses")
-            last_note = now
-        time.sleep(poll or POLL_SECONDS)
-    return found
+    return boot.wait(VirtualBoxBoot(be, lab, plan, bound, context, poll), [vm.name for vm in lab.vms],
+                     progress, timeout, first_note_at=time.monotonic())
 
 
 def probe(be, lab: Lab, plan: Plan, bound: dict[str, str], context: VBoxContext,
@@ -510,8 +523,8 @@ def probe(be, lab: Lab, plan: Plan, bound: dict[str, str], context: VBoxContext,
     """(ready, one address entry per NIC) from what the guest and VirtualBox say right now."""
     vm = lab.vm(vm_name)
     vbox_vm = plan.extra["vms"][vm_name]
-    console = _read(serial_log(context, vm_name))
-    said = {mac.lower(): ip.split("/")[0] for mac, ip in ADDR_RE.findall(console)}
+    console = boot.read_console(serial_log(context, vm_name))
+    said = {mac: ip.split("/")[0] for mac, ip in boot.console_addresses(console).items()}
     ga = guest_addresses(be, vbox_vm)
     nics = []
     for nic in vm.nics:
@@ -533,7 +546,7 @@ def probe(be, lab: Lab, plan: Plan, bound: dict[str, str], context: VBoxContext,
                     break
         nics.append(entry)
     guest_said = [n for n in nics if n["source"] != "nat"]
-    ready = bool(READY_RE.search(console)) or (
+    ready = bool(boot.READY_RE.search(console)) or (
         bool(ga) if not guest_said else
         all(n["source"] in ("guestproperty", "lease", "console") for n in guest_said))
     return ready, nics
@@ -577,9 +590,8 @@ def triage(be, lab: Lab, plan: Plan, bound: dict, context: VBoxContext, vm_name:
     log = serial_log(context, vm_name)
     lines = [f"--- triage for {vm_name} ({plan.extra['vms'][vm_name]}) ---",
              f"last serial console lines ({log}):"]
-    console = _read(log).splitlines()
-    lines += [f"  | {line}" for line in console[-12:]] or [
-        "  (empty or missing: the guest printed nothing on its serial port)"]
+    lines += boot.console_tail(log, "(empty or missing: the guest printed nothing on its serial "
+                                    "port)")
     state_now = "running" if plan.extra["vms"][vm_name] in running_vms(be) else "not running"
     lines.append(f"VM state: {state_now}")
     ga = guest_addresses(be, plan.extra["vms"][vm_name])
@@ -591,19 +603,12 @@ def triage(be, lab: Lab, plan: Plan, bound: dict, context: VBoxContext, vm_name:
             lease = _lease(be, lab, plan, bound, net, nic.mac)
             lines.append(f"{nic.mac} on {net.name} ({net.mode}): DHCP lease "
                          f"{lease or 'none'}")
-    boot = plan.extra.get("boot", {}).get(vm_name)
-    if boot:
-        there = "present" if Path(boot["iso"]).exists() else "MISSING"
-        lines.append(f"boot ISO ({there}): {boot['iso']}; isolinux APPEND initrd=/initrd.gz "
-                     f"{boot['cmdline']}")
+    iso = plan.extra.get("boot", {}).get(vm_name)
+    if iso:
+        there = "present" if Path(iso["iso"]).exists() else "MISSING"
+        lines.append(f"boot ISO ({there}): {iso['iso']}; isolinux APPEND initrd=/initrd.gz "
+                     f"{iso['cmdline']}")
     return "\n".join(lines)
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except OSError:
-        return ""
 
 
 def _dotted(version: Sequence[int]) -> str:
