@@ -1,5 +1,6 @@
 """The cloud-init NoCloud seed of a cloud-image VM: an ISO 9660 volume labelled `cidata` with
-`user-data`, `meta-data` and `network-config` (see the reference, §9).
+`user-data`, `meta-data` and `network-config` (cloud-init's NoCloud datasource:
+https://cloudinit.readthedocs.io/en/latest/reference/datasources/nocloud.html).
 
 What the guest gets, so it behaves like the tiny image towards the rest of vnet:
 - user-data (#cloud-config): the lab's SSH key for root and the default user, no password

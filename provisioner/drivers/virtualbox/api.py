@@ -9,8 +9,8 @@ The interface is the smallest both can honour:
   `list vms|runningvms|natnets|hostonlyifs`, `getextradata`, `guestproperty get`,
   `dhcpserver findlease`.
 
-`VBoxManage` runs argv through provisioner.host.runner. `VBoxApi` does the commands the reference's
-Python-API section (§6 of /work/shared/reference/virtualbox-libvirt.md) covers through
+`VBoxManage` runs argv through provisioner.host.runner. `VBoxApi` does the commands the VirtualBox Main
+API covers (the SDK reference, "Using the Python API" and IMachine/INetworkAdapter) through
 vboxapi's `VirtualBoxManager`, and hands every other line (host-only interfaces, DHCP servers,
 UARTs, NAT-network forwards, ...) to VBoxManage, which VirtualBox always installs next to the
 SDK glue. It cannot run on a machine without VirtualBox; its selection is unit-tested with a
@@ -91,7 +91,7 @@ class VBoxManage:
 
 
 class VBoxApi:
-    """Plan lines through vboxapi where §6 of the reference covers them; the rest via VBoxManage.
+    """Plan lines through vboxapi where the Main API covers them; the rest via VBoxManage.
 
     Natively: createvm, setextradata, getextradata, modifyvm (memory, CPUs, NIC attachment,
     type, MAC, cable, NAT forwards), storagectl, storageattach (hard disks), startvm,

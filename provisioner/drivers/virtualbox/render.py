@@ -2,7 +2,9 @@
 
 One renderer covers VirtualBox 6.1 and 7.x: it emits the squashed option spellings both accept
 (`--nictype1`, `--natpf1`, `--macaddress1`, ...), and adds the few 7.0-only things only where the
-context's version has them. The syntax follows /work/shared/reference/virtualbox-libvirt.md.
+context's version has them. The syntax follows the VirtualBox manual's VBoxManage chapter
+(https://www.virtualbox.org/manual/ch08.html: modifyvm, natnetwork, hostonlyif, dhcpserver) and
+the VBoxManage sources (src/VBox/Frontends/VBoxManage/VBoxManageModifyVM.cpp).
 
 Mode mapping (each keeps the promise of its row in the mode table):
 - nat:        `--nicN nat` per VM NIC: its own NAT engine (guest 10.0.2.15, host 10.0.2.2);
