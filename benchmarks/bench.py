@@ -15,7 +15,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from provisioner.host import accel, netns, sandbox
+from provisioner.host import accel, netns, sandbox  # noqa: E402
 from provisioner.guest import images  # noqa: E402
 
 VNET = [str(Path(sys.executable).parent / "vnet")]

@@ -243,7 +243,7 @@ def _status_table(data: dict) -> str:
 @handle_errors
 def destroy(lab_name, uri, sandbox_name, backend):
     """Remove exactly what LAB_NAME created (VMs, networks, port forwards, state); also after a
-    crash or Ctrl-C.
+    crash or Ctrl-C. The lab's record says which backend it is on (--backend is not needed).
 
     \b
     Examples:
@@ -265,6 +265,9 @@ def destroy(lab_name, uri, sandbox_name, backend):
 def list_cmd(uri, sandbox_name, fmt):
     """List labs on a target (a sandbox, or a libvirt URI).
 
+    Without --sandbox and --uri, VirtualBox's labs on this machine are listed too when
+    VirtualBox is installed.
+
     \b
     Examples:
       vnet list --sandbox default
@@ -285,7 +288,8 @@ def list_cmd(uri, sandbox_name, fmt):
 @handle_errors
 def gc(uri, sandbox_name):
     """Remove libvirt objects tagged by vnet whose lab state is gone. Untagged objects are never
-    touched.
+    touched. Without --sandbox and --uri, VirtualBox's VMs of this state root are covered too
+    when VirtualBox is installed.
 
     \b
     Examples:

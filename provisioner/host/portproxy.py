@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 CONNECT_TIMEOUT = 5.0
 UDP_IDLE = 60.0            # seconds a UDP session lives without a datagram either way
-UDP_MAX_SESSIONS = 1024
-READY = "vnet-portproxy ready"   # printed once every forward listens    # per forward: bounds the sockets one noisy client set can open
+UDP_MAX_SESSIONS = 1024    # per forward: bounds the sockets one noisy client set can open
+READY = "vnet-portproxy ready"   # printed once every forward listens
 
 
 @dataclass(frozen=True)

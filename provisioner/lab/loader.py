@@ -70,10 +70,10 @@ def resolve(data: Any, defaults: Defaults = Defaults(), source: str | None = Non
     _check_mgmt_overlap(name, networks)
     images = _images(lab.get("images"))
     vms = _vms(lab["vms"], networks, name, images)
-    networks = tuple(_with_forwards(net, raw, vms, defaults) for net, raw in networks)
-    _check_host_ports(networks)
+    resolved = tuple(_with_forwards(net, raw, vms, defaults) for net, raw in networks)
+    _check_host_ports(resolved)
     # The raw data is kept so a lab can be rebuilt later exactly (it resolves deterministically).
-    return Lab(name=name, networks=networks, vms=vms, source=source,
+    return Lab(name=name, networks=resolved, vms=vms, source=source,
                meta={"raw": copy.deepcopy(data)})
 
 
@@ -365,6 +365,7 @@ def _cloud_image(value: Any, where: str, name: str | None, named: bool) -> Cloud
     if not named:
         name = _name(image["name"], f"{where}.name") if "name" in image else \
             f"cloud-{sha.lower()[:12]}"
+    assert name is not None            # given when named, derived above otherwise
     return CloudImage(name=name, url=url, sha256=sha.lower())
 
 

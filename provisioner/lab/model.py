@@ -25,6 +25,7 @@ def check_name(value: object, where: str) -> str:
         from ..errors import LabFileError, quote
 
         raise LabFileError(where, f"{quote(value)} is not a valid name: use {NAME_RULE}")
+    assert isinstance(value, str)      # is_name said so; this tells the type checker
     return value
 
 

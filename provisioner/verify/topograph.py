@@ -72,7 +72,7 @@ def dot_source(topology: dict, internet: bool = False) -> str:
         if internet and net.get("mode") in ("nat", "natnetwork", "bridged"):
             lines.append(f"  {node} -> internet [style=dotted];")
     hosts = [h for h in topology.get("hosts", []) if isinstance(h, dict)]
-    placed = {}
+    placed: dict[str, int] = {}
     if len(hosts) > 1:
         for h_index, h in enumerate(hosts):
             for vm_name in h.get("vms", []):
@@ -100,13 +100,13 @@ def dot_source(topology: dict, internet: bool = False) -> str:
             f'cellborder="0" cellspacing="0" cellpadding="3" bgcolor="white">{"".join(rows)}'
             f"</table>>];")
         lines += edges
-    for h_index, body in vm_lines.items():
-        if h_index is None:
+    for host_at, body in vm_lines.items():
+        if host_at is None:
             lines += body
         else:
-            lines += [f"  subgraph cluster_host{h_index} {{",
-                      f'    id="host-{h_index}"; class="hostbox"; style="rounded,dashed"; '
-                      f"label=<{_e(hosts[h_index].get('name'))}>;", *body, "  }"]
+            lines += [f"  subgraph cluster_host{host_at} {{",
+                      f'    id="host-{host_at}"; class="hostbox"; style="rounded,dashed"; '
+                      f"label=<{_e(hosts[host_at].get('name'))}>;", *body, "  }"]
     for i, fwd in enumerate(topology.get("forwards", [])):
         node = f"fwd{i}"
         label = (f"{_e(fwd.get('proto'))} {_e(fwd.get('host_ip'))}:{_e(fwd.get('host_port'))}"

@@ -1014,7 +1014,7 @@ def cmd_import(state, args):
         new_nic(vm, n).update(attachment="nat", type="82540EM" if nic["type"] == "E1000"
                               else "Am79C973")
     state["vms"][vm_id] = vm
-    print(f"Successfully imported the appliance.")
+    print("Successfully imported the appliance.")
 
 
 COMMANDS = {

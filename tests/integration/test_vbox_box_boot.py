@@ -13,11 +13,10 @@ import socket
 import subprocess
 import tarfile
 import time
-from pathlib import Path
 
 import pytest
 
-from provisioner.guest import images, vagrantbox
+from provisioner.guest import vagrantbox
 
 pytestmark = pytest.mark.integration
 BOOT_TIMEOUT = 180.0

@@ -7,7 +7,6 @@ import json
 import shutil
 import struct
 import subprocess
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner

@@ -17,7 +17,7 @@ from provisioner.errors import Unsupported
 from provisioner.host import state
 from provisioner.host.state import Target
 from provisioner.lab.model import Backend
-from tests.unit.test_vbox_exec import guest, vbox  # noqa: F401  (the stand-in fixture)
+from tests.unit.test_vbox_exec import StandIn, guest
 
 # libvirt's own in-process test hypervisor: no daemon, nothing of this machine is touched.
 TEST_URI = "test:///default"
@@ -40,6 +40,11 @@ def test_set_link_is_part_of_the_contract_and_says_where_it_is_missing():
     cls = driver_class(Backend.LIBVIRT)
     with pytest.raises(Unsupported, match="libvirt"):
         cls(cls.target_for(None, None)).set_link("lab", "vm1", 0, up=False)
+
+
+@pytest.fixture
+def vbox(tmp_path, monkeypatch):
+    return StandIn(tmp_path, monkeypatch)
 
 
 @pytest.fixture

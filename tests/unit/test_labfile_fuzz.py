@@ -18,7 +18,8 @@ from provisioner.errors import LabFileError
 
 from .test_labfile_strict import FULL
 
-FUZZ = settings(max_examples=int(os.environ.get("VNET_FUZZ_EXAMPLES", "150")), deadline=1000, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=int(os.environ.get("VNET_FUZZ_EXAMPLES", "150")), deadline=1000,
+                suppress_health_check=[HealthCheck.too_slow])
 
 scalars = (st.none() | st.booleans() | st.integers(-2**70, 2**70)
            | st.floats(allow_nan=True) | st.text(max_size=30)

@@ -278,7 +278,8 @@ def _names(objects: dict[str, list[str]]) -> str:
 
 def _left_alone(lab: str, objects: dict[str, list[str]]) -> str:
     """Objects an older vnet tagged without an owner id: nobody can tell whose they are."""
-    return (f"left alone: {_names(objects)} (lab {lab if is_name(lab) else quote(lab)}, tagged without an owner id by an older "
+    name = lab if is_name(lab) else quote(lab)
+    return (f"left alone: {_names(objects)} (lab {name}, tagged without an owner id by an older "
             "vnet); remove them with virsh if they are yours")
 
 
