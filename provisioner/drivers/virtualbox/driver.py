@@ -13,7 +13,7 @@ from ...lab.model import Backend, Lab
 from ...progress import Progress
 from ..base import Driver, lab_from_record
 from . import api as vbox_api
-from . import lifecycle
+from . import lifecycle, objects
 
 
 class VirtualBox(Driver):
@@ -47,7 +47,7 @@ class VirtualBox(Driver):
             raise NotFound(f"no lab named {lab_name!r} on this target",
                            hint="vnet list shows the labs")
         lab = lab_from_record(record)
-        running = lifecycle.running_vms(be)
+        running = objects.running_vms(be)
         found = record.get("addresses", {})
         vms = []
         for vm in lab.vms:
@@ -94,8 +94,8 @@ class VirtualBox(Driver):
 
     def _tagged(self, be, owner: str | None | bool = True) -> dict[str, list[str]]:
         """lab -> its VMs: this state root's (owner=True), or an older vnet's (owner=None)."""
-        tags = lifecycle.vm_tags(be)
-        owners = lifecycle.vm_owners(be, tags)
+        tags = objects.vm_tags(be)
+        owners = objects.vm_owners(be, tags)
         want = owner_id() if owner is True else owner
         labs: dict[str, list[str]] = {}
         for vm, tag in tags.items():

@@ -32,13 +32,15 @@ from pathlib import Path
 
 from ...guest import bootiso, images
 from ...host import runner, state
-from ...errors import CommandFailed, HypervisorError, VnetError, quote
-from ...lab.model import Lab, is_name
+from ...errors import CommandFailed, HypervisorError, VnetError
+from ...lab.model import Lab
 from ...host.owner import owner_id
 from ...host.state import Target
 from . import api as vbox_api
 from .. import boot
 from ..base import Plan
+from .addresses import VirtualBoxBoot, serial_log
+from .objects import object_of, running_vms, verb_of, vm_owners, vm_tags
 from .render import (
     NETWORKS_CONF,
     OWNER_KEY,
@@ -46,21 +48,18 @@ from .render import (
     VBoxContext,
     VirtualBoxRenderer,
     created_interface,
-    substitute,
-    vbox_name)
+    substitute)
 from ...progress import Progress
 
 TARGET = Target(uri="vbox://local", sandbox=None)
 ADDRESS_TIMEOUT = 180.0
 POLL_SECONDS = 1.0
-NAT_GUEST_IP = "10.0.2.15"
 DEFAULT_RANGES = ("192.168.56.0/21",)       # VirtualBox >= 6.1.28 without networks.conf
 HOST_OS = {"linux": "linux", "darwin": "darwin", "win32": "windows", "sunos5": "solaris"}
 CREATES = {"createvm", "natnetwork add", "hostonlyif create", "hostonlynet add", "dhcpserver add"}
 GONE_RE = re.compile(r"Could not find|VBOX_E_OBJECT_NOT_FOUND|Failed to find DHCP server|"
                      r"Failed to locate host-only interface|is not currently running", re.I)
 LOCKED_RE = re.compile(r"\block", re.I)
-LEASE_RE = re.compile(r"^IP Address:\s*(\S+)", re.M)
 
 
 # --- context ----------------------------------------------------------------------------------
@@ -227,7 +226,7 @@ def _apply(be, plan: Plan, record: dict, progress: Progress) -> None:
                 raise HypervisorError(f"`{shlex.join(real)}` printed no interface name: "
                                       f"{result.stdout.strip()[:200]!r}") from None
             record.pop("pending")
-        if _verb(argv) in CREATES:
+        if verb_of(argv) in CREATES:
             obj = ("hostonlyif", captures[i]) if i in captures else object_of(argv)
             record["created"].append(list(obj))
             state.save(TARGET, record["lab"], record)
@@ -251,7 +250,7 @@ def _check_network_names(be, plan: Plan) -> None:
     """A NAT network / host-only network of the planned name that is not ours: refuse."""
     for kind, listing, key in (("natnetwork", "natnets", "NetworkName"),
                                ("hostonlynet", "hostonlynets", "Name")):
-        wanted = [object_of(a)[1] for a in plan.commands if _verb(a) == f"{kind} add"]
+        wanted = [object_of(a)[1] for a in plan.commands if verb_of(a) == f"{kind} add"]
         if not wanted:
             continue
         existing = set(re.findall(rf"^{key}:\s*(\S+)", be.run(("VBoxManage", "list", listing))
@@ -261,77 +260,6 @@ def _check_network_names(be, plan: Plan) -> None:
             raise VnetError(f"VirtualBox already has {kind}(s) {', '.join(clash)} that no vnet "
                             f"record owns", hint="name the lab differently (--name), or remove "
                                                  f"them: VBoxManage {kind} remove ...")
-
-
-# --- what is there ----------------------------------------------------------------------------
-
-def vm_tags(be) -> dict[str, str | None]:
-    """Every registered VM -> its vnet/lab tag (None: untagged)."""
-    names = re.findall(r'^"(.*)" \{[^}]*\}$', be.run(("VBoxManage", "list", "vms")).stdout, re.M)
-    tags = {name: _value(be.run(("VBoxManage", "getextradata", name, TAG_KEY), check=False))
-            for name in names}
-    return {name: _valid_tag(name, tag) for name, tag in tags.items()}
-
-
-def _valid_tag(vm: str, tag: str | None) -> str | None:
-    """A tag read back from extradata counts only if it is a valid lab name (it names the state
-    directory); anything else is treated as untagged, so vnet never touches that VM."""
-    if tag is None or is_name(tag):
-        return tag
-    print(f"vnet: warning: ignoring VM {quote(vm)}: its {TAG_KEY} {quote(tag)} is not a valid "
-          "lab name", file=sys.stderr)
-    return None
-
-
-def vm_owners(be, tags: dict[str, str | None]) -> dict[str, str | None]:
-    """Every vnet-tagged VM -> its vnet/owner (None: tagged by an older vnet, no owner)."""
-    return {name: _value(be.run(("VBoxManage", "getextradata", name, OWNER_KEY), check=False))
-            for name, tag in tags.items() if tag is not None}
-
-
-def running_vms(be) -> set[str]:
-    return set(re.findall(r'^"(.*)" \{[^}]*\}$',
-                          be.run(("VBoxManage", "list", "runningvms")).stdout, re.M))
-
-
-def _value(result) -> str | None:
-    """`Value: x` -> x; `No value set!` or a failure -> None."""
-    if result.returncode != 0 or not result.stdout.startswith("Value: "):
-        return None
-    return result.stdout[len("Value: "):].rstrip("\n")
-
-
-def _verb(argv: Sequence[str]) -> str:
-    return argv[1] if argv[1] in ("createvm", "controlvm", "unregistervm") else " ".join(argv[1:3])
-
-
-def object_of(argv: Sequence[str]) -> tuple[str, str] | None:
-    """The VirtualBox object a create or teardown line is about: ("vm", name),
-    ("natnetwork", name), ("hostonlyif", token), ("hostonlynet", name), ("dhcpserver", token)."""
-    verb = _verb(argv)
-    if verb == "createvm":
-        return "vm", _option(argv, "--name")
-    if verb in ("controlvm", "unregistervm"):
-        return "vm", argv[2]
-    kind = argv[1]
-    if kind == "natnetwork":
-        return kind, _option(argv, "--netname")
-    if kind == "hostonlynet":
-        return kind, _option(argv, "--name")
-    if kind == "dhcpserver":
-        return kind, _option(argv, "--interface")
-    if verb == "hostonlyif remove":
-        return "hostonlyif", argv[3]
-    return None
-
-
-def _option(argv: Sequence[str], name: str) -> str:
-    for i, arg in enumerate(argv):
-        if arg == name and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith(name + "="):
-            return arg[len(name) + 1:]
-    raise ValueError(f"{name} missing in {shlex.join(argv)}")
 
 
 # --- destroy ----------------------------------------------------------------------------------
@@ -395,7 +323,7 @@ def run_tolerant(be, steps: Sequence[Sequence[str]], bound: dict[str, str],
         result = _run_unlocked(be, real)
         if result.returncode == 0:
             progress(f"teardown: {shlex.join(real[1:])}")
-        elif GONE_RE.search(result.stderr) or _verb(real) in ("controlvm", "natnetwork stop"):
+        elif GONE_RE.search(result.stderr) or verb_of(real) in ("controlvm", "natnetwork stop"):
             progress(f"teardown: {shlex.join(real[1:])}: already gone or stopped")
         else:
             tail = (result.stderr.strip().splitlines() or ["(no stderr)"])[-1]
@@ -407,7 +335,7 @@ def _run_unlocked(be, argv: tuple[str, ...], tries: int = 20):
     """A VM just powered off keeps its session lock for a moment: retry unregistervm then."""
     for _ in range(tries):
         result = be.run(argv, check=False)
-        if result.returncode == 0 or _verb(argv) != "unregistervm" \
+        if result.returncode == 0 or verb_of(argv) != "unregistervm" \
                 or not LOCKED_RE.search(result.stderr):
             return result
         time.sleep(0.5)
@@ -454,10 +382,6 @@ def inventory(lab: Lab):
 
 # --- addresses --------------------------------------------------------------------------------
 
-def serial_log(context: VBoxContext, vm: str) -> Path:
-    return boot.serial_log(context.serial_dir, vm)
-
-
 def _finish(be, lab, plan, record, context, progress, wait, timeout) -> dict:
     if wait:
         record["addresses"] = wait_for_addresses(be, lab, plan, record["bindings"], context,
@@ -467,148 +391,13 @@ def _finish(be, lab, plan, record, context, progress, wait, timeout) -> dict:
     return record
 
 
-class VirtualBoxBoot(boot.Boot):
-    """Ready when the console says VNET-READY, or every non-NAT NIC's address is known from the
-    guest (Guest Additions, a DHCP lease or its console); see probe."""
-    alive_first = True           # probe asks VirtualBox several questions: skip a stopped VM
-    note_every = 10.0
-
-    def __init__(self, be, lab: Lab, plan: Plan, bound: dict[str, str], context: VBoxContext,
-                 poll: float | None):
-        self.be, self.lab, self.plan, self.bound, self.context = be, lab, plan, bound, context
-        self.poll = poll or POLL_SECONDS
-        self.running: set[str] = set()
-
-    def next_round(self) -> None:
-        self.running = running_vms(self.be)              # one question per round, not per VM
-
-    def alive(self, vm: str) -> bool:
-        return self.plan.extra["vms"][vm] in self.running
-
-    def check(self, vm: str) -> tuple[bool, list[dict]]:
-        return probe(self.be, self.lab, self.plan, self.bound, self.context, vm)
-
-    def triage(self, vm: str) -> str:
-        return triage(self.be, self.lab, self.plan, self.bound, self.context, vm)
-
-    def ready_line(self, vm: str, nics: list[dict]) -> str:
-        return f"{vm} ready: " + ", ".join(f"{n['network']} {n['ip']} ({n['source']})"
-                                           for n in nics)
-
-    def pending_names(self, pending: list[str]) -> str:
-        return ", ".join(pending)
-
-    def stopped(self, vm: str) -> HypervisorError:
-        return HypervisorError(f"VM {vm} stopped while booting\n" + self.triage(vm),
-                               hint=f"vnet destroy {self.lab.name} --backend virtualbox")
-
-    def timed_out(self, pending: list[str], timeout: float) -> HypervisorError:
-        return HypervisorError(f"VM(s) {', '.join(pending)} did not come up within {timeout:g}s\n"
-                               + self.triage(pending[0]),
-                               hint=f"vnet destroy {self.lab.name} --backend virtualbox removes "
-                                    "the lab")
-
-
 def wait_for_addresses(be, lab: Lab, plan: Plan, bound: dict[str, str], context: VBoxContext,
                        progress: Progress, timeout: float = ADDRESS_TIMEOUT,
                        poll: float | None = None) -> dict[str, list[dict]]:
     """Wait until every VM is up (its console said VNET-READY, or the guest reported its
     addresses) and return {vm: [{network, mac, ip, source, reach}]} per NIC."""
-    return boot.wait(VirtualBoxBoot(be, lab, plan, bound, context, poll), [vm.name for vm in lab.vms],
-                     progress, timeout, first_note_at=time.monotonic())
-
-
-def probe(be, lab: Lab, plan: Plan, bound: dict[str, str], context: VBoxContext,
-          vm_name: str) -> tuple[bool, list[dict]]:
-    """(ready, one address entry per NIC) from what the guest and VirtualBox say right now."""
-    vm = lab.vm(vm_name)
-    vbox_vm = plan.extra["vms"][vm_name]
-    console = boot.read_console(serial_log(context, vm_name))
-    said = {mac: ip.split("/")[0] for mac, ip in boot.console_addresses(console).items()}
-    ga = guest_addresses(be, vbox_vm)
-    nics = []
-    for nic in vm.nics:
-        net = lab.network(nic.network)
-        entry = {"network": net.name, "mac": nic.mac, "ip": None, "source": None, "reach": None}
-        if net.mode == "nat":
-            ssh = next((pf.host_port for pf in net.port_forwards
-                        if pf.vm == vm_name and pf.guest_port == 22), None)
-            entry.update(ip=NAT_GUEST_IP, source="nat",
-                         reach=f"127.0.0.1:{ssh}" if ssh else None)
-        else:
-            mac = nic.mac.lower()
-            for source, ip in (("guestproperty", ga.get(mac)),
-                               ("lease", _lease(be, lab, plan, bound, net, mac)),
-                               ("console", said.get(mac)),
-                               ("planned", str(nic.ip.ip) if nic.ip else None)):
-                if ip:
-                    entry.update(ip=ip, source=source, reach=ip)
-                    break
-        nics.append(entry)
-    guest_said = [n for n in nics if n["source"] != "nat"]
-    ready = bool(boot.READY_RE.search(console)) or (
-        bool(ga) if not guest_said else
-        all(n["source"] in ("guestproperty", "lease", "console") for n in guest_said))
-    return ready, nics
-
-
-def guest_addresses(be, vbox_vm: str) -> dict[str, str]:
-    """{mac: ip} from Guest Additions (/VirtualBox/GuestInfo/Net/N/{MAC,V4/IP}); {} without."""
-    def prop(key: str) -> str | None:
-        return _value(be.run(("VBoxManage", "guestproperty", "get", vbox_vm,
-                              f"/VirtualBox/GuestInfo/Net/{key}"), check=False))
-    count = prop("Count")
-    found = {}
-    for n in range(int(count) if count and count.isdigit() else 0):
-        mac, ip = prop(f"{n}/MAC"), prop(f"{n}/V4/IP")
-        if mac and ip and len(mac) == 12:
-            found[":".join(mac[i:i + 2] for i in range(0, 12, 2)).lower()] = ip
-    return found
-
-
-def _lease(be, lab: Lab, plan: Plan, bound: dict, net, mac: str) -> str | None:
-    """The VirtualBox DHCP server's lease for mac, where this network has that server."""
-    if not net.dhcp:
-        return None
-    if net.mode == "natnetwork":
-        where = f"--network={vbox_name(lab.name, net.name)}"
-    elif net.name in plan.extra["hostonlyifs"]:
-        token = plan.extra["hostonlyifs"][net.name]["token"]
-        if token not in bound:
-            return None
-        where = f"--interface={bound[token]}"
-    else:
-        return None
-    result = be.run(("VBoxManage", "dhcpserver", "findlease", where, f"--mac-address={mac}"),
-                    check=False)
-    match = LEASE_RE.search(result.stdout) if result.returncode == 0 else None
-    return match.group(1) if match else None
-
-
-def triage(be, lab: Lab, plan: Plan, bound: dict, context: VBoxContext, vm_name: str) -> str:
-    """What a person needs when a VM does not come up: its console, state and address sources."""
-    log = serial_log(context, vm_name)
-    lines = [f"--- triage for {vm_name} ({plan.extra['vms'][vm_name]}) ---",
-             f"last serial console lines ({log}):"]
-    lines += boot.console_tail(log, "(empty or missing: the guest printed nothing on its serial "
-                                    "port)")
-    state_now = "running" if plan.extra["vms"][vm_name] in running_vms(be) else "not running"
-    lines.append(f"VM state: {state_now}")
-    ga = guest_addresses(be, plan.extra["vms"][vm_name])
-    lines.append("guest properties: " + (", ".join(f"{m}={ip}" for m, ip in ga.items()) or
-                                         "none (no Guest Additions reporting)"))
-    for nic in lab.vm(vm_name).nics:
-        net = lab.network(nic.network)
-        if net.mode != "nat":
-            lease = _lease(be, lab, plan, bound, net, nic.mac)
-            lines.append(f"{nic.mac} on {net.name} ({net.mode}): DHCP lease "
-                         f"{lease or 'none'}")
-    iso = plan.extra.get("boot", {}).get(vm_name)
-    if iso:
-        there = "present" if Path(iso["iso"]).exists() else "MISSING"
-        lines.append(f"boot ISO ({there}): {iso['iso']}; isolinux APPEND initrd=/initrd.gz "
-                     f"{iso['cmdline']}")
-    return "\n".join(lines)
+    return boot.wait(VirtualBoxBoot(be, lab, plan, bound, context, poll or POLL_SECONDS),
+                     [vm.name for vm in lab.vms], progress, timeout, first_note_at=time.monotonic())
 
 
 def _dotted(version: Sequence[int]) -> str:
