@@ -163,8 +163,8 @@ def _check_mgmt_overlap(lab: str, networks: list[tuple[Network, dict]]) -> None:
     for net, _ in networks:
         if net.subnet is not None and net.subnet.overlaps(mgmt):
             raise LabFileError(f"networks.{net.name}.subnet", f"{net.subnet} overlaps {mgmt}, "
-                               f"the management network of lab {quote(lab)} (it follows from the lab "
-                               "name, in 100.64.0.0/16); pick another subnet")
+                               f"the management network of lab {quote(lab)} (it follows from "
+                               "the lab name, in 100.64.0.0/16); pick another subnet")
 
 
 def _assign_subnets(result: list[tuple[Network, dict]]) -> None:
@@ -327,7 +327,8 @@ def _images(raw: Any) -> dict[str, CloudImage]:
     for key, value in raw.items():
         name = _name(key, f"images.{_cut(key)}")
         if name in IMAGES:
-            raise LabFileError(f"images.{name}", f"{quote(name)} is a built-in image; pick another name")
+            raise LabFileError(f"images.{name}",
+                               f"{quote(name)} is a built-in image; pick another name")
         result[name] = _cloud_image(value, f"images.{name}", name, named=True)
     return result
 
@@ -399,8 +400,8 @@ def _with_forwards(net: Network, raw: dict, vms: tuple[Vm, ...],
         host_port = _int(pf["host_port"], f"{where}[{i}].host_port", 1, 65535)
         privileged = pf.get("allow_privileged", False)
         if not isinstance(privileged, bool):
-            raise LabFileError(f"{where}[{i}].allow_privileged", f"{quote(privileged)} must be true "
-                               "or false")
+            raise LabFileError(f"{where}[{i}].allow_privileged",
+                               f"{quote(privileged)} must be true or false")
         if host_port < PRIVILEGED_PORTS and not privileged:
             raise LabFileError(f"{where}[{i}].allow_privileged", f"host_port {host_port} is "
                                f"below {PRIVILEGED_PORTS} (a system service's port): set "
