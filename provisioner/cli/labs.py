@@ -9,7 +9,7 @@ import click
 from ..lab import modes, nics
 from ..lab.model import Backend
 from .common import (BACKENDS, emit_verification, explicit, handle_errors, lab_name_arg,
-                     report_kind_opt, sandbox_name_opt, target_options)
+                     report_kind_opt, require_report_out, sandbox_name_opt, target_options)
 
 
 # --- modes ------------------------------------------------------------------------------------
@@ -112,6 +112,7 @@ def create(mode, nic_model, vms, name, pf, bridge, backend, dry_run, sandbox_nam
 
     from ..host.sandbox import lab_defaults
 
+    require_report_out(report, out)
     defaults = lab_defaults(sandbox_name, bridge)
     data = default_lab(mode, nic_model, vms, name, bridge, pf=pf)
     lab = labfile.resolve(data, defaults, source=f"vnet create --mode {mode}")
@@ -162,6 +163,7 @@ def up(lab_file, backend, uri, sandbox_name, no_wait, no_verify, dry_run, report
 
     from ..host.sandbox import lab_defaults
 
+    require_report_out(report, out)
     lab = labfile.load(lab_file, lab_defaults(sandbox_name))
     if dry_run:
         print_plan(plan_for(lab, Backend(backend)))
@@ -196,6 +198,7 @@ def verify_cmd(lab_name, uri, sandbox_name, vagrant_dir, backend, report, out, f
     from .. import ops
     from ..progress import progress_printer
 
+    require_report_out(report, out)
     if vagrant_dir is not None:
         from ..ops import vagrant
 
