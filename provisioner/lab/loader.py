@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import modes, nics
+from . import links, modes, nics
 from ..errors import LabFileError, quote
 from .labyaml import parse
-from .model import CloudImage, Lab, Network, Nic, PortForward, Vm, check_name
+from .model import Bond, CloudImage, Lab, Network, Nic, PortForward, Vm, check_name
 from .naming import mgmt_subnet_for
 
 # Every pattern is used with fullmatch (`$` with re.match would accept a trailing newline).
@@ -31,8 +31,8 @@ CLOUD_MEMORY = 512                   # default MiB for a cloud-image VM (tiny: 1
 
 LAB_KEYS = {"name", "networks", "vms", "images"}
 NET_KEYS = {"name", "mode", "subnet", "dhcp", "bridge", "port_forwards"}
-VM_KEYS = {"name", "image", "memory", "cpus", "nics"}
-NIC_KEYS = {"network", "model", "mac", "ip", "pf", "vf_address", "device"}
+VM_KEYS = {"name", "image", "memory", "cpus", "nics", "bonds", "router"}
+NIC_KEYS = {"network", "model", "mac", "ip", "pf", "vf_address", "device", "bond"}
 PF_KEYS = {"name", "proto", "host_port", "vm", "guest_port", "host_ip", "allow_privileged"}
 PRIVILEGED_PORTS = 1024             # host ports below this need allow_privileged: true
 IMAGE_KEYS = {"url", "sha256", "name"}
@@ -213,10 +213,11 @@ def _vms(raw: Any, networks: list[tuple[Network, dict]], lab_name: str,
         memory = _int(vm.get("memory", default_memory), f"{where}.memory", 64, 65536)
         cpus = _int(vm.get("cpus", 1), f"{where}.cpus", 1, 64)
         nic_items = _list(vm["nics"], f"{where}.nics", non_empty=True)
+        specs = links.bond_specs(vm.get("bonds"), where)
         built = []
         for k, nic_item in enumerate(nic_items):
             nwhere = f"{where}.nics[{k}]"
-            nic = _nic(nic_item, nwhere, by_name, lab_name, name, k, next_host, reserved)
+            nic = _nic(nic_item, nwhere, by_name, lab_name, name, k, next_host, reserved, specs)
             if nic.mac.lower() in macs:
                 raise LabFileError(f"{nwhere}.mac", f"MAC {nic.mac} is already used by "
                                    f"{macs[nic.mac.lower()]}")
@@ -229,19 +230,47 @@ def _vms(raw: Any, networks: list[tuple[Network, dict]], lab_name: str,
                     raise LabFileError(f"{nwhere}.ip", f"{nic.ip.ip} is already used by {owner}")
                 ips[key] = nwhere
             built.append(nic)
-        vms.append(Vm(name=name, image=image, memory=memory, cpus=cpus, nics=tuple(built)))
-    return tuple(vms)
+        bonds = []
+        for bond_name, spec in specs.items():
+            network, members = links.bond_members(bond_name, spec, built)
+            if modes.MODES[by_name[network].mode].subnet == "fixed":
+                raise LabFileError(spec["where"], f"nat gives every NIC its own private network, "
+                                   "so its NICs cannot be bonded; valid modes for a bond's "
+                                   "network: " + ", ".join(m for m in modes.names() if m != "nat"))
+            ip = _nic_ip(spec["ip"], f"{spec['where']}.ip", by_name[network], next_host, reserved)
+            if ip is not None:
+                if ip.ip == by_name[network].host_ip or (network, ip.ip) in ips:
+                    raise LabFileError(f"{spec['where']}.ip", f"{ip.ip} is already used by "
+                                       f"{ips.get((network, ip.ip), 'the host')}")
+                ips[(network, ip.ip)] = spec["where"]
+            bonds.append(Bond(name=bond_name, mode=spec["mode"], network=network,
+                              members=members, ip=ip))
+        built_vm = Vm(name=name, image=image, memory=memory, cpus=cpus, nics=tuple(built),
+                      bonds=tuple(bonds), router=links.router_flag(vm.get("router", False), where))
+        links.check_tiny(built_vm, where)
+        links.check_router(built_vm, where)
+        vms.append(built_vm)
+    return links.with_routes(tuple(vms), by_name)
 
 
 def _requested_ips(vm_items: list) -> set[tuple[str, str]]:
     """The (network, ip) pairs the file asks for, so automatic addresses step around them."""
-    return {(str(nic.get("network")), str(nic["ip"]))
-            for vm in vm_items if isinstance(vm, dict) and isinstance(vm.get("nics"), list)
-            for nic in vm["nics"] if isinstance(nic, dict) and nic.get("ip") is not None}
+    asked = {(str(nic.get("network")), str(nic["ip"]))
+             for vm in vm_items if isinstance(vm, dict) and isinstance(vm.get("nics"), list)
+             for nic in vm["nics"] if isinstance(nic, dict) and nic.get("ip") is not None}
+    for vm in vm_items:       # a bond's address, on its members' network
+        if isinstance(vm, dict) and isinstance(vm.get("bonds"), list) \
+                and isinstance(vm.get("nics"), list):
+            for bond in vm["bonds"]:
+                if isinstance(bond, dict) and bond.get("ip") is not None:
+                    asked |= {(str(nic.get("network")), str(bond["ip"])) for nic in vm["nics"]
+                              if isinstance(nic, dict) and nic.get("bond") == bond.get("name")}
+    return asked
 
 
 def _nic(item: Any, where: str, networks: dict[str, Network], lab: str, vm: str, index: int,
-         next_host: dict[str, int], reserved: set[tuple[str, str]]) -> Nic:
+         next_host: dict[str, int], reserved: set[tuple[str, str]],
+         bonds: dict[str, dict] | None = None) -> Nic:
     nic = _mapping(item, where, NIC_KEYS, required={"network"})
     net_name = nic["network"]
     if not isinstance(net_name, str) or net_name not in networks:
@@ -256,7 +285,8 @@ def _nic(item: Any, where: str, networks: dict[str, Network], lab: str, vm: str,
                            "52:54:00:aa:bb:01")
     if int(mac[:2], 16) & 1:
         raise LabFileError(f"{where}.mac", f"{mac} is a multicast address (first octet must be even)")
-    ip = _nic_ip(nic.get("ip"), f"{where}.ip", net, next_host, reserved)
+    bond = links.member_of(nic.get("bond"), where, bonds or {}, nic.get("ip"))
+    ip = None if bond else _nic_ip(nic.get("ip"), f"{where}.ip", net, next_host, reserved)
     pf, vf, device = nic.get("pf"), nic.get("vf_address"), nic.get("device")
     if model == "sriov":
         if (pf is None) == (vf is None):
@@ -275,7 +305,7 @@ def _nic(item: Any, where: str, networks: dict[str, Network], lab: str, vm: str,
     elif device is not None:
         raise LabFileError(f"{where}.device", f"device belongs to vdpa NICs, not {model}")
     return Nic(network=net_name, model=model, mac=mac.lower(), ip=ip, pf=pf, vf_address=vf,
-               device=device)
+               device=device, bond=bond)
 
 
 def _nic_ip(value: Any, where: str, net: Network, next_host: dict[str, int],

@@ -67,6 +67,7 @@ class Nic:
     pf: str | None = None                  # sriov: physical function netdev
     vf_address: str | None = None          # sriov: PCI address 0000:04:10.1
     device: str | None = None              # vdpa: /dev/vhost-vdpa-N
+    bond: str | None = None                # the VM's bond this NIC is a member of (no ip then)
 
 
 @dataclass(frozen=True)
@@ -80,12 +81,40 @@ class CloudImage:
 
 
 @dataclass(frozen=True)
+class Bond:
+    """A Linux bond in a tiny-image guest (lab/links.py validates it; the guest init builds it
+    from `vnet.bond=` on the kernel command line). It carries the address, not its members."""
+    name: str                              # the guest's interface name (bond0)
+    mode: str                              # active-backup | balance-rr | balance-xor | 802.3ad
+    network: str                           # the one network all its members are on
+    members: tuple[str, ...]               # the member NICs' MACs, in NIC order
+    ip: IPv4Interface | None = None
+
+    @property
+    def mac(self) -> str:
+        """The bond takes its first member's MAC (the bonding driver's default)."""
+        return self.members[0]
+
+
+@dataclass(frozen=True)
+class Route:
+    """A route vnet adds to a guest: `destination` is reached only through router VM `router`,
+    at `via` on a network both share."""
+    destination: IPv4Network
+    via: IPv4Address
+    router: str
+
+
+@dataclass(frozen=True)
 class Vm:
     name: str
     image: str | CloudImage                # a built-in image name ("tiny") or a cloud image
     memory: int                            # MiB
     cpus: int
     nics: tuple[Nic, ...]
+    bonds: tuple[Bond, ...] = ()
+    router: bool = False                   # forwards between its networks (ip_forward=1)
+    routes: tuple[Route, ...] = ()         # added by vnet: subnets behind a router VM
 
 
 @dataclass(frozen=True)
