@@ -1,6 +1,8 @@
 """The lab `vnet create --mode MODE` builds: N VMs on one network of that mode."""
 from __future__ import annotations
 
+from . import modes
+
 SSH_PORT_BASE = 2221
 ECHO_PORT_BASE = 7001
 ECHO_PORT = 7          # the image's nonce echo listener
@@ -14,7 +16,7 @@ def default_lab(mode: str, nic_model: str = "virtio", vms: int = 2, name: str | 
     if bridge is not None:
         network["bridge"] = bridge
     names = [f"vm{i + 1}" for i in range(vms)]
-    if mode in ("nat", "natnetwork"):
+    if mode in modes.MODES and modes.MODES[mode].port_forwards:
         network["port_forwards"] = [
             fwd for i, vm in enumerate(names) for fwd in (
                 {"name": f"ssh-{vm}", "proto": "tcp", "host_port": SSH_PORT_BASE + port_base + i,

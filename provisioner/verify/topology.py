@@ -16,6 +16,7 @@ per-VM NAT (each VM has its own, as in VirtualBox), or null when DHCP decides it
 """
 from __future__ import annotations
 
+from ..lab import modes
 from ..lab.model import Lab
 
 NAT_GUEST_ADDRESS = "10.0.2.15/24"      # QEMU's and VirtualBox's per-VM NAT hand this out
@@ -28,7 +29,7 @@ def of(lab: Lab, control: dict[str, str | None] | None = None) -> dict:
     def address(nic):
         if nic.ip is not None:
             return str(nic.ip)
-        return NAT_GUEST_ADDRESS if lab.network(nic.network).mode == "nat" else None
+        return NAT_GUEST_ADDRESS if modes.MODES[lab.network(nic.network).mode].per_vm_nat else None
 
     return {
         "networks": [{"name": n.name, "mode": n.mode,

@@ -87,3 +87,29 @@ def test_gc_removes_a_virtualbox_lab_whose_record_is_gone(vbox, libvirt_test_uri
     result = CliRunner().invoke(main, ["gc"])
     assert result.exit_code == 0, result.output
     assert not vbox.vms(), vbox.state()
+
+
+def test_every_mode_says_how_each_backend_realizes_it():
+    from provisioner.lab import modes
+
+    for mode in modes.MODES.values():
+        assert mode.vbox_adapter in ("nat", "natnetwork", "hostonly", "intnet", "bridged"), mode
+        assert mode.libvirt_interface in ("user", "bridge", "network"), mode
+        assert mode.host_forwards in (None, "hostfwd", "proxy"), mode
+        assert (mode.host_forwards is not None) == mode.port_forwards, mode
+
+
+def test_a_mode_added_as_data_renders_on_virtualbox_without_touching_the_renderer(monkeypatch):
+    """Adding a mode is one file in lab/modes/: the renderer reads the mode's data."""
+    import dataclasses
+
+    from provisioner.drivers.virtualbox.render import VirtualBoxRenderer
+    from provisioner.lab import loader, modes
+
+    isolated = dataclasses.replace(modes.MODES["internal"], name="isolated", rank=99)
+    monkeypatch.setitem(modes.MODES, "isolated", isolated)
+    lab = loader.resolve({"name": "x", "networks": [{"name": "n", "mode": "isolated"}],
+                          "vms": [{"name": "a", "nics": [{"network": "n"}]}]}, source="test")
+    createvm = [c for c in VirtualBoxRenderer().plan(lab).commands if "--nic1" in c]
+    assert createvm and createvm[0][createvm[0].index("--nic1") + 1:][:3] == \
+        ("intnet", "--intnet1", "vnet-x-n")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from ipaddress import IPv4Network, ip_network
 
-from ...lab import loader as labfile
+from ...lab import loader as labfile, modes
 from ...lab.defaults import default_lab
 from ...lab.model import Backend
 from ..base import Finding, Rule, error, ok, warn
@@ -56,7 +56,7 @@ def check(host: Host) -> list[Finding]:
     text = host.read(PATH)
     allowed, problems = parse(text)
     lab = host.lab or labfile.resolve(default_lab("hostonly"))
-    subnets = [(n.name, n.subnet) for n in lab.networks if n.mode == "hostonly" and n.subnet]
+    subnets = [(n.name, n.subnet) for n in lab.networks if modes.MODES[n.mode].vbox_adapter == "hostonly" and n.subnet]
     source = f"{PATH} allows {', '.join(map(str, allowed)) or 'nothing (it is empty)'}" \
         if text is not None else f"no {PATH}: VirtualBox allows only 192.168.56.0/21"
     findings = [warn(ID, f"{PATH}: {p}", "use lines like '* 192.168.56.0/21 10.0.0.0/8'")

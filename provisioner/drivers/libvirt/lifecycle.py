@@ -12,6 +12,7 @@ from ...host import forwarding, state
 from .. import boot
 from ..base import lab_from_record
 from .connection import LibvirtDriver
+from ...lab import modes
 from ...lab.naming import object_name
 from .render import Context, ImageFiles, LibvirtRenderer
 from ...errors import HypervisorError, NotFound, quote
@@ -172,7 +173,7 @@ def triage(lab: Lab, driver: LibvirtDriver, lab_dir: Path, vm: str) -> str:
     lines += boot.console_tail(serial_log(lab_dir, vm), "(empty: the kernel printed nothing)")
     for nic in lab.vm(vm).nics:
         net = lab.network(nic.network)
-        if net.dhcp and net.mode != "nat":
+        if net.dhcp and not modes.MODES[net.mode].per_vm_nat:
             leases = driver.leases(object_name(lab.name, net.name))
             lines.append(f"lease table of {net.name}: " + (", ".join(
                 f"{l['mac']}={l['ipaddr']}" for l in leases) or "empty"))

@@ -25,7 +25,7 @@ from pathlib import Path
 import jinja2
 
 from ...guest import cmdline as guestcmdline
-from ...lab import nics
+from ...lab import modes, nics
 from ...guest.cloudimages import overlay_path, seed_path
 from ...errors import Unsupported
 from ...lab.model import Backend, CloudImage, Lab, Nic, Vm
@@ -102,7 +102,8 @@ class LibvirtRenderer:
             for k, nic in enumerate(vm.nics):
                 net = lab.network(nic.network)
                 model = nics.NIC_MODELS[nic.model]
-                if model.libvirt_interface in ("hostdev", "vdpa") and net.mode != "bridged":
+                if model.libvirt_interface in ("hostdev", "vdpa") and \
+                        modes.MODES[net.mode].libvirt_interface != "bridge":
                     raise Unsupported(
                         f"vms.{vm.name}.nics[{k}].model: {nic.model} NICs attach to the "
                         f"physical network of their device, so they need a bridged network, "
@@ -118,9 +119,10 @@ class LibvirtRenderer:
                     name=net.name, mode=net.mode, bridge="", forward="hostdev", pf=pf,
                     libvirt_name=object_name(lab.name, f"{net.name}-{pf}"),
                     host_ip=None, prefix=None, dhcp=False))
-            if net.mode in ("nat", "bridged"):
+            mode = modes.MODES[net.mode]
+            if mode.libvirt_interface != "network":
                 continue     # user-mode NICs and host bridges need no libvirt network
-            forward = "nat" if net.mode == "natnetwork" else None
+            forward = mode.libvirt_forward
             hosts = [{"mac": nic.mac, "name": vm.name, "ip": str(nic.ip.ip)}
                      for vm, nic in lab.nics_on(net.name) if nic.ip is not None]
             result.append(_NetView(
@@ -183,9 +185,10 @@ class LibvirtRenderer:
                  "source": object_name(lab.name, f"{net.name}-{nic.pf}")}
         if model.libvirt_interface == "vdpa":
             return {"type": "vdpa", "mac": nic.mac, "source": nic.device}
-        if net.mode == "nat":
+        interface = modes.MODES[net.mode].libvirt_interface
+        if interface == "user":
             return {"type": "user", "mac": nic.mac, "model": model.libvirt_model}
-        if net.mode == "bridged":
+        if interface == "bridge":
             return {"type": "bridge", "source": net.bridge, "mac": nic.mac,
                     "model": model.libvirt_model}
         return {"type": "network", "source": object_name(lab.name, net.name), "mac": nic.mac,
@@ -197,7 +200,7 @@ class LibvirtRenderer:
         """QEMU hostfwd rules for nat NICs. libvirt names the netdev of the k-th NIC hostnet<k>."""
         result = []
         for net in lab.networks:
-            if net.mode != "nat":
+            if modes.MODES[net.mode].host_forwards != "hostfwd":
                 continue
             for pf in net.port_forwards:
                 vm = lab.vm(pf.vm)
@@ -211,7 +214,7 @@ class LibvirtRenderer:
     def _proxies(self, lab: Lab) -> list[dict]:
         result = []
         for net in lab.networks:
-            if net.mode != "natnetwork":
+            if modes.MODES[net.mode].host_forwards != "proxy":
                 continue
             for pf in net.port_forwards:
                 nic = next(n for n in lab.vm(pf.vm).nics if n.network == net.name)

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from ...errors import HypervisorError
+from ...lab import modes
 from ...lab.model import Lab
 from .. import boot
 from ..base import Plan
@@ -74,7 +75,7 @@ def probe(be, lab: Lab, plan: Plan, bound: dict[str, str], context: VBoxContext,
     for nic in vm.nics:
         net = lab.network(nic.network)
         entry = {"network": net.name, "mac": nic.mac, "ip": None, "source": None, "reach": None}
-        if net.mode == "nat":
+        if modes.MODES[net.mode].per_vm_nat:
             ssh = next((pf.host_port for pf in net.port_forwards
                         if pf.vm == vm_name and pf.guest_port == 22), None)
             entry.update(ip=NAT_GUEST_IP, source="nat",
@@ -114,7 +115,7 @@ def _lease(be, lab: Lab, plan: Plan, bound: dict, net, mac: str) -> str | None:
     """The VirtualBox DHCP server's lease for mac, where this network has that server."""
     if not net.dhcp:
         return None
-    if net.mode == "natnetwork":
+    if modes.MODES[net.mode].vbox_adapter == "natnetwork":
         where = f"--network={vbox_name(lab.name, net.name)}"
     elif net.name in plan.extra["hostonlyifs"]:
         token = plan.extra["hostonlyifs"][net.name]["token"]
@@ -143,7 +144,7 @@ def triage(be, lab: Lab, plan: Plan, bound: dict, context: VBoxContext, vm_name:
                                          "none (no Guest Additions reporting)"))
     for nic in lab.vm(vm_name).nics:
         net = lab.network(nic.network)
-        if net.mode != "nat":
+        if not modes.MODES[net.mode].per_vm_nat:
             lease = _lease(be, lab, plan, bound, net, nic.mac)
             lines.append(f"{nic.mac} on {net.name} ({net.mode}): DHCP lease "
                          f"{lease or 'none'}")

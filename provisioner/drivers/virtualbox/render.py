@@ -54,7 +54,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_network
 from pathlib import PurePosixPath
 
 from ...guest import cmdline as guestcmdline
-from ...lab import nics
+from ...lab import modes, nics
 from ...errors import Unsupported
 from ...lab.model import Backend, CloudImage, Lab, Network, Nic, Vm
 from ...host.owner import PLACEHOLDER
@@ -219,7 +219,7 @@ class VirtualBoxRenderer:
             raise Unsupported(f"mgmt_subnet: {mgmt} (VBoxContext) is too small for "
                               f"{len(lab.vms)} VMs at +{MGMT_GUEST_OFFSET} and up")
         for net in lab.networks:
-            if net.mode == "hostonly" and net.subnet is not None and net.subnet.overlaps(mgmt):
+            if _adapter(net) == "hostonly" and net.subnet is not None and net.subnet.overlaps(mgmt):
                 raise Unsupported(f"networks.{net.name}.subnet: {net.subnet} overlaps vnet's "
                                   f"VirtualBox management network {mgmt} (VBoxContext "
                                   f"mgmt_subnet); use another subnet")
@@ -233,7 +233,7 @@ class VirtualBoxRenderer:
                 f"({', '.join(self.ctx.hostonly_ranges) or 'none'}); allow it in "
                 f"{NETWORKS_CONF} (e.g. '* {mgmt}')")
         for net in lab.networks:
-            if net.mode != "hostonly" or not restricted:
+            if _adapter(net) != "hostonly" or not restricted:
                 continue
             if not any(net.subnet.subnet_of(r) for r in allowed if r.version == 4):
                 ranges = ", ".join(self.ctx.hostonly_ranges) or "none"
@@ -258,16 +258,16 @@ class VirtualBoxRenderer:
 
     def _uses_hostonlynet(self, net: Network) -> bool:
         """macOS hosts with 7.x have host-only networks (vmnet), not host-only adapters."""
-        return (net.mode == "hostonly" and self.ctx.host_os == "darwin"
+        return (_adapter(net) == "hostonly" and self.ctx.host_os == "darwin"
                 and self.ctx.version >= (7, 0, 0))
 
     def _uses_hostonlyif(self, net: Network) -> bool:
-        return net.mode == "hostonly" and not self._uses_hostonlynet(net)
+        return _adapter(net) == "hostonly" and not self._uses_hostonlynet(net)
 
     def _network(self, lab: Lab, net: Network) -> list[tuple[str, tuple[str, ...]]]:
         name = vbox_name(lab.name, net.name)
         label = f"network {net.name}"
-        if net.mode == "natnetwork":
+        if _adapter(net) == "natnetwork":
             steps = [(f"{label}: natnetwork add", _vbm(
                 "natnetwork", "add", "--netname", name, "--network", str(net.subnet),
                 "--enable", "--dhcp", "on" if net.dhcp else "off"))]
@@ -285,7 +285,7 @@ class VirtualBoxRenderer:
             return [(f"{label}: hostonlynet add", _vbm(
                 "hostonlynet", "add", f"--name={name}", f"--netmask={net.subnet.netmask}",
                 f"--lower-ip={lower}", f"--upper-ip={upper}", "--enable"))]
-        if net.mode == "hostonly":
+        if _adapter(net) == "hostonly":
             token = hostonlyif_token(net.name)
             return [(f"{label}: hostonlyif create", _vbm("hostonlyif", "create")),
                     (f"{label}: hostonlyif ipconfig", _vbm(
@@ -369,25 +369,25 @@ class VirtualBoxRenderer:
 
     def _nic(self, lab: Lab, vm: Vm, nic: Nic, n: int) -> list[str]:
         net = lab.network(nic.network)
-        if net.mode == "nat":
-            args = [f"--nic{n}", "nat"]
-        elif net.mode == "natnetwork":
-            args = [f"--nic{n}", "natnetwork", f"--nat-network{n}", vbox_name(lab.name, net.name)]
-        elif self._uses_hostonlynet(net):
+        adapter = _adapter(net)
+        attach = {"natnetwork": ("--nat-network", vbox_name(lab.name, net.name)),
+                  "hostonly": ("--hostonlyadapter", hostonlyif_token(net.name)),
+                  "intnet": ("--intnet", vbox_name(lab.name, net.name)),
+                  "bridged": ("--bridgeadapter", net.bridge)}
+        if self._uses_hostonlynet(net):
             args = [f"--nic{n}", "hostonlynet", f"--host-only-net{n}",
                     vbox_name(lab.name, net.name)]
-        elif net.mode == "hostonly":
-            args = [f"--nic{n}", "hostonly", f"--hostonlyadapter{n}", hostonlyif_token(net.name)]
-        elif net.mode == "internal":
-            args = [f"--nic{n}", "intnet", f"--intnet{n}", vbox_name(lab.name, net.name)]
-        elif net.mode == "bridged":
-            args = [f"--nic{n}", "bridged", f"--bridgeadapter{n}", net.bridge]
-        else:    # a mode added to provisioner/lab/modes without teaching this renderer
+        elif adapter == "nat":
+            args = [f"--nic{n}", "nat"]
+        elif adapter in attach:
+            option, value = attach[adapter]
+            args = [f"--nic{n}", adapter, f"{option}{n}", value]
+        else:    # a mode added to provisioner/lab/modes without its vbox_adapter
             raise Unsupported(f"networks.{net.name}.mode: the VirtualBox renderer does not know "
                               f"mode {net.mode!r}")
         args += [f"--nictype{n}", nics.NIC_MODELS[nic.model].virtualbox_type,
                  f"--macaddress{n}", vbox_mac(nic.mac), f"--cableconnected{n}", "on"]
-        if net.mode == "nat":
+        if modes.MODES[net.mode].per_vm_nat:
             if self.ctx.version >= (7, 0, 0):
                 args += [f"--natlocalhostreachable{n}", "on"]
             first = next(i for i, other in enumerate(vm.nics) if other.network == net.name)
@@ -426,10 +426,17 @@ class VirtualBoxRenderer:
                 steps.append(_vbm("hostonlyif", "remove", token))
             elif self._uses_hostonlynet(net):
                 steps.append(_vbm("hostonlynet", "remove", f"--name={name}"))
-            elif net.mode == "natnetwork":
+            elif _adapter(net) == "natnetwork":
                 steps += [_vbm("natnetwork", "stop", "--netname", name),
                           _vbm("natnetwork", "remove", "--netname", name)]
         return steps
+
+
+
+def _adapter(net: Network) -> str:
+    """How VirtualBox attaches a NIC of this network's mode (the mode's data, lab/modes/)."""
+    mode = modes.MODES.get(net.mode)
+    return mode.vbox_adapter if mode else ""
 
 
 def _vbm(*args: str) -> tuple[str, ...]:

@@ -47,6 +47,12 @@ class Mode:
     # Where automatic subnets come from first (VirtualBox 6.1.28+ allows host-only networks
     # only in 192.168.56.0/21); then 192.168.150.0/24 upward.
     preferred_subnets: tuple[str, ...] = ()
+    # How the backends realize the mode (the drivers read these, never the mode's name):
+    vbox_adapter: str = ""         # VBoxManage --nicN: nat, natnetwork, hostonly, intnet, bridged
+    libvirt_interface: str = "network"  # <interface type>: user (QEMU NAT), bridge, network
+    libvirt_forward: str | None = None  # <forward mode> of its libvirt network
+    per_vm_nat: bool = False       # each VM NIC has a private NAT (guest 10.0.2.15, no leases)
+    host_forwards: str | None = None    # port forwards: "hostfwd" (QEMU) or "proxy" (vnet's)
 
 
 def _load() -> dict[str, Mode]:

@@ -19,4 +19,5 @@ MODE = Mode(
     differences={Backend.LIBVIRT: "realized as QEMU user networking (one private stack per NIC); "
                                   "same promises as VirtualBox NAT"},
     fixed_subnet=IPv4Network("10.0.2.0/24"),
+    vbox_adapter="nat", libvirt_interface="user", per_vm_nat=True, host_forwards="hostfwd",
 )

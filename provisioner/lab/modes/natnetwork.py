@@ -20,4 +20,5 @@ MODE = Mode(
     differences={Backend.LIBVIRT: "host_to_vm is yes: libvirt puts the host on the NAT "
                                   "network's bridge (the gateway address), so the host reaches "
                                   "guests directly; VirtualBox's NAT service does not"},
+    vbox_adapter="natnetwork", libvirt_forward="nat", host_forwards="proxy",
 )
