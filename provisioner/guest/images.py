@@ -36,7 +36,9 @@ PACKAGES = ("busybox-static", "dropbear-bin", "python3.11-minimal", "libpython3.
 # insmod'ed by the initramfs with their dependencies (ext4 needs crc32c at mount time)
 MODULES = ("virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "virtio_net", "e1000",
            "virtio_console", "virtio_rng",
-           "ahci", "sd_mod")   # SATA root (/dev/sdX): VirtualBox has no virtio disk controller
+           "ahci", "sd_mod",   # SATA root (/dev/sdX): VirtualBox has no virtio disk controller
+           "bonding")          # lab bonds (issue 17); the init makes them through sysfs
+MODULE_ARGS = {"bonding": "max_bonds=0"}   # no bond0 unless the lab asks for one
 CMDLINE_BASE = "console=ttyS0 quiet panic=-1"  # extra boot flags measured: no gain under TCG
 ROOT_LABEL = "vnetroot"
 GUEST = Path(__file__).resolve().with_name("files")   # the init and root files of the image
@@ -398,7 +400,8 @@ def _initramfs(path: Path, busybox: bytes, modules: list[tuple[str, bytes]]) -> 
     entries += [("dev/console", chr_, b"", 5 << 8 | 1), ("bin/busybox", 0o100755, busybox, 0),
                 ("bin/sh", lnk, b"busybox", 0),
                 ("init", 0o100755, (GUEST / "initramfs-init").read_bytes(), 0),
-                ("lib/modules/order", f, "".join(f"{m}\n" for m, _ in modules).encode(), 0)]
+                ("lib/modules/order", f, "".join(f"{m} {MODULE_ARGS.get(m, '')}".rstrip() + "\n"
+                                                 for m, _ in modules).encode(), 0)]
     entries += [(f"lib/modules/{m}.ko", f, data, 0) for m, data in modules]
     path.write_bytes(gzip.compress(cpio_newc(entries), compresslevel=6, mtime=0))
 
