@@ -64,6 +64,8 @@ PARENT_CHECK_SECONDS = 1.0   # how soon a listener notices that its vnet is gone
 
 def interface_of(mac):
     for name in os.listdir("/sys/class/net"):
+        if os.path.exists(f"/sys/class/net/{name}/master"):
+            continue     # a bond's member: the bond (same MAC) is the NIC under test
         try:
             with open(f"/sys/class/net/{name}/address") as f:
                 if f.read().strip().lower() == mac.lower():
@@ -245,8 +247,78 @@ def settle_silence(result, controls):
                            "passed): the datagram was dropped")
 
 
+def _sys(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def failover(spec, console="/dev/console"):
+    """A bond_failover cell (provisioner/verify/linkcells.py): probe over the bond, ask vnet on
+    the console to cut the active member's link ("VNET-CUT <bond> <member's MAC> <token>"),
+    wait for that member's carrier to drop, probe until one passes again. ok ("pass") when the
+    probes before and after pass and the active member changed; the outage is measured from
+    the carrier drop to the first passing probe."""
+    opts = spec["failover"]
+    base = {k: v for k, v in spec.items() if k != "failover"}
+    bond = opts["bond"]
+    active = lambda: _sys(f"/sys/class/net/{bond}/bonding/active_slave")  # noqa: E731
+    before = active()
+    if not before:
+        return _result("error", f"{bond} has no active member before the cut")
+    first = probe(base)
+    if first["observed"] != "pass":
+        return dict(first, detail=f"before the cut: {first['detail']}")
+    mac = _sys(f"/sys/class/net/{before}/bonding_slave/perm_hwaddr")
+    with open(console, "w") as con:
+        con.write(f"\nVNET-CUT {bond} {mac} {secrets.token_hex(4)}\n")
+    deadline = time.monotonic() + opts.get("wait", 30.0)
+    while _sys(f"/sys/class/net/{before}/carrier") == "1":
+        if time.monotonic() > deadline:
+            return _result("error", f"vnet did not cut {before} ({mac}) within "
+                                    f"{opts.get('wait', 30.0):g}s")
+        time.sleep(0.02)
+    dropped = time.monotonic()
+    tries, last = 0, None
+    while time.monotonic() < dropped + opts.get("outage_max", 10.0):
+        tries += 1
+        last = probe(dict(base, timeout=0.5))
+        if last["observed"] == "pass":
+            break
+        time.sleep(0.05)
+    outage = round((time.monotonic() - dropped) * 1000)
+    after = active()
+    if last is None or last["observed"] != "pass":
+        return dict(last or _result("fail", "no probe ran"),
+                    detail=f"cut {before} ({mac}): no probe passed within "
+                           f"{opts.get('outage_max', 10.0):g}s "
+                           f"({last['detail'] if last else 'none'}); active member now "
+                           f"{after or 'none'}")
+    if after in ("", before):
+        return _result("error", f"probes passed after cutting {before} ({mac}), but the "
+                                f"active member is still {after or 'none'}")
+    return _result("pass", f"active member {before} -> {after}; cut {before} ({mac}); outage "
+                           f"{outage} ms ({tries} probe(s) after the cut); before: "
+                           f"{first['detail']}; after: {last['detail']}")
+
+
 def run_all(specs):
-    """All probes at once: negative cells wait for timeouts, so they must overlap."""
+    """All probes at once: negative cells wait for timeouts, so they must overlap. Bond
+    failovers run after them, one at a time: a cut link must not disturb the other cells."""
+    failovers = [s for s in specs if s.get("failover")]
+    specs = [s for s in specs if not s.get("failover")]
+    results = _run_probes(specs)
+    for spec in failovers:
+        try:
+            results[spec["id"]] = failover(spec)
+        except Exception as exc:  # a probe must report, never crash the others
+            results[spec["id"]] = _result("error", repr(exc))
+    return results
+
+
+def _run_probes(specs):
     results = {}
 
     def one(spec):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from ..lab import modes, nics
 from ..lab.defaults import ECHO_PORT
 from ..lab.model import Backend, Lab
+from .linkcells import link_cells, probed_nics
 
 HOST, INTERNET = "host", "internet"
 SKIPPED = "skipped"
@@ -63,7 +64,7 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
     checks: list[Check] = []
     for net in lab.networks:
         row = modes.expected(net.mode, backend).as_dict()
-        members = lab.nics_on(net.name)
+        members = probed_nics(lab, net.name)     # a bond stands for its members
 
         def add(kind, source, label, runner, **probe):
             probe.setdefault("timeout", 3.0)
@@ -94,7 +95,7 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
                 if nic.ip is not None:
                     add("internet_to_vm", INTERNET, f"{vm.name} ({nic.ip.ip})", "internet",
                         target=str(nic.ip.ip), port=ECHO_PORT, expect_name=vm.name)
-            if model.guest_driver:
+            if model.guest_driver and nic.bond is None:
                 checks.append(Check("nic_model", net.name, net.mode, vm.name,
                                     f"{nic.mac} {nic.model}", "pass", f"guest:{vm.name}",
                                     {"mac": nic.mac, "driver": model.guest_driver}))
@@ -111,6 +112,9 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
                 if origin:
                     checks.append(Check("port_forward", net.name, net.mode, origin, label,
                                         "pass", origin, dict(forward, timeout=3.0)))
+    checks += link_cells(lab, ends, lambda kind, network, source, target, runner, probe:
+                         Check(kind, network, lab.network(network).mode, source, target, "pass",
+                               runner, probe))
     link_controls(checks)
     return checks
 

@@ -24,6 +24,7 @@ from typing import Callable
 from xml.sax.saxutils import quoteattr
 
 from . import checks as checklib
+from . import linkcells
 from ..host import procs, runner, state
 from . import topology
 from ..lab.naming import mgmt_subnet_for
@@ -34,6 +35,7 @@ from .report import CELL_TITLES, table
 from ..resources import data_dir
 from ..host.state import Target
 from ..host.testpoints import pause_at
+from ..drivers.boot import serial_log
 
 PYTHON_IN_GUEST = "/usr/bin/python3"
 ANSIBLE_TIMEOUT = 180      # a whole run; one probe module call takes a few seconds
@@ -215,12 +217,27 @@ def _run(lab, target, sb, cells, inventory, progress) -> None:
         threads.append(threading.Thread(target=side, args=(sb.inet_netns, checklib.INTERNET)))
     for t in threads:
         t.start()
-    guest = _ansible(lab, target, cells, inventory, progress)
+    cutter = linkcells.LinkCutter(lab, cells, _link_setter(lab, target, inventory.backend),
+                                  lambda vm: serial_log(inventory.work_dir, vm)).start()
+    try:
+        guest = _ansible(lab, target, cells, inventory, progress)
+    finally:
+        cutter.stop()        # restores every link it cut
     for t in threads:
         t.join()
     if errors:
         raise VnetError(f"host-side probes failed to run: {errors[0]!r}")
     record(cells, guest, outcome)
+    cutter.annotate(cells)
+
+
+def _link_setter(lab: Lab, target: Target, backend: Backend):
+    """set_link(vm, nic index, up) of the lab's driver: bond_failover's cable puller."""
+    def set_link(vm: str, nic: int, up: bool) -> None:
+        from ..drivers.base import driver_class
+
+        driver_class(backend)(target).set_link(lab.name, vm, nic, up)
+    return set_link
 
 
 def record(cells: list, guest: dict[str, dict], sides: dict[str, dict],
@@ -336,7 +353,8 @@ def close_masters(directory: Path) -> None:
 
 # --- presentation ---------------------------------------------------------------------------
 
-KIND_TITLES = dict(CELL_TITLES, port_forward="port fwd", nic_model="NIC model")
+KIND_TITLES = dict(CELL_TITLES, port_forward="port fwd", nic_model="NIC model", route="route",
+                   bond_failover="bond failover")
 
 
 def matrix_text(result: dict) -> str:

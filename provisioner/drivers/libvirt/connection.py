@@ -126,6 +126,32 @@ class LibvirtDriver:
                 return None
             raise
 
+    # --- a running lab ----------------------------------------------------------------------
+
+    def set_link(self, domain: str, mac: str, up: bool) -> None:
+        """The link state of one interface of a running domain, as a cable pulled or plugged:
+        the live interface XML with <link state='down'/> (or 'up') through
+        virDomainUpdateDeviceFlags (libvirt's formatdomain "Modifying virtual link state")."""
+        libvirt = _libvirt()
+        dom = self._lookup(self.conn.lookupByName, domain)
+        if dom is None or not dom.isActive():
+            raise HypervisorError(f"cannot set a link of {domain}: it is not running")
+        for iface in ET.fromstring(dom.XMLDesc(0)).findall("./devices/interface"):
+            node = iface.find("mac")
+            if node is not None and node.get("address", "").lower() == mac.lower():
+                link = iface.find("link")
+                if link is None:
+                    link = ET.SubElement(iface, "link")
+                link.set("state", "up" if up else "down")
+                try:
+                    dom.updateDeviceFlags(ET.tostring(iface, encoding="unicode"),
+                                          libvirt.VIR_DOMAIN_AFFECT_LIVE)
+                except libvirt.libvirtError as exc:
+                    raise HypervisorError(f"libvirt refused the link state of {mac} on "
+                                          f"{domain}: {exc.get_error_message()}") from exc
+                return
+        raise HypervisorError(f"{domain} has no interface with MAC {mac}")
+
     # --- discovery --------------------------------------------------------------------------
 
     def tagged(self) -> Iterator[tuple[str, str, object, dict]]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from ...guest import cloudimages, seed
 from ...host import forwarding, state
 from .. import boot
+from ...guest.cmdline import bond_nic
 from ..base import lab_from_record
 from .connection import LibvirtDriver
 from ...lab import modes
@@ -138,8 +139,10 @@ class LibvirtBoot(boot.Boot):
 
     def check(self, vm: str) -> tuple[bool, list[str]]:
         ready, addrs = guest_report(self.lab_dir, vm)
-        wanted = [n.mac for n in self.lab.vm(vm).nics
-                  if n.ip is not None or self.lab.network(n.network).dhcp]
+        spec = self.lab.vm(vm)
+        # a bond's members: only its first (the bond's MAC) gets an address (guest/cmdline.py)
+        wanted = [n.mac for n in map(lambda nic: bond_nic(spec, nic), spec.nics)
+                  if n is not None and (n.ip is not None or self.lab.network(n.network).dhcp)]
         return ready and all(mac in addrs for mac in wanted), [addrs.get(m) for m in wanted]
 
     def alive(self, vm: str) -> bool:

@@ -1,0 +1,72 @@
+"""Bonds and routers in a real sandbox (issue 17): the example lab boots; its route cells and
+the bond's failover (vnet cuts the active member's link through libvirt) are green; the
+router's forwarding off turns the route cells red, and only them; a bond whose other member's
+link is down too turns bond_failover red, and only it."""
+import time
+from pathlib import Path
+
+import pytest
+
+from provisioner.drivers.base import driver_class
+from provisioner.drivers.libvirt import lifecycle
+from provisioner.host import netns, runner, state
+from provisioner.lab import loader as labfile
+from provisioner.lab.model import Backend
+from provisioner.verify import run as verifier
+
+pytestmark = pytest.mark.integration
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "bonds-and-router.yaml"
+
+
+def say(message):
+    print(message, flush=True)
+
+
+def ssh(target, record, key, vm, command):
+    return runner.run(netns.netns_argv(target.netns, [
+        "ssh", "-i", str(key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+        "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=30",
+        f"root@{record['mgmt'][vm]}", command]), timeout=120).stdout
+
+
+def red(result):
+    return {(c["kind"], c["source"], c["target"]): c["detail"]
+            for c in result["checks"] if not c["ok"]}
+
+
+def test_bond_failover_and_route_green_then_their_negative_controls(lab_sandbox):
+    lab = labfile.load(EXAMPLE, labfile.sandbox_defaults(lab_sandbox))
+    target = lifecycle.target_for(lab_sandbox.name, None)
+    started = time.monotonic()
+    try:
+        record = lifecycle.up(lab, target, say)
+        say(f"boot to ready: {time.monotonic() - started:.0f}s ({record['timings']})")
+        key, _ = state.ssh_key(target, lab.name)
+        say(ssh(target, record, key, "a", "cat /proc/net/bonding/bond0; ip -4 route"))
+
+        result = verifier.verify(lab, target, say, timings=record["timings"])
+        say(verifier.matrix_text(result))
+        assert result["ok"], red(result)
+        cells = {c["kind"]: c for c in result["checks"]}
+        assert {"route", "bond_failover"} <= set(cells)
+        detail = cells["bond_failover"]["detail"]
+        assert "active member eth0 -> eth1" in detail and " ms " in detail, detail
+        assert "vnet cut the link of NIC 0" in detail and "restored" in detail, detail
+
+        # negative control 1: the router stops forwarding -> the route cells, and only them
+        ssh(target, record, key, "r", "echo 0 > /proc/sys/net/ipv4/ip_forward")
+        result = verifier.verify(lab, target, say, timings=record["timings"])
+        assert {k for k, _, _ in red(result)} == {"route"}, red(result)
+        assert all(c["observed"] == "fail" for c in result["checks"] if c["kind"] == "route")
+        ssh(target, record, key, "r", "echo 1 > /proc/sys/net/ipv4/ip_forward")
+
+        # negative control 2: the other member's link is down too (eth1 is active since the
+        # failover, so NIC 0 is the backup) -> no failover: bond_failover, and only it
+        driver = driver_class(Backend.LIBVIRT)(target)
+        driver.set_link(lab.name, "a", 0, False)
+        result = verifier.verify(lab, target, say, timings=record["timings"])
+        driver.set_link(lab.name, "a", 0, True)
+        assert set(red(result)) == {("bond_failover", "a", "bond0 -> host (10.71.1.1)")}, \
+            red(result)
+    finally:
+        lifecycle.destroy(lab.name, target, say)
