@@ -4,8 +4,9 @@
   share it, and vnet_probe picks the interface that is no bond's member), its members get none.
 - `route`: a VM reaches a VM on a subnet behind a router VM, bound to the NIC that shares a
   network with the router (expected pass: vnet added the route and the router forwards).
-- `bond_failover` (active-backup bonds): in the guest's one probe invocation, after its other
-  probes, vnet_probe probes over the bond, asks for the cut on the console (VNET-CUT), vnet
+- `bond_failover` (active-backup bonds): in a second task of the playbook (after every guest's
+  other probes, so a cut disturbs no other cell: one more Python start on a bonded VM only),
+  vnet_probe probes over the bond, asks for the cut on the console (VNET-CUT), vnet
   (LinkCutter, verify/run.py) cuts the active member's link through the driver, the guest
   probes until the new active member answers, and vnet restores the link after Ansible.
 """
@@ -97,8 +98,8 @@ class LinkCutter:
     did is added to the cells' detail by `annotate`."""
     poll = 0.05
 
-    def __init__(self, lab: Lab, cells: list, set_link, serial_log):
-        self.lab, self.set_link = lab, set_link
+    def __init__(self, lab: Lab, cells: list, set_link, serial_log, ready=lambda: True):
+        self.lab, self.set_link, self.ready = lab, set_link, ready   # ready: host probes done
         self.vms = sorted({c.source for c in cells if c.kind == "bond_failover"})
         self.logs = {vm: Path(serial_log(vm)) for vm in self.vms}
         self.offsets = {vm: _size(p) for vm, p in self.logs.items()}   # older lines: not ours
@@ -114,6 +115,8 @@ class LinkCutter:
 
     def _watch(self) -> None:
         while not self.done.wait(self.poll):
+            if not self.ready():
+                continue
             for vm, log in self.logs.items():
                 try:
                     with open(log, "rb") as f:

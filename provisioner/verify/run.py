@@ -218,7 +218,8 @@ def _run(lab, target, sb, cells, inventory, progress) -> None:
     for t in threads:
         t.start()
     cutter = linkcells.LinkCutter(lab, cells, _link_setter(lab, target, inventory.backend),
-                                  lambda vm: serial_log(inventory.work_dir, vm)).start()
+                                  lambda vm: serial_log(inventory.work_dir, vm),
+                                  ready=lambda: not any(t.is_alive() for t in threads)).start()
     try:
         guest = _ansible(lab, target, cells, inventory, progress)
     finally:
@@ -279,8 +280,12 @@ def _ansible(lab: Lab, target: Target, cells, inventory: Inventory, progress) ->
         mine = [(i, c) for i, c in enumerate(cells) if c.runner == f"guest:{vm.name}"]
         hosts[vm.name] = {
             **inventory.hosts.get(vm.name, {}),
-            "vnet_probes": [dict(c.probe, id=str(i)) for i, c in mine if c.kind != "nic_model"],
+            "vnet_probes": [dict(c.probe, id=str(i)) for i, c in mine
+                            if c.kind != "nic_model" and not c.probe.get("failover")],
             "vnet_nic_macs": [c.probe["mac"] for _, c in mine if c.kind == "nic_model"],
+            # a second task, after every guest's probes: a cut link must disturb no other cell
+            "vnet_failovers": [dict(c.probe, id=str(i)) for i, c in mine
+                               if c.probe.get("failover")],
         }
     private = inventory.work_dir / "ansible"
     inventory_data = {"all": {"hosts": hosts, "vars": {
@@ -326,8 +331,10 @@ def _run_playbook(private_dir: str, playbook: str, inventory: dict, env: dict) -
         if event.get("event") == "runner_on_ok":
             data = event["event_data"]
             res = data.get("res", {})
-            if "probes" in res:
-                results[data["host"]] = {"probes": res["probes"], "drivers": res.get("drivers", {})}
+            if "probes" in res:        # one result per task (probes, then bond failovers)
+                got = results.setdefault(data["host"], {"probes": {}, "drivers": {}})
+                got["probes"].update(res["probes"])
+                got["drivers"].update(res.get("drivers", {}))
     return results
 
 
