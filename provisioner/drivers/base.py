@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from ..errors import Unsupported
 from ..host import state
 from ..host.sandbox import lab_defaults
-from ..host.state import Target
+from ..host.state import LabRecord, Target
 from ..lab import loader
 from ..lab.model import Backend, Lab
 from ..progress import Progress
@@ -93,7 +93,7 @@ class Driver(ABC):
         return state.read(self.target, lab_name)
 
 
-def lab_from_record(record: dict) -> Lab:
+def lab_from_record(record: LabRecord) -> Lab:
     """The Lab a record was made from (its lab file's data, resolved again)."""
     return loader.resolve(record["lab_data"], lab_defaults(record.get("sandbox")),
                           source=record.get("source"))
