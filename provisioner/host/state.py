@@ -30,6 +30,7 @@ class LabRecord(TypedDict, total=False):
     lab: str
     backend: str              # "libvirt" | "virtualbox": which driver `status`/`destroy` ask
     source: str | None        # the lab file, or "vnet create --mode ..."
+    sandbox: str | None       # libvirt: the sandbox the lab is in (its lab defaults differ)
     lab_data: Any             # the lab file's data, resolved again by drivers.base.lab_from_record
     mgmt: dict[str, str]      # VM -> management address
 
