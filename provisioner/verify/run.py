@@ -24,7 +24,8 @@ from typing import Callable
 from xml.sax.saxutils import quoteattr
 
 from . import checks as checklib
-from ..host import procs, runner, state
+from ..host import procs, state
+from ..host.ssh import close_masters, control_dir
 from . import topology
 from ..lab.naming import mgmt_subnet_for
 from ..errors import VnetError
@@ -312,26 +313,6 @@ def _run_playbook(private_dir: str, playbook: str, inventory: dict, env: dict) -
             if "probes" in res:
                 results[data["host"]] = {"probes": res["probes"], "drivers": res.get("drivers", {})}
     return results
-
-
-def control_dir(target: Target, lab: str) -> Path:
-    """A short per-lab directory for SSH control sockets (unix socket paths are short)."""
-    import hashlib
-
-    from ..host.paths import state_root
-
-    key = hashlib.sha256(f"{target.key}/{lab}".encode()).hexdigest()[:12]
-    path = state_root() / "cp" / key
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return path
-
-
-def close_masters(directory: Path) -> None:
-    """End the SSH control masters Ansible left, so no process outlives the verification."""
-    for sock in directory.glob("*"):
-        runner.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "vnet"], check=False,
-                   timeout=10)
-        sock.unlink(missing_ok=True)
 
 
 # --- presentation ---------------------------------------------------------------------------
