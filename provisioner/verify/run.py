@@ -27,6 +27,7 @@ from . import checks as checklib
 from ..host import procs, state
 from ..host.ssh import close_masters, control_dir
 from . import topology
+from .result import build as build_result
 from ..lab.naming import mgmt_subnet_for
 from ..errors import VnetError
 from ..lab.model import Backend, Lab
@@ -106,9 +107,9 @@ def _verify(lab: Lab, target: Target, progress: Callable[[str], None],
     found = [c.as_dict() for c in cells]
     control = {vm: h.get("ansible_host") for vm, h in inventory.hosts.items()}
     # ok needs at least one verified cell: a lab with no cell at all proves nothing
-    return {"lab": lab.name, "backend": inventory.backend.value, "inventory": inventory.source,
-            "ok": checklib.verdict(found) == checklib.GREEN, "checks": found,
-            "timings": phases, "notes": notes, "topology": topology.of(lab, control)}
+    return dict(build_result(lab.name, inventory.backend,
+                             checklib.verdict(found) == checklib.GREEN, found, phases, notes,
+                             inventory=inventory.source, topology=topology.of(lab, control)))
 
 
 def _sandbox(target: Target):
@@ -130,14 +131,15 @@ def endpoints(lab: Lab, target: Target, port: int = 0,
         mgmt_host_ip=mgmt_host_ip or str(mgmt_subnet_for(lab.name).network_address + 1))
 
 
-def unbooted_result(lab: Lab, cells: list, note: str, timings: dict | None = None) -> dict:
+def unbooted_result(lab: Lab, cells: list, note: str, timings: dict | None = None,
+                    backend: Backend = Backend.LIBVIRT) -> dict:
     """A result shaped like verify()'s for a lab that was never booted (its hardware is
     missing): its cells are observed "skipped", which is not a failure for such a lab."""
     from . import topology
 
-    return {"lab": lab.name, "backend": "libvirt", "ok": checklib.result_ok(cells, booted=False),
-            "booted": False, "checks": [c.as_dict() for c in cells],
-            "timings": dict(timings or {}), "notes": [note], "topology": topology.of(lab)}
+    return dict(build_result(lab.name, backend, checklib.result_ok(cells, booted=False),
+                             [c.as_dict() for c in cells], dict(timings or {}), [note],
+                             booted=False, topology=topology.of(lab)))
 
 
 # Runs the probe module's listener on one address: it is loaded by path (runpy), so nothing
