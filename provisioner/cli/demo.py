@@ -39,7 +39,7 @@ def demo_cmd(mode, sandbox_name, keep, destroy, list_only, report, out, fmt):
       vnet demo hostonly --report html --out hostonly.html
     """
     from ..ops import demo
-    from ..drivers.libvirt import lifecycle
+    from ..progress import progress_printer
 
     if list_only:
         demos = demo.list_demos()
@@ -59,7 +59,7 @@ def demo_cmd(mode, sandbox_name, keep, destroy, list_only, report, out, fmt):
         raise click.UsageError("--keep and --destroy exclude each other")
     if report and out is None:
         raise click.UsageError("--report needs --out FILE")
-    say = lifecycle.progress_printer()
+    say = progress_printer()
     if destroy:
         demo.teardown(mode, sandbox_name, say)
         click.echo(f"demo {mode} removed from sandbox {sandbox_name}")

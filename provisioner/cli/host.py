@@ -33,10 +33,10 @@ def sandbox():
 @handle_errors
 def sandbox_up(name):
     """Create sandbox NAME (idempotent)."""
-    from ..drivers.libvirt import lifecycle
+    from ..progress import progress_printer
     from ..host import sandbox as sb
 
-    box = sb.up(name, progress=lifecycle.progress_printer())
+    box = sb.up(name, progress=progress_printer())
     click.echo(f"sandbox {box.name} is up: {box.uri}")
 
 
@@ -45,10 +45,10 @@ def sandbox_up(name):
 @handle_errors
 def sandbox_down(name):
     """Remove sandbox NAME and everything in it (its labs included)."""
-    from ..drivers.libvirt import lifecycle
+    from ..progress import progress_printer
     from ..host import sandbox as sb
 
-    sb.down(name, progress=lifecycle.progress_printer())
+    sb.down(name, progress=progress_printer())
     click.echo(f"sandbox {name} is down")
 
 
@@ -117,17 +117,17 @@ def image():
 def image_build(name, cloud, force):
     """Build (or reuse) an image."""
     from ..guest import images
-    from ..drivers.libvirt import lifecycle
+    from ..progress import progress_printer
 
     if cloud is not None:
         from ..guest import cloudbuild
 
-        built = cloudbuild.build(cloud, progress=lifecycle.progress_printer(), force=force)
+        built = cloudbuild.build(cloud, progress=progress_printer(), force=force)
         click.echo(f"{built.name} {built.digest}\n"
                    f"images:\n  {built.name}:\n    url: {built.url}\n"
                    f"    sha256: {built.sha256}")
         return
-    built = images.build_tiny(progress=lifecycle.progress_printer(), force=force)
+    built = images.build_tiny(progress=progress_printer(), force=force)
     click.echo(f"{built.name} {built.digest}: {built.kernel.parent}")
 
 

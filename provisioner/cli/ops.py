@@ -87,7 +87,7 @@ def matrix_cmd(mode_list, model_list, sandbox_name, report_dir, pf, report, out)
       vnet matrix --sandbox default --modes natnetwork --report-dir out
       vnet matrix --modes natnetwork --report-dir out --report html --out out/matrix.html
     """
-    from ..drivers.libvirt import lifecycle
+    from ..progress import progress_printer
     from ..ops import matrix
     from ..lab import modes
 
@@ -101,7 +101,7 @@ def matrix_cmd(mode_list, model_list, sandbox_name, report_dir, pf, report, out)
     model_names = _names(model_list) or list(matrix.DEFAULT_MODELS)
     try:
         summary = matrix.run(mode_names, model_names, report_dir, sandbox_name, pf,
-                             progress=lifecycle.progress_printer())
+                             progress=progress_printer())
     except KeyboardInterrupt:
         click.echo(f"vnet: interrupted; labs and the temporary sandbox were removed; partial "
                    f"results in {report_dir / 'summary.json'}", err=True)

@@ -30,10 +30,10 @@ def image_box(provider: str, out: Path | None):
     """
     from ..guest import vagrantbox
     from ..host.paths import cache_dir
-    from ..drivers.libvirt import lifecycle
+    from ..progress import progress_printer
 
     box = vagrantbox.build(provider, out or cache_dir() / "boxes",
-                           progress=lifecycle.progress_printer())
+                           progress=progress_printer())
     for note in box.notes:
         click.echo(f"vnet: note: {note}", err=True)
     click.echo(str(box.path))

@@ -9,12 +9,12 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict
 
 from ..errors import Unsupported
 from ..host import state
 from ..host.sandbox import lab_defaults
-from ..host.state import Target
+from ..host.state import LabRecord, Target
 from ..lab import loader
 from ..lab.model import Backend, Lab
 from ..progress import Progress
@@ -34,7 +34,31 @@ class Plan:
     lab: Lab
     documents: tuple[Document, ...]
     commands: tuple[tuple[str, ...], ...] = ()     # argv lists (VirtualBox)
-    extra: dict[str, Any] = field(default_factory=dict)
+    # The backend's own hand-off from plan to apply: LibvirtExtra or VBoxExtra below.
+    extra: Any = field(default_factory=dict)
+
+
+class LibvirtExtra(TypedDict):
+    """What a libvirt plan hands to its lifecycle besides the XML documents."""
+    cloud: dict[str, dict]        # VM -> its cloud image, overlay and seed
+    hostfwd: list[dict]           # nat: QEMU hostfwd rules
+    proxies: list[dict]           # natnetwork: vnet's port proxy rules
+    mgmt: dict[str, str]          # VM -> management address
+    mgmt_subnet: str
+
+
+class VBoxExtra(TypedDict):
+    """What a VirtualBox plan hands to its lifecycle besides the VBoxManage argv lists."""
+    teardown: list[tuple[str, ...]]   # argv lists that remove what the plan creates
+    tag: dict[str, str]           # extradata keys and values every VM carries
+    captures: dict[int, str]      # step index -> the token its output binds (host-only ifs)
+    hostonlyifs: dict[str, dict]  # network -> {token, ip, netmask}
+    mgmt: dict[str, str]          # VM -> management address
+    mgmt_subnet: str
+    mgmt_host_ip: str
+    vms: dict[str, str]           # VM -> VirtualBox VM name
+    boot: dict[str, dict]         # VM -> its boot ISO and kernel command line
+    version: str
 
 
 class Driver(ABC):
@@ -93,7 +117,7 @@ class Driver(ABC):
         return state.read(self.target, lab_name)
 
 
-def lab_from_record(record: dict) -> Lab:
+def lab_from_record(record: LabRecord) -> Lab:
     """The Lab a record was made from (its lab file's data, resolved again)."""
     return loader.resolve(record["lab_data"], lab_defaults(record.get("sandbox")),
                           source=record.get("source"))

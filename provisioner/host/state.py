@@ -10,7 +10,7 @@ import json
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, TypedDict
 
 from . import locks, runner
 from ..errors import VnetError
@@ -21,6 +21,18 @@ from .paths import state_root, validate_name
 RECORD = "lab.json"
 MARKER = ".vnet-lab"          # written when the directory is made, before lab.json exists
 MARKERS = (RECORD, MARKER)    # a lab directory holds one of these, or it is not removed
+SCHEMA = 1                    # the lab record's layout; a record without "schema" is version 1
+
+
+class LabRecord(TypedDict, total=False):
+    """What every backend's record holds (each driver adds its own keys beside these); the file
+    also carries "schema" (SCHEMA), which save writes and read checks."""
+    lab: str
+    backend: str              # "libvirt" | "virtualbox": which driver `status`/`destroy` ask
+    source: str | None        # the lab file, or "vnet create --mode ..."
+    sandbox: str | None       # libvirt: the sandbox the lab is in (its lab defaults differ)
+    lab_data: Any             # the lab file's data, resolved again by drivers.base.lab_from_record
+    mgmt: dict[str, str]      # VM -> management address
 
 
 class CorruptState(VnetError):
@@ -79,7 +91,8 @@ def targets_recording(lab: str) -> list[str]:
 
 def save(target: Target, lab: str, record: dict) -> Path:
     path = _made_lab_dir(target, lab)
-    locks.write_atomic(path / "lab.json", json.dumps(record, indent=2, default=str))
+    stored = {"schema": SCHEMA, **{k: v for k, v in record.items() if k != "schema"}}
+    locks.write_atomic(path / "lab.json", json.dumps(stored, indent=2, default=str))
     return path
 
 
@@ -107,6 +120,19 @@ def read(target: Target, lab: str) -> dict | None:
         raise CorruptState(f"the state file {path} is corrupt ({exc})",
                            hint=f"`vnet destroy {lab}` removes what it can find of the lab") \
             from None
+    return _migrate(record, path, lab)
+
+
+def _migrate(record: dict, path: Path, lab: str) -> dict:
+    """A record as this vnet reads it (the schema is the file's, not the record's: save adds it,
+    read checks and drops it): older layouts brought up to SCHEMA, newer ones refused (a newer
+    vnet may have put things there this one would not know to remove)."""
+    schema = record.pop("schema", 1)              # records from before the schema field
+    if not isinstance(schema, int) or schema > SCHEMA:
+        raise CorruptState(f"the state file {path} has record schema {schema!r}; this vnet "
+                           f"reads schema {SCHEMA} (it was written by a newer vnet)",
+                           hint=f"use the vnet that created lab {lab}; `vnet destroy {lab}` "
+                                "here removes only what carries the lab's tag")
     return record
 
 

@@ -3,19 +3,19 @@ driver never sees a lab it has to second-guess. Every error names its field path
 from __future__ import annotations
 
 import copy
-import hashlib
 import re
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_network
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from . import links, modes, nics
 from ..errors import LabFileError, quote
 from .labyaml import parse
-from .model import Bond, CloudImage, Lab, Network, Nic, PortForward, Vm, check_name
-from .naming import mgmt_subnet_for
+from .model import Bond, CloudImage, Lab, Network, Nic, PortForward, Vm
+from .fields import _choice, _int, _list, _mapping, _name
+from .images import _images, _vm_image
+from .naming import mgmt_subnet_for, nic_mac
 
 # Every pattern is used with fullmatch (`$` with re.match would accept a trailing newline).
 MAC_RE = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
@@ -24,9 +24,6 @@ NETDEV_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 VDPA_RE = re.compile(r"/dev/vhost-vdpa-[0-9]+")
 FIRST_AUTO = 150
 FIRST_HOST = 10
-IMAGES = ("tiny",)                   # built in; cloud images come as {url, sha256}
-SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
-URL_SCHEMES = ("https", "http", "file")
 CLOUD_MEMORY = 512                   # default MiB for a cloud-image VM (tiny: 128)
 
 LAB_KEYS = {"name", "networks", "vms", "images"}
@@ -35,7 +32,6 @@ VM_KEYS = {"name", "image", "memory", "cpus", "nics", "bonds", "router"}
 NIC_KEYS = {"network", "model", "mac", "ip", "pf", "vf_address", "device", "bond"}
 PF_KEYS = {"name", "proto", "host_port", "vm", "guest_port", "host_ip", "allow_privileged"}
 PRIVILEGED_PORTS = 1024             # host ports below this need allow_privileged: true
-IMAGE_KEYS = {"url", "sha256", "name"}
 
 
 @dataclass(frozen=True)
@@ -279,7 +275,7 @@ def _nic(item: Any, where: str, networks: dict[str, Network], lab: str, vm: str,
     net = networks[net_name]
     model = _choice(nic.get("model", "virtio"), f"{where}.model", nics.names(), "NIC model",
                     "valid models")
-    mac = nic["mac"] if nic.get("mac") is not None else _derived_mac(lab, vm, index)
+    mac = nic["mac"] if nic.get("mac") is not None else nic_mac(lab, vm, index)
     if not isinstance(mac, str) or not MAC_RE.fullmatch(mac):
         raise LabFileError(f"{where}.mac", f"{quote(mac)} is not a MAC address like "
                            "52:54:00:aa:bb:01")
@@ -337,70 +333,6 @@ def _nic_ip(value: Any, where: str, net: Network, next_host: dict[str, int],
         raise LabFileError(where, f"{addr} is not a host address of subnet {net.subnet}")
     return IPv4Interface(f"{addr}/{net.subnet.prefixlen}")
 
-
-def _derived_mac(lab: str, vm: str, index: int) -> str:
-    """A stable locally-administered QEMU-prefix MAC from the names, so renders are repeatable."""
-    digest = hashlib.sha256(f"{lab}/{vm}/{index}".encode()).digest()
-    return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
-
-
-# --- images ---------------------------------------------------------------------------------
-
-def _images(raw: Any) -> dict[str, CloudImage]:
-    """The top-level `images:` mapping: name -> {url, sha256}, referenced by VMs by name."""
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise LabFileError("images", "must be a mapping of image names to {url, sha256}")
-    result = {}
-    for key, value in raw.items():
-        name = _name(key, f"images.{_cut(key)}")
-        if name in IMAGES:
-            raise LabFileError(f"images.{name}",
-                               f"{quote(name)} is a built-in image; pick another name")
-        result[name] = _cloud_image(value, f"images.{name}", name, named=True)
-    return result
-
-
-def _vm_image(value: Any, where: str, images: dict[str, CloudImage]) -> str | CloudImage:
-    if isinstance(value, dict):
-        return _cloud_image(value, where, None, named=False)
-    if isinstance(value, str) and value in IMAGES:
-        return value
-    if isinstance(value, str) and value in images:
-        return images[value]
-    raise LabFileError(where, f"unknown image {quote(value)}; valid images: "
-                       f"{', '.join([*IMAGES, *images])}, or a mapping {{url, sha256}}")
-
-
-def _cloud_image(value: Any, where: str, name: str | None, named: bool) -> CloudImage:
-    keys = IMAGE_KEYS - {"name"} if named else IMAGE_KEYS
-    image = _mapping(value, where, keys, required={"url"})
-    if "sha256" not in image:
-        raise LabFileError(f"{where}.sha256", "is required: the image file's SHA-256 (64 hex "
-                           "digits, as `sha256sum` prints it); every download is checked against it")
-    sha = image["sha256"]
-    if not isinstance(sha, str) or not SHA256_RE.fullmatch(sha):
-        raise LabFileError(f"{where}.sha256", f"{quote(sha)} is not a SHA-256: use 64 hex digits")
-    url = image["url"]
-    try:
-        # urlsplit silently drops tabs and newlines; a URL with any whitespace is refused
-        parts = urlsplit(url) if isinstance(url, str) and url.isprintable() \
-            and not any(c.isspace() for c in url) else None
-    except ValueError:          # e.g. "http://[": a bracket that opens no IPv6 address
-        parts = None
-    if parts is None or parts.scheme not in URL_SCHEMES or not parts.path \
-            or (parts.scheme == "file") == bool(parts.netloc not in ("", "localhost")):
-        raise LabFileError(f"{where}.url", f"{quote(url)} is not a URL vnet can fetch; use "
-                           f"{', '.join(s + '://' for s in URL_SCHEMES)} (file:///abs/path.qcow2)")
-    if not named:
-        name = _name(image["name"], f"{where}.name") if "name" in image else \
-            f"cloud-{sha.lower()[:12]}"
-    assert name is not None            # given when named, derived above otherwise
-    return CloudImage(name=name, url=url, sha256=sha.lower())
-
-
-# --- port forwards --------------------------------------------------------------------------
 
 def _with_forwards(net: Network, raw: dict, vms: tuple[Vm, ...],
                    defaults: Defaults = Defaults()) -> Network:
@@ -471,47 +403,3 @@ def _check_host_ports(networks: tuple[Network, ...]) -> None:
 
 
 # --- small typed readers --------------------------------------------------------------------
-
-def _mapping(value: Any, where: str, keys: set[str], required: set[str]) -> dict:
-    if not isinstance(value, dict):
-        raise LabFileError(where or "(top level)", "must be a mapping of keys to values")
-    unknown = sorted(set(map(_cut, value)) - keys)
-    if unknown:
-        raise LabFileError(f"{where}.{unknown[0]}" if where else unknown[0],
-                           f"unknown field; valid fields: {', '.join(sorted(keys))}")
-    missing = sorted(required - set(value))
-    if missing:
-        raise LabFileError(f"{where}.{missing[0]}" if where else missing[0], "is required")
-    return value
-
-
-def _list(value: Any, where: str, non_empty: bool = False) -> list:
-    if not isinstance(value, list):
-        raise LabFileError(where, "must be a list")
-    if non_empty and not value:
-        raise LabFileError(where, "must not be empty")
-    return value
-
-
-def _name(value: Any, where: str) -> str:
-    return check_name(value, where)
-
-
-def _choice(value: Any, where: str, choices, what: str, valid: str) -> str:
-    """A string that is one of `choices` (type checked first: a list or mapping is no key)."""
-    if not isinstance(value, str) or value not in choices:
-        raise LabFileError(where, f"unknown {what} {quote(value)}; {valid}: {', '.join(choices)}")
-    return value
-
-
-def _int(value: Any, where: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise LabFileError(where, f"{quote(value)} must be a whole number from {low} to {high}")
-    return value
-
-
-def _cut(key: Any) -> str:
-    """A mapping key from the file as it appears in a field path, cut to a readable length."""
-    text = str(key)
-    text = text if text.isprintable() and text.strip() == text and text else repr(text)
-    return text if len(text) <= 40 else text[:39] + "\u2026"

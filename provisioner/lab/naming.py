@@ -24,3 +24,9 @@ def mgmt_subnet_for(lab: str) -> IPv4Network:
 def mgmt_mac(lab: str, vm: str) -> str:
     digest = hashlib.sha256(f"{lab}/{vm}/mgmt".encode()).digest()
     return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
+
+
+def nic_mac(lab: str, vm: str, index: int) -> str:
+    """A stable locally-administered QEMU-prefix MAC from the names, so renders are repeatable."""
+    digest = hashlib.sha256(f"{lab}/{vm}/{index}".encode()).digest()
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])

@@ -33,6 +33,7 @@ from ..verify import run as verifier
 from ..lab.defaults import default_lab
 from ..errors import ExitStatus, LabFileError, NotFound, Unsupported, VnetError
 from ..lab.model import Backend
+from ..verify.result import build as build_result
 from ..verify.report import table
 from ..progress import Progress
 
@@ -150,8 +151,10 @@ def run_one(mode: str, model: str, target: state.Target, report_dir: Path, pf: s
 
 def _empty(name: str, **extra) -> dict:
     """A result for a lab that never ran (shaped like verify()'s)."""
-    return {"lab": name, "backend": "libvirt", "ok": False, "booted": False, "checks": [],
-            "timings": {}, "notes": [], **extra}
+    fields = {"ok": False, "checks": [], "timings": {}, "notes": [], "booted": False}
+    fields.update((k, extra.pop(k)) for k in list(extra) if k in fields)
+    return dict(build_result(name, Backend.LIBVIRT, fields["ok"], fields["checks"],
+                             fields["timings"], fields["notes"], booted=fields["booted"], **extra))
 
 
 def _prepare(mode: str, model: str, name: str, target: state.Target, pf: str | None):

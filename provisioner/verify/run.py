@@ -25,8 +25,10 @@ from xml.sax.saxutils import quoteattr
 
 from . import checks as checklib
 from . import linkcells
-from ..host import procs, runner, state
+from ..host import procs, state
+from ..host.ssh import close_masters, control_dir
 from . import topology
+from .result import build as build_result
 from ..lab.naming import mgmt_subnet_for
 from ..errors import VnetError
 from ..lab.model import Backend, Lab
@@ -107,9 +109,9 @@ def _verify(lab: Lab, target: Target, progress: Callable[[str], None],
     found = [c.as_dict() for c in cells]
     control = {vm: h.get("ansible_host") for vm, h in inventory.hosts.items()}
     # ok needs at least one verified cell: a lab with no cell at all proves nothing
-    return {"lab": lab.name, "backend": inventory.backend.value, "inventory": inventory.source,
-            "ok": checklib.verdict(found) == checklib.GREEN, "checks": found,
-            "timings": phases, "notes": notes, "topology": topology.of(lab, control)}
+    return dict(build_result(lab.name, inventory.backend,
+                             checklib.verdict(found) == checklib.GREEN, found, phases, notes,
+                             inventory=inventory.source, topology=topology.of(lab, control)))
 
 
 def _sandbox(target: Target):
@@ -131,14 +133,15 @@ def endpoints(lab: Lab, target: Target, port: int = 0,
         mgmt_host_ip=mgmt_host_ip or str(mgmt_subnet_for(lab.name).network_address + 1))
 
 
-def unbooted_result(lab: Lab, cells: list, note: str, timings: dict | None = None) -> dict:
+def unbooted_result(lab: Lab, cells: list, note: str, timings: dict | None = None,
+                    backend: Backend = Backend.LIBVIRT) -> dict:
     """A result shaped like verify()'s for a lab that was never booted (its hardware is
     missing): its cells are observed "skipped", which is not a failure for such a lab."""
     from . import topology
 
-    return {"lab": lab.name, "backend": "libvirt", "ok": checklib.result_ok(cells, booted=False),
-            "booted": False, "checks": [c.as_dict() for c in cells],
-            "timings": dict(timings or {}), "notes": [note], "topology": topology.of(lab)}
+    return dict(build_result(lab.name, backend, checklib.result_ok(cells, booted=False),
+                             [c.as_dict() for c in cells], dict(timings or {}), [note],
+                             booted=False, topology=topology.of(lab)))
 
 
 # Runs the probe module's listener on one address: it is loaded by path (runpy), so nothing
@@ -336,26 +339,6 @@ def _run_playbook(private_dir: str, playbook: str, inventory: dict, env: dict) -
                 got["probes"].update(res["probes"])
                 got["drivers"].update(res.get("drivers", {}))
     return results
-
-
-def control_dir(target: Target, lab: str) -> Path:
-    """A short per-lab directory for SSH control sockets (unix socket paths are short)."""
-    import hashlib
-
-    from ..host.paths import state_root
-
-    key = hashlib.sha256(f"{target.key}/{lab}".encode()).hexdigest()[:12]
-    path = state_root() / "cp" / key
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return path
-
-
-def close_masters(directory: Path) -> None:
-    """End the SSH control masters Ansible left, so no process outlives the verification."""
-    for sock in directory.glob("*"):
-        runner.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "vnet"], check=False,
-                   timeout=10)
-        sock.unlink(missing_ok=True)
 
 
 # --- presentation ---------------------------------------------------------------------------

@@ -11,8 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from provisioner.drivers.libvirt import lifecycle
-from provisioner.host import sandbox, state
-from provisioner.verify import run as verifier
+from provisioner.host import sandbox, ssh, state
 from provisioner.cli import main
 from provisioner.drivers.libvirt import connection as libvirt_driver
 from provisioner.drivers.virtualbox import lifecycle as vbox_exec
@@ -78,7 +77,7 @@ def world(tmp_path, monkeypatch):
     monkeypatch.setenv("VNET_STATE_DIR", str(root))
     fake = FakeLibvirt()
     monkeypatch.setattr(libvirt_driver, "_libvirt", lambda: fake)
-    monkeypatch.setattr(verifier, "close_masters", lambda directory: None)
+    monkeypatch.setattr(ssh, "close_masters", lambda directory: None)
     monkeypatch.setattr(lifecycle, "target_for", lambda name, uri: Target(
         uri=uri or "qemu:///fake", sandbox=name))
     real_rmtree, refused = shutil.rmtree, []

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...guest import cloudimages, seed
-from ...host import forwarding, state
+from ...host import forwarding, ssh, state
 from .. import boot
 from ...guest.cmdline import bond_nic
 from ..base import lab_from_record
@@ -227,10 +227,8 @@ def _destroy(lab_name: str, target: Target, progress: Progress) -> list[str]:
     forwarding.stop_proxy(lab_dir, progress)
     driver = LibvirtDriver(target)
     removed = driver.destroy(lab_name, progress)
-    from ...verify.run import close_masters, control_dir
-
-    close_masters(control_dir(target, lab_name))
-    control_dir(target, lab_name).rmdir()
+    ssh.close_masters(ssh.control_dir(target, lab_name))
+    ssh.control_dir(target, lab_name).rmdir()
     has_record = (lab_dir / state.RECORD).exists()
     unowned = driver.unowned().get(lab_name)
     if unowned and has_record:

@@ -32,7 +32,7 @@ from ...lab.model import Backend, CloudImage, Lab, Nic, Vm
 from ...host.owner import PLACEHOLDER
 from ...guest.seed import Seed, SeedNic
 from ...resources import data_dir
-from ..base import Document, Plan
+from ..base import Document, LibvirtExtra, Plan
 from ...lab.naming import bridge_name, mgmt_mac, mgmt_subnet_for, object_name  # noqa: F401
 
 XMLNS = "https://vnet.dev/xmlns/lab/1"
@@ -84,13 +84,14 @@ class LibvirtRenderer:
         docs += [Document("domain", d["libvirt_name"],
                           self._render("domain.xml.j2", lab, dom=d, vm=vm))
                  for d, vm in zip(domains, lab.vms)]
-        return Plan(Backend.LIBVIRT, lab, tuple(docs), extra={
+        extra: LibvirtExtra = {
             "cloud": {vm.name: d["cloud"] for vm, d in zip(lab.vms, domains) if d["cloud"]},
             "hostfwd": self._hostfwds(lab),
             "proxies": self._proxies(lab),
             "mgmt": {vm.name: str(d["mgmt_ip"].ip) for vm, d in zip(lab.vms, domains)},
             "mgmt_subnet": str(mgmt),
-        })
+        }
+        return Plan(Backend.LIBVIRT, lab, tuple(docs), extra=extra)
 
     # --- validation a lab file cannot express: what libvirt can realize ---------------------
 

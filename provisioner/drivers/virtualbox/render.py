@@ -58,7 +58,7 @@ from ...lab import modes, nics
 from ...errors import Unsupported
 from ...lab.model import Backend, CloudImage, Lab, Network, Nic, Vm
 from ...host.owner import PLACEHOLDER
-from ..base import Document, Plan
+from ..base import Document, Plan, VBoxExtra
 from ...lab.naming import mgmt_mac, object_name
 
 VBOXMANAGE = "VBoxManage"
@@ -174,25 +174,26 @@ class VirtualBoxRenderer:
         steps += [(f"vm {vm.name}: startvm", _vbm("startvm", vbox_name(lab.name, vm.name),
                                                    "--type", "headless")) for vm in lab.vms]
         docs = tuple(Document("command", label, shlex.join(argv)) for label, argv in steps)
+        extra: VBoxExtra = {
+            "teardown": self._teardown(lab, networks),
+            "tag": {"key": TAG_KEY, "value": lab.name,
+                    "owner_key": OWNER_KEY, "owner": self.ctx.owner},
+            "captures": captures,
+            "hostonlyifs": {n.name: {"token": hostonlyif_token(n.name),
+                                     "ip": str(n.host_ip),
+                                     "netmask": str(n.subnet.netmask)}
+                            for n in networks if self._uses_hostonlyif(n)},
+            "mgmt": {vm.name: str(self._mgmt_ip(i).ip)
+                     for i, vm in enumerate(lab.vms)},
+            "mgmt_subnet": str(mgmt.subnet),
+            "mgmt_host_ip": str(mgmt.host_ip),
+            "vms": {vm.name: vbox_name(lab.name, vm.name) for vm in lab.vms},
+            "boot": {vm.name: self._boot(lab, vm, i)
+                     for i, vm in enumerate(lab.vms) if self._boots_iso(vm)},
+            "version": ".".join(map(str, self.ctx.version)),
+        }
         return Plan(Backend.VIRTUALBOX, lab, docs, commands=tuple(argv for _, argv in steps),
-                    extra={
-                        "teardown": self._teardown(lab, networks),
-                        "tag": {"key": TAG_KEY, "value": lab.name,
-                                "owner_key": OWNER_KEY, "owner": self.ctx.owner},
-                        "captures": captures,
-                        "hostonlyifs": {n.name: {"token": hostonlyif_token(n.name),
-                                                 "ip": str(n.host_ip),
-                                                 "netmask": str(n.subnet.netmask)}
-                                        for n in networks if self._uses_hostonlyif(n)},
-                        "mgmt": {vm.name: str(self._mgmt_ip(i).ip)
-                                 for i, vm in enumerate(lab.vms)},
-                        "mgmt_subnet": str(mgmt.subnet),
-                        "mgmt_host_ip": str(mgmt.host_ip),
-                        "vms": {vm.name: vbox_name(lab.name, vm.name) for vm in lab.vms},
-                        "boot": {vm.name: self._boot(lab, vm, i)
-                                 for i, vm in enumerate(lab.vms) if self._boots_iso(vm)},
-                        "version": ".".join(map(str, self.ctx.version)),
-                    })
+                    extra=extra)
 
     # --- what a valid lab can still ask for that VirtualBox cannot do -----------------------
 
