@@ -13,7 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..errors import LabFileError, quote
-from .model import Bond, Lab, Network, Nic, Route, Vm, check_name
+from .model import Lab, Network, Nic, Route, Vm, check_name
 
 BOND_MODES = ("active-backup", "balance-rr", "balance-xor", "802.3ad")
 BOND_KEYS = {"name", "mode", "ip"}

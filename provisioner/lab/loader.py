@@ -230,7 +230,7 @@ def _vms(raw: Any, networks: list[tuple[Network, dict]], lab_name: str,
         for bond_name, spec in specs.items():
             network, members = links.bond_members(bond_name, spec, built)
             if modes.MODES[by_name[network].mode].subnet == "fixed":
-                raise LabFileError(spec["where"], f"nat gives every NIC its own private network, "
+                raise LabFileError(spec["where"], "nat gives every NIC its own private network, "
                                    "so its NICs cannot be bonded; valid modes for a bond's "
                                    "network: " + ", ".join(m for m in modes.names() if m != "nat"))
             ip = _nic_ip(spec["ip"], f"{spec['where']}.ip", by_name[network], next_host, reserved)

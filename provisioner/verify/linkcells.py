@@ -131,7 +131,7 @@ class LinkCutter:
     def _cut(self, vm: str, bond: str, mac: str, token: str) -> None:
         nics = self.lab.vm(vm).nics
         index = next((i for i, n in enumerate(nics) if n.mac == mac), None)
-        cut = {"mac": mac, "index": index, "token": token, "restored": False}
+        cut: dict = {"mac": mac, "index": index, "token": token, "restored": False}
         self.cuts[(vm, bond)] = cut
         if index is None:
             self.errors.append(f"{vm} asked to cut {mac}, which is none of its NICs")

@@ -329,7 +329,7 @@ def _run_playbook(private_dir: str, playbook: str, inventory: dict, env: dict) -
                                  timeout=ANSIBLE_TIMEOUT)
     finally:
         close_masters(Path(env["ANSIBLE_SSH_CONTROL_PATH_DIR"]))
-    results = {}
+    results: dict[str, dict] = {}
     for event in run.events:
         if event.get("event") == "runner_on_ok":
             data = event["event_data"]

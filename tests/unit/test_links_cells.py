@@ -2,6 +2,7 @@
 that builds them, the route and bond_failover cells as data, the in-guest failover judgement,
 the console-driven link cut, and libvirt's live link-state update."""
 import xml.etree.ElementTree as ET
+from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
@@ -172,7 +173,8 @@ def test_libvirt_set_link_updates_the_live_interface(monkeypatch):
 
     drv = LibvirtDriver(Target(uri="qemu:///x"), owner="o")
     monkeypatch.setattr(LibvirtDriver, "_lookup", staticmethod(lambda fn, name: Dom()))
-    monkeypatch.setattr(LibvirtDriver, "conn", property(lambda self: __import__("types").SimpleNamespace(lookupByName=None)))
+    monkeypatch.setattr(LibvirtDriver, "conn",
+                        property(lambda self: SimpleNamespace(lookupByName=None)))
     drv.set_link("vnet-l-a", "52:54:00:AA:BB:02", up=False)
     drv.set_link("vnet-l-a", "52:54:00:aa:bb:01", up=False)
     libvirt = __import__("libvirt")
@@ -184,8 +186,6 @@ def test_libvirt_set_link_updates_the_live_interface(monkeypatch):
 
 
 def test_failovers_go_to_the_second_task_and_both_results_are_kept(lab, monkeypatch, tmp_path):
-    from types import SimpleNamespace
-
     import ansible_runner
 
     from provisioner.verify import run as verifier
