@@ -45,6 +45,7 @@ class SeedNic:
     dhcp: bool = False
     gateway: str | None = None   # the default route goes through this router
     report: bool = True          # vnet waits for this NIC's address (VNET-ADDR)
+    routes: tuple[tuple[str, str], ...] = ()   # (subnet, via): behind a router VM (issue 17)
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,9 @@ def network_config(seed: Seed) -> str:
         if nic.gateway:
             # on-link: a DHCP NIC may carry it before its lease arrives
             eth["routes"] = [{"to": "0.0.0.0/0", "via": nic.gateway, "on-link": True}]
+        if nic.routes:
+            eth.setdefault("routes", []).extend(
+                {"to": to, "via": via, "on-link": True} for to, via in nic.routes)
         ethernets[nic.ifname] = eth
     return _yaml({"version": 2, "ethernets": ethernets})
 

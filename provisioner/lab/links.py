@@ -4,7 +4,8 @@ A VM's `bonds:` name Linux bonds its NICs join (`bond:` on a NIC); the bond, not
 carries the address. A VM with `router: true` forwards between its networks; every other VM
 on one of those networks gets a route to each subnet it reaches only through that router
 (one hop: a subnet behind two routers is not routed). Both are realized by the tiny image's
-init from the kernel command line (guest/cmdline.py), so they need the tiny image.
+init from the kernel command line (guest/cmdline.py), so they need the tiny image; a cloud-image
+VM gets its routes in its seed's network-config (guest/seed.py).
 """
 from __future__ import annotations
 

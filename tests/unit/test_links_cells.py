@@ -214,3 +214,17 @@ def test_failovers_go_to_the_second_task_and_both_results_are_kept(lab, monkeypa
         "ANSIBLE_SSH_CONTROL_PATH_DIR": str(tmp_path)})
     assert results == {"a": {"probes": {"0": {"observed": "pass"}, "24": {"observed": "pass"}},
                              "drivers": {"m": "virtio_net"}}}
+
+
+def test_a_cloud_vm_behind_a_router_gets_its_route_in_the_seed():
+    import yaml
+
+    from provisioner.drivers.libvirt.render import LibvirtRenderer
+    from provisioner.guest.seed import network_config
+
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data["vms"][2]["image"] = {"url": "https://example.invalid/d.qcow2", "sha256": "a" * 64}
+    lab = loader.resolve(data)
+    seed = LibvirtRenderer().plan(lab).extra["cloud"]["b"]["seed"]
+    routes = yaml.safe_load(network_config(seed))["ethernets"]["nic0"]["routes"]
+    assert {"to": "10.71.1.0/24", "via": "10.71.2.254", "on-link": True} in routes

@@ -167,7 +167,9 @@ class LibvirtRenderer:
             seed_nics.append(SeedNic(
                 mac=nic.mac, ifname=f"nic{k}", dhcp=net.dhcp,
                 address=None if net.dhcp or nic.ip is None else str(nic.ip),
-                gateway=str(route) if route else None, report=net.dhcp or nic.ip is not None))
+                gateway=str(route) if route else None, report=net.dhcp or nic.ip is not None,
+                routes=tuple((str(r.destination), str(r.via)) for r in vm.routes
+                             if net.subnet is not None and r.via in net.subnet)))
         seed_nics.append(SeedNic(mac=mgmt_mac(lab.name, vm.name), ifname="mgmt",
                                  address=str(mgmt_ip)))
         return {"image": vm.image,
