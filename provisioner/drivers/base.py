@@ -9,14 +9,14 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, TypedDict
+from typing import Any, ClassVar, cast, TypedDict
 
-from ..errors import Unsupported
+from ..errors import LabFileError, Unsupported
 from ..host import state
 from ..host.sandbox import lab_defaults
 from ..host.state import LabRecord, Target
 from ..lab import loader
-from ..lab.model import Backend, Lab
+from ..lab.model import Backend, Lab, Nic
 from ..progress import Progress
 
 
@@ -115,6 +115,16 @@ class Driver(ABC):
 
     def record(self, lab_name: str) -> dict | None:
         return state.read(self.target, lab_name)
+
+    def link_nic(self, lab_name: str, vm: str, nic: int) -> tuple[dict, Nic]:
+        """(the lab's record, the NIC) that set_link acts on; LabFileError when there is none."""
+        record = self.record(lab_name)
+        vms = {v.name: v for v in lab_from_record(cast(LabRecord, record)).vms} if record else {}
+        if vm not in vms or not 0 <= nic < len(vms[vm].nics):
+            raise LabFileError(f"vms.{vm}.nics[{nic}]", f"lab {lab_name} has no such NIC; VMs: "
+                               f"{', '.join(vms) or 'none (no such lab)'}")
+        assert record is not None            # a VM was found in it
+        return record, vms[vm].nics[nic]
 
 
 def lab_from_record(record: LabRecord) -> Lab:

@@ -577,6 +577,16 @@ def cmd_controlvm(state, args):
     if len(args) < 2:
         raise syntax("controlvm: expected <vm> <action>")
     vm = find_vm(state, args[0])
+    link = re.fullmatch(r"setlinkstate([1-8])", args[1])
+    if link:      # controlvm <vm> setlinkstate<1-N> on|off (VirtualBox manual, controlvm)
+        if len(args) != 3:
+            raise syntax(f"controlvm {args[1]}: expected on or off")
+        if vm["state"] != "running":
+            raise Fail(f"Machine '{vm['name']}' is not currently running")
+        if link.group(1) not in vm["nics"]:
+            raise Fail(f"Invalid NIC number {link.group(1)}")
+        vm["nics"][link.group(1)]["cable"] = on_off(args[2], args[1])
+        return
     action = choice(args[1], ("poweroff", "acpipowerbutton", "reset", "pause", "resume"),
                     "controlvm action")
     if len(args) > 2:

@@ -37,9 +37,36 @@ def test_an_unknown_backend_names_the_valid_ones():
 
 
 def test_set_link_is_part_of_the_contract_and_says_where_it_is_missing():
-    cls = driver_class(Backend.VIRTUALBOX)
-    with pytest.raises(Unsupported, match="virtualbox"):
-        cls(cls.target_for(None, None)).set_link("lab", "vm1", 0, up=False)
+    class Bare(Driver):        # a backend that has not implemented it
+        backend = Backend.LIBVIRT
+        target_for = up = status = destroy = labs = gc = None    # type: ignore[assignment]
+
+    with pytest.raises(Unsupported, match="libvirt"):
+        Bare(Target(uri="test:///default")).set_link("lab", "vm1", 0, up=False)
+
+
+@pytest.mark.parametrize("backend", list(Backend))
+def test_set_link_of_a_nic_that_is_not_there_names_it(backend, tmp_path, monkeypatch):
+    from provisioner.errors import LabFileError
+
+    monkeypatch.setenv("VNET_STATE_DIR", str(tmp_path / "state"))
+    cls = driver_class(backend)
+    with pytest.raises(LabFileError, match=r"vms.vm1.nics\[0\]: lab nolab has no such NIC"):
+        cls(cls.target_for(None, None)).set_link("nolab", "vm1", 0, up=False)
+
+
+def test_virtualbox_set_link_pulls_the_nics_cable(vbox, libvirt_test_uri):
+    _create(vbox)
+    driver = driver_class(Backend.VIRTUALBOX)(vbox_lifecycle.TARGET)
+    record = state.read(vbox_lifecycle.TARGET, "natnetwork")
+
+    def cable():
+        vm = next(v for v in vbox.state()["vms"].values() if v["name"] == record["vms"]["vm1"])
+        return vm["nics"]["1"]["cable"]
+    driver.set_link("natnetwork", "vm1", 0, up=False)
+    assert cable() is False
+    driver.set_link("natnetwork", "vm1", 0, up=True)
+    assert cable() is True
 
 
 @pytest.fixture

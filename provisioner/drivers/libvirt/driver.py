@@ -5,9 +5,8 @@ from __future__ import annotations
 from ...host.state import Target
 from ...lab.model import Backend, Lab
 from ...progress import Progress
-from ...errors import LabFileError
 from ...lab.naming import object_name
-from ..base import Driver, lab_from_record
+from ..base import Driver
 from . import lifecycle
 from .connection import LibvirtDriver
 
@@ -36,11 +35,6 @@ class Libvirt(Driver):
 
     def set_link(self, lab_name: str, vm: str, nic: int, up: bool) -> None:
         """Cut or restore the link of NIC `nic` (its index in the lab file) of a running VM."""
-        record = self.record(lab_name)
-        lab = lab_from_record(record) if record else None
-        vms = {v.name: v for v in lab.vms} if lab else {}
-        if vm not in vms or not 0 <= nic < len(vms[vm].nics):
-            raise LabFileError(f"vms.{vm}.nics[{nic}]", f"lab {lab_name} has no such NIC; VMs: "
-                               f"{', '.join(vms) or 'none (no such lab)'}")
-        LibvirtDriver(self.target).set_link(object_name(lab_name, vm), vms[vm].nics[nic].mac, up)
+        _, found = self.link_nic(lab_name, vm, nic)
+        LibvirtDriver(self.target).set_link(object_name(lab_name, vm), found.mac, up)
 

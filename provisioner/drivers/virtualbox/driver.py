@@ -92,6 +92,13 @@ class VirtualBox(Driver):
                 removed += lifecycle._destroy(lab, progress, be)
         return removed
 
+    def set_link(self, lab_name: str, vm: str, nic: int, up: bool) -> None:
+        """Cut or restore the cable of NIC `nic` (its index in the lab file) of a running VM:
+        `VBoxManage controlvm VM setlinkstateN on|off` (the VirtualBox manual, controlvm)."""
+        record, _ = self.link_nic(lab_name, vm, nic)
+        vbox_api.backend().run(("VBoxManage", "controlvm", record["vms"][vm],
+                                f"setlinkstate{nic + 1}", "on" if up else "off"))
+
     def _tagged(self, be, owner: str | None | bool = True) -> dict[str, list[str]]:
         """lab -> its VMs: this state root's (owner=True), or an older vnet's (owner=None)."""
         tags = objects.vm_tags(be)
