@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ..drivers.base import Driver, driver_class, lab_from_record
 from ..errors import NotFound
+from ..host import state
 from ..lab.model import Backend, Lab
 from ..progress import Progress
 
@@ -28,7 +29,10 @@ def find(lab_name: str, sandbox: str | None = None, uri: str | None = None,
         if candidate is not Backend.LIBVIRT and (sandbox or uri):
             break                    # a sandbox or URI names a libvirt target
         found = driver(candidate, sandbox, uri)
-        record = found.record(lab_name)
+        try:
+            record = found.record(lab_name)
+        except state.CorruptState:
+            return found         # its record is unreadable: its commands say so, destroy goes on
         if record is not None and record.get("backend", Backend.LIBVIRT.value) == candidate.value:
             return found
     return driver(Backend.LIBVIRT, sandbox, uri)

@@ -105,6 +105,15 @@ def test_a_virtualbox_lab_is_found_by_its_record_without_backend(vbox, libvirt_t
     assert state.read(vbox_lifecycle.TARGET, "natnetwork") is None
 
 
+def test_a_virtualbox_lab_with_a_corrupt_record_is_still_destroyed_without_backend(
+        vbox, libvirt_test_uri):
+    _create(vbox)
+    (state.lab_dir(vbox_lifecycle.TARGET, "natnetwork") / state.RECORD).write_text("{not json")
+    gone = CliRunner().invoke(main, ["destroy", "natnetwork"])
+    assert gone.exit_code == 0, gone.output
+    assert not vbox.vms(), vbox.state()
+
+
 def test_gc_removes_a_virtualbox_lab_whose_record_is_gone(vbox, libvirt_test_uri):
     _create(vbox)
     state.remove(vbox_lifecycle.TARGET, "natnetwork")                # a lost state dir
