@@ -73,7 +73,7 @@ def link_cells(lab: Lab, ends, make) -> list:
                 continue
             target, port, name = far
             cells.append(make("bond_failover", bond.network, vm.name,
-                              f"{bond.name} -> {name} ({target})", f"guest:{vm.name}",
+                              f"{name} ({target}) over {bond.name}", f"guest:{vm.name}",
                               dict(target=target, port=port, expect_name=name,
                                    bind_mac=bond.mac, timeout=1.0, answer_timeout=3.0,
                                    failover={"bond": bond.name, "wait": FAILOVER_WAIT,

@@ -68,7 +68,7 @@ def test_bond_failover_and_route_green_then_their_negative_controls(lab_sandbox)
         driver.set_link(lab.name, "a", 0, False)
         result = verifier.verify(lab, target, say, timings=record["timings"])
         driver.set_link(lab.name, "a", 0, True)
-        assert set(red(result)) == {("bond_failover", "a", "bond0 -> host (10.71.1.1)")}, \
+        assert set(red(result)) == {("bond_failover", "a", "host (10.71.1.1) over bond0")}, \
             red(result)
     finally:
         lifecycle.destroy(lab.name, target, say)

@@ -48,7 +48,7 @@ def test_route_and_bond_failover_cells(lab):
     bond_mac = lab.vm("a").bonds[0].mac
     assert routes[0].probe["bind_mac"] == bond_mac         # a leaves through its bond
     (fo,) = [c for c in cells if c.kind == "bond_failover"]
-    assert (fo.source, fo.target, fo.runner) == ("a", "bond0 -> host (10.71.1.1)", "guest:a")
+    assert (fo.source, fo.target, fo.runner) == ("a", "host (10.71.1.1) over bond0", "guest:a")
     assert fo.probe["failover"]["bond"] == "bond0" and fo.probe["bind_mac"] == bond_mac
     # the bond stands for its members: its cells bind to the bond, the members have none
     a_cells = [c for c in cells if c.runner == "guest:a"]
@@ -228,3 +228,12 @@ def test_a_cloud_vm_behind_a_router_gets_its_route_in_the_seed():
     seed = LibvirtRenderer().plan(lab).extra["cloud"]["b"]["seed"]
     routes = yaml.safe_load(network_config(seed))["ethernets"]["nic0"]["routes"]
     assert {"to": "10.71.1.0/24", "via": "10.71.2.254", "on-link": True} in routes
+
+
+def test_the_html_grid_places_link_cells_in_the_far_ends_column(lab):
+    from provisioner.verify.htmlreport import KIND_TITLES, endpoints
+
+    cells = [c.as_dict() for c in checks.build(lab, Backend.LIBVIRT, ENDS)
+             if c.kind in ("route", "bond_failover")]
+    assert [endpoints(c) for c in cells] == [("a", "b"), ("a", "host"), ("b", "a")]
+    assert KIND_TITLES["route"] == "route" and KIND_TITLES["bond_failover"] == "bond failover"
