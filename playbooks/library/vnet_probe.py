@@ -60,6 +60,7 @@ NOT_CONNECTED = {errno.ECONNREFUSED: "refused", errno.ETIMEDOUT: "timed out",
                  errno.ENETDOWN: "no route (network down)",
                  errno.EHOSTDOWN: "no route (host down)"}
 PARENT_CHECK_SECONDS = 1.0   # how soon a listener notices that its vnet is gone
+REQUEST_AGAIN = 5.0          # a bond failover repeats its console request this often
 
 
 def interface_of(mac):
@@ -272,13 +273,17 @@ def failover(spec, console="/dev/console"):
     if first["observed"] != "pass":
         return dict(first, detail=f"before the cut: {first['detail']}")
     mac = _sys(f"/sys/class/net/{before}/bonding_slave/perm_hwaddr")
-    with open(console, "w") as con:
-        con.write(f"\nVNET-CUT {bond} {mac} {secrets.token_hex(4)}\n")
+    request = f"\nVNET-CUT {bond} {mac} {secrets.token_hex(4)}\n"
     deadline = time.monotonic() + opts.get("wait", 30.0)
+    asked = 0.0
     while _sys(f"/sys/class/net/{before}/carrier") == "1":
         if time.monotonic() > deadline:
             return _result("error", f"vnet did not cut {before} ({mac}) within "
                                     f"{opts.get('wait', 30.0):g}s")
+        if time.monotonic() - asked > REQUEST_AGAIN:   # a console line may be lost
+            with open(console, "w") as con:
+                con.write(request)
+            asked = time.monotonic()
         time.sleep(0.02)
     dropped = time.monotonic()
     tries, last = 0, None

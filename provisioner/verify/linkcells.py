@@ -105,6 +105,7 @@ class LinkCutter:
         self.offsets = {vm: _size(p) for vm, p in self.logs.items()}   # older lines: not ours
         self.cuts: dict[tuple[str, str], dict] = {}     # (vm, bond) -> what was cut
         self.errors: list[str] = []
+        self.held = 0                                   # polls a request waited for the host
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._watch, daemon=True)
 
@@ -115,23 +116,31 @@ class LinkCutter:
 
     def _watch(self) -> None:
         while not self.done.wait(self.poll):
-            if not self.ready():
-                continue
-            for vm, log in self.logs.items():
-                try:
-                    with open(log, "rb") as f:
-                        f.seek(self.offsets[vm])
-                        text = f.read().decode(errors="replace")
-                except OSError:
+            try:
+                requests = {vm: self._requests(vm) for vm in self.logs}
+                if any(requests.values()) and not self.ready():
+                    self.held += 1          # the host's probes still run: no cut yet
                     continue
-                for bond, mac, token in CUT_RE.findall(text):
-                    if (vm, bond) not in self.cuts:
-                        self._cut(vm, bond, mac.lower(), token)
+                for vm, found in requests.items():
+                    for bond, mac, token in found:
+                        if (vm, bond) not in self.cuts:
+                            self._cut(vm, bond, mac.lower(), token)
+            except Exception as exc:     # the watcher must keep watching; said in the cell
+                self.errors.append(repr(exc))
+
+    def _requests(self, vm: str) -> list[tuple[str, str, str]]:
+        try:
+            with open(self.logs[vm], "rb") as f:
+                f.seek(self.offsets[vm])
+                return CUT_RE.findall(f.read().decode(errors="replace"))
+        except OSError:
+            return []
 
     def _cut(self, vm: str, bond: str, mac: str, token: str) -> None:
         nics = self.lab.vm(vm).nics
         index = next((i for i, n in enumerate(nics) if n.mac == mac), None)
-        cut: dict = {"mac": mac, "index": index, "token": token, "restored": False}
+        cut: dict = {"mac": mac, "index": index, "token": token, "restored": False,
+                     "seen": time.monotonic()}
         self.cuts[(vm, bond)] = cut
         if index is None:
             self.errors.append(f"{vm} asked to cut {mac}, which is none of its NICs")
@@ -158,9 +167,15 @@ class LinkCutter:
         for c in cells:
             if c.kind != "bond_failover":
                 continue
-            cut = self.cuts.get((c.source, c.probe["failover"]["bond"]))
+            bond = c.probe["failover"]["bond"]
+            cut = self.cuts.get((c.source, bond))
             if cut is None:
-                c.detail += "; vnet saw no VNET-CUT request on the console and cut nothing"
+                asked = any(b == bond for b, _, _ in self._requests(c.source))
+                why = f"vnet's watcher failed: {self.errors[-1]}" if self.errors else \
+                    f"it waited {self.held * self.poll:.1f}s for the host-side probes"
+                c.detail += (f"; the console has the guest's VNET-CUT request, but vnet cut "
+                             f"nothing ({why})") if asked \
+                    else "; vnet saw no VNET-CUT request on the console and cut nothing"
             elif "error" in cut:
                 c.detail += f"; vnet could not cut NIC {cut['index']} ({cut['mac']}): " \
                             f"{cut['error']}"

@@ -237,3 +237,20 @@ def test_the_html_grid_places_link_cells_in_the_far_ends_column(lab):
              if c.kind in ("route", "bond_failover")]
     assert [endpoints(c) for c in cells] == [("a", "b"), ("a", "host"), ("b", "a")]
     assert KIND_TITLES["route"] == "route" and KIND_TITLES["bond_failover"] == "bond failover"
+
+
+def test_a_request_the_cutter_could_not_act_on_is_said_in_the_cell(lab, tmp_path):
+    cells = checks.build(lab, Backend.LIBVIRT, ENDS)
+    (tmp_path / "a.serial.log").write_text("")
+    calls = []
+    cutter = linkcells.LinkCutter(lab, cells, lambda vm, i, up: calls.append(up),
+                                  lambda vm: tmp_path / f"{vm}.serial.log",
+                                  ready=lambda: False).start()     # host probes never end
+    (tmp_path / "a.serial.log").write_text(f"VNET-CUT bond0 {lab.vm('a').nics[0].mac} 1\n")
+    __import__("time").sleep(0.3)
+    cutter.stop()
+    (fo,) = [c for c in cells if c.kind == "bond_failover"]
+    fo.detail = "vnet did not cut eth0"
+    cutter.annotate(cells)
+    assert not calls
+    assert "has the guest's VNET-CUT request, but vnet cut nothing (it waited" in fo.detail
