@@ -26,6 +26,7 @@ import sys
 import threading
 
 SO_BINDTODEVICE = 25
+SIOCGIFADDR = 0x8915
 TIMEOUT = 3.0          # connect: negative cells end here, so keep it short
 ANSWER_TIMEOUT = 10.0  # after connecting
 
@@ -51,6 +52,35 @@ def driver_of(mac):
         return "none"
 
 
+def address_of(ifname):
+    """The NIC's IPv4 address (SIOCGIFADDR), or None when it has none."""
+    import fcntl
+    import struct
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            raw = fcntl.ioctl(s.fileno(), SIOCGIFADDR, struct.pack("256s", ifname.encode()[:15]))
+        except OSError:
+            return None
+    return socket.inet_ntoa(raw[20:24])
+
+
+def bind_to_nic(sock, mac):
+    """Bind a socket to the NIC with this MAC: its device (SO_BINDTODEVICE) and its own address,
+    so the guest's policy routing (one table per NIC, rule "from <address>") sends the probe out
+    of this NIC by this network's gateway, whatever the default route. Returns None, or why the
+    probe cannot run (an "error": the NIC is missing or has no address)."""
+    ifname = interface_of(mac)
+    if ifname is None:
+        return f"no NIC with MAC {mac}"
+    address = address_of(ifname)
+    if address is None:
+        return f"NIC {ifname} ({mac}) has no IPv4 address"
+    sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode())
+    sock.bind((address, 0))
+    return None
+
+
 def _reason(exc):
     code = getattr(exc, "errno", None)
     if isinstance(exc, socket.timeout) or code == errno.ETIMEDOUT:
@@ -69,10 +99,9 @@ def probe(spec):
     sock.settimeout(spec.get("timeout", TIMEOUT))
     try:
         if spec.get("bind_mac"):
-            ifname = interface_of(spec["bind_mac"])
-            if ifname is None:
-                return {"observed": "error", "detail": f"no NIC with MAC {spec['bind_mac']}"}
-            sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode())
+            unusable = bind_to_nic(sock, spec["bind_mac"])
+            if unusable:
+                return {"observed": "error", "detail": unusable}
         sock.connect((spec["target"], int(spec["port"])))
         # Connected: the far end exists. A busy TCG guest may take a while to answer (its
         # listener forks a shell per connection), so the answer gets longer than the connect.
