@@ -98,9 +98,10 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
         for pf in net.port_forwards:
             if ends.host_uplink_ip is None:
                 continue
-            forward = dict(target=ends.host_uplink_ip, port=pf.host_port)
-            forward.update(banner="SSH-") if pf.guest_port == 22 else \
-                forward.update(expect_name=pf.vm)
+            forward = dict(target=ends.host_uplink_ip, port=pf.host_port, expect_name=pf.vm,
+                           forward=forward_of(lab, pf))
+            if pf.guest_port == 22:
+                forward["ssh"] = True      # proven by logging in and reading the guest's name
             if pf.proto != "tcp":
                 continue     # the prober speaks TCP; UDP forwards are rendered, not probed
             label = f"{pf.vm}:{pf.guest_port} via {ends.host_uplink_ip}:{pf.host_port}"
@@ -109,6 +110,14 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
                     checks.append(Check("port_forward", net.name, net.mode, origin, label,
                                         "pass", origin, dict(forward, timeout=3.0)))
     return checks
+
+
+def forward_of(lab: Lab, pf) -> dict:
+    """What the guest side of a forward needs (provisioner/forwardcheck.py): which VM holds
+    which port on which NIC."""
+    nic = next(n for n in lab.vm(pf.vm).nics if n.network == pf.network)
+    return {"vm": pf.vm, "guest_port": pf.guest_port, "proto": pf.proto, "mac": nic.mac,
+            "name": pf.name}
 
 
 def hardware_cells(lab: Lab, ends: Endpoints, reason: str | dict[str, str] | None = None,

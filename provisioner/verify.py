@@ -24,7 +24,7 @@ from typing import Callable
 from xml.sax.saxutils import quoteattr
 
 from . import checks as checklib
-from . import runner, state
+from . import forwardcheck, runner, state
 from .drivers.libvirt_render import mgmt_subnet_for
 from .errors import VnetError
 from .model import Backend, Lab
@@ -149,12 +149,18 @@ def _run(lab, target, sb, cells, inventory, progress) -> None:
     outcome: dict[str, dict] = {}
     errors: list[BaseException] = []
 
+    origins = [checklib.HOST] + ([checklib.INTERNET] if sb else [])
+    stop = inventory.work_dir / "forwards.stop"     # the guests' run has ended (forwardcheck)
+    stop.unlink(missing_ok=True)
+
     def side(netns, source):
-        specs = [dict(c.probe, id=str(i)) for i, c in enumerate(cells) if c.runner == source]
+        specs = [forward_login(dict(c.probe, id=str(i)), inventory)
+                 for i, c in enumerate(cells) if c.runner == source]
         if not specs:
             return
         try:
-            results = run_in_netns(netns, module.run_all, specs) if netns else module.run_all(specs)
+            args = (module, specs, source, stop)
+            results = run_in_netns(netns, _side_probes, *args) if netns else _side_probes(*args)
             outcome.update({f"{source}:{k}": v for k, v in results.items()})
         except BaseException as exc:  # reported below, after the other sources finish
             errors.append(exc)
@@ -164,9 +170,13 @@ def _run(lab, target, sb, cells, inventory, progress) -> None:
         threads.append(threading.Thread(target=side, args=(sb.inet_netns, checklib.INTERNET)))
     for t in threads:
         t.start()
-    guest = _ansible(lab, target, cells, inventory, progress)
-    for t in threads:
-        t.join()
+    try:
+        guest = _ansible(lab, target, cells, inventory, progress,
+                         forwardcheck.guest_holds(cells, origins))
+    finally:
+        stop.touch()
+        for t in threads:
+            t.join()
     if errors:
         raise VnetError(f"host-side probes failed to run: {errors[0]!r}")
     for i, cell in enumerate(cells):
@@ -185,10 +195,37 @@ def _run(lab, target, sb, cells, inventory, progress) -> None:
         else:
             r = outcome.get(f"{cell.runner}:{i}", {"observed": "error", "detail": "not run"})
             cell.observed, cell.detail = r["observed"], r["detail"]
+            fwd = cell.probe.get("forward")
+            if fwd and "nonces" in r:
+                held = guest.get(fwd["vm"], {}).get("forwards", {}).get(fwd["name"])
+                cell.observed, cell.detail = forwardcheck.conclude(r, held, cell.runner, fwd["vm"])
 
 
-def _ansible(lab: Lab, target: Target, cells, inventory: Inventory, progress) -> dict[str, dict]:
-    """One ansible-runner run over all guests; returns {vm: module result}."""
+def _side_probes(module, specs: list[dict], origin: str, stop: Path) -> dict:
+    """The probes of one host-side origin: forwards (until the guests' run ends) beside the rest."""
+    forwards = [s for s in specs if s.get("forward")]
+    results: dict = {}
+    thread = threading.Thread(target=lambda: results.update(
+        forwardcheck.probe_all(forwards, origin, stop, module.probe)))
+    thread.start()
+    results.update(module.run_all([s for s in specs if not s.get("forward")]))
+    thread.join()
+    return results
+
+
+def forward_login(spec: dict, inventory: Inventory) -> dict:
+    """An SSH forward's probe logs in with the key and user Ansible uses for its VM."""
+    if spec.get("ssh"):
+        host = inventory.hosts.get(spec["forward"]["vm"], {})
+        spec.update(key=host.get("ansible_ssh_private_key_file", ""),
+                    user=host.get("ansible_user", "root"))
+    return spec
+
+
+def _ansible(lab: Lab, target: Target, cells, inventory: Inventory, progress,
+             holds: dict[str, list[dict]] | None = None) -> dict[str, dict]:
+    """One ansible-runner run over all guests; returns {vm: module result}. `holds`: the
+    forwards each guest holds open meanwhile (forwardcheck.guest_holds)."""
     hosts = {}
     for vm in lab.vms:
         mine = [(i, c) for i, c in enumerate(cells) if c.runner == f"guest:{vm.name}"]
@@ -196,6 +233,7 @@ def _ansible(lab: Lab, target: Target, cells, inventory: Inventory, progress) ->
             **inventory.hosts.get(vm.name, {}),
             "vnet_probes": [dict(c.probe, id=str(i)) for i, c in mine if c.kind != "nic_model"],
             "vnet_nic_macs": [c.probe["mac"] for _, c in mine if c.kind == "nic_model"],
+            "vnet_forwards": (holds or {}).get(vm.name, []),
         }
     private = inventory.work_dir / "ansible"
     inventory_data = {"all": {"hosts": hosts, "vars": {
@@ -242,7 +280,8 @@ def _run_playbook(private_dir: str, playbook: str, inventory: dict, env: dict) -
             data = event["event_data"]
             res = data.get("res", {})
             if "probes" in res:
-                results[data["host"]] = {"probes": res["probes"], "drivers": res.get("drivers", {})}
+                results[data["host"]] = {"probes": res["probes"], "drivers": res.get("drivers", {}),
+                                         "forwards": res.get("forwards", {})}
     return results
 
 

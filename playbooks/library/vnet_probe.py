@@ -94,7 +94,7 @@ def _reason(exc):
 
 def probe(spec):
     """One TCP probe -> {"observed": "pass"|"fail"|"error", "detail": str}."""
-    nonce = secrets.token_hex(8)
+    nonce = spec.get("nonce") or secrets.token_hex(8)    # preset: a forward's origin-tagged nonce
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.settimeout(spec.get("timeout", TIMEOUT))
     try:
@@ -173,15 +173,145 @@ def serve(port, name, host="0.0.0.0"):
         threading.Thread(target=answer, args=(conn, peer), daemon=True).start()
 
 
+# --- the guest side of port forwards --------------------------------------------------------
+# A forward is proven with or without a service on its guest port. For the duration of this
+# module run the guest holds each forward aimed at it: a free port gets a temporary nonce
+# listener (TCP or UDP, bound to the forward's NIC); a port a service already holds is watched
+# by a raw socket on that NIC, which records the nonces vnet's host-side probes send (so the
+# service need not speak vnet's protocol). Host-side nonces start with their origin ("host-",
+# "internet-"); a forward is done when every origin's nonce arrived, or at FORWARD_LIFETIME.
+
+FORWARD_LIFETIME = 25.0
+NONCE_RE = None   # compiled on first use: re is not imported unless forwards are held
+
+
+class ForwardHold:
+    def __init__(self, spec, name):
+        self.spec, self.name = spec, name
+        self.seen, self.mode, self.detail = [], "none", ""
+        self.sock = None
+        self.done = threading.Event()
+
+    def start(self):
+        import re
+
+        global NONCE_RE
+        NONCE_RE = re.compile(rb"VNET ([0-9A-Za-z.-]{8,64})")
+        ifname = interface_of(self.spec["mac"])
+        address = address_of(ifname) if ifname else None
+        if address is None:
+            self.mode, self.detail = "error", f"no NIC with an address for MAC {self.spec['mac']}"
+            self.done.set()
+            return
+        udp = self.spec.get("proto") == "udp"
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode())
+        try:
+            sock.bind((address, int(self.spec["port"])))
+            if not udp:
+                sock.listen(16)
+            self.mode = "listener"
+            self.detail = f"vnet's temporary listener on {ifname} {address}:{self.spec['port']}"
+        except OSError:          # taken: a service listens there; watch it instead
+            sock.close()
+            sock = socket.socket(socket.AF_INET, socket.SOCK_RAW,
+                                 socket.IPPROTO_UDP if udp else socket.IPPROTO_TCP)
+            sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode())
+            self.mode = "service"
+            self.detail = f"service present on {ifname} {address}:{self.spec['port']}"
+        sock.settimeout(0.2)
+        self.sock, self.address = sock, address
+        threading.Thread(target=self._loop, args=(udp,), daemon=True).start()
+
+    def _note(self, nonce):
+        if nonce not in self.seen:
+            self.seen.append(nonce)
+        origins = self.spec.get("origins") or []
+        if all(any(n.startswith(o + "-") for n in self.seen) for o in origins):
+            self.done.set()
+
+    def _loop(self, udp):
+        while not self.done.is_set():
+            try:
+                if self.mode == "service":
+                    self._sniff(self.sock.recv(65535), udp)
+                elif udp:
+                    data, peer = self.sock.recvfrom(512)
+                    self._answer(data, lambda b: self.sock.sendto(b, peer), peer)
+                else:
+                    conn, peer = self.sock.accept()
+                    threading.Thread(target=self._tcp, args=(conn, peer), daemon=True).start()
+            except (socket.timeout, BlockingIOError):
+                continue
+            except OSError:
+                return
+
+    def _tcp(self, conn, peer):
+        with conn:
+            conn.settimeout(TIMEOUT)
+            try:
+                self._answer(conn.recv(256), conn.sendall, peer)
+            except OSError:
+                pass
+
+    def _answer(self, data, send, peer):
+        words = data.decode(errors="replace").split()
+        if len(words) == 2 and words[0] == "VNET":
+            send(f"VNET {words[1]} {self.name} {peer[0]}\n".encode())
+            self._note(words[1])
+
+    def _sniff(self, packet, udp):
+        """An IPv4 packet to our address and port: note the nonces in its payload."""
+        ihl = (packet[0] & 15) * 4
+        if socket.inet_ntoa(packet[16:20]) != self.address or \
+                int.from_bytes(packet[ihl + 2:ihl + 4], "big") != int(self.spec["port"]):
+            return
+        payload = packet[ihl + 8:] if udp else packet[ihl + (packet[ihl + 12] >> 4) * 4:]
+        for nonce in NONCE_RE.findall(payload):
+            self._note(nonce.decode())
+
+    def report(self):
+        self.done.set()
+        if self.sock is not None:
+            self.sock.close()
+        return {"mode": self.mode, "detail": self.detail, "nonces": self.seen}
+
+
+def hold_forwards(specs):
+    """Start holding every forward aimed at this guest (see above); returns the holds."""
+    with open("/proc/sys/kernel/hostname") as f:
+        name = f.read().strip()
+    holds = [ForwardHold(spec, name) for spec in specs]
+    for hold in holds:
+        hold.start()
+    return holds
+
+
+def release_forwards(holds, started, lifetime=FORWARD_LIFETIME):
+    """Wait until every forward saw all its origins (or the lifetime ends), then close them:
+    nothing vnet started outlives this module run. -> {forward id: report}"""
+    import time
+
+    for hold in holds:
+        hold.done.wait(max(0.0, started + lifetime - time.monotonic()))
+    return {hold.spec["id"]: hold.report() for hold in holds}
+
+
 def main():
     if sys.argv[1:2] == ["--serve"]:          # vnet's host-side listeners
         serve(int(sys.argv[2]), sys.argv[3])
         return
+    import time
+
+    started = time.monotonic()
     with open(sys.argv[1]) as f:
         args = json.load(f)
+    holds = hold_forwards(args.get("forwards") or [])      # up before the host probes them
     results = run_all(args.get("probes", []))
     drivers = {mac: driver_of(mac) for mac in args.get("nic_macs", [])}
-    print(json.dumps({"changed": False, "probes": results, "drivers": drivers}))
+    forwards = release_forwards(holds, started)
+    print(json.dumps({"changed": False, "probes": results, "drivers": drivers,
+                      "forwards": forwards}))
 
 
 if __name__ == "__main__":
