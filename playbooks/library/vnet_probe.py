@@ -221,7 +221,8 @@ class ForwardHold:
             self.detail = f"service present on {ifname} {address}:{self.spec['port']}"
         sock.settimeout(0.2)
         self.sock, self.address = sock, address
-        threading.Thread(target=self._loop, args=(udp,), daemon=True).start()
+        self.thread = threading.Thread(target=self._loop, args=(udp,), daemon=True)
+        self.thread.start()
 
     def _note(self, nonce):
         if nonce not in self.seen:
@@ -273,6 +274,7 @@ class ForwardHold:
     def report(self):
         self.done.set()
         if self.sock is not None:
+            self.thread.join()        # a blocked accept() keeps the socket open until it returns
             self.sock.close()
         return {"mode": self.mode, "detail": self.detail, "nonces": self.seen}
 
