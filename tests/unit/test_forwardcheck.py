@@ -164,3 +164,47 @@ def test_guest_holds_one_per_forward_and_none_for_ssh():
     holds = forwardcheck.guest_holds(cells, ["host", "internet"])
     assert holds == {"a": [{"id": "web", "port": 8080, "proto": "tcp",
                             "mac": lab.vm("a").nics[0].mac, "origins": ["host", "internet"]}]}
+
+
+def test_verify_holds_forwards_in_the_guest_run_and_concludes_from_its_report(monkeypatch,
+                                                                              tmp_path):
+    """verify's wiring, with the Ansible run and the host-side prober faked: the guest run gets
+    the forwards to hold, host-side forward probes end when that run ends, and the cell is
+    concluded from both sides (a service that never echoes still passes: its nonce arrived)."""
+    from types import SimpleNamespace
+
+    from provisioner import verify as verifier
+    from provisioner.state import Target
+
+    lab = labfile.resolve({"name": "f", "networks": [{"name": "n", "mode": "natnetwork",
+                           "port_forwards": [{"name": "web", "proto": "tcp", "host_port": 18081,
+                                              "vm": "a", "guest_port": 8080}]}],
+                           "vms": [{"name": "a", "nics": [{"network": "n"}]}]})
+    ends = checks.Endpoints(host_listener_port=1, internet_ip=None, host_uplink_ip="127.0.0.1",
+                            mgmt_host_ip="100.64.1.1")
+    cells = [c for c in checks.build(lab, checks.Backend.LIBVIRT, ends)
+             if c.kind == "port_forward"]
+    sent, holds_seen = [], []
+
+    def fake_probe(spec):                   # FAKE host side: the service never echoes
+        sent.append(spec["nonce"])
+        return {"observed": "error", "detail": "connected, but no fresh nonce came back"}
+
+    def fake_ansible(lab_, target, cells_, inventory, progress, holds=None):   # FAKE guests
+        holds_seen.append(holds)
+        while not sent:
+            time.sleep(0.01)
+        return {"a": {"probes": {}, "drivers": {}, "forwards": {"web": {
+            "mode": "service", "detail": "service present on eth0 192.168.150.10:8080",
+            "nonces": [sent[0]]}}}}
+    monkeypatch.setattr(verifier, "probe_module",
+                        lambda: SimpleNamespace(run_all=lambda specs: {}, probe=fake_probe))
+    monkeypatch.setattr(verifier, "_ansible", fake_ansible)
+    inventory = verifier.Inventory(hosts={"a": {}}, mgmt_host_ip="100.64.1.1",
+                                   work_dir=tmp_path)
+    verifier._run(lab, Target(uri="test:///default"), None, cells, inventory, lambda m: None)
+    assert holds_seen == [{"a": [{"id": "web", "port": 8080, "proto": "tcp",
+                                  "mac": lab.vm("a").nics[0].mac, "origins": ["host"]}]}]
+    [cell] = cells
+    assert cell.observed == "pass" and cell.detail.startswith("service present"), cell
+    assert (tmp_path / "forwards.stop").exists()
