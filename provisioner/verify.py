@@ -172,7 +172,7 @@ def _run(lab, target, sb, cells, inventory, progress) -> None:
         t.start()
     try:
         guest = _ansible(lab, target, cells, inventory, progress,
-                         forwardcheck.guest_holds(cells, origins))
+                         forwardcheck.guest_holds(cells, origins), stop)
     finally:
         stop.touch()
         for t in threads:
@@ -223,9 +223,11 @@ def forward_login(spec: dict, inventory: Inventory) -> dict:
 
 
 def _ansible(lab: Lab, target: Target, cells, inventory: Inventory, progress,
-             holds: dict[str, list[dict]] | None = None) -> dict[str, dict]:
+             holds: dict[str, list[dict]] | None = None,
+             stop: Path | None = None) -> dict[str, dict]:
     """One ansible-runner run over all guests; returns {vm: module result}. `holds`: the
-    forwards each guest holds open meanwhile (forwardcheck.guest_holds)."""
+    forwards each guest holds open meanwhile (forwardcheck.guest_holds); `stop`: the file that
+    tells the host-side forward probes that the guests' run has ended."""
     hosts = {}
     for vm in lab.vms:
         mine = [(i, c) for i, c in enumerate(cells) if c.runner == f"guest:{vm.name}"]
@@ -250,13 +252,25 @@ def _ansible(lab: Lab, target: Target, cells, inventory: Inventory, progress,
            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir(target, lab.name)),
            "ANSIBLE_NOCOLOR": "True"}
     progress(f"running Ansible on {len(hosts)} guest(s)")
-    args = (str(private), str(data_dir("playbooks") / "verify.yml"), inventory_data, env)
-    results = run_in_netns(target.netns, _run_playbook, *args) if target.netns \
-        else _run_playbook(*args)
+    args = (stop, str(private), str(data_dir("playbooks") / "verify.yml"), inventory_data, env)
+    results = run_in_netns(target.netns, _run_playbook_then_stop, *args) if target.netns \
+        else _run_playbook_then_stop(*args)
     failed = [vm for vm in hosts if vm not in results]
     if failed:
         progress(f"Ansible reached no result on {', '.join(failed)}; see {private}/artifacts")
     return results
+
+
+def _run_playbook_then_stop(stop: Path | None, *args) -> dict:
+    """The playbook run, then the stop file, from the process that ran it. Why not from the
+    caller: the host-side probe processes were forked while this one's result pipe was open,
+    so they hold its write end, and the caller sees the result only once they have ended, which
+    they do on the stop file."""
+    try:
+        return _run_playbook(*args)
+    finally:
+        if stop is not None:
+            stop.touch()
 
 
 def _run_playbook(private_dir: str, playbook: str, inventory: dict, env: dict) -> dict:

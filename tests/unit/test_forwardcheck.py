@@ -190,7 +190,7 @@ def test_verify_holds_forwards_in_the_guest_run_and_concludes_from_its_report(mo
         sent.append(spec["nonce"])
         return {"observed": "error", "detail": "connected, but no fresh nonce came back"}
 
-    def fake_ansible(lab_, target, cells_, inventory, progress, holds=None):   # FAKE guests
+    def fake_ansible(lab_, target, cells_, inventory, progress, holds=None, stop=None):  # FAKE
         holds_seen.append(holds)
         while not sent:
             time.sleep(0.01)
@@ -208,3 +208,17 @@ def test_verify_holds_forwards_in_the_guest_run_and_concludes_from_its_report(mo
     [cell] = cells
     assert cell.observed == "pass" and cell.detail.startswith("service present"), cell
     assert (tmp_path / "forwards.stop").exists()
+
+
+def test_the_process_that_ran_the_playbook_signals_the_end_even_when_it_fails(monkeypatch,
+                                                                              tmp_path):
+    """The host-side probe processes hold the playbook process's result pipe (forked while it
+    was open) and end only on the stop file: so that process, not its caller, writes it."""
+    from provisioner import verify as verifier
+
+    def broken(*args):
+        raise RuntimeError("ansible-runner failed")
+    monkeypatch.setattr(verifier, "_run_playbook", broken)
+    with pytest.raises(RuntimeError):
+        verifier._run_playbook_then_stop(tmp_path / "stop", "dir", "verify.yml", {}, {})
+    assert (tmp_path / "stop").exists()
