@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
+import traceback
 from pathlib import Path
 
 import click
 
 from . import __version__, modes, nics
 from .errors import ExitStatus, NotFound, VnetError
-from .model import Backend
+from .model import Backend, check_name
 
 BACKENDS = [b.value for b in Backend]
 
@@ -19,24 +21,66 @@ def handle_errors(fn):
     """Library code raises; this is the one place that prints and exits."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except VnetError as exc:
-            click.echo(f"vnet: error: {exc.message}", err=True)
-            if exc.hint:
-                click.echo(f"vnet: hint: {exc.hint}", err=True)
-            sys.exit(int(exc.status))
-        except KeyboardInterrupt:
-            click.echo("vnet: interrupted; `vnet destroy LAB` (or `vnet gc`) removes what was "
-                       "created", err=True)
-            sys.exit(int(ExitStatus.INTERRUPTED))
+        return run_guarded(fn, *args, **kwargs)
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"],
-                                              "max_content_width": 100})
+def run_guarded(fn, *args, **kwargs):
+    """Call fn; a VnetError becomes its message and exit code, anything unexpected exit 3 with
+    one line (1 is reserved for red cells), the traceback only with --debug or VNET_DEBUG=1."""
+    try:
+        return fn(*args, **kwargs)
+    except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+        raise          # click prints these itself (usage errors exit 2)
+    except VnetError as exc:
+        click.echo(f"vnet: error: {exc.message}", err=True)
+        if exc.hint:
+            click.echo(f"vnet: hint: {exc.hint}", err=True)
+        sys.exit(int(exc.status))
+    except KeyboardInterrupt:
+        click.echo("vnet: interrupted; `vnet destroy LAB` (or `vnet gc`) removes what was "
+                   "created", err=True)
+        sys.exit(int(ExitStatus.INTERRUPTED))
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: never a bare traceback
+        if _debug():
+            traceback.print_exc()
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())
+        click.echo(f"vnet: internal error: {detail[:200]}; rerun with --debug for the traceback",
+                   err=True)
+        sys.exit(int(ExitStatus.ENVIRONMENT))
+
+
+def _debug() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return os.environ.get("VNET_DEBUG") == "1" or bool(ctx and ctx.find_root().params.get("debug"))
+
+
+class GuardedGroup(click.Group):
+    """Also guards what runs outside a command's body (argument callbacks, nested groups)."""
+
+    def invoke(self, ctx):
+        return run_guarded(super().invoke, ctx)
+
+
+def lab_name_arg(ctx, param, value):
+    """Click callback: a LAB_NAME from argv passes the lab-file name rule before it reaches a
+    path or an API (`vnet destroy ..` must not mean the labs directory)."""
+    return None if value is None else check_name(value, param.human_readable_name)
+
+
+def sandbox_name_opt(ctx, param, value):
+    """Click callback: --sandbox passes the sandbox name rule ('' is not "no sandbox")."""
+    from .sandbox import validate_name
+
+    return None if value is None else validate_name(value)
+
+
+@click.group(cls=GuardedGroup, context_settings={"help_option_names": ["-h", "--help"],
+                                                 "max_content_width": 100})
 @click.version_option(__version__, prog_name="vnet")
-def main():
+@click.option("--debug", is_flag=True, help="Print the traceback of an internal error "
+              "(also VNET_DEBUG=1).")
+def main(debug):
     """vnet: build libvirt and VirtualBox network labs, and prove from inside the guests what
     each network allows and forbids.
 
@@ -127,7 +171,8 @@ def lab_options(fn):
 @lab_options
 @click.option("--backend", type=click.Choice(BACKENDS), default="libvirt", show_default=True)
 @click.option("--dry-run", is_flag=True, help="Print the plan; create nothing.")
-@click.option("--sandbox", "sandbox_name", help="Create inside this vnet sandbox.")
+@click.option("--sandbox", "sandbox_name", callback=sandbox_name_opt,
+              help="Create inside this vnet sandbox.")
 @click.option("--uri", help="libvirt URI (default qemu:///system, or the sandbox's).")
 @click.option("--no-verify", is_flag=True, help="Stop once the VMs have their addresses.")
 @click.option("--report", type=click.Choice(["json", "junit"]), help="Also write a report.")
@@ -202,7 +247,8 @@ def _emit_verification(result, report, out, fmt):
 
 def target_options(fn):
     fn = click.option("--uri", help="libvirt URI (default qemu:///system, or the sandbox's).")(fn)
-    fn = click.option("--sandbox", "sandbox_name", help="Target this vnet sandbox.")(fn)
+    fn = click.option("--sandbox", "sandbox_name", callback=sandbox_name_opt,
+                      help="Target this vnet sandbox.")(fn)
     return fn
 
 
@@ -240,7 +286,7 @@ def up(lab_file, backend, uri, sandbox_name, no_wait, no_verify, dry_run, report
 
 
 @main.command("verify")
-@click.argument("lab_name", required=False)
+@click.argument("lab_name", required=False, callback=lab_name_arg)
 @target_options
 @click.option("--vagrant", "vagrant_dir", type=click.Path(file_okay=False, exists=True,
               path_type=Path), help="Verify this Vagrant project (its vnet.yaml) instead of LAB_NAME.")
@@ -287,7 +333,7 @@ def verify_cmd(lab_name, uri, sandbox_name, vagrant_dir, backend, report, out, f
 
 
 @main.command()
-@click.argument("lab_name")
+@click.argument("lab_name", callback=lab_name_arg)
 @target_options
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @handle_errors
@@ -314,7 +360,7 @@ def _status_table(data: dict) -> str:
 
 
 @main.command()
-@click.argument("lab_name")
+@click.argument("lab_name", callback=lab_name_arg)
 @target_options
 @click.option("--backend", type=click.Choice(BACKENDS), default="libvirt", show_default=True)
 @handle_errors

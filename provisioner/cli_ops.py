@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .cli import BACKENDS, handle_errors, main
+from .cli import BACKENDS, handle_errors, main, sandbox_name_opt
 from .errors import ExitStatus
 
 
@@ -16,7 +16,8 @@ from .errors import ExitStatus
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
 @click.option("--uri", help="libvirt URI to check (default qemu:///system, or the sandbox's).")
-@click.option("--sandbox", "sandbox_name", help="Check this vnet sandbox as the target.")
+@click.option("--sandbox", "sandbox_name", callback=sandbox_name_opt,
+              help="Check this vnet sandbox as the target.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="libvirt", show_default=True)
 @click.option("--lab", "lab_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Also check what this lab file needs (its subnets, SR-IOV VFs, vDPA devices).")
@@ -60,7 +61,7 @@ def _names(value: str | None) -> list[str] | None:
               help="Modes to run (default: all: bridged,nat,natnetwork,hostonly,internal).")
 @click.option("--nic-models", "model_list", metavar="M1,M2,...", default="virtio,e1000",
               show_default=True, help="NIC models to run with every mode.")
-@click.option("--sandbox", "sandbox_name",
+@click.option("--sandbox", "sandbox_name", callback=sandbox_name_opt,
               help="Run in this sandbox (default: a temporary one, removed at the end).")
 @click.option("--report-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Where <lab>.json, <lab>.xml (JUnit) and summary.json go.")

@@ -4,11 +4,20 @@ from __future__ import annotations
 from enum import IntEnum
 
 
+QUOTE_LIMIT = 60
+
+
+def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """repr(value) for a message, cut to `limit` characters: a 1 MB value stays one short line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 1] + "\u2026"
+
+
 class ExitStatus(IntEnum):
     OK = 0
     CHECKS_FAILED = 1      # the lab runs, but the network does not keep its promises
     BAD_INPUT = 2          # lab file, flags or an unsupported combination: nothing was created
-    ENVIRONMENT = 3        # hypervisor, command or host problem
+    ENVIRONMENT = 3        # hypervisor, command or host problem; also an internal error (a bug)
     INTERRUPTED = 130
 
 

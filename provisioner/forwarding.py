@@ -3,49 +3,56 @@ natnetwork. Host ports are checked before anything is created."""
 from __future__ import annotations
 
 import errno
-import os
 import re
-import signal
 import socket
 import sys
 import time
 from pathlib import Path
 
-from . import runner
+from . import procs
 from .errors import Unsupported, VnetError
 from .netns import netns_argv, run_in_netns
+from .portproxy import READY, Rule
 from .state import Target
 
 PROXY_PID = "portproxy.pid"
+PROXY_SCRIPT = Path(__file__).resolve().with_name("portproxy.py")
+# A proxy started by an older vnet: a bare PID in PROXY_PID, `-m provisioner.portproxy` in argv.
+LEGACY_MARKER = "provisioner.portproxy"
 
 
-def _busy_ports(ports: list[tuple[str, int]]) -> list[tuple[str, int]]:
+def _busy_ports(ports: list[tuple[str, str, int]]) -> list[tuple[str, str, int, str]]:
+    """(proto, address, port, why) of each forward that cannot listen where it should."""
     busy = []
-    for proto, port in ports:
+    for proto, address, port in ports:
         kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
         with socket.socket(socket.AF_INET, kind) as sock:
             # SO_REUSEADDR: closed connections in TIME_WAIT do not make a port busy; listeners do
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                sock.bind(("0.0.0.0", port))
+                sock.bind((address, port))
             except OSError as exc:
                 if exc.errno == errno.EADDRINUSE:
-                    busy.append((proto, port))
+                    busy.append((proto, address, port, "already in use"))
+                elif exc.errno == errno.EADDRNOTAVAIL:
+                    busy.append((proto, address, port, "not an address of this host"))
+                elif exc.errno == errno.EACCES:
+                    busy.append((proto, address, port, "needs root (a port below 1024)"))
                 else:
                     raise
     return busy
 
 
 def check_host_ports(target: Target, lab_name: str, forwards: list[dict]) -> None:
-    """Fail before creating anything when a forwarded host port is taken."""
-    ports = [(f["proto"], f["host_port"]) for f in forwards]
+    """Fail before creating anything when a forward cannot listen where it should."""
+    ports = [(f["proto"], f["host_ip"], f["host_port"]) for f in forwards]
     if not ports:
         return
     busy = run_in_netns(target.netns, _busy_ports, ports) if target.netns else _busy_ports(ports)
     if busy:
-        listed = ", ".join(f"{p}/{n}" for p, n in busy)
-        raise Unsupported(f"host port(s) {listed} already in use, so lab {lab_name!r} cannot "
-                          "forward them", hint="free them, or change host_port in the lab file")
+        listed = ", ".join(f"{p}/{a}:{n} ({why})" for p, a, n, why in busy)
+        raise Unsupported(f"lab {lab_name!r} cannot forward host port(s) {listed}",
+                          hint="free them, or change host_port or host_ip in the lab file")
 
 
 def add_hostfwds(driver, rules: list[dict]) -> None:
@@ -56,14 +63,29 @@ def add_hostfwds(driver, rules: list[dict]) -> None:
         if re.search(rf"{rule['proto'].upper()}\[HOST_FORWARD\]\s+\d+\s+\S+\s+"
                      rf"{rule['host_port']}\s", existing):
             continue
-        spec = f"{rule['proto']}::{rule['host_port']}-:{rule['guest_port']}"
+        spec = hostfwd_spec(rule)
         reply = driver.hmp(rule["domain"], f"hostfwd_add {rule['netdev']} {spec}").strip()
         if reply:
             raise VnetError(f"QEMU refused port forward {rule['name']} ({spec}): {reply}")
 
 
+def hostfwd_spec(rule: dict) -> str:
+    """QEMU's hostfwd=[tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport (qemu-options.hx,
+    -netdev user), bound to the forward's address, never all of them."""
+    return f"{rule['proto']}:{rule['host_ip']}:{rule['host_port']}-:{rule['guest_port']}"
+
+
+def proxy_argv(lab_dir: Path, rules: list[dict]) -> list[str]:
+    """The proxy runs by path under `python -I`: no PYTHONPATH, no user site, and neither the
+    caller's directory nor the script's is put on sys.path (it needs the standard library)."""
+    specs = [Rule(r["proto"], r["host_ip"], r["host_port"], r["guest_ip"], r["guest_port"]).spec()
+             for r in rules]
+    return [sys.executable, "-I", str(PROXY_SCRIPT), "--owner", str(lab_dir), *specs]
+
+
 def start_proxy(target: Target, lab_dir: Path, rules: list[dict]) -> int | None:
-    """One port-proxy process for the lab's natnetwork forwards; its PID is kept in the lab dir."""
+    """One port-proxy process for the lab's natnetwork forwards. Its record is written the
+    moment it is spawned, so `destroy` (and the failure paths of `up`) can always stop it."""
     if not rules:
         return None
     if target.uri.startswith(("qemu+ssh", "qemu+tcp", "qemu+tls")):
@@ -72,39 +94,29 @@ def start_proxy(target: Target, lab_dir: Path, rules: list[dict]) -> int | None:
     pid = proxy_pid(lab_dir)
     if pid:
         return pid
-    specs = [f"{r['host_port']}={r['guest_ip']}:{r['guest_port']}" for r in rules]
-    argv = [sys.executable, "-m", "provisioner.portproxy", *specs]
+    argv = proxy_argv(lab_dir, rules)
     if target.netns:
         argv = netns_argv(target.netns, argv)
     log = lab_dir / "portproxy.log"
-    proc = runner.spawn(argv, log_path=str(log), env={"PYTHONPATH": _package_root()})
-    deadline = time.monotonic() + 10
-    while "ready" not in (log.read_text() if log.exists() else ""):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise VnetError(f"vnet's port proxy did not start: {log.read_text()[-300:]}")
-        time.sleep(0.05)
-    (lab_dir / PROXY_PID).write_text(str(proc.pid))
+    log.unlink(missing_ok=True)
+    proc = procs.spawn(argv, lab_dir / PROXY_PID, str(lab_dir), log_path=str(log), cwd="/")
+    try:
+        deadline = time.monotonic() + 10
+        # the whole line: a traceback's "Address already in use" holds "ready" too
+        while READY not in (log.read_text() if log.exists() else ""):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise VnetError(f"vnet's port proxy did not start: {log.read_text()[-300:]}")
+            time.sleep(0.05)
+    except BaseException:
+        stop_proxy(lab_dir)
+        raise
     return proc.pid
 
 
 def proxy_pid(lab_dir: Path) -> int | None:
-    path = lab_dir / PROXY_PID
-    if not path.exists():
-        return None
-    pid = int(path.read_text())
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    return pid if b"provisioner.portproxy" in cmdline else None
+    return procs.running(lab_dir / PROXY_PID, LEGACY_MARKER)
 
 
-def stop_proxy(lab_dir: Path) -> None:
-    pid = proxy_pid(lab_dir)
-    if pid:
-        os.kill(pid, signal.SIGTERM)
-    (lab_dir / PROXY_PID).unlink(missing_ok=True)
-
-
-def _package_root() -> str:
-    return str(Path(__file__).resolve().parent.parent)
+def stop_proxy(lab_dir: Path, warn=None) -> None:
+    """Stop the lab's proxy if it still runs as recorded; a corrupt record is reported."""
+    procs.stop(lab_dir / PROXY_PID, warn, marker=LEGACY_MARKER)

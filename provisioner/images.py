@@ -444,11 +444,18 @@ def _compile(root: Path) -> None:
         for name in dirnames + files:
             if os.path.islink(os.path.join(dirpath, name)):
                 raise VnetError(f"symlink in the tree before compileall: {dirpath}/{name}")
-    python, env = [sys.executable], None
+    argv, env = compile_command(root, stdlib)
+    runner.run(argv, env=env, timeout=900, cwd="/")
+
+
+def compile_command(root: Path, stdlib: Path) -> tuple[list[str], dict[str, str] | None]:
+    """compileall's argv and environment. Never imports from the caller's directory: -I for
+    this interpreter; -P -s for the guest's (-I would also drop the PYTHONHOME it needs)."""
+    python, env = [sys.executable, "-I"], None
     if sys.version_info[:2] != (3, 11):
         lib = root / "usr" / "lib" / "x86_64-linux-gnu"
         python = [str(lib / "ld-linux-x86-64.so.2"), "--library-path", str(lib),
-                  str(root / "usr" / "bin" / "python3.11")]
+                  str(root / "usr" / "bin" / "python3.11"), "-P", "-s"]
         env = {"PYTHONHOME": str(root / "usr"), "PYTHONNOUSERSITE": "1"}
-    runner.run([*python, "-m", "compileall", "-q", "-j", "1" if env else "0",
-                "--invalidation-mode", "unchecked-hash", str(stdlib)], env=env, timeout=900)
+    return [*python, "-m", "compileall", "-q", "-j", "1" if env else "0",
+            "--invalidation-mode", "unchecked-hash", str(stdlib)], env

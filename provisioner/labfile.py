@@ -11,19 +11,20 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
-
 from . import modes, nics
-from .errors import LabFileError
-from .model import NAME_RE, NAME_RULE, CloudImage, Lab, Network, Nic, PortForward, Vm
+from .errors import LabFileError, quote
+from .labyaml import parse
+from .model import CloudImage, Lab, Network, Nic, PortForward, Vm, check_name
 
-MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
-PCI_RE = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
-NETDEV_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+# Every pattern is used with fullmatch (`$` with re.match would accept a trailing newline).
+MAC_RE = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
+PCI_RE = re.compile(r"[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]")
+NETDEV_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+VDPA_RE = re.compile(r"/dev/vhost-vdpa-[0-9]+")
 FIRST_AUTO = 150
 FIRST_HOST = 10
 IMAGES = ("tiny",)                   # built in; cloud images come as {url, sha256}
-SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
 URL_SCHEMES = ("https", "http", "file")
 CLOUD_MEMORY = 512                   # default MiB for a cloud-image VM (tiny: 128)
 
@@ -31,7 +32,8 @@ LAB_KEYS = {"name", "networks", "vms", "images"}
 NET_KEYS = {"name", "mode", "subnet", "dhcp", "bridge", "port_forwards"}
 VM_KEYS = {"name", "image", "memory", "cpus", "nics"}
 NIC_KEYS = {"network", "model", "mac", "ip", "pf", "vf_address", "device"}
-PF_KEYS = {"name", "proto", "host_port", "vm", "guest_port"}
+PF_KEYS = {"name", "proto", "host_port", "vm", "guest_port", "host_ip", "allow_privileged"}
+PRIVILEGED_PORTS = 1024             # host ports below this need allow_privileged: true
 IMAGE_KEYS = {"url", "sha256", "name"}
 
 
@@ -42,37 +44,32 @@ class Defaults:
     bridged_subnet: IPv4Network | None = None
     bridged_host_ip: IPv4Address | None = None
     bridged_router: IPv4Address | None = None
+    # where port forwards listen unless a forward names host_ip: loopback only, or the
+    # sandbox host's uplink address (its own namespace, so nothing outside reaches it)
+    forward_host_ip: IPv4Address = IPv4Address("127.0.0.1")
 
 
 def sandbox_defaults(sb, bridge: str | None = None) -> Defaults:
     """Inside a vnet sandbox (provisioner.sandbox.Sandbox), bridged networks sit on its LAN."""
     return Defaults(bridge=bridge or sb.lan_bridge, bridged_subnet=IPv4Network(sb.lan_subnet),
                     bridged_host_ip=IPv4Address(sb.host_lan_ip),
-                    bridged_router=IPv4Address(sb.lan_gateway))
+                    bridged_router=IPv4Address(sb.lan_gateway),
+                    forward_host_ip=IPv4Address(sb.host_uplink_ip))
 
 
 def load(path: str | Path, defaults: Defaults = Defaults()) -> Lab:
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise LabFileError("", f"cannot read lab file {path}: {exc.strerror}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise LabFileError("", f"{path} is not valid YAML{where}") from exc
-    return resolve(data, defaults, source=str(path))
+    """Read, parse (labyaml: strict YAML) and resolve a lab file; LabFileError on any fault."""
+    return resolve(parse(Path(path)), defaults, source=str(path))
 
 
 def resolve(data: Any, defaults: Defaults = Defaults(), source: str | None = None) -> Lab:
     lab = _mapping(data, "", LAB_KEYS, required={"name", "networks", "vms"})
     name = _name(lab["name"], "name")
     networks = _networks(lab["networks"], defaults)
+    _check_mgmt_overlap(name, networks)
     images = _images(lab.get("images"))
     vms = _vms(lab["vms"], networks, name, images)
-    networks = tuple(_with_forwards(net, raw, vms) for net, raw in networks)
+    networks = tuple(_with_forwards(net, raw, vms, defaults) for net, raw in networks)
     _check_host_ports(networks)
     # The raw data is kept so a lab can be rebuilt later exactly (it resolves deterministically).
     return Lab(name=name, networks=networks, vms=vms, source=source,
@@ -98,10 +95,7 @@ def _networks(raw: Any, defaults: Defaults) -> list[tuple[Network, dict]]:
 
 
 def _network(net: dict, where: str, name: str, defaults: Defaults) -> Network:
-    mode_name = net["mode"]
-    if mode_name not in modes.MODES:
-        raise LabFileError(f"{where}.mode", f"unknown mode {mode_name!r}; "
-                           f"valid modes: {', '.join(modes.names())}")
+    mode_name = _choice(net["mode"], f"{where}.mode", modes.names(), "mode", "valid modes")
     mode = modes.MODES[mode_name]
     dhcp = net.get("dhcp", mode.has_dhcp_server)
     if not isinstance(dhcp, bool):
@@ -114,7 +108,7 @@ def _network(net: dict, where: str, name: str, defaults: Defaults) -> Network:
         raise LabFileError(f"{where}.bridge", f"only bridged networks take a bridge, not {mode.name}")
     if mode.name == "bridged":
         bridge = bridge if bridge is not None else defaults.bridge
-        if not isinstance(bridge, str) or not NETDEV_RE.match(bridge):
+        if not isinstance(bridge, str) or not NETDEV_RE.fullmatch(bridge):
             raise LabFileError(f"{where}.bridge", "must be a host interface name "
                                "(letters, digits, '_', '.', '-'; at most 15 characters)")
     subnet = None
@@ -151,13 +145,26 @@ def _subnet(value: Any, where: str) -> IPv4Network:
     try:
         subnet = ip_network(str(value), strict=True)
     except ValueError as exc:
-        raise LabFileError(where, f"{value!r} is not a valid IPv4 CIDR such as "
-                           f"192.168.150.0/24 ({exc})") from None
+        raise LabFileError(where, f"{quote(value)} is not a valid IPv4 CIDR such as "
+                           f"192.168.150.0/24 ({quote(str(exc))})") from None
     if subnet.version != 4:
         raise LabFileError(where, "only IPv4 subnets are supported")
     if not 16 <= subnet.prefixlen <= 28:
         raise LabFileError(where, f"prefix /{subnet.prefixlen} is out of range: use /16 to /28")
     return subnet
+
+
+def _check_mgmt_overlap(lab: str, networks: list[tuple[Network, dict]]) -> None:
+    """libvirt gives every lab a management network (libvirt_render.mgmt_subnet_for): a lab
+    subnet on top of it is refused here, not by libvirt after the lab's state was saved."""
+    from .drivers.libvirt_render import mgmt_subnet_for
+
+    mgmt = mgmt_subnet_for(lab)
+    for net, _ in networks:
+        if net.subnet is not None and net.subnet.overlaps(mgmt):
+            raise LabFileError(f"networks.{net.name}.subnet", f"{net.subnet} overlaps {mgmt}, "
+                               f"the management network of lab {lab!r} (it follows from the lab "
+                               "name, in 100.64.0.0/16); pick another subnet")
 
 
 def _assign_subnets(result: list[tuple[Network, dict]]) -> None:
@@ -174,7 +181,11 @@ def _assign_subnets(result: list[tuple[Network, dict]]) -> None:
         if net.subnet is None and mode.subnet == "auto":
             candidates = [*map(IPv4Network, mode.preferred_subnets),
                           *(IPv4Network(f"192.168.{k}.0/24") for k in range(FIRST_AUTO, 256))]
-            subnet = next(c for c in candidates if not any(c.overlaps(t) for t, _ in taken))
+            subnet = next((c for c in candidates if not any(c.overlaps(t) for t, _ in taken)),
+                          None)
+            if subnet is None:
+                raise LabFileError(f"networks.{net.name}.subnet", "no free /24 is left for this "
+                                   "network; give it a subnet")
             taken.append((subnet, net.name))
             result[i] = (_addressed(replace(net, subnet=subnet)), raw)
 
@@ -234,17 +245,16 @@ def _nic(item: Any, where: str, networks: dict[str, Network], lab: str, vm: str,
          next_host: dict[str, int], reserved: set[tuple[str, str]]) -> Nic:
     nic = _mapping(item, where, NIC_KEYS, required={"network"})
     net_name = nic["network"]
-    if net_name not in networks:
-        raise LabFileError(f"{where}.network", f"no network named {net_name!r}; "
+    if not isinstance(net_name, str) or net_name not in networks:
+        raise LabFileError(f"{where}.network", f"no network named {quote(net_name)}; "
                            f"networks in this lab: {', '.join(networks)}")
     net = networks[net_name]
-    model = nic.get("model", "virtio")
-    if model not in nics.NIC_MODELS:
-        raise LabFileError(f"{where}.model", f"unknown NIC model {model!r}; valid models: "
-                           f"{', '.join(nics.names())}")
-    mac = nic.get("mac") or _derived_mac(lab, vm, index)
-    if not isinstance(mac, str) or not MAC_RE.match(mac):
-        raise LabFileError(f"{where}.mac", f"{mac!r} is not a MAC address like 52:54:00:aa:bb:01")
+    model = _choice(nic.get("model", "virtio"), f"{where}.model", nics.names(), "NIC model",
+                    "valid models")
+    mac = nic["mac"] if nic.get("mac") is not None else _derived_mac(lab, vm, index)
+    if not isinstance(mac, str) or not MAC_RE.fullmatch(mac):
+        raise LabFileError(f"{where}.mac", f"{quote(mac)} is not a MAC address like "
+                           "52:54:00:aa:bb:01")
     if int(mac[:2], 16) & 1:
         raise LabFileError(f"{where}.mac", f"{mac} is a multicast address (first octet must be even)")
     ip = _nic_ip(nic.get("ip"), f"{where}.ip", net, next_host, reserved)
@@ -253,14 +263,15 @@ def _nic(item: Any, where: str, networks: dict[str, Network], lab: str, vm: str,
         if (pf is None) == (vf is None):
             raise LabFileError(where, "an sriov NIC needs exactly one of pf (the PF netdev) "
                                "or vf_address (PCI address like 0000:04:10.1)")
-        if pf is not None and (not isinstance(pf, str) or not NETDEV_RE.match(pf)):
+        if pf is not None and (not isinstance(pf, str) or not NETDEV_RE.fullmatch(pf)):
             raise LabFileError(f"{where}.pf", "must be a host interface name")
-        if vf is not None and (not isinstance(vf, str) or not PCI_RE.match(vf)):
-            raise LabFileError(f"{where}.vf_address", f"{vf!r} is not a PCI address like 0000:04:10.1")
+        if vf is not None and (not isinstance(vf, str) or not PCI_RE.fullmatch(vf)):
+            raise LabFileError(f"{where}.vf_address", f"{quote(vf)} is not a PCI address like "
+                               "0000:04:10.1")
     elif pf is not None or vf is not None:
         raise LabFileError(where, f"pf and vf_address belong to sriov NICs, not {model}")
     if model == "vdpa":
-        if not isinstance(device, str) or not re.match(r"^/dev/vhost-vdpa-[0-9]+$", device):
+        if not isinstance(device, str) or not VDPA_RE.fullmatch(device):
             raise LabFileError(f"{where}.device", "a vdpa NIC needs device: /dev/vhost-vdpa-N")
     elif device is not None:
         raise LabFileError(f"{where}.device", f"device belongs to vdpa NICs, not {model}")
@@ -289,7 +300,7 @@ def _nic_ip(value: Any, where: str, net: Network, next_host: dict[str, int],
     try:
         addr = IPv4Address(str(value))
     except ValueError:
-        raise LabFileError(where, f"{value!r} is not an IPv4 address") from None
+        raise LabFileError(where, f"{quote(value)} is not an IPv4 address") from None
     if net.subnet is None:
         raise LabFileError(where, f"network {net.name!r} has no subnet to place {addr} in; "
                            "give the network a subnet")
@@ -314,7 +325,7 @@ def _images(raw: Any) -> dict[str, CloudImage]:
         raise LabFileError("images", "must be a mapping of image names to {url, sha256}")
     result = {}
     for key, value in raw.items():
-        name = _name(key, f"images.{key}")
+        name = _name(key, f"images.{_cut(key)}")
         if name in IMAGES:
             raise LabFileError(f"images.{name}", f"{name!r} is a built-in image; pick another name")
         result[name] = _cloud_image(value, f"images.{name}", name, named=True)
@@ -328,7 +339,7 @@ def _vm_image(value: Any, where: str, images: dict[str, CloudImage]) -> str | Cl
         return value
     if isinstance(value, str) and value in images:
         return images[value]
-    raise LabFileError(where, f"unknown image {value!r}; valid images: "
+    raise LabFileError(where, f"unknown image {quote(value)}; valid images: "
                        f"{', '.join([*IMAGES, *images])}, or a mapping {{url, sha256}}")
 
 
@@ -339,13 +350,18 @@ def _cloud_image(value: Any, where: str, name: str | None, named: bool) -> Cloud
         raise LabFileError(f"{where}.sha256", "is required: the image file's SHA-256 (64 hex "
                            "digits, as `sha256sum` prints it); every download is checked against it")
     sha = image["sha256"]
-    if not isinstance(sha, str) or not SHA256_RE.match(sha):
-        raise LabFileError(f"{where}.sha256", f"{sha!r} is not a SHA-256: use 64 hex digits")
+    if not isinstance(sha, str) or not SHA256_RE.fullmatch(sha):
+        raise LabFileError(f"{where}.sha256", f"{quote(sha)} is not a SHA-256: use 64 hex digits")
     url = image["url"]
-    parts = urlsplit(url) if isinstance(url, str) else None
+    try:
+        # urlsplit silently drops tabs and newlines; a URL with any whitespace is refused
+        parts = urlsplit(url) if isinstance(url, str) and url.isprintable() \
+            and not any(c.isspace() for c in url) else None
+    except ValueError:          # e.g. "http://[": a bracket that opens no IPv6 address
+        parts = None
     if parts is None or parts.scheme not in URL_SCHEMES or not parts.path \
             or (parts.scheme == "file") == bool(parts.netloc not in ("", "localhost")):
-        raise LabFileError(f"{where}.url", f"{url!r} is not a URL vnet can fetch; use "
+        raise LabFileError(f"{where}.url", f"{quote(url)} is not a URL vnet can fetch; use "
                            f"{', '.join(s + '://' for s in URL_SCHEMES)} (file:///abs/path.qcow2)")
     if not named:
         name = _name(image["name"], f"{where}.name") if "name" in image else \
@@ -355,7 +371,8 @@ def _cloud_image(value: Any, where: str, name: str | None, named: bool) -> Cloud
 
 # --- port forwards --------------------------------------------------------------------------
 
-def _with_forwards(net: Network, raw: dict, vms: tuple[Vm, ...]) -> Network:
+def _with_forwards(net: Network, raw: dict, vms: tuple[Vm, ...],
+                   defaults: Defaults = Defaults()) -> Network:
     items = raw.get("port_forwards")
     if items is None:
         return net
@@ -374,17 +391,40 @@ def _with_forwards(net: Network, raw: dict, vms: tuple[Vm, ...]) -> Network:
         if fname in names:
             raise LabFileError(f"{where}[{i}].name", f"duplicate port forward name {fname!r}")
         names.add(fname)
-        proto = pf["proto"]
-        if proto not in ("tcp", "udp"):
-            raise LabFileError(f"{where}[{i}].proto", f"{proto!r} is not tcp or udp")
-        if pf["vm"] not in attached:
-            raise LabFileError(f"{where}[{i}].vm", f"no VM named {pf['vm']!r} has a NIC on "
+        proto = _choice(pf["proto"], f"{where}[{i}].proto", ("tcp", "udp"), "protocol",
+                        "valid protocols")
+        if not isinstance(pf["vm"], str) or pf["vm"] not in attached:
+            raise LabFileError(f"{where}[{i}].vm", f"no VM named {quote(pf['vm'])} has a NIC on "
                                f"{net.name}; VMs on it: {', '.join(sorted(attached)) or 'none'}")
+        host_port = _int(pf["host_port"], f"{where}[{i}].host_port", 1, 65535)
+        privileged = pf.get("allow_privileged", False)
+        if not isinstance(privileged, bool):
+            raise LabFileError(f"{where}[{i}].allow_privileged", f"{privileged!r} must be true "
+                               "or false")
+        if host_port < PRIVILEGED_PORTS and not privileged:
+            raise LabFileError(f"{where}[{i}].allow_privileged", f"host_port {host_port} is "
+                               f"below {PRIVILEGED_PORTS} (a system service's port): set "
+                               "allow_privileged: true to forward it, or use a higher port")
         forwards.append(PortForward(
-            name=fname, proto=proto, vm=pf["vm"], network=net.name,
-            host_port=_int(pf["host_port"], f"{where}[{i}].host_port", 1, 65535),
-            guest_port=_int(pf["guest_port"], f"{where}[{i}].guest_port", 1, 65535)))
+            name=fname, proto=proto, vm=pf["vm"], network=net.name, host_port=host_port,
+            guest_port=_int(pf["guest_port"], f"{where}[{i}].guest_port", 1, 65535),
+            host_ip=_forward_host_ip(pf.get("host_ip"), f"{where}[{i}].host_ip", defaults),
+            allow_privileged=privileged))
     return replace(net, port_forwards=tuple(forwards))
+
+
+def _forward_host_ip(value: Any, where: str, defaults: Defaults) -> IPv4Address:
+    """The address a forward listens on: the one the lab file names, else the default."""
+    if value is None:
+        return defaults.forward_host_ip
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9.]{7,15}", value):
+        raise LabFileError(where, f"{str(value)[:40]!r} is not an IPv4 address (e.g. 127.0.0.1, "
+                           "or 0.0.0.0 for every address of the host)")
+    try:
+        return IPv4Address(value)
+    except ValueError:
+        raise LabFileError(where, f"{value!r} is not an IPv4 address (e.g. 127.0.0.1, "
+                           "or 0.0.0.0 for every address of the host)") from None
 
 
 def _check_host_ports(networks: tuple[Network, ...]) -> None:
@@ -404,7 +444,7 @@ def _check_host_ports(networks: tuple[Network, ...]) -> None:
 def _mapping(value: Any, where: str, keys: set[str], required: set[str]) -> dict:
     if not isinstance(value, dict):
         raise LabFileError(where or "(top level)", "must be a mapping of keys to values")
-    unknown = sorted(set(map(str, value)) - keys)
+    unknown = sorted(set(map(_cut, value)) - keys)
     if unknown:
         raise LabFileError(f"{where}.{unknown[0]}" if where else unknown[0],
                            f"unknown field; valid fields: {', '.join(sorted(keys))}")
@@ -423,12 +463,24 @@ def _list(value: Any, where: str, non_empty: bool = False) -> list:
 
 
 def _name(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not NAME_RE.match(value):
-        raise LabFileError(where, f"{value!r} is not a valid name: use {NAME_RULE}")
+    return check_name(value, where)
+
+
+def _choice(value: Any, where: str, choices, what: str, valid: str) -> str:
+    """A string that is one of `choices` (type checked first: a list or mapping is no key)."""
+    if not isinstance(value, str) or value not in choices:
+        raise LabFileError(where, f"unknown {what} {quote(value)}; {valid}: {', '.join(choices)}")
     return value
 
 
 def _int(value: Any, where: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise LabFileError(where, f"{value!r} must be a whole number from {low} to {high}")
+        raise LabFileError(where, f"{quote(value)} must be a whole number from {low} to {high}")
     return value
+
+
+def _cut(key: Any) -> str:
+    """A mapping key from the file as it appears in a field path, cut to a readable length."""
+    text = str(key)
+    text = text if text.isprintable() and text.strip() == text and text else repr(text)
+    return text if len(text) <= 40 else text[:39] + "\u2026"

@@ -12,8 +12,8 @@ from typing import Callable
 from . import cloudimages, forwarding, seed, state
 from .drivers.libvirt import LibvirtDriver
 from .drivers.libvirt_render import Context, ImageFiles, LibvirtRenderer, object_name
-from .errors import HypervisorError, NotFound
-from .model import Lab
+from .errors import HypervisorError, NotFound, quote
+from .model import Lab, is_name
 from .state import Target
 
 Progress = Callable[[str], None]
@@ -82,14 +82,18 @@ def up(lab: Lab, target: Target, progress: Progress, wait: bool = True) -> dict:
     started = driver.apply(plan, progress)
     forwarding.add_hostfwds(driver, plan.extra["hostfwd"])
     forwarding.start_proxy(target, lab_dir, plan.extra["proxies"])
-    timings.mark("define")
-    if wait:
-        wait_for_addresses(lab, target, driver, lab_dir, progress,
-                           timeout=CLOUD_ADDRESS_TIMEOUT if plan.extra["cloud"] else ADDRESS_TIMEOUT,
-                           boot_only=bool(started))
-        timings.mark("address")
-    record["timings"] = timings.phases
-    state.save(target, lab.name, record)
+    try:     # from here on a failure stops the proxy: no process outlives a failed `up`
+        timings.mark("define")
+        if wait:
+            wait_for_addresses(lab, target, driver, lab_dir, progress,
+                               timeout=CLOUD_ADDRESS_TIMEOUT if plan.extra["cloud"]
+                               else ADDRESS_TIMEOUT, boot_only=bool(started))
+            timings.mark("address")
+        record["timings"] = timings.phases
+        state.save(target, lab.name, record)
+    except BaseException:
+        forwarding.stop_proxy(lab_dir, progress)
+        raise
     return record
 
 
@@ -213,16 +217,26 @@ def _addresses(nic, reported: dict[str, str]) -> list[str]:
 
 def destroy(lab_name: str, target: Target, progress: Progress) -> list[str]:
     lab_dir = state.lab_dir(target, lab_name)
-    forwarding.stop_proxy(lab_dir)
+    forwarding.stop_proxy(lab_dir, progress)
     removed = LibvirtDriver(target).destroy(lab_name, progress)
     from .verify import close_masters, control_dir
 
     close_masters(control_dir(target, lab_name))
     control_dir(target, lab_name).rmdir()
-    if not removed and state.read(target, lab_name) is None and not lab_dir.exists():
+    if not removed and not lab_dir.exists():
         raise NotFound(f"no lab named {lab_name!r} on this target", hint="vnet list shows the labs")
     state.remove(target, lab_name)
     return removed
+
+
+def tagged_labs(driver: LibvirtDriver, progress: Progress) -> dict[str, dict[str, list[str]]]:
+    """The driver's labs by tag name, without tags that are not valid lab names: a name read
+    back from libvirt metadata never reaches a path or an API unchecked."""
+    labs = driver.labs()
+    for bad in sorted((name for name in labs if not is_name(name)), key=repr):
+        progress(f"warning: ignoring libvirt objects tagged with the invalid lab name "
+                 f"{quote(bad)}: {', '.join(sorted(sum(labs[bad].values(), [])))}")
+    return {name: objects for name, objects in labs.items() if is_name(name)}
 
 
 def gc(target: Target, progress: Progress) -> list[str]:
@@ -230,8 +244,8 @@ def gc(target: Target, progress: Progress) -> list[str]:
     driver = LibvirtDriver(target)
     known = set(state.labs_of(target))
     removed = []
-    for lab in sorted(set(driver.labs()) - known):
-        forwarding.stop_proxy(state.lab_dir(target, lab))
+    for lab in sorted(set(tagged_labs(driver, progress)) - known):
+        forwarding.stop_proxy(state.lab_dir(target, lab), progress)
         removed += driver.destroy(lab, progress)
         state.remove(target, lab)
     return removed
@@ -239,10 +253,16 @@ def gc(target: Target, progress: Progress) -> list[str]:
 
 def list_labs(target: Target) -> list[dict]:
     driver = LibvirtDriver(target)
-    running = driver.labs()
+    running = tagged_labs(driver, lambda message: print(f"vnet: {message}", file=sys.stderr))
     names = sorted(set(running) | set(state.labs_of(target)))
+
+    def readable(n: str) -> bool:
+        try:
+            return state.read(target, n) is not None
+        except state.CorruptState:
+            return False
     return [{"lab": n, "domains": len(running.get(n, {}).get("domain", [])),
              "networks": len(running.get(n, {}).get("network", [])),
-             "state": "ok" if n in running and state.read(target, n) else
+             "state": "ok" if n in running and readable(n) else
                       ("orphaned (vnet gc)" if n in running else "stale state")}
             for n in names]

@@ -105,7 +105,7 @@ def run(mode_names: list[str], model_names: list[str], report_dir: Path,
                 with _shielded():
                     progress(f"removing temporary sandbox {name}")
                     sandbox.down(name, progress=progress)
-                    _remove_empty(state.lab_dir(state.Target(uri="", sandbox=name), "-").parent)
+                    _remove_empty(state.target_dir(state.Target(uri="", sandbox=name)))
             summary["wall_seconds"] = round(time.monotonic() - wall, 1)
             summary["exit_code"] = int(exit_status(summary))
             _write_summary(report_dir, summary)

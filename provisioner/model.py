@@ -8,8 +8,24 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 # Names reach libvirt XML, bridge names, file paths, hostnames and VBoxManage argv, so they are
 # held to an alphabet that is safe in all of them.
-NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,22}[a-z0-9]$|^[a-z]$")
+# Always used with fullmatch: `$` would also accept a trailing newline.
+NAME_RE = re.compile(r"[a-z](?:[a-z0-9-]{0,22}[a-z0-9])?")
 NAME_RULE = "lowercase letters, digits and '-', starting with a letter, at most 24 characters"
+
+
+def is_name(value: object) -> bool:
+    """True for a lab, VM, network or forward name that is safe in paths, XML and argv."""
+    return isinstance(value, str) and NAME_RE.fullmatch(value) is not None
+
+
+def check_name(value: object, where: str) -> str:
+    """`value` if it is a valid name; LabFileError (exit 2) naming the field otherwise. Used
+    for names from lab files, argv and names read back from libvirt or VirtualBox alike."""
+    if not is_name(value):
+        from .errors import LabFileError, quote
+
+        raise LabFileError(where, f"{quote(value)} is not a valid name: use {NAME_RULE}")
+    return value
 
 
 class Backend(str, Enum):
@@ -25,6 +41,8 @@ class PortForward:
     vm: str
     guest_port: int
     network: str
+    host_ip: IPv4Address = IPv4Address("127.0.0.1")   # where the host side listens
+    allow_privileged: bool = False                      # host_port < 1024 was asked for
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import traceback
 from typing import Any, Callable
 
 from .errors import NotFound, VnetError
+from .procs import pid_alive, proc_argv, terminate  # noqa: F401 - one home: procs.py
 
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = "/run/netns"
@@ -152,15 +153,6 @@ def _decode_exc(value: tuple) -> BaseException:
 
 # ---------------------------------------------------------------- processes in namespaces
 
-def proc_argv(pid: int) -> list[str] | None:
-    """argv of a live process (None if it is gone, a zombie or a kernel thread)."""
-    try:
-        raw = open(f"/proc/{pid}/cmdline", "rb").read()
-    except OSError:
-        return None
-    return [a.decode(errors="replace") for a in raw.split(b"\0")[:-1]] or None
-
-
 def pids_in_netns(names: list[str]) -> dict[int, list[str]]:
     """pid -> argv of the live processes whose network namespace is one of `names`
     (compares /proc/PID/ns/net with /run/netns/NAME, like `ip netns pids`)."""
@@ -177,34 +169,3 @@ def pids_in_netns(names: list[str]) -> dict[int, list[str]]:
         if argv := proc_argv(int(entry)):
             found[int(entry)] = argv
     return found
-
-
-def pid_alive(pid: int) -> bool:
-    try:  # reap it when it is our own child (a test, or a setup cleaning up after itself)
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def terminate(pids: list[int], timeout: float = 5.0) -> None:
-    """SIGTERM the given processes, SIGKILL those still alive after `timeout` seconds."""
-    import time
-
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + timeout
-        while (pids := [p for p in pids if pid_alive(p)]) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if not pids:
-            return
-    raise VnetError(f"processes {pids} did not stop after SIGKILL")

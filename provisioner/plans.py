@@ -23,6 +23,16 @@ def print_plan(plan: Plan) -> None:
     for doc in plan.documents:
         click.echo(f"<!-- {doc.kind}: {doc.name} -->")
         click.echo(doc.text.rstrip("\n"))
+    for line in forward_lines(plan):
+        click.echo(f"<!-- {line} -->")
+
+
+def forward_lines(plan: Plan) -> list[str]:
+    """One line per port forward of a libvirt plan: where it listens and how it is done."""
+    how = {"hostfwd": "QEMU hostfwd", "proxies": "vnet port proxy"}
+    return [f"port forward {r['name']}: {r['proto']} {r['host_ip']}:{r['host_port']} -> "
+            f"{r['vm']}:{r['guest_port']} ({how[kind]})"
+            for kind in how for r in plan.extra.get(kind, [])]
 
 
 def write_plan(plan: Plan, out: Path) -> list[Path]:

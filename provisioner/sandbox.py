@@ -21,14 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import runner
-from .errors import HypervisorError, LabFileError, NotFound, VnetError
-from .netns import (NETNS_DIR, netns_argv, netns_inode, pids_in_netns, proc_argv,
-                    run_in_netns, terminate)
+from . import procs, runner
+from .errors import HypervisorError, LabFileError, NotFound, VnetError, quote
+from .netns import NETNS_DIR, netns_argv, netns_inode, pids_in_netns, run_in_netns
+from .procs import terminate
+from .safepath import child, remove_tree
 
 NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,11}")
 FILES = Path(__file__).resolve().with_name("sandbox_files")
 LAUNCHER, HTTP_SERVER = FILES / "libvirtd-launcher.sh", FILES / "internet_http.py"
+STATE_MARKER = ".vnet-sandbox"
+STATE_MARKERS = (STATE_MARKER, "sandbox.json")
 PID_FILES = ("libvirtd.pid", "libvirtd.spawn.pid", "http.pid")
 ADDRESS_FIELDS = ("lan_bridge", "lan_subnet", "host_lan_ip", "lan_gateway", "host_uplink_ip",
                   "internet_ip")
@@ -59,7 +62,7 @@ class Sandbox:
 
 def validate_name(name: str) -> str:
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        raise LabFileError("sandbox name", f"{name!r} is not valid: use 1-12 characters from "
+        raise LabFileError("sandbox name", f"{quote(name)} is not valid: use 1-12 characters from "
                            "a-z, 0-9 and '-', starting with a letter")
     return name
 
@@ -74,8 +77,8 @@ def state_root() -> Path:
 
 
 def describe(name: str = "default") -> Sandbox:
-    """The Sandbox a name stands for (pure: nothing is checked or created)."""
-    state_dir = state_root() / "sandboxes" / validate_name(name)
+    """The Sandbox a name stands for (nothing is created; the name and path are checked)."""
+    state_dir = child(state_root() / "sandboxes", validate_name(name))   # resolved, checked
     return Sandbox(name=name, state_dir=state_dir, host_netns=f"vnet-{name}-host",
                    inet_netns=f"vnet-{name}-inet",
                    uri=f"qemu:///system?socket={state_dir}/run/libvirt-sock")
@@ -174,6 +177,12 @@ def down(name: str = "default", progress: Callable[[str], None] = print) -> None
     """Stop everything the sandbox runs, delete its namespaces and state; safe to repeat."""
     sb = describe(name)
     started = time.monotonic()
+    _stop_lab_proxies(name, progress)
+    for pid_file in PID_FILES:      # a corrupt one is said; its process is found by namespace
+        try:
+            procs.read(sb.state_dir / pid_file, str(sb.state_dir))
+        except procs.CorruptRecord as exc:
+            progress(f"warning: {exc.message}")
     for _ in range(3):  # a second look catches a child started while libvirtd stopped
         if not (victims := _our_processes(sb)):
             break
@@ -187,11 +196,22 @@ def down(name: str = "default", progress: Callable[[str], None] = print) -> None
     for pid, argv in strangers.items():
         progress(f"warning: pid {pid} ({' '.join(argv)[:60]}) was not started by vnet and "
                  f"still runs in a deleted namespace of sandbox {name}")
-    if sb.state_dir.exists():
-        shutil.rmtree(sb.state_dir)
+    remove_tree(sb.state_dir.parent, sb.name, STATE_MARKERS)
     # The labs that lived in this sandbox went with it; so does their state.
-    shutil.rmtree(state_root() / "labs" / f"sandbox-{name}", ignore_errors=True)
+    from . import state
+
+    state.remove_all(state.Target(uri=sb.uri, sandbox=sb.name), progress)
     progress(f"sandbox {name} is down ({time.monotonic() - started:.1f}s)")
+
+
+def _stop_lab_proxies(name: str, progress: Callable[[str], None]) -> None:
+    """The port proxies of the labs in this sandbox (forwarding.PROXY_PID in each lab dir)."""
+    from .forwarding import stop_proxy
+
+    labs = state_root() / "labs" / f"sandbox-{name}"
+    for lab_dir in sorted(labs.iterdir()) if labs.is_dir() else ():
+        if lab_dir.is_dir() and not lab_dir.is_symlink():
+            stop_proxy(lab_dir, progress)
 
 
 # ---------------------------------------------------------------- building the sandbox
@@ -216,6 +236,7 @@ def _check_machine(sb: Sandbox) -> None:
 def _write_state(sb: Sandbox) -> None:
     d = sb.state_dir
     (d / "run").mkdir(parents=True, exist_ok=True)
+    (d / STATE_MARKER).touch()           # `down` removes only a directory that holds it
     d.chmod(0o700)
     # /etc/libvirt for the private daemon: the machine's nwfilter definitions, our own
     # libvirtd.conf and qemu.conf; no hooks, no domains or networks (no `default` network).
@@ -264,12 +285,17 @@ def _write_sysctls(values: dict[str, str]) -> None:
 
 def _start_http(sb: Sandbox) -> None:
     www = sb.state_dir / "www"
-    argv = [sys.executable, str(HTTP_SERVER), sb.internet_ip, "80", str(www)]
+    argv = http_argv(sb.internet_ip, 80, www)
     log = sb.state_dir / "http.log"
-    proc = runner.spawn(netns_argv(sb.inet_netns, argv), log_path=str(log), cwd=str(www))
-    (sb.state_dir / "http.pid").write_text(f"{proc.pid}\n")
+    proc = procs.spawn(netns_argv(sb.inet_netns, argv), sb.state_dir / "http.pid", str(www),
+                       log_path=str(log), cwd=str(www))
     _wait_until(lambda: run_in_netns(sb.host_netns, _tcp_answers, sb.internet_ip, 80),
                 10.0, f"the HTTP service on {sb.internet_ip}:80", proc, log)
+
+
+def http_argv(address: str, port: int, www: Path) -> list[str]:
+    """By path under -I: nothing is imported from the caller's directory or PYTHONPATH."""
+    return [sys.executable, "-I", str(HTTP_SERVER), address, str(port), str(www)]
 
 
 def _start_libvirtd(sb: Sandbox, progress: Callable[[str], None]) -> None:
@@ -281,8 +307,8 @@ def _start_libvirtd(sb: Sandbox, progress: Callable[[str], None]) -> None:
     argv = netns_argv(sb.host_netns, ["unshare", "--mount", "--propagation", "private",
                                       "sh", str(LAUNCHER), str(d), str(caps)])
     log = d / "libvirtd.log"
-    proc = runner.spawn(argv, log_path=str(log), env={"LC_ALL": "C"})
-    (d / "libvirtd.spawn.pid").write_text(f"{proc.pid}\n")
+    proc = procs.spawn(argv, d / "libvirtd.spawn.pid", str(d), log_path=str(log),
+                       env={"LC_ALL": "C"})
     progress(f"starting libvirtd in {sb.host_netns} (pid {proc.pid}), waiting for its socket")
     took = _wait_until(lambda: _socket_answers(d / "run" / "libvirt-sock") and _opens(sb.uri),
                        START_TIMEOUT, "libvirtd", proc, log, progress)
@@ -356,41 +382,30 @@ def _record(sb: Sandbox) -> str:
 
 # ---------------------------------------------------------------- finding our processes
 
-def _owned_pid(pid_file: Path, marker: str, program: str = "") -> int | None:
-    """The pid in pid_file if that process runs `program` with `marker` in its argv."""
-    try:
-        pid = int(pid_file.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    argv = proc_argv(pid)
-    if argv and program in os.path.basename(argv[0]) and _mentions(argv, marker):
-        return pid
-    return None
-
-
-def _mentions(argv: list[str], path: str) -> bool:
-    """Whether argv names path or a file below it (sandbox "a" must not match "ab")."""
-    return any(a == path or path + "/" in a for a in argv)
+_mentions = procs.mentions
 
 
 def _libvirtd_pid(sb: Sandbox) -> int | None:
-    return _owned_pid(sb.state_dir / "libvirtd.pid", str(sb.state_dir), "libvirtd")
+    # libvirtd writes this pid file itself (a bare PID): recognised by argv alone
+    return procs.running(sb.state_dir / "libvirtd.pid", str(sb.state_dir), "libvirtd")
 
 
 def _http_pid(sb: Sandbox) -> int | None:
-    return _owned_pid(sb.state_dir / "http.pid", str(sb.state_dir / "www"), "python")
+    return procs.running(sb.state_dir / "http.pid", str(sb.state_dir / "www"), "python")
 
 
 def _our_processes(sb: Sandbox) -> dict[int, str]:
     """pid -> label for everything `down` may stop: pids from our pid files whose command
     line names our state dir, and libvirt's children (QEMU, dnsmasq) in our namespaces."""
     state = str(sb.state_dir)
+    labs = str(state_root() / "labs" / f"sandbox-{sb.name}")    # lab proxies whose record is lost
     victims: dict[int, str] = {}
     for pid_file in PID_FILES:
-        if pid := _owned_pid(sb.state_dir / pid_file, state):
+        if pid := procs.running(sb.state_dir / pid_file, state):
             victims[pid] = pid_file.split(".")[0]
     for pid, argv in pids_in_netns([sb.host_netns, sb.inet_netns]).items():
         prog = os.path.basename(argv[0])
-        if prog.startswith("qemu-system-") or prog in LIBVIRT_CHILDREN or _mentions(argv, state):
+        if prog.startswith("qemu-system-") or prog in LIBVIRT_CHILDREN or _mentions(argv, state) \
+                or _mentions(argv, labs):
             victims.setdefault(pid, prog)
     return victims

@@ -7,12 +7,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from . import runner
-from .sandbox import state_root
+from .errors import VnetError
+from .model import check_name, is_name
+from .safepath import child, remove_tree
+from .sandbox import state_root, validate_name
+
+RECORD = "lab.json"
+MARKER = ".vnet-lab"          # written when the directory is made, before lab.json exists
+MARKERS = (RECORD, MARKER)    # a lab directory holds one of these, or it is not removed
+
+
+class CorruptState(VnetError):
+    """lab.json cannot be read: commands that need it stop; `destroy` goes on without it."""
 
 
 @dataclass(frozen=True)
@@ -28,18 +39,34 @@ class Target:
             "uri-" + hashlib.sha256(self.uri.encode()).hexdigest()[:12]
 
 
+def target_dir(target: Target) -> Path:
+    """<state_root>/labs/<target key>, checked to sit under <state_root>/labs."""
+    if target.sandbox is not None:
+        validate_name(target.sandbox)
+    return child(state_root() / "labs", target.key)
+
+
 def lab_dir(target: Target, lab: str) -> Path:
-    return state_root() / "labs" / target.key / lab
+    """The lab's own directory; the name is checked (exit 2) and the path resolved under its
+    target's directory before anyone writes or removes there."""
+    return child(target_dir(target), check_name(lab, "lab name"))
+
+
+def _made_lab_dir(target: Target, lab: str) -> Path:
+    path = lab_dir(target, lab)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / MARKER).touch()
+    return path
 
 
 def labs_of(target: Target) -> list[str]:
-    base = state_root() / "labs" / target.key
-    return sorted(p.name for p in base.iterdir() if (p / "lab.json").exists()) if base.is_dir() else []
+    base = target_dir(target)
+    return sorted(p.name for p in base.iterdir()
+                  if is_name(p.name) and (p / RECORD).exists()) if base.is_dir() else []
 
 
 def save(target: Target, lab: str, record: dict) -> Path:
-    path = lab_dir(target, lab)
-    path.mkdir(parents=True, exist_ok=True)
+    path = _made_lab_dir(target, lab)
     tmp = path / "lab.json.tmp"
     tmp.write_text(json.dumps(record, indent=2, default=str))
     tmp.replace(path / "lab.json")
@@ -48,17 +75,45 @@ def save(target: Target, lab: str, record: dict) -> Path:
 
 def read(target: Target, lab: str) -> dict | None:
     path = lab_dir(target, lab) / "lab.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:    # UnicodeDecodeError and JSONDecodeError included
+        raise CorruptState(f"the state file {path} is corrupt ({exc})",
+                           hint=f"`vnet destroy {lab}` removes what it can find of the lab") \
+            from None
+    return record
 
 
 def remove(target: Target, lab: str) -> None:
-    shutil.rmtree(lab_dir(target, lab), ignore_errors=True)
+    """Remove the lab's directory, only if it holds the lab's own record (safepath)."""
+    remove_tree(target_dir(target), check_name(lab, "lab name"), MARKERS)
+
+
+def remove_all(target: Target, progress: Callable[[str], None]) -> None:
+    """Remove every lab directory of the target (its sandbox went), then the target's directory
+    if that left it empty. What is not a lab's is left alone with a warning."""
+    base = target_dir(target)
+    if not base.is_dir():
+        return
+    for entry in sorted(base.iterdir()):
+        if not is_name(entry.name):
+            progress(f"warning: {entry} is not a lab directory; left alone")
+            continue
+        try:
+            remove(target, entry.name)
+        except VnetError as exc:
+            progress(f"warning: {exc.message}")
+    if not any(base.iterdir()):
+        base.rmdir()
 
 
 def ssh_key(target: Target, lab: str) -> tuple[Path, str]:
     """The lab's own SSH key (never a shared insecure one): (private key path, public key)."""
-    path = lab_dir(target, lab)
-    path.mkdir(parents=True, exist_ok=True)
+    path = _made_lab_dir(target, lab)
     key = path / "id_ed25519"
     if not key.exists():
         runner.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"vnet-{lab}",

@@ -24,7 +24,7 @@ from typing import Callable
 from xml.sax.saxutils import quoteattr
 
 from . import checks as checklib
-from . import forwardcheck, runner, state
+from . import forwardcheck, procs, runner, state
 from .drivers.libvirt_render import mgmt_subnet_for
 from .errors import VnetError
 from .model import Backend, Lab
@@ -81,13 +81,14 @@ def verify(lab: Lab, target: Target, progress: Callable[[str], None],
     cells = checklib.build(lab, inventory.backend, ends)
     progress(f"verifying {len(cells)} cells of lab {lab.name}")
     inventory.work_dir.mkdir(parents=True, exist_ok=True)
-    listeners = _start_listeners(target, sb, port, inventory.work_dir)
-    try:
+    records: list[Path] = []
+    try:     # the listeners start inside the try that stops them, even half started
+        _start_listeners(target, sb, port, inventory.work_dir, records,
+                         _listener_addresses(target, cells, port))
         _run(lab, target, sb, cells, inventory, progress)
     finally:
-        for proc in listeners:
-            proc.terminate()
-            proc.wait()
+        for record in records:
+            procs.stop(record, progress)
     phases = dict(timings or {})
     phases["verify"] = round(time.monotonic() - started, 2)
     phases["total"] = round(sum(phases.values()), 2)
@@ -124,24 +125,60 @@ def unbooted_result(lab: Lab, cells: list, note: str, timings: dict | None = Non
             "timings": dict(timings or {}), "notes": [note]}
 
 
-def _start_listeners(target: Target, sb, port: int, lab_dir: Path) -> list:
+# Runs the probe module's listener on one address: it is loaded by path (runpy), so nothing
+# is imported from the caller's directory, and serve() gets the address to bind.
+LISTENER_BOOT = ("import runpy, sys; runpy.run_path(sys.argv[1])['serve']"
+                 "(int(sys.argv[2]), sys.argv[3], host=sys.argv[4])")
+
+
+def listener_argv(script: str, port: int, name: str, address: str) -> list[str]:
+    return [sys.executable, "-I", "-c", LISTENER_BOOT, script, str(port), name, address]
+
+
+def _listener_addresses(target: Target, cells, port: int) -> list[str]:
+    """Where the host-side listener binds. In a sandbox its host namespace is vnet's own: every
+    address. Outside, only loopback (QEMU's and VirtualBox's NAT map the guests' 10.0.2.2 to it)
+    and the host's own addresses on the lab's networks that the probes target: never the
+    machine's other interfaces."""
+    if target.netns:
+        return ["0.0.0.0"]
+    wanted = {c.probe["target"] for c in cells
+              if c.kind == "vm_to_host" and c.probe.get("port") == port}
+    return ["127.0.0.1", *sorted(a for a in wanted if a != "127.0.0.1" and _bindable(a))]
+
+
+def _bindable(address: str) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind((address, 0))
+            return True
+        except OSError:      # not an address of this host (a NAT's gateway, say)
+            return False
+
+
+def _start_listeners(target: Target, sb, port: int, lab_dir: Path, records: list[Path],
+                     host_addresses: list[str]) -> None:
+    """vnet's listeners (the host's, and the Internet's in a sandbox); each one's record is
+    appended to `records` the moment it is spawned, for the caller to stop."""
     script = str(data_dir("playbooks") / "library" / "vnet_probe.py")
-    places = [(target.netns, checklib.HOST)] + ([(sb.inet_netns, checklib.INTERNET)] if sb else [])
-    procs = []
-    for netns, name in places:
-        argv = [sys.executable, script, "--serve", str(port), name]
-        log = lab_dir / f"listener-{name}.log"
+    places = [(target.netns, checklib.HOST, a) for a in host_addresses]
+    places += [(sb.inet_netns, checklib.INTERNET, "0.0.0.0")] if sb else []
+    for i, (netns, name, address) in enumerate(places):
+        argv = listener_argv(script, port, name, address)
+        log = lab_dir / f"listener-{name}-{i}.log"
         log.unlink(missing_ok=True)
-        procs.append(runner.spawn(netns_argv(netns, argv) if netns else argv, log_path=str(log)))
+        records.append(lab_dir / f"listener-{name}-{i}.pid")
+        proc = procs.spawn(netns_argv(netns, argv) if netns else argv, records[-1], script,
+                           log_path=str(log), cwd="/")
         deadline = time.monotonic() + 10
-        while "ready" not in (log.read_text() if log.exists() else ""):
-            if time.monotonic() > deadline or procs[-1].poll() is not None:
-                for p in procs:
-                    p.terminate()
-                raise VnetError(f"vnet's {name} listener did not start: "
+        ready = f"vnet-listener {name} ready"    # not just "ready": "already in use" has it
+        while ready not in (log.read_text() if log.exists() else ""):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise VnetError(f"vnet's {name} listener on {address} did not start: "
                                 f"{log.read_text()[-200:] if log.exists() else ''}")
             time.sleep(0.02)
-    return procs
 
 
 def _run(lab, target, sb, cells, inventory, progress) -> None:

@@ -123,11 +123,6 @@ class LibvirtRenderer:
                         f"vms.{vm.name}.nics[{k}].model: {nic.model} NICs attach to the "
                         f"physical network of their device, so they need a bridged network, "
                         f"not {net.mode}; models for {net.mode}: virtio, e1000")
-        for net in lab.networks:
-            for i, pf in enumerate(net.port_forwards):
-                if net.mode == "natnetwork" and pf.proto != "tcp":
-                    raise Unsupported(f"networks.{net.name}.port_forwards[{i}].proto: the libvirt "
-                                      f"natnetwork port proxy forwards tcp only")
 
     # --- networks ---------------------------------------------------------------------------
 
@@ -224,8 +219,9 @@ class LibvirtRenderer:
                 vm = lab.vm(pf.vm)
                 k = next(i for i, nic in enumerate(vm.nics) if nic.network == net.name)
                 result.append({"domain": object_name(lab.name, vm.name), "netdev": f"hostnet{k}",
-                               "proto": pf.proto, "host_port": pf.host_port,
-                               "guest_port": pf.guest_port, "name": pf.name})
+                               "proto": pf.proto, "host_ip": str(pf.host_ip),
+                               "host_port": pf.host_port, "guest_port": pf.guest_port,
+                               "name": pf.name, "vm": pf.vm})
         return result
 
     def _proxies(self, lab: Lab) -> list[dict]:
@@ -235,7 +231,8 @@ class LibvirtRenderer:
                 continue
             for pf in net.port_forwards:
                 nic = next(n for n in lab.vm(pf.vm).nics if n.network == net.name)
-                result.append({"name": pf.name, "proto": pf.proto, "host_port": pf.host_port,
+                result.append({"name": pf.name, "vm": pf.vm, "proto": pf.proto,
+                               "host_ip": str(pf.host_ip), "host_port": pf.host_port,
                                "guest_ip": str(nic.ip.ip), "guest_port": pf.guest_port})
         return result
 

@@ -31,8 +31,8 @@ from ipaddress import ip_network
 from pathlib import Path
 
 from .. import bootiso, images, runner, state
-from ..errors import CommandFailed, HypervisorError, VnetError
-from ..model import Lab
+from ..errors import CommandFailed, HypervisorError, VnetError, quote
+from ..model import Lab, is_name
 from ..state import Target
 from . import vbox_api
 from .base import Plan
@@ -251,8 +251,19 @@ def _check_network_names(be, plan: Plan) -> None:
 def vm_tags(be) -> dict[str, str | None]:
     """Every registered VM -> its vnet/lab tag (None: untagged)."""
     names = re.findall(r'^"(.*)" \{[^}]*\}$', be.run(("VBoxManage", "list", "vms")).stdout, re.M)
-    return {name: _value(be.run(("VBoxManage", "getextradata", name, TAG_KEY), check=False))
+    tags = {name: _value(be.run(("VBoxManage", "getextradata", name, TAG_KEY), check=False))
             for name in names}
+    return {name: _valid_tag(name, tag) for name, tag in tags.items()}
+
+
+def _valid_tag(vm: str, tag: str | None) -> str | None:
+    """A tag read back from extradata counts only if it is a valid lab name (it names the state
+    directory); anything else is treated as untagged, so vnet never touches that VM."""
+    if tag is None or is_name(tag):
+        return tag
+    print(f"vnet: warning: ignoring VM {quote(vm)}: its {TAG_KEY} {quote(tag)} is not a valid "
+          "lab name", file=sys.stderr)
+    return None
 
 
 def running_vms(be) -> set[str]:

@@ -265,7 +265,7 @@ class VirtualBoxRenderer:
                 "--enable", "--dhcp", "on" if net.dhcp else "off"))]
             for pf in net.port_forwards:
                 guest = next(n for n in lab.vm(pf.vm).nics if n.network == net.name)
-                rule = (f"{pf.name}:{pf.proto}:[]:{pf.host_port}:"
+                rule = (f"{pf.name}:{pf.proto}:[{pf.host_ip}]:{pf.host_port}:"
                         f"[{guest.ip.ip}]:{pf.guest_port}")
                 steps.append((f"{label}: port forward {pf.name}", _vbm(
                     "natnetwork", "modify", "--netname", name, "--port-forward-4", rule)))
@@ -385,8 +385,8 @@ class VirtualBoxRenderer:
             if first + 1 == n:      # forwards go to the VM's first NIC on that network
                 for pf in net.port_forwards:
                     if pf.vm == vm.name:
-                        args += [f"--natpf{n}", f"{pf.name},{pf.proto},,{pf.host_port},,"
-                                                f"{pf.guest_port}"]
+                        args += [f"--natpf{n}", f"{pf.name},{pf.proto},{pf.host_ip},"
+                                                f"{pf.host_port},,{pf.guest_port}"]
         return args
 
     def _mgmt_nic(self, lab: Lab, vm: Vm, n: int) -> list[str]:

@@ -143,7 +143,7 @@ def test_busy_host_port_is_reported_before_anything_is_created(lab_sandbox):
     try:
         time.sleep(0.5)
         from provisioner.errors import Unsupported
-        with pytest.raises(Unsupported, match="tcp/7501"):
+        with pytest.raises(Unsupported, match="tcp/203.0.113.2:7501 .already in use"):
             lifecycle.up(lab, target, quiet)
         assert tagged(lab_sandbox, "busy") is None
     finally:
@@ -169,7 +169,7 @@ def test_ctrl_c_during_up_leaves_only_what_destroy_removes(lab_sandbox):
     assert result.returncode == 0, result.stderr
     assert tagged(lab_sandbox, "intr") is None
     assert not state.lab_dir(target_of(lab_sandbox), "intr").exists()
-    leftovers = runner.run(["pgrep", "-f", "provisioner.portproxy .*7001"], check=False).stdout
+    leftovers = runner.run(["pgrep", "-f", "portproxy.py .*:7001="], check=False).stdout
     assert leftovers.strip() == ""
 
 

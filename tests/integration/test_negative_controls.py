@@ -91,16 +91,18 @@ def test_forwards_pointed_at_the_other_vm_turn_red(ctl):
     driver = LibvirtDriver(target)
     [ssh] = plan.extra["hostfwd"]
     to_vm2 = dict(ssh, domain=object_name(lab.name, "vm2"))       # nat is NIC 1 on both VMs
+    # hostfwd_remove [netdev] [tcp|udp]:[hostaddr]:hostport (QEMU's hmp-commands.hx)
+    remove = f"hostfwd_remove {ssh['netdev']} tcp:{ssh['host_ip']}:{ssh['host_port']}"
     try:
         restart_proxy(target, lab_dir, [dict(r, guest_ip=vm2_nn) for r in plan.extra["proxies"]])
-        driver.hmp(ssh["domain"], f"hostfwd_remove {ssh['netdev']} tcp::{ssh['host_port']}")
+        driver.hmp(ssh["domain"], remove)
         forwarding.add_hostfwds(driver, [to_vm2])
         result = verifier.verify(lab, target, quiet)
         assert red_cells(result) == cells(result, kind="port_forward"), result["checks"]
         ssh_cells = [c for c in result["checks"] if ":22 " in c["target"]]
         assert all("vm2" in c["detail"] for c in ssh_cells), ssh_cells
     finally:
-        driver.hmp(to_vm2["domain"], f"hostfwd_remove {ssh['netdev']} tcp::{ssh['host_port']}")
+        driver.hmp(to_vm2["domain"], remove)
         forwarding.add_hostfwds(driver, [ssh])
         restart_proxy(target, lab_dir, plan.extra["proxies"])
 

@@ -31,10 +31,19 @@ def test_modes_libvirt_states_its_difference():
 def test_create_dry_run_prints_valid_xml(relaxng):
     result = invoke("create", "--mode", "natnetwork", "--dry-run")
     assert result.exit_code == 0
-    docs = [d for d in result.output.split("<!-- ") if d.strip()]
+    docs = [d for d in result.output.split("<!-- ") if d.strip()
+            and not d.startswith("port forward ")]
     assert len(docs) == 4      # lab network, management network, two domains
+    # each forward's bind address is shown: loopback outside a sandbox
+    assert "port forward echo-vm1: tcp 127.0.0.1:7001 -> vm1:7 (vnet port proxy)" in result.output
     for doc in docs:
         relaxng(doc.split("-->\n", 1)[1])
+
+
+def test_dry_run_in_a_sandbox_shows_forwards_on_its_uplink_address():
+    result = invoke("create", "--mode", "nat", "--dry-run", "--sandbox", "h2x")
+    assert result.exit_code == 0, result.output
+    assert "port forward ssh-vm2: tcp 203.0.113.2:2222 -> vm2:22 (QEMU hostfwd)" in result.output
 
 
 def test_render_out_writes_the_contract_layout(tmp_path):

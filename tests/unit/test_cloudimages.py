@@ -331,8 +331,9 @@ def test_up_prepares_overlays_and_seeds_in_the_lab_dir_and_destroy_removes_them(
 
     bases = lifecycle.fetch_cloud_images(plan, lambda m: None)
     assert len(count_urlopen) == 1 and set(bases) == {"a", "b"}
+    state.save(target, lab.name, {"lab": lab.name})            # as up does, before the disks
     lifecycle.prepare_cloud(plan, bases, lambda m: None)
-    assert sorted(p.name for p in lab_dir.iterdir()) == [
+    assert sorted(p.name for p in lab_dir.iterdir() if p.name not in state.MARKERS) == [
         "a.overlay.qcow2", "a.seed.iso", "b.overlay.qcow2", "b.seed.iso"]
     assert [c[-3:] for c in calls] == [["-b", str(bases["a"]), str(lab_dir / "a.overlay.qcow2")],
                                        ["-b", str(bases["b"]), str(lab_dir / "b.overlay.qcow2")]]

@@ -86,12 +86,30 @@ BAD = [
                                       "guest_port": 80}]),
      "networks.lan.port_forwards[0].vm", "VMs on it: web1, web2"),
     (lab(networks__0__port_forwards=[
-        {"name": "a", "proto": "tcp", "host_port": 80, "vm": "web1", "guest_port": 80},
-        {"name": "b", "proto": "tcp", "host_port": 80, "vm": "web2", "guest_port": 81}]),
+        {"name": "a", "proto": "tcp", "host_port": 8080, "vm": "web1", "guest_port": 80},
+        {"name": "b", "proto": "tcp", "host_port": 8080, "vm": "web2", "guest_port": 81}]),
      "networks.lan.port_forwards[1].host_port", "already forwarded"),
+    (lab(networks__0__port_forwards=[{"proto": "tcp", "host_port": 80, "vm": "web1",
+                                      "guest_port": 80}]),
+     "networks.lan.port_forwards[0].allow_privileged", "below 1024"),
+    (lab(networks__0__port_forwards=[{"proto": "tcp", "host_port": 80, "vm": "web1",
+                                      "guest_port": 80, "allow_privileged": "yes"}]),
+     "networks.lan.port_forwards[0].allow_privileged", "true or false"),
+    (lab(networks__0__port_forwards=[{"proto": "tcp", "host_port": 8080, "vm": "web1",
+                                      "guest_port": 80, "host_ip": "localhost"}]),
+     "networks.lan.port_forwards[0].host_ip", "not an IPv4 address"),
+    (lab(networks__0__port_forwards=[{"proto": "tcp", "host_port": 8080, "vm": "web1",
+                                      "guest_port": 80, "host_ip": "127.0.0.256"}]),
+     "networks.lan.port_forwards[0].host_ip", "not an IPv4 address"),
+    (lab(networks__0__port_forwards=[{"proto": "tcp", "host_port": 8080, "vm": "web1",
+                                      "guest_port": 80, "host_ip": "127.0.0.1\n"}]),
+     "networks.lan.port_forwards[0].host_ip", "not an IPv4 address"),
+    (lab(networks__0__port_forwards=[{"proto": "tcp", "host_port": 8080, "vm": "web1",
+                                      "guest_port": 80, "host_ip": ["127.0.0.1"]}]),
+     "networks.lan.port_forwards[0].host_ip", "not an IPv4 address"),
     (lab(networks__0__port_forwards=[{"proto": "sctp", "host_port": 1, "vm": "web1",
                                       "guest_port": 1}]),
-     "networks.lan.port_forwards[0].proto", "not tcp or udp"),
+     "networks.lan.port_forwards[0].proto", "valid protocols: tcp, udp"),
     (lab(networks__1__port_forwards=[{"proto": "tcp", "host_port": 1, "vm": "web1",
                                       "guest_port": 1}]),
      "networks.back.port_forwards", "it applies to nat, natnetwork"),
@@ -138,3 +156,19 @@ def test_unreadable_and_invalid_yaml(tmp_path):
     bad.write_text("name: [unclosed\n")
     with pytest.raises(LabFileError, match="not valid YAML at line"):
         labfile.load(bad)
+
+
+def test_forwards_listen_on_loopback_unless_the_lab_names_host_ip():
+    from provisioner import sandbox
+
+    def forward(data, defaults=labfile.Defaults()):
+        return labfile.resolve(data, defaults).networks[0].port_forwards[0]
+
+    assert forward(lab()).host_ip == IPv4Address("127.0.0.1")          # outside a sandbox
+    in_sandbox = labfile.sandbox_defaults(sandbox.describe("h2x"))
+    assert forward(lab(), in_sandbox).host_ip == IPv4Address(sandbox.HOST_UPLINK_IP)
+    named = lab(networks__0__port_forwards=[{"proto": "udp", "host_port": 53, "vm": "web1",
+                                             "guest_port": 53, "host_ip": "0.0.0.0",
+                                             "allow_privileged": True}])
+    pf = forward(named, in_sandbox)
+    assert (pf.host_ip, pf.host_port, pf.allow_privileged) == (IPv4Address("0.0.0.0"), 53, True)

@@ -103,9 +103,9 @@ def test_nat_argv(model):
     assert list(p.commands) == [
         *MGMT_NET,
         *vm_cmds("a", nic1(("nat",), model, "525400AABB01", "--natlocalhostreachable1", "on",
-                           "--natpf1", "ssh,tcp,,2222,,22")),
+                           "--natpf1", "ssh,tcp,127.0.0.1,2222,,22")),
         *vm_cmds("b", nic1(("nat",), model, "525400AABB02", "--natlocalhostreachable1", "on",
-                           "--natpf1", "dns,udp,,5353,,53"), memory=256, cpus=2),
+                           "--natpf1", "dns,udp,127.0.0.1,5353,,53"), memory=256, cpus=2),
         *START]
     assert p.extra["teardown"] == [*STOP, MGMT_REMOVE]
     assert p.extra["tag"] == {"key": "vnet/lab", "value": "t"}
@@ -121,7 +121,7 @@ def test_natnetwork_argv(model):
         ("VBoxManage", "natnetwork", "add", "--netname", net, "--network", "192.168.150.0/24",
          "--enable", "--dhcp", "on"),
         ("VBoxManage", "natnetwork", "modify", "--netname", net, "--port-forward-4",
-         "web:tcp:[]:8080:[192.168.150.10]:80"),
+         "web:tcp:[127.0.0.1]:8080:[192.168.150.10]:80"),
         ("VBoxManage", "natnetwork", "start", "--netname", net),
         *MGMT_NET,
         *vm_cmds("a", nic1(("natnetwork", "--nat-network1", net), model, "525400AABB01")),
@@ -281,7 +281,7 @@ def test_port_forward_goes_to_the_nic_on_that_network():
     data["vms"][0]["nics"].insert(0, {"network": "back"})
     cmds = plan(data).commands
     nic2 = next(c for c in cmds if "vnet-t-a" in c and "--nic2" in c)
-    assert nic2[-2:] == ("--natpf2", "ssh,tcp,,2222,,22")
+    assert nic2[-2:] == ("--natpf2", "ssh,tcp,127.0.0.1,2222,,22")
     assert not any("--natpf1" in c for c in cmds if "vnet-t-a" in c)
 
 

@@ -1,0 +1,91 @@
+"""A process vnet started (provisioner/procs.py): recorded at spawn, recognised by start time
+and command line before any signal, so a reused PID is never hit; corrupt records are reported
+and cleaning up goes on. Real short-lived `sleep` processes, no root needed."""
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from provisioner import procs
+
+
+SLEEP = [sys.executable, "-I", "-c", "import time; time.sleep(300)"]    # argv[-1]: the marker
+
+
+@pytest.fixture
+def sleeper(tmp_path):
+    """A real `sleep` that vnet spawned and recorded; killed at the end whatever happens."""
+    marker = str(tmp_path)
+    proc = procs.spawn(SLEEP + [marker + "/x"], tmp_path / "sleep.pid", marker,
+                       log_path=str(tmp_path / "sleep.log"))
+    while not procs.proc_argv(proc.pid):     # /proc/PID/cmdline is empty for a moment after exec
+        time.sleep(0.01)
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_spawn_records_pid_and_start_time_at_once(sleeper, tmp_path):
+    data = json.loads((tmp_path / "sleep.pid").read_text())
+    assert data == {"pid": sleeper.pid, "start_time": procs.start_time(sleeper.pid),
+                    "marker": str(tmp_path)}
+    assert procs.running(tmp_path / "sleep.pid") == sleeper.pid
+
+
+def test_a_pid_with_another_start_time_is_never_signalled(sleeper, tmp_path):
+    """What a reused PID looks like: same number, another process start."""
+    rec = procs.read(tmp_path / "sleep.pid")
+    procs.write(tmp_path / "sleep.pid", procs.Record(rec.pid, rec.start_time + 1, rec.marker))
+    assert procs.running(tmp_path / "sleep.pid") is None
+    assert procs.stop(tmp_path / "sleep.pid", timeout=0.5) is None
+    assert procs.pid_alive(sleeper.pid)
+    assert not (tmp_path / "sleep.pid").exists()      # the stale record is gone
+
+
+def test_a_pid_whose_command_line_lacks_the_marker_is_never_signalled(sleeper, tmp_path):
+    rec = procs.read(tmp_path / "sleep.pid")
+    procs.write(tmp_path / "sleep.pid", procs.Record(rec.pid, rec.start_time, "/elsewhere"))
+    assert procs.stop(tmp_path / "sleep.pid", timeout=0.5) is None
+    assert procs.pid_alive(sleeper.pid)
+    # "/a" must not match an argv that names "/ab/...": a sibling sandbox or lab
+    assert not procs.mentions(["sleep", str(tmp_path) + "b/x"], str(tmp_path))
+
+
+def test_stop_ends_the_recorded_process_and_removes_its_record(sleeper, tmp_path):
+    assert procs.stop(tmp_path / "sleep.pid") == sleeper.pid
+    assert not procs.pid_alive(sleeper.pid)
+    assert not (tmp_path / "sleep.pid").exists()
+
+
+@pytest.mark.parametrize("junk", ["", "garbage\n", "12x\n", '{"pid": "x"}', "[1, 2]",
+                                  '{"pid": 1, "start_time": 5, "marker": "/"}', "\xff\xfe"])
+def test_a_corrupt_pid_file_is_reported_and_cleanup_goes_on(tmp_path, junk):
+    path = tmp_path / "portproxy.pid"
+    path.write_text(junk)
+    with pytest.raises(procs.CorruptRecord, match="is corrupt"):
+        procs.read(path)
+    warnings = []
+    assert procs.stop(path, warnings.append) is None
+    assert len(warnings) == 1 and str(path) in warnings[0] and "no process was signalled" \
+        in warnings[0]
+    assert not path.exists()
+
+
+def test_a_bare_pid_is_recognised_by_its_command_line_only(sleeper, tmp_path):
+    """A program's own pid file (libvirtd writes one) holds only the PID."""
+    path = tmp_path / "bare.pid"
+    path.write_text(f"{sleeper.pid}\n")
+    assert procs.running(path, str(tmp_path), "python") == sleeper.pid
+    assert procs.running(path, str(tmp_path), "libvirtd") is None
+    assert procs.running(path, "/not/ours") is None
+
+
+def test_a_process_whose_record_cannot_be_written_is_killed(tmp_path):
+    with pytest.raises(OSError):
+        procs.spawn(SLEEP + [str(tmp_path)], tmp_path / "missing-dir" / "x.pid",
+                    str(tmp_path), log_path=str(tmp_path / "log"))
+    out = subprocess.run(["pgrep", "-f", f"time.sleep.300. {tmp_path}"], capture_output=True,
+                         text=True)
+    assert out.stdout.strip() == "", "the unrecorded process was left running"
