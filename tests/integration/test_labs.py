@@ -244,6 +244,11 @@ def test_five_mode_multi_homed_lab_verifies_green(lab_sandbox):
         assert {c["mode"] for c in cells if c["kind"] == "vm_to_internet"} == set(modes.names())
         inbound = [c for c in cells if c["kind"] == "internet_to_vm" and c["mode"] != "bridged"]
         assert len(inbound) == 8 and all(c["observed"] == "fail" for c in inbound)
-        assert sum(c["kind"] == "port_forward" for c in cells) == 8
+        forwards = [c for c in cells if c["kind"] == "port_forward"]
+        assert len(forwards) == 8
+        for c in forwards:      # SSH: a login reads the VM's name; echo (7): a service is there
+            vm = c["target"].split(":")[0]
+            assert (f"hostname {vm}" if ":22 " in c["target"] else "service present") \
+                in c["detail"], c
     finally:
         lifecycle.destroy(lab.name, target, quiet)
