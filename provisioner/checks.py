@@ -1,7 +1,8 @@
 """Which cells to probe for a lab, and what each must show: pure data built from the lab and
 the mode table. verify.py runs them; report.py shows them.
 
-A cell's observed value is "pass", "fail", "error", or "skipped": a NIC whose model needs
+A cell's observed value is "pass", "fail", "error" (playbooks/library/vnet_probe.py says which
+evidence gives which), or "skipped": a NIC whose model needs
 hardware this host lacks (an SR-IOV VF, a vDPA device) is never booted here, so its cells are
 reported as skipped (`hardware_cells`), never as passed.
 
@@ -17,7 +18,9 @@ from .model import Backend, Lab
 
 HOST, INTERNET = "host", "internet"
 SKIPPED = "skipped"
-PASS_WHEN = {"yes": "pass", "no": "fail", "port-forward": "fail"}  # direct path; forwards apart
+# direct path; forwards apart. A negative cell expects "fail" (no connection could be made):
+# "error" (connected to the wrong place, silence, a stale nonce) is never ok.
+PASS_WHEN = {"yes": "pass", "no": "fail", "port-forward": "fail"}
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ class Check:
 
     @property
     def ok(self) -> bool:
-        return self.observed == self.expected
+        return self.observed == self.expected and self.observed != "error"   # never ok
 
     @property
     def skipped(self) -> bool:
@@ -83,7 +86,7 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
                 if peer is not vm and peer_nic.ip is not None:
                     add("vm_to_vm", vm.name, f"{peer.name} ({peer_nic.ip.ip})", f"guest:{vm.name}",
                         target=str(peer_nic.ip.ip), port=ECHO_PORT, expect_name=peer.name,
-                        bind_mac=nic.mac)
+                        bind_mac=nic.mac, **own_address(vm, nic, peer_nic, net))
             if ends.internet_ip:
                 add("vm_to_internet", vm.name, f"internet ({ends.internet_ip})", f"guest:{vm.name}",
                     target=ends.internet_ip, port=ends.host_listener_port, expect_name=INTERNET,
@@ -109,6 +112,7 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
                 if origin:
                     checks.append(Check("port_forward", net.name, net.mode, origin, label,
                                         "pass", origin, dict(forward, timeout=3.0)))
+    link_controls(checks)
     return checks
 
 
@@ -118,6 +122,29 @@ def forward_of(lab: Lab, pf) -> dict:
     nic = next(n for n in lab.vm(pf.vm).nics if n.network == pf.network)
     return {"vm": pf.vm, "guest_port": pf.guest_port, "proto": pf.proto, "mac": nic.mac,
             "name": pf.name}
+
+
+def own_address(vm, nic, peer_nic, net) -> dict:
+    """When the peer's address is the prober's own (nat: every VM is 10.0.2.15 on its own
+    private NAT), the probe can only reach the prober itself: an answer from it proves the
+    isolation, and any other answerer is a leak (vnet_probe's "self_name")."""
+    if nic.ip is None or nic.ip.ip != peer_nic.ip.ip:
+        return {}
+    return {"self_name": vm.name,
+            "self_note": f"{nic.ip.ip} is {vm.name}'s own address on its private {net.subnet}"}
+
+
+def link_controls(cells: list[Check]) -> None:
+    """A UDP probe that meets silence is a "fail" only when the listener is known to be up
+    (vnet_probe.settle_silence): each negative UDP cell names, as "confirmed_by", the positive
+    cells that probe the same "listener" (ids are positions in `cells`, as verify runs them)."""
+    positives: dict[str, list[str]] = {}
+    for i, c in enumerate(cells):
+        if c.probe.get("proto") == "udp" and c.probe.get("listener") and c.expected == "pass":
+            positives.setdefault(c.probe["listener"], []).append(str(i))
+    for c in cells:
+        if c.probe.get("proto") == "udp" and c.expected == "fail" and c.probe.get("listener"):
+            c.probe["confirmed_by"] = positives.get(c.probe["listener"], [])
 
 
 def hardware_cells(lab: Lab, ends: Endpoints, reason: str | dict[str, str] | None = None,
@@ -161,6 +188,25 @@ def hardware_cells(lab: Lab, ends: Endpoints, reason: str | dict[str, str] | Non
         result.append(cell)
     order = {id(c): i for i, c in enumerate(cells)}
     return sorted(result, key=lambda c: order.get(id(c), len(order)))
+
+
+GREEN, RED, NOTHING_VERIFIED = "green", "red", "nothing verified"
+
+
+def tally(cells: list[dict]) -> dict[str, int]:
+    """How many of a result's cells (the JSON dicts) are ok, red and skipped."""
+    skipped = sum(c["observed"] == SKIPPED for c in cells)
+    ok = sum(bool(c["ok"]) and c["observed"] != SKIPPED for c in cells)
+    return {"ok": ok, "red": len(cells) - ok - skipped, "skipped": skipped}
+
+
+def verdict(cells: list[dict]) -> str:
+    """green: every probed cell as expected, and at least one was probed; red: any cell
+    not as expected; nothing verified: no cell at all, or every cell skipped."""
+    counts = tally(cells)
+    if counts["red"]:
+        return RED
+    return GREEN if counts["ok"] else NOTHING_VERIFIED
 
 
 def result_ok(cells: list[Check], booted: bool = True) -> bool:

@@ -241,7 +241,7 @@ def _emit_verification(result, report, out, fmt):
             raise click.UsageError("--report needs --out FILE")
         verifier.write_report(result, report, out)
     click.echo(json.dumps(result, indent=2) if fmt == "json" else verifier.matrix_text(result))
-    if not result["ok"]:
+    if verifier.exit_code(result):      # a red cell, or nothing verified at all
         sys.exit(int(ExitStatus.CHECKS_FAILED))
 
 
@@ -297,7 +297,8 @@ def up(lab_file, backend, uri, sandbox_name, no_wait, no_verify, dry_run, report
 @handle_errors
 def verify_cmd(lab_name, uri, sandbox_name, vagrant_dir, backend, report, out, fmt):
     """Probe every cell of LAB_NAME's reachability matrix from inside its guests and compare it
-    with what each mode promises. Exit 0 only when every cell matches.
+    with what each mode promises. Exit 0 only when every cell matches; 1 on any red cell, and
+    1 when nothing was verified (every cell skipped or unsupported).
 
     \b
     Examples:

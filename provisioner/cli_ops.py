@@ -72,9 +72,10 @@ def matrix_cmd(mode_list, model_list, sandbox_name, report_dir, pf):
     in a sandbox; print one summary table and write a JSON and JUnit report per lab plus
     summary.json (per-lab seconds, total wall time).
 
-    Exit code 1 when any cell is red, 3 when a lab could not be created, 0 otherwise. Labs
-    whose hardware is missing (SR-IOV, vDPA) are reported as skipped; combinations libvirt
-    cannot realize as unsupported. A temporary sandbox is removed at the end, also on Ctrl-C.
+    Exit code 1 when any cell is red, 3 when a lab could not be created, 1 when nothing at
+    all was verified (every lab skipped or unsupported), 0 otherwise. Labs whose hardware is
+    missing (SR-IOV, vDPA) are reported as skipped; combinations libvirt cannot realize as
+    unsupported. A temporary sandbox is removed at the end, also on Ctrl-C.
 
     \b
     Examples:

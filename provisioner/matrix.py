@@ -50,6 +50,7 @@ class LabRun:
     cells_ok: int = 0
     cells_total: int = 0
     cells_skipped: int = 0
+    cells_red: int = 0
     detail: str = ""
     timings: dict = field(default_factory=dict)
     json: str | None = None
@@ -128,10 +129,11 @@ def run_one(mode: str, model: str, target: state.Target, report_dir: Path, pf: s
             with _shielded():
                 _destroy(name, target, say)
     cells = result["checks"]
+    counts = checks.tally(cells)
     outcome = LabRun(lab=name, mode=mode, nic_model=model, verdict=verdict,
                      seconds=round(time.monotonic() - started, 1),
-                     cells_ok=sum(c["ok"] for c in cells), cells_total=len(cells),
-                     cells_skipped=sum(c["observed"] == checks.SKIPPED for c in cells),
+                     cells_ok=counts["ok"], cells_total=len(cells),
+                     cells_skipped=counts["skipped"], cells_red=counts["red"],
                      detail=detail, timings=result.get("timings", {}),
                      json=str(report_dir / f"{name}.json"), junit=str(report_dir / f"{name}.xml"))
     result = dict(result, matrix={"mode": mode, "nic_model": model, "verdict": verdict,
@@ -187,9 +189,10 @@ def _create_and_verify(lab, target: state.Target, say: Progress) -> tuple[str, d
             note = f"not booted: {exc.message}" + (f"; fix: {exc.hint}" if exc.hint else "")
             return "skipped", verifier.unbooted_result(lab, cells, note), "no hardware: " + reason
         result = verifier.verify(lab, target, say, timings=record.get("timings", {}))
-        red = [c for c in result["checks"] if not c["ok"]]
-        return ("green", result, "") if result["ok"] else \
-            ("red", result, f"{len(red)} red cell(s)")
+        if not verifier.exit_code(result):
+            return "green", result, ""
+        red = checks.tally(result["checks"])["red"]
+        return "red", result, f"{red} red cell(s)" if red else "nothing verified"
     except VnetError as exc:
         message = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
         return "error", _empty(lab.name, error=message), message
@@ -202,12 +205,16 @@ def _create_and_verify(lab, target: state.Target, say: Progress) -> tuple[str, d
 
 
 def exit_status(summary: dict) -> ExitStatus:
-    """1 when any cell is red; else 3 when a lab could not be created or booted; else 0."""
+    """1 when any cell is red; else 3 when a lab could not be created or booted; else 1 when
+    nothing was verified (every lab skipped or unsupported: a green exit must prove something);
+    else 0."""
     verdicts = {lab["verdict"] for lab in summary["labs"]}
     if "red" in verdicts:
         return ExitStatus.CHECKS_FAILED
     if "error" in verdicts:
         return ExitStatus.ENVIRONMENT
+    if "green" not in verdicts:
+        return ExitStatus.CHECKS_FAILED
     return ExitStatus.OK
 
 
@@ -224,9 +231,14 @@ def summary_table(summary: dict) -> str:
         if lab["verdict"] != "green" and lab["detail"]:
             lines.append(f"{lab['lab']}: {lab['verdict']}: {lab['detail']}")
     counts = {v: sum(lab["verdict"] == v for lab in summary["labs"]) for v in VERDICTS}
+    cells = {k: sum(lab.get(f"cells_{k}", 0) for lab in summary["labs"])
+             for k in ("ok", "red", "skipped")}
     lines.append(f"{len(summary['labs'])} lab(s) in {summary['wall_seconds']:.1f}s wall time: "
                  + ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+                 + "; cells: " + ", ".join(f"{n} {k}" for k, n in cells.items())
                  + ("" if summary.get("complete") else " (interrupted)"))
+    if not counts["green"] and not counts["red"] and not counts["error"]:
+        lines.append("NOTHING VERIFIED: every lab was skipped or unsupported")
     return "\n".join(lines)
 
 

@@ -93,8 +93,10 @@ def verify(lab: Lab, target: Target, progress: Callable[[str], None],
     phases["verify"] = round(time.monotonic() - started, 2)
     phases["total"] = round(sum(phases.values()), 2)
     notes = list(inventory.notes) + ([] if sb else ["not in a sandbox: no Internet cells were probed"])
+    found = [c.as_dict() for c in cells]
+    # ok needs at least one verified cell: a lab with no cell at all proves nothing
     return {"lab": lab.name, "backend": inventory.backend.value, "inventory": inventory.source,
-            "ok": all(c.ok for c in cells), "checks": [c.as_dict() for c in cells],
+            "ok": checklib.verdict(found) == checklib.GREEN, "checks": found,
             "timings": phases, "notes": notes}
 
 
@@ -216,6 +218,15 @@ def _run(lab, target, sb, cells, inventory, progress) -> None:
             t.join()
     if errors:
         raise VnetError(f"host-side probes failed to run: {errors[0]!r}")
+    record(cells, guest, outcome)
+
+
+def record(cells: list, guest: dict[str, dict], sides: dict[str, dict],
+           settle_silence: Callable[[dict, list], dict] | None = None) -> None:
+    """Write each cell's observed value and detail from the guests' module results
+    ({vm: {"probes", "drivers"}}) and the host/Internet results ({"host:<i>": result}); then
+    settle UDP silences against their positive controls, wherever those ran."""
+    raw: dict[str, dict] = {}
     for i, cell in enumerate(cells):
         if cell.runner.startswith("guest:"):
             vm = cell.runner.split(":", 1)[1]
@@ -224,18 +235,26 @@ def _run(lab, target, sb, cells, inventory, progress) -> None:
                 cell.observed, cell.detail = "error", f"Ansible could not run on {vm}"
             elif cell.kind == "nic_model":
                 seen = result["drivers"].get(cell.probe["mac"])
-                cell.observed = "pass" if seen == cell.probe["driver"] else "fail"
+                # "fail" is kept for "no connection": a wrong or missing driver is an error
+                cell.observed = "pass" if seen == cell.probe["driver"] else "error"
                 cell.detail = f"guest driver {seen}, expected {cell.probe['driver']}"
             else:
-                r = result["probes"].get(str(i), {"observed": "error", "detail": "no result"})
+                r = raw[str(i)] = result["probes"].get(str(i), {"observed": "error",
+                                                                "detail": "no result"})
                 cell.observed, cell.detail = r["observed"], r["detail"]
         else:
-            r = outcome.get(f"{cell.runner}:{i}", {"observed": "error", "detail": "not run"})
+            r = raw[str(i)] = sides.get(f"{cell.runner}:{i}", {"observed": "error",
+                                                               "detail": "not run"})
             cell.observed, cell.detail = r["observed"], r["detail"]
             fwd = cell.probe.get("forward")
-            if fwd and "nonces" in r:
+            if fwd and "nonces" in r:        # with what the guest saw at the forwarded port
                 held = guest.get(fwd["vm"], {}).get("forwards", {}).get(fwd["name"])
                 cell.observed, cell.detail = forwardcheck.conclude(r, held, cell.runner, fwd["vm"])
+    for i, cell in enumerate(cells):     # UDP silence: its controls may have run elsewhere
+        if cell.probe.get("confirmed_by") and str(i) in raw:
+            settle_silence = settle_silence or probe_module().settle_silence
+            r = settle_silence(raw[str(i)], [raw.get(j) for j in cell.probe["confirmed_by"]])
+            cell.observed, cell.detail = r["observed"], r["detail"]
 
 
 def _side_probes(module, specs: list[dict], origin: str, stop: Path) -> dict:
@@ -374,9 +393,7 @@ def matrix_text(result: dict) -> str:
     rows = [[c["network"], KIND_TITLES[c["kind"]], c["source"], c["target"], c["expected"],
              *mark(c)] for c in result["checks"]]
     skipped = [c for c in result["checks"] if c["observed"] == checklib.SKIPPED]
-    lines = [f"lab {result['lab']} ({result['backend']}): "
-             f"{sum(c['ok'] for c in result['checks'])}/{len(result['checks'])} cells as expected"
-             + (f", {len(skipped)} skipped" if skipped else ""),
+    lines = [f"lab {result['lab']} ({result['backend']}): {summary_line(result)}",
              table(["network", "cell", "from", "to", "expected", "observed", ""], rows)]
     red = [c for c in result["checks"] if not c["ok"] and c["observed"] != checklib.SKIPPED]
     if red:
@@ -390,8 +407,27 @@ def matrix_text(result: dict) -> str:
     if result.get("booted", True) is False:
         lines.append("SKIPPED (not booted: no hardware)" if result["ok"] else "NOT VERIFIED")
     else:
-        lines.append("VERIFIED" if result["ok"] else "NOT VERIFIED")
+        lines.append(verdict_line(result))
     return "\n".join(lines)
+
+
+def summary_line(result: dict) -> str:
+    """"12 ok, 1 red, 2 skipped (of 15 cells)": what the exit code is made of."""
+    counts = checklib.tally(result["checks"])
+    return ", ".join(f"{n} {k}" for k, n in counts.items()) + f" (of {len(result['checks'])} cells)"
+
+
+def verdict_line(result: dict) -> str:
+    verdict = checklib.verdict(result["checks"])
+    if verdict == checklib.NOTHING_VERIFIED:
+        return "NOTHING VERIFIED (every cell skipped or unsupported)"
+    return "VERIFIED" if verdict == checklib.GREEN and result["ok"] else "NOT VERIFIED"
+
+
+def exit_code(result: dict) -> int:
+    """0 only when the lab is green: 1 on any red cell, and 1 when nothing was verified."""
+    green = result["ok"] and checklib.verdict(result["checks"]) == checklib.GREEN
+    return 0 if green else 1
 
 
 def write_report(result: dict, kind: str, out: Path) -> None:

