@@ -103,10 +103,10 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
                 continue
             forward = dict(target=ends.host_uplink_ip, port=pf.host_port, expect_name=pf.vm,
                            forward=forward_of(lab, pf))
-            if pf.guest_port == 22:
+            if pf.proto == "udp":
+                forward["proto"] = "udp"   # the UDP nonce exchange; the guest holds the port
+            elif pf.guest_port == 22:
                 forward["ssh"] = True      # proven by logging in and reading the guest's name
-            if pf.proto != "tcp":
-                continue     # the prober speaks TCP; UDP forwards are rendered, not probed
             label = f"{pf.vm}:{pf.guest_port} via {ends.host_uplink_ip}:{pf.host_port}"
             for origin in (HOST, INTERNET if ends.internet_ip else None):
                 if origin:

@@ -222,3 +222,19 @@ def test_the_process_that_ran_the_playbook_signals_the_end_even_when_it_fails(mo
     with pytest.raises(RuntimeError):
         verifier._run_playbook_then_stop(tmp_path / "stop", "dir", "verify.yml", {}, {})
     assert (tmp_path / "stop").exists()
+
+
+def test_udp_forwards_are_probed_with_the_udp_exchange_and_held_by_the_guest():
+    lab = labfile.resolve({"name": "u", "networks": [{"name": "n", "mode": "nat",
+                           "port_forwards": [{"name": "dns", "proto": "udp", "host_port": 5353,
+                                              "vm": "a", "guest_port": 53}]}],
+                           "vms": [{"name": "a", "nics": [{"network": "n"}]}]})
+    ends = checks.Endpoints(host_listener_port=1, internet_ip="203.0.113.1",
+                            host_uplink_ip="203.0.113.2", mgmt_host_ip="100.64.1.1")
+    cells = [c for c in checks.build(lab, checks.Backend.LIBVIRT, ends)
+             if c.kind == "port_forward"]
+    assert {c.source for c in cells} == {"host", "internet"}
+    assert all(c.probe["proto"] == "udp" and c.probe["expect_name"] == "a" and
+               "ssh" not in c.probe for c in cells)
+    [held] = forwardcheck.guest_holds(cells, ["host", "internet"])["a"]
+    assert held["proto"] == "udp" and held["port"] == 53
