@@ -371,14 +371,21 @@ class ForwardHold:
         udp = self.spec.get("proto") == "udp"
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode())
+        if not udp:   # a previous check's connections in TIME_WAIT must not look like a service
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((address, int(self.spec["port"])))
             if not udp:
                 sock.listen(16)
             self.mode = "listener"
             self.detail = f"vnet's temporary listener on {ifname} {address}:{self.spec['port']}"
-        except OSError:          # taken: a service listens there; watch it instead
+        except OSError as exc:
             sock.close()
+            if exc.errno != errno.EADDRINUSE:
+                self.mode, self.detail = "error", f"cannot hold port {self.spec['port']}: {exc}"
+                self.done.set()
+                return
+            # taken: a service listens there; watch it instead
             sock = socket.socket(socket.AF_INET, socket.SOCK_RAW,
                                  socket.IPPROTO_UDP if udp else socket.IPPROTO_TCP)
             sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode())

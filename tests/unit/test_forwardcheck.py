@@ -57,6 +57,17 @@ def test_a_free_port_gets_a_temporary_listener_until_every_origin_was_answered(o
 
 
 @needs_root
+def test_the_last_checks_connections_in_time_wait_do_not_look_like_a_service(on_loopback):
+    port = free_port()
+    first = hold(port, origins=("host",))
+    probe.probe({"target": "127.0.0.1", "port": port, "nonce": "host-0123456789abcdef"})
+    probe.release_forwards([first], time.monotonic())    # it closed first: TIME_WAIT on its side
+    again = hold(port, origins=("host",))
+    assert again.mode == "listener", again.detail
+    probe.release_forwards([again], time.monotonic(), lifetime=0)
+
+
+@needs_root
 def test_a_free_udp_port_gets_a_temporary_nonce_answer(on_loopback):
     port = free_port(socket.SOCK_DGRAM)
     h = hold(port, "udp", origins=("host",))
