@@ -30,13 +30,16 @@ across the guests, the host and the Internet.
 
 Each probe: {"id", "target", "port", "proto" ("tcp", default, or "udp"), "expect_name",
 "self_name" (optional, see above), "self_note" (optional: why the address is the prober's own),
-"bind_mac" (optional: the NIC under test; the socket is bound to it with SO_BINDTODEVICE, so no
-other NIC can carry the probe), "banner" (optional, TCP: accept this banner prefix instead of a
+"bind_mac" (optional: the NIC under test; the socket is bound to its device with
+SO_BINDTODEVICE and to its own address, so no other NIC can carry the probe and the guest's
+per-NIC routing table sends it by that network's gateway), "nonce" (optional: preset, e.g. a
+forward's origin-tagged nonce), "banner" (optional, TCP: accept this banner prefix instead of a
 nonce, for e.g. SSH), "timeout" (connect, or the UDP wait), "answer_timeout" (TCP, after
 connecting), "confirmed_by" (optional, UDP)}.
 
 Options:
-  module args {"probes": [...], "nic_macs": [...]} -> {"probes": {...}, "drivers": {...}}
+  module args {"probes": [...], "nic_macs": [...], "forwards": [...]}
+      -> {"probes": {...}, "drivers": {...}, "forwards": {...}} (forwards: see ForwardHold)
   --serve PORT NAME   vnet's listener: answers on TCP and UDP PORT as NAME
 """
 import errno
