@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from . import runner
+from . import locks, runner
 from .sandbox import state_root
 
 PROBE_TIMEOUT = 10.0      # the tiny image reaches userspace in ~4 s under TCG; KVM far less
@@ -39,8 +39,8 @@ def choose(image, progress: Callable[[str], None] = print, force_probe: bool = F
     verdict, detail = probe(image)
     progress(f"accelerator: {verdict} ({detail}); cached in {cache}")
     cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps({"accel": verdict, "detail": detail,
-                                 "fingerprint": _fingerprint(image), "at": time.time()}))
+    locks.write_atomic(cache, json.dumps({"accel": verdict, "detail": detail,   # runs at once
+                                          "fingerprint": _fingerprint(image), "at": time.time()}))
     return verdict
 
 

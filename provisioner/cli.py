@@ -75,6 +75,15 @@ def sandbox_name_opt(ctx, param, value):
     return None if value is None else validate_name(value)
 
 
+def report_kind_opt(ctx, param, value):
+    """Click callback: `--report html` needs graphviz's dot; say so before anything is made."""
+    if value == "html":
+        from .topograph import require_dot
+
+        require_dot()
+    return value
+
+
 @click.group(cls=GuardedGroup, context_settings={"help_option_names": ["-h", "--help"],
                                                  "max_content_width": 100})
 @click.version_option(__version__, prog_name="vnet")
@@ -175,7 +184,8 @@ def lab_options(fn):
               help="Create inside this vnet sandbox.")
 @click.option("--uri", help="libvirt URI (default qemu:///system, or the sandbox's).")
 @click.option("--no-verify", is_flag=True, help="Stop once the VMs have their addresses.")
-@click.option("--report", type=click.Choice(["json", "junit"]), help="Also write a report.")
+@click.option("--report", type=click.Choice(["json", "junit", "html"]), callback=report_kind_opt,
+              help="Also write a report.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Report file.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @handle_errors
@@ -259,7 +269,8 @@ def target_options(fn):
 @click.option("--no-wait", is_flag=True, help="Return once the VMs have started.")
 @click.option("--no-verify", is_flag=True, help="Stop once the VMs have their addresses.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; create nothing.")
-@click.option("--report", type=click.Choice(["json", "junit"]), help="Also write a report.")
+@click.option("--report", type=click.Choice(["json", "junit", "html"]), callback=report_kind_opt,
+              help="Also write a report.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Report file.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @handle_errors
@@ -291,7 +302,8 @@ def up(lab_file, backend, uri, sandbox_name, no_wait, no_verify, dry_run, report
 @click.option("--vagrant", "vagrant_dir", type=click.Path(file_okay=False, exists=True,
               path_type=Path), help="Verify this Vagrant project (its vnet.yaml) instead of LAB_NAME.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="libvirt", show_default=True)
-@click.option("--report", type=click.Choice(["json", "junit"]), help="Also write a report.")
+@click.option("--report", type=click.Choice(["json", "junit", "html"]), callback=report_kind_opt,
+              help="Also write a report.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Report file.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @handle_errors
@@ -428,3 +440,5 @@ def gc(uri, sandbox_name):
 from . import cli_host  # noqa: E402,F401  (sandbox, image)
 from . import cli_vagrant  # noqa: E402,F401  (image box, vagrant verification)
 from . import cli_ops  # noqa: E402,F401  (doctor, matrix)
+from . import cli_report  # noqa: E402,F401  (report: saved JSON -> HTML)
+from . import cli_demo  # noqa: E402,F401  (demo: one-command Vagrant demos)

@@ -8,6 +8,7 @@ import sys
 import click
 
 from .cli import handle_errors, main
+from .cloudbuild import RECIPES
 from .errors import ExitStatus
 
 
@@ -94,23 +95,37 @@ def sandbox_exec(name, argv):
 @main.group()
 def image():
     """Guest images: the tiny image (kernel + busybox + dropbear + Python) built offline from
-    Debian packages and cached by the hash of its inputs.
+    Debian packages and cached by the hash of its inputs; a Debian 12 cloud image built the same
+    way (`--cloud debian12`); the cache listed with sizes and pruned.
 
     \b
     Examples:
       vnet image build
+      vnet image build --cloud debian12
       vnet image list
+      vnet image prune --keep 1 --dry-run
     """
 
 
 @image.command("build")
 @click.argument("name", default="tiny", type=click.Choice(["tiny"]))
+@click.option("--cloud", type=click.Choice(sorted(RECIPES)),
+              help="Build a cloud-init qcow2 from Debian packages instead (debian12); prints "
+                   "the file:// URL and sha256 for a lab file's images: entry.")
 @click.option("--force", is_flag=True, help="Rebuild even when cached.")
 @handle_errors
-def image_build(name, force):
+def image_build(name, cloud, force):
     """Build (or reuse) an image."""
     from . import images, lifecycle
 
+    if cloud is not None:
+        from . import cloudbuild
+
+        built = cloudbuild.build(cloud, progress=lifecycle.progress_printer(), force=force)
+        click.echo(f"{built.name} {built.digest}\n"
+                   f"images:\n  {built.name}:\n    url: {built.url}\n"
+                   f"    sha256: {built.sha256}")
+        return
     built = images.build_tiny(progress=lifecycle.progress_printer(), force=force)
     click.echo(f"{built.name} {built.digest}: {built.kernel.parent}")
 
@@ -119,13 +134,45 @@ def image_build(name, force):
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @handle_errors
 def image_list(fmt):
-    """List cached images."""
-    from . import images
+    """List cached images and their sizes on disk (built images and cloud downloads)."""
+    from . import imagecache
     from .report import table
 
-    items = images.list_cached()
+    items = imagecache.entries()
+    total = sum(e.size for e in items)
     if fmt == "json":
-        click.echo(json.dumps(items, indent=2, default=str))
-    else:
-        click.echo(table(["name", "digest", "size_mib", "path"],
-                         [[i["name"], i["digest"], i["size_mib"], i["path"]] for i in items]))
+        click.echo(json.dumps({"images": [{"name": e.name, "kind": e.kind, "digest": e.digest,
+                                           "size_mib": round(e.size / 2**20, 1),
+                                           "built_at": e.built_at, "sha256": e.sha256,
+                                           "path": str(e.path)} for e in items],
+                               "total_mib": round(total / 2**20, 1)}, indent=2))
+        return
+    click.echo(table(["name", "digest", "size_mib", "built_at", "path"],
+                     [[e.name, e.digest, f"{e.size / 2**20:.1f}", e.built_at, str(e.path)]
+                      for e in items]))
+    click.echo(f"total: {total / 2**20:.1f} MiB in {len(items)} images")
+
+
+@image.command("prune")
+@click.option("--keep", type=click.IntRange(min=0), default=1, show_default=True,
+              help="How many of the newest images of each name to keep besides those in use.")
+@click.option("--dry-run", is_flag=True, help="Say what would go; remove nothing.")
+@handle_errors
+def image_prune(keep, dry_run):
+    """Remove cached images that no lab uses, keeping the KEEP newest of each name.
+
+    An image is in use when a lab record (`vnet list`) names it or one of its overlays is
+    backed by it; such an image is never removed. Only entries carrying vnet's own manifest
+    (or a downloaded cloud image named by its sha256) under the cache directory are touched.
+
+    \b
+    Examples:
+      vnet image prune --dry-run
+      vnet image prune --keep 0
+    """
+    from . import imagecache
+
+    gone = imagecache.prune(keep, dry_run=dry_run, progress=click.echo)
+    freed = sum(e.size for e in gone) / 2**20
+    click.echo(f"{'would free' if dry_run else 'freed'} {freed:.1f} MiB "
+               f"({len(gone)} images)")

@@ -66,8 +66,10 @@ def _names(value: str | None) -> list[str] | None:
 @click.option("--report-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Where <lab>.json, <lab>.xml (JUnit) and summary.json go.")
 @click.option("--pf", help="sriov: the physical function whose VFs the labs get.")
+@click.option("--report", type=click.Choice(["html"]), help="Also write one HTML report.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Report file.")
 @handle_errors
-def matrix_cmd(mode_list, model_list, sandbox_name, report_dir, pf):
+def matrix_cmd(mode_list, model_list, sandbox_name, report_dir, pf, report, out):
     """Create, verify and destroy the default lab of every mode x NIC model, one after another,
     in a sandbox; print one summary table and write a JSON and JUnit report per lab plus
     summary.json (per-lab seconds, total wall time).
@@ -82,9 +84,16 @@ def matrix_cmd(mode_list, model_list, sandbox_name, report_dir, pf):
       vnet matrix --report-dir reports
       vnet matrix --modes internal,hostonly --nic-models virtio --report-dir /tmp/m
       vnet matrix --sandbox default --modes natnetwork --report-dir out
+      vnet matrix --modes natnetwork --report-dir out --report html --out out/matrix.html
     """
     from . import lifecycle, matrix, modes
 
+    if report and out is None:
+        raise click.UsageError("--report needs --out FILE")
+    if report:
+        from .topograph import require_dot
+
+        require_dot()        # before an hour of labs, not after
     mode_names = _names(mode_list) or modes.names()
     model_names = _names(model_list) or list(matrix.DEFAULT_MODELS)
     try:
@@ -96,4 +105,9 @@ def matrix_cmd(mode_list, model_list, sandbox_name, report_dir, pf):
         sys.exit(int(ExitStatus.INTERRUPTED))
     click.echo(matrix.summary_table(summary))
     click.echo(f"reports: {report_dir}/")
+    if report:
+        from . import htmlreport
+
+        saved, labs = htmlreport.load(report_dir / "summary.json")
+        click.echo(f"html report: {htmlreport.write_html(saved, out, labs)}")
     sys.exit(int(matrix.exit_status(summary)))

@@ -21,7 +21,8 @@ def image_box(provider: str, out: Path | None):
 
     \b
     The box boots the tiny image's kernel directly and accepts only its own, freshly generated
-    SSH key (never Vagrant's shared insecure key). The virtualbox box is rendered only.
+    SSH key (never Vagrant's shared insecure key). The virtualbox box boots from its own ISO
+    (box.ovf, a VMDK, boot.iso; see vagrant/README.md).
     \b
     Examples:
       vnet image box

@@ -69,3 +69,9 @@ class NotFound(VnetError):
 
 class VerificationFailed(VnetError):
     status = ExitStatus.CHECKS_FAILED
+
+
+class NeedsRoot(VnetError):
+    """The command needs root and the caller is not: nothing was read or written."""
+
+    status = ExitStatus.BAD_INPUT

@@ -15,6 +15,7 @@ from .drivers.libvirt_render import Context, ImageFiles, LibvirtRenderer, object
 from .errors import HypervisorError, NotFound, quote
 from .model import Lab, is_name
 from .state import Target
+from .testpoints import pause_at
 
 Progress = Callable[[str], None]
 ADDRESS_TIMEOUT = 120.0
@@ -54,10 +55,20 @@ class Timings:
 # --- up -----------------------------------------------------------------------------------------
 
 def up(lab: Lab, target: Target, progress: Progress, wait: bool = True) -> dict:
-    """Bring the lab up; returns its record (also saved in the lab's state dir)."""
-    from . import accel, doctor, images
+    """Bring the lab up; returns its record (also saved in the lab's state dir). Holds the
+    lab's lock: a `destroy` (or a second `up`) of the same lab waits for it."""
+    from . import doctor
 
     doctor.preflight(lab, target)     # missing SR-IOV/vDPA hardware, taken subnets: refuse first
+    driver = LibvirtDriver(target)
+    driver.conn       # an unreachable URI fails here, before an image is built or state written
+    with state.lab_lock(target, lab.name, progress):
+        return _up(lab, target, driver, progress, wait)
+
+
+def _up(lab: Lab, target: Target, driver: LibvirtDriver, progress: Progress, wait: bool) -> dict:
+    from . import accel, images
+
     timings = Timings()
     image = images.build_tiny(progress=progress)
     timings.mark("image")
@@ -66,16 +77,16 @@ def up(lab: Lab, target: Target, progress: Progress, wait: bool = True) -> dict:
     chosen = accel.choose(image, progress)
     ctx = Context(image=ImageFiles(str(image.kernel), str(image.initrd), str(image.rootdisk),
                                    image.cmdline_base),
-                  ssh_pubkey=pubkey, accel=chosen, log_dir=str(lab_dir))
+                  ssh_pubkey=pubkey, owner=driver.owner, accel=chosen, log_dir=str(lab_dir))
     plan = LibvirtRenderer(ctx).plan(lab)
     bases = fetch_cloud_images(plan, progress)    # a bad download stops before the record
-    driver = LibvirtDriver(target)
     existing = driver.labs().get(lab.name)
     if not existing:   # a second `up` of a running lab owns its ports already
         forwarding.check_host_ports(target, lab.name, plan.extra["hostfwd"] + plan.extra["proxies"])
     record = {"lab": lab.name, "backend": "libvirt", "uri": target.uri, "sandbox": target.sandbox,
               "accel": chosen, "source": lab.source, "lab_data": lab.meta["raw"],
-              "mgmt": plan.extra["mgmt"], "created": time.time()}
+              "mgmt": plan.extra["mgmt"], "created": time.time(),
+              "image": str(Path(image.kernel).parent)}    # `vnet image prune` keeps what labs use
     state.save(target, lab.name, record)     # before anything exists: a crash stays findable
     timings.mark("plan")
     prepare_cloud(plan, bases, progress)
@@ -142,6 +153,7 @@ def wait_for_addresses(lab: Lab, target: Target, driver: LibvirtDriver, lab_dir:
     pending = {vm.name for vm in lab.vms}
     deadline = time.monotonic() + timeout
     last_note = 0.0
+    pause_at("address")                         # a test may kill `vnet up` here
     while pending:
         for vm in list(pending):
             ready, addrs = guest_report(lab_dir, vm)
@@ -216,13 +228,33 @@ def _addresses(nic, reported: dict[str, str]) -> list[str]:
 
 
 def destroy(lab_name: str, target: Target, progress: Progress) -> list[str]:
+    """Remove this owner's objects of the lab, its helpers and its state; waits for a running
+    `up` of the same lab to finish first."""
+    with state.lab_lock(target, lab_name, progress):
+        return _destroy(lab_name, target, progress)
+
+
+def _destroy(lab_name: str, target: Target, progress: Progress) -> list[str]:
     lab_dir = state.lab_dir(target, lab_name)
     forwarding.stop_proxy(lab_dir, progress)
-    removed = LibvirtDriver(target).destroy(lab_name, progress)
+    driver = LibvirtDriver(target)
+    removed = driver.destroy(lab_name, progress)
     from .verify import close_masters, control_dir
 
     close_masters(control_dir(target, lab_name))
     control_dir(target, lab_name).rmdir()
+    has_record = (lab_dir / state.RECORD).exists()
+    unowned = driver.unowned().get(lab_name)
+    if unowned and has_record:
+        # Most likely this state root's own lab from before owner ids; keep its record so
+        # nothing is lost, and let a person decide.
+        raise HypervisorError(f"lab {lab_name}: {_names(unowned)} carry no owner id (an older "
+                              "vnet made them), so vnet leaves them alone and keeps the lab's "
+                              "state", hint="if they are yours, remove them with `virsh "
+                                            "destroy` and `virsh undefine` (or net-*), then "
+                                            f"`vnet destroy {lab_name}`")
+    if unowned:
+        progress(_left_alone(lab_name, unowned))
     if not removed and not lab_dir.exists():
         raise NotFound(f"no lab named {lab_name!r} on this target", hint="vnet list shows the labs")
     state.remove(target, lab_name)
@@ -245,10 +277,25 @@ def gc(target: Target, progress: Progress) -> list[str]:
     known = set(state.labs_of(target))
     removed = []
     for lab in sorted(set(tagged_labs(driver, progress)) - known):
-        forwarding.stop_proxy(state.lab_dir(target, lab), progress)
-        removed += driver.destroy(lab, progress)
-        state.remove(target, lab)
+        with state.lab_lock(target, lab, progress):
+            if (state.lab_dir(target, lab) / state.RECORD).exists():
+                continue                 # an `up` of it ran while we waited: not an orphan
+            forwarding.stop_proxy(state.lab_dir(target, lab), progress)
+            removed += driver.destroy(lab, progress)
+            state.remove(target, lab)
+    for lab, objects in sorted(driver.unowned().items()):
+        progress(_left_alone(lab, objects))
     return removed
+
+
+def _names(objects: dict[str, list[str]]) -> str:
+    return ", ".join(objects["domain"] + objects["network"])
+
+
+def _left_alone(lab: str, objects: dict[str, list[str]]) -> str:
+    """Objects an older vnet tagged without an owner id: nobody can tell whose they are."""
+    return (f"left alone: {_names(objects)} (lab {lab if is_name(lab) else quote(lab)}, tagged without an owner id by an older "
+            "vnet); remove them with virsh if they are yours")
 
 
 def list_labs(target: Target) -> list[dict]:
@@ -261,8 +308,11 @@ def list_labs(target: Target) -> list[dict]:
             return state.read(target, n) is not None
         except state.CorruptState:
             return False
-    return [{"lab": n, "domains": len(running.get(n, {}).get("domain", [])),
+    labs = [{"lab": n, "domains": len(running.get(n, {}).get("domain", [])),
              "networks": len(running.get(n, {}).get("network", [])),
              "state": "ok" if n in running and readable(n) else
                       ("orphaned (vnet gc)" if n in running else "stale state")}
             for n in names]
+    return labs + [{"lab": n, "domains": len(o["domain"]), "networks": len(o["network"]),
+                    "state": "no owner id (older vnet; gc leaves it alone)"}
+                   for n, o in sorted(driver.unowned().items())]

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import checks, labfile, lifecycle, modes, nics, sandbox, state
+from . import checks, labfile, lifecycle, locks, modes, nics, sandbox, state
 from . import verify as verifier
 from .defaultlab import default_lab
 from .errors import ExitStatus, LabFileError, NotFound, Unsupported, VnetError
@@ -77,6 +77,7 @@ def run(mode_names: list[str], model_names: list[str], report_dir: Path,
         progress: Progress = print) -> dict:
     """Run the matrix; returns the summary (also written to report_dir/summary.json)."""
     check_names(mode_names, model_names)
+    sandbox.require_root("vnet matrix")          # before the report dir or a sandbox exists
     report_dir.mkdir(parents=True, exist_ok=True)
     started, wall = time.time(), time.monotonic()
     temporary = sandbox_name is None
@@ -283,9 +284,7 @@ def _remove_empty(directory: Path) -> None:
 
 
 def _write_summary(report_dir: Path, summary: dict) -> None:
-    tmp = report_dir / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    tmp.replace(report_dir / "summary.json")
+    locks.write_atomic(report_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
 
 
 def _prefixed(progress: Progress, prefix: str) -> Progress:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from . import locks
 from .drivers.base import Plan, renderer
 from .model import Backend, Lab
 
@@ -46,9 +47,7 @@ def write_plan(plan: Plan, out: Path) -> list[Path]:
             files[out / f"{doc.kind}s" / f"{doc.name}.xml"] = doc.text
     for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        locks.write_atomic(path, text)
     if plan.backend is Backend.VIRTUALBOX:
         (out / "vboxmanage.sh").chmod(0o755)
     return sorted(files)

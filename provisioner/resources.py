@@ -10,7 +10,7 @@ _PACKAGE = Path(__file__).resolve().parent
 
 @lru_cache(maxsize=None)
 def data_dir(kind: str) -> Path:
-    """kind is "templates" or "playbooks"."""
+    """kind is "templates", "playbooks" or "vagrant" (the demos)."""
     for candidate in (_PACKAGE / "_data" / kind, _PACKAGE.parent / kind):
         if candidate.is_dir():
             return candidate

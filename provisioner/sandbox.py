@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import procs, runner
-from .errors import HypervisorError, LabFileError, NotFound, VnetError, quote
+from . import locks, procs, runner
+from .errors import HypervisorError, LabFileError, NeedsRoot, NotFound, VnetError, quote
 from .netns import NETNS_DIR, netns_argv, netns_inode, pids_in_netns, run_in_netns
 from .procs import terminate
 from .safepath import child, remove_tree
@@ -113,6 +113,7 @@ def list_names() -> list[str]:
 
 def load(name: str = "default") -> Sandbox:
     sb = describe(name)
+    require_root(f"sandbox {name}")
     if not (sb.state_dir / "sandbox.json").is_file() or netns_inode(sb.host_netns) is None \
             or _libvirtd_pid(sb) is None:
         raise NotFound(f"sandbox {name} is not up", hint=f"vnet sandbox up {name}")
@@ -144,16 +145,23 @@ def status(name: str = "default") -> dict:
 
 
 def up(name: str = "default", progress: Callable[[str], None] = print) -> Sandbox:
-    """Create the sandbox, or return it if it is already healthy; repairs a crashed one."""
+    """Create the sandbox, or return it if it is already healthy; repairs a crashed one.
+    Holds the sandbox's lock: a second `up` at the same time waits, then finds it up."""
     sb = describe(name)
     _check_machine(sb)
+    with locks.held("sandbox", name, progress):
+        return _up(sb, progress)
+
+
+def _up(sb: Sandbox, progress: Callable[[str], None]) -> Sandbox:
+    name = sb.name
     current = status(name)
     if current["up"]:
         progress(f"sandbox {name} is already up (libvirtd pid {current['libvirtd_pid']})")
         return sb
     if current["problems"]:
         progress(f"sandbox {name} is half up ({'; '.join(current['problems'])}): cleaning up first")
-        down(name, progress)
+        _down(sb, progress)
     started = time.monotonic()
     try:
         progress(f"creating network namespaces {sb.host_netns} and {sb.inet_netns}")
@@ -164,11 +172,11 @@ def up(name: str = "default", progress: Callable[[str], None] = print) -> Sandbo
     except BaseException:
         progress(f"setting up sandbox {name} failed: removing what was created")
         try:
-            down(name, progress=lambda _msg: None)
+            _down(sb, progress=lambda _msg: None)
         except Exception as exc:  # noqa: BLE001 - the first error is the one to report
             progress(f"warning: cleaning up failed too: {exc}")
         raise
-    (sb.state_dir / "sandbox.json").write_text(_record(sb))
+    locks.write_atomic(sb.state_dir / "sandbox.json", _record(sb))
     progress(f"sandbox {name} is up in {time.monotonic() - started:.1f}s: {sb.uri}")
     return sb
 
@@ -176,6 +184,13 @@ def up(name: str = "default", progress: Callable[[str], None] = print) -> Sandbo
 def down(name: str = "default", progress: Callable[[str], None] = print) -> None:
     """Stop everything the sandbox runs, delete its namespaces and state; safe to repeat."""
     sb = describe(name)
+    require_root(f"vnet sandbox down {name}")
+    with locks.held("sandbox", name, progress):
+        _down(sb, progress)
+
+
+def _down(sb: Sandbox, progress: Callable[[str], None]) -> None:
+    name = sb.name
     started = time.monotonic()
     _stop_lab_proxies(name, progress)
     for pid_file in PID_FILES:      # a corrupt one is said; its process is found by namespace
@@ -216,10 +231,16 @@ def _stop_lab_proxies(name: str, progress: Callable[[str], None]) -> None:
 
 # ---------------------------------------------------------------- building the sandbox
 
-def _check_machine(sb: Sandbox) -> None:
+def require_root(what: str) -> None:
+    """One line, exit 2, before anything is read or written: network namespaces, mounts and
+    the private libvirtd need root."""
     if os.geteuid() != 0:
-        raise VnetError("the sandbox needs root (network namespaces, mounts, libvirtd)",
-                        hint="run as root, e.g. `sudo vnet sandbox up`")
+        raise NeedsRoot(f"{what} needs root (network namespaces, mounts, libvirtd); you are "
+                        f"uid {os.geteuid()}", hint="run vnet as root, e.g. with sudo")
+
+
+def _check_machine(sb: Sandbox) -> None:
+    require_root(f"vnet sandbox up {sb.name}")
     missing = {tool: pkg for tool, pkg in REQUIRED_TOOLS.items() if runner.which(tool) is None}
     if missing:
         raise VnetError(f"the sandbox needs these commands: {', '.join(missing)}",

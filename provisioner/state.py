@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import runner
+from . import locks, runner
 from .errors import VnetError
 from .model import check_name, is_name
 from .safepath import child, remove_tree
@@ -67,10 +68,20 @@ def labs_of(target: Target) -> list[str]:
 
 def save(target: Target, lab: str, record: dict) -> Path:
     path = _made_lab_dir(target, lab)
-    tmp = path / "lab.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2, default=str))
-    tmp.replace(path / "lab.json")
+    locks.write_atomic(path / "lab.json", json.dumps(record, indent=2, default=str))
     return path
+
+
+@contextmanager
+def lab_lock(target: Target, lab: str, progress=None):
+    """The lock that keeps `up`, `destroy` and `gc` of one lab from interleaving; in a sandbox
+    also its sandbox's lock, shared, so `sandbox up/down` waits for them (always in this order:
+    sandbox, then lab)."""
+    with ExitStack() as stack:
+        if target.sandbox:
+            stack.enter_context(locks.held("sandbox", target.sandbox, progress, shared=True))
+        stack.enter_context(locks.held("lab", f"{target.key}-{lab}", progress))
+        yield
 
 
 def read(target: Target, lab: str) -> dict | None:

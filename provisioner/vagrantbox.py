@@ -9,9 +9,22 @@ libvirt box (vagrant-libvirt, box format v1):
                          (vnet.key=TYPE:BASE64), the only key the tiny image accepts
     Vagrantfile          direct kernel boot, SSH as root with that key, `sh`, no synced folder
 
-virtualbox box: metadata {"provider": "virtualbox"}, the root disk as VDI, the same key and
-Vagrantfile settings. It is rendered only (VirtualBox does not run here, and cannot boot a
-kernel directly: see the box's Vagrantfile).
+virtualbox box (what Vagrant's VirtualBox provider imports with `VBoxManage import box.ovf`):
+    metadata.json        {"provider": "virtualbox"}
+    box.ovf              OVF 1.0 envelope (templates/vagrant/box.ovf.j2): SATA controller, the
+                         root disk on port 0, the boot ISO as a DVD on port 1, one NAT adapter
+    box-disk001.vmdk     the root disk, streamOptimized (the format VirtualBox exports and imports)
+    boot.iso             VirtualBox cannot boot a kernel file, so the box boots like vnet's own
+                         VirtualBox labs (provisioner/bootiso.py): isolinux -> bzImage + initrd.
+                         Its command line ends in a slot of SLOT bytes that names the VM and its
+                         NICs; by default the box's own name and DHCP on adapter 1 (BASE_MAC)
+    vagrant_private_key, Vagrantfile
+The per-VM wiring: the tiny image is configured only by its kernel command line, so each VM
+needs its own ISO. The box's Vagrantfile defines VnetTinyBox.virtualbox(vb, dir, name, *ifs):
+it copies boot.iso to <dir>/.vagrant/vnet-boot-<name>.iso with the slot rewritten in place
+(same length, so nothing else in the ISO moves: ISO 9660 keeps no checksum of file data) and
+attaches it with `storageattach` on SATA port 1. Ruby alone does this; the VirtualBox host
+needs neither vnet nor an ISO tool.
 """
 from __future__ import annotations
 
@@ -32,6 +45,12 @@ from .resources import data_dir
 PROVIDERS = ("libvirt", "virtualbox")
 BOX_NAME = "vnet/tiny"
 VIRTUAL_SIZE_GB = 1        # vagrant-libvirt sizes each machine's overlay in whole GB
+# VirtualBox box: Vagrant gives adapter 1 (its NAT, for SSH) this MAC (config.vm.base_mac);
+# 08:00:27 is VirtualBox's own prefix.
+BASE_MAC = "08:00:27:5e:00:01"
+SLOT = 640                 # bytes of the boot ISO's command line that name the VM and its NICs
+OVF_NAME = "vnet-tiny"
+DISK_FILE, ISO_FILE = "box-disk001.vmdk", "boot.iso"
 
 
 @dataclass(frozen=True)
@@ -69,7 +88,31 @@ def render_vagrantfile(provider: str, *, digest: str, cmdline_base: str, pubkey:
     return _env().get_template(f"box-{provider}.Vagrantfile.j2").render(
         digest=digest, cmdline_base=cmdline_base, key_param=f"vnet.key={key_type}:{key_b64}",
         accel=accel, accel_note=accel_note or "the accelerator vnet found working here; "
-                                              "VNET_ACCEL=kvm|qemu overrides it")
+                                              "VNET_ACCEL=kvm|qemu overrides it",
+        slot=SLOT, default_slot=default_slot(), base_mac=BASE_MAC, base_mac_bare=
+        BASE_MAC.replace(":", ""), iso_file=ISO_FILE)
+
+
+def default_slot() -> str:
+    """What the box's own boot.iso says in its per-VM slot (padded to SLOT bytes)."""
+    return f"vnet.host={OVF_NAME} vnet.if={BASE_MAC},dhcp".ljust(SLOT)
+
+
+def box_cmdline(cmdline_base: str, pubkey: str) -> str:
+    """The boot ISO's whole kernel command line: the box's part, then the per-VM slot last."""
+    key_type, key_b64 = pubkey.split()[:2]
+    return f"{cmdline_base} vnet.key={key_type}:{key_b64} {default_slot()}"
+
+
+def render_ovf(*, disk_size: int, disk_capacity: int, iso_size: int, memory: int = 128,
+               cpus: int = 1) -> str:
+    """box.ovf (pure). Sizes in bytes; capacity is the disk's virtual size."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(data_dir("templates") / "vagrant")),
+                             undefined=jinja2.StrictUndefined, autoescape=True,
+                             keep_trailing_newline=True)
+    return env.get_template("box.ovf.j2").render(
+        name=OVF_NAME, disk_file=DISK_FILE, iso_file=ISO_FILE, disk_size=disk_size,
+        disk_capacity=disk_capacity, iso_size=iso_size, memory=memory, cpus=cpus)
 
 
 def metadata(provider: str) -> dict:
@@ -96,16 +139,14 @@ def build(provider: str, out_dir: Path, progress: Callable[[str], None] = print)
                     "-f", str(key)])
         pubkey = Path(f"{key}.pub").read_text().strip()
         Path(f"{key}.pub").unlink()
-        shutil.copyfile(image.kernel, stage / "vmlinux")
-        shutil.copyfile(image.initrd, stage / "initrd.gz")
         if provider == "libvirt":
+            shutil.copyfile(image.kernel, stage / "vmlinux")
+            shutil.copyfile(image.initrd, stage / "initrd.gz")
             progress("converting the root disk to qcow2 (box.img)")
             runner.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(image.rootdisk),
                         str(stage / "box.img")], timeout=300)
         else:
-            progress("converting the root disk to VDI (box-disk.vdi)")
-            runner.run(["qemu-img", "convert", "-f", "raw", "-O", "vdi", str(image.rootdisk),
-                        str(stage / "box-disk.vdi")], timeout=300)
+            _stage_virtualbox(stage, image, pubkey, progress)
         (stage / "metadata.json").write_text(json.dumps(metadata(provider)) + "\n")
         (stage / "Vagrantfile").write_text(render_vagrantfile(
             provider, digest=image.digest, cmdline_base=image.cmdline_base, pubkey=pubkey,
@@ -118,7 +159,22 @@ def build(provider: str, out_dir: Path, progress: Callable[[str], None] = print)
                     tar.add(item, arcname=item.name)
         partial.replace(target)
     notes = () if provider == "libvirt" else (
-        "rendered only: VirtualBox cannot boot a kernel directly and the tiny image takes its "
-        "configuration from the kernel command line, so this box has no box.ovf and no boot "
-        "loader yet; it has never run",)
+        "VirtualBox does not run on vnet's build machines: this box's OVF is checked and "
+        "imported by a VBoxManage stand-in, and its boot path (isolinux from a SATA DVD, the "
+        "root on SATA) was shown under QEMU; only a VirtualBox host shows it boot there",)
     return Box(path=target, provider=provider, name=BOX_NAME, digest=image.digest, notes=notes)
+
+
+def _stage_virtualbox(stage: Path, image, pubkey: str, progress: Callable[[str], None]) -> None:
+    """box-disk001.vmdk, boot.iso and box.ovf in `stage`."""
+    from . import bootiso
+
+    progress(f"converting the root disk to a streamOptimized VMDK ({DISK_FILE})")
+    runner.run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized",
+                str(image.rootdisk), str(stage / DISK_FILE)], timeout=300)
+    progress(f"writing the boot ISO ({ISO_FILE}: isolinux, the kernel, the initramfs)")
+    bootiso.build(image, box_cmdline(image.cmdline_base, pubkey), stage / ISO_FILE,
+                  progress=progress)
+    (stage / "box.ovf").write_text(render_ovf(
+        disk_size=(stage / DISK_FILE).stat().st_size, disk_capacity=image.rootdisk.stat().st_size,
+        iso_size=(stage / ISO_FILE).stat().st_size))

@@ -24,7 +24,7 @@ from typing import Callable
 from xml.sax.saxutils import quoteattr
 
 from . import checks as checklib
-from . import forwardcheck, procs, runner, state
+from . import forwardcheck, procs, runner, state, topology
 from .drivers.libvirt_render import mgmt_subnet_for
 from .errors import VnetError
 from .model import Backend, Lab
@@ -32,6 +32,7 @@ from .netns import netns_argv, run_in_netns
 from .report import CELL_TITLES, table
 from .resources import data_dir
 from .state import Target
+from .testpoints import pause_at
 
 PYTHON_IN_GUEST = "/usr/bin/python3"
 ANSIBLE_TIMEOUT = 180      # a whole run; one probe module call takes a few seconds
@@ -73,6 +74,12 @@ def lab_inventory(lab: Lab, target: Target) -> Inventory:
 
 def verify(lab: Lab, target: Target, progress: Callable[[str], None],
            timings: dict | None = None, inventory: Inventory | None = None) -> dict:
+    with state.lab_lock(target, lab.name, progress):     # a `destroy` waits for the probes
+        return _verify(lab, target, progress, timings, inventory)
+
+
+def _verify(lab: Lab, target: Target, progress: Callable[[str], None],
+            timings: dict | None, inventory: Inventory | None) -> dict:
     started = time.monotonic()
     inventory = inventory or lab_inventory(lab, target)
     sb = _sandbox(target)
@@ -85,6 +92,7 @@ def verify(lab: Lab, target: Target, progress: Callable[[str], None],
     try:     # the listeners start inside the try that stops them, even half started
         _start_listeners(target, sb, port, inventory.work_dir, records,
                          _listener_addresses(target, cells, port))
+        pause_at("verify")                      # a test may kill `vnet up` here
         _run(lab, target, sb, cells, inventory, progress)
     finally:
         for record in records:
@@ -94,10 +102,11 @@ def verify(lab: Lab, target: Target, progress: Callable[[str], None],
     phases["total"] = round(sum(phases.values()), 2)
     notes = list(inventory.notes) + ([] if sb else ["not in a sandbox: no Internet cells were probed"])
     found = [c.as_dict() for c in cells]
+    control = {vm: h.get("ansible_host") for vm, h in inventory.hosts.items()}
     # ok needs at least one verified cell: a lab with no cell at all proves nothing
     return {"lab": lab.name, "backend": inventory.backend.value, "inventory": inventory.source,
             "ok": checklib.verdict(found) == checklib.GREEN, "checks": found,
-            "timings": phases, "notes": notes}
+            "timings": phases, "notes": notes, "topology": topology.of(lab, control)}
 
 
 def _sandbox(target: Target):
@@ -122,9 +131,11 @@ def endpoints(lab: Lab, target: Target, port: int = 0,
 def unbooted_result(lab: Lab, cells: list, note: str, timings: dict | None = None) -> dict:
     """A result shaped like verify()'s for a lab that was never booted (its hardware is
     missing): its cells are observed "skipped", which is not a failure for such a lab."""
+    from . import topology
+
     return {"lab": lab.name, "backend": "libvirt", "ok": checklib.result_ok(cells, booted=False),
             "booted": False, "checks": [c.as_dict() for c in cells],
-            "timings": dict(timings or {}), "notes": [note]}
+            "timings": dict(timings or {}), "notes": [note], "topology": topology.of(lab)}
 
 
 # Runs the probe module's listener on one address: it is loaded by path (runpy), so nothing
@@ -431,6 +442,11 @@ def exit_code(result: dict) -> int:
 
 
 def write_report(result: dict, kind: str, out: Path) -> None:
+    if kind == "html":       # the topology drawn and the matrix as a coloured grid
+        from .htmlreport import write_html
+
+        write_html(result, out)
+        return
     out.parent.mkdir(parents=True, exist_ok=True)
     if kind == "json":
         out.write_text(json.dumps(result, indent=2) + "\n")

@@ -63,6 +63,7 @@ NOT_CONNECTED = {errno.ECONNREFUSED: "refused", errno.ETIMEDOUT: "timed out",
                  errno.ENETUNREACH: "no route (network unreachable)",
                  errno.ENETDOWN: "no route (network down)",
                  errno.EHOSTDOWN: "no route (host down)"}
+PARENT_CHECK_SECONDS = 1.0   # how soon a listener notices that its vnet is gone
 
 
 def interface_of(mac):
@@ -336,8 +337,15 @@ def serve(port, name, host="0.0.0.0"):
             except OSError:
                 pass
 
-    while True:
-        conn, peer = server.accept()
+    # vnet stops its listeners when it is done; killed (SIGKILL) it cannot, so a listener
+    # also ends once the vnet that started it is gone (it is reparented: getppid changes).
+    parent = os.getppid()
+    server.settimeout(PARENT_CHECK_SECONDS)
+    while os.getppid() == parent:
+        try:
+            conn, peer = server.accept()
+        except socket.timeout:
+            continue
         threading.Thread(target=answer, args=(conn, peer), daemon=True).start()
 
 

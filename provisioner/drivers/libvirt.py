@@ -1,5 +1,9 @@
 """Apply a libvirt plan through libvirt-python (any URI, remote ones too), and find or remove
-what a lab created by the tag in each object's <metadata>. No virsh."""
+what a lab created by the tag in each object's <metadata>. No virsh.
+
+The tag names the lab and its owner (provisioner/owner.py): discovery and teardown see only
+this state root's objects; objects of an older vnet, tagged without an owner, are reported by
+`unowned()` and never removed."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
@@ -8,6 +12,7 @@ from typing import Callable, Iterator
 
 from ..errors import HypervisorError
 from ..state import Target
+from ..testpoints import pause_at
 from .base import Plan
 from .libvirt_render import XMLNS
 
@@ -32,9 +37,19 @@ def lab_tag(xml: str) -> dict | None:
 class LibvirtDriver:
     name = "libvirt"
 
-    def __init__(self, target: Target):
+    def __init__(self, target: Target, owner: str | None = None):
         self.target = target
+        self._owner = owner
         self._conn = None
+
+    @property
+    def owner(self) -> str:
+        """The owner id this driver acts for: the state root's, unless given."""
+        if self._owner is None:
+            from ..owner import owner_id
+
+            self._owner = owner_id()
+        return self._owner
 
     @property
     def conn(self):
@@ -59,6 +74,7 @@ class LibvirtDriver:
             for doc in plan.documents:
                 if doc.kind == "network":
                     self._ensure_network(doc.name, doc.text, plan.lab.name, progress)
+            pause_at("define")                  # a test may kill `vnet up` here
             domains = [d for d in plan.documents if d.kind == "domain"]
             # QEMU start-up is mostly waiting on the host: start every VM at once.
             with ThreadPoolExecutor(max_workers=max(1, len(domains))) as pool:
@@ -91,11 +107,12 @@ class LibvirtDriver:
         dom.create()
         return True
 
-    @staticmethod
-    def _check_owner(name: str, xml: str, lab: str) -> None:
+    def _check_owner(self, name: str, xml: str, lab: str) -> None:
         tag = lab_tag(xml)
-        if tag is None or tag.get("name") != lab:
-            owner = f"lab {tag['name']!r}" if tag else "something other than vnet"
+        if tag is None or tag.get("name") != lab or tag.get("owner") != self.owner:
+            owner = "something other than vnet" if tag is None else \
+                f"lab {tag['name']!r} of " + (f"owner {tag['owner']}" if tag.get("owner")
+                                              else "an older vnet (no owner id)")
             raise HypervisorError(f"{name} already exists and belongs to {owner}; "
                                   "vnet leaves it alone", hint="choose another lab name")
 
@@ -122,11 +139,17 @@ class LibvirtDriver:
             if tag:
                 yield "network", net.name(), net, tag
 
+    def mine(self) -> Iterator[tuple[str, str, object, dict]]:
+        """The tagged objects of this driver's owner."""
+        return (o for o in self.tagged() if o[3].get("owner") == self.owner)
+
     def labs(self) -> dict[str, dict[str, list[str]]]:
-        result: dict[str, dict[str, list[str]]] = {}
-        for kind, name, _, tag in self.tagged():
-            result.setdefault(tag["name"], {"domain": [], "network": []})[kind].append(name)
-        return result
+        """This owner's labs: lab -> {"domain": [names], "network": [names]}."""
+        return _by_lab(self.mine())
+
+    def unowned(self) -> dict[str, dict[str, list[str]]]:
+        """Labs tagged by an older vnet, without an owner id: reported, never removed."""
+        return _by_lab(o for o in self.tagged() if not o[3].get("owner"))
 
     def domain_state(self, name: str) -> str:
         libvirt = _libvirt()
@@ -153,10 +176,10 @@ class LibvirtDriver:
     # --- teardown ---------------------------------------------------------------------------
 
     def destroy(self, lab: str, progress: Progress = print) -> list[str]:
-        """Remove every domain and network tagged with this lab, and nothing else."""
+        """Remove every domain and network tagged with this lab and owner, and nothing else."""
         libvirt = _libvirt()
         removed = []
-        objects = [o for o in self.tagged() if o[3].get("name") == lab]
+        objects = [o for o in self.mine() if o[3].get("name") == lab]
 
         def remove(item) -> str:
             kind, name, obj, _ = item
@@ -179,3 +202,10 @@ class LibvirtDriver:
         if removed:
             progress(f"removed {', '.join(removed)}")
         return removed
+
+
+def _by_lab(objects) -> dict[str, dict[str, list[str]]]:
+    result: dict[str, dict[str, list[str]]] = {}
+    for kind, name, _, tag in objects:
+        result.setdefault(tag["name"], {"domain": [], "network": []})[kind].append(name)
+    return result

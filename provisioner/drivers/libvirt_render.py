@@ -29,6 +29,7 @@ from .. import guestcmdline, nics
 from ..cloudimages import overlay_path, seed_path
 from ..errors import Unsupported
 from ..model import Backend, CloudImage, Lab, Nic, Vm
+from ..owner import PLACEHOLDER
 from ..seed import Seed, SeedNic
 from ..resources import data_dir
 from .base import Document, Plan
@@ -55,6 +56,7 @@ class Context:
                                    initrd="/var/cache/vnet/images/tiny/initrd.img",
                                    rootdisk="/var/cache/vnet/images/tiny/root.img")
     ssh_pubkey: str = "ssh-ed25519 GENERATED-AT-UP"
+    owner: str = PLACEHOLDER      # the state root's id in every tag (provisioner/owner.py)
     accel: str = "qemu"
     log_dir: str = "/var/lib/vnet/labs/LAB"
     mgmt_subnet: IPv4Network | None = None
@@ -238,8 +240,8 @@ class LibvirtRenderer:
 
     def _render(self, template: str, lab: Lab, **kw) -> str:
         return self.env.get_template(template).render(
-            xmlns=XMLNS, lab_name=lab.name, accel=self.ctx.accel, image=self.ctx.image,
-            tb_cache_mib=TB_CACHE_MIB, **kw)
+            xmlns=XMLNS, lab_name=lab.name, owner=self.ctx.owner, accel=self.ctx.accel,
+            image=self.ctx.image, tb_cache_mib=TB_CACHE_MIB, **kw)
 
 
 @dataclass(frozen=True)

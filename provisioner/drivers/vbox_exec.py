@@ -33,10 +33,11 @@ from pathlib import Path
 from .. import bootiso, images, runner, state
 from ..errors import CommandFailed, HypervisorError, VnetError, quote
 from ..model import Lab, is_name
+from ..owner import owner_id
 from ..state import Target
 from . import vbox_api
 from .base import Plan
-from .vbox_render import (NETWORKS_CONF, TAG_KEY, VBoxContext, VirtualBoxRenderer,
+from .vbox_render import (NETWORKS_CONF, OWNER_KEY, TAG_KEY, VBoxContext, VirtualBoxRenderer,
                           created_interface, substitute, vbox_name)
 
 Progress = Callable[[str], None]
@@ -122,21 +123,30 @@ def up(lab: Lab, progress: Progress, wait: bool = True, context: VBoxContext | N
        *, timeout: float = ADDRESS_TIMEOUT) -> dict:
     """Create (or find already running) the lab; returns its record (also saved)."""
     be = vbox_api.backend(progress)
+    with state.lab_lock(TARGET, lab.name, progress):
+        return _up(be, lab, progress, wait, context, timeout)
+
+
+def _up(be, lab: Lab, progress: Progress, wait: bool, context: VBoxContext | None,
+        timeout: float) -> dict:
     version = be.version()
     serial_dir = str(state.lab_dir(TARGET, lab.name))
     given = context
-    context = context or detect_context(version, VBoxContext().disk, serial_dir)
+    context = replace(context or detect_context(version, VBoxContext().disk, serial_dir),
+                      owner=owner_id())
     plan = VirtualBoxRenderer(context).plan(lab)          # refusals: nothing exists yet
     progress(f"VirtualBox {_dotted(version)} on {context.host_os}: lab {lab.name}, "
              f"{len(plan.commands)} commands")
     record = state.read(TARGET, lab.name)
     tags = vm_tags(be)
+    owners = vm_owners(be, tags)
     planned = set(plan.extra["vms"].values())
-    ours = {vm for vm, tag in tags.items() if tag == lab.name}
-    clash = sorted(vm for vm in planned if vm in tags and tags[vm] != lab.name)
+    ours = {vm for vm, tag in tags.items() if tag == lab.name and owners[vm] == context.owner}
+    clash = sorted(vm for vm in planned if vm in tags and vm not in ours)
     if clash:
         raise VnetError(f"VirtualBox already has VM(s) {', '.join(clash)}, which lab {lab.name} "
-                        f"did not create (their {TAG_KEY} is not {lab.name!r})",
+                        f"of this state root did not create (their {TAG_KEY} is not "
+                        f"{lab.name!r}, or their {OWNER_KEY} is not {context.owner})",
                         hint="name the lab differently (--name), or remove those VMs yourself")
     if ours and ours == planned and ours <= running_vms(be):
         progress(f"lab {lab.name} is already up ({len(ours)} VMs running); nothing to change")
@@ -147,7 +157,7 @@ def up(lab: Lab, progress: Progress, wait: bool = True, context: VBoxContext | N
     if ours or record:
         progress(f"lab {lab.name} is incomplete ({len(ours)} of {len(planned)} VMs); removing "
                  f"what it left before creating it again")
-        destroy(lab.name, progress, backend=be)
+        _destroy(lab.name, progress, be)
     _check_network_names(be, plan)
     image = None
     if given is None:
@@ -266,6 +276,12 @@ def _valid_tag(vm: str, tag: str | None) -> str | None:
     return None
 
 
+def vm_owners(be, tags: dict[str, str | None]) -> dict[str, str | None]:
+    """Every vnet-tagged VM -> its vnet/owner (None: tagged by an older vnet, no owner)."""
+    return {name: _value(be.run(("VBoxManage", "getextradata", name, OWNER_KEY), check=False))
+            for name, tag in tags.items() if tag is not None}
+
+
 def running_vms(be) -> set[str]:
     return set(re.findall(r'^"(.*)" \{[^}]*\}$',
                           be.run(("VBoxManage", "list", "runningvms")).stdout, re.M))
@@ -314,11 +330,22 @@ def _option(argv: Sequence[str], name: str) -> str:
 # --- destroy ----------------------------------------------------------------------------------
 
 def destroy(lab_name: str, progress: Progress, *, backend=None) -> list[str]:
-    """Remove the lab's tagged VMs and the networks its record says it created. Idempotent."""
+    """Remove the lab's VMs tagged with this state root's owner id and the networks its record
+    says it created. Idempotent; waits for a running `up` of the same lab."""
     be = backend or vbox_api.backend(progress)
+    with state.lab_lock(TARGET, lab_name, progress):
+        return _destroy(lab_name, progress, be)
+
+
+def _destroy(lab_name: str, progress: Progress, be) -> list[str]:
     record = state.read(TARGET, lab_name)
     tags = vm_tags(be)
-    ours = sorted(vm for vm, tag in tags.items() if tag == lab_name)
+    owners = vm_owners(be, tags)
+    owner = owner_id()
+    ours = sorted(vm for vm, tag in tags.items() if tag == lab_name and owners[vm] == owner)
+    for vm in sorted(vm for vm, tag in tags.items() if tag == lab_name and owners[vm] != owner):
+        progress(f"{vm} is tagged {TAG_KEY}={lab_name} but its {OWNER_KEY} is "
+                 f"{owners[vm] or 'missing (an older vnet)'}, not {owner}; left alone")
     running = running_vms(be)
     steps = [("VBoxManage", "controlvm", vm, "poweroff") for vm in ours if vm in running]
     steps += [("VBoxManage", "unregistervm", vm, "--delete") for vm in ours]

@@ -54,6 +54,7 @@ from pathlib import PurePosixPath
 from .. import guestcmdline, nics
 from ..errors import Unsupported
 from ..model import Backend, CloudImage, Lab, Network, Nic, Vm
+from ..owner import PLACEHOLDER
 from .base import Document, Plan
 from .libvirt_render import mgmt_mac
 
@@ -64,6 +65,7 @@ MGMT_GUEST_OFFSET = 10            # guest i: mgmt_subnet + 10 + i (as on libvirt
 OSTYPE = "Linux26_64"
 CONTROLLER = "SATA"
 TAG_KEY = "vnet/lab"              # setextradata <vm> vnet/lab <lab>: how teardown/gc find our VMs
+OWNER_KEY = "vnet/owner"          # ... and vnet/owner <state root's id> (provisioner/owner.py)
 NETWORKS_CONF = "/etc/vbox/networks.conf"
 HOSTONLY_RESTRICTED_SINCE = (6, 1, 28)      # host-only addresses limited to networks.conf
 HOSTONLY_RESTRICTED_HOSTS = ("linux", "darwin", "solaris")
@@ -89,6 +91,7 @@ class VBoxContext:
     seed_iso: the cloud-init `cidata` ISO attached as a DVD; `{vm}` in it is the VM's name.
     serial_dir: the lab's state dir: serial logs and the tiny image's per-VM boot ISOs.
     ssh_pubkey, cmdline_base: what goes into the boot ISOs' kernel command lines.
+    owner: the owner id each VM carries in its vnet/owner extradata beside vnet/lab.
     hostonly_ranges: what /etc/vbox/networks.conf allows (VirtualBox's default when it is absent).
     mgmt_subnet: the lab-owned host-only network of the control path (host at its first
     address); inside VirtualBox's default host-only range 192.168.56.0/21.
@@ -103,6 +106,7 @@ class VBoxContext:
     ssh_pubkey: str = "ssh-ed25519 GENERATED-AT-UP"
     cmdline_base: str = "console=ttyS0 quiet panic=-1"
     mgmt_subnet: str = "192.168.63.0/24"
+    owner: str = PLACEHOLDER                    # the state root's id; `up` sets the real one
 
 
 def vbox_name(lab: str, item: str) -> str:
@@ -170,7 +174,8 @@ class VirtualBoxRenderer:
         return Plan(Backend.VIRTUALBOX, lab, docs, commands=tuple(argv for _, argv in steps),
                     extra={
                         "teardown": self._teardown(lab, networks),
-                        "tag": {"key": TAG_KEY, "value": lab.name},
+                        "tag": {"key": TAG_KEY, "value": lab.name,
+                                "owner_key": OWNER_KEY, "owner": self.ctx.owner},
                         "captures": captures,
                         "hostonlyifs": {n.name: {"token": hostonlyif_token(n.name),
                                                  "ip": str(n.host_ip),
@@ -328,6 +333,7 @@ class VirtualBoxRenderer:
         steps = [
             (f"{label}: createvm", _vbm(*create)),
             (f"{label}: tag", _vbm("setextradata", name, TAG_KEY, lab.name)),
+            (f"{label}: owner", _vbm("setextradata", name, OWNER_KEY, self.ctx.owner)),
             (f"{label}: hardware", _vbm(
                 "modifyvm", name, "--memory", str(vm.memory), "--cpus", str(vm.cpus),
                 "--boot1", order[0], "--boot2", order[1], "--boot3", "none", "--boot4", "none",

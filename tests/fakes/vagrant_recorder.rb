@@ -10,6 +10,11 @@ module VnetTinyBox
   def self.cmdline(*params)
     ["<box cmdline and key>", *params].join(" ")
   end
+
+  # VirtualBox: the box writes the machine's own boot ISO; recorded as a call on `vb`.
+  def self.virtualbox(vb, _dir, name, *if_params)
+    vb.vnet_boot_iso(name, *if_params)
+  end
 end
 
 class Settings

@@ -6,7 +6,8 @@ command vnet renders and see the ones VirtualBox would refuse.
 It emulates the subcommands vnet uses: createvm, setextradata/getextradata, modifyvm,
 storagectl, storageattach, startvm, controlvm (poweroff, acpipowerbutton), unregistervm,
 showvminfo, list (vms, runningvms, natnets, hostonlyifs, hostonlynets, dhcpservers, bridgedifs),
-natnetwork, hostonlyif, hostonlynet, dhcpserver, guestproperty get/enumerate, and --version.
+natnetwork, hostonlyif, hostonlynet, dhcpserver, guestproperty get/enumerate, import (an OVF,
+read by vbox_ovf.py beside this file), and --version.
 Anything else, any unknown option, bad enum value, malformed MAC, missing object, duplicate VM,
 NIC index outside 1..8 or host-only address outside the allowed ranges is refused the way
 VBoxManage refuses it: "VBoxManage: error: ..." on stderr, exit 2 for syntax, 1 for the rest.
@@ -961,13 +962,68 @@ def cmd_list(state, args):
             print(f"Name:            {name}\nStatus:          Up\n")
 
 
+# --- appliances ------------------------------------------------------------------------------
+
+CONTROLLER_NAMES = {"sata": "SATA Controller", "ide": "IDE Controller", "scsi": "SCSI Controller"}
+BUS_OF = {"sata": "sata", "ide": "ide", "scsi": "scsi"}
+
+
+def cmd_import(state, args):
+    """import <ovf> [-n|--dry-run] [--vsys 0 --vmname NAME] [--vsys 0 --unit N --disk PATH]:
+    the OVF is read by vbox_ovf.py (beside this file); a dry run prints what would be made."""
+    import vbox_ovf
+
+    pos, opts = parse(args, {"-n": Opt("dry", 0), "--dry-run": Opt("dry", 0),
+                             "--vsys": Opt("vsys"), "--vmname": Opt("vmname"),
+                             "--unit": Opt("unit"), "--disk": Opt("disk"),
+                             "--ostype": Opt("ostype"), "--basefolder": Opt("basefolder")})
+    (ovf,) = expect(pos, ("<ovf>",), "import")
+    got = {key: values[0] if values else True for key, _, values in opts}
+    try:
+        appliance = vbox_ovf.read(ovf)
+    except vbox_ovf.OvfError as exc:
+        raise Fail(str(exc), "Details: code VBOX_E_FILE_ERROR (0x80bb0004), component ApplianceWrap")
+    name = got.get("vmname", appliance["name"])
+    folder = os.path.join(got.get("basefolder", os.path.expanduser("~/VirtualBox VMs")), name)
+    print(f"Interpreting {os.path.abspath(ovf)}...\nOK.\nVirtual system 0:")
+    print(f' 0: Suggested OS type: "{appliance["ostype"]}"\n 1: Suggested VM name "{appliance["name"]}"')
+    for unit, medium in enumerate(appliance["media"], 2):
+        kind = "Hard disk image" if medium["type"] == "hdd" else "CD-ROM"
+        print(f" {unit}: {kind}: source image={medium['file']}, target path="
+              f"{os.path.join(folder, medium['file'])}, controller={medium['controller']};"
+              f"channel={medium['port']}")
+    if got.get("dry"):
+        return
+    if any(vm["name"] == name for vm in state["vms"].values()):
+        raise Fail(f"A machine named '{name}' already exists")
+    vm_id = str(uuid.uuid4())
+    ctls = {iid: CONTROLLER_NAMES[bus] for iid, bus in appliance["controllers"].items()}
+    vm = {"name": name, "uuid": vm_id, "ostype": appliance["ostype"],
+          "settings": os.path.join(folder, name + ".vbox"), "state": "poweroff",
+          "memory": appliance["memory"], "cpus": appliance["cpus"],
+          "boot": ["floppy", "dvd", "disk", "none"], "extradata": {}, "nics": {}, "uarts": {},
+          "storagectls": {ctls[iid]: {"bus": BUS_OF[bus], "controller": BUSES[bus][0],
+                                      "portcount": 30 if bus == "sata" else 2, "attachments": {}}
+                          for iid, bus in appliance["controllers"].items()}}
+    for medium in appliance["media"]:
+        target = os.path.join(folder, medium["file"])
+        vm["storagectls"][ctls[medium["controller"]]]["attachments"][f"{medium['port']}-0"] = {
+            "type": medium["type"], "medium": target,
+            "mtype": "normal" if medium["type"] == "hdd" else None}
+    for n, nic in enumerate(appliance["nics"], 1):
+        new_nic(vm, n).update(attachment="nat", type="82540EM" if nic["type"] == "E1000"
+                              else "Am79C973")
+    state["vms"][vm_id] = vm
+    print(f"Successfully imported the appliance.")
+
+
 COMMANDS = {
     "createvm": cmd_createvm, "setextradata": cmd_setextradata, "getextradata": cmd_getextradata,
     "modifyvm": cmd_modifyvm, "storagectl": cmd_storagectl, "storageattach": cmd_storageattach,
     "startvm": cmd_startvm, "controlvm": cmd_controlvm, "unregistervm": cmd_unregistervm,
     "showvminfo": cmd_showvminfo, "guestproperty": cmd_guestproperty, "list": cmd_list,
     "natnetwork": cmd_natnetwork, "hostonlyif": cmd_hostonlyif, "hostonlynet": cmd_hostonlynet,
-    "dhcpserver": cmd_dhcpserver,
+    "dhcpserver": cmd_dhcpserver, "import": cmd_import,
 }
 READ_ONLY = {"getextradata", "showvminfo", "guestproperty", "list"}
 

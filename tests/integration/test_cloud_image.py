@@ -2,8 +2,9 @@
 seed under plain QEMU, and check the guest contract vnet relies on: the VNET-ADDR/VNET-READY
 console lines, the echo listener on TCP 7, root SSH with the lab's key only, one default route.
 
-No cloud image can be downloaded here, so this runs only when a local one is given:
-  VNET_CLOUD_IMAGE=/path/to/debian-12-genericcloud-amd64.qcow2 \\
+No cloud image can be downloaded here, so this runs only when a local one is given, for example
+the Debian 12 image `vnet image build --cloud debian12` builds (it prints the path and sha256):
+  VNET_CLOUD_IMAGE=/path/to/disk.qcow2 \\
   VNET_CLOUD_IMAGE_SHA256=<its sha256> pytest tests/integration/test_cloud_image.py
 NICs are QEMU user networking with restrict=on: the guest reaches nothing; the host reaches the
 listener and SSH through two hostfwd ports. QEMU is killed by its PID.
@@ -81,8 +82,8 @@ def guest(tmp_path_factory, keypair):
     argv = ["qemu-system-x86_64", "-M", "pc", "-accel", qemu_accel(), "-m", "1024",
             "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
             "-drive", f"file={overlay},if=virtio,format=qcow2",
-            "-drive", f"file={iso},if=none,id=seed,format=raw,media=cdrom,readonly=on",
-            "-device", "ahci,id=ahci", "-device", "ide-cd,drive=seed,bus=ahci.0",
+            # as the domain XML: IDE on the pc machine's PIIX (Debian's cloud kernel has no AHCI)
+            "-drive", f"file={iso},if=ide,index=2,format=raw,media=cdrom,readonly=on",
             "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{echo_port}-:7",
             "-device", f"virtio-net-pci,netdev=n0,mac={nat.mac}",
             "-netdev", f"user,id=n1,restrict=on,net={mgmt_net},"

@@ -7,6 +7,7 @@ import signal
 import tempfile
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -184,8 +185,10 @@ def test_two_sandboxes_isolated_and_cleaned_up(state_root):
         # (other sandboxes, e.g. the lab tests' session sandbox, may exist at the same time)
         assert not [ln for ln in f if root in ln or any(f"vnet-{n}-" in ln for n in (a, b))]
     assert after["nft"] == before["nft"] and after["links"] == before["links"]
-    # "cache" holds libvirt's QEMU capability probes, kept across sandboxes on purpose
-    assert set(os.listdir(root)) - {"cache"} == {"sandboxes"}
+    # "cache" holds libvirt's QEMU capability probes, kept across sandboxes on purpose;
+    # "locks" the sandboxes' lock files (empty but for a pid; never deleted, see locks.py)
+    assert set(os.listdir(root)) - {"cache", "locks"} == {"sandboxes"}
+    assert {p.suffix for p in Path(root, "locks").iterdir()} == {".lock"}
     assert os.listdir(f"{root}/sandboxes") == []
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
+import json
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
@@ -32,9 +33,15 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-def qcow2_like(path: Path, size: int) -> CloudImage:
-    """A file that starts like a qcow2 image, and the CloudImage that pins it."""
-    data = cloudimages.QCOW2_MAGIC + bytes(range(256)) * (size // 256)
+def qcow2_like(path: Path, size: int, *options: str) -> CloudImage:
+    """A real (tiny) qcow2 image padded to `size` bytes, and the CloudImage that pins it.
+    `options` go to `qemu-img create` (a backing file, an external data file)."""
+    if not shutil.which("qemu-img"):
+        pytest.skip("qemu-img is missing: apt-get install qemu-utils")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", *options, str(path), "1M"],
+                   check=True)
+    data = path.read_bytes()
+    data += bytes(range(256)) * ((size - len(data)) // 256)
     path.write_bytes(data)
     return CloudImage(name="img", url=path.as_uri(), sha256=hashlib.sha256(data).hexdigest())
 
@@ -117,6 +124,99 @@ def test_progress_updates_one_line_in_place_on_a_tty(tmp_path):
     assert text.count("\n") == 1 and text.endswith("\rimg: 100% 5.0/5.0 MiB\n")
     frames = text.rstrip("\n").split("\r")[1:]
     assert len(frames) >= 3 and all(f.startswith("img: ") and "MiB" in f for f in frames)
+
+
+# ---------------------------------------------------------------- what QEMU would follow
+
+def test_a_backing_file_is_refused_before_qemu_sees_it(tmp_path, cache):
+    """A published image that names a backing file would make the guest read a host file."""
+    secret = tmp_path / "host-secret.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(secret), "1M"], check=True)
+    image = qcow2_like(tmp_path / "evil.qcow2", 1 << 20, "-F", "qcow2", "-b", str(secret))
+    with pytest.raises(VnetError, match=f"names a backing file \\('{secret}'\\): refused"):
+        cloudimages.fetch(image, lambda m: None, stream=io.StringIO())
+    assert list((cache / "cloud").iterdir()) == []
+
+
+def test_an_external_data_file_is_refused_before_qemu_sees_it(tmp_path, cache):
+    data_file = tmp_path / "host-disk.raw"
+    image = qcow2_like(tmp_path / "evil.qcow2", 1 << 20, "-o", f"data_file={data_file}")
+    with pytest.raises(VnetError, match="keeps its data in an external file"):
+        cloudimages.fetch(image, lambda m: None, stream=io.StringIO())
+    assert list((cache / "cloud").iterdir()) == []
+
+
+def test_qemu_img_info_is_asked_too(tmp_path, monkeypatch):
+    """The header looks clean; qemu-img's answer still decides (a second opinion on the file)."""
+    image = qcow2_like(tmp_path / "ok.qcow2", 1 << 20)
+    path = tmp_path / "ok.qcow2"
+    cloudimages.check_image(path, "x")                     # the real qemu-img agrees
+    answer = json.dumps({"format": "qcow2", "backing-filename": "/dev/sda"})
+    monkeypatch.setattr(runner, "run", lambda argv, **kw: runner.Result(argv, 0, answer, ""))
+    with pytest.raises(VnetError, match=r"names a backing file \('/dev/sda'\)"):
+        cloudimages.check_image(path, "x")
+    del image
+
+
+def test_a_changed_cached_image_is_hashed_again_and_replaced(tmp_path, cache, count_urlopen):
+    image = qcow2_like(tmp_path / "deb.qcow2", 1 << 20)
+    path = cloudimages.fetch(image, lambda m: None, stream=io.StringIO())
+    with open(path, "r+b") as f:                         # same size, one byte flipped
+        f.seek(300_000)
+        f.write(b"\xff")
+    lines = []
+    assert cloudimages.fetch(image, lines.append, stream=io.StringIO()) == path
+    assert "no longer matches its sha256" in lines[0] and len(count_urlopen) == 2
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == image.sha256
+
+
+def test_a_cached_image_swapped_for_one_with_a_backing_file_is_refused(tmp_path, cache):
+    """Even a file whose digest matches is checked again before each use."""
+    secret = tmp_path / "secret.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(secret), "1M"], check=True)
+    evil = qcow2_like(tmp_path / "evil.qcow2", 1 << 20, "-F", "qcow2", "-b", str(secret))
+    cached = cloudimages.cached_path(evil)
+    cached.parent.mkdir(parents=True)
+    shutil.copyfile(tmp_path / "evil.qcow2", cached)       # as if placed there by hand
+    with pytest.raises(VnetError, match="cached cloud image img .* names a backing file"):
+        cloudimages.fetch(evil, lambda m: None, stream=io.StringIO())
+
+
+def test_downloads_stop_at_the_size_cap(tmp_path, cache, monkeypatch):
+    image = qcow2_like(tmp_path / "big.qcow2", 3 << 20)
+    monkeypatch.setenv("VNET_CLOUD_IMAGE_MAX_GIB", str(2 / 1024))       # 2 MiB
+    with pytest.raises(VnetError, match=r"larger than the 0.00195312 GiB download cap") as exc:
+        cloudimages.fetch(image, lambda m: None, stream=io.StringIO())
+    assert "VNET_CLOUD_IMAGE_MAX_GIB" in exc.value.hint
+    assert list((cache / "cloud").iterdir()) == []
+    monkeypatch.setenv("VNET_CLOUD_IMAGE_MAX_GIB", "1")
+    assert cloudimages.fetch(image, lambda m: None, stream=io.StringIO()).exists()
+
+
+def test_the_cap_also_holds_without_a_content_length(tmp_path, cache, monkeypatch):
+    image = qcow2_like(tmp_path / "big.qcow2", 3 << 20)
+    monkeypatch.setenv("VNET_CLOUD_IMAGE_MAX_GIB", str(2 / 1024))
+    real = cloudimages.urllib.request.urlopen
+
+    def no_length(url, *a, **kw):
+        response = real(url, *a, **kw)
+        del response.headers["Content-Length"]
+        return response
+    monkeypatch.setattr(cloudimages.urllib.request, "urlopen", no_length)
+    with pytest.raises(VnetError, match="download cap"):
+        cloudimages.fetch(image, lambda m: None, stream=io.StringIO())
+    assert list((cache / "cloud").iterdir()) == []
+
+
+def test_default_cap_is_8_gib_and_a_bad_setting_exits_2(monkeypatch):
+    monkeypatch.delenv("VNET_CLOUD_IMAGE_MAX_GIB", raising=False)
+    assert cloudimages.max_bytes() == 8 << 30
+    for bad in ("lots", "-1", "0", "nan"):
+        monkeypatch.setenv("VNET_CLOUD_IMAGE_MAX_GIB", bad)
+        with pytest.raises(LabFileError) as exc:
+            cloudimages.max_bytes()
+        assert exc.value.status == ExitStatus.BAD_INPUT
+        assert exc.value.message.startswith("VNET_CLOUD_IMAGE_MAX_GIB: ")
 
 
 # ---------------------------------------------------------------- overlay
@@ -219,7 +319,7 @@ def test_a_cloud_vm_boots_from_its_overlay_with_the_seed_as_cdrom(golden_plan):
     assert disk.get("device") == "disk" and disk.find("driver").get("type") == "qcow2"
     assert disk.find("source").get("file") == str(log_dir / "deb.overlay.qcow2")
     assert disk.find("readonly") is None and disk.find("shareable") is None
-    assert cdrom.get("device") == "cdrom" and cdrom.find("target").get("bus") == "sata"
+    assert cdrom.get("device") == "cdrom" and cdrom.find("target").get("bus") == "ide"
     assert cdrom.find("source").get("file") == str(log_dir / "deb.seed.iso")
     assert cdrom.find("readonly") is not None
     assert dom.find("devices/serial/source").get("path") == str(log_dir / "deb.serial.log")
@@ -324,7 +424,11 @@ def test_up_prepares_overlays_and_seeds_in_the_lab_dir_and_destroy_removes_them(
     plan = LibvirtRenderer(Context(ssh_pubkey=PUBKEY, log_dir=str(lab_dir))).plan(lab)
     calls = []
 
+    real_run = runner.run
+
     def fake_qemu_img(argv, **kw):
+        if argv[:2] == ["qemu-img", "info"]:
+            return real_run(argv, **kw)
         calls.append(argv)
         Path(argv[-1]).write_bytes(b"overlay")
     monkeypatch.setattr(runner, "run", fake_qemu_img)

@@ -45,10 +45,16 @@ def proxy_rules(lab_dir: Path) -> list[dict]:
 class FakeDriver:
     """libvirt as far as `up` needs it: nothing exists, everything applies."""
 
+    owner = "0123456789abcdef"
+    conn = None       # reachable: `up` touches it before building anything
+
     def __init__(self, target):
         pass
 
     def labs(self):
+        return {}
+
+    def unowned(self):
         return {}
 
     def apply(self, plan, progress):

@@ -33,8 +33,9 @@ class FakeObject:
         return self._name
 
     def XMLDesc(self, flags):
+        from provisioner.owner import owner_id    # this state root's objects, so gc may act
         return (f'<domain><name>x</name><metadata><vnet:lab xmlns:vnet="{XMLNS}" '
-                f'name="{self._tag}"/></metadata></domain>')
+                f'name="{self._tag}" owner="{owner_id()}"/></metadata></domain>')
 
     def isActive(self):
         return False

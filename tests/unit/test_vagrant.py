@@ -63,9 +63,14 @@ def test_libvirt_box_boots_the_kernel_directly_with_its_own_key():
     assert "insecure" not in text.replace("insecure key is never accepted", "")
 
 
-def test_virtualbox_box_says_it_is_rendered_only():
+def test_virtualbox_box_boots_its_per_vm_iso_with_its_own_key():
     text = render("virtualbox")
-    assert "RENDERED ONLY" in text and ":virtualbox" in text
+    key = PUBKEY.split()[1]
+    assert ":virtualbox" in text and "RENDERED ONLY" not in text
+    assert '"--storagectl", "SATA Controller", "--port", "1"' in text
+    assert f"SLOT = {vagrantbox.SLOT}" in text and "insert_key = false" in text
+    assert vagrantbox.box_cmdline("console=ttyS0", PUBKEY).startswith(
+        f"console=ttyS0 vnet.key=ssh-ed25519:{key} vnet.host=vnet-tiny")
     assert vagrantbox.metadata("virtualbox") == {"provider": "virtualbox"}
 
 

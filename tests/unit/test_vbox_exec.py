@@ -36,7 +36,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from provisioner import bootiso, images, labfile, runner, state
+from provisioner import bootiso, images, labfile, owner, runner, state
 from provisioner.cli import main
 from provisioner.defaultlab import default_lab
 from provisioner.drivers import vbox_api, vbox_exec
@@ -222,8 +222,8 @@ def test_create_then_destroy_leaves_nothing_as_processes(vbox_processes):
     rec = vbox_exec.up(lab("natnetwork"), vbox.say, wait=False)
     vms = vbox.vms()
     assert sorted(vms) == ["vnet-natnetwork-vm1", "vnet-natnetwork-vm2"]
-    assert all(vm["state"] == "running" and vm["extradata"] == {"vnet/lab": "natnetwork"}
-               for vm in vms.values())
+    assert all(vm["state"] == "running" and vm["extradata"] == {
+        "vnet/lab": "natnetwork", "vnet/owner": owner.owner_id()} for vm in vms.values())
     assert list(vbox.state()["natnets"]) == ["vnet-natnetwork-net"]
     disk = vms["vnet-natnetwork-vm1"]["storagectls"]["SATA"]["attachments"]["0-0"]
     assert disk == {"type": "hdd", "medium": str(vbox.root.with_suffix(".vdi")),
@@ -411,7 +411,7 @@ def test_a_vm_of_the_same_name_that_is_not_ours_is_refused(vbox):
     assert vbox.vbm("createvm", "--name", "vnet-internal-vm1", "--register").returncode == 0
     vbox.calls.clear()
     with pytest.raises(VnetError, match=r"already has VM\(s\) vnet-internal-vm1, which lab "
-                                        r"internal did not create"):
+                                        r"internal of this state root did not create"):
         vbox_exec.up(lab("internal"), vbox.say, wait=False)
     assert sorted(vbox.vms()) == ["vnet-internal-vm1"]
     assert not vbox.created()
@@ -488,7 +488,8 @@ def test_every_mode_and_model_runs_through_the_executor(vbox, mode, model):
     assert sorted(vms) == [f"vnet-{mode}-vm1", f"vnet-{mode}-vm2"]
     nictype = {"virtio": "virtio", "e1000": "82540EM"}[model]
     for vm in vms.values():
-        assert vm["state"] == "running" and vm["extradata"] == {"vnet/lab": mode}
+        assert vm["state"] == "running" and \
+            vm["extradata"] == {"vnet/lab": mode, "vnet/owner": owner.owner_id()}
         assert vm["nics"]["1"]["type"] == nictype
         assert vm["boot"][:2] == ["dvd", "disk"]
         dvd = vm["storagectls"]["SATA"]["attachments"]["1-0"]

@@ -64,6 +64,7 @@ def vm_cmds(vm: str, nic: tuple, memory: int = 128, cpus: int = 1) -> list[tuple
     return [
         ("VBoxManage", "createvm", "--name", name, "--ostype", "Linux26_64", "--register"),
         ("VBoxManage", "setextradata", name, "vnet/lab", "t"),
+        ("VBoxManage", "setextradata", name, "vnet/owner", "OWNER-ID-AT-UP"),
         ("VBoxManage", "modifyvm", name, "--memory", str(memory), "--cpus", str(cpus),
          "--boot1", "dvd", "--boot2", "disk", "--boot3", "none", "--boot4", "none",
          "--uart1", "0x3F8", "4", "--uartmode1", "file", f"/var/lib/vnet/labs/LAB/{vm}.serial.log"),
@@ -108,7 +109,8 @@ def test_nat_argv(model):
                            "--natpf1", "dns,udp,127.0.0.1,5353,,53"), memory=256, cpus=2),
         *START]
     assert p.extra["teardown"] == [*STOP, MGMT_REMOVE]
-    assert p.extra["tag"] == {"key": "vnet/lab", "value": "t"}
+    assert p.extra["tag"] == {"key": "vnet/lab", "value": "t",
+                              "owner_key": "vnet/owner", "owner": "OWNER-ID-AT-UP"}
     assert p.extra["captures"] == {0: MGMT_TOKEN}
     assert p.extra["mgmt"] == {"a": "192.168.63.10", "b": "192.168.63.11"}
 
@@ -443,7 +445,7 @@ def test_every_command_runs_on_the_stand_in(fake_fast, mode, model):
     p = plan(lab_data(mode, model))
     state = _apply_and_destroy(fake_fast, p)
     vm = next(v for v in state["vms"].values() if v["name"] == "vnet-t-a")
-    assert vm["extradata"] == {"vnet/lab": "t"}
+    assert vm["extradata"] == {"vnet/lab": "t", "vnet/owner": "OWNER-ID-AT-UP"}
     assert vm["nics"]["1"]["type"] == NICTYPE[model]
     assert vm["nics"]["1"]["mac"] == "525400AABB01"
     assert vm["boot"] == ["dvd", "disk", "none", "none"]

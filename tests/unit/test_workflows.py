@@ -103,6 +103,17 @@ def test_nightly_libvirt_job():
                for s in job["steps"])
 
 
+def test_nightly_marked_tests_run_nightly_and_not_in_ci_run():
+    text = steps_text(load(NIGHTLY)["jobs"]["libvirt"])
+    assert "apt-get install -y -qq mmdebstrap" in text
+    assert re.search(r"pytest .*-m nightly tests/integration", text)
+    ci_run = (ROOT / ".ci" / "run").read_text()
+    assert ".venv/bin/python -m pytest -q\n" in ci_run      # the README's command, as it is
+    import tomllib
+    addopts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["addopts"]
+    assert "-m 'not nightly'" in addopts                    # ... which leaves nightly tests out
+
+
 def test_nightly_virtualbox_job_unloads_kvm_before_installing_virtualbox():
     job = load(NIGHTLY)["jobs"]["virtualbox"]
     text = steps_text(job)

@@ -47,6 +47,16 @@ module VnetDemo
     ["#{nic["mac"]},static,#{nic["ip"]}/#{prefix(subnet)}", gateway].compact.join(",")
   end
 
+  # VirtualBox cannot boot a kernel file: the box boots an ISO whose command line names the VM
+  # and its NICs. The box's Vagrantfile writes each machine's own copy and attaches it
+  # (VnetTinyBox.virtualbox); if_params are the same vnet.if values the libvirt side gets.
+  # Adapter 1 is Vagrant's NAT (the box's base MAC, DHCP, no default route); the lab NIC is 2.
+  def self.virtualbox_machine(vb, dir, vm, *if_params)
+    vb.memory = vm["memory"] || 128
+    return unless defined?(VnetTinyBox) && VnetTinyBox.respond_to?(:virtualbox)
+    VnetTinyBox.virtualbox(vb, dir, vm["name"], *if_params)
+  end
+
   # The libvirt settings every demo machine shares (the console goes to .vagrant/VM.serial.log). if_params: the vnet.if values of the lab
   # NICs. The management NIC gets DHCP and no default route: it must not carry a probe.
   # dir: the demo's directory (its name names the demo's networks and MACs).

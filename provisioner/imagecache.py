@@ -1,0 +1,197 @@
+"""The image cache as a whole: what it holds, how big it is, and pruning what no lab uses.
+
+Entries (each carries vnet's own marker, or it is not an entry and is never touched):
+- `<cache>/images/<name>-<digest>/` with a `manifest.json`: tiny image builds and locally built
+  cloud images (provisioner/cloudbuild.py);
+- `<cache>/cloud/<sha256>.qcow2`: verified cloud image downloads (provisioner/cloudimages.py),
+  a regular file named by its own 64-hex sha256 that starts with the qcow2 magic.
+
+The build for the current inputs (what the next `vnet up` would take) is kept too.
+An image is in use when a lab record under the state root names it: the record's JSON holds the
+image directory's path or the cloud image's sha256 (the lab file pins it), or one of the lab's
+overlays has it as backing file. A lab record that names no tiny image (written before records
+said which one) keeps every tiny image. Removal goes through safepath: the path is resolved and
+must be a direct child of its cache folder; a directory is removed only with its manifest in it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .errors import Unsupported, VnetError
+from .images import cache_dir
+from .safepath import child, remove_tree
+
+MANIFEST = "manifest.json"
+CLOUD_FILE = re.compile(r"^[0-9a-f]{64}\.qcow2$")
+QCOW2_MAGIC = b"QFI\xfb"
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: str            # "image" (a built directory) or "download" (cloud/<sha256>.qcow2)
+    name: str            # tiny, debian12, ... ; "cloud" for downloads
+    digest: str
+    path: Path
+    size: int            # bytes on disk
+    built_at: str        # ISO time (downloads: the file's mtime)
+    sha256: str | None   # a cloud image's sha256 (what lab files pin)
+
+
+def _disk_usage(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_blocks * 512
+    return sum(os.lstat(os.path.join(d, f)).st_blocks * 512
+               for d, _, files in os.walk(path) for f in files)
+
+
+def _iso(mtime: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(mtime))
+
+
+def entries() -> list[Entry]:
+    """Every cache entry that carries vnet's marker, newest first within each name."""
+    found: list[Entry] = []
+    images = cache_dir() / "images"
+    if images.is_dir():
+        for d in sorted(images.iterdir()):
+            manifest = d / MANIFEST
+            if d.is_symlink() or not d.is_dir() or not manifest.is_file():
+                continue
+            try:
+                m = json.loads(manifest.read_text())
+            except (OSError, ValueError):
+                continue
+            found.append(Entry("image", str(m.get("name", "?")), str(m.get("digest", "")), d,
+                               _disk_usage(d), str(m.get("built_at", "")), m.get("sha256")))
+    cloud = cache_dir() / "cloud"
+    if cloud.is_dir():
+        for f in sorted(cloud.iterdir()):
+            if CLOUD_FILE.match(f.name) and _is_qcow2_file(f):
+                found.append(Entry("download", "cloud", f.name[:16], f, _disk_usage(f),
+                                   _iso(f.stat().st_mtime), f.name[:64]))
+    return sorted(found, key=lambda e: (e.name, e.built_at), reverse=True)
+
+
+def _is_qcow2_file(path: Path) -> bool:
+    if path.is_symlink() or not path.is_file():
+        return False
+    with open(path, "rb") as f:
+        return f.read(4) == QCOW2_MAGIC
+
+
+def backing_file(path: Path) -> str | None:
+    """The backing file named in a qcow2 header (QEMU's docs/interop/qcow2.txt: offset 8,
+    u64 offset of the name; offset 16, u32 its length), or None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(20)
+            if len(head) < 20 or head[:4] != QCOW2_MAGIC:
+                return None
+            offset, length = struct.unpack(">QI", head[8:20])
+            if not offset or not 0 < length <= 1023:
+                return None
+            f.seek(offset)
+            return f.read(length).decode(errors="replace")
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True)
+class Use:
+    text: str                 # the lab record as JSON: paths and sha256s it names
+    backing: tuple[str, ...]  # backing files of the lab's overlays
+    where: str                # <target>/<lab>
+
+
+def uses() -> list[Use]:
+    """What each lab record under the state root refers to."""
+    from .sandbox import state_root
+
+    labs = state_root() / "labs"
+    found = []
+    for record in sorted(labs.glob("*/*/lab.json")) if labs.is_dir() else []:
+        try:
+            text = record.read_text()
+        except OSError:
+            continue
+        backing = tuple(filter(None, (backing_file(p)
+                                      for p in sorted(record.parent.glob("*.qcow2")))))
+        found.append(Use(text, backing, f"{record.parent.parent.name}/{record.parent.name}"))
+    return found
+
+
+def used_by(entry: Entry, all_uses: list[Use]) -> str | None:
+    """The first lab that uses the entry, or None."""
+    for use in all_uses:
+        if str(entry.path) in use.text or (entry.sha256 and entry.sha256 in use.text):
+            return use.where
+        if any(Path(b).name == entry.path.name or b.startswith(f"{entry.path}/")
+               for b in use.backing):
+            return use.where
+        if entry.name == "tiny" and "/images/tiny-" not in use.text:
+            return f"{use.where} (its record names no tiny image)"
+    return None
+
+
+def current_builds() -> set[Path]:
+    """The images the next `vnet up` / `vnet image build` would use (never rebuilt needlessly)."""
+    from . import cloudbuild, images
+
+    found = set()
+    try:
+        tiny = images.find_tiny()
+        if tiny:
+            found.add(tiny.kernel.parent)
+        for name in cloudbuild.RECIPES:
+            built = cloudbuild.find(name)
+            if built:
+                found.add(built.disk.parent)
+    except VnetError:            # no apt here: the --keep newest stand for the current ones
+        pass
+    return found
+
+
+def prune(keep: int, dry_run: bool = False,
+          progress: Callable[[str], None] = print) -> list[Entry]:
+    """Remove the entries beyond the `keep` newest of each name that no lab uses; returns them."""
+    if keep < 0:
+        raise Unsupported(f"--keep: {keep} is negative; give 0 or more")
+    all_uses = uses()
+    current = current_builds()
+    removed, seen = [], {}
+    for entry in entries():                       # newest first within each name
+        seen[entry.name] = seen.get(entry.name, 0) + 1
+        lab = used_by(entry, all_uses)
+        if lab:
+            progress(f"kept {entry.path}: used by lab {lab}")
+            continue
+        if entry.path in current:
+            progress(f"kept {entry.path}: the build for this vnet's current inputs")
+            continue
+        if seen[entry.name] <= keep:
+            progress(f"kept {entry.path}: one of the {keep} newest {entry.name} images")
+            continue
+        if not dry_run:
+            _remove(entry)
+        progress(f"{'would remove' if dry_run else 'removed'} {entry.path} "
+                 f"({entry.size / 2**20:.1f} MiB)")
+        removed.append(entry)
+    return removed
+
+
+def _remove(entry: Entry) -> None:
+    if entry.kind == "image":
+        remove_tree(cache_dir() / "images", entry.path.name, (MANIFEST,))
+        return
+    path = child(cache_dir() / "cloud", entry.path.name)
+    if not CLOUD_FILE.match(path.name) or not _is_qcow2_file(path):
+        raise VnetError(f"refusing to remove {path}: not a cloud image vnet downloaded")
+    path.unlink()

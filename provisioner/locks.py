@@ -1,0 +1,105 @@
+"""Two vnet runs at once must not interleave: one file lock per sandbox and per lab, and state
+files that are replaced whole, never written in place.
+
+Locks are `flock(2)` locks on files in <state_root>/locks/ (never deleted: a lock file removed
+while held would let the next run lock a fresh file of the same name). The kernel drops a lock
+when its holder exits, SIGKILL included, so a crash never leaves a stale lock behind. The holder
+writes its pid into the file, so a waiting run can say whom it waits for.
+
+Who takes what: `sandbox up/down` the sandbox's lock, exclusive; `up`, `verify`, `destroy` and
+`gc` of a lab the lab's lock, exclusive, and, in a sandbox, first its sandbox's lock, shared
+(state.lab_lock). One order everywhere (sandbox, then lab), so no two runs wait on each other.
+
+flock locks belong to an open file, not to a process: a second `held()` of the same lock in one
+process waits for the first, so public functions take the lock and call unlocked helpers.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+from .errors import VnetError
+
+POLL_SECONDS = 0.1
+FIRST_NOTE_SECONDS = 1.0        # a short wait says nothing; a longer one says who holds the lock
+NOTE_EVERY_SECONDS = 15.0
+LOCK_NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,63}")
+
+
+def lock_dir() -> Path:
+    from .sandbox import state_root
+
+    return state_root() / "locks"
+
+
+def lock_path(kind: str, name: str) -> Path:
+    """<state_root>/locks/<kind>-<name>.lock, for names of vnet's own alphabet only."""
+    for part in (kind, name):
+        if not isinstance(part, str) or not LOCK_NAME_RE.fullmatch(part):
+            raise VnetError(f"{part!r} cannot name a lock: use a-z, 0-9 and '-'")
+    base = lock_dir()
+    path = base / f"{kind}-{name}.lock"
+    if path.resolve().parent != base.resolve():
+        raise VnetError(f"lock file {path} resolves outside {base}")
+    return path
+
+
+@contextmanager
+def held(kind: str, name: str, progress: Callable[[str], None] | None = None,
+         shared: bool = False) -> Iterator[None]:
+    """Hold the lock of sandbox/lab NAME; wait for it (saying so) while another run holds it.
+    Shared holders (the labs of a sandbox) exclude only an exclusive one (its up/down)."""
+    path = lock_path(kind, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        _acquire(fd, f"{kind} {name}", progress, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)               # shared holders: the last one to come is named
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)           # closing the last descriptor of the open file releases the lock
+
+
+def _acquire(fd: int, what: str, progress: Callable[[str], None] | None, mode: int) -> None:
+    start = time.monotonic()
+    next_note = FIRST_NOTE_SECONDS
+    while True:
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        waited = time.monotonic() - start
+        if progress and waited >= next_note:
+            progress(f"waiting for {what}'s lock held by pid {holder(fd)} ({waited:.0f}s)")
+            next_note = waited + NOTE_EVERY_SECONDS
+        time.sleep(POLL_SECONDS)
+
+
+def holder(fd: int) -> str:
+    """The pid the holder wrote into the lock file ('?' before it has written it)."""
+    text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    return text if text.isdigit() else "?"
+
+
+def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write through a temporary file with a unique name in the same directory, then rename:
+    a reader sees the old file or the new one, and two writers never share a temporary."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

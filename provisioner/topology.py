@@ -1,0 +1,49 @@
+"""The `topology` section of a verification result: what the lab is made of, as plain JSON, so
+a saved report (a CI artifact) can be drawn later without the lab file (provisioner/htmlreport.py).
+
+    {"networks": [{name, mode, subnet, dhcp, host_ip, bridge}],
+     "vms":      [{name, image, memory, cpus, control_address,
+                   nics: [{network, model, mac, address}]}],
+     "forwards": [{name, network, proto, host_ip, host_port, vm, guest_port}]}
+
+Optional sections a renderer must accept when present (vnet's lab model has none of them today):
+    "bonds":   [{name, vm, mode, members: [mac, ...]}]
+    "tunnels": [{name, kind, endpoints: [vm or network, ...]}]
+    "hosts":   [{name, vms: [vm, ...]}]          (drawn only when there are several)
+
+`address` is the planned address with its prefix ("192.168.150.10/24"), "10.0.2.15/24" on a
+per-VM NAT (each VM has its own, as in VirtualBox), or null when DHCP decides it.
+"""
+from __future__ import annotations
+
+from .model import Lab
+
+NAT_GUEST_ADDRESS = "10.0.2.15/24"      # QEMU's and VirtualBox's per-VM NAT hand this out
+
+
+def of(lab: Lab, control: dict[str, str | None] | None = None) -> dict:
+    """The topology of `lab`; `control` maps VM name -> the address Ansible reached it on."""
+    control = control or {}
+
+    def address(nic):
+        if nic.ip is not None:
+            return str(nic.ip)
+        return NAT_GUEST_ADDRESS if lab.network(nic.network).mode == "nat" else None
+
+    return {
+        "networks": [{"name": n.name, "mode": n.mode,
+                      "subnet": str(n.subnet) if n.subnet else None, "dhcp": n.dhcp,
+                      "host_ip": str(n.host_ip) if n.host_ip else None, "bridge": n.bridge}
+                     for n in lab.networks],
+        "vms": [{"name": vm.name,
+                 "image": vm.image if isinstance(vm.image, str) else vm.image.name,
+                 "memory": vm.memory, "cpus": vm.cpus,
+                 "control_address": control.get(vm.name),
+                 "nics": [{"network": nic.network, "model": nic.model, "mac": nic.mac,
+                           "address": address(nic)} for nic in vm.nics]}
+                for vm in lab.vms],
+        "forwards": [{"name": f.name, "network": f.network, "proto": f.proto,
+                      "host_ip": str(f.host_ip), "host_port": f.host_port, "vm": f.vm,
+                      "guest_port": f.guest_port}
+                     for n in lab.networks for f in n.port_forwards],
+    }
