@@ -44,6 +44,28 @@ def guest_holds(cells: list, origins: list[str]) -> dict[str, list[dict]]:
     return {vm: list(by_name.values()) for vm, by_name in holds.items()}
 
 
+def side_probes(module, specs: list[dict], origin: str, stop: Path) -> dict:
+    """All probes of one host-side origin (run in its namespace): the forwards, until the
+    guests' run ends, beside the others (module: vnet_probe)."""
+    forwards = [s for s in specs if s.get("forward")]
+    results: dict = {}
+    thread = threading.Thread(target=lambda: results.update(
+        probe_all(forwards, origin, stop, module.probe)))
+    thread.start()
+    results.update(module.run_all([s for s in specs if not s.get("forward")]))
+    thread.join()
+    return results
+
+
+def with_login(spec: dict, hosts: dict[str, dict]) -> dict:
+    """An SSH forward's probe logs in with the key and user Ansible uses for its VM."""
+    if spec.get("ssh"):
+        host = hosts.get(spec["forward"]["vm"], {})
+        spec.update(key=host.get("ansible_ssh_private_key_file", ""),
+                    user=host.get("ansible_user", "root"))
+    return spec
+
+
 def probe_all(specs: list[dict], origin: str, stop: Path,
               probe: Callable[[dict], dict]) -> dict[str, dict]:
     """Probe every forward from `origin` until `stop` exists (the guests' run has ended);

@@ -204,13 +204,14 @@ def _run(lab, target, sb, cells, inventory, progress) -> None:
     stop.unlink(missing_ok=True)
 
     def side(netns, source):
-        specs = [forward_login(dict(c.probe, id=str(i)), inventory)
+        specs = [forwardcheck.with_login(dict(c.probe, id=str(i)), inventory.hosts)
                  for i, c in enumerate(cells) if c.runner == source]
         if not specs:
             return
         try:
             args = (module, specs, source, stop)
-            results = run_in_netns(netns, _side_probes, *args) if netns else _side_probes(*args)
+            results = run_in_netns(netns, forwardcheck.side_probes, *args) if netns \
+                else forwardcheck.side_probes(*args)
             outcome.update({f"{source}:{k}": v for k, v in results.items()})
         except BaseException as exc:  # reported below, after the other sources finish
             errors.append(exc)
@@ -266,27 +267,6 @@ def record(cells: list, guest: dict[str, dict], sides: dict[str, dict],
             settle_silence = settle_silence or probe_module().settle_silence
             r = settle_silence(raw[str(i)], [raw.get(j) for j in cell.probe["confirmed_by"]])
             cell.observed, cell.detail = r["observed"], r["detail"]
-
-
-def _side_probes(module, specs: list[dict], origin: str, stop: Path) -> dict:
-    """The probes of one host-side origin: forwards (until the guests' run ends) beside the rest."""
-    forwards = [s for s in specs if s.get("forward")]
-    results: dict = {}
-    thread = threading.Thread(target=lambda: results.update(
-        forwardcheck.probe_all(forwards, origin, stop, module.probe)))
-    thread.start()
-    results.update(module.run_all([s for s in specs if not s.get("forward")]))
-    thread.join()
-    return results
-
-
-def forward_login(spec: dict, inventory: Inventory) -> dict:
-    """An SSH forward's probe logs in with the key and user Ansible uses for its VM."""
-    if spec.get("ssh"):
-        host = inventory.hosts.get(spec["forward"]["vm"], {})
-        spec.update(key=host.get("ansible_ssh_private_key_file", ""),
-                    user=host.get("ansible_user", "root"))
-    return spec
 
 
 def _ansible(lab: Lab, target: Target, cells, inventory: Inventory, progress,
