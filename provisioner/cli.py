@@ -30,8 +30,13 @@ def run_guarded(fn, *args, **kwargs):
     one line (1 is reserved for red cells), the traceback only with --debug or VNET_DEBUG=1."""
     try:
         return fn(*args, **kwargs)
+    except click.UsageError as exc:
+        if _is_help(exc):
+            raise      # `vnet sandbox` alone prints its help, as click does
+        click.echo(f"vnet: error: {' '.join(exc.format_message().split())}", err=True)
+        sys.exit(exc.exit_code)     # 2, like every bad input
     except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
-        raise          # click prints these itself (usage errors exit 2)
+        raise          # click prints these itself
     except VnetError as exc:
         click.echo(f"vnet: error: {exc.message}", err=True)
         if exc.hint:
@@ -50,6 +55,11 @@ def run_guarded(fn, *args, **kwargs):
         sys.exit(int(ExitStatus.ENVIRONMENT))
 
 
+def _is_help(exc: click.UsageError) -> bool:
+    help_error = getattr(click.exceptions, "NoArgsIsHelpError", None)   # click >= 8.2
+    return help_error is not None and isinstance(exc, help_error)
+
+
 def _debug() -> bool:
     ctx = click.get_current_context(silent=True)
     return os.environ.get("VNET_DEBUG") == "1" or bool(ctx and ctx.find_root().params.get("debug"))
@@ -60,6 +70,10 @@ class GuardedGroup(click.Group):
 
     def invoke(self, ctx):
         return run_guarded(super().invoke, ctx)
+
+    def make_context(self, *args, **kwargs):
+        # the root group's own options are parsed here, outside invoke
+        return run_guarded(super().make_context, *args, **kwargs)
 
 
 def lab_name_arg(ctx, param, value):
@@ -208,6 +222,7 @@ def create(mode, nic_model, vms, name, pf, bridge, backend, dry_run, sandbox_nam
 
     from .sandbox import lab_defaults
 
+    require_report_out(report, out)
     defaults = lab_defaults(sandbox_name, bridge)
     data = default_lab(mode, nic_model, vms, name, bridge, pf=pf)
     lab = labfile.resolve(data, defaults, source=f"vnet create --mode {mode}")
@@ -243,12 +258,17 @@ def _up_and_verify(lab, backend, sandbox_name, uri, verify, report, out, fmt, wa
     _emit_verification(result, report, out, fmt)
 
 
+def require_report_out(report, out) -> None:
+    """`--report` without `--out` is a usage error before anything is loaded or built."""
+    if report and out is None:
+        raise click.UsageError("--report needs --out FILE")
+
+
 def _emit_verification(result, report, out, fmt):
     from . import verify as verifier
 
     if report:
-        if out is None:
-            raise click.UsageError("--report needs --out FILE")
+        require_report_out(report, out)
         verifier.write_report(result, report, out)
     click.echo(json.dumps(result, indent=2) if fmt == "json" else verifier.matrix_text(result))
     if verifier.exit_code(result):      # a red cell, or nothing verified at all
@@ -288,6 +308,7 @@ def up(lab_file, backend, uri, sandbox_name, no_wait, no_verify, dry_run, report
 
     from .sandbox import lab_defaults
 
+    require_report_out(report, out)
     lab = labfile.load(lab_file, lab_defaults(sandbox_name))
     if dry_run:
         print_plan(plan_for(lab, Backend(backend)))
@@ -322,6 +343,7 @@ def verify_cmd(lab_name, uri, sandbox_name, vagrant_dir, backend, report, out, f
     from . import lifecycle, state
     from . import verify as verifier
 
+    require_report_out(report, out)
     if vagrant_dir is not None:
         from . import vagrant
 

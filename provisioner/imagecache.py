@@ -28,7 +28,7 @@ from .images import cache_dir
 from .safepath import child, remove_tree
 
 MANIFEST = "manifest.json"
-CLOUD_FILE = re.compile(r"^[0-9a-f]{64}\.qcow2$")
+CLOUD_FILE = re.compile(r"[0-9a-f]{64}\.qcow2")     # always fullmatch
 QCOW2_MAGIC = b"QFI\xfb"
 
 
@@ -74,7 +74,7 @@ def entries() -> list[Entry]:
     cloud = cache_dir() / "cloud"
     if cloud.is_dir():
         for f in sorted(cloud.iterdir()):
-            if CLOUD_FILE.match(f.name) and _is_qcow2_file(f):
+            if CLOUD_FILE.fullmatch(f.name) and _is_qcow2_file(f):
                 found.append(Entry("download", "cloud", f.name[:16], f, _disk_usage(f),
                                    _iso(f.stat().st_mtime), f.name[:64]))
     return sorted(found, key=lambda e: (e.name, e.built_at), reverse=True)
@@ -192,6 +192,6 @@ def _remove(entry: Entry) -> None:
         remove_tree(cache_dir() / "images", entry.path.name, (MANIFEST,))
         return
     path = child(cache_dir() / "cloud", entry.path.name)
-    if not CLOUD_FILE.match(path.name) or not _is_qcow2_file(path):
+    if not CLOUD_FILE.fullmatch(path.name) or not _is_qcow2_file(path):
         raise VnetError(f"refusing to remove {path}: not a cloud image vnet downloaded")
     path.unlink()

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from . import runner
+from . import locks, runner
 from .errors import VnetError
 
 KERNEL_META = "linux-image-amd64"   # resolved to the current linux-image-6.1.*-amd64
@@ -183,8 +183,9 @@ def _resolve(debdir: Path, update: bool, progress: Callable[[str], None] = print
     stamp = hashlib.sha256(repr((PACKAGES, [(str(p), p.stat().st_mtime_ns) for p in lists]))
                            .encode()).hexdigest()
     memo = debdir / "resolved.json"
-    if memo.exists() and json.loads(memo.read_text()).get("stamp") == stamp:
-        return json.loads(memo.read_text())["debs"]
+    remembered = _read_memo(memo, stamp)
+    if remembered is not None:
+        return remembered
     if not shutil.which("apt-get"):
         raise VnetError("apt-get is missing: the tiny image is built from Debian packages",
                         hint="build it on Debian/Ubuntu, or copy ~/.cache/vnet/images from one")
@@ -197,8 +198,21 @@ def _resolve(debdir: Path, update: bool, progress: Callable[[str], None] = print
         runner.run(["apt-get", "update"], timeout=600)
         return _resolve(debdir, update=False)
     debdir.mkdir(parents=True, exist_ok=True)
-    memo.write_text(json.dumps({"stamp": stamp, "debs": debs}, indent=1))
+    locks.write_atomic(memo, json.dumps({"stamp": stamp, "debs": debs}, indent=1))
     return debs
+
+
+def _read_memo(memo: Path, stamp: str) -> list[dict] | None:
+    """The remembered resolution if it is for these package lists; a torn or foreign file is
+    a miss (it is rewritten), never a crash."""
+    try:
+        data = json.loads(memo.read_text())
+    except (OSError, ValueError):       # missing, unreadable, not UTF-8, not JSON
+        return None
+    if not isinstance(data, dict) or data.get("stamp") != stamp \
+            or not isinstance(data.get("debs"), list):
+        return None
+    return data["debs"]
 
 
 def _print_uris() -> list[dict]:

@@ -87,7 +87,7 @@ def _networks(raw: Any, defaults: Defaults) -> list[tuple[Network, dict]]:
         name = _name(net["name"], f"networks[{i}].name")
         where = f"networks.{name}"
         if name in seen:
-            raise LabFileError(f"{where}.name", f"duplicate network name {name!r}")
+            raise LabFileError(f"{where}.name", f"duplicate network name {quote(name)}")
         seen[name] = i
         result.append((_network(net, where, name, defaults), net))
     _assign_subnets(result)
@@ -163,8 +163,8 @@ def _check_mgmt_overlap(lab: str, networks: list[tuple[Network, dict]]) -> None:
     for net, _ in networks:
         if net.subnet is not None and net.subnet.overlaps(mgmt):
             raise LabFileError(f"networks.{net.name}.subnet", f"{net.subnet} overlaps {mgmt}, "
-                               f"the management network of lab {lab!r} (it follows from the lab "
-                               "name, in 100.64.0.0/16); pick another subnet")
+                               f"the management network of lab {quote(lab)} (it follows from "
+                               "the lab name, in 100.64.0.0/16); pick another subnet")
 
 
 def _assign_subnets(result: list[tuple[Network, dict]]) -> None:
@@ -175,7 +175,7 @@ def _assign_subnets(result: list[tuple[Network, dict]]) -> None:
         for a, a_name in taken[:j]:
             if a.overlaps(b):
                 raise LabFileError(f"networks.{b_name}.subnet",
-                                   f"{b} overlaps {a} of network {a_name!r}")
+                                   f"{b} overlaps {a} of network {quote(a_name)}")
     for i, (net, raw) in enumerate(result):
         mode = modes.MODES[net.mode]
         if net.subnet is None and mode.subnet == "auto":
@@ -207,7 +207,7 @@ def _vms(raw: Any, networks: list[tuple[Network, dict]], lab_name: str,
         name = _name(vm["name"], f"vms[{i}].name")
         where = f"vms.{name}"
         if name in names:
-            raise LabFileError(f"{where}.name", f"duplicate VM name {name!r}")
+            raise LabFileError(f"{where}.name", f"duplicate VM name {quote(name)}")
         names.add(name)
         image = _vm_image(vm.get("image", "tiny"), f"{where}.image", images)
         default_memory = CLOUD_MEMORY if isinstance(image, CloudImage) else 128
@@ -302,7 +302,7 @@ def _nic_ip(value: Any, where: str, net: Network, next_host: dict[str, int],
     except ValueError:
         raise LabFileError(where, f"{quote(value)} is not an IPv4 address") from None
     if net.subnet is None:
-        raise LabFileError(where, f"network {net.name!r} has no subnet to place {addr} in; "
+        raise LabFileError(where, f"network {quote(net.name)} has no subnet to place {addr} in; "
                            "give the network a subnet")
     if addr not in net.subnet or addr in (net.subnet.network_address, net.subnet.broadcast_address):
         raise LabFileError(where, f"{addr} is not a host address of subnet {net.subnet}")
@@ -327,7 +327,8 @@ def _images(raw: Any) -> dict[str, CloudImage]:
     for key, value in raw.items():
         name = _name(key, f"images.{_cut(key)}")
         if name in IMAGES:
-            raise LabFileError(f"images.{name}", f"{name!r} is a built-in image; pick another name")
+            raise LabFileError(f"images.{name}",
+                               f"{quote(name)} is a built-in image; pick another name")
         result[name] = _cloud_image(value, f"images.{name}", name, named=True)
     return result
 
@@ -389,7 +390,7 @@ def _with_forwards(net: Network, raw: dict, vms: tuple[Vm, ...],
                       required={"proto", "host_port", "vm", "guest_port"})
         fname = _name(pf.get("name", f"pf{i}"), f"{where}[{i}].name")
         if fname in names:
-            raise LabFileError(f"{where}[{i}].name", f"duplicate port forward name {fname!r}")
+            raise LabFileError(f"{where}[{i}].name", f"duplicate port forward name {quote(fname)}")
         names.add(fname)
         proto = _choice(pf["proto"], f"{where}[{i}].proto", ("tcp", "udp"), "protocol",
                         "valid protocols")
@@ -399,8 +400,8 @@ def _with_forwards(net: Network, raw: dict, vms: tuple[Vm, ...],
         host_port = _int(pf["host_port"], f"{where}[{i}].host_port", 1, 65535)
         privileged = pf.get("allow_privileged", False)
         if not isinstance(privileged, bool):
-            raise LabFileError(f"{where}[{i}].allow_privileged", f"{privileged!r} must be true "
-                               "or false")
+            raise LabFileError(f"{where}[{i}].allow_privileged",
+                               f"{quote(privileged)} must be true or false")
         if host_port < PRIVILEGED_PORTS and not privileged:
             raise LabFileError(f"{where}[{i}].allow_privileged", f"host_port {host_port} is "
                                f"below {PRIVILEGED_PORTS} (a system service's port): set "
@@ -418,12 +419,12 @@ def _forward_host_ip(value: Any, where: str, defaults: Defaults) -> IPv4Address:
     if value is None:
         return defaults.forward_host_ip
     if not isinstance(value, str) or not re.fullmatch(r"[0-9.]{7,15}", value):
-        raise LabFileError(where, f"{str(value)[:40]!r} is not an IPv4 address (e.g. 127.0.0.1, "
+        raise LabFileError(where, f"{quote(value)} is not an IPv4 address (e.g. 127.0.0.1, "
                            "or 0.0.0.0 for every address of the host)")
     try:
         return IPv4Address(value)
     except ValueError:
-        raise LabFileError(where, f"{value!r} is not an IPv4 address (e.g. 127.0.0.1, "
+        raise LabFileError(where, f"{quote(value)} is not an IPv4 address (e.g. 127.0.0.1, "
                            "or 0.0.0.0 for every address of the host)") from None
 
 

@@ -278,8 +278,14 @@ def gc(target: Target, progress: Progress) -> list[str]:
     removed = []
     for lab in sorted(set(tagged_labs(driver, progress)) - known):
         with state.lab_lock(target, lab, progress):
-            if (state.lab_dir(target, lab) / state.RECORD).exists():
+            elsewhere = state.targets_recording(lab)
+            if target.key in elsewhere:
                 continue                 # an `up` of it ran while we waited: not an orphan
+            if elsewhere:                # the same URI spelled another way, or a sandbox
+                progress(f"left alone: lab {lab} has a record under {', '.join(elsewhere)} "
+                         f"(another spelling of the URI?); `vnet destroy {lab}` with that "
+                         "--uri or --sandbox removes it")
+                continue
             forwarding.stop_proxy(state.lab_dir(target, lab), progress)
             removed += driver.destroy(lab, progress)
             state.remove(target, lab)

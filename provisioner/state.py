@@ -66,6 +66,17 @@ def labs_of(target: Target) -> list[str]:
                   if is_name(p.name) and (p / RECORD).exists()) if base.is_dir() else []
 
 
+def targets_recording(lab: str) -> list[str]:
+    """The target keys under which `lab` has a record. Tags carry only lab name and owner, and
+    one libvirt URI has many spellings (each its own key), so `gc` asks every key."""
+    check_name(lab, "lab name")
+    base = state_root() / "labs"
+    if not base.is_dir():
+        return []
+    return sorted(entry.name for entry in base.iterdir()
+                  if entry.is_dir() and (entry / lab / RECORD).is_file())
+
+
 def save(target: Target, lab: str, record: dict) -> Path:
     path = _made_lab_dir(target, lab)
     locks.write_atomic(path / "lab.json", json.dumps(record, indent=2, default=str))

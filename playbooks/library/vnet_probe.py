@@ -325,6 +325,10 @@ def serve(port, name, host="0.0.0.0"):
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind((host, port))
     threading.Thread(target=_serve_udp, args=(udp, name), daemon=True).start()
+    # vnet stops its listeners when it is done; killed (SIGKILL) it cannot, so a listener
+    # also ends once the vnet that started it is gone (it is reparented: getppid changes).
+    # Read before "ready": vnet may be killed the moment it has seen that line.
+    parent = os.getppid()
     print(f"vnet-listener {name} ready on {host}:{port} (tcp, udp)", flush=True)
 
     def answer(conn, peer):
@@ -337,9 +341,6 @@ def serve(port, name, host="0.0.0.0"):
             except OSError:
                 pass
 
-    # vnet stops its listeners when it is done; killed (SIGKILL) it cannot, so a listener
-    # also ends once the vnet that started it is gone (it is reparented: getppid changes).
-    parent = os.getppid()
     server.settimeout(PARENT_CHECK_SECONDS)
     while os.getppid() == parent:
         try:

@@ -338,7 +338,12 @@ def destroy(lab_name: str, progress: Progress, *, backend=None) -> list[str]:
 
 
 def _destroy(lab_name: str, progress: Progress, be) -> list[str]:
-    record = state.read(TARGET, lab_name)
+    try:
+        record = state.read(TARGET, lab_name)
+        corrupt = False
+    except state.CorruptState as exc:       # the tagged VMs are still found and removed
+        progress(f"warning: {exc.message}; removing the lab's tagged VMs without it")
+        record, corrupt = None, True
     tags = vm_tags(be)
     owners = vm_owners(be, tags)
     owner = owner_id()
@@ -355,12 +360,12 @@ def _destroy(lab_name: str, progress: Progress, be) -> list[str]:
         created = {tuple(obj) for obj in record.get("created", [])}
         if record.get("pending") and record["pending"] not in bound:
             _find_lost_interface(be, record, bound, created, progress)
-        steps += [tuple(argv) for argv in record["teardown"]
+        steps += [tuple(argv) for argv in record.get("teardown", [])
                   if object_of(argv) in created and object_of(argv)[0] != "vm"]
         for kind, vm in sorted(created):
             if kind == "vm" and vm in tags and tags[vm] != lab_name:
                 progress(f"{vm} is not tagged {TAG_KEY}={lab_name}; left alone")
-    if not steps and record is None:
+    if not steps and record is None and not corrupt:
         progress(f"lab {lab_name}: nothing of it on VirtualBox; nothing to remove")
         return []
     failures = run_tolerant(be, steps, bound, progress)

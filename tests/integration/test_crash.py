@@ -29,7 +29,7 @@ from .conftest import missing_for_labs
 pytestmark = pytest.mark.integration
 VNET = os.path.join(os.path.dirname(sys.executable), "vnet")
 PAUSE_TIMEOUT = 600.0            # a TCG boot on a busy 2-core machine
-LAB_PROCESS_MARKERS = ("provisioner.portproxy", "vnet_probe.py", "qemu-system")
+LAB_PROCESS_MARKERS = ("portproxy.py", "vnet_probe.py", "qemu-system")
 
 
 def root_namespace() -> dict[str, set[str]]:

@@ -51,7 +51,7 @@ def test_matrix_two_modes_writes_reports_and_removes_its_sandbox(tiny_image, tmp
     box = sandbox.describe(summary["sandbox"])
     assert namespaces() - before == set()
     assert not box.state_dir.exists()
-    assert not state.lab_dir(state.Target(uri="", sandbox=box.name), "-").parent.exists()
+    assert not state.target_dir(state.Target(uri="", sandbox=box.name)).exists()
 
 
 def test_ctrl_c_removes_the_temporary_sandbox(tiny_image, tmp_path):

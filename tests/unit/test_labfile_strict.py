@@ -19,7 +19,8 @@ FULL = {
     "networks": [
         {"name": "lan", "mode": "natnetwork", "subnet": "192.168.150.0/24", "dhcp": True,
          "port_forwards": [{"name": "web", "proto": "tcp", "host_port": 8080, "vm": "web1",
-                            "guest_port": 80}]},
+                            "guest_port": 80, "host_ip": "127.0.0.1",
+                            "allow_privileged": True}]},
         {"name": "out", "mode": "bridged", "bridge": "br0"},
         {"name": "back", "mode": "internal"},
     ],
@@ -44,6 +45,8 @@ FIELDS = [
     ("networks", 0, "port_forwards", 0, "name"), ("networks", 0, "port_forwards", 0, "proto"),
     ("networks", 0, "port_forwards", 0, "vm"), ("networks", 0, "port_forwards", 0, "host_port"),
     ("networks", 0, "port_forwards", 0, "guest_port"),
+    ("networks", 0, "port_forwards", 0, "host_ip"),
+    ("networks", 0, "port_forwards", 0, "allow_privileged"),
     ("vms", 0, "name"), ("vms", 0, "image"), ("vms", 0, "memory"), ("vms", 0, "cpus"),
     ("vms", 0, "nics", 0, "network"), ("vms", 0, "nics", 0, "model"),
     ("vms", 0, "nics", 0, "mac"), ("vms", 0, "nics", 0, "ip"), ("vms", 0, "nics", 2, "pf"),
@@ -108,11 +111,14 @@ SCALAR_FIELDS = [("networks", 0, "mode"), ("vms", 0, "nics", 0, "network"),
                  ("networks", 1, "bridge"), ("vms", 0, "image"), ("vms", 0, "nics", 0, "mac"),
                  ("vms", 0, "nics", 0, "ip"), ("vms", 0, "name"), ("name",),
                  ("vms", 0, "nics", 2, "pf"), ("vms", 0, "nics", 4, "device"),
-                 ("images", "deb", "url"), ("images", "deb", "sha256")]
+                 ("images", "deb", "url"), ("images", "deb", "sha256"),
+                 ("networks", 0, "port_forwards", 0, "host_ip"),
+                 ("networks", 0, "port_forwards", 0, "allow_privileged")]
 
 
-@pytest.mark.parametrize("shape", [lambda v: [v], lambda v: {"k": v}, lambda v: [[v], {"x": v}]],
-                         ids=["list", "mapping", "nested"])
+@pytest.mark.parametrize("shape", [lambda v: [v], lambda v: {"k": v}, lambda v: [[v], {"x": v}],
+                                   lambda v: ["x" * 2000, v]],
+                         ids=["list", "mapping", "nested", "long-list"])
 @pytest.mark.parametrize("path", SCALAR_FIELDS, ids=[".".join(map(str, p)) for p in SCALAR_FIELDS])
 def test_a_list_or_mapping_where_a_scalar_belongs(tmp_path, path, shape):
     assert_refused(*render(tmp_path, yaml.safe_dump(changed(path, shape))),

@@ -1,0 +1,62 @@
+"""Usage errors are one line and come before any work (issue 10, point 3): a bad choice on the
+command line prints `vnet: error: ...` naming the option and its choices, exit 2; `--report`
+without `--out` is refused before the lab file is read or anything is built."""
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from provisioner import images, labfile, lifecycle, state
+from provisioner.cli import main
+from provisioner.drivers import vbox_exec
+
+
+def one_line(result) -> str:
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vnet: error: "), result.output
+    return lines[0]
+
+
+def test_a_bad_choice_is_one_line_naming_the_option_and_the_choices():
+    line = one_line(CliRunner().invoke(main, ["create", "--mode", "bogus", "--dry-run"]))
+    assert "'--mode'" in line and "'bogus'" in line
+    assert all(mode in line for mode in ("nat", "natnetwork", "hostonly", "internal", "bridged"))
+
+
+@pytest.mark.parametrize("argv", [["sandbox", "up", "--bogus"], ["--bogus"], ["create"],
+                                  ["nonesuch"]], ids=["nested", "root", "missing", "command"])
+def test_other_usage_errors_are_one_line_too(argv):
+    one_line(CliRunner().invoke(main, argv))
+
+
+def test_help_is_unchanged():
+    result = CliRunner().invoke(main, ["create", "--help"])
+    assert result.exit_code == 0 and result.output.startswith("Usage: ")
+
+
+@pytest.fixture
+def nothing_may_run(monkeypatch, tmp_path):
+    """Everything `up`, `create` and `verify` would do first is replaced by a recorder."""
+    called = []
+    for module, name in ((labfile, "load"), (labfile, "resolve"), (images, "build_tiny"),
+                         (lifecycle, "up"), (vbox_exec, "up"), (state, "read")):
+        monkeypatch.setattr(module, name, lambda *a, _name=name, **kw: called.append(_name))
+    monkeypatch.setenv("VNET_STATE_DIR", str(tmp_path / "state"))
+    return called
+
+
+@pytest.mark.parametrize("argv", [["up", "lab.yaml", "--report", "json"],
+                                  ["up", "lab.yaml", "--report", "junit", "--backend", "virtualbox"],
+                                  ["create", "--mode", "internal", "--report", "json"],
+                                  ["verify", "internal", "--report", "junit"]],
+                         ids=["up", "up-virtualbox", "create", "verify"])
+def test_report_without_out_is_refused_before_anything_is_built(nothing_may_run, tmp_path, argv):
+    lab = tmp_path / "lab.yaml"
+    lab.write_text("name: x\nnetworks: [{name: n, mode: internal}]\n"
+                   "vms: [{name: a, nics: [{network: n}]}]\n")
+    argv = [str(lab) if a == "lab.yaml" else a for a in argv]
+    line = one_line(CliRunner().invoke(main, argv))
+    assert "--report needs --out FILE" in line
+    assert nothing_may_run == []
+    assert not (tmp_path / "state").exists()
