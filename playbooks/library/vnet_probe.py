@@ -30,13 +30,16 @@ across the guests, the host and the Internet.
 
 Each probe: {"id", "target", "port", "proto" ("tcp", default, or "udp"), "expect_name",
 "self_name" (optional, see above), "self_note" (optional: why the address is the prober's own),
-"bind_mac" (optional: the NIC under test; the socket is bound to it with SO_BINDTODEVICE, so no
-other NIC can carry the probe), "banner" (optional, TCP: accept this banner prefix instead of a
+"bind_mac" (optional: the NIC under test; the socket is bound to its device with
+SO_BINDTODEVICE and to its own address, so no other NIC can carry the probe and the guest's
+per-NIC routing table sends it by that network's gateway), "nonce" (optional: preset, e.g. a
+forward's origin-tagged nonce), "banner" (optional, TCP: accept this banner prefix instead of a
 nonce, for e.g. SSH), "timeout" (connect, or the UDP wait), "answer_timeout" (TCP, after
 connecting), "confirmed_by" (optional, UDP)}.
 
 Options:
-  module args {"probes": [...], "nic_macs": [...]} -> {"probes": {...}, "drivers": {...}}
+  module args {"probes": [...], "nic_macs": [...], "forwards": [...]}
+      -> {"probes": {...}, "drivers": {...}, "forwards": {...}} (forwards: see ForwardHold)
   --serve PORT NAME   vnet's listener: answers on TCP and UDP PORT as NAME
 """
 import errno
@@ -49,6 +52,7 @@ import threading
 import time
 
 SO_BINDTODEVICE = 25
+SIOCGIFADDR = 0x8915
 TIMEOUT = 3.0          # connect (and UDP wait): negative cells end here, so keep it short
 ANSWER_TIMEOUT = 10.0  # after connecting
 UDP_RESEND = 1.0       # a datagram may be lost: send again this often while waiting
@@ -86,6 +90,35 @@ def driver_of(mac):
         return "none"
 
 
+def address_of(ifname):
+    """The NIC's IPv4 address (SIOCGIFADDR), or None when it has none."""
+    import fcntl
+    import struct
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            raw = fcntl.ioctl(s.fileno(), SIOCGIFADDR, struct.pack("256s", ifname.encode()[:15]))
+        except OSError:
+            return None
+    return socket.inet_ntoa(raw[20:24])
+
+
+def bind_to_nic(sock, mac):
+    """Bind a socket to the NIC with this MAC: its device (SO_BINDTODEVICE) and its own address,
+    so the guest's policy routing (one table per NIC, rule "from <address>") sends the probe out
+    of this NIC by this network's gateway, whatever the default route. Returns None, or why the
+    probe cannot run (an "error": the NIC is missing or has no address)."""
+    ifname = interface_of(mac)
+    if ifname is None:
+        return f"no NIC with MAC {mac}"
+    address = address_of(ifname)
+    if address is None:
+        return f"NIC {ifname} ({mac}) has no IPv4 address"
+    sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode())
+    sock.bind((address, 0))
+    return None
+
+
 def _result(observed, detail, **extra):
     return dict(extra, observed=observed, detail=detail)
 
@@ -113,11 +146,10 @@ def _open(spec, kind):
     (None, error result)."""
     sock = socket.socket(socket.AF_INET, kind)
     if spec.get("bind_mac"):
-        ifname = interface_of(spec["bind_mac"])
-        if ifname is None:
+        unusable = bind_to_nic(sock, spec["bind_mac"])      # device and the NIC's address
+        if unusable:
             sock.close()
-            return None, _result("error", f"no NIC with MAC {spec['bind_mac']}")
-        sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode())
+            return None, _result("error", unusable)
     return sock, None
 
 
@@ -162,7 +194,7 @@ def probe(spec):
     says "proto": "udp", TCP otherwise."""
     if spec.get("proto", "tcp") == "udp":
         return probe_udp(spec)
-    nonce = secrets.token_hex(8)
+    nonce = spec.get("nonce") or secrets.token_hex(8)   # preset: a forward's origin-tagged one
     sock = None
     try:
         sock, failed = _open(spec, socket.SOCK_STREAM)
@@ -202,7 +234,7 @@ def probe_udp(spec):
     """One UDP nonce exchange. "fail" only on an ICMP port or host unreachable (ECONNREFUSED,
     EHOSTUNREACH on the connected socket); silence is "error" with "silent": true (see the
     module docstring: settle_silence turns it into "fail" when the listener is known up)."""
-    nonce = secrets.token_hex(8)
+    nonce = spec.get("nonce") or secrets.token_hex(8)
     sock = None
     wait = spec.get("timeout", TIMEOUT)
     try:
@@ -395,15 +427,150 @@ def serve(port, name, host="0.0.0.0"):
         threading.Thread(target=answer, args=(conn, peer), daemon=True).start()
 
 
+# --- the guest side of port forwards --------------------------------------------------------
+# A forward is proven with or without a service on its guest port. For the duration of this
+# module run the guest holds each forward aimed at it: a free port gets a temporary nonce
+# listener (TCP or UDP, bound to the forward's NIC); a port a service already holds is watched
+# by a raw socket on that NIC, which records the nonces vnet's host-side probes send (so the
+# service need not speak vnet's protocol). Host-side nonces start with their origin ("host-",
+# "internet-"); a forward is done when every origin's nonce arrived, or at FORWARD_LIFETIME.
+
+FORWARD_LIFETIME = 25.0
+NONCE_RE = None   # compiled on first use: re is not imported unless forwards are held
+
+
+class ForwardHold:
+    def __init__(self, spec, name):
+        self.spec, self.name = spec, name
+        self.seen, self.mode, self.detail = [], "none", ""
+        self.sock = None
+        self.done = threading.Event()
+
+    def start(self):
+        import re
+
+        global NONCE_RE
+        NONCE_RE = re.compile(rb"VNET ([0-9A-Za-z.-]{8,64})")
+        ifname = interface_of(self.spec["mac"])
+        address = address_of(ifname) if ifname else None
+        if address is None:
+            self.mode, self.detail = "error", f"no NIC with an address for MAC {self.spec['mac']}"
+            self.done.set()
+            return
+        udp = self.spec.get("proto") == "udp"
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode())
+        if not udp:   # a previous check's connections in TIME_WAIT must not look like a service
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((address, int(self.spec["port"])))
+            if not udp:
+                sock.listen(16)
+            self.mode = "listener"
+            self.detail = f"vnet's temporary listener on {ifname} {address}:{self.spec['port']}"
+        except OSError as exc:
+            sock.close()
+            if exc.errno != errno.EADDRINUSE:
+                self.mode, self.detail = "error", f"cannot hold port {self.spec['port']}: {exc}"
+                self.done.set()
+                return
+            # taken: a service listens there; watch it instead
+            sock = socket.socket(socket.AF_INET, socket.SOCK_RAW,
+                                 socket.IPPROTO_UDP if udp else socket.IPPROTO_TCP)
+            sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode())
+            self.mode = "service"
+            self.detail = f"service present on {ifname} {address}:{self.spec['port']}"
+        sock.settimeout(0.2)
+        self.sock, self.address = sock, address
+        self.thread = threading.Thread(target=self._loop, args=(udp,), daemon=True)
+        self.thread.start()
+
+    def _note(self, nonce):
+        if nonce not in self.seen:
+            self.seen.append(nonce)
+        origins = self.spec.get("origins") or []
+        if all(any(n.startswith(o + "-") for n in self.seen) for o in origins):
+            self.done.set()
+
+    def _loop(self, udp):
+        while not self.done.is_set():
+            try:
+                if self.mode == "service":
+                    self._sniff(self.sock.recv(65535), udp)
+                elif udp:
+                    data, peer = self.sock.recvfrom(512)
+                    self._answer(data, lambda b: self.sock.sendto(b, peer), peer)
+                else:
+                    conn, peer = self.sock.accept()
+                    threading.Thread(target=self._tcp, args=(conn, peer), daemon=True).start()
+            except (socket.timeout, BlockingIOError):
+                continue
+            except OSError:
+                return
+
+    def _tcp(self, conn, peer):
+        with conn:
+            conn.settimeout(TIMEOUT)
+            try:
+                self._answer(conn.recv(256), conn.sendall, peer)
+            except OSError:
+                pass
+
+    def _answer(self, data, send, peer):
+        reply = answer_for(data, self.name, peer[0])
+        if reply:
+            send(reply)
+            self._note(reply.split()[1].decode())
+
+    def _sniff(self, packet, udp):
+        """An IPv4 packet to our address and port: note the nonces in its payload."""
+        ihl = (packet[0] & 15) * 4
+        if socket.inet_ntoa(packet[16:20]) != self.address or \
+                int.from_bytes(packet[ihl + 2:ihl + 4], "big") != int(self.spec["port"]):
+            return
+        payload = packet[ihl + 8:] if udp else packet[ihl + (packet[ihl + 12] >> 4) * 4:]
+        for nonce in NONCE_RE.findall(payload):
+            self._note(nonce.decode())
+
+    def report(self):
+        self.done.set()
+        if self.sock is not None:
+            self.thread.join()        # a blocked accept() keeps the socket open until it returns
+            self.sock.close()
+        return {"mode": self.mode, "detail": self.detail, "nonces": self.seen}
+
+
+def hold_forwards(specs):
+    """Start holding every forward aimed at this guest (see above); returns the holds."""
+    with open("/proc/sys/kernel/hostname") as f:
+        name = f.read().strip()
+    holds = [ForwardHold(spec, name) for spec in specs]
+    for hold in holds:
+        hold.start()
+    return holds
+
+
+def release_forwards(holds, started, lifetime=FORWARD_LIFETIME):
+    """Wait until every forward saw all its origins (or the lifetime ends), then close them:
+    nothing vnet started outlives this module run. -> {forward id: report}"""
+    for hold in holds:
+        hold.done.wait(max(0.0, started + lifetime - time.monotonic()))
+    return {hold.spec["id"]: hold.report() for hold in holds}
+
+
 def main():
     if sys.argv[1:2] == ["--serve"]:          # vnet's host-side listeners
         serve(int(sys.argv[2]), sys.argv[3])
         return
+    started = time.monotonic()
     with open(sys.argv[1]) as f:
         args = json.load(f)
+    holds = hold_forwards(args.get("forwards") or [])      # up before the host probes them
     results = run_all(args.get("probes", []))
     drivers = {mac: driver_of(mac) for mac in args.get("nic_macs", [])}
-    print(json.dumps({"changed": False, "probes": results, "drivers": drivers}))
+    forwards = release_forwards(holds, started)
+    print(json.dumps({"changed": False, "probes": results, "drivers": drivers,
+                      "forwards": forwards}))
 
 
 if __name__ == "__main__":

@@ -102,11 +102,12 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
         for pf in net.port_forwards:
             if ends.host_uplink_ip is None:
                 continue
-            forward = dict(target=ends.host_uplink_ip, port=pf.host_port)
-            forward.update(banner="SSH-") if pf.guest_port == 22 else \
-                forward.update(expect_name=pf.vm)
-            if pf.proto != "tcp":
-                continue     # the prober speaks TCP; UDP forwards are rendered, not probed
+            forward = dict(target=ends.host_uplink_ip, port=pf.host_port, expect_name=pf.vm,
+                           forward=forward_of(lab, pf))
+            if pf.proto == "udp":
+                forward["proto"] = "udp"   # the UDP nonce exchange; the guest holds the port
+            elif pf.guest_port == 22:
+                forward["ssh"] = True      # proven by logging in and reading the guest's name
             label = f"{pf.vm}:{pf.guest_port} via {ends.host_uplink_ip}:{pf.host_port}"
             for origin in (HOST, INTERNET if ends.internet_ip else None):
                 if origin:
@@ -117,6 +118,14 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
                                runner, probe))
     link_controls(checks)
     return checks
+
+
+def forward_of(lab: Lab, pf) -> dict:
+    """What the guest side of a forward needs (provisioner/forwardcheck.py): which VM holds
+    which port on which NIC."""
+    nic = next(n for n in lab.vm(pf.vm).nics if n.network == pf.network)
+    return {"vm": pf.vm, "guest_port": pf.guest_port, "proto": pf.proto, "mac": nic.mac,
+            "name": pf.name}
 
 
 def own_address(vm, nic, peer_nic, net) -> dict:

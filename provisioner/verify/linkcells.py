@@ -92,6 +92,16 @@ def _failover_target(lab: Lab, vm, bond, ends):
     return None
 
 
+HOST_PROBES_MAX = 15.0      # a plain host-side probe ends by then (3 s connect + 10 s answer)
+
+
+def host_probes_done(threads: list, limit: float = HOST_PROBES_MAX):
+    """LinkCutter's gate: the host-side probe threads have ended, or `limit` seconds passed
+    (their port-forward probes run until the guests' run ends, and a failover is short)."""
+    began = time.monotonic()
+    return lambda: not any(t.is_alive() for t in threads) or time.monotonic() - began > limit
+
+
 class LinkCutter:
     """Watches the consoles of the VMs with bond_failover cells for the guest's VNET-CUT line
     and cuts that member's link through the driver; `stop` restores every cut link. What it

@@ -27,7 +27,7 @@ from . import checks as checklib
 from . import linkcells
 from ..host import procs, state
 from ..host.ssh import close_masters, control_dir
-from . import topology
+from . import forwardcheck, topology
 from .result import build as build_result
 from ..lab.naming import mgmt_subnet_for
 from ..errors import VnetError
@@ -205,12 +205,19 @@ def _run(lab, target, sb, cells, inventory, progress) -> None:
     outcome: dict[str, dict] = {}
     errors: list[BaseException] = []
 
+    origins = [checklib.HOST] + ([checklib.INTERNET] if sb else [])
+    stop = inventory.work_dir / "forwards.stop"     # the guests' run has ended (forwardcheck)
+    stop.unlink(missing_ok=True)
+
     def side(netns, source):
-        specs = [dict(c.probe, id=str(i)) for i, c in enumerate(cells) if c.runner == source]
+        specs = [forwardcheck.with_login(dict(c.probe, id=str(i)), inventory.hosts)
+                 for i, c in enumerate(cells) if c.runner == source]
         if not specs:
             return
         try:
-            results = run_in_netns(netns, module.run_all, specs) if netns else module.run_all(specs)
+            args = (module, specs, source, stop)
+            results = run_in_netns(netns, forwardcheck.side_probes, *args) if netns \
+                else forwardcheck.side_probes(*args)
             outcome.update({f"{source}:{k}": v for k, v in results.items()})
         except BaseException as exc:  # reported below, after the other sources finish
             errors.append(exc)
@@ -222,13 +229,15 @@ def _run(lab, target, sb, cells, inventory, progress) -> None:
         t.start()
     cutter = linkcells.LinkCutter(lab, cells, _link_setter(lab, target, inventory.backend),
                                   lambda vm: serial_log(inventory.work_dir, vm),
-                                  ready=lambda: not any(t.is_alive() for t in threads)).start()
+                                  ready=linkcells.host_probes_done(threads)).start()
     try:
-        guest = _ansible(lab, target, cells, inventory, progress)
+        guest = _ansible(lab, target, cells, inventory, progress,
+                         forwardcheck.guest_holds(cells, origins), stop)
     finally:
-        cutter.stop()        # restores every link it cut
-    for t in threads:
-        t.join()
+        cutter.stop()        # restores every link it cut, before the forwards' last probes
+        stop.touch()
+        for t in threads:
+            t.join()
     if errors:
         raise VnetError(f"host-side probes failed to run: {errors[0]!r}")
     record(cells, guest, outcome)
@@ -269,6 +278,10 @@ def record(cells: list, guest: dict[str, dict], sides: dict[str, dict],
             r = raw[str(i)] = sides.get(f"{cell.runner}:{i}", {"observed": "error",
                                                                "detail": "not run"})
             cell.observed, cell.detail = r["observed"], r["detail"]
+            fwd = cell.probe.get("forward")
+            if fwd and "nonces" in r:        # with what the guest saw at the forwarded port
+                held = guest.get(fwd["vm"], {}).get("forwards", {}).get(fwd["name"])
+                cell.observed, cell.detail = forwardcheck.conclude(r, held, cell.runner, fwd["vm"])
     for i, cell in enumerate(cells):     # UDP silence: its controls may have run elsewhere
         if cell.probe.get("confirmed_by") and str(i) in raw:
             settle_silence = settle_silence or probe_module().settle_silence
@@ -276,8 +289,12 @@ def record(cells: list, guest: dict[str, dict], sides: dict[str, dict],
             cell.observed, cell.detail = r["observed"], r["detail"]
 
 
-def _ansible(lab: Lab, target: Target, cells, inventory: Inventory, progress) -> dict[str, dict]:
-    """One ansible-runner run over all guests; returns {vm: module result}."""
+def _ansible(lab: Lab, target: Target, cells, inventory: Inventory, progress,
+             holds: dict[str, list[dict]] | None = None,
+             stop: Path | None = None) -> dict[str, dict]:
+    """One ansible-runner run over all guests; returns {vm: module result}. `holds`: the
+    forwards each guest holds open meanwhile (forwardcheck.guest_holds); `stop`: the file that
+    tells the host-side forward probes that the guests' run has ended."""
     hosts = {}
     for vm in lab.vms:
         mine = [(i, c) for i, c in enumerate(cells) if c.runner == f"guest:{vm.name}"]
@@ -286,6 +303,7 @@ def _ansible(lab: Lab, target: Target, cells, inventory: Inventory, progress) ->
             "vnet_probes": [dict(c.probe, id=str(i)) for i, c in mine
                             if c.kind != "nic_model" and not c.probe.get("failover")],
             "vnet_nic_macs": [c.probe["mac"] for _, c in mine if c.kind == "nic_model"],
+            "vnet_forwards": (holds or {}).get(vm.name, []),
             # a second task, after every guest's probes: a cut link must disturb no other cell
             "vnet_failovers": [dict(c.probe, id=str(i)) for i, c in mine
                                if c.probe.get("failover")],
@@ -305,13 +323,25 @@ def _ansible(lab: Lab, target: Target, cells, inventory: Inventory, progress) ->
            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir(target, lab.name)),
            "ANSIBLE_NOCOLOR": "True"}
     progress(f"running Ansible on {len(hosts)} guest(s)")
-    args = (str(private), str(data_dir("playbooks") / "verify.yml"), inventory_data, env)
-    results = run_in_netns(target.netns, _run_playbook, *args) if target.netns \
-        else _run_playbook(*args)
+    args = (stop, str(private), str(data_dir("playbooks") / "verify.yml"), inventory_data, env)
+    results = run_in_netns(target.netns, _run_playbook_then_stop, *args) if target.netns \
+        else _run_playbook_then_stop(*args)
     failed = [vm for vm in hosts if vm not in results]
     if failed:
         progress(f"Ansible reached no result on {', '.join(failed)}; see {private}/artifacts")
     return results
+
+
+def _run_playbook_then_stop(stop: Path | None, *args) -> dict:
+    """The playbook run, then the stop file, from the process that ran it. Why not from the
+    caller: the host-side probe processes were forked while this one's result pipe was open,
+    so they hold its write end, and the caller sees the result only once they have ended, which
+    they do on the stop file."""
+    try:
+        return _run_playbook(*args)
+    finally:
+        if stop is not None:
+            stop.touch()
 
 
 def _run_playbook(private_dir: str, playbook: str, inventory: dict, env: dict) -> dict:
@@ -335,9 +365,10 @@ def _run_playbook(private_dir: str, playbook: str, inventory: dict, env: dict) -
             data = event["event_data"]
             res = data.get("res", {})
             if "probes" in res:        # one result per task (probes, then bond failovers)
-                got = results.setdefault(data["host"], {"probes": {}, "drivers": {}})
-                got["probes"].update(res["probes"])
-                got["drivers"].update(res.get("drivers", {}))
+                got = results.setdefault(data["host"], {"probes": {}, "drivers": {},
+                                                        "forwards": {}})
+                for key in got:
+                    got[key].update(res.get(key, {}))
     return results
 
 

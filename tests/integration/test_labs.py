@@ -222,3 +222,35 @@ def test_multi_network_lab_from_a_file_verifies_green(lab_sandbox):
         lifecycle.destroy(lab.name, target, quiet)
 
 
+
+
+def test_five_mode_multi_homed_lab_verifies_green(lab_sandbox):
+    """Two VMs, each with a NIC on every mode (tests/integration/labs/fivemodes.yaml): every
+    cell is probed over the NIC of its own network, whatever the guest's default route (per-NIC
+    policy routing in the guest; probes bound to device and address). Before that, the
+    VM->Internet cells of the nat and natnetwork NICs that were not the default route, and the
+    nat forwards (their answers left by the default route), were red: 60/68."""
+    from pathlib import Path
+
+    target = target_of(lab_sandbox)
+    lab = labfile.load(Path(__file__).parent / "labs" / "fivemodes.yaml",
+                       labfile.sandbox_defaults(lab_sandbox))
+    try:
+        lifecycle.up(lab, target, quiet)
+        result = verifier.verify(lab, target, quiet)
+        red = [f"{c['network']} {c['kind']} {c['source']}->{c['target']}: {c['observed']} "
+               f"({c['detail']})" for c in result["checks"] if not c["ok"]]
+        assert result["ok"], red
+        cells = result["checks"]
+        assert len([c for c in cells if c["kind"] != "port_forward"]) == 60
+        assert {c["mode"] for c in cells if c["kind"] == "vm_to_internet"} == set(modes.names())
+        inbound = [c for c in cells if c["kind"] == "internet_to_vm" and c["mode"] != "bridged"]
+        assert len(inbound) == 8 and all(c["observed"] == "fail" for c in inbound)
+        forwards = [c for c in cells if c["kind"] == "port_forward"]
+        assert len(forwards) == 8
+        for c in forwards:      # SSH: a login reads the VM's name; echo (7): a service is there
+            vm = c["target"].split(":")[0]
+            assert (f"hostname {vm}" if ":22 " in c["target"] else "service present") \
+                in c["detail"], c
+    finally:
+        lifecycle.destroy(lab.name, target, quiet)

@@ -213,7 +213,7 @@ def test_failovers_go_to_the_second_task_and_both_results_are_kept(lab, monkeypa
     results = verifier._run_playbook(str(tmp_path / "p"), "pb.yml", {}, {
         "ANSIBLE_SSH_CONTROL_PATH_DIR": str(tmp_path)})
     assert results == {"a": {"probes": {"0": {"observed": "pass"}, "24": {"observed": "pass"}},
-                             "drivers": {"m": "virtio_net"}}}
+                             "drivers": {"m": "virtio_net"}, "forwards": {}}}
 
 
 def test_a_cloud_vm_behind_a_router_gets_its_route_in_the_seed():

@@ -950,7 +950,10 @@ def test_virtualbox_labs_are_verified_over_the_management_network(vbox, monkeypa
         return results[-1][2]
 
     monkeypatch.setattr(verifier, "_run_playbook", fake_playbook)
-    monkeypatch.setattr(verifier, "probe_module", lambda: SimpleNamespace(run_all=fake_run_all))
+    monkeypatch.setattr(verifier, "probe_module", lambda: SimpleNamespace(
+        run_all=fake_run_all, probe=lambda s: fake_run_all([dict(s, id="1")])["1"]))
+    monkeypatch.setattr(verifier.forwardcheck, "_ssh_login",      # FAKE login: the forward answers
+                        lambda spec, stop: fake_run_all([dict(spec, id="1")])["1"])
     monkeypatch.setattr(verifier, "_start_listeners", lambda *a: [])
     monkeypatch.setattr(verifier, "verify", spy)
     with guest(vbox):

@@ -1,0 +1,150 @@
+"""Port forwards are proven with or without a service on the guest port.
+
+The guest side (playbooks/library/vnet_probe.py, ForwardHold) is held by the same single module
+run that does the guest's own probes, so it costs no extra Python start on a slow guest: a free
+guest port gets a temporary nonce listener on the forward's NIC for the duration of that run; a
+port a service already holds is watched by a raw socket that records the nonces arriving there.
+
+The host side (this module; it runs in the host's and the Internet's namespaces, beside the
+other host-side probes) keeps probing each forward, with nonces tagged by origin, until the
+guests' run has ended: the listeners come up only once Ansible has reached the guest, and the
+guest closes a forward as soon as every origin's nonce arrived there. A cell is then:
+- pass: the VM the lab names answered this origin's fresh nonce (vnet's temporary listener, or a
+  service that speaks vnet's protocol), or the guest saw this origin's nonce arrive at the
+  forwarded port while a service held it ("service present");
+- SSH forwards (guest port 22): pass only when a login through the forward with the lab's key
+  reads the guest's own hostname, so a forward to the wrong VM is red;
+- otherwise the last attempt's outcome (fail: nothing connected; error: the wrong endpoint).
+"""
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from ..host import runner
+
+RETRY = 0.4               # between attempts while the guests' run lasts
+SSH_TIMEOUT = 20.0
+
+
+def guest_holds(cells: list, origins: list[str]) -> dict[str, list[dict]]:
+    """vm -> the forwards it must hold open: every forward cell's guest side, once, except SSH
+    (dropbear is the service there and the login itself proves the VM)."""
+    holds: dict[str, dict[str, dict]] = {}
+    for cell in cells:
+        fwd = cell.probe.get("forward")
+        if cell.kind != "port_forward" or not fwd or cell.probe.get("ssh"):
+            continue
+        holds.setdefault(fwd["vm"], {})[fwd["name"]] = {
+            "id": fwd["name"], "port": fwd["guest_port"], "proto": fwd["proto"],
+            "mac": fwd["mac"], "origins": origins}
+    return {vm: list(by_name.values()) for vm, by_name in holds.items()}
+
+
+def side_probes(module, specs: list[dict], origin: str, stop: Path) -> dict:
+    """All probes of one host-side origin (run in its namespace): the forwards, until the
+    guests' run ends, beside the others (module: vnet_probe)."""
+    forwards = [s for s in specs if s.get("forward")]
+    results: dict = {}
+    thread = threading.Thread(target=lambda: results.update(
+        probe_all(forwards, origin, stop, module.probe)))
+    thread.start()
+    results.update(module.run_all([s for s in specs if not s.get("forward")]))
+    thread.join()
+    return results
+
+
+def with_login(spec: dict, hosts: dict[str, dict]) -> dict:
+    """An SSH forward's probe logs in with the key and user Ansible uses for its VM."""
+    if spec.get("ssh"):
+        host = hosts.get(spec["forward"]["vm"], {})
+        spec.update(key=host.get("ansible_ssh_private_key_file", ""),
+                    user=host.get("ansible_user", "root"))
+    return spec
+
+
+def probe_all(specs: list[dict], origin: str, stop: Path,
+              probe: Callable[[dict], dict]) -> dict[str, dict]:
+    """Probe every forward from `origin` until `stop` exists (the guests' run has ended);
+    runs inside the origin's namespace. -> {id: result with the nonces sent}."""
+    results: dict[str, dict] = {}
+
+    def one(spec):
+        results[spec["id"]] = (_ssh_login(spec, stop) if spec.get("ssh")
+                               else _nonce_until(spec, origin, stop, probe))
+    threads = [threading.Thread(target=one, args=(s,)) for s in specs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def _nonce_until(spec: dict, origin: str, stop: Path, probe) -> dict:
+    best, nonces = None, []
+    while True:
+        last = stop.exists()
+        nonce = f"{origin}-{secrets.token_hex(8)}"
+        nonces.append(nonce)
+        result = probe(dict(spec, nonce=nonce))
+        if best is None or best["observed"] != "pass":      # the first pass, else the latest
+            best = result
+        if last:
+            break
+        time.sleep(RETRY)
+    return dict(best, nonces=nonces)
+
+
+def _ssh_login(spec: dict, stop: Path) -> dict:
+    """Log in through the forward with the lab's key and read the guest's hostname."""
+    argv = ["ssh", "-i", spec["key"], "-p", str(spec["port"]), "-o", "BatchMode=yes",
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5", "-o", "ControlMaster=no",
+            "-o", "ControlPath=none", f"{spec.get('user', 'root')}@{spec['target']}",
+            "cat /proc/sys/kernel/hostname"]
+    while True:
+        last = stop.exists()
+        try:
+            out = runner.run(argv, check=False, timeout=SSH_TIMEOUT)
+            result = ssh_outcome(out.returncode, out.stdout, out.stderr, spec["expect_name"])
+        except Exception as exc:  # noqa: BLE001 - a probe reports, never crashes the others
+            result = {"observed": "error", "detail": f"ssh: {exc}"}
+        if result["observed"] == "pass" or last:
+            return result
+        time.sleep(RETRY)
+
+
+def ssh_outcome(rc: int, stdout: str, stderr: str, expect: str) -> dict:
+    name = stdout.strip()
+    if rc == 0 and name == expect:
+        return {"observed": "pass", "detail": f"logged in through the forward with the lab's "
+                                              f"key: hostname {name}"}
+    if rc == 0:
+        return {"observed": "error", "detail": f"wrong VM: logged in to {name!r}, not {expect}"}
+    why = stderr.strip().splitlines()[-1] if stderr.strip() else f"ssh exit {rc}"
+    low = why.lower()
+    if any(k in low for k in ("connection refused", "timed out", "no route", "unreachable")):
+        return {"observed": "fail", "detail": f"ssh: {why}"}
+    return {"observed": "error", "detail": f"connected, but no login with the lab's key: {why}"}
+
+
+def conclude(host: dict, guest: dict | None, origin: str, vm: str) -> tuple[str, str]:
+    """One forward cell's (observed, detail) from the host-side attempts and what the guest
+    saw at the forwarded port (None: the guest gave no report)."""
+    if guest is None or host.get("nonces") is None:      # SSH, or no guest report
+        return host["observed"], host["detail"]
+    mine = set(host["nonces"])
+    arrived = [n for n in guest.get("nonces", []) if n in mine]
+    if guest.get("mode") == "service":
+        if host["observed"] == "pass" or arrived:
+            how = host["detail"] if host["observed"] == "pass" else \
+                f"{origin}'s nonce arrived at {vm}"
+            return "pass", f"{guest['detail']}: {how}"       # "service present on ..."
+        return host["observed"], f"service present on {vm}, but no nonce from {origin} " \
+                                 f"arrived there: {host['detail']}"
+    if guest.get("mode") == "listener":
+        return host["observed"], f"{host['detail']} ({guest['detail']})"
+    return host["observed"], f"{host['detail']} (guest: {guest.get('detail', 'no hold')})"

@@ -1,0 +1,252 @@
+"""Forwards are proven with or without a service: the guest's hold (a temporary nonce listener on
+a free port, a raw-socket watch on a taken one), the host side's origin-tagged retries until the
+guests' run ends, the SSH login verdicts, and how a cell is concluded. Real sockets on loopback
+stand in for the forward's NIC."""
+import os
+import socket
+import threading
+import time
+
+import pytest
+
+from provisioner.verify import checks, forwardcheck
+from provisioner.lab import loader as labfile
+from provisioner.verify.run import probe_module
+
+probe = probe_module()
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: SO_BINDTODEVICE and a "
+                                                          "raw socket (CAP_NET_RAW)")
+
+
+def free_port(kind=socket.SOCK_STREAM):
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def on_loopback(monkeypatch):
+    """The forward's NIC is the loopback device, its address 127.0.0.1."""
+    monkeypatch.setattr(probe, "interface_of", lambda mac: "lo")
+
+
+def hold(port, proto="tcp", origins=("host", "internet")):
+    [h] = probe.hold_forwards([{"id": "web", "port": port, "proto": proto,
+                                "mac": "02:00:00:00:00:01", "origins": list(origins)}])
+    return h
+
+
+def hostname():
+    return open("/proc/sys/kernel/hostname").read().strip()
+
+
+@needs_root
+def test_a_free_port_gets_a_temporary_listener_until_every_origin_was_answered(on_loopback):
+    port = free_port()
+    h = hold(port)
+    assert h.mode == "listener"
+    first = probe.probe({"target": "127.0.0.1", "port": port, "expect_name": hostname(),
+                         "nonce": "host-0123456789abcdef"})
+    assert first["observed"] == "pass", first
+    assert not h.done.is_set()                         # the Internet's nonce is still missing
+    probe.probe({"target": "127.0.0.1", "port": port, "nonce": "internet-0123456789abcdef"})
+    assert h.done.wait(5)
+    report = probe.release_forwards([h], time.monotonic())["web"]
+    assert report["mode"] == "listener" and len(report["nonces"]) == 2
+    with pytest.raises(OSError):                       # gone with the module run
+        socket.create_connection(("127.0.0.1", port), timeout=1)
+
+
+@needs_root
+def test_the_last_checks_connections_in_time_wait_do_not_look_like_a_service(on_loopback):
+    port = free_port()
+    first = hold(port, origins=("host",))
+    probe.probe({"target": "127.0.0.1", "port": port, "nonce": "host-0123456789abcdef"})
+    probe.release_forwards([first], time.monotonic())    # it closed first: TIME_WAIT on its side
+    again = hold(port, origins=("host",))
+    assert again.mode == "listener", again.detail
+    probe.release_forwards([again], time.monotonic(), lifetime=0)
+
+
+@needs_root
+def test_a_free_udp_port_gets_a_temporary_nonce_answer(on_loopback):
+    port = free_port(socket.SOCK_DGRAM)
+    h = hold(port, "udp", origins=("host",))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(5)
+        s.sendto(b"VNET host-00112233445566778899\n", ("127.0.0.1", port))
+        answer = s.recv(256).decode().split()
+    assert answer[:3] == ["VNET", "host-00112233445566778899", hostname()]
+    assert h.done.wait(5)
+    probe.release_forwards([h], time.monotonic())
+
+
+@needs_root
+def test_a_port_held_by_a_silent_service_is_watched_and_the_nonce_proves_the_forward(on_loopback):
+    service = socket.socket()
+    service.bind(("0.0.0.0", 0))
+    service.listen(4)
+    port = service.getsockname()[1]
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(service.accept()), daemon=True).start()
+    h = hold(port, origins=("host",))
+    assert h.mode == "service"
+    host = forwardcheck.probe_all(
+        [{"id": "1", "target": "127.0.0.1", "port": port, "expect_name": hostname(),
+          "timeout": 2.0, "answer_timeout": 1.0}], "host", _stop_after(h), probe.probe)["1"]
+    assert host["observed"] != "pass"                  # the service does not speak vnet
+    report = probe.release_forwards([h], time.monotonic(), lifetime=5)["web"]
+    assert set(report["nonces"]) & set(host["nonces"])
+    observed, detail = forwardcheck.conclude(host, report, "host", "vm1")
+    assert observed == "pass" and detail.startswith("service present")
+    service.close()
+
+
+def _stop_after(h):
+    """The guests' run ends when the hold is done (or after 10 s): a stop file appears then."""
+    import tempfile
+    from pathlib import Path
+
+    stop = Path(tempfile.mkdtemp()) / "stop"
+
+    def later():
+        h.done.wait(10)
+        stop.touch()
+    threading.Thread(target=later, daemon=True).start()
+    return stop
+
+
+def test_a_service_that_never_saw_this_origins_nonce_is_not_a_pass():
+    host = {"observed": "error", "detail": "connected, but no fresh nonce came back",
+            "nonces": ["host-aaaaaaaaaaaaaaaa"]}
+    guest = {"mode": "service", "detail": "service present on eth0 10.0.0.5:80",
+             "nonces": ["internet-bbbbbbbbbbbbbbbb"]}
+    observed, detail = forwardcheck.conclude(host, guest, "host", "vm1")
+    assert observed == "error" and "no nonce from host arrived" in detail
+
+
+def test_a_forward_to_the_wrong_vm_stays_red_whatever_that_vm_answers():
+    """The listener on the other VM answered with its own name: not the VM the lab names."""
+    host = {"observed": "fail", "detail": "wrong endpoint: answered by vm2, not vm1",
+            "nonces": ["host-aaaaaaaaaaaaaaaa"]}
+    held = {"mode": "listener", "detail": "vnet's temporary listener", "nonces": []}
+    assert forwardcheck.conclude(host, held, "host", "vm1")[0] != "pass"
+    assert forwardcheck.conclude(host, None, "host", "vm1")[0] != "pass"
+
+
+def test_retries_keep_the_first_pass_and_end_with_the_guests_run(tmp_path):
+    stop = tmp_path / "stop"
+    answers = iter([{"observed": "fail", "detail": "refused"},
+                    {"observed": "pass", "detail": "nonce echoed by vm1"}])
+    seen = []
+
+    def fake_probe(spec):
+        seen.append(spec["nonce"])
+        if len(seen) == 3:
+            stop.touch()
+        return next(answers, {"observed": "fail", "detail": "refused"})
+    r = forwardcheck._nonce_until({"id": "1"}, "internet", stop, fake_probe)
+    assert r["observed"] == "pass" and r["nonces"] == seen
+    assert len(seen) == 4 and all(n.startswith("internet-") for n in seen)
+
+
+@pytest.mark.parametrize("rc,out,err,observed", [
+    (0, "vm1\n", "", "pass"),
+    (0, "vm2\n", "", "error"),                    # the forward reaches another VM
+    (255, "", "ssh: connect to host 203.0.113.2 port 2221: Connection refused", "fail"),
+    (255, "", "ssh: connect to host 203.0.113.2 port 2221: Connection timed out", "fail"),
+    (255, "", "root@203.0.113.2: Permission denied (publickey).", "error"),   # not our lab
+])
+def test_ssh_forward_verdicts(rc, out, err, observed):
+    assert forwardcheck.ssh_outcome(rc, out, err, "vm1")["observed"] == observed
+
+
+def test_guest_holds_one_per_forward_and_none_for_ssh():
+    lab = labfile.resolve({"name": "f", "networks": [{"name": "n", "mode": "natnetwork",
+                           "port_forwards": [
+                               {"name": "web", "proto": "tcp", "host_port": 18081, "vm": "a",
+                                "guest_port": 8080},
+                               {"name": "ssh", "proto": "tcp", "host_port": 2222, "vm": "b",
+                                "guest_port": 22}]}],
+                           "vms": [{"name": "a", "nics": [{"network": "n"}]},
+                                   {"name": "b", "nics": [{"network": "n"}]}]})
+    ends = checks.Endpoints(host_listener_port=1, internet_ip="203.0.113.1",
+                            host_uplink_ip="203.0.113.2", mgmt_host_ip="100.64.1.1")
+    cells = checks.build(lab, checks.Backend.LIBVIRT, ends)
+    holds = forwardcheck.guest_holds(cells, ["host", "internet"])
+    assert holds == {"a": [{"id": "web", "port": 8080, "proto": "tcp",
+                            "mac": lab.vm("a").nics[0].mac, "origins": ["host", "internet"]}]}
+
+
+def test_verify_holds_forwards_in_the_guest_run_and_concludes_from_its_report(monkeypatch,
+                                                                              tmp_path):
+    """verify's wiring, with the Ansible run and the host-side prober faked: the guest run gets
+    the forwards to hold, host-side forward probes end when that run ends, and the cell is
+    concluded from both sides (a service that never echoes still passes: its nonce arrived)."""
+    from types import SimpleNamespace
+
+    from provisioner.verify import run as verifier
+    from provisioner.host.state import Target
+
+    lab = labfile.resolve({"name": "f", "networks": [{"name": "n", "mode": "natnetwork",
+                           "port_forwards": [{"name": "web", "proto": "tcp", "host_port": 18081,
+                                              "vm": "a", "guest_port": 8080}]}],
+                           "vms": [{"name": "a", "nics": [{"network": "n"}]}]})
+    ends = checks.Endpoints(host_listener_port=1, internet_ip=None, host_uplink_ip="127.0.0.1",
+                            mgmt_host_ip="100.64.1.1")
+    cells = [c for c in checks.build(lab, checks.Backend.LIBVIRT, ends)
+             if c.kind == "port_forward"]
+    sent, holds_seen = [], []
+
+    def fake_probe(spec):                   # FAKE host side: the service never echoes
+        sent.append(spec["nonce"])
+        return {"observed": "error", "detail": "connected, but no fresh nonce came back"}
+
+    def fake_ansible(lab_, target, cells_, inventory, progress, holds=None, stop=None):  # FAKE
+        holds_seen.append(holds)
+        while not sent:
+            time.sleep(0.01)
+        return {"a": {"probes": {}, "drivers": {}, "forwards": {"web": {
+            "mode": "service", "detail": "service present on eth0 192.168.150.10:8080",
+            "nonces": [sent[0]]}}}}
+    monkeypatch.setattr(verifier, "probe_module",
+                        lambda: SimpleNamespace(run_all=lambda specs: {}, probe=fake_probe))
+    monkeypatch.setattr(verifier, "_ansible", fake_ansible)
+    inventory = verifier.Inventory(hosts={"a": {}}, mgmt_host_ip="100.64.1.1",
+                                   work_dir=tmp_path)
+    verifier._run(lab, Target(uri="test:///default"), None, cells, inventory, lambda m: None)
+    assert holds_seen == [{"a": [{"id": "web", "port": 8080, "proto": "tcp",
+                                  "mac": lab.vm("a").nics[0].mac, "origins": ["host"]}]}]
+    [cell] = cells
+    assert cell.observed == "pass" and cell.detail.startswith("service present"), cell
+    assert (tmp_path / "forwards.stop").exists()
+
+
+def test_the_process_that_ran_the_playbook_signals_the_end_even_when_it_fails(monkeypatch,
+                                                                              tmp_path):
+    """The host-side probe processes hold the playbook process's result pipe (forked while it
+    was open) and end only on the stop file: so that process, not its caller, writes it."""
+    from provisioner.verify import run as verifier
+
+    def broken(*args):
+        raise RuntimeError("ansible-runner failed")
+    monkeypatch.setattr(verifier, "_run_playbook", broken)
+    with pytest.raises(RuntimeError):
+        verifier._run_playbook_then_stop(tmp_path / "stop", "dir", "verify.yml", {}, {})
+    assert (tmp_path / "stop").exists()
+
+
+def test_udp_forwards_are_probed_with_the_udp_exchange_and_held_by_the_guest():
+    lab = labfile.resolve({"name": "u", "networks": [{"name": "n", "mode": "nat",
+                           "port_forwards": [{"name": "dns", "proto": "udp", "host_port": 5353,
+                                              "vm": "a", "guest_port": 53}]}],
+                           "vms": [{"name": "a", "nics": [{"network": "n"}]}]})
+    ends = checks.Endpoints(host_listener_port=1, internet_ip="203.0.113.1",
+                            host_uplink_ip="203.0.113.2", mgmt_host_ip="100.64.1.1")
+    cells = [c for c in checks.build(lab, checks.Backend.LIBVIRT, ends)
+             if c.kind == "port_forward"]
+    assert {c.source for c in cells} == {"host", "internet"}
+    assert all(c.probe["proto"] == "udp" and c.probe["expect_name"] == "a" and
+               "ssh" not in c.probe for c in cells)
+    [held] = forwardcheck.guest_holds(cells, ["host", "internet"])["a"]
+    assert held["proto"] == "udp" and held["port"] == 53
