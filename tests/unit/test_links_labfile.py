@@ -65,6 +65,10 @@ BAD = [  # (what changes, field path, words in the message)
     (lambda d: d["vms"][0]["bonds"][0].__setitem__("name", "eth0"),
      "vms.a.bonds[0].name", "cannot name a guest interface"),
     (lambda d: d["vms"][1].__setitem__("router", "yes"), "vms.r.router", "must be true or false"),
+    (lambda d: (d["networks"].append({"name": "own", "mode": "nat"}),
+                [n.update(network="own") for n in d["vms"][0]["nics"]],
+                d["vms"][0]["bonds"][0].pop("ip")),
+     "vms.a.bonds.bond0", "valid modes for a bond's network: bridged, natnetwork"),
     (lambda d: d["vms"][0]["bonds"][0].__setitem__("ip", "10.71.1.254"),
      "vms.r.nics[0].ip", "10.71.1.254 is already used by vms.a.bonds.bond0"),
 ]
