@@ -226,27 +226,36 @@ def _vms(raw: Any, networks: list[tuple[Network, dict]], lab_name: str,
                     raise LabFileError(f"{nwhere}.ip", f"{nic.ip.ip} is already used by {owner}")
                 ips[key] = nwhere
             built.append(nic)
-        bonds = []
-        for bond_name, spec in specs.items():
-            network, members = links.bond_members(bond_name, spec, built)
-            if modes.MODES[by_name[network].mode].subnet == "fixed":
-                raise LabFileError(spec["where"], "nat gives every NIC its own private network, "
-                                   "so its NICs cannot be bonded; valid modes for a bond's "
-                                   "network: " + ", ".join(m for m in modes.names() if m != "nat"))
-            ip = _nic_ip(spec["ip"], f"{spec['where']}.ip", by_name[network], next_host, reserved)
-            if ip is not None:
-                if ip.ip == by_name[network].host_ip or (network, ip.ip) in ips:
-                    raise LabFileError(f"{spec['where']}.ip", f"{ip.ip} is already used by "
-                                       f"{ips.get((network, ip.ip), 'the host')}")
-                ips[(network, ip.ip)] = spec["where"]
-            bonds.append(Bond(name=bond_name, mode=spec["mode"], network=network,
-                              members=members, ip=ip))
+        bonds = _bonds(specs, built, by_name, next_host, reserved, ips)
         built_vm = Vm(name=name, image=image, memory=memory, cpus=cpus, nics=tuple(built),
                       bonds=tuple(bonds), router=links.router_flag(vm.get("router", False), where))
         links.check_tiny(built_vm, where)
         links.check_router(built_vm, where)
         vms.append(built_vm)
     return links.with_routes(tuple(vms), by_name)
+
+
+def _bonds(specs: dict[str, dict], built: list[Nic], by_name: dict[str, Network],
+           next_host: dict[str, int], reserved: set[tuple[str, str]],
+           ips: dict[tuple[str, IPv4Address], str]) -> list[Bond]:
+    """One VM's bonds (lab/links.py checks their members), each with its address."""
+    bonds = []
+    for bond_name, spec in specs.items():
+        network, members = links.bond_members(bond_name, spec, built)
+        if modes.MODES[by_name[network].mode].subnet == "fixed":
+            raise LabFileError(spec["where"], "nat gives every NIC its own private network, so "
+                               "its NICs cannot be bonded; valid modes for a bond's network: "
+                               + ", ".join(m for m in modes.names()
+                                           if modes.MODES[m].subnet != "fixed"))
+        ip = _nic_ip(spec["ip"], f"{spec['where']}.ip", by_name[network], next_host, reserved)
+        if ip is not None:
+            if ip.ip == by_name[network].host_ip or (network, ip.ip) in ips:
+                raise LabFileError(f"{spec['where']}.ip", f"{ip.ip} is already used by "
+                                   f"{ips.get((network, ip.ip), 'the host')}")
+            ips[(network, ip.ip)] = spec["where"]
+        bonds.append(Bond(name=bond_name, mode=spec["mode"], network=network, members=members,
+                          ip=ip))
+    return bonds
 
 
 def _requested_ips(vm_items: list) -> set[tuple[str, str]]:
