@@ -25,7 +25,7 @@ UDP silence is ambiguous (a dropped datagram, or no listener at all). A UDP prob
 answer is "error" with "silent": true, unless the verifier knows the listener is up: a probe
 may name positive controls of the same listener ("confirmed_by": probe ids); when one of them
 passed, the silence is "fail" (the listener is there, so the path dropped the datagram).
-`settle_silence` applies that rule; run_all applies it within one batch, provisioner/verify.py
+`settle_silence` applies that rule; run_all applies it within one batch, provisioner/verify/run.py
 across the guests, the host and the Internet.
 
 Each probe: {"id", "target", "port", "proto" ("tcp", default, or "udp"), "expect_name",

@@ -1,7 +1,7 @@
 """The lab `vnet create --mode MODE` builds: N VMs on one network of that mode."""
 from __future__ import annotations
 
-from . import modes
+from . import modes, nics
 
 SSH_PORT_BASE = 2221
 ECHO_PORT_BASE = 7001
@@ -33,8 +33,9 @@ def default_lab(mode: str, nic_model: str = "virtio", vms: int = 2, name: str | 
 
 def _nic(model: str, index: int, pf: str | None) -> dict:
     nic = {"network": "net", "model": model}
-    if model == "sriov" and pf:
+    kind = nics.NIC_MODELS[model].libvirt_interface if model in nics.NIC_MODELS else None
+    if kind == "hostdev" and pf:
         nic["pf"] = pf                                  # libvirt picks a free VF of it
-    if model == "vdpa":
+    if kind == "vdpa":
         nic["device"] = f"/dev/vhost-vdpa-{index}"      # one vDPA device per VM
     return nic

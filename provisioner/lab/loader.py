@@ -293,7 +293,8 @@ def _nic(item: Any, where: str, networks: dict[str, Network], lab: str, vm: str,
     bond = links.member_of(nic.get("bond"), where, bonds or {}, nic.get("ip"))
     ip = None if bond else _nic_ip(nic.get("ip"), f"{where}.ip", net, next_host, reserved)
     pf, vf, device = nic.get("pf"), nic.get("vf_address"), nic.get("device")
-    if model == "sriov":
+    kind = nics.NIC_MODELS[model].libvirt_interface       # what the model attaches as
+    if kind == "hostdev":
         if (pf is None) == (vf is None):
             raise LabFileError(where, "an sriov NIC needs exactly one of pf (the PF netdev) "
                                "or vf_address (PCI address like 0000:04:10.1)")
@@ -304,7 +305,7 @@ def _nic(item: Any, where: str, networks: dict[str, Network], lab: str, vm: str,
                                "0000:04:10.1")
     elif pf is not None or vf is not None:
         raise LabFileError(where, f"pf and vf_address belong to sriov NICs, not {model}")
-    if model == "vdpa":
+    if kind == "vdpa":
         if not isinstance(device, str) or not VDPA_RE.fullmatch(device):
             raise LabFileError(f"{where}.device", "a vdpa NIC needs device: /dev/vhost-vdpa-N")
     elif device is not None:

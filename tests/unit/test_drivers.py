@@ -149,3 +149,23 @@ def test_a_mode_added_as_data_renders_on_virtualbox_without_touching_the_rendere
     createvm = [c for c in VirtualBoxRenderer().plan(lab).commands if "--nic1" in c]
     assert createvm and createvm[0][createvm[0].index("--nic1") + 1:][:3] == \
         ("intnet", "--intnet1", "vnet-x-n")
+
+
+def test_a_nic_model_added_as_data_renders_on_both_backends_without_touching_them(monkeypatch):
+    """Adding a NIC model is one file in lab/nics/: the renderers read the model's data."""
+    import dataclasses
+
+    from provisioner.drivers.libvirt.render import LibvirtRenderer
+    from provisioner.drivers.virtualbox.render import VirtualBoxRenderer
+    from provisioner.lab import loader, nics
+
+    rtl = dataclasses.replace(nics.NIC_MODELS["e1000"], name="rtl8139", libvirt_model="rtl8139",
+                              virtualbox_type="Am79C973", guest_driver="8139too")
+    monkeypatch.setitem(nics.NIC_MODELS, "rtl8139", rtl)
+    lab = loader.resolve({"name": "x", "networks": [{"name": "n", "mode": "internal"}],
+                          "vms": [{"name": "a", "nics": [{"network": "n", "model": "rtl8139"}]}]},
+                         source="test")
+    domain = [d.text for d in LibvirtRenderer().plan(lab).documents if d.kind == "domain"][0]
+    assert "<model type='rtl8139'/>" in domain or '<model type="rtl8139"/>' in domain
+    argv = [c for c in VirtualBoxRenderer().plan(lab).commands if "--nictype1" in c][0]
+    assert argv[argv.index("--nictype1") + 1] == "Am79C973"

@@ -11,7 +11,7 @@ from ...lab.model import Lab
 from .. import boot
 from ..base import Plan
 from .objects import value_of, running_vms
-from .render import VBoxContext, vbox_name
+from .context import VBoxContext, vbox_name
 
 NAT_GUEST_IP = "10.0.2.15"
 LEASE_RE = re.compile(r"^IP Address:\s*(\S+)", re.M)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from ...errors import quote
 from ...lab.model import is_name
-from .render import OWNER_KEY, TAG_KEY
+from .context import OWNER_KEY, TAG_KEY
 
 
 def vm_tags(be) -> dict[str, str | None]:

@@ -46,10 +46,7 @@ executor that lost the binding finds the interface again by its address,
 """
 from __future__ import annotations
 
-import re
 import shlex
-from collections.abc import Mapping
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_network
 from pathlib import PurePosixPath
 
@@ -57,9 +54,11 @@ from ...guest import cmdline as guestcmdline
 from ...lab import modes, nics
 from ...errors import Unsupported
 from ...lab.model import Backend, CloudImage, Lab, Network, Nic, Vm
-from ...host.owner import PLACEHOLDER
 from ..base import Document, Plan, VBoxExtra
-from ...lab.naming import mgmt_mac, object_name
+from .context import (  # noqa: F401  (names other modules and the tests take from here)
+    NETWORKS_CONF, OWNER_KEY, TAG_KEY, VBoxContext, boot_iso_path, created_interface,
+    hostonlyif_token, substitute, vbox_mac, vbox_name)
+from ...lab.naming import mgmt_mac
 
 VBOXMANAGE = "VBoxManage"
 MAX_NICS = 8                      # --nic1..--nic8 (PIIX3 chipset); the last is vnet's own
@@ -67,13 +66,8 @@ MGMT_NETWORK = "_mgmt"            # the management network's key: no lab network
 MGMT_GUEST_OFFSET = 10            # guest i: mgmt_subnet + 10 + i (as on libvirt)
 OSTYPE = "Linux26_64"
 CONTROLLER = "SATA"
-TAG_KEY = "vnet/lab"              # setextradata <vm> vnet/lab <lab>: how teardown/gc find our VMs
-OWNER_KEY = "vnet/owner"          # ... and vnet/owner <state root's id> (provisioner/owner.py)
-NETWORKS_CONF = "/etc/vbox/networks.conf"
 HOSTONLY_RESTRICTED_SINCE = (6, 1, 28)      # host-only addresses limited to networks.conf
 HOSTONLY_RESTRICTED_HOSTS = ("linux", "darwin", "solaris")
-PLACEHOLDER_RE = re.compile(r"\{hostonlyif:[a-z0-9_-]+\}")
-CREATED_RE = re.compile(r"Interface '([^']+)' was successfully created")
 DHCP_SERVER_OFFSET = 2            # the host is subnet+1; VirtualBox's DHCP server sits at +2
 DHCP_LOWER_OFFSET = 100           # lease pool: subnet+100 (or the upper half) to broadcast-1
 
@@ -81,73 +75,6 @@ DHCP_LOWER_OFFSET = 100           # lease pool: subnet+100 (or the upper half) t
 # VirtualBox's NAT-network DHCP cannot reserve an address per MAC (its host-only DHCP server
 # can), so natnetwork guests take their planned addresses statically: port forwards aim at them.
 STATIC_ON_VIRTUALBOX = frozenset({"natnetwork"})
-
-
-@dataclass(frozen=True)
-class VBoxContext:
-    """What the machine decides, not the lab. The defaults render a readable dry-run.
-
-    disk: the VDI the VMs boot from. A `{vm}` in it names one file per VM; without it every VM
-    attaches the same base image as `--mtype multiattach` (VirtualBox refuses one normal disk in
-    two VMs, and `unregistervm --delete` would delete a normal one): each VM then writes to its
-    own differencing image and teardown leaves the base alone.
-    seed_iso: the cloud-init `cidata` ISO attached as a DVD; `{vm}` in it is the VM's name.
-    serial_dir: the lab's state dir: serial logs and the tiny image's per-VM boot ISOs.
-    ssh_pubkey, cmdline_base: what goes into the boot ISOs' kernel command lines.
-    owner: the owner id each VM carries in its vnet/owner extradata beside vnet/lab.
-    hostonly_ranges: what /etc/vbox/networks.conf allows (VirtualBox's default when it is absent).
-    mgmt_subnet: the lab-owned host-only network of the control path (host at its first
-    address); inside VirtualBox's default host-only range 192.168.56.0/21.
-    """
-    version: tuple[int, int, int] = (7, 0, 0)
-    host_os: str = "linux"                      # linux | darwin | windows | solaris
-    disk: str = "/var/cache/vnet/images/tiny/root.vdi"
-    seed_iso: str | None = None
-    basefolder: str | None = None
-    serial_dir: str = "/var/lib/vnet/labs/LAB"
-    hostonly_ranges: tuple[str, ...] = ("192.168.56.0/21",)
-    ssh_pubkey: str = "ssh-ed25519 GENERATED-AT-UP"
-    cmdline_base: str = "console=ttyS0 quiet panic=-1"
-    mgmt_subnet: str = "192.168.63.0/24"
-    owner: str = PLACEHOLDER                    # the state root's id; `up` sets the real one
-
-
-def vbox_name(lab: str, item: str) -> str:
-    """VMs, NAT networks, internal networks and host-only networks: vnet-<lab>-<item>."""
-    return object_name(lab, item)
-
-
-def boot_iso_path(serial_dir: str, vm: str) -> str:
-    """Where a tiny-image VM's boot ISO lives: the lab's state dir."""
-    return str(PurePosixPath(serial_dir) / f"{vm}.boot.iso")
-
-
-def hostonlyif_token(network: str) -> str:
-    return "{hostonlyif:" + network + "}"
-
-
-def vbox_mac(mac: str) -> str:
-    """52:54:00:aa:bb:01 -> 525400AABB01: --macaddressN takes exactly 12 hex digits."""
-    return mac.replace(":", "").upper()
-
-
-def created_interface(stdout: str) -> str:
-    """The vboxnetN name in the output of `VBoxManage hostonlyif create`."""
-    match = CREATED_RE.search(stdout)
-    if match is None:
-        raise ValueError(f"no \"Interface '...' was successfully created\" line in: {stdout!r}")
-    return match.group(1)
-
-
-def substitute(argv: tuple[str, ...], bound: Mapping[str, str]) -> tuple[str, ...]:
-    """argv with every `{hostonlyif:<net>}` token replaced by its bound interface name."""
-    def one(match: re.Match) -> str:
-        try:
-            return bound[match.group(0)]
-        except KeyError:
-            raise KeyError(f"{match.group(0)} is not bound yet (run its `hostonlyif create` "
-                           f"first): {' '.join(argv)}") from None
-    return tuple(PLACEHOLDER_RE.sub(one, arg) for arg in argv)
 
 
 class VirtualBoxRenderer:
