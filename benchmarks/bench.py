@@ -20,6 +20,7 @@ from provisioner.guest import images  # noqa: E402
 
 VNET = [str(Path(sys.executable).parent / "vnet")]
 SANDBOX = "bench"
+LINKS_LAB = ROOT / "examples" / "bonds-and-router.yaml"
 
 
 def stats(values: list[float]) -> dict | None:
@@ -67,11 +68,14 @@ def qemu_memory_mib() -> dict:
     return {k: round(v / 1024, 1) for k, v in totals.items()}
 
 
-def verified_lab(mode: str, vms: int, name: str) -> tuple[float, dict, dict]:
-    """`vnet create` from nothing to a verified matrix: (wall s, phases, QEMU memory MiB)."""
+def verified_lab(mode: str, vms: int, name: str, lab_file: Path | None = None
+                 ) -> tuple[float, dict, dict]:
+    """`vnet create` (or `vnet up LAB_FILE`, whose lab is `name`) from nothing to a verified
+    matrix: (wall s, phases, QEMU memory MiB)."""
     start = time.monotonic()
-    proc = vnet("create", "--mode", mode, "--vms", str(vms), "--name", name,
-                "--sandbox", SANDBOX, "--format", "json", check=False)
+    proc = vnet("up", str(lab_file), "--sandbox", SANDBOX, "--format", "json", check=False) \
+        if lab_file else vnet("create", "--mode", mode, "--vms", str(vms), "--name", name,
+                              "--sandbox", SANDBOX, "--format", "json", check=False)
     wall = time.monotonic() - start
     memory = qemu_memory_mib()
     vnet("destroy", name, "--sandbox", SANDBOX, check=False)
@@ -181,12 +185,15 @@ def main() -> None:
         say("floor: bare QEMU boots")
         floor = floor_boot(image, runs + 1)
         box_ready = False if args.quick else prepare_vagrant()
-        verified, phases, vagrant = [], [], []
+        verified, phases, vagrant, links = [], [], [], []
         for i in range(runs):            # A/B alternated: vnet, then vagrant, in the same sandbox
             say(f"time to verified, run {i + 1}/{runs}")
             wall, timings, _ = verified_lab("natnetwork", 2, f"ttv{i}")
             verified.append(wall)
             phases.append(timings)
+            say(f"bonds and a router (examples/bonds-and-router.yaml), run {i + 1}/{runs}")
+            _, link_timings, _ = verified_lab("", 3, "bondrouter", LINKS_LAB)
+            links.append(link_timings)
             if box_ready:
                 say(f"vagrant up, run {i + 1}/{runs}")
                 if (v := vagrant_up(box_ready)) is not None:
@@ -213,6 +220,10 @@ def main() -> None:
         "time_to_verified_s": ttv,
         "phases": {k: stats([p[k] for p in phases if k in p]) for k in phase_names}
                   | {"image_cache_hit": round(image_cache_hit, 3)},
+        # the verify phase beside the plain natnetwork lab's, from the same runs (issue 17)
+        "verify_s": {"natnetwork_2_vms": stats([p["verify"] for p in phases if "verify" in p]),
+                     "bonds_and_router_3_vms": stats([p["verify"] for p in links
+                                                      if "verify" in p])},
         "vagrant_up_s": vag,
         "ratio_vs_vagrant": round(ttv["median"] / vag["median"], 2) if vag else None,
         "matrix_s": full_matrix,
@@ -242,6 +253,9 @@ def summary(r: dict) -> str:
              f"  time to verified (2 VMs)   {ttv}s",
              "  phases                     " + ", ".join(
                  f"{k} {v['median']}s" for k, v in r["phases"].items() if isinstance(v, dict))]
+    if r.get("verify_s", {}).get("bonds_and_router_3_vms"):
+        lines.append(f"  verify: natnetwork 2 VMs   {r['verify_s']['natnetwork_2_vms']['median']}s, "
+                     f"bonds+router 3 VMs {r['verify_s']['bonds_and_router_3_vms']['median']}s")
     if r["vagrant_up_s"]:
         lines.append(f"  vagrant up (unverified)    {r['vagrant_up_s']['median']}s -> "
                      f"vnet/vagrant = {r['ratio_vs_vagrant']}")
