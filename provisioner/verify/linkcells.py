@@ -153,7 +153,7 @@ class LinkCutter:
                      "seen": time.monotonic()}
         self.cuts[(vm, bond)] = cut
         if index is None:
-            self.errors.append(f"{vm} asked to cut {mac}, which is none of its NICs")
+            cut["error"] = f"{vm} asked to cut {mac}, which is none of its NICs"
             return
         try:
             self.set_link(vm, index, False)
