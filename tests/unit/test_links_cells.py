@@ -254,3 +254,28 @@ def test_a_request_the_cutter_could_not_act_on_is_said_in_the_cell(lab, tmp_path
     cutter.annotate(cells)
     assert not calls
     assert "has the guest's VNET-CUT request, but vnet cut nothing (it waited" in fo.detail
+
+
+@pytest.mark.skipif(__import__("os").geteuid() != 0 or None in (
+    __import__("shutil").which("busybox"), __import__("shutil").which("ip"),
+    __import__("shutil").which("unshare")),
+    reason="needs root, unshare (util-linux), ip (iproute2) and busybox (busybox-static) to "
+           "build a private network namespace")
+def test_nicroute_keeps_the_routes_behind_a_router_for_the_nics_own_address(tmp_path):
+    """Per-NIC policy routing sends all that a NIC's address sends through the NIC's table: the
+    routes vnet adds (via a router on that NIC's subnet) must be in it, or bound probes and
+    answers from that address miss them (route cells went red that way)."""
+    from tests.unit.test_multihome import IPROUTE2, NICROUTE, _in_new_netns
+
+    routes = tmp_path / "routes"
+    routes.write_text("10.71.2.0/24,10.71.1.254\n10.99.0.0/24,192.168.9.1\n")
+    out = _in_new_netns(tmp_path, f"""
+        {IPROUTE2} link add a0 type veth peer name a1
+        for d in lo a0 a1; do ip link set $d up; done
+        ip addr add 10.71.1.10/24 dev a0
+        VNET_ROUTES={routes} sh {NICROUTE} a0 10.71.1.10/24 10.71.1.1
+        echo "== behind"; ip route get 10.71.2.10 from 10.71.1.10
+        echo "== elsewhere"; ip route get 10.99.0.5 from 10.71.1.10
+    """)
+    assert "via 10.71.1.254 dev a0" in out.split("== behind")[1].split("==")[0], out
+    assert "via 10.71.1.1 dev a0" in out.split("== elsewhere")[1], out   # not on this subnet
