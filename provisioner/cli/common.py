@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import traceback
+from pathlib import Path
 
 import click
 
@@ -112,6 +113,16 @@ def emit_verification(result, report, out, fmt):
     click.echo(json.dumps(result, indent=2) if fmt == "json" else verifier.matrix_text(result))
     if verifier.exit_code(result):      # a red cell, or nothing verified at all
         sys.exit(int(ExitStatus.CHECKS_FAILED))
+
+
+def report_options(fn):
+    """--report KIND --out FILE --format: the same three options on every command that verifies."""
+    fn = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")(fn)
+    fn = click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+                      help="Report file.")(fn)
+    fn = click.option("--report", type=click.Choice(["json", "junit", "html"]),
+                      callback=report_kind_opt, help="Also write a report.")(fn)
+    return fn
 
 
 def target_options(fn):

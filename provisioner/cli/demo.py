@@ -3,11 +3,10 @@ group by provisioner/cli/__init__.py."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
-from .common import emit_verification, handle_errors, report_kind_opt, sandbox_name_opt
+from .common import emit_verification, handle_errors, report_options, sandbox_name_opt
 
 
 @click.command("demo")
@@ -18,10 +17,7 @@ from .common import emit_verification, handle_errors, report_kind_opt, sandbox_n
 @click.option("--keep", is_flag=True, help="Leave the machines up (and the sandbox, if made).")
 @click.option("--destroy", is_flag=True, help="Remove a demo kept earlier with --keep.")
 @click.option("--list", "list_only", is_flag=True, help="Show the five demos and where any is kept.")
-@click.option("--report", type=click.Choice(["json", "junit", "html"]), callback=report_kind_opt,
-              help="Also write a report.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Report file.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@report_options
 @handle_errors
 def demo_cmd(mode, sandbox_name, keep, destroy, list_only, report, out, fmt):
     """From nothing to a verified Vagrant demo (vagrant/MODE): the sandbox, the tiny box added

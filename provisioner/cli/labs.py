@@ -9,7 +9,7 @@ import click
 from ..lab import modes, nics
 from ..lab.model import Backend
 from .common import (BACKENDS, emit_verification, explicit, handle_errors, lab_name_arg,
-                     report_kind_opt, require_report_out, sandbox_name_opt, target_options)
+                     report_options, require_report_out, sandbox_name_opt, target_options)
 
 
 # --- modes ------------------------------------------------------------------------------------
@@ -88,10 +88,7 @@ def lab_options(fn):
               help="Create inside this vnet sandbox.")
 @click.option("--uri", help="libvirt URI (default qemu:///system, or the sandbox's).")
 @click.option("--no-verify", is_flag=True, help="Stop once the VMs have their addresses.")
-@click.option("--report", type=click.Choice(["json", "junit", "html"]), callback=report_kind_opt,
-              help="Also write a report.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Report file.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@report_options
 @handle_errors
 def create(mode, nic_model, vms, name, pf, bridge, backend, dry_run, sandbox_name, uri, no_verify,
            report, out, fmt):
@@ -144,10 +141,7 @@ def _up_and_verify(lab, backend, sandbox_name, uri, verify, report, out, fmt, wa
 @click.option("--no-wait", is_flag=True, help="Return once the VMs have started.")
 @click.option("--no-verify", is_flag=True, help="Stop once the VMs have their addresses.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; create nothing.")
-@click.option("--report", type=click.Choice(["json", "junit", "html"]), callback=report_kind_opt,
-              help="Also write a report.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Report file.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@report_options
 @handle_errors
 def up(lab_file, backend, uri, sandbox_name, no_wait, no_verify, dry_run, report, out, fmt):
     """Create (or complete) the lab in LAB_FILE, boot it, wait for addresses and verify it.
@@ -178,10 +172,7 @@ def up(lab_file, backend, uri, sandbox_name, no_wait, no_verify, dry_run, report
 @click.option("--vagrant", "vagrant_dir", type=click.Path(file_okay=False, exists=True,
               path_type=Path), help="Verify this Vagrant project (its vnet.yaml) instead of LAB_NAME.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="libvirt", show_default=True)
-@click.option("--report", type=click.Choice(["json", "junit", "html"]), callback=report_kind_opt,
-              help="Also write a report.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Report file.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@report_options
 @handle_errors
 def verify_cmd(lab_name, uri, sandbox_name, vagrant_dir, backend, report, out, fmt):
     """Probe every cell of LAB_NAME's reachability matrix from inside its guests and compare it

@@ -63,7 +63,10 @@ def test_the_virtualbox_box_boots_from_its_vmdk_and_per_vm_iso(tmp_path):
         text = ""
         while time.monotonic() - start < BOOT_TIMEOUT:
             text = log.read_text(errors="replace") if log.exists() else ""
-            if "VNET-READY" in text or "VNET-ERROR" in text or qemu.poll() is not None:
+            # READY does not wait for DHCP (vnet's boot wait reads each NIC's VNET-ADDR line):
+            # wait for adapter 1's lease line too, which may come after READY on a busy host.
+            leased = f"VNET-ADDR {vagrantbox.BASE_MAC} " in text
+            if ("VNET-READY" in text and leased) or "VNET-ERROR" in text or qemu.poll() is not None:
                 break
             time.sleep(0.2)
         seconds = time.monotonic() - start

@@ -14,6 +14,8 @@ from provisioner.guest import imagecache
 from provisioner.cli import main
 from provisioner.errors import VnetError
 
+from .lab_fakes import FakeDriver
+
 SHA_A = "a" * 64
 SHA_B = "b" * 64
 CURRENT_BUILDS = imagecache.current_builds
@@ -201,19 +203,7 @@ def test_a_libvirt_lab_record_names_its_tiny_image(roots, monkeypatch, tmp_path)
     monkeypatch.setattr(state, "ssh_key", lambda *a: (tmp_path / "k", "ssh-ed25519 AAAA x"))
     monkeypatch.setattr(forwarding, "check_host_ports", lambda *a: None)
 
-    class Driver:
-        owner = "0123456789abcdef"
-        conn = None       # reachable
-
-        def __init__(self, target):
-            pass
-
-        def labs(self):
-            return {}
-
-        def unowned(self):
-            return {}
-    monkeypatch.setattr(lifecycle, "LibvirtDriver", Driver)
+    monkeypatch.setattr(lifecycle, "LibvirtDriver", FakeDriver)
     saved = []
 
     class Saved(Exception):

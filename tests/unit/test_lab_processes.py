@@ -15,6 +15,8 @@ from provisioner.errors import HypervisorError, VnetError
 from provisioner.lab.loader import resolve
 from provisioner.host.state import Target
 
+from .lab_fakes import FakeDriver
+
 TARGET = Target(uri="qemu:///system")
 
 
@@ -41,31 +43,6 @@ def proxy_rules(lab_dir: Path) -> list[dict]:
     port = free_port_base() + 7001
     return [{"name": "echo", "vm": "vm1", "proto": p, "host_ip": "127.0.0.1", "host_port": port,
              "guest_ip": "192.0.2.10", "guest_port": 7} for p in ("tcp", "udp")]
-
-
-class FakeDriver:
-    """libvirt as far as `up` needs it: nothing exists, everything applies."""
-
-    owner = "0123456789abcdef"
-    conn = None       # reachable: `up` touches it before building anything
-
-    def __init__(self, target):
-        pass
-
-    def labs(self):
-        return {}
-
-    def unowned(self):
-        return {}
-
-    def apply(self, plan, progress):
-        return []
-
-    def hmp(self, domain, command):
-        return ""
-
-    def destroy(self, lab, progress):
-        return []
 
 
 def test_a_failure_after_the_proxy_started_leaves_no_proxy(state_root, monkeypatch):
