@@ -116,3 +116,18 @@ def test_the_boot_wait_passes_each_vms_states_once():
     assert [e.state for kind, e in said if kind == "event"] == ["defined", "booting", "address",
                                                                  "ready"]
     assert ("line", "web1 ready: ['10.0.0.5/24']") in said     # the line is still said
+
+
+def test_a_download_passes_its_bytes_to_a_live_display_and_writes_no_bar(tmp_path, monkeypatch):
+    from provisioner.guest import cloudimages
+    from tests.unit.test_cloudimages import qcow2_like
+
+    monkeypatch.setenv("VNET_CACHE_DIR", str(tmp_path / "cache"))
+    image = qcow2_like(tmp_path / "deb.qcow2", 3 << 20)
+    said, stream = Recorder(), io.StringIO()
+    cloudimages.fetch(image, said, stream=stream)
+    sizes = [e for kind, e in said if kind == "event"]
+    size = (tmp_path / "deb.qcow2").stat().st_size
+    assert sizes and sizes[-1] == Transfer("downloading img", size, size)
+    assert sizes[0].done < size
+    assert stream.getvalue() == ""            # the display draws it; no \r bar under it
