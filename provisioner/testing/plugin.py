@@ -46,17 +46,23 @@ class _Labs:
         from .livelab import LiveLab
 
         key = (str(lab_file), sandbox, backend)
-        if key in self.labs:
+        if key in self.labs and not self.labs[key].destroyed:
             return self.labs[key]
         if not self.ops.sandbox_is_up(sandbox):
             # registered first: a half-made sandbox is taken down too
             self.undo.append(lambda: self.ops.sandbox_down(sandbox, self.progress))
             self.ops.sandbox_up(sandbox, self.progress)
         name = self.ops.lab_name(lab_file, sandbox)
-        self.undo.append(lambda: self.ops.destroy(name, sandbox, self.progress))
+        made: list[LiveLab] = []        # empty while (or when) up has not returned
+
+        def destroy() -> None:          # unless the test destroyed it itself (LiveLab.destroy)
+            if not (made and made[0].destroyed):
+                self.ops.destroy(name, sandbox, self.progress)
+        self.undo.append(destroy)
         handle = self.ops.up(lab_file, sandbox, backend, self.progress)
-        self.labs[key] = LiveLab(self.ops, handle, name, sandbox, self.progress)
-        return self.labs[key]
+        made.append(LiveLab(self.ops, handle, name, sandbox, self.progress))
+        self.labs[key] = made[0]
+        return made[0]
 
     def close(self) -> None:
         errors = []

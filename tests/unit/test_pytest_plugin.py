@@ -171,3 +171,22 @@ def test_a_session_lab_comes_up_once_for_every_module(pytester, monkeypatch):
     result.assert_outcomes(passed=2)
     assert (pytester.path / "ops.log").read_text().splitlines() == [
         "up lab.yaml default", "destroy lab default"]
+
+
+def test_a_lab_the_test_destroyed_is_not_destroyed_again_and_comes_back_on_request(
+        pytester, monkeypatch):
+    monkeypatch.setenv("VNET_FAKE_LOG", str(pytester.path / "ops.log"))
+    monkeypatch.setenv("VNET_FAKE_SANDBOX", "up")
+    pytester.makeconftest(FAKE_OPS)
+    pytester.makepyfile(test_d="""
+def test_destroy(vnet_lab):
+    vnet_lab('lab.yaml').destroy()
+
+def test_again(vnet_lab):
+    assert not vnet_lab('lab.yaml').destroyed
+""")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    assert (pytester.path / "ops.log").read_text().splitlines() == [
+        "up lab.yaml default", "destroy lab default", "up lab.yaml default",
+        "destroy lab default"]
