@@ -5,6 +5,7 @@ of the total, a download's bytes, and the latest step of whatever is running."""
 from __future__ import annotations
 
 import atexit
+import sys
 import time
 
 from rich.console import Console, Group
@@ -82,9 +83,12 @@ class LiveProgress:
 
     def _ensure_live(self) -> Live:
         if self._live is None:
-            # redrawn on each line or event: no refresh thread
+            # Redrawn on each line or event: no refresh thread. A command's output on stdout
+            # is printed above the panel when stdout is this terminal too; piped, it is left
+            # alone (`vnet verify --format json > file` gets only the JSON).
             self._live = Live(self.render(), console=self.console, auto_refresh=False,
-                              transient=False)
+                              transient=False, redirect_stdout=sys.stdout.isatty(),
+                              redirect_stderr=False)
             self._live.start()
             atexit.register(self.close)
         return self._live

@@ -131,3 +131,16 @@ def test_a_download_passes_its_bytes_to_a_live_display_and_writes_no_bar(tmp_pat
     assert sizes and sizes[-1] == Transfer("downloading img", size, size)
     assert sizes[0].done < size
     assert stream.getvalue() == ""            # the display draws it; no \r bar under it
+
+
+def test_piped_stdout_is_not_taken_by_the_live_display(monkeypatch):
+    """`vnet verify --format json > file` on a terminal: the JSON must reach the file."""
+    out = io.StringIO()
+    monkeypatch.setattr("sys.stdout", out)
+    live = LiveProgress(Console(file=Terminal(), force_terminal=True, width=80))
+    try:
+        live("verifying 12 cells of lab web")
+        print('{"ok": true}')
+    finally:
+        live.close()
+    assert out.getvalue() == '{"ok": true}\n'

@@ -190,3 +190,17 @@ def test_again(vnet_lab):
     assert (pytester.path / "ops.log").read_text().splitlines() == [
         "up lab.yaml default", "destroy lab default", "up lab.yaml default",
         "destroy lab default"]
+
+
+def test_loading_the_plugin_imports_nothing_heavy():
+    """Every pytest run in an environment with vnet loads the plugin: it must stay cheap."""
+    import subprocess
+    import sys
+
+    code = ("import sys, provisioner.testing.plugin; "
+            "print(' '.join(m for m in ('rich', 'libvirt', 'ansible_runner', 'yaml', "
+            "'provisioner.ops', 'provisioner.verify', 'provisioner.testing.livelab') "
+            "if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    assert loaded == ""
