@@ -62,16 +62,13 @@ class LiveProgress:
                               f"{steps}/{len(VM_STATES)}")
             parts.append(table)
         if self.cells is not None:
-            parts.append(Group(Text(f"verification: {self.cells.done} of {self.cells.total} "
-                                    f"cells done"),
-                               ProgressBar(total=max(self.cells.total, 1),
-                                           completed=self.cells.done, width=40)))
+            parts.append(_bar_row(f"verification: {self.cells.done} of {self.cells.total} "
+                                  f"cells done", max(self.cells.total, 1), self.cells.done))
         if self.transfer is not None:
             t = self.transfer
             size = f"{t.done // 2**20} of {t.total // 2**20} MiB" if t.total \
                 else f"{t.done // 2**20} MiB"
-            parts.append(Group(Text(f"{t.what}: {size}"),
-                               ProgressBar(total=t.total or None, completed=t.done, width=40)))
+            parts.append(_bar_row(f"{t.what}: {size}", t.total or None, t.done))
         if self.step:
             parts.append(Text(f"… {self.step}", style="dim"))
         return Group(*parts)
@@ -83,11 +80,12 @@ class LiveProgress:
 
     def _ensure_live(self) -> Live:
         if self._live is None:
-            # Redrawn on each line or event: no refresh thread. A command's output on stdout
+            # Redrawn on each line or event: no refresh thread. Transient: at the end the
+            # panel goes and the lines stay, as in a log. A command's output on stdout
             # is printed above the panel when stdout is this terminal too; piped, it is left
             # alone (`vnet verify --format json > file` gets only the JSON).
             self._live = Live(self.render(), console=self.console, auto_refresh=False,
-                              transient=False, redirect_stdout=sys.stdout.isatty(),
+                              transient=True, redirect_stdout=sys.stdout.isatty(),
                               redirect_stderr=False)
             self._live.start()
             atexit.register(self.close)
@@ -96,6 +94,13 @@ class LiveProgress:
     def _refresh(self) -> None:
         if self._live is not None:
             self._live.update(self.render(), refresh=True)
+
+
+def _bar_row(label: str, total: float | None, done: float) -> Table:
+    """A label and its bar on one line (a bare ProgressBar ends without a newline)."""
+    row = Table.grid(padding=(0, 1))
+    row.add_row(Text(label), ProgressBar(total=total, completed=done, width=40))
+    return row
 
 
 _shared: LiveProgress | None = None
