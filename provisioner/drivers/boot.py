@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import HypervisorError
-from ..progress import Progress
+from ..progress import Progress, VmState, emit
 
 ADDR_RE = re.compile(r"VNET-ADDR (\S+) (\S+)")
 READY_RE = re.compile(r"^VNET-READY\b", re.M)
@@ -67,6 +67,11 @@ class Boot(ABC):
     def ready_line(self, vm: str, found: Any) -> str:
         """The progress line for a VM that came up."""
 
+    def state_of(self, vm: str, found: Any) -> str:
+        """A pending VM's state for the live display: "address" once check found some
+        address, else "booting"."""
+        return "address" if isinstance(found, (list, dict)) and any(found) else "booting"
+
     def pending_names(self, pending: list[str]) -> str:
         return ", ".join(sorted(pending))
 
@@ -86,6 +91,14 @@ def wait(boot: Boot, vms: list[str], progress: Progress, timeout: float,
     found: dict[str, Any] = {}
     deadline = time.monotonic() + timeout
     last_note = first_note_at
+    shown: dict[str, str] = {}
+
+    def show(vm: str, state: str) -> None:       # a per-VM event for a live display
+        if shown.get(vm) != state:
+            shown[vm] = state
+            emit(progress, VmState(vm, state))
+    for vm in vms:
+        show(vm, "defined")
     while pending:
         boot.next_round()
         for vm in list(pending):
@@ -95,9 +108,12 @@ def wait(boot: Boot, vms: list[str], progress: Progress, timeout: float,
             if ready:
                 found[vm] = what
                 pending.remove(vm)
+                show(vm, "ready")
                 progress(boot.ready_line(vm, what))
             elif not boot.alive_first and not boot.alive(vm):
                 raise boot.stopped(vm)
+            else:
+                show(vm, boot.state_of(vm, what))
         if not pending:
             break
         now = time.monotonic()

@@ -76,7 +76,9 @@ def fetch(image: CloudImage, progress: Callable[[str], None] = print,
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            digest, size = _download(image, out, _Bar(image.name, stream or sys.stderr))
+            bar = _EventBar(image.name, progress) if hasattr(progress, "event") \
+                else _Bar(image.name, stream or sys.stderr)     # a live display draws it
+            digest, size = _download(image, out, bar)
         if digest != image.sha256:
             raise VnetError(f"cloud image {image.name}: sha256 mismatch for {image.url}: "
                             f"expected {image.sha256}, got {digest}",
@@ -171,6 +173,22 @@ class _Bar:
         if self.tty and self.shown >= 0:
             self.stream.write("\r" + self._text(done) + "\n")
             self.stream.flush()
+
+
+class _EventBar:
+    """The download's bytes as Transfer events, for a live display (progress.py)."""
+
+    def __init__(self, label: str, progress: Callable[[str], None]):
+        self.label, self.progress = label, progress
+        self.total: int | None = None
+
+    def update(self, done: int) -> None:
+        from ..progress import Transfer, emit
+
+        emit(self.progress, Transfer(f"downloading {self.label}", done, self.total or 0))
+
+    def finish(self, done: int) -> None:
+        self.update(done)
 
 
 def _still_verified(path: Path, image: CloudImage, progress: Callable[[str], None]) -> bool:

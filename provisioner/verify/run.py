@@ -38,6 +38,7 @@ from ..resources import data_dir
 from ..host.state import Target
 from ..host.testpoints import pause_at
 from ..drivers.boot import serial_log
+from ..progress import Cells, emit
 
 PYTHON_IN_GUEST = "/usr/bin/python3"
 ANSIBLE_TIMEOUT = 180      # a whole run; one probe module call takes a few seconds
@@ -92,6 +93,7 @@ def _verify(lab: Lab, target: Target, progress: Callable[[str], None],
     ends = endpoints(lab, target, port, inventory.mgmt_host_ip)
     cells = checklib.build(lab, inventory.backend, ends)
     progress(f"verifying {len(cells)} cells of lab {lab.name}")
+    emit(progress, Cells(0, len(cells)))      # the live display's count (progress.py)
     inventory.work_dir.mkdir(parents=True, exist_ok=True)
     records: list[Path] = []
     try:     # the listeners start inside the try that stops them, even half started
@@ -102,6 +104,7 @@ def _verify(lab: Lab, target: Target, progress: Callable[[str], None],
     finally:
         for record in records:
             procs.stop(record, progress)
+    emit(progress, Cells(len(cells), len(cells)))    # every cell has its outcome now
     phases = dict(timings or {})
     phases["verify"] = round(time.monotonic() - started, 2)
     phases["total"] = round(sum(phases.values()), 2)

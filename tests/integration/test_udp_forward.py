@@ -1,5 +1,6 @@
 """A UDP port forward on a real natnetwork lab: vnet's port proxy relays a datagram from the
-sandbox host namespace (and from its Internet) to a guest service and the answer back."""
+sandbox host namespace (and from its Internet) to a guest service and the answer back. The lab
+comes from the pytest plugin's vnet_lab fixture (labs/udpfwd.yaml)."""
 import secrets
 import shlex
 import socket
@@ -7,14 +8,10 @@ import time
 
 import pytest
 
-from provisioner.lab import loader as labfile
-from provisioner.drivers.libvirt import lifecycle
-from provisioner.host import netns, runner, state
-from provisioner.lab.defaults import default_lab
+from provisioner.host import netns, runner
 
 pytestmark = pytest.mark.integration
-quiet = lambda message: None  # noqa: E731
-HOST_PORT, GUEST_PORT = 15353, 5353
+HOST_PORT, GUEST_PORT = 15353, 5353    # labs/udpfwd.yaml's "dns" forward
 # A UDP service in the guest: answers each datagram with itself and the guest's name.
 GUEST_SERVICE = (
     "import socket\n"
@@ -41,27 +38,14 @@ def ask_udp(address: str, port: int, payload: bytes, patience: float) -> bytes |
     return None
 
 
-def test_udp_forward_on_natnetwork_relays_both_ways(lab_sandbox):
-    target = lifecycle.target_for(lab_sandbox.name, None)
-    data = default_lab("natnetwork", vms=1, name="udpfwd", port_base=900)
-    data["networks"][0]["port_forwards"].append(
-        {"name": "dns", "proto": "udp", "host_port": HOST_PORT, "vm": "vm1",
-         "guest_port": GUEST_PORT})
-    lab = labfile.resolve(data, labfile.sandbox_defaults(lab_sandbox))
-    try:
-        record = lifecycle.up(lab, target, quiet)
-        key, _ = state.ssh_key(target, lab.name)
-        start = f"setsid python3 -c {shlex.quote(GUEST_SERVICE)} </dev/null >/dev/null 2>&1 &"
-        runner.run(netns.netns_argv(lab_sandbox.host_netns, [
-            "ssh", "-i", str(key), "-o", "StrictHostKeyChecking=no", "-o",
-            "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "ConnectTimeout=20",
-            f"root@{record['mgmt']['vm1']}", start]), timeout=60)
-        for ns in (lab_sandbox.host_netns, lab_sandbox.inet_netns):
-            nonce = secrets.token_hex(8).encode()
-            answer = netns.run_in_netns(ns, ask_udp, lab_sandbox.host_uplink_ip, HOST_PORT,
-                                        nonce, 60.0)
-            assert answer == nonce + b" vm1", f"from {ns}: {answer!r}"
-    finally:
-        lifecycle.destroy(lab.name, target, quiet)
+def test_udp_forward_on_natnetwork_relays_both_ways(lab_sandbox, vnet_lab):
+    lab = vnet_lab("labs/udpfwd.yaml", sandbox=lab_sandbox.name)
+    lab.ssh("vm1", f"setsid python3 -c {shlex.quote(GUEST_SERVICE)} </dev/null >/dev/null 2>&1 &")
+    for ns in (lab_sandbox.host_netns, lab_sandbox.inet_netns):
+        nonce = secrets.token_hex(8).encode()
+        answer = netns.run_in_netns(ns, ask_udp, lab_sandbox.host_uplink_ip, HOST_PORT,
+                                    nonce, 60.0)
+        assert answer == nonce + b" vm1", f"from {ns}: {answer!r}"
+    lab.destroy()
     assert runner.run(["pgrep", "-f", f"portproxy.py .*udp:.*:{HOST_PORT}="],
                       check=False).stdout.strip() == ""
