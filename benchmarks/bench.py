@@ -162,7 +162,9 @@ def matrix() -> dict | None:
         say(f"vnet matrix failed: {proc.stderr[-300:]}")
         return None
     summary = json.loads((report_dir / "summary.json").read_text())
-    return {"total": round(wall, 2), "green": proc.returncode == 0, "per_lab": summary}
+    # Report paths relative to the repository: a result file names no path of this machine.
+    text = json.dumps(summary).replace(str(ROOT) + "/", "")
+    return {"total": round(wall, 2), "green": proc.returncode == 0, "per_lab": json.loads(text)}
 
 
 # --- main -------------------------------------------------------------------------------------

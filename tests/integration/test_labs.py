@@ -205,19 +205,24 @@ def test_cli_create_reports_json_and_junit(lab_sandbox, tmp_path):
 def test_multi_network_lab_from_a_file_verifies_green(lab_sandbox):
     """Multi-homed VMs on natnetwork + internal + hostonly: every cell is probed over the NIC
     of its own network, and each matrix still equals its mode's row."""
+    result = verify_lab_file(lab_sandbox, "multi.yaml")
+    assert {c["network"] for c in result["checks"]} == {"lan", "back", "ho"}
+    assert len(result["checks"]) == 38
+
+
+def verify_lab_file(lab_sandbox, name: str) -> dict:
+    """Bring up tests/integration/labs/NAME, verify it, destroy it; the green result."""
     from pathlib import Path
 
     target = target_of(lab_sandbox)
-    lab = labfile.load(Path(__file__).parent / "labs" / "multi.yaml",
-                       labfile.sandbox_defaults(lab_sandbox))
+    lab = labfile.load(Path(__file__).parent / "labs" / name, labfile.sandbox_defaults(lab_sandbox))
     try:
         lifecycle.up(lab, target, quiet)
         result = verifier.verify(lab, target, quiet)
         red = [f"{c['network']} {c['kind']} {c['source']}->{c['target']}: {c['observed']} "
                f"({c['detail']})" for c in result["checks"] if not c["ok"]]
         assert result["ok"], red
-        assert {c["network"] for c in result["checks"]} == {"lan", "back", "ho"}
-        assert len(result["checks"]) == 38
+        return result
     finally:
         lifecycle.destroy(lab.name, target, quiet)
 
@@ -230,27 +235,14 @@ def test_five_mode_multi_homed_lab_verifies_green(lab_sandbox):
     policy routing in the guest; probes bound to device and address). Before that, the
     VM->Internet cells of the nat and natnetwork NICs that were not the default route, and the
     nat forwards (their answers left by the default route), were red: 60/68."""
-    from pathlib import Path
-
-    target = target_of(lab_sandbox)
-    lab = labfile.load(Path(__file__).parent / "labs" / "fivemodes.yaml",
-                       labfile.sandbox_defaults(lab_sandbox))
-    try:
-        lifecycle.up(lab, target, quiet)
-        result = verifier.verify(lab, target, quiet)
-        red = [f"{c['network']} {c['kind']} {c['source']}->{c['target']}: {c['observed']} "
-               f"({c['detail']})" for c in result["checks"] if not c["ok"]]
-        assert result["ok"], red
-        cells = result["checks"]
-        assert len([c for c in cells if c["kind"] != "port_forward"]) == 60
-        assert {c["mode"] for c in cells if c["kind"] == "vm_to_internet"} == set(modes.names())
-        inbound = [c for c in cells if c["kind"] == "internet_to_vm" and c["mode"] != "bridged"]
-        assert len(inbound) == 8 and all(c["observed"] == "fail" for c in inbound)
-        forwards = [c for c in cells if c["kind"] == "port_forward"]
-        assert len(forwards) == 8
-        for c in forwards:      # SSH: a login reads the VM's name; echo (7): a service is there
-            vm = c["target"].split(":")[0]
-            assert (f"hostname {vm}" if ":22 " in c["target"] else "service present") \
-                in c["detail"], c
-    finally:
-        lifecycle.destroy(lab.name, target, quiet)
+    cells = verify_lab_file(lab_sandbox, "fivemodes.yaml")["checks"]
+    assert len([c for c in cells if c["kind"] != "port_forward"]) == 60
+    assert {c["mode"] for c in cells if c["kind"] == "vm_to_internet"} == set(modes.names())
+    inbound = [c for c in cells if c["kind"] == "internet_to_vm" and c["mode"] != "bridged"]
+    assert len(inbound) == 8 and all(c["observed"] == "fail" for c in inbound)
+    forwards = [c for c in cells if c["kind"] == "port_forward"]
+    assert len(forwards) == 8
+    for c in forwards:      # SSH: a login reads the VM's name; echo (7): a service is there
+        vm = c["target"].split(":")[0]
+        assert (f"hostname {vm}" if ":22 " in c["target"] else "service present") \
+            in c["detail"], c
