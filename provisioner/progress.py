@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Any, Callable
 
+from . import interrupts
 from .progress_events import VM_STATES, Cells, Event, Transfer, VmState  # noqa: F401  (re-exported)
 
 Progress = Callable[[str], None]
@@ -45,6 +46,7 @@ def progress_printer(quiet: bool = False) -> Progress:
     start = time.monotonic()
 
     def say(message: str) -> None:
+        interrupts.raise_pending()      # a Ctrl-C that landed in a finalizer
         if not quiet:
             print(f"[{time.monotonic() - start:5.1f}s] {message}", file=sys.stderr, flush=True)
     return say

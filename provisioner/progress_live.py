@@ -14,6 +14,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from . import interrupts
 from .progress_events import VM_STATES, Cells, Event, Transfer, VmState
 
 STATE_STYLE = {"defined": "dim", "booting": "yellow", "address": "cyan", "ready": "green"}
@@ -33,6 +34,7 @@ class LiveProgress:
         self._live: Live | None = None
 
     def __call__(self, message: str) -> None:
+        interrupts.raise_pending()      # a Ctrl-C that landed in a finalizer
         self.step = message
         self._ensure_live().console.print(
             Text(f"[{time.monotonic() - self.start:5.1f}s] ", style="dim") + Text(message))

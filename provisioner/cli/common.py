@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from .. import interrupts
 from ..errors import ExitStatus, VnetError
 from ..lab.model import Backend, check_name
 
@@ -28,6 +29,7 @@ def handle_errors(fn):
 def run_guarded(fn, *args, **kwargs):
     """Call fn; a VnetError becomes its message and exit code, anything unexpected exit 3 with
     one line (1 is reserved for red cells), the traceback only with --debug or VNET_DEBUG=1."""
+    interrupts.install()
     try:
         return fn(*args, **kwargs)
     except click.UsageError as exc:

@@ -1,0 +1,43 @@
+"""Ctrl-C that cannot be lost.
+
+Python prints and drops an exception raised inside a finalizer (`__del__`), and libvirt-python
+frees its objects there: a KeyboardInterrupt that lands in one is "ignored" and the run simply
+goes on (seen: a `vnet create` finished and left its lab up after Ctrl-C). The handler below
+raises at once as usual, except inside a finalizer, where it only notes the interrupt; the next
+progress line raises it (library code reports progress often, at least every few seconds while
+it waits)."""
+from __future__ import annotations
+
+import signal
+import threading
+
+# A signal is delivered to the process, so its latch is process-wide too.
+_PENDING = threading.Event()
+
+
+def install() -> None:
+    """Route SIGINT through the handler (main thread only: Python's rule for signal handlers)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _on_sigint)
+
+
+def _on_sigint(signum, frame) -> None:
+    if _in_finalizer(frame):
+        _PENDING.set()
+        return
+    raise KeyboardInterrupt
+
+
+def _in_finalizer(frame) -> bool:
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def raise_pending() -> None:
+    """Raise the interrupt a finalizer swallowed, once."""
+    if _PENDING.is_set():
+        _PENDING.clear()
+        raise KeyboardInterrupt
