@@ -93,22 +93,23 @@ def vnet_progress() -> Callable[[str], None]:
     return progress_printer()
 
 
-@pytest.fixture(scope="session")
-def _vnet_session_labs(vnet_ops, vnet_progress):
+def _labs_until_scope_ends(vnet_ops, vnet_progress):
+    """The labs of one scope; destroyed when it ends, whatever happened in it."""
     labs = _Labs(vnet_ops, vnet_progress)
     try:
         yield labs
     finally:
         labs.close()
+
+
+@pytest.fixture(scope="session")
+def _vnet_session_labs(vnet_ops, vnet_progress):
+    yield from _labs_until_scope_ends(vnet_ops, vnet_progress)
 
 
 @pytest.fixture(scope="module")
 def _vnet_module_labs(vnet_ops, vnet_progress):
-    labs = _Labs(vnet_ops, vnet_progress)
-    try:
-        yield labs
-    finally:
-        labs.close()
+    yield from _labs_until_scope_ends(vnet_ops, vnet_progress)
 
 
 @pytest.fixture
