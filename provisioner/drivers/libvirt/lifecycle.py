@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...guest import cloudimages, seed
-from ...host import forwarding, ssh, state
+from ...host import forwarding, ssh, state, tunnelkeys
 from .. import boot
 from ...guest.cmdline import bond_nic
 from ..base import lab_from_record
@@ -70,6 +70,7 @@ def _up(lab: Lab, target: Target, driver: LibvirtDriver, progress: Progress, wai
     timings.mark("image")
     lab_dir = state.lab_dir(target, lab.name)
     _, pubkey = state.ssh_key(target, lab.name)
+    tunnelkeys.ensure_secrets(lab_dir, lab.tunnels)     # the lab's own ipsec/wireguard keys
     chosen = accel.choose(image, progress)
     ctx = Context(image=ImageFiles(str(image.kernel), str(image.initrd), str(image.rootdisk),
                                    image.cmdline_base),

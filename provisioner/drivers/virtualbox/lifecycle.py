@@ -31,7 +31,7 @@ from ipaddress import ip_network
 from pathlib import Path
 
 from ...guest import bootiso, images
-from ...host import runner, state
+from ...host import runner, state, tunnelkeys
 from ...errors import CommandFailed, HypervisorError, VnetError
 from ...lab.model import Lab
 from ...host.owner import owner_id
@@ -169,6 +169,7 @@ def _up(be, lab: Lab, progress: Progress, wait: bool, context: VBoxContext | Non
     if given is None:
         image = images.build_tiny(progress=progress)
         _, pubkey = state.ssh_key(TARGET, lab.name)
+        tunnelkeys.ensure_secrets(state.lab_dir(TARGET, lab.name), lab.tunnels)
         context = replace(context, disk=str(convert_vdi(image.rootdisk, progress)),
                           ssh_pubkey=pubkey, cmdline_base=image.cmdline_base)
         plan = VirtualBoxRenderer(context).plan(lab)

@@ -1,0 +1,153 @@
+"""Tunnels in the lab file (issue 17): the shipped example resolves into Tunnel records with
+each end's underlay, and every bad combination is one line naming the field (exit 2)."""
+import copy
+import os
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from provisioner.cli import main
+from provisioner.errors import LabFileError
+from provisioner.host import tunnelkeys
+from provisioner.lab import loader, tunnels
+from provisioner.lab.model import TunnelEnd
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tunnels.yaml"
+
+
+def example():
+    return yaml.safe_load(EXAMPLE.read_text())
+
+
+def test_the_example_resolves_each_tunnel_with_both_underlay_sides():
+    lab = loader.resolve(example())
+    assert [(t.name, t.type, t.id) for t in lab.tunnels] == [
+        ("l2x", "vxlan", 4242), ("nv", "nvgre", 5001), ("gr", "gre", 7), ("gt", "gretap", 8),
+        ("sec", "ipsec", None), ("wg", "wireguard", None)]
+    l2x = lab.tunnels[0]
+    assert l2x.subnet == IPv4Network("10.99.0.0/24")
+    # routed: each end names the network on its own side of router r
+    assert l2x.endpoints == (
+        TunnelEnd("a", IPv4Interface("10.99.0.1/24"), IPv4Address("10.71.1.10"), "site-a"),
+        TunnelEnd("b", IPv4Interface("10.99.0.2/24"), IPv4Address("10.71.2.10"), "site-b"))
+    assert lab.tunnels[3].endpoints[1].overlay_ip == IPv4Interface("10.99.3.20/24")
+    assert tunnels.gre_key(lab.tunnels[1]) == 5001 << 8      # NVGRE: VSID << 8 | FlowID 0
+    assert tunnels.gre_key(lab.tunnels[2]) == 7 and tunnels.gre_key(lab.tunnels[0]) is None
+
+
+def test_endpoints_on_one_network_use_it_for_both_ends():
+    data = example()
+    data["vms"][2]["nics"].append({"network": "site-a", "ip": "10.71.1.20"})
+    end_a, end_b = loader.resolve(data).tunnels[0].endpoints
+    assert (end_a.network, end_b.network, end_b.underlay_ip) == \
+        ("site-a", "site-a", IPv4Address("10.71.1.20"))
+
+
+def tunnel(d, k=0):
+    return d["tunnels"][k]
+
+
+BAD = [  # (what changes, field path, words in the message)
+    (lambda d: tunnel(d).__setitem__("type", "l2tp"), "tunnels.l2x.type",
+     "unknown tunnel type 'l2tp'; valid types: vxlan, nvgre, gretap, gre, ipsec, wireguard"),
+    (lambda d: tunnel(d).__setitem__("id", 2**24), "tunnels.l2x.id",
+     "is not a valid vxlan VNI: use an integer 1..16777215"),
+    (lambda d: tunnel(d).__setitem__("id", 0), "tunnels.l2x.id", "1..16777215"),
+    (lambda d: tunnel(d).pop("id"), "tunnels.l2x.id", "is required: the vxlan VNI"),
+    (lambda d: tunnel(d, 1).__setitem__("id", 2**24), "tunnels.nv.id",
+     "not a valid nvgre VSID: use an integer 4096..16777214"),
+    (lambda d: tunnel(d, 2).__setitem__("id", 2**32), "tunnels.gr.id",
+     "not a valid gre key: use an integer 0..4294967295"),
+    (lambda d: tunnel(d, 4).__setitem__("id", 1), "tunnels.sec.id",
+     "ipsec tunnels take no id (vnet generates their keys)"),
+    (lambda d: tunnel(d, 5).__setitem__("id", 1), "tunnels.wg.id", "wireguard tunnels take no id"),
+    (lambda d: tunnel(d).__setitem__("endpoints", ["a", "x"]), "tunnels.l2x.endpoints[1]",
+     "no VM named 'x'; VMs in this lab: a, r, b"),
+    (lambda d: tunnel(d).__setitem__("endpoints", ["a", "r", "b"]), "tunnels.l2x.endpoints",
+     "must list exactly 2 endpoints (vnet's tunnels are point to point)"),
+    (lambda d: tunnel(d).__setitem__("endpoints", ["a", "a"]), "tunnels.l2x.endpoints",
+     "both endpoints are a"),
+    (lambda d: tunnel(d).__setitem__("endpoints", ["a", {"vm": "b", "ip": "10.98.0.1"}]),
+     "tunnels.l2x.endpoints[1].ip", "is not a host address of the overlay 10.99.0.0/24"),
+    (lambda d: d["vms"][1].__setitem__("router", False), "tunnels.l2x.endpoints",
+     "no route reaches from a to b"),
+    (lambda d: tunnel(d).__setitem__("subnet", "10.71.2.0/25"), "tunnels.l2x.subnet",
+     "overlaps 10.71.2.0/24 of network site-b"),
+    (lambda d: tunnel(d, 1).__setitem__("subnet", "10.99.0.0/16"), "tunnels.nv.subnet",
+     "overlaps 10.99.0.0/24 of tunnel l2x"),
+    (lambda d: d["tunnels"].append({"name": "again", "type": "vxlan", "id": 4242,
+                                    "subnet": "10.98.0.0/24", "endpoints": ["b", "a"]}),
+     "tunnels.again.id", "VNI 4242 is already used by tunnel l2x on underlay network site-a"),
+    (lambda d: d["tunnels"].append({"name": "again", "type": "gretap", "id": 5001 << 8,
+                                    "subnet": "10.98.0.0/24", "endpoints": ["a", "b"]}),
+     "tunnels.again.id", "GRE key 1280256 is already used by tunnel nv"),
+    (lambda d: tunnel(d).__setitem__("name", "eth0"), "tunnels.eth0.name",
+     "cannot name a guest interface"),
+    (lambda d: tunnel(d, 1).__setitem__("name", "l2x"), "tunnels.l2x.name",
+     "duplicate tunnel name 'l2x'"),
+    (lambda d: tunnel(d).__setitem__("key", "secret"), "tunnels[0].key",
+     "unknown field; valid fields: endpoints, id, name, subnet, type"),
+]
+
+
+@pytest.mark.parametrize("mutate,path,words", BAD, ids=[b[1] + ":" + b[2][:24] for b in BAD])
+def test_bad_tunnels_name_the_field(mutate, path, words):
+    data = example()
+    mutate(data)
+    with pytest.raises(LabFileError) as exc:
+        loader.resolve(data)
+    assert exc.value.path == path
+    assert words in exc.value.message
+    assert "\n" not in exc.value.message
+
+
+def test_a_bad_tunnel_exits_2_with_one_line_and_renders_nothing(tmp_path):
+    data = example()
+    tunnel(data)["id"] = 2**24
+    lab_file = tmp_path / "lab.yaml"
+    lab_file.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["render", str(lab_file), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "tunnels.l2x.id: 16777216 is not a valid vxlan VNI" in result.output
+    assert not out.exists()
+
+
+def test_a_cloud_image_vm_cannot_end_a_tunnel():
+    data = copy.deepcopy(example())
+    data["vms"][2]["image"] = {"url": "https://example.invalid/x.qcow2", "sha256": "a" * 64}
+    with pytest.raises(LabFileError) as exc:
+        loader.resolve(data)
+    assert exc.value.path == "tunnels.l2x.endpoints[1]" and "valid images" in exc.value.message
+
+
+def test_x25519_matches_rfc7748_and_wireguard_keys_are_a_pair():
+    alice = bytes.fromhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
+    bob_pub = bytes.fromhex("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f")
+    nine = (9).to_bytes(32, "little")
+    assert tunnelkeys.x25519(alice, nine).hex() == \
+        "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a"
+    assert tunnelkeys.x25519(alice, bob_pub).hex() == \
+        "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742"   # RFC 7748 6.1
+
+
+def test_keys_are_made_once_per_lab_0600_and_never_in_the_lab_file(tmp_path):
+    lab = loader.resolve(example())
+    made = tunnelkeys.ensure_secrets(tmp_path, lab.tunnels)
+    assert set(made) == {"sec", "wg"}
+    assert os.stat(tmp_path / tunnelkeys.FILE).st_mode & 0o777 == 0o600
+    assert tunnelkeys.tunnel_secrets(tmp_path) == made
+    assert tunnelkeys.ensure_secrets(tmp_path, lab.tunnels) == made     # kept, not remade
+    sec, wg = made["sec"], made["wg"]
+    assert len(set(sec["spi"])) == 2 and all(s >= 0x1000 for s in sec["spi"])
+    assert [len(k) for k in sec["enc"] + sec["auth"]] == [32, 32, 64, 64]
+    assert wg["port"] == tunnelkeys.WIREGUARD_PORT and len(wg["public"]) == 2
+    import base64
+    priv = base64.b64decode(wg["private"][0])
+    assert base64.b64encode(tunnelkeys.x25519(priv, (9).to_bytes(32, "little"))).decode() \
+        == wg["public"][0]
+    other = tmp_path / "other"
+    assert tunnelkeys.ensure_secrets(other, lab.tunnels)["sec"]["enc"] != sec["enc"]
