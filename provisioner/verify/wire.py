@@ -20,7 +20,7 @@ PCAP_MAGIC = {b"\xd4\xc3\xb2\xa1": "<", b"\xa1\xb2\xc3\xd4": ">",      # microse
               b"\x4d\x3c\xb2\xa1": "<", b"\xa1\xb2\x3c\x4d": ">"}      # nanoseconds
 LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL = 1, 113
 ETH_IPV4, ETH_VLAN, ETH_QINQ, ETH_TEB = 0x0800, 0x8100, 0x88A8, 0x6558
-IP_UDP, IP_GRE, IP_ESP = 17, 47, 50
+IP_TCP, IP_UDP, IP_GRE, IP_ESP = 6, 17, 47, 50
 VXLAN_PORT = 4789
 TYPES = ("vxlan", "nvgre", "gretap", "gre", "ipsec", "wireguard")
 ENCRYPTED = ("ipsec", "wireguard")
@@ -111,6 +111,9 @@ def _ipv4(data: bytes, layers: list[Layer]) -> None:
     body = data[ihl:total] if total >= ihl else data[ihl:]
     if proto == IP_UDP:
         _udp(body, layers)
+    elif proto == IP_TCP:
+        sport, dport = struct.unpack("!HH", body[:4])
+        layers.append(Layer("tcp", {"sport": sport, "dport": dport}, body[(body[12] >> 4) * 4:]))
     elif proto == IP_GRE:
         _gre(body, layers)
     elif proto == IP_ESP:
@@ -143,6 +146,11 @@ def _gre(data: bytes, layers: list[Layer]) -> None:
         offset += 4
     layers.append(Layer("gre", {"proto": proto, "key": key}, data[offset:]))
     _payload_of(proto, data[offset:], layers)
+
+
+def frames_with(pcap: Path | str, needle: bytes) -> list[Frame]:
+    """The frames whose bytes hold `needle` (a probe's nonce): `vnet capture`'s evidence."""
+    return [frame for frame in read_pcap(pcap) if needle in frame.data]
 
 
 # ---------------------------------------------------------------- judging a capture

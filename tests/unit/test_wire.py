@@ -150,3 +150,11 @@ def test_not_a_pcap_is_a_clear_failure(tmp_path):
     assert not ok and "cannot read the capture" in detail
     with pytest.raises(ValueError, match="unknown tunnel type 'ppp'; valid: vxlan, nvgre"):
         wire.check(bad, Expectation("ppp", NONCE))
+
+
+def test_frames_with_finds_a_tcp_probe(tmp_path):
+    tcp = struct.pack("!HHIIBBHHH", 40000, 7, 1, 0, 5 << 4, 0x18, 512, 0, 0) + PROBE
+    path = pcap(tmp_path, [eth(ipv4(udp(b"x", 1, 2), 17)), eth(ipv4(tcp, 6))])
+    [found] = wire.frames_with(path, NONCE)
+    assert found.number == 2 and found.find("tcp")[0].fields["dport"] == 7
+    assert found.find("tcp")[0].inner == PROBE
