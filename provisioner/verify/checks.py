@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from ..lab import modes, nics
 from ..lab.defaults import ECHO_PORT
 from ..lab.model import Backend, Lab
+from .encapcells import encapsulation_cells
 from .linkcells import link_cells, probed_nics
 
 HOST, INTERNET = "host", "internet"
@@ -45,6 +46,7 @@ class Check:
     probe: dict = field(default_factory=dict)
     observed: str = "error"
     detail: str = "not run"
+    evidence: dict = field(default_factory=dict)   # files a cell leaves (an encapsulation pcap)
 
     @property
     def ok(self) -> bool:
@@ -57,7 +59,7 @@ class Check:
     def as_dict(self) -> dict:
         return {"kind": self.kind, "network": self.network, "mode": self.mode,
                 "source": self.source, "target": self.target, "expected": self.expected,
-                "observed": self.observed, "ok": self.ok, "detail": self.detail}
+                "observed": self.observed, "ok": self.ok, "detail": self.detail, **self.evidence}
 
 
 def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
@@ -113,9 +115,11 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
                 if origin:
                     checks.append(Check("port_forward", net.name, net.mode, origin, label,
                                         "pass", origin, dict(forward, timeout=3.0)))
-    checks += link_cells(lab, ends, lambda kind, network, source, target, runner, probe:
-                         Check(kind, network, lab.network(network).mode, source, target, "pass",
-                               runner, probe))
+    def linked(kind, network, source, target, runner, probe):
+        return Check(kind, network, lab.network(network).mode, source, target, "pass", runner,
+                     probe)
+    checks += link_cells(lab, ends, linked)
+    checks += encapsulation_cells(lab, linked)
     link_controls(checks)
     return checks
 

@@ -1,0 +1,122 @@
+"""The `encapsulation` cell (issue 17): what a tunnel puts on the wire, seen from the host.
+
+One cell per tunnel: the first endpoint's guest sends a nonce probe to the other endpoint's
+overlay address (its echo service answers through the tunnel), with a nonce vnet chose, while
+vnet captures on the host side of the first endpoint's underlay network (its bridge; in a
+sandbox, inside the sandbox host's namespace: host/capture.py through the driver's
+network_capture_point). After the guests' run, verify/wire.py judges the pcap: the tunnel's
+frames with its VNI / GRE protocol and key / ESP SPI / WireGuard port are there, and the nonce
+is inside them (vxlan, nvgre, gretap, gre: proof the capture saw this probe) or in no frame at
+all (ipsec, wireguard: encrypted). The pcap stays beside the report (or in the lab's state
+directory), named in the cell's detail and its JSON ("pcap"), ready for Wireshark.
+
+The cell is ok when the probe passed and the capture agrees; a passing probe whose frames do
+not show the promise (the nonce in cleartext, a wrong VNI) is "error": the connection worked,
+but not the way the lab said.
+"""
+from __future__ import annotations
+
+import secrets
+import time
+from pathlib import Path
+from typing import Callable
+
+from ..errors import VnetError
+from ..host import capture, state
+from ..lab.defaults import ECHO_PORT
+from ..lab.model import Backend, Lab
+from . import wire
+
+KIND = "encapsulation"
+
+
+def encapsulation_cells(lab: Lab, make: Callable[..., object]) -> list:
+    """make(kind, network, source, target, runner, probe) -> a Check expecting "pass"."""
+    cells = []
+    for tunnel in lab.tunnels:
+        if len(tunnel.endpoints) != 2:
+            continue
+        near, far = tunnel.endpoints
+        nonce = f"encap-{secrets.token_hex(8)}"          # fresh per build, i.e. per verify
+        cells.append(make(KIND, near.network, near.vm,
+                          f"{far.vm} ({far.overlay_ip.ip}) via {tunnel.name} ({tunnel.type})",
+                          f"guest:{near.vm}",
+                          dict(target=str(far.overlay_ip.ip), port=ECHO_PORT,
+                               expect_name=far.vm, nonce=nonce, timeout=3.0,
+                               encap={"tunnel": tunnel.name, "type": tunnel.type,
+                                      "id": tunnel.id, "network": near.network})))
+    return cells
+
+
+def expectation(lab: Lab, lab_dir: Path, probe: dict) -> wire.Expectation:
+    """What the wire must show for one cell: the lab's own SPIs and WireGuard port come from
+    its state directory (host/tunnelkeys.py), never from the lab file."""
+    from ..host.tunnelkeys import tunnel_secrets
+
+    encap = probe["encap"]
+    keys = tunnel_secrets(lab_dir).get(encap["tunnel"], {})
+    return wire.Expectation(encap["type"], probe["nonce"].encode(), id=encap["id"],
+                            spis=tuple(keys.get("spi", ())), port=keys.get("port"))
+
+
+class Captures:
+    """One host-side capture per underlay network that an encapsulation cell needs, running
+    while the guests probe. start() never raises: a capture that cannot start is said in its
+    cells (error), and the rest of the verification goes on."""
+
+    def __init__(self, lab: Lab, target: state.Target, backend: Backend, cells: list,
+                 pcap_dir: Path, work_dir: Path):
+        self.lab, self.target, self.backend = lab, target, backend
+        self.cells = [c for c in cells if c.kind == KIND]
+        self.pcap_dir, self.work_dir = Path(pcap_dir), Path(work_dir)
+        self.running: dict[str, capture.Capture] = {}      # network -> its capture
+        self.problems: dict[str, str] = {}                  # network -> why no capture
+        self.summaries: dict[str, dict] = {}
+
+    def pcap_for(self, network: str) -> Path:
+        return capture.pcap_path(self.pcap_dir / f"{self.lab.name}-{network}-underlay.pcap")
+
+    def start(self, progress: Callable[[str], None]) -> "Captures":
+        from ..drivers.base import driver_class
+
+        for network in sorted({c.network for c in self.cells}):
+            try:
+                self.pcap_dir.mkdir(parents=True, exist_ok=True)
+                point = driver_class(self.backend)(self.target).network_capture_point(
+                    self.lab.name, network)
+                pcap = self.pcap_for(network)
+                pcap.unlink(missing_ok=True)
+                self.running[network] = capture.start(point, pcap, self.work_dir)
+                progress(f"capturing the underlay {point.label} for the encapsulation cells "
+                         f"(listening after {self.running[network].started_in * 1000:.0f} ms)")
+            except VnetError as exc:
+                self.problems[network] = exc.message
+        return self
+
+    def stop(self) -> None:
+        if self.running:
+            time.sleep(0.2)      # frames of the last answer still on their way through the bridge
+        for network, cap in self.running.items():
+            try:
+                self.summaries[network] = cap.stop()
+            except VnetError as exc:
+                self.problems.setdefault(network, exc.message)
+
+    def judge(self) -> None:
+        """Each encapsulation cell's outcome: the probe's, then what the capture shows."""
+        lab_dir = state.lab_dir(self.target, self.lab.name)
+        for cell in self.cells:
+            network = cell.network
+            if network in self.problems:
+                cell.observed = "error"
+                cell.detail = f"{cell.detail}; no capture on the underlay {network}: " \
+                              f"{self.problems[network]}"
+                continue
+            pcap = self.summaries.get(network, {}).get("pcap")
+            if pcap is None:
+                continue
+            ok, seen = wire.check(pcap, expectation(self.lab, lab_dir, cell.probe))
+            cell.evidence["pcap"] = pcap
+            cell.detail = f"{cell.detail}; on the underlay {network}: {seen}; pcap {pcap}"
+            if cell.observed == "pass" and not ok:
+                cell.observed = "error"
