@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from ..errors import VnetError
+from ..errors import Unsupported, VnetError
 from ..host import capture, state
 from ..lab.defaults import ECHO_PORT
 from ..lab.model import Backend, Lab
@@ -72,6 +72,7 @@ class Captures:
         self.running: dict[str, capture.Capture] = {}      # network -> its capture
         self.problems: dict[str, str] = {}                  # network -> why no capture
         self.summaries: dict[str, dict] = {}
+        self.traces: dict[str, tuple[str, int, str]] = {}   # network -> hypervisor's NIC trace
 
     def pcap_for(self, network: str) -> Path:
         return capture.pcap_path(self.pcap_dir / f"{self.lab.name}-{network}-underlay.pcap")
@@ -79,26 +80,52 @@ class Captures:
     def start(self, progress: Callable[[str], None]) -> "Captures":
         from ..drivers.base import driver_class
 
+        self.driver = driver_class(self.backend)(self.target)
         for network in sorted({c.network for c in self.cells}):
             try:
                 self.pcap_dir.mkdir(parents=True, exist_ok=True)
-                point = driver_class(self.backend)(self.target).network_capture_point(
-                    self.lab.name, network)
                 pcap = self.pcap_for(network)
                 pcap.unlink(missing_ok=True)
-                self.running[network] = capture.start(point, pcap, self.work_dir)
-                progress(f"capturing the underlay {point.label} for the encapsulation cells "
-                         f"(listening after {self.running[network].started_in * 1000:.0f} ms)")
+                label = self._start(network, pcap)
+                progress(f"capturing the underlay {label} for the encapsulation cells")
             except VnetError as exc:
                 self.problems[network] = exc.message
         return self
 
+    def _start(self, network: str, pcap: Path) -> str:
+        """tcpdump on the network's bridge; where the backend has none to offer (VirtualBox),
+        the near end's NIC on that network: its tap, or the hypervisor's own trace of it."""
+        try:
+            point = self.driver.network_capture_point(self.lab.name, network)
+        except Unsupported as exc:
+            vm, nic = self._near_nic(network)
+            try:
+                point = self.driver.capture_point(self.lab.name, vm, nic)
+            except Unsupported:
+                raise exc from None          # the network's reason says more
+            if point.interface is None:
+                self.driver.nic_trace(self.lab.name, vm, nic, str(pcap), True)
+                self.traces[network] = (vm, nic, str(pcap))
+                return point.label
+        cap = self.running[network] = capture.start(point, pcap, self.work_dir)
+        return f"{point.label} (listening after {cap.started_in * 1000:.0f} ms)"
+
+    def _near_nic(self, network: str) -> tuple[str, int]:
+        vm = next(c.source for c in self.cells if c.network == network)
+        return vm, next(i for i, n in enumerate(self.lab.vm(vm).nics) if n.network == network)
+
     def stop(self) -> None:
-        if self.running:
+        if self.running or self.traces:
             time.sleep(0.2)      # frames of the last answer still on their way through the bridge
         for network, cap in self.running.items():
             try:
                 self.summaries[network] = cap.stop()
+            except VnetError as exc:
+                self.problems.setdefault(network, exc.message)
+        for network, (vm, nic, pcap) in self.traces.items():
+            try:
+                self.driver.nic_trace(self.lab.name, vm, nic, pcap, False)
+                self.summaries[network] = {"pcap": pcap}
             except VnetError as exc:
                 self.problems.setdefault(network, exc.message)
 

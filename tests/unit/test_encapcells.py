@@ -120,7 +120,33 @@ def test_start_says_why_a_network_cannot_be_captured(judged, monkeypatch):
 
     def refuse(self, lab_name, network):
         raise Unsupported(f"network {network} is on nat")
+    def refuse_nic(self, lab_name, vm, nic):
+        raise Unsupported(f"NIC {vm}:{nic} is on nat")
     monkeypatch.setattr(lvdriver.Libvirt, "network_capture_point", refuse)
+    monkeypatch.setattr(lvdriver.Libvirt, "capture_point", refuse_nic)
     monkeypatch.setattr(capture, "start", lambda *a, **k: pytest.fail("nothing may start"))
     caps.start(lambda m: None)
     assert caps.problems == {"site-a": "network site-a is on nat"}
+
+
+def test_without_a_bridge_the_near_ends_nic_is_traced_by_the_hypervisor(judged, monkeypatch):
+    """VirtualBox's way (Driver.nic_trace: controlvm nictraceN), on the libvirt driver class
+    only because the test needs one driver: what matters is the order of the calls."""
+    from provisioner.drivers.libvirt import driver as lvdriver
+    from provisioner.errors import Unsupported
+
+    caps, _ = judged
+    calls = []
+
+    def refuse(self, lab_name, network):
+        raise Unsupported("no bridge")
+    monkeypatch.setattr(lvdriver.Libvirt, "network_capture_point", refuse)
+    monkeypatch.setattr(lvdriver.Libvirt, "capture_point", lambda self, lab_name, vm, nic:
+                        capture.CapturePoint(f"{vm}:{nic} (trace)", None))
+    monkeypatch.setattr(lvdriver.Libvirt, "nic_trace", lambda self, lab_name, vm, nic, pcap, on:
+                        calls.append((vm, nic, Path(pcap).name, on)))
+    caps.start(lambda m: None)
+    caps.stop()
+    name = "tunnels-site-a-underlay.pcap"
+    assert calls == [("a", 0, name, True), ("a", 0, name, False)] and not caps.problems
+    assert caps.summaries["site-a"]["pcap"].endswith(name)
