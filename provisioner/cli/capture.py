@@ -47,6 +47,8 @@ def capture_cmd(lab_name, spec, write, bpf, count, duration, fmt, uri, sandbox_n
 
     if write == "-" and fmt == "json":
         raise click.UsageError("--format json prints to stdout, where -w - streams the pcap")
+    if write == "-" and _terminal(sys.stdout):
+        raise click.UsageError("-w - streams binary pcap: pipe it, e.g. | wireshark -k -i -")
     vm, nic = capture.parse_spec(spec)
     driver = ops.labs.find(lab_name, sandbox_name, uri, backend)
     driver.link_nic(lab_name, vm, nic)        # a wrong VM or NIC: exit 2, nothing started
@@ -58,6 +60,13 @@ def capture_cmd(lab_name, spec, write, bpf, count, duration, fmt, uri, sandbox_n
                           stdout=sys.stdout.fileno() if pcap == "-" else None)
     if fmt == "json":
         click.echo(json.dumps(summary, indent=2))
+
+
+def _terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 COMMANDS = (capture_cmd,)

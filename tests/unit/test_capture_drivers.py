@@ -146,3 +146,12 @@ def test_capture_writes_where_asked_with_the_filter_and_count(recorded, tmp_path
     assert default.exit_code == 0, default.output
     assert recorded[1][1].endswith("/labs/uri-" + recorded[1][1].split("/labs/uri-")[1]) \
         and recorded[1][1].endswith("/cap/capture-b-0.pcap")
+
+
+def test_a_stream_to_a_terminal_is_refused(recorded, monkeypatch):
+    from provisioner.cli import capture as cli_capture
+
+    monkeypatch.setattr(cli_capture, "_terminal", lambda stream: True)
+    result = CliRunner().invoke(main, ["capture", "cap", "a", "-w", "-"])
+    assert result.exit_code == 2 and "pipe it, e.g. | wireshark -k -i -" in result.output
+    assert not recorded
