@@ -16,6 +16,7 @@ from ..lab import modes, nics
 from ..lab.defaults import ECHO_PORT
 from ..lab.model import Backend, Lab
 from .linkcells import link_cells, probed_nics
+from .tunnelcells import tunnel_cells
 
 HOST, INTERNET = "host", "internet"
 SKIPPED = "skipped"
@@ -113,9 +114,11 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
                 if origin:
                     checks.append(Check("port_forward", net.name, net.mode, origin, label,
                                         "pass", origin, dict(forward, timeout=3.0)))
-    checks += link_cells(lab, ends, lambda kind, network, source, target, runner, probe:
-                         Check(kind, network, lab.network(network).mode, source, target, "pass",
-                               runner, probe))
+    def positive(kind, network, source, target, runner, probe):
+        return Check(kind, network, lab.network(network).mode, source, target, "pass", runner,
+                     probe)
+    checks += link_cells(lab, ends, positive)
+    checks += tunnel_cells(lab, positive)
     link_controls(checks)
     return checks
 

@@ -24,7 +24,7 @@ from typing import Callable
 from xml.sax.saxutils import quoteattr
 
 from . import checks as checklib
-from . import linkcells
+from . import linkcells, tunnelcells
 from ..host import procs, state
 from ..host.ssh import close_masters, control_dir
 from . import forwardcheck, topology
@@ -245,6 +245,7 @@ def _run(lab, target, sb, cells, inventory, progress) -> None:
         raise VnetError(f"host-side probes failed to run: {errors[0]!r}")
     record(cells, guest, outcome)
     cutter.annotate(cells)
+    tunnelcells.annotate(cells, guest)
 
 
 def _link_setter(lab: Lab, target: Target, backend: Backend):
@@ -299,6 +300,7 @@ def _ansible(lab: Lab, target: Target, cells, inventory: Inventory, progress,
     forwards each guest holds open meanwhile (forwardcheck.guest_holds); `stop`: the file that
     tells the host-side forward probes that the guests' run has ended."""
     hosts = {}
+    tunnel_files = tunnelcells.write_guest_files(lab, inventory.work_dir)
     for vm in lab.vms:
         mine = [(i, c) for i, c in enumerate(cells) if c.runner == f"guest:{vm.name}"]
         hosts[vm.name] = {
@@ -310,6 +312,7 @@ def _ansible(lab: Lab, target: Target, cells, inventory: Inventory, progress,
             # a second task, after every guest's probes: a cut link must disturb no other cell
             "vnet_failovers": [dict(c.probe, id=str(i)) for i, c in mine
                                if c.probe.get("failover")],
+            **({"vnet_tunnels_file": tunnel_files[vm.name]} if vm.name in tunnel_files else {}),
         }
     private = inventory.work_dir / "ansible"
     inventory_data = {"all": {"hosts": hosts, "vars": {
@@ -372,13 +375,15 @@ def _run_playbook(private_dir: str, playbook: str, inventory: dict, env: dict) -
                                                         "forwards": {}})
                 for key in got:
                     got[key].update(res.get(key, {}))
+                if "tunnels" in res:   # vnet_tunnel: what it built (tunnelcells.annotate)
+                    got.setdefault("tunnels", {}).update(res["tunnels"])
     return results
 
 
 # --- presentation ---------------------------------------------------------------------------
 
 KIND_TITLES = dict(CELL_TITLES, port_forward="port fwd", nic_model="NIC model", route="route",
-                   bond_failover="bond failover")
+                   bond_failover="bond failover", tunnel="tunnel")
 
 
 def matrix_text(result: dict) -> str:
