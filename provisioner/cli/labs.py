@@ -130,7 +130,8 @@ def _up_and_verify(lab, backend, sandbox_name, uri, verify, report, out, fmt, wa
             data = driver.status(lab.name)
             click.echo(json.dumps(data, indent=2) if fmt == "json" else _status_table(data))
         return
-    result = ops.labs.verify(driver, lab, say, timings=record.get("timings", {}))
+    result = ops.labs.verify(driver, lab, say, timings=record.get("timings", {}),
+                             pcap_dir=_beside(out))
     emit_verification(result, report, out, fmt)
 
 
@@ -199,7 +200,7 @@ def verify_cmd(lab_name, uri, sandbox_name, vagrant_dir, backend, report, out, f
         raise click.UsageError("give LAB_NAME, or --vagrant DIR")
     driver = ops.labs.find(lab_name, sandbox_name, uri, explicit(backend, "backend"))
     lab = ops.labs.lab_of(driver, lab_name)
-    result = ops.labs.verify(driver, lab, progress_printer())
+    result = ops.labs.verify(driver, lab, progress_printer(), pcap_dir=_beside(out))
     emit_verification(result, report, out, fmt)
 
 
@@ -220,6 +221,12 @@ def status(lab_name, uri, sandbox_name, fmt):
 
     data = ops.labs.find(lab_name, sandbox_name, uri).status(lab_name)
     click.echo(json.dumps(data, indent=2) if fmt == "json" else _status_table(data))
+
+
+def _beside(out) -> Path | None:
+    """The encapsulation cells' pcaps go beside a report written to a file (else: the lab's
+    state directory)."""
+    return Path(out).resolve().parent if out else None
 
 
 def _status_table(data: dict) -> str:

@@ -32,12 +32,24 @@ from ..errors import VnetError
 KERNEL_META = "linux-image-amd64"   # resolved to the current linux-image-6.1.*-amd64
 PACKAGES = ("busybox-static", "dropbear-bin", "python3.11-minimal", "libpython3.11-minimal",
             "libpython3.11-stdlib", "libc6", "zlib1g", "libexpat1", "libffi8", "libssl3",
-            "libcrypt1", "libtomcrypt1", "libtommath1", "libgmp10", "libbz2-1.0", "liblzma5")
+            "libcrypt1", "libtomcrypt1", "libtommath1", "libgmp10", "libbz2-1.0", "liblzma5",
+            # tunnels (issue 17): iproute2's full `ip` (busybox's lacks xfrm, vxlan, gre and
+            # wireguard links) with the libraries it links, and wireguard-tools' `wg`
+            "iproute2", "libbpf1", "libelf1", "libmnl0", "libbsd0", "libmd0", "libcap2",
+            "wireguard-tools")
 # insmod'ed by the initramfs with their dependencies (ext4 needs crc32c at mount time)
 MODULES = ("virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "virtio_net", "e1000",
            "virtio_console", "virtio_rng",
            "ahci", "sd_mod",   # SATA root (/dev/sdX): VirtualBox has no virtio disk controller
-           "bonding")          # lab bonds (issue 17); the init makes them through sysfs
+           "bonding",          # lab bonds (issue 17); the init makes them through sysfs
+           # tunnels (issue 17). The guest has no modprobe: what the kernel would request at
+           # run time is loaded here, e.g. ESP's authenc(hmac(sha256),cbc(aes)) with its IV
+           # generator echainiv and the random generator that one asks for (drbg, seeded by
+           # jitterentropy_rng; hmac, sha256, cbc and aes are built in), and xfrm_user for
+           # `ip xfrm`; wireguard's crypto libraries come in as its dependencies.
+           "vxlan", "ip_gre", "esp4", "authenc", "jitterentropy_rng", "drbg", "echainiv",
+           "xfrm_user", "xfrm_interface",
+           "wireguard")
 MODULE_ARGS = {"bonding": "max_bonds=0"}   # no bond0 unless the lab asks for one
 CMDLINE_BASE = "console=ttyS0 quiet panic=-1"  # extra boot flags measured: no gain under TCG
 ROOT_LABEL = "vnetroot"

@@ -17,6 +17,7 @@ from ..lab.defaults import ECHO_PORT
 from ..lab.model import Backend, Lab
 from .encapcells import encapsulation_cells
 from .linkcells import link_cells, probed_nics
+from .tunnelcells import tunnel_cells
 
 HOST, INTERNET = "host", "internet"
 SKIPPED = "skipped"
@@ -115,11 +116,12 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
                 if origin:
                     checks.append(Check("port_forward", net.name, net.mode, origin, label,
                                         "pass", origin, dict(forward, timeout=3.0)))
-    def linked(kind, network, source, target, runner, probe):
+    def positive(kind, network, source, target, runner, probe):
         return Check(kind, network, lab.network(network).mode, source, target, "pass", runner,
                      probe)
-    checks += link_cells(lab, ends, linked)
-    checks += encapsulation_cells(lab, linked)
+    checks += link_cells(lab, ends, positive)
+    checks += tunnel_cells(lab, positive)
+    checks += encapsulation_cells(lab, positive)
     link_controls(checks)
     return checks
 

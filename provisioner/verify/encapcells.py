@@ -1,7 +1,8 @@
 """The `encapsulation` cell (issue 17): what a tunnel puts on the wire, seen from the host.
 
 One cell per tunnel: the first endpoint's guest sends a nonce probe to the other endpoint's
-overlay address (its echo service answers through the tunnel), with a nonce vnet chose, while
+overlay address, bound to the tunnel's device and overlay address like the `tunnel` cells
+(verify/tunnelcells.py), and the peer's echo service answers, with a nonce vnet chose, while
 vnet captures on the host side of the first endpoint's underlay network (its bridge; in a
 sandbox, inside the sandbox host's namespace: host/capture.py through the driver's
 network_capture_point). After the guests' run, verify/wire.py judges the pcap: the tunnel's
@@ -43,6 +44,7 @@ def encapsulation_cells(lab: Lab, make: Callable[..., object]) -> list:
                           f"guest:{near.vm}",
                           dict(target=str(far.overlay_ip.ip), port=ECHO_PORT,
                                expect_name=far.vm, nonce=nonce, timeout=3.0,
+                               bind_dev=tunnel.name, bind_ip=str(near.overlay_ip.ip),
                                encap={"tunnel": tunnel.name, "type": tunnel.type,
                                       "id": tunnel.id, "network": near.network})))
     return cells
@@ -147,3 +149,19 @@ class Captures:
             cell.detail = f"{cell.detail}; on the underlay {network}: {seen}; pcap {pcap}"
             if cell.observed == "pass" and not ok:
                 cell.observed = "error"
+
+
+def while_capturing(run: Callable[[], None], lab: Lab, target: state.Target, inventory,
+                    cells: list, pcap_dir: Path | None, progress: Callable[[str], None]) -> None:
+    """run() (the guests' probes, which record every cell) with the underlays captured, then
+    the encapsulation cells judged. inventory: verify.run.Inventory (backend, work_dir)."""
+    caps = Captures(lab, target, inventory.backend, cells, pcap_dir or inventory.work_dir,
+                    inventory.work_dir)
+    if not caps.cells:
+        return run()
+    caps.start(progress)
+    try:
+        run()
+    finally:
+        caps.stop()
+    caps.judge()

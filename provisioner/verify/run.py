@@ -24,7 +24,7 @@ from typing import Callable
 from xml.sax.saxutils import quoteattr
 
 from . import checks as checklib
-from . import linkcells
+from . import encapcells, linkcells, tunnelcells
 from ..host import procs, state
 from ..host.ssh import close_masters, control_dir
 from . import forwardcheck, topology
@@ -79,13 +79,16 @@ def lab_inventory(lab: Lab, target: Target) -> Inventory:
 
 
 def verify(lab: Lab, target: Target, progress: Callable[[str], None],
-           timings: dict | None = None, inventory: Inventory | None = None) -> dict:
+           timings: dict | None = None, inventory: Inventory | None = None,
+           pcap_dir: Path | None = None) -> dict:
+    """pcap_dir: where the encapsulation cells' captures go (default: the lab's directory)."""
     with state.lab_lock(target, lab.name, progress):     # a `destroy` waits for the probes
-        return _verify(lab, target, progress, timings, inventory)
+        return _verify(lab, target, progress, timings, inventory, pcap_dir)
 
 
 def _verify(lab: Lab, target: Target, progress: Callable[[str], None],
-            timings: dict | None, inventory: Inventory | None) -> dict:
+            timings: dict | None, inventory: Inventory | None,
+            pcap_dir: Path | None = None) -> dict:
     started = time.monotonic()
     inventory = inventory or lab_inventory(lab, target)
     sb = _sandbox(target)
@@ -100,7 +103,8 @@ def _verify(lab: Lab, target: Target, progress: Callable[[str], None],
         _start_listeners(target, sb, port, inventory.work_dir, records,
                          _listener_addresses(target, cells, port))
         pause_at("verify")                      # a test may kill `vnet up` here
-        _run(lab, target, sb, cells, inventory, progress)
+        encapcells.while_capturing(lambda: _run(lab, target, sb, cells, inventory, progress),
+                                   lab, target, inventory, cells, pcap_dir, progress)
     finally:
         for record in records:
             procs.stop(record, progress)
@@ -245,6 +249,7 @@ def _run(lab, target, sb, cells, inventory, progress) -> None:
         raise VnetError(f"host-side probes failed to run: {errors[0]!r}")
     record(cells, guest, outcome)
     cutter.annotate(cells)
+    tunnelcells.annotate(cells, guest)
 
 
 def _link_setter(lab: Lab, target: Target, backend: Backend):
@@ -299,6 +304,7 @@ def _ansible(lab: Lab, target: Target, cells, inventory: Inventory, progress,
     forwards each guest holds open meanwhile (forwardcheck.guest_holds); `stop`: the file that
     tells the host-side forward probes that the guests' run has ended."""
     hosts = {}
+    tunnel_files = tunnelcells.write_guest_files(lab, inventory.work_dir)
     for vm in lab.vms:
         mine = [(i, c) for i, c in enumerate(cells) if c.runner == f"guest:{vm.name}"]
         hosts[vm.name] = {
@@ -310,6 +316,7 @@ def _ansible(lab: Lab, target: Target, cells, inventory: Inventory, progress,
             # a second task, after every guest's probes: a cut link must disturb no other cell
             "vnet_failovers": [dict(c.probe, id=str(i)) for i, c in mine
                                if c.probe.get("failover")],
+            **({"vnet_tunnels_file": tunnel_files[vm.name]} if vm.name in tunnel_files else {}),
         }
     private = inventory.work_dir / "ansible"
     inventory_data = {"all": {"hosts": hosts, "vars": {
@@ -372,13 +379,16 @@ def _run_playbook(private_dir: str, playbook: str, inventory: dict, env: dict) -
                                                         "forwards": {}})
                 for key in got:
                     got[key].update(res.get(key, {}))
+                if "tunnels" in res:   # vnet_tunnel: what it built (tunnelcells.annotate)
+                    got.setdefault("tunnels", {}).update(res["tunnels"])
     return results
 
 
 # --- presentation ---------------------------------------------------------------------------
 
 KIND_TITLES = dict(CELL_TITLES, port_forward="port fwd", nic_model="NIC model", route="route",
-                   bond_failover="bond failover")
+                   bond_failover="bond failover", tunnel="tunnel",
+                   encapsulation="encapsulation")
 
 
 def matrix_text(result: dict) -> str:

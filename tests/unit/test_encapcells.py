@@ -37,7 +37,7 @@ def test_one_cell_per_tunnel_from_the_first_end_with_a_fresh_nonce(lab):
     assert first.probe["nonce"].startswith("encap-")
     again = encap(checks.build(lab, Backend.LIBVIRT, ENDS))[0]
     assert again.probe["nonce"] != first.probe["nonce"]
-    assert "bind_mac" not in first.probe      # the overlay route picks the tunnel device
+    assert (first.probe["bind_dev"], first.probe["bind_ip"]) == ("l2x", "10.99.0.1")
 
 
 def test_the_expectation_takes_the_labs_own_spis_and_port(lab, tmp_path):
@@ -150,3 +150,50 @@ def test_without_a_bridge_the_near_ends_nic_is_traced_by_the_hypervisor(judged, 
     name = "tunnels-site-a-underlay.pcap"
     assert calls == [("a", 0, name, True), ("a", 0, name, False)] and not caps.problems
     assert caps.summaries["site-a"]["pcap"].endswith(name)
+
+
+def test_the_guests_run_happens_between_start_and_stop_then_the_cells_are_judged(
+        lab, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    order = []
+    monkeypatch.setattr(encapcells.Captures, "start", lambda self, p: order.append("start") or self)
+    monkeypatch.setattr(encapcells.Captures, "stop", lambda self: order.append("stop"))
+    monkeypatch.setattr(encapcells.Captures, "judge", lambda self: order.append(
+        ("judge", self.pcap_dir)))
+    inv = SimpleNamespace(backend=Backend.LIBVIRT, work_dir=tmp_path / "lab")
+    cells = checks.build(lab, Backend.LIBVIRT, ENDS)
+    encapcells.while_capturing(lambda: order.append("run"), lab, Target(uri="x"), inv, cells,
+                               tmp_path / "reports", lambda m: None)
+    assert order == ["start", "run", "stop", ("judge", tmp_path / "reports")]
+    order.clear()
+    plain = [c for c in cells if c.kind != "encapsulation"]
+    encapcells.while_capturing(lambda: order.append("run"), lab, Target(uri="x"), inv, plain,
+                               None, lambda m: None)
+    assert order == ["run"]                  # no tunnel, no capture
+
+
+def test_vnet_verify_puts_the_pcaps_beside_its_report(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from provisioner.cli import main
+    from provisioner.drivers.libvirt import lifecycle
+    from provisioner.lab.defaults import default_lab
+    from provisioner.verify import run as verifier
+
+    monkeypatch.setenv("VNET_STATE_DIR", str(tmp_path / "state"))
+    state.save(lifecycle.target_for(None, None), "hostonly",
+               {"lab_data": default_lab("hostonly"), "source": "test"})
+    seen = {}
+
+    def fake_verify(lab, target, say, timings=None, inventory=None, **kw):
+        seen.update(kw)
+        return {"lab": lab.name, "backend": "libvirt", "ok": True, "checks": [],
+                "timings": {}, "notes": []}
+    monkeypatch.setattr(verifier, "verify", fake_verify)
+    out = tmp_path / "reports" / "r.json"
+    CliRunner().invoke(main, ["verify", "hostonly", "--report", "json", "--out", str(out)])
+    assert seen == {"pcap_dir": (tmp_path / "reports").resolve()}
+    seen.clear()
+    CliRunner().invoke(main, ["verify", "hostonly"])
+    assert seen == {}                         # the lab's state directory (verify's default)
