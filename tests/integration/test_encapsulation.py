@@ -72,6 +72,7 @@ def test_encapsulation_cells_green_then_cleartext_ipsec_turns_only_its_cell_red(
                 f"reqid {if_id} mode tunnel if_id {if_id} enc cipher_null '' "
                 f"auth-trunc 'hmac(sha256)' 0x{keys['sec']['auth'][0]} 128")
         result = verifier.verify(lab, target, say, timings=record["timings"], pcap_dir=tmp_path)
+        say(verifier.matrix_text(result))
         broken = red(result)
         assert list(broken) == [("encapsulation", "a", "b (10.99.4.2) via sec (ipsec)")], broken
         observed, detail = next(iter(broken.values()))
