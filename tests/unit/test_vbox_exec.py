@@ -42,6 +42,7 @@ from provisioner.host import owner, runner, state
 from provisioner.cli import main
 from provisioner.lab.defaults import default_lab
 from provisioner.drivers.virtualbox import api as vbox_api, lifecycle as vbox_exec
+from provisioner.drivers.virtualbox import media as vbox_media
 from provisioner.drivers.libvirt.render import mgmt_mac
 from provisioner.drivers.virtualbox.render import vbox_mac
 from provisioner.errors import CommandFailed, HypervisorError, Unsupported, VnetError
@@ -148,7 +149,7 @@ def _fake_image(cache: Path, monkeypatch) -> Path:
         def convert(raw, progress):
             raw.with_suffix(".vdi").write_bytes(b"fake vdi (qemu-img is not installed)")
             return raw.with_suffix(".vdi")
-        monkeypatch.setattr(vbox_exec, "convert_vdi", convert)
+        monkeypatch.setattr(vbox_media, "convert_vdi", convert)
     return root
 
 
