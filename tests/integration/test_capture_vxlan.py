@@ -51,10 +51,61 @@ def vxlan_pair():
             ip("-n", ns, "link", "set", "vx0", "up")
             ip("-n", ns, "link", "set", "lo", "up")
         ip("-n", mid, "link", "set", "br0", "up")
+        wait_ready([(mid, "ul"), (mid, "ur"), (mid, "br0"), (left, "u0"), (right, "u0")])
         yield left, mid, right
     finally:
         for ns in (left, mid, right):
             runner.run(["ip", "netns", "del", ns], check=False)
+
+
+def wait_ready(devices, limit: float = 30.0) -> None:
+    """Each (namespace, device) transmits once the kernel's linkwatch has seen its carrier and
+    given it a real qdisc (until then it is "noop", which drops every frame), and a bridge
+    port forwards only from then on too. Linkwatch runs asynchronously and lags under load."""
+    import json
+    import time
+
+    deadline = time.monotonic() + limit
+    while True:
+        waiting = {}
+        for ns, dev in devices:
+            info = json.loads(runner.run(["ip", "-n", ns, "-j", "-d", "link", "show", dev])
+                              .stdout)[0]
+            port = info.get("linkinfo", {}).get("info_slave_data", {}).get("state", "forwarding")
+            if info.get("qdisc") == "noop" or info.get("operstate") != "UP" or port != "forwarding":
+                waiting[f"{ns}/{dev}"] = (info.get("qdisc"), info.get("operstate"), port)
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"links not ready after {limit:g}s: {waiting}")
+        time.sleep(0.05)
+
+
+def resolved(ns: str, addresses, limit: float = 30.0) -> None:
+    """Send until the neighbours are resolved: a first ARP probe may leave a timer later than
+    the datagram (the kernel queues the datagram meanwhile), and a capture stopped before it
+    would hold nothing."""
+    import time
+
+    deadline = time.monotonic() + limit
+    for address in addresses:
+        while True:
+            run_in_netns(ns, send, b"warm-up\n", address, 1)
+            found = runner.run(["ip", "-n", ns, "neigh", "show", address]).stdout
+            if any(s in found for s in ("REACHABLE", "STALE", "DELAY", "PROBE")):
+                break
+            if time.monotonic() > deadline:
+                pytest.fail(f"{address} unresolved in {ns} after {limit:g}s: {found!r}")
+            time.sleep(0.1)
+
+
+def frames_with(pcap, nonce: bytes, least: int, limit: float = 30.0) -> None:
+    """Wait until tcpdump has written the frames (-U: one write per frame) before stopping it."""
+    import time
+
+    deadline = time.monotonic() + limit
+    while len(wire.frames_with(pcap, nonce)) < least and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def send(payload: bytes, target: str, count: int = 3) -> None:
@@ -66,19 +117,21 @@ def send(payload: bytes, target: str, count: int = 3) -> None:
 def test_a_real_vxlan_nonce_is_captured_on_the_bridge_and_decoded(vxlan_pair, tmp_path):
     left, mid, _ = vxlan_pair
     nonce = f"encap-{uuid.uuid4().hex[:16]}".encode()
+    resolved(left, ("192.0.2.2", "10.99.0.2"))
     point = capture.CapturePoint("bridge br0", "br0", mid)
     cap = capture.start(point, tmp_path / "u.pcap", tmp_path)
     try:
         print(f"capture start latency {cap.started_in * 1000:.0f} ms")
         run_in_netns(left, send, b"VNET " + nonce + b"\n", "10.99.0.2")
         run_in_netns(left, send, b"plain " + nonce + b"\n", "192.0.2.2", 1)   # not tunnelled
+        frames_with(tmp_path / "u.pcap", nonce, 4)
     finally:
         summary = cap.stop()
     print(summary)
     assert not cap.filter_file.exists() and not cap.record.exists()
     ok, detail = wire.check(tmp_path / "u.pcap", wire.Expectation("vxlan", nonce, id=4242))
     print(detail)
-    assert ok, detail
+    assert ok, (detail, summary, cap.log.read_text())
     assert "VXLAN VNI 4242" in detail and "inside" in detail
     ok, detail = wire.check(tmp_path / "u.pcap", wire.Expectation("vxlan", nonce, id=4243))
     assert not ok and "no frame of the tunnel" in detail, detail
@@ -87,6 +140,7 @@ def test_a_real_vxlan_nonce_is_captured_on_the_bridge_and_decoded(vxlan_pair, tm
 def test_a_filter_and_a_count_end_the_capture_by_themselves(vxlan_pair, tmp_path):
     left, mid, _ = vxlan_pair
     nonce = f"encap-{uuid.uuid4().hex[:16]}".encode()
+    resolved(left, ("192.0.2.2", "10.99.0.2"))
     point = capture.CapturePoint("bridge br0", "br0", mid)
     cap = capture.start(point, tmp_path / "c.pcap", tmp_path, bpf="udp port 4789", count=2)
     run_in_netns(left, send, b"plain " + nonce + b"\n", "192.0.2.2", 2)   # filtered out
