@@ -9,7 +9,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_network
 from pathlib import Path
 from typing import Any
 
-from . import links, modes, nics
+from . import impair as impairs, links, modes, nics
 from ..errors import LabFileError, quote
 from .labyaml import parse
 from .model import Bond, CloudImage, Lab, Network, Nic, PortForward, Vm
@@ -29,7 +29,7 @@ CLOUD_MEMORY = 512                   # default MiB for a cloud-image VM (tiny: 1
 LAB_KEYS = {"name", "networks", "vms", "images"}
 NET_KEYS = {"name", "mode", "subnet", "dhcp", "bridge", "port_forwards"}
 VM_KEYS = {"name", "image", "memory", "cpus", "nics", "bonds", "router"}
-NIC_KEYS = {"network", "model", "mac", "ip", "pf", "vf_address", "device", "bond"}
+NIC_KEYS = {"network", "model", "mac", "ip", "pf", "vf_address", "device", "bond", "impair"}
 PF_KEYS = {"name", "proto", "host_port", "vm", "guest_port", "host_ip", "allow_privileged"}
 PRIVILEGED_PORTS = 1024             # host ports below this need allow_privileged: true
 
@@ -310,8 +310,17 @@ def _nic(item: Any, where: str, networks: dict[str, Network], lab: str, vm: str,
             raise LabFileError(f"{where}.device", "a vdpa NIC needs device: /dev/vhost-vdpa-N")
     elif device is not None:
         raise LabFileError(f"{where}.device", f"device belongs to vdpa NICs, not {model}")
+    impair = impairs.parse(nic.get("impair"), f"{where}.impair")
+    if impair is not None and bond:
+        raise LabFileError(f"{where}.impair", f"a member of bond {bond} carries no address of "
+                           "its own to measure from; impair a NIC that is no bond's member")
+    if impair is not None and net.host_ip is None:
+        raise LabFileError(f"{where}.impair", f"network {net_name} ({net.mode}) has no host "
+                           "address, and the guest measures the impairment against vnet's "
+                           "listener on the host; impair a NIC on a network with a host "
+                           "(nat, natnetwork, hostonly, or bridged on a known LAN)")
     return Nic(network=net_name, model=model, mac=mac.lower(), ip=ip, pf=pf, vf_address=vf,
-               device=device, bond=bond)
+               device=device, bond=bond, impair=impair)
 
 
 def _nic_ip(value: Any, where: str, net: Network, next_host: dict[str, int],

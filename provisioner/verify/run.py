@@ -27,7 +27,7 @@ from . import checks as checklib
 from . import linkcells
 from ..host import procs, state
 from ..host.ssh import close_masters, control_dir
-from . import forwardcheck, topology
+from . import forwardcheck, impairment, topology
 from .result import build as build_result
 from ..lab.naming import mgmt_subnet_for
 from ..errors import VnetError
@@ -101,6 +101,7 @@ def _verify(lab: Lab, target: Target, progress: Callable[[str], None],
                          _listener_addresses(target, cells, port))
         pause_at("verify")                      # a test may kill `vnet up` here
         _run(lab, target, sb, cells, inventory, progress)
+        impairment.annotate(cells, (state.read(target, lab.name) or {}).get("impair", {}))
     finally:
         for record in records:
             procs.stop(record, progress)
@@ -277,6 +278,7 @@ def record(cells: list, guest: dict[str, dict], sides: dict[str, dict],
                 r = raw[str(i)] = result["probes"].get(str(i), {"observed": "error",
                                                                 "detail": "no result"})
                 cell.observed, cell.detail = r["observed"], r["detail"]
+                cell.measured = r.get("measured")
         else:
             r = raw[str(i)] = sides.get(f"{cell.runner}:{i}", {"observed": "error",
                                                                "detail": "not run"})
@@ -378,7 +380,7 @@ def _run_playbook(private_dir: str, playbook: str, inventory: dict, env: dict) -
 # --- presentation ---------------------------------------------------------------------------
 
 KIND_TITLES = dict(CELL_TITLES, port_forward="port fwd", nic_model="NIC model", route="route",
-                   bond_failover="bond failover")
+                   bond_failover="bond failover", impairment="impairment")
 
 
 def matrix_text(result: dict) -> str:
