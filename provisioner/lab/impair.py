@@ -1,8 +1,9 @@
 """`impair:` on a NIC (delay, jitter, loss, rate) -> Impairment, with every range checked.
 
 The ranges are what vnet can both apply and measure in a few seconds from inside a guest
-(provisioner/verify/impairment.py holds the tolerances): a loss below 0.5 % needs more than a
-thousand probes to tell from no loss at all, so it is refused rather than left unverified."""
+(provisioner/verify/impairment.py holds the tolerances): a loss below 1 % needs more than
+impairment.MAX_SAMPLES probes to tell from no loss at all, so it is refused rather than left
+unverified."""
 from __future__ import annotations
 
 from typing import Any
@@ -15,7 +16,7 @@ from .model import Impairment
 RANGES: dict[str, tuple[float, float, str]] = {
     "delay_ms": (1, 5000, "ms"),
     "jitter_ms": (0, 1000, "ms"),
-    "loss_pct": (0.5, 50, "%"),
+    "loss_pct": (1, 50, "%"),
     "rate_mbit": (0.5, 1000, "Mbit/s"),
 }
 

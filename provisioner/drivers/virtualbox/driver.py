@@ -4,15 +4,17 @@ status, the list of labs and gc read VirtualBox's VMs by their vnet/lab and vnet
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
-from ...errors import NotFound
+from ...errors import NotFound, Unsupported
 from ...host import runner, state
 from ...host.owner import owner_id
 from ...host.state import Target
-from ...lab.model import Backend, Lab
+from ...lab.model import Backend, Impairment, Lab
 from ...progress import Progress
-from ..base import Driver, lab_from_record
+from ..base import Driver, declare_impairment, lab_from_record
 from . import api as vbox_api
+from . import bandwidth
 from . import lifecycle, objects
 
 
@@ -98,6 +100,31 @@ class VirtualBox(Driver):
         record, _ = self.link_nic(lab_name, vm, nic)
         vbox_api.backend().run(("VBoxManage", "controlvm", record["vms"][vm],
                                 f"setlinkstate{nic + 1}", "on" if up else "off"))
+
+    def set_impairment(self, lab_name: str, vm: str, nic: int,
+                       impair: Impairment | None) -> dict:
+        """A new limit for the NIC's bandwidth group while the VM runs (`bandwidthctl set`;
+        0 turns it off). The group exists only where the lab file declared a rate: a NIC
+        joins a group only while its VM is powered off (modifyvm)."""
+        record, found = self.link_nic(lab_name, vm, nic)
+        if impair is not None:
+            bandwidth.check_impairment(lab_from_record(record).vm(vm), nic,
+                                       replace(found, impair=impair))
+        if found.impair is None or not found.impair.rate_mbit:
+            raise Unsupported(f"vms.{vm}.nics[{nic}].impair.rate_mbit: this NIC has no "
+                              "bandwidth group (VirtualBox attaches one only to a powered-off "
+                              "VM); declare impair.rate_mbit for it in the lab file")
+        vbox_api.backend().run(bandwidth.set_argv(record["vms"][vm], nic,
+                                                  impair.rate_mbit if impair else None))
+        declare_impairment(record, vm, nic, impair)
+        parts = {"rate_mbit": f"VirtualBox bandwidth group {bandwidth.bandwidth_group(nic)} "
+                              "(what the VM sends)"} if impair and impair.rate_mbit else {}
+        entry = {"declared": impair.as_dict() if impair else {}, "parts": parts,
+                 "summary": "; ".join(f"{k} -> {v}" for k, v in parts.items())
+                 or "nothing (cleared)"}
+        record.setdefault("impair", {}).setdefault(vm, {})[found.mac] = entry
+        state.save(self.target, lab_name, record)
+        return entry
 
     def _tagged(self, be, owner: str | None | bool = True) -> dict[str, list[str]]:
         """lab -> its VMs: this state root's (owner=True), or an older vnet's (owner=None)."""
