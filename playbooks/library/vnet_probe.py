@@ -449,6 +449,39 @@ def _stream(spec, seconds, warmup):
         sock.close()
 
 
+def _sink(spec, seconds, warmup):
+    """The guest sends for `seconds` after the listener echoed this probe's nonce; the listener
+    counts what arrives after `warmup` and answers with it (a rate limit on what the VM sends,
+    VirtualBox's); -> (Mbit/s, seconds counted) or (None, why)."""
+    nonce = secrets.token_hex(8)
+    sock, failed = _open(spec, socket.SOCK_STREAM)
+    if failed:
+        raise OSError(failed["detail"])
+    try:
+        sock.settimeout(spec.get("timeout", TIMEOUT))
+        sock.connect((spec["target"], int(spec["port"])))
+        sock.settimeout(ANSWER_TIMEOUT)
+        sock.sendall(f"VNET {nonce} SINK {seconds} {warmup}\n".encode())
+        verdict = judge(_read_line(sock), nonce, spec)
+        if verdict["observed"] != "pass":
+            return None, verdict["detail"]
+        block = bytes(65536)
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            sock.sendall(block)
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(ANSWER_TIMEOUT + seconds)
+        words = _read_line(sock).decode(errors="replace").split()
+        if len(words) != 4 or words[:2] != ["VNET", nonce]:
+            return None, f"the listener's count is garbled: {' '.join(words)[:60]!r}"
+        counted, span = int(words[2]), float(words[3])
+        if span <= 0:
+            return None, "the listener counted nothing after the warm-up"
+        return counted * 8 / span / 1e6, round(span, 2)
+    finally:
+        sock.close()
+
+
 def _quartiles(values):
     ordered = sorted(values)
     at = lambda q: ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))]  # noqa: E731
@@ -474,7 +507,8 @@ def measure(spec):
                 "rtt_min_ms": round(min(rtts.values()), 2),
                 "rtt_max_ms": round(max(rtts.values()), 2)}
     if opts.get("stream"):
-        mbit, counted = _stream(spec, opts["stream"], opts["warmup"])
+        transfer = _sink if opts.get("direction") == "from_guest" else _stream
+        mbit, counted = transfer(spec, opts["stream"], opts["warmup"])
         if mbit is None:
             return _result("error", f"throughput: {counted}", measured=measured)
         measured.update(mbit=round(mbit, 3), stream_s=counted)
@@ -484,7 +518,9 @@ def measure(spec):
     shown = (f"RTT median {measured['rtt_median_ms']} ms (IQR {measured['rtt_iqr_ms']}, "
              f"min {measured['rtt_min_ms']}, max {measured['rtt_max_ms']}), loss "
              f"{measured['loss_pct']} % ({measured['lost']}/{sent})"
-             + (f", {measured['mbit']} Mbit/s toward the guest over {measured['stream_s']} s"
+             + (f", {measured['mbit']} Mbit/s "
+                f"{'from' if opts.get('direction') == 'from_guest' else 'toward'} the guest "
+                f"over {measured['stream_s']} s"
                 if "mbit" in measured else ""))
     if out:
         why = "; ".join(f"{k} {measured[k]} outside {v}" for k, v in out.items())
@@ -531,6 +567,9 @@ def stream_for(conn, data, name, peer):
     """"VNET <nonce> STREAM <seconds>": echo the nonce line, then send for that long (an
     impairment cell's throughput measurement)."""
     words = data.decode(errors="replace").split()
+    if len(words) == 5 and words[0] == "VNET" and words[2] == "SINK":
+        sink_for(conn, data, words, name, peer)
+        return
     if len(words) != 4 or words[0] != "VNET" or words[2] != "STREAM":
         return
     try:
@@ -543,6 +582,35 @@ def stream_for(conn, data, name, peer):
     conn.settimeout(seconds + TIMEOUT)
     while time.monotonic() < end:
         conn.sendall(block)
+
+
+def sink_for(conn, data, words, name, peer):
+    """"VNET <nonce> SINK <seconds> <warmup>": echo the nonce line, count what arrives until
+    the prober closes (after `warmup` s from the first byte), answer "VNET <nonce> <bytes>
+    <seconds counted>"."""
+    try:
+        seconds, warmup = min(STREAM_MAX, float(words[3])), float(words[4])
+    except ValueError:
+        return
+    conn.sendall(f"VNET {words[1]} {name} {peer}\n".encode())
+    conn.settimeout(seconds + ANSWER_TIMEOUT)
+    extra = len(data) - len(data.split(b"\n", 1)[0]) - 1     # bytes after the request line
+    first = time.monotonic() if extra > 0 else None
+    counted, start, last = 0, None, None
+    while True:
+        chunk = conn.recv(65536)
+        now = time.monotonic()
+        if not chunk:
+            break
+        first = first or now
+        if now - first >= warmup:
+            if start is None:
+                start = now
+            else:
+                counted += len(chunk)
+            last = now
+    span = (last - start) if start is not None and last is not None else 0.0
+    conn.sendall(f"VNET {words[1]} {counted} {span:.4f}\n".encode())
 
 
 def _serve_udp(sock, name):

@@ -121,7 +121,7 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
                                runner, probe))
     checks += impairment_cells(lab, ends, lambda kind, network, source, target, runner, probe:
                                Check(kind, network, lab.network(network).mode, source, target,
-                                     "pass", runner, probe))
+                                     "pass", runner, probe), backend)
     link_controls(checks)
     return checks
 

@@ -7,8 +7,10 @@ address, against vnet's host-side listener on that network, in its one probe inv
 - RTT and loss: `samples` UDP nonce datagrams, one every INTERVAL; each answer must carry this
   datagram's fresh nonce and the name "host". RTT = median and IQR of the answered ones; loss =
   unanswered / sent, counted after a drain wait.
-- throughput (when rate_mbit is declared): the listener streams for STREAM_SECONDS over TCP
-  after echoing the nonce; the guest counts the bytes it receives after WARMUP seconds.
+- throughput (when rate_mbit is declared), the way the backend applies the rate
+  (RATE_DIRECTION): toward the guest, the listener streams for STREAM_SECONDS over TCP after
+  echoing the nonce and the guest counts what it receives after WARMUP seconds; from the
+  guest, the guest sends and the listener counts and answers with the count.
 
 Tolerances (the bounds are computed here and sent in the probe spec; the guest compares):
 - delay: the median RTT is at least delay - max(1 ms, jitter/2) (netem never sends early) and
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import math
 
-from ..lab.model import Impairment, Lab
+from ..lab.model import Backend, Impairment, Lab
 
 INTERVAL = 0.004          # s between UDP samples: 250 per second, far below any shaping
 MIN_SAMPLES = 60          # RTT: enough for a median and quartiles
@@ -37,6 +39,12 @@ RTT_SLACK_MS = 40.0       # latency the TCG guests and the loaded host add on to
 STREAM_SECONDS = 2.5      # throughput: a short timed transfer toward the guest
 WARMUP = 0.5              # s of it not counted: TCP's slow start and the shaper's burst
 RATE_LOW, RATE_HIGH = 0.6, 1.15
+
+
+# Which way a declared rate is measured: the way the backend applies it. libvirt: tbf (or
+# netem) on the tap's egress, toward the guest (drivers/libvirt/impair.py); VirtualBox: its
+# bandwidth groups limit only what the VM sends (manual 6.10).
+RATE_DIRECTION = {Backend.LIBVIRT: "to_guest", Backend.VIRTUALBOX: "from_guest"}
 
 
 def samples_for(impair: Impairment) -> int:
@@ -77,16 +85,16 @@ def bounds(impair: Impairment, samples: int) -> dict:
     return out
 
 
-def probe_for(impair: Impairment) -> dict:
+def probe_for(impair: Impairment, backend: Backend = Backend.LIBVIRT) -> dict:
     """The `impair` part of the probe spec the guest runs."""
     n = samples_for(impair)
     worst = ((impair.delay_ms or 0) + (impair.jitter_ms or 0)) / 1000
     return {"declared": impair.as_dict(), "samples": n, "interval": INTERVAL,
             "drain": round(1.0 + 2 * worst, 3), "stream": STREAM_SECONDS if impair.rate_mbit else 0,
-            "warmup": WARMUP, "bounds": bounds(impair, n)}
+            "direction": RATE_DIRECTION[backend], "warmup": WARMUP, "bounds": bounds(impair, n)}
 
 
-def impairment_cells(lab: Lab, ends, make) -> list:
+def impairment_cells(lab: Lab, ends, make, backend: Backend = Backend.LIBVIRT) -> list:
     """One `impairment` cell per impaired NIC, run by its guest against vnet's host-side
     listener on the NIC's network; make(kind, network, source, target, runner, probe)."""
     cells = []
@@ -98,7 +106,8 @@ def impairment_cells(lab: Lab, ends, make) -> list:
             cells.append(make("impairment", nic.network, vm.name, f"host ({host}) over {nic.mac}",
                               f"guest:{vm.name}",
                               dict(target=host, port=ends.host_listener_port, expect_name="host",
-                                   bind_mac=nic.mac, timeout=3.0, impair=probe_for(nic.impair))))
+                                   bind_mac=nic.mac, timeout=3.0,
+                                   impair=probe_for(nic.impair, backend))))
     return cells
 
 

@@ -14,7 +14,7 @@ from provisioner.drivers.libvirt import impair as libvirt_impair
 from provisioner.drivers.virtualbox import bandwidth
 from provisioner.errors import LabFileError, Unsupported
 from provisioner.lab import loader
-from provisioner.lab.model import Impairment
+from provisioner.lab.model import Backend, Impairment
 from provisioner.verify import impairment
 from provisioner.verify.run import probe_module
 from tests.conftest import ROOT, regen_golden
@@ -106,10 +106,10 @@ def listener():
     return module, port
 
 
-def _measure(listener, impair):
+def _measure(listener, impair, backend=Backend.LIBVIRT):
     module, port = listener
     spec = {"id": "0", "target": "127.0.0.1", "port": port, "expect_name": "host",
-            "impair": impairment.probe_for(impair)}
+            "impair": impairment.probe_for(impair, backend)}
     return module.run_all([spec])["0"]
 
 
@@ -120,9 +120,13 @@ def test_measurement_without_the_declared_delay_is_out_of_tolerance(listener):
     assert result["measured"]["answered"] == impairment.MIN_SAMPLES
 
 
-def test_measurement_of_an_unshaped_stream_exceeds_a_declared_rate(listener):
-    result = _measure(listener, Impairment(rate_mbit=1))
-    assert result["observed"] == "error" and "mbit" in result["detail"]
+@pytest.mark.parametrize("backend, way", [(Backend.LIBVIRT, "toward the guest"),
+                                          (Backend.VIRTUALBOX, "from the guest")])
+def test_measurement_of_an_unshaped_transfer_exceeds_a_declared_rate(listener, backend, way):
+    """Each backend's rate is measured the way it applies it (libvirt: toward the guest, the
+    listener streams; VirtualBox: what the VM sends, the listener counts)."""
+    result = _measure(listener, Impairment(rate_mbit=1), backend)
+    assert result["observed"] == "error" and "mbit" in result["detail"] and way in result["detail"]
     assert result["measured"]["mbit"] > 1.15
 
 

@@ -98,6 +98,9 @@ def _up(lab: Lab, target: Target, driver: LibvirtDriver, progress: Progress, wai
                                else ADDRESS_TIMEOUT, boot_only=bool(started))
             timings.mark("address")
             impair.Applier(lab, target, driver, record).apply_all(progress)
+        elif any(nic.impair for vm in lab.vms for nic in vm.nics):
+            progress("not waiting for the guests: their NICs' impairments are not applied "
+                     "(run `vnet up` again, or `vnet impair`, once they are up)")
         record["timings"] = timings.phases
         state.save(target, lab.name, record)
     except BaseException:
