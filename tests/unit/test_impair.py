@@ -139,3 +139,59 @@ def test_a_silent_far_end_is_fail():
                 "impair": dict(impairment.probe_for(Impairment(delay_ms=5)), drain=0.2)}
         result = module.run_all([spec])["0"]
     assert result["observed"] == "fail" and "none of 60" in result["detail"]
+
+
+class _Dom:
+    def XMLDesc(self, flags):
+        return ("<domain><devices><interface type='network'><mac address='52:54:00:18:00:01'/>"
+                "<target dev='vnet7'/></interface></devices></domain>")
+
+
+class _Conn:
+    class conn:
+        @staticmethod
+        def lookupByName(name):
+            return _Dom()
+
+
+@pytest.mark.parametrize("host_has_netem", [True, False])
+def test_applier_tries_netem_on_the_tap_and_falls_back_to_tbf_and_the_guest(
+        host_has_netem, monkeypatch, tmp_path):
+    """Where each part goes is decided by trying netem on the NIC's own tap: the kernel's
+    "Specified qdisc kind is unknown" sends delay/jitter/loss to the guest, rate to tbf."""
+    from provisioner.host import runner
+    from provisioner.host.state import Target
+
+    monkeypatch.setenv("VNET_STATE_DIR", str(tmp_path))
+    ran = []
+
+    def run(argv, **kw):
+        ran.append(argv)
+        if "netem" in argv and not host_has_netem:
+            return runner.Result(argv, 2, "", "Error: Specified qdisc kind is unknown.\n")
+        if argv[0] == "ssh":
+            return runner.Result(argv, 0, '{"ifname": "eth0", "netem": {}}\n', "")
+        return runner.Result(argv, 0, "", "")
+    monkeypatch.setattr(runner, "run", run)
+    monkeypatch.setattr(libvirt_impair.state, "ssh_key", lambda target, lab: (tmp_path / "k", ""))
+    lab = loader.load(ROOT / "tests" / "golden" / "impair-netem" / "lab.yaml")
+    lab = loader.resolve({**lab.meta["raw"], "networks": lab.meta["raw"]["networks"][:1],
+                          "vms": [{"name": "a", "nics": [dict(lab.meta["raw"]["vms"][0]["nics"][0],
+                                                               mac="52:54:00:18:00:01")]}]})
+    record = {"lab": lab.name, "mgmt": {"a": "100.64.0.10"}}
+    nic = lab.vm("a").nics[0]
+    entry = libvirt_impair.Applier(lab, Target(uri="test:///default"), _Conn(), record) \
+        .apply("a", nic, nic.impair)
+    tcs = [argv for argv in ran if argv[0] == "tc"]
+    if host_has_netem:
+        assert tcs == [libvirt_impair.host_netem_argv("vnet7", nic.impair)]
+        assert set(entry["parts"].values()) == {"host: netem on vnet7 (toward the guest)"}
+        assert not any(argv[0] == "ssh" for argv in ran)
+    else:
+        assert tcs[1] == libvirt_impair.tbf_argv("vnet7", 10)
+        assert entry["parts"]["rate_mbit"] == "host: tbf on vnet7 (toward the guest)"
+        assert entry["parts"]["delay_ms"] == \
+            "guest: netem on eth0 egress (the host kernel has no sch_netem)"
+        (ssh,) = [argv for argv in ran if argv[0] == "ssh"]
+        assert ssh[-1].startswith("python3 - ") and "100.64.0.10" in ssh[-2]
+    assert record["impair"]["a"][nic.mac]["declared"] == nic.impair.as_dict()
