@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from provisioner.cli import main
-from provisioner.drivers.base import Driver, lab_from_record
+from provisioner.drivers.base import Driver, driver_class, lab_from_record
 from provisioner.drivers.virtualbox import lifecycle as vbox_exec
 from provisioner.errors import Unsupported
 from provisioner.host import state
@@ -33,9 +33,13 @@ def _group(vbox, record) -> dict:
 def test_virtualbox_rate_is_a_bandwidth_group_and_vnet_impair_sets_it(vbox):
     data = default_lab("natnetwork", name="imp")
     data["vms"][0]["nics"][0]["impair"] = {"rate_mbit": 10}
-    vbox_exec.up(loader.resolve(data, source="test"), vbox.say, wait=False)
+    driver = driver_class(Backend.VIRTUALBOX)(vbox_exec.TARGET)
+    driver.up(loader.resolve(data, source="test"), vbox.say, wait=False)
     record = state.read(vbox_exec.TARGET, "imp")
     assert _group(vbox, record) == {"type": "network", "limit": "10000k"}
+    mac = record["impair"]["vm1"]
+    assert list(mac.values())[0]["summary"] == \
+        "rate_mbit -> VirtualBox bandwidth group vnet-nic1 (what the VM sends)"
 
     result = CliRunner().invoke(main, ["impair", "imp", "vm1", "0", "--rate-mbit", "2.5"])
     assert result.exit_code == 0, result.output

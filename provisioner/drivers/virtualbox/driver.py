@@ -34,7 +34,13 @@ class VirtualBox(Driver):
                     or any(runner.which(name) for name in vbox_api.BINARIES))
 
     def up(self, lab: Lab, progress: Progress, wait: bool = True) -> dict:
-        return lifecycle.up(lab, progress=progress, wait=wait)
+        record = lifecycle.up(lab, progress=progress, wait=wait)
+        applied = {vm.name: {nic.mac: _applied(nic.impair, k) for k, nic in enumerate(vm.nics)
+                             if nic.impair is not None} for vm in lab.vms}
+        if any(applied.values()):      # the plan's bandwidth groups, for the cells' detail
+            record["impair"] = {vm: nics for vm, nics in applied.items() if nics}
+            state.save(self.target, lab.name, record)
+        return record
 
     def inventory(self, lab: Lab):
         return lifecycle.inventory(lab)
@@ -117,11 +123,7 @@ class VirtualBox(Driver):
         vbox_api.backend().run(bandwidth.set_argv(record["vms"][vm], nic,
                                                   impair.rate_mbit if impair else None))
         declare_impairment(record, vm, nic, impair)
-        parts = {"rate_mbit": f"VirtualBox bandwidth group {bandwidth.bandwidth_group(nic)} "
-                              "(what the VM sends)"} if impair and impair.rate_mbit else {}
-        entry = {"declared": impair.as_dict() if impair else {}, "parts": parts,
-                 "summary": "; ".join(f"{k} -> {v}" for k, v in parts.items())
-                 or "nothing (cleared)"}
+        entry = _applied(impair, nic)
         record.setdefault("impair", {}).setdefault(vm, {})[found.mac] = entry
         state.save(self.target, lab_name, record)
         return entry
@@ -142,3 +144,11 @@ class VirtualBox(Driver):
             return state.read(self.target, name) is not None
         except state.CorruptState:
             return False
+
+
+def _applied(impair: Impairment | None, k: int) -> dict:
+    """What the record says was applied to NIC k: its bandwidth group, or nothing."""
+    parts = {"rate_mbit": f"VirtualBox bandwidth group {bandwidth.bandwidth_group(k)} (what "
+                          "the VM sends)"} if impair and impair.rate_mbit else {}
+    return {"declared": impair.as_dict() if impair else {}, "parts": parts,
+            "summary": "; ".join(f"{k} -> {v}" for k, v in parts.items()) or "nothing (cleared)"}
