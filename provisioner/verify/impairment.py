@@ -14,7 +14,7 @@ address, against vnet's host-side listener on that network, in its one probe inv
 
 Tolerances (the bounds are computed here and sent in the probe spec; the guest compares):
 - delay: the median RTT is at least delay - max(1 ms, jitter/2) (netem never sends early) and
-  at most delay + jitter/2 + max(RTT_SLACK_MS, 25 % of delay) (the TCG guests and the loaded
+  at most delay + jitter/2 + max(RTT_SLACK_MS, 50 % of delay) (the TCG guests and the loaded
   host add their own latency, and only on top).
 - jitter: netem's jitter is uniform in +/- jitter, so the RTT's IQR is about jitter: at least
   jitter/2, at most jitter + RTT_SLACK_MS.
@@ -35,7 +35,8 @@ MIN_SAMPLES = 60          # RTT: enough for a median and quartiles
 MAX_SAMPLES = 1000        # a few seconds at INTERVAL; lab/impair.py keeps loss_pct >= 1
 ALPHA = 0.002             # chance to call a correct loss wrong (two-sided), and no loss right
 BASE_LOSS = 0.01          # what the loaded host and TCG guests may lose on their own
-RTT_SLACK_MS = 40.0       # latency the TCG guests and the loaded host add on top
+RTT_SLACK_MS = 60.0       # latency the TCG guests and the loaded host add on top (a median
+                          # of 36 ms with no delay at all was seen here under load)
 STREAM_SECONDS = 2.5      # throughput: a short timed transfer toward the guest
 WARMUP = 0.5              # s of it not counted: TCP's slow start and the shaper's burst
 RATE_LOW, RATE_HIGH = 0.6, 1.15
@@ -73,7 +74,7 @@ def bounds(impair: Impairment, samples: int) -> dict:
     if impair.delay_ms:
         d = impair.delay_ms
         out["rtt_median_ms"] = [round(d - max(1.0, jitter / 2), 2),
-                                round(d + jitter / 2 + max(RTT_SLACK_MS, 0.25 * d), 2)]
+                                round(d + jitter / 2 + max(RTT_SLACK_MS, 0.5 * d), 2)]
     if jitter:
         out["rtt_iqr_ms"] = [round(jitter / 2, 2), round(jitter + RTT_SLACK_MS, 2)]
     if impair.loss_pct:
