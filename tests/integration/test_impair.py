@@ -1,12 +1,16 @@
 """Link impairment in a real sandbox (issue 18): a two-VM lab with one impaired NIC verifies
 green, with the guest's measured RTT, loss and throughput in the JSON result; then the negative
 control: the NIC declares 100 ms but the driver applies none (VNET_TEST_SKIP_IMPAIR), and the
-impairment cell, and only it, turns red."""
+impairment cell, and only it, turns red; then `vnet impair` sets 100 ms on the running lab and
+the cell measures it green."""
 import json
 import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+
+from provisioner.cli import main
 
 from provisioner.drivers.base import driver_class, lab_from_record
 from provisioner.drivers.libvirt import lifecycle
@@ -60,5 +64,17 @@ def test_impaired_nic_is_measured_green_and_its_negative_control_red(lab_sandbox
         assert set(red(result)) == {("impairment", "a", cell["target"])}, red(result)
         (cell,) = [c for c in result["checks"] if c["kind"] == "impairment"]
         assert "out of tolerance: rtt_median_ms" in cell["detail"], cell["detail"]
+
+        # `vnet impair` on the running lab applies what it declares: 100 ms, measured green
+        monkeypatch.delenv("VNET_TEST_SKIP_IMPAIR")
+        out = CliRunner().invoke(main, ["impair", lab.name, "a", "0", "--delay-ms", "100",
+                                        "--sandbox", lab_sandbox.name])
+        assert out.exit_code == 0 and "delay_ms -> guest: netem on eth0" in out.output, out.output
+        result = verifier.verify(lab_from_record(state.read(target, lab.name)), target, say,
+                                 timings=record["timings"])
+        say(verifier.matrix_text(result))
+        assert result["ok"], red(result)
+        (cell,) = [c for c in result["checks"] if c["kind"] == "impairment"]
+        assert cell["measured"]["rtt_median_ms"] >= 99, cell
     finally:
         lifecycle.destroy(lab.name, target, say)
