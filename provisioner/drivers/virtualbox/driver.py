@@ -15,7 +15,7 @@ from ...progress import Progress
 from ..base import Driver, declare_impairment, lab_from_record
 from . import api as vbox_api
 from . import bandwidth
-from . import lifecycle, objects
+from . import lifecycle, objects, teardown
 
 
 class VirtualBox(Driver):
@@ -97,7 +97,7 @@ class VirtualBox(Driver):
             with state.lab_lock(self.target, lab, progress):
                 if state.read(self.target, lab) is not None:
                     continue             # an `up` of it ran while we waited: not an orphan
-                removed += lifecycle._destroy(lab, progress, be)
+                removed += teardown.destroy_held(lab, progress, be)
         return removed
 
     def set_link(self, lab_name: str, vm: str, nic: int, up: bool) -> None:
