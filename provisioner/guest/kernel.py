@@ -24,7 +24,8 @@ MODULES = ("virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "virtio_net", "
            # `ip xfrm`; wireguard's crypto libraries come in as its dependencies.
            "vxlan", "ip_gre", "esp4", "authenc", "jitterentropy_rng", "drbg", "echainiv",
            "xfrm_user", "xfrm_interface",
-           "wireguard")
+           "wireguard",
+           "sch_netem")        # guest-side delay/loss (issue 18): the host kernel may lack it
 MODULE_ARGS = {"bonding": "max_bonds=0"}   # no bond0 unless the lab asks for one
 
 

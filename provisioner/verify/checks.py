@@ -16,6 +16,7 @@ from ..lab import modes, nics
 from ..lab.defaults import ECHO_PORT
 from ..lab.model import Backend, Lab
 from .encapcells import encapsulation_cells
+from .impairment import impairment_cells
 from .linkcells import link_cells, probed_nics
 from .tunnelcells import tunnel_cells
 
@@ -48,6 +49,7 @@ class Check:
     observed: str = "error"
     detail: str = "not run"
     evidence: dict = field(default_factory=dict)   # files a cell leaves (an encapsulation pcap)
+    measured: dict | None = None     # impairment cells: what the guest measured
 
     @property
     def ok(self) -> bool:
@@ -60,7 +62,9 @@ class Check:
     def as_dict(self) -> dict:
         return {"kind": self.kind, "network": self.network, "mode": self.mode,
                 "source": self.source, "target": self.target, "expected": self.expected,
-                "observed": self.observed, "ok": self.ok, "detail": self.detail, **self.evidence}
+                "observed": self.observed, "ok": self.ok, "detail": self.detail,
+                **({"measured": self.measured} if self.measured is not None else {}),
+                **self.evidence}
 
 
 def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
@@ -122,6 +126,7 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
     checks += link_cells(lab, ends, positive)
     checks += tunnel_cells(lab, positive)
     checks += encapsulation_cells(lab, positive)
+    checks += impairment_cells(lab, ends, positive, backend)
     link_controls(checks)
     return checks
 

@@ -22,7 +22,7 @@ from typing import Callable
 
 from . import ansible as guest_ansible
 from . import checks as checklib
-from . import encapcells, forwardcheck, linkcells, listeners, topology, tunnelcells
+from . import encapcells, forwardcheck, impairment, linkcells, listeners, topology, tunnelcells
 from ..host import procs, state
 from .result import build as build_result
 from ..lab.naming import mgmt_subnet_for
@@ -101,6 +101,7 @@ def _verify(lab: Lab, target: Target, progress: Callable[[str], None],
         pause_at("verify")                      # a test may kill `vnet up` here
         encapcells.while_capturing(lambda: _run(lab, target, sb, cells, inventory, progress),
                                    lab, target, inventory, cells, pcap_dir, progress)
+        impairment.annotate(cells, (state.read(target, lab.name) or {}).get("impair", {}))
     finally:
         for record in records:
             procs.stop(record, progress)
@@ -222,6 +223,7 @@ def record(cells: list, guest: dict[str, dict], sides: dict[str, dict],
                 r = raw[str(i)] = result["probes"].get(str(i), {"observed": "error",
                                                                 "detail": "no result"})
                 cell.observed, cell.detail = r["observed"], r["detail"]
+                cell.measured = r.get("measured")
         else:
             r = raw[str(i)] = sides.get(f"{cell.runner}:{i}", {"observed": "error",
                                                                "detail": "not run"})

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from ...host.capture import CapturePoint
 from ...host.state import Target
-from ...lab.model import Backend, Lab
+from ...lab.model import Backend, Impairment, Lab
 from ...progress import Progress
 from ...lab.naming import object_name
-from ..base import Driver, lab_from_record
-from . import capture, lifecycle
+from ..base import Driver, declare_impairment, lab_from_record
+from . import capture, impair as impairs, lifecycle
 from .connection import LibvirtDriver
 
 
@@ -39,7 +39,6 @@ class Libvirt(Driver):
         _, found = self.link_nic(lab_name, vm, nic)
         LibvirtDriver(self.target).set_link(object_name(lab_name, vm), found.mac, up)
 
-
     def capture_point(self, lab_name: str, vm: str, nic: int) -> CapturePoint:
         record, found = self.link_nic(lab_name, vm, nic)
         tap = LibvirtDriver(self.target).interface_target(object_name(lab_name, vm), found.mac)
@@ -56,3 +55,13 @@ class Libvirt(Driver):
             raise NotFound(f"no lab named {lab_name!r} on this target",
                            hint="vnet list shows the labs")
         return lab_from_record(record)
+
+    def set_impairment(self, lab_name: str, vm: str, nic: int,
+                       impair: Impairment | None) -> dict:
+        """tc on the NIC's tap and/or netem in the guest (drivers/libvirt/impair.py)."""
+        record, _ = self.link_nic(lab_name, vm, nic)
+        declare_impairment(record, vm, nic, impair)
+        lab = lab_from_record(record)
+        impairs.check(lab)             # before anything changes: exit 2
+        return impairs.Applier(lab, self.target, LibvirtDriver(self.target), record) \
+            .apply(vm, lab.vm(vm).nics[nic], impair)
