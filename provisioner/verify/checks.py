@@ -125,7 +125,7 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
                      probe)
     checks += link_cells(lab, ends, positive)
     checks += tunnel_cells(lab, positive)
-    checks += encapsulation_cells(lab, positive)
+    checks += encapsulation_cells(lab, positive, checks)
     checks += impairment_cells(lab, ends, positive, backend)
     link_controls(checks)
     return checks

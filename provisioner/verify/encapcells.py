@@ -1,9 +1,9 @@
 """The `encapsulation` cell (issue 17): what a tunnel puts on the wire, seen from the host.
 
-One cell per tunnel: the first endpoint's guest sends a nonce probe to the other endpoint's
-overlay address, bound to the tunnel's device and overlay address like the `tunnel` cells
-(verify/tunnelcells.py), and the peer's echo service answers, with a nonce vnet chose, while
-vnet captures on the host side of the first endpoint's underlay network (its bridge; in a
+One cell per tunnel, on the `tunnel` cell's probe from the first endpoint to the other's overlay
+address (verify/tunnelcells.py: bound to the tunnel's device, answered by the peer's echo
+service): vnet presets that probe's nonce and, while the guests probe, captures on the host
+side of the first endpoint's underlay network (its bridge; in a
 sandbox, inside the sandbox host's namespace: host/capture.py through the driver's
 network_capture_point). After the guests' run, verify/wire.py judges the pcap: the tunnel's
 frames with its VNI / GRE protocol and key / ESP SPI / WireGuard port are there, and the nonce
@@ -11,9 +11,10 @@ is inside them (vxlan, nvgre, gretap, gre: proof the capture saw this probe) or 
 all (ipsec, wireguard: encrypted). The pcap stays beside the report (or in the lab's state
 directory), named in the cell's detail and its JSON ("pcap"), ready for Wireshark.
 
-The cell is ok when the probe passed and the capture agrees; a passing probe whose frames do
+The cell is ok when that probe passed and the capture agrees; a passing probe whose frames do
 not show the promise (the nonce in cleartext, a wrong VNI) is "error": the connection worked,
-but not the way the lab said.
+but not the way the lab said. Riding on the tunnel cell's probe (runner "capture": no probe of
+its own) adds no connection to the peer's echo service, which serves every probe of a run.
 """
 from __future__ import annotations
 
@@ -24,30 +25,36 @@ from typing import Callable
 
 from ..errors import Unsupported, VnetError
 from ..host import capture, state
-from ..lab.defaults import ECHO_PORT
 from ..lab.model import Backend, Lab
 from . import wire
 
 KIND = "encapsulation"
+RUNNER = "capture"           # judged by vnet from the capture: no probe runs for it
 
 
-def encapsulation_cells(lab: Lab, make: Callable[..., object]) -> list:
-    """make(kind, network, source, target, runner, probe) -> a Check expecting "pass"."""
-    cells = []
+def encapsulation_cells(lab: Lab, make: Callable[..., object], cells: list) -> list:
+    """make(kind, network, source, target, runner, probe) -> a Check expecting "pass"; `cells`:
+    those built so far, whose tunnel cell from each tunnel's first end gets the nonce."""
+    made = []
     for tunnel in lab.tunnels:
-        if len(tunnel.endpoints) != 2:
+        near = tunnel.endpoints[0]
+        carrier = _carrier(cells, tunnel.name, near.vm)
+        if carrier is None:
             continue
-        near, far = tunnel.endpoints
-        nonce = f"encap-{secrets.token_hex(8)}"          # fresh per build, i.e. per verify
-        cells.append(make(KIND, near.network, near.vm,
-                          f"{far.vm} ({far.overlay_ip.ip}) via {tunnel.name} ({tunnel.type})",
-                          f"guest:{near.vm}",
-                          dict(target=str(far.overlay_ip.ip), port=ECHO_PORT,
-                               expect_name=far.vm, nonce=nonce, timeout=3.0,
-                               bind_dev=tunnel.name, bind_ip=str(near.overlay_ip.ip),
-                               encap={"tunnel": tunnel.name, "type": tunnel.type,
-                                      "id": tunnel.id, "network": near.network})))
-    return cells
+        carrier.probe["nonce"] = f"encap-{secrets.token_hex(8)}"   # fresh per verify
+        made.append(make(KIND, near.network, near.vm,
+                         f"{carrier.probe['expect_name']} ({carrier.probe['target']}) via "
+                         f"{tunnel.name} ({tunnel.type})", RUNNER,
+                         dict(nonce=carrier.probe["nonce"], tunnel=tunnel.name,
+                              encap={"tunnel": tunnel.name, "type": tunnel.type,
+                                     "id": tunnel.id, "network": near.network})))
+    return made
+
+
+def _carrier(cells: list, tunnel: str, vm: str):
+    """The tunnel cell whose probe the encapsulation cell rides on."""
+    return next((c for c in cells if c.kind == "tunnel" and c.source == vm
+                 and c.probe.get("tunnel") == tunnel), None)
 
 
 def expectation(lab: Lab, lab_dir: Path, probe: dict) -> wire.Expectation:
@@ -70,6 +77,7 @@ class Captures:
                  pcap_dir: Path, work_dir: Path):
         self.lab, self.target, self.backend = lab, target, backend
         self.cells = [c for c in cells if c.kind == KIND]
+        self.all = cells
         self.pcap_dir, self.work_dir = Path(pcap_dir), Path(work_dir)
         self.running: dict[str, capture.Capture] = {}      # network -> its capture
         self.problems: dict[str, str] = {}                  # network -> why no capture
@@ -132,9 +140,12 @@ class Captures:
                 self.problems.setdefault(network, exc.message)
 
     def judge(self) -> None:
-        """Each encapsulation cell's outcome: the probe's, then what the capture shows."""
+        """Each encapsulation cell's outcome: its tunnel probe's, then what the capture shows."""
         lab_dir = state.lab_dir(self.target, self.lab.name)
         for cell in self.cells:
+            carrier = _carrier(self.all, cell.probe["tunnel"], cell.source)
+            cell.observed = carrier.observed if carrier else "error"
+            cell.detail = f"the tunnel probe: {carrier.detail if carrier else 'missing'}"
             network = cell.network
             if network in self.problems:
                 cell.observed = "error"
