@@ -44,9 +44,10 @@ def guest_specs(lab: Lab, keys: dict[str, dict]) -> dict[str, list[dict]]:
     for t in lab.tunnels:
         for k, end in enumerate(t.endpoints):
             peer = t.endpoints[1 - k]
-            spec = {"name": t.name, "type": t.type, "local": str(end.underlay_ip),
-                    "remote": str(peer.underlay_ip), "overlay": str(end.overlay_ip),
-                    "subnet": str(t.subnet)}
+            spec: dict[str, object] = {
+                "name": t.name, "type": t.type, "local": str(end.underlay_ip),
+                "remote": str(peer.underlay_ip), "overlay": str(end.overlay_ip),
+                "subnet": str(t.subnet)}
             if t.type == "vxlan":
                 spec["id"] = t.id
             elif tunnellib.gre_key(t) is not None:

@@ -151,3 +151,40 @@ def test_keys_are_made_once_per_lab_0600_and_never_in_the_lab_file(tmp_path):
         == wg["public"][0]
     other = tmp_path / "other"
     assert tunnelkeys.ensure_secrets(other, lab.tunnels)["sec"]["enc"] != sec["enc"]
+
+
+def test_create_tunnel_adds_one_tunnel_between_the_first_two_vms_and_the_plan_says_so():
+    for kind, ident in (("vxlan", "VNI 4242"), ("ipsec", ""), ("wireguard", "")):
+        result = CliRunner().invoke(main, ["create", "--mode", "natnetwork", "--tunnel", kind,
+                                           "--dry-run"])
+        assert result.exit_code == 0, result.output
+        line = [x for x in result.output.splitlines() if x.startswith(f"<!-- tunnel {kind}0:")]
+        assert len(line) == 1 and f"{kind}{' ' + ident if ident else ''}, vm1 " in line[0]
+        assert "overlay 10.99.0.0/24 (built in the guests)" in line[0]
+
+
+def test_the_drivers_render_the_same_with_and_without_tunnels():
+    """The guests build the tunnels: libvirt's XML and VirtualBox's commands do not change."""
+    from provisioner.ops.plans import plan_for
+    from provisioner.lab.model import Backend
+
+    data = example()
+    data["networks"][0]["subnet"] = "192.168.56.0/24"     # inside VirtualBox's host-only ranges
+    data["vms"][0]["nics"][0]["ip"] = "192.168.56.10"
+    data["vms"][1]["nics"][0]["ip"] = "192.168.56.254"
+    with_tunnels = loader.resolve(data)
+    without = loader.resolve({k: v for k, v in data.items() if k != "tunnels"})
+    assert with_tunnels.tunnels and not without.tunnels
+    for backend in Backend:
+        a, b = plan_for(with_tunnels, backend), plan_for(without, backend)
+        assert [d.text for d in a.documents] == [d.text for d in b.documents]
+        assert a.commands == b.commands
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--mode", "nat"], "tunnels.vxlan0.endpoints: no route reaches from vm1 to vm2"),
+    (["--mode", "hostonly", "--vms", "1"], "--tunnel: a tunnel joins two VMs"),
+])
+def test_create_tunnel_refuses_labs_it_cannot_join(argv, words):
+    result = CliRunner().invoke(main, ["create", *argv, "--tunnel", "vxlan", "--dry-run"])
+    assert result.exit_code == 2 and words in result.output, result.output
