@@ -48,6 +48,8 @@ def test_two_tunnel_cells_per_tunnel_bound_to_its_device_and_overlay_source(lab)
         {"target": "10.99.0.2", "port": 7, "expect_name": "b", "bind_dev": "l2x",
          "bind_ip": "10.99.0.1"}
     assert "bind_mac" not in a_to_b.probe          # the tunnel device, not a NIC, carries it
+    timeouts = {c.probe["tunnel"]: c.probe["timeout"] for c in cells}
+    assert timeouts["wg"] == 8.0 and timeouts["l2x"] == 3.0   # a handshake resend fits
     assert KIND_TITLES["tunnel"] == "tunnel"
 
 
