@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from ..lab import modes, nics
 from ..lab.defaults import ECHO_PORT
 from ..lab.model import Backend, Lab
+from .impairment import impairment_cells
 from .linkcells import link_cells, probed_nics
 from .tunnelcells import tunnel_cells
 
@@ -46,6 +47,7 @@ class Check:
     probe: dict = field(default_factory=dict)
     observed: str = "error"
     detail: str = "not run"
+    measured: dict | None = None     # impairment cells: what the guest measured
 
     @property
     def ok(self) -> bool:
@@ -58,7 +60,8 @@ class Check:
     def as_dict(self) -> dict:
         return {"kind": self.kind, "network": self.network, "mode": self.mode,
                 "source": self.source, "target": self.target, "expected": self.expected,
-                "observed": self.observed, "ok": self.ok, "detail": self.detail}
+                "observed": self.observed, "ok": self.ok, "detail": self.detail,
+                **({"measured": self.measured} if self.measured is not None else {})}
 
 
 def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
@@ -118,6 +121,7 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
         return Check(kind, network, lab.network(network).mode, source, target, "pass", runner,
                      probe)
     checks += link_cells(lab, ends, positive)
+    checks += impairment_cells(lab, ends, positive, backend)
     checks += tunnel_cells(lab, positive)
     link_controls(checks)
     return checks

@@ -16,7 +16,8 @@ from provisioner.lab import loader
 from provisioner.lab.model import Backend
 from provisioner.resources import data_dir
 from provisioner.verify import checks, tunnelcells
-from provisioner.verify.run import KIND_TITLES, probe_module
+from provisioner.verify.presentation import KIND_TITLES
+from provisioner.verify.run import probe_module
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tunnels.yaml"
 ENDS = checks.Endpoints(host_listener_port=25000, internet_ip="203.0.113.1",
@@ -71,14 +72,15 @@ def test_each_end_gets_its_own_direction_of_the_keys(lab, tmp_path):
 
 def test_spec_files_are_0600_and_the_inventory_only_names_them(lab, tmp_path, monkeypatch):
     from provisioner.host.state import Target
+    from provisioner.verify import ansible as guest_ansible
     from provisioner.verify import run as verifier
 
     seen = {}
-    monkeypatch.setattr(verifier, "_run_playbook",
+    monkeypatch.setattr(guest_ansible, "run_playbook",
                         lambda private, playbook, inventory, env: seen.update(inventory) or {})
     cells = checks.build(lab, Backend.LIBVIRT, ENDS)
     inv = verifier.Inventory(hosts={}, mgmt_host_ip="100.64.3.1", work_dir=tmp_path)
-    verifier._ansible(lab, Target(uri="qemu:///system"), cells, inv, lambda _m: None)
+    guest_ansible.run_guests(lab, Target(uri="qemu:///system"), cells, inv, lambda _m: None)
     hosts = seen["all"]["hosts"]
     assert "vnet_tunnels_file" not in hosts["r"]
     path = Path(hosts["a"]["vnet_tunnels_file"])
