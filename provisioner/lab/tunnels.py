@@ -212,17 +212,24 @@ def _demux(tunnel: Tunnel) -> tuple[str, int] | None:
 
 
 def _check_reuse(tunnel: Tunnel, earlier: list[Tunnel], where: str) -> None:
-    """Two tunnels with one id on one underlay network would take each other's frames."""
+    """A VXLAN VNI or NVGRE VSID names one segment on its underlay: reused there, two overlays
+    would be one. Between one pair of VMs, two tunnels the kernel demultiplexes alike (same
+    GRE key, or VNI) would take each other's frames. GRE keys may repeat between other pairs."""
     key = _demux(tunnel)
     nets = {e.network for e in tunnel.endpoints}
+    pair = {e.vm for e in tunnel.endpoints}
     for other in earlier:
         shared = nets & {e.network for e in other.endpoints}
-        if key is not None and _demux(other) == key and shared:
-            what = f"VNI {tunnel.id}" if key[0] == "vxlan" else f"GRE key {key[1]}"
-            raise LabFileError(f"{where}.id", f"{what} "
-                               f"is already used by tunnel {other.name} on underlay network "
+        if tunnel.type == other.type in ("vxlan", "nvgre") and tunnel.id == other.id and shared:
+            what = "VNI" if tunnel.type == "vxlan" else "VSID"
+            raise LabFileError(f"{where}.id", f"{tunnel.type} {what} {tunnel.id} is already "
+                               f"used by tunnel {other.name} on underlay network "
                                f"{sorted(shared)[0]}; give each {tunnel.type} tunnel there its "
                                "own id")
+        if key is not None and _demux(other) == key and {e.vm for e in other.endpoints} == pair:
+            what = f"VNI {tunnel.id}" if key[0] == "vxlan" else f"GRE key {key[1]}"
+            raise LabFileError(f"{where}.id", f"{what} is already used by tunnel {other.name} "
+                               f"between {' and '.join(sorted(pair))}; give it another id")
 
 
 DEFAULT_IDS = {"vxlan": 4242, "nvgre": 5001, "gretap": 42, "gre": 42}

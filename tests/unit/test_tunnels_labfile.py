@@ -38,6 +38,13 @@ def test_the_example_resolves_each_tunnel_with_both_underlay_sides():
     assert tunnels.gre_key(lab.tunnels[2]) == 7 and tunnels.gre_key(lab.tunnels[0]) is None
 
 
+def test_a_gre_key_may_repeat_between_another_pair_on_the_same_underlay():
+    data = example()
+    data["tunnels"].append({"name": "g2", "type": "gre", "id": 7, "subnet": "10.98.0.0/24",
+                            "endpoints": ["r", "b"]})      # gr (a-b, key 7) is on site-b too
+    assert loader.resolve(data).tunnels[-1].endpoints[0].network == "site-b"
+
+
 def test_endpoints_on_one_network_use_it_for_both_ends():
     data = example()
     data["vms"][2]["nics"].append({"network": "site-a", "ip": "10.71.1.20"})
@@ -80,7 +87,16 @@ BAD = [  # (what changes, field path, words in the message)
      "overlaps 10.99.0.0/24 of tunnel l2x"),
     (lambda d: d["tunnels"].append({"name": "again", "type": "vxlan", "id": 4242,
                                     "subnet": "10.98.0.0/24", "endpoints": ["b", "a"]}),
-     "tunnels.again.id", "VNI 4242 is already used by tunnel l2x on underlay network site-a"),
+     "tunnels.again.id", "vxlan VNI 4242 is already used by tunnel l2x on underlay network "
+                         "site-a"),
+    (lambda d: (d["vms"].append({"name": "c", "nics": [{"network": "site-b"}]}),
+                d["tunnels"].append({"name": "again", "type": "nvgre", "id": 5001,
+                                     "subnet": "10.98.0.0/24", "endpoints": ["c", "r"]})),
+     "tunnels.again.id", "nvgre VSID 5001 is already used by tunnel nv on underlay network "
+                         "site-b"),
+    (lambda d: d["tunnels"].append({"name": "again", "type": "gre", "id": 7,
+                                    "subnet": "10.98.0.0/24", "endpoints": ["b", "a"]}),
+     "tunnels.again.id", "GRE key 7 is already used by tunnel gr between a and b"),
     (lambda d: d["tunnels"].append({"name": "again", "type": "gretap", "id": 5001 << 8,
                                     "subnet": "10.98.0.0/24", "endpoints": ["a", "b"]}),
      "tunnels.again.id", "GRE key 1280256 is already used by tunnel nv"),
