@@ -16,6 +16,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_network
 from typing import Any
 
 from ..errors import LabFileError, quote
+from . import modes
 from .links import IFNAME_MAX, KERNEL_NAMES, addresses
 from .model import Lab, Network, Tunnel, TunnelEnd, Vm, check_name
 from .naming import mgmt_subnet_for
@@ -39,7 +40,7 @@ def nvgre_key(vsid: int, flow_id: int = 0) -> int:
 
 def gre_key(tunnel: Tunnel) -> int | None:
     """The key in the GRE header of this tunnel's frames (None: no key)."""
-    if tunnel.type == "nvgre":
+    if tunnel.type == "nvgre" and tunnel.id is not None:     # always: nvgre needs an id
         return nvgre_key(tunnel.id)
     return tunnel.id if tunnel.type in ("gre", "gretap") else None
 
@@ -52,18 +53,20 @@ def parse(raw: Any, lab_name: str, networks: tuple[Network, ...],
     if not isinstance(raw, list):
         raise LabFileError("tunnels", "must be a list of {name, type, id, subnet, endpoints}")
     by_vm = {vm.name: vm for vm in vms}
+    # nat gives each VM a private network of its own: two VMs on "one" nat network share none
+    private = {n.name for n in networks if modes.MODES[n.mode].subnet == "fixed"}
     taken = [(n.subnet, f"network {n.name}") for n in networks if n.subnet is not None]
     taken.append((mgmt_subnet_for(lab_name), f"the management network of lab {lab_name}"))
     tunnels: list[Tunnel] = []
     for i, item in enumerate(raw):
-        tunnel = _tunnel(item, f"tunnels[{i}]", by_vm, networks, taken, tunnels)
+        tunnel = _tunnel(item, f"tunnels[{i}]", by_vm, private, taken, tunnels)
         taken.append((tunnel.subnet, f"tunnel {tunnel.name}"))
         tunnels.append(tunnel)
     return tuple(tunnels)
 
 
-def _tunnel(item: Any, at: str, by_vm: dict[str, Vm], networks: tuple[Network, ...],
-            taken: list, earlier: list[Tunnel]) -> Tunnel:
+def _tunnel(item: Any, at: str, by_vm: dict[str, Vm], private: set[str], taken: list,
+            earlier: list[Tunnel]) -> Tunnel:
     if not isinstance(item, dict):
         raise LabFileError(at, "must be a mapping of keys to values")
     unknown = sorted(set(map(str, item)) - KEYS)
@@ -86,7 +89,7 @@ def _tunnel(item: Any, at: str, by_vm: dict[str, Vm], networks: tuple[Network, .
                            f"{', '.join(TYPES)}")
     tid = _id(item.get("id"), kind, f"{where}.id")
     subnet = _subnet(item["subnet"], f"{where}.subnet", taken)
-    ends = _endpoints(item["endpoints"], f"{where}.endpoints", subnet, by_vm, name)
+    ends = _endpoints(item["endpoints"], f"{where}.endpoints", subnet, by_vm, name, private)
     tunnel = Tunnel(name=name, type=kind, id=tid, subnet=subnet, endpoints=ends)
     _check_reuse(tunnel, earlier, where)
     return tunnel
@@ -125,7 +128,7 @@ def _subnet(value: Any, where: str, taken: list) -> IPv4Network:
 
 
 def _endpoints(raw: Any, where: str, subnet: IPv4Network, by_vm: dict[str, Vm],
-               name: str) -> tuple[TunnelEnd, ...]:
+               name: str, private: set[str]) -> tuple[TunnelEnd, ...]:
     if not isinstance(raw, list) or len(raw) != 2:
         raise LabFileError(where, "must list exactly 2 endpoints (vnet's tunnels are point to "
                            "point): VM names, or {vm: NAME, ip: ADDRESS}")
@@ -158,7 +161,7 @@ def _endpoints(raw: Any, where: str, subnet: IPv4Network, by_vm: dict[str, Vm],
     chosen = [ip if ip is not None else hosts[k] for k, (_, ip) in enumerate(picked)]
     if chosen[0] == chosen[1]:
         raise LabFileError(f"{where}[1].ip", f"{chosen[1]} is already the other endpoint's")
-    under = _underlay(picked[0][0], picked[1][0], where)
+    under = _underlay(picked[0][0], picked[1][0], where, private)
     return tuple(TunnelEnd(vm=vm.name, overlay_ip=IPv4Interface(f"{ip}/{subnet.prefixlen}"),
                            underlay_ip=u_ip, network=u_net)
                  for (vm, _), ip, (u_ip, u_net) in zip(picked, chosen, under))
@@ -176,10 +179,11 @@ def _overlay_ip(value: Any, where: str, subnet: IPv4Network) -> IPv4Address | No
     return ip
 
 
-def _underlay(a: Vm, b: Vm, where: str) -> list[tuple[IPv4Address, str]]:
+def _underlay(a: Vm, b: Vm, where: str, private: set[str]) -> list[tuple[IPv4Address, str]]:
     """[(address, network)] of each end: on a network both share, else across a router VM
     (one of a's routes, lab/links.py, leads to a subnet b has an address on)."""
-    mine, theirs = addresses(a), addresses(b)
+    mine, theirs = ({net: ips for net, ips in addresses(vm).items() if net not in private}
+                    for vm in (a, b))
     for net, ips in mine.items():
         if net in theirs:
             return [(ips[0].ip, net), (theirs[net][0].ip, net)]
@@ -199,7 +203,7 @@ def _demux(tunnel: Tunnel) -> tuple[str, int] | None:
     """What the receiving kernel tells this tunnel's frames apart by, besides the addresses:
     VXLAN's VNI (one UDP port for all), a GRE key per GRE device kind (gretap: nvgre too)."""
     if tunnel.type == "vxlan":
-        return ("vxlan", tunnel.id)
+        return ("vxlan", tunnel.id or 0)
     if tunnel.type in ("nvgre", "gretap"):
         return ("gretap", gre_key(tunnel) or 0)
     if tunnel.type == "gre":
@@ -208,17 +212,41 @@ def _demux(tunnel: Tunnel) -> tuple[str, int] | None:
 
 
 def _check_reuse(tunnel: Tunnel, earlier: list[Tunnel], where: str) -> None:
-    """Two tunnels with one id on one underlay network would take each other's frames."""
+    """A VXLAN VNI or NVGRE VSID names one segment on its underlay: reused there, two overlays
+    would be one. Between one pair of VMs, two tunnels the kernel demultiplexes alike (same
+    GRE key, or VNI) would take each other's frames. GRE keys may repeat between other pairs."""
     key = _demux(tunnel)
     nets = {e.network for e in tunnel.endpoints}
+    pair = {e.vm for e in tunnel.endpoints}
     for other in earlier:
         shared = nets & {e.network for e in other.endpoints}
-        if key is not None and _demux(other) == key and shared:
-            what = f"VNI {tunnel.id}" if key[0] == "vxlan" else f"GRE key {key[1]}"
-            raise LabFileError(f"{where}.id", f"{what} "
-                               f"is already used by tunnel {other.name} on underlay network "
+        if tunnel.type == other.type in ("vxlan", "nvgre") and tunnel.id == other.id and shared:
+            what = "VNI" if tunnel.type == "vxlan" else "VSID"
+            raise LabFileError(f"{where}.id", f"{tunnel.type} {what} {tunnel.id} is already "
+                               f"used by tunnel {other.name} on underlay network "
                                f"{sorted(shared)[0]}; give each {tunnel.type} tunnel there its "
                                "own id")
+        if key is not None and _demux(other) == key and {e.vm for e in other.endpoints} == pair:
+            what = f"VNI {tunnel.id}" if key[0] == "vxlan" else f"GRE key {key[1]}"
+            raise LabFileError(f"{where}.id", f"{what} is already used by tunnel {other.name} "
+                               f"between {' and '.join(sorted(pair))}; give it another id")
+
+
+DEFAULT_IDS = {"vxlan": 4242, "nvgre": 5001, "gretap": 42, "gre": 42}
+
+
+def default_tunnel(kind: str, vms: list[str]) -> dict:
+    """`vnet create --tunnel KIND`: one tunnel of that type between the first two VMs."""
+    where = "--tunnel"
+    if len(vms) < 2:
+        raise LabFileError(where, "a tunnel joins two VMs; use --vms 2 or more")
+    if kind not in TYPES:
+        raise LabFileError(where, f"unknown tunnel type {quote(kind)}; valid types: "
+                           f"{', '.join(TYPES)}")
+    item: dict[str, object] = {"name": f"{kind}0", "type": kind, "subnet": "10.99.0.0/24", "endpoints": vms[:2]}
+    if kind in DEFAULT_IDS:
+        item["id"] = DEFAULT_IDS[kind]
+    return item
 
 
 def tunnels_of(lab: Lab, vm: str) -> list[tuple[Tunnel, int]]:

@@ -12,7 +12,7 @@ from ..host.ssh import close_masters, control_dir
 from ..host.state import Target
 from ..lab.model import Lab
 from ..resources import data_dir
-from .tunnelcells import write_guest_files
+from . import tunnelcells
 
 PYTHON_IN_GUEST = "/usr/bin/python3"
 ANSIBLE_TIMEOUT = 180      # a whole run; one probe module call takes a few seconds
@@ -26,7 +26,7 @@ def run_guests(lab: Lab, target: Target, cells, inventory, progress,
     (forwardcheck.guest_holds); `stop`: the file that tells the host-side forward probes that
     the guests' run has ended."""
     hosts = {}
-    tunnel_files = write_guest_files(lab, inventory.work_dir)
+    tunnel_files = tunnelcells.write_guest_files(lab, inventory.work_dir)
     for vm in lab.vms:
         mine = [(i, c) for i, c in enumerate(cells) if c.runner == f"guest:{vm.name}"]
         hosts[vm.name] = {

@@ -124,9 +124,9 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
         return Check(kind, network, lab.network(network).mode, source, target, "pass", runner,
                      probe)
     checks += link_cells(lab, ends, positive)
+    checks += impairment_cells(lab, ends, positive, backend)
     checks += tunnel_cells(lab, positive)
     checks += encapsulation_cells(lab, positive, checks)
-    checks += impairment_cells(lab, ends, positive, backend)
     link_controls(checks)
     return checks
 

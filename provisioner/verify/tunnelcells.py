@@ -21,6 +21,11 @@ from ..lab import tunnels as tunnellib
 from ..lab.defaults import ECHO_PORT
 from ..lab.model import Lab
 
+TIMEOUT = 3.0
+# WireGuard resends a lost handshake initiation after REKEY_TIMEOUT, 5 s (the WireGuard paper,
+# section 6.1; drivers/net/wireguard/messages.h): a connect must outlast one resend.
+WIREGUARD_TIMEOUT = TIMEOUT + 5.0
+
 
 def tunnel_cells(lab: Lab, make) -> list:
     """make(kind, network, source, target, runner, probe) builds one Check expected "pass"."""
@@ -34,7 +39,8 @@ def tunnel_cells(lab: Lab, make) -> list:
                               dict(target=str(peer.overlay_ip.ip), port=ECHO_PORT,
                                    expect_name=peer.vm, bind_dev=t.name,
                                    bind_ip=str(end.overlay_ip.ip), tunnel=t.name,
-                                   timeout=3.0)))
+                                   timeout=WIREGUARD_TIMEOUT if t.type == "wireguard"
+                                   else TIMEOUT)))
     return cells
 
 
@@ -44,9 +50,10 @@ def guest_specs(lab: Lab, keys: dict[str, dict]) -> dict[str, list[dict]]:
     for t in lab.tunnels:
         for k, end in enumerate(t.endpoints):
             peer = t.endpoints[1 - k]
-            spec = {"name": t.name, "type": t.type, "local": str(end.underlay_ip),
-                    "remote": str(peer.underlay_ip), "overlay": str(end.overlay_ip),
-                    "subnet": str(t.subnet)}
+            spec: dict[str, object] = {
+                "name": t.name, "type": t.type, "local": str(end.underlay_ip),
+                "remote": str(peer.underlay_ip), "overlay": str(end.overlay_ip),
+                "subnet": str(t.subnet)}
             if t.type == "vxlan":
                 spec["id"] = t.id
             elif tunnellib.gre_key(t) is not None:

@@ -48,6 +48,9 @@ def test_every_tunnel_type_green_then_down_and_wrong_keys_turn_only_theirs_red(l
         say(f"boot to ready: {time.monotonic() - started:.0f}s ({record['timings']})")
         lab_dir = state.lab_dir(target, lab.name)
         assert os.stat(lab_dir / FILE).st_mode & 0o777 == 0o600   # made with the lab
+        for vm in ("a", "r", "b"):         # every module the tunnels need loaded at boot
+            console = (lab_dir / f"{vm}.serial.log").read_text(errors="replace")
+            assert "insmod" not in console and "VNET-READY" in console, console[-800:]
         keys = tunnel_secrets(lab_dir)
         assert set(keys) == {"sec", "wg"}
         key, _ = state.ssh_key(target, lab.name)

@@ -38,6 +38,13 @@ def test_the_example_resolves_each_tunnel_with_both_underlay_sides():
     assert tunnels.gre_key(lab.tunnels[2]) == 7 and tunnels.gre_key(lab.tunnels[0]) is None
 
 
+def test_a_gre_key_may_repeat_between_another_pair_on_the_same_underlay():
+    data = example()
+    data["tunnels"].append({"name": "g2", "type": "gre", "id": 7, "subnet": "10.98.0.0/24",
+                            "endpoints": ["r", "b"]})      # gr (a-b, key 7) is on site-b too
+    assert loader.resolve(data).tunnels[-1].endpoints[0].network == "site-b"
+
+
 def test_endpoints_on_one_network_use_it_for_both_ends():
     data = example()
     data["vms"][2]["nics"].append({"network": "site-a", "ip": "10.71.1.20"})
@@ -80,7 +87,16 @@ BAD = [  # (what changes, field path, words in the message)
      "overlaps 10.99.0.0/24 of tunnel l2x"),
     (lambda d: d["tunnels"].append({"name": "again", "type": "vxlan", "id": 4242,
                                     "subnet": "10.98.0.0/24", "endpoints": ["b", "a"]}),
-     "tunnels.again.id", "VNI 4242 is already used by tunnel l2x on underlay network site-a"),
+     "tunnels.again.id", "vxlan VNI 4242 is already used by tunnel l2x on underlay network "
+                         "site-a"),
+    (lambda d: (d["vms"].append({"name": "c", "nics": [{"network": "site-b"}]}),
+                d["tunnels"].append({"name": "again", "type": "nvgre", "id": 5001,
+                                     "subnet": "10.98.0.0/24", "endpoints": ["c", "r"]})),
+     "tunnels.again.id", "nvgre VSID 5001 is already used by tunnel nv on underlay network "
+                         "site-b"),
+    (lambda d: d["tunnels"].append({"name": "again", "type": "gre", "id": 7,
+                                    "subnet": "10.98.0.0/24", "endpoints": ["b", "a"]}),
+     "tunnels.again.id", "GRE key 7 is already used by tunnel gr between a and b"),
     (lambda d: d["tunnels"].append({"name": "again", "type": "gretap", "id": 5001 << 8,
                                     "subnet": "10.98.0.0/24", "endpoints": ["a", "b"]}),
      "tunnels.again.id", "GRE key 1280256 is already used by tunnel nv"),
@@ -151,3 +167,40 @@ def test_keys_are_made_once_per_lab_0600_and_never_in_the_lab_file(tmp_path):
         == wg["public"][0]
     other = tmp_path / "other"
     assert tunnelkeys.ensure_secrets(other, lab.tunnels)["sec"]["enc"] != sec["enc"]
+
+
+def test_create_tunnel_adds_one_tunnel_between_the_first_two_vms_and_the_plan_says_so():
+    for kind, ident in (("vxlan", "VNI 4242"), ("ipsec", ""), ("wireguard", "")):
+        result = CliRunner().invoke(main, ["create", "--mode", "natnetwork", "--tunnel", kind,
+                                           "--dry-run"])
+        assert result.exit_code == 0, result.output
+        line = [x for x in result.output.splitlines() if x.startswith(f"<!-- tunnel {kind}0:")]
+        assert len(line) == 1 and f"{kind}{' ' + ident if ident else ''}, vm1 " in line[0]
+        assert "overlay 10.99.0.0/24 (built in the guests)" in line[0]
+
+
+def test_the_drivers_render_the_same_with_and_without_tunnels():
+    """The guests build the tunnels: libvirt's XML and VirtualBox's commands do not change."""
+    from provisioner.ops.plans import plan_for
+    from provisioner.lab.model import Backend
+
+    data = example()
+    data["networks"][0]["subnet"] = "192.168.56.0/24"     # inside VirtualBox's host-only ranges
+    data["vms"][0]["nics"][0]["ip"] = "192.168.56.10"
+    data["vms"][1]["nics"][0]["ip"] = "192.168.56.254"
+    with_tunnels = loader.resolve(data)
+    without = loader.resolve({k: v for k, v in data.items() if k != "tunnels"})
+    assert with_tunnels.tunnels and not without.tunnels
+    for backend in Backend:
+        a, b = plan_for(with_tunnels, backend), plan_for(without, backend)
+        assert [d.text for d in a.documents] == [d.text for d in b.documents]
+        assert a.commands == b.commands
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--mode", "nat"], "tunnels.vxlan0.endpoints: no route reaches from vm1 to vm2"),
+    (["--mode", "hostonly", "--vms", "1"], "--tunnel: a tunnel joins two VMs"),
+])
+def test_create_tunnel_refuses_labs_it_cannot_join(argv, words):
+    result = CliRunner().invoke(main, ["create", *argv, "--tunnel", "vxlan", "--dry-run"])
+    assert result.exit_code == 2 and words in result.output, result.output
