@@ -85,8 +85,8 @@ def test_every_tunnel_type_green_then_down_and_wrong_keys_turn_only_theirs_red(l
         result = verifier.verify(lab, target, say, timings=record["timings"])
         say(verifier.matrix_text(result))
         broken = red(result)
-        # the tunnel cells, and the encapsulation cell of each broken tunnel (its probe runs
-        # over the same tunnel: verify/encapcells.py), and nothing else
+        # the tunnel cells, and the encapsulation cell of each broken tunnel (it rides on the
+        # tunnel cell's probe from a: verify/encapcells.py), and nothing else
         assert {k for k, _, _ in broken} == {"tunnel", "encapsulation"}, broken
         assert {target_.split(" over ")[1].split()[0] for k, _, target_ in broken
                 if k == "tunnel"} == {"l2x", "nv", "sec", "wg"}, broken
