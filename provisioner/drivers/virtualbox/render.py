@@ -142,6 +142,12 @@ class VirtualBoxRenderer:
                         f"vms.{vm.name}.nics[{k}].model: VirtualBox cannot attach {nic.model} "
                         f"NICs (it has no attachment for an SR-IOV VF or a vDPA device); "
                         f"VirtualBox supports NIC models: {', '.join(models)}")
+        for net in lab.networks:
+            if net.switch != "linux":
+                raise Unsupported(f"networks.{net.name}.switch: VirtualBox has no OpenFlow "
+                                  f"switch (its internal and host-only networks are its own "
+                                  f"switches, with no flow table), so {net.switch} runs on the "
+                                  "libvirt backend; on VirtualBox use switch: linux")
         mgmt = self._mgmt_network().subnet
         if mgmt.num_addresses < MGMT_GUEST_OFFSET + len(lab.vms) + 1:
             raise Unsupported(f"mgmt_subnet: {mgmt} (VBoxContext) is too small for "
