@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import locks, procs, runner
+from . import locks, ovs, procs, runner
 from ..errors import HypervisorError, NeedsRoot, NotFound, VnetError
 from .paths import NAME_RE, state_root, validate_name
 from .netns import NETNS_DIR, netns_argv, netns_inode, pids_in_netns, run_in_netns
@@ -32,7 +32,7 @@ FILES = Path(__file__).resolve().with_name("sandbox_files")
 LAUNCHER, HTTP_SERVER = FILES / "libvirtd-launcher.sh", FILES / "internet_http.py"
 STATE_MARKER = ".vnet-sandbox"
 STATE_MARKERS = (STATE_MARKER, "sandbox.json")
-PID_FILES = ("libvirtd.pid", "libvirtd.spawn.pid", "http.pid")
+PID_FILES = ("libvirtd.pid", "libvirtd.spawn.pid", "http.pid", *ovs.PID_FILES)
 ADDRESS_FIELDS = ("lan_bridge", "lan_subnet", "host_lan_ip", "lan_gateway", "host_uplink_ip",
                   "internet_ip")
 LAN_SUBNET, HOST_LAN_IP, LAN_GATEWAY = "198.51.100.0/24", "198.51.100.2", "198.51.100.1"
@@ -152,6 +152,7 @@ def _up(sb: Sandbox, progress: Callable[[str], None]) -> Sandbox:
         _write_state(sb)
         _create_network(sb)
         _start_http(sb)
+        ovs.start(sb.state_dir, sb.host_netns, progress)    # before libvirtd: see host/ovs.py
         _start_libvirtd(sb, progress)
     except BaseException:
         progress(f"setting up sandbox {name} failed: removing what was created")
@@ -313,7 +314,7 @@ def _start_libvirtd(sb: Sandbox, progress: Callable[[str], None]) -> None:
                                       "sh", str(LAUNCHER), str(d), str(caps)])
     log = d / "libvirtd.log"
     proc = procs.spawn(argv, d / "libvirtd.spawn.pid", str(d), log_path=str(log),
-                       env={"LC_ALL": "C"})
+                       env={"LC_ALL": "C", **ovs.env_for_libvirtd(d)})
     progress(f"starting libvirtd in {sb.host_netns} (pid {proc.pid}), waiting for its socket")
     took = _wait_until(lambda: _socket_answers(d / "run" / "libvirt-sock") and _opens(sb.uri),
                        START_TIMEOUT, "libvirtd", proc, log, progress)

@@ -14,6 +14,7 @@ from tests.conftest import ROOT, regen_golden
 CASES = sorted(p.parent.name for p in (ROOT / "tests" / "golden").glob("*/lab.yaml"))
 HARDWARE_ONLY = {"sriov", "vdpa"}     # VirtualBox has no attachment for these
 LIBVIRT_ONLY = {"cloud"}              # cloud images: libvirt backend only, for now
+OPENFLOW = {"openflow"}               # VirtualBox has no OpenFlow switch
 
 
 def _compare(path: Path, text: str) -> None:
@@ -39,7 +40,7 @@ def test_libvirt_golden_and_schema(case, relaxng):
 @pytest.mark.parametrize("case", CASES)
 def test_virtualbox_golden(case):
     lab = labfile.load(ROOT / "tests" / "golden" / case / "lab.yaml")
-    if case in HARDWARE_ONLY | LIBVIRT_ONLY:
+    if case in HARDWARE_ONLY | LIBVIRT_ONLY | OPENFLOW:
         with pytest.raises(Unsupported, match="virtio, e1000" if case in HARDWARE_ONLY
                            else "libvirt backend"):
             plan_for(lab, Backend.VIRTUALBOX)

@@ -13,6 +13,7 @@ from .. import boot
 from ...guest.cmdline import bond_nic
 from ..base import lab_from_record
 from .connection import LibvirtDriver
+from . import ovsbridge
 from ...lab import modes
 from ...lab.naming import object_name
 from .render import Context, ImageFiles, LibvirtRenderer
@@ -86,6 +87,7 @@ def _up(lab: Lab, target: Target, driver: LibvirtDriver, progress: Progress, wai
     state.save(target, lab.name, record)     # before anything exists: a crash stays findable
     timings.mark("plan")
     prepare_cloud(plan, bases, progress)
+    ovsbridge.create(lab, target, driver.owner, progress)   # before libvirt names them
     started = driver.apply(plan, progress)
     forwarding.add_hostfwds(driver, plan.extra["hostfwd"])
     forwarding.start_proxy(target, lab_dir, plan.extra["proxies"])
@@ -227,6 +229,7 @@ def _destroy(lab_name: str, target: Target, progress: Progress) -> list[str]:
     forwarding.stop_proxy(lab_dir, progress)
     driver = LibvirtDriver(target)
     removed = driver.destroy(lab_name, progress)
+    removed += ovsbridge.remove(lab_name, target, driver.owner, progress)
     ssh.close_masters(ssh.control_dir(target, lab_name))
     ssh.control_dir(target, lab_name).rmdir()
     has_record = (lab_dir / state.RECORD).exists()
@@ -274,6 +277,7 @@ def gc(target: Target, progress: Progress) -> list[str]:
                 continue
             forwarding.stop_proxy(state.lab_dir(target, lab), progress)
             removed += driver.destroy(lab, progress)
+            removed += ovsbridge.remove(lab, target, driver.owner, progress)
             state.remove(target, lab)
     for lab, objects in sorted(driver.unowned().items()):
         progress(_left_alone(lab, objects))
