@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from ..lab import modes, nics
 from ..lab.defaults import ECHO_PORT
 from ..lab.model import Backend, Lab
+from . import declared
 from .linkcells import link_cells, probed_nics
 
 HOST, INTERNET = "host", "internet"
@@ -45,6 +46,7 @@ class Check:
     probe: dict = field(default_factory=dict)
     observed: str = "error"
     detail: str = "not run"
+    declared: bool = False           # a cell of the lab file's `checks:` (verify/declared.py)
 
     @property
     def ok(self) -> bool:
@@ -55,9 +57,10 @@ class Check:
         return self.observed == SKIPPED
 
     def as_dict(self) -> dict:
-        return {"kind": self.kind, "network": self.network, "mode": self.mode,
-                "source": self.source, "target": self.target, "expected": self.expected,
-                "observed": self.observed, "ok": self.ok, "detail": self.detail}
+        found = {"kind": self.kind, "network": self.network, "mode": self.mode,
+                 "source": self.source, "target": self.target, "expected": self.expected,
+                 "observed": self.observed, "ok": self.ok, "detail": self.detail}
+        return {**found, "declared": True} if self.declared else found
 
 
 def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
@@ -116,6 +119,10 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
     checks += link_cells(lab, ends, lambda kind, network, source, target, runner, probe:
                          Check(kind, network, lab.network(network).mode, source, target, "pass",
                                runner, probe))
+    checks = declared.merge(checks, declared.cells(
+        lab, ends, lambda kind, network, source, target, runner, probe, expected:
+        Check(kind, network, lab.network(network).mode, source, target, expected, runner,
+              probe, declared=True)))
     link_controls(checks)
     return checks
 

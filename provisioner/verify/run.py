@@ -24,7 +24,7 @@ from typing import Callable
 from xml.sax.saxutils import quoteattr
 
 from . import checks as checklib
-from . import linkcells
+from . import declared, linkcells
 from ..host import procs, state
 from ..host.ssh import close_masters, control_dir
 from . import forwardcheck, topology
@@ -99,6 +99,7 @@ def _verify(lab: Lab, target: Target, progress: Callable[[str], None],
     try:     # the listeners start inside the try that stops them, even half started
         _start_listeners(target, sb, port, inventory.work_dir, records,
                          _listener_addresses(target, cells, port))
+        _start_declared_listeners(target, sb, cells, inventory.work_dir, records, port)
         pause_at("verify")                      # a test may kill `vnet up` here
         _run(lab, target, sb, cells, inventory, progress)
     finally:
@@ -203,6 +204,21 @@ def _start_listeners(target: Target, sb, port: int, lab_dir: Path, records: list
             time.sleep(0.02)
 
 
+def _start_declared_listeners(target: Target, sb, cells, lab_dir: Path, records: list[Path],
+                              port: int) -> None:
+    """vnet listeners on the host's and the Internet's declared ports (verify/declared.py)."""
+    script = str(data_dir("playbooks") / "library" / "vnet_probe.py")
+    places = {checklib.HOST: (target.netns, _listener_addresses(target, cells, port))}
+    if sb:
+        places[checklib.INTERNET] = (sb.inet_netns, ["0.0.0.0"])
+
+    def spawn(netns, declared_port, name, address, log, record):
+        argv = listener_argv(script, declared_port, name, address)
+        return procs.spawn(netns_argv(netns, argv) if netns else argv, record, script,
+                           log_path=str(log), cwd="/")
+    declared.start_listeners(cells, places, lab_dir, records, spawn)
+
+
 def _run(lab, target, sb, cells, inventory, progress) -> None:
     module = probe_module()
     outcome: dict[str, dict] = {}
@@ -234,8 +250,10 @@ def _run(lab, target, sb, cells, inventory, progress) -> None:
                                   lambda vm: serial_log(inventory.work_dir, vm),
                                   ready=linkcells.host_probes_done(threads)).start()
     try:
-        guest = _ansible(lab, target, cells, inventory, progress,
-                         forwardcheck.guest_holds(cells, origins), stop)
+        holds = forwardcheck.guest_holds(cells, origins)
+        for vm, held in declared.holds(cells).items():
+            holds[vm] = holds.get(vm, []) + held
+        guest = _ansible(lab, target, cells, inventory, progress, holds, stop)
     finally:
         cutter.stop()        # restores every link it cut, before the forwards' last probes
         stop.touch()
@@ -263,6 +281,8 @@ def record(cells: list, guest: dict[str, dict], sides: dict[str, dict],
     settle UDP silences against their positive controls, wherever those ran."""
     raw: dict[str, dict] = {}
     for i, cell in enumerate(cells):
+        if cell.runner == "none":          # decided before the run (verify/declared.py)
+            continue
         if cell.runner.startswith("guest:"):
             vm = cell.runner.split(":", 1)[1]
             result = guest.get(vm)
@@ -277,6 +297,10 @@ def record(cells: list, guest: dict[str, dict], sides: dict[str, dict],
                 r = raw[str(i)] = result["probes"].get(str(i), {"observed": "error",
                                                                 "detail": "no result"})
                 cell.observed, cell.detail = r["observed"], r["detail"]
+                fwd = cell.probe.get("forward")
+                if fwd and "nonces" in r:   # a declared check's port held by another guest
+                    held = guest.get(fwd["vm"], {}).get("forwards", {}).get(fwd["name"])
+                    cell.observed, cell.detail = forwardcheck.conclude(r, held, vm, fwd["vm"])
         else:
             r = raw[str(i)] = sides.get(f"{cell.runner}:{i}", {"observed": "error",
                                                                "detail": "not run"})
@@ -391,8 +415,8 @@ def matrix_text(result: dict) -> str:
         if c["observed"] == checklib.SKIPPED:
             return paint(c["observed"], 33), "skipped"
         return paint(c["observed"], 32 if c["ok"] else 31), "ok" if c["ok"] else "MISMATCH"
-    rows = [[c["network"], KIND_TITLES[c["kind"]], c["source"], c["target"], c["expected"],
-             *mark(c)] for c in result["checks"]]
+    rows = [[c["network"], KIND_TITLES[c["kind"]] + (" (declared)" if c.get("declared") else ""),
+             c["source"], c["target"], c["expected"], *mark(c)] for c in result["checks"]]
     skipped = [c for c in result["checks"] if c["observed"] == checklib.SKIPPED]
     lines = [f"lab {result['lab']} ({result['backend']}): {summary_line(result)}",
              table(["network", "cell", "from", "to", "expected", "observed", ""], rows)]
