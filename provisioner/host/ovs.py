@@ -56,6 +56,11 @@ class Ovs:
         return runner.run(["ovs-ofctl", *args], env=self.env, check=check, input=input,
                           timeout=30)
 
+    def appctl(self, *args: str, check: bool = True) -> runner.Result:
+        """ovs-vswitchd's control socket (ofproto/trace): ours sits at a fixed path."""
+        where = ["-t", f"{self.rundir}/ovs-vswitchd.ctl"] if self.rundir else []
+        return runner.run(["ovs-appctl", *where, *args], env=self.env, check=check, timeout=30)
+
 
 def datapath(exists: Callable[[str], bool] = os.path.isdir) -> tuple[str, str]:
     """(datapath_type, why) for the bridges vnet makes on this machine (`exists`: how to look

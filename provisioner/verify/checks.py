@@ -47,6 +47,7 @@ class Check:
     observed: str = "error"
     detail: str = "not run"
     declared: bool = False           # a cell of the lab file's `checks:` (verify/declared.py)
+    flows: list | None = None        # OpenFlow rules its packet hits (verify/flowstats.py)
 
     @property
     def ok(self) -> bool:
@@ -60,6 +61,8 @@ class Check:
         found = {"kind": self.kind, "network": self.network, "mode": self.mode,
                  "source": self.source, "target": self.target, "expected": self.expected,
                  "observed": self.observed, "ok": self.ok, "detail": self.detail}
+        if self.flows is not None:
+            found["flows"] = self.flows
         return {**found, "declared": True} if self.declared else found
 
 

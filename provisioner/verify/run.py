@@ -24,7 +24,7 @@ from typing import Callable
 from xml.sax.saxutils import quoteattr
 
 from . import checks as checklib
-from . import declared, linkcells
+from . import declared, flowstats, linkcells
 from ..host import procs, state
 from ..host.ssh import close_masters, control_dir
 from . import forwardcheck, topology
@@ -101,7 +101,9 @@ def _verify(lab: Lab, target: Target, progress: Callable[[str], None],
                          _listener_addresses(target, cells, port))
         _start_declared_listeners(target, sb, cells, inventory.work_dir, records, port)
         pause_at("verify")                      # a test may kill `vnet up` here
+        flows_before = flowstats.snapshot(lab, target)
         _run(lab, target, sb, cells, inventory, progress)
+        flow_tables = flowstats.attribute(lab, target, cells, flows_before)
     finally:
         for record in records:
             procs.stop(record, progress)
@@ -113,9 +115,12 @@ def _verify(lab: Lab, target: Target, progress: Callable[[str], None],
     found = [c.as_dict() for c in cells]
     control = {vm: h.get("ansible_host") for vm, h in inventory.hosts.items()}
     # ok needs at least one verified cell: a lab with no cell at all proves nothing
-    return dict(build_result(lab.name, inventory.backend,
-                             checklib.verdict(found) == checklib.GREEN, found, phases, notes,
-                             inventory=inventory.source, topology=topology.of(lab, control)))
+    result = dict(build_result(lab.name, inventory.backend,
+                               checklib.verdict(found) == checklib.GREEN, found, phases, notes,
+                               inventory=inventory.source, topology=topology.of(lab, control)))
+    if flow_tables:          # OpenFlow networks: every flow and its packets during this run
+        result["openflow"] = flow_tables
+    return result
 
 
 def _sandbox(target: Target):
@@ -425,6 +430,7 @@ def matrix_text(result: dict) -> str:
         lines.append("diagnosis:")
         lines += [f"  {c['kind']} {c['source']} -> {c['target']}: expected {c['expected']}, "
                   f"observed {c['observed']}: {c['detail']}" for c in red]
+    lines += flowstats.text(result)
     if skipped:
         lines.append(f"skipped: {skipped[0]['detail']}")
     lines += [f"note: {n}" for n in result.get("notes", [])]

@@ -118,17 +118,36 @@ def _tagged(ovs: Ovs) -> dict[str, tuple[str, str]]:
 
 
 def dump_flows(ovs: Ovs, br: str) -> list[dict]:
-    """The bridge's flows with their packet counters: [{"flow", "packets"}]."""
+    """The bridge's flows: [{"flow" (as ovs-ofctl prints it, without its counters),
+    "priority", "match", "packets"}]."""
     out = ovs.ofctl("dump-flows", br, "--no-names").stdout
     flows = []
     for line in out.splitlines():
-        line = line.strip()
-        if "actions=" not in line:
+        if " actions=" not in line:
             continue
-        fields = dict(f.split("=", 1) for f in line.split(" actions=")[0].replace(", ", ",")
-                      .split(",") if "=" in f)
-        keep = [f for f in line.replace(", ", ",").split(",")
-                if f.split("=")[0] not in ("cookie", "duration", "table", "n_packets",
-                                           "n_bytes", "idle_age", "hard_age", "idle_timeout")]
-        flows.append({"flow": ",".join(keep).strip(), "packets": int(fields.get("n_packets", 0))})
+        head, actions = line.strip().split(" actions=", 1)
+        fields = [f.strip() for f in head.split(",") if f.strip()]
+        counters = dict(f.split("=", 1) for f in fields if f.split("=")[0] in COUNTERS)
+        match = [f for f in fields if f.split("=")[0] not in COUNTERS]
+        priority = next((int(f.split("=")[1]) for f in match if f.startswith("priority=")),
+                        32768)
+        match = [f for f in match if not f.startswith("priority=")]
+        flows.append({"flow": ",".join([f"priority={priority}", *match]) + f",actions={actions}",
+                      "priority": priority, "match": ",".join(match),
+                      "packets": int(counters.get("n_packets", 0))})
     return flows
+
+
+# what dump-flows prints beside a flow's match: counters and ages, not part of the flow
+COUNTERS = ("cookie", "duration", "table", "n_packets", "n_bytes", "idle_age", "hard_age",
+            "idle_timeout", "hard_timeout", "reset_counts")
+
+
+def port_of(ovs: Ovs, mac: str) -> str | None:
+    """The bridge port libvirt plugged the NIC with this MAC into (external_ids:attached-mac)."""
+    out = ovs.vsctl("--format=json", "--columns=name,external_ids", "list", "Interface").stdout
+    for name, ids in json.loads(out or '{"data": []}')["data"]:
+        extra = dict(ids[1]) if isinstance(ids, list) and ids[0] == "map" else {}
+        if extra.get("attached-mac", "").lower() == mac.lower():
+            return name
+    return None
