@@ -16,10 +16,10 @@ Who answers at the far end:
 A held listener comes up when Ansible reaches the target, not before, so a probe from a guest
 to a held port repeats with fresh nonces (each tagged with the prober's name) until it passes
 or HOLD_WINDOW ends, and a probe from the host repeats until the guests' run ends
-(verify/forwardcheck.py). The hold stays up until every prober's nonce arrived or for
-vnet_probe's FORWARD_LIFETIME, which is longer than the window. An `expect: fail` cell on a
-held port is therefore probed for the whole window: its last attempt, made while the listener
-is up, decides. UDP silence is `fail` only when a passing declared check of the same listener
+(verify/forwardcheck.py). The hold stays up until every prober's nonce arrived (those expected
+to fail included) or for vnet_probe's FORWARD_LIFETIME, which is longer than the window. An
+`expect: fail` cell on a held port is therefore probed for the whole window: its last attempt,
+made while the listener is up, decides. UDP silence is `fail` only when a passing declared check of the same listener
 confirms it is up (checks.link_controls), as for every UDP cell.
 """
 from __future__ import annotations
@@ -113,8 +113,10 @@ def merge(table: list, declared: list) -> list:
 
 
 def holds(cells: list) -> dict[str, list[dict]]:
-    """vm -> the declared ports it holds open (forwardcheck.guest_holds' shape), each waiting
-    for the nonces of every prober that expects to get through."""
+    """vm -> the declared ports it holds open (forwardcheck.guest_holds' shape). A hold waits
+    for the nonces of every prober, those expected to fail too: closed as soon as the passing
+    ones got through, it would refuse a later attempt of a blocked prober, and "refused" is a
+    fail that the flow table did not cause."""
     found: dict[str, dict[str, dict]] = {}
     for cell in cells:
         fwd = cell.probe.get("forward")
@@ -124,11 +126,8 @@ def holds(cells: list) -> dict[str, list[dict]]:
             "id": fwd["name"], "port": fwd["guest_port"], "proto": fwd["proto"],
             "mac": fwd["mac"], "origins": []})
         origin = cell.runner.split(":", 1)[-1]
-        if cell.expected == "pass" and origin not in hold["origins"]:
+        if origin not in hold["origins"]:
             hold["origins"].append(origin)
-    for by_id in found.values():     # nobody expected through: held for the whole lifetime
-        for hold in by_id.values():
-            hold["origins"] = hold["origins"] or ["(nobody)"]
     return {vm: list(by_id.values()) for vm, by_id in found.items()}
 
 
