@@ -51,18 +51,20 @@ def trace_rules(output: str) -> list[tuple[int, str]]:
 
 
 def attribute(lab: Lab, target, cells: list, before: dict[str, list[dict]]) -> dict:
-    """Fill each declared cell's `flows` on an OpenFlow network; -> {network: flows with
-    "moved"} for the result."""
+    """Fill each declared cell's `flows` on an OpenFlow network; -> {"flows": {network: flows
+    with "moved"}, "controller": its packet-ins and installed flows (learning networks)}."""
     if not before:
         return {}
     from ..drivers.libvirt.ovsbridge import for_target, port_of
+    from ..host import controller, state
 
     ovs = for_target(target)
     after = snapshot(lab, target)
     tables = {net: moved(before.get(net, []), flows) for net, flows in after.items()}
     bridges = dict(_bridges(lab))
-    for cell in cells:
-        if not cell.declared or cell.network not in tables or not cell.runner.startswith("guest:"):
+    for cell in cells:     # (a learning lab's mode cells too: which learned flow carried them)
+        if not (cell.declared or cell.kind == "vm_to_vm") or cell.network not in tables \
+                or not cell.runner.startswith("guest:"):
             continue
         packet = _first_packet(lab, ovs, cell, port_of)
         if packet is None:
@@ -73,7 +75,12 @@ def attribute(lab: Lab, target, cells: list, before: dict[str, list[dict]]) -> d
         cell.flows = [{"flow": by_rule[r]["flow"], "moved": by_rule[r]["moved"]}
                       if r in by_rule else {"flow": f"priority={r[0]},{r[1]}", "moved": None}
                       for r in rules]
-    return tables
+    found: dict = {"flows": tables}
+    events = controller.events(state.lab_dir(target, lab.name)) \
+        if controller.learning_bridges(lab) else None
+    if events is not None:           # what the learning controller saw and installed
+        found["controller"] = events
+    return found
 
 
 def _first_packet(lab: Lab, ovs, cell, port_of) -> str | None:
@@ -97,13 +104,21 @@ def _first_packet(lab: Lab, ovs, cell, port_of) -> str | None:
 
 
 def text(result: dict) -> list[str]:
-    """The report's lines: per declared cell, the rules its packet hits and their counters."""
+    """The report's lines: per traced cell, the rules its packet hits and their counters; what
+    a learning controller saw."""
     lines = []
+    learned = result.get("openflow", {}).get("controller")
     for c in result.get("checks", []):
         if c.get("flows"):
             rules = "; ".join(f"{f['flow']} ({'+' if f['moved'] is not None else ''}"
                               f"{f['moved'] if f['moved'] is not None else '?'} packets)"
                               for f in c["flows"])
             lines.append(f"  {c['source']} -> {c['target']}: {rules}")
-    return ["flow attribution (rules the cell's first packet hits, packets this run):", *lines] \
+    head = ["flow attribution (rules the cell's first packet hits, packets this run):", *lines] \
         if lines else []
+    if learned is not None:
+        head.append(f"learning controller: {learned['packet_ins']} packet-in(s), "
+                    f"{len(learned['flows'])} flow(s) installed")
+        head += [f"  priority={f['priority']} {f['why']}: match {f['match']} -> output "
+                 f"{f['output']}" for f in learned["flows"]]
+    return head

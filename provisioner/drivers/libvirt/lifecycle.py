@@ -14,6 +14,7 @@ from ...guest.cmdline import bond_nic
 from ..base import lab_from_record
 from .connection import LibvirtDriver
 from . import ovsbridge
+from ...host import controller
 from ...lab import modes
 from ...lab.naming import object_name
 from .render import Context, ImageFiles, LibvirtRenderer
@@ -88,7 +89,12 @@ def _up(lab: Lab, target: Target, driver: LibvirtDriver, progress: Progress, wai
     timings.mark("plan")
     prepare_cloud(plan, bases, progress)
     ovsbridge.create(lab, target, driver.owner, progress)   # before libvirt names them
-    started = driver.apply(plan, progress)
+    try:     # a learning controller answers the table-miss before the first guest boots
+        controller.start(lab, target, lab_dir, ovsbridge.for_target(target), progress)
+        started = driver.apply(plan, progress)
+    except BaseException:
+        controller.stop(lab_dir, progress)
+        raise
     forwarding.add_hostfwds(driver, plan.extra["hostfwd"])
     forwarding.start_proxy(target, lab_dir, plan.extra["proxies"])
     try:     # from here on a failure stops the proxy: no process outlives a failed `up`
@@ -102,6 +108,7 @@ def _up(lab: Lab, target: Target, driver: LibvirtDriver, progress: Progress, wai
         state.save(target, lab.name, record)
     except BaseException:
         forwarding.stop_proxy(lab_dir, progress)
+        controller.stop(lab_dir, progress)
         raise
     return record
 
@@ -227,6 +234,7 @@ def destroy(lab_name: str, target: Target, progress: Progress) -> list[str]:
 def _destroy(lab_name: str, target: Target, progress: Progress) -> list[str]:
     lab_dir = state.lab_dir(target, lab_name)
     forwarding.stop_proxy(lab_dir, progress)
+    controller.stop(lab_dir, progress)
     driver = LibvirtDriver(target)
     removed = driver.destroy(lab_name, progress)
     removed += ovsbridge.remove(lab_name, target, driver.owner, progress)
@@ -276,6 +284,7 @@ def gc(target: Target, progress: Progress) -> list[str]:
                          "--uri or --sandbox removes it")
                 continue
             forwarding.stop_proxy(state.lab_dir(target, lab), progress)
+            controller.stop(state.lab_dir(target, lab), progress)
             removed += driver.destroy(lab, progress)
             removed += ovsbridge.remove(lab, target, driver.owner, progress)
             state.remove(target, lab)
