@@ -27,7 +27,8 @@ def checks(raw: Any, vms: tuple[Vm, ...], networks: tuple[Network, ...]) -> tupl
         return ()
     items = _list(raw, "checks")
     by_vm = {vm.name: vm for vm in vms}
-    found, seen = [], {}
+    found: list[DeclaredCheck] = []
+    seen: dict[tuple, str] = {}
     for i, item in enumerate(items):
         where = f"checks[{i}]"
         spec = _mapping(item, where, CHECK_KEYS, required={"from", "to", "port", "expect"})

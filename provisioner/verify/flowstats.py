@@ -89,8 +89,10 @@ def _first_packet(lab: Lab, ovs, cell, port_of) -> str | None:
 
     nics = {vm.name: nic for vm, nic in probed_nics(lab, cell.network)}
     source = nics.get(cell.runner.split(":", 1)[1])
-    port = port_of(ovs, source.mac) if source is not None else None
-    if port is None or source.ip is None:
+    if source is None or source.ip is None:
+        return None
+    port = port_of(ovs, source.mac)
+    if port is None:
         return None
     proto = cell.probe.get("proto", "tcp")
     fields = [f"in_port={port}", proto, f"dl_src={source.mac}"]

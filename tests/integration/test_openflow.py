@@ -68,37 +68,53 @@ LEARNING = Path(__file__).resolve().parent / "labs" / "learning.yaml"
 
 
 def test_learning_controller_carries_vm_to_vm_and_without_it_nothing_does(lab_sandbox):
-    from provisioner.host import controller, procs, state
+    from provisioner.host import controller, netns, procs, runner, state
     from provisioner.host.controller_files.learning_switch import COOKIE
 
     lab = labfile.load(LEARNING, labfile.sandbox_defaults(lab_sandbox))
     target = lifecycle.target_for(lab_sandbox.name, None)
     ovs = ovsbridge.for_target(target)
-    [(_, bridge)] = ovsbridge.ovs_networks(lab)
+    bridge, hostonly_bridge = (br for _, br in ovsbridge.ovs_networks(lab))
     lab_dir = state.lab_dir(target, lab.name)
     try:
         record = lifecycle.up(lab, target, say)
         result = verifier.verify(lab, target, say, timings=record["timings"])
         say(verifier.matrix_text(result))
         assert result["ok"], red(result)
+        hostnet = {c["kind"]: c["observed"] for c in result["checks"]
+                   if c["network"] == "hostnet" and c["kind"] != "nic_model"}
+        assert hostnet == {"vm_to_host": "pass", "host_to_vm": "pass", "vm_to_vm": "pass",
+                           "vm_to_internet": "fail", "internet_to_vm": "fail"}, hostnet
         learned = result["openflow"]["controller"]
         assert learned["packet_ins"] > 0
         assert [f["why"] for f in learned["flows"]].count("table-miss") == 1
         assert any(f["why"] == "learned" for f in learned["flows"]), learned
         # each VM<->VM cell went through a flow the controller installed
-        for cell in (c for c in result["checks"] if c["kind"] == "vm_to_vm"):
+        fabric_vm_to_vm = [c for c in result["checks"]
+                           if c["kind"] == "vm_to_vm" and c["network"] == "fabric"]
+        for cell in fabric_vm_to_vm:
             assert cell["flows"] and cell["flows"][0]["flow"].startswith("priority=1,"), cell
             assert cell["flows"][0]["moved"] > 0, cell
 
-        # the controller stopped, its flows gone (fail_mode=secure keeps them otherwise), and no
-        # NORMAL flow: VM<->VM fails, and nothing else changes
+        # negative controls, in one run: (1) the controller stopped, its flows gone (fail_mode=
+        # secure keeps them otherwise), and no NORMAL flow: fabric's VM<->VM fails; (2) the
+        # hostonly bridge's forwarding isolation removed: hostnet's Internet cells turn red
         pid = controller.stop(lab_dir, say)
         assert pid and not procs.pid_alive(pid)
         ovs.ofctl("-O", "OpenFlow13", "del-flows", bridge, f"cookie={COOKIE:#x}/-1")
         assert ovs.ofctl("-O", "OpenFlow13", "dump-flows", bridge).stdout.count("cookie=") == 0
+        for rule in ovsbridge._isolation(hostonly_bridge, lab.name):
+            ovsbridge._ip(target, ["iptables", "-w", "-D", *rule])
         result = verifier.verify(lab, target, say, timings=record["timings"])
-        assert {c["kind"] for c in result["checks"] if not c["ok"]} == {"vm_to_vm"}, red(result)
-        assert all(c["observed"] == "fail" for c in result["checks"] if c["kind"] == "vm_to_vm")
+        broken = [c for c in result["checks"] if not c["ok"]]
+        assert {(c["kind"], c["network"]) for c in broken} == {
+            ("vm_to_vm", "fabric"), ("vm_to_internet", "hostnet"), ("internet_to_vm", "hostnet")
+        }, red(result)
+        assert all(c["observed"] == "fail" for c in broken if c["network"] == "fabric")
+        assert len([c for c in broken if c["network"] == "fabric"]) == len(fabric_vm_to_vm)
     finally:
         lifecycle.destroy(lab.name, target, say)
     assert not (lab_dir / controller.PID).exists()
+    assert not {bridge, hostonly_bridge} & set(ovs.vsctl("list-br").stdout.split())
+    rules = runner.run(netns.netns_argv(target.netns, ["iptables", "-S", "FORWARD"])).stdout
+    assert hostonly_bridge not in rules

@@ -4,11 +4,14 @@ from provisioner.drivers.libvirt import ovsbridge
 from provisioner.host.runner import Result
 from provisioner.verify import flowstats
 
-DUMP = """NXST_FLOW reply (xid=0x4):
- cookie=0x0, duration=108.700s, table=0, n_packets=20, n_bytes=1480, idle_age=35, priority=200,tcp,nw_src=10.72.0.10,nw_dst=10.72.0.11,tp_dst=9000 actions=drop
- cookie=0x0, duration=108.700s, table=0, n_packets=239, n_bytes=16696, idle_age=14, priority=0 actions=NORMAL
- cookie=0x0, duration=1.2s, table=0, n_packets=3, n_bytes=180, idle_timeout=60, priority=1,in_port=2,dl_dst=52:54:00:00:00:01 actions=output:1,output:3
-"""
+COUNTERS = " cookie=0x0, duration=108.700s, table=0, n_packets={}, n_bytes=1480, idle_age=35, "
+DUMP = "\n".join([
+    "NXST_FLOW reply (xid=0x4):",
+    COUNTERS.format(20) + "priority=200,tcp,nw_src=10.72.0.10,nw_dst=10.72.0.11,tp_dst=9000 "
+    "actions=drop",
+    COUNTERS.format(239) + "priority=0 actions=NORMAL",
+    COUNTERS.format(3) + "idle_timeout=60, priority=1,in_port=2,dl_dst=52:54:00:00:00:01 "
+    "actions=output:1,output:3"]) + "\n"
 
 TRACE = """Flow: tcp,in_port=1,vlan_tci=0x0000,dl_src=52:54:00:ac:36:9e,nw_src=10.72.0.10,nw_dst=10.72.0.11,tp_dst=9000
 

@@ -10,7 +10,12 @@ The flow table is installed right after the bridge exists and before any guest s
 packet crosses the bridge under another table. `fail_mode=secure`: Open vSwitch never adds a
 NORMAL flow of its own (in standalone mode it does when no controller answers), so the table is
 the lab's: its `flows`, or one NORMAL flow when it gives none; with `controller: learning` the
-table-miss goes to vnet's controller (controller.py).
+table-miss goes to vnet's controller (host/controller.py).
+
+A hostonly network keeps its promise as libvirt's own hostonly does: the host has the subnet's
+first address (on the bridge's internal port) and forwards nothing into or out of the bridge
+(two REJECT rules in the FORWARD chain, tagged with the lab, removed with the bridge), so the
+guests reach the host and nothing beyond it.
 """
 from __future__ import annotations
 
@@ -69,6 +74,8 @@ def create(lab: Lab, target, owner: str, progress: Progress, ovs: Ovs | None = N
                   f"external_ids:vnet-lab={lab.name}", f"external_ids:vnet-owner={owner}",
                   f"external_ids:vnet-network={net.name}")
         install_flows(ovs, br, table(net))
+        if net.host_ip is not None:
+            _host_side(target, br, f"{net.host_ip}/{net.subnet.prefixlen}", lab.name)
         progress(f"Open vSwitch bridge {br} for {net.name} ({dp} datapath, "
                  f"{len(table(net))} flow(s))")
 
@@ -89,9 +96,34 @@ def remove(lab: str, target, owner: str, progress: Progress, ovs: Ovs | None = N
     gone = [br for br, tag in _tagged(ovs).items() if tag == (lab, owner)]
     for br in gone:
         ovs.vsctl("--if-exists", "del-br", br)
+        for rule in _isolation(br, lab):          # absent for an internal network: no matter
+            _ip(target, ["iptables", "-w", "-D", *rule], check=False)
     if gone:
         progress(f"removed Open vSwitch bridge(s) {', '.join(gone)}")
     return [f"bridge {br}" for br in gone]
+
+
+def _host_side(target, br: str, address: str, lab: str) -> None:
+    """The host's address on a hostonly bridge, and no forwarding through it."""
+    if address not in _ip(target, ["ip", "-o", "addr", "show", "dev", br]).stdout:
+        _ip(target, ["ip", "addr", "add", address, "dev", br])
+    _ip(target, ["ip", "link", "set", br, "up"])
+    for rule in _isolation(br, lab):
+        if _ip(target, ["iptables", "-w", "-C", *rule], check=False).returncode != 0:
+            _ip(target, ["iptables", "-w", "-I", *rule[:1], "1", *rule[1:]])
+
+
+def _isolation(br: str, lab: str) -> list[list[str]]:
+    tag = ["-m", "comment", "--comment", f"vnet {lab} hostonly"]
+    return [["FORWARD", "-i", br, *tag, "-j", "REJECT"], ["FORWARD", "-o", br, *tag, "-j", "REJECT"]]
+
+
+def _ip(target, argv: list[str], check: bool = True):
+    """A host-side command where the lab's host lives (the sandbox's host namespace)."""
+    from ...host import runner
+    from ...host.netns import netns_argv
+
+    return runner.run(netns_argv(target.netns, argv) if target.netns else argv, check=check)
 
 
 def _reachable(ovs: Ovs) -> bool:
