@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..errors import LabFileError, quote
+from ..errors import LabFileError, Unsupported, quote
 
 SWITCHES = ("linux", "openvswitch")
 CONTROLLERS = ("none", "learning")
@@ -96,3 +96,13 @@ def _after(stderr: str, label: str) -> str:
         if m:
             return m.group(1).strip()
     return ""
+
+
+def refuse_on_virtualbox(lab) -> None:
+    """VirtualBox's internal and host-only networks are its own switches, with no flow table."""
+    for net in lab.networks:
+        if net.switch != "linux":
+            raise Unsupported(f"networks.{net.name}.switch: VirtualBox has no OpenFlow switch "
+                              "(its internal and host-only networks are its own switches, with "
+                              f"no flow table), so {net.switch} runs on the libvirt backend; on "
+                              "VirtualBox use switch: linux")

@@ -16,6 +16,7 @@ from ..lab import modes, nics
 from ..lab.defaults import ECHO_PORT
 from ..lab.model import Backend, Lab
 from . import declared
+from .impairment import impairment_cells
 from .linkcells import link_cells, probed_nics
 
 HOST, INTERNET = "host", "internet"
@@ -48,6 +49,7 @@ class Check:
     detail: str = "not run"
     declared: bool = False           # a cell of the lab file's `checks:` (verify/declared.py)
     flows: list | None = None        # OpenFlow rules its packet hits (verify/flowstats.py)
+    measured: dict | None = None     # impairment cells: what the guest measured
 
     @property
     def ok(self) -> bool:
@@ -60,7 +62,8 @@ class Check:
     def as_dict(self) -> dict:
         found = {"kind": self.kind, "network": self.network, "mode": self.mode,
                  "source": self.source, "target": self.target, "expected": self.expected,
-                 "observed": self.observed, "ok": self.ok, "detail": self.detail}
+                 "observed": self.observed, "ok": self.ok, "detail": self.detail,
+                 **({"measured": self.measured} if self.measured is not None else {})}
         if self.flows is not None:
             found["flows"] = self.flows
         return {**found, "declared": True} if self.declared else found
@@ -122,6 +125,9 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
     checks += link_cells(lab, ends, lambda kind, network, source, target, runner, probe:
                          Check(kind, network, lab.network(network).mode, source, target, "pass",
                                runner, probe))
+    checks += impairment_cells(lab, ends, lambda kind, network, source, target, runner, probe:
+                               Check(kind, network, lab.network(network).mode, source, target,
+                                     "pass", runner, probe), backend)
     checks = declared.merge(checks, declared.cells(
         lab, ends, lambda kind, network, source, target, runner, probe, expected:
         Check(kind, network, lab.network(network).mode, source, target, expected, runner,

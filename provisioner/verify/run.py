@@ -22,7 +22,7 @@ from typing import Callable
 
 from . import ansible as guest_ansible
 from . import checks as checklib
-from . import declared, flowstats, forwardcheck, linkcells, listeners, topology
+from . import declared, flowstats, forwardcheck, impairment, linkcells, listeners, topology
 from ..host import procs, state
 from .result import build as build_result
 from ..lab.naming import mgmt_subnet_for
@@ -99,6 +99,7 @@ def _verify(lab: Lab, target: Target, progress: Callable[[str], None],
         pause_at("verify")                      # a test may kill `vnet up` here
         flows_before = flowstats.snapshot(lab, target)
         _run(lab, target, sb, cells, inventory, progress)
+        impairment.annotate(cells, (state.read(target, lab.name) or {}).get("impair", {}))
         flow_tables = flowstats.attribute(lab, target, cells, flows_before)
     finally:
         for record in records:
@@ -227,6 +228,7 @@ def record(cells: list, guest: dict[str, dict], sides: dict[str, dict],
                 r = raw[str(i)] = result["probes"].get(str(i), {"observed": "error",
                                                                 "detail": "no result"})
                 cell.observed, cell.detail = r["observed"], r["detail"]
+                cell.measured = r.get("measured")
                 fwd = cell.probe.get("forward")
                 if fwd and "nonces" in r:   # a declared check's port held by another guest
                     held = guest.get(fwd["vm"], {}).get("forwards", {}).get(fwd["name"])

@@ -14,7 +14,8 @@ from tests.conftest import ROOT, regen_golden
 CASES = sorted(p.parent.name for p in (ROOT / "tests" / "golden").glob("*/lab.yaml"))
 HARDWARE_ONLY = {"sriov", "vdpa"}     # VirtualBox has no attachment for these
 LIBVIRT_ONLY = {"cloud"}              # cloud images: libvirt backend only, for now
-OPENFLOW = {"openflow"}               # VirtualBox has no OpenFlow switch
+REFUSED_ON_VBOX = {"impair-netem": r"nics\[0\]\.impair\.delay_ms: VirtualBox has no delay",
+                   "openflow": r"networks\.fabric\.switch: VirtualBox has no OpenFlow switch"}
 
 
 def _compare(path: Path, text: str) -> None:
@@ -40,7 +41,11 @@ def test_libvirt_golden_and_schema(case, relaxng):
 @pytest.mark.parametrize("case", CASES)
 def test_virtualbox_golden(case):
     lab = labfile.load(ROOT / "tests" / "golden" / case / "lab.yaml")
-    if case in HARDWARE_ONLY | LIBVIRT_ONLY | OPENFLOW:
+    if case in REFUSED_ON_VBOX:
+        with pytest.raises(Unsupported, match=REFUSED_ON_VBOX[case]):
+            plan_for(lab, Backend.VIRTUALBOX)
+        return
+    if case in HARDWARE_ONLY | LIBVIRT_ONLY:
         with pytest.raises(Unsupported, match="virtio, e1000" if case in HARDWARE_ONLY
                            else "libvirt backend"):
             plan_for(lab, Backend.VIRTUALBOX)

@@ -51,10 +51,11 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_network
 from pathlib import PurePosixPath
 
 from ...guest import cmdline as guestcmdline
-from ...lab import modes, nics
+from ...lab import modes, nics, openflow
 from ...errors import Unsupported
 from ...lab.model import Backend, CloudImage, Lab, Network, Nic, Vm
 from ..base import Document, Plan, VBoxExtra
+from .bandwidth import bandwidth_steps, check_impairment
 from .context import (  # noqa: F401  (names other modules and the tests take from here)
     NETWORKS_CONF, OWNER_KEY, TAG_KEY, VBoxContext, boot_iso_path, created_interface,
     hostonlyif_token, substitute, vbox_mac, vbox_name)
@@ -136,18 +137,14 @@ class VirtualBoxRenderer:
                                   f"and the last slot is vnet's management NIC: at most "
                                   f"{MAX_NICS - 1} lab NICs")
             for k, nic in enumerate(vm.nics):
+                check_impairment(vm, k, nic)
                 model = nics.NIC_MODELS[nic.model]
                 if model.virtualbox_type is None:
                     raise Unsupported(
                         f"vms.{vm.name}.nics[{k}].model: VirtualBox cannot attach {nic.model} "
                         f"NICs (it has no attachment for an SR-IOV VF or a vDPA device); "
                         f"VirtualBox supports NIC models: {', '.join(models)}")
-        for net in lab.networks:
-            if net.switch != "linux":
-                raise Unsupported(f"networks.{net.name}.switch: VirtualBox has no OpenFlow "
-                                  f"switch (its internal and host-only networks are its own "
-                                  f"switches, with no flow table), so {net.switch} runs on the "
-                                  "libvirt backend; on VirtualBox use switch: linux")
+        openflow.refuse_on_virtualbox(lab)
         mgmt = self._mgmt_network().subnet
         if mgmt.num_addresses < MGMT_GUEST_OFFSET + len(lab.vms) + 1:
             raise Unsupported(f"mgmt_subnet: {mgmt} (VBoxContext) is too small for "
@@ -279,6 +276,7 @@ class VirtualBoxRenderer:
         steps += [(f"{label}: nic{k + 1} on {nic.network}", _vbm("modifyvm", name,
                                                                  *self._nic(lab, vm, nic, k + 1)))
                   for k, nic in enumerate(vm.nics)]
+        steps += bandwidth_steps(name, label, vm, _vbm)
         steps.append((f"{label}: nic{len(vm.nics) + 1} management",
                       _vbm("modifyvm", name, *self._mgmt_nic(lab, vm, len(vm.nics) + 1))))
         disk = self.ctx.disk.replace("{vm}", vm.name)
