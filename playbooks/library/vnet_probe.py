@@ -350,6 +350,22 @@ def failover(spec, console="/dev/console"):
                            f"{first['detail']}; after: {last['detail']}")
 
 
+def probe_until(spec):
+    """A probe of a port another guest holds only while its own module run lasts (a declared
+    check, provisioner/verify/declared.py): repeated with fresh nonces tagged with the prober's
+    name ("nonce_prefix") until one passes or "until" seconds are over. -> the first pass, else
+    the last attempt, with every nonce sent (the holder reports which arrived)."""
+    deadline = time.monotonic() + float(spec["until"])
+    nonces, result = [], None
+    while True:
+        nonce = f"{spec.get('nonce_prefix', 'guest')}-{secrets.token_hex(8)}"
+        nonces.append(nonce)
+        result = probe(dict(spec, nonce=nonce))
+        if result["observed"] == "pass" or time.monotonic() >= deadline:
+            return dict(result, nonces=nonces)
+        time.sleep(0.4)
+
+
 def run_all(specs):
     """All probes at once: negative cells wait for timeouts, so they must overlap. Bond
     failovers and impairment measurements run after them, one at a time: a cut link must not
@@ -547,7 +563,7 @@ def _run_probes(specs):
     results = {}
 
     def one(spec):
-        results[spec["id"]] = probe(spec)
+        results[spec["id"]] = probe_until(spec) if spec.get("until") else probe(spec)
 
     threads = [threading.Thread(target=one, args=(s,)) for s in specs]
     for t in threads:

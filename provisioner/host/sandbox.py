@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import locks, procs, runner
+from . import locks, ovs, procs, runner
 from ..errors import NeedsRoot, NotFound, VnetError
 from .paths import NAME_RE, state_root, validate_name
 from .netns import NETNS_DIR, netns_argv, netns_inode, pids_in_netns
@@ -29,7 +29,7 @@ from .sandbox_setup import FILES, HTTP_SERVER, LAUNCHER, STATE_MARKER, http_argv
 from .safepath import child, remove_tree
 
 STATE_MARKERS = (STATE_MARKER, "sandbox.json")
-PID_FILES = ("libvirtd.pid", "libvirtd.spawn.pid", "http.pid")
+PID_FILES = ("libvirtd.pid", "libvirtd.spawn.pid", "http.pid", *ovs.PID_FILES)
 ADDRESS_FIELDS = ("lan_bridge", "lan_subnet", "host_lan_ip", "lan_gateway", "host_uplink_ip",
                   "internet_ip")
 LAN_SUBNET, HOST_LAN_IP, LAN_GATEWAY = "198.51.100.0/24", "198.51.100.2", "198.51.100.1"
@@ -148,6 +148,7 @@ def _up(sb: Sandbox, progress: Callable[[str], None]) -> Sandbox:
         setup.write_state(sb)
         setup.create_network(sb)
         setup.start_http(sb)
+        ovs.start(sb.state_dir, sb.host_netns, progress)    # before libvirtd: see host/ovs.py
         setup.start_libvirtd(sb, progress)
     except BaseException:
         progress(f"setting up sandbox {name} failed: removing what was created")

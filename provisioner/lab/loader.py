@@ -9,7 +9,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_network
 from pathlib import Path
 from typing import Any
 
-from . import impair as impairs, links, modes, nics, tunnels
+from . import declared, impair as impairs, links, modes, nics, openflow, tunnels
 from ..errors import LabFileError, quote
 from .forwards import check_host_ports, with_forwards
 from .labyaml import parse
@@ -27,8 +27,9 @@ FIRST_AUTO = 150
 FIRST_HOST = 10
 CLOUD_MEMORY = 512                   # default MiB for a cloud-image VM (tiny: 128)
 
-LAB_KEYS = {"name", "networks", "vms", "images", "tunnels"}
-NET_KEYS = {"name", "mode", "subnet", "dhcp", "bridge", "port_forwards"}
+LAB_KEYS = {"name", "networks", "vms", "images", "tunnels", "checks"}
+NET_KEYS = {"name", "mode", "subnet", "dhcp", "bridge", "port_forwards", "switch", "flows",
+            "controller"}
 VM_KEYS = {"name", "image", "memory", "cpus", "nics", "bonds", "router"}
 NIC_KEYS = {"network", "model", "mac", "ip", "pf", "vf_address", "device", "bond", "impair"}
 
@@ -68,8 +69,9 @@ def resolve(data: Any, defaults: Defaults = Defaults(), source: str | None = Non
     resolved = tuple(with_forwards(net, raw, vms, defaults.forward_host_ip)
                      for net, raw in networks)
     check_host_ports(resolved)
+    checks = declared.checks(lab.get("checks"), vms, resolved)
     # The raw data is kept so a lab can be rebuilt later exactly (it resolves deterministically).
-    return Lab(name=name, networks=resolved, vms=vms, source=source,
+    return Lab(name=name, networks=resolved, vms=vms, source=source, checks=checks,
                tunnels=tunnels.parse(lab.get("tunnels"), name, resolved, vms),
                meta={"raw": copy.deepcopy(data)})
 
@@ -95,7 +97,8 @@ def _networks(raw: Any, defaults: Defaults) -> list[tuple[Network, dict]]:
 def _network(net: dict, where: str, name: str, defaults: Defaults) -> Network:
     mode_name = _choice(net["mode"], f"{where}.mode", modes.names(), "mode", "valid modes")
     mode = modes.MODES[mode_name]
-    dhcp = net.get("dhcp", mode.has_dhcp_server)
+    switch = openflow.switch_fields(net, where, mode.name)     # {} for a Linux bridge
+    dhcp = net.get("dhcp", switch.get("dhcp", mode.has_dhcp_server))
     if not isinstance(dhcp, bool):
         raise LabFileError(f"{where}.dhcp", "must be true or false")
     if dhcp and mode.name == "internal":
@@ -126,7 +129,8 @@ def _network(net: dict, where: str, name: str, defaults: Defaults) -> Network:
         if subnet is not None and subnet == defaults.bridged_subnet:
             host_ip, router = defaults.bridged_host_ip, defaults.bridged_router
     return _addressed(Network(name=name, mode=mode.name, subnet=subnet, dhcp=dhcp,
-                              bridge=bridge, host_ip=host_ip, router=router))
+                              bridge=bridge, host_ip=host_ip, router=router,
+                              **{k: v for k, v in switch.items() if k != "dhcp"}))
 
 
 def _addressed(net: Network) -> Network:

@@ -56,6 +56,9 @@ class Network:
     host_ip: IPv4Address | None = None     # the host's address on this network, where it has one
     router: IPv4Address | None = None      # the guests' default gateway, where the mode has one
     port_forwards: tuple[PortForward, ...] = ()
+    switch: str = "linux"                  # linux (a Linux bridge) | openvswitch (lab/openflow.py)
+    flows: tuple[str, ...] = ()            # openvswitch: ovs-ofctl flows, installed in order
+    controller: str = "none"               # openvswitch: none | learning (an OpenFlow controller)
 
 
 @dataclass(frozen=True)
@@ -155,12 +158,25 @@ class Vm:
 
 
 @dataclass(frozen=True)
+class DeclaredCheck:
+    """A cell the lab file declares (`checks:`, lab/declared.py): `source` and `target` are a VM
+    name, "host" or "internet"; `network` is the one network the probe uses."""
+    source: str
+    target: str
+    port: int
+    proto: str                             # tcp | udp
+    expect: str                            # pass | fail
+    network: str
+
+
+@dataclass(frozen=True)
 class Lab:
     name: str
     networks: tuple[Network, ...]
     vms: tuple[Vm, ...]
     source: str | None = None              # the file it came from, for messages
     tunnels: tuple[Tunnel, ...] = ()
+    checks: tuple[DeclaredCheck, ...] = ()  # user-declared cells, added to the matrix
     meta: dict = field(default_factory=dict, compare=False, hash=False)
 
     def network(self, name: str) -> Network:

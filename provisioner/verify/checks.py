@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from ..lab import modes, nics
 from ..lab.defaults import ECHO_PORT
 from ..lab.model import Backend, Lab
+from . import declared
 from .encapcells import encapsulation_cells
 from .impairment import impairment_cells
 from .linkcells import link_cells, probed_nics
@@ -49,6 +50,8 @@ class Check:
     observed: str = "error"
     detail: str = "not run"
     evidence: dict = field(default_factory=dict)   # files a cell leaves (an encapsulation pcap)
+    declared: bool = False           # a cell of the lab file's `checks:` (verify/declared.py)
+    flows: list | None = None        # OpenFlow rules its packet hits (verify/flowstats.py)
     measured: dict | None = None     # impairment cells: what the guest measured
 
     @property
@@ -60,11 +63,14 @@ class Check:
         return self.observed == SKIPPED
 
     def as_dict(self) -> dict:
-        return {"kind": self.kind, "network": self.network, "mode": self.mode,
-                "source": self.source, "target": self.target, "expected": self.expected,
-                "observed": self.observed, "ok": self.ok, "detail": self.detail,
-                **({"measured": self.measured} if self.measured is not None else {}),
-                **self.evidence}
+        found = {"kind": self.kind, "network": self.network, "mode": self.mode,
+                 "source": self.source, "target": self.target, "expected": self.expected,
+                 "observed": self.observed, "ok": self.ok, "detail": self.detail,
+                 **({"measured": self.measured} if self.measured is not None else {}),
+                 **self.evidence}
+        if self.flows is not None:
+            found["flows"] = self.flows
+        return {**found, "declared": True} if self.declared else found
 
 
 def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
@@ -123,10 +129,15 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
     def positive(kind, network, source, target, runner, probe):
         return Check(kind, network, lab.network(network).mode, source, target, "pass", runner,
                      probe)
+
+    def declared_cell(kind, network, source, target, runner, probe, expected):
+        return Check(kind, network, lab.network(network).mode, source, target, expected, runner,
+                     probe, declared=True)
     checks += link_cells(lab, ends, positive)
     checks += impairment_cells(lab, ends, positive, backend)
     checks += tunnel_cells(lab, positive)
     checks += encapsulation_cells(lab, positive, checks)
+    checks = declared.merge(checks, declared.cells(lab, ends, declared_cell))
     link_controls(checks)
     return checks
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 from . import checks as checklib
+from . import flowstats
 from .report import CELL_TITLES, table
 
 KIND_TITLES = dict(CELL_TITLES, port_forward="port fwd", nic_model="NIC model", route="route",
@@ -25,8 +26,8 @@ def matrix_text(result: dict) -> str:
         if c["observed"] == checklib.SKIPPED:
             return paint(c["observed"], 33), "skipped"
         return paint(c["observed"], 32 if c["ok"] else 31), "ok" if c["ok"] else "MISMATCH"
-    rows = [[c["network"], KIND_TITLES[c["kind"]], c["source"], c["target"], c["expected"],
-             *mark(c)] for c in result["checks"]]
+    rows = [[c["network"], KIND_TITLES[c["kind"]] + (" (declared)" if c.get("declared") else ""),
+             c["source"], c["target"], c["expected"], *mark(c)] for c in result["checks"]]
     skipped = [c for c in result["checks"] if c["observed"] == checklib.SKIPPED]
     lines = [f"lab {result['lab']} ({result['backend']}): {summary_line(result)}",
              table(["network", "cell", "from", "to", "expected", "observed", ""], rows)]
@@ -39,6 +40,7 @@ def matrix_text(result: dict) -> str:
     if measured:       # declared against measured, green ones too (red ones are above)
         lines.append("impairment:")
         lines += [f"  {c['source']} -> {c['target']}: {c['detail']}" for c in measured]
+    lines += flowstats.text(result)
     if skipped:
         lines.append(f"skipped: {skipped[0]['detail']}")
     lines += [f"note: {n}" for n in result.get("notes", [])]

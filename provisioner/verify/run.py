@@ -22,7 +22,8 @@ from typing import Callable
 
 from . import ansible as guest_ansible
 from . import checks as checklib
-from . import encapcells, forwardcheck, impairment, linkcells, listeners, topology, tunnelcells
+from . import (declared, encapcells, flowstats, forwardcheck, impairment, linkcells, listeners,
+               topology, tunnelcells)
 from ..host import procs, state
 from .result import build as build_result
 from ..lab.naming import mgmt_subnet_for
@@ -98,10 +99,13 @@ def _verify(lab: Lab, target: Target, progress: Callable[[str], None],
     try:     # the listeners start inside the try that stops them, even half started
         listeners.start_listeners(target, sb, port, inventory.work_dir, records,
                                   listeners.listener_addresses(target, cells, port))
+        listeners.start_declared(target, sb, cells, inventory.work_dir, records, port)
         pause_at("verify")                      # a test may kill `vnet up` here
+        flows_before = flowstats.snapshot(lab, target)
         encapcells.while_capturing(lambda: _run(lab, target, sb, cells, inventory, progress),
                                    lab, target, inventory, cells, pcap_dir, progress)
         impairment.annotate(cells, (state.read(target, lab.name) or {}).get("impair", {}))
+        flow_tables = flowstats.attribute(lab, target, cells, flows_before)
     finally:
         for record in records:
             procs.stop(record, progress)
@@ -113,9 +117,12 @@ def _verify(lab: Lab, target: Target, progress: Callable[[str], None],
     found = [c.as_dict() for c in cells]
     control = {vm: h.get("ansible_host") for vm, h in inventory.hosts.items()}
     # ok needs at least one verified cell: a lab with no cell at all proves nothing
-    return dict(build_result(lab.name, inventory.backend,
-                             checklib.verdict(found) == checklib.GREEN, found, phases, notes,
-                             inventory=inventory.source, topology=topology.of(lab, control)))
+    result = dict(build_result(lab.name, inventory.backend,
+                               checklib.verdict(found) == checklib.GREEN, found, phases, notes,
+                               inventory=inventory.source, topology=topology.of(lab, control)))
+    if flow_tables:          # OpenFlow networks: every flow and its packets during this run
+        result["openflow"] = flow_tables
+    return result
 
 
 def _sandbox(target: Target):
@@ -179,8 +186,10 @@ def _run(lab, target, sb, cells, inventory, progress) -> None:
                                   lambda vm: serial_log(inventory.work_dir, vm),
                                   ready=linkcells.host_probes_done(threads)).start()
     try:
-        guest = guest_ansible.run_guests(lab, target, cells, inventory, progress,
-                                         forwardcheck.guest_holds(cells, origins), stop)
+        holds = forwardcheck.guest_holds(cells, origins)
+        for vm, held in declared.holds(cells).items():
+            holds[vm] = holds.get(vm, []) + held
+        guest = guest_ansible.run_guests(lab, target, cells, inventory, progress, holds, stop)
     finally:
         cutter.stop()        # restores every link it cut, before the forwards' last probes
         stop.touch()
@@ -209,6 +218,8 @@ def record(cells: list, guest: dict[str, dict], sides: dict[str, dict],
     settle UDP silences against their positive controls, wherever those ran."""
     raw: dict[str, dict] = {}
     for i, cell in enumerate(cells):
+        if cell.runner == "none":          # decided before the run (verify/declared.py)
+            continue
         if cell.runner.startswith("guest:"):
             vm = cell.runner.split(":", 1)[1]
             result = guest.get(vm)
@@ -224,6 +235,10 @@ def record(cells: list, guest: dict[str, dict], sides: dict[str, dict],
                                                                 "detail": "no result"})
                 cell.observed, cell.detail = r["observed"], r["detail"]
                 cell.measured = r.get("measured")
+                fwd = cell.probe.get("forward")
+                if fwd and "nonces" in r:   # a declared check's port held by another guest
+                    held = guest.get(fwd["vm"], {}).get("forwards", {}).get(fwd["name"])
+                    cell.observed, cell.detail = forwardcheck.conclude(r, held, vm, fwd["vm"])
         else:
             r = raw[str(i)] = sides.get(f"{cell.runner}:{i}", {"observed": "error",
                                                                "detail": "not run"})

@@ -14,6 +14,8 @@ from . import impair
 from ...guest.cmdline import bond_nic
 from ..base import lab_from_record
 from .connection import LibvirtDriver
+from . import ovsbridge
+from ...host import controller
 from ...lab import modes
 from ...lab.naming import object_name
 from .render import Context, ImageFiles, LibvirtRenderer
@@ -88,7 +90,13 @@ def _up(lab: Lab, target: Target, driver: LibvirtDriver, progress: Progress, wai
     state.save(target, lab.name, record)     # before anything exists: a crash stays findable
     timings.mark("plan")
     prepare_cloud(plan, bases, progress)
-    started = driver.apply(plan, progress)
+    ovsbridge.create(lab, target, driver.owner, progress)   # before libvirt names them
+    try:     # a learning controller answers the table-miss before the first guest boots
+        controller.start(lab, target, lab_dir, ovsbridge.for_target(target), progress)
+        started = driver.apply(plan, progress)
+    except BaseException:
+        controller.stop(lab_dir, progress)
+        raise
     forwarding.add_hostfwds(driver, plan.extra["hostfwd"])
     forwarding.start_proxy(target, lab_dir, plan.extra["proxies"])
     try:     # from here on a failure stops the proxy: no process outlives a failed `up`
@@ -106,6 +114,7 @@ def _up(lab: Lab, target: Target, driver: LibvirtDriver, progress: Progress, wai
         state.save(target, lab.name, record)
     except BaseException:
         forwarding.stop_proxy(lab_dir, progress)
+        controller.stop(lab_dir, progress)
         raise
     return record
 
@@ -231,8 +240,10 @@ def destroy(lab_name: str, target: Target, progress: Progress) -> list[str]:
 def _destroy(lab_name: str, target: Target, progress: Progress) -> list[str]:
     lab_dir = state.lab_dir(target, lab_name)
     forwarding.stop_proxy(lab_dir, progress)
+    controller.stop(lab_dir, progress)
     driver = LibvirtDriver(target)
     removed = driver.destroy(lab_name, progress)
+    removed += ovsbridge.remove(lab_name, target, driver.owner, progress)
     ssh.close_masters(ssh.control_dir(target, lab_name))
     ssh.control_dir(target, lab_name).rmdir()
     has_record = (lab_dir / state.RECORD).exists()
@@ -279,7 +290,9 @@ def gc(target: Target, progress: Progress) -> list[str]:
                          "--uri or --sandbox removes it")
                 continue
             forwarding.stop_proxy(state.lab_dir(target, lab), progress)
+            controller.stop(state.lab_dir(target, lab), progress)
             removed += driver.destroy(lab, progress)
+            removed += ovsbridge.remove(lab, target, driver.owner, progress)
             state.remove(target, lab)
     for lab, objects in sorted(driver.unowned().items()):
         progress(_left_alone(lab, objects))

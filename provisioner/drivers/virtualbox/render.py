@@ -51,7 +51,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_network
 from pathlib import PurePosixPath
 
 from ...guest import cmdline as guestcmdline
-from ...lab import modes, nics
+from ...lab import modes, nics, openflow
 from ...errors import Unsupported
 from ...lab.model import Backend, CloudImage, Lab, Network, Nic, Vm
 from ..base import Document, Plan, VBoxExtra
@@ -144,6 +144,7 @@ class VirtualBoxRenderer:
                         f"vms.{vm.name}.nics[{k}].model: VirtualBox cannot attach {nic.model} "
                         f"NICs (it has no attachment for an SR-IOV VF or a vDPA device); "
                         f"VirtualBox supports NIC models: {', '.join(models)}")
+        openflow.refuse_on_virtualbox(lab)
         mgmt = self._mgmt_network().subnet
         if mgmt.num_addresses < MGMT_GUEST_OFFSET + len(lab.vms) + 1:
             raise Unsupported(f"mgmt_subnet: {mgmt} (VBoxContext) is too small for "
