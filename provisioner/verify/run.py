@@ -18,12 +18,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from . import ansible as guest_ansible
 from . import checks as checklib
 from . import forwardcheck, linkcells, listeners, topology
-from ..host import procs, state
+from ..host import procs, sandbox, state
 from .result import build as build_result
 from ..lab.naming import mgmt_subnet_for
 from ..errors import VnetError
@@ -62,6 +62,20 @@ class Inventory:
     backend: Backend = Backend.LIBVIRT    # whose mode table gives the expected values
 
 
+@dataclass(frozen=True)
+class ProbeSources:
+    """What verify() observes the cells with: the guests' Ansible run (and the playbook call
+    inside it), vnet's listeners and where they bind, the probe module the host side runs, and
+    the host-side SSH login through a forward. The real ones by default; a test passes fakes
+    here (verify(..., sources=ProbeSources(guests=fake))) instead of patching this package."""
+    guests: Callable[..., dict[str, dict]] = guest_ansible.run_guests
+    playbook: Callable[[str, str, dict, dict], dict] = guest_ansible.run_playbook
+    start_listeners: Callable[..., None] = listeners.start_listeners
+    listener_addresses: Callable[..., list[str]] = listeners.listener_addresses
+    probe_module: Callable[[], Any] = probe_module
+    ssh_login: Callable[[dict, Path], dict] = forwardcheck.ssh_login
+
+
 def lab_inventory(lab: Lab, target: Target) -> Inventory:
     """The control path of a lab vnet created: its management network and its own SSH key."""
     record = state.read(target, lab.name) or {}
@@ -75,13 +89,14 @@ def lab_inventory(lab: Lab, target: Target) -> Inventory:
 
 
 def verify(lab: Lab, target: Target, progress: Callable[[str], None],
-           timings: dict | None = None, inventory: Inventory | None = None) -> dict:
+           timings: dict | None = None, inventory: Inventory | None = None,
+           sources: ProbeSources | None = None) -> dict:
     with state.lab_lock(target, lab.name, progress):     # a `destroy` waits for the probes
-        return _verify(lab, target, progress, timings, inventory)
+        return _verify(lab, target, progress, timings, inventory, sources or ProbeSources())
 
 
 def _verify(lab: Lab, target: Target, progress: Callable[[str], None],
-            timings: dict | None, inventory: Inventory | None) -> dict:
+            timings: dict | None, inventory: Inventory | None, sources: ProbeSources) -> dict:
     started = time.monotonic()
     inventory = inventory or lab_inventory(lab, target)
     sb = _sandbox(target)
@@ -93,10 +108,10 @@ def _verify(lab: Lab, target: Target, progress: Callable[[str], None],
     inventory.work_dir.mkdir(parents=True, exist_ok=True)
     records: list[Path] = []
     try:     # the listeners start inside the try that stops them, even half started
-        listeners.start_listeners(target, sb, port, inventory.work_dir, records,
-                                  listeners.listener_addresses(target, cells, port))
+        sources.start_listeners(target, sb, port, inventory.work_dir, records,
+                                sources.listener_addresses(target, cells, port))
         pause_at("verify")                      # a test may kill `vnet up` here
-        _run(lab, target, sb, cells, inventory, progress)
+        _run(lab, target, sb, cells, inventory, progress, sources)
     finally:
         for record in records:
             procs.stop(record, progress)
@@ -113,19 +128,20 @@ def _verify(lab: Lab, target: Target, progress: Callable[[str], None],
                              inventory=inventory.source, topology=topology.of(lab, control)))
 
 
-def _sandbox(target: Target):
+def _sandbox(target: Target, running: bool = True):
+    """The target's sandbox, or None outside one. running: it must be up (verify probes in
+    it); else only its fixed addresses are wanted (sandbox.describe)."""
     if not target.sandbox:
         return None
-    from ..host import sandbox
-
-    return sandbox.load(target.sandbox)
+    return sandbox.load(target.sandbox) if running else sandbox.describe(target.sandbox)
 
 
 def endpoints(lab: Lab, target: Target, port: int = 0,
               mgmt_host_ip: str | None = None) -> checklib.Endpoints:
     """Where the probes of a lab on `target` go (port: the host-side listeners'; the
-    management address defaults to that of vnet's libvirt management network)."""
-    sb = _sandbox(target)
+    management address defaults to that of vnet's libvirt management network). Needs no
+    running sandbox: a sandbox's addresses are fixed."""
+    sb = _sandbox(target, running=False)
     return checklib.Endpoints(
         host_listener_port=port, internet_ip=sb.internet_ip if sb else None,
         host_uplink_ip=sb.host_uplink_ip if sb else "127.0.0.1",
@@ -143,8 +159,8 @@ def unbooted_result(lab: Lab, cells: list, note: str, timings: dict | None = Non
                              booted=False, topology=topology.of(lab)))
 
 
-def _run(lab, target, sb, cells, inventory, progress) -> None:
-    module = probe_module()
+def _run(lab, target, sb, cells, inventory, progress, sources: ProbeSources) -> None:
+    module = sources.probe_module()
     outcome: dict[str, dict] = {}
     errors: list[BaseException] = []
 
@@ -158,7 +174,7 @@ def _run(lab, target, sb, cells, inventory, progress) -> None:
         if not specs:
             return
         try:
-            args = (module, specs, source, stop)
+            args = (module, specs, source, stop, sources.ssh_login)
             results = run_in_netns(netns, forwardcheck.side_probes, *args) if netns \
                 else forwardcheck.side_probes(*args)
             outcome.update({f"{source}:{k}": v for k, v in results.items()})
@@ -174,8 +190,8 @@ def _run(lab, target, sb, cells, inventory, progress) -> None:
                                   lambda vm: serial_log(inventory.work_dir, vm),
                                   ready=linkcells.host_probes_done(threads)).start()
     try:
-        guest = guest_ansible.run_guests(lab, target, cells, inventory, progress,
-                                         forwardcheck.guest_holds(cells, origins), stop)
+        guest = sources.guests(lab, target, cells, inventory, progress,
+                               forwardcheck.guest_holds(cells, origins), stop, sources.playbook)
     finally:
         cutter.stop()        # restores every link it cut, before the forwards' last probes
         stop.touch()
