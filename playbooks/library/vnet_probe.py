@@ -343,16 +343,195 @@ def failover(spec, console="/dev/console"):
 
 def run_all(specs):
     """All probes at once: negative cells wait for timeouts, so they must overlap. Bond
-    failovers run after them, one at a time: a cut link must not disturb the other cells."""
-    failovers = [s for s in specs if s.get("failover")]
-    specs = [s for s in specs if not s.get("failover")]
+    failovers and impairment measurements run after them, one at a time: a cut link must not
+    disturb the other cells, and the other cells' traffic must not disturb a measurement."""
+    later = [s for s in specs if s.get("failover") or s.get("impair")]
+    specs = [s for s in specs if not (s.get("failover") or s.get("impair"))]
     results = _run_probes(specs)
-    for spec in failovers:
+    for spec in later:
         try:
-            results[spec["id"]] = failover(spec)
+            results[spec["id"]] = failover(spec) if spec.get("failover") else measure(spec)
         except Exception as exc:  # a probe must report, never crash the others
             results[spec["id"]] = _result("error", repr(exc))
     return results
+
+
+# --- impairment: RTT, loss and throughput across one NIC (provisioner/verify/impairment.py) ---
+
+def _udp_samples(spec, opts):
+    """`samples` UDP datagrams to the listener, each with its own fresh nonce; -> (sent,
+    {seq: rtt ms}, wrong answers)."""
+    sock, failed = _open(spec, socket.SOCK_DGRAM)
+    if failed:
+        raise OSError(failed["detail"])
+    base = secrets.token_hex(6)
+    sent, rtts, wrong = {}, {}, []
+    done = threading.Event()
+
+    def receive():
+        sock.settimeout(0.2)
+        while not done.is_set():
+            try:
+                data = sock.recv(512)
+            except socket.timeout:
+                continue
+            except OSError:
+                continue      # an ICMP error for one datagram: that sample is lost
+            now = time.monotonic()
+            words = data.decode(errors="replace").split()
+            seq = words[1].rpartition("-")[2] if len(words) >= 3 else ""
+            if len(words) < 3 or words[0] != "VNET" or words[1] != f"{base}-{seq}" \
+                    or not seq.isdigit() or int(seq) not in sent or words[2] != spec["expect_name"]:
+                wrong.append(data[:60].decode(errors="replace"))
+                continue
+            rtts.setdefault(int(seq), (now - sent[int(seq)]) * 1000)
+    try:
+        sock.connect((spec["target"], int(spec["port"])))
+        reader = threading.Thread(target=receive, daemon=True)
+        reader.start()
+        start = time.monotonic()
+        for seq in range(opts["samples"]):
+            pause = start + seq * opts["interval"] - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            sent[seq] = time.monotonic()
+            try:
+                sock.send(f"VNET {base}-{seq}\n".encode())
+            except OSError:
+                pass          # e.g. an ICMP error queued by an earlier datagram: still sent
+        time.sleep(opts["drain"])
+        done.set()
+        reader.join()
+    finally:
+        sock.close()
+    return len(sent), rtts, wrong
+
+
+def _stream(spec, seconds, warmup):
+    """The listener streams for `seconds` after echoing this probe's nonce; -> Mbit/s received
+    after `warmup`, and the seconds counted."""
+    nonce = secrets.token_hex(8)
+    sock, failed = _open(spec, socket.SOCK_STREAM)
+    if failed:
+        raise OSError(failed["detail"])
+    try:
+        sock.settimeout(spec.get("timeout", TIMEOUT))
+        sock.connect((spec["target"], int(spec["port"])))
+        sock.settimeout(ANSWER_TIMEOUT)
+        sock.sendall(f"VNET {nonce} STREAM {seconds}\n".encode())
+        line = b""
+        while not line.endswith(b"\n"):
+            chunk = sock.recv(1)
+            if not chunk:
+                break
+            line += chunk
+        verdict = judge(line, nonce, spec)
+        if verdict["observed"] != "pass":
+            return None, verdict["detail"]
+        first = counted = None
+        total = 0
+        while True:
+            chunk = sock.recv(65536)
+            now = time.monotonic()
+            if not chunk:
+                break
+            if first is None:
+                first = now
+            elif now - first >= warmup:
+                if counted is None:
+                    counted, total = now, 0
+                total += len(chunk)
+                last = now
+        if counted is None or last <= counted:
+            return None, "the stream ended before the warm-up was over"
+        return total * 8 / (last - counted) / 1e6, round(last - counted, 2)
+    finally:
+        sock.close()
+
+
+def _sink(spec, seconds, warmup):
+    """The guest sends for `seconds` after the listener echoed this probe's nonce; the listener
+    counts what arrives after `warmup` and answers with it (a rate limit on what the VM sends,
+    VirtualBox's); -> (Mbit/s, seconds counted) or (None, why)."""
+    nonce = secrets.token_hex(8)
+    sock, failed = _open(spec, socket.SOCK_STREAM)
+    if failed:
+        raise OSError(failed["detail"])
+    try:
+        sock.settimeout(spec.get("timeout", TIMEOUT))
+        sock.connect((spec["target"], int(spec["port"])))
+        sock.settimeout(ANSWER_TIMEOUT)
+        sock.sendall(f"VNET {nonce} SINK {seconds} {warmup}\n".encode())
+        verdict = judge(_read_line(sock), nonce, spec)
+        if verdict["observed"] != "pass":
+            return None, verdict["detail"]
+        block = bytes(65536)
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            sock.sendall(block)
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(ANSWER_TIMEOUT + seconds)
+        words = _read_line(sock).decode(errors="replace").split()
+        if len(words) != 4 or words[:2] != ["VNET", nonce]:
+            return None, f"the listener's count is garbled: {' '.join(words)[:60]!r}"
+        counted, span = int(words[2]), float(words[3])
+        if span <= 0:
+            return None, "the listener counted nothing after the warm-up"
+        return counted * 8 / span / 1e6, round(span, 2)
+    finally:
+        sock.close()
+
+
+def _quartiles(values):
+    ordered = sorted(values)
+    at = lambda q: ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))]  # noqa: E731
+    return at(0.25), at(0.5), at(0.75)
+
+
+def measure(spec):
+    """An impairment cell: measure RTT, loss and (if declared) throughput, then compare with
+    the bounds vnet sent. pass: every judged quantity within its bounds; fail: no sample was
+    answered (no connection); error: anything else, an out-of-tolerance value included."""
+    opts = spec["impair"]
+    began = time.monotonic()
+    sent, rtts, wrong = _udp_samples(spec, opts)
+    if wrong:
+        return _result("error", f"{len(wrong)} answer(s) were not this probe's: {wrong[0]!r}")
+    if not rtts:
+        return _result("fail", f"none of {sent} UDP samples was answered by "
+                               f"{spec['expect_name']} at {spec['target']}:{spec['port']}")
+    q1, median, q3 = _quartiles(list(rtts.values()))
+    measured = {"samples": sent, "answered": len(rtts), "lost": sent - len(rtts),
+                "loss_pct": round(100 * (sent - len(rtts)) / sent, 2),
+                "rtt_median_ms": round(median, 2), "rtt_iqr_ms": round(q3 - q1, 2),
+                "rtt_min_ms": round(min(rtts.values()), 2),
+                "rtt_max_ms": round(max(rtts.values()), 2)}
+    if opts.get("stream"):
+        transfer = _sink if opts.get("direction") == "from_guest" else _stream
+        mbit, counted = transfer(spec, opts["stream"], opts["warmup"])
+        if mbit is None:
+            return _result("error", f"throughput: {counted}", measured=measured)
+        measured.update(mbit=round(mbit, 3), stream_s=counted)
+    measured["seconds"] = round(time.monotonic() - began, 2)
+    out = {k: v for k, v in opts["bounds"].items() if not lo_hi(measured[k], v)}
+    declared = ", ".join(f"{k} {v:g}" for k, v in opts["declared"].items())
+    shown = (f"RTT median {measured['rtt_median_ms']} ms (IQR {measured['rtt_iqr_ms']}, "
+             f"min {measured['rtt_min_ms']}, max {measured['rtt_max_ms']}), loss "
+             f"{measured['loss_pct']} % ({measured['lost']}/{sent})"
+             + (f", {measured['mbit']} Mbit/s "
+                f"{'from' if opts.get('direction') == 'from_guest' else 'toward'} the guest "
+                f"over {measured['stream_s']} s"
+                if "mbit" in measured else ""))
+    if out:
+        why = "; ".join(f"{k} {measured[k]} outside {v}" for k, v in out.items())
+        return _result("error", f"out of tolerance: {why}; declared {declared}; measured "
+                                f"{shown}", measured=measured)
+    return _result("pass", f"declared {declared}; measured {shown}; nonces echoed by "
+                           f"{spec['expect_name']}", measured=measured)
+
+
+def lo_hi(value, bounds):
+    return bounds[0] <= value <= bounds[1]
 
 
 def _run_probes(specs):
@@ -379,6 +558,59 @@ def answer_for(data, name, peer):
     if len(words) == 2 and words[0] == "VNET":
         return f"VNET {words[1]} {name} {peer}\n".encode()
     return None
+
+
+STREAM_MAX = 10.0       # s: the longest transfer a listener sends
+
+
+def stream_for(conn, data, name, peer):
+    """"VNET <nonce> STREAM <seconds>": echo the nonce line, then send for that long (an
+    impairment cell's throughput measurement)."""
+    words = data.decode(errors="replace").split()
+    if len(words) == 5 and words[0] == "VNET" and words[2] == "SINK":
+        sink_for(conn, data, words, name, peer)
+        return
+    if len(words) != 4 or words[0] != "VNET" or words[2] != "STREAM":
+        return
+    try:
+        seconds = min(STREAM_MAX, float(words[3]))
+    except ValueError:
+        return
+    conn.sendall(f"VNET {words[1]} {name} {peer}\n".encode())
+    block = bytes(65536)
+    end = time.monotonic() + seconds
+    conn.settimeout(seconds + TIMEOUT)
+    while time.monotonic() < end:
+        conn.sendall(block)
+
+
+def sink_for(conn, data, words, name, peer):
+    """"VNET <nonce> SINK <seconds> <warmup>": echo the nonce line, count what arrives until
+    the prober closes (after `warmup` s from the first byte), answer "VNET <nonce> <bytes>
+    <seconds counted>"."""
+    try:
+        seconds, warmup = min(STREAM_MAX, float(words[3])), float(words[4])
+    except ValueError:
+        return
+    conn.sendall(f"VNET {words[1]} {name} {peer}\n".encode())
+    conn.settimeout(seconds + ANSWER_TIMEOUT)
+    extra = len(data) - len(data.split(b"\n", 1)[0]) - 1     # bytes after the request line
+    first = time.monotonic() if extra > 0 else None
+    counted, start, last = 0, None, None
+    while True:
+        chunk = conn.recv(65536)
+        now = time.monotonic()
+        if not chunk:
+            break
+        first = first or now
+        if now - first >= warmup:
+            if start is None:
+                start = now
+            else:
+                counted += len(chunk)
+            last = now
+    span = (last - start) if start is not None and last is not None else 0.0
+    conn.sendall(f"VNET {words[1]} {counted} {span:.4f}\n".encode())
 
 
 def _serve_udp(sock, name):
@@ -412,9 +644,12 @@ def serve(port, name, host="0.0.0.0"):
         with conn:
             conn.settimeout(TIMEOUT)
             try:
-                reply = answer_for(conn.recv(256), name, peer[0])
+                data = conn.recv(256)
+                reply = answer_for(data, name, peer[0])
                 if reply:
                     conn.sendall(reply)
+                else:
+                    stream_for(conn, data, name, peer[0])
             except OSError:
                 pass
 

@@ -16,7 +16,7 @@ from ..host import state
 from ..host.sandbox import lab_defaults
 from ..host.state import LabRecord, Target
 from ..lab import loader
-from ..lab.model import Backend, Lab, Nic
+from ..lab.model import Backend, Impairment, Lab, Nic
 from ..progress import Progress
 
 
@@ -113,6 +113,14 @@ class Driver(ABC):
         """Bring one NIC's link up or down (the link/tunnel issue builds on this)."""
         raise Unsupported(f"setting a NIC's link is not supported on {self.backend.value} yet")
 
+    def set_impairment(self, lab_name: str, vm: str, nic: int,
+                       impair: Impairment | None) -> dict:
+        """Change the impairment of NIC `nic` (its index in the lab file) of a running VM, or
+        remove it (None). The lab record's declaration changes with it, so `verify` measures
+        the new one. Returns where each part was applied ({"parts", "summary"})."""
+        raise Unsupported(f"changing a NIC's impairment is not supported on "
+                          f"{self.backend.value}")
+
     def record(self, lab_name: str) -> dict | None:
         return state.read(self.target, lab_name)
 
@@ -125,6 +133,15 @@ class Driver(ABC):
                                f"{', '.join(vms) or 'none (no such lab)'}")
         assert record is not None            # a VM was found in it
         return record, vms[vm].nics[nic]
+
+
+def declare_impairment(record: dict, vm: str, nic: int, impair: Impairment | None) -> None:
+    """Write a NIC's impairment into the record's lab data (the lab file's data, which the lab
+    is resolved from again): what `verify` will measure against."""
+    spec = next(v for v in record["lab_data"]["vms"] if v.get("name") == vm)["nics"][nic]
+    spec.pop("impair", None)
+    if impair is not None:
+        spec["impair"] = impair.as_dict()
 
 
 def lab_from_record(record: LabRecord) -> Lab:

@@ -16,7 +16,8 @@ from ..errors import VnetError
 MODULES = ("virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "virtio_net", "e1000",
            "virtio_console", "virtio_rng",
            "ahci", "sd_mod",   # SATA root (/dev/sdX): VirtualBox has no virtio disk controller
-           "bonding")          # lab bonds (issue 17); the init makes them through sysfs
+           "bonding",          # lab bonds (issue 17); the init makes them through sysfs
+           "sch_netem")        # guest-side delay/loss (issue 18): the host kernel may lack it
 MODULE_ARGS = {"bonding": "max_bonds=0"}   # no bond0 unless the lab asks for one
 
 

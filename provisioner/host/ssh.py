@@ -25,3 +25,12 @@ def close_masters(directory: Path) -> None:
         runner.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "vnet"], check=False,
                    timeout=10)
         sock.unlink(missing_ok=True)
+
+
+def guest_argv(key: str, address: str, command: str, user: str = "root",
+               port: int | None = None) -> list[str]:
+    """ssh argv that runs `command` on a guest over its control path with the lab's own key
+    (no host key kept: every lab's guests are new)."""
+    return ["ssh", "-i", str(key), "-o", "BatchMode=yes", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "StrictHostKeyChecking=no", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10",
+            *(["-p", str(port)] if port else []), f"{user}@{address}", command]

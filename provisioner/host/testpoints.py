@@ -20,3 +20,12 @@ def pause_at(point: str) -> None:
     print(f"vnet: paused at {point} ({ENV}), pid {os.getpid()}", file=sys.stderr, flush=True)
     while True:
         time.sleep(3600)
+
+
+SKIP_IMPAIR_ENV = "VNET_TEST_SKIP_IMPAIR"
+
+
+def skip_impairment() -> bool:
+    """With VNET_TEST_SKIP_IMPAIR=1 the driver records a NIC's declared impairment but applies
+    none: the impairment cell's negative control (tests/integration/test_impair.py)."""
+    return os.environ.get(SKIP_IMPAIR_ENV) == "1"

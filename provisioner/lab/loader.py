@@ -9,7 +9,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_network
 from pathlib import Path
 from typing import Any
 
-from . import links, modes, nics
+from . import impair as impairs, links, modes, nics
 from ..errors import LabFileError, quote
 from .forwards import check_host_ports, with_forwards
 from .labyaml import parse
@@ -30,7 +30,7 @@ CLOUD_MEMORY = 512                   # default MiB for a cloud-image VM (tiny: 1
 LAB_KEYS = {"name", "networks", "vms", "images"}
 NET_KEYS = {"name", "mode", "subnet", "dhcp", "bridge", "port_forwards"}
 VM_KEYS = {"name", "image", "memory", "cpus", "nics", "bonds", "router"}
-NIC_KEYS = {"network", "model", "mac", "ip", "pf", "vf_address", "device", "bond"}
+NIC_KEYS = {"network", "model", "mac", "ip", "pf", "vf_address", "device", "bond", "impair"}
 
 
 @dataclass(frozen=True)
@@ -311,8 +311,17 @@ def _nic(item: Any, where: str, networks: dict[str, Network], lab: str, vm: str,
             raise LabFileError(f"{where}.device", "a vdpa NIC needs device: /dev/vhost-vdpa-N")
     elif device is not None:
         raise LabFileError(f"{where}.device", f"device belongs to vdpa NICs, not {model}")
+    impair = impairs.parse(nic.get("impair"), f"{where}.impair")
+    if impair is not None and bond:
+        raise LabFileError(f"{where}.impair", f"a member of bond {bond} carries no address of "
+                           "its own to measure from; impair a NIC that is no bond's member")
+    if impair is not None and net.host_ip is None:
+        raise LabFileError(f"{where}.impair", f"network {net_name} ({net.mode}) has no host "
+                           "address, and the guest measures the impairment against vnet's "
+                           "listener on the host; impair a NIC on a network with a host "
+                           "(nat, natnetwork, hostonly, or bridged on a known LAN)")
     return Nic(network=net_name, model=model, mac=mac.lower(), ip=ip, pf=pf, vf_address=vf,
-               device=device, bond=bond)
+               device=device, bond=bond, impair=impair)
 
 
 def _nic_ip(value: Any, where: str, net: Network, next_host: dict[str, int],

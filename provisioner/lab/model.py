@@ -59,6 +59,19 @@ class Network:
 
 
 @dataclass(frozen=True)
+class Impairment:
+    """A link impairment declared on one NIC (lab/impair.py reads it; None: not declared).
+    Where each part is applied, and how the guests measure it, is in the README ("Impairment")."""
+    delay_ms: float | None = None
+    jitter_ms: float | None = None
+    loss_pct: float | None = None
+    rate_mbit: float | None = None
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass(frozen=True)
 class Nic:
     network: str
     model: str                             # a key of provisioner.lab.nics.NIC_MODELS
@@ -68,6 +81,7 @@ class Nic:
     vf_address: str | None = None          # sriov: PCI address 0000:04:10.1
     device: str | None = None              # vdpa: /dev/vhost-vdpa-N
     bond: str | None = None                # the VM's bond this NIC is a member of (no ip then)
+    impair: Impairment | None = None       # delay, jitter, loss, rate on this NIC's link
 
 
 @dataclass(frozen=True)

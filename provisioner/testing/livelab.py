@@ -80,6 +80,7 @@ class LabOps:
         address, from the target's network namespace), as Ansible does; (exit, out, err)."""
         from ..host import runner
         from ..host.netns import netns_argv
+        from ..host.ssh import guest_argv
         from ..verify.run import lab_inventory
 
         driver, lab = handle
@@ -88,11 +89,8 @@ class LabOps:
         if not host or not host.get("ansible_host"):
             raise VnetError(f"lab {lab.name} has no VM {vm!r} with a control address; "
                             f"VMs: {', '.join(inventory.hosts)}")
-        argv = ["ssh", "-i", host["ansible_ssh_private_key_file"], "-o", "BatchMode=yes",
-                "-o", "UserKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=no",
-                "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10",
-                *(["-p", str(host["ansible_port"])] if host.get("ansible_port") else []),
-                f"{host.get('ansible_user', 'root')}@{host['ansible_host']}", command]
+        argv = guest_argv(host["ansible_ssh_private_key_file"], host["ansible_host"], command,
+                          host.get("ansible_user", "root"), host.get("ansible_port"))
         netns = driver.target.netns
         done = runner.run(netns_argv(netns, argv) if netns else argv, check=False,
                           timeout=timeout, input=stdin)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from ..lab import modes, nics
 from ..lab.defaults import ECHO_PORT
 from ..lab.model import Backend, Lab
+from .impairment import impairment_cells
 from .linkcells import link_cells, probed_nics
 
 HOST, INTERNET = "host", "internet"
@@ -45,6 +46,7 @@ class Check:
     probe: dict = field(default_factory=dict)
     observed: str = "error"
     detail: str = "not run"
+    measured: dict | None = None     # impairment cells: what the guest measured
 
     @property
     def ok(self) -> bool:
@@ -57,7 +59,8 @@ class Check:
     def as_dict(self) -> dict:
         return {"kind": self.kind, "network": self.network, "mode": self.mode,
                 "source": self.source, "target": self.target, "expected": self.expected,
-                "observed": self.observed, "ok": self.ok, "detail": self.detail}
+                "observed": self.observed, "ok": self.ok, "detail": self.detail,
+                **({"measured": self.measured} if self.measured is not None else {})}
 
 
 def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
@@ -116,6 +119,9 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
     checks += link_cells(lab, ends, lambda kind, network, source, target, runner, probe:
                          Check(kind, network, lab.network(network).mode, source, target, "pass",
                                runner, probe))
+    checks += impairment_cells(lab, ends, lambda kind, network, source, target, runner, probe:
+                               Check(kind, network, lab.network(network).mode, source, target,
+                                     "pass", runner, probe), backend)
     link_controls(checks)
     return checks
 

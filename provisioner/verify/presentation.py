@@ -11,7 +11,7 @@ from . import checks as checklib
 from .report import CELL_TITLES, table
 
 KIND_TITLES = dict(CELL_TITLES, port_forward="port fwd", nic_model="NIC model", route="route",
-                   bond_failover="bond failover")
+                   bond_failover="bond failover", impairment="impairment")
 
 
 def matrix_text(result: dict) -> str:
@@ -34,6 +34,10 @@ def matrix_text(result: dict) -> str:
         lines.append("diagnosis:")
         lines += [f"  {c['kind']} {c['source']} -> {c['target']}: expected {c['expected']}, "
                   f"observed {c['observed']}: {c['detail']}" for c in red]
+    measured = [c for c in result["checks"] if c["kind"] == "impairment" and c["ok"]]
+    if measured:       # declared against measured, green ones too (red ones are above)
+        lines.append("impairment:")
+        lines += [f"  {c['source']} -> {c['target']}: {c['detail']}" for c in measured]
     if skipped:
         lines.append(f"skipped: {skipped[0]['detail']}")
     lines += [f"note: {n}" for n in result.get("notes", [])]

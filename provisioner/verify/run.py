@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from . import ansible as guest_ansible
 from . import checks as checklib
-from . import forwardcheck, linkcells, listeners, topology
+from . import forwardcheck, impairment, linkcells, listeners, topology
 from ..host import procs, sandbox, state
 from .result import build as build_result
 from ..lab.naming import mgmt_subnet_for
@@ -112,6 +112,7 @@ def _verify(lab: Lab, target: Target, progress: Callable[[str], None],
                                 sources.listener_addresses(target, cells, port))
         pause_at("verify")                      # a test may kill `vnet up` here
         _run(lab, target, sb, cells, inventory, progress, sources)
+        impairment.annotate(cells, (state.read(target, lab.name) or {}).get("impair", {}))
     finally:
         for record in records:
             procs.stop(record, progress)
@@ -233,6 +234,7 @@ def record(cells: list, guest: dict[str, dict], sides: dict[str, dict],
                 r = raw[str(i)] = result["probes"].get(str(i), {"observed": "error",
                                                                 "detail": "no result"})
                 cell.observed, cell.detail = r["observed"], r["detail"]
+                cell.measured = r.get("measured")
         else:
             r = raw[str(i)] = sides.get(f"{cell.runner}:{i}", {"observed": "error",
                                                                "detail": "not run"})

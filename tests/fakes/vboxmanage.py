@@ -341,6 +341,7 @@ MODIFYVM = {
     "--natpf": nic_opt("natpf", _delete_nargs), "--nat-pf": nic_opt("natpf", _delete_nargs, SEVEN),
     "--natlocalhostreachable": nic_opt("natlocalhostreachable", since=SEVEN),
     "--nat-localhostreachable": nic_opt("natlocalhostreachable", since=SEVEN),
+    "--nicbandwidthgroup": nic_opt("nicbandwidthgroup"),
 }
 
 
@@ -437,6 +438,10 @@ def cmd_modifyvm(state, args):
                 except ValueError:
                     raise syntax(f"Invalid --natnet{n} '{value}'") from None
             nic["natnet"] = value
+        elif key == "nicbandwidthgroup":
+            if value != "none" and vm.get("bandwidth", {}).get(value, {}).get("type") != "network":
+                raise Fail(f"Could not find a network bandwidth group named '{value}'", NOT_FOUND)
+            nic["bandwidthgroup"] = value
         elif key == "natlocalhostreachable":
             nic["localhostreachable"] = on_off(value, f"--natlocalhostreachable{n}")
         elif key == "natpf":
@@ -596,6 +601,41 @@ def cmd_controlvm(state, args):
     if action in ("poweroff", "acpipowerbutton"):
         print(PROGRESS, file=sys.stderr)
         vm["state"] = "poweroff"
+
+
+def _limit(value: str) -> str:
+    if not re.fullmatch(r"[0-9]+[kmgKMG]?", value):
+        raise syntax(f"Invalid --limit '{value}': a whole number with k, m, g, K, M or G")
+    return value
+
+
+def cmd_bandwidthctl(state, args):
+    """bandwidthctl <vm> add NAME --type disk|network --limit N[kmgKMG] | set NAME --limit N |
+    remove NAME (VirtualBox manual, VBoxManage bandwidthctl); add/remove need the VM off."""
+    if len(args) < 3:
+        raise syntax("bandwidthctl: expected <vm> add|set|remove <name> ...")
+    vm, action, name = find_vm(state, args[0]), args[1], args[2]
+    groups = vm.setdefault("bandwidth", {})
+    if action == "add":
+        if len(args) != 7 or args[3] != "--type" or args[5] != "--limit":
+            raise syntax("bandwidthctl add: expected <name> --type disk|network --limit <N>")
+        unlocked(vm)
+        if name in groups:
+            raise Fail(f"Bandwidth group named '{name}' already exists")
+        groups[name] = {"type": choice(args[4], ("disk", "network"), "bandwidth group type"),
+                        "limit": _limit(args[6])}
+    elif action == "set":
+        if len(args) != 5 or args[3] != "--limit":
+            raise syntax("bandwidthctl set: expected <name> --limit <N>")
+        if name not in groups:
+            raise Fail(f"Could not find a bandwidth group named '{name}'", NOT_FOUND)
+        groups[name]["limit"] = _limit(args[4])
+    elif action == "remove":
+        unlocked(vm)
+        if groups.pop(name, None) is None:
+            raise Fail(f"Could not find a bandwidth group named '{name}'", NOT_FOUND)
+    else:
+        raise syntax(f"bandwidthctl: unknown action '{action}'")
 
 
 def cmd_unregistervm(state, args):
@@ -1033,7 +1073,7 @@ COMMANDS = {
     "startvm": cmd_startvm, "controlvm": cmd_controlvm, "unregistervm": cmd_unregistervm,
     "showvminfo": cmd_showvminfo, "guestproperty": cmd_guestproperty, "list": cmd_list,
     "natnetwork": cmd_natnetwork, "hostonlyif": cmd_hostonlyif, "hostonlynet": cmd_hostonlynet,
-    "dhcpserver": cmd_dhcpserver, "import": cmd_import,
+    "dhcpserver": cmd_dhcpserver, "import": cmd_import, "bandwidthctl": cmd_bandwidthctl,
 }
 READ_ONLY = {"getextradata", "showvminfo", "guestproperty", "list"}
 

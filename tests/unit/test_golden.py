@@ -14,6 +14,7 @@ from tests.conftest import ROOT, regen_golden
 CASES = sorted(p.parent.name for p in (ROOT / "tests" / "golden").glob("*/lab.yaml"))
 HARDWARE_ONLY = {"sriov", "vdpa"}     # VirtualBox has no attachment for these
 LIBVIRT_ONLY = {"cloud"}              # cloud images: libvirt backend only, for now
+REFUSED_ON_VBOX = {"impair-netem": r"nics\[0\]\.impair\.delay_ms: VirtualBox has no delay"}
 
 
 def _compare(path: Path, text: str) -> None:
@@ -39,6 +40,10 @@ def test_libvirt_golden_and_schema(case, relaxng):
 @pytest.mark.parametrize("case", CASES)
 def test_virtualbox_golden(case):
     lab = labfile.load(ROOT / "tests" / "golden" / case / "lab.yaml")
+    if case in REFUSED_ON_VBOX:
+        with pytest.raises(Unsupported, match=REFUSED_ON_VBOX[case]):
+            plan_for(lab, Backend.VIRTUALBOX)
+        return
     if case in HARDWARE_ONLY | LIBVIRT_ONLY:
         with pytest.raises(Unsupported, match="virtio, e1000" if case in HARDWARE_ONLY
                            else "libvirt backend"):

@@ -6,8 +6,9 @@ from ...host.state import Target
 from ...lab.model import Backend, Lab
 from ...progress import Progress
 from ...lab.naming import object_name
-from ..base import Driver
-from . import lifecycle
+from ...lab.model import Impairment
+from ..base import Driver, declare_impairment, lab_from_record
+from . import impair as impairs, lifecycle
 from .connection import LibvirtDriver
 
 
@@ -38,3 +39,13 @@ class Libvirt(Driver):
         _, found = self.link_nic(lab_name, vm, nic)
         LibvirtDriver(self.target).set_link(object_name(lab_name, vm), found.mac, up)
 
+
+    def set_impairment(self, lab_name: str, vm: str, nic: int,
+                       impair: Impairment | None) -> dict:
+        """tc on the NIC's tap and/or netem in the guest (drivers/libvirt/impair.py)."""
+        record, _ = self.link_nic(lab_name, vm, nic)
+        declare_impairment(record, vm, nic, impair)
+        lab = lab_from_record(record)
+        impairs.check(lab)             # before anything changes: exit 2
+        return impairs.Applier(lab, self.target, LibvirtDriver(self.target), record) \
+            .apply(vm, lab.vm(vm).nics[nic], impair)

@@ -11,6 +11,7 @@ from typing import Callable
 from ...guest import cloudimages, seed
 from ...host import forwarding, ssh, state
 from .. import boot
+from . import impair
 from ...guest.cmdline import bond_nic
 from ..base import lab_from_record
 from .connection import LibvirtDriver
@@ -99,6 +100,10 @@ def _up(lab: Lab, target: Target, driver: LibvirtDriver, progress: Progress, wai
                                timeout=CLOUD_ADDRESS_TIMEOUT if plan.extra["cloud"]
                                else ADDRESS_TIMEOUT, boot_only=bool(started))
             timings.mark("address")
+            impair.Applier(lab, target, driver, record).apply_all(progress)
+        elif any(nic.impair for vm in lab.vms for nic in vm.nics):
+            progress("not waiting for the guests: their NICs' impairments are not applied "
+                     "(run `vnet up` again, or `vnet impair`, once they are up)")
         record["timings"] = timings.phases
         state.save(target, lab.name, record)
     except BaseException:

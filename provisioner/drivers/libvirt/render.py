@@ -25,6 +25,7 @@ from pathlib import Path
 import jinja2
 
 from ...guest import cmdline as guestcmdline
+from . import impair
 from ...lab import modes, nics
 from ...guest.cloudimages import overlay_path, seed_path
 from ...errors import Unsupported
@@ -76,6 +77,7 @@ class LibvirtRenderer:
 
     def plan(self, lab: Lab) -> Plan:
         self._check(lab)
+        impair.check(lab)          # a rate on a NIC without a tap: refused here (exit 2)
         mgmt = self.ctx.mgmt_subnet or mgmt_subnet_for(lab.name)
         docs = [self._render("network.xml.j2", lab, net=n) for n in self._networks(lab, mgmt)]
         docs = [Document("network", n.libvirt_name, d)

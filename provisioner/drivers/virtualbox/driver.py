@@ -4,15 +4,17 @@ status, the list of labs and gc read VirtualBox's VMs by their vnet/lab and vnet
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
-from ...errors import NotFound
+from ...errors import NotFound, Unsupported
 from ...host import runner, state
 from ...host.owner import owner_id
 from ...host.state import Target
-from ...lab.model import Backend, Lab
+from ...lab.model import Backend, Impairment, Lab
 from ...progress import Progress
-from ..base import Driver, lab_from_record
+from ..base import Driver, declare_impairment, lab_from_record
 from . import api as vbox_api
+from . import bandwidth
 from . import lifecycle, objects, teardown
 
 
@@ -32,7 +34,13 @@ class VirtualBox(Driver):
                     or any(runner.which(name) for name in vbox_api.BINARIES))
 
     def up(self, lab: Lab, progress: Progress, wait: bool = True) -> dict:
-        return lifecycle.up(lab, progress=progress, wait=wait)
+        record = lifecycle.up(lab, progress=progress, wait=wait)
+        applied = {vm.name: {nic.mac: _applied(nic.impair, k) for k, nic in enumerate(vm.nics)
+                             if nic.impair is not None} for vm in lab.vms}
+        if any(applied.values()):      # the plan's bandwidth groups, for the cells' detail
+            record["impair"] = {vm: nics for vm, nics in applied.items() if nics}
+            state.save(self.target, lab.name, record)
+        return record
 
     def inventory(self, lab: Lab):
         return lifecycle.inventory(lab)
@@ -99,6 +107,27 @@ class VirtualBox(Driver):
         vbox_api.backend().run(("VBoxManage", "controlvm", record["vms"][vm],
                                 f"setlinkstate{nic + 1}", "on" if up else "off"))
 
+    def set_impairment(self, lab_name: str, vm: str, nic: int,
+                       impair: Impairment | None) -> dict:
+        """A new limit for the NIC's bandwidth group while the VM runs (`bandwidthctl set`;
+        0 turns it off). The group exists only where the lab file declared a rate: a NIC
+        joins a group only while its VM is powered off (modifyvm)."""
+        record, found = self.link_nic(lab_name, vm, nic)
+        if impair is not None:
+            bandwidth.check_impairment(lab_from_record(record).vm(vm), nic,
+                                       replace(found, impair=impair))
+        if found.impair is None or not found.impair.rate_mbit:
+            raise Unsupported(f"vms.{vm}.nics[{nic}].impair.rate_mbit: this NIC has no "
+                              "bandwidth group (VirtualBox attaches one only to a powered-off "
+                              "VM); declare impair.rate_mbit for it in the lab file")
+        vbox_api.backend().run(bandwidth.set_argv(record["vms"][vm], nic,
+                                                  impair.rate_mbit if impair else None))
+        declare_impairment(record, vm, nic, impair)
+        entry = _applied(impair, nic)
+        record.setdefault("impair", {}).setdefault(vm, {})[found.mac] = entry
+        state.save(self.target, lab_name, record)
+        return entry
+
     def _tagged(self, be, owner: str | None | bool = True) -> dict[str, list[str]]:
         """lab -> its VMs: this state root's (owner=True), or an older vnet's (owner=None)."""
         tags = objects.vm_tags(be)
@@ -115,3 +144,11 @@ class VirtualBox(Driver):
             return state.read(self.target, name) is not None
         except state.CorruptState:
             return False
+
+
+def _applied(impair: Impairment | None, k: int) -> dict:
+    """What the record says was applied to NIC k: its bandwidth group, or nothing."""
+    parts = {"rate_mbit": f"VirtualBox bandwidth group {bandwidth.bandwidth_group(k)} (what "
+                          "the VM sends)"} if impair and impair.rate_mbit else {}
+    return {"declared": impair.as_dict() if impair else {}, "parts": parts,
+            "summary": "; ".join(f"{k} -> {v}" for k, v in parts.items()) or "nothing (cleared)"}

@@ -55,6 +55,7 @@ from ...lab import modes, nics
 from ...errors import Unsupported
 from ...lab.model import Backend, CloudImage, Lab, Network, Nic, Vm
 from ..base import Document, Plan, VBoxExtra
+from .bandwidth import bandwidth_steps, check_impairment
 from .context import (  # noqa: F401  (names other modules and the tests take from here)
     NETWORKS_CONF, OWNER_KEY, TAG_KEY, VBoxContext, boot_iso_path, created_interface,
     hostonlyif_token, substitute, vbox_mac, vbox_name)
@@ -137,6 +138,7 @@ class VirtualBoxRenderer:
                                   f"and the last slot is vnet's management NIC: at most "
                                   f"{MAX_NICS - 1} lab NICs")
             for k, nic in enumerate(vm.nics):
+                check_impairment(vm, k, nic)
                 model = nics.NIC_MODELS[nic.model]
                 if model.virtualbox_type is None:
                     raise Unsupported(
@@ -274,6 +276,7 @@ class VirtualBoxRenderer:
         steps += [(f"{label}: nic{k + 1} on {nic.network}", _vbm("modifyvm", name,
                                                                  *self._nic(lab, vm, nic, k + 1)))
                   for k, nic in enumerate(vm.nics)]
+        steps += bandwidth_steps(name, label, vm, _vbm)
         steps.append((f"{label}: nic{len(vm.nics) + 1} management",
                       _vbm("modifyvm", name, *self._mgmt_nic(lab, vm, len(vm.nics) + 1))))
         disk = self.ctx.disk.replace("{vm}", vm.name)
