@@ -5,11 +5,13 @@ libvirt network, last NIC of every VM, no route beyond it). Every in-guest probe
 the NIC under test with SO_BINDTODEVICE, and targets that network's addresses, so the
 management network cannot carry a probe: an internal network's VM->host cell targets the
 host's management address on purpose, and must fail. A VirtualBox lab has the same
-control path on a lab-owned host-only interface (vbox_exec.inventory), and its expected values
+control path on a lab-owned host-only interface (drivers/virtualbox/lifecycle.py, inventory),
+and its expected values
 come from the VirtualBox rows of the mode table (Inventory.backend).
 
 Three probe sources run at once: the guests (one Ansible run, one module call per guest), the
-host namespace and the Internet namespace (vnet's own listeners answer there)."""
+host namespace and the Internet namespace (vnet's own listeners answer there). ProbeSources
+names what observes the cells: ansible.py (the guests), listeners.py, forwardcheck.py."""
 from __future__ import annotations
 
 import importlib.util
