@@ -6,8 +6,7 @@ the NIC under test with SO_BINDTODEVICE, and targets that network's addresses, s
 management network cannot carry a probe: an internal network's VM->host cell targets the
 host's management address on purpose, and must fail. A VirtualBox lab has the same
 control path on a lab-owned host-only interface (drivers/virtualbox/lifecycle.py, inventory),
-and its expected values
-come from the VirtualBox rows of the mode table (Inventory.backend).
+and its expected values come from the VirtualBox rows of the mode table (Inventory.backend).
 
 Three probe sources run at once: the guests (one Ansible run, one module call per guest), the
 host namespace and the Internet namespace (vnet's own listeners answer there). ProbeSources
