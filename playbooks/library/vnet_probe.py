@@ -30,7 +30,8 @@ across the guests, the host and the Internet.
 
 Each probe: {"id", "target", "port", "proto" ("tcp", default, or "udp"), "expect_name",
 "self_name" (optional, see above), "self_note" (optional: why the address is the prober's own),
-"bind_mac" (optional: the NIC under test; the socket is bound to its device with
+"bind_dev" and "bind_ip" (optional: a tunnel's device and this end's overlay address, bound
+the same way), "bind_mac" (optional: the NIC under test; the socket is bound to its device with
 SO_BINDTODEVICE and to its own address, so no other NIC can carry the probe and the guest's
 per-NIC routing table sends it by that network's gateway), "nonce" (optional: preset, e.g. a
 forward's origin-tagged nonce), "banner" (optional, TCP: accept this banner prefix instead of a
@@ -145,6 +146,14 @@ def _open(spec, kind):
     """A socket, bound to the NIC under test when the probe names one; (sock, None) or
     (None, error result)."""
     sock = socket.socket(socket.AF_INET, kind)
+    if spec.get("bind_dev"):      # a tunnel cell: its device and this end's overlay address
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, spec["bind_dev"].encode())
+            sock.bind((spec["bind_ip"], 0))
+        except OSError as exc:
+            sock.close()
+            return None, _result("error", f"cannot bind to {spec['bind_dev']} "
+                                          f"({spec['bind_ip']}): {_reason(exc)}")
     if spec.get("bind_mac"):
         unusable = bind_to_nic(sock, spec["bind_mac"])      # device and the NIC's address
         if unusable:

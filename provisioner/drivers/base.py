@@ -13,6 +13,7 @@ from typing import Any, ClassVar, cast, TypedDict
 
 from ..errors import LabFileError, Unsupported
 from ..host import state
+from ..host.capture import CapturePoint
 from ..host.sandbox import lab_defaults
 from ..host.state import LabRecord, Target
 from ..lab import loader
@@ -112,6 +113,22 @@ class Driver(ABC):
     def set_link(self, lab_name: str, vm: str, nic: int, up: bool) -> None:
         """Bring one NIC's link up or down (the link/tunnel issue builds on this)."""
         raise Unsupported(f"setting a NIC's link is not supported on {self.backend.value} yet")
+
+    def capture_point(self, lab_name: str, vm: str, nic: int) -> CapturePoint:
+        """Where NIC `nic` (its index in the lab file) of a running VM can be captured on the
+        host side (`vnet capture`, issue 18); Unsupported, with why and what to use instead,
+        where there is no such place."""
+        raise Unsupported(f"capturing a NIC is not supported on {self.backend.value}")
+
+    def network_capture_point(self, lab_name: str, network: str) -> CapturePoint:
+        """Where every frame of a lab network passes on the host side (its bridge): the
+        encapsulation cell's underlay (issue 17)."""
+        raise Unsupported(f"capturing a network is not supported on {self.backend.value}")
+
+    def nic_trace(self, lab_name: str, vm: str, nic: int, pcap: str, on: bool) -> None:
+        """For a CapturePoint without interface: the hypervisor writes the pcap itself."""
+        raise Unsupported(f"the hypervisor's own NIC trace is not supported on "
+                          f"{self.backend.value}")
 
     def set_impairment(self, lab_name: str, vm: str, nic: int,
                        impair: Impairment | None) -> dict:

@@ -16,7 +16,11 @@ from ..host import locks, runner
 KERNEL_META = "linux-image-amd64"   # resolved to the current linux-image-6.1.*-amd64
 PACKAGES = ("busybox-static", "dropbear-bin", "python3.11-minimal", "libpython3.11-minimal",
             "libpython3.11-stdlib", "libc6", "zlib1g", "libexpat1", "libffi8", "libssl3",
-            "libcrypt1", "libtomcrypt1", "libtommath1", "libgmp10", "libbz2-1.0", "liblzma5")
+            "libcrypt1", "libtomcrypt1", "libtommath1", "libgmp10", "libbz2-1.0", "liblzma5",
+            # tunnels (issue 17): iproute2's full `ip` (busybox's lacks xfrm, vxlan, gre and
+            # wireguard links) with the libraries it links, and wireguard-tools' `wg`
+            "iproute2", "libbpf1", "libelf1", "libmnl0", "libbsd0", "libmd0", "libcap2",
+            "wireguard-tools")
 MEMO = "resolved.json"              # in the debs dir: the last resolution and its lists_stamp
 
 

@@ -9,7 +9,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_network
 from pathlib import Path
 from typing import Any
 
-from . import impair as impairs, links, modes, nics
+from . import impair as impairs, links, modes, nics, tunnels
 from ..errors import LabFileError, quote
 from .forwards import check_host_ports, with_forwards
 from .labyaml import parse
@@ -27,7 +27,7 @@ FIRST_AUTO = 150
 FIRST_HOST = 10
 CLOUD_MEMORY = 512                   # default MiB for a cloud-image VM (tiny: 128)
 
-LAB_KEYS = {"name", "networks", "vms", "images"}
+LAB_KEYS = {"name", "networks", "vms", "images", "tunnels"}
 NET_KEYS = {"name", "mode", "subnet", "dhcp", "bridge", "port_forwards"}
 VM_KEYS = {"name", "image", "memory", "cpus", "nics", "bonds", "router"}
 NIC_KEYS = {"network", "model", "mac", "ip", "pf", "vf_address", "device", "bond", "impair"}
@@ -70,6 +70,7 @@ def resolve(data: Any, defaults: Defaults = Defaults(), source: str | None = Non
     check_host_ports(resolved)
     # The raw data is kept so a lab can be rebuilt later exactly (it resolves deterministically).
     return Lab(name=name, networks=resolved, vms=vms, source=source,
+               tunnels=tunnels.parse(lab.get("tunnels"), name, resolved, vms),
                meta={"raw": copy.deepcopy(data)})
 
 

@@ -120,6 +120,29 @@ class Route:
 
 
 @dataclass(frozen=True)
+class TunnelEnd:
+    """One end of a point-to-point tunnel (lab/tunnels.py): the VM, its overlay address, the
+    underlay address the tunnel's outer packets carry, and the lab network that address is on
+    (whose bridge carries the outer frames; across a router each end names its own side)."""
+    vm: str
+    overlay_ip: IPv4Interface              # on the tunnel device, with the overlay's prefix
+    underlay_ip: IPv4Address
+    network: str
+
+
+@dataclass(frozen=True)
+class Tunnel:
+    """A tunnel between two VMs (issue 17). `id` is the VXLAN VNI, the NVGRE VSID or the GRE
+    key (None: a GRE tunnel without a key, and always for ipsec and wireguard). Per-lab keys
+    are not here: lab/tunnels.py tunnel_secrets() reads them from the lab's state directory."""
+    name: str                              # also the guest's interface name
+    type: str                              # vxlan | nvgre | gretap | gre | ipsec | wireguard
+    id: int | None
+    subnet: IPv4Network                    # the overlay
+    endpoints: tuple[TunnelEnd, ...]
+
+
+@dataclass(frozen=True)
 class Vm:
     name: str
     image: str | CloudImage                # a built-in image name ("tiny") or a cloud image
@@ -137,6 +160,7 @@ class Lab:
     networks: tuple[Network, ...]
     vms: tuple[Vm, ...]
     source: str | None = None              # the file it came from, for messages
+    tunnels: tuple[Tunnel, ...] = ()
     meta: dict = field(default_factory=dict, compare=False, hash=False)
 
     def network(self, name: str) -> Network:

@@ -13,6 +13,7 @@ from ..host.ssh import close_masters, control_dir
 from ..host.state import Target
 from ..lab.model import Lab
 from ..resources import data_dir
+from . import tunnelcells
 
 PYTHON_IN_GUEST = "/usr/bin/python3"
 ANSIBLE_TIMEOUT = 180      # a whole run; one probe module call takes a few seconds
@@ -27,6 +28,7 @@ def run_guests(lab: Lab, target: Target, cells, inventory, progress,
     (forwardcheck.guest_holds); `stop`: the file that tells the host-side forward probes that
     the guests' run has ended; `playbook`: what runs it (run_playbook; a test passes a fake)."""
     hosts = {}
+    tunnel_files = tunnelcells.write_guest_files(lab, inventory.work_dir)
     for vm in lab.vms:
         mine = [(i, c) for i, c in enumerate(cells) if c.runner == f"guest:{vm.name}"]
         hosts[vm.name] = {
@@ -38,6 +40,7 @@ def run_guests(lab: Lab, target: Target, cells, inventory, progress,
             # a second task, after every guest's probes: a cut link must disturb no other cell
             "vnet_failovers": [dict(c.probe, id=str(i)) for i, c in mine
                                if c.probe.get("failover")],
+            **({"vnet_tunnels_file": tunnel_files[vm.name]} if vm.name in tunnel_files else {}),
         }
     private = inventory.work_dir / "ansible"
     inventory_data = {"all": {"hosts": hosts, "vars": {
@@ -99,4 +102,6 @@ def run_playbook(private_dir: str, playbook: str, inventory: dict, env: dict) ->
                                                         "forwards": {}})
                 for key in got:
                     got[key].update(res.get(key, {}))
+                if "tunnels" in res:   # vnet_tunnel: what it built (tunnelcells.annotate)
+                    got.setdefault("tunnels", {}).update(res["tunnels"])
     return results

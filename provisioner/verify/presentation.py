@@ -11,7 +11,8 @@ from . import checks as checklib
 from .report import CELL_TITLES, table
 
 KIND_TITLES = dict(CELL_TITLES, port_forward="port fwd", nic_model="NIC model", route="route",
-                   bond_failover="bond failover", impairment="impairment")
+                   bond_failover="bond failover", impairment="impairment", tunnel="tunnel",
+                   encapsulation="encapsulation")
 
 
 def matrix_text(result: dict) -> str:

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from . import ansible as guest_ansible
 from . import checks as checklib
-from . import forwardcheck, impairment, linkcells, listeners, topology
+from . import encapcells, forwardcheck, impairment, linkcells, listeners, topology, tunnelcells
 from ..host import procs, sandbox, state
 from .result import build as build_result
 from ..lab.naming import mgmt_subnet_for
@@ -91,13 +91,17 @@ def lab_inventory(lab: Lab, target: Target) -> Inventory:
 
 def verify(lab: Lab, target: Target, progress: Callable[[str], None],
            timings: dict | None = None, inventory: Inventory | None = None,
-           sources: ProbeSources | None = None) -> dict:
+           pcap_dir: Path | None = None, sources: ProbeSources | None = None) -> dict:
+    """pcap_dir: where the encapsulation cells' captures go (default: the lab's directory);
+    sources: what observes the cells (ProbeSources: the real ones by default)."""
     with state.lab_lock(target, lab.name, progress):     # a `destroy` waits for the probes
-        return _verify(lab, target, progress, timings, inventory, sources or ProbeSources())
+        return _verify(lab, target, progress, timings, inventory, pcap_dir,
+                       sources or ProbeSources())
 
 
 def _verify(lab: Lab, target: Target, progress: Callable[[str], None],
-            timings: dict | None, inventory: Inventory | None, sources: ProbeSources) -> dict:
+            timings: dict | None, inventory: Inventory | None,
+            pcap_dir: Path | None, sources: ProbeSources) -> dict:
     started = time.monotonic()
     inventory = inventory or lab_inventory(lab, target)
     sb = _sandbox(target)
@@ -112,7 +116,9 @@ def _verify(lab: Lab, target: Target, progress: Callable[[str], None],
         sources.start_listeners(target, sb, port, inventory.work_dir, records,
                                 sources.listener_addresses(target, cells, port))
         pause_at("verify")                      # a test may kill `vnet up` here
-        _run(lab, target, sb, cells, inventory, progress, sources)
+        encapcells.while_capturing(
+            lambda: _run(lab, target, sb, cells, inventory, progress, sources),
+            lab, target, inventory, cells, pcap_dir, progress)
         impairment.annotate(cells, (state.read(target, lab.name) or {}).get("impair", {}))
     finally:
         for record in records:
@@ -203,6 +209,7 @@ def _run(lab, target, sb, cells, inventory, progress, sources: ProbeSources) -> 
         raise VnetError(f"host-side probes failed to run: {errors[0]!r}")
     record(cells, guest, outcome)
     cutter.annotate(cells)
+    tunnelcells.annotate(cells, guest)
 
 
 def _link_setter(lab: Lab, target: Target, backend: Backend):

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from ...guest import cloudimages, seed
-from ...host import forwarding, ssh, state
+from ...host import forwarding, ssh, state, tunnelkeys
 from .. import boot
 from . import impair
 from ...guest.cmdline import bond_nic
@@ -74,6 +74,7 @@ def _up(lab: Lab, target: Target, driver: LibvirtDriver, progress: Progress, wai
     timings.mark("image")
     lab_dir = state.lab_dir(target, lab.name)
     _, pubkey = state.ssh_key(target, lab.name)
+    tunnelkeys.ensure_secrets(lab_dir, lab.tunnels)     # the lab's own ipsec/wireguard keys
     chosen = accel.choose(image, progress)
     ctx = Context(image=ImageFiles(str(image.kernel), str(image.initrd), str(image.rootdisk),
                                    image.cmdline_base),
