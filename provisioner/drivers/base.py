@@ -167,7 +167,7 @@ def lab_from_record(record: LabRecord) -> Lab:
                           source=record.get("source"))
 
 
-_DRIVERS = {
+_DRIVERS: dict[Backend, str | type[Driver]] = {
     Backend.LIBVIRT: "provisioner.drivers.libvirt.driver:Libvirt",
     Backend.VIRTUALBOX: "provisioner.drivers.virtualbox.driver:VirtualBox",
 }
@@ -177,12 +177,14 @@ _REGISTRY = {
 }
 
 
-def _load(table: dict[Backend, str], backend: Backend | str):
+def _load(table: dict[Backend, Any], backend: Backend | str):
     try:
         target = table[Backend(backend)]
     except ValueError:
         raise Unsupported(f"unknown backend {backend!r}; valid backends: "
                           f"{', '.join(b.value for b in Backend)}") from None
+    if not isinstance(target, str):          # a class given to register()
+        return target
     module, _, attr = target.partition(":")
     return getattr(importlib.import_module(module), attr)
 
@@ -195,3 +197,13 @@ def renderer(backend: Backend | str):
 def driver_class(backend: Backend | str) -> type[Driver]:
     """The Driver subclass for a backend, imported now."""
     return _load(_DRIVERS, backend)
+
+
+def register(backend: Backend | str, driver: type[Driver] | str) -> type[Driver] | str:
+    """Make `driver` (a Driver subclass, or "module:Class" imported when first used) the one
+    for `backend`; returns the one it replaces, so a caller can put it back (a test registers
+    a fake driver this way, and the ops layer and the matrix then drive it)."""
+    backend = Backend(backend)
+    previous = _DRIVERS[backend]
+    _DRIVERS[backend] = driver
+    return previous

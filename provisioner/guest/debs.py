@@ -21,15 +21,21 @@ PACKAGES = ("busybox-static", "dropbear-bin", "python3.11-minimal", "libpython3.
             # wireguard links) with the libraries it links, and wireguard-tools' `wg`
             "iproute2", "libbpf1", "libelf1", "libmnl0", "libbsd0", "libmd0", "libcap2",
             "wireguard-tools")
+MEMO = "resolved.json"              # in the debs dir: the last resolution and its lists_stamp
+
+
+def lists_stamp() -> str:
+    """What a remembered resolution (MEMO) is valid for: PACKAGES and apt's local lists."""
+    lists = sorted(Path("/var/lib/apt/lists").glob("*_Packages*"))
+    return hashlib.sha256(repr((PACKAGES, [(str(p), p.stat().st_mtime_ns) for p in lists]))
+                          .encode()).hexdigest()
 
 
 def resolve(debdir: Path, update: bool, progress: Callable[[str], None] = print) -> list[dict]:
     """[{name, file, sha256}] for the kernel (first) and PACKAGES, as apt would fetch them now.
     Read from apt's local lists (no network), remembered until those lists change."""
-    lists = sorted(Path("/var/lib/apt/lists").glob("*_Packages*"))
-    stamp = hashlib.sha256(repr((PACKAGES, [(str(p), p.stat().st_mtime_ns) for p in lists]))
-                           .encode()).hexdigest()
-    memo = debdir / "resolved.json"
+    stamp = lists_stamp()
+    memo = debdir / MEMO
     remembered = _read_memo(memo, stamp)
     if remembered is not None:
         return remembered

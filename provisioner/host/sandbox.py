@@ -124,13 +124,17 @@ def status(name: str = "default") -> dict:
             "problems": problems}
 
 
-def up(name: str = "default", progress: Callable[[str], None] = print) -> Sandbox:
+def up(name: str = "default", progress: Callable[[str], None] = print, *,
+       check: Callable[[Sandbox], None] | None = None,
+       create: Callable[[Sandbox, Callable[[str], None]], Sandbox] | None = None) -> Sandbox:
     """Create the sandbox, or return it if it is already healthy; repairs a crashed one.
-    Holds the sandbox's lock: a second `up` at the same time waits, then finds it up."""
+    Holds the sandbox's lock: a second `up` at the same time waits, then finds it up. check,
+    create: the machine check before the lock and the work under it (the real ones by default;
+    the lock tests pass fakes)."""
     sb = describe(name)
-    _check_machine(sb)
+    (check or _check_machine)(sb)
     with locks.held("sandbox", name, progress):
-        return _up(sb, progress)
+        return (create or _up)(sb, progress)
 
 
 def _up(sb: Sandbox, progress: Callable[[str], None]) -> Sandbox:
@@ -162,12 +166,14 @@ def _up(sb: Sandbox, progress: Callable[[str], None]) -> Sandbox:
     return sb
 
 
-def down(name: str = "default", progress: Callable[[str], None] = print) -> None:
-    """Stop everything the sandbox runs, delete its namespaces and state; safe to repeat."""
+def down(name: str = "default", progress: Callable[[str], None] = print, *,
+         remove: Callable[[Sandbox, Callable[[str], None]], None] | None = None) -> None:
+    """Stop everything the sandbox runs, delete its namespaces and state; safe to repeat.
+    remove: the work under the lock (the real one by default; the lock tests pass a fake)."""
     sb = describe(name)
     require_root(f"vnet sandbox down {name}")
     with locks.held("sandbox", name, progress):
-        _down(sb, progress)
+        (remove or _down)(sb, progress)
 
 
 def _down(sb: Sandbox, progress: Callable[[str], None]) -> None:

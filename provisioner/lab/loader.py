@@ -101,13 +101,14 @@ def _network(net: dict, where: str, name: str, defaults: Defaults) -> Network:
     dhcp = net.get("dhcp", switch.get("dhcp", mode.has_dhcp_server))
     if not isinstance(dhcp, bool):
         raise LabFileError(f"{where}.dhcp", "must be true or false")
-    if dhcp and mode.name == "internal":
-        raise LabFileError(f"{where}.dhcp", "internal networks have no DHCP server (no host "
+    if dhcp and not mode.host_on_network:
+        raise LabFileError(f"{where}.dhcp", f"{mode.name} networks have no DHCP server (no host "
                            "on the network); remove dhcp or use mode hostonly")
     bridge = net.get("bridge")
-    if bridge is not None and mode.name != "bridged":
+    on_lan = mode.subnet == "lan"      # the host's LAN, reached through a host bridge
+    if bridge is not None and not on_lan:
         raise LabFileError(f"{where}.bridge", f"only bridged networks take a bridge, not {mode.name}")
-    if mode.name == "bridged":
+    if on_lan:
         bridge = bridge if bridge is not None else defaults.bridge
         if not isinstance(bridge, str) or not NETDEV_RE.fullmatch(bridge):
             raise LabFileError(f"{where}.bridge", "must be a host interface name "

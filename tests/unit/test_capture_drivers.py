@@ -60,9 +60,8 @@ def test_the_tap_is_read_from_the_live_domain_xml(monkeypatch):
            "<target dev='vnet3'/></interface><interface type='network'>"
            "<mac address='52:54:00:aa:bb:02'/><target dev='vnet4'/></interface></devices></domain>")
     dom = SimpleNamespace(isActive=lambda: True, XMLDesc=lambda flags: xml)
-    monkeypatch.setattr(LibvirtDriver, "_lookup", staticmethod(lambda fn, name: dom))
     monkeypatch.setattr(LibvirtDriver, "conn", property(lambda self: SimpleNamespace(
-        lookupByName=None)))
+        lookupByName=lambda name: dom)))           # FAKE connection: one running domain
     drv = LibvirtDriver(Target(uri="qemu:///x"), owner="o")
     assert drv.interface_target("d", "52:54:00:AA:BB:02") == "vnet4"
     assert drv.interface_target("d", "52:54:00:aa:bb:09") is None

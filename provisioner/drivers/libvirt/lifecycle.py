@@ -6,6 +6,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from ...guest import cloudimages, seed
 from ...host import forwarding, ssh, state, tunnelkeys
@@ -52,16 +53,18 @@ class Timings:
 
 # --- up -----------------------------------------------------------------------------------------
 
-def up(lab: Lab, target: Target, progress: Progress, wait: bool = True) -> dict:
+def up(lab: Lab, target: Target, progress: Progress, wait: bool = True, *,
+       bring_up: Callable[[Lab, Target, LibvirtDriver, Progress, bool], dict] | None = None) -> dict:
     """Bring the lab up; returns its record (also saved in the lab's state dir). Holds the
-    lab's lock: a `destroy` (or a second `up`) of the same lab waits for it."""
+    lab's lock: a `destroy` (or a second `up`) of the same lab waits for it. bring_up: the work
+    done under the lock (the real one by default; the lock tests pass a fake)."""
     from ... import doctor
 
     doctor.preflight(lab, target)     # missing SR-IOV/vDPA hardware, taken subnets: refuse first
     driver = LibvirtDriver(target)
     driver.conn       # an unreachable URI fails here, before an image is built or state written
     with state.lab_lock(target, lab.name, progress):
-        return _up(lab, target, driver, progress, wait)
+        return (bring_up or _up)(lab, target, driver, progress, wait)
 
 
 def _up(lab: Lab, target: Target, driver: LibvirtDriver, progress: Progress, wait: bool) -> dict:
@@ -230,11 +233,13 @@ def _addresses(nic, reported: dict[str, str]) -> list[str]:
     return []
 
 
-def destroy(lab_name: str, target: Target, progress: Progress) -> list[str]:
+def destroy(lab_name: str, target: Target, progress: Progress, *,
+            tear_down: Callable[[str, Target, Progress], list[str]] | None = None) -> list[str]:
     """Remove this owner's objects of the lab, its helpers and its state; waits for a running
-    `up` of the same lab to finish first."""
+    `up` of the same lab to finish first. tear_down: the work done under the lock (the real one
+    by default; the lock tests pass a fake)."""
     with state.lab_lock(target, lab_name, progress):
-        return _destroy(lab_name, target, progress)
+        return (tear_down or _destroy)(lab_name, target, progress)
 
 
 def _destroy(lab_name: str, target: Target, progress: Progress) -> list[str]:

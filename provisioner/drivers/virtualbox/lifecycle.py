@@ -1,5 +1,5 @@
-"""`vnet up/create/destroy --backend virtualbox`: run the VirtualBox plan (vbox_render.py) through
-one backend (vbox_api.py: vboxapi or VBoxManage), so that a lab is either fully there or gone.
+"""`vnet up/create/destroy --backend virtualbox`: run the VirtualBox plan (render.py) through
+one backend (api.py: vboxapi or VBoxManage), so that a lab is either fully there or gone.
 
 up:      version -> context (host OS, /etc/vbox/networks.conf) -> plan (every refusal happens
          here, before anything exists) -> already up? (VMs tagged vnet/lab=<lab>, all running:
