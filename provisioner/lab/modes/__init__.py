@@ -63,6 +63,11 @@ class Mode:
     # The guests sit on the host's physical LAN, the only network a host device (an SR-IOV VF,
     # a vDPA device) can attach to: it joins the physical network of its device.
     physical_lan: bool = False
+    # Its network is a bridge vnet owns end to end, so an Open vSwitch bridge can stand in
+    # for it (nat is QEMU's user network, natnetwork's bridge is libvirt's with its NAT and
+    # dnsmasq, bridged is the host's LAN bridge).
+    openflow_switch: bool = False
+    bridge_owner: str = ""         # who owns its bridge when vnet does not (said in refusals)
 
 
 def _load() -> dict[str, Mode]:
