@@ -3,8 +3,9 @@
 For each (mode, model) the default lab (two VMs on one network) is resolved and planned (a
 combination libvirt cannot realize is "unsupported"), created, verified and destroyed. A lab
 whose hardware is missing (SR-IOV, vDPA) is refused by doctor's preflight before anything
-exists, and its cells are reported as "skipped", never as passed. Labs run one at a time: TCG
-guests need the host's cores.
+exists, and its cells are reported as "skipped", never as passed. Labs run one at a time, or
+up to --jobs N at once (default_jobs: from the cores and the free memory); each lab gets its own
+host ports, and the summary lists the labs in mode x model order either way.
 
 Files, in the report directory:
   <lab>.json     the verify result (JSON contract of `vnet verify --report json`) + "matrix"
@@ -39,6 +40,8 @@ from ..progress import Progress
 
 PREFIX = "mx"
 PORT_BASE = 300        # host ports 2521.., 7301..: clear of a `vnet create` lab in the same sandbox
+PORT_STRIDE = 10       # lab i of the matrix forwards from PORT_BASE + i * PORT_STRIDE: labs run at once
+LAB_MEMORY_MIB = 700   # one default lab: 2 guests (128 MiB + QEMU) and its Ansible controller
 DEFAULT_MODELS = ("virtio", "e1000")
 VERDICTS = ("green", "red", "skipped", "unsupported", "error")
 
@@ -75,11 +78,29 @@ def check_names(mode_names: list[str], model_names: list[str]) -> None:
             raise LabFileError(f"--{kind.replace(' ', '-').lower()}s", "must not be empty")
 
 
+def default_jobs(labs: int) -> int:
+    """How many labs run at once: TCG guests idle once booted and much of a lab's time is
+    waiting (boot, SSH, Ansible), so two per core; never more than the free memory holds."""
+    import os
+
+    available = LAB_MEMORY_MIB
+    try:
+        with open("/proc/meminfo") as f:
+            available = next(int(line.split()[1]) // 1024 for line in f
+                             if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        pass
+    return max(1, min(labs, 2 * (os.cpu_count() or 1), available // LAB_MEMORY_MIB))
+
+
 def run(mode_names: list[str], model_names: list[str], report_dir: Path,
         sandbox_name: str | None = None, pf: str | None = None,
-        progress: Progress = print) -> dict:
-    """Run the matrix; returns the summary (also written to report_dir/summary.json)."""
+        progress: Progress = print, jobs: int = 1) -> dict:
+    """Run the matrix (up to `jobs` labs at once); returns the summary (also written to
+    report_dir/summary.json)."""
     check_names(mode_names, model_names)
+    if jobs < 1:
+        raise LabFileError("--jobs", f"must be at least 1, got {jobs}")
     sandbox.require_root("vnet matrix")          # before the report dir or a sandbox exists
     report_dir.mkdir(parents=True, exist_ok=True)
     started, wall = time.time(), time.monotonic()
@@ -88,7 +109,7 @@ def run(mode_names: list[str], model_names: list[str], report_dir: Path,
     summary = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
                "sandbox": name, "temporary_sandbox": temporary, "modes": mode_names,
                "nic_models": model_names, "labs": [], "wall_seconds": 0.0,
-               "complete": False}
+               "complete": False, "jobs": jobs}
     with _sigterm_as_interrupt():
         try:
             if temporary:
@@ -97,13 +118,26 @@ def run(mode_names: list[str], model_names: list[str], report_dir: Path,
             target = lifecycle.target_for(name, None)
             summary["doctor"] = _doctor(name, progress)
             combos = [(m, n) for m in mode_names for n in model_names]
-            for i, (mode, model) in enumerate(combos, 1):
-                lab = lab_name(mode, model)
-                say = _prefixed(progress, f"[{i}/{len(combos)} {lab}]")
-                outcome = run_one(mode, model, target, report_dir, pf, say)
-                summary["labs"].append(asdict(outcome))
+
+            def one(i: int, say: Progress) -> LabRun:
+                mode, model = combos[i]
+                return run_one(mode, model, target, report_dir, pf,
+                               _prefixed(say, f"[{i + 1}/{len(combos)} {lab_name(mode, model)}]"),
+                               port_base=PORT_BASE + i * PORT_STRIDE)
+
+            def done(outcomes: list[LabRun]) -> None:
+                summary["labs"] = [asdict(o) for o in outcomes]
                 summary["wall_seconds"] = round(time.monotonic() - wall, 1)
                 _write_summary(report_dir, summary)
+            if jobs == 1:
+                outcomes: list[LabRun] = []
+                for i in range(len(combos)):
+                    outcomes.append(one(i, progress))
+                    done(outcomes)
+            else:
+                from .matrixjobs import run_concurrently
+
+                run_concurrently(len(combos), jobs, one, done, progress)
             summary["complete"] = True
         finally:
             if temporary:
@@ -118,12 +152,12 @@ def run(mode_names: list[str], model_names: list[str], report_dir: Path,
 
 
 def run_one(mode: str, model: str, target: state.Target, report_dir: Path, pf: str | None,
-            say: Progress) -> LabRun:
+            say: Progress, port_base: int = PORT_BASE) -> LabRun:
     """Create, verify and destroy one lab; never raises VnetError (it becomes the verdict).
     Its seconds run from resolving the lab to having destroyed it."""
     name = lab_name(mode, model)
     started = time.monotonic()
-    lab, refusal = _prepare(mode, model, name, target, pf)
+    lab, refusal = _prepare(mode, model, name, target, pf, port_base)
     if refusal is not None:
         verdict, result, detail = refusal
     else:
@@ -157,13 +191,14 @@ def _empty(name: str, **extra) -> dict:
                              fields["timings"], fields["notes"], booted=fields["booted"], **extra))
 
 
-def _prepare(mode: str, model: str, name: str, target: state.Target, pf: str | None):
+def _prepare(mode: str, model: str, name: str, target: state.Target, pf: str | None,
+             port_base: int = PORT_BASE):
     """(lab, None), or (None, (verdict, result, detail)) when the lab must not be created:
     a combination libvirt cannot realize, or a lab of that name that is not ours to touch."""
     from .plans import plan_for
 
     try:
-        lab = labfile.resolve(default_lab(mode, model, 2, name, port_base=PORT_BASE,
+        lab = labfile.resolve(default_lab(mode, model, 2, name, port_base=port_base,
                                           pf=pf or _some_pf(model)),
                               sandbox.lab_defaults(target.sandbox),
                               source=f"vnet matrix ({mode} x {model})")
