@@ -71,9 +71,11 @@ class LibvirtDriver:
         second run changes nothing. Returns the names of domains it started."""
         libvirt = _libvirt()
         try:
-            for doc in plan.documents:
-                if doc.kind == "network":
-                    self._ensure_network(doc.name, doc.text, plan.lab.name, progress)
+            networks = [d for d in plan.documents if d.kind == "network"]
+            # Each network start waits on its dnsmasq and firewall rules: start them all at once.
+            with ThreadPoolExecutor(max_workers=max(1, len(networks))) as pool:
+                list(pool.map(lambda d: self._ensure_network(d.name, d.text, plan.lab.name,
+                                                             progress), networks))
             pause_at("define")                  # a test may kill `vnet up` here
             domains = [d for d in plan.documents if d.kind == "domain"]
             # QEMU start-up is mostly waiting on the host: start every VM at once.
