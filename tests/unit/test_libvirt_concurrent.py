@@ -1,5 +1,5 @@
-"""LibvirtDriver.apply starts a lab's networks at once (each start waits on its dnsmasq and
-firewall rules), as it already starts the domains; a fake connection stands in for libvirt."""
+"""Two labs at once on one libvirt (vnet matrix --jobs), with a fake connection standing in for
+libvirt: apply starts a lab's networks at once, and discovery skips what another lab removed."""
 import threading
 from types import SimpleNamespace
 
@@ -45,3 +45,35 @@ def test_networks_start_at_once(monkeypatch):
     plan = SimpleNamespace(documents=docs, lab=SimpleNamespace(name="lab"))
     assert driver.apply(plan, progress=lambda m: None) == []
     assert len(driver._conn.defined) == 2
+
+
+class Gone:
+    """A domain listed a moment before another lab's destroy removed it."""
+
+    def XMLDesc(self, flags):
+        import libvirt
+        raise libvirt.libvirtError("Domain not found: no domain with matching uuid")
+
+
+class Tagged:
+    def __init__(self, name, lab, owner):
+        self._name = name
+        self.xml = (f'<domain><name>{name}</name><metadata><vnet:lab xmlns:vnet='
+                    f'"https://vnet.dev/xmlns/lab/1" name="{lab}" owner="{owner}" vm="vm1"/>'
+                    '</metadata></domain>')
+
+    def XMLDesc(self, flags):
+        return self.xml
+
+    def name(self):
+        return self._name
+
+
+def test_discovery_skips_an_object_removed_after_it_was_listed(monkeypatch):
+    import libvirt
+    monkeypatch.setattr(libvirt.libvirtError, "get_error_code",
+                        lambda self: libvirt.VIR_ERR_NO_DOMAIN)
+    driver = LibvirtDriver(Target(uri="qemu:///x"), owner="o")
+    driver._conn = SimpleNamespace(listAllDomains=lambda f: [Gone(), Tagged("vnet-a-vm1", "a", "o")],
+                                   listAllNetworks=lambda f: [])
+    assert driver.labs() == {"a": {"domain": ["vnet-a-vm1"], "network": []}}
