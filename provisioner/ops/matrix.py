@@ -41,6 +41,9 @@ from ..progress import Progress
 PREFIX = "mx"
 PORT_BASE = 300        # host ports 2521.., 7301..: clear of a `vnet create` lab in the same sandbox
 PORT_STRIDE = 10       # lab i of the matrix forwards from PORT_BASE + i * PORT_STRIDE: labs run at once
+# Lab i's network (modes that pick a subnet) is 192.168.(SUBNET_BASE + i).0/24: labs at once
+# in one sandbox must not share a subnet (the host would reach the other lab's vm1 there).
+SUBNET_BASE = 160
 LAB_MEMORY_MIB = 700   # one default lab: 2 guests (128 MiB + QEMU) and its Ansible controller
 DEFAULT_MODELS = ("virtio", "e1000")
 VERDICTS = ("green", "red", "skipped", "unsupported", "error")
@@ -123,7 +126,8 @@ def run(mode_names: list[str], model_names: list[str], report_dir: Path,
                 mode, model = combos[i]
                 return run_one(mode, model, target, report_dir, pf,
                                _prefixed(say, f"[{i + 1}/{len(combos)} {lab_name(mode, model)}]"),
-                               port_base=PORT_BASE + i * PORT_STRIDE)
+                               port_base=PORT_BASE + i * PORT_STRIDE,
+                               subnet=f"192.168.{SUBNET_BASE + i}.0/24")
 
             def done(outcomes: list[LabRun]) -> None:
                 summary["labs"] = [asdict(o) for o in outcomes]
@@ -152,12 +156,12 @@ def run(mode_names: list[str], model_names: list[str], report_dir: Path,
 
 
 def run_one(mode: str, model: str, target: state.Target, report_dir: Path, pf: str | None,
-            say: Progress, port_base: int = PORT_BASE) -> LabRun:
+            say: Progress, port_base: int = PORT_BASE, subnet: str | None = None) -> LabRun:
     """Create, verify and destroy one lab; never raises VnetError (it becomes the verdict).
     Its seconds run from resolving the lab to having destroyed it."""
     name = lab_name(mode, model)
     started = time.monotonic()
-    lab, refusal = _prepare(mode, model, name, target, pf, port_base)
+    lab, refusal = _prepare(mode, model, name, target, pf, port_base, subnet)
     if refusal is not None:
         verdict, result, detail = refusal
     else:
@@ -192,14 +196,16 @@ def _empty(name: str, **extra) -> dict:
 
 
 def _prepare(mode: str, model: str, name: str, target: state.Target, pf: str | None,
-             port_base: int = PORT_BASE):
+             port_base: int = PORT_BASE, subnet: str | None = None):
     """(lab, None), or (None, (verdict, result, detail)) when the lab must not be created:
     a combination libvirt cannot realize, or a lab of that name that is not ours to touch."""
     from .plans import plan_for
 
     try:
-        lab = labfile.resolve(default_lab(mode, model, 2, name, port_base=port_base,
-                                          pf=pf or _some_pf(model)),
+        data = default_lab(mode, model, 2, name, port_base=port_base, pf=pf or _some_pf(model))
+        if subnet and mode in modes.MODES and modes.MODES[mode].subnet == "auto":
+            data["networks"][0]["subnet"] = subnet
+        lab = labfile.resolve(data,
                               sandbox.lab_defaults(target.sandbox),
                               source=f"vnet matrix ({mode} x {model})")
         plan_for(lab, Backend.LIBVIRT)

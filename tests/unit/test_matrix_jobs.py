@@ -20,10 +20,11 @@ class Overlapping(Fake):
     def __init__(self, monkeypatch, **kw):
         super().__init__(monkeypatch, **kw)
         self.barrier = threading.Barrier(2, timeout=10)
-        self.ports = {}
+        self.ports, self.subnets = {}, {}
 
     def up(self, lab, target, say):
         self.ports[lab.name] = [f.host_port for n in lab.networks for f in n.port_forwards]
+        self.subnets[lab.name] = [n.subnet for n in lab.networks if n.mode != "nat"]
         self.barrier.wait()
         return super().up(lab, target, say)
 
@@ -78,3 +79,15 @@ def test_cli_refuses_zero_jobs_with_exit_2(tmp_path):
     result = CliRunner().invoke(main, ["matrix", "--jobs", "0", "--report-dir", str(tmp_path)])
     assert result.exit_code == 2 and "--jobs" in result.output
     assert not (tmp_path / "summary.json").exists()
+
+
+def test_labs_at_once_never_share_a_subnet(monkeypatch, tmp_path):
+    """natnetwork and internal both prefer 192.168.150.0/24: at once in one sandbox, the host's
+    probe of one lab's vm1 reached the other lab's vm1 (seen: internal host_to_vm red)."""
+    fake = Overlapping(monkeypatch)
+    fake.barrier = threading.Barrier(1)          # any order: this test is about addresses
+    matrix.run(["natnetwork", "hostonly", "internal"], ["virtio", "e1000"], tmp_path,
+               progress=lambda m: None, jobs=2)
+    subnets = sum(fake.subnets.values(), [])
+    assert len(subnets) == 6 and all(s is not None for s in subnets)
+    assert not any(a.overlaps(b) for i, a in enumerate(subnets) for b in subnets[i + 1:])
