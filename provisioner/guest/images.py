@@ -28,6 +28,7 @@ from typing import Callable, Iterable
 from ..host import locks, runner
 from ..host.paths import cache_dir
 from ..errors import VnetError
+from . import modneeds
 
 KERNEL_META = "linux-image-amd64"   # resolved to the current linux-image-6.1.*-amd64
 PACKAGES = ("busybox-static", "dropbear-bin", "python3.11-minimal", "libpython3.11-minimal",
@@ -39,6 +40,8 @@ MODULES = ("virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "virtio_net", "
            "ahci", "sd_mod",   # SATA root (/dev/sdX): VirtualBox has no virtio disk controller
            "bonding")          # lab bonds (issue 17); the init makes them through sysfs
 MODULE_ARGS = {"bonding": "max_bonds=0"}   # no bond0 unless the lab asks for one
+# Loaded only where needed, with what only they need (guest/modneeds.py: each insmod costs TCG)
+MODULE_NEEDS = {"ahci": modneeds.AHCI, "sd_mod": modneeds.AHCI, "bonding": modneeds.BOND}
 CMDLINE_BASE = "console=ttyS0 quiet panic=-1"  # extra boot flags measured: no gain under TCG
 ROOT_LABEL = "vnetroot"
 GUEST = Path(__file__).resolve().with_name("files")   # the init and root files of the image
@@ -125,7 +128,7 @@ def build_tiny(progress: Callable[[str], None] = print, force: bool = False) -> 
         shutil.copyfile(sorted((kernel_pkg / "boot").glob("vmlinuz-*"))[0], out / "vmlinuz")
         progress("writing the initramfs")
         busybox = (staged["busybox-static"] / "bin" / "busybox").read_bytes()
-        _initramfs(out / "initrd.gz", busybox, modules)
+        _initramfs(out / "initrd.gz", busybox, modules, _module_needs(modules))
         progress("assembling the root tree")
         tree = _Tree(work / "root")
         _root_tree(tree, staged, progress)
@@ -162,6 +165,7 @@ def _load(path: Path) -> Image | None:
 
 def _code_digest() -> str:
     h = hashlib.sha256(Path(__file__).read_bytes())
+    h.update(Path(modneeds.__file__).read_bytes())
     for p in sorted(q for q in GUEST.rglob("*") if q.is_file() and "__pycache__" not in q.parts):
         h.update(f"\0{p.relative_to(GUEST)}\0".encode())  # modes are set by the builder
         h.update(p.read_bytes())
@@ -393,7 +397,8 @@ def cpio_newc(entries: Iterable[tuple[str, int, bytes, int]]) -> bytes:
     return bytes(out)
 
 
-def _initramfs(path: Path, busybox: bytes, modules: list[tuple[str, bytes]]) -> None:
+def _initramfs(path: Path, busybox: bytes, modules: list[tuple[str, bytes]],
+               needs: bytes = b"") -> None:
     d, f, lnk, chr_ = 0o40755, 0o100644, 0o120777, 0o20600
     entries = [(n, d, b"", 0) for n in ("bin", "dev", "proc", "sys", "newroot", "lib",
                                         "lib/modules")]
@@ -403,7 +408,17 @@ def _initramfs(path: Path, busybox: bytes, modules: list[tuple[str, bytes]]) -> 
                 ("lib/modules/order", f, "".join(f"{m} {MODULE_ARGS.get(m, '')}".rstrip() + "\n"
                                                  for m, _ in modules).encode(), 0)]
     entries += [(f"lib/modules/{m}.ko", f, data, 0) for m, data in modules]
+    entries += [("lib/modules/needs", f, needs, 0)]
     path.write_bytes(gzip.compress(cpio_newc(entries), compresslevel=6, mtime=0))
+
+
+def _module_needs(modules: list[tuple[str, bytes]]) -> bytes:
+    """lib/modules/needs: which modules the init skips where their condition fails."""
+    data = dict(modules)
+    depends = {m: [d.replace("-", "_") for d in modinfo(ko).get("depends", "").split(",") if d]
+               for m, ko in data.items()}
+    return modneeds.needs_file(modneeds.conditional(
+        MODULES, list(data), lambda m: depends.get(m, []), MODULE_NEEDS))
 
 
 # ---------------------------------------------------------------- the root tree
