@@ -107,13 +107,13 @@ def require_report_out(report, out) -> None:
 
 
 def emit_verification(result, report, out, fmt):
-    from ..verify import run as verifier
+    from ..verify import presentation
 
     if report:
         require_report_out(report, out)
-        verifier.write_report(result, report, out)
-    click.echo(json.dumps(result, indent=2) if fmt == "json" else verifier.matrix_text(result))
-    if verifier.exit_code(result):      # a red cell, or nothing verified at all
+        presentation.write_report(result, report, out)
+    click.echo(json.dumps(result, indent=2) if fmt == "json" else presentation.matrix_text(result))
+    if presentation.exit_code(result):      # a red cell, or nothing verified at all
         sys.exit(int(ExitStatus.CHECKS_FAILED))
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import images, isofile
+from . import debs as guestdebs
 from ..host import runner
 from ..host.paths import cache_dir
 from ..errors import VnetError
@@ -133,13 +134,13 @@ def isolinux_dir(progress: Callable[[str], None] = print) -> Path:
     if all((folder / name).exists() for name in LOADER_FILES):
         return folder
     try:
-        images._download(debdir, debs, progress)
+        guestdebs.download(debdir, debs, progress)
     except VnetError:          # stale lists: the mirror dropped the versions they name
         progress("a download failed: apt-get update, then resolving isolinux again")
         runner.run(["apt-get", "update"], timeout=600)
         debs = _resolve()
         folder = base / _digest(debs)
-        images._download(debdir, debs, progress)
+        guestdebs.download(debdir, debs, progress)
     base.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".unpack-", dir=base) as work:
         work = Path(work)

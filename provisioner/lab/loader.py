@@ -11,8 +11,9 @@ from typing import Any
 
 from . import links, modes, nics
 from ..errors import LabFileError, quote
+from .forwards import check_host_ports, with_forwards
 from .labyaml import parse
-from .model import Bond, CloudImage, Lab, Network, Nic, PortForward, Vm
+from .model import Bond, CloudImage, Lab, Network, Nic, Vm
 from .fields import _choice, _int, _list, _mapping, _name
 from .images import _images, _vm_image
 from .naming import mgmt_subnet_for, nic_mac
@@ -30,8 +31,6 @@ LAB_KEYS = {"name", "networks", "vms", "images"}
 NET_KEYS = {"name", "mode", "subnet", "dhcp", "bridge", "port_forwards"}
 VM_KEYS = {"name", "image", "memory", "cpus", "nics", "bonds", "router"}
 NIC_KEYS = {"network", "model", "mac", "ip", "pf", "vf_address", "device", "bond"}
-PF_KEYS = {"name", "proto", "host_port", "vm", "guest_port", "host_ip", "allow_privileged"}
-PRIVILEGED_PORTS = 1024             # host ports below this need allow_privileged: true
 
 
 @dataclass(frozen=True)
@@ -66,8 +65,9 @@ def resolve(data: Any, defaults: Defaults = Defaults(), source: str | None = Non
     _check_mgmt_overlap(name, networks)
     images = _images(lab.get("images"))
     vms = _vms(lab["vms"], networks, name, images)
-    resolved = tuple(_with_forwards(net, raw, vms, defaults) for net, raw in networks)
-    _check_host_ports(resolved)
+    resolved = tuple(with_forwards(net, raw, vms, defaults.forward_host_ip)
+                     for net, raw in networks)
+    check_host_ports(resolved)
     # The raw data is kept so a lab can be rebuilt later exactly (it resolves deterministically).
     return Lab(name=name, networks=resolved, vms=vms, source=source,
                meta={"raw": copy.deepcopy(data)})
@@ -342,74 +342,6 @@ def _nic_ip(value: Any, where: str, net: Network, next_host: dict[str, int],
     if addr not in net.subnet or addr in (net.subnet.network_address, net.subnet.broadcast_address):
         raise LabFileError(where, f"{addr} is not a host address of subnet {net.subnet}")
     return IPv4Interface(f"{addr}/{net.subnet.prefixlen}")
-
-
-def _with_forwards(net: Network, raw: dict, vms: tuple[Vm, ...],
-                   defaults: Defaults = Defaults()) -> Network:
-    items = raw.get("port_forwards")
-    if items is None:
-        return net
-    where = f"networks.{net.name}.port_forwards"
-    items = _list(items, where)
-    if items and not modes.MODES[net.mode].port_forwards:
-        allowed = [m.name for m in modes.MODES.values() if m.port_forwards]
-        raise LabFileError(where, f"{net.mode} networks have no port forwarding; "
-                           f"it applies to {', '.join(allowed)}")
-    forwards, names = [], set()
-    attached = {vm.name for vm in vms for nic in vm.nics if nic.network == net.name}
-    for i, item in enumerate(items):
-        pf = _mapping(item, f"{where}[{i}]", PF_KEYS,
-                      required={"proto", "host_port", "vm", "guest_port"})
-        fname = _name(pf.get("name", f"pf{i}"), f"{where}[{i}].name")
-        if fname in names:
-            raise LabFileError(f"{where}[{i}].name", f"duplicate port forward name {quote(fname)}")
-        names.add(fname)
-        proto = _choice(pf["proto"], f"{where}[{i}].proto", ("tcp", "udp"), "protocol",
-                        "valid protocols")
-        if not isinstance(pf["vm"], str) or pf["vm"] not in attached:
-            raise LabFileError(f"{where}[{i}].vm", f"no VM named {quote(pf['vm'])} has a NIC on "
-                               f"{net.name}; VMs on it: {', '.join(sorted(attached)) or 'none'}")
-        host_port = _int(pf["host_port"], f"{where}[{i}].host_port", 1, 65535)
-        privileged = pf.get("allow_privileged", False)
-        if not isinstance(privileged, bool):
-            raise LabFileError(f"{where}[{i}].allow_privileged",
-                               f"{quote(privileged)} must be true or false")
-        if host_port < PRIVILEGED_PORTS and not privileged:
-            raise LabFileError(f"{where}[{i}].allow_privileged", f"host_port {host_port} is "
-                               f"below {PRIVILEGED_PORTS} (a system service's port): set "
-                               "allow_privileged: true to forward it, or use a higher port")
-        forwards.append(PortForward(
-            name=fname, proto=proto, vm=pf["vm"], network=net.name, host_port=host_port,
-            guest_port=_int(pf["guest_port"], f"{where}[{i}].guest_port", 1, 65535),
-            host_ip=_forward_host_ip(pf.get("host_ip"), f"{where}[{i}].host_ip", defaults),
-            allow_privileged=privileged))
-    return replace(net, port_forwards=tuple(forwards))
-
-
-def _forward_host_ip(value: Any, where: str, defaults: Defaults) -> IPv4Address:
-    """The address a forward listens on: the one the lab file names, else the default."""
-    if value is None:
-        return defaults.forward_host_ip
-    if not isinstance(value, str) or not re.fullmatch(r"[0-9.]{7,15}", value):
-        raise LabFileError(where, f"{quote(value)} is not an IPv4 address (e.g. 127.0.0.1, "
-                           "or 0.0.0.0 for every address of the host)")
-    try:
-        return IPv4Address(value)
-    except ValueError:
-        raise LabFileError(where, f"{quote(value)} is not an IPv4 address (e.g. 127.0.0.1, "
-                           "or 0.0.0.0 for every address of the host)") from None
-
-
-def _check_host_ports(networks: tuple[Network, ...]) -> None:
-    used: dict[tuple[str, int], str] = {}
-    for net in networks:
-        for i, pf in enumerate(net.port_forwards):
-            key = (pf.proto, pf.host_port)
-            where = f"networks.{net.name}.port_forwards[{i}].host_port"
-            if key in used:
-                raise LabFileError(where, f"{pf.proto} port {pf.host_port} is already forwarded "
-                                   f"by {used[key]}")
-            used[key] = f"networks.{net.name}.port_forwards[{i}]"
 
 
 # --- small typed readers --------------------------------------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.host import netns, runner, sandbox
+from provisioner.host import netns, runner, sandbox, sandbox_setup
 from provisioner.errors import HypervisorError, NotFound
 
 pytestmark = pytest.mark.integration
@@ -232,7 +232,7 @@ def test_failed_start_leaves_nothing_behind(state_root, monkeypatch, tmp_path):
     names.append(name)
     broken = tmp_path / "launcher.sh"
     broken.write_text('echo "libvirtd: cannot start: simulated" >&2\nexit 3\n')
-    monkeypatch.setattr(sandbox, "LAUNCHER", broken)
+    monkeypatch.setattr(sandbox_setup, "LAUNCHER", broken)
     with pytest.raises(HypervisorError, match="libvirtd exited with status 3: .*simulated"):
         sandbox.up(name, progress=print)
     sb = sandbox.describe(name)

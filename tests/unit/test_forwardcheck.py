@@ -185,7 +185,7 @@ def test_verify_holds_forwards_in_the_guest_run_and_concludes_from_its_report(mo
     concluded from both sides (a service that never echoes still passes: its nonce arrived)."""
     from types import SimpleNamespace
 
-    from provisioner.verify import run as verifier
+    from provisioner.verify import ansible as guest_ansible, run as verifier
     from provisioner.host.state import Target
 
     lab = labfile.resolve({"name": "f", "networks": [{"name": "n", "mode": "natnetwork",
@@ -211,7 +211,7 @@ def test_verify_holds_forwards_in_the_guest_run_and_concludes_from_its_report(mo
             "nonces": [sent[0]]}}}}
     monkeypatch.setattr(verifier, "probe_module",
                         lambda: SimpleNamespace(run_all=lambda specs: {}, probe=fake_probe))
-    monkeypatch.setattr(verifier, "_ansible", fake_ansible)
+    monkeypatch.setattr(guest_ansible, "run_guests", fake_ansible)
     inventory = verifier.Inventory(hosts={"a": {}}, mgmt_host_ip="100.64.1.1",
                                    work_dir=tmp_path)
     verifier._run(lab, Target(uri="test:///default"), None, cells, inventory, lambda m: None)
@@ -226,13 +226,13 @@ def test_the_process_that_ran_the_playbook_signals_the_end_even_when_it_fails(mo
                                                                               tmp_path):
     """The host-side probe processes hold the playbook process's result pipe (forked while it
     was open) and end only on the stop file: so that process, not its caller, writes it."""
-    from provisioner.verify import run as verifier
+    from provisioner.verify import ansible as guest_ansible
 
     def broken(*args):
         raise RuntimeError("ansible-runner failed")
-    monkeypatch.setattr(verifier, "_run_playbook", broken)
+    monkeypatch.setattr(guest_ansible, "run_playbook", broken)
     with pytest.raises(RuntimeError):
-        verifier._run_playbook_then_stop(tmp_path / "stop", "dir", "verify.yml", {}, {})
+        guest_ansible.run_playbook_then_stop(tmp_path / "stop", "dir", "verify.yml", {}, {})
     assert (tmp_path / "stop").exists()
 
 

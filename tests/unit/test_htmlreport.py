@@ -99,11 +99,11 @@ def test_a_per_vm_nat_nic_shows_the_address_the_nat_hands_out():
 
 def test_verify_result_carries_the_topology_and_keeps_its_other_keys(tmp_path, monkeypatch):
     """verify() with its three probe sources replaced (FAKE: no Ansible, no listener)."""
-    from provisioner.verify import run as verifier
+    from provisioner.verify import ansible as guest_ansible, listeners, run as verifier
     from provisioner.host.state import Target
 
-    monkeypatch.setattr(verifier, "_start_listeners", lambda *a: None)
-    monkeypatch.setattr(verifier, "_ansible", lambda *a: {})
+    monkeypatch.setattr(listeners, "start_listeners", lambda *a: None)
+    monkeypatch.setattr(guest_ansible, "run_guests", lambda *a: {})
     monkeypatch.setattr(verifier, "probe_module",
                         lambda: SimpleNamespace(run_all=lambda specs: {}))
     the_lab = lab("hostonly")

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.guest import images
+from provisioner.guest import buildtree, images, kernel
+from provisioner.guest import debs as guestdebs
 from provisioner.errors import VnetError
 
 GUEST = images.GUEST
@@ -21,7 +22,7 @@ GUEST = images.GUEST
 
 @pytest.fixture
 def tree(tmp_path):
-    return images._Tree(tmp_path / "root")
+    return buildtree.Tree(tmp_path / "root")
 
 
 @pytest.fixture
@@ -99,7 +100,7 @@ def test_seal_keeps_existing_files(tree):
                                          ("usr/bin/python3.11", "usr/bin/python3.11"),
                                          ("etc/shells", "etc/shells")])
 def test_usr_merge_mapping(rel, merged):
-    assert images._merged(rel) == merged
+    assert buildtree.merged(rel) == merged
 
 
 # ---------------------------------------------------------------- kernel, modules, initramfs
@@ -190,8 +191,8 @@ def test_cpio_newc_is_readable_by_cpio():
 
 def test_initramfs_carries_init_busybox_modules_and_console(tmp_path):
     import gzip
-    images._initramfs(tmp_path / "initrd.gz", b"\x7fELF busybox", [("virtio", b"ko1"),
-                                                                   ("virtio_net", b"ko2")])
+    kernel.initramfs(tmp_path / "initrd.gz", (GUEST / "initramfs-init").read_bytes(),
+                     b"\x7fELF busybox", [("virtio", b"ko1"), ("virtio_net", b"ko2")])
     got = read_cpio(gzip.decompress((tmp_path / "initrd.gz").read_bytes()))
     assert got["init"][1] == (GUEST / "initramfs-init").read_bytes()
     assert got["lib/modules/order"][1] == b"virtio\nvirtio_net\n"
@@ -208,7 +209,7 @@ DEBS = [{"name": "linux-image-6.1.0-56-amd64", "file": "linux.deb", "sha256": "a
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("VNET_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(images, "_resolve", lambda *a, **k: DEBS)
+    monkeypatch.setattr(guestdebs, "resolve", lambda *a, **k: DEBS)
 
     def no_commands(*a, **k):
         raise AssertionError(f"a cached image must not run anything: {a}")
@@ -257,7 +258,7 @@ def test_find_tiny_is_none_when_nothing_is_cached(cache):
 def test_find_tiny_without_apt_takes_the_newest_image_of_this_code(cache, monkeypatch):
     def no_apt(*a, **k):
         raise VnetError("apt-get is missing")
-    monkeypatch.setattr(images, "_resolve", no_apt)
+    monkeypatch.setattr(guestdebs, "resolve", no_apt)
     fake_image(cache, "1111111111111111", "2026-11-01T00:00:00Z")
     newest = fake_image(cache, "2222222222222222", "2026-11-20T00:00:00Z")
     assert images.find_tiny().kernel == newest / "vmlinux"
@@ -297,3 +298,36 @@ def test_root_login_is_key_only():
     assert passwd.startswith("root:x:0:0:root:/root:/bin/sh\n")
     assert shadow.startswith("root:*:")  # no password can match "*"
     assert "/bin/sh" in (GUEST / "rootfs/etc/shells").read_text().split()
+
+
+def test_the_cache_key_covers_every_guest_module_the_builder_imports():
+    """The image's code digest hashes images.BUILDERS: a module of provisioner/guest/ that the
+    builder reaches (directly or through another builder module) and that is left out of it
+    would change the image without changing its cache key. Read with ast: nothing runs."""
+    import ast
+
+    package = Path(images.__file__).resolve().parent
+    reached, todo = set(), ["images"]
+    while todo:
+        name = todo.pop()
+        if name in reached:
+            continue
+        reached.add(name)
+        for node in ast.walk(ast.parse((package / f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                names = [node.module] if node.module else [a.name for a in node.names]
+                todo += [n for n in names if (package / f"{n}.py").is_file()]
+    assert reached >= {"images", "buildtree", "debs", "kernel"}
+    assert {p.stem for p in images.BUILDERS} == reached
+    assert all(p.parent == package for p in images.BUILDERS)
+
+
+def test_the_code_digest_changes_with_each_builder_module(monkeypatch, tmp_path):
+    base = images._code_digest()
+    for i, source in enumerate(images.BUILDERS):
+        edited = tmp_path / source.name
+        edited.write_bytes(source.read_bytes() + b"\n# edited\n")
+        others = list(images.BUILDERS)
+        others[i] = edited
+        monkeypatch.setattr(images, "BUILDERS", tuple(others))
+        assert images._code_digest() != base, source.name

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from provisioner.guest import images
+from provisioner.guest import debs as guestdebs
 
 DEBS = [{"name": "linux-image-x", "file": "linux-image-x_1_amd64.deb", "sha256": "0" * 64}]
 
@@ -19,8 +19,8 @@ def apt(monkeypatch):
     def print_uris():
         calls.append("print-uris")
         return DEBS
-    monkeypatch.setattr(images, "_print_uris", print_uris)
-    monkeypatch.setattr(images.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(guestdebs, "_print_uris", print_uris)
+    monkeypatch.setattr(guestdebs.shutil, "which", lambda name: f"/usr/bin/{name}")
     return calls
 
 
@@ -30,13 +30,13 @@ def apt(monkeypatch):
 def test_a_torn_memo_is_a_miss_and_is_rewritten(tmp_path, apt, torn):
     memo = tmp_path / "resolved.json"
     memo.write_bytes(torn)
-    assert images._resolve(tmp_path, update=False) == DEBS
+    assert guestdebs.resolve(tmp_path, update=False) == DEBS
     assert apt == ["print-uris"]
     assert json.loads(memo.read_text())["debs"] == DEBS
     assert sorted(p.name for p in tmp_path.iterdir()) == ["resolved.json"]   # no temporary left
 
 
 def test_a_good_memo_is_used_without_asking_apt(tmp_path, apt):
-    assert images._resolve(tmp_path, update=False) == DEBS
-    assert images._resolve(tmp_path, update=False) == DEBS
+    assert guestdebs.resolve(tmp_path, update=False) == DEBS
+    assert guestdebs.resolve(tmp_path, update=False) == DEBS
     assert apt == ["print-uris"]

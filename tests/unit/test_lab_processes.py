@@ -117,7 +117,7 @@ def test_sandbox_down_stops_the_proxies_of_its_labs(state_root):
 def test_verifier_listeners_that_fail_to_start_are_stopped(state_root, tmp_path, monkeypatch):
     """The listeners start inside the try that stops them: when the second one cannot start,
     verify() fails and the first one is stopped too."""
-    from provisioner.verify import run as verify
+    from provisioner.verify import listeners, run as verify
     busy = socket.socket()
     busy.bind(("127.0.0.2", 0))
     busy.listen()
@@ -127,7 +127,7 @@ def test_verifier_listeners_that_fail_to_start_are_stopped(state_root, tmp_path,
     monkeypatch.setattr(procs, "spawn", lambda *a, **kw: spawned.append(real_spawn(*a, **kw))
                         or spawned[-1])
     monkeypatch.setattr(verify.random, "randint", lambda a, b: port)
-    monkeypatch.setattr(verify, "_listener_addresses", lambda *a: ["127.0.0.1", "127.0.0.2"])
+    monkeypatch.setattr(listeners, "listener_addresses", lambda *a: ["127.0.0.1", "127.0.0.2"])
     lab = resolve(default_lab("hostonly", vms=1, name="lst"))
     inventory = verify.Inventory(hosts={}, mgmt_host_ip="192.0.2.1", work_dir=tmp_path)
     try:
@@ -141,17 +141,17 @@ def test_verifier_listeners_that_fail_to_start_are_stopped(state_root, tmp_path,
 
 
 def test_outside_a_sandbox_listeners_bind_loopback_and_lab_addresses_only():
-    from provisioner.verify import run as verify
+    from provisioner.verify import listeners
     cells = [SimpleNamespace(kind="vm_to_host", probe={"target": t, "port": 20001})
              for t in ("10.0.2.2", "127.0.0.1", "192.0.2.77")] + \
         [SimpleNamespace(kind="host_to_vm", probe={"target": "127.0.0.3", "port": 7})]
     # 10.0.2.2 and 192.0.2.77 are no addresses of this host (QEMU's NAT maps 10.0.2.2 to
     # loopback); never the wildcard
-    assert verify._listener_addresses(TARGET, cells, 20001) == ["127.0.0.1"]
+    assert listeners.listener_addresses(TARGET, cells, 20001) == ["127.0.0.1"]
     cells.append(SimpleNamespace(kind="vm_to_host", probe={"target": "127.0.0.5", "port": 20001}))
-    assert verify._listener_addresses(TARGET, cells, 20001) == ["127.0.0.1", "127.0.0.5"]
+    assert listeners.listener_addresses(TARGET, cells, 20001) == ["127.0.0.1", "127.0.0.5"]
     in_sandbox = Target(uri="x", sandbox="s", netns="vnet-s-host")
-    assert verify._listener_addresses(in_sandbox, cells, 20001) == ["0.0.0.0"]
+    assert listeners.listener_addresses(in_sandbox, cells, 20001) == ["0.0.0.0"]
 
 
 def test_a_proxy_recorded_by_an_older_vnet_is_still_found_and_stopped(tmp_path):

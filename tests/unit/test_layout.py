@@ -72,3 +72,12 @@ def test_the_cli_knows_no_backend_and_no_command_module_imports_main():
     for path in (PACKAGE / "cli").glob("*.py"):
         if path.name != "__init__.py":
             assert "import main" not in path.read_text() and "main," not in path.read_text(), path
+
+
+MAX_LINES = 400     # README, "How the code is laid out": a module a reader takes in at once
+
+
+def test_no_module_is_over_the_line_limit():
+    long = {name: n for name, path in _modules().items()
+            if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"split these modules (over {MAX_LINES} lines): {long}"

@@ -188,15 +188,15 @@ def test_libvirt_set_link_updates_the_live_interface(monkeypatch):
 def test_failovers_go_to_the_second_task_and_both_results_are_kept(lab, monkeypatch, tmp_path):
     import ansible_runner
 
-    from provisioner.verify import run as verifier
+    from provisioner.verify import ansible as guest_ansible, run as verifier
 
     monkeypatch.setenv("VNET_STATE_DIR", str(tmp_path / "state"))
     seen = {}
-    monkeypatch.setattr(verifier, "_run_playbook",
+    monkeypatch.setattr(guest_ansible, "run_playbook",
                         lambda private, playbook, inventory, env: seen.update(inventory) or {})
     cells = checks.build(lab, Backend.LIBVIRT, ENDS)
     inv = verifier.Inventory(hosts={}, mgmt_host_ip="100.64.3.1", work_dir=tmp_path / "w")
-    verifier._ansible(lab, Target(uri="qemu:///system"), cells, inv, lambda _m: None)
+    guest_ansible.run_guests(lab, Target(uri="qemu:///system"), cells, inv, lambda _m: None)
     hosts = seen["all"]["hosts"]
     assert [p["failover"]["bond"] for p in hosts["a"]["vnet_failovers"]] == ["bond0"]
     assert hosts["a"]["vnet_probes"] and not any(p.get("failover")
@@ -207,10 +207,10 @@ def test_failovers_go_to_the_second_task_and_both_results_are_kept(lab, monkeypa
     events = [{"event": "runner_on_ok", "event_data": {"host": "a", "res": r}} for r in (
         {"probes": {"0": {"observed": "pass"}}, "drivers": {"m": "virtio_net"}},
         {"probes": {"24": {"observed": "pass"}}, "drivers": {}})]
-    monkeypatch.undo()                   # the real _run_playbook, on a stand-in runner
+    monkeypatch.undo()                   # the real run_playbook, on a stand-in runner
     monkeypatch.setattr(ansible_runner, "run", lambda **kw: SimpleNamespace(events=events))
-    monkeypatch.setattr(verifier, "close_masters", lambda d: None)
-    results = verifier._run_playbook(str(tmp_path / "p"), "pb.yml", {}, {
+    monkeypatch.setattr(guest_ansible, "close_masters", lambda d: None)
+    results = guest_ansible.run_playbook(str(tmp_path / "p"), "pb.yml", {}, {
         "ANSIBLE_SSH_CONTROL_PATH_DIR": str(tmp_path)})
     assert results == {"a": {"probes": {"0": {"observed": "pass"}, "24": {"observed": "pass"}},
                              "drivers": {"m": "virtio_net"}, "forwards": {}}}

@@ -38,13 +38,14 @@ def test_the_initramfs_carries_the_needs_file_and_its_init_reads_it(tmp_path):
     from .test_images import read_cpio
 
     needs = modneeds.needs_file({modneeds.BOND: ["tls", "bonding"]})
-    images._initramfs(tmp_path / "initrd.gz", b"busybox", [("tls", b"k1"), ("bonding", b"k2")],
-                      needs)
+    from provisioner.guest import kernel
+    kernel.initramfs(tmp_path / "initrd.gz", b"#!/bin/sh\n", b"busybox",
+                     [("tls", b"k1"), ("bonding", b"k2")], needs)
     got = read_cpio(gzip.decompress((tmp_path / "initrd.gz").read_bytes()))
     assert got["lib/modules/needs"][1] == needs
     init = (Path(images.__file__).with_name("files") / "initramfs-init").read_text()
     assert "/lib/modules/needs" in init and 'case "$skip" in' in init
-    assert images.MODULE_NEEDS["ahci"] == modneeds.AHCI and images.MODULE_NEEDS["bonding"] == modneeds.BOND
+    assert kernel.MODULE_NEEDS["ahci"] == modneeds.AHCI and kernel.MODULE_NEEDS["bonding"] == modneeds.BOND
 
 
 def run_insmod_loop(tmp_path, pci_classes, cmdline):

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from provisioner.lab import loader as labfile
 from provisioner.ops import vagrant
 from provisioner.guest import vagrantbox
-from provisioner.verify import run as verifier
+from provisioner.verify import ansible as guest_ansible, run as verifier
 from provisioner.cli import main
 from provisioner.errors import LabFileError, NotFound, Unsupported
 from provisioner.lab.model import Backend
@@ -160,7 +160,7 @@ def test_ansible_inventory_comes_from_the_pluggable_inventory(monkeypatch, tmp_p
     here), and still gives every guest only probes bound to the NIC under test."""
     monkeypatch.setenv("VNET_STATE_DIR", str(tmp_path / "state"))
     seen = {}
-    monkeypatch.setattr(verifier, "_run_playbook",
+    monkeypatch.setattr(guest_ansible, "run_playbook",
                         lambda private, playbook, inventory, env: seen.update(inventory) or {})
     lab = demo_lab()
     inv = verifier.Inventory(
@@ -171,7 +171,7 @@ def test_ansible_inventory_comes_from_the_pluggable_inventory(monkeypatch, tmp_p
     ends = checks.Endpoints(host_listener_port=20000, internet_ip="203.0.113.1",
                             host_uplink_ip="203.0.113.2", mgmt_host_ip=inv.mgmt_host_ip)
     cells = checks.build(lab, Backend.LIBVIRT, ends)
-    verifier._ansible(lab, Target(uri="qemu:///system"), cells, inv, lambda _m: None)
+    guest_ansible.run_guests(lab, Target(uri="qemu:///system"), cells, inv, lambda _m: None)
     hosts = seen["all"]["hosts"]
     assert hosts["vm1"]["ansible_host"] == "192.168.121.210"
     assert hosts["vm2"]["ansible_port"] == 2200

@@ -42,6 +42,7 @@ from provisioner.host import owner, runner, state
 from provisioner.cli import main
 from provisioner.lab.defaults import default_lab
 from provisioner.drivers.virtualbox import api as vbox_api, lifecycle as vbox_exec
+from provisioner.drivers.virtualbox import media as vbox_media
 from provisioner.drivers.libvirt.render import mgmt_mac
 from provisioner.drivers.virtualbox.render import vbox_mac
 from provisioner.errors import CommandFailed, HypervisorError, Unsupported, VnetError
@@ -148,7 +149,7 @@ def _fake_image(cache: Path, monkeypatch) -> Path:
         def convert(raw, progress):
             raw.with_suffix(".vdi").write_bytes(b"fake vdi (qemu-img is not installed)")
             return raw.with_suffix(".vdi")
-        monkeypatch.setattr(vbox_exec, "convert_vdi", convert)
+        monkeypatch.setattr(vbox_media, "convert_vdi", convert)
     return root
 
 
@@ -926,7 +927,7 @@ def test_virtualbox_labs_are_verified_over_the_management_network(vbox, monkeypa
     from types import SimpleNamespace
 
     from provisioner.verify import checks
-    from provisioner.verify import run as verifier
+    from provisioner.verify import ansible as guest_ansible, listeners, run as verifier
     from provisioner.lab.model import Backend
 
     playbooks, results = [], []
@@ -949,12 +950,12 @@ def test_virtualbox_labs_are_verified_over_the_management_network(vbox, monkeypa
                                                        inventory)))
         return results[-1][2]
 
-    monkeypatch.setattr(verifier, "_run_playbook", fake_playbook)
+    monkeypatch.setattr(guest_ansible, "run_playbook", fake_playbook)
     monkeypatch.setattr(verifier, "probe_module", lambda: SimpleNamespace(
         run_all=fake_run_all, probe=lambda s: fake_run_all([dict(s, id="1")])["1"]))
     monkeypatch.setattr(verifier.forwardcheck, "_ssh_login",      # FAKE login: the forward answers
                         lambda spec, stop: fake_run_all([dict(spec, id="1")])["1"])
-    monkeypatch.setattr(verifier, "_start_listeners", lambda *a: [])
+    monkeypatch.setattr(listeners, "start_listeners", lambda *a: [])
     monkeypatch.setattr(verifier, "verify", spy)
     with guest(vbox):
         created = CliRunner().invoke(main, ["create", "--mode", "natnetwork", "--backend",

@@ -1,15 +1,20 @@
 """What a VirtualBox plan depends on besides the lab: the machine's VBoxContext (version, host
 OS, disk, serial dir, owner), vnet's extradata keys, and the names and tokens its argv carries
 (VM and network names, host-only interface tokens bound at apply time, MACs as VBoxManage
-wants them)."""
+wants them); and what the machine decides: where VirtualBox labs' records live (TARGET), its
+host OS and the host-only ranges /etc/vbox/networks.conf allows."""
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from ipaddress import ip_network
+from pathlib import Path, PurePosixPath
 
+from ...errors import VnetError
 from ...host.owner import PLACEHOLDER
+from ...host.state import Target
 from ...lab.naming import object_name
 
 TAG_KEY = "vnet/lab"              # setextradata <vm> vnet/lab <lab>: how teardown/gc find our VMs
@@ -17,6 +22,9 @@ OWNER_KEY = "vnet/owner"          # ... and vnet/owner <state root's id> (provis
 NETWORKS_CONF = "/etc/vbox/networks.conf"
 PLACEHOLDER_RE = re.compile(r"\{hostonlyif:[a-z0-9_-]+\}")
 CREATED_RE = re.compile(r"Interface '([^']+)' was successfully created")
+TARGET = Target(uri="vbox://local", sandbox=None)   # where VirtualBox labs' records live
+DEFAULT_RANGES = ("192.168.56.0/21",)       # VirtualBox >= 6.1.28 without networks.conf
+HOST_OS = {"linux": "linux", "darwin": "darwin", "win32": "windows", "sunos5": "solaris"}
 
 
 @dataclass(frozen=True)
@@ -84,3 +92,30 @@ def substitute(argv: tuple[str, ...], bound: Mapping[str, str]) -> tuple[str, ..
             raise KeyError(f"{match.group(0)} is not bound yet (run its `hostonlyif create` "
                            f"first): {' '.join(argv)}") from None
     return tuple(PLACEHOLDER_RE.sub(one, arg) for arg in argv)
+
+
+# --- the machine --------------------------------------------------------------------------------
+
+def hostonly_ranges(path: Path = Path(NETWORKS_CONF)) -> tuple[str, ...]:
+    """What /etc/vbox/networks.conf allows ('* 10.0.0.0/8 192.168.0.0/16' lines; '#' comments;
+    an empty file allows nothing); VirtualBox's default when the file is absent."""
+    if not path.exists():
+        return DEFAULT_RANGES
+    ranges: list[str] = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        words = line.split("#", 1)[0].split()
+        if not words or words[0] != "*":
+            continue
+        for word in words[1:]:
+            try:
+                ranges.append(str(ip_network(word, strict=False)))
+            except ValueError:
+                raise VnetError(f"{path}:{number}: {word!r} is not a network range") from None
+    return tuple(ranges)
+
+
+def detect_context(version: tuple[int, int, int], disk: str, serial_dir: str,
+                   networks_conf: Path = Path(NETWORKS_CONF)) -> VBoxContext:
+    return VBoxContext(version=version, host_os=HOST_OS.get(sys.platform, sys.platform),
+                       disk=disk, serial_dir=serial_dir,
+                       hostonly_ranges=hostonly_ranges(networks_conf))

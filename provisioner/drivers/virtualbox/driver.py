@@ -13,7 +13,7 @@ from ...lab.model import Backend, Lab
 from ...progress import Progress
 from ..base import Driver, lab_from_record
 from . import api as vbox_api
-from . import lifecycle, objects
+from . import lifecycle, objects, teardown
 
 
 class VirtualBox(Driver):
@@ -89,7 +89,7 @@ class VirtualBox(Driver):
             with state.lab_lock(self.target, lab, progress):
                 if state.read(self.target, lab) is not None:
                     continue             # an `up` of it ran while we waited: not an orphan
-                removed += lifecycle._destroy(lab, progress, be)
+                removed += teardown.destroy_held(lab, progress, be)
         return removed
 
     def set_link(self, lab_name: str, vm: str, nic: int, up: bool) -> None:

@@ -3,13 +3,13 @@ one backend (vbox_api.py: vboxapi or VBoxManage), so that a lab is either fully 
 
 up:      version -> context (host OS, /etc/vbox/networks.conf) -> plan (every refusal happens
          here, before anything exists) -> already up? (VMs tagged vnet/lab=<lab>, all running:
-         nothing to do) -> tiny image as VDI (converted once, cached next to the image) and the
+         nothing to do) -> tiny image as VDI (media.py: converted once, cached next to the image) and the
          lab's SSH key -> one boot ISO per VM in the lab's state dir (isolinux + the image's
          kernel and initramfs + the VM's kernel command line; kept when unchanged) -> the
          commands in order, `{hostonlyif:NET}` bound from `hostonlyif create`, every exit code
          checked, the record saved after each object is created -> addresses (unless wait=False).
          A failure half-way removes what this run created and raises CommandFailed.
-destroy: VMs found by their tag, networks from the saved record; "already gone" is fine;
+destroy (teardown.py): VMs found by their tag, networks from the saved record; "already gone" is fine;
          untagged objects are never touched. Running it twice is harmless. The boot ISOs, serial
          logs and SSH key go with the lab's state dir, which is removed last.
 
@@ -20,29 +20,25 @@ server's lease, the guest's own VNET-ADDR console line, the planned address; a N
 """
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from ipaddress import ip_network
-from pathlib import Path
 
-from ...guest import bootiso, images
-from ...host import runner, state
+from ...guest import images
+from ...host import state
 from ...errors import CommandFailed, HypervisorError, VnetError
 from ...lab.model import Lab
 from ...host.owner import owner_id
-from ...host.state import Target
 from . import api as vbox_api
+from . import media, teardown
 from .. import boot
 from ..base import Plan
 from .addresses import VirtualBoxBoot, serial_log
+from .context import TARGET, detect_context
 from .objects import object_of, running_vms, verb_of, vm_owners, vm_tags
 from .render import (
-    NETWORKS_CONF,
     OWNER_KEY,
     TAG_KEY,
     VBoxContext,
@@ -50,77 +46,14 @@ from .render import (
     created_interface,
     substitute)
 from ...progress import Progress
+# Kept importable from here (`lifecycle.destroy`, `lifecycle.hostonly_ranges`) for their callers.
+from .context import HOST_OS, hostonly_ranges  # noqa: F401
+from .media import build_boot_isos, convert_vdi  # noqa: F401
+from .teardown import GONE_RE, destroy, run_tolerant  # noqa: F401
 
-TARGET = Target(uri="vbox://local", sandbox=None)
 ADDRESS_TIMEOUT = 180.0
 POLL_SECONDS = 1.0
-DEFAULT_RANGES = ("192.168.56.0/21",)       # VirtualBox >= 6.1.28 without networks.conf
-HOST_OS = {"linux": "linux", "darwin": "darwin", "win32": "windows", "sunos5": "solaris"}
 CREATES = {"createvm", "natnetwork add", "hostonlyif create", "hostonlynet add", "dhcpserver add"}
-GONE_RE = re.compile(r"Could not find|VBOX_E_OBJECT_NOT_FOUND|Failed to find DHCP server|"
-                     r"Failed to locate host-only interface|is not currently running", re.I)
-LOCKED_RE = re.compile(r"\block", re.I)
-
-
-# --- context ----------------------------------------------------------------------------------
-
-def hostonly_ranges(path: Path = Path(NETWORKS_CONF)) -> tuple[str, ...]:
-    """What /etc/vbox/networks.conf allows ('* 10.0.0.0/8 192.168.0.0/16' lines; '#' comments;
-    an empty file allows nothing); VirtualBox's default when the file is absent."""
-    if not path.exists():
-        return DEFAULT_RANGES
-    ranges: list[str] = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        words = line.split("#", 1)[0].split()
-        if not words or words[0] != "*":
-            continue
-        for word in words[1:]:
-            try:
-                ranges.append(str(ip_network(word, strict=False)))
-            except ValueError:
-                raise VnetError(f"{path}:{number}: {word!r} is not a network range") from None
-    return tuple(ranges)
-
-
-def detect_context(version: tuple[int, int, int], disk: str, serial_dir: str,
-                   networks_conf: Path = Path(NETWORKS_CONF)) -> VBoxContext:
-    return VBoxContext(version=version, host_os=HOST_OS.get(sys.platform, sys.platform),
-                       disk=disk, serial_dir=serial_dir,
-                       hostonly_ranges=hostonly_ranges(networks_conf))
-
-
-def convert_vdi(raw: Path, progress: Progress) -> Path:
-    """raw root disk -> <same dir>/<same name>.vdi with qemu-img, once; reused while newer."""
-    vdi = raw.with_suffix(".vdi")
-    if vdi.exists() and vdi.stat().st_mtime_ns >= raw.stat().st_mtime_ns:
-        return vdi
-    if not runner.which("qemu-img"):
-        raise VnetError("qemu-img is missing: it converts the tiny image to VDI for VirtualBox",
-                        hint="apt-get install qemu-utils")
-    tmp = vdi.with_name(f".{vdi.name}.{os.getpid()}.tmp")
-    progress(f"converting {raw} to VDI for VirtualBox")
-    try:
-        runner.run(["qemu-img", "convert", "-f", "raw", "-O", "vdi", str(raw), str(tmp)],
-                   timeout=900)
-        tmp.replace(vdi)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return vdi
-
-
-def build_boot_isos(plan: Plan, image: images.Image | None, progress: Progress) -> list[Path]:
-    """Write each tiny-image VM's boot ISO where the plan attaches it (the lab's state dir),
-    before any command runs; an ISO that already holds the same inputs is kept."""
-    boot = plan.extra.get("boot", {})
-    if not boot:
-        return []
-    image = image or images.build_tiny(progress=progress)
-    done = []
-    for vm, entry in boot.items():
-        progress(f"vm {vm}: boot ISO {entry['iso']}")
-        done.append(bootiso.build(image, entry["cmdline"], Path(entry["iso"]),
-                                  progress=progress))
-    return done
 
 
 # --- up ---------------------------------------------------------------------------------------
@@ -163,17 +96,17 @@ def _up(be, lab: Lab, progress: Progress, wait: bool, context: VBoxContext | Non
     if ours or record:
         progress(f"lab {lab.name} is incomplete ({len(ours)} of {len(planned)} VMs); removing "
                  f"what it left before creating it again")
-        _destroy(lab.name, progress, be)
+        teardown.destroy_held(lab.name, progress, be)
     _check_network_names(be, plan)
     image = None
     if given is None:
         image = images.build_tiny(progress=progress)
         _, pubkey = state.ssh_key(TARGET, lab.name)
-        context = replace(context, disk=str(convert_vdi(image.rootdisk, progress)),
+        context = replace(context, disk=str(media.convert_vdi(image.rootdisk, progress)),
                           ssh_pubkey=pubkey, cmdline_base=image.cmdline_base)
         plan = VirtualBoxRenderer(context).plan(lab)
     try:
-        build_boot_isos(plan, image, progress)
+        media.build_boot_isos(plan, image, progress)
     except BaseException:
         state.remove(TARGET, lab.name)                    # nothing exists on VirtualBox yet
         raise
@@ -236,7 +169,7 @@ def _rollback(be, plan: Plan, record: dict, progress: Progress, exc: Exception) 
     created = {tuple(obj) for obj in record["created"]}
     steps = [argv for argv in plan.extra["teardown"] if object_of(argv) in created]
     progress(f"failed half-way; removing the {len(created)} object(s) this run created")
-    failures = run_tolerant(be, steps, record["bindings"], progress)
+    failures = teardown.run_tolerant(be, steps, record["bindings"], progress)
     if failures or record.get("pending"):
         left = "; ".join(failures) or "a host-only interface whose name was never printed"
         exc.hint = (f"some objects could not be removed ({left}); run `vnet destroy "
@@ -260,110 +193,6 @@ def _check_network_names(be, plan: Plan) -> None:
             raise VnetError(f"VirtualBox already has {kind}(s) {', '.join(clash)} that no vnet "
                             f"record owns", hint="name the lab differently (--name), or remove "
                                                  f"them: VBoxManage {kind} remove ...")
-
-
-# --- destroy ----------------------------------------------------------------------------------
-
-def destroy(lab_name: str, progress: Progress, *, backend=None) -> list[str]:
-    """Remove the lab's VMs tagged with this state root's owner id and the networks its record
-    says it created. Idempotent; waits for a running `up` of the same lab."""
-    be = backend or vbox_api.backend(progress)
-    with state.lab_lock(TARGET, lab_name, progress):
-        return _destroy(lab_name, progress, be)
-
-
-def _destroy(lab_name: str, progress: Progress, be) -> list[str]:
-    try:
-        record = state.read(TARGET, lab_name)
-        corrupt = False
-    except state.CorruptState as exc:       # the tagged VMs are still found and removed
-        progress(f"warning: {exc.message}; removing the lab's tagged VMs without it")
-        record, corrupt = None, True
-    tags = vm_tags(be)
-    owners = vm_owners(be, tags)
-    owner = owner_id()
-    ours = sorted(vm for vm, tag in tags.items() if tag == lab_name and owners[vm] == owner)
-    for vm in sorted(vm for vm, tag in tags.items() if tag == lab_name and owners[vm] != owner):
-        progress(f"{vm} is tagged {TAG_KEY}={lab_name} but its {OWNER_KEY} is "
-                 f"{owners[vm] or 'missing (an older vnet)'}, not {owner}; left alone")
-    running = running_vms(be)
-    steps = [("VBoxManage", "controlvm", vm, "poweroff") for vm in ours if vm in running]
-    steps += [("VBoxManage", "unregistervm", vm, "--delete") for vm in ours]
-    bound: dict[str, str] = {}
-    if record:
-        bound = dict(record.get("bindings", {}))
-        created = {tuple(obj) for obj in record.get("created", [])}
-        if record.get("pending") and record["pending"] not in bound:
-            _find_lost_interface(be, record, bound, created, progress)
-        steps += [tuple(argv) for argv in record.get("teardown", [])
-                  if object_of(argv) in created and object_of(argv)[0] != "vm"]
-        for kind, vm in sorted(created):
-            if kind == "vm" and vm in tags and tags[vm] != lab_name:
-                progress(f"{vm} is not tagged {TAG_KEY}={lab_name}; left alone")
-    if not steps and record is None and not corrupt:
-        progress(f"lab {lab_name}: nothing of it on VirtualBox; nothing to remove")
-        return []
-    failures = run_tolerant(be, steps, bound, progress)
-    if failures:
-        raise HypervisorError(f"could not remove all of lab {lab_name}:\n  " +
-                              "\n  ".join(failures),
-                              hint="fix the cause and run the same destroy again; the lab's "
-                                   "record is kept until then")
-    state.remove(TARGET, lab_name)
-    progress(f"lab {lab_name} destroyed")
-    return [shlex.join(step[1:]) for step in steps]
-
-
-def run_tolerant(be, steps: Sequence[Sequence[str]], bound: dict[str, str],
-                 progress: Progress) -> list[str]:
-    """Run teardown lines in order; "already gone" is success, power-off and NAT-network stop
-    are best effort (remove follows them). Returns what really failed."""
-    failures = []
-    for argv in steps:
-        try:
-            real = substitute(tuple(argv), bound)
-        except KeyError as exc:
-            failures.append(str(exc.args[0]))
-            continue
-        result = _run_unlocked(be, real)
-        if result.returncode == 0:
-            progress(f"teardown: {shlex.join(real[1:])}")
-        elif GONE_RE.search(result.stderr) or verb_of(real) in ("controlvm", "natnetwork stop"):
-            progress(f"teardown: {shlex.join(real[1:])}: already gone or stopped")
-        else:
-            tail = (result.stderr.strip().splitlines() or ["(no stderr)"])[-1]
-            failures.append(f"{shlex.join(real)}: exit {result.returncode}: {tail}")
-    return failures
-
-
-def _run_unlocked(be, argv: tuple[str, ...], tries: int = 20):
-    """A VM just powered off keeps its session lock for a moment: retry unregistervm then."""
-    for _ in range(tries):
-        result = be.run(argv, check=False)
-        if result.returncode == 0 or verb_of(argv) != "unregistervm" \
-                or not LOCKED_RE.search(result.stderr):
-            return result
-        time.sleep(0.5)
-    return result
-
-
-def _find_lost_interface(be, record: dict, bound: dict, created: set, progress) -> None:
-    """`hostonlyif create` ran but its name was never saved: find it by the planned address."""
-    token = record["pending"]
-    net = next((n for n, info in record["hostonlyifs"].items() if info["token"] == token), None)
-    if net is None:
-        return
-    ip = record["hostonlyifs"][net]["ip"]
-    text = be.run(("VBoxManage", "list", "hostonlyifs")).stdout
-    hits = [name for name, addr in re.findall(r"^Name:\s*(\S+)\n(?:.*\n)*?IPAddress:\s*(\S+)",
-                                              text, re.M) if addr == ip]
-    if len(hits) == 1:
-        bound[token] = hits[0]
-        created.add(("hostonlyif", token))
-        progress(f"host-only interface of {net} found again by its address {ip}: {hits[0]}")
-    else:
-        progress(f"host-only interface of {net} ({ip}) not found; check `VBoxManage list "
-                 f"hostonlyifs`")
 
 
 # --- verification -----------------------------------------------------------------------------

@@ -1,0 +1,92 @@
+"""The Debian packages the tiny image is built from: which files apt would fetch now
+(resolved from apt's local lists, remembered until they change) and their download into the
+cache, checked against apt's sha256."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from ..errors import VnetError
+from ..host import locks, runner
+
+KERNEL_META = "linux-image-amd64"   # resolved to the current linux-image-6.1.*-amd64
+PACKAGES = ("busybox-static", "dropbear-bin", "python3.11-minimal", "libpython3.11-minimal",
+            "libpython3.11-stdlib", "libc6", "zlib1g", "libexpat1", "libffi8", "libssl3",
+            "libcrypt1", "libtomcrypt1", "libtommath1", "libgmp10", "libbz2-1.0", "liblzma5")
+
+
+def resolve(debdir: Path, update: bool, progress: Callable[[str], None] = print) -> list[dict]:
+    """[{name, file, sha256}] for the kernel (first) and PACKAGES, as apt would fetch them now.
+    Read from apt's local lists (no network), remembered until those lists change."""
+    lists = sorted(Path("/var/lib/apt/lists").glob("*_Packages*"))
+    stamp = hashlib.sha256(repr((PACKAGES, [(str(p), p.stat().st_mtime_ns) for p in lists]))
+                           .encode()).hexdigest()
+    memo = debdir / "resolved.json"
+    remembered = _read_memo(memo, stamp)
+    if remembered is not None:
+        return remembered
+    if not shutil.which("apt-get"):
+        raise VnetError("apt-get is missing: the tiny image is built from Debian packages",
+                        hint="build it on Debian/Ubuntu, or copy ~/.cache/vnet/images from one")
+    try:
+        debs = _print_uris()
+    except VnetError:
+        if not update:
+            raise
+        progress("apt-get update (package lists lack the guest packages)")
+        runner.run(["apt-get", "update"], timeout=600)
+        return resolve(debdir, update=False)
+    debdir.mkdir(parents=True, exist_ok=True)
+    locks.write_atomic(memo, json.dumps({"stamp": stamp, "debs": debs}, indent=1))
+    return debs
+
+
+def _read_memo(memo: Path, stamp: str) -> list[dict] | None:
+    """The remembered resolution if it is for these package lists; a torn or foreign file is
+    a miss (it is rewritten), never a crash."""
+    try:
+        data = json.loads(memo.read_text())
+    except (OSError, ValueError):       # missing, unreadable, not UTF-8, not JSON
+        return None
+    if not isinstance(data, dict) or data.get("stamp") != stamp \
+            or not isinstance(data.get("debs"), list):
+        return None
+    return data["debs"]
+
+
+def _print_uris() -> list[dict]:
+    deps = runner.run(["apt-cache", "depends", KERNEL_META]).stdout
+    kernel = re.search(r"Depends: (linux-image-[0-9][^\s]*)", deps)
+    if not kernel:
+        raise VnetError(f"apt-cache knows no kernel for {KERNEL_META}")
+    out = runner.run(["apt-get", "download", "--print-uris", kernel.group(1), *PACKAGES]).stdout
+    found = {}
+    for m in re.finditer(r"^'[^']+' (\S+) \d+ SHA256:([0-9a-f]{64})$", out, re.M):
+        found[m.group(1).split("_")[0]] = {"name": m.group(1).split("_")[0],
+                                           "file": m.group(1), "sha256": m.group(2)}
+    names = [kernel.group(1), *PACKAGES]
+    if set(names) - set(found):
+        raise VnetError(f"apt cannot find {sorted(set(names) - set(found))}")
+    return [found[n] for n in names]
+
+
+def download(debdir: Path, debs: list[dict], progress: Callable[[str], None]) -> None:
+    def ok(d: dict) -> bool:
+        if not (debdir / d["file"]).exists():
+            return False
+        with open(debdir / d["file"], "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest() == d["sha256"]
+    missing = [d for d in debs if not ok(d)]
+    if missing:
+        progress(f"apt-get download {len(missing)} packages into {debdir}")
+        runner.run(["apt-get", "download", *[d["name"] for d in missing]], cwd=str(debdir),
+                   timeout=900)
+    bad = [d["file"] for d in missing if not ok(d)]
+    if bad:
+        raise VnetError(f"downloaded packages do not match apt's sha256: {bad}",
+                        hint="run `apt-get update` and build again")
+

@@ -1,0 +1,99 @@
+"""The guests' side of a verify run: one ansible-runner run of playbooks/verify.yml over every
+guest, each guest running its own cells through the probe module (playbooks/library/
+vnet_probe.py) and returning {"probes", "drivers", "forwards"}."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from ..host.netns import run_in_netns
+from ..host.ssh import close_masters, control_dir
+from ..host.state import Target
+from ..lab.model import Lab
+from ..resources import data_dir
+
+PYTHON_IN_GUEST = "/usr/bin/python3"
+ANSIBLE_TIMEOUT = 180      # a whole run; one probe module call takes a few seconds
+
+
+def run_guests(lab: Lab, target: Target, cells, inventory, progress,
+               holds: dict[str, list[dict]] | None = None,
+               stop: Path | None = None) -> dict[str, dict]:
+    """One ansible-runner run over all guests; returns {vm: module result}. `inventory`: the
+    run's verify.run.Inventory; `holds`: the forwards each guest holds open meanwhile
+    (forwardcheck.guest_holds); `stop`: the file that tells the host-side forward probes that
+    the guests' run has ended."""
+    hosts = {}
+    for vm in lab.vms:
+        mine = [(i, c) for i, c in enumerate(cells) if c.runner == f"guest:{vm.name}"]
+        hosts[vm.name] = {
+            **inventory.hosts.get(vm.name, {}),
+            "vnet_probes": [dict(c.probe, id=str(i)) for i, c in mine
+                            if c.kind != "nic_model" and not c.probe.get("failover")],
+            "vnet_nic_macs": [c.probe["mac"] for _, c in mine if c.kind == "nic_model"],
+            "vnet_forwards": (holds or {}).get(vm.name, []),
+            # a second task, after every guest's probes: a cut link must disturb no other cell
+            "vnet_failovers": [dict(c.probe, id=str(i)) for i, c in mine
+                               if c.probe.get("failover")],
+        }
+    private = inventory.work_dir / "ansible"
+    inventory_data = {"all": {"hosts": hosts, "vars": {
+        "ansible_python_interpreter": PYTHON_IN_GUEST}}}
+    env = {"ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_PIPELINING": "True",
+           "ANSIBLE_SSH_TRANSFER_METHOD": "piped", "ANSIBLE_REMOTE_TMP": "/tmp/.ansible",
+           "ANSIBLE_GATHERING": "explicit", "ANSIBLE_RETRY_FILES_ENABLED": "False",
+           "ANSIBLE_LIBRARY": str(data_dir("playbooks") / "library"),
+           "ANSIBLE_FORKS": str(max(5, len(hosts))),
+           "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=30s "
+                               "-o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no",
+           # Masters of this lab only: another sandbox reuses the same guest addresses, and a
+           # master left from it would carry this run's SSH into a namespace that is gone.
+           "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir(target, lab.name)),
+           "ANSIBLE_NOCOLOR": "True"}
+    progress(f"running Ansible on {len(hosts)} guest(s)")
+    args = (stop, str(private), str(data_dir("playbooks") / "verify.yml"), inventory_data, env)
+    results = run_in_netns(target.netns, run_playbook_then_stop, *args) if target.netns \
+        else run_playbook_then_stop(*args)
+    failed = [vm for vm in hosts if vm not in results]
+    if failed:
+        progress(f"Ansible reached no result on {', '.join(failed)}; see {private}/artifacts")
+    return results
+
+
+def run_playbook_then_stop(stop: Path | None, *args) -> dict:
+    """The playbook run, then the stop file, from the process that ran it. Why not from the
+    caller: the host-side probe processes were forked while this one's result pipe was open,
+    so they hold its write end, and the caller sees the result only once they have ended, which
+    they do on the stop file."""
+    try:
+        return run_playbook(*args)
+    finally:
+        if stop is not None:
+            stop.touch()
+
+
+def run_playbook(private_dir: str, playbook: str, inventory: dict, env: dict) -> dict:
+    import ansible_runner     # heavy: loaded only when guests are really probed
+
+    # ansible-playbook sits beside this interpreter (the venv), which may not be on PATH.
+    bindir = str(Path(sys.executable).parent)
+    os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+    Path(private_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        run = ansible_runner.run(private_data_dir=private_dir, playbook=playbook,
+                                 inventory=inventory, envvars=env, quiet=True, rotate_artifacts=3,
+                                 timeout=ANSIBLE_TIMEOUT)
+    finally:
+        close_masters(Path(env["ANSIBLE_SSH_CONTROL_PATH_DIR"]))
+    results: dict[str, dict] = {}
+    for event in run.events:
+        if event.get("event") == "runner_on_ok":
+            data = event["event_data"]
+            res = data.get("res", {})
+            if "probes" in res:        # one result per task (probes, then bond failovers)
+                got = results.setdefault(data["host"], {"probes": {}, "drivers": {},
+                                                        "forwards": {}})
+                for key in got:
+                    got[key].update(res.get(key, {}))
+    return results
