@@ -57,13 +57,17 @@ def floor_boot(image, runs: int) -> list[float]:
     return times
 
 
+PARALLEL_TIMEOUT = 300.0
+
+
 def parallel_floor(image, vms: int = 8) -> float | None:
     """`vms` bare QEMU boots of the same image started together: wall time until the last one
     reached userspace (the floor an N-VM lab can reach on these cores)."""
     times: list[float] = []
     start = time.monotonic()
-    threads = [threading.Thread(target=lambda: times.append(accel.boot_once(image, "qemu")[0]))
-               for _ in range(vms)]
+    # accel's own probe timeout (10 s) is for one boot: N at once on a busy machine take longer
+    threads = [threading.Thread(target=lambda: times.append(
+        accel.boot_once(image, "qemu", timeout=PARALLEL_TIMEOUT)[0])) for _ in range(vms)]
     for t in threads:
         t.start()
     for t in threads:
