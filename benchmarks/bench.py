@@ -8,6 +8,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,7 +17,9 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from provisioner.host import accel, netns, sandbox  # noqa: E402
-from provisioner.guest import images  # noqa: E402
+from provisioner.guest import bootstages, images  # noqa: E402
+from provisioner.drivers.boot import read_console  # noqa: E402
+from provisioner.host import state  # noqa: E402
 
 VNET = [str(Path(sys.executable).parent / "vnet")]
 SANDBOX = "bench"
@@ -54,6 +57,31 @@ def floor_boot(image, runs: int) -> list[float]:
     return times
 
 
+PARALLEL_TIMEOUT = 300.0
+
+
+def parallel_floor(image, vms: int = 8) -> float | None:
+    """`vms` bare QEMU boots of the same image started together: wall time until the last one
+    reached userspace (the floor an N-VM lab can reach on these cores)."""
+    times: list[float] = []
+    start = time.monotonic()
+    # accel's own probe timeout (10 s) is for one boot: N at once on a busy machine take longer
+    threads = [threading.Thread(target=lambda: times.append(
+        accel.boot_once(image, "qemu", timeout=PARALLEL_TIMEOUT)[0])) for _ in range(vms)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.monotonic() - start if all(times) and len(times) == vms else None
+
+
+def boot_timelines(name: str) -> list[dict]:
+    """Each VM's boot timeline from its own console stamps (guest/bootstages.py)."""
+    lab_dir = state.lab_dir(state.Target(uri="", sandbox=SANDBOX), name)
+    return [t for log in sorted(lab_dir.glob("*.serial.log"))
+            if (t := bootstages.timeline(read_console(log)))]
+
+
 def qemu_memory_mib() -> dict:
     """RSS counts the kernel file QEMU maps in every process; PSS shares it out, and
     Anonymous is what each VM really adds (guest RAM it touched + TCG cache + QEMU heap)."""
@@ -68,16 +96,18 @@ def qemu_memory_mib() -> dict:
     return {k: round(v / 1024, 1) for k, v in totals.items()}
 
 
-def verified_lab(mode: str, vms: int, name: str, lab_file: Path | None = None
-                 ) -> tuple[float, dict, dict]:
+def verified_lab(mode: str, vms: int, name: str, lab_file: Path | None = None,
+                 boots: list | None = None) -> tuple[float, dict, dict]:
     """`vnet create` (or `vnet up LAB_FILE`, whose lab is `name`) from nothing to a verified
-    matrix: (wall s, phases, QEMU memory MiB)."""
+    matrix: (wall s, phases, QEMU memory MiB); each VM's boot timeline is added to `boots`."""
     start = time.monotonic()
     proc = vnet("up", str(lab_file), "--sandbox", SANDBOX, "--format", "json", check=False) \
         if lab_file else vnet("create", "--mode", mode, "--vms", str(vms), "--name", name,
                               "--sandbox", SANDBOX, "--format", "json", check=False)
     wall = time.monotonic() - start
     memory = qemu_memory_mib()
+    if boots is not None:
+        boots += boot_timelines(name)
     vnet("destroy", name, "--sandbox", SANDBOX, check=False)
     try:
         report = json.loads(proc.stdout)
@@ -164,10 +194,12 @@ def render_1000() -> dict:
     return out
 
 
-def matrix() -> dict | None:
-    report_dir = HERE / ".matrix-report"
+def matrix(jobs: int | None = None) -> dict | None:
+    """`vnet matrix` with --jobs (None: its default)."""
+    report_dir = HERE / ".matrix-report" / f"jobs-{jobs or 'default'}"
     start = time.monotonic()
-    proc = vnet("matrix", "--sandbox", SANDBOX, "--report-dir", str(report_dir), check=False)
+    proc = vnet("matrix", "--sandbox", SANDBOX, "--report-dir", str(report_dir),
+                *(["--jobs", str(jobs)] if jobs else []), check=False)
     wall = time.monotonic() - start
     if proc.returncode not in (0, 1):
         say(f"vnet matrix failed: {proc.stderr[-300:]}")
@@ -180,12 +212,19 @@ def matrix() -> dict | None:
 
 # --- main -------------------------------------------------------------------------------------
 
+PARALLEL_VMS = 8
+GUEST_RAM_MIB = 128          # the default lab's VMs (lab/defaults.py)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true",
                         help="under a minute: no Vagrant, no full matrix, fewer runs")
     parser.add_argument("--out", type=Path, default=HERE / "result.json")
+    parser.add_argument("--sandbox", default=SANDBOX,
+                        help=f"the sandbox to run in, removed at the end (default {SANDBOX})")
     args = parser.parse_args()
+    globals()["SANDBOX"] = args.sandbox     # every helper runs in this sandbox
     if os.geteuid() != 0:
         raise SystemExit("benchmarks/run needs root (it runs a vnet sandbox)")
     runs = 1 if args.quick else 3
@@ -195,13 +234,18 @@ def main() -> None:
     image_cache_hit = time.monotonic() - t0
     sandbox.up(SANDBOX, progress=say)
     try:
-        say("floor: bare QEMU boots")
-        floor = floor_boot(image, runs + 1)
+        say("floor: bare QEMU boots, one alone and "
+            + ("" if args.quick else f"{PARALLEL_VMS} together, alternated"))
+        floor, parallel = [], []
+        for _ in range(runs + 1):
+            floor += floor_boot(image, 1)
+            if not args.quick and (p := parallel_floor(image, PARALLEL_VMS)) is not None:
+                parallel.append(p)
         box_ready = False if args.quick else prepare_vagrant()
-        verified, phases, vagrant, links = [], [], [], []
+        verified, phases, vagrant, links, boots = [], [], [], [], []
         for i in range(runs):            # A/B alternated: vnet, then vagrant, in the same sandbox
             say(f"time to verified, run {i + 1}/{runs}")
-            wall, timings, _ = verified_lab("natnetwork", 2, f"ttv{i}")
+            wall, timings, _ = verified_lab("natnetwork", 2, f"ttv{i}", boots=boots)
             verified.append(wall)
             phases.append(timings)
             say(f"bonds and a router (examples/bonds-and-router.yaml), run {i + 1}/{runs}")
@@ -212,16 +256,21 @@ def main() -> None:
                 if (v := vagrant_up(box_ready)) is not None:
                     vagrant.append(v)
         scaling = []
-        for n in ((1, 2) if args.quick else (1, 2, 4, 8)):
+        for n in ((1, 2) if args.quick else (1, 2, 4, PARALLEL_VMS)):
             say(f"scaling: {n} VM(s)")
             wall, _, mem = verified_lab("natnetwork", n, f"scale{n}")
             scaling.append({"vms": n, "seconds": round(wall, 2), "qemu_rss_mib": mem["rss"],
                             "qemu_pss_mib": mem["pss"], "qemu_anon_mib": mem["anon"],
-                            "guest_ram_mib": 128 * n,
+                            "guest_ram_mib": GUEST_RAM_MIB * n,
                             "overhead_beyond_guest_ram_mib_per_vm":
-                                round((mem["pss"] - 128 * n) / n, 1)})
+                                round((mem["pss"] - GUEST_RAM_MIB * n) / n, 1)})
         tunnels = tunnels_verify(runs)
-        full_matrix = None if args.quick else matrix()
+        matrices = {}
+        if not args.quick:              # the same matrix one lab at a time, then concurrently
+            say("full matrix, one lab at a time (--jobs 1)")
+            matrices["sequential"] = matrix(1)
+            say("full matrix, labs at once (vnet matrix's default --jobs)")
+            matrices["concurrent"] = matrix()
         render = render_1000()
     finally:
         sandbox.down(SANDBOX, progress=say)
@@ -231,9 +280,11 @@ def main() -> None:
     vag = stats(vagrant)
     result = {
         "floor_boot_s": stats(floor),
+        "parallel_floor_s": stats(parallel) and dict(stats(parallel), vms=PARALLEL_VMS),
         "time_to_verified_s": ttv,
         "phases": {k: stats([p[k] for p in phases if k in p]) for k in phase_names}
                   | {"image_cache_hit": round(image_cache_hit, 3)},
+        "boot_breakdown_s": boot_breakdown(boots),
         # the verify phase beside the plain natnetwork lab's, from the same runs (issue 17)
         "verify_s": {"natnetwork_2_vms": stats([p["verify"] for p in phases if "verify" in p]),
                      "bonds_and_router_3_vms": stats([p["verify"] for p in links
@@ -241,12 +292,14 @@ def main() -> None:
                      "tunnels_3_vms": tunnels},
         "vagrant_up_s": vag,
         "ratio_vs_vagrant": round(ttv["median"] / vag["median"], 2) if vag else None,
-        "matrix_s": full_matrix,
+        "matrix_s": matrices.get("concurrent"),
+        "matrix_sequential_s": matrices.get("sequential"),
         "scaling": scaling,
         "render_1000_s": render,
         "machine": {"cores": os.cpu_count(), "accelerator": accel.choose(image, say)},
         "notes": ["vagrant up verifies nothing; vnet's time includes a full verified matrix",
-                  "each value: median with min and max of the runs in this same invocation"],
+                  "each value: median with min and max of the runs in this same invocation",
+                  "boot_breakdown_s: the guests' own uptime stamps from their serial consoles"],
     }
     if len(scaling) > 1:
         a, b = scaling[0], scaling[-1]
@@ -254,9 +307,55 @@ def main() -> None:
             "seconds_per_extra_vm": round((b["seconds"] - a["seconds"]) / (b["vms"] - a["vms"]), 2),
             "rss_mib_per_extra_vm": round((b["qemu_rss_mib"] - a["qemu_rss_mib"]) / (b["vms"] - a["vms"]), 1),
             "pss_mib_per_extra_vm": round((b["qemu_pss_mib"] - a["qemu_pss_mib"]) / (b["vms"] - a["vms"]), 1)}
+    result["targets"] = targets(result)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(summary(result))
     say(f"wrote {args.out}")
+
+
+def boot_breakdown(boots: list[dict]) -> dict | None:
+    """The guests' median timeline (seconds since their kernel started) and the time each stage
+    took after the one before it."""
+    if not boots:
+        return None
+    timeline = bootstages.median_timeline(boots)
+    stages, before = {}, 0.0
+    for stage, at in timeline.items():
+        stages[stage] = round(at - before, 2)
+        before = at
+    return {"timeline": timeline, "stage_seconds": stages, "boots": len(boots)}
+
+
+# (measure, how it is computed, target): each ratio is taken within this run.
+TARGETS = (
+    ("natnetwork 2 VMs to green / bare boot floor", "time_to_verified_vs_floor", 2.5),
+    ("vnet to green / vagrant up (unverified)", "ratio_vs_vagrant", 0.4),
+    ("full matrix, labs at once / one at a time", "matrix_vs_sequential", 0.4),
+    (f"{PARALLEL_VMS}-VM lab to green / {PARALLEL_VMS} bare boots together",
+     "lab_8_vms_vs_parallel_floor", 1.5),
+    (f"PSS beyond guest RAM per VM, MiB ({PARALLEL_VMS} VMs)", "pss_beyond_guest_ram_mib", 32.0),
+)
+
+
+def targets(r: dict) -> list[dict]:
+    """Each target of issue 15 with its value from this run and met / not met (None when
+    this run did not measure it, e.g. --quick)."""
+    def median(key):
+        return (r.get(key) or {}).get("median")
+    floor, par = median("floor_boot_s"), median("parallel_floor_s")
+    big = next((s for s in r["scaling"] if s["vms"] == PARALLEL_VMS), None)
+    seq, con = r.get("matrix_sequential_s"), r.get("matrix_s")
+    values = {
+        "time_to_verified_vs_floor": median("time_to_verified_s") / floor if floor else None,
+        "ratio_vs_vagrant": r.get("ratio_vs_vagrant"),
+        "matrix_vs_sequential": con["total"] / seq["total"] if seq and con else None,
+        "lab_8_vms_vs_parallel_floor": big["seconds"] / par if big and par else None,
+        "pss_beyond_guest_ram_mib": big["overhead_beyond_guest_ram_mib_per_vm"] if big else None,
+    }
+    return [{"measure": label, "key": key, "value": None if values[key] is None
+             else round(values[key], 2), "target": f"<= {limit}",
+             "met": None if values[key] is None else values[key] <= limit}
+            for label, key, limit in TARGETS]
 
 
 def summary(r: dict) -> str:
@@ -268,6 +367,12 @@ def summary(r: dict) -> str:
              f"  time to verified (2 VMs)   {ttv}s",
              "  phases                     " + ", ".join(
                  f"{k} {v['median']}s" for k, v in r["phases"].items() if isinstance(v, dict))]
+    if r.get("parallel_floor_s"):
+        lines.append(f"  parallel floor ({r['parallel_floor_s']['vms']} boots)  "
+                     f"{r['parallel_floor_s']['median']}s")
+    if r.get("boot_breakdown_s"):
+        lines.append("  in-guest boot (uptime)     " + ", ".join(
+            f"{k} {v}s" for k, v in r["boot_breakdown_s"]["timeline"].items()))
     if r.get("verify_s", {}).get("bonds_and_router_3_vms"):
         lines.append(f"  verify: natnetwork 2 VMs   {r['verify_s']['natnetwork_2_vms']['median']}s, "
                      f"bonds+router 3 VMs {r['verify_s']['bonds_and_router_3_vms']['median']}s")
@@ -277,14 +382,21 @@ def summary(r: dict) -> str:
     if r["vagrant_up_s"]:
         lines.append(f"  vagrant up (unverified)    {r['vagrant_up_s']['median']}s -> "
                      f"vnet/vagrant = {r['ratio_vs_vagrant']}")
+    if r.get("matrix_sequential_s"):
+        lines.append(f"  full matrix, --jobs 1      {r['matrix_sequential_s']['total']}s")
     if r["matrix_s"]:
-        lines.append(f"  full matrix (5 modes x 2)  {r['matrix_s']['total']}s")
+        lines.append(f"  full matrix, --jobs {r['matrix_s']['per_lab'].get('jobs', '?'):<6} "
+                     f" {r['matrix_s']['total']}s")
     for s in r["scaling"]:
         lines.append(f"  {s['vms']} VM(s)                   {s['seconds']}s, QEMU RSS {s['qemu_rss_mib']} "
                      f"MiB, PSS {s['qemu_pss_mib']} MiB ({s['overhead_beyond_guest_ram_mib_per_vm']} "
                      "MiB/VM beyond guest RAM)")
     lines.append(f"  render 1000 VMs            xml {r['render_1000_s']['xml']['median']}s, "
                  f"vboxmanage {r['render_1000_s']['vboxmanage']['median']}s")
+    lines.append("targets (issue 15; ratios from this run):")
+    for t in r.get("targets", []):
+        verdict = "not measured" if t["met"] is None else ("met" if t["met"] else "NOT MET")
+        lines.append(f"  {t['measure']:<58} {t['value']} (target {t['target']}): {verdict}")
     return "\n".join(lines)
 
 

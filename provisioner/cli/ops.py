@@ -69,10 +69,12 @@ def _names(value: str | None) -> list[str] | None:
 @click.option("--pf", help="sriov: the physical function whose VFs the labs get.")
 @click.option("--report", type=click.Choice(["html"]), help="Also write one HTML report.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Report file.")
+@click.option("--jobs", type=click.IntRange(min=1), metavar="N",
+              help="Labs at once (default: two per core, as many as the free memory holds).")
 @handle_errors
-def matrix_cmd(mode_list, model_list, sandbox_name, report_dir, pf, report, out):
-    """Create, verify and destroy the default lab of every mode x NIC model, one after another,
-    in a sandbox; print one summary table and write a JSON and JUnit report per lab plus
+def matrix_cmd(mode_list, model_list, sandbox_name, report_dir, pf, report, out, jobs):
+    """Create, verify and destroy the default lab of every mode x NIC model, up to --jobs N
+    at once, in a sandbox; print one summary table and write a JSON and JUnit report per lab plus
     summary.json (per-lab seconds, total wall time).
 
     Exit code 1 when any cell is red, 3 when a lab could not be created, 1 when nothing at
@@ -85,6 +87,7 @@ def matrix_cmd(mode_list, model_list, sandbox_name, report_dir, pf, report, out)
       vnet matrix --report-dir reports
       vnet matrix --modes internal,hostonly --nic-models virtio --report-dir /tmp/m
       vnet matrix --sandbox default --modes natnetwork --report-dir out
+      vnet matrix --jobs 1 --report-dir reports      # one lab after another
       vnet matrix --modes natnetwork --report-dir out --report html --out out/matrix.html
     """
     from ..progress import progress_printer
@@ -101,7 +104,8 @@ def matrix_cmd(mode_list, model_list, sandbox_name, report_dir, pf, report, out)
     model_names = _names(model_list) or list(matrix.DEFAULT_MODELS)
     try:
         summary = matrix.run(mode_names, model_names, report_dir, sandbox_name, pf,
-                             progress=progress_printer())
+                             progress=progress_printer(),
+                             jobs=jobs or matrix.default_jobs(len(mode_names) * len(model_names)))
     except KeyboardInterrupt:
         click.echo(f"vnet: interrupted; labs and the temporary sandbox were removed; partial "
                    f"results in {report_dir / 'summary.json'}", err=True)

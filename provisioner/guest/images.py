@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import buildtree, debs as guestdebs, kernel
+from . import buildtree, debs as guestdebs, kernel, modneeds
 from ..host import runner
 from ..host.paths import cache_dir
 from ..errors import VnetError
@@ -34,7 +34,8 @@ ROOT_LABEL = "vnetroot"
 # The modules whose code shapes the image: their source is part of its cache key (_code_digest),
 # so a change to any of them builds a new image.
 BUILDERS = (Path(__file__).resolve(), Path(buildtree.__file__).resolve(),
-            Path(guestdebs.__file__).resolve(), Path(kernel.__file__).resolve())
+            Path(guestdebs.__file__).resolve(), Path(kernel.__file__).resolve(),
+            Path(modneeds.__file__).resolve())
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ def build_tiny(progress: Callable[[str], None] = print, force: bool = False) -> 
         progress("writing the initramfs")
         busybox = (staged["busybox-static"] / "bin" / "busybox").read_bytes()
         kernel.initramfs(out / "initrd.gz", (GUEST / "initramfs-init").read_bytes(), busybox,
-                         modules)
+                         modules, kernel.module_needs(modules))
         progress("assembling the root tree")
         tree = buildtree.Tree(work / "root")
         buildtree.root_tree(tree, staged, progress)

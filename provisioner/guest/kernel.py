@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ..errors import VnetError
+from . import modneeds
 
 # insmod'ed by the initramfs with their dependencies (ext4 needs crc32c at mount time)
 MODULES = ("virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "virtio_net", "e1000",
@@ -26,6 +27,8 @@ MODULES = ("virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "virtio_net", "
            "vxlan", "ip_gre", "esp4", "authenc", "drbg", "echainiv", "xfrm_user",
            "xfrm_interface", "wireguard")
 MODULE_ARGS = {"bonding": "max_bonds=0"}   # no bond0 unless the lab asks for one
+# Loaded only where needed, with what only they need (guest/modneeds.py: each insmod costs TCG)
+MODULE_NEEDS = {"ahci": modneeds.AHCI, "sd_mod": modneeds.AHCI, "bonding": modneeds.BOND}
 
 
 def extract_vmlinux(vmlinuz: bytes) -> bytes:
@@ -110,8 +113,19 @@ def cpio_newc(entries: Iterable[tuple[str, int, bytes, int]]) -> bytes:
     return bytes(out)
 
 
-def initramfs(path: Path, init: bytes, busybox: bytes, modules: list[tuple[str, bytes]]) -> None:
-    """init: the initramfs's /init script (provisioner/guest/files/initramfs-init)."""
+def module_needs(modules: list[tuple[str, bytes]]) -> bytes:
+    """lib/modules/needs: which modules the init skips where their condition fails."""
+    data = dict(modules)
+    depends = {m: [d.replace("-", "_") for d in modinfo(ko).get("depends", "").split(",") if d]
+               for m, ko in data.items()}
+    return modneeds.needs_file(modneeds.conditional(
+        MODULES, list(data), lambda m: depends.get(m, []), MODULE_NEEDS))
+
+
+def initramfs(path: Path, init: bytes, busybox: bytes, modules: list[tuple[str, bytes]],
+              needs: bytes = b"") -> None:
+    """init: the initramfs's /init script (provisioner/guest/files/initramfs-init); needs:
+    lib/modules/needs (module_needs)."""
     d, f, lnk, chr_ = 0o40755, 0o100644, 0o120777, 0o20600
     entries = [(n, d, b"", 0) for n in ("bin", "dev", "proc", "sys", "newroot", "lib",
                                         "lib/modules")]
@@ -121,4 +135,5 @@ def initramfs(path: Path, init: bytes, busybox: bytes, modules: list[tuple[str, 
                 ("lib/modules/order", f, "".join(f"{m} {MODULE_ARGS.get(m, '')}".rstrip() + "\n"
                                                  for m, _ in modules).encode(), 0)]
     entries += [(f"lib/modules/{m}.ko", f, data, 0) for m, data in modules]
+    entries += [("lib/modules/needs", f, needs, 0)]
     path.write_bytes(gzip.compress(cpio_newc(entries), compresslevel=6, mtime=0))

@@ -12,6 +12,9 @@ Who takes what: `sandbox up/down` the sandbox's lock, exclusive; `up`, `verify`,
 
 flock locks belong to an open file, not to a process: a second `held()` of the same lock in one
 process waits for the first, so public functions take the lock and call unlocked helpers.
+A forked child (run_in_netns) would share the open file and keep the lock after its parent
+released it; the child closes its copies at once (_HELD, os.register_at_fork), so a lab that
+ends while another thread's child still runs (vnet matrix --jobs) leaves its lock free.
 """
 from __future__ import annotations
 
@@ -30,6 +33,20 @@ POLL_SECONDS = 0.1
 FIRST_NOTE_SECONDS = 1.0        # a short wait says nothing; a longer one says who holds the lock
 NOTE_EVERY_SECONDS = 15.0
 LOCK_NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,63}")
+# Descriptors of the locks this process holds (process-wide, like the locks themselves).
+_HELD: set[int] = set()
+
+
+def _close_held_in_child() -> None:
+    for fd in list(_HELD):
+        try:
+            os.close(fd)        # the child's copy only: the parent's lock stays until it closes
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_in_child)
 
 
 def lock_dir() -> Path:
@@ -58,12 +75,14 @@ def held(kind: str, name: str, progress: Callable[[str], None] | None = None,
     path = lock_path(kind, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    _HELD.add(fd)
     try:
         _acquire(fd, f"{kind} {name}", progress, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         os.ftruncate(fd, 0)               # shared holders: the last one to come is named
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
+        _HELD.discard(fd)
         os.close(fd)           # closing the last descriptor of the open file releases the lock
 
 

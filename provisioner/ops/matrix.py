@@ -5,8 +5,9 @@ combination the backend cannot realize is "unsupported"), created, verified and 
 through the backend's Driver (drivers/base.py) and the ops layer (ops/labs.py): libvirt unless
 another registered backend is asked for. A lab
 whose hardware is missing (SR-IOV, vDPA) is refused by doctor's preflight before anything
-exists, and its cells are reported as "skipped", never as passed. Labs run one at a time: TCG
-guests need the host's cores.
+exists, and its cells are reported as "skipped", never as passed. Labs run one at a time, or
+up to --jobs N at once (default_jobs: from the cores and the free memory); each lab gets its own
+host ports, and the summary lists the labs in mode x model order either way.
 
 Files, in the report directory:
   <lab>.json     the verify result (JSON contract of `vnet verify --report json`) + "matrix"
@@ -42,6 +43,11 @@ from ..progress import Progress
 
 PREFIX = "mx"
 PORT_BASE = 300        # host ports 2521.., 7301..: clear of a `vnet create` lab in the same sandbox
+PORT_STRIDE = 10       # lab i of the matrix forwards from PORT_BASE + i * PORT_STRIDE: labs run at once
+# Lab i's network (modes that pick a subnet) is 192.168.(SUBNET_BASE + i).0/24: labs at once
+# in one sandbox must not share a subnet (the host would reach the other lab's vm1 there).
+SUBNET_BASE = 160
+LAB_MEMORY_MIB = 700   # one default lab: 2 guests (128 MiB + QEMU) and its Ansible controller
 DEFAULT_MODELS = ("virtio", "e1000")
 VERDICTS = ("green", "red", "skipped", "unsupported", "error")
 
@@ -78,12 +84,30 @@ def check_names(mode_names: list[str], model_names: list[str]) -> None:
             raise LabFileError(f"--{kind.replace(' ', '-').lower()}s", "must not be empty")
 
 
+def default_jobs(labs: int) -> int:
+    """How many labs run at once: TCG guests idle once booted and much of a lab's time is
+    waiting (boot, SSH, Ansible), so two per core; never more than the free memory holds."""
+    import os
+
+    available = LAB_MEMORY_MIB
+    try:
+        with open("/proc/meminfo") as f:
+            available = next(int(line.split()[1]) // 1024 for line in f
+                             if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        pass
+    return max(1, min(labs, 2 * (os.cpu_count() or 1), available // LAB_MEMORY_MIB))
+
+
 def run(mode_names: list[str], model_names: list[str], report_dir: Path,
         sandbox_name: str | None = None, pf: str | None = None,
-        progress: Progress = print, backend: Backend | str = Backend.LIBVIRT) -> dict:
-    """Run the matrix on `backend`'s driver; returns the summary (also written to
-    report_dir/summary.json)."""
+        progress: Progress = print, backend: Backend | str = Backend.LIBVIRT,
+        jobs: int = 1) -> dict:
+    """Run the matrix on `backend`'s driver, up to `jobs` labs at once; returns the summary
+    (also written to report_dir/summary.json)."""
     check_names(mode_names, model_names)
+    if jobs < 1:
+        raise LabFileError("--jobs", f"must be at least 1, got {jobs}")
     sandbox.require_root("vnet matrix")          # before the report dir or a sandbox exists
     report_dir.mkdir(parents=True, exist_ok=True)
     started, wall = time.time(), time.monotonic()
@@ -92,7 +116,7 @@ def run(mode_names: list[str], model_names: list[str], report_dir: Path,
     summary = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
                "sandbox": name, "temporary_sandbox": temporary, "modes": mode_names,
                "nic_models": model_names, "labs": [], "wall_seconds": 0.0,
-               "complete": False}
+               "complete": False, "jobs": jobs}
     with _sigterm_as_interrupt():
         try:
             if temporary:
@@ -101,13 +125,27 @@ def run(mode_names: list[str], model_names: list[str], report_dir: Path,
             chosen = ops.driver(backend, name, None)
             summary["doctor"] = _doctor(chosen.backend, name, progress)
             combos = [(m, n) for m in mode_names for n in model_names]
-            for i, (mode, model) in enumerate(combos, 1):
-                lab = lab_name(mode, model)
-                say = _prefixed(progress, f"[{i}/{len(combos)} {lab}]")
-                outcome = run_one(mode, model, chosen, report_dir, pf, say)
-                summary["labs"].append(asdict(outcome))
+
+            def one(i: int, say: Progress) -> LabRun:
+                mode, model = combos[i]
+                return run_one(mode, model, chosen, report_dir, pf,
+                               _prefixed(say, f"[{i + 1}/{len(combos)} {lab_name(mode, model)}]"),
+                               port_base=PORT_BASE + i * PORT_STRIDE,
+                               subnet=_lab_subnet(mode, i))
+
+            def done(outcomes: list[LabRun]) -> None:
+                summary["labs"] = [asdict(o) for o in outcomes]
                 summary["wall_seconds"] = round(time.monotonic() - wall, 1)
                 _write_summary(report_dir, summary)
+            if jobs == 1:
+                outcomes: list[LabRun] = []
+                for i in range(len(combos)):
+                    outcomes.append(one(i, progress))
+                    done(outcomes)
+            else:
+                from .matrixjobs import run_concurrently
+
+                run_concurrently(len(combos), jobs, one, done, progress)
             summary["complete"] = True
         finally:
             if temporary:
@@ -122,12 +160,12 @@ def run(mode_names: list[str], model_names: list[str], report_dir: Path,
 
 
 def run_one(mode: str, model: str, chosen: Driver, report_dir: Path, pf: str | None,
-            say: Progress) -> LabRun:
+            say: Progress, port_base: int = PORT_BASE, subnet: str | None = None) -> LabRun:
     """Create, verify and destroy one lab with the driver `chosen`; never raises VnetError (it
     becomes the verdict). Its seconds run from resolving the lab to having destroyed it."""
     name = lab_name(mode, model)
     started = time.monotonic()
-    lab, refusal = _prepare(mode, model, name, chosen, pf)
+    lab, refusal = _prepare(mode, model, name, chosen, pf, port_base, subnet)
     if refusal is not None:
         verdict, result, detail = refusal
     else:
@@ -161,13 +199,27 @@ def _empty(name: str, backend: Backend, **extra) -> dict:
                              fields["timings"], fields["notes"], booted=fields["booted"], **extra))
 
 
-def _prepare(mode: str, model: str, name: str, chosen: Driver, pf: str | None):
+def _lab_subnet(mode: str, i: int) -> str | None:
+    """Lab i's own subnet, for modes that pick one: labs at once never share a subnet. A mode
+    with preferred subnets (VirtualBox takes host-only networks only in 192.168.56.0/21) gets
+    the i-th of those, the others 192.168.(SUBNET_BASE + i).0/24."""
+    found = modes.MODES.get(mode)
+    if found is None or found.subnet != "auto":
+        return None
+    preferred = found.preferred_subnets
+    return preferred[i % len(preferred)] if preferred else f"192.168.{SUBNET_BASE + i}.0/24"
+
+
+def _prepare(mode: str, model: str, name: str, chosen: Driver, pf: str | None,
+             port_base: int = PORT_BASE, subnet: str | None = None):
     """(lab, None), or (None, (verdict, result, detail)) when the lab must not be created:
     a combination the backend cannot realize, or a lab of that name that is not ours to touch."""
     target = chosen.target
     try:
-        lab = labfile.resolve(default_lab(mode, model, 2, name, port_base=PORT_BASE,
-                                          pf=pf or _some_pf(model)),
+        data = default_lab(mode, model, 2, name, port_base=port_base, pf=pf or _some_pf(model))
+        if subnet:
+            data["networks"][0]["subnet"] = subnet
+        lab = labfile.resolve(data,
                               sandbox.lab_defaults(target.sandbox),
                               source=f"vnet matrix ({mode} x {model})")
         chosen.plan(lab)

@@ -292,7 +292,7 @@ def test_lab_commands_write_the_html_report(tmp_path):
 def test_matrix_command_writes_the_html_report(tmp_path, monkeypatch):
     from provisioner.ops import matrix
 
-    def fake_run(modes, models, report_dir, sandbox_name, pf, progress):   # FAKE matrix run
+    def fake_run(modes, models, report_dir, sandbox_name, pf, progress, **options):   # FAKE matrix run
         result = sample_result(red=False)
         (report_dir / "mx-natnetwork-virtio.json").write_text(json.dumps(result))
         summary = {"sandbox": "h7x", "labs": [{"lab": "mx-natnetwork-virtio", "mode": "natnetwork",

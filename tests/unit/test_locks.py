@@ -273,3 +273,33 @@ def test_sandbox_down_waits_for_a_lab_up_in_that_sandbox(monkeypatch):
     up.join()
     down.join()
     assert events == ["up web", "destroy other", "up web end", "sandbox down"]
+
+
+def test_a_forked_child_does_not_keep_a_lock_its_parent_released(root):
+    """vnet matrix --jobs: one lab's thread forks (run_in_netns) while another lab holds its
+    lock; once that lab releases it, the lock is free although the child still runs."""
+    import fcntl
+
+    from provisioner.host.netns import _call_in_child
+
+    go = root / "child-may-end"
+    done = []
+
+    def child_that_lingers():
+        end = time.monotonic() + DEADLINE
+        while not go.exists() and time.monotonic() < end:
+            time.sleep(0.01)
+        return "child done"
+    with locks.held("lab", "forked"):
+        worker = threading.Thread(target=lambda: done.append(
+            _call_in_child(None, child_that_lingers, (), {})))
+        worker.start()
+        time.sleep(0.5)                       # the child is forked and waiting
+    fd = os.open(locks.lock_path("lab", "forked"), os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)    # BlockingIOError: the child holds it
+    finally:
+        os.close(fd)
+        go.touch()
+        worker.join()
+    assert done == ["child done"]

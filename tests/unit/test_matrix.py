@@ -23,9 +23,9 @@ from provisioner.lab.model import Backend
 REPLACED: dict = {}      # backend -> the driver a Fake replaced in the registry
 
 
-@pytest.fixture(autouse=True)
-def real_drivers_afterwards():
-    yield
+def real_drivers_back() -> None:
+    """Put back the drivers the Fakes replaced (tests/unit/conftest.py, after every test, so
+    a module that borrows Fake cannot leave a fake in the registry for the next tests)."""
     for backend, previous in REPLACED.items():
         drivers.register(backend, previous)
     REPLACED.clear()

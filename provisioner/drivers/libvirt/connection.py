@@ -71,9 +71,11 @@ class LibvirtDriver:
         second run changes nothing. Returns the names of domains it started."""
         libvirt = _libvirt()
         try:
-            for doc in plan.documents:
-                if doc.kind == "network":
-                    self._ensure_network(doc.name, doc.text, plan.lab.name, progress)
+            networks = [d for d in plan.documents if d.kind == "network"]
+            # Each network start waits on its dnsmasq and firewall rules: start them all at once.
+            with ThreadPoolExecutor(max_workers=max(1, len(networks))) as pool:
+                list(pool.map(lambda d: self._ensure_network(d.name, d.text, plan.lab.name,
+                                                             progress), networks))
             pause_at("define")                  # a test may kill `vnet up` here
             domains = [d for d in plan.documents if d.kind == "domain"]
             # QEMU start-up is mostly waiting on the host: start every VM at once.
@@ -167,14 +169,24 @@ class LibvirtDriver:
 
     def tagged(self) -> Iterator[tuple[str, str, object, dict]]:
         """(kind, name, object, tag) for every domain and network vnet created on this URI."""
-        for dom in self.conn.listAllDomains(0):
-            tag = lab_tag(dom.XMLDesc(0))
-            if tag:
-                yield "domain", dom.name(), dom, tag
-        for net in self.conn.listAllNetworks(0):
-            tag = lab_tag(net.XMLDesc(0))
-            if tag:
-                yield "network", net.name(), net, tag
+        for kind, objects in (("domain", self.conn.listAllDomains(0)),
+                              ("network", self.conn.listAllNetworks(0))):
+            for obj in objects:
+                tag = lab_tag(xml) if (xml := self._xml_if_still_there(obj)) else None
+                if tag:
+                    yield kind, obj.name(), obj, tag
+
+    @staticmethod
+    def _xml_if_still_there(obj) -> str | None:
+        """The object's XML; None when it went away after it was listed (another lab's
+        destroy at the same time, as in vnet matrix --jobs)."""
+        libvirt = _libvirt()
+        try:
+            return obj.XMLDesc(0)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_NETWORK):
+                return None
+            raise
 
     def mine(self) -> Iterator[tuple[str, str, object, dict]]:
         """The tagged objects of this driver's owner."""

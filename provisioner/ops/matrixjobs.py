@@ -1,0 +1,52 @@
+"""The matrix's labs, up to N at once (vnet matrix --jobs N).
+
+Each lab runs in a worker thread with its own libvirt connection, lock and host ports; the
+caller gets the finished labs in matrix order after each one ends (its summary.json stays
+ordered). Ctrl-C reaches only the main thread: it stops labs that have not started and tells
+the running ones to stop at their next progress line, then waits for them, because each
+destroys what it made on the way out."""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from typing import Callable, TypeVar
+
+from ..progress import Progress
+
+T = TypeVar("T")
+
+
+def run_concurrently(count: int, jobs: int, one: Callable[[int, Progress], T],
+                     done: Callable[[list[T]], None], progress: Progress) -> list[T]:
+    """one(i, progress) for i in range(count), `jobs` at a time; done(finished, in order)
+    after each; returns every result in order. The first exception (KeyboardInterrupt too)
+    is raised once the running labs have cleaned up."""
+    cancelled = threading.Event()
+    finished: dict[int, T] = {}
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="vnet-matrix") as pool:
+        pending = {pool.submit(one, i, _stoppable(progress, cancelled)): i for i in range(count)}
+        try:
+            while pending:
+                ended, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in ended:
+                    finished[pending.pop(future)] = future.result()
+                done([finished[i] for i in sorted(finished)])
+        except BaseException:
+            cancelled.set()
+            for future in pending:
+                future.cancel()
+            raise                      # leaving the pool waits for the labs still running
+    return [finished[i] for i in sorted(finished)]
+
+
+def _stoppable(progress: Progress, cancelled: threading.Event) -> Progress:
+    """A worker's progress: once the run is cancelled, its next line raises KeyboardInterrupt
+    (once: the lab's cleanup reports progress too, and must run to the end)."""
+    raised = threading.Event()
+
+    def say(message):
+        if cancelled.is_set() and not raised.is_set():
+            raised.set()
+            raise KeyboardInterrupt
+        progress(message)
+    return say

@@ -1,0 +1,57 @@
+"""benchmarks/bench.py's report of issue 15's targets: each ratio from the run's own numbers,
+met / not met, and "not measured" where the run (e.g. --quick) did not measure it."""
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def bench():
+    spec = importlib.util.spec_from_file_location("vnet_bench", ROOT / "benchmarks" / "bench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def stat(median):
+    return {"median": median, "min": median, "max": median, "runs": 1}
+
+
+def full_result():
+    return {"floor_boot_s": stat(2.0), "parallel_floor_s": dict(stat(10.0), vms=8),
+            "time_to_verified_s": stat(6.0), "phases": {"verify": stat(2.0)},
+            "boot_breakdown_s": {"timeline": {"kernel": 1.0, "ready": 2.0}},
+            "vagrant_up_s": stat(20.0), "ratio_vs_vagrant": 0.3,
+            "matrix_s": {"total": 50.0, "per_lab": {"jobs": 4}},
+            "matrix_sequential_s": {"total": 100.0, "per_lab": {"jobs": 1}},
+            "scaling": [{"vms": 8, "seconds": 16.0, "qemu_rss_mib": 1, "qemu_pss_mib": 1,
+                         "overhead_beyond_guest_ram_mib_per_vm": 30.0}],
+            "render_1000_s": {"xml": stat(0.2), "vboxmanage": stat(0.2)}}
+
+
+def test_every_target_is_computed_from_the_same_run():
+    b = bench()
+    got = {t["key"]: (t["value"], t["met"]) for t in b.targets(full_result())}
+    assert got == {"time_to_verified_vs_floor": (3.0, False), "ratio_vs_vagrant": (0.3, True),
+                   "matrix_vs_sequential": (0.5, False),
+                   "lab_8_vms_vs_parallel_floor": (1.6, False),
+                   "pss_beyond_guest_ram_mib": (30.0, True)}
+
+
+def test_a_quick_run_says_not_measured_and_the_summary_prints_each_target():
+    b = bench()
+    r = full_result() | {"parallel_floor_s": None, "vagrant_up_s": None, "ratio_vs_vagrant": None,
+                         "matrix_s": None, "matrix_sequential_s": None, "scaling": []}
+    r["targets"] = b.targets(r)
+    assert [t["met"] for t in r["targets"]] == [False, None, None, None, None]
+    text = b.summary(r)
+    assert text.count("not measured") == 4 and "NOT MET" in text
+
+
+def test_boot_breakdown_gives_each_stage_after_the_one_before():
+    b = bench()
+    out = b.boot_breakdown([{"kernel": 1.0, "init": 1.5, "ready": 3.0},
+                            {"kernel": 1.2, "init": 1.7, "ready": 3.4}])
+    assert out["timeline"] == {"kernel": 1.1, "init": 1.6, "ready": 3.2}
+    assert out["stage_seconds"] == {"kernel": 1.1, "init": 0.5, "ready": 1.6}
+    assert b.boot_breakdown([]) is None

@@ -1,0 +1,93 @@
+"""vnet matrix --jobs N: labs at once, with the lab lifecycle replaced by the fakes of
+test_matrix. The summary keeps mode x model order, each lab forwards its own host ports, and
+Ctrl-C still destroys every lab that started and removes the temporary sandbox."""
+import threading
+
+import pytest
+from click.testing import CliRunner
+
+from provisioner.cli import main
+from provisioner.ops import matrix, matrixjobs
+
+from .test_matrix import Fake
+
+MODES = ["nat", "natnetwork", "hostonly"]
+
+
+class Overlapping(Fake):
+    """Every `up` waits until a second lab is up too: only concurrent labs get past it."""
+
+    def __init__(self, monkeypatch, **kw):
+        super().__init__(monkeypatch, **kw)
+        self.barrier = threading.Barrier(2, timeout=10)
+        self.ports, self.subnets = {}, {}
+
+    def up(self, lab, target, say):
+        self.ports[lab.name] = [f.host_port for n in lab.networks for f in n.port_forwards]
+        self.subnets[lab.name] = [n.subnet for n in lab.networks if n.mode != "nat"]
+        self.barrier.wait()
+        return super().up(lab, target, say)
+
+
+def test_labs_run_at_once_and_the_summary_keeps_matrix_order(monkeypatch, tmp_path):
+    fake = Overlapping(monkeypatch)
+    summary = matrix.run(["nat", "natnetwork"], ["virtio"], tmp_path, progress=lambda m: None,
+                         jobs=2)
+    assert [lab["lab"] for lab in summary["labs"]] == ["mx-nat-virtio", "mx-natnetwork-virtio"]
+    assert [lab["verdict"] for lab in summary["labs"]] == ["green", "green"]
+    assert summary["complete"] and summary["jobs"] == 2
+    # two labs with port forwards at once: no host port is asked for twice
+    ports = sum(fake.ports.values(), [])
+    assert ports and len(ports) == len(set(ports))
+    assert fake.calls[-1][0] == "sandbox down"
+
+
+def test_one_job_runs_the_labs_one_after_another(monkeypatch, tmp_path):
+    fake = Fake(monkeypatch)
+    matrix.run(MODES, ["virtio"], tmp_path, progress=lambda m: None, jobs=1)
+    order = [c for c in fake.calls if c[0] in ("up", "destroy")]
+    assert order == [(kind, f"mx-{m}-virtio") for m in MODES for kind in ("up", "destroy")]
+
+
+def test_ctrl_c_with_jobs_destroys_the_started_labs_and_the_sandbox(monkeypatch, tmp_path):
+    fake = Fake(monkeypatch, interrupt=["mx-nat-virtio"])
+    with pytest.raises(KeyboardInterrupt):
+        matrix.run(MODES, ["virtio"], tmp_path, progress=lambda m: None, jobs=2)
+    ups = [c[1] for c in fake.calls if c[0] == "up"]
+    destroyed = [c[1] for c in fake.calls if c[0] == "destroy"]
+    assert set(ups) <= set(destroyed) and "mx-nat-virtio" in destroyed
+    assert fake.calls[-1][0] == "sandbox down"
+
+
+def test_a_cancelled_run_stops_a_running_lab_at_its_next_progress_line():
+    cancelled = threading.Event()
+    say = matrixjobs._stoppable(lambda m: None, cancelled)
+    say("before")
+    cancelled.set()
+    with pytest.raises(KeyboardInterrupt):
+        say("creating")
+    say("destroying")          # its cleanup goes on reporting
+
+
+def test_default_jobs_two_per_core_within_free_memory(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert 1 <= matrix.default_jobs(10) <= 4
+    assert matrix.default_jobs(1) == 1
+
+
+def test_cli_refuses_zero_jobs_with_exit_2(tmp_path):
+    result = CliRunner().invoke(main, ["matrix", "--jobs", "0", "--report-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "--jobs" in result.output
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_labs_at_once_never_share_a_subnet(monkeypatch, tmp_path):
+    """natnetwork and internal both prefer 192.168.150.0/24: at once in one sandbox, the host's
+    probe of one lab's vm1 reached the other lab's vm1 (seen: internal host_to_vm red)."""
+    fake = Overlapping(monkeypatch)
+    fake.barrier = threading.Barrier(1)          # any order: this test is about addresses
+    matrix.run(["natnetwork", "hostonly", "internal"], ["virtio", "e1000"], tmp_path,
+               progress=lambda m: None, jobs=2)
+    subnets = sum(fake.subnets.values(), [])
+    assert len(subnets) == 6 and all(s is not None for s in subnets)
+    assert not any(a.overlaps(b) for i, a in enumerate(subnets) for b in subnets[i + 1:])
