@@ -29,6 +29,10 @@ PORT = 4789
 OVERHEAD = 50
 UNDERLAY_MTU = 1500
 TAG = "vnet"
+MGMT = "mgmt"            # the renderer's name for vnet's management network (bridge_name)
+# The management network rides its own UDP port, so blocking the lab's VXLAN port (a negative
+# control, a firewall) cuts the lab's networks while vnet still reaches every guest.
+MGMT_PORT = 4790
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class Segment:
     remotes: tuple[IPv4Address, ...]
     underlay_dev: str
     mtu: int
+    port: int = PORT
 
     @property
     def tag(self) -> str:
@@ -64,17 +69,21 @@ def segments(lab: Lab, underlay_dev: str = "lan0",
     """host name -> the segments vnet creates there: every network used on two hosts or more."""
     by_host: dict[str, list[Segment]] = {h.name: [] for h in lab.hosts}
     address = {h.name: h.underlay_ip for h in lab.hosts}
-    for net in lab.networks:
-        hosts = used_hosts(net, lab.vms)
+    stretched = [(net.name, used_hosts(net, lab.vms)) for net in lab.networks]
+    # vnet's management network: homed on the first host, where the checks run from
+    first = lab.hosts[0].name if lab.hosts else None
+    stretched.append((MGMT, [first] + sorted({vm.host for vm in lab.vms} - {first})))
+    for name, hosts in stretched:
         if len(hosts) < 2:
             continue
         for host in hosts:
             by_host[host].append(Segment(
-                lab=lab.name, network=net.name, host=host, vni=vni_for(lab.name, net.name),
-                device=device_name(lab.name, net.name), bridge=bridge_name(lab.name, net.name),
+                lab=lab.name, network=name, host=host, vni=vni_for(lab.name, name),
+                device=device_name(lab.name, name), bridge=bridge_name(lab.name, name),
                 local=address[host],
                 remotes=tuple(address[h] for h in hosts if h != host),
-                underlay_dev=underlay_dev, mtu=underlay_mtu - OVERHEAD))
+                underlay_dev=underlay_dev, mtu=underlay_mtu - OVERHEAD,
+                port=MGMT_PORT if name == MGMT else PORT))
     return by_host
 
 
@@ -90,7 +99,7 @@ def plain_network_xml(lab: str, network: str, mtu: int) -> str:
 def commands(seg: Segment) -> list[list[str]]:
     """The ip/bridge argv that attach `seg` to its bridge (see ip-link(8) "VXLAN Type")."""
     cmds = [["ip", "link", "add", seg.device, "type", "vxlan", "id", str(seg.vni),
-             "local", str(seg.local), "dev", seg.underlay_dev, "dstport", str(PORT),
+             "local", str(seg.local), "dev", seg.underlay_dev, "dstport", str(seg.port),
              "nolearning"],
             ["ip", "link", "set", seg.device, "alias", seg.tag],
             ["ip", "link", "set", seg.device, "mtu", str(seg.mtu)]]

@@ -35,6 +35,10 @@ def host_targets(lab: Lab, target: Target) -> dict[str, Target]:
         sb = sandbox.describe(target.sandbox)
         where = {sandbox_hosts.host_view(sb, i).uri: sandbox_hosts.host_view(sb, i).host_netns
                  for i in range(1, sandbox_hosts.MAX_HOSTS + 1)}
+    if lab.hosts[0].uri != target.uri:
+        raise Unsupported(f"hosts.{lab.hosts[0].name}: the first host is where vnet reaches "
+                          f"the guests from, so it must be this target ({target.uri})",
+                          hint="in a sandbox, list hv1 first")
     targets = {}
     for host in lab.hosts:
         if host.uri not in where:
@@ -121,7 +125,7 @@ def up(lab: Lab, target: Target, progress: Progress, wait: bool = True) -> dict:
             vxlan.apply(t.netns, segments[host])
             for seg in segments[host]:
                 progress(f"{host}: network {seg.network} stretched (VXLAN {seg.vni}, port "
-                         f"{vxlan.PORT}, MTU {seg.mtu}) to "
+                         f"{seg.port}, MTU {seg.mtu}) to "
                          + ", ".join(map(str, seg.remotes)))
         _parallel(build, targets)
         if wait:

@@ -4,7 +4,9 @@ several hosts is stretched (host/vxlan.py): on its home host it is rendered as i
 (NAT, DHCP, the host address); elsewhere as a plain bridge with no <ip> and no <forward>
 (libvirt's isolated network, https://libvirt.org/formatnetwork.html). Both state the MTU the
 VXLAN overhead leaves. The home host's DHCP reservations name every VM on the network, on
-whichever host it runs, so guests elsewhere get their planned address across the tunnel."""
+whichever host it runs, so guests elsewhere get their planned address across the tunnel.
+vnet's management network is stretched the same way, homed on the first listed host, so the
+checks reach every guest from there."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -24,8 +26,10 @@ def networks_on(lab: Lab, host: str | None, views: list) -> list:
         return views
     result = []
     for view in views:
-        if view.mode == "management":
-            result.append(view)         # every host has its own, for its own VMs
+        if view.mode == "management":   # stretched too: vnet reaches every guest from the
+            mgmt = vxlan.UNDERLAY_MTU - vxlan.OVERHEAD        # first host (vxlan.MGMT)
+            result.append(replace(view, mtu=mgmt) if host == lab.hosts[0].name else
+                          replace(view, host_ip=None, prefix=None, mtu=mgmt))
             continue
         net = lab.network(view.name)
         hosts = used_hosts(net, lab.vms)
