@@ -17,7 +17,8 @@ from ...lab.model import Lab, Vm
 
 
 def runs_on(vm: Vm, host: str | None) -> bool:
-    return host is None or vm.host == host
+    """A VM of a lab without hosts: runs wherever the lab does."""
+    return host is None or vm.host is None or vm.host == host
 
 
 def networks_on(lab: Lab, host: str | None, views: list) -> list:
