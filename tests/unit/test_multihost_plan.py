@@ -96,3 +96,44 @@ def test_hosts_outside_a_sandbox_are_refused_before_anything_is_created():
         multihost.host_targets(lab, Target(uri="qemu:///system"))
     with pytest.raises(Unsupported, match="hosts.hv1: .* is not a host of a vnet sandbox"):
         multihost.host_targets(lab, Target(uri=lab.hosts[0].uri))
+
+
+def test_cells_of_a_multi_host_lab_name_their_hosts_and_the_matrix_shows_them():
+    from provisioner.verify import hostcells
+    from provisioner.verify.presentation import matrix_text
+
+    lab = _lab()
+    cells = [{"kind": "vm_to_vm", "network": "lan", "source": "a", "target": "b (10.73.0.11)"},
+             {"kind": "host_to_vm", "network": "lan", "source": "host", "target": "b (10.73.0.11)"},
+             {"kind": "vm_to_internet", "network": "lan", "source": "b",
+              "target": "internet (203.0.113.1)"}]
+    hostcells.annotate(cells, lab)
+    assert [c["hosts"] for c in cells] == ["hv1->hv2", "hv1->hv2", "hv2->-"]
+    for c in cells:
+        c.update(expected="pass", observed="pass", ok=True, detail="")
+    text = matrix_text({"lab": "two", "backend": "libvirt", "checks": cells, "timings": {},
+                        "ok": True})
+    assert "hosts" in text.splitlines()[1] and "hv1->hv2" in text
+
+
+def test_single_host_cells_are_left_as_they_were():
+    from provisioner.verify import hostcells
+
+    data = copy.deepcopy(ISSUE_LAB)
+    data.pop("hosts")
+    data["networks"][0].pop("home")
+    for vm in data["vms"]:
+        vm.pop("host")
+    cells = [{"kind": "vm_to_vm", "network": "lan", "source": "a", "target": "b (10.73.0.11)"}]
+    hostcells.annotate(cells, labfile.resolve(data))
+    assert "hosts" not in cells[0]
+
+
+def test_status_table_has_a_host_column_only_for_several_hosts():
+    from provisioner.cli.labs import _status_table
+
+    vm = {"name": "b", "state": "running",
+          "nics": [{"network": "lan", "model": "virtio", "mac": "m", "addresses": []}]}
+    assert " host " not in _status_table({"lab": "x", "vms": [vm]}).splitlines()[1] + " "
+    text = _status_table({"lab": "x", "vms": [dict(vm, host="hv2")]})
+    assert text.splitlines()[1].split()[:2] == ["vm", "host"] and "hv2" in text
