@@ -77,7 +77,7 @@ def test_network_stretched_between_hosts_and_the_negative_control(stretched):
     sb, probe = stretched
     lab = labfile.resolve(LAB, sandbox.lab_defaults(sb.name))
     plan = vxlan.segments(lab)
-    (home,), (other,) = plan["hv1"], plan["hv2"]
+    (home,), (other,) = ([s for s in plan[h] if s.network == "lan"] for h in ("hv1", "hv2"))
     assert (home.remotes, other.remotes) == ((IPv4Address("198.51.100.3"),),
                                              (IPv4Address("198.51.100.2"),))
     hv1, hv2 = (sandbox_hosts.host_view(sb, i) for i in (1, 2))
@@ -124,3 +124,36 @@ def test_network_stretched_between_hosts_and_the_negative_control(stretched):
     assert vxlan.remove(hv2.host_netns, "other") == []
     assert vxlan.remove(hv2.host_netns, "st") == [other.device]
     assert vxlan.devices(hv2.host_netns) == []
+
+
+def test_gc_removes_a_lost_labs_parts_on_every_host(stretched):
+    """A multi-host lab whose record is gone: gc on the sandbox removes its libvirt objects on
+    hv2 and its VXLAN devices on both hosts; a device of another tag is left alone."""
+    from dataclasses import replace
+
+    from provisioner.drivers.base import driver_class
+    from provisioner.drivers.libvirt.connection import LibvirtDriver
+    from provisioner.drivers.libvirt.render import Context, LibvirtRenderer
+    from provisioner.host.state import Target
+    from provisioner.lab.model import Backend
+
+    sb, _ = stretched
+    lab = labfile.resolve(LAB, sandbox.lab_defaults(sb.name))
+    hv1, hv2 = (sandbox_hosts.host_view(sb, i) for i in (1, 2))
+    on_hv2 = LibvirtDriver(Target(uri=hv2.uri, netns=hv2.host_netns))
+    plan = LibvirtRenderer(Context(host="hv2", owner=on_hv2.owner)).plan(lab)
+    on_hv2.apply(replace(plan, documents=tuple(d for d in plan.documents if d.kind == "network")),
+                 print)
+    for view, segs in ((hv1, []), (hv2, vxlan.segments(lab)["hv2"])):
+        vxlan.apply(view.host_netns, segs)
+    assert "st" in on_hv2.labs()
+    runner.run(["ip", "-n", hv1.host_netns, "link", "add", "mhkeep", "type", "vxlan", "id", "7",
+                "dstport", "4789", "local", "198.51.100.2"])
+    runner.run(["ip", "-n", hv1.host_netns, "link", "set", "mhkeep", "alias", "someone-else"])
+
+    libvirt_driver = driver_class(Backend.LIBVIRT)
+    removed = libvirt_driver(libvirt_driver.target_for(sb.name, None)).gc(print)
+    assert "st" not in on_hv2.labs()
+    assert vxlan.devices(hv2.host_netns) == []
+    assert [d["name"] for d in vxlan.devices(hv1.host_netns)] == ["mhkeep"]
+    assert any(name.startswith("vx") for name in removed)

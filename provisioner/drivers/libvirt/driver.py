@@ -48,7 +48,7 @@ class Libvirt(Driver):
         return lifecycle.list_labs(self.target)
 
     def gc(self, progress: Progress) -> list[str]:
-        return lifecycle.gc(self.target, progress)
+        return lifecycle.gc(self.target, progress) + multihost.gc_hosts(self.target, progress)
 
     def set_link(self, lab_name: str, vm: str, nic: int, up: bool) -> None:
         """Cut or restore the link of NIC `nic` (its index in the lab file) of a running VM."""

@@ -179,3 +179,26 @@ def destroy(record: dict, target: Target, progress: Progress) -> list[str]:
     ssh.control_dir(target, lab_name).rmdir()
     state.remove(target, lab_name)
     return removed
+
+
+def gc_hosts(target: Target, progress: Progress) -> list[str]:
+    """The sandbox's other hosts and every host's VXLAN devices: what vnet tagged for a lab
+    that has no record on `target` any more (the first host's libvirt objects: lifecycle.gc)."""
+    if not target.sandbox:
+        return []
+    from ...host import sandbox
+
+    sb = sandbox.describe(target.sandbox)
+    known = set(state.labs_of(target))
+    removed: list[str] = []
+    for index in [1, *sandbox_hosts.present(sb)]:
+        view = sandbox_hosts.host_view(sb, index)
+        if index > 1:
+            driver = LibvirtDriver(Target(uri=view.uri, netns=view.host_netns))
+            for lab in sorted(set(lifecycle.tagged_labs(driver, progress)) - known):
+                removed += driver.destroy(lab, progress)
+        orphans = {d["alias"].split(":")[1] for d in vxlan.devices(view.host_netns)
+                   if d["alias"].startswith(f"{vxlan.TAG}:")} - known
+        for lab in sorted(orphans):
+            removed += vxlan.remove(view.host_netns, lab)
+    return removed
