@@ -54,9 +54,10 @@ def underlay_ip(sb, index: int) -> IPv4Address:
 
 def lab_hosts(sb) -> tuple[tuple[str, str, IPv4Address], ...]:
     """(name, uri, underlay address) of hv1..hvMAX: fixed by the sandbox's name, so a lab file
-    resolves without the sandbox up; preflight finds a host that is not there."""
-    return tuple((host_name(i), host_view(sb, i).uri, underlay_ip(sb, i))
-                 for i in range(1, MAX_HOSTS + 1))
+    resolves without the sandbox up; preflight finds a host that is not there. hv2 is named by
+    its qemu+ssh:// URI, so a lab on it takes the remote path (SSH, the image upload)."""
+    return tuple((host_name(i), ssh_uri(sb, i) if i == SSH_HOST else host_view(sb, i).uri,
+                  underlay_ip(sb, i)) for i in range(1, MAX_HOSTS + 1))
 
 
 def present(sb) -> list[int]:

@@ -11,6 +11,7 @@ import tempfile
 import pytest
 
 from provisioner.drivers.base import driver_class
+from provisioner.drivers.libvirt import imagecopy
 from provisioner.errors import HypervisorError
 from provisioner.host import procs, runner, sandbox, sandbox_hosts, state, vxlan
 from provisioner.lab import loader as labfile
@@ -68,6 +69,14 @@ def test_two_host_lab_up_status_and_destroy_with_a_host_gone(two_host_sandbox):
     driver = libvirt_driver(target)
     record = driver.up(lab, progress=print)
     assert set(record["hosts"]) == {"hv1", "hv2"}
+    # hv2 is reached over qemu+ssh:// and boots the image vnet copied into its storage pool
+    assert record["hosts"]["hv2"]["uri"].startswith("qemu+ssh://")
+    import libvirt
+    conn = libvirt.open(sandbox_hosts.host_view(sb, 2).uri)
+    try:
+        assert f"<kernel>{imagecopy.POOL_DIR}/" in conn.lookupByName("vnet-mhl-b1").XMLDesc()
+    finally:
+        conn.close()
 
     status = driver.status("mhl")
     by_vm = {vm["name"]: vm for vm in status["vms"]}

@@ -94,7 +94,12 @@ def test_in_a_sandbox_hosts_are_named_and_the_uri_filled(tmp_path, monkeypatch):
     lab = labfile.resolve(data, sandbox.lab_defaults("mhx"))
     hv1, hv2 = lab.hosts
     assert hv1.uri == sb.uri and hv1.underlay_ip == IPv4Address(sb.host_lan_ip)
-    assert hv2.uri == f"qemu:///system?socket={sb.state_dir}/hv2/run/libvirt-sock"
+    assert hv2.uri == sandbox_hosts.ssh_uri(sb)           # hv2: the remote path, over SSH
+    assert hv2.uri.startswith("qemu+ssh://root@198.51.100.3/system?")
+    hv3 = labfile.resolve(_with(lambda d: d.update(hosts=[{"name": "hv1"}, {"name": "hv3"}]) or
+                                [vm.update(host="hv3") for vm in d["vms"][1:]]),
+                          sandbox.lab_defaults("mhx")).hosts[1]
+    assert hv3.uri == f"qemu:///system?socket={sb.state_dir}/hv3/run/libvirt-sock"
     assert hv2.underlay_ip == IPv4Address("198.51.100.3")
     with pytest.raises(LabFileError, match=r"hosts.far.uri: is required .*hv1, hv2, hv3"):
         labfile.resolve(_with(lambda d: d.update(hosts=[{"name": "far"}])),

@@ -21,7 +21,7 @@ from ...lab.model import Lab
 from ...lab.naming import object_name
 from ...progress import Progress
 from ..base import lab_from_record
-from . import lifecycle
+from . import imagecopy, lifecycle
 from .connection import LibvirtDriver
 from .render import Context, ImageFiles, LibvirtRenderer
 
@@ -35,6 +35,8 @@ def host_targets(lab: Lab, target: Target) -> dict[str, Target]:
         sb = sandbox.describe(target.sandbox)
         where = {sandbox_hosts.host_view(sb, i).uri: sandbox_hosts.host_view(sb, i).host_netns
                  for i in range(1, sandbox_hosts.MAX_HOSTS + 1)}
+        where[sandbox_hosts.ssh_uri(sb)] = sandbox_hosts.host_view(sb, sandbox_hosts.SSH_HOST) \
+            .host_netns
     if lab.hosts[0].uri != target.uri:
         raise Unsupported(f"hosts.{lab.hosts[0].name}: the first host is where vnet reaches "
                           f"the guests from, so it must be this target ({target.uri})",
@@ -110,7 +112,11 @@ def up(lab: Lab, target: Target, progress: Progress, wait: bool = True) -> dict:
         ctx = Context(image=ImageFiles(str(image.kernel), str(image.initrd), str(image.rootdisk),
                                        image.cmdline_base),
                       ssh_pubkey=pubkey, owner=owner, accel=chosen, log_dir=str(lab_dir))
-        plans = {h: LibvirtRenderer(replace(ctx, host=h)).plan(lab) for h in targets}
+        # a host reached over the network gets the image through libvirt's storage API
+        files = _parallel(lambda h, t: imagecopy.ensure(LibvirtDriver(t).conn, image, progress)
+                          if imagecopy.is_remote(t.uri) else ctx.image, targets)
+        plans = {h: LibvirtRenderer(replace(ctx, host=h, image=files[h])).plan(lab)
+                 for h in targets}
         mgmt = {vm: ip for p in plans.values() for vm, ip in p.extra["mgmt"].items()}
         record = {"lab": lab.name, "backend": "libvirt", "uri": target.uri,
                   "sandbox": target.sandbox, "accel": chosen, "source": lab.source,
