@@ -89,6 +89,17 @@ def verified_lab(mode: str, vms: int, name: str, lab_file: Path | None = None
     return wall, report["timings"], memory
 
 
+def tunnels_verify(runs: int) -> dict | None:
+    """The verify phase of examples/tunnels.yaml (3 VMs, six tunnels across a router), to
+    compare with the plain natnetwork lab's (issue 17)."""
+    seconds = []
+    for i in range(runs):
+        say(f"tunnels (examples/tunnels.yaml), run {i + 1}/{runs}")
+        _, timings, _ = verified_lab("", 3, "tunnels", ROOT / "examples" / "tunnels.yaml")
+        seconds += [timings["verify"]] if "verify" in timings else []
+    return stats(seconds)
+
+
 def vagrant_up(box_ready: bool) -> float | None:
     """`vagrant up` of vagrant/natnetwork in the same sandbox (it verifies nothing)."""
     demo = ROOT / "vagrant" / "natnetwork"
@@ -258,6 +269,7 @@ def main() -> None:
                             "guest_ram_mib": 128 * n,
                             "overhead_beyond_guest_ram_mib_per_vm":
                                 round((mem["pss"] - 128 * n) / n, 1)})
+        tunnels = tunnels_verify(runs)
         full_matrix = None if args.quick else matrix()
         render = render_1000()
     finally:
@@ -275,7 +287,8 @@ def main() -> None:
         # the verify phase beside the plain natnetwork lab's, from the same runs (issue 17)
         "verify_s": {"natnetwork_2_vms": stats([p["verify"] for p in phases if "verify" in p]),
                      "bonds_and_router_3_vms": stats([p["verify"] for p in links
-                                                      if "verify" in p])},
+                                                      if "verify" in p]),
+                     "tunnels_3_vms": tunnels},
         "vagrant_up_s": vag,
         "ratio_vs_vagrant": round(ttv["median"] / vag["median"], 2) if vag else None,
         "matrix_s": full_matrix,
@@ -309,6 +322,9 @@ def summary(r: dict) -> str:
     if r.get("verify_s", {}).get("bonds_and_router_3_vms"):
         lines.append(f"  verify: natnetwork 2 VMs   {r['verify_s']['natnetwork_2_vms']['median']}s, "
                      f"bonds+router 3 VMs {r['verify_s']['bonds_and_router_3_vms']['median']}s")
+    if r.get("verify_s", {}).get("tunnels_3_vms"):
+        lines.append(f"  verify: tunnels 3 VMs      {r['verify_s']['tunnels_3_vms']['median']}s "
+                     "(six tunnels across a router)")
     if r["vagrant_up_s"]:
         lines.append(f"  vagrant up (unverified)    {r['vagrant_up_s']['median']}s -> "
                      f"vnet/vagrant = {r['ratio_vs_vagrant']}")

@@ -30,7 +30,8 @@ across the guests, the host and the Internet.
 
 Each probe: {"id", "target", "port", "proto" ("tcp", default, or "udp"), "expect_name",
 "self_name" (optional, see above), "self_note" (optional: why the address is the prober's own),
-"bind_mac" (optional: the NIC under test; the socket is bound to its device with
+"bind_dev" and "bind_ip" (optional: a tunnel's device and this end's overlay address, bound
+the same way), "bind_mac" (optional: the NIC under test; the socket is bound to its device with
 SO_BINDTODEVICE and to its own address, so no other NIC can carry the probe and the guest's
 per-NIC routing table sends it by that network's gateway), "nonce" (optional: preset, e.g. a
 forward's origin-tagged nonce), "banner" (optional, TCP: accept this banner prefix instead of a
@@ -145,6 +146,14 @@ def _open(spec, kind):
     """A socket, bound to the NIC under test when the probe names one; (sock, None) or
     (None, error result)."""
     sock = socket.socket(socket.AF_INET, kind)
+    if spec.get("bind_dev"):      # a tunnel cell: its device and this end's overlay address
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, spec["bind_dev"].encode())
+            sock.bind((spec["bind_ip"], 0))
+        except OSError as exc:
+            sock.close()
+            return None, _result("error", f"cannot bind to {spec['bind_dev']} "
+                                          f"({spec['bind_ip']}): {_reason(exc)}")
     if spec.get("bind_mac"):
         unusable = bind_to_nic(sock, spec["bind_mac"])      # device and the NIC's address
         if unusable:
@@ -339,6 +348,22 @@ def failover(spec, console="/dev/console"):
     return _result("pass", f"active member {before} -> {after}; cut {before} ({mac}); outage "
                            f"{outage} ms ({tries} probe(s) after the cut); before: "
                            f"{first['detail']}; after: {last['detail']}")
+
+
+def probe_until(spec):
+    """A probe of a port another guest holds only while its own module run lasts (a declared
+    check, provisioner/verify/declared.py): repeated with fresh nonces tagged with the prober's
+    name ("nonce_prefix") until one passes or "until" seconds are over. -> the first pass, else
+    the last attempt, with every nonce sent (the holder reports which arrived)."""
+    deadline = time.monotonic() + float(spec["until"])
+    nonces, result = [], None
+    while True:
+        nonce = f"{spec.get('nonce_prefix', 'guest')}-{secrets.token_hex(8)}"
+        nonces.append(nonce)
+        result = probe(dict(spec, nonce=nonce))
+        if result["observed"] == "pass" or time.monotonic() >= deadline:
+            return dict(result, nonces=nonces)
+        time.sleep(0.4)
 
 
 def run_all(specs):
@@ -538,7 +563,7 @@ def _run_probes(specs):
     results = {}
 
     def one(spec):
-        results[spec["id"]] = probe(spec)
+        results[spec["id"]] = probe_until(spec) if spec.get("until") else probe(spec)
 
     threads = [threading.Thread(target=one, args=(s,)) for s in specs]
     for t in threads:

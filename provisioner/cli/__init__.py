@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .. import __version__
-from . import demo, host, impair, labs, ops, report, vagrant
+from . import capture, demo, host, impair, labs, ops, report, vagrant
 from .common import GuardedGroup
 
 
@@ -33,7 +33,7 @@ def main(debug):
     """
 
 
-for _module in (labs, host, ops, report, demo, impair):
+for _module in (labs, host, ops, report, demo, impair, capture):
     for _command in _module.COMMANDS:
         main.add_command(_command)
 host.image.add_command(vagrant.image_box)

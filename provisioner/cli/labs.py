@@ -8,6 +8,7 @@ import click
 
 from ..lab import modes, nics
 from ..lab.model import Backend
+from ..lab.tunnels import TYPES as TUNNEL_TYPES
 from .common import (BACKENDS, emit_verification, explicit, handle_errors, lab_name_arg,
                      report_options, require_report_out, sandbox_name_opt, target_options)
 
@@ -88,10 +89,13 @@ def lab_options(fn):
               help="Create inside this vnet sandbox.")
 @click.option("--uri", help="libvirt URI (default qemu:///system, or the sandbox's).")
 @click.option("--no-verify", is_flag=True, help="Stop once the VMs have their addresses.")
+@click.option("--tunnel", type=click.Choice(TUNNEL_TYPES),
+              help="Add one tunnel of this type between the first two VMs (overlay "
+                   "10.99.0.0/24) and verify it with tunnel cells.")
 @report_options
 @handle_errors
 def create(mode, nic_model, vms, name, pf, bridge, backend, dry_run, sandbox_name, uri, no_verify,
-           report, out, fmt):
+           report, out, fmt, tunnel=None):
     """Create the default lab for a mode (N VMs on one network), boot it and verify it.
 
     \b
@@ -102,9 +106,11 @@ def create(mode, nic_model, vms, name, pf, bridge, backend, dry_run, sandbox_nam
       vnet create --mode natnetwork --dry-run
       vnet create --mode hostonly --backend virtualbox --dry-run
       vnet create --mode natnetwork --sandbox default
+      vnet create --mode natnetwork --tunnel wireguard --sandbox default
     """
     from ..lab import loader as labfile
     from ..lab.defaults import default_lab
+    from ..lab.tunnels import default_tunnel
     from ..ops.plans import plan_for, print_plan
 
     from ..host.sandbox import lab_defaults
@@ -112,6 +118,8 @@ def create(mode, nic_model, vms, name, pf, bridge, backend, dry_run, sandbox_nam
     require_report_out(report, out)
     defaults = lab_defaults(sandbox_name, bridge)
     data = default_lab(mode, nic_model, vms, name, bridge, pf=pf)
+    if tunnel:
+        data["tunnels"] = [default_tunnel(tunnel, [vm["name"] for vm in data["vms"]])]
     lab = labfile.resolve(data, defaults, source=f"vnet create --mode {mode}")
     if dry_run:
         print_plan(plan_for(lab, Backend(backend)))
@@ -130,7 +138,8 @@ def _up_and_verify(lab, backend, sandbox_name, uri, verify, report, out, fmt, wa
             data = driver.status(lab.name)
             click.echo(json.dumps(data, indent=2) if fmt == "json" else _status_table(data))
         return
-    result = ops.labs.verify(driver, lab, say, timings=record.get("timings", {}))
+    result = ops.labs.verify(driver, lab, say, timings=record.get("timings", {}),
+                             pcap_dir=_beside(out))
     emit_verification(result, report, out, fmt)
 
 
@@ -199,7 +208,7 @@ def verify_cmd(lab_name, uri, sandbox_name, vagrant_dir, backend, report, out, f
         raise click.UsageError("give LAB_NAME, or --vagrant DIR")
     driver = ops.labs.find(lab_name, sandbox_name, uri, explicit(backend, "backend"))
     lab = ops.labs.lab_of(driver, lab_name)
-    result = ops.labs.verify(driver, lab, progress_printer())
+    result = ops.labs.verify(driver, lab, progress_printer(), pcap_dir=_beside(out))
     emit_verification(result, report, out, fmt)
 
 
@@ -220,6 +229,12 @@ def status(lab_name, uri, sandbox_name, fmt):
 
     data = ops.labs.find(lab_name, sandbox_name, uri).status(lab_name)
     click.echo(json.dumps(data, indent=2) if fmt == "json" else _status_table(data))
+
+
+def _beside(out) -> Path | None:
+    """The encapsulation cells' pcaps go beside a report written to a file (else: the lab's
+    state directory)."""
+    return Path(out).resolve().parent if out else None
 
 
 def _status_table(data: dict) -> str:

@@ -13,6 +13,7 @@ from typing import Any, ClassVar, cast, TypedDict
 
 from ..errors import LabFileError, Unsupported
 from ..host import state
+from ..host.capture import CapturePoint
 from ..host.sandbox import lab_defaults
 from ..host.state import LabRecord, Target
 from ..lab import loader
@@ -113,6 +114,22 @@ class Driver(ABC):
         """Bring one NIC's link up or down (the link/tunnel issue builds on this)."""
         raise Unsupported(f"setting a NIC's link is not supported on {self.backend.value} yet")
 
+    def capture_point(self, lab_name: str, vm: str, nic: int) -> CapturePoint:
+        """Where NIC `nic` (its index in the lab file) of a running VM can be captured on the
+        host side (`vnet capture`, issue 18); Unsupported, with why and what to use instead,
+        where there is no such place."""
+        raise Unsupported(f"capturing a NIC is not supported on {self.backend.value}")
+
+    def network_capture_point(self, lab_name: str, network: str) -> CapturePoint:
+        """Where every frame of a lab network passes on the host side (its bridge): the
+        encapsulation cell's underlay (issue 17)."""
+        raise Unsupported(f"capturing a network is not supported on {self.backend.value}")
+
+    def nic_trace(self, lab_name: str, vm: str, nic: int, pcap: str, on: bool) -> None:
+        """For a CapturePoint without interface: the hypervisor writes the pcap itself."""
+        raise Unsupported(f"the hypervisor's own NIC trace is not supported on "
+                          f"{self.backend.value}")
+
     def set_impairment(self, lab_name: str, vm: str, nic: int,
                        impair: Impairment | None) -> dict:
         """Change the impairment of NIC `nic` (its index in the lab file) of a running VM, or
@@ -150,7 +167,7 @@ def lab_from_record(record: LabRecord) -> Lab:
                           source=record.get("source"))
 
 
-_DRIVERS = {
+_DRIVERS: dict[Backend, str | type[Driver]] = {
     Backend.LIBVIRT: "provisioner.drivers.libvirt.driver:Libvirt",
     Backend.VIRTUALBOX: "provisioner.drivers.virtualbox.driver:VirtualBox",
 }
@@ -160,12 +177,14 @@ _REGISTRY = {
 }
 
 
-def _load(table: dict[Backend, str], backend: Backend | str):
+def _load(table: dict[Backend, Any], backend: Backend | str):
     try:
         target = table[Backend(backend)]
     except ValueError:
         raise Unsupported(f"unknown backend {backend!r}; valid backends: "
                           f"{', '.join(b.value for b in Backend)}") from None
+    if not isinstance(target, str):          # a class given to register()
+        return target
     module, _, attr = target.partition(":")
     return getattr(importlib.import_module(module), attr)
 
@@ -178,3 +197,13 @@ def renderer(backend: Backend | str):
 def driver_class(backend: Backend | str) -> type[Driver]:
     """The Driver subclass for a backend, imported now."""
     return _load(_DRIVERS, backend)
+
+
+def register(backend: Backend | str, driver: type[Driver] | str) -> type[Driver] | str:
+    """Make `driver` (a Driver subclass, or "module:Class" imported when first used) the one
+    for `backend`; returns the one it replaces, so a caller can put it back (a test registers
+    a fake driver this way, and the ops layer and the matrix then drive it)."""
+    backend = Backend(backend)
+    previous = _DRIVERS[backend]
+    _DRIVERS[backend] = driver
+    return previous

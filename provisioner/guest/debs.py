@@ -16,16 +16,26 @@ from ..host import locks, runner
 KERNEL_META = "linux-image-amd64"   # resolved to the current linux-image-6.1.*-amd64
 PACKAGES = ("busybox-static", "dropbear-bin", "python3.11-minimal", "libpython3.11-minimal",
             "libpython3.11-stdlib", "libc6", "zlib1g", "libexpat1", "libffi8", "libssl3",
-            "libcrypt1", "libtomcrypt1", "libtommath1", "libgmp10", "libbz2-1.0", "liblzma5")
+            "libcrypt1", "libtomcrypt1", "libtommath1", "libgmp10", "libbz2-1.0", "liblzma5",
+            # tunnels (issue 17): iproute2's full `ip` (busybox's lacks xfrm, vxlan, gre and
+            # wireguard links) with the libraries it links, and wireguard-tools' `wg`
+            "iproute2", "libbpf1", "libelf1", "libmnl0", "libbsd0", "libmd0", "libcap2",
+            "wireguard-tools")
+MEMO = "resolved.json"              # in the debs dir: the last resolution and its lists_stamp
+
+
+def lists_stamp() -> str:
+    """What a remembered resolution (MEMO) is valid for: PACKAGES and apt's local lists."""
+    lists = sorted(Path("/var/lib/apt/lists").glob("*_Packages*"))
+    return hashlib.sha256(repr((PACKAGES, [(str(p), p.stat().st_mtime_ns) for p in lists]))
+                          .encode()).hexdigest()
 
 
 def resolve(debdir: Path, update: bool, progress: Callable[[str], None] = print) -> list[dict]:
     """[{name, file, sha256}] for the kernel (first) and PACKAGES, as apt would fetch them now.
     Read from apt's local lists (no network), remembered until those lists change."""
-    lists = sorted(Path("/var/lib/apt/lists").glob("*_Packages*"))
-    stamp = hashlib.sha256(repr((PACKAGES, [(str(p), p.stat().st_mtime_ns) for p in lists]))
-                           .encode()).hexdigest()
-    memo = debdir / "resolved.json"
+    stamp = lists_stamp()
+    memo = debdir / MEMO
     remembered = _read_memo(memo, stamp)
     if remembered is not None:
         return remembered

@@ -87,12 +87,13 @@ def terminate(pids: list[int], timeout: float = 5.0) -> None:
 # ---------------------------------------------------------------- records
 
 def spawn(argv: list[str], record: Path, marker: str, *, log_path: str,
-          env: dict[str, str] | None = None, cwd: str = "/") -> subprocess.Popen:
+          env: dict[str, str] | None = None, cwd: str = "/",
+          stdout: int | None = None) -> subprocess.Popen:
     """Start a long-lived process (runner.spawn) and record it at once; if the record cannot
     be written, the process is killed rather than left unknown."""
     if not mentions(argv, marker):
         raise ValueError(f"marker {marker!r} is not in the argv it must identify")
-    proc = runner.spawn(argv, log_path=log_path, env=env, cwd=cwd)
+    proc = runner.spawn(argv, log_path=log_path, env=env, cwd=cwd, stdout=stdout)
     try:
         write(record, Record(proc.pid, start_time(proc.pid), marker))
     except BaseException:

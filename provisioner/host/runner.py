@@ -39,11 +39,13 @@ def run(argv: list[str], *, check: bool = True, input: str | None = None,
 
 
 def spawn(argv: list[str], *, log_path: str, env: dict[str, str] | None = None,
-          cwd: str | None = None) -> subprocess.Popen:
-    """Start a long-lived process in its own session (it outlives the CLI); output to log_path."""
+          cwd: str | None = None, stdout: int | None = None) -> subprocess.Popen:
+    """Start a long-lived process in its own session (it outlives the CLI); output to log_path,
+    or only its stderr when `stdout` (a file descriptor: a capture streamed to a pipe) is given."""
     full_env = None if env is None else {**os.environ, **env}
     with open(log_path, "ab") as log:
-        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                stdout=log if stdout is None else stdout, stderr=log,
                                 env=full_env, cwd=cwd, start_new_session=True)
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import locks, procs, runner
+from . import locks, ovs, procs, runner
 from ..errors import NeedsRoot, NotFound, VnetError
 from .paths import NAME_RE, state_root, validate_name
 from .netns import NETNS_DIR, netns_argv, netns_inode, pids_in_netns
@@ -29,7 +29,7 @@ from .sandbox_setup import FILES, HTTP_SERVER, LAUNCHER, STATE_MARKER, http_argv
 from .safepath import child, remove_tree
 
 STATE_MARKERS = (STATE_MARKER, "sandbox.json")
-PID_FILES = ("libvirtd.pid", "libvirtd.spawn.pid", "http.pid")
+PID_FILES = ("libvirtd.pid", "libvirtd.spawn.pid", "http.pid", *ovs.PID_FILES)
 ADDRESS_FIELDS = ("lan_bridge", "lan_subnet", "host_lan_ip", "lan_gateway", "host_uplink_ip",
                   "internet_ip")
 LAN_SUBNET, HOST_LAN_IP, LAN_GATEWAY = "198.51.100.0/24", "198.51.100.2", "198.51.100.1"
@@ -125,16 +125,19 @@ def status(name: str = "default") -> dict:
             "problems": problems}
 
 
-def up(name: str = "default", progress: Callable[[str], None] = print,
-       hosts: int = 1) -> Sandbox:
+def up(name: str = "default", progress: Callable[[str], None] = print, hosts: int = 1, *,
+       check: Callable[[Sandbox], None] | None = None,
+       create: Callable[[Sandbox, Callable[[str], None]], Sandbox] | None = None) -> Sandbox:
     """Create the sandbox, or return it if it is already healthy; repairs a crashed one.
-    Holds the sandbox's lock: a second `up` at the same time waits, then finds it up.
-    hosts > 1: hypervisor hosts hv2..hvN beside it (sandbox_hosts.py)."""
+    Holds the sandbox's lock: a second `up` at the same time waits, then finds it up. check,
+    create: the machine check before the lock and the work under it (the real ones by default;
+    the lock tests pass fakes). hosts > 1: hypervisor hosts hv2..hvN beside it
+    (sandbox_hosts.py)."""
     sb = describe(name)
     hosts = sandbox_hosts.check_count(hosts)
-    _check_machine(sb)
+    (check or _check_machine)(sb)
     with locks.held("sandbox", name, progress):
-        return _up(sb, progress, hosts)
+        return create(sb, progress) if create else _up(sb, progress, hosts)
 
 
 def _up(sb: Sandbox, progress: Callable[[str], None], hosts: int = 1) -> Sandbox:
@@ -155,6 +158,7 @@ def _up(sb: Sandbox, progress: Callable[[str], None], hosts: int = 1) -> Sandbox
         setup.write_state(sb)
         setup.create_network(sb)
         setup.start_http(sb)
+        ovs.start(sb.state_dir, sb.host_netns, progress)    # before libvirtd: see host/ovs.py
         setup.start_libvirtd(sb, progress)
         sandbox_hosts.create(sb, hosts, progress)
     except BaseException:
@@ -169,12 +173,14 @@ def _up(sb: Sandbox, progress: Callable[[str], None], hosts: int = 1) -> Sandbox
     return sb
 
 
-def down(name: str = "default", progress: Callable[[str], None] = print) -> None:
-    """Stop everything the sandbox runs, delete its namespaces and state; safe to repeat."""
+def down(name: str = "default", progress: Callable[[str], None] = print, *,
+         remove: Callable[[Sandbox, Callable[[str], None]], None] | None = None) -> None:
+    """Stop everything the sandbox runs, delete its namespaces and state; safe to repeat.
+    remove: the work under the lock (the real one by default; the lock tests pass a fake)."""
     sb = describe(name)
     require_root(f"vnet sandbox down {name}")
     with locks.held("sandbox", name, progress):
-        _down(sb, progress)
+        (remove or _down)(sb, progress)
 
 
 def _down(sb: Sandbox, progress: Callable[[str], None]) -> None:

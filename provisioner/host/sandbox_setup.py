@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from . import procs, runner
+from . import ovs, procs, runner
 from ..errors import HypervisorError
 from .netns import netns_argv, run_in_netns
 from .paths import state_root
@@ -100,7 +100,7 @@ def start_libvirtd(sb, progress: Callable[[str], None]) -> None:
                                       "sh", str(LAUNCHER), str(d), str(caps)])
     log = d / "libvirtd.log"
     proc = procs.spawn(argv, d / "libvirtd.spawn.pid", str(d), log_path=str(log),
-                       env={"LC_ALL": "C"})
+                       env={"LC_ALL": "C", **ovs.env_for_libvirtd(d)})
     progress(f"starting libvirtd in {sb.host_netns} (pid {proc.pid}), waiting for its socket")
     took = _wait_until(lambda: socket_answers(d / "run" / "libvirt-sock") and _opens(sb.uri),
                        START_TIMEOUT, "libvirtd", proc, log, progress)

@@ -9,6 +9,7 @@ from ipaddress import IPv4Address
 from typing import Any
 
 from ..errors import LabFileError, quote
+from . import modes
 from .fields import _list, _mapping, _name
 from .model import Host, Network, Vm
 
@@ -16,9 +17,12 @@ HOST_KEYS = {"name", "uri", "underlay_ip"}
 # A libvirt QEMU URI (https://libvirt.org/uri.html): local or remote transport, no spaces.
 URI_RE = re.compile(r"qemu(\+(ssh|tcp|tls|unix|libssh|libssh2|ext))?://[^\s]*/(system|session)"
                     r"(\?[^\s]*)?")
-# Modes whose segment is shared by the VMs on it; `nat` gives each VM its own private NAT and
-# `bridged` sits on each host's own LAN, so neither is stretched nor has a home.
-STRETCHABLE = ("natnetwork", "hostonly", "internal")
+
+
+def stretchable(mode: str) -> bool:
+    """A mode whose segment is a network of its own, shared by the VMs on it (a libvirt
+    network): per-VM NAT and a host's own LAN are neither stretched nor homed."""
+    return modes.MODES[mode].libvirt_interface == "network"
 
 
 def place(data: dict, networks: tuple[Network, ...], vms: tuple[Vm, ...],
@@ -102,9 +106,10 @@ def _home(net: Network, raw: dict, vms: tuple[Vm, ...], names: list[str]) -> Net
     listed host with a VM on it (else the first host)."""
     where = f"networks.{net.name}.home"
     if "home" in raw:
-        if net.mode not in STRETCHABLE:
+        if not stretchable(net.mode):
+            valid = [m for m in modes.names() if stretchable(m)]
             raise LabFileError(where, f"a {net.mode} network is not stretched between hosts, "
-                               f"so it has no home; home applies to {', '.join(STRETCHABLE)}")
+                               f"so it has no home; home applies to {', '.join(valid)}")
         return replace(net, home=_listed(raw["home"], where, names))
     used = {vm.host for vm in vms for nic in vm.nics if nic.network == net.name}
     return replace(net, home=next((n for n in names if n in used), names[0]))

@@ -9,7 +9,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_network
 from pathlib import Path
 from typing import Any
 
-from . import impair as impairs, links, modes, nics
+from . import declared, impair as impairs, links, modes, nics, openflow, tunnels
 from ..errors import LabFileError, quote
 from .forwards import check_host_ports, with_forwards
 from .hosts import place
@@ -28,8 +28,9 @@ FIRST_AUTO = 150
 FIRST_HOST = 10
 CLOUD_MEMORY = 512                   # default MiB for a cloud-image VM (tiny: 128)
 
-LAB_KEYS = {"name", "networks", "vms", "images", "hosts"}
-NET_KEYS = {"name", "mode", "subnet", "dhcp", "bridge", "port_forwards", "home"}
+LAB_KEYS = {"name", "networks", "vms", "images", "tunnels", "checks", "hosts"}
+NET_KEYS = {"name", "mode", "subnet", "dhcp", "bridge", "port_forwards", "switch", "flows",
+            "controller", "home"}
 VM_KEYS = {"name", "image", "memory", "cpus", "nics", "bonds", "router", "host"}
 NIC_KEYS = {"network", "model", "mac", "ip", "pf", "vf_address", "device", "bond", "impair"}
 
@@ -77,8 +78,10 @@ def resolve(data: Any, defaults: Defaults = Defaults(), source: str | None = Non
     check_host_ports(resolved)
     hosts, resolved, vms = place(lab, resolved, vms,
                                  {name: (uri, ip) for name, uri, ip in defaults.hosts})
+    checks = declared.checks(lab.get("checks"), vms, resolved)
     # The raw data is kept so a lab can be rebuilt later exactly (it resolves deterministically).
-    return Lab(name=name, networks=resolved, vms=vms, source=source,
+    return Lab(name=name, networks=resolved, vms=vms, source=source, checks=checks,
+               tunnels=tunnels.parse(lab.get("tunnels"), name, resolved, vms),
                meta={"raw": copy.deepcopy(data)}, hosts=hosts)
 
 
@@ -103,16 +106,18 @@ def _networks(raw: Any, defaults: Defaults) -> list[tuple[Network, dict]]:
 def _network(net: dict, where: str, name: str, defaults: Defaults) -> Network:
     mode_name = _choice(net["mode"], f"{where}.mode", modes.names(), "mode", "valid modes")
     mode = modes.MODES[mode_name]
-    dhcp = net.get("dhcp", mode.has_dhcp_server)
+    switch = openflow.switch_fields(net, where, mode.name)     # {} for a Linux bridge
+    dhcp = net.get("dhcp", switch.get("dhcp", mode.has_dhcp_server))
     if not isinstance(dhcp, bool):
         raise LabFileError(f"{where}.dhcp", "must be true or false")
-    if dhcp and mode.name == "internal":
-        raise LabFileError(f"{where}.dhcp", "internal networks have no DHCP server (no host "
+    if dhcp and not mode.host_on_network:
+        raise LabFileError(f"{where}.dhcp", f"{mode.name} networks have no DHCP server (no host "
                            "on the network); remove dhcp or use mode hostonly")
     bridge = net.get("bridge")
-    if bridge is not None and mode.name != "bridged":
+    on_lan = mode.subnet == "lan"      # the host's LAN, reached through a host bridge
+    if bridge is not None and not on_lan:
         raise LabFileError(f"{where}.bridge", f"only bridged networks take a bridge, not {mode.name}")
-    if mode.name == "bridged":
+    if on_lan:
         bridge = bridge if bridge is not None else defaults.bridge
         if not isinstance(bridge, str) or not NETDEV_RE.fullmatch(bridge):
             raise LabFileError(f"{where}.bridge", "must be a host interface name "
@@ -134,7 +139,8 @@ def _network(net: dict, where: str, name: str, defaults: Defaults) -> Network:
         if subnet is not None and subnet == defaults.bridged_subnet:
             host_ip, router = defaults.bridged_host_ip, defaults.bridged_router
     return _addressed(Network(name=name, mode=mode.name, subnet=subnet, dhcp=dhcp,
-                              bridge=bridge, host_ip=host_ip, router=router))
+                              bridge=bridge, host_ip=host_ip, router=router,
+                              **{k: v for k, v in switch.items() if k != "dhcp"}))
 
 
 def _addressed(net: Network) -> Network:

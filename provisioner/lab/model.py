@@ -57,6 +57,9 @@ class Network:
     router: IPv4Address | None = None      # the guests' default gateway, where the mode has one
     port_forwards: tuple[PortForward, ...] = ()
     home: str | None = None                # several hosts: where NAT, DHCP and host address live
+    switch: str = "linux"                  # linux (a Linux bridge) | openvswitch (lab/openflow.py)
+    flows: tuple[str, ...] = ()            # openvswitch: ovs-ofctl flows, installed in order
+    controller: str = "none"               # openvswitch: none | learning (an OpenFlow controller)
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,29 @@ class Route:
 
 
 @dataclass(frozen=True)
+class TunnelEnd:
+    """One end of a point-to-point tunnel (lab/tunnels.py): the VM, its overlay address, the
+    underlay address the tunnel's outer packets carry, and the lab network that address is on
+    (whose bridge carries the outer frames; across a router each end names its own side)."""
+    vm: str
+    overlay_ip: IPv4Interface              # on the tunnel device, with the overlay's prefix
+    underlay_ip: IPv4Address
+    network: str
+
+
+@dataclass(frozen=True)
+class Tunnel:
+    """A tunnel between two VMs (issue 17). `id` is the VXLAN VNI, the NVGRE VSID or the GRE
+    key (None: a GRE tunnel without a key, and always for ipsec and wireguard). Per-lab keys
+    are not here: lab/tunnels.py tunnel_secrets() reads them from the lab's state directory."""
+    name: str                              # also the guest's interface name
+    type: str                              # vxlan | nvgre | gretap | gre | ipsec | wireguard
+    id: int | None
+    subnet: IPv4Network                    # the overlay
+    endpoints: tuple[TunnelEnd, ...]
+
+
+@dataclass(frozen=True)
 class Vm:
     name: str
     image: str | CloudImage                # a built-in image name ("tiny") or a cloud image
@@ -143,11 +169,25 @@ class Host:
 
 
 @dataclass(frozen=True)
+class DeclaredCheck:
+    """A cell the lab file declares (`checks:`, lab/declared.py): `source` and `target` are a VM
+    name, "host" or "internet"; `network` is the one network the probe uses."""
+    source: str
+    target: str
+    port: int
+    proto: str                             # tcp | udp
+    expect: str                            # pass | fail
+    network: str
+
+
+@dataclass(frozen=True)
 class Lab:
     name: str
     networks: tuple[Network, ...]
     vms: tuple[Vm, ...]
     source: str | None = None              # the file it came from, for messages
+    tunnels: tuple[Tunnel, ...] = ()
+    checks: tuple[DeclaredCheck, ...] = ()  # user-declared cells, added to the matrix
     meta: dict = field(default_factory=dict, compare=False, hash=False)
     hosts: tuple[Host, ...] = ()           # empty: one host, the target's (as before hosts:)
 

@@ -51,11 +51,15 @@ def up(lab: Lab, backend: Backend | str, sandbox: str | None, uri: str | None,
     return chosen, chosen.up(lab, progress, wait=wait)
 
 
-def verify(chosen: Driver, lab: Lab, progress: Progress, timings: dict | None = None) -> dict:
+def verify(chosen: Driver, lab: Lab, progress: Progress, timings: dict | None = None,
+           pcap_dir=None) -> dict:
+    """pcap_dir: where the encapsulation cells' pcaps go (beside the report; default: the
+    lab's state directory)."""
     from ..verify import run as verifier    # Ansible and the probes: only when verifying
 
+    beside = {"pcap_dir": pcap_dir} if pcap_dir is not None else {}
     return verifier.verify(lab, chosen.target, progress, timings=timings,
-                           inventory=chosen.inventory(lab))
+                           inventory=chosen.inventory(lab), **beside)
 
 
 def lab_of(chosen: Driver, lab_name: str) -> Lab:

@@ -1,7 +1,9 @@
 """vnet matrix: every mode x NIC model lab, one after another, in a sandbox, and one summary.
 
 For each (mode, model) the default lab (two VMs on one network) is resolved and planned (a
-combination libvirt cannot realize is "unsupported"), created, verified and destroyed. A lab
+combination the backend cannot realize is "unsupported"), created, verified and destroyed, all
+through the backend's Driver (drivers/base.py) and the ops layer (ops/labs.py): libvirt unless
+another registered backend is asked for. A lab
 whose hardware is missing (SR-IOV, vDPA) is refused by doctor's preflight before anything
 exists, and its cells are reported as "skipped", never as passed. Labs run one at a time: TCG
 guests need the host's cores.
@@ -27,9 +29,10 @@ from pathlib import Path
 
 from ..verify import checks
 from ..lab import loader as labfile, modes, nics
-from ..drivers.libvirt import lifecycle
+from ..drivers.base import Driver
 from ..host import locks, sandbox, state
-from ..verify import run as verifier
+from ..verify import presentation, run as verifier
+from . import labs as ops
 from ..lab.defaults import default_lab
 from ..errors import ExitStatus, LabFileError, NotFound, Unsupported, VnetError
 from ..lab.model import Backend
@@ -77,8 +80,9 @@ def check_names(mode_names: list[str], model_names: list[str]) -> None:
 
 def run(mode_names: list[str], model_names: list[str], report_dir: Path,
         sandbox_name: str | None = None, pf: str | None = None,
-        progress: Progress = print) -> dict:
-    """Run the matrix; returns the summary (also written to report_dir/summary.json)."""
+        progress: Progress = print, backend: Backend | str = Backend.LIBVIRT) -> dict:
+    """Run the matrix on `backend`'s driver; returns the summary (also written to
+    report_dir/summary.json)."""
     check_names(mode_names, model_names)
     sandbox.require_root("vnet matrix")          # before the report dir or a sandbox exists
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -94,13 +98,13 @@ def run(mode_names: list[str], model_names: list[str], report_dir: Path,
             if temporary:
                 progress(f"creating temporary sandbox {name}")
                 sandbox.up(name, progress=progress)
-            target = lifecycle.target_for(name, None)
-            summary["doctor"] = _doctor(name, progress)
+            chosen = ops.driver(backend, name, None)
+            summary["doctor"] = _doctor(chosen.backend, name, progress)
             combos = [(m, n) for m in mode_names for n in model_names]
             for i, (mode, model) in enumerate(combos, 1):
                 lab = lab_name(mode, model)
                 say = _prefixed(progress, f"[{i}/{len(combos)} {lab}]")
-                outcome = run_one(mode, model, target, report_dir, pf, say)
+                outcome = run_one(mode, model, chosen, report_dir, pf, say)
                 summary["labs"].append(asdict(outcome))
                 summary["wall_seconds"] = round(time.monotonic() - wall, 1)
                 _write_summary(report_dir, summary)
@@ -117,21 +121,21 @@ def run(mode_names: list[str], model_names: list[str], report_dir: Path,
     return summary
 
 
-def run_one(mode: str, model: str, target: state.Target, report_dir: Path, pf: str | None,
+def run_one(mode: str, model: str, chosen: Driver, report_dir: Path, pf: str | None,
             say: Progress) -> LabRun:
-    """Create, verify and destroy one lab; never raises VnetError (it becomes the verdict).
-    Its seconds run from resolving the lab to having destroyed it."""
+    """Create, verify and destroy one lab with the driver `chosen`; never raises VnetError (it
+    becomes the verdict). Its seconds run from resolving the lab to having destroyed it."""
     name = lab_name(mode, model)
     started = time.monotonic()
-    lab, refusal = _prepare(mode, model, name, target, pf)
+    lab, refusal = _prepare(mode, model, name, chosen, pf)
     if refusal is not None:
         verdict, result, detail = refusal
     else:
         try:
-            verdict, result, detail = _create_and_verify(lab, target, say)
+            verdict, result, detail = _create_and_verify(lab, chosen, say)
         finally:
             with _shielded():
-                _destroy(name, target, say)
+                _destroy(name, chosen, say)
     cells = result["checks"]
     counts = checks.tally(cells)
     outcome = LabRun(lab=name, mode=mode, nic_model=model, verdict=verdict,
@@ -142,72 +146,73 @@ def run_one(mode: str, model: str, target: state.Target, report_dir: Path, pf: s
                      json=str(report_dir / f"{name}.json"), junit=str(report_dir / f"{name}.xml"))
     result = dict(result, matrix={"mode": mode, "nic_model": model, "verdict": verdict,
                                   "seconds": outcome.seconds})
-    verifier.write_report(result, "json", Path(outcome.json))
-    verifier.write_report(result, "junit", Path(outcome.junit))
+    presentation.write_report(result, "json", Path(outcome.json))
+    presentation.write_report(result, "junit", Path(outcome.junit))
     say(f"{verdict}: {outcome.cells_ok}/{outcome.cells_total} cells as expected"
         + (f" ({detail})" if detail else "") + f", {outcome.seconds:.1f}s")
     return outcome
 
 
-def _empty(name: str, **extra) -> dict:
+def _empty(name: str, backend: Backend, **extra) -> dict:
     """A result for a lab that never ran (shaped like verify()'s)."""
     fields = {"ok": False, "checks": [], "timings": {}, "notes": [], "booted": False}
     fields.update((k, extra.pop(k)) for k in list(extra) if k in fields)
-    return dict(build_result(name, Backend.LIBVIRT, fields["ok"], fields["checks"],
+    return dict(build_result(name, backend, fields["ok"], fields["checks"],
                              fields["timings"], fields["notes"], booted=fields["booted"], **extra))
 
 
-def _prepare(mode: str, model: str, name: str, target: state.Target, pf: str | None):
+def _prepare(mode: str, model: str, name: str, chosen: Driver, pf: str | None):
     """(lab, None), or (None, (verdict, result, detail)) when the lab must not be created:
-    a combination libvirt cannot realize, or a lab of that name that is not ours to touch."""
-    from .plans import plan_for
-
+    a combination the backend cannot realize, or a lab of that name that is not ours to touch."""
+    target = chosen.target
     try:
         lab = labfile.resolve(default_lab(mode, model, 2, name, port_base=PORT_BASE,
                                           pf=pf or _some_pf(model)),
                               sandbox.lab_defaults(target.sandbox),
                               source=f"vnet matrix ({mode} x {model})")
-        plan_for(lab, Backend.LIBVIRT)
+        chosen.plan(lab)
     except (LabFileError, Unsupported) as exc:
-        return None, ("unsupported", _empty(name, ok=True, unsupported=exc.message,
-                                            notes=[exc.message]), exc.message)
-    if state.read(target, name) is not None:
+        return None, ("unsupported", _empty(name, chosen.backend, ok=True,
+                                            unsupported=exc.message, notes=[exc.message]),
+                      exc.message)
+    if chosen.record(name) is not None:
         message = (f"a lab named {name} already exists on this target; vnet matrix leaves it "
                    f"alone (vnet destroy {name} --sandbox {target.sandbox} removes it)")
-        return None, ("error", _empty(name, error=message), message)
+        return None, ("error", _empty(name, chosen.backend, error=message), message)
     return lab, None
 
 
-def _create_and_verify(lab, target: state.Target, say: Progress) -> tuple[str, dict, str]:
+def _create_and_verify(lab, chosen: Driver, say: Progress) -> tuple[str, dict, str]:
     """(verdict, result, detail); the caller destroys whatever was created."""
     try:
         say("creating")
         try:
-            record = lifecycle.up(lab, target, say)
+            record = chosen.up(lab, say)
         except Unsupported as exc:
             if not getattr(exc, "hardware", False):
                 raise
             from ..doctor import hardware_reasons
 
             reason = "; ".join(f.summary.removeprefix("no hardware: ") for f in exc.findings)
-            cells = checks.hardware_cells(lab, verifier.endpoints(lab, target),
+            cells = checks.hardware_cells(lab, verifier.endpoints(lab, chosen.target),
                                           hardware_reasons(lab, exc.findings) or reason)
             note = f"not booted: {exc.message}" + (f"; fix: {exc.hint}" if exc.hint else "")
-            return "skipped", verifier.unbooted_result(lab, cells, note), "no hardware: " + reason
-        result = verifier.verify(lab, target, say, timings=record.get("timings", {}))
-        if not verifier.exit_code(result):
+            return "skipped", verifier.unbooted_result(lab, cells, note, backend=chosen.backend), \
+                "no hardware: " + reason
+        result = ops.verify(chosen, lab, say, timings=record.get("timings", {}))
+        if not presentation.exit_code(result):
             return "green", result, ""
         red = checks.tally(result["checks"])["red"]
         return "red", result, f"{red} red cell(s)" if red else "nothing verified"
     except VnetError as exc:
         message = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
-        return "error", _empty(lab.name, error=message), message
+        return "error", _empty(lab.name, chosen.backend, error=message), message
     except Exception as exc:  # noqa: BLE001 - one broken lab must not end the whole matrix
         import traceback
 
         say("unexpected failure:\n" + "".join(traceback.format_exception(exc)).rstrip())
         message = f"unexpected {type(exc).__name__}: {exc}"
-        return "error", _empty(lab.name, error=message), message
+        return "error", _empty(lab.name, chosen.backend, error=message), message
 
 
 def exit_status(summary: dict) -> ExitStatus:
@@ -262,18 +267,18 @@ def _some_pf(model: str) -> str | None:
     return next(iter(capable_pfs(SystemHost())), "nopf0")
 
 
-def _doctor(sandbox_name: str, progress: Progress) -> dict:
+def _doctor(backend: Backend, sandbox_name: str, progress: Progress) -> dict:
     from .. import doctor
 
-    report = doctor.diagnose(sandbox=sandbox_name, progress=progress)
+    report = doctor.diagnose(backend, sandbox=sandbox_name, progress=progress)
     progress(f"doctor: {len(report.errors)} error(s), {len(report.of('warn'))} warning(s)"
              + "".join(f"; {f.id}: {f.summary}" for f in report.errors))
     return report.as_json()
 
 
-def _destroy(name: str, target: state.Target, say: Progress) -> None:
+def _destroy(name: str, chosen: Driver, say: Progress) -> None:
     try:
-        lifecycle.destroy(name, target, say)
+        chosen.destroy(name, say)
     except NotFound:
         pass
     except VnetError as exc:

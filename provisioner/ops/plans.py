@@ -24,7 +24,7 @@ def print_plan(plan: Plan) -> None:
     for doc in plan.documents:
         click.echo(f"<!-- {doc.kind}: {doc.name} -->")
         click.echo(doc.text.rstrip("\n"))
-    for line in forward_lines(plan):
+    for line in forward_lines(plan) + tunnel_lines(plan.lab):
         click.echo(f"<!-- {line} -->")
 
 
@@ -34,6 +34,20 @@ def forward_lines(plan: Plan) -> list[str]:
     return [f"port forward {r['name']}: {r['proto']} {r['host_ip']}:{r['host_port']} -> "
             f"{r['vm']}:{r['guest_port']} ({how[kind]})"
             for kind in how for r in plan.extra.get(kind, [])]
+
+
+def tunnel_lines(lab: Lab) -> list[str]:
+    """One line per tunnel: the drivers render nothing for tunnels (the guests build them in
+    verify's first task, the same on every backend), so the plan says what will be built."""
+    lines = []
+    for t in lab.tunnels:
+        ident = {"vxlan": f" VNI {t.id}", "nvgre": f" VSID {t.id}"}.get(
+            t.type, f" key {t.id}" if t.id is not None else "")
+        a, b = t.endpoints
+        lines.append(f"tunnel {t.name}: {t.type}{ident}, {a.vm} {a.underlay_ip} ({a.network}) "
+                     f"<-> {b.vm} {b.underlay_ip} ({b.network}), overlay {t.subnet} "
+                     "(built in the guests)")
+    return lines
 
 
 def write_plan(plan: Plan, out: Path) -> list[Path]:
@@ -55,5 +69,6 @@ def write_plan(plan: Plan, out: Path) -> list[Path]:
 
 def _vbox_script(plan: Plan) -> str:
     lines = ["#!/bin/sh", f"# vnet plan for lab {plan.lab.name} (VirtualBox)", "set -e"]
+    lines += [f"# {line}" for line in tunnel_lines(plan.lab)]
     lines += [shlex.join(cmd) for cmd in plan.commands]
     return "\n".join(lines) + "\n"

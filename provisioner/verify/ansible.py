@@ -6,12 +6,14 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Callable
 
 from ..host.netns import run_in_netns
 from ..host.ssh import close_masters, control_dir
 from ..host.state import Target
 from ..lab.model import Lab
 from ..resources import data_dir
+from . import tunnelcells
 
 PYTHON_IN_GUEST = "/usr/bin/python3"
 ANSIBLE_TIMEOUT = 180      # a whole run; one probe module call takes a few seconds
@@ -19,12 +21,14 @@ ANSIBLE_TIMEOUT = 180      # a whole run; one probe module call takes a few seco
 
 def run_guests(lab: Lab, target: Target, cells, inventory, progress,
                holds: dict[str, list[dict]] | None = None,
-               stop: Path | None = None) -> dict[str, dict]:
+               stop: Path | None = None,
+               playbook: Callable[[str, str, dict, dict], dict] | None = None) -> dict[str, dict]:
     """One ansible-runner run over all guests; returns {vm: module result}. `inventory`: the
     run's verify.run.Inventory; `holds`: the forwards each guest holds open meanwhile
     (forwardcheck.guest_holds); `stop`: the file that tells the host-side forward probes that
-    the guests' run has ended."""
+    the guests' run has ended; `playbook`: what runs it (run_playbook; a test passes a fake)."""
     hosts = {}
+    tunnel_files = tunnelcells.write_guest_files(lab, inventory.work_dir)
     for vm in lab.vms:
         mine = [(i, c) for i, c in enumerate(cells) if c.runner == f"guest:{vm.name}"]
         hosts[vm.name] = {
@@ -36,6 +40,7 @@ def run_guests(lab: Lab, target: Target, cells, inventory, progress,
             # a second task, after every guest's probes: a cut link must disturb no other cell
             "vnet_failovers": [dict(c.probe, id=str(i)) for i, c in mine
                                if c.probe.get("failover")],
+            **({"vnet_tunnels_file": tunnel_files[vm.name]} if vm.name in tunnel_files else {}),
         }
     private = inventory.work_dir / "ansible"
     inventory_data = {"all": {"hosts": hosts, "vars": {
@@ -52,7 +57,8 @@ def run_guests(lab: Lab, target: Target, cells, inventory, progress,
            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir(target, lab.name)),
            "ANSIBLE_NOCOLOR": "True"}
     progress(f"running Ansible on {len(hosts)} guest(s)")
-    args = (stop, str(private), str(data_dir("playbooks") / "verify.yml"), inventory_data, env)
+    args = (stop, playbook or run_playbook, str(private),
+            str(data_dir("playbooks") / "verify.yml"), inventory_data, env)
     results = run_in_netns(target.netns, run_playbook_then_stop, *args) if target.netns \
         else run_playbook_then_stop(*args)
     failed = [vm for vm in hosts if vm not in results]
@@ -61,13 +67,13 @@ def run_guests(lab: Lab, target: Target, cells, inventory, progress,
     return results
 
 
-def run_playbook_then_stop(stop: Path | None, *args) -> dict:
+def run_playbook_then_stop(stop: Path | None, playbook: Callable[..., dict], *args) -> dict:
     """The playbook run, then the stop file, from the process that ran it. Why not from the
     caller: the host-side probe processes were forked while this one's result pipe was open,
     so they hold its write end, and the caller sees the result only once they have ended, which
     they do on the stop file."""
     try:
-        return run_playbook(*args)
+        return playbook(*args)
     finally:
         if stop is not None:
             stop.touch()
@@ -96,4 +102,6 @@ def run_playbook(private_dir: str, playbook: str, inventory: dict, env: dict) ->
                                                         "forwards": {}})
                 for key in got:
                     got[key].update(res.get(key, {}))
+                if "tunnels" in res:   # vnet_tunnel: what it built (tunnelcells.annotate)
+                    got.setdefault("tunnels", {}).update(res["tunnels"])
     return results

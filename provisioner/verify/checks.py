@@ -15,8 +15,11 @@ from dataclasses import dataclass, field
 from ..lab import modes, nics
 from ..lab.defaults import ECHO_PORT
 from ..lab.model import Backend, Lab
+from . import declared
+from .encapcells import encapsulation_cells
 from .impairment import impairment_cells
 from .linkcells import link_cells, probed_nics
+from .tunnelcells import tunnel_cells
 
 HOST, INTERNET = "host", "internet"
 SKIPPED = "skipped"
@@ -46,6 +49,9 @@ class Check:
     probe: dict = field(default_factory=dict)
     observed: str = "error"
     detail: str = "not run"
+    evidence: dict = field(default_factory=dict)   # files a cell leaves (an encapsulation pcap)
+    declared: bool = False           # a cell of the lab file's `checks:` (verify/declared.py)
+    flows: list | None = None        # OpenFlow rules its packet hits (verify/flowstats.py)
     measured: dict | None = None     # impairment cells: what the guest measured
 
     @property
@@ -57,10 +63,14 @@ class Check:
         return self.observed == SKIPPED
 
     def as_dict(self) -> dict:
-        return {"kind": self.kind, "network": self.network, "mode": self.mode,
-                "source": self.source, "target": self.target, "expected": self.expected,
-                "observed": self.observed, "ok": self.ok, "detail": self.detail,
-                **({"measured": self.measured} if self.measured is not None else {})}
+        found = {"kind": self.kind, "network": self.network, "mode": self.mode,
+                 "source": self.source, "target": self.target, "expected": self.expected,
+                 "observed": self.observed, "ok": self.ok, "detail": self.detail,
+                 **({"measured": self.measured} if self.measured is not None else {}),
+                 **self.evidence}
+        if self.flows is not None:
+            found["flows"] = self.flows
+        return {**found, "declared": True} if self.declared else found
 
 
 def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
@@ -116,12 +126,18 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
                 if origin:
                     checks.append(Check("port_forward", net.name, net.mode, origin, label,
                                         "pass", origin, dict(forward, timeout=3.0)))
-    checks += link_cells(lab, ends, lambda kind, network, source, target, runner, probe:
-                         Check(kind, network, lab.network(network).mode, source, target, "pass",
-                               runner, probe))
-    checks += impairment_cells(lab, ends, lambda kind, network, source, target, runner, probe:
-                               Check(kind, network, lab.network(network).mode, source, target,
-                                     "pass", runner, probe), backend)
+    def positive(kind, network, source, target, runner, probe):
+        return Check(kind, network, lab.network(network).mode, source, target, "pass", runner,
+                     probe)
+
+    def declared_cell(kind, network, source, target, runner, probe, expected):
+        return Check(kind, network, lab.network(network).mode, source, target, expected, runner,
+                     probe, declared=True)
+    checks += link_cells(lab, ends, positive)
+    checks += impairment_cells(lab, ends, positive, backend)
+    checks += tunnel_cells(lab, positive)
+    checks += encapsulation_cells(lab, positive, checks)
+    checks = declared.merge(checks, declared.cells(lab, ends, declared_cell))
     link_controls(checks)
     return checks
 

@@ -44,13 +44,14 @@ def guest_holds(cells: list, origins: list[str]) -> dict[str, list[dict]]:
     return {vm: list(by_name.values()) for vm, by_name in holds.items()}
 
 
-def side_probes(module, specs: list[dict], origin: str, stop: Path) -> dict:
+def side_probes(module, specs: list[dict], origin: str, stop: Path,
+                login: Callable[[dict, Path], dict] | None = None) -> dict:
     """All probes of one host-side origin (run in its namespace): the forwards, until the
-    guests' run ends, beside the others (module: vnet_probe)."""
+    guests' run ends, beside the others (module: vnet_probe; login: ssh_login, or a fake)."""
     forwards = [s for s in specs if s.get("forward")]
     results: dict = {}
     thread = threading.Thread(target=lambda: results.update(
-        probe_all(forwards, origin, stop, module.probe)))
+        probe_all(forwards, origin, stop, module.probe, login)))
     thread.start()
     results.update(module.run_all([s for s in specs if not s.get("forward")]))
     thread.join()
@@ -66,14 +67,14 @@ def with_login(spec: dict, hosts: dict[str, dict]) -> dict:
     return spec
 
 
-def probe_all(specs: list[dict], origin: str, stop: Path,
-              probe: Callable[[dict], dict]) -> dict[str, dict]:
+def probe_all(specs: list[dict], origin: str, stop: Path, probe: Callable[[dict], dict],
+              login: Callable[[dict, Path], dict] | None = None) -> dict[str, dict]:
     """Probe every forward from `origin` until `stop` exists (the guests' run has ended);
     runs inside the origin's namespace. -> {id: result with the nonces sent}."""
     results: dict[str, dict] = {}
 
     def one(spec):
-        results[spec["id"]] = (_ssh_login(spec, stop) if spec.get("ssh")
+        results[spec["id"]] = ((login or ssh_login)(spec, stop) if spec.get("ssh")
                                else _nonce_until(spec, origin, stop, probe))
     threads = [threading.Thread(target=one, args=(s,)) for s in specs]
     for t in threads:
@@ -98,7 +99,7 @@ def _nonce_until(spec: dict, origin: str, stop: Path, probe) -> dict:
     return dict(best, nonces=nonces)
 
 
-def _ssh_login(spec: dict, stop: Path) -> dict:
+def ssh_login(spec: dict, stop: Path) -> dict:
     """Log in through the forward with the lab's key and read the guest's hostname."""
     argv = ["ssh", "-i", spec["key"], "-p", str(spec["port"]), "-o", "BatchMode=yes",
             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",

@@ -25,7 +25,8 @@ from ..resources import data_dir
 KIND_TITLES = {"vm_to_host": "VM->host", "host_to_vm": "host->VM", "vm_to_vm": "VM<->VM",
                "vm_to_internet": "VM->Internet", "internet_to_vm": "Internet->VM",
                "port_forward": "port fwd", "nic_model": "NIC model", "route": "route",
-               "bond_failover": "bond failover"}
+               "bond_failover": "bond failover", "tunnel": "tunnel",
+               "encapsulation": "encapsulation"}
 HOST, INTERNET = "host", "internet"
 
 

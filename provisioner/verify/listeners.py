@@ -68,3 +68,21 @@ def start_listeners(target: Target, sb, port: int, lab_dir: Path, records: list[
                 raise VnetError(f"vnet's {name} listener on {address} did not start: "
                                 f"{log.read_text()[-200:] if log.exists() else ''}")
             time.sleep(0.02)
+
+
+def start_declared(target: Target, sb, cells, lab_dir: Path, records: list[Path],
+                   port: int) -> None:
+    """vnet listeners on the host's and the Internet's declared ports (verify/declared.py):
+    where the main host listener binds, and every address of the sandbox's Internet."""
+    from . import declared
+
+    script = str(data_dir("playbooks") / "library" / "vnet_probe.py")
+    places = {checklib.HOST: (target.netns, listener_addresses(target, cells, port))}
+    if sb:
+        places[checklib.INTERNET] = (sb.inet_netns, ["0.0.0.0"])
+
+    def spawn(netns, declared_port, name, address, log, record):
+        argv = listener_argv(script, declared_port, name, address)
+        return procs.spawn(netns_argv(netns, argv) if netns else argv, record, script,
+                           log_path=str(log), cwd="/")
+    declared.start_listeners(cells, places, lab_dir, records, spawn)

@@ -8,10 +8,12 @@ from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 from . import checks as checklib
+from . import flowstats
 from .report import CELL_TITLES, table
 
 KIND_TITLES = dict(CELL_TITLES, port_forward="port fwd", nic_model="NIC model", route="route",
-                   bond_failover="bond failover", impairment="impairment")
+                   bond_failover="bond failover", impairment="impairment", tunnel="tunnel",
+                   encapsulation="encapsulation")
 
 
 def matrix_text(result: dict) -> str:
@@ -25,8 +27,8 @@ def matrix_text(result: dict) -> str:
             return paint(c["observed"], 33), "skipped"
         return paint(c["observed"], 32 if c["ok"] else 31), "ok" if c["ok"] else "MISMATCH"
     hosts = any("hosts" in c for c in result["checks"])    # several hosts: one more column
-    rows = [[c["network"], KIND_TITLES[c["kind"]], c["source"], c["target"],
-             *([c.get("hosts", "-")] if hosts else []), c["expected"],
+    rows = [[c["network"], KIND_TITLES[c["kind"]] + (" (declared)" if c.get("declared") else ""),
+             c["source"], c["target"], *([c.get("hosts", "-")] if hosts else []), c["expected"],
              *mark(c)] for c in result["checks"]]
     skipped = [c for c in result["checks"] if c["observed"] == checklib.SKIPPED]
     lines = [f"lab {result['lab']} ({result['backend']}): {summary_line(result)}",
@@ -41,6 +43,7 @@ def matrix_text(result: dict) -> str:
     if measured:       # declared against measured, green ones too (red ones are above)
         lines.append("impairment:")
         lines += [f"  {c['source']} -> {c['target']}: {c['detail']}" for c in measured]
+    lines += flowstats.text(result)
     if skipped:
         lines.append(f"skipped: {skipped[0]['detail']}")
     lines += [f"note: {n}" for n in result.get("notes", [])]

@@ -5,11 +5,12 @@ libvirt network, last NIC of every VM, no route beyond it). Every in-guest probe
 the NIC under test with SO_BINDTODEVICE, and targets that network's addresses, so the
 management network cannot carry a probe: an internal network's VM->host cell targets the
 host's management address on purpose, and must fail. A VirtualBox lab has the same
-control path on a lab-owned host-only interface (vbox_exec.inventory), and its expected values
-come from the VirtualBox rows of the mode table (Inventory.backend).
+control path on a lab-owned host-only interface (drivers/virtualbox/lifecycle.py, inventory),
+and its expected values come from the VirtualBox rows of the mode table (Inventory.backend).
 
 Three probe sources run at once: the guests (one Ansible run, one module call per guest), the
-host namespace and the Internet namespace (vnet's own listeners answer there)."""
+host namespace and the Internet namespace (vnet's own listeners answer there). ProbeSources
+names what observes the cells: ansible.py (the guests), listeners.py, forwardcheck.py."""
 from __future__ import annotations
 
 import importlib.util
@@ -18,12 +19,13 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from . import ansible as guest_ansible
 from . import checks as checklib
-from . import forwardcheck, impairment, linkcells, listeners, topology
-from ..host import procs, state
+from . import (declared, encapcells, flowstats, forwardcheck, impairment, linkcells, listeners,
+               topology, tunnelcells)
+from ..host import procs, sandbox, state
 from .result import build as build_result
 from . import hostcells
 from ..lab.naming import mgmt_subnet_for
@@ -63,6 +65,20 @@ class Inventory:
     backend: Backend = Backend.LIBVIRT    # whose mode table gives the expected values
 
 
+@dataclass(frozen=True)
+class ProbeSources:
+    """What verify() observes the cells with: the guests' Ansible run (and the playbook call
+    inside it), vnet's listeners and where they bind, the probe module the host side runs, and
+    the host-side SSH login through a forward. The real ones by default; a test passes fakes
+    here (verify(..., sources=ProbeSources(guests=fake))) instead of patching this package."""
+    guests: Callable[..., dict[str, dict]] = guest_ansible.run_guests
+    playbook: Callable[[str, str, dict, dict], dict] = guest_ansible.run_playbook
+    start_listeners: Callable[..., None] = listeners.start_listeners
+    listener_addresses: Callable[..., list[str]] = listeners.listener_addresses
+    probe_module: Callable[[], Any] = probe_module
+    ssh_login: Callable[[dict, Path], dict] = forwardcheck.ssh_login
+
+
 def lab_inventory(lab: Lab, target: Target) -> Inventory:
     """The control path of a lab vnet created: its management network and its own SSH key."""
     record = state.read(target, lab.name) or {}
@@ -76,13 +92,18 @@ def lab_inventory(lab: Lab, target: Target) -> Inventory:
 
 
 def verify(lab: Lab, target: Target, progress: Callable[[str], None],
-           timings: dict | None = None, inventory: Inventory | None = None) -> dict:
+           timings: dict | None = None, inventory: Inventory | None = None,
+           pcap_dir: Path | None = None, sources: ProbeSources | None = None) -> dict:
+    """pcap_dir: where the encapsulation cells' captures go (default: the lab's directory);
+    sources: what observes the cells (ProbeSources: the real ones by default)."""
     with state.lab_lock(target, lab.name, progress):     # a `destroy` waits for the probes
-        return _verify(lab, target, progress, timings, inventory)
+        return _verify(lab, target, progress, timings, inventory, pcap_dir,
+                       sources or ProbeSources())
 
 
 def _verify(lab: Lab, target: Target, progress: Callable[[str], None],
-            timings: dict | None, inventory: Inventory | None) -> dict:
+            timings: dict | None, inventory: Inventory | None,
+            pcap_dir: Path | None, sources: ProbeSources) -> dict:
     started = time.monotonic()
     inventory = inventory or lab_inventory(lab, target)
     sb = _sandbox(target)
@@ -94,11 +115,16 @@ def _verify(lab: Lab, target: Target, progress: Callable[[str], None],
     inventory.work_dir.mkdir(parents=True, exist_ok=True)
     records: list[Path] = []
     try:     # the listeners start inside the try that stops them, even half started
-        listeners.start_listeners(target, sb, port, inventory.work_dir, records,
-                                  listeners.listener_addresses(target, cells, port))
+        sources.start_listeners(target, sb, port, inventory.work_dir, records,
+                                sources.listener_addresses(target, cells, port))
+        listeners.start_declared(target, sb, cells, inventory.work_dir, records, port)
         pause_at("verify")                      # a test may kill `vnet up` here
-        _run(lab, target, sb, cells, inventory, progress)
+        flows_before = flowstats.snapshot(lab, target)
+        encapcells.while_capturing(
+            lambda: _run(lab, target, sb, cells, inventory, progress, sources),
+            lab, target, inventory, cells, pcap_dir, progress)
         impairment.annotate(cells, (state.read(target, lab.name) or {}).get("impair", {}))
+        flow_tables = flowstats.attribute(lab, target, cells, flows_before)
     finally:
         for record in records:
             procs.stop(record, progress)
@@ -111,24 +137,28 @@ def _verify(lab: Lab, target: Target, progress: Callable[[str], None],
     hostcells.annotate(found, lab)            # several hosts: where each cell's ends run
     control = {vm: h.get("ansible_host") for vm, h in inventory.hosts.items()}
     # ok needs at least one verified cell: a lab with no cell at all proves nothing
-    return dict(build_result(lab.name, inventory.backend,
-                             checklib.verdict(found) == checklib.GREEN, found, phases, notes,
-                             inventory=inventory.source, topology=topology.of(lab, control)))
+    result = dict(build_result(lab.name, inventory.backend,
+                               checklib.verdict(found) == checklib.GREEN, found, phases, notes,
+                               inventory=inventory.source, topology=topology.of(lab, control)))
+    if flow_tables:          # OpenFlow networks: every flow and its packets during this run
+        result["openflow"] = flow_tables
+    return result
 
 
-def _sandbox(target: Target):
+def _sandbox(target: Target, running: bool = True):
+    """The target's sandbox, or None outside one. running: it must be up (verify probes in
+    it); else only its fixed addresses are wanted (sandbox.describe)."""
     if not target.sandbox:
         return None
-    from ..host import sandbox
-
-    return sandbox.load(target.sandbox)
+    return sandbox.load(target.sandbox) if running else sandbox.describe(target.sandbox)
 
 
 def endpoints(lab: Lab, target: Target, port: int = 0,
               mgmt_host_ip: str | None = None) -> checklib.Endpoints:
     """Where the probes of a lab on `target` go (port: the host-side listeners'; the
-    management address defaults to that of vnet's libvirt management network)."""
-    sb = _sandbox(target)
+    management address defaults to that of vnet's libvirt management network). Needs no
+    running sandbox: a sandbox's addresses are fixed."""
+    sb = _sandbox(target, running=False)
     return checklib.Endpoints(
         host_listener_port=port, internet_ip=sb.internet_ip if sb else None,
         host_uplink_ip=sb.host_uplink_ip if sb else "127.0.0.1",
@@ -146,8 +176,8 @@ def unbooted_result(lab: Lab, cells: list, note: str, timings: dict | None = Non
                              booted=False, topology=topology.of(lab)))
 
 
-def _run(lab, target, sb, cells, inventory, progress) -> None:
-    module = probe_module()
+def _run(lab, target, sb, cells, inventory, progress, sources: ProbeSources) -> None:
+    module = sources.probe_module()
     outcome: dict[str, dict] = {}
     errors: list[BaseException] = []
 
@@ -161,7 +191,7 @@ def _run(lab, target, sb, cells, inventory, progress) -> None:
         if not specs:
             return
         try:
-            args = (module, specs, source, stop)
+            args = (module, specs, source, stop, sources.ssh_login)
             results = run_in_netns(netns, forwardcheck.side_probes, *args) if netns \
                 else forwardcheck.side_probes(*args)
             outcome.update({f"{source}:{k}": v for k, v in results.items()})
@@ -177,8 +207,11 @@ def _run(lab, target, sb, cells, inventory, progress) -> None:
                                   lambda vm: serial_log(inventory.work_dir, vm),
                                   ready=linkcells.host_probes_done(threads)).start()
     try:
-        guest = guest_ansible.run_guests(lab, target, cells, inventory, progress,
-                                         forwardcheck.guest_holds(cells, origins), stop)
+        holds = forwardcheck.guest_holds(cells, origins)
+        for vm, held in declared.holds(cells).items():
+            holds[vm] = holds.get(vm, []) + held
+        guest = sources.guests(lab, target, cells, inventory, progress, holds, stop,
+                               sources.playbook)
     finally:
         cutter.stop()        # restores every link it cut, before the forwards' last probes
         stop.touch()
@@ -188,6 +221,7 @@ def _run(lab, target, sb, cells, inventory, progress) -> None:
         raise VnetError(f"host-side probes failed to run: {errors[0]!r}")
     record(cells, guest, outcome)
     cutter.annotate(cells)
+    tunnelcells.annotate(cells, guest)
 
 
 def _link_setter(lab: Lab, target: Target, backend: Backend):
@@ -206,6 +240,8 @@ def record(cells: list, guest: dict[str, dict], sides: dict[str, dict],
     settle UDP silences against their positive controls, wherever those ran."""
     raw: dict[str, dict] = {}
     for i, cell in enumerate(cells):
+        if cell.runner == "none":          # decided before the run (verify/declared.py)
+            continue
         if cell.runner.startswith("guest:"):
             vm = cell.runner.split(":", 1)[1]
             result = guest.get(vm)
@@ -221,6 +257,10 @@ def record(cells: list, guest: dict[str, dict], sides: dict[str, dict],
                                                                 "detail": "no result"})
                 cell.observed, cell.detail = r["observed"], r["detail"]
                 cell.measured = r.get("measured")
+                fwd = cell.probe.get("forward")
+                if fwd and "nonces" in r:   # a declared check's port held by another guest
+                    held = guest.get(fwd["vm"], {}).get("forwards", {}).get(fwd["name"])
+                    cell.observed, cell.detail = forwardcheck.conclude(r, held, vm, fwd["vm"])
         else:
             r = raw[str(i)] = sides.get(f"{cell.runner}:{i}", {"observed": "error",
                                                                "detail": "not run"})

@@ -22,6 +22,7 @@ import xml.etree.ElementTree as ET
 
 from ..host import runner
 from ..errors import VnetError
+from ..lab import modes
 
 SVG_NS = "http://www.w3.org/2000/svg"
 XLINK_NS = "http://www.w3.org/1999/xlink"
@@ -31,6 +32,12 @@ SVG_TAGS = {"svg", "g", "title", "polygon", "polyline", "ellipse", "path", "text
 MODE_COLOURS = {"natnetwork": "#dbeafe", "nat": "#e0e7ff", "hostonly": "#dcfce7",
                 "internal": "#f3e8ff", "bridged": "#fef3c7"}
 FONT = "Helvetica"
+
+
+def _reaches_internet(mode_name) -> bool:
+    """Whether guests of this mode reach the Internet on some backend (the mode table)."""
+    mode = modes.MODES.get(str(mode_name))
+    return mode is not None and any(r.vm_to_internet == "yes" for r in mode.expected.values())
 
 
 def _e(value) -> str:
@@ -69,7 +76,7 @@ def dot_source(topology: dict, internet: bool = False) -> str:
                      f'fillcolor="{fill}", label=<{"<br/>".join(rows)}>];')
         if net.get("host_ip"):
             lines.append(f'  host -> {node} [style=dashed, label=<{_e(net["host_ip"])}>];')
-        if internet and net.get("mode") in ("nat", "natnetwork", "bridged"):
+        if internet and _reaches_internet(net.get("mode")):
             lines.append(f"  {node} -> internet [style=dotted];")
     hosts = [h for h in topology.get("hosts", []) if isinstance(h, dict)]
     placed: dict[str, int] = {}

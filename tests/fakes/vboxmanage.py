@@ -592,6 +592,20 @@ def cmd_controlvm(state, args):
             raise Fail(f"Invalid NIC number {link.group(1)}")
         vm["nics"][link.group(1)]["cable"] = on_off(args[2], args[1])
         return
+    trace = re.fullmatch(r"nictrace(file)?([1-8])", args[1])
+    if trace:     # controlvm <vm> nictrace<1-N> on|off, nictracefile<1-N> <file>: recorded only
+        if len(args) != 3:        # (a fake: no frame is written anywhere)
+            raise syntax(f"controlvm {args[1]}: expected one value")
+        if vm["state"] != "running":
+            raise Fail(f"Machine '{vm['name']}' is not currently running")
+        if trace.group(2) not in vm["nics"]:
+            raise Fail(f"Invalid NIC number {trace.group(2)}")
+        nic = vm["nics"][trace.group(2)]
+        if trace.group(1):
+            nic["tracefile"] = args[2]
+        else:
+            nic["trace"] = on_off(args[2], args[1])
+        return
     action = choice(args[1], ("poweroff", "acpipowerbutton", "reset", "pause", "resume"),
                     "controlvm action")
     if len(args) > 2:

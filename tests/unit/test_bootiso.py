@@ -219,7 +219,7 @@ def test_virtualbox_gets_libvirts_cmdline_with_its_own_management_address(mode, 
         assert boot["cmdline"] == expected
         assert boot["cmdline"] == guestcmdline.cmdline(
             "console=ttyS0 quiet panic=-1", lab, lab.vm(vm), KEY,
-            management=ours[len("vnet.if="):], static_modes=vbox_render.STATIC_ON_VIRTUALBOX)
+            management=ours[len("vnet.if="):], static_modes=vbox_render.static_on_virtualbox())
         assert "vnet.key=ssh-ed25519:AAAAC3NzaC1lZDI1NTE5AAAAIBootIsoTestKey" in boot["cmdline"]
         assert boot["iso"] == str(tmp_path / f"{vm}.boot.iso")
     iso = bootiso.build(image, vbox.extra["boot"]["a"]["cmdline"],

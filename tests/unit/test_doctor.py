@@ -514,7 +514,7 @@ def test_vdpa_devices_present():
 # --- registry, report, preflight --------------------------------------------------------------
 
 EXPECTED_RULES = {"kvm", "libvirtd", "libvirt-uri", "subnet", "forward-policy", "firewall",
-                  "tools", "vbox-networks-conf", "vbox-kvm", "sriov", "vdpa"}
+                  "tools", "vbox-networks-conf", "vbox-kvm", "sriov", "vdpa", "openvswitch"}
 
 
 def test_registry_discovers_every_rule_module():
@@ -639,3 +639,28 @@ def test_hardware_reasons_map_findings_to_vms():
                 doctor.error("sriov:0000:04:10.1", "no hardware: VF 0000:04:10.1 is missing", "x")]
     assert doctor.hardware_reasons(the_lab, findings) == {
         "a": "PF enp4s0f0 has no VFs", "b": "VF 0000:04:10.1 is missing"}
+
+
+def test_openvswitch_rule_says_which_datapath_and_why():
+    from provisioner.doctor.rules import openvswitch
+
+    tools = ["ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-ofctl"]
+    userspace = {f.id: f for f in openvswitch.check(FakeHost(tools=tools))}
+    assert "netdev datapath: this kernel has no openvswitch module" in \
+        userspace["openvswitch:datapath"].summary
+    kernel = {f.id: f for f in openvswitch.check(
+        FakeHost(tools=tools, dirs={"/sys/module/openvswitch": ["parameters"]}))}
+    assert "the system datapath" in kernel["openvswitch:datapath"].summary
+    assert "never restarts it" in userspace["openvswitch"].summary
+
+
+def test_openvswitch_missing_is_an_error_only_for_a_lab_that_needs_it():
+    from provisioner.doctor.rules import openvswitch
+
+    [idle] = openvswitch.check(FakeHost())
+    assert idle.severity == "ok" and "only switch: openvswitch networks need it" in idle.summary
+    lab = labfile.resolve({"name": "of", "networks": [
+        {"name": "fabric", "mode": "internal", "switch": "openvswitch"}],
+        "vms": [{"name": "v1", "nics": [{"network": "fabric"}]}]})
+    [needed] = openvswitch.check(FakeHost(lab=lab))
+    assert needed.severity == "error" and needed.fix == "apt-get install openvswitch-switch"

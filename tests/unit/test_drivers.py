@@ -169,3 +169,25 @@ def test_a_nic_model_added_as_data_renders_on_both_backends_without_touching_the
     assert "<model type='rtl8139'/>" in domain or '<model type="rtl8139"/>' in domain
     argv = [c for c in VirtualBoxRenderer().plan(lab).commands if "--nictype1" in c][0]
     assert argv[argv.index("--nictype1") + 1] == "Am79C973"
+
+
+def test_static_addressing_on_virtualbox_is_the_modes_data(monkeypatch):
+    """Mode.vbox_static_addresses, not the mode's name, makes VirtualBox guests take their
+    planned addresses statically (a DHCP server that cannot reserve them)."""
+    import dataclasses
+
+    from provisioner.drivers.virtualbox.render import VirtualBoxRenderer
+    from provisioner.lab import loader, modes
+
+    def boot_line(mode: str) -> str:
+        lab = loader.resolve({"name": "x", "networks": [{"name": "n", "mode": mode}],
+                              "vms": [{"name": "a", "nics": [{"network": "n"}]}]}, source="test")
+        nic = lab.vm("a").nics[0]
+        line = VirtualBoxRenderer().plan(lab).extra["boot"]["a"]["cmdline"]
+        return next(arg for arg in line.split() if arg.startswith(f"vnet.if={nic.mac},"))
+
+    assert ",dhcp" in boot_line("hostonly") and ",static," in boot_line("natnetwork")
+    pinned = dataclasses.replace(modes.MODES["hostonly"], name="pinned", rank=98,
+                                 vbox_static_addresses=True)
+    monkeypatch.setitem(modes.MODES, "pinned", pinned)
+    assert ",static," in boot_line("pinned")

@@ -185,7 +185,7 @@ def test_verify_holds_forwards_in_the_guest_run_and_concludes_from_its_report(mo
     concluded from both sides (a service that never echoes still passes: its nonce arrived)."""
     from types import SimpleNamespace
 
-    from provisioner.verify import ansible as guest_ansible, run as verifier
+    from provisioner.verify import run as verifier
     from provisioner.host.state import Target
 
     lab = labfile.resolve({"name": "f", "networks": [{"name": "n", "mode": "natnetwork",
@@ -202,19 +202,18 @@ def test_verify_holds_forwards_in_the_guest_run_and_concludes_from_its_report(mo
         sent.append(spec["nonce"])
         return {"observed": "error", "detail": "connected, but no fresh nonce came back"}
 
-    def fake_ansible(lab_, target, cells_, inventory, progress, holds=None, stop=None):  # FAKE
+    def fake_ansible(lab_, target, cells_, inventory, progress, holds, stop, playbook):  # FAKE
         holds_seen.append(holds)
         while not sent:
             time.sleep(0.01)
         return {"a": {"probes": {}, "drivers": {}, "forwards": {"web": {
             "mode": "service", "detail": "service present on eth0 192.168.150.10:8080",
             "nonces": [sent[0]]}}}}
-    monkeypatch.setattr(verifier, "probe_module",
-                        lambda: SimpleNamespace(run_all=lambda specs: {}, probe=fake_probe))
-    monkeypatch.setattr(guest_ansible, "run_guests", fake_ansible)
     inventory = verifier.Inventory(hosts={"a": {}}, mgmt_host_ip="100.64.1.1",
                                    work_dir=tmp_path)
-    verifier._run(lab, Target(uri="test:///default"), None, cells, inventory, lambda m: None)
+    verifier._run(lab, Target(uri="test:///default"), None, cells, inventory, lambda m: None,
+                  verifier.ProbeSources(guests=fake_ansible, probe_module=lambda: SimpleNamespace(
+                      run_all=lambda specs: {}, probe=fake_probe)))
     assert holds_seen == [{"a": [{"id": "web", "port": 8080, "proto": "tcp",
                                   "mac": lab.vm("a").nics[0].mac, "origins": ["host"]}]}]
     [cell] = cells
@@ -230,9 +229,8 @@ def test_the_process_that_ran_the_playbook_signals_the_end_even_when_it_fails(mo
 
     def broken(*args):
         raise RuntimeError("ansible-runner failed")
-    monkeypatch.setattr(guest_ansible, "run_playbook", broken)
     with pytest.raises(RuntimeError):
-        guest_ansible.run_playbook_then_stop(tmp_path / "stop", "dir", "verify.yml", {}, {})
+        guest_ansible.run_playbook_then_stop(tmp_path / "stop", broken, "dir", "verify.yml", {}, {})
     assert (tmp_path / "stop").exists()
 
 

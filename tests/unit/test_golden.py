@@ -14,7 +14,8 @@ from tests.conftest import ROOT, regen_golden
 CASES = sorted(p.parent.name for p in (ROOT / "tests" / "golden").glob("*/lab.yaml"))
 HARDWARE_ONLY = {"sriov", "vdpa"}     # VirtualBox has no attachment for these
 LIBVIRT_ONLY = {"cloud"}              # cloud images: libvirt backend only, for now
-REFUSED_ON_VBOX = {"impair-netem": r"nics\[0\]\.impair\.delay_ms: VirtualBox has no delay"}
+REFUSED_ON_VBOX = {"impair-netem": r"nics\[0\]\.impair\.delay_ms: VirtualBox has no delay",
+                   "openflow": r"networks\.fabric\.switch: VirtualBox has no OpenFlow switch"}
 
 
 def _compare(path: Path, text: str) -> None:

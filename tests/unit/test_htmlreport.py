@@ -99,18 +99,16 @@ def test_a_per_vm_nat_nic_shows_the_address_the_nat_hands_out():
 
 def test_verify_result_carries_the_topology_and_keeps_its_other_keys(tmp_path, monkeypatch):
     """verify() with its three probe sources replaced (FAKE: no Ansible, no listener)."""
-    from provisioner.verify import ansible as guest_ansible, listeners, run as verifier
+    from provisioner.verify import run as verifier
     from provisioner.host.state import Target
 
-    monkeypatch.setattr(listeners, "start_listeners", lambda *a: None)
-    monkeypatch.setattr(guest_ansible, "run_guests", lambda *a: {})
-    monkeypatch.setattr(verifier, "probe_module",
-                        lambda: SimpleNamespace(run_all=lambda specs: {}))
     the_lab = lab("hostonly")
     inventory = verifier.Inventory(hosts={"vm1": {"ansible_host": "192.168.63.10"}},
                                    mgmt_host_ip="192.168.63.1", work_dir=tmp_path)
+    fakes = verifier.ProbeSources(start_listeners=lambda *a: None, guests=lambda *a: {},
+                                  probe_module=lambda: SimpleNamespace(run_all=lambda specs: {}))
     result = verifier.verify(the_lab, Target(uri="test:///default"), lambda m: None,
-                             inventory=inventory)
+                             inventory=inventory, sources=fakes)
     assert {"lab", "backend", "inventory", "ok", "checks", "timings", "notes"} <= set(result)
     assert result["topology"] == topology.of(the_lab, {"vm1": "192.168.63.10", })
     assert result["topology"]["vms"][0]["control_address"] == "192.168.63.10"

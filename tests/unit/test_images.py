@@ -209,7 +209,10 @@ DEBS = [{"name": "linux-image-6.1.0-56-amd64", "file": "linux.deb", "sha256": "a
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("VNET_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(guestdebs, "resolve", lambda *a, **k: DEBS)
+    debdir = tmp_path / "cache" / "debs"           # apt's answer, remembered for these lists
+    debdir.mkdir(parents=True)
+    (debdir / guestdebs.MEMO).write_text(json.dumps({"stamp": guestdebs.lists_stamp(),
+                                                     "debs": DEBS}))
 
     def no_commands(*a, **k):
         raise AssertionError(f"a cached image must not run anything: {a}")
@@ -256,9 +259,8 @@ def test_find_tiny_is_none_when_nothing_is_cached(cache):
 
 
 def test_find_tiny_without_apt_takes_the_newest_image_of_this_code(cache, monkeypatch):
-    def no_apt(*a, **k):
-        raise VnetError("apt-get is missing")
-    monkeypatch.setattr(guestdebs, "resolve", no_apt)
+    (cache / "debs" / guestdebs.MEMO).unlink()
+    monkeypatch.setenv("PATH", str(cache / "empty"))     # no apt-get on it
     fake_image(cache, "1111111111111111", "2026-11-01T00:00:00Z")
     newest = fake_image(cache, "2222222222222222", "2026-11-20T00:00:00Z")
     assert images.find_tiny().kernel == newest / "vmlinux"

@@ -1,25 +1,36 @@
 """The tiny image's resolved-package memo (resolved.json) is written atomically and a torn or
 foreign one is a cache miss: the next build resolves again instead of crashing (issue 10,
-point 7). apt is replaced by a recorder; the memo's stamp is computed from this host's lists."""
+point 7). apt is replaced by a recorder at vnet's one subprocess site (host/runner.py); the
+memo's stamp is computed from this host's lists."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
 from provisioner.guest import debs as guestdebs
+from provisioner.host import runner
 
-DEBS = [{"name": "linux-image-x", "file": "linux-image-x_1_amd64.deb", "sha256": "0" * 64}]
+NAMES = ["linux-image-6.1.0-9-amd64", *guestdebs.PACKAGES]
+DEBS = [{"name": n, "file": f"{n}_1_amd64.deb", "sha256": "0" * 64} for n in NAMES]
 
 
 @pytest.fixture
 def apt(monkeypatch):
+    """FAKE apt: `apt-cache depends` names the kernel, `apt-get download --print-uris` prints
+    one line per package; every --print-uris run is recorded."""
     calls = []
 
-    def print_uris():
+    def run(argv, **kw):
+        if argv[:2] == ["apt-cache", "depends"]:
+            return SimpleNamespace(stdout="linux-image-amd64\n  Depends: linux-image-6.1.0-9-amd64\n")
+        assert argv[:3] == ["apt-get", "download", "--print-uris"], argv
         calls.append("print-uris")
-        return DEBS
-    monkeypatch.setattr(guestdebs, "_print_uris", print_uris)
+        return SimpleNamespace(stdout="".join(
+            f"'http://deb.example/{d['file']}' {d['file']} 100 SHA256:{d['sha256']}\n"
+            for d in DEBS))
+    monkeypatch.setattr(runner, "run", run)
     monkeypatch.setattr(guestdebs.shutil, "which", lambda name: f"/usr/bin/{name}")
     return calls
 

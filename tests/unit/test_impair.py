@@ -3,7 +3,6 @@ libvirt applies each part (golden), VirtualBox's bandwidth groups, the tolerance
 guest's measurement against a real listener on loopback (its negative control: a declared
 delay that is not there is out of tolerance)."""
 import json
-import math
 import socket
 import threading
 import time

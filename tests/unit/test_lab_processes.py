@@ -117,7 +117,7 @@ def test_sandbox_down_stops_the_proxies_of_its_labs(state_root):
 def test_verifier_listeners_that_fail_to_start_are_stopped(state_root, tmp_path, monkeypatch):
     """The listeners start inside the try that stops them: when the second one cannot start,
     verify() fails and the first one is stopped too."""
-    from provisioner.verify import listeners, run as verify
+    from provisioner.verify import run as verify
     busy = socket.socket()
     busy.bind(("127.0.0.2", 0))
     busy.listen()
@@ -127,12 +127,13 @@ def test_verifier_listeners_that_fail_to_start_are_stopped(state_root, tmp_path,
     monkeypatch.setattr(procs, "spawn", lambda *a, **kw: spawned.append(real_spawn(*a, **kw))
                         or spawned[-1])
     monkeypatch.setattr(verify.random, "randint", lambda a, b: port)
-    monkeypatch.setattr(listeners, "listener_addresses", lambda *a: ["127.0.0.1", "127.0.0.2"])
     lab = resolve(default_lab("hostonly", vms=1, name="lst"))
     inventory = verify.Inventory(hosts={}, mgmt_host_ip="192.0.2.1", work_dir=tmp_path)
     try:
         with pytest.raises(VnetError, match="listener on 127.0.0.2 did not start"):
-            verify.verify(lab, TARGET, lambda m: None, inventory=inventory)
+            verify.verify(lab, TARGET, lambda m: None, inventory=inventory,
+                          sources=verify.ProbeSources(
+                              listener_addresses=lambda *a: ["127.0.0.1", "127.0.0.2"]))
     finally:
         busy.close()
     assert len(spawned) == 2, "the first listener never ran: the test proves nothing"

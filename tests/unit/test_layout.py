@@ -81,3 +81,84 @@ def test_no_module_is_over_the_line_limit():
     long = {name: n for name, path in _modules().items()
             if (n := len(path.read_text().splitlines())) > MAX_LINES}
     assert not long, f"split these modules (over {MAX_LINES} lines): {long}"
+
+
+def _strings(node: ast.AST) -> list[str] | None:
+    """The strings of a literal string or collection of strings (frozenset({...}) too)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return [node.value]
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+            and node.func.id in ("frozenset", "set", "tuple", "list") and len(node.args) == 1:
+        return _strings(node.args[0])
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        found: list[str] = []
+        for element in node.elts:
+            inner = _strings(element)
+            if inner is None:
+                return None
+            found += inner
+        return found
+    return None
+
+
+def _is_mode(node: ast.AST) -> bool:
+    """net.mode, mode, mode_name, mode.name, x["mode"], x.get("mode")."""
+    if isinstance(node, ast.Attribute):
+        return node.attr == "mode" or (node.attr == "name" and _is_mode(node.value))
+    if isinstance(node, ast.Name):
+        return node.id in ("mode", "mode_name")
+    if isinstance(node, ast.Subscript):
+        return isinstance(node.slice, ast.Constant) and node.slice.value == "mode"
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+        and node.func.attr == "get" and bool(node.args) \
+        and isinstance(node.args[0], ast.Constant) and node.args[0].value == "mode"
+
+
+def mode_name_uses(source: str, mode_names: set[str]) -> list[str]:
+    """A mode compared by name (`net.mode == "nat"`, `mode.name in ("a", "b")`), or a
+    module-level collection of mode names (what such a comparison would test against)."""
+    tree = ast.parse(source)
+    found = []
+    for node in tree.body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+            if set(_strings(node.value) or ()) & mode_names:
+                found.append(f"{node.lineno}: {ast.unparse(node)}")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            if any(_is_mode(o) for o in operands) \
+                    and any(set(_strings(o) or ()) & mode_names for o in operands):
+                found.append(f"{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_no_mode_is_known_by_name_outside_lab_modes():
+    """What differs per mode is data on the mode (lab/modes/): adding a mode is one file. The
+    VirtualBox adapters and libvirt interface types that share a mode's name are not modes."""
+    from provisioner.lab import modes
+
+    names = set(modes.names())
+    offenders = {}
+    for name, path in _modules().items():
+        if not name.startswith("provisioner.lab.modes"):
+            if uses := mode_name_uses(path.read_text(), names):
+                offenders[name] = uses
+    assert not offenders, offenders
+
+
+def test_the_mode_check_sees_each_way_of_naming_a_mode():
+    names = {"natnetwork", "bridged", "internal"}
+    source = '''
+STATIC = frozenset({"natnetwork"})
+KINDS = ("bridged", "internal")
+ADAPTERS = {"natnetwork": 1}
+def f(net, mode, n):
+    if net.mode == "bridged" or mode.name != "internal" or n.get("mode") in ("natnetwork",):
+        pass
+    if adapter(net) == "natnetwork" or net.mode in modes.MODES:
+        pass
+'''
+    assert mode_name_uses(source, names) == [
+        "2: STATIC = frozenset({'natnetwork'})", "3: KINDS = ('bridged', 'internal')",
+        "6: net.mode == 'bridged'", "6: mode.name != 'internal'",
+        "6: n.get('mode') in ('natnetwork',)"]       # not the adapter, not the registry lookup

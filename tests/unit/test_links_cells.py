@@ -172,9 +172,8 @@ def test_libvirt_set_link_updates_the_live_interface(monkeypatch):
             updates.append((ET.fromstring(text), flags))
 
     drv = LibvirtDriver(Target(uri="qemu:///x"), owner="o")
-    monkeypatch.setattr(LibvirtDriver, "_lookup", staticmethod(lambda fn, name: Dom()))
-    monkeypatch.setattr(LibvirtDriver, "conn",
-                        property(lambda self: SimpleNamespace(lookupByName=None)))
+    monkeypatch.setattr(LibvirtDriver, "conn",         # FAKE connection: one running domain
+                        property(lambda self: SimpleNamespace(lookupByName=lambda name: Dom())))
     drv.set_link("vnet-l-a", "52:54:00:AA:BB:02", up=False)
     drv.set_link("vnet-l-a", "52:54:00:aa:bb:01", up=False)
     libvirt = __import__("libvirt")
@@ -192,11 +191,11 @@ def test_failovers_go_to_the_second_task_and_both_results_are_kept(lab, monkeypa
 
     monkeypatch.setenv("VNET_STATE_DIR", str(tmp_path / "state"))
     seen = {}
-    monkeypatch.setattr(guest_ansible, "run_playbook",
-                        lambda private, playbook, inventory, env: seen.update(inventory) or {})
     cells = checks.build(lab, Backend.LIBVIRT, ENDS)
     inv = verifier.Inventory(hosts={}, mgmt_host_ip="100.64.3.1", work_dir=tmp_path / "w")
-    guest_ansible.run_guests(lab, Target(uri="qemu:///system"), cells, inv, lambda _m: None)
+    guest_ansible.run_guests(lab, Target(uri="qemu:///system"), cells, inv, lambda _m: None,
+                             playbook=lambda private, playbook, inventory, env:     # FAKE run
+                             seen.update(inventory) or {})
     hosts = seen["all"]["hosts"]
     assert [p["failover"]["bond"] for p in hosts["a"]["vnet_failovers"]] == ["bond0"]
     assert hosts["a"]["vnet_probes"] and not any(p.get("failover")

@@ -153,8 +153,6 @@ def test_up_and_destroy_of_one_lab_never_interleave(monkeypatch):
         events.append("up end")
         return {}
 
-    monkeypatch.setattr(lifecycle, "_up", fake_up)
-    monkeypatch.setattr(lifecycle, "_destroy", lambda *a: events.append("destroy") or [])
     monkeypatch.setattr(lifecycle.LibvirtDriver, "conn", property(lambda self: object()))
     from provisioner import doctor
     monkeypatch.setattr(doctor, "preflight", lambda lab, target: None)
@@ -162,10 +160,12 @@ def test_up_and_destroy_of_one_lab_never_interleave(monkeypatch):
     class Lab:
         name = "web"
 
-    up = threading.Thread(target=lifecycle.up, args=(Lab(), TARGET, lambda m: None))
+    up = threading.Thread(target=lifecycle.up, args=(Lab(), TARGET, lambda m: None),
+                          kwargs={"bring_up": fake_up})
     up.start()
     assert inside_up.wait(DEADLINE)
-    destroy = threading.Thread(target=lifecycle.destroy, args=("web", TARGET, said.append))
+    destroy = threading.Thread(target=lifecycle.destroy, args=("web", TARGET, said.append),
+                               kwargs={"tear_down": lambda *a: events.append("destroy") or []})
     destroy.start()
     wait_for(lambda: said, "destroy says that it waits for the lab's lock")
     assert "waiting for lab sandbox-h3t-web's lock" in said[0]
@@ -193,14 +193,13 @@ def test_sandbox_up_and_down_hold_the_sandbox_lock(monkeypatch):
             events.append("already up")
         return sb
 
-    monkeypatch.setattr(sandbox, "_check_machine", lambda sb: None)
-    monkeypatch.setattr(sandbox, "_up", fake_up)
-    monkeypatch.setattr(sandbox, "_down", lambda sb, progress: events.append("down"))
-    first = threading.Thread(target=sandbox.up, args=("h3t", lambda m: None))
+    fakes = {"check": lambda sb: None, "create": fake_up}
+    first = threading.Thread(target=sandbox.up, args=("h3t", lambda m: None), kwargs=fakes)
     first.start()
     assert inside.wait(DEADLINE)
-    second = threading.Thread(target=sandbox.up, args=("h3t", said.append))
-    down = threading.Thread(target=sandbox.down, args=("h3t", said.append))
+    second = threading.Thread(target=sandbox.up, args=("h3t", said.append), kwargs=fakes)
+    down = threading.Thread(target=sandbox.down, args=("h3t", said.append),
+                            kwargs={"remove": lambda sb, progress: events.append("down")})
     second.start()
     wait_for(lambda: said, "the second up waits")
     down.start()
@@ -251,21 +250,21 @@ def test_sandbox_down_waits_for_a_lab_up_in_that_sandbox(monkeypatch):
         events.append(f"up {lab.name} end")
         return {}
 
-    monkeypatch.setattr(lifecycle, "_up", fake_up)
-    monkeypatch.setattr(lifecycle, "_destroy", lambda name, *a: events.append(f"destroy {name}"))
     monkeypatch.setattr(lifecycle.LibvirtDriver, "conn", property(lambda self: object()))
     from provisioner import doctor
     monkeypatch.setattr(doctor, "preflight", lambda lab, target: None)
-    monkeypatch.setattr(sandbox, "_down", lambda sb, progress: events.append("sandbox down"))
 
     class Lab:
         name = "web"
 
-    up = threading.Thread(target=lifecycle.up, args=(Lab(), TARGET, lambda m: None))
+    up = threading.Thread(target=lifecycle.up, args=(Lab(), TARGET, lambda m: None),
+                          kwargs={"bring_up": fake_up})
     up.start()
     assert inside.wait(DEADLINE)
-    lifecycle.destroy("other", TARGET, lambda m: None)     # another lab: no wait
-    down = threading.Thread(target=sandbox.down, args=("h3t", said.append))
+    lifecycle.destroy("other", TARGET, lambda m: None,      # another lab: no wait
+                      tear_down=lambda name, *a: events.append(f"destroy {name}"))
+    down = threading.Thread(target=sandbox.down, args=("h3t", said.append),
+                            kwargs={"remove": lambda sb, progress: events.append("sandbox down")})
     down.start()
     wait_for(lambda: said, "sandbox down says that it waits")
     assert f"waiting for sandbox h3t's lock held by pid {os.getpid()}" in said[0]

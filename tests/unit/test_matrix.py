@@ -1,12 +1,16 @@
-"""vnet matrix with the lab lifecycle replaced by fakes: verdicts, files, exit codes, and the
-temporary sandbox removed whatever happens (Ctrl-C included)."""
+"""vnet matrix with a FAKE driver registered for the backend (drivers/base.py's registry):
+verdicts, files, exit codes, and the temporary sandbox removed whatever happens (Ctrl-C
+included). The matrix reaches the fake only through the Driver contract and the ops layer."""
 import json
 import xml.etree.ElementTree as ET
 
 import pytest
 from click.testing import CliRunner
 
-from provisioner.drivers.libvirt import lifecycle
+from types import SimpleNamespace
+
+from provisioner import doctor
+from provisioner.drivers import base as drivers
 from provisioner.ops import matrix
 from provisioner.host import sandbox, state
 from provisioner.verify import run as verifier
@@ -14,24 +18,59 @@ from provisioner.cli import main
 from provisioner.doctor import error
 from provisioner.errors import HypervisorError, Unsupported
 from provisioner.host.state import Target
+from provisioner.lab.model import Backend
+
+REPLACED: dict = {}      # backend -> the driver a Fake replaced in the registry
+
+
+@pytest.fixture(autouse=True)
+def real_drivers_afterwards():
+    yield
+    for backend, previous in REPLACED.items():
+        drivers.register(backend, previous)
+    REPLACED.clear()
 
 
 class Fake:
-    """Records what the matrix did; lab outcomes are chosen per lab name."""
+    """A FAKE driver registered for `backend`: records what the matrix did; lab outcomes are
+    chosen per lab name."""
 
-    def __init__(self, monkeypatch, red=(), broken=(), interrupt=(), no_hardware=(), crash=()):
+    def __init__(self, monkeypatch, red=(), broken=(), interrupt=(), no_hardware=(), crash=(),
+                 backend=Backend.LIBVIRT):
         self.calls, self.crash = [], crash
         self.red, self.broken, self.interrupt, self.no_hardware = red, broken, interrupt, no_hardware
+        fake = self
+
+        class FakeDriver(drivers.Driver):
+            @classmethod
+            def target_for(cls, sandbox_name, uri):
+                return Target(uri=f"qemu:///system?socket=/x/{sandbox_name}",
+                              sandbox=sandbox_name, netns=f"vnet-{sandbox_name}-host")
+
+            def up(self, lab, progress, wait=True):
+                return fake.up(lab, self.target, progress)
+
+            def destroy(self, lab_name, progress):
+                fake.calls.append(("destroy", lab_name))
+                return []
+
+            def status(self, lab_name):
+                raise AssertionError("the matrix asks no status")
+
+            def labs(self):
+                return []
+
+            def gc(self, progress):
+                return []
+        FakeDriver.backend = Backend(backend)
+        REPLACED.setdefault(FakeDriver.backend, drivers.register(backend, FakeDriver))
         monkeypatch.setattr(sandbox, "up", lambda name, progress: self.calls.append(("sandbox up", name)))
         monkeypatch.setattr(sandbox, "down", lambda name, progress: self.calls.append(("sandbox down", name)))
-        monkeypatch.setattr(lifecycle, "target_for", lambda name, uri: Target(
-            uri=f"qemu:///system?socket=/x/{name}", sandbox=name, netns=f"vnet-{name}-host"))
-        monkeypatch.setattr(lifecycle, "up", self.up)
-        monkeypatch.setattr(lifecycle, "destroy", lambda name, target, say: self.calls.append(("destroy", name)))
         monkeypatch.setattr(verifier, "verify", self.verify)
-        monkeypatch.setattr(verifier, "_sandbox", lambda target: sandbox.describe(target.sandbox))
         monkeypatch.setattr(state, "read", lambda target, name: None)
-        monkeypatch.setattr(matrix, "_doctor", lambda name, progress: {"status": "warn", "findings": []})
+        monkeypatch.setattr(doctor, "diagnose", lambda backend, sandbox, progress: SimpleNamespace(
+            errors=[], of=lambda level: [], as_json=lambda: {"status": "warn", "findings": [],
+                                                              "backend": Backend(backend).value}))
 
     def up(self, lab, target, say):
         self.calls.append(("up", lab.name))
@@ -50,7 +89,7 @@ class Fake:
             raise exc
         return {"timings": {"image": 0.0, "define": 1.0, "address": 4.0}}
 
-    def verify(self, lab, target, say, timings=None):
+    def verify(self, lab, target, say, timings=None, inventory=None):
         cell = {"kind": "vm_to_vm", "network": "net", "mode": "x", "source": "vm1",
                 "target": "vm2", "expected": "pass", "observed": "pass", "ok": True,
                 "detail": "answered"}
@@ -189,3 +228,27 @@ def test_an_unexpected_exception_is_one_lab_error_not_the_end(monkeypatch, tmp_p
     assert "unexpected KeyError" in summary["labs"][0]["detail"]
     assert ("destroy", "mx-internal-virtio") in fake.calls
     assert matrix.exit_status(summary) == 3
+
+
+def test_the_matrix_runs_on_any_registered_backend(monkeypatch, tmp_path):
+    """A FAKE VirtualBox driver in the registry: the matrix plans with that backend's renderer
+    (bridged x vdpa is libvirt-only), creates, verifies and destroys through the driver, and
+    leaves libvirt's driver alone."""
+    fake = Fake(monkeypatch, backend=Backend.VIRTUALBOX)
+
+    def no_libvirt(*a, **k):
+        raise AssertionError("the matrix asked libvirt")
+    libvirt = drivers.driver_class(Backend.LIBVIRT)
+    monkeypatch.setattr(libvirt, "target_for", classmethod(no_libvirt))
+    monkeypatch.setattr(libvirt, "up", no_libvirt)
+    summary = matrix.run(["hostonly", "bridged"], ["virtio", "vdpa"], tmp_path,
+                         progress=lambda m: None, backend="virtualbox")
+    assert [(lab["lab"], lab["verdict"]) for lab in summary["labs"]] == [
+        ("mx-hostonly-virtio", "green"), ("mx-hostonly-vdpa", "unsupported"),
+        ("mx-bridged-virtio", "green"), ("mx-bridged-vdpa", "unsupported")]
+    assert summary["doctor"]["backend"] == "virtualbox"
+    assert [c for c in fake.calls if c[0] in ("up", "destroy")] == [
+        ("up", "mx-hostonly-virtio"), ("destroy", "mx-hostonly-virtio"),
+        ("up", "mx-bridged-virtio"), ("destroy", "mx-bridged-virtio")]
+    report = json.loads((tmp_path / "mx-bridged-vdpa.json").read_text())
+    assert report["backend"] == "virtualbox" and report["unsupported"]

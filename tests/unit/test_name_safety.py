@@ -5,6 +5,7 @@ Every test runs with VNET_STATE_DIR in a tmp dir full of decoys, libvirt replace
 connection, and shutil.rmtree jailed to the tmp dir: run against the old code, `destroy /` must
 not reach the real root."""
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,6 @@ from click.testing import CliRunner
 from provisioner.drivers.libvirt import lifecycle
 from provisioner.host import sandbox, ssh, state
 from provisioner.cli import main
-from provisioner.drivers.libvirt import connection as libvirt_driver
 from provisioner.drivers.virtualbox import lifecycle as vbox_exec
 from provisioner.drivers.libvirt.render import XMLNS
 from provisioner.errors import VnetError
@@ -76,7 +76,7 @@ def world(tmp_path, monkeypatch):
     root = tmp_path / "state"
     monkeypatch.setenv("VNET_STATE_DIR", str(root))
     fake = FakeLibvirt()
-    monkeypatch.setattr(libvirt_driver, "_libvirt", lambda: fake)
+    monkeypatch.setitem(sys.modules, "libvirt", fake)     # what `import libvirt` finds
     monkeypatch.setattr(ssh, "close_masters", lambda directory: None)
     monkeypatch.setattr(lifecycle, "target_for", lambda name, uri: Target(
         uri=uri or "qemu:///fake", sandbox=name))
@@ -244,7 +244,6 @@ def test_a_lab_dir_made_before_its_record_is_still_removable(world, monkeypatch)
 def test_sandbox_down_removes_lab_state_through_the_guard(world, monkeypatch):
     """`sandbox down` removes its labs' directories only where a lab record is, and leaves a
     stranger directory in place with a warning."""
-    monkeypatch.setattr(sandbox, "_our_processes", lambda sb: {})
     monkeypatch.setattr(sandbox, "pids_in_netns", lambda names: {})
     monkeypatch.setattr(sandbox, "netns_inode", lambda ns: None)
     target = Target(uri="qemu:///fake", sandbox="s")

@@ -927,7 +927,7 @@ def test_virtualbox_labs_are_verified_over_the_management_network(vbox, monkeypa
     from types import SimpleNamespace
 
     from provisioner.verify import checks
-    from provisioner.verify import ansible as guest_ansible, listeners, run as verifier
+    from provisioner.verify import run as verifier
     from provisioner.lab.model import Backend
 
     playbooks, results = [], []
@@ -944,18 +944,17 @@ def test_virtualbox_labs_are_verified_over_the_management_network(vbox, monkeypa
                           "detail": "fake"} for s in specs}
 
     real_verify = verifier.verify
+    fakes = verifier.ProbeSources(
+        playbook=fake_playbook, start_listeners=lambda *a: [],        # no listener starts
+        probe_module=lambda: SimpleNamespace(
+            run_all=fake_run_all, probe=lambda s: fake_run_all([dict(s, id="1")])["1"]),
+        ssh_login=lambda spec, stop: fake_run_all([dict(spec, id="1")])["1"])  # FAKE login
 
-    def spy(lab_, target, progress, timings=None, inventory=None):
+    def spy(lab_, target, progress, timings=None, inventory=None):     # the CLI's verify()
         results.append((target, inventory, real_verify(lab_, target, progress, timings,
-                                                       inventory)))
+                                                       inventory, sources=fakes)))
         return results[-1][2]
 
-    monkeypatch.setattr(guest_ansible, "run_playbook", fake_playbook)
-    monkeypatch.setattr(verifier, "probe_module", lambda: SimpleNamespace(
-        run_all=fake_run_all, probe=lambda s: fake_run_all([dict(s, id="1")])["1"]))
-    monkeypatch.setattr(verifier.forwardcheck, "_ssh_login",      # FAKE login: the forward answers
-                        lambda spec, stop: fake_run_all([dict(spec, id="1")])["1"])
-    monkeypatch.setattr(listeners, "start_listeners", lambda *a: [])
     monkeypatch.setattr(verifier, "verify", spy)
     with guest(vbox):
         created = CliRunner().invoke(main, ["create", "--mode", "natnetwork", "--backend",

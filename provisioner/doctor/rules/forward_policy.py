@@ -4,11 +4,11 @@ one bridge (internal networks, a bridged LAN) also traverse FORWARD, where that 
 them: VM<->VM and the LAN go dark while everything else looks fine."""
 from __future__ import annotations
 
+from ...lab import modes
 from ..base import Finding, Rule, error, ok, warn
 from ..host import Host
 
 ID = "forward-policy"
-BRIDGE_MODES = ("bridged", "internal")
 
 
 def check(host: Host) -> list[Finding]:
@@ -29,8 +29,9 @@ def check(host: Host) -> list[Finding]:
     docker = "-j DOCKER-USER" in out.stdout or "-j DOCKER" in out.stdout
     who = "Docker" if docker else ("ufw" if "ufw-" in out.stdout else "a firewall")
     bridge_nf = host.sysctl("net.bridge.bridge-nf-call-iptables") == "1"
-    affected = BRIDGE_MODES if host.lab is None else \
-        tuple(sorted({n.mode for n in host.lab.networks if n.mode in BRIDGE_MODES}))
+    bridge_modes = tuple(m.name for m in modes.MODES.values() if m.unrouted_bridge)
+    affected = bridge_modes if host.lab is None else \
+        tuple(sorted({n.mode for n in host.lab.networks if modes.MODES[n.mode].unrouted_bridge}))
     summary = (f"the FORWARD chain policy {host.where()} is DROP (set by {who})")
     fix = ("allow bridged frames: "
            + ("`iptables -I DOCKER-USER -i <bridge> -o <bridge> -j ACCEPT` for each lab "

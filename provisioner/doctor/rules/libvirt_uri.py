@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import urllib.parse
 
+from ...lab import modes
 from ..base import Finding, Rule, error, ok
 from ..host import Host
 
 ID = "libvirt-uri"
-NEEDS_NETWORK = ("natnetwork", "hostonly", "internal")
 
 
 def check(host: Host) -> list[Finding]:
@@ -19,7 +19,7 @@ def check(host: Host) -> list[Finding]:
     needing = ["the management network (every lab has one)"]
     if host.lab is not None:
         needing += [f"network {n.name} ({n.mode})" for n in host.lab.networks
-                    if n.mode in NEEDS_NETWORK]
+                    if modes.MODES[n.mode].libvirt_interface == "network"]
     system = f"{parts.scheme}://{parts.netloc}/system" + (f"?{parts.query}" if parts.query else "")
     return [error(ID, f"{host.uri} is a session connection: an unprivileged libvirtd cannot "
                       "create bridged virtual networks (no bridge, dnsmasq or firewall "

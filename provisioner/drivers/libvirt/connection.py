@@ -152,6 +152,17 @@ class LibvirtDriver:
                 return
         raise HypervisorError(f"{domain} has no interface with MAC {mac}")
 
+    def interface_target(self, domain: str, mac: str) -> str | None:
+        """The host-side device (<target dev/>) of a running domain's interface with this MAC."""
+        dom = self._lookup(self.conn.lookupByName, domain)
+        if dom is None or not dom.isActive():
+            return None
+        for iface in ET.fromstring(dom.XMLDesc(0)).findall("./devices/interface"):
+            node, target = iface.find("mac"), iface.find("target")
+            if node is not None and node.get("address", "").lower() == mac.lower():
+                return None if target is None else target.get("dev")
+        return None
+
     # --- discovery --------------------------------------------------------------------------
 
     def tagged(self) -> Iterator[tuple[str, str, object, dict]]:

@@ -3,13 +3,13 @@ libvirtd. The work is in lifecycle.py (up, status, destroy, gc, list) and connec
 from __future__ import annotations
 
 from ...host import state
+from ...host.capture import CapturePoint
 from ...host.state import Target
-from ...lab.model import Backend, Lab
+from ...lab.model import Backend, Impairment, Lab
 from ...progress import Progress
 from ...lab.naming import object_name
-from ...lab.model import Impairment
 from ..base import Driver, declare_impairment, lab_from_record
-from . import impair as impairs, lifecycle, multihost
+from . import capture, impair as impairs, lifecycle, multihost
 from .connection import LibvirtDriver
 
 
@@ -55,6 +55,22 @@ class Libvirt(Driver):
         _, found = self.link_nic(lab_name, vm, nic)
         LibvirtDriver(self.target).set_link(object_name(lab_name, vm), found.mac, up)
 
+    def capture_point(self, lab_name: str, vm: str, nic: int) -> CapturePoint:
+        record, found = self.link_nic(lab_name, vm, nic)
+        tap = LibvirtDriver(self.target).interface_target(object_name(lab_name, vm), found.mac)
+        return capture.nic_point(lab_from_record(record), self.target, vm, nic, tap)
+
+    def network_capture_point(self, lab_name: str, network: str) -> CapturePoint:
+        return capture.network_point(self.lab(lab_name), self.target, network)
+
+    def lab(self, lab_name: str) -> Lab:
+        from ...errors import NotFound
+
+        record = self.record(lab_name)
+        if record is None:
+            raise NotFound(f"no lab named {lab_name!r} on this target",
+                           hint="vnet list shows the labs")
+        return lab_from_record(record)
 
     def set_impairment(self, lab_name: str, vm: str, nic: int,
                        impair: Impairment | None) -> dict:

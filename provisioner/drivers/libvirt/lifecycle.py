@@ -6,14 +6,17 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from ...guest import cloudimages, seed
-from ...host import forwarding, ssh, state
+from ...host import forwarding, ssh, state, tunnelkeys
 from .. import boot
 from . import impair
 from ...guest.cmdline import bond_nic
 from ..base import lab_from_record
 from .connection import LibvirtDriver
+from . import ovsbridge
+from ...host import controller
 from ...lab import modes
 from ...lab.naming import object_name
 from .render import Context, ImageFiles, LibvirtRenderer
@@ -50,16 +53,18 @@ class Timings:
 
 # --- up -----------------------------------------------------------------------------------------
 
-def up(lab: Lab, target: Target, progress: Progress, wait: bool = True) -> dict:
+def up(lab: Lab, target: Target, progress: Progress, wait: bool = True, *,
+       bring_up: Callable[[Lab, Target, LibvirtDriver, Progress, bool], dict] | None = None) -> dict:
     """Bring the lab up; returns its record (also saved in the lab's state dir). Holds the
-    lab's lock: a `destroy` (or a second `up`) of the same lab waits for it."""
+    lab's lock: a `destroy` (or a second `up`) of the same lab waits for it. bring_up: the work
+    done under the lock (the real one by default; the lock tests pass a fake)."""
     from ... import doctor
 
     doctor.preflight(lab, target)     # missing SR-IOV/vDPA hardware, taken subnets: refuse first
     driver = LibvirtDriver(target)
     driver.conn       # an unreachable URI fails here, before an image is built or state written
     with state.lab_lock(target, lab.name, progress):
-        return _up(lab, target, driver, progress, wait)
+        return (bring_up or _up)(lab, target, driver, progress, wait)
 
 
 def _up(lab: Lab, target: Target, driver: LibvirtDriver, progress: Progress, wait: bool) -> dict:
@@ -71,6 +76,7 @@ def _up(lab: Lab, target: Target, driver: LibvirtDriver, progress: Progress, wai
     timings.mark("image")
     lab_dir = state.lab_dir(target, lab.name)
     _, pubkey = state.ssh_key(target, lab.name)
+    tunnelkeys.ensure_secrets(lab_dir, lab.tunnels)     # the lab's own ipsec/wireguard keys
     chosen = accel.choose(image, progress)
     ctx = Context(image=ImageFiles(str(image.kernel), str(image.initrd), str(image.rootdisk),
                                    image.cmdline_base),
@@ -87,7 +93,13 @@ def _up(lab: Lab, target: Target, driver: LibvirtDriver, progress: Progress, wai
     state.save(target, lab.name, record)     # before anything exists: a crash stays findable
     timings.mark("plan")
     prepare_cloud(plan, bases, progress)
-    started = driver.apply(plan, progress)
+    ovsbridge.create(lab, target, driver.owner, progress)   # before libvirt names them
+    try:     # a learning controller answers the table-miss before the first guest boots
+        controller.start(lab, target, lab_dir, ovsbridge.for_target(target), progress)
+        started = driver.apply(plan, progress)
+    except BaseException:
+        controller.stop(lab_dir, progress)
+        raise
     forwarding.add_hostfwds(driver, plan.extra["hostfwd"])
     forwarding.start_proxy(target, lab_dir, plan.extra["proxies"])
     try:     # from here on a failure stops the proxy: no process outlives a failed `up`
@@ -105,6 +117,7 @@ def _up(lab: Lab, target: Target, driver: LibvirtDriver, progress: Progress, wai
         state.save(target, lab.name, record)
     except BaseException:
         forwarding.stop_proxy(lab_dir, progress)
+        controller.stop(lab_dir, progress)
         raise
     return record
 
@@ -220,18 +233,22 @@ def _addresses(nic, reported: dict[str, str]) -> list[str]:
     return []
 
 
-def destroy(lab_name: str, target: Target, progress: Progress) -> list[str]:
+def destroy(lab_name: str, target: Target, progress: Progress, *,
+            tear_down: Callable[[str, Target, Progress], list[str]] | None = None) -> list[str]:
     """Remove this owner's objects of the lab, its helpers and its state; waits for a running
-    `up` of the same lab to finish first."""
+    `up` of the same lab to finish first. tear_down: the work done under the lock (the real one
+    by default; the lock tests pass a fake)."""
     with state.lab_lock(target, lab_name, progress):
-        return _destroy(lab_name, target, progress)
+        return (tear_down or _destroy)(lab_name, target, progress)
 
 
 def _destroy(lab_name: str, target: Target, progress: Progress) -> list[str]:
     lab_dir = state.lab_dir(target, lab_name)
     forwarding.stop_proxy(lab_dir, progress)
+    controller.stop(lab_dir, progress)
     driver = LibvirtDriver(target)
     removed = driver.destroy(lab_name, progress)
+    removed += ovsbridge.remove(lab_name, target, driver.owner, progress)
     ssh.close_masters(ssh.control_dir(target, lab_name))
     ssh.control_dir(target, lab_name).rmdir()
     has_record = (lab_dir / state.RECORD).exists()
@@ -278,7 +295,9 @@ def gc(target: Target, progress: Progress) -> list[str]:
                          "--uri or --sandbox removes it")
                 continue
             forwarding.stop_proxy(state.lab_dir(target, lab), progress)
+            controller.stop(state.lab_dir(target, lab), progress)
             removed += driver.destroy(lab, progress)
+            removed += ovsbridge.remove(lab, target, driver.owner, progress)
             state.remove(target, lab)
     for lab, objects in sorted(driver.unowned().items()):
         progress(_left_alone(lab, objects))

@@ -67,6 +67,9 @@ def preflight(lab: Lab, targets: dict[str, Target]) -> dict[str, list]:
     addresses, the VNIs are free, and nothing asks for what is not built yet."""
     if any(net.port_forwards for net in lab.networks):
         raise Unsupported("port_forwards: not yet served in a lab with hosts:")
+    if lab.tunnels or any(net.switch != "linux" for net in lab.networks):
+        raise Unsupported("tunnels and Open vSwitch networks are not yet placed across hosts: "
+                          "use them in a lab without hosts:")
     problems: list[str] = []
 
     def reach(name: str, target: Target) -> None:

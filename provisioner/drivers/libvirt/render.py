@@ -129,6 +129,12 @@ class LibvirtRenderer:
             mode = modes.MODES[net.mode]
             if mode.libvirt_interface != "network":
                 continue     # user-mode NICs and host bridges need no libvirt network
+            if net.switch == "openvswitch":      # an Open vSwitch bridge vnet made (ovsbridge.py)
+                result.append(_NetView(
+                    name=net.name, mode=net.mode, libvirt_name=object_name(lab.name, net.name),
+                    bridge=bridge_name(lab.name, net.name), forward="bridge", host_ip=None,
+                    prefix=None, dhcp=False, virtualport="openvswitch"))
+                continue
             forward = mode.libvirt_forward
             hosts = [{"mac": nic.mac, "name": vm.name, "ip": str(nic.ip.ip)}
                      for vm, nic in lab.nics_on(net.name) if nic.ip is not None]
@@ -253,6 +259,7 @@ class _NetView:
     dhcp_hosts: list = field(default_factory=list)
     pf: str | None = None
     mtu: int | None = None        # a stretched network: the underlay's less VXLAN's overhead
+    virtualport: str | None = None       # openvswitch: libvirt plugs guests in with ovs-vsctl
 
 
 def _nth(subnet: IPv4Network, n: int) -> str:

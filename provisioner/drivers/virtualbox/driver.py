@@ -12,6 +12,7 @@ from ...host.owner import owner_id
 from ...host.state import Target
 from ...lab.model import Backend, Impairment, Lab
 from ...progress import Progress
+from ...host.capture import CapturePoint
 from ..base import Driver, declare_impairment, lab_from_record
 from . import api as vbox_api
 from . import bandwidth
@@ -107,6 +108,19 @@ class VirtualBox(Driver):
         vbox_api.backend().run(("VBoxManage", "controlvm", record["vms"][vm],
                                 f"setlinkstate{nic + 1}", "on" if up else "off"))
 
+    def capture_point(self, lab_name: str, vm: str, nic: int) -> CapturePoint:
+        """VirtualBox has no host-side tap vnet could open for every attachment (an internal
+        network has none at all), but it writes a NIC's frames to a pcap itself: nic_trace."""
+        self.link_nic(lab_name, vm, nic)
+        return CapturePoint(f"{vm}:{nic} (VirtualBox's trace of NIC {nic + 1})", None)
+
+    def nic_trace(self, lab_name: str, vm: str, nic: int, pcap: str, on: bool) -> None:
+        """Start or stop VirtualBox's own capture of a running VM's NIC into `pcap`."""
+        record, _ = self.link_nic(lab_name, vm, nic)
+        be = vbox_api.backend()
+        for argv in nic_trace_argv(record["vms"][vm], nic, pcap, on):
+            be.run(argv)
+
     def set_impairment(self, lab_name: str, vm: str, nic: int,
                        impair: Impairment | None) -> dict:
         """A new limit for the NIC's bandwidth group while the VM runs (`bandwidthctl set`;
@@ -144,6 +158,17 @@ class VirtualBox(Driver):
             return state.read(self.target, name) is not None
         except state.CorruptState:
             return False
+
+
+def nic_trace_argv(vbox_vm: str, nic: int, pcap: str, on: bool) -> list[tuple[str, ...]]:
+    """`VBoxManage controlvm VM nictracefileN FILE` then `nictraceN on` (off to stop): the
+    running-VM form of modifyvm's --nictraceN/--nictracefileN (the VirtualBox manual,
+    "VBoxManage controlvm" and "Network tracing"); modifyvm would need the VM powered off."""
+    slot = nic + 1
+    if not on:
+        return [("VBoxManage", "controlvm", vbox_vm, f"nictrace{slot}", "off")]
+    return [("VBoxManage", "controlvm", vbox_vm, f"nictracefile{slot}", pcap),
+            ("VBoxManage", "controlvm", vbox_vm, f"nictrace{slot}", "on")]
 
 
 def _applied(impair: Impairment | None, k: int) -> dict:

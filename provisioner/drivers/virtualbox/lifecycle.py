@@ -1,5 +1,5 @@
-"""`vnet up/create/destroy --backend virtualbox`: run the VirtualBox plan (vbox_render.py) through
-one backend (vbox_api.py: vboxapi or VBoxManage), so that a lab is either fully there or gone.
+"""`vnet up/create/destroy --backend virtualbox`: run the VirtualBox plan (render.py) through
+one backend (api.py: vboxapi or VBoxManage), so that a lab is either fully there or gone.
 
 up:      version -> context (host OS, /etc/vbox/networks.conf) -> plan (every refusal happens
          here, before anything exists) -> already up? (VMs tagged vnet/lab=<lab>, all running:
@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from ...guest import images
-from ...host import state
+from ...host import state, tunnelkeys
 from ...errors import CommandFailed, HypervisorError, VnetError
 from ...lab.model import Lab
 from ...host.owner import owner_id
@@ -102,6 +102,7 @@ def _up(be, lab: Lab, progress: Progress, wait: bool, context: VBoxContext | Non
     if given is None:
         image = images.build_tiny(progress=progress)
         _, pubkey = state.ssh_key(TARGET, lab.name)
+        tunnelkeys.ensure_secrets(state.lab_dir(TARGET, lab.name), lab.tunnels)
         context = replace(context, disk=str(media.convert_vdi(image.rootdisk, progress)),
                           ssh_pubkey=pubkey, cmdline_base=image.cmdline_base)
         plan = VirtualBoxRenderer(context).plan(lab)

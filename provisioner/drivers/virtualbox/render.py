@@ -51,7 +51,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_network
 from pathlib import PurePosixPath
 
 from ...guest import cmdline as guestcmdline
-from ...lab import modes, nics
+from ...lab import modes, nics, openflow
 from ...errors import Unsupported
 from ...lab.model import Backend, CloudImage, Lab, Network, Nic, Vm
 from ..base import Document, Plan, VBoxExtra
@@ -73,9 +73,10 @@ DHCP_SERVER_OFFSET = 2            # the host is subnet+1; VirtualBox's DHCP serv
 DHCP_LOWER_OFFSET = 100           # lease pool: subnet+100 (or the upper half) to broadcast-1
 
 
-# VirtualBox's NAT-network DHCP cannot reserve an address per MAC (its host-only DHCP server
-# can), so natnetwork guests take their planned addresses statically: port forwards aim at them.
-STATIC_ON_VIRTUALBOX = frozenset({"natnetwork"})
+def static_on_virtualbox() -> frozenset[str]:
+    """The modes whose guests take their planned addresses statically on VirtualBox (its DHCP
+    server for them cannot reserve one per MAC): Mode.vbox_static_addresses."""
+    return frozenset(m.name for m in modes.MODES.values() if m.vbox_static_addresses)
 
 
 class VirtualBoxRenderer:
@@ -147,6 +148,7 @@ class VirtualBoxRenderer:
                         f"vms.{vm.name}.nics[{k}].model: VirtualBox cannot attach {nic.model} "
                         f"NICs (it has no attachment for an SR-IOV VF or a vDPA device); "
                         f"VirtualBox supports NIC models: {', '.join(models)}")
+        openflow.refuse_on_virtualbox(lab)
         mgmt = self._mgmt_network().subnet
         if mgmt.num_addresses < MGMT_GUEST_OFFSET + len(lab.vms) + 1:
             raise Unsupported(f"mgmt_subnet: {mgmt} (VBoxContext) is too small for "
@@ -256,7 +258,7 @@ class VirtualBoxRenderer:
         return {"iso": boot_iso_path(self.ctx.serial_dir, vm.name),
                 "cmdline": guestcmdline.cmdline(self.ctx.cmdline_base, lab, vm,
                                                 self.ctx.ssh_pubkey, management=management,
-                                                static_modes=STATIC_ON_VIRTUALBOX)}
+                                                static_modes=static_on_virtualbox())}
 
     def _vm(self, lab: Lab, vm: Vm, index: int) -> list[tuple[str, tuple[str, ...]]]:
         name = vbox_name(lab.name, vm.name)

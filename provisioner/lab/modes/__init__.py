@@ -53,6 +53,13 @@ class Mode:
     libvirt_forward: str | None = None  # <forward mode> of its libvirt network
     per_vm_nat: bool = False       # each VM NIC has a private NAT (guest 10.0.2.15, no leases)
     host_forwards: str | None = None    # port forwards: "hostfwd" (QEMU) or "proxy" (vnet's)
+    # VirtualBox's DHCP server for this adapter cannot reserve an address per MAC (the NAT
+    # network's cannot; the host-only one can): its guests take their planned addresses
+    # statically, so that port forwards aim at them.
+    vbox_static_addresses: bool = False
+    # Frames between its guests cross a host bridge that libvirt adds no ACCEPT rule for: a
+    # FORWARD policy of DROP drops them when br_netfilter is on (doctor's forward-policy).
+    unrouted_bridge: bool = False
 
 
 def _load() -> dict[str, Mode]:

@@ -13,5 +13,5 @@ MODE = Mode(
     host_on_network=True,
     port_forwards=False,
     expected={Backend.VIRTUALBOX: _ROW, Backend.LIBVIRT: _ROW},
-    vbox_adapter="bridged", libvirt_interface="bridge",
+    vbox_adapter="bridged", libvirt_interface="bridge", unrouted_bridge=True,
 )

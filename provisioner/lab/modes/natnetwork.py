@@ -21,4 +21,5 @@ MODE = Mode(
                                   "network's bridge (the gateway address), so the host reaches "
                                   "guests directly; VirtualBox's NAT service does not"},
     vbox_adapter="natnetwork", libvirt_forward="nat", host_forwards="proxy",
+    vbox_static_addresses=True,
 )

@@ -1,0 +1,76 @@
+"""host/capture.py without capturing: the tcpdump argv, the checked pcap path, the filter check,
+and start/stop by PID on a stand-in tcpdump (a script that says "listening on" and waits)."""
+import os
+import stat
+
+import pytest
+
+from provisioner.errors import LabFileError, VnetError
+from provisioner.host import capture, runner
+
+
+def test_argv_runs_in_the_sandbox_host_namespace_and_keeps_root():
+    point = capture.CapturePoint("a:0", "vnet3", "vnet-s-host")
+    argv = capture.tcpdump_argv(point, "/x/a.pcap", "/lab/capture-1.bpf", count=5)
+    assert argv[:4] == ["ip", "netns", "exec", "vnet-s-host"]
+    assert argv[4:] == ["tcpdump", "-i", "vnet3", "-n", "-s", "0", "--immediate-mode", "-U",
+                        "-Z", "root", "-w", "/x/a.pcap", "-F", "/lab/capture-1.bpf", "-c", "5"]
+    assert capture.tcpdump_argv(capture.CapturePoint("a:0", "br0"), "-", "/f")[0] == "tcpdump"
+
+
+def test_pcap_path_is_checked_under_its_parent(tmp_path):
+    assert capture.pcap_path(tmp_path / "a.pcap") == (tmp_path / "a.pcap").resolve()
+    (tmp_path / "link.pcap").symlink_to("/etc/passwd")
+    with pytest.raises(VnetError, match="refusing state path"):
+        capture.pcap_path(tmp_path / "link.pcap")
+    (tmp_path / "d").mkdir()
+    with pytest.raises(LabFileError, match="exists and is not a regular file"):
+        capture.pcap_path(tmp_path / "d")
+    with pytest.raises(LabFileError, match="is not a directory"):
+        capture.pcap_path(tmp_path / "nope" / "a.pcap")
+
+
+@pytest.mark.skipif(runner.which("tcpdump") is None, reason="needs tcpdump (apt-get install tcpdump)")
+def test_a_bad_filter_is_bad_input_before_anything_starts():
+    capture.check_filter("udp port 4789")
+    with pytest.raises(LabFileError) as exc:
+        capture.check_filter("udp portt 4789")
+    assert exc.value.status == 2 and "is not a BPF filter tcpdump accepts: can't parse" \
+        in exc.value.message
+
+
+@pytest.fixture
+def fake_tcpdump(tmp_path, monkeypatch):
+    """A tcpdump stand-in on PATH: says it listens, writes its argv, waits for SIGTERM."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "tcpdump"
+    script.write_text("#!/bin/sh\necho \"$@\" > \"$(dirname \"$0\")/argv\"\n"
+                      "echo 'tcpdump: listening on x' >&2\n"
+                      "trap 'echo \"3 packets captured\" >&2; exit 0' TERM\n"
+                      "while :; do sleep 0.05; done\n")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return bin_dir
+
+
+def test_start_waits_for_listening_and_stop_ends_it_by_pid(fake_tcpdump, tmp_path):
+    cap = capture.start(capture.CapturePoint("br", "br0"), tmp_path / "a.pcap", tmp_path,
+                        bpf="udp")
+    assert cap.running() and cap.record.exists() and cap.filter_file.read_text() == "udp\n"
+    summary = cap.stop()
+    assert not cap.running() and not cap.record.exists() and not cap.filter_file.exists()
+    assert summary["tcpdump"] == {"captured": 3}
+    assert "-F " + str(cap.filter_file) in (fake_tcpdump / "argv").read_text()
+
+
+def test_a_tcpdump_that_dies_is_said_with_its_last_line(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "tcpdump").write_text("#!/bin/sh\necho 'tcpdump: br9: No such device exists' >&2\n"
+                                     "exit 1\n")
+    (bin_dir / "tcpdump").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    with pytest.raises(VnetError, match="exited with status 1: tcpdump: br9: No such device"):
+        capture.start(capture.CapturePoint("br", "br9"), tmp_path / "a.pcap", tmp_path)
+    assert not list(tmp_path.glob("capture-*.pid")) and not list(tmp_path.glob("capture-*.bpf"))

@@ -1,0 +1,132 @@
+"""Declared cells (`checks:`): built from the lab file on any mode, marked declared, replacing
+the mode-table cell that probes the same thing, held ports and their probers, the host's and
+the Internet's listeners, and the guest's repeated probe of a held port."""
+import socket
+import threading
+import time
+
+from provisioner.lab import loader as labfile
+from provisioner.lab.model import Backend
+from provisioner.verify import checks, declared
+from provisioner.verify.run import probe_module, record
+
+ENDS = checks.Endpoints(host_listener_port=20001, internet_ip="203.0.113.1",
+                        host_uplink_ip="203.0.113.2", mgmt_host_ip="100.64.9.1")
+
+LAB = {
+    "name": "decl",
+    "networks": [{"name": "lan", "mode": "natnetwork", "subnet": "192.168.150.0/24"}],
+    "vms": [{"name": "a", "nics": [{"network": "lan", "ip": "192.168.150.10"}]},
+            {"name": "b", "nics": [{"network": "lan", "ip": "192.168.150.11"}]}],
+    "checks": [{"from": "a", "to": "b", "port": 7, "expect": "fail"},
+               {"from": "a", "to": "b", "port": 5353, "proto": "udp", "expect": "pass"},
+               {"from": "b", "to": "a", "port": 5353, "proto": "udp", "expect": "fail"},
+               {"from": "host", "to": "a", "port": 22, "expect": "pass"},
+               {"from": "a", "to": "internet", "port": 8443, "expect": "fail"}],
+}
+
+
+def build(ends=ENDS, data=LAB):
+    return checks.build(labfile.resolve(data), Backend.LIBVIRT, ends)
+
+
+def test_declared_cells_are_marked_and_replace_the_same_mode_cell():
+    cells = build()
+    mine = [c for c in cells if c.declared]
+    assert [(c.kind, c.source, c.target, c.expected) for c in mine] == [
+        ("vm_to_vm", "a", "b (192.168.150.11) tcp/7", "fail"),
+        ("vm_to_vm", "a", "b (192.168.150.11) udp/5353", "pass"),
+        ("vm_to_vm", "b", "a (192.168.150.10) udp/5353", "fail"),
+        ("host_to_vm", "host", "a (192.168.150.10) tcp/22", "pass"),
+        ("vm_to_internet", "a", "internet (203.0.113.1) tcp/8443", "fail")]
+    # the mode table's a -> b echo cell is the declared one now; b -> a stays the table's
+    table = [(c.source, c.probe["target"]) for c in cells
+             if c.kind == "vm_to_vm" and not c.declared and c.probe.get("port") == 7]
+    assert table == [("b", "192.168.150.10")]
+    assert mine[0].as_dict()["declared"] is True
+    assert "declared" not in next(c for c in cells if not c.declared).as_dict()
+
+
+def test_held_ports_name_their_probers_and_udp_silence_needs_a_positive_control():
+    cells = build()
+    a_to_b_udp = next(c for c in cells if c.declared and c.target.endswith("udp/5353")
+                      and c.source == "a")
+    assert a_to_b_udp.probe["until"] == declared.HOLD_WINDOW
+    assert a_to_b_udp.probe["nonce_prefix"] == "a" and a_to_b_udp.probe["bind_mac"]
+    holds = declared.holds(cells)
+    assert holds["b"] == [{"id": "declared:udp/5353", "port": 5353, "proto": "udp",
+                           "mac": a_to_b_udp.probe["forward"]["mac"], "origins": ["a"]}]
+    # b -> a expects fail, and a still waits for b's nonce: a hold closed early would refuse
+    # b's later attempts, a fail the network did not cause
+    assert holds["a"][0]["origins"] == ["b"]
+    assert [h["id"] for h in holds["a"]] == ["declared:udp/5353", "declared:tcp/22"]
+    b_to_a = next(c for c in cells if c.declared and c.source == "b")
+    assert b_to_a.probe["confirmed_by"] == []        # no passing check of a's listener
+    assert "confirmed_by" not in a_to_b_udp.probe
+
+
+def test_internet_cells_outside_a_sandbox_are_skipped_and_never_run():
+    ends = checks.Endpoints(host_listener_port=1, internet_ip=None, host_uplink_ip="127.0.0.1",
+                            mgmt_host_ip="100.64.9.1")
+    cells = build(ends)
+    cell = next(c for c in cells if c.declared and c.kind == "vm_to_internet")
+    assert (cell.runner, cell.observed) == ("none", "skipped")
+    record(cells, {}, {})
+    assert cell.observed == "skipped" and "no Internet" in cell.detail
+
+
+def test_host_and_internet_listeners_on_declared_ports(tmp_path):
+    data = dict(LAB, checks=[{"from": "a", "to": "host", "port": 9999, "expect": "pass"},
+                             {"from": "b", "to": "host", "port": 9999, "expect": "pass"},
+                             {"from": "a", "to": "internet", "port": 8443, "expect": "fail"}])
+    cells = build(data=data)
+    assert declared.listener_ports(cells) == {"host": {9999}, "internet": {8443}}
+    spawned, records = [], []
+
+    class Dead:
+        def poll(self):
+            return 1
+
+    def spawn(netns, port, name, address, log, record_path):
+        spawned.append((netns, port, name, address))
+        log.write_text(f"vnet-listener {name} ready\n" if name == "host" else
+                       "OSError: [Errno 98] Address already in use\n")
+        return Dead()
+    declared.start_listeners(cells, {"host": ("ns-h", ["0.0.0.0"]),
+                                     "internet": ("ns-i", ["0.0.0.0"])},
+                             tmp_path, records, spawn)
+    assert spawned == [("ns-h", 9999, "host", "0.0.0.0"), ("ns-i", 8443, "internet", "0.0.0.0")]
+    busy = next(c for c in cells if c.declared and c.kind == "vm_to_internet")
+    assert (busy.runner, busy.observed) == ("none", "error")
+    assert "no vnet listener on internet port 8443: OSError" in busy.detail
+    assert len(records) == 2
+
+
+def test_probe_until_repeats_until_the_held_listener_is_up():
+    vnet_probe = probe_module()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def late_listener():
+        time.sleep(1.0)          # the holder's module run starts later than the prober's
+        vnet_probe.serve(port, "b", host="127.0.0.1")
+    threading.Thread(target=late_listener, daemon=True).start()
+    result = vnet_probe.probe_until({"target": "127.0.0.1", "port": port, "until": 20,
+                                     "nonce_prefix": "a", "expect_name": "b", "timeout": 1})
+    assert result["observed"] == "pass", result
+    assert len(result["nonces"]) > 1 and all(n.startswith("a-") for n in result["nonces"])
+
+
+def test_a_guest_probe_of_a_service_port_passes_when_its_nonce_arrived():
+    cells = build(data=dict(LAB, checks=[{"from": "a", "to": "b", "port": 22,
+                                          "expect": "pass"}]))
+    i, cell = next((i, c) for i, c in enumerate(cells) if c.declared)
+    guest = {"a": {"probes": {str(i): {"observed": "error", "detail": "connected, but the "
+                                       "answer is garbled: 'SSH-2.0-dropbear'",
+                                       "nonces": ["a-1", "a-2"]}}, "drivers": {}},
+             "b": {"probes": {}, "drivers": {}, "forwards": {"declared:tcp/22": {
+                 "mode": "service", "detail": "service present on eth0 192.168.150.11:22",
+                 "nonces": ["a-2"]}}}}
+    record(cells, guest, {})
+    assert cell.observed == "pass" and "a's nonce arrived at b" in cell.detail

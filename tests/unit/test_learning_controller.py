@@ -1,0 +1,79 @@
+"""vnet's learning-switch controller (provisioner/host/controller_files/learning_switch.py)
+against a switch played over a socket pair with OpenFlow 1.3 bytes: the table-miss flow on
+connect, flooding an unknown destination, a learned flow once both MACs are known; and the
+report's reading of its events."""
+import importlib.util
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+from provisioner.host import controller
+
+pytest.importorskip("os_ken", reason="os-ken is missing: pip install '.[openflow]'")
+from os_ken.lib.packet import ethernet, packet  # noqa: E402
+from os_ken.ofproto import ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser  # noqa: E402
+
+A, B = "52:54:00:00:00:0a", "52:54:00:00:00:0b"
+
+
+def load_switch_module():
+    spec = importlib.util.spec_from_file_location("learning_switch", controller.SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def header(msg_type, body, xid=1):
+    return struct.pack("!BBHI", ofp.OFP_VERSION, msg_type, 8 + len(body), xid) + body
+
+
+def packet_in(in_port, src, dst):
+    frame = packet.Packet()
+    frame.add_protocol(ethernet.ethernet(dst=dst, src=src, ethertype=0x0800))
+    frame.serialize()
+    match = bytearray()
+    parser.OFPMatch(in_port=in_port).serialize(match, 0)
+    body = struct.pack("!IHBBQ", ofp.OFP_NO_BUFFER, len(frame.data), 0, 0, 0) + bytes(match) \
+        + b"\0\0" + bytes(frame.data)
+    return header(ofp.OFPT_PACKET_IN, body)
+
+
+def messages(sock, wait=0.5):
+    """The OpenFlow message types the controller sent, until it stays quiet for `wait`."""
+    sock.settimeout(wait)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except socket.timeout:
+        pass
+    found = []
+    while data:
+        _, msg_type, length, _ = struct.unpack_from("!BBHI", data)
+        found.append(msg_type)
+        data = data[length:]
+    return found
+
+
+def test_table_miss_then_flood_then_a_learned_flow(tmp_path):
+    events = tmp_path / controller.EVENTS
+    mine, switch = socket.socketpair()
+    threading.Thread(target=load_switch_module().Switch(mine, str(events)).serve,
+                     daemon=True).start()
+    assert messages(switch) == [ofp.OFPT_HELLO, ofp.OFPT_FEATURES_REQUEST]
+    switch.sendall(header(ofp.OFPT_FEATURES_REPLY, struct.pack("!QIBB2xII", 0xabc, 0, 254, 0,
+                                                                0, 0)))
+    assert messages(switch) == [ofp.OFPT_FLOW_MOD]                 # the table-miss
+    switch.sendall(packet_in(1, A, B))           # B unknown: flood, no flow
+    assert messages(switch) == [ofp.OFPT_PACKET_OUT]
+    switch.sendall(packet_in(2, B, A))           # A is on port 1: a flow, then the packet
+    assert messages(switch) == [ofp.OFPT_FLOW_MOD, ofp.OFPT_PACKET_OUT]
+    time.sleep(0.1)
+    seen = controller.events(tmp_path)
+    assert seen["packet_ins"] == 2
+    assert [(f["why"], f["priority"], f["output"]) for f in seen["flows"]] == [
+        ("table-miss", 0, [ofp.OFPP_CONTROLLER]), ("learned", 1, [1])]
+    assert seen["flows"][1]["match"] == {"in_port": 2, "eth_dst": A, "eth_src": B}
