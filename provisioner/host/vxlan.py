@@ -1,7 +1,7 @@
 """Stretching a lab network across hypervisor hosts with VXLAN (README "Several hosts").
 
 Each host the network is used on has a Linux bridge for it (libvirt's network: on the home host
-with NAT/DHCP/the host address, elsewhere a plain bridge, `plain_network_xml`). vnet adds one
+with NAT/DHCP/the host address, elsewhere a plain bridge: drivers/libvirt/placement.py). vnet adds one
 VXLAN device per (network, host) to that bridge: a VNI per network, UDP port 4789 (IANA,
 RFC 7348), head-end replication to every other host's underlay address (an all-zeros FDB entry
 per remote, bridge(8)). The device's alias carries the tag `vnet:LAB:NETWORK`, so destroy and
@@ -23,7 +23,7 @@ from . import runner
 from .netns import netns_argv
 from ..lab.hosts import used_hosts
 from ..lab.model import Lab
-from ..lab.naming import bridge_name, object_name
+from ..lab.naming import bridge_name
 
 PORT = 4789
 OVERHEAD = 50
@@ -85,15 +85,6 @@ def segments(lab: Lab, underlay_dev: str = "lan0",
                 underlay_dev=underlay_dev, mtu=underlay_mtu - OVERHEAD,
                 port=MGMT_PORT if name == MGMT else PORT))
     return by_host
-
-
-def plain_network_xml(lab: str, network: str, mtu: int) -> str:
-    """A stretched network on a host that is not its home: a bridge with no <ip> and no
-    <forward> (libvirt's isolated network, https://libvirt.org/formatnetwork.html), so NAT, DHCP
-    and the host address stay on the home host."""
-    return (f"<network><name>{object_name(lab, network)}</name>"
-            f"<bridge name='{bridge_name(lab, network)}' stp='off' delay='0'/>"
-            f"<mtu size='{mtu}'/></network>")
 
 
 def commands(seg: Segment) -> list[list[str]]:

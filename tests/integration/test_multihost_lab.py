@@ -6,7 +6,6 @@ stay green (negative control); status names each VM's host; destroy with hv2's l
 removes hv1's part and names hv2 with the command to finish; the repeat removes the rest."""
 import os
 import shutil
-import tempfile
 
 import pytest
 
@@ -18,7 +17,6 @@ from provisioner.lab import loader as labfile
 from provisioner.lab.model import Backend
 from provisioner.verify.run import verify
 
-from .conftest import missing_for_labs
 
 pytestmark = pytest.mark.integration
 
