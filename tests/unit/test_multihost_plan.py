@@ -136,3 +136,16 @@ def test_status_table_has_a_host_column_only_for_several_hosts():
     assert " host " not in _status_table({"lab": "x", "vms": [vm]}).splitlines()[1] + " "
     text = _status_table({"lab": "x", "vms": [dict(vm, host="hv2")]})
     assert text.splitlines()[1].split()[:2] == ["vm", "host"] and "hv2" in text
+
+
+def test_the_dry_run_of_a_multi_host_lab_shows_every_host_and_the_vxlan_commands(tmp_path):
+    from provisioner.ops.plans import write_plan
+
+    plan = LibvirtRenderer().plan(_lab())
+    names = [d.name for d in plan.documents]
+    assert "hv1/vnet-two-a" in names and "hv2/vnet-two-b" in names and "hv2/vnet-two-lan" in names
+    assert not any(n.startswith("hv3/") and "domain" in n for n in names)
+    assert any(line.startswith("hv2: ip link add vx") and "dstport 4789" in line
+               for line in plan.extra["vxlan"])
+    written = write_plan(plan, tmp_path)
+    assert tmp_path / "domains" / "hv2" / "vnet-two-b.xml" in written

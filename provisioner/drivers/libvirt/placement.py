@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import shlex
+
 from ...host import vxlan
+from ..base import Document, Plan
 from ...lab.hosts import used_hosts
 from ...lab.model import Lab, Vm
 
@@ -44,3 +47,19 @@ def networks_on(lab: Lab, host: str | None, views: list) -> list:
                       replace(view, forward=None, host_ip=None, prefix=None, dhcp=False,
                               dhcp_hosts=[], mtu=mtu))
     return result
+
+
+def whole(lab: Lab, plan_on) -> Plan:
+    """The plan of a multi-host lab for people (`vnet render`, `vnet up --dry-run`): each host's
+    documents under `HOST/`, and in extra["vxlan"] the commands that stretch its networks."""
+    parts = {host.name: plan_on(host.name) for host in lab.hosts}
+    docs = tuple(Document(d.kind, f"{host}/{d.name}", d.text)
+                 for host, part in parts.items() for d in part.documents)
+    first = next(iter(parts.values()))
+    extra = dict(first.extra)
+    extra["mgmt"] = {vm: ip for part in parts.values() for vm, ip in part.extra["mgmt"].items()}
+    extra["cloud"] = {vm: c for part in parts.values() for vm, c in part.extra["cloud"].items()}
+    extra["vxlan"] = [f"{host}: {shlex.join(argv)}"
+                      for host, segs in vxlan.segments(lab).items()
+                      for seg in segs for argv in vxlan.commands(seg)]
+    return Plan(first.backend, lab, docs, extra=extra)

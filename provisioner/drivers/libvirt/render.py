@@ -18,7 +18,7 @@ creates them (lifecycle.prepare_cloud).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Interface, IPv4Network
 from pathlib import Path
 
@@ -77,6 +77,9 @@ class LibvirtRenderer:
             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
 
     def plan(self, lab: Lab) -> Plan:
+        if lab.hosts and self.ctx.host is None:     # several hosts: every host's part
+            return placement.whole(lab, lambda host: LibvirtRenderer(
+                replace(self.ctx, host=host)).plan(lab))
         self._check(lab)
         impair.check(lab)          # a rate on a NIC without a tap: refused here (exit 2)
         mgmt = self.ctx.mgmt_subnet or mgmt_subnet_for(lab.name)
