@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
+import struct
+import time
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
@@ -46,7 +50,7 @@ class Segment:
     bridge: str                        # the libvirt network's bridge on that host
     local: IPv4Address
     remotes: tuple[IPv4Address, ...]
-    underlay_dev: str
+    underlay_dev: str | None           # None: the route to the remotes decides
     mtu: int
     port: int = PORT
 
@@ -64,7 +68,7 @@ def device_name(lab: str, network: str) -> str:
     return "vx" + bridge_name(lab, network)[2:]
 
 
-def segments(lab: Lab, underlay_dev: str = "lan0",
+def segments(lab: Lab, underlay_dev: str | None = None,
              underlay_mtu: int = UNDERLAY_MTU) -> dict[str, list[Segment]]:
     """host name -> the segments vnet creates there: every network used on two hosts or more."""
     by_host: dict[str, list[Segment]] = {h.name: [] for h in lab.hosts}
@@ -90,8 +94,9 @@ def segments(lab: Lab, underlay_dev: str = "lan0",
 def commands(seg: Segment) -> list[list[str]]:
     """The ip/bridge argv that attach `seg` to its bridge (see ip-link(8) "VXLAN Type")."""
     cmds = [["ip", "link", "add", seg.device, "type", "vxlan", "id", str(seg.vni),
-             "local", str(seg.local), "dev", seg.underlay_dev, "dstport", str(seg.port),
-             "nolearning"],
+             "local", str(seg.local),
+             *(["dev", seg.underlay_dev] if seg.underlay_dev else []),
+             "dstport", str(seg.port), "nolearning"],
             ["ip", "link", "set", seg.device, "alias", seg.tag],
             ["ip", "link", "set", seg.device, "mtu", str(seg.mtu)]]
     cmds += [["bridge", "fdb", "append", "00:00:00:00:00:00", "dev", seg.device,
@@ -130,3 +135,29 @@ def remove(netns: str, lab: str) -> list[str]:
             runner.run(netns_argv(netns, ["ip", "link", "del", dev["name"]]))
             gone.append(dev["name"])
     return gone
+
+
+def echo(address: str, timeout: float = 2.0) -> bool:
+    """One ICMP echo to `address` and its reply (a raw socket: run it in the host's namespace
+    with netns.run_in_netns). The preflight's proof that the underlay reaches a host."""
+    ident = os.getpid() & 0xFFFF
+    payload = b"vnet-underlay!"                      # an even length: 16-bit words below
+    words = struct.unpack("!9H", struct.pack("!BBHHH", 8, 0, 0, ident, 1) + payload[:10]) + \
+        struct.unpack("!2H", payload[10:])
+    total = sum(words)
+    total = (total >> 16) + (total & 0xFFFF)
+    checksum = ~(total + (total >> 16)) & 0xFFFF    # RFC 1071
+    packet = struct.pack("!BBHHH", 8, 0, checksum, ident, 1) + payload
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sock:
+        sock.sendto(packet, (address, 0))
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            try:
+                data, (source, _) = sock.recvfrom(1024)
+            except (socket.timeout, OSError):
+                return False
+            body = data[(data[0] & 0x0F) * 4:]         # past the IPv4 header
+            if source == address and body[0] == 0 and struct.unpack("!H", body[4:6])[0] == ident:
+                return True
+    return False

@@ -86,6 +86,9 @@ def test_network_stretched_between_hosts_and_the_negative_control(stretched):
     # hv2's part as vnet renders it: a plain bridge, no <ip>, no <forward>
     hv2_part = LibvirtRenderer(Context(host="hv2")).plan(lab)
     _start(hv2.uri, next(d.text for d in hv2_part.documents if d.name == "vnet-st-lan"))
+    # the preflight's underlay check: hv2 answers hv1, an address nobody holds does not
+    assert netns.run_in_netns(hv1.host_netns, vxlan.echo, "198.51.100.3")
+    assert not netns.run_in_netns(hv1.host_netns, vxlan.echo, "198.51.100.77", 1.0)
     for view, seg in ((hv1, home), (hv2, other)):
         assert vxlan.vnis_in_use(view.host_netns, [seg]) == []
         vxlan.apply(view.host_netns, [seg])

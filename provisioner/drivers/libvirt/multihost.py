@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ...errors import HypervisorError, Unsupported, VnetError
 from ...host import sandbox_hosts, ssh, state, vxlan
+from ...host.netns import run_in_netns
 from ...host.state import Target
 from ...lab.model import Lab
 from ...lab.naming import object_name
@@ -84,20 +85,13 @@ def preflight(lab: Lab, targets: dict[str, Target]) -> dict[str, list]:
     for name, segs in plan.items():
         netns = targets[name].netns
         problems += vxlan.vnis_in_use(netns, segs)
-        for remote in {r for s in segs for r in s.remotes}:
-            if not _underlay_route(netns, str(remote)):
-                problems.append(f"host {name} has no route to {remote} (underlay)")
+        for remote in sorted({r for s in segs for r in s.remotes}):
+            if not run_in_netns(netns, vxlan.echo, str(remote)):
+                problems.append(f"host {name} does not reach {remote} on the underlay "
+                                "(no ICMP echo reply)")
     if problems:
         raise HypervisorError("; ".join(problems))
     return plan
-
-
-def _underlay_route(netns: str, address: str) -> bool:
-    from ...host import runner
-    from ...host.netns import netns_argv
-
-    return runner.run(netns_argv(netns, ["ip", "route", "get", address]),
-                      check=False).returncode == 0
 
 
 def up(lab: Lab, target: Target, progress: Progress, wait: bool = True) -> dict:
