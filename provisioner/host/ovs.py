@@ -48,6 +48,12 @@ class Ovs:
         base = str(Path(self.rundir).parent)
         return {"OVS_RUNDIR": self.rundir, "OVS_DBDIR": f"{base}/db", "OVS_LOGDIR": f"{base}/log"}
 
+    def answers(self) -> bool:
+        """An Open vSwitch database answers here (its clients are installed and it runs)."""
+        if runner.which("ovs-vsctl") is None:
+            return False
+        return self.vsctl("--timeout=5", "--no-wait", "show", check=False).returncode == 0
+
     def vsctl(self, *args: str, check: bool = True) -> runner.Result:
         return runner.run(["ovs-vsctl", "--timeout=20", *args], env=self.env, check=check,
                           timeout=30)

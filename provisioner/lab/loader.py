@@ -325,6 +325,9 @@ def _nic(item: Any, where: str, networks: dict[str, Network], lab: str, vm: str,
             raise LabFileError(f"{where}.device", "a vdpa NIC needs device: /dev/vhost-vdpa-N")
     elif device is not None:
         raise LabFileError(f"{where}.device", f"device belongs to vdpa NICs, not {model}")
+    refusal = modes.host_device_refusal(model, nics.NIC_MODELS[model].needs_hardware, net.mode)
+    if refusal:
+        raise LabFileError(f"{where}.model", refusal)
     impair = impairs.parse(nic.get("impair"), f"{where}.impair")
     if impair is not None and bond:
         raise LabFileError(f"{where}.impair", f"a member of bond {bond} carries no address of "

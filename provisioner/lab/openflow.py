@@ -15,12 +15,10 @@ import re
 from typing import Any
 
 from ..errors import LabFileError, Unsupported, quote
+from . import modes
 
 SWITCHES = ("linux", "openvswitch")
 CONTROLLERS = ("none", "learning")
-# The modes whose network is a bridge vnet owns end to end: nat is QEMU's user network,
-# natnetwork's bridge is libvirt's (its NAT and dnsmasq), bridged is the host's LAN bridge.
-OPENFLOW_MODES = ("internal", "hostonly")
 MAX_FLOW = 1000                    # characters: a flow is one line of ovs-ofctl syntax
 NORMALIZED = "normalization changed ofp_match"
 
@@ -37,10 +35,11 @@ def switch_fields(net: dict, where: str, mode: str) -> dict[str, Any]:
                 raise LabFileError(f"{where}.{key}", f"{key} belong to an OpenFlow switch; "
                                    "add switch: openvswitch to this network")
         return {}
-    if mode not in OPENFLOW_MODES:
+    openflow_modes = [m.name for m in modes.MODES.values() if m.openflow_switch]
+    if mode not in openflow_modes:
         raise LabFileError(f"{where}.switch", f"openvswitch is offered for networks whose "
                            f"bridge vnet owns alone, not {mode} (its bridge belongs to "
-                           f"{_owner(mode)}); valid modes for it: {', '.join(OPENFLOW_MODES)}")
+                           f"{_owner(mode)}); valid modes for it: {', '.join(openflow_modes)}")
     if net.get("dhcp") is True:
         raise LabFileError(f"{where}.dhcp", "an openvswitch network has no DHCP server (libvirt "
                            "runs dnsmasq only on bridges it makes itself); remove dhcp, and "
@@ -58,8 +57,7 @@ def switch_fields(net: dict, where: str, mode: str) -> dict[str, Any]:
 
 
 def _owner(mode: str) -> str:
-    return {"nat": "QEMU's user network", "natnetwork": "libvirt's NAT and DHCP",
-            "bridged": "the host's LAN"}.get(mode, mode)
+    return modes.MODES[mode].bridge_owner or mode
 
 
 def check_flow(flow: Any, where: str) -> str:

@@ -130,6 +130,11 @@ BAD = [
      "exactly one of pf"),
     (lab(vms__1__nics=[{"network": "lan", "model": "vdpa"}]), "vms.web2.nics[0].device",
      "/dev/vhost-vdpa-N"),
+    # found by the fuzz test: the loader took a VF on a NAT network that no backend can attach
+    (lab(vms__1__nics=[{"network": "lan", "model": "sriov", "pf": "eth1"}]),
+     "vms.web2.nics[0].model", "need a bridged network, not natnetwork"),
+    (lab(vms__1__nics=[{"network": "back", "model": "vdpa", "device": "/dev/vhost-vdpa-0"}]),
+     "vms.web2.nics[0].model", "need a bridged network, not internal"),
     ({"name": "n", "networks": [{"name": "o", "mode": "nat", "subnet": "10.0.2.0/24"}],
       "vms": [{"name": "a", "nics": [{"network": "o"}]}]}, "networks.o.subnet",
      "subnet does not apply"),

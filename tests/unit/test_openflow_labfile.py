@@ -85,7 +85,7 @@ def test_a_match_open_vswitch_would_silently_drop_is_refused():
 
 @pytest.mark.parametrize("edits, where, says", [
     ({"0__switch": "ovs"}, "networks.fabric.switch", "valid switches: linux, openvswitch"),
-    ({"1__switch": "openvswitch"}, "networks.lan.switch", "valid modes for it: internal, hostonly"),
+    ({"1__switch": "openvswitch"}, "networks.lan.switch", "valid modes for it: hostonly, internal"),
     ({"0__switch": None}, "networks.fabric.flows", "add switch: openvswitch"),
     ({"0__controller": "pox"}, "networks.fabric.controller", "valid controllers: none, learning"),
     ({"0__flows": "actions=drop"}, "networks.fabric.flows", "must be a list"),

@@ -18,6 +18,9 @@ class FakeOvs:
         self.bridges = dict(bridges or {})      # name -> external_ids
         self.calls = []
 
+    def answers(self):
+        return True
+
     def vsctl(self, *args, check=True):
         self.calls.append(("vsctl", *args))
         out = ""
@@ -51,7 +54,6 @@ LAB = {"name": "oflab", "networks": [
 
 @pytest.fixture
 def ovs(monkeypatch):
-    monkeypatch.setattr(ovsbridge, "_reachable", lambda ovs: True)
     monkeypatch.setattr(ovsbridge, "datapath", lambda: ("netdev", "no kernel module"))
     return FakeOvs({"br-other": {}, "vnother": {"vnet-lab": "else", "vnet-owner": "me"}})
 

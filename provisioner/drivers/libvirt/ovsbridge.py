@@ -58,7 +58,7 @@ def create(lab: Lab, target, owner: str, progress: Progress, ovs: Ovs | None = N
     if not found:
         return
     ovs = ovs or for_target(target)
-    if not _reachable(ovs):
+    if not ovs.answers():
         where = f"sandbox {target.sandbox}" if target.sandbox else "this host"
         raise HypervisorError(f"lab {lab.name} has openvswitch networks, but no Open vSwitch "
                               f"answers in {where}", hint="vnet doctor says why")
@@ -91,7 +91,7 @@ def install_flows(ovs: Ovs, br: str, flows: list[str]) -> None:
 def remove(lab: str, target, owner: str, progress: Progress, ovs: Ovs | None = None) -> list[str]:
     """Delete the bridges tagged with this lab and owner, and nothing else."""
     ovs = ovs or for_target(target)
-    if not _reachable(ovs):
+    if not ovs.answers():
         return []
     gone = [br for br, tag in _tagged(ovs).items() if tag == (lab, owner)]
     for br in gone:
@@ -124,14 +124,6 @@ def _ip(target, argv: list[str], check: bool = True):
     from ...host.netns import netns_argv
 
     return runner.run(netns_argv(target.netns, argv) if target.netns else argv, check=check)
-
-
-def _reachable(ovs: Ovs) -> bool:
-    from ...host import runner
-
-    if runner.which("ovs-vsctl") is None:
-        return False
-    return ovs.vsctl("--timeout=5", "--no-wait", "show", check=False).returncode == 0
 
 
 def _all(ovs: Ovs) -> set[str]:

@@ -111,13 +111,10 @@ class LibvirtRenderer:
                                   f"backend allows at most {MAX_NICS} per VM")
             for k, nic in enumerate(vm.nics):
                 net = lab.network(nic.network)
-                model = nics.NIC_MODELS[nic.model]
-                if model.libvirt_interface in ("hostdev", "vdpa") and \
-                        modes.MODES[net.mode].libvirt_interface != "bridge":
-                    raise Unsupported(
-                        f"vms.{vm.name}.nics[{k}].model: {nic.model} NICs attach to the "
-                        f"physical network of their device, so they need a bridged network, "
-                        f"not {net.mode}; models for {net.mode}: virtio, e1000")
+                refusal = modes.host_device_refusal(
+                    nic.model, nics.NIC_MODELS[nic.model].needs_hardware, net.mode)
+                if refusal:
+                    raise Unsupported(f"vms.{vm.name}.nics[{k}].model: {refusal}")
 
     # --- networks ---------------------------------------------------------------------------
 

@@ -60,6 +60,14 @@ class Mode:
     # Frames between its guests cross a host bridge that libvirt adds no ACCEPT rule for: a
     # FORWARD policy of DROP drops them when br_netfilter is on (doctor's forward-policy).
     unrouted_bridge: bool = False
+    # The guests sit on the host's physical LAN, the only network a host device (an SR-IOV VF,
+    # a vDPA device) can attach to: it joins the physical network of its device.
+    physical_lan: bool = False
+    # Its network is a bridge vnet owns end to end, so an Open vSwitch bridge can stand in
+    # for it (nat is QEMU's user network, natnetwork's bridge is libvirt's with its NAT and
+    # dnsmasq, bridged is the host's LAN bridge).
+    openflow_switch: bool = False
+    bridge_owner: str = ""         # who owns its bridge when vnet does not (said in refusals)
 
 
 def _load() -> dict[str, Mode]:
@@ -79,3 +87,12 @@ def names() -> list[str]:
 
 def expected(mode: str, backend: Backend | str) -> Reachability:
     return MODES[mode].expected[Backend(backend)]
+
+
+def host_device_refusal(model: str, needs_hardware: str | None, mode: str) -> str | None:
+    """Why a NIC model that passes a host device through cannot sit on this mode's network,
+    or None when it can (one message for the lab loader and the renderers)."""
+    if not needs_hardware or MODES[mode].physical_lan:
+        return None
+    return (f"{model} NICs attach to the physical network of their device, so they need a "
+            f"bridged network, not {mode}; models for {mode}: virtio, e1000")

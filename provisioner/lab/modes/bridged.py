@@ -14,4 +14,6 @@ MODE = Mode(
     port_forwards=False,
     expected={Backend.VIRTUALBOX: _ROW, Backend.LIBVIRT: _ROW},
     vbox_adapter="bridged", libvirt_interface="bridge", unrouted_bridge=True,
+    physical_lan=True,
+    bridge_owner="the host's LAN",
 )

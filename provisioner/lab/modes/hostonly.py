@@ -14,5 +14,5 @@ MODE = Mode(
     port_forwards=False,
     expected={Backend.VIRTUALBOX: _ROW, Backend.LIBVIRT: _ROW},
     preferred_subnets=tuple(f"192.168.{k}.0/24" for k in range(56, 64)),
-    vbox_adapter="hostonly",
+    vbox_adapter="hostonly", openflow_switch=True,
 )

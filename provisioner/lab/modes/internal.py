@@ -13,5 +13,5 @@ MODE = Mode(
     host_on_network=False,
     port_forwards=False,
     expected={Backend.VIRTUALBOX: _ROW, Backend.LIBVIRT: _ROW},
-    vbox_adapter="intnet", unrouted_bridge=True,
+    vbox_adapter="intnet", unrouted_bridge=True, openflow_switch=True,
 )

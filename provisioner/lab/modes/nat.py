@@ -20,4 +20,5 @@ MODE = Mode(
                                   "same promises as VirtualBox NAT"},
     fixed_subnet=IPv4Network("10.0.2.0/24"),
     vbox_adapter="nat", libvirt_interface="user", per_vm_nat=True, host_forwards="hostfwd",
+    bridge_owner="QEMU's user network",
 )

@@ -22,4 +22,5 @@ MODE = Mode(
                                   "guests directly; VirtualBox's NAT service does not"},
     vbox_adapter="natnetwork", libvirt_forward="nat", host_forwards="proxy",
     vbox_static_addresses=True,
+    bridge_owner="libvirt's NAT and DHCP",
 )
