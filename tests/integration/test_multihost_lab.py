@@ -21,13 +21,17 @@ from provisioner.verify.run import verify
 pytestmark = pytest.mark.integration
 
 LAB = {"name": "mhl", "hosts": [{"name": "hv1"}, {"name": "hv2"}],
-       "networks": [{"name": "lan", "mode": "natnetwork", "subnet": "10.73.0.0/24", "home": "hv1"},
+       "networks": [{"name": "lan", "mode": "natnetwork", "subnet": "10.73.0.0/24", "home": "hv1",
+                     # served on hv1 (the first host) to a VM on hv2, across the underlay
+                     "port_forwards": [{"name": "web", "proto": "tcp", "host_port": 18181,
+                                        "vm": "b1", "guest_port": 8080}]},
                     {"name": "back", "mode": "internal", "subnet": "10.73.1.0/24"}],
        "vms": [{"name": n, "host": h, "nics": [{"network": "lan"}, {"network": "back"}]}
                for n, h in (("a1", "hv1"), ("a2", "hv1"), ("b1", "hv2"), ("b2", "hv2"))]}
 BLOCK = ["INPUT", "-p", "udp", "--dport", str(vxlan.PORT), "-m", "comment",
          "--comment", "vnet-test-block-lab-vxlan", "-j", "DROP"]
-PATHS = {"vm_to_vm", "host_to_vm", "vm_to_host", "vm_to_internet", "internet_to_vm"}
+PATHS = {"vm_to_vm", "host_to_vm", "vm_to_host", "vm_to_internet", "internet_to_vm",
+         "port_forward"}
 HOST_OF = {"a1": "hv1", "a2": "hv1", "b1": "hv2", "b2": "hv2"}
 
 
@@ -93,7 +97,8 @@ def test_two_host_lab_up_status_and_destroy_with_a_host_gone(two_host_sandbox):
     cross = [c for c in cells if c["kind"] in PATHS and _crosses_hosts(c)]
     same = [c for c in cells if c not in cross]
     crossing = [c for c in cross if c["expected"] == "pass"]
-    assert same and {c["kind"] for c in crossing} >= {"vm_to_vm", "host_to_vm", "vm_to_internet"}
+    assert same and {c["kind"] for c in crossing} >= {"vm_to_vm", "host_to_vm", "vm_to_internet",
+                                                      "port_forward"}
 
     # Negative control: the lab's VXLAN port dropped on hv2's underlay (management rides
     # its own port, so vnet still reaches every guest).

@@ -15,7 +15,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from ...errors import HypervisorError, Unsupported, VnetError
-from ...host import sandbox_hosts, ssh, state, vxlan
+from ...host import forwarding, sandbox_hosts, ssh, state, vxlan
+from ...lab import modes
 from ...host.netns import run_in_netns
 from ...host.state import Target
 from ...lab.model import Lab
@@ -66,8 +67,7 @@ def _parallel(fn, items: dict) -> dict:
 def preflight(lab: Lab, targets: dict[str, Target]) -> dict[str, list]:
     """Before anything is created: every host answers, the underlay reaches the other hosts'
     addresses, the VNIs are free, and nothing asks for what is not built yet."""
-    if any(net.port_forwards for net in lab.networks):
-        raise Unsupported("port_forwards: not yet served in a lab with hosts:")
+    _check_forwards(lab)
     if lab.tunnels or any(net.switch != "linux" for net in lab.networks):
         raise Unsupported("tunnels and Open vSwitch networks are not yet placed across hosts: "
                           "use them in a lab without hosts:")
@@ -94,6 +94,22 @@ def preflight(lab: Lab, targets: dict[str, Target]) -> dict[str, list]:
     return plan
 
 
+def _check_forwards(lab: Lab) -> None:
+    """Port forwards are served on the first host, the one vnet runs from (its port proxy, the
+    address they listen on): a proxied network must be homed there, a QEMU hostfwd VM run there."""
+    first = lab.hosts[0].name
+    for net in lab.networks:
+        how = modes.MODES[net.mode].host_forwards
+        for pf in net.port_forwards:
+            where = f"networks.{net.name}.port_forwards.{pf.name}"
+            if how == "proxy" and net.home != first:
+                raise Unsupported(f"{where}: forwards are served on the first host ({first}), "
+                                  f"so network {net.name} must be homed there (home: {first})")
+            if how == "hostfwd" and lab.vm(pf.vm).host != first:
+                raise Unsupported(f"{where}: a {net.mode} forward is QEMU's, on the VM's own "
+                                  f"host; put VM {pf.vm} on {first}, where forwards are served")
+
+
 def up(lab: Lab, target: Target, progress: Progress, wait: bool = True) -> dict:
     from ...guest import images
     from ...host import accel
@@ -115,6 +131,11 @@ def up(lab: Lab, target: Target, progress: Progress, wait: bool = True) -> dict:
         plans = {h: LibvirtRenderer(replace(ctx, host=h, image=files[h])).plan(lab)
                  for h in targets}
         mgmt = {vm: ip for p in plans.values() for vm, ip in p.extra["mgmt"].items()}
+        first = lab.hosts[0].name
+        forwards = plans[first].extra       # rendered from the whole lab: every forward
+        if not state.read(target, lab.name):   # a second `up` owns its ports already
+            forwarding.check_host_ports(target, lab.name,
+                                        forwards["hostfwd"] + forwards["proxies"])
         record = {"lab": lab.name, "backend": "libvirt", "uri": target.uri,
                   "sandbox": target.sandbox, "accel": chosen, "source": lab.source,
                   "lab_data": lab.meta["raw"], "mgmt": mgmt, "created": time.time(),
@@ -131,9 +152,15 @@ def up(lab: Lab, target: Target, progress: Progress, wait: bool = True) -> dict:
                          f"{seg.port}, MTU {seg.mtu}) to "
                          + ", ".join(map(str, seg.remotes)))
         _parallel(build, targets)
-        if wait:
-            _parallel(lambda h, t: lifecycle.wait_for_addresses(
-                _on_host(lab, h), t, LibvirtDriver(t), lab_dir, progress), targets)
+        forwarding.add_hostfwds(LibvirtDriver(targets[first]), forwards["hostfwd"])
+        forwarding.start_proxy(target, lab_dir, forwards["proxies"])
+        try:     # a failure from here on stops the proxy: no process outlives a failed `up`
+            if wait:
+                _parallel(lambda h, t: lifecycle.wait_for_addresses(
+                    _on_host(lab, h), t, LibvirtDriver(t), lab_dir, progress), targets)
+        except BaseException:
+            forwarding.stop_proxy(lab_dir, progress)
+            raise
         record["timings"] = {"define_and_boot": round(time.monotonic() - started, 2)}
         state.save(target, lab.name, record)
         return record
@@ -161,6 +188,7 @@ def destroy(record: dict, target: Target, progress: Progress) -> list[str]:
     """Remove the lab on every host that answers; a host that does not keeps its entry in the
     record, and the error names it with the command that finishes the job later."""
     lab_name = record["lab"]
+    forwarding.stop_proxy(state.lab_dir(target, lab_name), progress)
     removed: list[str] = []
     left: dict[str, str] = {}
     for host, where in sorted(record["hosts"].items()):
