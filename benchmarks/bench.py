@@ -210,7 +210,54 @@ def matrix(jobs: int | None = None) -> dict | None:
     return {"total": round(wall, 2), "green": proc.returncode == 0, "per_lab": json.loads(text)}
 
 
-# --- main -------------------------------------------------------------------------------------
+# --- several hosts (issue 13) -----------------------------------------------------------------
+
+MULTI_SANDBOX = "mhbench"
+
+
+def _lab_yaml(name: str, hosts: tuple[str, ...]) -> str:
+    """natnetwork + internal, 4 VMs spread round-robin over `hosts` (one host: all on it)."""
+    lines = [f"name: {name}", "networks:",
+             "  - {name: lan, mode: natnetwork, subnet: 10.73.0.0/24}",
+             "  - {name: back, mode: internal, subnet: 10.73.1.0/24}", "vms:"]
+    if len(hosts) > 1:
+        lines[1:1] = ["hosts:"] + [f"  - {{name: {h}}}" for h in hosts]
+    for i in range(4):
+        where = f", host: {hosts[i % len(hosts)]}" if len(hosts) > 1 else ""
+        lines.append(f"  - {{name: vm{i}{where}, nics: [{{network: lan}}, {{network: back}}]}}")
+    return "\n".join(lines) + "\n"
+
+
+def several_hosts(runs: int) -> dict:
+    """Time to a verified 2-host x 2-VM lab beside the same 4 VMs on one host, alternated in
+    one `--hosts 2` sandbox (the single-host lab runs on hv1)."""
+    import tempfile
+
+    results: dict[str, list[float]] = {"two_hosts_2x2": [], "one_host_4": []}
+    with tempfile.TemporaryDirectory(prefix="vnet-bench-") as tmp:
+        files = {"two_hosts_2x2": Path(tmp) / "mh2.yaml", "one_host_4": Path(tmp) / "mh1.yaml"}
+        files["two_hosts_2x2"].write_text(_lab_yaml("mh2", ("hv1", "hv2")))
+        files["one_host_4"].write_text(_lab_yaml("mh1", ("hv1",)))
+        sandbox.up(MULTI_SANDBOX, progress=say, hosts=2)
+        try:
+            for i in range(runs):
+                for key, path in files.items():
+                    say(f"several hosts: {key}, run {i + 1}/{runs}")
+                    start = time.monotonic()
+                    proc = vnet("up", str(path), "--sandbox", MULTI_SANDBOX, "--format", "json",
+                                check=False)
+                    wall = time.monotonic() - start
+                    vnet("destroy", path.stem, "--sandbox", MULTI_SANDBOX, check=False)
+                    report = json.loads(proc.stdout or "{}")
+                    if not report.get("ok"):
+                        raise SystemExit(f"{key} did not verify green: {proc.stderr[-2000:]}")
+                    results[key].append(wall)
+        finally:
+            sandbox.down(MULTI_SANDBOX, progress=say)
+    two, one = stats(results["two_hosts_2x2"]), stats(results["one_host_4"])
+    return {"two_hosts_2x2_vms_s": two, "one_host_4_vms_s": one,
+            "ratio_two_hosts_vs_one": round(two["median"] / one["median"], 2)}
+
 
 PARALLEL_VMS = 8
 GUEST_RAM_MIB = 128          # the default lab's VMs (lab/defaults.py)
@@ -275,6 +322,7 @@ def main() -> None:
     finally:
         sandbox.down(SANDBOX, progress=say)
 
+    hosts = several_hosts(runs)
     phase_names = sorted({k for p in phases for k in p})
     ttv = stats(verified)
     vag = stats(vagrant)
@@ -296,6 +344,7 @@ def main() -> None:
         "matrix_sequential_s": matrices.get("sequential"),
         "scaling": scaling,
         "render_1000_s": render,
+        "several_hosts": hosts,
         "machine": {"cores": os.cpu_count(), "accelerator": accel.choose(image, say)},
         "notes": ["vagrant up verifies nothing; vnet's time includes a full verified matrix",
                   "each value: median with min and max of the runs in this same invocation",
@@ -393,6 +442,11 @@ def summary(r: dict) -> str:
                      "MiB/VM beyond guest RAM)")
     lines.append(f"  render 1000 VMs            xml {r['render_1000_s']['xml']['median']}s, "
                  f"vboxmanage {r['render_1000_s']['vboxmanage']['median']}s")
+    if r.get("several_hosts"):
+        h = r["several_hosts"]
+        lines.append(f"  2 hosts x 2 VMs, verified  {h['two_hosts_2x2_vms_s']['median']}s; same 4 VMs "
+                     f"on one host {h['one_host_4_vms_s']['median']}s "
+                     f"(ratio {h['ratio_two_hosts_vs_one']})")
     lines.append("targets (issue 15; ratios from this run):")
     for t in r.get("targets", []):
         verdict = "not measured" if t["met"] is None else ("met" if t["met"] else "NOT MET")

@@ -30,13 +30,15 @@ def sandbox():
 
 @sandbox.command("up")
 @click.argument("name", default="default")
+@click.option("--hosts", "hosts", type=click.IntRange(1, 8), default=1, show_default=True,
+              help="hypervisor hosts hv1..hvN, each a namespace with its own libvirtd")
 @handle_errors
-def sandbox_up(name):
+def sandbox_up(name, hosts):
     """Create sandbox NAME (idempotent)."""
     from ..progress import progress_printer
     from ..host import sandbox as sb
 
-    box = sb.up(name, progress=progress_printer())
+    box = sb.up(name, progress=progress_printer(), hosts=hosts)
     click.echo(f"sandbox {box.name} is up: {box.uri}")
 
 

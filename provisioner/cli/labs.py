@@ -240,9 +240,12 @@ def _beside(out) -> Path | None:
 def _status_table(data: dict) -> str:
     from ..verify.report import table
 
-    rows = [[vm["name"], vm["state"], nic["network"], nic["model"], nic["mac"],
-             ", ".join(nic["addresses"]) or "-"] for vm in data["vms"] for nic in vm["nics"]]
-    return f"lab {data['lab']}\n" + table(["vm", "state", "network", "model", "mac", "addresses"], rows)
+    hosts = any("host" in vm for vm in data["vms"])    # a lab on several hosts
+    rows = [[vm["name"], *([vm.get("host", "-")] if hosts else []), vm["state"], nic["network"],
+             nic["model"], nic["mac"], ", ".join(nic["addresses"]) or "-"]
+            for vm in data["vms"] for nic in vm["nics"]]
+    return f"lab {data['lab']}\n" + table(["vm", *(["host"] if hosts else []), "state", "network",
+                                          "model", "mac", "addresses"], rows)
 
 
 @click.command()

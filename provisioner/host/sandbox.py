@@ -23,7 +23,7 @@ from ..errors import NeedsRoot, NotFound, VnetError
 from .paths import NAME_RE, state_root, validate_name
 from .netns import NETNS_DIR, netns_argv, netns_inode, pids_in_netns
 from .procs import terminate
-from . import sandbox_setup as setup
+from . import sandbox_hosts, sandbox_setup as setup
 # Kept importable from here (`sandbox.FILES`, `sandbox.http_argv`) for their callers.
 from .sandbox_setup import FILES, HTTP_SERVER, LAUNCHER, STATE_MARKER, http_argv  # noqa: F401
 from .safepath import child, remove_tree
@@ -86,7 +86,7 @@ def list_names() -> list[str]:
         names.update(p.name for p in root.iterdir() if p.is_dir() and NAME_RE.fullmatch(p.name))
     if os.path.isdir(NETNS_DIR):  # also sandboxes whose state dir is gone (crash, other root)
         for ns in os.listdir(NETNS_DIR):
-            if m := re.fullmatch(r"vnet-([a-z][a-z0-9-]{0,11})-(?:host|inet)", ns):
+            if m := re.fullmatch(r"vnet-([a-z][a-z0-9-]{0,11})-(?:host|inet|hv[2-9])", ns):
                 names.add(m.group(1))
     return sorted(names)
 
@@ -117,29 +117,35 @@ def status(name: str = "default") -> dict:
             problems.append(f"libvirtd (pid {libvirtd_pid}) does not answer on {sock}")
         if http_pid is None:
             problems.append(f"the Internet HTTP service on {INTERNET_IP}:80 is not running")
-    return {"name": name, "up": sb.state_dir.exists() and not problems,
+    hosts = _hosts_status(sb, problems)
+    return {"name": name, "up": sb.state_dir.exists() and not problems, "hosts": hosts,
             "libvirtd_pid": libvirtd_pid, "http_pid": http_pid, "uri": sb.uri,
             "state_dir": str(sb.state_dir), "namespaces": namespaces,
             "addresses": {k: getattr(sb, k) for k in ADDRESS_FIELDS},
             "problems": problems}
 
 
-def up(name: str = "default", progress: Callable[[str], None] = print, *,
+def up(name: str = "default", progress: Callable[[str], None] = print, hosts: int = 1, *,
        check: Callable[[Sandbox], None] | None = None,
        create: Callable[[Sandbox, Callable[[str], None]], Sandbox] | None = None) -> Sandbox:
     """Create the sandbox, or return it if it is already healthy; repairs a crashed one.
     Holds the sandbox's lock: a second `up` at the same time waits, then finds it up. check,
     create: the machine check before the lock and the work under it (the real ones by default;
-    the lock tests pass fakes)."""
+    the lock tests pass fakes). hosts > 1: hypervisor hosts hv2..hvN beside it
+    (sandbox_hosts.py)."""
     sb = describe(name)
+    hosts = sandbox_hosts.check_count(hosts)
     (check or _check_machine)(sb)
     with locks.held("sandbox", name, progress):
-        return (create or _up)(sb, progress)
+        return create(sb, progress) if create else _up(sb, progress, hosts)
 
 
-def _up(sb: Sandbox, progress: Callable[[str], None]) -> Sandbox:
+def _up(sb: Sandbox, progress: Callable[[str], None], hosts: int = 1) -> Sandbox:
     name = sb.name
     current = status(name)
+    if current["up"] and len(current["hosts"]) != hosts:
+        raise VnetError(f"sandbox {name} is up with {len(current['hosts'])} host(s), not "
+                        f"{hosts}", hint=f"vnet sandbox down {name}, then up with --hosts {hosts}")
     if current["up"]:
         progress(f"sandbox {name} is already up (libvirtd pid {current['libvirtd_pid']})")
         return sb
@@ -154,6 +160,7 @@ def _up(sb: Sandbox, progress: Callable[[str], None]) -> Sandbox:
         setup.start_http(sb)
         ovs.start(sb.state_dir, sb.host_netns, progress)    # before libvirtd: see host/ovs.py
         setup.start_libvirtd(sb, progress)
+        sandbox_hosts.create(sb, hosts, progress)
     except BaseException:
         progress(f"setting up sandbox {name} failed: removing what was created")
         try:
@@ -180,9 +187,9 @@ def _down(sb: Sandbox, progress: Callable[[str], None]) -> None:
     name = sb.name
     started = time.monotonic()
     _stop_lab_proxies(name, progress)
-    for pid_file in PID_FILES:      # a corrupt one is said; its process is found by namespace
+    for path in _pid_paths(sb):     # a corrupt one is said; its process is found by namespace
         try:
-            procs.read(sb.state_dir / pid_file, str(sb.state_dir))
+            procs.read(path, str(sb.state_dir))
         except procs.CorruptRecord as exc:
             progress(f"warning: {exc.message}")
     for _ in range(3):  # a second look catches a child started while libvirtd stopped
@@ -191,8 +198,9 @@ def _down(sb: Sandbox, progress: Callable[[str], None]) -> None:
         progress("stopping " + ", ".join(f"{what} ({pid})"
                                         for pid, what in sorted(victims.items())))
         terminate(list(victims), STOP_TIMEOUT)
-    strangers = pids_in_netns([sb.host_netns, sb.inet_netns])
-    for ns in (sb.host_netns, sb.inet_netns):
+    namespaces = _namespaces(sb)
+    strangers = pids_in_netns(namespaces)
+    for ns in namespaces:
         if netns_inode(ns) is not None or os.path.lexists(os.path.join(NETNS_DIR, ns)):
             runner.run(["ip", "netns", "del", ns])
     for pid, argv in strangers.items():
@@ -269,12 +277,45 @@ def _our_processes(sb: Sandbox) -> dict[int, str]:
     state = str(sb.state_dir)
     labs = str(state_root() / "labs" / f"sandbox-{sb.name}")    # lab proxies whose record is lost
     victims: dict[int, str] = {}
-    for pid_file in PID_FILES:
-        if pid := procs.running(sb.state_dir / pid_file, state):
-            victims[pid] = pid_file.split(".")[0]
-    for pid, argv in pids_in_netns([sb.host_netns, sb.inet_netns]).items():
+    for path in _pid_paths(sb):
+        if pid := procs.running(path, state):
+            victims[pid] = path.name.split(".")[0]
+    for pid, argv in pids_in_netns(_namespaces(sb)).items():
         prog = os.path.basename(argv[0])
         if prog.startswith("qemu-system-") or prog in LIBVIRT_CHILDREN or _mentions(argv, state) \
                 or _mentions(argv, labs):
             victims.setdefault(pid, prog)
     return victims
+
+
+def _namespaces(sb: Sandbox) -> list[str]:
+    """Every namespace of the sandbox, its extra hypervisor hosts' too."""
+    return [sb.host_netns, sb.inet_netns, *sandbox_hosts.extra_netns(sb)]
+
+
+def _pid_paths(sb: Sandbox) -> list[Path]:
+    return [sb.state_dir / name for name in PID_FILES] + sandbox_hosts.pid_files(sb)
+
+
+def _hosts_status(sb: Sandbox, problems: list[str]) -> list[dict]:
+    """hv1 (the sandbox host) and each extra host: its namespace, URI, underlay address and
+    libvirtd; a missing piece of an extra host is one more problem."""
+    hosts = []
+    for index in [1, *sandbox_hosts.present(sb)]:
+        view = sandbox_hosts.host_view(sb, index)
+        pid = _libvirtd_pid(view)
+        entry = {"name": sandbox_hosts.host_name(index), "netns": view.host_netns,
+                 "uri": view.uri, "underlay_ip": str(sandbox_hosts.underlay_ip(sb, index)),
+                 "libvirtd_pid": pid}
+        if index == sandbox_hosts.SSH_HOST:
+            entry["ssh_uri"] = sandbox_hosts.ssh_uri(sb, index)
+        if index > 1:
+            if netns_inode(view.host_netns) is None:
+                problems.append(f"network namespace {view.host_netns} is missing")
+            if pid is None:
+                problems.append(f"libvirtd of {entry['name']} is not running")
+            if index == sandbox_hosts.SSH_HOST and procs.running(
+                    view.state_dir / sandbox_hosts.SSH_PID, str(view.state_dir)) is None:
+                problems.append(f"the SSH server of {entry['name']} is not running")
+        hosts.append(entry)
+    return hosts

@@ -12,6 +12,7 @@ from typing import Any
 from . import declared, impair as impairs, links, modes, nics, openflow, tunnels
 from ..errors import LabFileError, quote
 from .forwards import check_host_ports, with_forwards
+from .hosts import place
 from .labyaml import parse
 from .model import Bond, CloudImage, Lab, Network, Nic, Vm
 from .fields import _choice, _int, _list, _mapping, _name
@@ -27,10 +28,10 @@ FIRST_AUTO = 150
 FIRST_HOST = 10
 CLOUD_MEMORY = 512                   # default MiB for a cloud-image VM (tiny: 128)
 
-LAB_KEYS = {"name", "networks", "vms", "images", "tunnels", "checks"}
+LAB_KEYS = {"name", "networks", "vms", "images", "tunnels", "checks", "hosts"}
 NET_KEYS = {"name", "mode", "subnet", "dhcp", "bridge", "port_forwards", "switch", "flows",
-            "controller"}
-VM_KEYS = {"name", "image", "memory", "cpus", "nics", "bonds", "router"}
+            "controller", "home"}
+VM_KEYS = {"name", "image", "memory", "cpus", "nics", "bonds", "router", "host"}
 NIC_KEYS = {"network", "model", "mac", "ip", "pf", "vf_address", "device", "bond", "impair"}
 
 
@@ -44,14 +45,20 @@ class Defaults:
     # where port forwards listen unless a forward names host_ip: loopback only, or the
     # sandbox host's uplink address (its own namespace, so nothing outside reaches it)
     forward_host_ip: IPv4Address = IPv4Address("127.0.0.1")
+    # hosts a lab may name without uri/underlay_ip (a sandbox's hv1..hvN): name -> (uri, ip)
+    hosts: tuple[tuple[str, str, IPv4Address], ...] = ()
 
 
 def sandbox_defaults(sb, bridge: str | None = None) -> Defaults:
-    """Inside a vnet sandbox (provisioner.host.sandbox.Sandbox), bridged networks sit on its LAN."""
+    """Inside a vnet sandbox (provisioner.host.sandbox.Sandbox), bridged networks sit on its LAN
+    and its hypervisor hosts are hv1..hvN."""
+    from ..host import sandbox_hosts
+
     return Defaults(bridge=bridge or sb.lan_bridge, bridged_subnet=IPv4Network(sb.lan_subnet),
                     bridged_host_ip=IPv4Address(sb.host_lan_ip),
                     bridged_router=IPv4Address(sb.lan_gateway),
-                    forward_host_ip=IPv4Address(sb.host_uplink_ip))
+                    forward_host_ip=IPv4Address(sb.host_uplink_ip),
+                    hosts=sandbox_hosts.lab_hosts(sb))
 
 
 def load(path: str | Path, defaults: Defaults = Defaults()) -> Lab:
@@ -69,11 +76,13 @@ def resolve(data: Any, defaults: Defaults = Defaults(), source: str | None = Non
     resolved = tuple(with_forwards(net, raw, vms, defaults.forward_host_ip)
                      for net, raw in networks)
     check_host_ports(resolved)
+    hosts, resolved, vms = place(lab, resolved, vms,
+                                 {name: (uri, ip) for name, uri, ip in defaults.hosts})
     checks = declared.checks(lab.get("checks"), vms, resolved)
     # The raw data is kept so a lab can be rebuilt later exactly (it resolves deterministically).
     return Lab(name=name, networks=resolved, vms=vms, source=source, checks=checks,
                tunnels=tunnels.parse(lab.get("tunnels"), name, resolved, vms),
-               meta={"raw": copy.deepcopy(data)})
+               meta={"raw": copy.deepcopy(data)}, hosts=hosts)
 
 
 # --- networks -------------------------------------------------------------------------------

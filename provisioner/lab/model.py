@@ -56,6 +56,7 @@ class Network:
     host_ip: IPv4Address | None = None     # the host's address on this network, where it has one
     router: IPv4Address | None = None      # the guests' default gateway, where the mode has one
     port_forwards: tuple[PortForward, ...] = ()
+    home: str | None = None                # several hosts: where NAT, DHCP and host address live
     switch: str = "linux"                  # linux (a Linux bridge) | openvswitch (lab/openflow.py)
     flows: tuple[str, ...] = ()            # openvswitch: ovs-ofctl flows, installed in order
     controller: str = "none"               # openvswitch: none | learning (an OpenFlow controller)
@@ -155,6 +156,16 @@ class Vm:
     bonds: tuple[Bond, ...] = ()
     router: bool = False                   # forwards between its networks (ip_forward=1)
     routes: tuple[Route, ...] = ()         # added by vnet: subnets behind a router VM
+    host: str | None = None                # several hosts: the hypervisor host it runs on
+
+
+@dataclass(frozen=True)
+class Host:
+    """A hypervisor host of a multi-host lab (lab/hosts.py): reached at `uri`, joined to the
+    other hosts' VXLAN segments from `underlay_ip`."""
+    name: str
+    uri: str
+    underlay_ip: IPv4Address
 
 
 @dataclass(frozen=True)
@@ -178,6 +189,7 @@ class Lab:
     tunnels: tuple[Tunnel, ...] = ()
     checks: tuple[DeclaredCheck, ...] = ()  # user-declared cells, added to the matrix
     meta: dict = field(default_factory=dict, compare=False, hash=False)
+    hosts: tuple[Host, ...] = ()           # empty: one host, the target's (as before hosts:)
 
     def network(self, name: str) -> Network:
         return next(n for n in self.networks if n.name == name)

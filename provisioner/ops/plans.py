@@ -24,7 +24,7 @@ def print_plan(plan: Plan) -> None:
     for doc in plan.documents:
         click.echo(f"<!-- {doc.kind}: {doc.name} -->")
         click.echo(doc.text.rstrip("\n"))
-    for line in forward_lines(plan) + tunnel_lines(plan.lab):
+    for line in forward_lines(plan) + tunnel_lines(plan.lab) + plan.extra.get("vxlan", []):
         click.echo(f"<!-- {line} -->")
 
 

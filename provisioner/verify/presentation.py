@@ -26,11 +26,14 @@ def matrix_text(result: dict) -> str:
         if c["observed"] == checklib.SKIPPED:
             return paint(c["observed"], 33), "skipped"
         return paint(c["observed"], 32 if c["ok"] else 31), "ok" if c["ok"] else "MISMATCH"
+    hosts = any("hosts" in c for c in result["checks"])    # several hosts: one more column
     rows = [[c["network"], KIND_TITLES[c["kind"]] + (" (declared)" if c.get("declared") else ""),
-             c["source"], c["target"], c["expected"], *mark(c)] for c in result["checks"]]
+             c["source"], c["target"], *([c.get("hosts", "-")] if hosts else []), c["expected"],
+             *mark(c)] for c in result["checks"]]
     skipped = [c for c in result["checks"] if c["observed"] == checklib.SKIPPED]
     lines = [f"lab {result['lab']} ({result['backend']}): {summary_line(result)}",
-             table(["network", "cell", "from", "to", "expected", "observed", ""], rows)]
+             table(["network", "cell", "from", "to", *(["hosts"] if hosts else []), "expected",
+                    "observed", ""], rows)]
     red = [c for c in result["checks"] if not c["ok"] and c["observed"] != checklib.SKIPPED]
     if red:
         lines.append("diagnosis:")

@@ -27,6 +27,7 @@ from . import (declared, encapcells, flowstats, forwardcheck, impairment, linkce
                topology, tunnelcells)
 from ..host import procs, sandbox, state
 from .result import build as build_result
+from . import hostcells
 from ..lab.naming import mgmt_subnet_for
 from ..errors import VnetError
 from ..lab.model import Backend, Lab
@@ -133,6 +134,7 @@ def _verify(lab: Lab, target: Target, progress: Callable[[str], None],
     phases["total"] = round(sum(phases.values()), 2)
     notes = list(inventory.notes) + ([] if sb else ["not in a sandbox: no Internet cells were probed"])
     found = [c.as_dict() for c in cells]
+    hostcells.annotate(found, lab)            # several hosts: where each cell's ends run
     control = {vm: h.get("ansible_host") for vm, h in inventory.hosts.items()}
     # ok needs at least one verified cell: a lab with no cell at all proves nothing
     result = dict(build_result(lab.name, inventory.backend,

@@ -183,7 +183,7 @@ def test_sandbox_up_and_down_hold_the_sandbox_lock(monkeypatch):
     release = threading.Event()
     ups = []
 
-    def fake_up(sb, progress):
+    def fake_up(sb, progress, *_hosts):
         if not ups:
             ups.append(sb.name)
             inside.set()

@@ -2,13 +2,14 @@
 libvirtd. The work is in lifecycle.py (up, status, destroy, gc, list) and connection.py."""
 from __future__ import annotations
 
+from ...host import state
 from ...host.capture import CapturePoint
 from ...host.state import Target
 from ...lab.model import Backend, Impairment, Lab
 from ...progress import Progress
 from ...lab.naming import object_name
 from ..base import Driver, declare_impairment, lab_from_record
-from . import capture, impair as impairs, lifecycle
+from . import capture, impair as impairs, lifecycle, multihost
 from .connection import LibvirtDriver
 
 
@@ -20,19 +21,34 @@ class Libvirt(Driver):
         return lifecycle.target_for(sandbox, uri)
 
     def up(self, lab: Lab, progress: Progress, wait: bool = True) -> dict:
+        if lab.hosts:
+            return multihost.up(lab, self.target, progress, wait=wait)
         return lifecycle.up(lab, self.target, progress, wait=wait)
 
     def status(self, lab_name: str) -> dict:
+        if record := self._multihost_record(lab_name):
+            return multihost.status(record, self.target)
         return lifecycle.status(lab_name, self.target)
 
     def destroy(self, lab_name: str, progress: Progress) -> list[str]:
+        if record := self._multihost_record(lab_name):
+            with state.lab_lock(self.target, lab_name, progress):
+                return multihost.destroy(record, self.target, progress)
         return lifecycle.destroy(lab_name, self.target, progress)
+
+    def _multihost_record(self, lab_name: str) -> dict | None:
+        """The lab's record if it spans several hosts (multihost.py), else None."""
+        try:
+            record = state.read(self.target, lab_name)
+        except state.CorruptState:
+            return None                 # lifecycle says what is wrong with it
+        return record if record and record.get("hosts") else None
 
     def labs(self) -> list[dict]:
         return lifecycle.list_labs(self.target)
 
     def gc(self, progress: Progress) -> list[str]:
-        return lifecycle.gc(self.target, progress)
+        return lifecycle.gc(self.target, progress) + multihost.gc_hosts(self.target, progress)
 
     def set_link(self, lab_name: str, vm: str, nic: int, up: bool) -> None:
         """Cut or restore the link of NIC `nic` (its index in the lab file) of a running VM."""

@@ -18,14 +18,14 @@ creates them (lifecycle.prepare_cloud).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Interface, IPv4Network
 from pathlib import Path
 
 import jinja2
 
 from ...guest import cmdline as guestcmdline
-from . import impair
+from . import impair, placement
 from ...lab import modes, nics
 from ...guest.cloudimages import overlay_path, seed_path
 from ...errors import Unsupported
@@ -65,6 +65,7 @@ class Context:
     log_dir: str = "/var/lib/vnet/labs/LAB"
     mgmt_subnet: IPv4Network | None = None
     extra: dict = field(default_factory=dict)
+    host: str | None = None       # a multi-host lab: render the part on this host (lab.hosts)
 
 
 class LibvirtRenderer:
@@ -78,21 +79,27 @@ class LibvirtRenderer:
             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
 
     def plan(self, lab: Lab) -> Plan:
+        if lab.hosts and self.ctx.host is None:     # several hosts: every host's part
+            return placement.whole(lab, lambda host: LibvirtRenderer(
+                replace(self.ctx, host=host)).plan(lab))
         self._check(lab)
         impair.check(lab)          # a rate on a NIC without a tap: refused here (exit 2)
         mgmt = self.ctx.mgmt_subnet or mgmt_subnet_for(lab.name)
-        docs = [self._render("network.xml.j2", lab, net=n) for n in self._networks(lab, mgmt)]
-        docs = [Document("network", n.libvirt_name, d)
-                for n, d in zip(self._networks(lab, mgmt), docs)]
-        domains = [self._domain(lab, vm, i, mgmt) for i, vm in enumerate(lab.vms)]
+        # several hosts: only this host's part (drivers/libvirt/placement.py); else everything
+        views = placement.networks_on(lab, self.ctx.host, self._networks(lab, mgmt))
+        docs = [Document("network", n.libvirt_name, self._render("network.xml.j2", lab, net=n))
+                for n in views]
+        placed = [(i, vm) for i, vm in enumerate(lab.vms) if placement.runs_on(vm, self.ctx.host)]
+        vms = [vm for _, vm in placed]
+        domains = [self._domain(lab, vm, i, mgmt) for i, vm in placed]
         docs += [Document("domain", d["libvirt_name"],
                           self._render("domain.xml.j2", lab, dom=d, vm=vm))
-                 for d, vm in zip(domains, lab.vms)]
+                 for d, vm in zip(domains, vms)]
         extra: LibvirtExtra = {
-            "cloud": {vm.name: d["cloud"] for vm, d in zip(lab.vms, domains) if d["cloud"]},
+            "cloud": {vm.name: d["cloud"] for vm, d in zip(vms, domains) if d["cloud"]},
             "hostfwd": self._hostfwds(lab),
             "proxies": self._proxies(lab),
-            "mgmt": {vm.name: str(d["mgmt_ip"].ip) for vm, d in zip(lab.vms, domains)},
+            "mgmt": {vm.name: str(d["mgmt_ip"].ip) for vm, d in zip(vms, domains)},
             "mgmt_subnet": str(mgmt),
         }
         return Plan(Backend.LIBVIRT, lab, tuple(docs), extra=extra)
@@ -253,6 +260,7 @@ class _NetView:
     dhcp_end: str | None = None
     dhcp_hosts: list = field(default_factory=list)
     pf: str | None = None
+    mtu: int | None = None        # a stretched network: the underlay's less VXLAN's overhead
     virtualport: str | None = None       # openvswitch: libvirt plugs guests in with ovs-vsctl
 
 

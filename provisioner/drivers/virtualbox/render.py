@@ -127,6 +127,9 @@ class VirtualBoxRenderer:
     # --- what a valid lab can still ask for that VirtualBox cannot do -----------------------
 
     def _check(self, lab: Lab) -> None:
+        if lab.hosts:
+            raise Unsupported("hosts: VirtualBox has no remote API in vnet, so its labs run on "
+                              "this machine only; run a lab with hosts: on --backend libvirt")
         models = sorted(nics.names(Backend.VIRTUALBOX), key=lambda m: (m != "virtio", m))
         for vm in lab.vms:
             if isinstance(vm.image, CloudImage) and self.ctx.seed_iso is None:

@@ -1,0 +1,235 @@
+"""A lab with `hosts:` on libvirt (README "Several hosts"): preflight every host, define and
+boot each host's part in parallel (placement.py renders it), stretch the networks used on
+several hosts over VXLAN (host/vxlan.py), wait for every guest's addresses; status per host;
+destroy every host it can reach and name the rest with the command that finishes the job.
+
+One record, on the target the lab was created from, lists the hosts and how to reach them.
+Host-side steps (the VXLAN devices) run in a host's network namespace, so the hosts are those
+of a vnet sandbox (`vnet sandbox up S --hosts N`); a host elsewhere is refused before anything
+is created."""
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+from ...errors import HypervisorError, Unsupported, VnetError
+from ...host import forwarding, sandbox_hosts, ssh, state, vxlan
+from ...lab import modes
+from ...host.netns import run_in_netns
+from ...host.state import Target
+from ...lab.model import Lab
+from ...lab.naming import object_name
+from ...progress import Progress
+from ..base import lab_from_record
+from . import imagecopy, lifecycle
+from .connection import LibvirtDriver
+from .render import Context, ImageFiles, LibvirtRenderer
+
+
+def host_targets(lab: Lab, target: Target) -> dict[str, Target]:
+    """host name -> where its libvirt objects and host-side devices live."""
+    where: dict[str, str] = {}
+    if target.sandbox:
+        from ...host import sandbox
+
+        sb = sandbox.describe(target.sandbox)
+        where = {sandbox_hosts.host_view(sb, i).uri: sandbox_hosts.host_view(sb, i).host_netns
+                 for i in range(1, sandbox_hosts.MAX_HOSTS + 1)}
+        where[sandbox_hosts.ssh_uri(sb)] = sandbox_hosts.host_view(sb, sandbox_hosts.SSH_HOST) \
+            .host_netns
+    if lab.hosts[0].uri != target.uri:
+        raise Unsupported(f"hosts.{lab.hosts[0].name}: the first host is where vnet reaches "
+                          f"the guests from, so it must be this target ({target.uri})",
+                          hint="in a sandbox, list hv1 first")
+    targets = {}
+    for host in lab.hosts:
+        if host.uri not in where:
+            raise Unsupported(f"hosts.{host.name}: {host.uri} is not a host of a vnet sandbox; "
+                              "vnet creates the VXLAN devices in a host's network namespace and "
+                              "does not yet reach a host elsewhere for that",
+                              hint="vnet sandbox up S --hosts N, then --sandbox S")
+        targets[host.name] = Target(uri=host.uri, netns=where[host.uri])
+    return targets
+
+
+def _on_host(lab: Lab, host: str) -> Lab:
+    return replace(lab, vms=tuple(vm for vm in lab.vms if vm.host == host))
+
+
+def _parallel(fn, items: dict) -> dict:
+    with ThreadPoolExecutor(max_workers=max(1, len(items))) as pool:
+        futures = {key: pool.submit(fn, key, value) for key, value in items.items()}
+        return {key: f.result() for key, f in futures.items()}
+
+
+def preflight(lab: Lab, targets: dict[str, Target]) -> dict[str, list]:
+    """Before anything is created: every host answers, the underlay reaches the other hosts'
+    addresses, the VNIs are free, and nothing asks for what is not built yet."""
+    _check_forwards(lab)
+    if lab.tunnels or any(net.switch != "linux" for net in lab.networks):
+        raise Unsupported("tunnels and Open vSwitch networks are not yet placed across hosts: "
+                          "use them in a lab without hosts:")
+    problems: list[str] = []
+
+    def reach(name: str, target: Target) -> None:
+        try:
+            LibvirtDriver(target).conn
+        except VnetError as exc:
+            problems.append(f"host {name} does not answer: {exc.message}")
+    _parallel(reach, targets)
+    if problems:
+        raise HypervisorError("; ".join(problems), hint="vnet sandbox status shows its hosts")
+    plan = vxlan.segments(lab)
+    for name, segs in plan.items():
+        netns = targets[name].netns
+        problems += vxlan.vnis_in_use(netns, segs)
+        for remote in sorted({r for s in segs for r in s.remotes}):
+            if not run_in_netns(netns, vxlan.echo, str(remote)):
+                problems.append(f"host {name} does not reach {remote} on the underlay "
+                                "(no ICMP echo reply)")
+    if problems:
+        raise HypervisorError("; ".join(problems))
+    return plan
+
+
+def _check_forwards(lab: Lab) -> None:
+    """Port forwards are served on the first host, the one vnet runs from (its port proxy, the
+    address they listen on): a proxied network must be homed there, a QEMU hostfwd VM run there."""
+    first = lab.hosts[0].name
+    for net in lab.networks:
+        how = modes.MODES[net.mode].host_forwards
+        for pf in net.port_forwards:
+            where = f"networks.{net.name}.port_forwards.{pf.name}"
+            if how == "proxy" and net.home != first:
+                raise Unsupported(f"{where}: forwards are served on the first host ({first}), "
+                                  f"so network {net.name} must be homed there (home: {first})")
+            if how == "hostfwd" and lab.vm(pf.vm).host != first:
+                raise Unsupported(f"{where}: a {net.mode} forward is QEMU's, on the VM's own "
+                                  f"host; put VM {pf.vm} on {first}, where forwards are served")
+
+
+def up(lab: Lab, target: Target, progress: Progress, wait: bool = True) -> dict:
+    from ...guest import images
+    from ...host import accel
+
+    targets = host_targets(lab, target)
+    segments = preflight(lab, targets)
+    with state.lab_lock(target, lab.name, progress):
+        image = images.build_tiny(progress=progress)   # one file system: every sandbox host
+        lab_dir = state.lab_dir(target, lab.name)
+        _, pubkey = state.ssh_key(target, lab.name)
+        chosen = accel.choose(image, progress)
+        owner = LibvirtDriver(target).owner
+        ctx = Context(image=ImageFiles(str(image.kernel), str(image.initrd), str(image.rootdisk),
+                                       image.cmdline_base),
+                      ssh_pubkey=pubkey, owner=owner, accel=chosen, log_dir=str(lab_dir))
+        # a host reached over the network gets the image through libvirt's storage API
+        files = _parallel(lambda h, t: imagecopy.ensure(LibvirtDriver(t).conn, image, progress)
+                          if imagecopy.is_remote(t.uri) else ctx.image, targets)
+        plans = {h: LibvirtRenderer(replace(ctx, host=h, image=files[h])).plan(lab)
+                 for h in targets}
+        mgmt = {vm: ip for p in plans.values() for vm, ip in p.extra["mgmt"].items()}
+        first = lab.hosts[0].name
+        forwards = plans[first].extra       # rendered from the whole lab: every forward
+        if not state.read(target, lab.name):   # a second `up` owns its ports already
+            forwarding.check_host_ports(target, lab.name,
+                                        forwards["hostfwd"] + forwards["proxies"])
+        record = {"lab": lab.name, "backend": "libvirt", "uri": target.uri,
+                  "sandbox": target.sandbox, "accel": chosen, "source": lab.source,
+                  "lab_data": lab.meta["raw"], "mgmt": mgmt, "created": time.time(),
+                  "image": str(Path(image.kernel).parent),
+                  "hosts": {h: {"uri": t.uri, "netns": t.netns} for h, t in targets.items()}}
+        state.save(target, lab.name, record)     # before anything exists: destroy finds it
+        started = time.monotonic()
+
+        def build(host: str, t: Target) -> None:
+            LibvirtDriver(t).apply(plans[host], lambda m: progress(f"{host}: {m}"))
+            vxlan.apply(t.netns, segments[host])
+            for seg in segments[host]:
+                progress(f"{host}: network {seg.network} stretched (VXLAN {seg.vni}, port "
+                         f"{seg.port}, MTU {seg.mtu}) to "
+                         + ", ".join(map(str, seg.remotes)))
+        _parallel(build, targets)
+        forwarding.add_hostfwds(LibvirtDriver(targets[first]), forwards["hostfwd"])
+        forwarding.start_proxy(target, lab_dir, forwards["proxies"])
+        try:     # a failure from here on stops the proxy: no process outlives a failed `up`
+            if wait:
+                _parallel(lambda h, t: lifecycle.wait_for_addresses(
+                    _on_host(lab, h), t, LibvirtDriver(t), lab_dir, progress), targets)
+        except BaseException:
+            forwarding.stop_proxy(lab_dir, progress)
+            raise
+        record["timings"] = {"define_and_boot": round(time.monotonic() - started, 2)}
+        state.save(target, lab.name, record)
+        return record
+
+
+def status(record: dict, target: Target) -> dict:
+    lab = lab_from_record(record)
+    lab_dir = state.lab_dir(target, lab.name)
+    vms = []
+    for vm in lab.vms:
+        where = record["hosts"][vm.host]
+        try:
+            vm_state = LibvirtDriver(Target(uri=where["uri"], netns=where["netns"])) \
+                .domain_state(object_name(lab.name, vm.name))
+        except VnetError:
+            vm_state = "host unreachable"
+        _, reported = lifecycle.guest_report(lab_dir, vm.name)
+        vms.append({"name": vm.name, "host": vm.host, "state": vm_state,
+                    "nics": [{"network": n.network, "model": n.model, "mac": n.mac,
+                              "addresses": lifecycle._addresses(n, reported)} for n in vm.nics]})
+    return {"lab": lab.name, "vms": vms}
+
+
+def destroy(record: dict, target: Target, progress: Progress) -> list[str]:
+    """Remove the lab on every host that answers; a host that does not keeps its entry in the
+    record, and the error names it with the command that finishes the job later."""
+    lab_name = record["lab"]
+    forwarding.stop_proxy(state.lab_dir(target, lab_name), progress)
+    removed: list[str] = []
+    left: dict[str, str] = {}
+    for host, where in sorted(record["hosts"].items()):
+        t = Target(uri=where["uri"], netns=where["netns"])
+        try:
+            removed += LibvirtDriver(t).destroy(lab_name, lambda m: progress(f"{host}: {m}"))
+            removed += vxlan.remove(t.netns, lab_name)
+        except (VnetError, OSError) as exc:
+            left[host] = getattr(exc, "message", str(exc))
+    if left:
+        record["hosts"] = {h: w for h, w in record["hosts"].items() if h in left}
+        state.save(target, lab_name, record)
+        where = f" --sandbox {target.sandbox}" if target.sandbox else f" --uri {target.uri}"
+        raise HypervisorError(
+            f"lab {lab_name}: removed from every host but {', '.join(sorted(left))} ("
+            + "; ".join(f"{h}: {m}" for h, m in sorted(left.items())) + ")",
+            hint=f"once {', '.join(sorted(left))} answers again: vnet destroy {lab_name}{where}")
+    ssh.close_masters(ssh.control_dir(target, lab_name))
+    ssh.control_dir(target, lab_name).rmdir()
+    state.remove(target, lab_name)
+    return removed
+
+
+def gc_hosts(target: Target, progress: Progress) -> list[str]:
+    """The sandbox's other hosts and every host's VXLAN devices: what vnet tagged for a lab
+    that has no record on `target` any more (the first host's libvirt objects: lifecycle.gc)."""
+    if not target.sandbox:
+        return []
+    from ...host import sandbox
+
+    sb = sandbox.describe(target.sandbox)
+    known = set(state.labs_of(target))
+    removed: list[str] = []
+    for index in [1, *sandbox_hosts.present(sb)]:
+        view = sandbox_hosts.host_view(sb, index)
+        if index > 1:
+            driver = LibvirtDriver(Target(uri=view.uri, netns=view.host_netns))
+            for lab in sorted(set(lifecycle.tagged_labs(driver, progress)) - known):
+                removed += driver.destroy(lab, progress)
+        orphans = {d["alias"].split(":")[1] for d in vxlan.devices(view.host_netns)
+                   if d["alias"].startswith(f"{vxlan.TAG}:")} - known
+        for lab in sorted(orphans):
+            removed += vxlan.remove(view.host_netns, lab)
+    return removed

@@ -1,0 +1,14 @@
+#!/bin/sh
+# Start the SSH server of one vnet sandbox host. Run by provisioner/host/sandbox_hosts.py as
+#   ip netns exec vnet-NAME-hvI unshare --mount --propagation private sh THIS HOST_DIR RELAY
+# In this private mount namespace only, /etc/passwd gives root the home HOST_DIR/ssh-home, so
+# dropbear reads vnet's authorized_keys there and nothing is written to the machine's /root.
+# Every login runs RELAY (a forced command), which joins the session to the host's libvirtd.
+set -eu
+dir=$1
+relay=$2
+case $dir in /*) ;; *) echo "host dir must be absolute: $dir" >&2; exit 1;; esac
+sed "s#^\(root:[^:]*:0:0:[^:]*:\)[^:]*:#\1$dir/ssh-home:#" /etc/passwd > "$dir/passwd"
+mount --bind "$dir/passwd" /etc/passwd
+exec dropbear -F -E -s -j -k -p 22 -r "$dir/ssh_host_ed25519_key" -P "$dir/dropbear.self.pid" \
+    -c "$relay"

@@ -1,0 +1,163 @@
+"""Stretching a lab network across hypervisor hosts with VXLAN (README "Several hosts").
+
+Each host the network is used on has a Linux bridge for it (libvirt's network: on the home host
+with NAT/DHCP/the host address, elsewhere a plain bridge: drivers/libvirt/placement.py). vnet adds one
+VXLAN device per (network, host) to that bridge: a VNI per network, UDP port 4789 (IANA,
+RFC 7348), head-end replication to every other host's underlay address (an all-zeros FDB entry
+per remote, bridge(8)). The device's alias carries the tag `vnet:LAB:NETWORK`, so destroy and
+gc find what vnet made (`remove`). VXLAN adds 50 bytes (outer IPv4 20 + UDP 8 + VXLAN 8 +
+inner Ethernet 14), so the stretched network's MTU is the underlay's minus 50 (1450 on a
+1500-byte underlay) and the libvirt network states it (`<mtu size=.../>`).
+
+The commands are argv lists; `apply` runs them in a host's network namespace (a sandbox host)
+through runner, the one subprocess site.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import struct
+import time
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+from . import runner
+from .netns import netns_argv
+from ..lab.hosts import used_hosts
+from ..lab.model import Lab
+from ..lab.naming import bridge_name
+
+PORT = 4789
+OVERHEAD = 50
+UNDERLAY_MTU = 1500
+TAG = "vnet"
+MGMT = "mgmt"            # the renderer's name for vnet's management network (bridge_name)
+# The management network rides its own UDP port, so blocking the lab's VXLAN port (a negative
+# control, a firewall) cuts the lab's networks while vnet still reaches every guest.
+MGMT_PORT = 4790
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One host's end of a stretched network."""
+    lab: str
+    network: str
+    host: str
+    vni: int
+    device: str                        # the VXLAN device (at most 15 characters)
+    bridge: str                        # the libvirt network's bridge on that host
+    local: IPv4Address
+    remotes: tuple[IPv4Address, ...]
+    underlay_dev: str | None           # None: the route to the remotes decides
+    mtu: int
+    port: int = PORT
+
+    @property
+    def tag(self) -> str:
+        return f"{TAG}:{self.lab}:{self.network}"
+
+
+def vni_for(lab: str, network: str) -> int:
+    """Stable per (lab, network), in 1..2^24-1 (VNI 0 is avoided: some stacks treat it apart)."""
+    return int(hashlib.sha256(f"{lab}/{network}".encode()).hexdigest(), 16) % (2**24 - 1) + 1
+
+
+def device_name(lab: str, network: str) -> str:
+    return "vx" + bridge_name(lab, network)[2:]
+
+
+def segments(lab: Lab, underlay_dev: str | None = None,
+             underlay_mtu: int = UNDERLAY_MTU) -> dict[str, list[Segment]]:
+    """host name -> the segments vnet creates there: every network used on two hosts or more."""
+    by_host: dict[str, list[Segment]] = {h.name: [] for h in lab.hosts}
+    address = {h.name: h.underlay_ip for h in lab.hosts}
+    stretched = [(net.name, used_hosts(net, lab.vms)) for net in lab.networks]
+    # vnet's management network: homed on the first host, where the checks run from
+    first = lab.hosts[0].name if lab.hosts else None
+    stretched.append((MGMT, [first] + sorted({vm.host for vm in lab.vms} - {first})))
+    for name, hosts in stretched:
+        if len(hosts) < 2:
+            continue
+        for host in hosts:
+            by_host[host].append(Segment(
+                lab=lab.name, network=name, host=host, vni=vni_for(lab.name, name),
+                device=device_name(lab.name, name), bridge=bridge_name(lab.name, name),
+                local=address[host],
+                remotes=tuple(address[h] for h in hosts if h != host),
+                underlay_dev=underlay_dev, mtu=underlay_mtu - OVERHEAD,
+                port=MGMT_PORT if name == MGMT else PORT))
+    return by_host
+
+
+def commands(seg: Segment) -> list[list[str]]:
+    """The ip/bridge argv that attach `seg` to its bridge (see ip-link(8) "VXLAN Type")."""
+    cmds = [["ip", "link", "add", seg.device, "type", "vxlan", "id", str(seg.vni),
+             "local", str(seg.local),
+             *(["dev", seg.underlay_dev] if seg.underlay_dev else []),
+             "dstport", str(seg.port), "nolearning"],
+            ["ip", "link", "set", seg.device, "alias", seg.tag],
+            ["ip", "link", "set", seg.device, "mtu", str(seg.mtu)]]
+    cmds += [["bridge", "fdb", "append", "00:00:00:00:00:00", "dev", seg.device,
+              "dst", str(remote)] for remote in seg.remotes]
+    cmds += [["ip", "link", "set", seg.device, "master", seg.bridge],
+             ["ip", "link", "set", seg.bridge, "mtu", str(seg.mtu)],
+             ["ip", "link", "set", seg.device, "up"]]
+    return cmds
+
+
+def apply(netns: str, segs: list[Segment]) -> None:
+    for seg in segs:
+        for argv in commands(seg):
+            runner.run(netns_argv(netns, argv))
+
+
+def devices(netns: str) -> list[dict]:
+    """The VXLAN devices in a namespace: {name, vni, alias}."""
+    out = runner.run(netns_argv(netns, ["ip", "-j", "-d", "link", "show", "type", "vxlan"])).stdout
+    return [{"name": d["ifname"], "vni": d.get("linkinfo", {}).get("info_data", {}).get("id"),
+             "alias": d.get("ifalias", "")} for d in json.loads(out or "[]")]
+
+
+def vnis_in_use(netns: str, segs: list[Segment]) -> list[str]:
+    """Preflight: the segments whose VNI a device not of this lab already uses."""
+    taken = {d["vni"]: d for d in devices(netns)}
+    return [f"VNI {s.vni} (network {s.network}) is used by {taken[s.vni]['name']}"
+            for s in segs if s.vni in taken and taken[s.vni]["alias"] != s.tag]
+
+
+def remove(netns: str, lab: str) -> list[str]:
+    """Delete the VXLAN devices tagged for `lab` in a namespace; their names."""
+    gone = []
+    for dev in devices(netns):
+        if dev["alias"].startswith(f"{TAG}:{lab}:"):
+            runner.run(netns_argv(netns, ["ip", "link", "del", dev["name"]]))
+            gone.append(dev["name"])
+    return gone
+
+
+def echo(address: str, timeout: float = 2.0) -> bool:
+    """One ICMP echo to `address` and its reply (a raw socket: run it in the host's namespace
+    with netns.run_in_netns). The preflight's proof that the underlay reaches a host."""
+    ident = os.getpid() & 0xFFFF
+    payload = b"vnet-underlay!"                      # an even length: 16-bit words below
+    words = struct.unpack("!9H", struct.pack("!BBHHH", 8, 0, 0, ident, 1) + payload[:10]) + \
+        struct.unpack("!2H", payload[10:])
+    total = sum(words)
+    total = (total >> 16) + (total & 0xFFFF)
+    checksum = ~(total + (total >> 16)) & 0xFFFF    # RFC 1071
+    packet = struct.pack("!BBHHH", 8, 0, checksum, ident, 1) + payload
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sock:
+        sock.sendto(packet, (address, 0))
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            try:
+                data, (source, _) = sock.recvfrom(1024)
+            except (socket.timeout, OSError):
+                return False
+            body = data[(data[0] & 0x0F) * 4:]         # past the IPv4 header
+            if source == address and body[0] == 0 and struct.unpack("!H", body[4:6])[0] == ident:
+                return True
+    return False
