@@ -513,24 +513,108 @@ def _quartiles(values):
     return at(0.25), at(0.5), at(0.75)
 
 
+def _rtt_stats(sent, rtts):
+    q1, median, q3 = _quartiles(list(rtts.values()))
+    return {"samples": sent, "answered": len(rtts), "lost": sent - len(rtts),
+            "loss_pct": round(100 * (sent - len(rtts)) / sent, 2),
+            "rtt_median_ms": round(median, 2), "rtt_iqr_ms": round(q3 - q1, 2),
+            "rtt_min_ms": round(min(rtts.values()), 2), "rtt_max_ms": round(max(rtts.values()), 2)}
+
+
+def _baseline_samples(spec, opts):
+    """The same datagrams to the same listener over the management path (the route's choice,
+    no NIC binding), in a thread: same guest, host and load, no impairment; -> (the thread,
+    a dict whose "out" is then (sent, rtts, wrong) or the OSError)."""
+    plain = {k: v for k, v in spec.items() if k not in ("bind_mac", "bind_dev", "bind_ip")}
+    plain["target"] = opts["baseline"]["target"]
+    box = {}
+
+    def run():
+        try:
+            box["out"] = _udp_samples(plain, opts)
+        except OSError as exc:
+            box["out"] = exc
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    return worker, box
+
+
+def judge_excess(bounds, noise, measured, baseline):
+    """The declared parts against the excess of `measured` over `baseline` (the rules:
+    provisioner/verify/impairment.py); -> (out of tolerance: [text], too small to tell: [text]).
+    Adds the excess values to `measured`."""
+    out, blind = [], []
+    excess = {}
+    for key, (low, high) in bounds.items():
+        value = measured[key]
+        if key == "mbit":
+            if not lo_hi(value, (low, high)):
+                out.append(f"mbit {value} outside {[low, high]}")
+            continue
+        base = baseline[key if key == "lost" else "rtt_iqr_ms"]
+        if low <= noise[key] * base:
+            what = "lost" if key == "lost" else "IQR"
+            blind.append(f"{key}: the declared value's lower bound {low} is not above "
+                         f"{noise[key]:g} x the baseline's {what} {base}")
+        if key == "rtt_median_ms":
+            ex = round(value - baseline[key], 2)
+            judged = [round(low - base, 2), high]
+            fits = value >= low and lo_hi(ex, judged)
+            text = f"excess {ex} (measured {value} - baseline {baseline[key]}) outside {judged}" \
+                + ("" if value >= low else f", measured below {low}")
+        elif key == "rtt_iqr_ms":
+            ex = round(max(0.0, value ** 2 - base ** 2) ** 0.5, 2)
+            fits = lo_hi(ex, (low, high))
+            text = f"excess {ex} (sqrt({value}^2 - baseline {base}^2)) outside {[low, high]}"
+        else:
+            ex = value - base
+            fits = ex >= low and value <= high
+            text = f"excess {ex} (lost {value} - baseline {base}) below {low}" if ex < low \
+                else f"{value} above {high}"
+        excess[key] = ex
+        if not fits:
+            out.append(f"{key} {text}")
+    if excess:
+        measured["excess"] = excess
+    return out, blind
+
+
 def measure(spec):
-    """An impairment cell: measure RTT, loss and (if declared) throughput, then compare with
-    the bounds vnet sent. pass: every judged quantity within its bounds; fail: no sample was
-    answered (no connection); error: anything else, an out-of-tolerance value included."""
+    """An impairment cell: measure RTT, loss and (if declared) throughput over the impaired NIC
+    and, at the same time, RTT and loss over the unimpaired management path (the baseline), then
+    judge the excess with the bounds vnet sent. pass: every judged quantity within its bounds;
+    fail: no sample was answered (no connection); error: anything else, an out-of-tolerance
+    value, a declared part too small to tell from the baseline and nothing to judge included."""
     opts = spec["impair"]
+    if not opts.get("bounds"):
+        return _result("error", "nothing declared to judge (an empty impairment measures nothing)")
+    relative = [k for k in opts["bounds"] if k != "mbit"]
+    if relative and not opts.get("baseline"):
+        return _result("error", f"{', '.join(relative)}: no baseline path to judge the excess "
+                                "over (the probe spec names none)")
     began = time.monotonic()
+    worker, box = _baseline_samples(spec, opts) if relative else (None, {})
     sent, rtts, wrong = _udp_samples(spec, opts)
+    if worker:
+        worker.join()
     if wrong:
         return _result("error", f"{len(wrong)} answer(s) were not this probe's: {wrong[0]!r}")
     if not rtts:
         return _result("fail", f"none of {sent} UDP samples was answered by "
                                f"{spec['expect_name']} at {spec['target']}:{spec['port']}")
-    q1, median, q3 = _quartiles(list(rtts.values()))
-    measured = {"samples": sent, "answered": len(rtts), "lost": sent - len(rtts),
-                "loss_pct": round(100 * (sent - len(rtts)) / sent, 2),
-                "rtt_median_ms": round(median, 2), "rtt_iqr_ms": round(q3 - q1, 2),
-                "rtt_min_ms": round(min(rtts.values()), 2),
-                "rtt_max_ms": round(max(rtts.values()), 2)}
+    measured = _rtt_stats(sent, rtts)
+    baseline = None
+    if worker:
+        where = f"the baseline over the management path ({opts['baseline']['target']})"
+        if isinstance(box["out"], OSError):
+            return _result("error", f"{where}: {_reason(box['out'])}", measured=measured)
+        b_sent, b_rtts, b_wrong = box["out"]
+        if b_wrong or not b_rtts:
+            why = f"{len(b_wrong)} answer(s) were not this probe's" if b_wrong else \
+                f"none of {b_sent} UDP samples was answered"
+            return _result("error", f"{where}: {why}; without it the impairment cannot be told "
+                                    "from the path's own latency and loss", measured=measured)
+        baseline = measured["baseline"] = _rtt_stats(b_sent, b_rtts)
     if opts.get("stream"):
         transfer = _sink if opts.get("direction") == "from_guest" else _stream
         mbit, counted = transfer(spec, opts["stream"], opts["warmup"])
@@ -538,19 +622,24 @@ def measure(spec):
             return _result("error", f"throughput: {counted}", measured=measured)
         measured.update(mbit=round(mbit, 3), stream_s=counted)
     measured["seconds"] = round(time.monotonic() - began, 2)
-    out = {k: v for k, v in opts["bounds"].items() if not lo_hi(measured[k], v)}
+    out, blind = judge_excess(opts["bounds"], opts.get("noise", {}), measured, baseline)
     declared = ", ".join(f"{k} {v:g}" for k, v in opts["declared"].items())
     shown = (f"RTT median {measured['rtt_median_ms']} ms (IQR {measured['rtt_iqr_ms']}, "
              f"min {measured['rtt_min_ms']}, max {measured['rtt_max_ms']}), loss "
              f"{measured['loss_pct']} % ({measured['lost']}/{sent})"
+             + (f"; baseline RTT median {baseline['rtt_median_ms']} ms (IQR "
+                f"{baseline['rtt_iqr_ms']}), loss {baseline['lost']}/{baseline['samples']}"
+                if baseline else "")
              + (f", {measured['mbit']} Mbit/s "
                 f"{'from' if opts.get('direction') == 'from_guest' else 'toward'} the guest "
                 f"over {measured['stream_s']} s"
                 if "mbit" in measured else ""))
-    if out:
-        why = "; ".join(f"{k} {measured[k]} outside {v}" for k, v in out.items())
-        return _result("error", f"out of tolerance: {why}; declared {declared}; measured "
-                                f"{shown}", measured=measured)
+    if blind or out:
+        why = (f"too small to tell from the baseline: {'; '.join(blind)}" if blind else "") \
+            + ("; " if blind and out else "") \
+            + (f"out of tolerance: {'; '.join(out)}" if out else "")
+        return _result("error", f"{why}; declared {declared}; measured {shown}",
+                       measured=measured)
     return _result("pass", f"declared {declared}; measured {shown}; nonces echoed by "
                            f"{spec['expect_name']}", measured=measured)
 

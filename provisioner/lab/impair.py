@@ -32,8 +32,14 @@ def parse(value: Any, where: str) -> Impairment | None:
 
 
 def build(values: dict[str, Any], where: str) -> Impairment:
-    """Check each value against RANGES (and jitter against delay) -> Impairment."""
-    checked = {k: number(v, f"{where}.{k}", k) for k, v in values.items() if v is not None}
+    """Check each value against RANGES (and jitter against delay) -> Impairment. A null or zero
+    value declares nothing and is dropped; when nothing is left the impairment is refused: an
+    empty one would give a cell with nothing to judge."""
+    checked = {k: number(v, f"{where}.{k}", k) for k, v in values.items()
+               if not (v is None or (type(v) in (int, float) and v == 0))}
+    if not checked:
+        raise LabFileError(where, f"is empty; give at least one of {', '.join(RANGES)} "
+                           "(null and 0 declare nothing)")
     jitter, delay = checked.get("jitter_ms"), checked.get("delay_ms")
     if jitter and (delay is None or jitter > delay):
         raise LabFileError(f"{where}.jitter_ms", f"{jitter:g} ms needs a delay_ms of at least "

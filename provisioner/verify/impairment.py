@@ -12,17 +12,31 @@ address, against vnet's host-side listener on that network, in its one probe inv
   echoing the nonce and the guest counts what it receives after WARMUP seconds; from the
   guest, the guest sends and the listener counts and answers with the count.
 
+Baseline: an unshaped TCG path under load has a median RTT of tens of ms, an IQR of several and
+an occasional lost datagram of its own, so a small declared value measured alone passes with
+nothing applied. In the same probe call, at the same time (a second thread), the guest sends the
+same datagrams to the same listener over its management NIC (ends.mgmt_host_ip; the route picks
+that NIC), a path of the same guest, host and load without the impairment. What is judged is
+the EXCESS over that baseline (guest: vnet_probe.judge_excess).
+
 Tolerances (the bounds are computed here and sent in the probe spec; the guest compares):
-- delay: the median RTT is at least delay - max(1 ms, jitter/2) (netem never sends early) and
-  at most delay + jitter/2 + max(RTT_SLACK_MS, 50 % of delay) (the TCG guests and the loaded
-  host add their own latency, and only on top).
-- jitter: netem's jitter is uniform in +/- jitter, so the RTT's IQR is about jitter: at least
-  jitter/2, at most jitter + RTT_SLACK_MS.
+- delay: the median RTT is at least delay - max(1 ms, jitter/2) (netem never sends early), and
+  its excess over the baseline median is at least that minus the baseline IQR (the two paths'
+  latencies wander by about that much) and at most delay + jitter/2 + max(RTT_SLACK_MS, 50 % of
+  delay) (the TCG guests and the loaded host add their own latency, and only on top).
+- jitter: netem's jitter is uniform in +/- jitter, so its IQR is about jitter; independent
+  spreads add in quadrature, so the excess is sqrt(IQR^2 - baseline IQR^2): at least jitter/2,
+  at most jitter + RTT_SLACK_MS.
 - loss: the sample count makes "no loss at all" improbable for the declared rate (P(0 lost) <=
-  ALPHA/2, a binomial bound); the lost count must lie within the central 1 - ALPHA of
-  Binomial(n, loss) for the low end and of Binomial(n, loss + BASE_LOSS) for the high end.
-- rate: the received throughput lies within RATE_LOW..RATE_HIGH of the declared rate.
-A part that is not declared is measured and shown, never judged.
+  ALPHA/2, a binomial bound); lost minus the baseline's lost is at least the ALPHA/2 quantile of
+  Binomial(n, loss), and lost is at most the 1 - ALPHA/2 quantile of Binomial(n, loss +
+  BASE_LOSS).
+- rate: the received throughput lies within RATE_LOW..RATE_HIGH of the declared rate (absolute:
+  a transfer's rate has no baseline to subtract).
+Too small to tell (NOISE): a declared part whose lower bound is not above NOISE[part] x the
+baseline's own noise (the IQR for delay and jitter, the lost count for loss) cannot be told from
+a path with nothing applied; the cell is `error` and says so, never `pass`.
+A part that is not declared is measured and shown, never judged; nothing declared is `error`.
 """
 from __future__ import annotations
 
@@ -40,6 +54,10 @@ RTT_SLACK_MS = 60.0       # latency the TCG guests and the loaded host add on to
 STREAM_SECONDS = 2.5      # throughput: a short timed transfer toward the guest
 WARMUP = 0.5              # s of it not counted: TCP's slow start and the shaper's burst
 RATE_LOW, RATE_HIGH = 0.6, 1.15
+# part -> how many units of the baseline's noise its lower bound must exceed: delay 2 IQRs (its
+# excess may sit one IQR below the bound and an unapplied delay one IQR above zero), jitter 1
+# (a jitter of twice the baseline IQR), loss 1 (more lost than the baseline lost)
+NOISE = {"rtt_median_ms": 2.0, "rtt_iqr_ms": 1.0, "lost": 1.0}
 
 
 # Which way a declared rate is measured: the way the backend applies it. libvirt: tbf (or
@@ -86,13 +104,16 @@ def bounds(impair: Impairment, samples: int) -> dict:
     return out
 
 
-def probe_for(impair: Impairment, backend: Backend = Backend.LIBVIRT) -> dict:
-    """The `impair` part of the probe spec the guest runs."""
+def probe_for(impair: Impairment, backend: Backend = Backend.LIBVIRT,
+              baseline_target: str | None = None) -> dict:
+    """The `impair` part of the probe spec the guest runs; baseline_target: the host's address
+    over the guest's unimpaired management path (the module docstring)."""
     n = samples_for(impair)
     worst = ((impair.delay_ms or 0) + (impair.jitter_ms or 0)) / 1000
     return {"declared": impair.as_dict(), "samples": n, "interval": INTERVAL,
             "drain": round(1.0 + 2 * worst, 3), "stream": STREAM_SECONDS if impair.rate_mbit else 0,
-            "direction": RATE_DIRECTION[backend], "warmup": WARMUP, "bounds": bounds(impair, n)}
+            "direction": RATE_DIRECTION[backend], "warmup": WARMUP, "bounds": bounds(impair, n),
+            "noise": NOISE, "baseline": {"target": baseline_target} if baseline_target else None}
 
 
 def impairment_cells(lab: Lab, ends, make, backend: Backend = Backend.LIBVIRT) -> list:
@@ -108,7 +129,7 @@ def impairment_cells(lab: Lab, ends, make, backend: Backend = Backend.LIBVIRT) -
                               f"guest:{vm.name}",
                               dict(target=host, port=ends.host_listener_port, expect_name="host",
                                    bind_mac=nic.mac, timeout=3.0,
-                                   impair=probe_for(nic.impair, backend))))
+                                   impair=probe_for(nic.impair, backend, ends.mgmt_host_ip))))
     return cells
 
 

@@ -35,6 +35,9 @@ def listener_addresses(target: Target, cells, port: int) -> list[str]:
         return ["0.0.0.0"]
     wanted = {c.probe["target"] for c in cells
               if c.kind == "vm_to_host" and c.probe.get("port") == port}
+    # an impairment cell's baseline runs over the management path (verify/impairment.py)
+    wanted |= {c.probe["impair"]["baseline"]["target"] for c in cells
+               if c.kind == "impairment" and (c.probe["impair"].get("baseline") or {}).get("target")}
     return ["127.0.0.1", *sorted(a for a in wanted if a != "127.0.0.1" and _bindable(a))]
 
 

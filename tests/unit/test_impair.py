@@ -25,7 +25,7 @@ def _lab(impair, mode="hostonly"):
 
 
 @pytest.mark.parametrize("impair, field, valid", [
-    ({"delay_ms": 0}, "delay_ms", "from 1 to 5000 (ms)"),
+    ({"delay_ms": 0.5}, "delay_ms", "from 1 to 5000 (ms)"),
     ({"delay_ms": "80"}, "delay_ms", "from 1 to 5000 (ms)"),
     ({"loss_pct": 0.1}, "loss_pct", "from 1 to 50 (%)"),
     ({"rate_mbit": True}, "rate_mbit", "from 0.5 to 1000 (Mbit/s)"),
@@ -108,7 +108,7 @@ def listener():
 def _measure(listener, impair, backend=Backend.LIBVIRT):
     module, port = listener
     spec = {"id": "0", "target": "127.0.0.1", "port": port, "expect_name": "host",
-            "impair": impairment.probe_for(impair, backend)}
+            "impair": impairment.probe_for(impair, backend, baseline_target="127.0.0.1")}
     return module.run_all([spec])["0"]
 
 
@@ -135,7 +135,8 @@ def test_a_silent_far_end_is_fail():
         s.bind(("127.0.0.1", 0))     # bound, never answers
         port = s.getsockname()[1]
         spec = {"id": "0", "target": "127.0.0.1", "port": port, "expect_name": "host",
-                "impair": dict(impairment.probe_for(Impairment(delay_ms=5)), drain=0.2)}
+                "impair": dict(impairment.probe_for(Impairment(delay_ms=5), Backend.LIBVIRT,
+                                                    "127.0.0.1"), drain=0.2)}
         result = module.run_all([spec])["0"]
     assert result["observed"] == "fail" and "none of 60" in result["detail"]
 

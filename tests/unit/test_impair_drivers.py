@@ -70,7 +70,9 @@ def test_virtualbox_refuses_a_rate_on_a_nic_without_a_group(vbox):
 
 
 @pytest.mark.parametrize("args, says", [
-    (["--delay-ms", "0"], "vms.vm1.nics[0].impair.delay_ms: 0.0 must be a number from 1 to 5000"),
+    (["--delay-ms", "0.5"], "vms.vm1.nics[0].impair.delay_ms: 0.5 must be a number from 1 to 5000"),
+    (["--delay-ms", "0"], "vms.vm1.nics[0].impair: is empty; give at least one of delay_ms"),
+    (["--jitter-ms", "0"], "vms.vm1.nics[0].impair: is empty; give at least one of delay_ms"),
     ([], "give --clear, or at least one of"),
     (["--clear", "--loss-pct", "2"], "give --clear, or at least one of"),
     (["--jitter-ms", "3"], "impair.jitter_ms: 3 ms needs a delay_ms of at least 3"),

@@ -1,0 +1,107 @@
+"""Issue 18, the impairment cell's truth (review of the first cut): a declared value is judged
+by its EXCESS over a baseline measured at the same time over the guest's unimpaired management
+path, so an unshaped but loaded path cannot confirm a small declaration; a declaration too
+small to tell from the baseline's own noise is `error`, never `pass`; an empty impairment is
+refused at load time (exit 2) and judged `error` if one ever reaches the guest."""
+import pytest
+
+from provisioner.errors import LabFileError
+from provisioner.lab import loader
+from provisioner.lab.model import Backend, Impairment
+from provisioner.verify import impairment
+from provisioner.verify.checks import Endpoints
+from provisioner.verify.run import probe_module
+
+PROBE = probe_module()
+
+
+def _rtt(median, iqr, lost=0, samples=60):
+    return {"samples": samples, "answered": samples - lost, "lost": lost,
+            "rtt_median_ms": median, "rtt_iqr_ms": iqr}
+
+
+def _judge(impair, measured, baseline):
+    opts = impairment.probe_for(impair, Backend.LIBVIRT, "100.64.9.1")
+    return PROBE.judge_excess(opts["bounds"], opts["noise"], measured, baseline)
+
+
+def test_small_delay_on_a_loaded_unshaped_path_is_not_ok():
+    """20 ms declared, none applied: the loaded TCG path's own 36 ms median (seen under load)
+    passed the old bounds [19, 80]; its excess over a 36 ms baseline is 0."""
+    out, blind = _judge(Impairment(delay_ms=20), _rtt(36.0, 3.0), _rtt(36.0, 3.0))
+    assert out and out[0].startswith("rtt_median_ms excess 0.0") and not blind
+
+
+def test_applied_delay_and_jitter_above_the_baseline_pass():
+    measured = _rtt(121.0, 9.0)
+    out, blind = _judge(Impairment(delay_ms=80, jitter_ms=5), measured, _rtt(36.0, 2.0))
+    assert (out, blind) == ([], [])
+    assert measured["excess"] == {"rtt_median_ms": 85.0, "rtt_iqr_ms": 8.77}
+
+
+def test_jitter_within_the_baseline_spread_cannot_be_told():
+    """5 ms of jitter on a path whose own IQR is 4 ms: its lower bound (2.5) is inside the
+    baseline's noise, so the cell says it cannot tell, even when the numbers happen to fit."""
+    out, blind = _judge(Impairment(delay_ms=80, jitter_ms=5), _rtt(121.0, 7.0), _rtt(36.0, 4.0))
+    assert not out and blind and blind[0].startswith("rtt_iqr_ms: the declared value's lower")
+
+
+def test_unapplied_jitter_is_out_of_tolerance():
+    out, _ = _judge(Impairment(delay_ms=80, jitter_ms=20), _rtt(121.0, 2.2), _rtt(36.0, 2.0))
+    assert any(o.startswith("rtt_iqr_ms excess 0.92") for o in out), out
+
+
+def test_one_natural_loss_does_not_confirm_a_declared_loss():
+    """2 % declared: one datagram lost on the impaired path, one on the baseline. The old lower
+    bound (1 lost) took that natural drop as the declared loss."""
+    n = impairment.samples_for(Impairment(loss_pct=2))
+    out, blind = _judge(Impairment(loss_pct=2), _rtt(1.0, 0.2, 1, n), _rtt(1.0, 0.2, 1, n))
+    assert out and out[0].startswith("lost excess 0") and blind
+
+
+def test_declared_loss_above_a_lossless_baseline_passes_and_too_much_fails():
+    n = impairment.samples_for(Impairment(loss_pct=2))
+    assert _judge(Impairment(loss_pct=2), _rtt(1.0, 0.2, 7, n), _rtt(1.0, 0.2, 0, n)) == ([], [])
+    out, _ = _judge(Impairment(loss_pct=2), _rtt(1.0, 0.2, 60, n), _rtt(1.0, 0.2, 0, n))
+    assert out and out[0].startswith("lost 60 above")
+
+
+def test_the_cell_names_the_management_path_as_its_baseline():
+    lab = loader.resolve({"name": "imp", "networks": [{"name": "lan", "mode": "hostonly"}],
+                          "vms": [{"name": "a", "nics": [{"network": "lan",
+                                                          "impair": {"delay_ms": 80}}]}]})
+    ends = Endpoints(host_listener_port=7, internet_ip=None, host_uplink_ip=None,
+                     mgmt_host_ip="100.64.9.1")
+    (cell,) = impairment.impairment_cells(lab, ends, lambda *a: a)
+    assert cell[5]["impair"]["baseline"] == {"target": "100.64.9.1"}
+
+
+def test_an_empty_impairment_is_error_in_the_guest():
+    spec = {"id": "0", "target": "127.0.0.1", "port": 9, "expect_name": "host",
+            "impair": impairment.probe_for(Impairment(), Backend.LIBVIRT, "127.0.0.1")}
+    result = PROBE.measure(spec)
+    assert result["observed"] == "error" and "nothing declared" in result["detail"]
+
+
+def test_delay_or_loss_without_a_baseline_is_error():
+    spec = {"id": "0", "target": "127.0.0.1", "port": 9, "expect_name": "host",
+            "impair": impairment.probe_for(Impairment(delay_ms=10))}
+    result = PROBE.measure(spec)
+    assert result["observed"] == "error" and "no baseline path" in result["detail"]
+
+
+@pytest.mark.parametrize("impair", [{"delay_ms": None}, {"jitter_ms": 0},
+                                    {"delay_ms": 0, "loss_pct": None}])
+def test_an_impairment_that_declares_nothing_is_refused(impair):
+    with pytest.raises(LabFileError) as err:
+        loader.resolve({"name": "imp", "networks": [{"name": "lan", "mode": "hostonly"}],
+                        "vms": [{"name": "a", "nics": [{"network": "lan", "impair": impair}]}]})
+    assert str(err.value).startswith("vms.a.nics[0].impair: is empty; give at least one of")
+    assert err.value.status == 2
+
+
+def test_zero_parts_are_dropped_and_the_rest_kept():
+    lab = loader.resolve({"name": "imp", "networks": [{"name": "lan", "mode": "hostonly"}],
+                          "vms": [{"name": "a", "nics": [{"network": "lan", "impair": {
+                              "delay_ms": 80, "jitter_ms": 0, "loss_pct": None}}]}]})
+    assert lab.vms[0].nics[0].impair == Impairment(delay_ms=80.0)
