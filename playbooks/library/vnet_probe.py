@@ -627,13 +627,15 @@ def measure(spec):
     shown = (f"RTT median {measured['rtt_median_ms']} ms (IQR {measured['rtt_iqr_ms']}, "
              f"min {measured['rtt_min_ms']}, max {measured['rtt_max_ms']}), loss "
              f"{measured['loss_pct']} % ({measured['lost']}/{sent})"
-             + (f"; baseline RTT median {baseline['rtt_median_ms']} ms (IQR "
-                f"{baseline['rtt_iqr_ms']}), loss {baseline['lost']}/{baseline['samples']}"
-                if baseline else "")
              + (f", {measured['mbit']} Mbit/s "
                 f"{'from' if opts.get('direction') == 'from_guest' else 'toward'} the guest "
                 f"over {measured['stream_s']} s"
-                if "mbit" in measured else ""))
+                if "mbit" in measured else "")
+             + (f"; baseline over the management path: RTT median {baseline['rtt_median_ms']} "
+                f"ms (IQR {baseline['rtt_iqr_ms']}), loss {baseline['lost']}/{baseline['samples']}"
+                if baseline else "")
+             + ("; excess " + ", ".join(f"{k} {v}" for k, v in measured["excess"].items())
+                if measured.get("excess") else ""))
     if blind or out:
         why = (f"too small to tell from the baseline: {'; '.join(blind)}" if blind else "") \
             + ("; " if blind and out else "") \

@@ -116,6 +116,8 @@ def test_measurement_without_the_declared_delay_is_out_of_tolerance(listener):
     """The negative control on loopback: 100 ms declared, none there."""
     result = _measure(listener, Impairment(delay_ms=100))
     assert result["observed"] == "error" and "out of tolerance: rtt_median_ms" in result["detail"]
+    assert "baseline over the management path" in result["detail"]
+    assert "excess rtt_median_ms" in result["detail"] and "baseline" in result["measured"]
     assert result["measured"]["answered"] == impairment.MIN_SAMPLES
 
 
