@@ -19,9 +19,10 @@ guests reach the host and nothing beyond it.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 
-from ...errors import HypervisorError
+from ...errors import HypervisorError, LabFileError
 from ...host.ovs import Ovs, datapath, sandbox_ovs
 from ...lab.model import Lab, Network
 from ...lab.naming import bridge_name
@@ -64,6 +65,9 @@ def create(lab: Lab, target, owner: str, progress: Progress, ovs: Ovs | None = N
                               f"answers in {where}", hint="vnet doctor says why")
     dp, _ = datapath()
     tagged = _tagged(ovs)
+    for net, br in found:                       # before any bridge exists: nothing half-made
+        if net.host_ip is not None:
+            refuse_route_clash(target, net, br)
     for net, br in found:
         tag = tagged.get(br)
         if br in _all(ovs) and (tag is None or tag != (lab.name, owner)):
@@ -101,6 +105,31 @@ def remove(lab: str, target, owner: str, progress: Progress, ovs: Ovs | None = N
     if gone:
         progress(f"removed Open vSwitch bridge(s) {', '.join(gone)}")
     return [f"bridge {br}" for br in gone]
+
+
+def refuse_route_clash(target, net: Network, br: str) -> None:
+    """A hostonly subnet that overlaps a route the host already has (not this bridge's own):
+    libvirt refuses such a network for its own bridges (networkCheckRouteCollision in
+    src/network/bridge_driver_linux.c, which skips the default route too); so does vnet."""
+    where = f"sandbox {target.sandbox}" if target.sandbox else "this host"
+    for line in _ip(target, ["ip", "-4", "-o", "route", "show"]).stdout.splitlines():
+        words = line.split()
+        while words and words[0] in ROUTE_TYPES:
+            words = words[1:]
+        if not words or words[0] == "default":
+            continue
+        dev = words[words.index("dev") + 1] if "dev" in words[:-1] else "?"
+        try:
+            dest = ipaddress.ip_network(words[0], strict=False)
+        except ValueError:
+            continue
+        if dev != br and dest.overlaps(net.subnet):
+            raise LabFileError(f"networks.{net.name}.subnet", f"{net.subnet} overlaps the "
+                               f"route {dest} (dev {dev}) that {where} already has; choose a "
+                               "subnet no route covers")
+
+
+ROUTE_TYPES = ("unicast", "unreachable", "blackhole", "prohibit", "throw")
 
 
 def _host_side(target, br: str, address: str, lab: str) -> None:
