@@ -2,7 +2,9 @@
 
 A lab process, like the port proxy: started by `vnet up` once the lab's Open vSwitch bridges
 exist and before any guest boots, in the namespace where ovs-vswitchd runs (the sandbox's host
-namespace, or the machine's), listening on 127.0.0.1 only; recorded by PID in the lab's state
+namespace, or the machine's), listening on a unix socket in the lab's state dir (root only;
+OVS connects to it as `unix:PATH`, ovs-vsctl(8) "Controller Connection Methods"), never on a TCP
+port another local user could take first or connect to; recorded by PID in the lab's state
 dir the moment it starts, stopped by `destroy`, by a failed `up` and by `sandbox down`.
 
 It is built on os-ken (controller_files/learning_switch.py), an optional dependency
@@ -13,7 +15,6 @@ the lab dir, which the report lists (events()).
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import time
 from pathlib import Path
@@ -21,11 +22,11 @@ from typing import Callable
 
 from . import procs
 from ..errors import HypervisorError, VnetError
-from .netns import netns_argv, run_in_netns
+from .netns import netns_argv
 
 SCRIPT = Path(__file__).resolve().with_name("controller_files") / "learning_switch.py"
-PID, EVENTS, LOG, PORT = "controller.pid", "controller-events.jsonl", "controller.log", \
-    "controller.json"
+PID, EVENTS, LOG, SOCKET = "controller.pid", "controller-events.jsonl", "controller.log", \
+    "controller.sock"
 CONNECT_TIMEOUT = 60.0
 
 
@@ -51,26 +52,22 @@ def start(lab, target, lab_dir: Path, ovs, progress: Callable[[str], None]) -> i
         raise VnetError(f"lab {lab.name} has a learning controller, which needs os-ken",
                         hint="pip install 'vnet[openflow]' (or pip install os-ken)")
     pid = procs.running(lab_dir / PID, str(lab_dir))
+    sock = lab_dir / SOCKET
     if pid is None:
-        port = run_in_netns(target.netns, _free_port) if target.netns else _free_port()
-        events = lab_dir / EVENTS
-        argv = [sys.executable, "-I", str(SCRIPT), str(port), str(events)]
+        argv = [sys.executable, "-I", str(SCRIPT), str(sock), str(lab_dir / EVENTS)]
         proc = procs.spawn(netns_argv(target.netns, argv) if target.netns else argv,
                            lab_dir / PID, str(lab_dir), log_path=str(lab_dir / LOG))
-        (lab_dir / PORT).write_text(json.dumps({"port": port}) + "\n")
         pid = proc.pid
-        progress(f"learning controller (os-ken) on 127.0.0.1:{port}, pid {pid}")
-    port = json.loads((lab_dir / PORT).read_text())["port"]
+        progress(f"learning controller (os-ken) on unix:{sock}, pid {pid}")
     for br in bridges:
-        ovs.vsctl("set-controller", br, f"tcp:127.0.0.1:{port}")
+        ovs.vsctl("set-controller", br, controller_target(sock))
     _wait_connected(ovs, bridges, lab_dir)
     return pid
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def controller_target(sock: Path) -> str:
+    """What the bridges are pointed at: the controller's unix socket (no port to race for)."""
+    return f"unix:{sock}"
 
 
 def _wait_connected(ovs, bridges: list[str], lab_dir: Path) -> None:
