@@ -4,6 +4,7 @@ connect, flooding an unknown destination, a learned flow once both MACs are know
 report's reading of its events."""
 import importlib.util
 import socket
+from pathlib import Path
 import struct
 import threading
 import time
@@ -94,10 +95,13 @@ def test_the_controller_listens_on_a_root_only_unix_socket_in_the_lab_dir(tmp_pa
     monkeypatch.setattr(procs, "running", lambda *a: None)
     monkeypatch.setattr(procs, "spawn", lambda argv, *a, **kw: spawned.append(argv) or
                         SimpleNamespace(pid=4242))
-    ovs = SimpleNamespace(vsctl=lambda *args, **kw: vsctl.append(args) or
+    rundir = tmp_path / "ovs-run"               # OVS connects to unix: sockets only in here
+    rundir.mkdir()
+    ovs = SimpleNamespace(rundir=str(rundir), vsctl=lambda *args, **kw: vsctl.append(args) or
                           SimpleNamespace(stdout="is_connected : true\n"))
     controller.start(lab, SimpleNamespace(netns=None), tmp_path, ovs, lambda m: None)
-    sock = tmp_path / controller.SOCKET
+    [sock] = [Path(a) for a in spawned[0] if a.endswith(".ctl")]
+    assert sock.parent == rundir and sock.name.startswith("vnet-oflab-")
     assert spawned[0][-2:] == [str(sock), str(tmp_path / controller.EVENTS)]
     assert [a[-1] for a in vsctl if a[0] == "set-controller"] == [f"unix:{sock}"]
 
@@ -111,3 +115,5 @@ def test_the_controller_listens_on_a_root_only_unix_socket_in_the_lab_dir(tmp_pa
             client.connect(str(sock))
     finally:
         server.close()
+    controller.stop(tmp_path, lambda m: None)              # no process recorded: the socket goes
+    assert not sock.exists()
