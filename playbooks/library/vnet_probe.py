@@ -354,15 +354,18 @@ def probe_until(spec):
     """A probe of a port another guest holds only while its own module run lasts (a declared
     check, provisioner/verify/declared.py): repeated with fresh nonces tagged with the prober's
     name ("nonce_prefix") until one passes or "until" seconds are over. -> the first pass, else
-    the last attempt, with every nonce sent (the holder reports which arrived)."""
+    the last attempt, with every nonce sent (the holder reports which arrived) and each
+    attempt's [start, end] wall time (vnet checks a refusal came while the holder listened)."""
     deadline = time.monotonic() + float(spec["until"])
-    nonces, result = [], None
+    nonces, attempts, result = [], [], None
     while True:
         nonce = f"{spec.get('nonce_prefix', 'guest')}-{secrets.token_hex(8)}"
         nonces.append(nonce)
+        began = time.time()
         result = probe(dict(spec, nonce=nonce))
+        attempts.append([began, time.time()])
         if result["observed"] == "pass" or time.monotonic() >= deadline:
-            return dict(result, nonces=nonces)
+            return dict(result, nonces=nonces, attempts=attempts)
         time.sleep(0.4)
 
 
@@ -794,6 +797,7 @@ class ForwardHold:
     def __init__(self, spec, name):
         self.spec, self.name = spec, name
         self.seen, self.mode, self.detail = [], "none", ""
+        self.opened = self.closed = None      # wall times the port was held (listening)
         self.sock = None
         self.done = threading.Event()
 
@@ -832,6 +836,7 @@ class ForwardHold:
             self.mode = "service"
             self.detail = f"service present on {ifname} {address}:{self.spec['port']}"
         sock.settimeout(0.2)
+        self.opened = time.time()
         self.sock, self.address = sock, address
         self.thread = threading.Thread(target=self._loop, args=(udp,), daemon=True)
         self.thread.start()
@@ -841,7 +846,12 @@ class ForwardHold:
             self.seen.append(nonce)
         origins = self.spec.get("origins") or []
         if all(any(n.startswith(o + "-") for n in self.seen) for o in origins):
-            self.done.set()
+            self._finish()
+
+    def _finish(self):
+        if not self.done.is_set() and self.opened is not None:
+            self.closed = time.time()
+        self.done.set()
 
     def _loop(self, udp):
         while not self.done.is_set():
@@ -884,11 +894,12 @@ class ForwardHold:
             self._note(nonce.decode())
 
     def report(self):
-        self.done.set()
+        self._finish()
         if self.sock is not None:
             self.thread.join()        # a blocked accept() keeps the socket open until it returns
             self.sock.close()
-        return {"mode": self.mode, "detail": self.detail, "nonces": self.seen}
+        return {"mode": self.mode, "detail": self.detail, "nonces": self.seen,
+                "opened": self.opened, "closed": self.closed}
 
 
 def hold_forwards(specs):

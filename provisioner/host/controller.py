@@ -2,7 +2,12 @@
 
 A lab process, like the port proxy: started by `vnet up` once the lab's Open vSwitch bridges
 exist and before any guest boots, in the namespace where ovs-vswitchd runs (the sandbox's host
-namespace, or the machine's), listening on 127.0.0.1 only; recorded by PID in the lab's state
+namespace, or the machine's), listening on a root-only unix socket, never on a TCP port another
+local user could take first or connect to. OVS connects to it as `unix:PATH`, ovs-vsctl(8)
+"Controller Connection Methods", only when PATH lies in its run directory (ovs-vswitchd refuses
+other paths: "Not connecting to socket controller ... specify socket in permitted directory",
+vswitchd/bridge.c), so the socket is `vnet-<lab>-<id>.ctl` there, recorded in the lab dir and
+removed on stop. Recorded by PID in the lab's state
 dir the moment it starts, stopped by `destroy`, by a failed `up` and by `sandbox down`.
 
 It is built on os-ken (controller_files/learning_switch.py), an optional dependency
@@ -12,8 +17,9 @@ the lab dir, which the report lists (events()).
 """
 from __future__ import annotations
 
+import hashlib
 import json
-import socket
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,11 +27,12 @@ from typing import Callable
 
 from . import procs
 from ..errors import HypervisorError, VnetError
-from .netns import netns_argv, run_in_netns
+from .netns import netns_argv
 
 SCRIPT = Path(__file__).resolve().with_name("controller_files") / "learning_switch.py"
-PID, EVENTS, LOG, PORT = "controller.pid", "controller-events.jsonl", "controller.log", \
+PID, EVENTS, LOG, SOCKET = "controller.pid", "controller-events.jsonl", "controller.log", \
     "controller.json"
+MACHINE_RUNDIR = "/var/run/openvswitch"    # the distribution's ovs_rundir() unless OVS_RUNDIR
 CONNECT_TIMEOUT = 60.0
 
 
@@ -51,26 +58,41 @@ def start(lab, target, lab_dir: Path, ovs, progress: Callable[[str], None]) -> i
         raise VnetError(f"lab {lab.name} has a learning controller, which needs os-ken",
                         hint="pip install 'vnet[openflow]' (or pip install os-ken)")
     pid = procs.running(lab_dir / PID, str(lab_dir))
+    sock = socket_path(ovs, lab.name, lab_dir)
     if pid is None:
-        port = run_in_netns(target.netns, _free_port) if target.netns else _free_port()
-        events = lab_dir / EVENTS
-        argv = [sys.executable, "-I", str(SCRIPT), str(port), str(events)]
+        (lab_dir / SOCKET).write_text(json.dumps({"socket": str(sock)}) + "\n")
+        argv = [sys.executable, "-I", str(SCRIPT), str(sock), str(lab_dir / EVENTS)]
         proc = procs.spawn(netns_argv(target.netns, argv) if target.netns else argv,
                            lab_dir / PID, str(lab_dir), log_path=str(lab_dir / LOG))
-        (lab_dir / PORT).write_text(json.dumps({"port": port}) + "\n")
         pid = proc.pid
-        progress(f"learning controller (os-ken) on 127.0.0.1:{port}, pid {pid}")
-    port = json.loads((lab_dir / PORT).read_text())["port"]
+        progress(f"learning controller (os-ken) on unix:{sock}, pid {pid}")
     for br in bridges:
-        ovs.vsctl("set-controller", br, f"tcp:127.0.0.1:{port}")
+        ovs.vsctl("set-controller", br, controller_target(sock))
     _wait_connected(ovs, bridges, lab_dir)
     return pid
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def socket_path(ovs, lab: str, lab_dir: Path) -> Path:
+    """In the Open vSwitch's run dir (the only place it connects to); the id keeps labs of the
+    same name under two state roots apart."""
+    rundir = ovs.rundir or os.environ.get("OVS_RUNDIR") or MACHINE_RUNDIR
+    digest = hashlib.sha256(str(lab_dir).encode()).hexdigest()[:8]
+    return Path(rundir) / f"vnet-{lab}-{digest}.ctl"
+
+
+def _remove_socket(lab_dir: Path) -> None:
+    """The socket the lab's record names, if it is one of vnet's controller sockets."""
+    try:
+        sock = Path(json.loads((lab_dir / SOCKET).read_text())["socket"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if sock.name.startswith("vnet-") and sock.suffix == ".ctl" and sock.is_socket():
+        sock.unlink()
+
+
+def controller_target(sock: Path) -> str:
+    """What the bridges are pointed at: the controller's unix socket (no port to race for)."""
+    return f"unix:{sock}"
 
 
 def _wait_connected(ovs, bridges: list[str], lab_dir: Path) -> None:
@@ -104,6 +126,7 @@ def _tail(log: Path) -> str:
 def stop(lab_dir: Path, progress: Callable[[str], None]) -> int | None:
     """Stop the lab's controller if it still runs as recorded; its PID."""
     pid = procs.stop(lab_dir / PID, progress)
+    _remove_socket(lab_dir)
     if pid:
         progress(f"stopped the learning controller (pid {pid})")
     return pid

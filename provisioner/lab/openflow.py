@@ -66,12 +66,16 @@ def check_flow(flow: Any, where: str) -> str:
             or not flow.isprintable():
         raise LabFileError(where, f"{quote(flow)} is not a flow: one line of ovs-ofctl flow "
                            "syntax, e.g. \"priority=0,actions=NORMAL\"")
+    if flow.lstrip().startswith("-"):
+        # ovs-ofctl (run as root) would take it as an option, e.g. --log-file=PATH creates PATH
+        raise LabFileError(where, f"{quote(flow)} is not a flow: a flow never starts with "
+                           "'-'; write ovs-ofctl flow syntax, e.g. \"priority=0,actions=NORMAL\"")
     from ..host import runner
 
     if runner.which("ovs-ofctl") is None:
         raise LabFileError(where, "flows are checked with ovs-ofctl parse-flow, which is not "
                            "installed", hint="apt-get install openvswitch-switch")
-    out = runner.run(["ovs-ofctl", "parse-flow", flow], check=False, timeout=30)
+    out = runner.run(["ovs-ofctl", "parse-flow", "--", flow], check=False, timeout=30)
     if out.returncode != 0:
         said = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else \
             f"exit {out.returncode}"

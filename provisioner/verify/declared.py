@@ -18,9 +18,11 @@ to a held port repeats with fresh nonces (each tagged with the prober's name) un
 or HOLD_WINDOW ends, and a probe from the host repeats until the guests' run ends
 (verify/forwardcheck.py). The hold stays up until every prober's nonce arrived (those expected
 to fail included) or for vnet_probe's FORWARD_LIFETIME, which is longer than the window. An
-`expect: fail` cell on a held port is therefore probed for the whole window: its last attempt,
-made while the listener is up, decides. UDP silence is `fail` only when a passing declared check of the same listener
-confirms it is up (checks.link_controls), as for every UDP cell.
+`expect: fail` cell on a held port is therefore probed for the whole window, and a refusal
+counts as `fail` only when the hold report shows the listener up during one of the attempts
+(forwardcheck.conclude); without that proof the cell is `error`. UDP silence is `fail` only
+when a passing declared check of the same listener confirms it is up (checks.link_controls), as
+for every UDP cell.
 """
 from __future__ import annotations
 

@@ -85,18 +85,20 @@ def probe_all(specs: list[dict], origin: str, stop: Path, probe: Callable[[dict]
 
 
 def _nonce_until(spec: dict, origin: str, stop: Path, probe) -> dict:
-    best, nonces = None, []
+    best, nonces, attempts = None, [], []
     while True:
         last = stop.exists()
         nonce = f"{origin}-{secrets.token_hex(8)}"
         nonces.append(nonce)
+        began = time.time()
         result = probe(dict(spec, nonce=nonce))
+        attempts.append([began, time.time()])          # conclude(): was the hold up then?
         if best is None or best["observed"] != "pass":      # the first pass, else the latest
             best = result
         if last:
             break
         time.sleep(RETRY)
-    return dict(best, nonces=nonces)
+    return dict(best, nonces=nonces, attempts=attempts)
 
 
 def ssh_login(spec: dict, stop: Path) -> dict:
@@ -135,7 +137,15 @@ def ssh_outcome(rc: int, stdout: str, stderr: str, expect: str) -> dict:
 def conclude(host: dict, guest: dict | None, origin: str, vm: str) -> tuple[str, str]:
     """One forward cell's (observed, detail) from the host-side attempts and what the guest
     saw at the forwarded port (None: the guest gave no report)."""
-    if guest is None or host.get("nonces") is None:      # SSH, or no guest report
+    if host.get("nonces") is None:                        # SSH: no hold involved
+        return host["observed"], host["detail"]
+    if host["observed"] == "fail" and (guest is None or guest.get("mode") != "service") \
+            and not held_during_an_attempt(host, guest):
+        # a refusal with nothing listening says nothing about the path (a flow table...)
+        seen = "no hold report" if guest is None else _held_when(guest)
+        return "error", f"{host['detail']}; but {vm}'s temporary listener was not proven up " \
+                        f"during the attempts ({seen})"
+    if guest is None:
         return host["observed"], host["detail"]
     mine = set(host["nonces"])
     arrived = [n for n in guest.get("nonces", []) if n in mine]
@@ -149,3 +159,19 @@ def conclude(host: dict, guest: dict | None, origin: str, vm: str) -> tuple[str,
     if guest.get("mode") == "listener":
         return host["observed"], f"{host['detail']} ({guest['detail']})"
     return host["observed"], f"{host['detail']} (guest: {guest.get('detail', 'no hold')})"
+
+
+def held_during_an_attempt(host: dict, guest: dict | None) -> bool:
+    """Some attempt of the prober ran, start to end, while the hold listened. Wall times of
+    two machines (a guest's clock starts from the host's RTC): the check trusts them to agree
+    to well under one attempt's timeout."""
+    if not guest or guest.get("opened") is None or guest.get("closed") is None:
+        return False
+    return any(guest["opened"] <= start and end <= guest["closed"]
+               for start, end in host.get("attempts") or [])
+
+
+def _held_when(guest: dict) -> str:
+    if guest.get("opened") is None:
+        return f"hold: {guest.get('detail') or guest.get('mode', 'none')}"
+    return "no attempt fell between its opening and its closing"

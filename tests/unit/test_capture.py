@@ -74,3 +74,12 @@ def test_a_tcpdump_that_dies_is_said_with_its_last_line(tmp_path, monkeypatch):
     with pytest.raises(VnetError, match="exited with status 1: tcpdump: br9: No such device"):
         capture.start(capture.CapturePoint("br", "br9"), tmp_path / "a.pcap", tmp_path)
     assert not list(tmp_path.glob("capture-*.pid")) and not list(tmp_path.glob("capture-*.bpf"))
+
+
+def test_the_filter_reaches_tcpdump_after_end_of_options(monkeypatch):
+    seen = []
+    monkeypatch.setattr(runner, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(runner, "run", lambda argv, **kw: seen.append(argv) or
+                        runner.Result(argv, 0, "", ""))
+    capture.check_filter("-w /etc/nologin")
+    assert seen == [["tcpdump", "-y", "EN10MB", "-d", "--", "-w /etc/nologin"]]

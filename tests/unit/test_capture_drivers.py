@@ -154,3 +154,30 @@ def test_a_stream_to_a_terminal_is_refused(recorded, monkeypatch):
     result = CliRunner().invoke(main, ["capture", "cap", "a", "-w", "-"])
     assert result.exit_code == 2 and "pipe it, e.g. | wireshark -k -i -" in result.output
     assert not recorded
+
+
+def test_an_open_vswitch_network_is_captured_at_the_near_ends_tap(tmp_path, monkeypatch):
+    """The OVS bridge's LOCAL port misses frames switched between VM ports: the encapsulation
+    cell's capture falls back to the near end's NIC (Driver.capture_point: its tap)."""
+    from provisioner.verify import encapcells
+
+    raw = {**LAB, "networks": [{"name": "lan", "mode": "internal", "subnet": "10.72.1.0/24",
+                                "switch": "openvswitch"}, LAB["networks"][1]]}
+    ovs_lab = loader.resolve(raw, loader.Defaults())
+    with pytest.raises(Unsupported, match="Open vSwitch bridge"):
+        lvcapture.network_point(ovs_lab, SANDBOX, "lan")
+
+    class Driver:
+        def network_capture_point(self, lab_name, network):
+            return lvcapture.network_point(ovs_lab, SANDBOX, network)
+
+        def capture_point(self, lab_name, vm, nic):
+            return lvcapture.nic_point(ovs_lab, SANDBOX, vm, nic, f"tap-{vm}{nic}")
+
+    caps = encapcells.Captures(ovs_lab, SANDBOX, Backend.LIBVIRT, [], tmp_path, tmp_path)
+    caps.driver, caps.cells = Driver(), [SimpleNamespace(network="lan", source="b")]
+    started = []
+    monkeypatch.setattr(capture, "start", lambda point, pcap, work: started.append(point) or
+                        SimpleNamespace(started_in=0.0))
+    caps._start("lan", tmp_path / "lan.pcap")
+    assert [p.interface for p in started] == ["tap-b0"]

@@ -53,6 +53,7 @@ def test_a_free_port_gets_a_temporary_listener_until_every_origin_was_answered(o
     assert h.done.wait(5)
     report = probe.release_forwards([h], time.monotonic())["web"]
     assert report["mode"] == "listener" and len(report["nonces"]) == 2
+    assert report["opened"] <= report["closed"]        # when it listened: conclude() needs it
     with pytest.raises(OSError):                       # gone with the module run
         socket.create_connection(("127.0.0.1", port), timeout=1)
 
@@ -248,3 +249,19 @@ def test_udp_forwards_are_probed_with_the_udp_exchange_and_held_by_the_guest():
                "ssh" not in c.probe for c in cells)
     [held] = forwardcheck.guest_holds(cells, ["host", "internet"])["a"]
     assert held["proto"] == "udp" and held["port"] == 53
+
+
+def test_a_refusal_confirms_fail_only_while_the_temporary_listener_was_up():
+    """An `expect: fail` cell on a held port: refusals with nothing listening (no hold report,
+    or the hold opened after the prober's attempts) say nothing about the flow table."""
+    host = {"observed": "fail", "detail": "connection refused", "nonces": ["v1-aaaaaaaa"],
+            "attempts": [[100.0, 101.0], [102.0, 103.0]]}
+    held = {"mode": "listener", "detail": "vnet's temporary listener", "nonces": []}
+    assert forwardcheck.conclude(host, None, "v1", "v2")[0] == "error"
+    late = dict(held, opened=104.0, closed=120.0)
+    observed, detail = forwardcheck.conclude(host, late, "v1", "v2")
+    assert observed == "error" and "not proven up during the attempts" in detail
+    assert forwardcheck.conclude(host, dict(held, opened=None, closed=None), "v1", "v2")[0] \
+        == "error"
+    during = dict(held, opened=101.5, closed=120.0)
+    assert forwardcheck.conclude(host, during, "v1", "v2")[0] == "fail"

@@ -4,6 +4,7 @@ connect, flooding an unknown destination, a learned flow once both MACs are know
 report's reading of its events."""
 import importlib.util
 import socket
+from pathlib import Path
 import struct
 import threading
 import time
@@ -77,3 +78,42 @@ def test_table_miss_then_flood_then_a_learned_flow(tmp_path):
     assert [(f["why"], f["priority"], f["output"]) for f in seen["flows"]] == [
         ("table-miss", 0, [ofp.OFPP_CONTROLLER]), ("learned", 1, [1])]
     assert seen["flows"][1]["match"] == {"in_port": 2, "eth_dst": A, "eth_src": B}
+
+
+def test_the_controller_listens_on_a_root_only_unix_socket_in_the_lab_dir(tmp_path, monkeypatch):
+    """No TCP port picked before binding (another local user could take it and be the
+    controller): a unix socket, 0600 from the moment it exists, which the bridges are set to."""
+    from types import SimpleNamespace
+
+    from provisioner.host import procs
+    from provisioner.lab import loader
+
+    lab = loader.resolve({"name": "oflab", "networks": [
+        {"name": "f", "mode": "internal", "switch": "openvswitch", "controller": "learning"}],
+        "vms": [{"name": "v", "nics": [{"network": "f"}]}]})
+    spawned, vsctl = [], []
+    monkeypatch.setattr(procs, "running", lambda *a: None)
+    monkeypatch.setattr(procs, "spawn", lambda argv, *a, **kw: spawned.append(argv) or
+                        SimpleNamespace(pid=4242))
+    rundir = tmp_path / "ovs-run"               # OVS connects to unix: sockets only in here
+    rundir.mkdir()
+    ovs = SimpleNamespace(rundir=str(rundir), vsctl=lambda *args, **kw: vsctl.append(args) or
+                          SimpleNamespace(stdout="is_connected : true\n"))
+    controller.start(lab, SimpleNamespace(netns=None), tmp_path, ovs, lambda m: None)
+    [sock] = [Path(a) for a in spawned[0] if a.endswith(".ctl")]
+    assert sock.parent == rundir and sock.name.startswith("vnet-oflab-")
+    assert spawned[0][-2:] == [str(sock), str(tmp_path / controller.EVENTS)]
+    assert [a[-1] for a in vsctl if a[0] == "set-controller"] == [f"unix:{sock}"]
+
+    server = load_switch_module().listen(str(sock))
+    try:
+        import stat
+
+        mode = sock.lstat().st_mode
+        assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(str(sock))
+    finally:
+        server.close()
+    controller.stop(tmp_path, lambda m: None)              # no process recorded: the socket goes
+    assert not sock.exists()

@@ -144,3 +144,24 @@ def test_vnet_render_exits_2_naming_the_flow(tmp_path):
         "vnet: error: networks.fabric.flows[0]: Open vSwitch would silently change the match "
         "of flow 'tp_dst=9000,actions=drop' from 'tp_dst=9000' to '(match all)': a field needs "
         "its protocol (e.g. tcp or udp before tp_dst, ip before nw_dst)"]
+
+
+@needs_ovs
+def test_a_flow_that_looks_like_an_option_is_refused_and_creates_nothing(tmp_path):
+    # ovs-ofctl runs as root: "--log-file=PATH" taken as its option would create PATH
+    planted = tmp_path / "nologin"
+    message = error(data(**{"0__flows": [f"--log-file={planted}"]}))
+    assert message.startswith("networks.fabric.flows[0]:") and "never starts with '-'" in message
+    assert not planted.exists()
+
+
+def test_the_flow_reaches_ovs_ofctl_after_end_of_options(monkeypatch):
+    from provisioner.host import runner
+    from provisioner.lab import openflow
+
+    seen = []
+    monkeypatch.setattr(runner, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(runner, "run", lambda argv, **kw: seen.append(argv) or
+                        runner.Result(argv, 0, "", ""))
+    openflow.check_flow("priority=0,actions=NORMAL", "networks.fabric.flows[0]")
+    assert seen == [["ovs-ofctl", "parse-flow", "--", "priority=0,actions=NORMAL"]]

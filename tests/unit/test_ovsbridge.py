@@ -6,7 +6,7 @@ import json
 import pytest
 
 from provisioner.drivers.libvirt import ovsbridge
-from provisioner.errors import HypervisorError
+from provisioner.errors import HypervisorError, LabFileError
 from provisioner.host.runner import Result
 from provisioner.host.state import Target
 from provisioner.lab import loader as labfile
@@ -83,3 +83,41 @@ def test_an_untagged_bridge_with_the_planned_name_is_refused(ovs):
     ovs.bridges[bridge_name("oflab", "a")] = {}
     with pytest.raises(HypervisorError, match="does not belong to lab oflab"):
         ovsbridge.create(labfile.resolve(LAB), Target(uri="x"), "me", lambda m: None, ovs)
+
+
+HOSTONLY = {"name": "oflab", "networks": [
+    {"name": "h", "mode": "hostonly", "subnet": "10.72.5.0/24", "switch": "openvswitch"}],
+    "vms": [{"name": "v", "nics": [{"network": "h", "ip": "10.72.5.10"}]}]}
+
+
+def routes(monkeypatch, table):
+    """The host's `ip -4 -o route show` is `table`; every other host-side command is recorded."""
+    from provisioner.host import runner
+
+    ran = []
+
+    def run(argv, check=True, **kw):
+        ran.append(argv)
+        return Result(argv, 0, table if argv[-3:] == ["-o", "route", "show"] else "", "")
+    monkeypatch.setattr(runner, "run", run)
+    return ran
+
+
+def test_a_hostonly_subnet_a_host_route_already_covers_is_refused_before_any_bridge(
+        ovs, monkeypatch):
+    ran = routes(monkeypatch, "default via 192.0.2.1 dev eth0\n"
+                              "10.72.0.0/16 dev wg0 proto kernel scope link src 10.72.0.1\n")
+    with pytest.raises(LabFileError) as exc:
+        ovsbridge.create(labfile.resolve(HOSTONLY), Target(uri="x"), "me", lambda m: None, ovs)
+    assert exc.value.status == 2 and exc.value.message.startswith("networks.h.subnet:")
+    assert "10.72.0.0/16 (dev wg0)" in exc.value.message
+    assert not [c for c in ovs.calls if "add-br" in c]              # nothing half-made
+    assert not [a for a in ran if "addr" in a]
+
+
+def test_the_default_route_and_the_bridges_own_route_are_no_clash(ovs, monkeypatch):
+    br = bridge_name("oflab", "h")
+    ran = routes(monkeypatch, "default via 192.0.2.1 dev eth0\n"
+                              f"10.72.5.0/24 dev {br} proto kernel scope link src 10.72.5.1\n")
+    ovsbridge.create(labfile.resolve(HOSTONLY), Target(uri="x"), "me", lambda m: None, ovs)
+    assert br in ovs.bridges and ["ip", "link", "set", br, "up"] in ran

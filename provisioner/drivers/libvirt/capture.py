@@ -49,5 +49,11 @@ def network_point(lab: Lab, target: Target, network: str) -> CapturePoint:
     interface = modes.MODES[net.mode].libvirt_interface
     if interface == "user":
         raise user_networking_refusal(f"network {network}", network)
+    if net.switch == "openvswitch":
+        # the bridge's LOCAL port gets what the flow table sends it, not frames switched
+        # between VM ports; Unsupported makes the encapsulation cell take the near end's tap
+        raise Unsupported(f"network {network} is an Open vSwitch bridge, whose own interface "
+                          f"does not see frames switched between VM ports; capture on a VM's "
+                          f"NIC on it instead (its tap)")
     bridge = net.bridge if interface == "bridge" else bridge_name(lab.name, network)
     return CapturePoint(f"network {network} (bridge {bridge})", bridge, target.netns)

@@ -248,7 +248,8 @@ def _destroy(lab_name: str, target: Target, progress: Progress) -> list[str]:
     controller.stop(lab_dir, progress)
     driver = LibvirtDriver(target)
     removed = driver.destroy(lab_name, progress)
-    removed += ovsbridge.remove(lab_name, target, driver.owner, progress)
+    removed += ovsbridge.remove(lab_name, target, driver.owner, progress,
+                                needed=_had_ovs(target, lab_name))
     ssh.close_masters(ssh.control_dir(target, lab_name))
     ssh.control_dir(target, lab_name).rmdir()
     has_record = (lab_dir / state.RECORD).exists()
@@ -269,6 +270,14 @@ def _destroy(lab_name: str, target: Target, progress: Progress) -> list[str]:
     return removed
 
 
+def _had_ovs(target: Target, lab_name: str) -> bool:
+    """The lab's record says it has openvswitch networks (a corrupt record: as before, no)."""
+    try:
+        return ovsbridge.recorded_ovs(state.read(target, lab_name))
+    except state.CorruptState:
+        return False
+
+
 def tagged_labs(driver: LibvirtDriver, progress: Progress) -> dict[str, dict[str, list[str]]]:
     """The driver's labs by tag name, without tags that are not valid lab names: a name read
     back from libvirt metadata never reaches a path or an API unchecked."""
@@ -284,7 +293,8 @@ def gc(target: Target, progress: Progress) -> list[str]:
     driver = LibvirtDriver(target)
     known = set(state.labs_of(target))
     removed = []
-    for lab in sorted(set(tagged_labs(driver, progress)) - known):
+    ovs_labs = {n for n in ovsbridge.orphan_labs(target, driver.owner) if is_name(n)}
+    for lab in sorted((set(tagged_labs(driver, progress)) | ovs_labs) - known):
         with state.lab_lock(target, lab, progress):
             elsewhere = state.targets_recording(lab)
             if target.key in elsewhere:

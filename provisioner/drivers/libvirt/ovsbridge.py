@@ -19,9 +19,11 @@ guests reach the host and nothing beyond it.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
+import shlex
 
-from ...errors import HypervisorError
+from ...errors import HypervisorError, LabFileError
 from ...host.ovs import Ovs, datapath, sandbox_ovs
 from ...lab.model import Lab, Network
 from ...lab.naming import bridge_name
@@ -64,6 +66,9 @@ def create(lab: Lab, target, owner: str, progress: Progress, ovs: Ovs | None = N
                               f"answers in {where}", hint="vnet doctor says why")
     dp, _ = datapath()
     tagged = _tagged(ovs)
+    for net, br in found:                       # before any bridge exists: nothing half-made
+        if net.host_ip is not None:
+            refuse_route_clash(target, net, br)
     for net, br in found:
         tag = tagged.get(br)
         if br in _all(ovs) and (tag is None or tag != (lab.name, owner)):
@@ -88,19 +93,93 @@ def install_flows(ovs: Ovs, br: str, flows: list[str]) -> None:
         ovs.ofctl("add-flows", br, "-", input="\n".join(flows) + "\n")
 
 
-def remove(lab: str, target, owner: str, progress: Progress, ovs: Ovs | None = None) -> list[str]:
-    """Delete the bridges tagged with this lab and owner, and nothing else."""
+def remove(lab: str, target, owner: str, progress: Progress, ovs: Ovs | None = None,
+           needed: bool = False) -> list[str]:
+    """Delete the bridges tagged with this lab and owner, and nothing else, and the lab's
+    REJECT rules (found by their comment: also those whose bridge is already gone). `needed`:
+    the lab has openvswitch networks, so an Open vSwitch that does not answer is an error (the
+    caller keeps the lab's state), not "nothing to remove"."""
     ovs = ovs or for_target(target)
     if not ovs.answers():
+        if needed:
+            where = f"sandbox {target.sandbox}" if target.sandbox else "this host"
+            raise HypervisorError(f"lab {lab} has Open vSwitch bridges, but no Open vSwitch "
+                                  f"answers in {where}: vnet keeps the lab's state so they are "
+                                  "not orphaned", hint=f"start Open vSwitch (`vnet doctor` says "
+                                  f"why it does not answer), then run `vnet destroy {lab}` again")
         return []
     gone = [br for br, tag in _tagged(ovs).items() if tag == (lab, owner)]
     for br in gone:
         ovs.vsctl("--if-exists", "del-br", br)
-        for rule in _isolation(br, lab):          # absent for an internal network: no matter
-            _ip(target, ["iptables", "-w", "-D", *rule], check=False)
     if gone:
         progress(f"removed Open vSwitch bridge(s) {', '.join(gone)}")
-    return [f"bridge {br}" for br in gone]
+    rules = _remove_isolation(target, lab) if gone or needed else []
+    return [f"bridge {br}" for br in gone] + rules
+
+
+def recorded_ovs(record: dict | None) -> bool:
+    """The lab a state record describes has openvswitch networks (its raw lab file data: no
+    re-resolving, which would run ovs-ofctl again)."""
+    nets = ((record or {}).get("lab_data") or {}).get("networks") or []
+    return any(isinstance(n, dict) and n.get("switch") == "openvswitch" for n in nets)
+
+
+def orphan_labs(target, owner: str, ovs: Ovs | None = None) -> set[str]:
+    """Labs with an Open vSwitch bridge tagged by this owner (gc: those without state)."""
+    ovs = ovs or for_target(target)
+    if not ovs.answers():
+        return set()
+    return {lab for lab, who in _tagged(ovs).values() if who == owner}
+
+
+def _remove_isolation(target, lab: str) -> list[str]:
+    """The lab's FORWARD REJECT rules, by their comment (`iptables -S` prints each as the
+    -A line that made it, so the same words after -D delete it)."""
+    if _which("iptables") is None:
+        return []
+    listed = _ip(target, ["iptables", "-w", "-S", "FORWARD"], check=False).stdout
+    removed = []
+    for line in listed.splitlines():
+        words = shlex.split(line)
+        if words[:2] == ["-A", "FORWARD"] and _comment(words) == _tag(lab):
+            _ip(target, ["iptables", "-w", "-D", *words[1:]], check=False)
+            removed.append(f"iptables rule {' '.join(words[2:])}")
+    return removed
+
+
+def _comment(words: list[str]) -> str | None:
+    return words[words.index("--comment") + 1] if "--comment" in words[:-1] else None
+
+
+def _which(name: str):
+    from ...host import runner
+
+    return runner.which(name)
+
+
+def refuse_route_clash(target, net: Network, br: str) -> None:
+    """A hostonly subnet that overlaps a route the host already has (not this bridge's own):
+    libvirt refuses such a network for its own bridges (networkCheckRouteCollision in
+    src/network/bridge_driver_linux.c, which skips the default route too); so does vnet."""
+    where = f"sandbox {target.sandbox}" if target.sandbox else "this host"
+    for line in _ip(target, ["ip", "-4", "-o", "route", "show"]).stdout.splitlines():
+        words = line.split()
+        while words and words[0] in ROUTE_TYPES:
+            words = words[1:]
+        if not words or words[0] == "default":
+            continue
+        dev = words[words.index("dev") + 1] if "dev" in words[:-1] else "?"
+        try:
+            dest = ipaddress.ip_network(words[0], strict=False)
+        except ValueError:
+            continue
+        if dev != br and dest.overlaps(net.subnet):
+            raise LabFileError(f"networks.{net.name}.subnet", f"{net.subnet} overlaps the "
+                               f"route {dest} (dev {dev}) that {where} already has; choose a "
+                               "subnet no route covers")
+
+
+ROUTE_TYPES = ("unicast", "unreachable", "blackhole", "prohibit", "throw")
 
 
 def _host_side(target, br: str, address: str, lab: str) -> None:
@@ -113,8 +192,12 @@ def _host_side(target, br: str, address: str, lab: str) -> None:
             _ip(target, ["iptables", "-w", "-I", *rule[:1], "1", *rule[1:]])
 
 
+def _tag(lab: str) -> str:
+    return f"vnet {lab} hostonly"
+
+
 def _isolation(br: str, lab: str) -> list[list[str]]:
-    tag = ["-m", "comment", "--comment", f"vnet {lab} hostonly"]
+    tag = ["-m", "comment", "--comment", _tag(lab)]
     return [["FORWARD", "-i", br, *tag, "-j", "REJECT"], ["FORWARD", "-o", br, *tag, "-j", "REJECT"]]
 
 

@@ -1,8 +1,10 @@
 """vnet's learning-switch OpenFlow controller (issue 12), on os-ken's OpenFlow 1.3 library.
 
 Run by provisioner/host/controller.py as
-    python -I learning_switch.py PORT EVENTS_FILE
-it listens for switches on 127.0.0.1:PORT. On connect it adds the table-miss flow (priority 0:
+    python -I learning_switch.py SOCKET EVENTS_FILE
+it listens for switches on the unix socket SOCKET (in the lab's directory, mode 0600: only root,
+as ovs-vswitchd, can connect; a TCP port on 127.0.0.1 could be taken or reached by any local
+user). On connect it adds the table-miss flow (priority 0:
 to the controller); on a packet-in it learns the source MAC's port, installs a flow to the
 destination when it knows where that MAC is (priority 1, vnet's cookie, no timeout, so the
 report can list it), and sends the packet on (or floods it). Every packet-in and every
@@ -15,6 +17,7 @@ and dropped every switch (seen while building this). The learning logic follows 
 example app (simple_switch_13 in the os-ken sources, Apache-2.0).
 """
 import json
+import os
 import socket
 import struct
 import sys
@@ -114,14 +117,29 @@ class Switch:
                                           actions=actions, data=data))
 
 
-def main():
-    port, events = int(sys.argv[1]), sys.argv[2]
-    open(events, "a").close()             # the events file exists once the controller runs
-    server = socket.socket()
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    server.bind(("127.0.0.1", port))
+def listen(path):
+    """The controller's unix socket, made 0600 from the start (umask), a stale one replaced.
+    Bound by its name inside its directory: a lab dir's full path may exceed sun_path."""
+    directory, name = os.path.split(os.path.abspath(path))
+    cwd, old = os.getcwd(), os.umask(0o177)
+    os.chdir(directory)
+    try:
+        if os.path.lexists(name):
+            os.unlink(name)
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(name)
+    finally:
+        os.umask(old)
+        os.chdir(cwd)
     server.listen(16)
-    print(f"vnet learning controller listening on 127.0.0.1:{port}", flush=True)
+    return server
+
+
+def main():
+    path, events = sys.argv[1], os.path.abspath(sys.argv[2])
+    open(events, "a").close()             # the events file exists once the controller runs
+    server = listen(path)
+    print(f"vnet learning controller listening on unix:{path}", flush=True)
 
     def run(conn, peer):
         try:
