@@ -94,7 +94,7 @@ def check_filter(bpf: str) -> None:
     if not bpf:
         return
     require_tcpdump()
-    result = runner.run(["tcpdump", "-y", "EN10MB", "-d", bpf], check=False)
+    result = runner.run(["tcpdump", "-y", "EN10MB", "-d", "--", bpf], check=False)
     if result.returncode != 0:
         why = (result.stderr.strip().splitlines() or ["rejected"])[-1].removeprefix("tcpdump: ")
         raise LabFileError("--filter", f"{bpf!r} is not a BPF filter tcpdump accepts: {why}",
