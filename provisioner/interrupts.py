@@ -8,11 +8,14 @@ progress line raises it (library code reports progress often, at least every few
 it waits)."""
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 
 # A signal is delivered to the process, so its latch is process-wide too.
 _PENDING = threading.Event()
+# Per thread: a cleanup under way (a lab being destroyed) that no progress line may cut short.
+_CLEANUP = threading.local()
 
 
 def install() -> None:
@@ -36,8 +39,24 @@ def _in_finalizer(frame) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def cleaning_up():
+    """Cleanup in this thread: progress lines inside it raise no interrupt (the one noted waits
+    for the first line after it), so what was half made is not left half destroyed."""
+    depth = getattr(_CLEANUP, "depth", 0)
+    _CLEANUP.depth = depth + 1
+    try:
+        yield
+    finally:
+        _CLEANUP.depth = depth
+
+
+def in_cleanup() -> bool:
+    return getattr(_CLEANUP, "depth", 0) > 0
+
+
 def raise_pending() -> None:
-    """Raise the interrupt a finalizer swallowed, once."""
-    if _PENDING.is_set():
+    """Raise the interrupt a finalizer swallowed, once (not during a cleanup)."""
+    if _PENDING.is_set() and not in_cleanup():
         _PENDING.clear()
         raise KeyboardInterrupt

@@ -11,7 +11,8 @@ included; or the VXLAN VNI as "id"), and the keys of ipsec/wireguard.
 A tunnel whose device exists is kept as it is: a verify run builds what is missing and never
 repairs what someone changed on purpose (a test turns a tunnel down, or changes its key).
 Result: {"changed", "probes": {}, "tunnels": {name: "built" | "kept" | "error: ..."}}; the
-result never holds a key.
+result never holds a key. The playbook runs it with no_log (its arguments hold the keys), which
+hides the result too: the probe task hands `tunnels` back to vnet (vnet_probe's tunnels_built).
 """
 import json
 import os

@@ -31,6 +31,21 @@ ID_RANGE = {"vxlan": ("VNI", 1, 2**24 - 1), "nvgre": ("VSID", 0x1000, 2**24 - 2)
             "gretap": ("key", 0, 2**32 - 1), "gre": ("key", 0, 2**32 - 1)}
 ID_REQUIRED = ("vxlan", "nvgre")
 VXLAN_PORT = 4789                  # IANA's VXLAN port (RFC 7348 section 5)
+# The fallback devices the kernel makes in every namespace when it loads a tunnel module
+# (ip_gre.c: gre0, gretap0, erspan0; ipip.c: tunl0; sit.c: sit0; ip6_tunnel.c: ip6tnl0;
+# ip6_gre.c: ip6gre0; ip_vti.c: ip_vti0; ip6_vti.c: ip6_vti0). vnet_tunnel keeps a device
+# that exists, so a tunnel named like one would never be built. Not bond0: the guest loads
+# bonding with max_bonds=0 (guest/kernel.py), and not wg*: WireGuard makes no fallback.
+FALLBACK_DEVICES = ("gre0", "gretap0", "erspan0", "tunl0", "sit0", "ip6tnl0", "ip6gre0",
+                    "ip_vti0", "ip6_vti0")
+# No overlay in these: loopback, link-local and multicast are no unicast subnet for a tunnel
+# (RFC 6890); the sandbox's simulated Internet and its LAN are routed by the sandbox itself
+# (host/sandbox.py: INTERNET_IP's /24, LAN_SUBNET; written out here because host/sandbox
+# imports the lab loader; tests/unit/test_tunnels_labfile.py checks they agree).
+RESERVED_SUBNETS = tuple((IPv4Network(net), what) for net, what in (
+    ("127.0.0.0/8", "loopback"), ("169.254.0.0/16", "link-local"), ("224.0.0.0/4", "multicast"),
+    ("203.0.113.0/24", "the sandbox's simulated Internet"),
+    ("198.51.100.0/24", "the sandbox's LAN")))
 
 
 def nvgre_key(vsid: int, flow_id: int = 0) -> int:
@@ -81,6 +96,10 @@ def _tunnel(item: Any, at: str, by_vm: dict[str, Vm], private: set[str], taken: 
     if len(name) > IFNAME_MAX or KERNEL_NAMES.fullmatch(name):
         raise LabFileError(f"{where}.name", f"{quote(name)} cannot name a guest interface: use "
                            f"at most {IFNAME_MAX} characters and no NIC name (eth0, lo)")
+    if name in FALLBACK_DEVICES:
+        raise LabFileError(f"{where}.name", f"{quote(name)} is a device the kernel makes itself "
+                           f"when it loads a tunnel module ({', '.join(FALLBACK_DEVICES)}); "
+                           "name the tunnel otherwise, e.g. gre1")
     if any(t.name == name for t in earlier):
         raise LabFileError(f"{where}.name", f"duplicate tunnel name {quote(name)}")
     kind = item["type"]
@@ -120,6 +139,10 @@ def _subnet(value: Any, where: str, taken: list) -> IPv4Network:
                            "10.99.0.0/24") from None
     if subnet.version != 4 or not 8 <= subnet.prefixlen <= 30:
         raise LabFileError(where, f"{value} is out of range: use an IPv4 subnet /8 to /30")
+    for other, what in RESERVED_SUBNETS:
+        if subnet.overlaps(other):
+            raise LabFileError(where, f"{subnet} overlaps {other} ({what}); an overlay needs a "
+                               "private subnet of its own, such as 10.99.0.0/24")
     for other, owner in taken:
         if subnet.overlaps(other):
             raise LabFileError(where, f"{subnet} overlaps {other} of {owner}; an overlay "
@@ -157,14 +180,22 @@ def _endpoints(raw: Any, where: str, subnet: IPv4Network, by_vm: dict[str, Vm],
     if picked[0][0] is picked[1][0]:
         raise LabFileError(where, f"both endpoints are {picked[0][0].name}; a tunnel joins two "
                            "different VMs")
-    hosts = [h for h in subnet.hosts()]
-    chosen = [ip if ip is not None else hosts[k] for k, (_, ip) in enumerate(picked)]
+    chosen = [ip if ip is not None else _nth_host(subnet, k, f"{where}[{k}]")
+              for k, (_, ip) in enumerate(picked)]
     if chosen[0] == chosen[1]:
         raise LabFileError(f"{where}[1].ip", f"{chosen[1]} is already the other endpoint's")
     under = _underlay(picked[0][0], picked[1][0], where, private)
     return tuple(TunnelEnd(vm=vm.name, overlay_ip=IPv4Interface(f"{ip}/{subnet.prefixlen}"),
                            underlay_ip=u_ip, network=u_net)
                  for (vm, _), ip, (u_ip, u_net) in zip(picked, chosen, under))
+
+
+def _nth_host(subnet: IPv4Network, k: int, where: str) -> IPv4Address:
+    """The subnet's k-th host address (0: .1), by arithmetic: listing a /8's hosts costs ~1 GB."""
+    ip = subnet.network_address + 1 + k
+    if ip >= subnet.broadcast_address:
+        raise LabFileError(where, f"{subnet} has no host address {k + 1}; use a larger subnet")
+    return ip
 
 
 def _overlay_ip(value: Any, where: str, subnet: IPv4Network) -> IPv4Address | None:
@@ -243,7 +274,8 @@ def default_tunnel(kind: str, vms: list[str]) -> dict:
     if kind not in TYPES:
         raise LabFileError(where, f"unknown tunnel type {quote(kind)}; valid types: "
                            f"{', '.join(TYPES)}")
-    item: dict[str, object] = {"name": f"{kind}0", "type": kind, "subnet": "10.99.0.0/24", "endpoints": vms[:2]}
+    name = f"{kind}0" if f"{kind}0" not in FALLBACK_DEVICES else f"{kind}1"   # gre0: the kernel's
+    item: dict[str, object] = {"name": name, "type": kind, "subnet": "10.99.0.0/24", "endpoints": vms[:2]}
     if kind in DEFAULT_IDS:
         item["id"] = DEFAULT_IDS[kind]
     return item

@@ -28,6 +28,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .. import interrupts
 from ..verify import checks
 from ..lab import loader as labfile, modes, nics
 from ..drivers.base import Driver
@@ -371,13 +372,15 @@ def _sigterm_as_interrupt():
 
 @contextlib.contextmanager
 def _shielded():
-    """Cleanup that a second Ctrl-C must not cut short."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    """Cleanup that a second Ctrl-C must not cut short: signals ignored (main thread), and no
+    progress line raises the interrupt (every thread: a worker of --jobs gets it that way)."""
+    with interrupts.cleaning_up():
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)

@@ -11,6 +11,7 @@ import threading
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Callable, TypeVar
 
+from .. import interrupts
 from ..progress import Progress
 
 T = TypeVar("T")
@@ -24,8 +25,10 @@ def run_concurrently(count: int, jobs: int, one: Callable[[int, Progress], T],
     cancelled = threading.Event()
     finished: dict[int, T] = {}
     with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="vnet-matrix") as pool:
-        pending = {pool.submit(one, i, _stoppable(progress, cancelled)): i for i in range(count)}
-        try:
+        pending = {}
+        try:                           # a Ctrl-C while submitting cancels the labs already started
+            for i in range(count):
+                pending[pool.submit(one, i, _stoppable(progress, cancelled))] = i
             while pending:
                 ended, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in ended:
@@ -41,11 +44,12 @@ def run_concurrently(count: int, jobs: int, one: Callable[[int, Progress], T],
 
 def _stoppable(progress: Progress, cancelled: threading.Event) -> Progress:
     """A worker's progress: once the run is cancelled, its next line raises KeyboardInterrupt
-    (once: the lab's cleanup reports progress too, and must run to the end)."""
+    (once, and never inside a cleanup: the lab's destroy reports progress too, and must run to
+    the end; matrix._shielded marks it)."""
     raised = threading.Event()
 
     def say(message):
-        if cancelled.is_set() and not raised.is_set():
+        if cancelled.is_set() and not raised.is_set() and not interrupts.in_cleanup():
             raised.set()
             raise KeyboardInterrupt
         progress(message)

@@ -102,6 +102,7 @@ def run_playbook(private_dir: str, playbook: str, inventory: dict, env: dict) ->
                                                         "forwards": {}})
                 for key in got:
                     got[key].update(res.get(key, {}))
-                if "tunnels" in res:   # vnet_tunnel: what it built (tunnelcells.annotate)
+                if "tunnels" in res:   # what vnet_tunnel built (tunnelcells.annotate), passed
+                    # on by the probe task: vnet_tunnel's own result is hidden (no_log)
                     got.setdefault("tunnels", {}).update(res["tunnels"])
     return results

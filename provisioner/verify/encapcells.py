@@ -153,7 +153,10 @@ class Captures:
                               f"{self.problems[network]}"
                 continue
             pcap = self.summaries.get(network, {}).get("pcap")
-            if pcap is None:
+            if pcap is None:             # a passing probe alone proves nothing of the wire
+                cell.observed = "error"
+                cell.detail = f"{cell.detail}; no pcap of the underlay {network}: the capture " \
+                              "left nothing to judge"
                 continue
             ok, seen = wire.check(pcap, expectation(self.lab, lab_dir, cell.probe))
             cell.evidence["pcap"] = pcap

@@ -39,6 +39,14 @@ def test_a_bad_filter_is_bad_input_before_anything_starts():
         in exc.value.message
 
 
+@pytest.mark.skipif(runner.which("tcpdump") is None, reason="needs tcpdump (apt-get install tcpdump)")
+def test_a_filter_that_looks_like_an_option_is_a_filter_not_an_option(tmp_path):
+    """Without `--`, tcpdump took "-w FILE" as its option and accepted it as a "filter"."""
+    with pytest.raises(LabFileError) as exc:
+        capture.check_filter(f"-w {tmp_path / 'x'}")
+    assert exc.value.status == 2 and not (tmp_path / "x").exists()
+
+
 @pytest.fixture
 def fake_tcpdump(tmp_path, monkeypatch):
     """A tcpdump stand-in on PATH: says it listens, writes its argv, waits for SIGTERM."""

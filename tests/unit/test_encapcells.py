@@ -122,6 +122,16 @@ def test_a_failed_probe_stays_failed_and_a_missing_capture_is_an_error(judged, t
                for c in caps.cells)
 
 
+def test_a_passing_probe_without_a_pcap_is_an_error_not_a_pass(judged):
+    """No pcap and no recorded problem (a capture that never started, or left no file): the
+    cell must not keep the tunnel probe's pass, which says nothing of the wire."""
+    caps, _ = judged
+    probes_say(caps, "pass")
+    caps.judge()
+    assert all(c.observed == "error" and not c.ok and "no pcap of the underlay site-a" in c.detail
+               for c in caps.cells)
+
+
 def test_start_says_why_a_network_cannot_be_captured(judged, monkeypatch):
     from provisioner.drivers.libvirt import driver as lvdriver
     from provisioner.errors import Unsupported

@@ -51,8 +51,7 @@ class Fake:
                 return fake.up(lab, self.target, progress)
 
             def destroy(self, lab_name, progress):
-                fake.calls.append(("destroy", lab_name))
-                return []
+                return fake.destroy(lab_name, progress)
 
             def status(self, lab_name):
                 raise AssertionError("the matrix asks no status")
@@ -88,6 +87,10 @@ class Fake:
             exc.hardware = True
             raise exc
         return {"timings": {"image": 0.0, "define": 1.0, "address": 4.0}}
+
+    def destroy(self, lab_name, say):
+        self.calls.append(("destroy", lab_name))
+        return []
 
     def verify(self, lab, target, say, timings=None, inventory=None):
         cell = {"kind": "vm_to_vm", "network": "net", "mode": "x", "source": "vm1",

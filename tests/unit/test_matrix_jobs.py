@@ -1,11 +1,13 @@
 """vnet matrix --jobs N: labs at once, with the lab lifecycle replaced by the fakes of
 test_matrix. The summary keeps mode x model order, each lab forwards its own host ports, and
 Ctrl-C still destroys every lab that started and removes the temporary sandbox."""
+import signal
 import threading
 
 import pytest
 from click.testing import CliRunner
 
+from provisioner import interrupts
 from provisioner.cli import main
 from provisioner.ops import matrix, matrixjobs
 
@@ -67,6 +69,62 @@ def test_a_cancelled_run_stops_a_running_lab_at_its_next_progress_line():
     with pytest.raises(KeyboardInterrupt):
         say("creating")
     say("destroying")          # its cleanup goes on reporting
+
+
+class CtrlCWhileDestroying(Fake):
+    """mx-nat-virtio's destroy reports a step, then Ctrl-C reaches the main thread; once the
+    run is cancelled (mx-nat-e1000, booting until then, was stopped at a progress line and
+    destroyed) it reports its next step: the step that used to raise and leave the lab half
+    destroyed."""
+
+    def __init__(self, monkeypatch, **kw):
+        super().__init__(monkeypatch, **kw)
+        self.cancel_seen = threading.Event()
+
+    def up(self, lab, target, say):
+        if lab.name == "mx-nat-e1000":          # boots until the run is cancelled
+            for _ in range(6000):
+                say("booting")
+                self.cancel_seen.wait(0.01)
+        return super().up(lab, target, say)
+
+    def destroy(self, lab_name, say):
+        self.calls.append(("destroy", lab_name))
+        if lab_name == "mx-nat-e1000":
+            self.cancel_seen.set()
+        if lab_name == "mx-nat-virtio":
+            say("removing vm1")
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+            assert self.cancel_seen.wait(timeout=90), "the run was never cancelled"
+            say("removing vm2 and the network")
+            self.calls.append(("destroyed", lab_name))
+        return []
+
+
+def test_ctrl_c_while_a_worker_destroys_its_lab_lets_the_destroy_finish(monkeypatch, tmp_path):
+    fake = CtrlCWhileDestroying(monkeypatch)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)   # Ctrl-C raises
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            matrix.run(["nat"], ["virtio", "e1000"], tmp_path, progress=lambda m: None, jobs=2)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert ("destroyed", "mx-nat-virtio") in fake.calls
+    assert ("up", "mx-nat-e1000") not in fake.calls      # stopped while booting
+    assert fake.calls[-1][0] == "sandbox down"
+
+
+def test_a_pending_interrupt_waits_until_the_cleanup_is_done():
+    """A Ctrl-C noted in a finalizer is raised by the next progress line, but not by one of a
+    cleanup (a lab being destroyed): by the first line after it."""
+    interrupts._PENDING.set()
+    try:
+        with interrupts.cleaning_up():
+            interrupts.raise_pending()
+        with pytest.raises(KeyboardInterrupt):
+            interrupts.raise_pending()
+    finally:
+        interrupts._PENDING.clear()
 
 
 def test_default_jobs_two_per_core_within_free_memory(monkeypatch):

@@ -195,3 +195,53 @@ def test_the_probe_binds_to_the_tunnel_device_or_says_why_not():
         probe.socket.socket = real
     assert seen == [("device", b"l2x"), ("bind", ("10.99.0.1", 0))]
     assert result["observed"] == "fail"
+
+
+def test_the_playbook_hides_the_tunnel_task_and_still_says_which_tunnel_failed(tmp_path):
+    """The real verify playbook, run by ansible-runner on this machine with a local connection
+    (no guest): vnet_tunnel's task runs with no_log (its arguments hold the keys), and what it
+    built still reaches vnet, through the real vnet_probe (no probes: it sends nothing)."""
+    import shutil
+    import sys
+
+    from provisioner.verify import ansible as guest_ansible
+
+    # a copy of the playbook: Ansible prefers the library/ beside it, where the real
+    # vnet_tunnel would build tunnels on this machine
+    playbook = shutil.copy(data_dir("playbooks") / "verify.yml", tmp_path / "verify.yml")
+    library = tmp_path / "library"
+    library.mkdir()
+    shutil.copy(data_dir("playbooks") / "library" / "vnet_probe.py", library)
+    (library / "vnet_tunnel.py").write_text(     # stand-in: builds nothing, fails one tunnel
+        "#!/usr/bin/python\n# WANT_JSON\nimport json, sys\n"
+        "specs = json.load(open(sys.argv[1]))['tunnels']\n"
+        "specs = json.loads(specs) if isinstance(specs, str) else specs\n"
+        "print(json.dumps({'changed': True, 'probes': {}, 'tunnels': {s['name']: "
+        "'error: ip link add gr type gre...: no such device' if s['name'] == 'gr' else 'built'"
+        " for s in specs}}))\n")
+    secret = "0123456789abcdef" * 4
+    specs = tmp_path / "a.json"
+    specs.write_text(json.dumps([{"name": "gr", "type": "gre", "key": 7},
+                                 {"name": "sec", "type": "ipsec", "enc_out": secret}]))
+    inventory = {"all": {"hosts": {"a": {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+        "vnet_probes": [], "vnet_nic_macs": [], "vnet_tunnels_file": str(specs)}}}}
+    (tmp_path / "ssh").mkdir()
+    env = {"ANSIBLE_LIBRARY": str(library), "ANSIBLE_SSH_CONTROL_PATH_DIR": str(tmp_path / "ssh"),
+           "ANSIBLE_GATHERING": "explicit", "ANSIBLE_NOCOLOR": "True",
+           "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"), "ANSIBLE_REMOTE_TMP": str(tmp_path / "tmp")}
+    private = tmp_path / "private"
+    results = guest_ansible.run_playbook(str(private), str(playbook), inventory, env)
+    assert results["a"]["tunnels"] == {"gr": "error: ip link add gr type gre...: no such device",
+                                       "sec": "built"}
+    events = [json.loads(p.read_text()) for p in private.glob("artifacts/*/job_events/*.json")]
+    built = [e["event_data"]["res"] for e in events if e.get("event") == "runner_on_ok"
+             and e["event_data"].get("task") == "Build this guest's tunnel ends"]
+    assert len(built) == 1 and "censored" in built[0] and "tunnels" not in built[0]
+    assert not [p for p in private.rglob("*") if p.is_file() and secret in p.read_text()]
+    # and the cells say which tunnel vnet could not build
+    cell = checks.Check("tunnel", "site-a", "x", "a", "b", "pass", "guest:a",
+                        {"tunnel": "gr", "expect_name": "b"})
+    cell.observed, cell.detail = "fail", "timed out"
+    tunnelcells.annotate([cell], results)
+    assert cell.observed == "error" and "vnet could not build gr (on a: ip link add" in cell.detail

@@ -106,6 +106,20 @@ BAD = [  # (what changes, field path, words in the message)
      "duplicate tunnel name 'l2x'"),
     (lambda d: tunnel(d).__setitem__("key", "secret"), "tunnels[0].key",
      "unknown field; valid fields: endpoints, id, name, subnet, type"),
+    # the kernel's own fallback devices: vnet_tunnel would keep them and never build the tunnel
+    *[(lambda d, n=name: tunnel(d).__setitem__("name", n), f"tunnels.{name}.name",
+       "is a device the kernel makes itself when it loads a tunnel module")
+      for name in ("gre0", "gretap0", "erspan0", "tunl0", "sit0", "ip6tnl0", "ip6gre0")],
+    # (ip_vti0, ip6_vti0: no lab name may hold "_" at all)
+    (lambda d: tunnel(d).__setitem__("name", "ip_vti0"), "tunnels[0].name", "ip_vti0"),
+    # no overlay in loopback, link-local, multicast or the sandbox's Internet and LAN
+    *[(lambda d, n=net: tunnel(d).__setitem__("subnet", n), "tunnels.l2x.subnet", words)
+      for net, words in (("127.0.0.0/24", "overlaps 127.0.0.0/8 (loopback)"),
+                         ("169.254.10.0/24", "overlaps 169.254.0.0/16 (link-local)"),
+                         ("239.1.0.0/24", "overlaps 224.0.0.0/4 (multicast)"),
+                         ("203.0.113.0/24", "overlaps 203.0.113.0/24 (the sandbox's simulated "
+                                            "Internet)"),
+                         ("198.51.100.128/25", "overlaps 198.51.100.0/24 (the sandbox's LAN)"))],
 ]
 
 
@@ -130,6 +144,49 @@ def test_a_bad_tunnel_exits_2_with_one_line_and_renders_nothing(tmp_path):
     assert result.exit_code == 2, result.output
     assert "tunnels.l2x.id: 16777216 is not a valid vxlan VNI" in result.output
     assert not out.exists()
+
+
+def test_a_kernel_fallback_name_exits_2_with_one_line_naming_a_good_name(tmp_path):
+    data = example()
+    tunnel(data, 2)["name"] = "gre0"
+    lab_file = tmp_path / "lab.yaml"
+    lab_file.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(main, ["render", str(lab_file), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    line = [x for x in result.output.splitlines() if "tunnels.gre0.name" in x]
+    assert len(line) == 1 and "e.g. gre1" in line[0] and not (tmp_path / "out").exists()
+
+
+def test_names_the_guest_kernel_does_not_make_are_fine():
+    """bond0 is free (bonding is loaded with max_bonds=0), and WireGuard makes no fallback."""
+    data = example()
+    tunnel(data)["name"], tunnel(data, 5)["name"], tunnel(data, 2)["name"] = "bond0", "wg0", "gre1"
+    assert [t.name for t in loader.resolve(data).tunnels][:6:5] == ["bond0", "wg0"]
+
+
+def test_a_wide_overlay_takes_its_addresses_without_listing_its_hosts(monkeypatch):
+    """A /8 listed host by host costs about 1 GB; the default ends are .1 and .2 by arithmetic."""
+    monkeypatch.setattr(IPv4Network, "hosts", lambda self: pytest.fail(f"listed {self}"))
+    data = example()
+    tunnel(data, 5)["subnet"] = "11.0.0.0/8"
+    wg = loader.resolve(data).tunnels[5]
+    assert [e.overlay_ip for e in wg.endpoints] == [IPv4Interface("11.0.0.1/8"),
+                                                    IPv4Interface("11.0.0.2/8")]
+
+
+def test_the_refused_sandbox_ranges_are_the_sandboxs_own():
+    from provisioner.host import sandbox
+
+    refused = {what: net for net, what in tunnels.RESERVED_SUBNETS}
+    assert IPv4Address(sandbox.INTERNET_IP) in refused["the sandbox's simulated Internet"]
+    assert IPv4Address(sandbox.HOST_UPLINK_IP) in refused["the sandbox's simulated Internet"]
+    assert refused["the sandbox's LAN"] == IPv4Network(sandbox.LAN_SUBNET)
+
+
+def test_create_tunnel_gre_takes_no_kernel_name():
+    assert tunnels.default_tunnel("gre", ["vm1", "vm2"])["name"] == "gre1"
+    assert tunnels.default_tunnel("gretap", ["vm1", "vm2"])["name"] == "gretap1"
+    assert tunnels.default_tunnel("vxlan", ["vm1", "vm2"])["name"] == "vxlan0"
 
 
 def test_a_cloud_image_vm_cannot_end_a_tunnel():
