@@ -12,14 +12,20 @@ NEEDED = {"ip": "iproute2", "unshare": "util-linux", "libvirtd": "libvirt-daemon
           "apt-get": "apt", "dpkg-deb": "dpkg"}
 
 
-def missing_for_labs() -> str | None:
+def missing_tools(tools: dict[str, str], needs_root_for: str) -> str | None:
+    """Why a test cannot run here (not root; commands missing, with the packages that bring
+    them), or None."""
     if os.geteuid() != 0:
-        return "needs root: creates network namespaces, mounts and a private libvirtd"
-    missing = {t: p for t, p in NEEDED.items() if shutil.which(t) is None}
+        return f"needs root: {needs_root_for}"
+    missing = {t: p for t, p in tools.items() if shutil.which(t) is None}
     if missing:
         return (f"missing commands {', '.join(missing)}: apt-get install "
                 + " ".join(sorted(set(missing.values()))))
     return None
+
+
+def missing_for_labs() -> str | None:
+    return missing_tools(NEEDED, "creates network namespaces, mounts and a private libvirtd")
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,8 @@ import pytest
 from provisioner.host import netns, runner, sandbox, sandbox_setup
 from provisioner.errors import HypervisorError, NotFound
 
+from .conftest import missing_tools
+
 pytestmark = pytest.mark.integration
 
 TOOLS = {"ip": "iproute2", "unshare": "util-linux", "libvirtd": "libvirt-daemon-system",
@@ -30,18 +32,9 @@ IDLE_DOMAIN = """<domain type='qemu'><name>vt-idle</name><memory unit='MiB'>64</
   </devices></domain>"""
 
 
-def _skip_reason():
-    if os.geteuid() != 0:
-        return "needs root: creates network namespaces, mounts and a private libvirtd"
-    missing = {t: p for t, p in TOOLS.items() if shutil.which(t) is None}
-    if missing:
-        return (f"missing commands {', '.join(missing)}: apt-get install "
-                + " ".join(sorted(set(missing.values()))))
-    return None
-
-
-if _skip_reason():
-    pytest.skip(_skip_reason(), allow_module_level=True)
+SKIP = missing_tools(TOOLS, "creates network namespaces, mounts and a private libvirtd")
+if SKIP:
+    pytest.skip(SKIP, allow_module_level=True)
 libvirt = pytest.importorskip("libvirt", reason="libvirt-python is missing: pip install -e .")
 
 

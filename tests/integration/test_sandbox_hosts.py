@@ -9,6 +9,8 @@ import pytest
 
 from provisioner.host import netns, runner, sandbox, sandbox_hosts, sandbox_setup
 
+from .conftest import missing_tools
+
 pytestmark = pytest.mark.integration
 
 TOOLS = {"ip": "iproute2", "unshare": "util-linux", "libvirtd": "libvirt-daemon-system",
@@ -16,18 +18,9 @@ TOOLS = {"ip": "iproute2", "unshare": "util-linux", "libvirtd": "libvirt-daemon-
          "dropbearkey": "dropbear-bin", "ssh": "openssh-client", "ssh-keygen": "openssh-client"}
 
 
-def _skip_reason():
-    if os.geteuid() != 0:
-        return "needs root: creates network namespaces, mounts and private libvirtds"
-    missing = {t: p for t, p in TOOLS.items() if shutil.which(t) is None}
-    if missing:
-        return (f"missing commands {', '.join(missing)}: apt-get install "
-                + " ".join(sorted(set(missing.values()))))
-    return None
-
-
-if _skip_reason():
-    pytest.skip(_skip_reason(), allow_module_level=True)
+SKIP = missing_tools(TOOLS, "creates network namespaces, mounts and private libvirtds")
+if SKIP:
+    pytest.skip(SKIP, allow_module_level=True)
 libvirt = pytest.importorskip("libvirt", reason="libvirt-python is missing: pip install .")
 
 NET_XML = """<network><name>mh-probe</name><bridge name='mhp0'/></network>"""

@@ -14,6 +14,8 @@ from provisioner.host import netns, runner, sandbox, sandbox_hosts, sandbox_setu
 from provisioner.drivers.libvirt.render import Context, LibvirtRenderer
 from provisioner.lab import loader as labfile
 
+from .conftest import missing_tools
+
 pytestmark = pytest.mark.integration
 
 TOOLS = {"ip": "iproute2", "bridge": "iproute2", "unshare": "util-linux",
@@ -21,18 +23,9 @@ TOOLS = {"ip": "iproute2", "bridge": "iproute2", "unshare": "util-linux",
          "iptables": "iptables", "dropbear": "dropbear-bin", "ssh-keygen": "openssh-client"}
 
 
-def _skip_reason():
-    if os.geteuid() != 0:
-        return "needs root: creates network namespaces, mounts and private libvirtds"
-    missing = {t: p for t, p in TOOLS.items() if shutil.which(t) is None}
-    if missing:
-        return (f"missing commands {', '.join(missing)}: apt-get install "
-                + " ".join(sorted(set(missing.values()))))
-    return None
-
-
-if _skip_reason():
-    pytest.skip(_skip_reason(), allow_module_level=True)
+SKIP = missing_tools(TOOLS, "creates network namespaces, mounts and private libvirtds")
+if SKIP:
+    pytest.skip(SKIP, allow_module_level=True)
 libvirt = pytest.importorskip("libvirt", reason="libvirt-python is missing: pip install .")
 
 LAB = {"name": "st", "hosts": [{"name": "hv1"}, {"name": "hv2"}],
