@@ -113,8 +113,16 @@ SUMMARY_KEYS = ("lab", "mode", "nic_model", "verdict", "seconds", "cells_ok", "c
 
 
 def _check(check: dict) -> dict:
-    """A check from a saved report with every field the page shows (a missing one is empty)."""
-    return {**{key: check.get(key, "") for key in CHECK_KEYS}, "ok": check.get("ok") is True}
+    """A check from a saved report with every field the page shows (a missing one is empty):
+    a declared cell (the lab file's `checks:`) keeps its mark and the OpenFlow rules its
+    packets hit, each as "rule (N packets)"."""
+    raw = check.get("flows")
+    flows: list = raw if isinstance(raw, list) else []
+    return {**{key: check.get(key, "") for key in CHECK_KEYS}, "ok": check.get("ok") is True,
+            "declared": check.get("declared") is True,
+            "flows": [f"{f.get('flow')} ({f.get('moved')} packets)"
+                      if f.get("moved") is not None else str(f.get("flow"))
+                      for f in flows if isinstance(f, dict)]}
 
 
 def _verdict(result: dict) -> str:

@@ -6,10 +6,10 @@ a saved report (a CI artifact) can be drawn later without the lab file (provisio
                    nics: [{network, model, mac, address}]}],
      "forwards": [{name, network, proto, host_ip, host_port, vm, guest_port}]}
 
-Optional sections a renderer must accept when present (vnet's lab model has none of them today):
+Optional sections, written only when the lab has them (a renderer must accept them absent):
     "bonds":   [{name, vm, mode, members: [mac, ...]}]
     "tunnels": [{name, kind, endpoints: [vm or network, ...]}]
-    "hosts":   [{name, vms: [vm, ...]}]          (drawn only when there are several)
+    "hosts":   [{name, vms: [vm, ...]}]          (only when there are several)
 
 `address` is the planned address with its prefix ("192.168.150.10/24"), "10.0.2.15/24" on a
 per-VM NAT (each VM has its own, as in VirtualBox), or null when DHCP decides it.
@@ -31,7 +31,7 @@ def of(lab: Lab, control: dict[str, str | None] | None = None) -> dict:
             return str(nic.ip)
         return NAT_GUEST_ADDRESS if modes.MODES[lab.network(nic.network).mode].per_vm_nat else None
 
-    return {
+    found = {
         "networks": [{"name": n.name, "mode": n.mode,
                       "subnet": str(n.subnet) if n.subnet else None, "dhcp": n.dhcp,
                       "host_ip": str(n.host_ip) if n.host_ip else None, "bridge": n.bridge}
@@ -48,3 +48,13 @@ def of(lab: Lab, control: dict[str, str | None] | None = None) -> dict:
                       "guest_port": f.guest_port}
                      for n in lab.networks for f in n.port_forwards],
     }
+    bonds = [{"name": b.name, "vm": vm.name, "mode": b.mode, "members": list(b.members)}
+             for vm in lab.vms for b in vm.bonds]
+    tunnels = [{"name": t.name, "kind": t.type, "endpoints": [e.vm for e in t.endpoints]}
+               for t in lab.tunnels]
+    hosts = [{"name": h.name, "vms": [vm.name for vm in lab.vms if vm.host == h.name]}
+             for h in lab.hosts]
+    for key, value in (("bonds", bonds), ("tunnels", tunnels), ("hosts", hosts)):
+        if value and (key != "hosts" or len(value) > 1):
+            found[key] = value
+    return found

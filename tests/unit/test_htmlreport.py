@@ -398,3 +398,42 @@ def test_a_report_saved_before_the_topology_section_still_renders_its_grid(monke
     page = Page(htmlreport.render(result))
     assert page.svg is None and len(page.checks) == len(result["checks"])
     assert len([c for c in page.checks if "red" in c["classes"]]) == 1
+
+
+def test_a_declared_cell_is_marked_and_lists_the_openflow_rules_its_packets_hit():
+    result = sample_result(red=False)
+    declared = next(c for c in result["checks"] if c["kind"] == "vm_to_vm")
+    declared.update(declared=True, flows=[
+        {"flow": "priority=200,tcp,nw_dst=10.72.0.11,tp_dst=7 actions=drop", "moved": 3},
+        {"flow": "priority=0 actions=NORMAL", "moved": None}])
+    page = Page(htmlreport.render(result))
+    marked = [c for c in page.checks if "declared" in c["text"]]
+    assert len(marked) == 1 and marked[0]["kind"] == "vm_to_vm"
+    assert "tp_dst=7 actions=drop (3 packets)" in marked[0]["text"]
+    assert "priority=0 actions=NORMAL" in marked[0]["text"]
+    assert sum("declared" in c["text"] for c in Page(htmlreport.render(
+        sample_result(red=False))).checks) == 0        # mode-table cells carry no mark
+
+
+def test_the_topology_carries_the_labs_bonds_tunnels_and_hosts():
+    from pathlib import Path as P
+
+    root = P(__file__).resolve().parents[2]
+    bonds = topology.of(labfile.load(root / "examples" / "bonds-and-router.yaml"))
+    assert bonds["bonds"] and all(len(b["members"]) >= 2 for b in bonds["bonds"])
+    assert "tunnels" not in bonds and "hosts" not in bonds
+    tunnels = topology.of(labfile.load(root / "examples" / "tunnels.yaml"))
+    kinds = {t["kind"] for t in tunnels["tunnels"]}
+    assert kinds == {"vxlan", "nvgre", "gre", "gretap", "ipsec", "wireguard"}
+    assert all(len(t["endpoints"]) == 2 for t in tunnels["tunnels"])
+    two = labfile.resolve({"name": "mh", "hosts": [
+                              {"name": "hv1", "uri": "qemu+ssh://root@hv1.example/system",
+                               "underlay_ip": "198.51.100.2"},
+                              {"name": "hv2", "uri": "qemu+ssh://root@hv2.example/system",
+                               "underlay_ip": "198.51.100.3"}],
+                           "networks": [{"name": "lan", "mode": "internal"}],
+                           "vms": [{"name": "a", "host": "hv1", "nics": [{"network": "lan"}]},
+                                   {"name": "b", "host": "hv2", "nics": [{"network": "lan"}]}]},
+                          labfile.Defaults(), source="test")
+    assert topology.of(two)["hosts"] == [{"name": "hv1", "vms": ["a"]},
+                                         {"name": "hv2", "vms": ["b"]}]
