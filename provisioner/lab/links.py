@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..errors import LabFileError, quote
+from .fields import _mapping
 from .model import Lab, Network, Nic, Route, Vm, check_name
 
 BOND_MODES = ("active-backup", "balance-rr", "balance-xor", "802.3ad")
@@ -32,14 +33,7 @@ def bond_specs(raw: Any, where: str) -> dict[str, dict]:
     specs: dict[str, dict] = {}
     for i, item in enumerate(raw):
         at = f"{where}.bonds[{i}]"
-        if not isinstance(item, dict):
-            raise LabFileError(at, "must be a mapping of keys to values")
-        unknown = sorted(set(map(str, item)) - BOND_KEYS)
-        if unknown:
-            raise LabFileError(f"{at}.{unknown[0]}",
-                               f"unknown field; valid fields: {', '.join(sorted(BOND_KEYS))}")
-        if "name" not in item:
-            raise LabFileError(f"{at}.name", "is required")
+        item = _mapping(item, at, BOND_KEYS, required={"name"})
         name = check_name(item["name"], f"{at}.name")
         if len(name) > IFNAME_MAX or KERNEL_NAMES.fullmatch(name):
             raise LabFileError(f"{at}.name", f"{quote(name)} cannot name a guest interface: use "

@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import LabFileError, quote
 from . import modes
 from .links import IFNAME_MAX, KERNEL_NAMES, addresses
+from .fields import _mapping
 from .model import Lab, Network, Tunnel, TunnelEnd, Vm, check_name
 from .naming import mgmt_subnet_for
 
@@ -82,15 +83,7 @@ def parse(raw: Any, lab_name: str, networks: tuple[Network, ...],
 
 def _tunnel(item: Any, at: str, by_vm: dict[str, Vm], private: set[str], taken: list,
             earlier: list[Tunnel]) -> Tunnel:
-    if not isinstance(item, dict):
-        raise LabFileError(at, "must be a mapping of keys to values")
-    unknown = sorted(set(map(str, item)) - KEYS)
-    if unknown:
-        raise LabFileError(f"{at}.{unknown[0]}",
-                           f"unknown field; valid fields: {', '.join(sorted(KEYS))}")
-    for key in ("name", "type", "subnet", "endpoints"):
-        if key not in item:
-            raise LabFileError(f"{at}.{key}", "is required")
+    item = _mapping(item, at, KEYS, required={"name", "type", "subnet", "endpoints"})
     name = check_name(item["name"], f"{at}.name")
     where = f"tunnels.{name}"
     if len(name) > IFNAME_MAX or KERNEL_NAMES.fullmatch(name):
