@@ -435,10 +435,9 @@ def _udp_samples(spec, opts):
     return len(sent), rtts, wrong
 
 
-def _stream(spec, seconds, warmup):
-    """The listener streams for `seconds` after echoing this probe's nonce; -> Mbit/s received
-    after `warmup`, and the seconds counted."""
-    nonce = secrets.token_hex(8)
+def _ask(spec, request):
+    """A TCP connection to the listener, bound like every probe, that has sent `request`
+    (the caller reads the answer its own way and closes it)."""
     sock, failed = _open(spec, socket.SOCK_STREAM)
     if failed:
         raise OSError(failed["detail"])
@@ -446,7 +445,19 @@ def _stream(spec, seconds, warmup):
         sock.settimeout(spec.get("timeout", TIMEOUT))
         sock.connect((spec["target"], int(spec["port"])))
         sock.settimeout(ANSWER_TIMEOUT)
-        sock.sendall(f"VNET {nonce} STREAM {seconds}\n".encode())
+        sock.sendall(request.encode())
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _stream(spec, seconds, warmup):
+    """The listener streams for `seconds` after echoing this probe's nonce; -> Mbit/s received
+    after `warmup`, and the seconds counted."""
+    nonce = secrets.token_hex(8)
+    sock = _ask(spec, f"VNET {nonce} STREAM {seconds}\n")
+    try:
         line = b""
         while not line.endswith(b"\n"):
             chunk = sock.recv(1)
@@ -482,14 +493,8 @@ def _sink(spec, seconds, warmup):
     counts what arrives after `warmup` and answers with it (a rate limit on what the VM sends,
     VirtualBox's); -> (Mbit/s, seconds counted) or (None, why)."""
     nonce = secrets.token_hex(8)
-    sock, failed = _open(spec, socket.SOCK_STREAM)
-    if failed:
-        raise OSError(failed["detail"])
+    sock = _ask(spec, f"VNET {nonce} SINK {seconds} {warmup}\n")
     try:
-        sock.settimeout(spec.get("timeout", TIMEOUT))
-        sock.connect((spec["target"], int(spec["port"])))
-        sock.settimeout(ANSWER_TIMEOUT)
-        sock.sendall(f"VNET {nonce} SINK {seconds} {warmup}\n".encode())
         verdict = judge(_read_line(sock), nonce, spec)
         if verdict["observed"] != "pass":
             return None, verdict["detail"]
