@@ -7,8 +7,9 @@ is on. A lab's record names its backend, so `status`, `verify` and `destroy` fin
 from __future__ import annotations
 
 from ..drivers.base import Driver, driver_class, lab_from_record
-from ..errors import NotFound
+from ..errors import NotFound, VnetError
 from ..host import state
+from ..lab import lanshare
 from ..lab.model import Backend, Lab
 from ..progress import Progress
 
@@ -48,7 +49,22 @@ def drivers_here(sandbox: str | None = None, uri: str | None = None) -> list[Dri
 def up(lab: Lab, backend: Backend | str, sandbox: str | None, uri: str | None,
        progress: Progress, wait: bool = True) -> tuple[Driver, dict]:
     chosen = driver(backend, sandbox, uri)
-    return chosen, chosen.up(lab, progress, wait=wait)
+    return chosen, up_on(chosen, lab, progress, wait=wait)
+
+
+def up_on(chosen: Driver, lab: Lab, progress: Progress, wait: bool = True) -> dict:
+    """driver.up, after refusing a lab whose LAN addresses another lab here already uses."""
+    others = {}
+    for name in state.labs_of(chosen.target):
+        try:
+            record = chosen.record(name) if name != lab.name else None
+            if record is not None:
+                others[name] = lab_from_record(record)
+        except VnetError:
+            continue           # a lab whose record cannot be read: `vnet list` names it
+
+    lanshare.conflicts(lab, others)
+    return chosen.up(lab, progress, wait=wait)
 
 
 def verify(chosen: Driver, lab: Lab, progress: Progress, timings: dict | None = None,

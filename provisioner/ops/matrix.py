@@ -30,7 +30,7 @@ from pathlib import Path
 
 from .. import interrupts
 from ..verify import checks
-from ..lab import loader as labfile, modes, nics
+from ..lab import lanshare, loader as labfile, modes, nics
 from ..drivers.base import Driver
 from ..host import locks, sandbox, state
 from ..verify import presentation, run as verifier
@@ -132,7 +132,7 @@ def run(mode_names: list[str], model_names: list[str], report_dir: Path,
                 return run_one(mode, model, chosen, report_dir, pf,
                                _prefixed(say, f"[{i + 1}/{len(combos)} {lab_name(mode, model)}]"),
                                port_base=PORT_BASE + i * PORT_STRIDE,
-                               subnet=_lab_subnet(mode, i))
+                               subnet=_lab_subnet(mode, i), index=i)
 
             def done(outcomes: list[LabRun]) -> None:
                 summary["labs"] = [asdict(o) for o in outcomes]
@@ -161,12 +161,13 @@ def run(mode_names: list[str], model_names: list[str], report_dir: Path,
 
 
 def run_one(mode: str, model: str, chosen: Driver, report_dir: Path, pf: str | None,
-            say: Progress, port_base: int = PORT_BASE, subnet: str | None = None) -> LabRun:
+            say: Progress, port_base: int = PORT_BASE, subnet: str | None = None,
+            index: int = 0) -> LabRun:
     """Create, verify and destroy one lab with the driver `chosen`; never raises VnetError (it
     becomes the verdict). Its seconds run from resolving the lab to having destroyed it."""
     name = lab_name(mode, model)
     started = time.monotonic()
-    lab, refusal = _prepare(mode, model, name, chosen, pf, port_base, subnet)
+    lab, refusal = _prepare(mode, model, name, chosen, pf, port_base, subnet, index)
     if refusal is not None:
         verdict, result, detail = refusal
     else:
@@ -212,7 +213,7 @@ def _lab_subnet(mode: str, i: int) -> str | None:
 
 
 def _prepare(mode: str, model: str, name: str, chosen: Driver, pf: str | None,
-             port_base: int = PORT_BASE, subnet: str | None = None):
+             port_base: int = PORT_BASE, subnet: str | None = None, index: int = 0):
     """(lab, None), or (None, (verdict, result, detail)) when the lab must not be created:
     a combination the backend cannot realize, or a lab of that name that is not ours to touch."""
     target = chosen.target
@@ -220,9 +221,14 @@ def _prepare(mode: str, model: str, name: str, chosen: Driver, pf: str | None,
         data = default_lab(mode, model, 2, name, port_base=port_base, pf=pf or _some_pf(model))
         if subnet:
             data["networks"][0]["subnet"] = subnet
-        lab = labfile.resolve(data,
-                              sandbox.lab_defaults(target.sandbox),
-                              source=f"vnet matrix ({mode} x {model})")
+        defaults = sandbox.lab_defaults(target.sandbox)
+        if modes.MODES[mode].subnet == "lan" and defaults.bridged_subnet is not None:
+            # labs at once share the sandbox's LAN: lab i takes block i + 1 (block 0 is
+            # where a `vnet create` lab in the same sandbox puts its guests)
+            for vm, ip in zip(data["vms"], lanshare.block_ips(
+                    defaults.bridged_subnet, labfile.FIRST_HOST, index + 1, len(data["vms"]))):
+                vm["nics"][0]["ip"] = ip
+        lab = labfile.resolve(data, defaults, source=f"vnet matrix ({mode} x {model})")
         chosen.plan(lab)
     except (LabFileError, Unsupported) as exc:
         return None, ("unsupported", _empty(name, chosen.backend, ok=True,
@@ -240,7 +246,7 @@ def _create_and_verify(lab, chosen: Driver, say: Progress) -> tuple[str, dict, s
     try:
         say("creating")
         try:
-            record = chosen.up(lab, say)
+            record = ops.up_on(chosen, lab, say)
         except Unsupported as exc:
             if not getattr(exc, "hardware", False):
                 raise
