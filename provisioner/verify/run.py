@@ -24,7 +24,7 @@ from typing import Any, Callable
 from . import ansible as guest_ansible
 from . import checks as checklib
 from . import (declared, encapcells, flowstats, forwardcheck, impairment, linkcells, listeners,
-               topology, tunnelcells)
+               servedon, topology, tunnelcells)
 from ..host import procs, sandbox, state
 from .result import build as build_result
 from . import hostcells
@@ -181,7 +181,6 @@ def _run(lab, target, sb, cells, inventory, progress, sources: ProbeSources) -> 
     outcome: dict[str, dict] = {}
     errors: list[BaseException] = []
 
-    origins = [checklib.HOST] + ([checklib.INTERNET] if sb else [])
     stop = inventory.work_dir / "forwards.stop"     # the guests' run has ended (forwardcheck)
     stop.unlink(missing_ok=True)
 
@@ -199,6 +198,8 @@ def _run(lab, target, sb, cells, inventory, progress, sources: ProbeSources) -> 
             errors.append(exc)
 
     threads = [threading.Thread(target=side, args=(target.netns, checklib.HOST))]
+    threads += [threading.Thread(target=side, args=(netns, runner)) for runner, netns in
+                servedon.side_namespaces(lab, target, {c.runner for c in cells}).items()]
     if sb:
         threads.append(threading.Thread(target=side, args=(sb.inet_netns, checklib.INTERNET)))
     for t in threads:
@@ -207,7 +208,7 @@ def _run(lab, target, sb, cells, inventory, progress, sources: ProbeSources) -> 
                                   lambda vm: serial_log(inventory.work_dir, vm),
                                   ready=linkcells.host_probes_done(threads)).start()
     try:
-        holds = forwardcheck.guest_holds(cells, origins)
+        holds = forwardcheck.guest_holds(cells)
         for vm, held in declared.holds(cells).items():
             holds[vm] = holds.get(vm, []) + held
         guest = sources.guests(lab, target, cells, inventory, progress, holds, stop,
