@@ -10,6 +10,7 @@ import click
 from ..host import locks
 from ..drivers.base import Plan, renderer
 from ..lab.model import Backend, Lab
+from ..lab.tunnelmtu import tunnel_mtu
 
 
 def plan_for(lab: Lab, backend: Backend, context=None) -> Plan:
@@ -44,9 +45,11 @@ def tunnel_lines(lab: Lab) -> list[str]:
         ident = {"vxlan": f" VNI {t.id}", "nvgre": f" VSID {t.id}"}.get(
             t.type, f" key {t.id}" if t.id is not None else "")
         a, b = t.endpoints
+        mtu = tunnel_mtu(lab, t)
         lines.append(f"tunnel {t.name}: {t.type}{ident}, {a.vm} {a.underlay_ip} ({a.network}) "
-                     f"<-> {b.vm} {b.underlay_ip} ({b.network}), overlay {t.subnet} "
-                     "(built in the guests)")
+                     f"<-> {b.vm} {b.underlay_ip} ({b.network}), overlay {t.subnet}"
+                     + (f", MTU {mtu} (its underlay is stretched across hosts)" if mtu else "")
+                     + " (built in the guests)")
     return lines
 
 
