@@ -94,7 +94,8 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
                 target=host_target, port=ends.host_listener_port, expect_name=HOST,
                 bind_mac=nic.mac)
             if nic.ip is not None:
-                add("host_to_vm", HOST, f"{vm.name} ({nic.ip.ip})", "host",
+                add("host_to_vm", HOST, f"{vm.name} ({nic.ip.ip})",
+                    servedon.network_runner(lab, net.name, HOST),
                     target=str(nic.ip.ip), port=ECHO_PORT, expect_name=vm.name)
             for peer, peer_nic in members:
                 if peer is not vm and peer_nic.ip is not None:

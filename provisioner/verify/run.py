@@ -117,6 +117,11 @@ def _verify(lab: Lab, target: Target, progress: Callable[[str], None],
     try:     # the listeners start inside the try that stops them, even half started
         sources.start_listeners(target, sb, port, inventory.work_dir, records,
                                 sources.listener_addresses(target, cells, port))
+        for host, netns in servedon.other_host_namespaces(lab, target).items():
+            where = inventory.work_dir / f"listeners-{host}"     # records apart from hv1's
+            where.mkdir(exist_ok=True)
+            sources.start_listeners(Target(uri=target.uri, netns=netns), None, port, where,
+                                    records, ["0.0.0.0"])
         listeners.start_declared(target, sb, cells, inventory.work_dir, records, port)
         pause_at("verify")                      # a test may kill `vnet up` here
         flows_before = flowstats.snapshot(lab, target)
