@@ -74,9 +74,10 @@ def listen_where_served(networks: tuple[Network, ...], raw_networks: list, vms: 
     for net in networks:
         named = [isinstance(item, dict) and "host_ip" in item
                  for item in raw[net.name].get("port_forwards") or []]
-        forwards = tuple(
-            pf if named[i] or served_on(lab, pf) not in by_host
-            else replace(pf, host_ip=by_host[served_on(lab, pf)])
-            for i, pf in enumerate(net.port_forwards))
-        result.append(replace(net, port_forwards=forwards))
+        forwards = []
+        for i, pf in enumerate(net.port_forwards):
+            host = served_on(lab, pf)
+            forwards.append(pf if named[i] or host is None or host not in by_host
+                            else replace(pf, host_ip=by_host[host]))
+        result.append(replace(net, port_forwards=tuple(forwards)))
     return tuple(result)

@@ -5,7 +5,6 @@ reports and `vnet status` say which host serves each; a host outside a sandbox i
 one line; each host's proxy is recorded and stopped by its own PID."""
 import copy
 import re
-from ipaddress import IPv4Address
 
 import pytest
 
@@ -159,3 +158,14 @@ def test_status_names_the_serving_host_and_its_proxy(tmp_path):
     text = _status_table({"lab": "x", "vms": [vm], "forwards": described})
     row = next(line for line in text.splitlines() if line.startswith("web "))
     assert "hv2" in row and f"{lab.hosts[1].underlay_ip}:18080" in row
+
+
+def test_a_networks_host_to_vm_cells_run_on_its_home_host():
+    """lan is homed on hv2 (its host address is there); back on hv1; the per-VM NAT `out` has
+    no home address and stays with the first host's prober (its host->VM is a negative)."""
+    lab = _lab(sandbox.lab_defaults(SB))
+    ends = checks.Endpoints(host_listener_port=1, internet_ip="203.0.113.1",
+                            host_uplink_ip="203.0.113.2", mgmt_host_ip="100.64.1.1")
+    runners = {(c.network, c.runner) for c in checks.build(lab, checks.Backend.LIBVIRT, ends)
+               if c.kind == "host_to_vm"}
+    assert runners == {("lan", "host.hv2"), ("back", "host"), ("out", "host")}

@@ -1,7 +1,6 @@
 """What a multi-host lab becomes on each host, without a host: the VXLAN segments (host/vxlan.py)
 and each host's libvirt part (drivers/libvirt/placement.py through the renderer)."""
 import copy
-import re
 from ipaddress import IPv4Address
 
 import pytest
