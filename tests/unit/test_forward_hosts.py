@@ -169,3 +169,12 @@ def test_a_networks_host_to_vm_cells_run_on_its_home_host():
     runners = {(c.network, c.runner) for c in checks.build(lab, checks.Backend.LIBVIRT, ends)
                if c.kind == "host_to_vm"}
     assert runners == {("lan", "host.hv2"), ("back", "host"), ("out", "host")}
+
+
+def test_the_plan_says_which_host_serves_each_forward():
+    from provisioner.drivers.libvirt.render import LibvirtRenderer
+    from provisioner.ops.plans import forward_lines
+
+    lines = forward_lines(LibvirtRenderer().plan(_lab()))
+    assert "port forward web: tcp 127.0.0.1:18080 -> b:8080 (vnet port proxy on hv2)" in lines
+    assert "port forward ssh: tcp 127.0.0.1:2222 -> b:22 (QEMU hostfwd on hv2)" in lines
