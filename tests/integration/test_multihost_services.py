@@ -4,8 +4,9 @@ Forwards: a natnetwork homed on hv2 with a TCP and a UDP forward to b (on hv2) a
 to a (on hv1, across the stretch), and a nat NIC on b with a QEMU hostfwd. Everything is served
 on hv2: the port proxy runs in hv2's namespace and listens on hv2's address, the hostfwd is b's
 QEMU's; host->VM is probed from hv2 and Internet->VM at hv2's address; the whole matrix is
-green. Negative control: hv2's proxy stopped by its PID turns exactly the proxied forward cells
-red (the hostfwd and every other cell stay green).
+green. Negative controls: hv2's proxy stopped by its PID turns exactly the proxied forward cells
+red (the hostfwd and every other cell stay green); then b's QEMU on hv2 dropping its hostfwd
+turns the hostfwd's cells red too, and still no other cell.
 
 Tunnels: a VXLAN tunnel from b (hv2) to a (hv1) over an internal network stretched between the
 hosts: green, its MTU set in the guests (1450 less VXLAN's 50), its encapsulation proven on the
@@ -18,8 +19,10 @@ import shutil
 import pytest
 
 from provisioner.drivers.base import driver_class
+from provisioner.drivers.libvirt.connection import LibvirtDriver
 from provisioner.host import forwarding, netns, procs, runner, sandbox, sandbox_hosts, state, vxlan
 from provisioner.lab import loader as labfile
+from provisioner.host.state import Target
 from provisioner.lab.model import Backend
 from provisioner.verify.run import matrix_text, verify
 
@@ -116,6 +119,16 @@ def test_forwards_are_served_on_the_home_host_and_probed_there(two_hosts):
         stopped = verify(lab, target, say)
         say(matrix_text(stopped))
         assert red(stopped) == proxied, red(stopped) ^ proxied
+
+        # ... and b's QEMU (on hv2) drops its hostfwd: now every forward cell is red, no other.
+        where = state.read(target, lab.name)["hosts"]["hv2"]
+        qemu = LibvirtDriver(Target(uri=where["uri"], netns=where["netns"]))
+        reply = qemu.hmp("vnet-fwh-b", f"hostfwd_remove hostnet1 tcp:{hv2_ip}:18283")
+        assert "host forwarding rule for" in reply and "removed" in reply, reply
+        unserved = verify(lab, target, say)
+        say(matrix_text(unserved))
+        every = {(c["kind"], c["source"], c["target"]) for c in forwards}
+        assert red(unserved) == every, red(unserved) ^ every
     finally:
         driver.destroy(lab.name, progress=say)
     assert forwarding.proxy_records(lab_dir) == []
