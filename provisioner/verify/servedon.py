@@ -50,11 +50,14 @@ def other_host_namespaces(lab: Lab, target: Target) -> dict[str, str]:
             if hosts.get(h.name, {}).get("netns")}
 
 
-def side_namespaces(lab: Lab, target: Target, runners: set[str]) -> dict[str, str | None]:
+def side_namespaces(lab: Lab, target: Target, runners: set[str]) -> dict[str, str]:
     """runner "host.HOST" -> the network namespace of HOST (from the lab's record), for the
-    runners the cells use."""
+    runners the cells use. A host without one (not a sandbox's) gets no prober here: probing
+    its addresses from this machine's own namespace would send lab traffic out of the lab, so
+    its cells stay "error" (not run)."""
     wanted = sorted(r for r in runners if r.startswith(HOST_AT))
     if not wanted:
         return {}
     hosts = (state.read(target, lab.name) or {}).get("hosts", {})
-    return {r: hosts.get(r[len(HOST_AT):], {}).get("netns") for r in wanted}
+    found = {r: hosts.get(r[len(HOST_AT):], {}).get("netns") for r in wanted}
+    return {r: netns for r, netns in found.items() if netns}

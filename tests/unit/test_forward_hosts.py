@@ -93,9 +93,8 @@ def test_forward_cells_are_probed_from_the_serving_host_and_at_its_address():
     assert len(udp) == 2 and all(c.probe["forward"]["vm"] == "a" for c in udp)
     holds = forwardcheck.guest_holds(cells)
     assert [h["origins"] for h in holds["a"]] == [["host.hv2", "internet"]]
-    # the runner's namespace comes from the lab's record of its hosts
-    assert servedon.side_namespaces(lab, Target(uri="x"), {c.runner for c in cells}) == \
-        {"host.hv2": None}
+    # the runner's namespace comes from the lab's record of its hosts; none, no prober
+    assert servedon.side_namespaces(lab, Target(uri="x"), {c.runner for c in cells}) == {}
 
 
 def test_the_matrix_and_the_topology_name_the_host_that_serves_each_forward():
@@ -178,3 +177,15 @@ def test_the_plan_says_which_host_serves_each_forward():
     lines = forward_lines(LibvirtRenderer().plan(_lab()))
     assert "port forward web: tcp 127.0.0.1:18080 -> b:8080 (vnet port proxy on hv2)" in lines
     assert "port forward ssh: tcp 127.0.0.1:2222 -> b:22 (QEMU hostfwd on hv2)" in lines
+
+
+def test_host_side_probers_run_in_the_namespaces_the_record_names(state_root):  # noqa: F811
+    from provisioner.host import state
+
+    lab = _lab(sandbox.lab_defaults(SB))
+    target = Target(uri="qemu:///system", sandbox=SB)
+    state.save(target, lab.name, {"lab": lab.name, "hosts": {
+        "hv1": {"uri": "u1", "netns": "vnet-fh-host"}, "hv2": {"uri": "u2", "netns": "vnet-fh-hv2"}}})
+    assert servedon.side_namespaces(lab, target, {"host", "internet", "host.hv2"}) == {
+        "host.hv2": "vnet-fh-hv2"}
+    assert servedon.other_host_namespaces(lab, target) == {"hv2": "vnet-fh-hv2"}
