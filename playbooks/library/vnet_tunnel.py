@@ -6,7 +6,8 @@
 Module args: {"tunnels": [spec, ...]} or {"tunnels_file": path}: a spec is what
 provisioner/verify/tunnelcells.py guest_specs() makes for this guest: name, type, local, remote
 (underlay addresses), overlay (this end's address/prefix), key (the GRE key, NVGRE's VSID << 8
-included; or the VXLAN VNI as "id"), and the keys of ipsec/wireguard.
+included; or the VXLAN VNI as "id"), the keys of ipsec/wireguard, and "mtu" when vnet sets it
+(an underlay stretched across hosts, provisioner/lab/tunnelmtu.py).
 
 A tunnel whose device exists is kept as it is: a verify run builds what is missing and never
 repairs what someone changed on purpose (a test turns a tunnel down, or changes its key).
@@ -63,6 +64,8 @@ def build(spec):
             raise RuntimeError(f"wg set {name}: {done.stderr.strip()[:200]}")
     else:
         raise RuntimeError(f"unknown tunnel type {kind}")
+    if spec.get("mtu"):       # the underlay is stretched across hosts: vnet states the MTU
+        ip("link", "set", name, "mtu", str(spec["mtu"]))
     ip("addr", "add", spec["overlay"], "dev", name)
     ip("link", "set", name, "up")
 

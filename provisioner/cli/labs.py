@@ -244,8 +244,15 @@ def _status_table(data: dict) -> str:
     rows = [[vm["name"], *([vm.get("host", "-")] if hosts else []), vm["state"], nic["network"],
              nic["model"], nic["mac"], ", ".join(nic["addresses"]) or "-"]
             for vm in data["vms"] for nic in vm["nics"]]
-    return f"lab {data['lab']}\n" + table(["vm", *(["host"] if hosts else []), "state", "network",
+    text = f"lab {data['lab']}\n" + table(["vm", *(["host"] if hosts else []), "state", "network",
                                           "model", "mac", "addresses"], rows)
+    if data.get("forwards"):       # several hosts: which host serves each forward, and how
+        text += "\nport forwards\n" + table(
+            ["forward", "network", "listen", "to", "host", "served by"],
+            [[f["name"], f["network"], f"{f['proto']} {f['listen']}",
+              f"{f['vm']}:{f['guest_port']}", f["host"], f["served_by"]]
+             for f in data["forwards"]])
+    return text
 
 
 @click.command()

@@ -19,6 +19,7 @@ PROXY_PID = "portproxy.pid"
 PROXY_SCRIPT = Path(__file__).resolve().with_name("portproxy.py")
 # A proxy started by an older vnet: a bare PID in PROXY_PID, `-m provisioner.portproxy` in argv.
 LEGACY_MARKER = "provisioner.portproxy"
+HOST_RECORD = re.compile(r"portproxy-[a-z][a-z0-9-]*\.pid")
 
 
 def _busy_ports(ports: list[tuple[str, str, int]]) -> list[tuple[str, str, int, str]]:
@@ -83,40 +84,58 @@ def proxy_argv(lab_dir: Path, rules: list[dict]) -> list[str]:
     return [sys.executable, "-I", str(PROXY_SCRIPT), "--owner", str(lab_dir), *specs]
 
 
-def start_proxy(target: Target, lab_dir: Path, rules: list[dict]) -> int | None:
-    """One port-proxy process for the lab's natnetwork forwards. Its record is written the
-    moment it is spawned, so `destroy` (and the failure paths of `up`) can always stop it."""
+def start_proxy(target: Target, lab_dir: Path, rules: list[dict],
+                host: str | None = None) -> int | None:
+    """One port-proxy process for the lab's natnetwork forwards (per serving host in a lab with
+    hosts:, `host` names it: its record is portproxy-HOST.pid), in the target's network
+    namespace. Its record is written the moment it is spawned, so `destroy` (and the failure
+    paths of `up`) can always stop it."""
     if not rules:
         return None
-    if target.uri.startswith(("qemu+ssh", "qemu+tcp", "qemu+tls")):
+    if target.netns is None and target.uri.startswith(("qemu+ssh", "qemu+tcp", "qemu+tls")):
         raise Unsupported("natnetwork port forwards on a remote libvirt host are not supported "
                           "yet: vnet's port proxy runs on the local host")
-    pid = proxy_pid(lab_dir)
+    record = lab_dir / proxy_record_name(host)
+    pid = procs.running(record, LEGACY_MARKER)
     if pid:
         return pid
     argv = proxy_argv(lab_dir, rules)
     if target.netns:
         argv = netns_argv(target.netns, argv)
-    log = lab_dir / "portproxy.log"
+    log = lab_dir / (f"portproxy-{host}.log" if host else "portproxy.log")
     log.unlink(missing_ok=True)
-    proc = procs.spawn(argv, lab_dir / PROXY_PID, str(lab_dir), log_path=str(log), cwd="/")
+    proc = procs.spawn(argv, record, str(lab_dir), log_path=str(log), cwd="/")
     try:
         deadline = time.monotonic() + 10
         # the whole line: a traceback's "Address already in use" holds "ready" too
         while READY not in (log.read_text() if log.exists() else ""):
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise VnetError(f"vnet's port proxy did not start: {log.read_text()[-300:]}")
+                raise VnetError(f"vnet's port proxy did not start"
+                                f"{f' on {host}' if host else ''}: {log.read_text()[-300:]}")
             time.sleep(0.05)
     except BaseException:
-        stop_proxy(lab_dir)
+        procs.stop(record, marker=LEGACY_MARKER)
         raise
     return proc.pid
 
 
-def proxy_pid(lab_dir: Path) -> int | None:
-    return procs.running(lab_dir / PROXY_PID, LEGACY_MARKER)
+def proxy_record_name(host: str | None = None) -> str:
+    """The proxy's record in the lab directory: one per serving host in a lab with hosts:."""
+    return f"portproxy-{host}.pid" if host else PROXY_PID
+
+
+def proxy_pid(lab_dir: Path, host: str | None = None) -> int | None:
+    return procs.running(lab_dir / proxy_record_name(host), LEGACY_MARKER)
+
+
+def proxy_records(lab_dir: Path) -> list[Path]:
+    """Every proxy record of a lab: the single host's, and one per serving host."""
+    return sorted(p for p in Path(lab_dir).glob("portproxy*.pid")
+                  if p.name == PROXY_PID or HOST_RECORD.fullmatch(p.name))
 
 
 def stop_proxy(lab_dir: Path, warn=None) -> None:
-    """Stop the lab's proxy if it still runs as recorded; a corrupt record is reported."""
-    procs.stop(lab_dir / PROXY_PID, warn, marker=LEGACY_MARKER)
+    """Stop the lab's proxies (every host's) if they still run as recorded; a corrupt record
+    is reported."""
+    for record in proxy_records(lab_dir) or [Path(lab_dir) / PROXY_PID]:
+        procs.stop(record, warn, marker=LEGACY_MARKER)

@@ -9,7 +9,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_network
 from pathlib import Path
 from typing import Any
 
-from . import declared, impair as impairs, links, modes, nics, openflow, tunnels
+from . import declared, forwardhosts, impair as impairs, links, modes, nics, openflow, tunnels
 from ..errors import LabFileError, quote
 from .forwards import check_host_ports, with_forwards
 from .hosts import place
@@ -47,6 +47,8 @@ class Defaults:
     forward_host_ip: IPv4Address = IPv4Address("127.0.0.1")
     # hosts a lab may name without uri/underlay_ip (a sandbox's hv1..hvN): name -> (uri, ip)
     hosts: tuple[tuple[str, str, IPv4Address], ...] = ()
+    # where a forward served on each host listens unless it names host_ip (lab/forwardhosts.py)
+    forward_host_ips: tuple[tuple[str, IPv4Address], ...] = ()
 
 
 def sandbox_defaults(sb, bridge: str | None = None) -> Defaults:
@@ -58,7 +60,9 @@ def sandbox_defaults(sb, bridge: str | None = None) -> Defaults:
                     bridged_host_ip=IPv4Address(sb.host_lan_ip),
                     bridged_router=IPv4Address(sb.lan_gateway),
                     forward_host_ip=IPv4Address(sb.host_uplink_ip),
-                    hosts=sandbox_hosts.lab_hosts(sb))
+                    hosts=sandbox_hosts.lab_hosts(sb),
+                    forward_host_ips=forwardhosts.sandbox_listen_addresses(
+                        sandbox_hosts.lab_hosts(sb), IPv4Address(sb.host_uplink_ip)))
 
 
 def load(path: str | Path, defaults: Defaults = Defaults()) -> Lab:
@@ -78,6 +82,8 @@ def resolve(data: Any, defaults: Defaults = Defaults(), source: str | None = Non
     check_host_ports(resolved)
     hosts, resolved, vms = place(lab, resolved, vms,
                                  {name: (uri, ip) for name, uri, ip in defaults.hosts})
+    resolved = forwardhosts.listen_where_served(resolved, lab["networks"], vms, hosts,
+                                                defaults.forward_host_ips)
     checks = declared.checks(lab.get("checks"), vms, resolved)
     # The raw data is kept so a lab can be rebuilt later exactly (it resolves deterministically).
     return Lab(name=name, networks=resolved, vms=vms, source=source, checks=checks,

@@ -9,7 +9,9 @@ import click
 
 from ..host import locks
 from ..drivers.base import Plan, renderer
+from ..lab.forwardhosts import served_on
 from ..lab.model import Backend, Lab
+from ..lab.tunnelmtu import tunnel_mtu
 
 
 def plan_for(lab: Lab, backend: Backend, context=None) -> Plan:
@@ -31,8 +33,12 @@ def print_plan(plan: Plan) -> None:
 def forward_lines(plan: Plan) -> list[str]:
     """One line per port forward of a libvirt plan: where it listens and how it is done."""
     how = {"hostfwd": "QEMU hostfwd", "proxies": "vnet port proxy"}
+    # several hosts: the one that serves each forward (lab/forwardhosts.py)
+    on = {(pf.proto, pf.host_port): f" on {served_on(plan.lab, pf)}"
+          for net in plan.lab.networks for pf in net.port_forwards if plan.lab.hosts}
     return [f"port forward {r['name']}: {r['proto']} {r['host_ip']}:{r['host_port']} -> "
-            f"{r['vm']}:{r['guest_port']} ({how[kind]})"
+            f"{r['vm']}:{r['guest_port']} ({how[kind]}"
+            f"{on.get((r['proto'], r['host_port']), '')})"
             for kind in how for r in plan.extra.get(kind, [])]
 
 
@@ -44,9 +50,11 @@ def tunnel_lines(lab: Lab) -> list[str]:
         ident = {"vxlan": f" VNI {t.id}", "nvgre": f" VSID {t.id}"}.get(
             t.type, f" key {t.id}" if t.id is not None else "")
         a, b = t.endpoints
+        mtu = tunnel_mtu(lab, t)
         lines.append(f"tunnel {t.name}: {t.type}{ident}, {a.vm} {a.underlay_ip} ({a.network}) "
-                     f"<-> {b.vm} {b.underlay_ip} ({b.network}), overlay {t.subnet} "
-                     "(built in the guests)")
+                     f"<-> {b.vm} {b.underlay_ip} ({b.network}), overlay {t.subnet}"
+                     + (f", MTU {mtu} (its underlay is stretched across hosts)" if mtu else "")
+                     + " (built in the guests)")
     return lines
 
 

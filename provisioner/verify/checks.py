@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from ..lab import modes, nics
 from ..lab.defaults import ECHO_PORT
 from ..lab.model import Backend, Lab
-from . import declared
+from . import declared, servedon
 from .encapcells import encapsulation_cells
 from .impairment import impairment_cells
 from .linkcells import link_cells, probed_nics
@@ -94,7 +94,8 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
                 target=host_target, port=ends.host_listener_port, expect_name=HOST,
                 bind_mac=nic.mac)
             if nic.ip is not None:
-                add("host_to_vm", HOST, f"{vm.name} ({nic.ip.ip})", "host",
+                add("host_to_vm", HOST, f"{vm.name} ({nic.ip.ip})",
+                    servedon.network_runner(lab, net.name, HOST),
                     target=str(nic.ip.ip), port=ECHO_PORT, expect_name=vm.name)
             for peer, peer_nic in members:
                 if peer is not vm and peer_nic.ip is not None:
@@ -115,14 +116,15 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
         for pf in net.port_forwards:
             if ends.host_uplink_ip is None:
                 continue
-            forward = dict(target=ends.host_uplink_ip, port=pf.host_port, expect_name=pf.vm,
+            at, host_side = servedon.probe_point(lab, pf, ends.host_uplink_ip, HOST)
+            forward = dict(target=at, port=pf.host_port, expect_name=pf.vm,
                            forward=forward_of(lab, pf))
             if pf.proto == "udp":
                 forward["proto"] = "udp"   # the UDP nonce exchange; the guest holds the port
             elif pf.guest_port == 22:
                 forward["ssh"] = True      # proven by logging in and reading the guest's name
-            label = f"{pf.vm}:{pf.guest_port} via {ends.host_uplink_ip}:{pf.host_port}"
-            for origin in (HOST, INTERNET if ends.internet_ip else None):
+            label = f"{pf.vm}:{pf.guest_port} via {at}:{pf.host_port}"
+            for origin in (host_side, INTERNET if ends.internet_ip else None):
                 if origin:
                     checks.append(Check("port_forward", net.name, net.mode, origin, label,
                                         "pass", origin, dict(forward, timeout=3.0)))

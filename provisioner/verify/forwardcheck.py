@@ -30,17 +30,21 @@ RETRY = 0.4               # between attempts while the guests' run lasts
 SSH_TIMEOUT = 20.0
 
 
-def guest_holds(cells: list, origins: list[str]) -> dict[str, list[dict]]:
+def guest_holds(cells: list) -> dict[str, list[dict]]:
     """vm -> the forwards it must hold open: every forward cell's guest side, once, except SSH
-    (dropbear is the service there and the login itself proves the VM)."""
+    (dropbear is the service there and the login itself proves the VM). A forward's origins
+    are the runners of its cells (host, internet, or host.HOST where another host serves it):
+    the hold waits for a nonce from each."""
     holds: dict[str, dict[str, dict]] = {}
     for cell in cells:
         fwd = cell.probe.get("forward")
         if cell.kind != "port_forward" or not fwd or cell.probe.get("ssh"):
             continue
-        holds.setdefault(fwd["vm"], {})[fwd["name"]] = {
+        held = holds.setdefault(fwd["vm"], {}).setdefault(fwd["name"], {
             "id": fwd["name"], "port": fwd["guest_port"], "proto": fwd["proto"],
-            "mac": fwd["mac"], "origins": origins}
+            "mac": fwd["mac"], "origins": []})
+        if cell.runner not in held["origins"]:
+            held["origins"].append(cell.runner)
     return {vm: list(by_name.values()) for vm, by_name in holds.items()}
 
 

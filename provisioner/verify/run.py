@@ -24,7 +24,7 @@ from typing import Any, Callable
 from . import ansible as guest_ansible
 from . import checks as checklib
 from . import (declared, encapcells, flowstats, forwardcheck, impairment, linkcells, listeners,
-               topology, tunnelcells)
+               servedon, topology, tunnelcells)
 from ..host import procs, sandbox, state
 from .result import build as build_result
 from . import hostcells
@@ -117,6 +117,11 @@ def _verify(lab: Lab, target: Target, progress: Callable[[str], None],
     try:     # the listeners start inside the try that stops them, even half started
         sources.start_listeners(target, sb, port, inventory.work_dir, records,
                                 sources.listener_addresses(target, cells, port))
+        for host, netns in servedon.other_host_namespaces(lab, target).items():
+            where = inventory.work_dir / f"listeners-{host}"     # records apart from hv1's
+            where.mkdir(exist_ok=True)
+            sources.start_listeners(Target(uri=target.uri, netns=netns), None, port, where,
+                                    records, ["0.0.0.0"])
         listeners.start_declared(target, sb, cells, inventory.work_dir, records, port)
         pause_at("verify")                      # a test may kill `vnet up` here
         flows_before = flowstats.snapshot(lab, target)
@@ -181,7 +186,6 @@ def _run(lab, target, sb, cells, inventory, progress, sources: ProbeSources) -> 
     outcome: dict[str, dict] = {}
     errors: list[BaseException] = []
 
-    origins = [checklib.HOST] + ([checklib.INTERNET] if sb else [])
     stop = inventory.work_dir / "forwards.stop"     # the guests' run has ended (forwardcheck)
     stop.unlink(missing_ok=True)
 
@@ -199,6 +203,8 @@ def _run(lab, target, sb, cells, inventory, progress, sources: ProbeSources) -> 
             errors.append(exc)
 
     threads = [threading.Thread(target=side, args=(target.netns, checklib.HOST))]
+    threads += [threading.Thread(target=side, args=(netns, runner)) for runner, netns in
+                servedon.side_namespaces(lab, target, {c.runner for c in cells}).items()]
     if sb:
         threads.append(threading.Thread(target=side, args=(sb.inet_netns, checklib.INTERNET)))
     for t in threads:
@@ -207,7 +213,7 @@ def _run(lab, target, sb, cells, inventory, progress, sources: ProbeSources) -> 
                                   lambda vm: serial_log(inventory.work_dir, vm),
                                   ready=linkcells.host_probes_done(threads)).start()
     try:
-        holds = forwardcheck.guest_holds(cells, origins)
+        holds = forwardcheck.guest_holds(cells)
         for vm, held in declared.holds(cells).items():
             holds[vm] = holds.get(vm, []) + held
         guest = sources.guests(lab, target, cells, inventory, progress, holds, stop,

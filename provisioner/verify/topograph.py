@@ -117,7 +117,8 @@ def dot_source(topology: dict, internet: bool = False) -> str:
     for i, fwd in enumerate(topology.get("forwards", [])):
         node = f"fwd{i}"
         label = (f"{_e(fwd.get('proto'))} {_e(fwd.get('host_ip'))}:{_e(fwd.get('host_port'))}"
-                 f"<br/>&#8594; {_e(fwd.get('vm'))}:{_e(fwd.get('guest_port'))}")
+                 f"<br/>&#8594; {_e(fwd.get('vm'))}:{_e(fwd.get('guest_port'))}"
+                 + (f"<br/>served on {_e(fwd['host'])}" if fwd.get("host") else ""))
         lines.append(f'  {node} [id="fwd-{i}", class="forward", shape=box, style="rounded,filled", '
                      f'fillcolor="#fef9c3", fontsize=9, label=<{label}>];')
         lines.append(f"  host -> {node} [color=\"#ca8a04\"];")

@@ -4,7 +4,8 @@ a saved report (a CI artifact) can be drawn later without the lab file (provisio
     {"networks": [{name, mode, subnet, dhcp, host_ip, bridge}],
      "vms":      [{name, image, memory, cpus, control_address,
                    nics: [{network, model, mac, address}]}],
-     "forwards": [{name, network, proto, host_ip, host_port, vm, guest_port}]}
+     "forwards": [{name, network, proto, host_ip, host_port, vm, guest_port,
+                   host (with several hosts: the one that serves it)}]}
 
 Optional sections, written only when the lab has them (a renderer must accept them absent):
     "bonds":   [{name, vm, mode, members: [mac, ...]}]
@@ -17,6 +18,7 @@ per-VM NAT (each VM has its own, as in VirtualBox), or null when DHCP decides it
 from __future__ import annotations
 
 from ..lab import modes
+from ..lab.forwardhosts import served_on
 from ..lab.model import Lab
 
 NAT_GUEST_ADDRESS = "10.0.2.15/24"      # QEMU's and VirtualBox's per-VM NAT hand this out
@@ -45,7 +47,8 @@ def of(lab: Lab, control: dict[str, str | None] | None = None) -> dict:
                 for vm in lab.vms],
         "forwards": [{"name": f.name, "network": f.network, "proto": f.proto,
                       "host_ip": str(f.host_ip), "host_port": f.host_port, "vm": f.vm,
-                      "guest_port": f.guest_port}
+                      "guest_port": f.guest_port,
+                      **({"host": served_on(lab, f)} if len(lab.hosts) > 1 else {})}
                      for n in lab.networks for f in n.port_forwards],
     }
     bonds = [{"name": b.name, "vm": vm.name, "mode": b.mode, "members": list(b.members)}

@@ -20,6 +20,7 @@ from ..host.locks import write_atomic
 from ..lab import tunnels as tunnellib
 from ..lab.defaults import ECHO_PORT
 from ..lab.model import Lab
+from ..lab.tunnelmtu import tunnel_mtu
 
 TIMEOUT = 3.0
 # WireGuard resends a lost handshake initiation after REKEY_TIMEOUT, 5 s (the WireGuard paper,
@@ -33,8 +34,10 @@ def tunnel_cells(lab: Lab, make) -> list:
     for t in lab.tunnels:
         for k, end in enumerate(t.endpoints):
             peer = t.endpoints[1 - k]
+            mtu = tunnel_mtu(lab, t)
             cells.append(make("tunnel", end.network, end.vm,
-                              f"{peer.vm} ({peer.overlay_ip.ip}) over {t.name} ({t.type})",
+                              f"{peer.vm} ({peer.overlay_ip.ip}) over {t.name} ({t.type}"
+                              + (f", MTU {mtu})" if mtu else ")"),
                               f"guest:{end.vm}",
                               dict(target=str(peer.overlay_ip.ip), port=ECHO_PORT,
                                    expect_name=peer.vm, bind_dev=t.name,
@@ -54,6 +57,8 @@ def guest_specs(lab: Lab, keys: dict[str, dict]) -> dict[str, list[dict]]:
                 "name": t.name, "type": t.type, "local": str(end.underlay_ip),
                 "remote": str(peer.underlay_ip), "overlay": str(end.overlay_ip),
                 "subnet": str(t.subnet)}
+            if (mtu := tunnel_mtu(lab, t)) is not None:
+                spec["mtu"] = mtu            # its underlay is stretched across hosts
             if t.type == "vxlan":
                 spec["id"] = t.id
             elif tunnellib.gre_key(t) is not None:

@@ -174,7 +174,7 @@ def test_guest_holds_one_per_forward_and_none_for_ssh():
     ends = checks.Endpoints(host_listener_port=1, internet_ip="203.0.113.1",
                             host_uplink_ip="203.0.113.2", mgmt_host_ip="100.64.1.1")
     cells = checks.build(lab, checks.Backend.LIBVIRT, ends)
-    holds = forwardcheck.guest_holds(cells, ["host", "internet"])
+    holds = forwardcheck.guest_holds(cells)
     assert holds == {"a": [{"id": "web", "port": 8080, "proto": "tcp",
                             "mac": lab.vm("a").nics[0].mac, "origins": ["host", "internet"]}]}
 
@@ -247,7 +247,7 @@ def test_udp_forwards_are_probed_with_the_udp_exchange_and_held_by_the_guest():
     assert {c.source for c in cells} == {"host", "internet"}
     assert all(c.probe["proto"] == "udp" and c.probe["expect_name"] == "a" and
                "ssh" not in c.probe for c in cells)
-    [held] = forwardcheck.guest_holds(cells, ["host", "internet"])["a"]
+    [held] = forwardcheck.guest_holds(cells)["a"]
     assert held["proto"] == "udp" and held["port"] == 53
 
 

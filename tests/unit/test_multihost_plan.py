@@ -1,7 +1,6 @@
 """What a multi-host lab becomes on each host, without a host: the VXLAN segments (host/vxlan.py)
 and each host's libvirt part (drivers/libvirt/placement.py through the renderer)."""
 import copy
-import re
 from ipaddress import IPv4Address
 
 import pytest
@@ -152,21 +151,10 @@ def test_the_dry_run_of_a_multi_host_lab_shows_every_host_and_the_vxlan_commands
     assert tmp_path / "domains" / "hv2" / "vnet-two-b.xml" in written
 
 
-@pytest.mark.parametrize("change, words", [
-    (lambda d: d["networks"][0].update(home="hv2", port_forwards=[
-        {"name": "web", "proto": "tcp", "host_port": 18080, "vm": "a", "guest_port": 80}]),
-     "networks.lan.port_forwards.web: forwards are served on the first host (hv1)"),
-    (lambda d: (d["networks"].append({"name": "out", "mode": "nat", "port_forwards": [
-        {"name": "ssh", "proto": "tcp", "host_port": 2222, "vm": "b", "guest_port": 22}]}),
-        d["vms"][1]["nics"].append({"network": "out"})),
-     "networks.out.port_forwards.ssh: a nat forward is QEMU's"),
-])
-def test_forwards_that_the_first_host_cannot_serve_are_refused(change, words):
-    with pytest.raises(Unsupported, match=re.escape(words)):
-        multihost._check_forwards(_lab(change))
-
-
-def test_forwards_the_first_host_serves_pass():
-    lab = _lab(lambda d: d["networks"][0].update(port_forwards=[
-        {"name": "web", "proto": "tcp", "host_port": 18080, "vm": "b", "guest_port": 80}]))
-    multihost._check_forwards(lab)      # natnetwork homed on hv1, VM b on hv2: served by hv1
+def test_ovs_networks_across_hosts_are_refused_with_the_reason_and_tunnels_are_not():
+    """preflight refuses before it reaches any host (no libvirt is opened for this)."""
+    lab = _lab(lambda d: d["networks"][1].update(switch="openvswitch", mode="internal"))
+    targets = {h.name: Target(uri=h.uri, netns=f"ns-{h.name}") for h in lab.hosts}
+    with pytest.raises(Unsupported, match=r"networks\.back\.switch: an Open vSwitch network is "
+                                          r"not stretched across hosts"):
+        multihost.preflight(lab, targets)

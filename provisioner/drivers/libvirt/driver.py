@@ -9,7 +9,7 @@ from ...lab.model import Backend, Impairment, Lab
 from ...progress import Progress
 from ...lab.naming import object_name
 from ..base import Driver, declare_impairment, lab_from_record
-from . import capture, impair as impairs, lifecycle, multihost
+from . import capture, impair as impairs, lifecycle, multihost, vmhost
 from .connection import LibvirtDriver
 
 
@@ -52,16 +52,21 @@ class Libvirt(Driver):
 
     def set_link(self, lab_name: str, vm: str, nic: int, up: bool) -> None:
         """Cut or restore the link of NIC `nic` (its index in the lab file) of a running VM."""
-        _, found = self.link_nic(lab_name, vm, nic)
-        LibvirtDriver(self.target).set_link(object_name(lab_name, vm), found.mac, up)
+        record, found = self.link_nic(lab_name, vm, nic)
+        where = vmhost.vm_target(record, lab_from_record(record), vm, self.target)
+        LibvirtDriver(where).set_link(object_name(lab_name, vm), found.mac, up)
 
     def capture_point(self, lab_name: str, vm: str, nic: int) -> CapturePoint:
         record, found = self.link_nic(lab_name, vm, nic)
-        tap = LibvirtDriver(self.target).interface_target(object_name(lab_name, vm), found.mac)
-        return capture.nic_point(lab_from_record(record), self.target, vm, nic, tap)
+        lab = lab_from_record(record)
+        where = vmhost.vm_target(record, lab, vm, self.target)    # the tap is on the VM's host
+        tap = LibvirtDriver(where).interface_target(object_name(lab_name, vm), found.mac)
+        return capture.nic_point(lab, where, vm, nic, tap)
 
     def network_capture_point(self, lab_name: str, network: str) -> CapturePoint:
-        return capture.network_point(self.lab(lab_name), self.target, network)
+        lab = self.lab(lab_name)
+        vmhost.stretched_refusal(lab, network)
+        return capture.network_point(lab, self.target, network)
 
     def lab(self, lab_name: str) -> Lab:
         from ...errors import NotFound

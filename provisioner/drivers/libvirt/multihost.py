@@ -16,14 +16,13 @@ from pathlib import Path
 
 from ...errors import HypervisorError, Unsupported, VnetError
 from ...host import forwarding, sandbox_hosts, ssh, state, vxlan
-from ...lab import modes
 from ...host.netns import run_in_netns
 from ...host.state import Target
 from ...lab.model import Lab
 from ...lab.naming import object_name
 from ...progress import Progress
 from ..base import lab_from_record
-from . import imagecopy, lifecycle
+from . import hostforwards, imagecopy, lifecycle
 from .connection import LibvirtDriver
 from .render import Context, ImageFiles, LibvirtRenderer
 
@@ -67,10 +66,13 @@ def _parallel(fn, items: dict) -> dict:
 def preflight(lab: Lab, targets: dict[str, Target]) -> dict[str, list]:
     """Before anything is created: every host answers, the underlay reaches the other hosts'
     addresses, the VNIs are free, and nothing asks for what is not built yet."""
-    _check_forwards(lab)
-    if lab.tunnels or any(net.switch != "linux" for net in lab.networks):
-        raise Unsupported("tunnels and Open vSwitch networks are not yet placed across hosts: "
-                          "use them in a lab without hosts:")
+    hostforwards.remote_refusal(lab, targets)
+    ovs = next((net for net in lab.networks if net.switch != "linux"), None)
+    if ovs is not None:
+        raise Unsupported(f"networks.{ovs.name}.switch: an Open vSwitch network is not "
+                          "stretched across hosts (vnet's VXLAN joins Linux bridges, and the "
+                          "flow table and its controller live on one host); use switch: linux "
+                          "or a lab without hosts:")
     problems: list[str] = []
 
     def reach(name: str, target: Target) -> None:
@@ -94,22 +96,6 @@ def preflight(lab: Lab, targets: dict[str, Target]) -> dict[str, list]:
     return plan
 
 
-def _check_forwards(lab: Lab) -> None:
-    """Port forwards are served on the first host, the one vnet runs from (its port proxy, the
-    address they listen on): a proxied network must be homed there, a QEMU hostfwd VM run there."""
-    first = lab.hosts[0].name
-    for net in lab.networks:
-        how = modes.MODES[net.mode].host_forwards
-        for pf in net.port_forwards:
-            where = f"networks.{net.name}.port_forwards.{pf.name}"
-            if how == "proxy" and net.home != first:
-                raise Unsupported(f"{where}: forwards are served on the first host ({first}), "
-                                  f"so network {net.name} must be homed there (home: {first})")
-            if how == "hostfwd" and lab.vm(pf.vm).host != first:
-                raise Unsupported(f"{where}: a {net.mode} forward is QEMU's, on the VM's own "
-                                  f"host; put VM {pf.vm} on {first}, where forwards are served")
-
-
 def up(lab: Lab, target: Target, progress: Progress, wait: bool = True) -> dict:
     from ...guest import images
     from ...host import accel
@@ -131,11 +117,9 @@ def up(lab: Lab, target: Target, progress: Progress, wait: bool = True) -> dict:
         plans = {h: LibvirtRenderer(replace(ctx, host=h, image=files[h])).plan(lab)
                  for h in targets}
         mgmt = {vm: ip for p in plans.values() for vm, ip in p.extra["mgmt"].items()}
-        first = lab.hosts[0].name
-        forwards = plans[first].extra       # rendered from the whole lab: every forward
+        forwards = plans[lab.hosts[0].name].extra   # rendered from the whole lab: every forward
         if not state.read(target, lab.name):   # a second `up` owns its ports already
-            forwarding.check_host_ports(target, lab.name,
-                                        forwards["hostfwd"] + forwards["proxies"])
+            hostforwards.check_ports(lab, targets, forwards)
         record = {"lab": lab.name, "backend": "libvirt", "uri": target.uri,
                   "sandbox": target.sandbox, "accel": chosen, "source": lab.source,
                   "lab_data": lab.meta["raw"], "mgmt": mgmt, "created": time.time(),
@@ -152,9 +136,8 @@ def up(lab: Lab, target: Target, progress: Progress, wait: bool = True) -> dict:
                          f"{seg.port}, MTU {seg.mtu}) to "
                          + ", ".join(map(str, seg.remotes)))
         _parallel(build, targets)
-        forwarding.add_hostfwds(LibvirtDriver(targets[first]), forwards["hostfwd"])
-        forwarding.start_proxy(target, lab_dir, forwards["proxies"])
-        try:     # a failure from here on stops the proxy: no process outlives a failed `up`
+        try:     # a failure from here on stops the proxies: no process outlives a failed `up`
+            hostforwards.start(lab, targets, lab_dir, forwards)
             if wait:
                 _parallel(lambda h, t: lifecycle.wait_for_addresses(
                     _on_host(lab, h), t, LibvirtDriver(t), lab_dir, progress), targets)
@@ -181,7 +164,9 @@ def status(record: dict, target: Target) -> dict:
         vms.append({"name": vm.name, "host": vm.host, "state": vm_state,
                     "nics": [{"network": n.network, "model": n.model, "mac": n.mac,
                               "addresses": lifecycle._addresses(n, reported)} for n in vm.nics]})
-    return {"lab": lab.name, "vms": vms}
+    return {"lab": lab.name, "vms": vms,
+            **({"forwards": forwards} if (forwards := hostforwards.described(lab, lab_dir))
+               else {})}
 
 
 def destroy(record: dict, target: Target, progress: Progress) -> list[str]:
@@ -227,6 +212,7 @@ def gc_hosts(target: Target, progress: Progress) -> list[str]:
         if index > 1:
             driver = LibvirtDriver(Target(uri=view.uri, netns=view.host_netns))
             for lab in sorted(set(lifecycle.tagged_labs(driver, progress)) - known):
+                forwarding.stop_proxy(state.lab_dir(target, lab), progress)   # served there
                 removed += driver.destroy(lab, progress)
         orphans = {d["alias"].split(":")[1] for d in vxlan.devices(view.host_netns)
                    if d["alias"].startswith(f"{vxlan.TAG}:")} - known

@@ -1,0 +1,63 @@
+"""The host side of a lab with `hosts:` is probed where it lives (issue 13): a port forward's
+cells where the forward is served (lab/forwardhosts.py): host->VM from the serving host's own
+network namespace, Internet->VM to the serving host's address; a network's host->VM cell from
+its home host (the host address is there); and a VM->host probe is answered on the host it
+reaches (its network's home host, or for a per-VM NAT the VM's own host), so every host of the
+lab runs vnet's host listener. What is on the first host (and all of a single-host lab) is
+probed as before: from the host namespace vnet runs in, a forward at the address the sandbox's
+Internet reaches it on (Endpoints.host_uplink_ip).
+
+A probe from another host runs under the runner "host.HOST" (a forward's nonces carry that
+origin, so the guest's hold waits for them), in the namespace the lab's record names for that
+host."""
+from __future__ import annotations
+
+from ..host import state
+from ..host.state import Target
+from ..lab.forwardhosts import reach_address, served_on
+from ..lab.hosts import stretchable
+from ..lab.model import Lab, PortForward
+
+HOST_AT = "host."
+
+
+def probe_point(lab: Lab, pf: PortForward, uplink: str, host_runner: str) -> tuple[str, str]:
+    """(address the probes go to, runner of the host-side probe) of one forward; `uplink` and
+    `host_runner`: the first host's (Endpoints.host_uplink_ip, checks.HOST)."""
+    host = served_on(lab, pf)
+    if host is None or host == lab.hosts[0].name:
+        return uplink, host_runner
+    return str(reach_address(lab, pf)), f"{HOST_AT}{host}"
+
+
+def network_runner(lab: Lab, network: str, host_runner: str) -> str:
+    """The runner of a network's host->VM cells: its home host's, when that is not the first
+    host and the network is a libvirt network of its own (a per-VM NAT or a host's LAN has no
+    home address to probe from)."""
+    net = lab.network(network)
+    if not lab.hosts or net.home in (None, lab.hosts[0].name) or not stretchable(net.mode):
+        return host_runner
+    return f"{HOST_AT}{net.home}"
+
+
+def other_host_namespaces(lab: Lab, target: Target) -> dict[str, str]:
+    """host -> network namespace of every host of the lab but the first (from its record): vnet
+    runs a host listener in each, for the VM->host probes that reach that host."""
+    if len(lab.hosts) < 2:
+        return {}
+    hosts = (state.read(target, lab.name) or {}).get("hosts", {})
+    return {h.name: hosts[h.name]["netns"] for h in lab.hosts[1:]
+            if hosts.get(h.name, {}).get("netns")}
+
+
+def side_namespaces(lab: Lab, target: Target, runners: set[str]) -> dict[str, str]:
+    """runner "host.HOST" -> the network namespace of HOST (from the lab's record), for the
+    runners the cells use. A host without one (not a sandbox's) gets no prober here: probing
+    its addresses from this machine's own namespace would send lab traffic out of the lab, so
+    its cells stay "error" (not run)."""
+    wanted = sorted(r for r in runners if r.startswith(HOST_AT))
+    if not wanted:
+        return {}
+    hosts = (state.read(target, lab.name) or {}).get("hosts", {})
+    found = {r: hosts.get(r[len(HOST_AT):], {}).get("netns") for r in wanted}
+    return {r: netns for r, netns in found.items() if netns}
