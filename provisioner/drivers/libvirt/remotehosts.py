@@ -19,6 +19,7 @@ from pathlib import Path
 from ...errors import VnetError
 from ...host import hostaccess, state, vxlan
 from ...host.hostaccess import HostAccess
+from ...host.paths import state_root
 from ...host.safepath import child
 from ...host.state import Target
 from ...lab.model import Lab
@@ -27,7 +28,7 @@ from .. import boot
 from . import lifecycle
 from .connection import LibvirtDriver
 
-REMEMBERED = "remote-hosts"         # under the target's state dir: one file per remote URI
+REMEMBERED = "remote-hosts"         # under the state root, per target: one file per remote URI
 POLL = 1.0                          # seconds between console reads: each is an SSH round trip
 
 
@@ -99,7 +100,8 @@ def clean(t: Target, owner: str, lab: str) -> list[str]:
 # ------------------------------------------------------------- remote hosts for `gc`
 
 def _remembered_dir(target: Target) -> Path:
-    return child(state.target_dir(target), REMEMBERED)
+    """<state root>/remote-hosts/<target key>: beside the labs, never taken for one."""
+    return child(state_root() / REMEMBERED, target.key)
 
 
 def remember(target: Target, t: Target) -> None:
