@@ -14,6 +14,7 @@ import shutil
 import pytest
 
 from provisioner.drivers.base import driver_class
+from provisioner.drivers.libvirt import remotehosts
 from provisioner.drivers.libvirt.connection import LibvirtDriver
 from provisioner.host import hostaccess, runner, sandbox, sandbox_hosts, state, vxlan
 from provisioner.host.state import Target
@@ -87,6 +88,7 @@ def test_hv2_by_its_ssh_uri_is_a_remote_host(sandbox_with_remote_hv2):
     assert record["hosts"]["hv2"]["netns"] is None            # no namespace: reached by SSH
     remote_dir = hostaccess.remote_lab_dir(owner, "rhl")
     assert record["hosts"]["hv2"]["log_dir"] == remote_dir
+    assert remotehosts.remembered(target) == [lab.hosts[1].uri]     # for a later gc
     # b1's console was written on hv2, in its own directory, not in the lab's state dir
     assert "VNET-READY" in (hv2.state_dir / "remote-root" / owner / "rhl" /
                             "b1.serial.log").read_text(errors="replace")
@@ -126,6 +128,7 @@ def test_hv2_by_its_ssh_uri_is_a_remote_host(sandbox_with_remote_hv2):
     ran = [argv for verdict, argv in _commands(sb)[before:] if verdict == "ran"]
     assert {a[3] for a in ran if a[:3] == ["ip", "link", "del"]} == devices
     assert ["rm", "-rf", "--", remote_dir] in ran
+    assert remotehosts.remembered(target) == []                     # no lab uses it now
 
     # gc: a lab whose record is gone is found on hv2 (remembered as a remote host) and removed
     driver.up(lab, progress=print, wait=False)
@@ -137,3 +140,4 @@ def test_hv2_by_its_ssh_uri_is_a_remote_host(sandbox_with_remote_hv2):
     ran = [argv for verdict, argv in _commands(sb)[before:] if verdict == "ran"]
     assert {a[3] for a in ran if a[:3] == ["ip", "link", "del"]} == devices   # over SSH
     assert ["rm", "-rf", "--", remote_dir] in ran
+    assert remotehosts.remembered(target) == []

@@ -217,6 +217,7 @@ def destroy(record: dict, target: Target, progress: Progress) -> list[str]:
     ssh.close_masters(ssh.control_dir(target, lab_name))
     ssh.control_dir(target, lab_name).rmdir()
     state.remove(target, lab_name)
+    remotehosts.forget_unused(target)
     return removed
 
 

@@ -111,6 +111,24 @@ def remember(target: Target, t: Target) -> None:
         (d / hashlib.sha256(t.uri.encode()).hexdigest()[:16]).write_text(t.uri)
 
 
+def forget_unused(target: Target, uris: list[str] | None = None) -> None:
+    """Forget the remote hosts (those of `uris`, else all) that no lab recorded on `target`
+    uses any more: after a destroy, or a gc that cleaned them."""
+    d = _remembered_dir(target)
+    if not d.is_dir():
+        return
+    used = set()
+    for lab in state.labs_of(target):
+        try:
+            used |= {h["uri"] for h in (state.read(target, lab) or {}).get("hosts", {}).values()}
+        except state.CorruptState:
+            return                       # cannot tell: keep them all
+    for entry in d.iterdir():
+        uri = entry.read_text()
+        if uri not in used and (uris is None or uri in uris):
+            entry.unlink()
+
+
 def remembered(target: Target) -> list[str]:
     d = _remembered_dir(target)
     uris = sorted(p.read_text() for p in d.iterdir()) if d.is_dir() else []
@@ -134,6 +152,7 @@ def gc_remote(target: Target, progress: Progress) -> list[str]:
                     continue
                 removed += driver.destroy(lab, progress)
                 removed += clean(t, driver.owner, lab)
+            forget_unused(target, [uri])
         except VnetError as exc:
             progress(f"left for later: host {uri} ({exc.message}); once it answers: vnet gc"
                      + (f" --sandbox {target.sandbox}" if target.sandbox
