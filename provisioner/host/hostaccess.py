@@ -62,6 +62,15 @@ class HostAccess:
         return runner.run(self.argv(argv), check=check,
                           timeout=SSH_TIMEOUT if self.ssh else None)
 
+    def run_all(self, argvs: list[list[str]]) -> None:
+        """Each argv in order, stopping at the first that fails. On a remote host one SSH call
+        carries them all, joined by `&&` (an SSH round trip costs ~0.1 s, a command ~3 ms)."""
+        if self.ssh and argvs:
+            runner.run([*self.ssh, " && ".join(map(shlex.join, argvs))], timeout=SSH_TIMEOUT)
+        else:
+            for argv in argvs:
+                self.run(argv)
+
     def describe(self) -> str:
         return self.ssh[-1] if self.ssh else f"network namespace {self.netns}"
 

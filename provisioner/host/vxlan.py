@@ -112,9 +112,7 @@ Where = HostAccess | str       # a host's access, or (older callers) its network
 
 
 def apply(where: Where, segs: list[Segment]) -> None:
-    for seg in segs:
-        for argv in commands(seg):
-            hostaccess.of(where).run(argv)
+    hostaccess.of(where).run_all([argv for seg in segs for argv in commands(seg)])
 
 
 def devices(where: Where) -> list[dict]:
@@ -133,11 +131,8 @@ def vnis_in_use(where: Where, segs: list[Segment]) -> list[str]:
 
 def remove(where: Where, lab: str) -> list[str]:
     """Delete the VXLAN devices tagged for `lab` on a host; their names."""
-    gone = []
-    for dev in devices(where):
-        if dev["alias"].startswith(f"{TAG}:{lab}:"):
-            hostaccess.of(where).run(["ip", "link", "del", dev["name"]])
-            gone.append(dev["name"])
+    gone = [dev["name"] for dev in devices(where) if dev["alias"].startswith(f"{TAG}:{lab}:")]
+    hostaccess.of(where).run_all([["ip", "link", "del", name] for name in gone])
     return gone
 
 

@@ -10,7 +10,9 @@ hypervisor host lets vnet do over SSH, and nothing else.
 - anything else: refused (exit 126).
 
 The client's command arrives in SSH_ORIGINAL_COMMAND as one shell-quoted line; it is split
-with shlex, matched token by token against the shapes below, and run with exec (no shell).
+with shlex, matched token by token against the shapes below, and run without a shell. Several
+commands joined by `&&` (as a login shell would run them) each must match; they run in order
+and the first that fails ends the line with its status.
 Every decision is appended to LOG as a JSON line, so a test can see what the host ran.
 Run as `python3 -I THIS HOST_DIR LIBVIRT_SOCKET RELAY`; stdlib only (it runs on the host).
 """
@@ -20,6 +22,7 @@ import os
 import re
 import shlex
 import shutil
+import subprocess
 import sys
 
 REMOTE_DIR = "/var/lib/libvirt/vnet"          # provisioner/host/hostaccess.py REMOTE_DIR
@@ -84,18 +87,40 @@ def main(host_dir: str, socket_path: str, relay: str) -> None:
     if is_libvirt_session(line):
         _log(host_dir, "libvirt", line)
         os.execv(sys.executable, [sys.executable, "-I", relay, socket_path])
-    try:
-        argv = shlex.split(line)
-    except ValueError:
-        argv = []
-    if not argv or not allowed(argv):
+    if not permitted(line):
         _log(host_dir, "refused", line)
         print(f"vnet host: refused: {line!r}", file=sys.stderr)
         sys.exit(126)
-    _log(host_dir, "ran", line)
-    if argv[0] == "ping" and shutil.which("ping") is None:
-        argv = ["busybox", *argv]                    # the machine may have only busybox's
-    os.execvp(argv[0], argv)
+    for argv in split(line):
+        _log(host_dir, "ran", shlex.join(argv))
+        if argv[0] == "ping" and shutil.which("ping") is None:
+            argv = ["busybox", *argv]                # the machine may have only busybox's
+        status = subprocess.run(argv).returncode
+        if status:
+            sys.exit(status)
+
+
+def permitted(line: str) -> bool:
+    commands = split(line)
+    return bool(commands) and all(map(allowed, commands))
+
+
+def split(line: str) -> list:
+    """The argv of each command of a `A && B && ...` line ([] when it does not parse)."""
+    try:
+        words = shlex.split(line)
+    except ValueError:
+        return []
+    commands, current = [], []
+    for word in words + ["&&"]:
+        if word == "&&":
+            if not current:
+                return []
+            commands.append(current)
+            current = []
+        else:
+            current.append(word)
+    return commands
 
 
 if __name__ == "__main__":
