@@ -4,8 +4,9 @@ machine. Every host-side step for hv2 (its VXLAN devices, the underlay echo, the
 directory and the reads of its guests' consoles) goes over SSH, through hv2's forced command,
 whose own log is the evidence (sandbox_files/ssh_forced_command.py; nothing is mocked). The
 matrix is green; with the lab's VXLAN port dropped on hv2 the cross-host cells turn red;
-destroy, and gc of a lab whose record is gone, leave nothing on hv2: no VXLAN device, no log
-directory, no domain or network."""
+destroy while hv2's SSH port is refused removes hv1's part and names hv2 with the command that
+finishes the job; that repeat, and gc of a lab whose record is gone, leave nothing on hv2: no
+VXLAN device, no log directory, no domain or network."""
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import pytest
 from provisioner.drivers.base import driver_class
 from provisioner.drivers.libvirt import remotehosts
 from provisioner.drivers.libvirt.connection import LibvirtDriver
+from provisioner.errors import HypervisorError
 from provisioner.host import hostaccess, runner, sandbox, sandbox_hosts, state, vxlan
 from provisioner.host.state import Target
 from provisioner.lab import loader as labfile
@@ -35,6 +37,8 @@ LAB = {"name": "rhl", "hosts": [{"name": "hv1"}, {"name": "hv2"}],
                {"name": "b1", "host": "hv2", "nics": [{"network": "lan"}, {"network": "back"}]}]}
 BLOCK = ["INPUT", "-p", "udp", "--dport", str(vxlan.PORT), "-m", "comment",
          "--comment", "vnet-test-block-remote-vxlan", "-j", "DROP"]
+NO_SSH = ["INPUT", "-p", "tcp", "--dport", "22", "-m", "comment", "--comment",
+          "vnet-test-hv2-unreachable", "-j", "REJECT", "--reject-with", "tcp-reset"]
 PATHS = {"vm_to_vm", "host_to_vm", "vm_to_host", "vm_to_internet", "internet_to_vm"}
 
 
@@ -122,8 +126,21 @@ def test_hv2_by_its_ssh_uri_is_a_remote_host(sandbox_with_remote_hv2):
     assert [c for c in crossing if blocked[_key(c)]["ok"]] == []         # every one turned red
     assert [c for c in cells if not _crosses(c) and not blocked[_key(c)]["ok"]] == []
 
+    # hv2 unreachable (its SSH port refused): destroy removes hv1's part and names hv2
+    runner.run([*iptables, "-I", *NO_SSH])
+    try:
+        with pytest.raises(HypervisorError) as exc:
+            driver.destroy("rhl", progress=print)
+    finally:
+        runner.run([*iptables, "-D", *NO_SSH])
+    assert "but hv2" in exc.value.message
+    assert f"vnet destroy rhl --sandbox {sb.name}" in exc.value.hint
+    assert state.read(target, "rhl")["hosts"].keys() == {"hv2"}
+    assert remotehosts.remembered(target) == [lab.hosts[1].uri]
+    # hv2 answers again: the repeat removes everything there
     before = len(_commands(sb))
     driver.destroy("rhl", progress=print)
+    assert state.read(target, "rhl") is None
     assert _left_on_hv2(sb, "rhl", owner) == {"vxlan": [], "log_dir": False, "libvirt": None}
     ran = [argv for verdict, argv in _commands(sb)[before:] if verdict == "ran"]
     assert {a[3] for a in ran if a[:3] == ["ip", "link", "del"]} == devices
