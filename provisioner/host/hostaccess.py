@@ -150,8 +150,10 @@ def read_log(access: HostAccess, log_dir: str, vm: str) -> str:
 
 
 def remove_log_dir(access: HostAccess, owner: str, lab: str) -> str:
+    """The lab's log directory, and the owner's when that was its last lab."""
     path = remote_lab_dir(owner, lab)
-    access.run(["rm", "-rf", "--", path])
+    access.run_all([["rm", "-rf", "--", path],
+                    ["rmdir", "--ignore-fail-on-non-empty", "--", path.rsplit("/", 1)[0]]])
     return f"log directory {path}"
 
 

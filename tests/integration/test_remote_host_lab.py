@@ -39,6 +39,7 @@ BLOCK = ["INPUT", "-p", "udp", "--dport", str(vxlan.PORT), "-m", "comment",
          "--comment", "vnet-test-block-remote-vxlan", "-j", "DROP"]
 NO_SSH = ["INPUT", "-p", "tcp", "--dport", "22", "-m", "comment", "--comment",
           "vnet-test-hv2-unreachable", "-j", "REJECT", "--reject-with", "tcp-reset"]
+NOTHING = {"vxlan": [], "log_dir": False, "remote_dir": [], "libvirt": None}
 PATHS = {"vm_to_vm", "host_to_vm", "vm_to_host", "vm_to_internet", "internet_to_vm"}
 
 
@@ -65,6 +66,7 @@ def _left_on_hv2(sb, lab: str, owner: str) -> dict:
     conn = LibvirtDriver(Target(uri=hv2.uri))
     return {"vxlan": [d["name"] for d in vxlan.devices(hv2.host_netns)],
             "log_dir": (hv2.state_dir / "remote-root" / owner / lab).exists(),
+            "remote_dir": sorted(p.name for p in (hv2.state_dir / "remote-root").iterdir()),
             "libvirt": conn.labs().get(lab)}
 
 
@@ -141,7 +143,7 @@ def test_hv2_by_its_ssh_uri_is_a_remote_host(sandbox_with_remote_hv2):
     before = len(_commands(sb))
     driver.destroy("rhl", progress=print)
     assert state.read(target, "rhl") is None
-    assert _left_on_hv2(sb, "rhl", owner) == {"vxlan": [], "log_dir": False, "libvirt": None}
+    assert _left_on_hv2(sb, "rhl", owner) == NOTHING
     ran = [argv for verdict, argv in _commands(sb)[before:] if verdict == "ran"]
     assert {a[3] for a in ran if a[:3] == ["ip", "link", "del"]} == devices
     assert ["rm", "-rf", "--", remote_dir] in ran
@@ -153,7 +155,7 @@ def test_hv2_by_its_ssh_uri_is_a_remote_host(sandbox_with_remote_hv2):
     shutil.rmtree(state.lab_dir(target, "rhl"))
     before = len(_commands(sb))
     driver.gc(progress=print)
-    assert _left_on_hv2(sb, "rhl", owner) == {"vxlan": [], "log_dir": False, "libvirt": None}
+    assert _left_on_hv2(sb, "rhl", owner) == NOTHING
     ran = [argv for verdict, argv in _commands(sb)[before:] if verdict == "ran"]
     assert {a[3] for a in ran if a[:3] == ["ip", "link", "del"]} == devices   # over SSH
     assert ["rm", "-rf", "--", remote_dir] in ran

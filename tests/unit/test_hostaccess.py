@@ -151,7 +151,7 @@ def test_every_command_vnet_sends_to_a_remote_host_passes_its_allow_list(monkeyp
     dispatcher = _dispatcher()
     assert [ln for ln in lines if not dispatcher.permitted(ln)] == []
     assert {argv[0] for ln in lines for argv in dispatcher.split(ln)} == {
-        "ip", "bridge", "ping", "mkdir", "cat", "ls", "rm"}
+        "ip", "bridge", "ping", "mkdir", "cat", "ls", "rm", "rmdir"}
     # a host's VXLAN devices are made in one SSH call (a round trip costs ~0.1 s)
     (made,) = [ln for ln in lines if ln.startswith("ip link add")]
     assert dispatcher.split(made) == [a for seg in segs for a in vxlan.commands(seg)]
@@ -160,7 +160,8 @@ def test_every_command_vnet_sends_to_a_remote_host_passes_its_allow_list(monkeyp
 
 @pytest.mark.parametrize("line", [
     "id", "", "sh -c id", "ip link del eth0", "ip netns exec x sh", "ip link set lo down",
-    "rm -rf -- /", f"rm -rf -- {hostaccess.REMOTE_DIR}/{OWNER}",
+    "rm -rf -- /", f"rm -rf -- {hostaccess.REMOTE_DIR}/{OWNER}", "rmdir -- /etc",
+    f"rmdir --ignore-fail-on-non-empty -- {hostaccess.REMOTE_DIR}",
     f"rm -rf -- {hostaccess.REMOTE_DIR}/{OWNER}/lab/../..",
     f"cat -- {hostaccess.REMOTE_DIR}/{OWNER}/lab/../../../../etc/shadow",
     "cat -- /etc/shadow", "ping -c 1 -W 2 198.51.100.2;id", "ping -c 1 -W 2 -f 198.51.100.2",

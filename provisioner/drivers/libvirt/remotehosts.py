@@ -127,6 +127,8 @@ def forget_unused(target: Target, uris: list[str] | None = None) -> None:
         uri = entry.read_text()
         if uri not in used and (uris is None or uri in uris):
             entry.unlink()
+    if not any(d.iterdir()):
+        d.rmdir()
 
 
 def remembered(target: Target) -> list[str]:

@@ -5,8 +5,8 @@ hypervisor host lets vnet do over SSH, and nothing else.
   sends, src/rpc/virnetclient.c virNetClientSSHHelperCommand): relayed to the host's libvirtd
   socket by libvirt_relay.py, as before;
 - exactly the host-side commands vnet sends (provisioner/host/hostaccess.py, vxlan.py): the
-  VXLAN devices (ip/bridge), the underlay echo (ping), and mkdir/cat/ls/rm of a lab's serial-log
-  directory under the fixed vnet directory;
+  VXLAN devices (ip/bridge), the underlay echo (ping), and mkdir/cat/ls/rm/rmdir of a lab's
+  serial-log directory under the fixed vnet directory;
 - anything else: refused (exit 126).
 
 The client's command arrives in SSH_ORIGINAL_COMMAND as one shell-quoted line; it is split
@@ -52,6 +52,7 @@ SHAPES = [s.split() for s in (
     "cat -- <log>",
     "ls -1 -- <ownerdir>",
     "rm -rf -- <labdir>",
+    "rmdir --ignore-fail-on-non-empty -- <ownerdir>",
 )]
 
 
