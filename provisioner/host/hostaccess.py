@@ -120,8 +120,9 @@ def for_uri(uri: str, where: str = "uri") -> HostAccess:
 
 def _vnet_known_hosts(keyfile: Path) -> list[str]:
     """vnet made this key (under its state root, a known_hosts beside it): trust only that."""
+    keyfile = keyfile.resolve()                       # no `..` out of the state root
     known = keyfile.parent / "known_hosts"
-    if keyfile.is_relative_to(state_root()) and known.is_file():
+    if keyfile.is_relative_to(state_root().resolve()) and known.is_file():
         return ["-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes"]
     return []
 

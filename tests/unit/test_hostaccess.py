@@ -58,10 +58,13 @@ def test_vnet_made_keys_trust_only_vnets_known_hosts(tmp_path, monkeypatch):
     ssh = hostaccess.for_uri(f"qemu+ssh://root@198.51.100.3/system?keyfile={keys}/id_ed25519").ssh
     assert ["-o", f"UserKnownHostsFile={keys}/known_hosts", "-o",
             "StrictHostKeyChecking=yes"] == list(ssh[7:11])
-    # a key of the user's: the user's ssh configuration decides
-    other = tmp_path.parent / "elsewhere-key"
-    assert "StrictHostKeyChecking=yes" not in hostaccess.for_uri(
-        f"qemu+ssh://root@h/system?keyfile={other}").ssh
+    # a key of the user's: the user's ssh configuration decides, also when `..` leaves the root
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "known_hosts").write_text("h ssh-ed25519 AAAA\n")
+    for other in (elsewhere / "key", tmp_path / ".." / elsewhere.name / "key"):
+        assert "StrictHostKeyChecking=yes" not in hostaccess.for_uri(
+            f"qemu+ssh://root@h/system?keyfile={other}").ssh
 
 
 @pytest.mark.parametrize("uri, field", [
