@@ -38,7 +38,12 @@ def console_addresses(text: str) -> dict[str, str]:
 
 def console_tail(path: Path, empty: str) -> list[str]:
     """The last console lines, quoted for a triage; `empty` when there are none."""
-    lines = read_console(path).splitlines()
+    return text_tail(read_console(path), empty)
+
+
+def text_tail(text: str, empty: str) -> list[str]:
+    """console_tail of console text already read (a remote host's, read over SSH)."""
+    lines = text.splitlines()
     return [f"  | {line}" for line in lines[-CONSOLE_LINES:]] or [f"  {empty}"]
 
 

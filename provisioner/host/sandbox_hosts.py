@@ -5,10 +5,13 @@ own private libvirtd (sandbox_setup.start_libvirtd, run for that host's state di
     vnet-S-host (hv1)  bridge lan0 198.51.100.2 --+-- lan-out 198.51.100.1  vnet-S-inet
                                                   +-- hvI-lan ==veth== lan0 198.51.100.(I+1)  vnet-S-hvI
 
-hv2 also runs an SSH server (dropbear) whose only command relays to its libvirtd's socket, so
-`qemu+ssh://` is exercised for real (ssh_uri). vnet generates the client key and the host key
-for the sandbox; the ssh client runs in hv1's namespace (the "management host") through a
-wrapper named by libvirt's `command=` URI parameter (https://libvirt.org/uri.html#ssh-transport).
+hv2 also runs an SSH server (dropbear) and plays a remote host: its forced command
+(sandbox_files/ssh_forced_command.py) relays a libvirt session to its libvirtd's socket, so
+`qemu+ssh://` is exercised for real (ssh_uri), and runs only the host-side commands vnet sends
+to a remote host (host/hostaccess.py), logging each. vnet generates the client key and the
+host key for the sandbox; the ssh client runs in hv1's namespace (the "management host")
+through a wrapper named by libvirt's `command=` URI parameter
+(https://libvirt.org/uri.html#ssh-transport).
 """
 from __future__ import annotations
 
@@ -30,6 +33,8 @@ SSH_HOST = 2                    # the host that runs the SSH server
 HOST_DIR_RE = re.compile(r"hv([2-9])")
 SSH_PID = "dropbear.pid"
 RELAY = setup.FILES / "libvirt_relay.py"
+FORCED_COMMAND = setup.FILES / "ssh_forced_command.py"
+REMOTE_ROOT = "remote-root"     # a host's hostaccess.REMOTE_DIR (the launchers mount it there)
 SSH_LAUNCHER = setup.FILES / "sshd-launcher.sh"
 
 
@@ -98,6 +103,8 @@ def create(sb, count: int, progress: Callable[[str], None]) -> None:
         progress(f"creating hypervisor host {host_name(i)} ({view.host_netns}, "
                  f"{underlay_ip(sb, i)})")
         setup.write_state(view)
+        if i == SSH_HOST:           # it plays a remote host: its own REMOTE_DIR (launchers)
+            (view.state_dir / REMOTE_ROOT).mkdir(mode=0o755, exist_ok=True)
         _create_network(sb, i)
         setup.start_libvirtd(view, progress)
     if count >= SSH_HOST:
@@ -156,7 +163,8 @@ def start_ssh(sb, index: int, progress: Callable[[str], None]) -> None:
         "-o", f"UserKnownHostsFile={keys}/known_hosts", "-o", "GlobalKnownHostsFile=/dev/null",
     ])) + ' "$@"\n')
     wrapper.chmod(0o700)
-    relay = f"{sys.executable} -I {RELAY} {view.state_dir}/run/libvirt-sock"
+    relay = (f"{sys.executable} -I {FORCED_COMMAND} {view.state_dir} "
+             f"{view.state_dir}/run/libvirt-sock {RELAY}")
     argv = netns_argv(view.host_netns, ["unshare", "--mount", "--propagation", "private", "sh",
                                         str(SSH_LAUNCHER), str(view.state_dir), relay])
     log = view.state_dir / "dropbear.log"

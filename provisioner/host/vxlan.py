@@ -9,8 +9,8 @@ gc find what vnet made (`remove`). VXLAN adds 50 bytes (outer IPv4 20 + UDP 8 + 
 inner Ethernet 14), so the stretched network's MTU is the underlay's minus 50 (1450 on a
 1500-byte underlay) and the libvirt network states it (`<mtu size=.../>`).
 
-The commands are argv lists; `apply` runs them in a host's network namespace (a sandbox host)
-through runner, the one subprocess site.
+The commands are argv lists; `apply` runs them on a host through host/hostaccess.py: in its
+network namespace (a sandbox host) or over SSH (a remote host), through runner either way.
 """
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ import time
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from . import runner
-from .netns import netns_argv
+from . import hostaccess
+from .hostaccess import HostAccess
+from .netns import run_in_netns
 from ..lab.hosts import used_hosts
 from ..lab.model import Lab
 from ..lab.naming import bridge_name
@@ -107,34 +108,46 @@ def commands(seg: Segment) -> list[list[str]]:
     return cmds
 
 
-def apply(netns: str, segs: list[Segment]) -> None:
-    for seg in segs:
-        for argv in commands(seg):
-            runner.run(netns_argv(netns, argv))
+Where = HostAccess | str       # a host's access, or (older callers) its network namespace
 
 
-def devices(netns: str) -> list[dict]:
-    """The VXLAN devices in a namespace: {name, vni, alias}."""
-    out = runner.run(netns_argv(netns, ["ip", "-j", "-d", "link", "show", "type", "vxlan"])).stdout
+def apply(where: Where, segs: list[Segment]) -> None:
+    hostaccess.of(where).run_all([argv for seg in segs for argv in commands(seg)])
+
+
+def devices(where: Where) -> list[dict]:
+    """The VXLAN devices on a host: {name, vni, alias}."""
+    out = hostaccess.of(where).run(["ip", "-j", "-d", "link", "show", "type", "vxlan"]).stdout
     return [{"name": d["ifname"], "vni": d.get("linkinfo", {}).get("info_data", {}).get("id"),
              "alias": d.get("ifalias", "")} for d in json.loads(out or "[]")]
 
 
-def vnis_in_use(netns: str, segs: list[Segment]) -> list[str]:
+def vnis_in_use(where: Where, segs: list[Segment]) -> list[str]:
     """Preflight: the segments whose VNI a device not of this lab already uses."""
-    taken = {d["vni"]: d for d in devices(netns)}
+    taken = {d["vni"]: d for d in devices(where)}
     return [f"VNI {s.vni} (network {s.network}) is used by {taken[s.vni]['name']}"
             for s in segs if s.vni in taken and taken[s.vni]["alias"] != s.tag]
 
 
-def remove(netns: str, lab: str) -> list[str]:
-    """Delete the VXLAN devices tagged for `lab` in a namespace; their names."""
-    gone = []
-    for dev in devices(netns):
-        if dev["alias"].startswith(f"{TAG}:{lab}:"):
-            runner.run(netns_argv(netns, ["ip", "link", "del", dev["name"]]))
-            gone.append(dev["name"])
+def remove(where: Where, lab: str) -> list[str]:
+    """Delete the VXLAN devices tagged for `lab` on a host; their names."""
+    gone = [dev["name"] for dev in devices(where) if dev["alias"].startswith(f"{TAG}:{lab}:")]
+    hostaccess.of(where).run_all([["ip", "link", "del", name] for name in gone])
     return gone
+
+
+def echo_argv(address: str, timeout: int = 2) -> list[str]:
+    """The echo on a remote host: ping(8) (iputils and busybox both take these options)."""
+    return ["ping", "-c", "1", "-W", str(timeout), str(IPv4Address(address))]
+
+
+def reaches(where: Where, address: str) -> bool:
+    """The preflight's proof that a host's underlay reaches `address`: one ICMP echo and its
+    reply, from the host's namespace (echo below) or, on a remote host, by its ping."""
+    access = hostaccess.of(where)
+    if access.remote:
+        return access.run(echo_argv(address), check=False).returncode == 0
+    return run_in_netns(access.netns, echo, address)
 
 
 def echo(address: str, timeout: float = 2.0) -> bool:

@@ -155,8 +155,13 @@ class LibvirtBoot(boot.Boot):
     def __init__(self, lab: Lab, driver: LibvirtDriver, lab_dir: Path):
         self.lab, self.driver, self.lab_dir = lab, driver, lab_dir
 
+    def console(self, vm: str) -> str:
+        """The VM's serial console so far (a remote host's: drivers/libvirt/remotehosts.py)."""
+        return boot.read_console(serial_log(self.lab_dir, vm))
+
     def check(self, vm: str) -> tuple[bool, list[str]]:
-        ready, addrs = guest_report(self.lab_dir, vm)
+        text = self.console(vm)
+        ready, addrs = "VNET-READY" in text, boot.console_addresses(text)
         spec = self.lab.vm(vm)
         # a bond's members: only its first (the bond's MAC) gets an address (guest/cmdline.py)
         wanted = [n.mac for n in map(lambda nic: bond_nic(spec, nic), spec.nics)
@@ -167,7 +172,7 @@ class LibvirtBoot(boot.Boot):
         return self.driver.domain_state(object_name(self.lab.name, vm)) in ("running", "paused")
 
     def triage(self, vm: str) -> str:
-        return triage(self.lab, self.driver, self.lab_dir, vm)
+        return triage(self.lab, self.driver, self.lab_dir, vm, self.console(vm))
 
     def ready_line(self, vm: str, found: list[str]) -> str:
         return f"{vm} ready: " + ", ".join(found)
@@ -186,12 +191,15 @@ def wait_for_addresses(lab: Lab, target: Target, driver: LibvirtDriver, lab_dir:
     boot.wait(LibvirtBoot(lab, driver, lab_dir), [vm.name for vm in lab.vms], progress, timeout)
 
 
-def triage(lab: Lab, driver: LibvirtDriver, lab_dir: Path, vm: str) -> str:
-    """What a person needs when an address does not come: console, leases, DHCP attempts."""
+def triage(lab: Lab, driver: LibvirtDriver, lab_dir: Path | str, vm: str,
+           text: str | None = None) -> str:
+    """What a person needs when an address does not come: console (`text`, else read from
+    lab_dir), leases, DHCP attempts."""
     lines = [f"--- triage for {vm} ---"]
-    console = boot.read_console(serial_log(lab_dir, vm)).splitlines()
+    text = boot.read_console(serial_log(lab_dir, vm)) if text is None else text
+    console = text.splitlines()
     lines.append(f"last console lines ({serial_log(lab_dir, vm)}):")
-    lines += boot.console_tail(serial_log(lab_dir, vm), "(empty: the kernel printed nothing)")
+    lines += boot.text_tail(text, "(empty: the kernel printed nothing)")
     for nic in lab.vm(vm).nics:
         net = lab.network(nic.network)
         if net.dhcp and not modes.MODES[net.mode].per_vm_nat:

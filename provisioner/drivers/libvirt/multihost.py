@@ -4,9 +4,9 @@ several hosts over VXLAN (host/vxlan.py), wait for every guest's addresses; stat
 destroy every host it can reach and name the rest with the command that finishes the job.
 
 One record, on the target the lab was created from, lists the hosts and how to reach them.
-Host-side steps (the VXLAN devices) run in a host's network namespace, so the hosts are those
-of a vnet sandbox (`vnet sandbox up S --hosts N`); a host elsewhere is refused before anything
-is created."""
+Host-side steps (the VXLAN devices, the underlay echo, the serial logs) run in a sandbox host's
+network namespace or, on a host named by a qemu+ssh:// URI, over SSH (remotehosts.py); any
+other host is refused before anything is created."""
 from __future__ import annotations
 
 import time
@@ -15,14 +15,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from ...errors import HypervisorError, Unsupported, VnetError
-from ...host import forwarding, sandbox_hosts, ssh, state, vxlan
-from ...host.netns import run_in_netns
+from ...host import forwarding, hostaccess, sandbox_hosts, ssh, state, vxlan
 from ...host.state import Target
 from ...lab.model import Lab
 from ...lab.naming import object_name
 from ...progress import Progress
 from ..base import lab_from_record
-from . import hostforwards, imagecopy, lifecycle
+from . import hostforwards, imagecopy, lifecycle, remotehosts
 from .connection import LibvirtDriver
 from .render import Context, ImageFiles, LibvirtRenderer
 
@@ -36,20 +35,23 @@ def host_targets(lab: Lab, target: Target) -> dict[str, Target]:
         sb = sandbox.describe(target.sandbox)
         where = {sandbox_hosts.host_view(sb, i).uri: sandbox_hosts.host_view(sb, i).host_netns
                  for i in range(1, sandbox_hosts.MAX_HOSTS + 1)}
-        where[sandbox_hosts.ssh_uri(sb)] = sandbox_hosts.host_view(sb, sandbox_hosts.SSH_HOST) \
-            .host_netns
     if lab.hosts[0].uri != target.uri:
         raise Unsupported(f"hosts.{lab.hosts[0].name}: the first host is where vnet reaches "
                           f"the guests from, so it must be this target ({target.uri})",
                           hint="in a sandbox, list hv1 first")
     targets = {}
-    for host in lab.hosts:
-        if host.uri not in where:
-            raise Unsupported(f"hosts.{host.name}: {host.uri} is not a host of a vnet sandbox; "
-                              "vnet creates the VXLAN devices in a host's network namespace and "
-                              "does not yet reach a host elsewhere for that",
+    for i, host in enumerate(lab.hosts):
+        if host.uri in where:
+            targets[host.name] = Target(uri=host.uri, netns=where[host.uri])
+        elif i and hostaccess.is_ssh_uri(host.uri):     # checked: no option can hide in it
+            hostaccess.for_uri(host.uri, f"hosts.{host.name}.uri")
+            targets[host.name] = Target(uri=host.uri)
+        else:
+            raise Unsupported(f"hosts.{host.name}: {host.uri} is neither a host of this vnet "
+                              f"sandbox nor a remote host; accepted: {hostaccess.ACCEPTED}"
+                              + (" (the first host, where vnet runs, must be a sandbox host)"
+                                 if not i else ""),
                               hint="vnet sandbox up S --hosts N, then --sandbox S")
-        targets[host.name] = Target(uri=host.uri, netns=where[host.uri])
     return targets
 
 
@@ -85,10 +87,10 @@ def preflight(lab: Lab, targets: dict[str, Target]) -> dict[str, list]:
         raise HypervisorError("; ".join(problems), hint="vnet sandbox status shows its hosts")
     plan = vxlan.segments(lab)
     for name, segs in plan.items():
-        netns = targets[name].netns
-        problems += vxlan.vnis_in_use(netns, segs)
+        where = remotehosts.access(targets[name])
+        problems += vxlan.vnis_in_use(where, segs)
         for remote in sorted({r for s in segs for r in s.remotes}):
-            if not run_in_netns(netns, vxlan.echo, str(remote)):
+            if not vxlan.reaches(where, str(remote)):
                 problems.append(f"host {name} does not reach {remote} on the underlay "
                                 "(no ICMP echo reply)")
     if problems:
@@ -114,8 +116,9 @@ def up(lab: Lab, target: Target, progress: Progress, wait: bool = True) -> dict:
         # a host reached over the network gets the image through libvirt's storage API
         files = _parallel(lambda h, t: imagecopy.ensure(LibvirtDriver(t).conn, image, progress)
                           if imagecopy.is_remote(t.uri) else ctx.image, targets)
-        plans = {h: LibvirtRenderer(replace(ctx, host=h, image=files[h])).plan(lab)
-                 for h in targets}
+        logs = {h: remotehosts.log_dir(t, owner, lab.name, lab_dir) for h, t in targets.items()}
+        plans = {h: LibvirtRenderer(replace(ctx, host=h, image=files[h], log_dir=logs[h]))
+                 .plan(lab) for h in targets}
         mgmt = {vm: ip for p in plans.values() for vm, ip in p.extra["mgmt"].items()}
         forwards = plans[lab.hosts[0].name].extra   # rendered from the whole lab: every forward
         if not state.read(target, lab.name):   # a second `up` owns its ports already
@@ -124,13 +127,17 @@ def up(lab: Lab, target: Target, progress: Progress, wait: bool = True) -> dict:
                   "sandbox": target.sandbox, "accel": chosen, "source": lab.source,
                   "lab_data": lab.meta["raw"], "mgmt": mgmt, "created": time.time(),
                   "image": str(Path(image.kernel).parent),
-                  "hosts": {h: {"uri": t.uri, "netns": t.netns} for h, t in targets.items()}}
+                  "hosts": {h: {"uri": t.uri, "netns": t.netns, "log_dir": logs[h]}
+                            for h, t in targets.items()}}
         state.save(target, lab.name, record)     # before anything exists: destroy finds it
+        for t in targets.values():
+            remotehosts.remember(target, t)
         started = time.monotonic()
 
         def build(host: str, t: Target) -> None:
+            remotehosts.prepare(t, owner, lab.name)
             LibvirtDriver(t).apply(plans[host], lambda m: progress(f"{host}: {m}"))
-            vxlan.apply(t.netns, segments[host])
+            vxlan.apply(remotehosts.access(t), segments[host])
             for seg in segments[host]:
                 progress(f"{host}: network {seg.network} stretched (VXLAN {seg.vni}, port "
                          f"{seg.port}, MTU {seg.mtu}) to "
@@ -139,8 +146,8 @@ def up(lab: Lab, target: Target, progress: Progress, wait: bool = True) -> dict:
         try:     # a failure from here on stops the proxies: no process outlives a failed `up`
             hostforwards.start(lab, targets, lab_dir, forwards)
             if wait:
-                _parallel(lambda h, t: lifecycle.wait_for_addresses(
-                    _on_host(lab, h), t, LibvirtDriver(t), lab_dir, progress), targets)
+                _parallel(lambda h, t: remotehosts.wait_for_addresses(
+                    _on_host(lab, h), t, logs[h], progress), targets)
         except BaseException:
             forwarding.stop_proxy(lab_dir, progress)
             raise
@@ -156,11 +163,11 @@ def status(record: dict, target: Target) -> dict:
     for vm in lab.vms:
         where = record["hosts"][vm.host]
         try:
-            vm_state = LibvirtDriver(Target(uri=where["uri"], netns=where["netns"])) \
+            vm_state = LibvirtDriver(remotehosts.target_of(where)) \
                 .domain_state(object_name(lab.name, vm.name))
         except VnetError:
             vm_state = "host unreachable"
-        _, reported = lifecycle.guest_report(lab_dir, vm.name)
+        reported = remotehosts.reported(where, lab_dir, vm.name)
         vms.append({"name": vm.name, "host": vm.host, "state": vm_state,
                     "nics": [{"network": n.network, "model": n.model, "mac": n.mac,
                               "addresses": lifecycle._addresses(n, reported)} for n in vm.nics]})
@@ -177,10 +184,11 @@ def destroy(record: dict, target: Target, progress: Progress) -> list[str]:
     removed: list[str] = []
     left: dict[str, str] = {}
     for host, where in sorted(record["hosts"].items()):
-        t = Target(uri=where["uri"], netns=where["netns"])
+        t = remotehosts.target_of(where)
         try:
-            removed += LibvirtDriver(t).destroy(lab_name, lambda m: progress(f"{host}: {m}"))
-            removed += vxlan.remove(t.netns, lab_name)
+            driver = LibvirtDriver(t)
+            removed += driver.destroy(lab_name, lambda m: progress(f"{host}: {m}"))
+            removed += remotehosts.clean(t, driver.owner, lab_name)
         except (VnetError, OSError) as exc:
             left[host] = getattr(exc, "message", str(exc))
     if left:
@@ -194,19 +202,20 @@ def destroy(record: dict, target: Target, progress: Progress) -> list[str]:
     ssh.close_masters(ssh.control_dir(target, lab_name))
     ssh.control_dir(target, lab_name).rmdir()
     state.remove(target, lab_name)
+    remotehosts.forget_unused(target)
     return removed
 
 
 def gc_hosts(target: Target, progress: Progress) -> list[str]:
     """The sandbox's other hosts and every host's VXLAN devices: what vnet tagged for a lab
     that has no record on `target` any more (the first host's libvirt objects: lifecycle.gc)."""
+    removed = remotehosts.gc_remote(target, progress)
     if not target.sandbox:
-        return []
+        return removed
     from ...host import sandbox
 
     sb = sandbox.describe(target.sandbox)
     known = set(state.labs_of(target))
-    removed: list[str] = []
     for index in [1, *sandbox_hosts.present(sb)]:
         view = sandbox_hosts.host_view(sb, index)
         if index > 1:

@@ -29,6 +29,12 @@ mkdir -p /run/libvirt /run/lock
 for d in /var/lib/libvirt /var/log/libvirt /var/cache/libvirt; do
     mount -t tmpfs -o mode=0755 vnet-state "$d"
 done
+# A host that plays a remote one (sandbox_hosts.py): the fixed directory of vnet's serial logs
+# is this host's own, shared with its SSH server (sshd-launcher.sh).
+if [ -d "$state/remote-root" ]; then
+    mkdir -p /var/lib/libvirt/vnet
+    mount --bind "$state/remote-root" /var/lib/libvirt/vnet
+fi
 if [ -n "$caps" ]; then
     mkdir -p /var/cache/libvirt/qemu
     mount --bind "$caps" /var/cache/libvirt/qemu

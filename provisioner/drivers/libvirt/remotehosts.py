@@ -1,0 +1,162 @@
+"""The host side of each host of a multi-host lab, local or remote (README "Several hosts").
+
+A sandbox host is entered through its network namespace and shares vnet's file system: its
+guests' serial logs sit in the lab's state dir. A remote host (qemu+ssh://) is reached over SSH
+(host/hostaccess.py): its QEMU writes the serial logs on that machine, in a per-lab directory
+under hostaccess.REMOTE_DIR that vnet creates before the domains start and removes with the lab,
+and vnet reads them with `cat` over SSH. (libvirt's console stream, virDomainOpenConsole, was
+the other way: it shows only what the guest prints while a client is attached and admits one
+client at a time, so an `up` that attaches late, or a `status` while `up` waits, would miss the
+VNET-ADDR lines the file keeps.)
+
+Each remote URI a lab used is remembered under the target, so `gc` finds the hosts of a lab
+whose record is gone."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from ...errors import VnetError
+from ...host import hostaccess, state, vxlan
+from ...host.hostaccess import HostAccess
+from ...host.paths import state_root
+from ...host.safepath import child
+from ...host.state import Target
+from ...lab.model import Lab
+from ...progress import Progress
+from .. import boot
+from . import lifecycle
+from .connection import LibvirtDriver
+
+REMEMBERED = "remote-hosts"         # under the state root, per target: one file per remote URI
+POLL = 1.0                          # seconds between console reads: each is an SSH round trip
+
+
+def is_remote(t: Target) -> bool:
+    return t.netns is None and hostaccess.is_ssh_uri(t.uri)
+
+
+def access(t: Target) -> HostAccess:
+    return hostaccess.for_uri(t.uri) if is_remote(t) else HostAccess(netns=t.netns)
+
+
+def target_of(entry: dict) -> Target:
+    """A host's Target from its entry in the lab record ({"uri", "netns"})."""
+    return Target(uri=entry["uri"], netns=entry.get("netns"))
+
+
+def log_dir(t: Target, owner: str, lab: str, local_dir: Path) -> str:
+    """Where the host's QEMU writes the lab's serial logs."""
+    return hostaccess.remote_lab_dir(owner, lab) if is_remote(t) else str(local_dir)
+
+
+def prepare(t: Target, owner: str, lab: str) -> None:
+    """Before the domains start: the remote log directory exists (QEMU does not create it)."""
+    if is_remote(t):
+        hostaccess.prepare_log_dir(access(t), owner, lab)
+
+
+def console(t: Target, directory: str, vm: str) -> str:
+    if is_remote(t):
+        return hostaccess.read_log(access(t), directory, vm)
+    return boot.read_console(boot.serial_log(directory, vm))
+
+
+def reported(entry: dict, lab_dir: Path, vm: str) -> dict[str, str]:
+    """{mac: ip/prefix} from the console of a VM whose host has `entry` in the lab record."""
+    return boot.console_addresses(console(target_of(entry), entry.get("log_dir", str(lab_dir)),
+                                          vm))
+
+
+class RemoteBoot(lifecycle.LibvirtBoot):
+    """The guests of one remote host: the same readiness, the console read over SSH."""
+    poll = POLL
+
+    def __init__(self, lab: Lab, driver: LibvirtDriver, t: Target, directory: str):
+        super().__init__(lab, driver, Path(directory))
+        self.t, self.directory = t, directory
+
+    def console(self, vm: str) -> str:
+        return console(self.t, self.directory, vm)
+
+
+def wait_for_addresses(lab: Lab, t: Target, directory: str, progress: Progress) -> None:
+    driver = LibvirtDriver(t)
+    if not is_remote(t):
+        lifecycle.wait_for_addresses(lab, t, driver, Path(directory), progress)
+        return
+    boot.wait(RemoteBoot(lab, driver, t, directory), [vm.name for vm in lab.vms], progress,
+              lifecycle.ADDRESS_TIMEOUT)
+
+
+def clean(t: Target, owner: str, lab: str) -> list[str]:
+    """The lab's host-side traces on one host: its VXLAN devices and (remote) its log dir."""
+    removed = vxlan.remove(access(t), lab)
+    if is_remote(t):
+        removed.append(hostaccess.remove_log_dir(access(t), owner, lab))
+    return removed
+
+
+# ------------------------------------------------------------- remote hosts for `gc`
+
+def _remembered_dir(target: Target) -> Path:
+    """<state root>/remote-hosts/<target key>: beside the labs, never taken for one."""
+    return child(state_root() / REMEMBERED, target.key)
+
+
+def remember(target: Target, t: Target) -> None:
+    if is_remote(t):
+        d = _remembered_dir(target)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / hashlib.sha256(t.uri.encode()).hexdigest()[:16]).write_text(t.uri)
+
+
+def forget_unused(target: Target, uris: list[str] | None = None) -> None:
+    """Forget the remote hosts (those of `uris`, else all) that no lab recorded on `target`
+    uses any more: after a destroy, or a gc that cleaned them."""
+    d = _remembered_dir(target)
+    if not d.is_dir():
+        return
+    used = set()
+    for lab in state.labs_of(target):
+        try:
+            used |= {h["uri"] for h in (state.read(target, lab) or {}).get("hosts", {}).values()}
+        except state.CorruptState:
+            return                       # cannot tell: keep them all
+    for entry in d.iterdir():
+        uri = entry.read_text()
+        if uri not in used and (uris is None or uri in uris):
+            entry.unlink()
+    if not any(d.iterdir()):
+        d.rmdir()
+
+
+def remembered(target: Target) -> list[str]:
+    d = _remembered_dir(target)
+    uris = sorted(p.read_text() for p in d.iterdir()) if d.is_dir() else []
+    return [u for u in uris if hostaccess.is_ssh_uri(u)]
+
+
+def gc_remote(target: Target, progress: Progress) -> list[str]:
+    """On each remembered remote host: the labs of this owner (libvirt objects tagged with the
+    owner id, log directories under the owner's directory) that have no record on `target`.
+    VXLAN devices carry no owner, so only those of such a lab are removed."""
+    known = set(state.labs_of(target))
+    removed: list[str] = []
+    for uri in remembered(target):
+        t = Target(uri=uri)
+        driver = LibvirtDriver(t)
+        try:
+            labs = set(lifecycle.tagged_labs(driver, progress)) | \
+                set(hostaccess.log_dir_labs(access(t), driver.owner))
+            for lab in sorted(labs - known):
+                if state.targets_recording(lab):    # a lab of another target on this host
+                    continue
+                removed += driver.destroy(lab, progress)
+                removed += clean(t, driver.owner, lab)
+            forget_unused(target, [uri])
+        except VnetError as exc:
+            progress(f"left for later: host {uri} ({exc.message}); once it answers: vnet gc"
+                     + (f" --sandbox {target.sandbox}" if target.sandbox
+                        else f" --uri {target.uri}"))
+    return removed

@@ -1,0 +1,167 @@
+"""Where a multi-host lab's host-side commands run (README "Several hosts"): in a local network
+namespace (a host of a vnet sandbox), or on a remote hypervisor host over SSH, the host named by
+a `qemu+ssh://[USER@]HOST[:PORT]/system` libvirt URI.
+
+The commands are the same argv either way (the VXLAN devices, an ICMP echo, the serial-log
+directory); only the prefix differs: `ip netns exec NS` locally, `ssh ... HOST` remotely, where
+the argv travels as one shell-quoted string (ssh joins its arguments into a command line that
+the remote login shell parses, ssh(1) "DESCRIPTION"). Everything goes through runner, the one
+subprocess site.
+
+SSH follows libvirt's own ssh transport (https://libvirt.org/uri.html#ssh-transport): the
+URI's user and port, and its `keyfile=` and `command=` parameters (the ssh binary libvirt runs:
+a vnet sandbox names a wrapper there). Always BatchMode (no prompt can hang vnet); where vnet made
+the key (a keyfile under vnet's state root with a known_hosts beside it) only that known_hosts
+is trusted, otherwise the user's ssh configuration decides.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from . import runner
+from ..errors import Unsupported
+from ..lab.model import is_name
+from .netns import netns_argv
+from .paths import state_root
+
+SCHEME = "qemu+ssh"
+ACCEPTED = (f"{SCHEME}://[USER@]HOST[:PORT]/system for a remote host, or a host of this vnet "
+            "sandbox (hv1..hvN)")
+# On a remote host: <REMOTE_DIR>/<owner id>/<lab>/<vm>.serial.log (QEMU writes them there).
+# The sandbox's SSH host mounts its own directory here (sandbox_files/*-launcher.sh).
+REMOTE_DIR = "/var/lib/libvirt/vnet"
+HOST_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*")
+USER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
+OWNER_RE = re.compile(r"[0-9a-f]{16}")
+PATH_RE = re.compile(r"/[A-Za-z0-9_./=-]*")
+SSH_TIMEOUT = 60.0              # seconds for one remote command, connection included
+
+
+@dataclass(frozen=True)
+class HostAccess:
+    """How to run a command on one host: `netns` (local) or the `ssh` argv up to the host."""
+    netns: str | None = None
+    ssh: tuple[str, ...] = ()
+
+    @property
+    def remote(self) -> bool:
+        return bool(self.ssh)
+
+    def argv(self, argv: list[str]) -> list[str]:
+        if self.ssh:
+            return [*self.ssh, shlex.join(argv)]
+        if self.netns is None:
+            raise ValueError("a local host needs its network namespace")
+        return netns_argv(self.netns, argv)
+
+    def run(self, argv: list[str], check: bool = True) -> runner.Result:
+        return runner.run(self.argv(argv), check=check,
+                          timeout=SSH_TIMEOUT if self.ssh else None)
+
+    def run_all(self, argvs: list[list[str]]) -> None:
+        """Each argv in order, stopping at the first that fails. On a remote host one SSH call
+        carries them all, joined by `&&` (an SSH round trip costs ~0.1 s, a command ~3 ms)."""
+        if self.ssh and argvs:
+            runner.run([*self.ssh, " && ".join(map(shlex.join, argvs))], timeout=SSH_TIMEOUT)
+        else:
+            for argv in argvs:
+                self.run(argv)
+
+    def describe(self) -> str:
+        return self.ssh[-1] if self.ssh else f"network namespace {self.netns}"
+
+
+def of(where: "HostAccess | str") -> HostAccess:
+    """A HostAccess as is; a string names a local network namespace (the older callers)."""
+    return where if isinstance(where, HostAccess) else HostAccess(netns=where)
+
+
+def is_ssh_uri(uri: str) -> bool:
+    return uri.partition("://")[0] == SCHEME
+
+
+def for_uri(uri: str, where: str = "uri") -> HostAccess:
+    """The SSH access to the host of a qemu+ssh:// URI. Unsupported (exit 2), naming `where`,
+    when the URI is not that form or names a host, user or file that could be read as an
+    option (a host starting with '-' would be an ssh option, not a host)."""
+    if not is_ssh_uri(uri):
+        raise Unsupported(f"{where}: {uri} is not a remote host; accepted: {ACCEPTED}")
+    try:
+        parts = urlsplit(uri)
+        host, user, port = parts.hostname, parts.username, parts.port
+    except ValueError as exc:
+        raise Unsupported(f"{where}: {uri}: {exc}; accepted: {ACCEPTED}") from exc
+    if not host or not HOST_RE.fullmatch(host):
+        raise Unsupported(f"{where}: {uri}: host {host!r} is not a host name or address; "
+                          f"accepted: {ACCEPTED}")
+    if user is not None and not USER_RE.fullmatch(user):
+        raise Unsupported(f"{where}: {uri}: user {user!r} is not a user name; "
+                          f"accepted: {ACCEPTED}")
+    if parts.path != "/system":
+        raise Unsupported(f"{where}: {uri}: path {parts.path or '(none)'!r} is not /system "
+                          "(vnet needs the host's system libvirtd)")
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    for key in ("keyfile", "command"):
+        if key in query and not PATH_RE.fullmatch(query[key]):
+            raise Unsupported(f"{where}: {uri}: {key}= must be an absolute path")
+    argv = [query.get("command", "ssh"), "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
+    if "keyfile" in query:
+        argv += ["-i", query["keyfile"], *_vnet_known_hosts(Path(query["keyfile"]))]
+    if port is not None:
+        argv += ["-p", str(port)]
+    if user is not None:
+        argv += ["-l", user]
+    return HostAccess(ssh=(*argv, "--", host))
+
+
+def _vnet_known_hosts(keyfile: Path) -> list[str]:
+    """vnet made this key (under its state root, a known_hosts beside it): trust only that."""
+    keyfile = keyfile.resolve()                       # no `..` out of the state root
+    known = keyfile.parent / "known_hosts"
+    if keyfile.is_relative_to(state_root().resolve()) and known.is_file():
+        return ["-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes"]
+    return []
+
+
+# --------------------------------------------------------- the serial logs on a remote host
+
+def remote_lab_dir(owner: str, lab: str) -> str:
+    """<REMOTE_DIR>/<owner>/<lab>: both parts checked, so the path is what it says."""
+    if not OWNER_RE.fullmatch(owner) or not is_name(lab):
+        raise ValueError(f"not an owner id and lab name: {owner!r}, {lab!r}")
+    return f"{REMOTE_DIR}/{owner}/{lab}"
+
+
+def prepare_log_dir(access: HostAccess, owner: str, lab: str) -> str:
+    path = remote_lab_dir(owner, lab)
+    access.run(["mkdir", "-p", "-m", "0755", "--", path])
+    return path
+
+
+def read_log(access: HostAccess, log_dir: str, vm: str) -> str:
+    """A VM's serial console so far ("" before QEMU created it, or when the host is silent)."""
+    if not is_name(vm) or not log_dir.startswith(REMOTE_DIR + "/"):
+        raise ValueError(f"not a remote serial log: {log_dir!r}, {vm!r}")
+    result = access.run(["cat", "--", f"{log_dir}/{vm}.serial.log"], check=False)
+    return result.stdout if result.returncode == 0 else ""
+
+
+def remove_log_dir(access: HostAccess, owner: str, lab: str) -> str:
+    """The lab's log directory, and the owner's when that was its last lab."""
+    path = remote_lab_dir(owner, lab)
+    access.run_all([["rm", "-rf", "--", path],
+                    ["rmdir", "--ignore-fail-on-non-empty", "--", path.rsplit("/", 1)[0]]])
+    return f"log directory {path}"
+
+
+def log_dir_labs(access: HostAccess, owner: str) -> list[str]:
+    """The labs of this owner that have a log directory on the host (gc's trace of a lab)."""
+    if not OWNER_RE.fullmatch(owner):
+        raise ValueError(f"not an owner id: {owner!r}")
+    result = access.run(["ls", "-1", "--", f"{REMOTE_DIR}/{owner}"], check=False)
+    return sorted(n for n in result.stdout.split() if is_name(n)) if result.returncode == 0 \
+        else []
