@@ -128,7 +128,7 @@ def run(mode_names: list[str], model_names: list[str], report_dir: Path,
                 group = groups[u]
                 mode, model = combos[group[0]]
                 if len(group) > 1:
-                        return run_shared(group, combos, chosen, report_dir, pf, _prefixed(
+                    return run_shared(group, combos, chosen, report_dir, pf, _prefixed(
                         say, f"[{u + 1}/{len(groups)} {shared_name(model)}]"))
                 return [run_one(combos, group[0], chosen, report_dir, pf, _prefixed(
                     say, f"[{u + 1}/{len(groups)} {lab_name(mode, model)}]"))]
@@ -178,11 +178,11 @@ def run_one(combos: list[tuple[str, str]], i: int, chosen: Driver, report_dir: P
         finally:
             with shielded():
                 _destroy(name, chosen, say)
-    return record(mode, model, verdict, result, detail, time.monotonic() - started,
-                  report_dir, say)
+    return record_row(mode, model, verdict, result, detail, time.monotonic() - started,
+                      report_dir, say)
 
 
-def record(mode: str, model: str, verdict: str, result: dict, detail: str, seconds: float,
+def record_row(mode: str, model: str, verdict: str, result: dict, detail: str, seconds: float,
            report_dir: Path, say: Progress, shared_lab: str | None = None) -> LabRun:
     """One combination's row, its JSON and JUnit reports, and its progress line."""
     name = lab_name(mode, model)
@@ -242,8 +242,8 @@ def run_shared(group: list[int], combos: list[tuple[str, str]], chosen: Driver,
         part = split(result, mode, lab_name(mode, model), name, mode_names)
         mode_verdict, mode_detail = (verdict, detail) if verdict in ("error", "skipped") \
             else judged(part)
-        outcomes.append(record(mode, model, mode_verdict, part, mode_detail, seconds,
-                               report_dir, say, shared_lab=name))
+        outcomes.append(record_row(mode, model, mode_verdict, part, mode_detail, seconds,
+                                   report_dir, say, shared_lab=name))
     return outcomes
 
 
@@ -292,7 +292,7 @@ def _create_and_verify(lab, chosen: Driver, say: Progress) -> tuple[str, dict, s
     try:
         say("creating")
         try:
-            created = chosen.up(lab, say)
+            record = chosen.up(lab, say)
         except Unsupported as exc:
             if not getattr(exc, "hardware", False):
                 raise
@@ -304,7 +304,7 @@ def _create_and_verify(lab, chosen: Driver, say: Progress) -> tuple[str, dict, s
             note = f"not booted: {exc.message}" + (f"; fix: {exc.hint}" if exc.hint else "")
             return "skipped", verifier.unbooted_result(lab, cells, note, backend=chosen.backend), \
                 "no hardware: " + reason
-        result = ops.verify(chosen, lab, say, timings=created.get("timings", {}))
+        result = ops.verify(chosen, lab, say, timings=record.get("timings", {}))
         verdict, detail = judged(result)
         return verdict, result, detail
     except VnetError as exc:
