@@ -12,13 +12,16 @@ combinations in mode x model order either way.
 
 shared=True (the CLI's default): one lab per NIC model carries every mode it can realize, one
 NIC per mode on the same two VMs, verified once; its cells are split back into one result per
-(mode, model), shaped as a lab of its own (ops/matrixshared.py). shared=False: one lab each.
+(mode, model), shaped as a lab of its own (run_shared, ops/matrixlabs.split). shared=False:
+one lab each.
 
-Files, in the report directory:
+Files, in the report directory (<lab> is mx-<mode>-<model> either way):
   <lab>.json     the verify result (JSON contract of `vnet verify --report json`) + "matrix"
+                 (with "shared_lab" when its cells came from a shared lab)
   <lab>.xml      the same as JUnit
-  summary.json   per-lab verdict, cells and seconds, the total wall time, doctor's findings;
-                 rewritten after every lab, so an interrupted run keeps what it measured
+  summary.json   per-lab verdict, cells and seconds, the total wall time, doctor's findings,
+                 the strategy and the shared labs; rewritten after every lab, so an
+                 interrupted run keeps what it measured
 
 Without --sandbox a temporary sandbox is created and removed at the end, also on Ctrl-C or
 SIGTERM."""

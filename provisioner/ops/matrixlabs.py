@@ -5,7 +5,7 @@ that pick one) and its own addresses on the sandbox's LAN (bridged), so labs tha
 one sandbox never meet: two labs answering at the same address would let one lab's probe be
 answered by the other lab's VM of the same name, and a leak would pass as a kept promise.
 
-A shared lab (the matrix's default, ops/matrixshared.py) is one lab per NIC model whose two VMs
+A shared lab (the matrix's default, ops/matrix.run_shared) is one lab per NIC model whose two VMs
 carry one NIC per mode: each mode's network is exactly the network of that mode's own lab (the
 same port forwards, subnet and addresses), named after the mode. Every cell names its network,
 and each network has one mode, so its cells split back into one result per (mode, model) with
