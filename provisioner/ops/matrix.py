@@ -1,4 +1,4 @@
-"""vnet matrix: every mode x NIC model lab, one after another, in a sandbox, and one summary.
+"""vnet matrix: every mode x NIC model, in a sandbox, and one summary.
 
 For each (mode, model) the default lab (two VMs on one network) is resolved and planned (a
 combination the backend cannot realize is "unsupported"), created, verified and destroyed, all
@@ -7,50 +7,48 @@ another registered backend is asked for. A lab
 whose hardware is missing (SR-IOV, vDPA) is refused by doctor's preflight before anything
 exists, and its cells are reported as "skipped", never as passed. Labs run one at a time, or
 up to --jobs N at once (default_jobs: from the cores and the free memory); each lab gets its own
-host ports, and the summary lists the labs in mode x model order either way.
+host ports, subnets and LAN addresses (ops/matrixlabs.py), and the summary lists the
+combinations in mode x model order either way.
 
-Files, in the report directory:
+shared=True (the CLI's default): one lab per NIC model carries every mode it can realize, one
+NIC per mode on the same two VMs, verified once; its cells are split back into one result per
+(mode, model), shaped as a lab of its own (run_shared, ops/matrixlabs.split). shared=False:
+one lab each.
+
+Files, in the report directory (<lab> is mx-<mode>-<model> either way):
   <lab>.json     the verify result (JSON contract of `vnet verify --report json`) + "matrix"
+                 (with "shared_lab" when its cells came from a shared lab)
   <lab>.xml      the same as JUnit
-  summary.json   per-lab verdict, cells and seconds, the total wall time, doctor's findings;
-                 rewritten after every lab, so an interrupted run keeps what it measured
+  summary.json   per-lab verdict, cells and seconds, the total wall time, doctor's findings,
+                 the strategy and the shared labs; rewritten after every lab, so an
+                 interrupted run keeps what it measured
 
 Without --sandbox a temporary sandbox is created and removed at the end, also on Ctrl-C or
 SIGTERM."""
 from __future__ import annotations
 
-import contextlib
 import json
-import signal
-import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .. import interrupts
 from ..verify import checks
-from ..lab import lanshare, loader as labfile, modes, nics
+from ..lab import loader as labfile, modes, nics
 from ..drivers.base import Driver
 from ..host import locks, sandbox, state
 from ..verify import presentation, run as verifier
 from . import labs as ops
-from ..lab.defaults import default_lab
-from ..errors import ExitStatus, LabFileError, NotFound, Unsupported, VnetError
+from ..errors import LabFileError, NotFound, Unsupported, VnetError
 from ..lab.model import Backend
 from ..verify.result import build as build_result
-from ..verify.report import table
 from ..progress import Progress
+from .matrixjobs import run_concurrently, shielded, sigterm_as_interrupt
+from .matrixlabs import PREFIX, combo_lab, lab_name, shared_lab, shared_name, split, units
+from .matrixsummary import VERDICTS, exit_status, shared_labs, summary_table  # noqa: F401 (the CLI's)
 
-PREFIX = "mx"
-PORT_BASE = 300        # host ports 2521.., 7301..: clear of a `vnet create` lab in the same sandbox
-PORT_STRIDE = 10       # lab i of the matrix forwards from PORT_BASE + i * PORT_STRIDE: labs run at once
-# Lab i's network (modes that pick a subnet) is 192.168.(SUBNET_BASE + i).0/24: labs at once
-# in one sandbox must not share a subnet (the host would reach the other lab's vm1 there).
-SUBNET_BASE = 160
 LAB_MEMORY_MIB = 700   # one default lab: 2 guests (128 MiB + QEMU) and its Ansible controller
 DEFAULT_MODELS = ("virtio", "e1000")
-VERDICTS = ("green", "red", "skipped", "unsupported", "error")
 
 
 @dataclass
@@ -68,10 +66,7 @@ class LabRun:
     timings: dict = field(default_factory=dict)
     json: str | None = None
     junit: str | None = None
-
-
-def lab_name(mode: str, model: str) -> str:
-    return f"{PREFIX}-{mode}-{model}"
+    shared_lab: str | None = None    # the lab these cells came from, when it carried other modes
 
 
 def check_names(mode_names: list[str], model_names: list[str]) -> None:
@@ -103,11 +98,12 @@ def default_jobs(labs: int) -> int:
 def run(mode_names: list[str], model_names: list[str], report_dir: Path,
         sandbox_name: str | None = None, pf: str | None = None,
         progress: Progress = print, backend: Backend | str = Backend.LIBVIRT,
-        jobs: int = 1) -> dict:
-    """Run the matrix on `backend`'s driver, up to `jobs` labs at once; returns the summary
-    (also written to report_dir/summary.json)."""
+        jobs: int | None = 1, shared: bool = False) -> dict:
+    """Run the matrix on `backend`'s driver, up to `jobs` labs at once (None: default_jobs);
+    shared: one lab per NIC model for all its modes. Returns the summary (also written to
+    report_dir/summary.json)."""
     check_names(mode_names, model_names)
-    if jobs < 1:
+    if jobs is not None and jobs < 1:
         raise LabFileError("--jobs", f"must be at least 1, got {jobs}")
     sandbox.require_root("vnet matrix")          # before the report dir or a sandbox exists
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -117,8 +113,9 @@ def run(mode_names: list[str], model_names: list[str], report_dir: Path,
     summary = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
                "sandbox": name, "temporary_sandbox": temporary, "modes": mode_names,
                "nic_models": model_names, "labs": [], "wall_seconds": 0.0,
-               "complete": False, "jobs": jobs}
-    with _sigterm_as_interrupt():
+               "complete": False, "jobs": jobs,
+               "strategy": "shared" if shared else "one lab per mode"}
+    with sigterm_as_interrupt():
         try:
             if temporary:
                 progress(f"creating temporary sandbox {name}")
@@ -126,31 +123,38 @@ def run(mode_names: list[str], model_names: list[str], report_dir: Path,
             chosen = ops.driver(backend, name, None)
             summary["doctor"] = _doctor(chosen.backend, name, progress)
             combos = [(m, n) for m in mode_names for n in model_names]
+            groups = units(combos, shared, lambda i: _prepare(
+                combos, i, chosen, pf, check_record=False)[0] is not None)
+            summary["jobs"] = jobs = jobs or default_jobs(len(groups))
 
-            def one(i: int, say: Progress) -> LabRun:
-                mode, model = combos[i]
-                return run_one(mode, model, chosen, report_dir, pf,
-                               _prefixed(say, f"[{i + 1}/{len(combos)} {lab_name(mode, model)}]"),
-                               port_base=PORT_BASE + i * PORT_STRIDE,
-                               subnet=_lab_subnet(mode, i), index=i)
+            def one(u: int, say: Progress) -> list[LabRun]:
+                group = groups[u]
+                mode, model = combos[group[0]]
+                if len(group) > 1:
+                    return run_shared(group, combos, chosen, report_dir, pf, _prefixed(
+                        say, f"[{u + 1}/{len(groups)} {shared_name(model)}]"))
+                return [run_one(combos, group[0], chosen, report_dir, pf, _prefixed(
+                    say, f"[{u + 1}/{len(groups)} {lab_name(mode, model)}]"))]
 
-            def done(outcomes: list[LabRun]) -> None:
-                summary["labs"] = [asdict(o) for o in outcomes]
+            def done(finished: list[list[LabRun]]) -> None:
+                order = {lab_name(*c): i for i, c in enumerate(combos)}
+                outcomes = sorted((o for runs in finished for o in runs),
+                                  key=lambda o: order[o.lab])
+                summary["labs"] = rows = [asdict(o) for o in outcomes]
+                summary["shared_labs"] = shared_labs(rows)
                 summary["wall_seconds"] = round(time.monotonic() - wall, 1)
                 _write_summary(report_dir, summary)
             if jobs == 1:
-                outcomes: list[LabRun] = []
-                for i in range(len(combos)):
-                    outcomes.append(one(i, progress))
-                    done(outcomes)
+                finished: list[list[LabRun]] = []
+                for u in range(len(groups)):
+                    finished.append(one(u, progress))
+                    done(finished)
             else:
-                from .matrixjobs import run_concurrently
-
-                run_concurrently(len(combos), jobs, one, done, progress)
+                run_concurrently(len(groups), jobs, one, done, progress)
             summary["complete"] = True
         finally:
             if temporary:
-                with _shielded():
+                with shielded():
                     progress(f"removing temporary sandbox {name}")
                     sandbox.down(name, progress=progress)
                     _remove_empty(state.target_dir(state.Target(uri="", sandbox=name)))
@@ -160,37 +164,90 @@ def run(mode_names: list[str], model_names: list[str], report_dir: Path,
     return summary
 
 
-def run_one(mode: str, model: str, chosen: Driver, report_dir: Path, pf: str | None,
-            say: Progress, port_base: int = PORT_BASE, subnet: str | None = None,
-            index: int = 0) -> LabRun:
-    """Create, verify and destroy one lab with the driver `chosen`; never raises VnetError (it
-    becomes the verdict). Its seconds run from resolving the lab to having destroyed it."""
+def run_one(combos: list[tuple[str, str]], i: int, chosen: Driver, report_dir: Path,
+            pf: str | None, say: Progress) -> LabRun:
+    """Create, verify and destroy the lab of combination i (with its own ports, subnet and LAN
+    addresses) with the driver `chosen`; never raises VnetError (it becomes the verdict). Its
+    seconds run from resolving the lab to having destroyed it."""
+    mode, model = combos[i]
     name = lab_name(mode, model)
     started = time.monotonic()
-    lab, refusal = _prepare(mode, model, name, chosen, pf, port_base, subnet, index)
+    lab, refusal = _prepare(combos, i, chosen, pf)
     if refusal is not None:
         verdict, result, detail = refusal
     else:
         try:
             verdict, result, detail = _create_and_verify(lab, chosen, say)
         finally:
-            with _shielded():
+            with shielded():
                 _destroy(name, chosen, say)
+    return record_row(mode, model, verdict, result, detail, time.monotonic() - started,
+                      report_dir, say)
+
+
+def record_row(mode: str, model: str, verdict: str, result: dict, detail: str, seconds: float,
+           report_dir: Path, say: Progress, shared_lab: str | None = None) -> LabRun:
+    """One combination's row, its JSON and JUnit reports, and its progress line."""
+    name = lab_name(mode, model)
     cells = result["checks"]
     counts = checks.tally(cells)
     outcome = LabRun(lab=name, mode=mode, nic_model=model, verdict=verdict,
-                     seconds=round(time.monotonic() - started, 1),
+                     seconds=round(seconds, 1),
                      cells_ok=counts["ok"], cells_total=len(cells),
                      cells_skipped=counts["skipped"], cells_red=counts["red"],
                      detail=detail, timings=result.get("timings", {}),
-                     json=str(report_dir / f"{name}.json"), junit=str(report_dir / f"{name}.xml"))
+                     json=str(report_dir / f"{name}.json"), junit=str(report_dir / f"{name}.xml"),
+                     shared_lab=shared_lab)
     result = dict(result, matrix={"mode": mode, "nic_model": model, "verdict": verdict,
-                                  "seconds": outcome.seconds})
+                                  "seconds": outcome.seconds,
+                                  **({"shared_lab": shared_lab} if shared_lab else {})})
     presentation.write_report(result, "json", Path(outcome.json))
     presentation.write_report(result, "junit", Path(outcome.junit))
-    say(f"{verdict}: {outcome.cells_ok}/{outcome.cells_total} cells as expected"
+    say((f"{mode}: " if shared_lab else "")
+        + f"{verdict}: {outcome.cells_ok}/{outcome.cells_total} cells as expected"
         + (f" ({detail})" if detail else "") + f", {outcome.seconds:.1f}s")
     return outcome
+
+
+def run_shared(group: list[int], combos: list[tuple[str, str]], chosen: Driver,
+               report_dir: Path, pf: str | None, say: Progress) -> list[LabRun]:
+    """The combinations `group` (indices into combos, one NIC model) in one lab; one LabRun
+    each, every one with that lab's seconds. Never raises VnetError (it becomes the verdicts).
+    A lab the backend cannot make with every mode at once falls back to one lab per mode.
+
+    Each mode's cells stay the truth about that mode: every in-guest probe is bound to the
+    device and address of its own NIC (playbooks/library/vnet_probe.py, bind_to_nic) and the
+    guest routes each NIC's address by that NIC's table (guest/files/rootfs/usr/lib/vnet/
+    nicroute), so another mode's NIC cannot carry it; the host and the Internet reach a VM's
+    address on a network only through that network. tests/integration/test_matrix_shared.py:
+    with one mode's NICs cut, its positive cells, and only they, turn red."""
+    model = combos[group[0]][1]
+    mode_names = [combos[i][0] for i in group]
+    name = shared_name(model)
+    started = time.monotonic()
+    lab, refusal = _prepare(combos, group[0], chosen, pf, group=group)
+    if refusal is not None and refusal[0] == "unsupported":
+        say(f"one lab for {', '.join(mode_names)} cannot be made ({refusal[2]}); "
+            "one lab per mode instead")
+        return [run_one(combos, i, chosen, report_dir, pf, say) for i in group]
+    if refusal is not None:
+        verdict, result, detail = refusal
+    else:
+        say(f"one lab for {', '.join(mode_names)}: {len(lab.vms)} VMs, one NIC per mode")
+        try:
+            verdict, result, detail = _create_and_verify(lab, chosen, say)
+        finally:
+            with shielded():
+                _destroy(name, chosen, say)
+    seconds = time.monotonic() - started
+    outcomes = []
+    for mode in mode_names:
+        part = split(result, mode, lab_name(mode, model), name, mode_names)
+        mode_verdict, mode_detail = (verdict, detail) if verdict in ("error", "skipped") \
+            else judged(part)
+        outcomes.append(record_row(mode, model, mode_verdict, part, mode_detail, seconds,
+                                   report_dir, say, shared_lab=name))
+    return outcomes
 
 
 def _empty(name: str, backend: Backend, **extra) -> dict:
@@ -201,40 +258,32 @@ def _empty(name: str, backend: Backend, **extra) -> dict:
                              fields["timings"], fields["notes"], booted=fields["booted"], **extra))
 
 
-def _lab_subnet(mode: str, i: int) -> str | None:
-    """Lab i's own subnet, for modes that pick one: labs at once never share a subnet. A mode
-    with preferred subnets (VirtualBox takes host-only networks only in 192.168.56.0/21) gets
-    the i-th of those, the others 192.168.(SUBNET_BASE + i).0/24."""
-    found = modes.MODES.get(mode)
-    if found is None or found.subnet != "auto":
-        return None
-    preferred = found.preferred_subnets
-    return preferred[i % len(preferred)] if preferred else f"192.168.{SUBNET_BASE + i}.0/24"
-
-
-def _prepare(mode: str, model: str, name: str, chosen: Driver, pf: str | None,
-             port_base: int = PORT_BASE, subnet: str | None = None, index: int = 0):
+def _prepare(combos: list[tuple[str, str]], i: int, chosen: Driver, pf: str | None,
+             check_record: bool = True, group: list[int] | None = None):
     """(lab, None), or (None, (verdict, result, detail)) when the lab must not be created:
-    a combination the backend cannot realize, or a lab of that name that is not ours to touch."""
+    a combination the backend cannot realize, or a lab of that name that is not ours to touch.
+    The lab is combination i's (ops/matrixlabs.py), or with `group`, the shared lab of those
+    combinations (one NIC model)."""
     target = chosen.target
+    mode, model = combos[i]
+    name = lab_name(mode, model) if group is None else shared_name(model)
     try:
-        data = default_lab(mode, model, 2, name, port_base=port_base, pf=pf or _some_pf(model))
-        if subnet:
-            data["networks"][0]["subnet"] = subnet
         defaults = sandbox.lab_defaults(target.sandbox)
-        if modes.MODES[mode].subnet == "lan" and defaults.bridged_subnet is not None:
-            # labs at once share the sandbox's LAN: lab i takes block i + 1 (block 0 is
-            # where a `vnet create` lab in the same sandbox puts its guests)
-            for vm, ip in zip(data["vms"], lanshare.block_ips(
-                    defaults.bridged_subnet, labfile.FIRST_HOST, index + 1, len(data["vms"]))):
-                vm["nics"][0]["ip"] = ip
+        pf = pf or _some_pf(model)
+        if group is None:
+            data = combo_lab(combos, i, name, pf, defaults.bridged_subnet)
+        else:
+            data = shared_lab([(combos[k][0], combo_lab(combos, k, name, pf,
+                                                        defaults.bridged_subnet)) for k in group],
+                              name)
+            mode = ", ".join(combos[k][0] for k in group)
         lab = labfile.resolve(data, defaults, source=f"vnet matrix ({mode} x {model})")
         chosen.plan(lab)
     except (LabFileError, Unsupported) as exc:
         return None, ("unsupported", _empty(name, chosen.backend, ok=True,
                                             unsupported=exc.message, notes=[exc.message]),
                       exc.message)
-    if chosen.record(name) is not None:
+    if check_record and chosen.record(name) is not None:
         message = (f"a lab named {name} already exists on this target; vnet matrix leaves it "
                    f"alone (vnet destroy {name} --sandbox {target.sandbox} removes it)")
         return None, ("error", _empty(name, chosen.backend, error=message), message)
@@ -259,10 +308,8 @@ def _create_and_verify(lab, chosen: Driver, say: Progress) -> tuple[str, dict, s
             return "skipped", verifier.unbooted_result(lab, cells, note, backend=chosen.backend), \
                 "no hardware: " + reason
         result = ops.verify(chosen, lab, say, timings=record.get("timings", {}))
-        if not presentation.exit_code(result):
-            return "green", result, ""
-        red = checks.tally(result["checks"])["red"]
-        return "red", result, f"{red} red cell(s)" if red else "nothing verified"
+        verdict, detail = judged(result)
+        return verdict, result, detail
     except VnetError as exc:
         message = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
         return "error", _empty(lab.name, chosen.backend, error=message), message
@@ -274,42 +321,12 @@ def _create_and_verify(lab, chosen: Driver, say: Progress) -> tuple[str, dict, s
         return "error", _empty(lab.name, chosen.backend, error=message), message
 
 
-def exit_status(summary: dict) -> ExitStatus:
-    """1 when any cell is red; else 3 when a lab could not be created or booted; else 1 when
-    nothing was verified (every lab skipped or unsupported: a green exit must prove something);
-    else 0."""
-    verdicts = {lab["verdict"] for lab in summary["labs"]}
-    if "red" in verdicts:
-        return ExitStatus.CHECKS_FAILED
-    if "error" in verdicts:
-        return ExitStatus.ENVIRONMENT
-    if "green" not in verdicts:
-        return ExitStatus.CHECKS_FAILED
-    return ExitStatus.OK
-
-
-def summary_table(summary: dict) -> str:
-    rows = []
-    for lab in summary["labs"]:
-        cells = f"{lab['cells_ok']}/{lab['cells_total']}"
-        if lab["cells_skipped"]:
-            cells += f" ({lab['cells_skipped']} skipped)"
-        verdict = lab["verdict"].upper() if lab["verdict"] in ("red", "error") else lab["verdict"]
-        rows.append([lab["mode"], lab["nic_model"], cells, f"{lab['seconds']:.1f}", verdict])
-    lines = [table(["mode", "model", "cells ok/total", "seconds", "verdict"], rows)]
-    for lab in summary["labs"]:
-        if lab["verdict"] != "green" and lab["detail"]:
-            lines.append(f"{lab['lab']}: {lab['verdict']}: {lab['detail']}")
-    counts = {v: sum(lab["verdict"] == v for lab in summary["labs"]) for v in VERDICTS}
-    cells = {k: sum(lab.get(f"cells_{k}", 0) for lab in summary["labs"])
-             for k in ("ok", "red", "skipped")}
-    lines.append(f"{len(summary['labs'])} lab(s) in {summary['wall_seconds']:.1f}s wall time: "
-                 + ", ".join(f"{n} {v}" for v, n in counts.items() if n)
-                 + "; cells: " + ", ".join(f"{n} {k}" for k, n in cells.items())
-                 + ("" if summary.get("complete") else " (interrupted)"))
-    if not counts["green"] and not counts["red"] and not counts["error"]:
-        lines.append("NOTHING VERIFIED: every lab was skipped or unsupported")
-    return "\n".join(lines)
+def judged(result: dict) -> tuple[str, str]:
+    """(verdict, detail) of a verified lab's result: green, or red with why."""
+    if not presentation.exit_code(result):
+        return "green", ""
+    red = checks.tally(result["checks"])["red"]
+    return "red", f"{red} red cell(s)" if red else "nothing verified"
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -358,35 +375,3 @@ def _write_summary(report_dir: Path, summary: dict) -> None:
 
 def _prefixed(progress: Progress, prefix: str) -> Progress:
     return lambda message: progress(f"{prefix} {message}")
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM (a CI job cancelled) cleans up like Ctrl-C."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
-def _shielded():
-    """Cleanup that a second Ctrl-C must not cut short: signals ignored (main thread), and no
-    progress line raises the interrupt (every thread: a worker of --jobs gets it that way)."""
-    with interrupts.cleaning_up():
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)

@@ -4,9 +4,12 @@ Each lab runs in a worker thread with its own libvirt connection, lock and host 
 caller gets the finished labs in matrix order after each one ends (its summary.json stays
 ordered). Ctrl-C reaches only the main thread: it stops labs that have not started and tells
 the running ones to stop at their next progress line, then waits for them, because each
-destroys what it made on the way out."""
+destroys what it made on the way out (shielded(): a cleanup no second Ctrl-C cuts short;
+sigterm_as_interrupt(): a cancelled CI job cleans up like Ctrl-C)."""
 from __future__ import annotations
 
+import contextlib
+import signal
 import threading
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Callable, TypeVar
@@ -45,7 +48,7 @@ def run_concurrently(count: int, jobs: int, one: Callable[[int, Progress], T],
 def _stoppable(progress: Progress, cancelled: threading.Event) -> Progress:
     """A worker's progress: once the run is cancelled, its next line raises KeyboardInterrupt
     (once, and never inside a cleanup: the lab's destroy reports progress too, and must run to
-    the end; matrix._shielded marks it)."""
+    the end; shielded() marks it)."""
     raised = threading.Event()
 
     def say(message):
@@ -54,3 +57,35 @@ def _stoppable(progress: Progress, cancelled: threading.Event) -> Progress:
             raise KeyboardInterrupt
         progress(message)
     return say
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (a CI job cancelled) cleans up like Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def shielded():
+    """Cleanup that a second Ctrl-C must not cut short: signals ignored (main thread), and no
+    progress line raises the interrupt (every thread: a worker of --jobs gets it that way)."""
+    with interrupts.cleaning_up():
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
