@@ -84,6 +84,12 @@ def is_ssh_uri(uri: str) -> bool:
     return uri.partition("://")[0] == SCHEME
 
 
+def is_remote(target) -> bool:
+    """A host vnet reaches only over SSH: a qemu+ssh:// URI and no network namespace here (a
+    sandbox host named by such a URI is still entered by its namespace)."""
+    return target.netns is None and is_ssh_uri(target.uri)
+
+
 def for_uri(uri: str, where: str = "uri") -> HostAccess:
     """The SSH access to the host of a qemu+ssh:// URI. Unsupported (exit 2), naming `where`,
     when the URI is not that form or names a host, user or file that could be read as an

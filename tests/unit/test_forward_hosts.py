@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from provisioner.drivers.libvirt import hostforwards
+from provisioner.drivers.libvirt import hostforwards, multihost
 from provisioner.errors import Unsupported
 from provisioner.host import forwarding, procs, sandbox
 from provisioner.host.state import Target
@@ -189,3 +189,30 @@ def test_host_side_probers_run_in_the_namespaces_the_record_names(state_root):  
     assert servedon.side_namespaces(lab, target, {"host", "internet", "host.hv2"}) == {
         "host.hv2": "vnet-fh-hv2"}
     assert servedon.other_host_namespaces(lab, target) == {"hv2": "vnet-fh-hv2"}
+
+
+def test_a_host_side_on_a_remote_host_is_refused_before_anything_is_created():
+    """A network homed on a remote host, or a per-VM NAT of a VM there: vnet runs no host
+    listener or prober on such a host, so their host cells could only be red for a reason that
+    is not the network's; sandbox hosts (a namespace, a local URI) are fine."""
+    homed = labfile.resolve(_with_home("hv2"))
+    local = {"hv1": Target(uri="qemu:///system?socket=/x/1", netns="ns-hv1"),
+             "hv2": Target(uri="qemu:///system?socket=/x/2", netns="ns-hv2")}
+    hostforwards.remote_side_refusal(homed, local)
+    remote = dict(local, hv2=Target(uri="qemu+ssh://root@hv2.example/system"))
+    with pytest.raises(Unsupported, match=re.escape("networks.lan.home: hv2 is a remote host")):
+        hostforwards.remote_side_refusal(homed, remote)
+    with pytest.raises(Unsupported, match="is a remote host"):     # before any host is asked
+        multihost.preflight(homed, remote)
+    hostforwards.remote_side_refusal(labfile.resolve(copy.deepcopy(ISSUE_LAB)), remote)
+    nat = copy.deepcopy(ISSUE_LAB)
+    nat["networks"].append({"name": "own", "mode": "nat"})
+    nat["vms"][1]["nics"].append({"network": "own"})
+    with pytest.raises(Unsupported, match=re.escape("vms.b.nics[2]: its NIC on own is a per-VM NAT")):
+        hostforwards.remote_side_refusal(labfile.resolve(nat), remote)
+
+
+def _with_home(host):
+    data = copy.deepcopy(ISSUE_LAB)
+    data["networks"][0]["home"] = host
+    return data

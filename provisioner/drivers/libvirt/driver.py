@@ -59,14 +59,15 @@ class Libvirt(Driver):
     def capture_point(self, lab_name: str, vm: str, nic: int) -> CapturePoint:
         record, found = self.link_nic(lab_name, vm, nic)
         lab = lab_from_record(record)
-        where = vmhost.vm_target(record, lab, vm, self.target)    # the tap is on the VM's host
+        where = vmhost.capture_target(record, lab, vm, self.target)  # the tap: on the VM's host
         tap = LibvirtDriver(where).interface_target(object_name(lab_name, vm), found.mac)
         return capture.nic_point(lab, where, vm, nic, tap)
 
     def network_capture_point(self, lab_name: str, network: str) -> CapturePoint:
         lab = self.lab(lab_name)
         vmhost.stretched_refusal(lab, network)
-        return capture.network_point(lab, self.target, network)
+        where = vmhost.network_target(self.record(lab_name) or {}, lab, network, self.target)
+        return capture.network_point(lab, where, network)
 
     def lab(self, lab_name: str) -> Lab:
         from ...errors import NotFound

@@ -7,21 +7,23 @@ directory), and stopped by that PID (host/forwarding.py stop_proxy stops every h
 
 A serving host that vnet does not reach in a network namespace of its own (a remote host, not a
 sandbox's) is refused before anything is created: the proxy and the port check run in the
-serving host's namespace, which vnet has only for a sandbox's hosts (`remote_refusal`)."""
+serving host's namespace, which vnet has only for a sandbox's hosts (`remote_refusal`); so is a
+network homed on a remote host, or a per-VM NAT there, whose host-side cells vnet could not
+probe (`remote_side_refusal`)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from ...errors import Unsupported
-from ...host import forwarding
+from ...host import forwarding, hostaccess
 from ...host.state import Target
 from ...lab import modes
+from ...lab.hosts import stretchable
 from ...lab.forwardhosts import forwards_by_host, reach_address, served_on
 from ...lab.model import Lab
 from .connection import LibvirtDriver
 
 KINDS = ("hostfwd", "proxies")       # the renderer's plan.extra keys (render.py)
-HOW = {"hostfwd": "QEMU hostfwd", "proxies": "vnet port proxy"}
 
 
 def remote_refusal(lab: Lab, targets: dict[str, Target]) -> None:
@@ -34,6 +36,29 @@ def remote_refusal(lab: Lab, targets: dict[str, Target]) -> None:
                               f"{host}, a host outside a vnet sandbox; vnet runs a forward's "
                               "port check and proxy in the serving host's network namespace "
                               "and cannot yet do that on a remote host")
+
+
+def remote_side_refusal(lab: Lab, targets: dict[str, Target]) -> None:
+    """One line, exit 2: a host side that would live on a remote host (qemu+ssh://), where vnet
+    runs neither its host listener nor its host-side prober: a network homed there with the
+    host on it, or a per-VM NAT of a VM there (its host is the VM's own). Every such cell could
+    only come out red for a reason that is not the network's, so the lab is refused instead."""
+    def remote(host: str | None) -> bool:
+        return host is not None and hostaccess.is_remote(targets[host])
+    for net in lab.networks:
+        mode = modes.MODES[net.mode]
+        if mode.host_on_network and stretchable(net.mode) and remote(net.home):
+            raise Unsupported(f"networks.{net.name}.home: {net.home} is a remote host; vnet "
+                              "runs its host-side listener and probes only on a host whose "
+                              "network namespace it enters, so the host's cells of this "
+                              f"network could not be verified; home it on {lab.hosts[0].name}")
+    for vm in lab.vms:
+        for i, nic in enumerate(vm.nics):
+            if modes.MODES[lab.network(nic.network).mode].subnet == "fixed" and remote(vm.host):
+                raise Unsupported(f"vms.{vm.name}.nics[{i}]: its NIC on {nic.network} is a "
+                                  f"per-VM NAT whose host side is {vm.host}, a remote host, where vnet "
+                                  "runs no host-side listener or probes; put the VM on a "
+                                  "sandbox host or use a natnetwork homed on one")
 
 
 def by_host(lab: Lab, rules: dict) -> dict[str, dict[str, list[dict]]]:

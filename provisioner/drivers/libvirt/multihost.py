@@ -69,6 +69,7 @@ def preflight(lab: Lab, targets: dict[str, Target]) -> dict[str, list]:
     """Before anything is created: every host answers, the underlay reaches the other hosts'
     addresses, the VNIs are free, and nothing asks for what is not built yet."""
     hostforwards.remote_refusal(lab, targets)
+    hostforwards.remote_side_refusal(lab, targets)
     ovs = next((net for net in lab.networks if net.switch != "linux"), None)
     if ovs is not None:
         raise Unsupported(f"networks.{ovs.name}.switch: an Open vSwitch network is not "
