@@ -210,6 +210,13 @@ def test_a_host_side_on_a_remote_host_is_refused_before_anything_is_created():
     nat["vms"][1]["nics"].append({"network": "own"})
     with pytest.raises(Unsupported, match=re.escape("vms.b.nics[2]: its NIC on own is a per-VM NAT")):
         hostforwards.remote_side_refusal(labfile.resolve(nat), remote)
+    bonded = copy.deepcopy(ISSUE_LAB)
+    bonded["vms"][1]["nics"] = [{"network": "lan", "bond": "bond0"},
+                                {"network": "lan", "bond": "bond0"}, {"network": "back"}]
+    bonded["vms"][1]["bonds"] = [{"name": "bond0", "mode": "active-backup"}]
+    with pytest.raises(Unsupported, match=re.escape("vms.b.bonds: b is on hv2, a remote host")):
+        hostforwards.remote_side_refusal(labfile.resolve(bonded), remote)
+    hostforwards.remote_side_refusal(labfile.resolve(bonded), local)
 
 
 def _with_home(host):

@@ -53,6 +53,11 @@ def remote_side_refusal(lab: Lab, targets: dict[str, Target]) -> None:
                               "network namespace it enters, so the host's cells of this "
                               f"network could not be verified; home it on {lab.hosts[0].name}")
     for vm in lab.vms:
+        if vm.bonds and remote(vm.host):    # its failover cell cuts a member on the VM's cue,
+            raise Unsupported(                # read from a console that is on that host
+                f"vms.{vm.name}.bonds: {vm.name} is on {vm.host}, a remote host; vnet cuts a "
+                "bond member when the guest asks on its serial console, which it watches only "
+                "on a host whose files it reads here; put the VM on a sandbox host")
         for i, nic in enumerate(vm.nics):
             if modes.MODES[lab.network(nic.network).mode].subnet == "fixed" and remote(vm.host):
                 raise Unsupported(f"vms.{vm.name}.nics[{i}]: its NIC on {nic.network} is a "
