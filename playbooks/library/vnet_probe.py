@@ -36,7 +36,8 @@ SO_BINDTODEVICE and to its own address, so no other NIC can carry the probe and 
 per-NIC routing table sends it by that network's gateway), "nonce" (optional: preset, e.g. a
 forward's origin-tagged nonce), "banner" (optional, TCP: accept this banner prefix instead of a
 nonce, for e.g. SSH), "timeout" (connect, or the UDP wait), "answer_timeout" (TCP, after
-connecting), "confirmed_by" (optional, UDP)}.
+connecting), "confirmed_by" (optional, UDP), "rtt_timeout" (optional: derive the connect
+timeout, or the UDP wait, from this batch's measured round trips; see RoundTrips)}.
 
 Options:
   module args {"probes": [...], "nic_macs": [...], "forwards": [...]}
@@ -47,6 +48,7 @@ import errno
 import json
 import os
 import secrets
+import select
 import socket
 import sys
 import threading
@@ -57,6 +59,13 @@ SIOCGIFADDR = 0x8915
 TIMEOUT = 3.0          # connect (and UDP wait): negative cells end here, so keep it short
 ANSWER_TIMEOUT = 10.0  # after connecting
 UDP_RESEND = 1.0       # a datagram may be lost: send again this often while waiting
+# A derived connect timeout (RoundTrips): RTT_MULTIPLIER x the slowest round trip a passing
+# probe of the same batch measured, never under RTT_FLOOR (a positive path whose first SYN is
+# lost still connects after Linux's 1 s initial retransmission timeout, RFC 6298 section 2.1,
+# with room to spare under TCG load) nor over RTT_CEILING.
+RTT_FLOOR = 1.5
+RTT_MULTIPLIER = 10
+RTT_CEILING = 10.0
 # The connect errors that mean "no connection could be established". Any other error (e.g. a
 # local EPERM from a firewall on the prober, or a bad bind) is not evidence about the network.
 NOT_CONNECTED = {errno.ECONNREFUSED: "refused", errno.ETIMEDOUT: "timed out",
@@ -127,7 +136,8 @@ def _result(observed, detail, **extra):
 def _reason(exc):
     code = getattr(exc, "errno", None)
     if isinstance(exc, socket.timeout) or code == errno.ETIMEDOUT:
-        return "timed out"
+        said = str(exc)
+        return said if said.startswith("timed out after") else "timed out"
     if code in NOT_CONNECTED:
         return NOT_CONNECTED[code]
     return str(exc) or exc.__class__.__name__
@@ -140,6 +150,66 @@ def _not_connected(exc):
     if isinstance(exc, socket.timeout) or code in NOT_CONNECTED:
         return _result("fail", _reason(exc))
     return _result("error", f"could not probe: {_reason(exc)}")
+
+
+class RoundTrips:
+    """The round trips that this batch's passing probes measured (TCP: connect to established;
+    UDP: request to answer), and the connect timeout derived from them for the probes that ask
+    for it ("rtt_timeout"): a negative cell ends as soon as a path that works here would surely
+    have answered, instead of at a fixed time. Until a round trip is measured, the probe's own
+    fixed "timeout" holds, so a batch with no passing probe waits exactly as long as before."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.slowest = None          # (seconds, "target:port") of the slowest passing probe
+
+    def add(self, seconds, spec):
+        with self.lock:
+            if self.slowest is None or seconds > self.slowest[0]:
+                self.slowest = (seconds, f"{spec['target']}:{spec['port']}")
+
+    def timeout(self, spec):
+        """-> (seconds, why): the connect timeout for this probe now."""
+        fixed = float(spec.get("timeout", TIMEOUT))
+        if not spec.get("rtt_timeout"):
+            return fixed, {"seconds": fixed, "basis": "fixed"}
+        with self.lock:
+            slowest = self.slowest
+        if slowest is None:
+            return fixed, {"seconds": fixed, "basis": "fixed: no passing probe had measured "
+                                                      "a round trip yet"}
+        seconds = min(RTT_CEILING, max(RTT_FLOOR, RTT_MULTIPLIER * slowest[0]))
+        return seconds, {"seconds": round(seconds, 3), "rtt_ms": round(slowest[0] * 1000, 2),
+                         "rtt_of": slowest[1], "multiplier": RTT_MULTIPLIER,
+                         "floor_s": RTT_FLOOR, "ceiling_s": RTT_CEILING,
+                         "basis": f"{RTT_MULTIPLIER} x the {slowest[0] * 1000:.1f} ms round trip "
+                                  f"of a passing probe to {slowest[1]}, at least {RTT_FLOOR:g} s"}
+
+
+FIXED = RoundTrips()     # probes outside a batch: nothing measured, so their fixed timeout
+
+
+def _connect(sock, spec, trips):
+    """Connect within the timeout trips gives (re-read while waiting: a round trip measured
+    meanwhile shortens it). -> (seconds to connect, the timeout's why); raises the connect
+    error, or socket.timeout."""
+    began = time.monotonic()
+    if not spec.get("rtt_timeout"):          # a fixed timeout: the plain blocking connect
+        sock.settimeout(spec.get("timeout", TIMEOUT))
+        sock.connect((spec["target"], int(spec["port"])))
+        return time.monotonic() - began, None
+    sock.setblocking(False)
+    code = sock.connect_ex((spec["target"], int(spec["port"])))
+    while code == errno.EINPROGRESS:
+        limit, why = trips.timeout(spec)
+        left = began + limit - time.monotonic()
+        if left <= 0:
+            raise socket.timeout(f"timed out after {why['seconds']:g} s ({why['basis']})")
+        if select.select([], [sock], [], min(left, 0.1))[1]:
+            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if code:
+        raise OSError(code, os.strerror(code))
+    return time.monotonic() - began, trips.timeout(spec)[1]
 
 
 def _open(spec, kind):
@@ -198,20 +268,26 @@ def _read_line(sock):
     return answer
 
 
-def probe(spec):
+def probe(spec, trips=FIXED):
     """One probe -> {"observed": "pass"|"fail"|"error", "detail": str}; UDP when the spec
-    says "proto": "udp", TCP otherwise."""
-    if spec.get("proto", "tcp") == "udp":
-        return probe_udp(spec)
+    says "proto": "udp", TCP otherwise. trips: the batch's RoundTrips (run_all); a probe that
+    asks for "rtt_timeout" reports the timeout it was given as "connect_timeout"."""
+    result = _probe_udp(spec, trips) if spec.get("proto", "tcp") == "udp" \
+        else _probe_tcp(spec, trips)
+    if spec.get("rtt_timeout") and "connect_timeout" not in result:
+        result["connect_timeout"] = trips.timeout(spec)[1]
+    return result
+
+
+def _probe_tcp(spec, trips):
     nonce = spec.get("nonce") or secrets.token_hex(8)   # preset: a forward's origin-tagged one
     sock = None
     try:
         sock, failed = _open(spec, socket.SOCK_STREAM)
         if failed:
             return failed
-        sock.settimeout(spec.get("timeout", TIMEOUT))
         try:
-            sock.connect((spec["target"], int(spec["port"])))
+            took, why = _connect(sock, spec, trips)
         except OSError as exc:
             return _not_connected(exc)
         # Connected: from here on, nothing is a "fail". A busy TCG guest may take a while to
@@ -231,7 +307,11 @@ def probe(spec):
             return _result("error", "connected, but the listener stayed silent")
         except OSError as exc:
             return _result("error", f"connected, but then: {_reason(exc)}")
-        return judge(answer, nonce, spec)
+        result = judge(answer, nonce, spec)
+        if result["observed"] == "pass":
+            trips.add(took, spec)      # a round trip of a path proven to be the right one
+        return dict(result, connect_ms=round(took * 1000, 2), connect_timeout=why) \
+            if spec.get("rtt_timeout") else result
     except Exception as exc:  # a probe must report, never crash the others
         return _result("error", repr(exc))
     finally:
@@ -239,24 +319,30 @@ def probe(spec):
             sock.close()
 
 
-def probe_udp(spec):
+def probe_udp(spec, trips=FIXED):
+    return probe(dict(spec, proto="udp"), trips)
+
+
+def _probe_udp(spec, trips):
     """One UDP nonce exchange. "fail" only on an ICMP port or host unreachable (ECONNREFUSED,
     EHOSTUNREACH on the connected socket); silence is "error" with "silent": true (see the
     module docstring: settle_silence turns it into "fail" when the listener is known up)."""
     nonce = spec.get("nonce") or secrets.token_hex(8)
     sock = None
-    wait = spec.get("timeout", TIMEOUT)
     try:
         sock, failed = _open(spec, socket.SOCK_DGRAM)
         if failed:
             return failed
-        deadline = time.monotonic() + wait
+        began = time.monotonic()
         try:
             sock.connect((spec["target"], int(spec["port"])))   # no packet: fixes the peer
             while True:
-                left = deadline - time.monotonic()
+                wait, why = trips.timeout(spec)     # re-read: a round trip may come meanwhile
+                left = began + wait - time.monotonic()
                 if left <= 0:
-                    return _result("error", f"no UDP answer in {wait:g}s: silence is ambiguous "
+                    said = f"{wait:g}s" if why["basis"] == "fixed" else \
+                        f"{wait:g} s ({why['basis']})"
+                    return _result("error", f"no UDP answer in {said}: silence is ambiguous "
                                             "(dropped, or no listener)", silent=True)
                 sock.send(f"VNET {nonce}\n".encode())
                 sock.settimeout(min(UDP_RESEND, left))
@@ -264,7 +350,10 @@ def probe_udp(spec):
                     answer = sock.recv(512)
                 except socket.timeout:
                     continue
-                return judge(answer, nonce, spec, how="answered")
+                result = judge(answer, nonce, spec, how="answered")
+                if result["observed"] == "pass":
+                    trips.add(time.monotonic() - began, spec)
+                return result
         except OSError as exc:
             if getattr(exc, "errno", None) == errno.ECONNREFUSED:
                 return _result("fail", "refused (ICMP port unreachable)")
@@ -660,9 +749,10 @@ def lo_hi(value, bounds):
 
 def _run_probes(specs):
     results = {}
+    trips = RoundTrips()       # the negative probes' timeouts come from the positive ones'
 
     def one(spec):
-        results[spec["id"]] = probe_until(spec) if spec.get("until") else probe(spec)
+        results[spec["id"]] = probe_until(spec) if spec.get("until") else probe(spec, trips)
 
     threads = [threading.Thread(target=one, args=(s,)) for s in specs]
     for t in threads:

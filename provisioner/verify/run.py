@@ -257,6 +257,7 @@ def record(cells: list, guest: dict[str, dict], sides: dict[str, dict],
                                                                 "detail": "no result"})
                 cell.observed, cell.detail = r["observed"], r["detail"]
                 cell.measured = r.get("measured")
+                keep_timeout(cell, r)
                 fwd = cell.probe.get("forward")
                 if fwd and "nonces" in r:   # a declared check's port held by another guest
                     held = guest.get(fwd["vm"], {}).get("forwards", {}).get(fwd["name"])
@@ -265,6 +266,7 @@ def record(cells: list, guest: dict[str, dict], sides: dict[str, dict],
             r = raw[str(i)] = sides.get(f"{cell.runner}:{i}", {"observed": "error",
                                                                "detail": "not run"})
             cell.observed, cell.detail = r["observed"], r["detail"]
+            keep_timeout(cell, r)
             fwd = cell.probe.get("forward")
             if fwd and "nonces" in r:        # with what the guest saw at the forwarded port
                 held = guest.get(fwd["vm"], {}).get("forwards", {}).get(fwd["name"])
@@ -274,3 +276,12 @@ def record(cells: list, guest: dict[str, dict], sides: dict[str, dict],
             settle_silence = settle_silence or probe_module().settle_silence
             r = settle_silence(raw[str(i)], [raw.get(j) for j in cell.probe["confirmed_by"]])
             cell.observed, cell.detail = r["observed"], r["detail"]
+
+
+def keep_timeout(cell, result: dict) -> None:
+    """The connect timeout a probe was given, and why (vnet_probe.RoundTrips: derived from the
+    run's measured round trips, or fixed), and its own connect time: shown in the cell's JSON,
+    so a reader sees how long a red cell waited."""
+    for key in ("connect_timeout", "connect_ms"):
+        if key in result:
+            cell.evidence[key] = result[key]
