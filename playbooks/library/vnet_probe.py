@@ -47,7 +47,6 @@ Options:
 import errno
 import json
 import os
-import secrets
 import select
 import socket
 import sys
@@ -75,6 +74,7 @@ NOT_CONNECTED = {errno.ECONNREFUSED: "refused", errno.ETIMEDOUT: "timed out",
                  errno.EHOSTDOWN: "no route (host down)"}
 PARENT_CHECK_SECONDS = 1.0   # how soon a listener notices that its vnet is gone
 REQUEST_AGAIN = 5.0          # a bond failover repeats its console request this often
+MAIN_AT = 0.0                # when main() started (monotonic): the verify breakdown
 
 
 def interface_of(mac):
@@ -127,6 +127,12 @@ def bind_to_nic(sock, mac):
     sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode())
     sock.bind((address, 0))
     return None
+
+
+def token_hex(nbytes):
+    """A fresh random nonce, as secrets.token_hex makes it (os.urandom): importing secrets
+    pulls in hashlib, hmac and random, a sixth of a second per Python start on a TCG guest."""
+    return os.urandom(nbytes).hex()
 
 
 def _result(observed, detail, **extra):
@@ -280,7 +286,7 @@ def probe(spec, trips=FIXED):
 
 
 def _probe_tcp(spec, trips):
-    nonce = spec.get("nonce") or secrets.token_hex(8)   # preset: a forward's origin-tagged one
+    nonce = spec.get("nonce") or token_hex(8)   # preset: a forward's origin-tagged one
     sock = None
     try:
         sock, failed = _open(spec, socket.SOCK_STREAM)
@@ -327,7 +333,7 @@ def _probe_udp(spec, trips):
     """One UDP nonce exchange. "fail" only on an ICMP port or host unreachable (ECONNREFUSED,
     EHOSTUNREACH on the connected socket); silence is "error" with "silent": true (see the
     module docstring: settle_silence turns it into "fail" when the listener is known up)."""
-    nonce = spec.get("nonce") or secrets.token_hex(8)
+    nonce = spec.get("nonce") or token_hex(8)
     sock = None
     try:
         sock, failed = _open(spec, socket.SOCK_DGRAM)
@@ -403,7 +409,7 @@ def failover(spec, console="/dev/console"):
     if first["observed"] != "pass":
         return dict(first, detail=f"before the cut: {first['detail']}")
     mac = _sys(f"/sys/class/net/{before}/bonding_slave/perm_hwaddr")
-    request = f"\nVNET-CUT {bond} {mac} {secrets.token_hex(4)}\n"
+    request = f"\nVNET-CUT {bond} {mac} {token_hex(4)}\n"
     deadline = time.monotonic() + opts.get("wait", 30.0)
     asked = 0.0
     while _sys(f"/sys/class/net/{before}/carrier") == "1":
@@ -448,7 +454,7 @@ def probe_until(spec):
     deadline = time.monotonic() + float(spec["until"])
     nonces, attempts, result = [], [], None
     while True:
-        nonce = f"{spec.get('nonce_prefix', 'guest')}-{secrets.token_hex(8)}"
+        nonce = f"{spec.get('nonce_prefix', 'guest')}-{token_hex(8)}"
         nonces.append(nonce)
         began = time.time()
         result = probe(dict(spec, nonce=nonce))
@@ -481,7 +487,7 @@ def _udp_samples(spec, opts):
     sock, failed = _open(spec, socket.SOCK_DGRAM)
     if failed:
         raise OSError(failed["detail"])
-    base = secrets.token_hex(6)
+    base = token_hex(6)
     sent, rtts, wrong = {}, {}, []
     done = threading.Event()
 
@@ -544,7 +550,7 @@ def _ask(spec, request):
 def _stream(spec, seconds, warmup):
     """The listener streams for `seconds` after echoing this probe's nonce; -> Mbit/s received
     after `warmup`, and the seconds counted."""
-    nonce = secrets.token_hex(8)
+    nonce = token_hex(8)
     sock = _ask(spec, f"VNET {nonce} STREAM {seconds}\n")
     try:
         line = b""
@@ -581,7 +587,7 @@ def _sink(spec, seconds, warmup):
     """The guest sends for `seconds` after the listener echoed this probe's nonce; the listener
     counts what arrives after `warmup` and answers with it (a rate limit on what the VM sends,
     VirtualBox's); -> (Mbit/s, seconds counted) or (None, why)."""
-    nonce = secrets.token_hex(8)
+    nonce = token_hex(8)
     sock = _ask(spec, f"VNET {nonce} SINK {seconds} {warmup}\n")
     try:
         verdict = judge(_read_line(sock), nonce, spec)
@@ -1016,6 +1022,8 @@ def release_forwards(holds, started, lifetime=FORWARD_LIFETIME):
 
 
 def main():
+    global MAIN_AT
+    MAIN_AT = time.monotonic()
     if sys.argv[1:2] == ["--serve"]:          # vnet's host-side listeners
         serve(int(sys.argv[2]), sys.argv[3])
         return
@@ -1025,11 +1033,28 @@ def main():
     holds = hold_forwards(args.get("forwards") or [])      # up before the host probes them
     results = run_all(args.get("probes", []))
     drivers = {mac: driver_of(mac) for mac in args.get("nic_macs", [])}
+    probed = time.monotonic()
     forwards = release_forwards(holds, started)
     # what vnet_tunnel built, passed on: that task runs with no_log (its arguments hold keys)
     built = {"tunnels": args["tunnels_built"]} if args.get("tunnels_built") else {}
+    timing = {"python_start_s": python_start_seconds(), "probes_s": round(probed - started, 3),
+              "forwards_wait_s": round(time.monotonic() - probed, 3)}
     print(json.dumps({"changed": False, "probes": results, "drivers": drivers,
-                      "forwards": forwards, **built}))
+                      "forwards": forwards, "timing": timing, **built}))
+
+
+def python_start_seconds():
+    """Seconds from this process's start to now, less the time main() ran: what starting
+    Python and importing this module cost on the guest (the verify breakdown); None if /proc
+    cannot say."""
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])    # starttime, field 22
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(uptime - ticks / os.sysconf("SC_CLK_TCK") - (time.monotonic() - MAIN_AT), 3)
 
 
 if __name__ == "__main__":

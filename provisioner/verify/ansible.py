@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import sys
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
@@ -17,6 +19,7 @@ from . import tunnelcells
 
 PYTHON_IN_GUEST = "/usr/bin/python3"
 ANSIBLE_TIMEOUT = 180      # a whole run; one probe module call takes a few seconds
+PROBE_TASK = "Probe every cell from this guest"     # playbooks/verify.yml: the timed task
 
 
 def run_guests(lab: Lab, target: Target, cells, inventory, progress,
@@ -86,6 +89,7 @@ def run_playbook(private_dir: str, playbook: str, inventory: dict, env: dict) ->
     bindir = str(Path(sys.executable).parent)
     os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
     Path(private_dir).mkdir(parents=True, exist_ok=True)
+    began = time.time()
     try:
         run = ansible_runner.run(private_data_dir=private_dir, playbook=playbook,
                                  inventory=inventory, envvars=env, quiet=True, rotate_artifacts=3,
@@ -105,4 +109,42 @@ def run_playbook(private_dir: str, playbook: str, inventory: dict, env: dict) ->
                 if "tunnels" in res:   # what vnet_tunnel built (tunnelcells.annotate), passed
                     # on by the probe task: vnet_tunnel's own result is hidden (no_log)
                     got.setdefault("tunnels", {}).update(res["tunnels"])
+                if "timing" in res:    # the probe task's (the failovers' comes second)
+                    got.setdefault("timing", {}).setdefault("module", res["timing"])
+    for host, timing in run_timings(run.events, began, time.time()).items():
+        if host in results:
+            results[host].setdefault("timing", {}).update(timing)
     return results
+
+
+def run_timings(events, began: float, ended: float) -> dict[str, dict]:
+    """Where one Ansible run's seconds went, per host, from ansible-runner's event times:
+    controller_start_s (the run's start to the play's first task: ansible-playbook's own
+    start-up, inventory and playbook), probe_task_s (the probe task on this host: SSH, the
+    module's transfer, Python in the guest, the probes), wrapup_s (the host's last result to
+    the run's end)."""
+    def at(event) -> float:
+        return datetime.fromisoformat(event["created"]).timestamp()
+
+    events = list(events)         # ansible-runner's is a generator: read once
+    tasks = [at(e) for e in events if e.get("event") == "playbook_on_task_start"]
+    if not tasks:
+        return {}
+    found: dict[str, dict] = {}
+    starts: dict[str, float] = {}
+    last: dict[str, float] = {}
+    for event in events:
+        data = event.get("event_data", {})
+        host = data.get("host")
+        if not host or data.get("task") != PROBE_TASK:
+            continue
+        if event.get("event") == "runner_on_start":
+            starts[host] = at(event)
+        elif event.get("event") in ("runner_on_ok", "runner_on_failed",
+                                    "runner_on_unreachable") and host in starts:
+            found[host] = {"probe_task_s": round(at(event) - starts[host], 3)}
+            last[host] = at(event)
+    for host, timing in found.items():
+        timing.update(controller_start_s=round(min(tasks) - began, 3),
+                      wrapup_s=round(ended - max(last.values()), 3))
+    return found

@@ -281,3 +281,35 @@ def test_the_cell_json_carries_the_timeout_it_was_given():
                                              "connect_timeout": why}},
                             "drivers": {}, "forwards": {}}}, {})
     assert cell.as_dict()["connect_timeout"] == why
+
+
+def test_the_module_reports_where_its_own_seconds_went(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from provisioner.resources import data_dir
+    args = tmp_path / "args.json"
+    args.write_text(json.dumps({"probes": [], "nic_macs": []}))
+    out = subprocess.run([sys.executable, str(data_dir("playbooks") / "library" / "vnet_probe.py"),
+                          str(args)], capture_output=True, text=True, check=True).stdout
+    timing = json.loads(out)["timing"]
+    assert set(timing) == {"python_start_s", "probes_s", "forwards_wait_s"}
+    assert timing["python_start_s"] >= 0 and timing["probes_s"] >= 0
+
+
+def test_the_module_imports_nothing_heavy_on_the_guest():
+    """Every import is a cost on a TCG guest's Python start (the verify breakdown's
+    python_start_s): the nonces come from os.urandom, not the secrets module."""
+    import subprocess
+    import sys
+
+    from provisioner.resources import data_dir
+    path = data_dir("playbooks") / "library" / "vnet_probe.py"
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import importlib.util as u, sys; "
+         f"s = u.spec_from_file_location('p', {str(path)!r}); s.loader.exec_module("
+         "u.module_from_spec(s)); print(' '.join(sys.modules))"],
+        capture_output=True, text=True, check=True).stdout.split()
+    assert not {"secrets", "hashlib", "random", "hmac"} & set(loaded)
+    assert len(probe.token_hex(8)) == 16 and probe.token_hex(8) != probe.token_hex(8)
