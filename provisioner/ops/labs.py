@@ -46,20 +46,42 @@ def drivers_here(sandbox: str | None = None, uri: str | None = None) -> list[Dri
 
 
 def up(lab: Lab, backend: Backend | str, sandbox: str | None, uri: str | None,
-       progress: Progress, wait: bool = True) -> tuple[Driver, dict]:
+       progress: Progress, wait: bool = True, verify_next: bool = False) -> tuple[Driver, dict]:
+    """verify_next: verify() follows, so Ansible starts while the guests boot
+    (verify/earlyrun.py); verify() takes that run, or calls it off."""
     chosen = driver(backend, sandbox, uri)
-    return chosen, chosen.up(lab, progress, wait=wait)
+    if not (wait and verify_next):
+        return chosen, chosen.up(lab, progress, wait=wait)
+    from ..verify import ansible, earlyrun
+
+    def start() -> None:
+        ansible.start_early(lab.name, chosen.target, _inventory(chosen, lab))
+    try:
+        return chosen, chosen.up(lab, earlyrun.StartOnBoot(progress, start), wait=wait)
+    except BaseException:
+        ansible.cancel_early(chosen.target, lab.name)
+        raise
+
+
+def _inventory(chosen: Driver, lab: Lab):
+    from ..verify import run as verifier
+
+    return chosen.inventory(lab) or verifier.lab_inventory(lab, chosen.target)
 
 
 def verify(chosen: Driver, lab: Lab, progress: Progress, timings: dict | None = None,
            pcap_dir=None) -> dict:
     """pcap_dir: where the encapsulation cells' pcaps go (beside the report; default: the
     lab's state directory)."""
+    from ..verify import ansible
     from ..verify import run as verifier    # Ansible and the probes: only when verifying
 
     beside = {"pcap_dir": pcap_dir} if pcap_dir is not None else {}
-    return verifier.verify(lab, chosen.target, progress, timings=timings,
-                           inventory=chosen.inventory(lab), **beside)
+    try:
+        return verifier.verify(lab, chosen.target, progress, timings=timings,
+                               inventory=chosen.inventory(lab), **beside)
+    finally:
+        ansible.cancel_early(chosen.target, lab.name)    # one that verify did not take
 
 
 def lab_of(chosen: Driver, lab_name: str) -> Lab:
