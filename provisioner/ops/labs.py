@@ -49,10 +49,12 @@ def up(lab: Lab, backend: Backend | str, sandbox: str | None, uri: str | None,
        progress: Progress, wait: bool = True, verify_next: bool = False) -> tuple[Driver, dict]:
     """verify_next: verify() follows, so Ansible starts while the guests boot
     (verify/earlyrun.py); verify() takes that run, or calls it off."""
+    from ..verify import earlyrun
+
     chosen = driver(backend, sandbox, uri)
-    if not (wait and verify_next):
+    if not (wait and verify_next and earlyrun.pays(sum(vm.cpus for vm in lab.vms))):
         return chosen, chosen.up(lab, progress, wait=wait)
-    from ..verify import ansible, earlyrun
+    from ..verify import ansible
 
     def start() -> None:
         ansible.start_early(lab.name, chosen.target, _inventory(chosen, lab))

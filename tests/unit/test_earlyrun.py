@@ -175,14 +175,22 @@ def test_up_before_a_verify_starts_the_run_at_boot_and_calls_it_off_when_up_fail
             emit(progress, VmState("vm1", "defined"))
             raise RuntimeError("the boot failed")
     monkeypatch.setattr(ops.labs, "driver", lambda *a: Driver())
+    monkeypatch.setattr(earlyrun.os, "cpu_count", lambda: 4)      # a core to spare
     from provisioner.verify import ansible as guest_ansible
     monkeypatch.setattr(guest_ansible, "start_early", lambda *a: calls.append(("start",) + a))
     monkeypatch.setattr(guest_ansible, "cancel_early", lambda *a: calls.append(("cancel",) + a))
-    lab = SimpleNamespace(name="lab")
+    lab = SimpleNamespace(name="lab", vms=[SimpleNamespace(cpus=1), SimpleNamespace(cpus=1)])
     with pytest.raises(RuntimeError):
         ops.labs.up(lab, "libvirt", None, None, lambda line: None, verify_next=True)
     assert calls == [("start", "lab", TARGET, "the inventory"), ("cancel", TARGET, "lab")]
     calls.clear()
     with pytest.raises(RuntimeError):           # no verify follows: nothing starts early
         ops.labs.up(lab, "libvirt", None, None, lambda line: None)
+    monkeypatch.setattr(earlyrun.os, "cpu_count", lambda: 2)      # the guests take every core
+    with pytest.raises(RuntimeError):
+        ops.labs.up(lab, "libvirt", None, None, lambda line: None, verify_next=True)
     assert calls == []
+
+
+def test_the_early_start_needs_a_core_the_booting_guests_leave_free():
+    assert earlyrun.pays(2, host_cpus=3) and not earlyrun.pays(2, host_cpus=2)
