@@ -97,9 +97,11 @@ def qemu_memory_mib() -> dict:
 
 
 def verified_lab(mode: str, vms: int, name: str, lab_file: Path | None = None,
-                 boots: list | None = None) -> tuple[float, dict, dict]:
+                 boots: list | None = None,
+                 breakdowns: list | None = None) -> tuple[float, dict, dict]:
     """`vnet create` (or `vnet up LAB_FILE`, whose lab is `name`) from nothing to a verified
-    matrix: (wall s, phases, QEMU memory MiB); each VM's boot timeline is added to `boots`."""
+    matrix: (wall s, phases, QEMU memory MiB); each VM's boot timeline is added to `boots`,
+    the result's verify_breakdown to `breakdowns`."""
     start = time.monotonic()
     proc = vnet("up", str(lab_file), "--sandbox", SANDBOX, "--format", "json", check=False) \
         if lab_file else vnet("create", "--mode", mode, "--vms", str(vms), "--name", name,
@@ -116,7 +118,26 @@ def verified_lab(mode: str, vms: int, name: str, lab_file: Path | None = None,
     if not report["ok"]:
         raise SystemExit(f"lab {name} did not verify green: "
                          f"{[c for c in report['checks'] if not c['ok']][:3]}")
+    if breakdowns is not None and report.get("verify_breakdown"):
+        breakdowns.append(report["verify_breakdown"])
     return wall, report["timings"], memory
+
+
+def verify_breakdown(found: list[dict]) -> dict | None:
+    """Medians over runs (and, per guest, over guests) of where the verify phase went
+    (provisioner/verify/run.py breakdown()): prepare, guests (the Ansible run), finish; per
+    guest the run's controller start-up (hidden behind the boot when Ansible starts early),
+    the probe task, and inside it Python's start on the guest and the probes."""
+    if not found:
+        return None
+    guests = [g for b in found for g in b.get("per_guest", {}).values()]
+    per_guest = {key: stats([g[key] for g in guests if g.get(key) is not None])
+                 for key in ("controller_start_s", "probe_task_s", "wrapup_s")}
+    per_guest |= {key: stats([g["module"][key] for g in guests
+                              if g.get("module", {}).get(key) is not None])
+                  for key in ("python_start_s", "probes_s", "forwards_wait_s")}
+    return {**{key: stats([b[key] for b in found if b.get(key) is not None])
+               for key in ("prepare_s", "guests_s", "finish_s")}, "per_guest": per_guest}
 
 
 def tunnels_verify(runs: int) -> dict | None:
@@ -291,10 +312,11 @@ def main() -> None:
             if not args.quick and (p := parallel_floor(image, PARALLEL_VMS)) is not None:
                 parallel.append(p)
         box_ready = False if args.quick else prepare_vagrant()
-        verified, phases, vagrant, links, boots = [], [], [], [], []
+        verified, phases, vagrant, links, boots, breakdowns = [], [], [], [], [], []
         for i in range(runs):            # A/B alternated: vnet, then vagrant, in the same sandbox
             say(f"time to verified, run {i + 1}/{runs}")
-            wall, timings, _ = verified_lab("natnetwork", 2, f"ttv{i}", boots=boots)
+            wall, timings, _ = verified_lab("natnetwork", 2, f"ttv{i}", boots=boots,
+                                            breakdowns=breakdowns)
             verified.append(wall)
             phases.append(timings)
             say(f"bonds and a router (examples/bonds-and-router.yaml), run {i + 1}/{runs}")
@@ -332,6 +354,7 @@ def main() -> None:
         "phases": {k: stats([p[k] for p in phases if k in p]) for k in phase_names}
                   | {"image_cache_hit": round(image_cache_hit, 3)},
         "boot_breakdown_s": boot_breakdown(boots),
+        "verify_breakdown_s": verify_breakdown(breakdowns),
         # the verify phase beside the plain natnetwork lab's, from the same runs (issue 17)
         "verify_s": {"natnetwork_2_vms": stats([p["verify"] for p in phases if "verify" in p]),
                      "bonds_and_router_3_vms": stats([p["verify"] for p in links

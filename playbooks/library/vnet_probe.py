@@ -36,7 +36,8 @@ SO_BINDTODEVICE and to its own address, so no other NIC can carry the probe and 
 per-NIC routing table sends it by that network's gateway), "nonce" (optional: preset, e.g. a
 forward's origin-tagged nonce), "banner" (optional, TCP: accept this banner prefix instead of a
 nonce, for e.g. SSH), "timeout" (connect, or the UDP wait), "answer_timeout" (TCP, after
-connecting), "confirmed_by" (optional, UDP)}.
+connecting), "confirmed_by" (optional, UDP), "rtt_timeout" (optional: derive the connect
+timeout, or the UDP wait, from this batch's measured round trips; see RoundTrips)}.
 
 Options:
   module args {"probes": [...], "nic_macs": [...], "forwards": [...]}
@@ -46,7 +47,7 @@ Options:
 import errno
 import json
 import os
-import secrets
+import select
 import socket
 import sys
 import threading
@@ -57,6 +58,13 @@ SIOCGIFADDR = 0x8915
 TIMEOUT = 3.0          # connect (and UDP wait): negative cells end here, so keep it short
 ANSWER_TIMEOUT = 10.0  # after connecting
 UDP_RESEND = 1.0       # a datagram may be lost: send again this often while waiting
+# A derived connect timeout (RoundTrips): RTT_MULTIPLIER x the slowest round trip a passing
+# probe of the same batch measured, never under RTT_FLOOR (a positive path whose first SYN is
+# lost still connects after Linux's 1 s initial retransmission timeout, RFC 6298 section 2.1,
+# with room to spare under TCG load) nor over RTT_CEILING.
+RTT_FLOOR = 1.5
+RTT_MULTIPLIER = 10
+RTT_CEILING = 10.0
 # The connect errors that mean "no connection could be established". Any other error (e.g. a
 # local EPERM from a firewall on the prober, or a bad bind) is not evidence about the network.
 NOT_CONNECTED = {errno.ECONNREFUSED: "refused", errno.ETIMEDOUT: "timed out",
@@ -66,6 +74,7 @@ NOT_CONNECTED = {errno.ECONNREFUSED: "refused", errno.ETIMEDOUT: "timed out",
                  errno.EHOSTDOWN: "no route (host down)"}
 PARENT_CHECK_SECONDS = 1.0   # how soon a listener notices that its vnet is gone
 REQUEST_AGAIN = 5.0          # a bond failover repeats its console request this often
+MAIN_AT = 0.0                # when main() started (monotonic): the verify breakdown
 
 
 def interface_of(mac):
@@ -120,6 +129,12 @@ def bind_to_nic(sock, mac):
     return None
 
 
+def token_hex(nbytes):
+    """A fresh random nonce, as secrets.token_hex makes it (os.urandom): importing secrets
+    pulls in hashlib, hmac and random, a sixth of a second per Python start on a TCG guest."""
+    return os.urandom(nbytes).hex()
+
+
 def _result(observed, detail, **extra):
     return dict(extra, observed=observed, detail=detail)
 
@@ -127,7 +142,8 @@ def _result(observed, detail, **extra):
 def _reason(exc):
     code = getattr(exc, "errno", None)
     if isinstance(exc, socket.timeout) or code == errno.ETIMEDOUT:
-        return "timed out"
+        said = str(exc)
+        return said if said.startswith("timed out after") else "timed out"
     if code in NOT_CONNECTED:
         return NOT_CONNECTED[code]
     return str(exc) or exc.__class__.__name__
@@ -140,6 +156,66 @@ def _not_connected(exc):
     if isinstance(exc, socket.timeout) or code in NOT_CONNECTED:
         return _result("fail", _reason(exc))
     return _result("error", f"could not probe: {_reason(exc)}")
+
+
+class RoundTrips:
+    """The round trips that this batch's passing probes measured (TCP: connect to established;
+    UDP: request to answer), and the connect timeout derived from them for the probes that ask
+    for it ("rtt_timeout"): a negative cell ends as soon as a path that works here would surely
+    have answered, instead of at a fixed time. Until a round trip is measured, the probe's own
+    fixed "timeout" holds, so a batch with no passing probe waits exactly as long as before."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.slowest = None          # (seconds, "target:port") of the slowest passing probe
+
+    def add(self, seconds, spec):
+        with self.lock:
+            if self.slowest is None or seconds > self.slowest[0]:
+                self.slowest = (seconds, f"{spec['target']}:{spec['port']}")
+
+    def timeout(self, spec):
+        """-> (seconds, why): the connect timeout for this probe now."""
+        fixed = float(spec.get("timeout", TIMEOUT))
+        if not spec.get("rtt_timeout"):
+            return fixed, {"seconds": fixed, "basis": "fixed"}
+        with self.lock:
+            slowest = self.slowest
+        if slowest is None:
+            return fixed, {"seconds": fixed, "basis": "fixed: no passing probe had measured "
+                                                      "a round trip yet"}
+        seconds = min(RTT_CEILING, max(RTT_FLOOR, RTT_MULTIPLIER * slowest[0]))
+        return seconds, {"seconds": round(seconds, 3), "rtt_ms": round(slowest[0] * 1000, 2),
+                         "rtt_of": slowest[1], "multiplier": RTT_MULTIPLIER,
+                         "floor_s": RTT_FLOOR, "ceiling_s": RTT_CEILING,
+                         "basis": f"{RTT_MULTIPLIER} x the {slowest[0] * 1000:.1f} ms round trip "
+                                  f"of a passing probe to {slowest[1]}, at least {RTT_FLOOR:g} s"}
+
+
+FIXED = RoundTrips()     # probes outside a batch: nothing measured, so their fixed timeout
+
+
+def _connect(sock, spec, trips):
+    """Connect within the timeout trips gives (re-read while waiting: a round trip measured
+    meanwhile shortens it). -> (seconds to connect, the timeout's why); raises the connect
+    error, or socket.timeout."""
+    began = time.monotonic()
+    if not spec.get("rtt_timeout"):          # a fixed timeout: the plain blocking connect
+        sock.settimeout(spec.get("timeout", TIMEOUT))
+        sock.connect((spec["target"], int(spec["port"])))
+        return time.monotonic() - began, None
+    sock.setblocking(False)
+    code = sock.connect_ex((spec["target"], int(spec["port"])))
+    while code == errno.EINPROGRESS:
+        limit, why = trips.timeout(spec)
+        left = began + limit - time.monotonic()
+        if left <= 0:
+            raise socket.timeout(f"timed out after {why['seconds']:g} s ({why['basis']})")
+        if select.select([], [sock], [], min(left, 0.1))[1]:
+            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if code:
+        raise OSError(code, os.strerror(code))
+    return time.monotonic() - began, trips.timeout(spec)[1]
 
 
 def _open(spec, kind):
@@ -198,20 +274,26 @@ def _read_line(sock):
     return answer
 
 
-def probe(spec):
+def probe(spec, trips=FIXED):
     """One probe -> {"observed": "pass"|"fail"|"error", "detail": str}; UDP when the spec
-    says "proto": "udp", TCP otherwise."""
-    if spec.get("proto", "tcp") == "udp":
-        return probe_udp(spec)
-    nonce = spec.get("nonce") or secrets.token_hex(8)   # preset: a forward's origin-tagged one
+    says "proto": "udp", TCP otherwise. trips: the batch's RoundTrips (run_all); a probe that
+    asks for "rtt_timeout" reports the timeout it was given as "connect_timeout"."""
+    result = _probe_udp(spec, trips) if spec.get("proto", "tcp") == "udp" \
+        else _probe_tcp(spec, trips)
+    if spec.get("rtt_timeout") and "connect_timeout" not in result:
+        result["connect_timeout"] = trips.timeout(spec)[1]
+    return result
+
+
+def _probe_tcp(spec, trips):
+    nonce = spec.get("nonce") or token_hex(8)   # preset: a forward's origin-tagged one
     sock = None
     try:
         sock, failed = _open(spec, socket.SOCK_STREAM)
         if failed:
             return failed
-        sock.settimeout(spec.get("timeout", TIMEOUT))
         try:
-            sock.connect((spec["target"], int(spec["port"])))
+            took, why = _connect(sock, spec, trips)
         except OSError as exc:
             return _not_connected(exc)
         # Connected: from here on, nothing is a "fail". A busy TCG guest may take a while to
@@ -231,7 +313,11 @@ def probe(spec):
             return _result("error", "connected, but the listener stayed silent")
         except OSError as exc:
             return _result("error", f"connected, but then: {_reason(exc)}")
-        return judge(answer, nonce, spec)
+        result = judge(answer, nonce, spec)
+        if result["observed"] == "pass":
+            trips.add(took, spec)      # a round trip of a path proven to be the right one
+        return dict(result, connect_ms=round(took * 1000, 2), connect_timeout=why) \
+            if spec.get("rtt_timeout") else result
     except Exception as exc:  # a probe must report, never crash the others
         return _result("error", repr(exc))
     finally:
@@ -239,24 +325,30 @@ def probe(spec):
             sock.close()
 
 
-def probe_udp(spec):
+def probe_udp(spec, trips=FIXED):
+    return probe(dict(spec, proto="udp"), trips)
+
+
+def _probe_udp(spec, trips):
     """One UDP nonce exchange. "fail" only on an ICMP port or host unreachable (ECONNREFUSED,
     EHOSTUNREACH on the connected socket); silence is "error" with "silent": true (see the
     module docstring: settle_silence turns it into "fail" when the listener is known up)."""
-    nonce = spec.get("nonce") or secrets.token_hex(8)
+    nonce = spec.get("nonce") or token_hex(8)
     sock = None
-    wait = spec.get("timeout", TIMEOUT)
     try:
         sock, failed = _open(spec, socket.SOCK_DGRAM)
         if failed:
             return failed
-        deadline = time.monotonic() + wait
+        began = time.monotonic()
         try:
             sock.connect((spec["target"], int(spec["port"])))   # no packet: fixes the peer
             while True:
-                left = deadline - time.monotonic()
+                wait, why = trips.timeout(spec)     # re-read: a round trip may come meanwhile
+                left = began + wait - time.monotonic()
                 if left <= 0:
-                    return _result("error", f"no UDP answer in {wait:g}s: silence is ambiguous "
+                    said = f"{wait:g}s" if why["basis"] == "fixed" else \
+                        f"{wait:g} s ({why['basis']})"
+                    return _result("error", f"no UDP answer in {said}: silence is ambiguous "
                                             "(dropped, or no listener)", silent=True)
                 sock.send(f"VNET {nonce}\n".encode())
                 sock.settimeout(min(UDP_RESEND, left))
@@ -264,7 +356,10 @@ def probe_udp(spec):
                     answer = sock.recv(512)
                 except socket.timeout:
                     continue
-                return judge(answer, nonce, spec, how="answered")
+                result = judge(answer, nonce, spec, how="answered")
+                if result["observed"] == "pass":
+                    trips.add(time.monotonic() - began, spec)
+                return result
         except OSError as exc:
             if getattr(exc, "errno", None) == errno.ECONNREFUSED:
                 return _result("fail", "refused (ICMP port unreachable)")
@@ -314,7 +409,7 @@ def failover(spec, console="/dev/console"):
     if first["observed"] != "pass":
         return dict(first, detail=f"before the cut: {first['detail']}")
     mac = _sys(f"/sys/class/net/{before}/bonding_slave/perm_hwaddr")
-    request = f"\nVNET-CUT {bond} {mac} {secrets.token_hex(4)}\n"
+    request = f"\nVNET-CUT {bond} {mac} {token_hex(4)}\n"
     deadline = time.monotonic() + opts.get("wait", 30.0)
     asked = 0.0
     while _sys(f"/sys/class/net/{before}/carrier") == "1":
@@ -359,7 +454,7 @@ def probe_until(spec):
     deadline = time.monotonic() + float(spec["until"])
     nonces, attempts, result = [], [], None
     while True:
-        nonce = f"{spec.get('nonce_prefix', 'guest')}-{secrets.token_hex(8)}"
+        nonce = f"{spec.get('nonce_prefix', 'guest')}-{token_hex(8)}"
         nonces.append(nonce)
         began = time.time()
         result = probe(dict(spec, nonce=nonce))
@@ -392,7 +487,7 @@ def _udp_samples(spec, opts):
     sock, failed = _open(spec, socket.SOCK_DGRAM)
     if failed:
         raise OSError(failed["detail"])
-    base = secrets.token_hex(6)
+    base = token_hex(6)
     sent, rtts, wrong = {}, {}, []
     done = threading.Event()
 
@@ -455,7 +550,7 @@ def _ask(spec, request):
 def _stream(spec, seconds, warmup):
     """The listener streams for `seconds` after echoing this probe's nonce; -> Mbit/s received
     after `warmup`, and the seconds counted."""
-    nonce = secrets.token_hex(8)
+    nonce = token_hex(8)
     sock = _ask(spec, f"VNET {nonce} STREAM {seconds}\n")
     try:
         line = b""
@@ -492,7 +587,7 @@ def _sink(spec, seconds, warmup):
     """The guest sends for `seconds` after the listener echoed this probe's nonce; the listener
     counts what arrives after `warmup` and answers with it (a rate limit on what the VM sends,
     VirtualBox's); -> (Mbit/s, seconds counted) or (None, why)."""
-    nonce = secrets.token_hex(8)
+    nonce = token_hex(8)
     sock = _ask(spec, f"VNET {nonce} SINK {seconds} {warmup}\n")
     try:
         verdict = judge(_read_line(sock), nonce, spec)
@@ -660,9 +755,10 @@ def lo_hi(value, bounds):
 
 def _run_probes(specs):
     results = {}
+    trips = RoundTrips()       # the negative probes' timeouts come from the positive ones'
 
     def one(spec):
-        results[spec["id"]] = probe_until(spec) if spec.get("until") else probe(spec)
+        results[spec["id"]] = probe_until(spec) if spec.get("until") else probe(spec, trips)
 
     threads = [threading.Thread(target=one, args=(s,)) for s in specs]
     for t in threads:
@@ -926,6 +1022,8 @@ def release_forwards(holds, started, lifetime=FORWARD_LIFETIME):
 
 
 def main():
+    global MAIN_AT
+    MAIN_AT = time.monotonic()
     if sys.argv[1:2] == ["--serve"]:          # vnet's host-side listeners
         serve(int(sys.argv[2]), sys.argv[3])
         return
@@ -935,11 +1033,28 @@ def main():
     holds = hold_forwards(args.get("forwards") or [])      # up before the host probes them
     results = run_all(args.get("probes", []))
     drivers = {mac: driver_of(mac) for mac in args.get("nic_macs", [])}
+    probed = time.monotonic()
     forwards = release_forwards(holds, started)
     # what vnet_tunnel built, passed on: that task runs with no_log (its arguments hold keys)
     built = {"tunnels": args["tunnels_built"]} if args.get("tunnels_built") else {}
+    timing = {"python_start_s": python_start_seconds(), "probes_s": round(probed - started, 3),
+              "forwards_wait_s": round(time.monotonic() - probed, 3)}
     print(json.dumps({"changed": False, "probes": results, "drivers": drivers,
-                      "forwards": forwards, **built}))
+                      "forwards": forwards, "timing": timing, **built}))
+
+
+def python_start_seconds():
+    """Seconds from this process's start to now, less the time main() ran: what starting
+    Python and importing this module cost on the guest (the verify breakdown); None if /proc
+    cannot say."""
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])    # starttime, field 22
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(uptime - ticks / os.sysconf("SC_CLK_TCK") - (time.monotonic() - MAIN_AT), 3)
 
 
 if __name__ == "__main__":

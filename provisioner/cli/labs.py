@@ -132,7 +132,8 @@ def _up_and_verify(lab, backend, sandbox_name, uri, verify, report, out, fmt, wa
     from ..progress import progress_printer
 
     say = progress_printer()
-    driver, record = ops.labs.up(lab, backend, sandbox_name, uri, say, wait=wait)
+    driver, record = ops.labs.up(lab, backend, sandbox_name, uri, say, wait=wait,
+                                 verify_next=verify)
     if not verify or not wait:
         if driver.status_after_up:
             data = driver.status(lab.name)

@@ -33,10 +33,9 @@ def lan_addresses(lab: Lab) -> dict[tuple[str, IPv4Address], str]:
 def conflicts(lab: Lab, others: dict[str, Lab]) -> None:
     """LabFileError (exit 2) naming the first address this lab would share on a LAN with one
     of `others` (the labs already recorded on the same target, by name)."""
-    mine = lan_addresses(lab)
+    others = {name: other for name, other in others.items() if name != lab.name}
+    mine = lan_addresses(lab) if others else {}
     for name, other in sorted(others.items()):
-        if name == lab.name:
-            continue
         for key in sorted(set(mine) & set(lan_addresses(other)), key=str):
             bridge, ip = key
             raise LabFileError(mine[key], f"{ip} on the LAN bridge {bridge} is already used by "

@@ -47,9 +47,23 @@ def drivers_here(sandbox: str | None = None, uri: str | None = None) -> list[Dri
 
 
 def up(lab: Lab, backend: Backend | str, sandbox: str | None, uri: str | None,
-       progress: Progress, wait: bool = True) -> tuple[Driver, dict]:
+       progress: Progress, wait: bool = True, verify_next: bool = False) -> tuple[Driver, dict]:
+    """verify_next: verify() follows, so Ansible starts while the guests boot
+    (verify/earlyrun.py); verify() takes that run, or calls it off."""
+    from ..verify import earlyrun
+
     chosen = driver(backend, sandbox, uri)
-    return chosen, up_on(chosen, lab, progress, wait=wait)
+    if not (wait and verify_next and earlyrun.pays(sum(vm.cpus for vm in lab.vms))):
+        return chosen, up_on(chosen, lab, progress, wait=wait)
+    from ..verify import ansible
+
+    def start() -> None:
+        ansible.start_early(lab.name, chosen.target, _inventory(chosen, lab))
+    try:
+        return chosen, up_on(chosen, lab, earlyrun.StartOnBoot(progress, start), wait=wait)
+    except BaseException:
+        ansible.cancel_early(chosen.target, lab.name)
+        raise
 
 
 def up_on(chosen: Driver, lab: Lab, progress: Progress, wait: bool = True) -> dict:
@@ -62,20 +76,29 @@ def up_on(chosen: Driver, lab: Lab, progress: Progress, wait: bool = True) -> di
                 others[name] = lab_from_record(record)
         except VnetError:
             continue           # a lab whose record cannot be read: `vnet list` names it
-
     lanshare.conflicts(lab, others)
     return chosen.up(lab, progress, wait=wait)
+
+
+def _inventory(chosen: Driver, lab: Lab):
+    from ..verify import run as verifier
+
+    return chosen.inventory(lab) or verifier.lab_inventory(lab, chosen.target)
 
 
 def verify(chosen: Driver, lab: Lab, progress: Progress, timings: dict | None = None,
            pcap_dir=None) -> dict:
     """pcap_dir: where the encapsulation cells' pcaps go (beside the report; default: the
     lab's state directory)."""
+    from ..verify import ansible
     from ..verify import run as verifier    # Ansible and the probes: only when verifying
 
     beside = {"pcap_dir": pcap_dir} if pcap_dir is not None else {}
-    return verifier.verify(lab, chosen.target, progress, timings=timings,
-                           inventory=chosen.inventory(lab), **beside)
+    try:
+        return verifier.verify(lab, chosen.target, progress, timings=timings,
+                               inventory=chosen.inventory(lab), **beside)
+    finally:
+        ansible.cancel_early(chosen.target, lab.name)    # one that verify did not take
 
 
 def lab_of(chosen: Driver, lab_name: str) -> Lab:

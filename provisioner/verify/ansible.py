@@ -5,18 +5,24 @@ from __future__ import annotations
 
 import os
 import sys
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
 from ..host.netns import run_in_netns
 from ..host.ssh import close_masters, control_dir
-from ..host.state import Target
+from ..host.state import Target, lab_dir
 from ..lab.model import Lab
 from ..resources import data_dir
-from . import tunnelcells
+from . import earlyrun, tunnelcells
 
 PYTHON_IN_GUEST = "/usr/bin/python3"
 ANSIBLE_TIMEOUT = 180      # a whole run; one probe module call takes a few seconds
+PROBE_TASK = "Probe every cell from this guest"     # playbooks/verify.yml: the timed task
+# What the guests' cells are made of (playbooks/action_plugins/vnet_gate.py keeps the same list)
+CELL_VARS = ("vnet_probes", "vnet_nic_macs", "vnet_forwards", "vnet_failovers",
+             "vnet_tunnels_file")
 
 
 def run_guests(lab: Lab, target: Target, cells, inventory, progress,
@@ -42,54 +48,101 @@ def run_guests(lab: Lab, target: Target, cells, inventory, progress,
                                if c.probe.get("failover")],
             **({"vnet_tunnels_file": tunnel_files[vm.name]} if vm.name in tunnel_files else {}),
         }
-    private = inventory.work_dir / "ansible"
-    inventory_data = {"all": {"hosts": hosts, "vars": {
-        "ansible_python_interpreter": PYTHON_IN_GUEST}}}
-    env = {"ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_PIPELINING": "True",
-           "ANSIBLE_SSH_TRANSFER_METHOD": "piped", "ANSIBLE_REMOTE_TMP": "/tmp/.ansible",
-           "ANSIBLE_GATHERING": "explicit", "ANSIBLE_RETRY_FILES_ENABLED": "False",
-           "ANSIBLE_LIBRARY": str(data_dir("playbooks") / "library"),
-           "ANSIBLE_FORKS": str(max(5, len(hosts))),
-           "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=30s "
-                               "-o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no",
-           # Masters of this lab only: another sandbox reuses the same guest addresses, and a
-           # master left from it would carry this run's SSH into a namespace that is gone.
-           "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir(target, lab.name)),
-           "ANSIBLE_NOCOLOR": "True"}
-    progress(f"running Ansible on {len(hosts)} guest(s)")
-    args = (stop, playbook or run_playbook, str(private),
-            str(data_dir("playbooks") / "verify.yml"), inventory_data, env)
-    results = run_in_netns(target.netns, run_playbook_then_stop, *args) if target.netns \
-        else run_playbook_then_stop(*args)
+    early = earlyrun.take(early_key(target, lab.name))
+    if early is not None and (playbook or run_playbook) is not run_playbook:
+        early.call_off()          # a test's fake playbook runs instead
+        early = None
+    if early is not None:         # started while the guests booted: hand it their cells
+        progress(f"handing {len(hosts)} guest(s) to the Ansible run started during the boot")
+        results = early.hand_over({vm: {k: v for k, v in h.items() if k in CELL_VARS}
+                                   for vm, h in hosts.items()})
+    else:
+        progress(f"running Ansible on {len(hosts)} guest(s)")
+        args = (stop, playbook or run_playbook, str(inventory.work_dir / "ansible"),
+                playbook_path(), inventory_data(hosts), ansible_env(target, lab.name, len(hosts)))
+        results = run_in_netns(target.netns, run_playbook_then_stop, *args) if target.netns \
+            else run_playbook_then_stop(*args)
     failed = [vm for vm in hosts if vm not in results]
     if failed:
-        progress(f"Ansible reached no result on {', '.join(failed)}; see {private}/artifacts")
+        progress(f"Ansible reached no result on {', '.join(failed)}; "
+                 f"see {inventory.work_dir / 'ansible'}/artifacts")
     return results
 
 
-def run_playbook_then_stop(stop: Path | None, playbook: Callable[..., dict], *args) -> dict:
+def start_early(lab_name: str, target: Target, inventory) -> None:
+    """Start the lab's run now, while its guests boot (verify/earlyrun.py): its first task
+    waits until run_guests hands each guest its cells. inventory: verify.run.Inventory."""
+    gate = inventory.work_dir / "ansible" / "gate"
+    hosts = {vm: {**h, "vnet_gate_dir": str(gate)} for vm, h in inventory.hosts.items()}
+    # the host-side forward probes stop on this file (verify/run.py), as after any run
+    args = (inventory.work_dir / "forwards.stop", run_playbook,
+            str(inventory.work_dir / "ansible"), playbook_path(), inventory_data(hosts),
+            ansible_env(target, lab_name, len(hosts)))
+    timeout = earlyrun.GATE_TIMEOUT + ANSIBLE_TIMEOUT       # the boot counts in it
+
+    def run() -> dict:
+        return run_in_netns(target.netns, run_playbook_then_stop, *args, timeout=timeout) \
+            if target.netns else run_playbook_then_stop(*args, timeout=timeout)
+    earlyrun.start(early_key(target, lab_name), gate, run)
+
+
+def cancel_early(target: Target, lab_name: str) -> None:
+    earlyrun.cancel(early_key(target, lab_name))
+
+
+def early_key(target: Target, lab_name: str) -> str:
+    return str(lab_dir(target, lab_name))
+
+
+def playbook_path() -> str:
+    return str(data_dir("playbooks") / "verify.yml")
+
+
+def inventory_data(hosts: dict[str, dict]) -> dict:
+    return {"all": {"hosts": hosts, "vars": {"ansible_python_interpreter": PYTHON_IN_GUEST}}}
+
+
+def ansible_env(target: Target, lab_name: str, host_count: int) -> dict[str, str]:
+    return {"ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_PIPELINING": "True",
+            "ANSIBLE_SSH_TRANSFER_METHOD": "piped", "ANSIBLE_REMOTE_TMP": "/tmp/.ansible",
+            "ANSIBLE_GATHERING": "explicit", "ANSIBLE_RETRY_FILES_ENABLED": "False",
+            "ANSIBLE_LIBRARY": str(data_dir("playbooks") / "library"),
+            "ANSIBLE_ACTION_PLUGINS": str(data_dir("playbooks") / "action_plugins"),
+            "ANSIBLE_FORKS": str(max(5, host_count)),
+            "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=30s "
+                                "-o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no",
+            # Masters of this lab only: another sandbox reuses the same guest addresses, and a
+            # master left from it would carry this run's SSH into a namespace that is gone.
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir(target, lab_name)),
+            "ANSIBLE_NOCOLOR": "True"}
+
+
+def run_playbook_then_stop(stop: Path | None, playbook: Callable[..., dict], *args,
+                           **kw) -> dict:
     """The playbook run, then the stop file, from the process that ran it. Why not from the
     caller: the host-side probe processes were forked while this one's result pipe was open,
     so they hold its write end, and the caller sees the result only once they have ended, which
     they do on the stop file."""
     try:
-        return playbook(*args)
+        return playbook(*args, **kw)
     finally:
         if stop is not None:
             stop.touch()
 
 
-def run_playbook(private_dir: str, playbook: str, inventory: dict, env: dict) -> dict:
+def run_playbook(private_dir: str, playbook: str, inventory: dict, env: dict,
+                 timeout: float = ANSIBLE_TIMEOUT) -> dict:
     import ansible_runner     # heavy: loaded only when guests are really probed
 
     # ansible-playbook sits beside this interpreter (the venv), which may not be on PATH.
     bindir = str(Path(sys.executable).parent)
     os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
     Path(private_dir).mkdir(parents=True, exist_ok=True)
+    began = time.time()
     try:
         run = ansible_runner.run(private_data_dir=private_dir, playbook=playbook,
                                  inventory=inventory, envvars=env, quiet=True, rotate_artifacts=3,
-                                 timeout=ANSIBLE_TIMEOUT)
+                                 timeout=timeout)
     finally:
         close_masters(Path(env["ANSIBLE_SSH_CONTROL_PATH_DIR"]))
     results: dict[str, dict] = {}
@@ -105,4 +158,42 @@ def run_playbook(private_dir: str, playbook: str, inventory: dict, env: dict) ->
                 if "tunnels" in res:   # what vnet_tunnel built (tunnelcells.annotate), passed
                     # on by the probe task: vnet_tunnel's own result is hidden (no_log)
                     got.setdefault("tunnels", {}).update(res["tunnels"])
+                if "timing" in res:    # the probe task's (the failovers' comes second)
+                    got.setdefault("timing", {}).setdefault("module", res["timing"])
+    for host, timing in run_timings(run.events, began, time.time()).items():
+        if host in results:
+            results[host].setdefault("timing", {}).update(timing)
     return results
+
+
+def run_timings(events, began: float, ended: float) -> dict[str, dict]:
+    """Where one Ansible run's seconds went, per host, from ansible-runner's event times:
+    controller_start_s (the run's start to the play's first task: ansible-playbook's own
+    start-up, inventory and playbook), probe_task_s (the probe task on this host: SSH, the
+    module's transfer, Python in the guest, the probes), wrapup_s (the host's last result to
+    the run's end)."""
+    def at(event) -> float:
+        return datetime.fromisoformat(event["created"]).timestamp()
+
+    events = list(events)         # ansible-runner's is a generator: read once
+    tasks = [at(e) for e in events if e.get("event") == "playbook_on_task_start"]
+    if not tasks:
+        return {}
+    found: dict[str, dict] = {}
+    starts: dict[str, float] = {}
+    last: dict[str, float] = {}
+    for event in events:
+        data = event.get("event_data", {})
+        host = data.get("host")
+        if not host or data.get("task") != PROBE_TASK:
+            continue
+        if event.get("event") == "runner_on_start":
+            starts[host] = at(event)
+        elif event.get("event") in ("runner_on_ok", "runner_on_failed",
+                                    "runner_on_unreachable") and host in starts:
+            found[host] = {"probe_task_s": round(at(event) - starts[host], 3)}
+            last[host] = at(event)
+    for host, timing in found.items():
+        timing.update(controller_start_s=round(min(tasks) - began, 3),
+                      wrapup_s=round(ended - max(last.values()), 3))
+    return found

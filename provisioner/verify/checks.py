@@ -80,7 +80,8 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
         members = probed_nics(lab, net.name)     # a bond stands for its members
 
         def add(kind, source, label, runner, **probe):
-            probe.setdefault("timeout", 3.0)
+            probe.setdefault("timeout", 3.0)     # until a round trip is measured (vnet_probe)
+            probe.setdefault("rtt_timeout", True)
             checks.append(Check(kind, net.name, net.mode, source, label,
                                 PASS_WHEN[row[kind]], runner, probe))
 

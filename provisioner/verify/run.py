@@ -114,6 +114,7 @@ def _verify(lab: Lab, target: Target, progress: Callable[[str], None],
     emit(progress, Cells(0, len(cells)))      # the live display's count (progress.py)
     inventory.work_dir.mkdir(parents=True, exist_ok=True)
     records: list[Path] = []
+    clock: dict[str, float] = {}              # the verify breakdown's moments (breakdown())
     try:     # the listeners start inside the try that stops them, even half started
         sources.start_listeners(target, sb, port, inventory.work_dir, records,
                                 sources.listener_addresses(target, cells, port))
@@ -125,8 +126,9 @@ def _verify(lab: Lab, target: Target, progress: Callable[[str], None],
         listeners.start_declared(target, sb, cells, inventory.work_dir, records, port)
         pause_at("verify")                      # a test may kill `vnet up` here
         flows_before = flowstats.snapshot(lab, target)
+        clock["prepared"] = time.monotonic()
         encapcells.while_capturing(
-            lambda: _run(lab, target, sb, cells, inventory, progress, sources),
+            lambda: _run(lab, target, sb, cells, inventory, progress, sources, clock),
             lab, target, inventory, cells, pcap_dir, progress)
         impairment.annotate(cells, (state.read(target, lab.name) or {}).get("impair", {}))
         flow_tables = flowstats.attribute(lab, target, cells, flows_before)
@@ -147,7 +149,23 @@ def _verify(lab: Lab, target: Target, progress: Callable[[str], None],
                                inventory=inventory.source, topology=topology.of(lab, control)))
     if flow_tables:          # OpenFlow networks: every flow and its packets during this run
         result["openflow"] = flow_tables
+    result["verify_breakdown"] = breakdown(started, clock, time.monotonic())
     return result
+
+
+def breakdown(started: float, clock: dict, ended: float) -> dict:
+    """Where the verify phase's seconds went (benchmarks/run reports it): prepare (cells,
+    listeners, flow snapshot), guests (the Ansible run: its controller start-up, then per guest
+    the probe task and, inside it, Python's start and the probes), the host-side probes, and
+    finish (after the guests: the last host probes, records, listeners stopped)."""
+    def span(a: str, b: str) -> float | None:
+        return round(clock[b] - clock[a], 3) if a in clock and b in clock else None
+
+    clock = dict(clock, started=started, ended=ended)
+    return {"prepare_s": span("started", "prepared"), "guests_s": span("guests", "guests_done"),
+            "host_side_s": {k[5:]: round(v, 3) for k, v in clock.items()
+                            if k.startswith("side:")},
+            "finish_s": span("guests_done", "ended"), "per_guest": clock.get("per_guest", {})}
 
 
 def _sandbox(target: Target, running: bool = True):
@@ -181,7 +199,9 @@ def unbooted_result(lab: Lab, cells: list, note: str, timings: dict | None = Non
                              booted=False, topology=topology.of(lab)))
 
 
-def _run(lab, target, sb, cells, inventory, progress, sources: ProbeSources) -> None:
+def _run(lab, target, sb, cells, inventory, progress, sources: ProbeSources,
+         clock: dict | None = None) -> None:
+    clock = {} if clock is None else clock
     module = sources.probe_module()
     outcome: dict[str, dict] = {}
     errors: list[BaseException] = []
@@ -195,9 +215,11 @@ def _run(lab, target, sb, cells, inventory, progress, sources: ProbeSources) -> 
         if not specs:
             return
         try:
+            began = time.monotonic()
             args = (module, specs, source, stop, sources.ssh_login)
             results = run_in_netns(netns, forwardcheck.side_probes, *args) if netns \
                 else forwardcheck.side_probes(*args)
+            clock[f"side:{source}"] = time.monotonic() - began
             outcome.update({f"{source}:{k}": v for k, v in results.items()})
         except BaseException as exc:  # reported below, after the other sources finish
             errors.append(exc)
@@ -216,8 +238,12 @@ def _run(lab, target, sb, cells, inventory, progress, sources: ProbeSources) -> 
         holds = forwardcheck.guest_holds(cells)
         for vm, held in declared.holds(cells).items():
             holds[vm] = holds.get(vm, []) + held
+        clock["guests"] = time.monotonic()
         guest = sources.guests(lab, target, cells, inventory, progress, holds, stop,
                                sources.playbook)
+        clock["guests_done"] = time.monotonic()
+        clock["per_guest"] = {vm: r["timing"] for vm, r in guest.items()  # type: ignore[assignment]
+                              if isinstance(r, dict) and "timing" in r}
     finally:
         cutter.stop()        # restores every link it cut, before the forwards' last probes
         stop.touch()
@@ -263,6 +289,7 @@ def record(cells: list, guest: dict[str, dict], sides: dict[str, dict],
                                                                 "detail": "no result"})
                 cell.observed, cell.detail = r["observed"], r["detail"]
                 cell.measured = r.get("measured")
+                keep_timeout(cell, r)
                 fwd = cell.probe.get("forward")
                 if fwd and "nonces" in r:   # a declared check's port held by another guest
                     held = guest.get(fwd["vm"], {}).get("forwards", {}).get(fwd["name"])
@@ -271,6 +298,7 @@ def record(cells: list, guest: dict[str, dict], sides: dict[str, dict],
             r = raw[str(i)] = sides.get(f"{cell.runner}:{i}", {"observed": "error",
                                                                "detail": "not run"})
             cell.observed, cell.detail = r["observed"], r["detail"]
+            keep_timeout(cell, r)
             fwd = cell.probe.get("forward")
             if fwd and "nonces" in r:        # with what the guest saw at the forwarded port
                 held = guest.get(fwd["vm"], {}).get("forwards", {}).get(fwd["name"])
@@ -280,3 +308,12 @@ def record(cells: list, guest: dict[str, dict], sides: dict[str, dict],
             settle_silence = settle_silence or probe_module().settle_silence
             r = settle_silence(raw[str(i)], [raw.get(j) for j in cell.probe["confirmed_by"]])
             cell.observed, cell.detail = r["observed"], r["detail"]
+
+
+def keep_timeout(cell, result: dict) -> None:
+    """The connect timeout a probe was given, and why (vnet_probe.RoundTrips: derived from the
+    run's measured round trips, or fixed), and its own connect time: shown in the cell's JSON,
+    so a reader sees how long a red cell waited."""
+    for key in ("connect_timeout", "connect_ms"):
+        if key in result:
+            cell.evidence[key] = result[key]

@@ -67,3 +67,16 @@ def test_the_matrix_rows_are_each_a_fraction_of_the_sequential_matrix():
     assert b.matrix_ratios({}) is None
     text = b.summary(full_result())
     assert "shared labs    35.0s = 0.35x --jobs 1" in text and "50.0s = 0.50x --jobs 1" in text
+
+def test_the_verify_breakdown_is_reported_as_medians_per_part():
+    b = bench()
+    run = {"prepare_s": 0.1, "guests_s": 4.0, "finish_s": 0.3, "per_guest": {
+        "vm1": {"controller_start_s": 0.8, "probe_task_s": 3.0, "wrapup_s": 0.2,
+                "module": {"python_start_s": 1.0, "probes_s": 0.5, "forwards_wait_s": 0.0}},
+        "vm2": {"controller_start_s": 0.8, "probe_task_s": 3.4, "wrapup_s": 0.2,
+                "module": {"python_start_s": 1.4, "probes_s": 0.7, "forwards_wait_s": 0.1}}}}
+    found = b.verify_breakdown([run, dict(run, guests_s=5.0)])
+    assert found["guests_s"]["median"] == 4.5 and found["prepare_s"]["runs"] == 2
+    assert found["per_guest"]["python_start_s"]["median"] == 1.2
+    assert found["per_guest"]["probe_task_s"]["runs"] == 4
+    assert b.verify_breakdown([]) is None

@@ -123,7 +123,7 @@ def test_failover_is_red_without_a_failover(monkeypatch, tmp_path, bond, outcome
 def test_run_all_runs_failovers_after_the_other_probes(monkeypatch):
     probe = probe_module()
     order = []
-    monkeypatch.setattr(probe, "probe", lambda s: order.append(s["id"]) or {"observed": "pass"})
+    monkeypatch.setattr(probe, "probe", lambda s, *trips: order.append(s["id"]) or {"observed": "pass"})
     monkeypatch.setattr(probe, "failover", lambda s: order.append("fo") or {"observed": "pass"})
     probe.run_all([{"id": "0", "failover": {"bond": "b"}}, {"id": "1"}, {"id": "2"}])
     assert order[-1] == "fo" and sorted(order[:2]) == ["1", "2"]

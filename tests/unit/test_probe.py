@@ -212,3 +212,104 @@ def test_binding_to_a_missing_nic_is_an_error():
         r = probe.probe({"target": "127.0.0.1", "port": 1, "proto": proto,
                          "bind_mac": "02:00:00:00:00:99"})
         assert r["observed"] == "error"
+
+
+# --- the connect timeout derived from the batch's measured round trips (issue 15) ---
+
+def unanswered_port():
+    """A TCP port whose SYNs go unanswered (its accept queue is full): a connect there can only
+    time out, like a path that drops packets without a refusal."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port))
+    return port, (server, filler)
+
+
+def test_the_timeout_is_derived_from_the_slowest_passing_round_trip():
+    trips = probe.RoundTrips()
+    spec = {"target": "t", "port": 1, "timeout": 3.0, "rtt_timeout": True}
+    assert trips.timeout(spec)[0] == 3.0                  # nothing measured: the fixed one
+    assert "no passing probe" in trips.timeout(spec)[1]["basis"]
+    trips.add(0.001, {"target": "a", "port": 7})
+    assert trips.timeout(spec)[0] == probe.RTT_FLOOR      # a fast path: the floor holds
+    trips.add(0.4, {"target": "b", "port": 7})
+    seconds, why = trips.timeout(spec)
+    assert seconds == 0.4 * probe.RTT_MULTIPLIER and why["rtt_of"] == "b:7"
+    trips.add(5.0, {"target": "c", "port": 7})
+    assert trips.timeout(spec)[0] == probe.RTT_CEILING
+    assert trips.timeout({"timeout": 3.0})[0] == 3.0      # a probe that did not ask: fixed
+
+
+def test_a_negative_probe_ends_at_the_derived_timeout_and_says_why(listener):
+    port, keep = unanswered_port()
+    specs = [{"id": "0", "target": "127.0.0.1", "port": listener, "expect_name": "alpha",
+              "rtt_timeout": True},
+             {"id": "1", "target": "127.0.0.1", "port": port, "expect_name": "beta",
+              "timeout": 30.0, "rtt_timeout": True}]
+    results = probe.run_all(specs)
+    assert results["0"]["observed"] == "pass" and "connect_ms" in results["0"]
+    negative = results["1"]
+    assert negative["observed"] == "fail", negative
+    assert negative["connect_timeout"]["seconds"] == probe.RTT_FLOOR
+    assert negative["connect_timeout"]["rtt_of"] == f"127.0.0.1:{listener}"
+    assert negative["detail"].startswith(f"timed out after {probe.RTT_FLOOR:g} s")
+    for s in keep:
+        s.close()
+
+
+def test_udp_silence_waits_the_derived_time_and_says_so(listener):
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))                 # bound, never answers: no ICMP either
+    specs = [{"id": "0", "target": "127.0.0.1", "port": listener, "expect_name": "alpha",
+              "rtt_timeout": True},
+             {"id": "1", "target": "127.0.0.1", "port": silent.getsockname()[1], "proto": "udp",
+              "expect_name": "beta", "timeout": 30.0, "rtt_timeout": True}]
+    results = probe.run_all(specs)
+    assert results["1"]["silent"] and "round trip" in results["1"]["detail"]
+    assert results["1"]["connect_timeout"]["seconds"] == probe.RTT_FLOOR
+    silent.close()
+
+
+def test_the_cell_json_carries_the_timeout_it_was_given():
+    from provisioner.verify.run import record
+    cell = Check("vm_to_host", "net", "internal", "vm1", "host", "fail", "guest:vm1",
+                 {"target": "10.0.0.1", "port": 1})
+    why = {"seconds": 1.5, "basis": "10 x the 1.0 ms round trip of ..."}
+    record([cell], {"vm1": {"probes": {"0": {"observed": "fail", "detail": "timed out after 1.5 s",
+                                             "connect_timeout": why}},
+                            "drivers": {}, "forwards": {}}}, {})
+    assert cell.as_dict()["connect_timeout"] == why
+
+
+def test_the_module_reports_where_its_own_seconds_went(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from provisioner.resources import data_dir
+    args = tmp_path / "args.json"
+    args.write_text(json.dumps({"probes": [], "nic_macs": []}))
+    out = subprocess.run([sys.executable, str(data_dir("playbooks") / "library" / "vnet_probe.py"),
+                          str(args)], capture_output=True, text=True, check=True).stdout
+    timing = json.loads(out)["timing"]
+    assert set(timing) == {"python_start_s", "probes_s", "forwards_wait_s"}
+    assert timing["python_start_s"] >= 0 and timing["probes_s"] >= 0
+
+
+def test_the_module_imports_nothing_heavy_on_the_guest():
+    """Every import is a cost on a TCG guest's Python start (the verify breakdown's
+    python_start_s): the nonces come from os.urandom, not the secrets module."""
+    import subprocess
+    import sys
+
+    from provisioner.resources import data_dir
+    path = data_dir("playbooks") / "library" / "vnet_probe.py"
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import importlib.util as u, sys; "
+         f"s = u.spec_from_file_location('p', {str(path)!r}); s.loader.exec_module("
+         "u.module_from_spec(s)); print(' '.join(sys.modules))"],
+        capture_output=True, text=True, check=True).stdout.split()
+    assert not {"secrets", "hashlib", "random", "hmac"} & set(loaded)
+    assert len(probe.token_hex(8)) == 16 and probe.token_hex(8) != probe.token_hex(8)
