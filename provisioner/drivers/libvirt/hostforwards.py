@@ -7,7 +7,8 @@ directory), and stopped by that PID (host/forwarding.py stop_proxy stops every h
 
 A serving host that vnet does not reach in a network namespace of its own (a remote host, not a
 sandbox's) is refused before anything is created: the proxy and the port check run in the
-serving host's namespace, which vnet has only for a sandbox's hosts (`remote_refusal`)."""
+serving host's namespace, which vnet has only for a sandbox's hosts and for this machine (the
+first host outside a sandbox: vnet's own namespace) (`remote_refusal`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,6 +19,7 @@ from ...host.state import Target
 from ...lab import modes
 from ...lab.forwardhosts import forwards_by_host, reach_address, served_on
 from ...lab.model import Lab
+from . import remotehosts
 from .connection import LibvirtDriver
 
 KINDS = ("hostfwd", "proxies")       # the renderer's plan.extra keys (render.py)
@@ -28,7 +30,7 @@ def remote_refusal(lab: Lab, targets: dict[str, Target]) -> None:
     """One line, exit 2: a forward served on a host vnet has no namespace for (lift this when
     host access reaches a remote host's shell)."""
     for host, forwards in forwards_by_host(lab).items():
-        if targets[host].netns is None:
+        if targets[host].netns is None and not remotehosts.is_here(targets[host]):
             pf = forwards[0]
             raise Unsupported(f"networks.{pf.network}.port_forwards.{pf.name}: served on "
                               f"{host}, a host outside a vnet sandbox; vnet runs a forward's "

@@ -5,8 +5,9 @@ destroy every host it can reach and name the rest with the command that finishes
 
 One record, on the target the lab was created from, lists the hosts and how to reach them.
 Host-side steps (the VXLAN devices, the underlay echo, the serial logs) run in a sandbox host's
-network namespace or, on a host named by a qemu+ssh:// URI, over SSH (remotehosts.py); any
-other host is refused before anything is created."""
+network namespace, on this machine in vnet's own namespace (the first host outside a sandbox),
+or, on a host named by a qemu+ssh:// URI, over SSH (remotehosts.py); any other host is refused
+before anything is created."""
 from __future__ import annotations
 
 import time
@@ -27,7 +28,9 @@ from .render import Context, ImageFiles, LibvirtRenderer
 
 
 def host_targets(lab: Lab, target: Target) -> dict[str, Target]:
-    """host name -> where its libvirt objects and host-side devices live."""
+    """host name -> where its libvirt objects and host-side devices live. The first host is
+    where vnet runs and reaches the guests from: a sandbox's host (--sandbox), or without a
+    sandbox this machine (a qemu:///system URI, the target's; vnet's own namespace)."""
     where: dict[str, str] = {}
     if target.sandbox:
         from ...host import sandbox
@@ -38,20 +41,31 @@ def host_targets(lab: Lab, target: Target) -> dict[str, Target]:
     if lab.hosts[0].uri != target.uri:
         raise Unsupported(f"hosts.{lab.hosts[0].name}: the first host is where vnet reaches "
                           f"the guests from, so it must be this target ({target.uri})",
-                          hint="in a sandbox, list hv1 first")
+                          hint="in a sandbox, list hv1 first" if target.sandbox else
+                          f"run vnet on that host with --uri {lab.hosts[0].uri}")
     targets = {}
     for i, host in enumerate(lab.hosts):
         if host.uri in where:
             targets[host.name] = Target(uri=host.uri, netns=where[host.uri])
+        elif not i and not target.sandbox and hostaccess.is_local_uri(host.uri):
+            targets[host.name] = Target(uri=host.uri)       # this machine (remotehosts.is_here)
         elif i and hostaccess.is_ssh_uri(host.uri):     # checked: no option can hide in it
             hostaccess.for_uri(host.uri, f"hosts.{host.name}.uri")
             targets[host.name] = Target(uri=host.uri)
-        else:
+        elif i:
             raise Unsupported(f"hosts.{host.name}: {host.uri} is neither a host of this vnet "
-                              f"sandbox nor a remote host; accepted: {hostaccess.ACCEPTED}"
-                              + (" (the first host, where vnet runs, must be a sandbox host)"
-                                 if not i else ""),
+                              f"sandbox nor a remote host; accepted: {hostaccess.ACCEPTED}",
                               hint="vnet sandbox up S --hosts N, then --sandbox S")
+        elif target.sandbox:
+            raise Unsupported(f"hosts.{host.name}: {host.uri} is not a host of sandbox "
+                              f"{target.sandbox}; the first host, where vnet runs, is its hv1",
+                              hint="vnet sandbox status S shows its hosts")
+        else:
+            raise Unsupported(f"hosts.{host.name}: {host.uri} is not this machine's libvirtd; "
+                              "the first host is where vnet runs and reaches the guests from, "
+                              f"so its URI must be {hostaccess.LOCAL}",
+                              hint="run vnet on the first host, or in a sandbox: "
+                                   "vnet sandbox up S --hosts N, then --sandbox S")
     return targets
 
 
