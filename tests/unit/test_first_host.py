@@ -117,3 +117,17 @@ def test_vnet_up_refuses_a_remote_first_host_in_one_line_and_creates_nothing(tmp
     lines = [ln for ln in result.output.splitlines() if ln.startswith("vnet: error:")]
     assert len(lines) == 1 and "hosts.hv1:" in lines[0] and "not this machine's" in lines[0]
     assert not (tmp_path / "state").exists()
+
+
+def test_removing_the_last_lab_of_a_uri_leaves_no_directory_for_it(tmp_path, monkeypatch):
+    from provisioner.host import state
+
+    monkeypatch.setenv("VNET_STATE_DIR", str(tmp_path))
+    target = Target(uri=HERE)
+    state.save(target, "one", {"lab": "one"})
+    state.save(target, "two", {"lab": "two"})
+    state.remove(target, "one")
+    assert state.labs_of(target) == ["two"]              # another lab: the directory stays
+    state.remove(target, "two")
+    assert not state.target_dir(target).exists()
+    assert (tmp_path / "labs").is_dir()
