@@ -12,9 +12,11 @@ the matrix is green for the cells that apply outside a sandbox (no Internet cell
 Internet vnet may probe; the run says so in its notes); the lab's VXLAN port dropped in hv2's
 namespace turns exactly the cross-host cells red; `vnet destroy LAB --uri ...` run the same way
 leaves nothing: no domain or network on either host, no VXLAN device, no remote log directory,
-no lab state, no proxy."""
+no lab state, no proxy; and `vnet gc --uri ...` removes the same from both hosts for a lab whose
+record is gone."""
 import json
 import os
+import shutil
 import sys
 
 import pytest
@@ -98,6 +100,11 @@ def test_vnet_on_the_first_host_outside_a_sandbox(machine_sandbox, tmp_path):
     assert proxy and os.stat(f"/proc/{proxy}/ns/net").st_ino == \
         netns.netns_inode(sb.host_netns)                    # the proxy runs where vnet ran
 
+    shown = _vnet_on(sb, "status", NAME, "--uri", uri, "--format", "json")
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    assert {vm["name"]: (vm["host"], vm["state"]) for vm in json.loads(shown.stdout)["vms"]} == {
+        "a1": ("hv1", "running"), "a2": ("hv1", "running"), "b1": ("hv2", "running")}
+
     # hv2's part: every host-side step over SSH, through its forced command
     remote_dir = hostaccess.remote_lab_dir(owner, NAME)
     ran = [argv for verdict, argv in _commands(sb) if verdict == "ran"]
@@ -143,3 +150,17 @@ def test_vnet_on_the_first_host_outside_a_sandbox(machine_sandbox, tmp_path):
     assert not state.target_dir(target).exists()         # no lab dir, no directory for the URI
     assert remotehosts.remembered(target) == []
     assert not procs.pid_alive(proxy)
+
+    # gc, run the same way, finds a lab whose record is gone on both hosts (this machine's VXLAN
+    # devices too) and removes it; its proxy is stopped first, its PID record goes with the dir
+    again = _vnet_on(sb, "up", str(lab_file), "--uri", uri, "--no-wait")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(vxlan.devices(sb.host_netns)) == 3
+    forwarding.stop_proxy(state.lab_dir(target, NAME))
+    shutil.rmtree(state.lab_dir(target, NAME))
+    collected = _vnet_on(sb, "gc", "--uri", uri)
+    assert collected.returncode == 0, collected.stderr[-3000:]
+    assert LibvirtDriver(target).labs().get(NAME) is None
+    assert vxlan.devices(sb.host_netns) == []
+    assert _left_on_hv2(sb, NAME, owner) == NOTHING
+    assert remotehosts.remembered(target) == []

@@ -131,3 +131,32 @@ def test_removing_the_last_lab_of_a_uri_leaves_no_directory_for_it(tmp_path, mon
     state.remove(target, "two")
     assert not state.target_dir(target).exists()
     assert (tmp_path / "labs").is_dir()
+
+
+def test_gc_on_this_machine_removes_the_vxlan_devices_of_labs_recorded_nowhere(tmp_path,
+                                                                              monkeypatch):
+    """`vnet gc` with a qemu:///system target: this machine's VXLAN devices (run here, no
+    namespace) of a lab with no record under any target go; a recorded lab's stay."""
+    import json
+
+    from provisioner.host import runner, state
+
+    monkeypatch.setenv("VNET_STATE_DIR", str(tmp_path))
+    state.save(Target(uri="qemu:///system?socket=/other"), "kept", {"lab": "kept"})
+    shown = [{"ifname": n, "ifalias": a, "linkinfo": {"info_data": {"id": i}}}
+             for n, a, i in (("vxgone1", "vnet:gone:lan", 1), ("vxgone2", "vnet:gone:mgmt", 2),
+                             ("vxkept", "vnet:kept:lan", 3), ("vxother", "theirs", 4))]
+    ran = []
+
+    def fake(argv, **kw):
+        ran.append(argv)
+        return runner.Result(argv, 0, json.dumps(shown) if "show" in argv else "", "")
+    monkeypatch.setattr(runner, "run", fake)
+    monkeypatch.setattr(remotehosts.hostaccess, "runner", runner)
+    assert multihost.gc_hosts(Target(uri=HERE), lambda m: None) == ["vxgone1", "vxgone2"]
+    assert [a for a in ran if "del" in a] == [["ip", "link", "del", "vxgone1"],
+                                             ["ip", "link", "del", "vxgone2"]]
+    assert all(a[0] == "ip" and a[1] != "netns" for a in ran)       # here, not in a namespace
+    ran.clear()
+    assert multihost.gc_hosts(Target(uri="qemu+ssh://root@hv1.example/system"),
+                              lambda m: None) == [] and ran == []   # not this machine

@@ -18,7 +18,7 @@ from pathlib import Path
 from ...errors import HypervisorError, Unsupported, VnetError
 from ...host import forwarding, hostaccess, sandbox_hosts, ssh, state, vxlan
 from ...host.state import Target
-from ...lab.model import Lab
+from ...lab.model import Lab, is_name
 from ...lab.naming import object_name
 from ...progress import Progress
 from ..base import lab_from_record
@@ -225,7 +225,7 @@ def gc_hosts(target: Target, progress: Progress) -> list[str]:
     that has no record on `target` any more (the first host's libvirt objects: lifecycle.gc)."""
     removed = remotehosts.gc_remote(target, progress)
     if not target.sandbox:
-        return removed
+        return removed + _gc_here(target)
     from ...host import sandbox
 
     sb = sandbox.describe(target.sandbox)
@@ -241,4 +241,19 @@ def gc_hosts(target: Target, progress: Progress) -> list[str]:
                    if d["alias"].startswith(f"{vxlan.TAG}:")} - known
         for lab in sorted(orphans):
             removed += vxlan.remove(view.host_netns, lab)
+    return removed
+
+
+def _gc_here(target: Target) -> list[str]:
+    """This machine, a lab's first host outside a sandbox (a qemu:///system target): the VXLAN
+    devices of labs with no record under any target of this state root. They carry no owner,
+    so a lab recorded anywhere (another spelling of the URI, a sandbox) keeps its devices."""
+    here = remotehosts.access(target)
+    if not here.here:
+        return []
+    removed: list[str] = []
+    for lab in sorted({d["alias"].split(":")[1] for d in vxlan.devices(here)
+                       if d["alias"].startswith(f"{vxlan.TAG}:")}):
+        if is_name(lab) and not state.targets_recording(lab):
+            removed += vxlan.remove(here, lab)
     return removed
