@@ -160,3 +160,39 @@ def test_gc_on_this_machine_removes_the_vxlan_devices_of_labs_recorded_nowhere(t
     ran.clear()
     assert multihost.gc_hosts(Target(uri="qemu+ssh://root@hv1.example/system"),
                               lambda m: None) == [] and ran == []   # not this machine
+
+
+def test_destroy_with_hv2_silent_names_the_command_with_the_uri_quoted(tmp_path, monkeypatch):
+    """hv1 (this machine) is cleaned, hv2 does not answer: the record keeps hv2 and the hint is
+    a command that a shell runs as written (a socket= URI holds '?', and may hold '&')."""
+    import shlex
+
+    from provisioner.errors import HypervisorError, VnetError
+    from provisioner.host import state
+
+    monkeypatch.setenv("VNET_STATE_DIR", str(tmp_path))
+    uri = "qemu:///system?socket=/run/a b&c/libvirt-sock"
+    hv2 = "qemu+ssh://root@hv2.example/system"
+    target = Target(uri=uri)
+    record = {"lab": "two", "hosts": {"hv1": {"uri": uri, "netns": None},
+                                      "hv2": {"uri": hv2, "netns": None}}}
+    state.save(target, "two", record)
+    cleaned = []
+
+    class Driver:
+        owner = "0123456789abcdef"
+
+        def __init__(self, t):
+            if t.uri == hv2:
+                raise VnetError("hv2 does not answer")
+
+        def destroy(self, lab, progress):
+            return ["domain vnet-two-a"]
+    monkeypatch.setattr(multihost, "LibvirtDriver", Driver)
+    monkeypatch.setattr(remotehosts, "clean", lambda t, owner, lab: cleaned.append(t) or [])
+    with pytest.raises(HypervisorError) as exc:
+        multihost.destroy(record, target, lambda m: None)
+    assert cleaned == [Target(uri=uri)]
+    assert exc.value.hint.endswith(f"vnet destroy two --uri {shlex.quote(uri)}")
+    assert shlex.split(exc.value.hint.split(": ", 1)[1])[-1] == uri
+    assert state.read(target, "two")["hosts"].keys() == {"hv2"}

@@ -89,7 +89,7 @@ def test_a_single_host_render_is_unchanged_by_the_hook():
                                             LibvirtRenderer(Context(host="hv1")).plan(lab).documents]
 
 
-def test_hosts_outside_a_sandbox_are_refused_before_anything_is_created():
+def test_a_first_host_not_the_target_or_not_this_machine_is_refused_before_anything():
     lab = _lab()
     with pytest.raises(Unsupported, match="first host is where vnet reaches the guests"):
         multihost.host_targets(lab, Target(uri="qemu:///system"))

@@ -10,6 +10,7 @@ or, on a host named by a qemu+ssh:// URI, over SSH (remotehosts.py); any other h
 before anything is created."""
 from __future__ import annotations
 
+import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -208,7 +209,8 @@ def destroy(record: dict, target: Target, progress: Progress) -> list[str]:
     if left:
         record["hosts"] = {h: w for h, w in record["hosts"].items() if h in left}
         state.save(target, lab_name, record)
-        where = f" --sandbox {target.sandbox}" if target.sandbox else f" --uri {target.uri}"
+        where = f" --sandbox {target.sandbox}" if target.sandbox else \
+            f" --uri {shlex.quote(target.uri)}"      # a socket= URI holds ? and maybe &
         raise HypervisorError(
             f"lab {lab_name}: removed from every host but {', '.join(sorted(left))} ("
             + "; ".join(f"{h}: {m}" for h, m in sorted(left.items())) + ")",

@@ -15,6 +15,7 @@ whose record is gone."""
 from __future__ import annotations
 
 import hashlib
+import shlex
 from pathlib import Path
 
 from ...errors import VnetError
@@ -167,5 +168,5 @@ def gc_remote(target: Target, progress: Progress) -> list[str]:
         except VnetError as exc:
             progress(f"left for later: host {uri} ({exc.message}); once it answers: vnet gc"
                      + (f" --sandbox {target.sandbox}" if target.sandbox
-                        else f" --uri {target.uri}"))
+                        else f" --uri {shlex.quote(target.uri)}"))
     return removed
