@@ -1,9 +1,11 @@
 """Where a multi-host lab's host-side commands run (README "Several hosts"): in a local network
-namespace (a host of a vnet sandbox), or on a remote hypervisor host over SSH, the host named by
-a `qemu+ssh://[USER@]HOST[:PORT]/system` libvirt URI.
+namespace (a host of a vnet sandbox), on this machine itself (the first host of a lab outside a
+sandbox, named by a `qemu:///system` URI: vnet runs there), or on a remote hypervisor host over
+SSH, the host named by a `qemu+ssh://[USER@]HOST[:PORT]/system` libvirt URI.
 
 The commands are the same argv either way (the VXLAN devices, an ICMP echo, the serial-log
-directory); only the prefix differs: `ip netns exec NS` locally, `ssh ... HOST` remotely, where
+directory); only the prefix differs: `ip netns exec NS` locally, none on this machine (vnet's
+own network namespace), `ssh ... HOST` remotely, where
 the argv travels as one shell-quoted string (ssh joins its arguments into a command line that
 the remote login shell parses, ssh(1) "DESCRIPTION"). Everything goes through runner, the one
 subprocess site.
@@ -29,6 +31,10 @@ from .netns import netns_argv
 from .paths import state_root
 
 SCHEME = "qemu+ssh"
+# A libvirtd on this machine (https://libvirt.org/uri.html#unix-transport): no host in the
+# URI, the system instance; `socket=` may name its socket.
+LOCAL_SCHEMES = ("qemu", "qemu+unix")
+LOCAL = "qemu:///system (this machine's libvirtd; ?socket=PATH allowed)"
 ACCEPTED = (f"{SCHEME}://[USER@]HOST[:PORT]/system for a remote host, or a host of this vnet "
             "sandbox (hv1..hvN)")
 # On a remote host: <REMOTE_DIR>/<owner id>/<lab>/<vm>.serial.log (QEMU writes them there).
@@ -43,9 +49,11 @@ SSH_TIMEOUT = 60.0              # seconds for one remote command, connection inc
 
 @dataclass(frozen=True)
 class HostAccess:
-    """How to run a command on one host: `netns` (local) or the `ssh` argv up to the host."""
+    """How to run a command on one host: `netns` (local), `here` (this machine, in vnet's own
+    network namespace: only ever said explicitly) or the `ssh` argv up to the host."""
     netns: str | None = None
     ssh: tuple[str, ...] = ()
+    here: bool = False
 
     @property
     def remote(self) -> bool:
@@ -54,6 +62,8 @@ class HostAccess:
     def argv(self, argv: list[str]) -> list[str]:
         if self.ssh:
             return [*self.ssh, shlex.join(argv)]
+        if self.here:
+            return list(argv)
         if self.netns is None:
             raise ValueError("a local host needs its network namespace")
         return netns_argv(self.netns, argv)
@@ -72,6 +82,8 @@ class HostAccess:
                 self.run(argv)
 
     def describe(self) -> str:
+        if self.here:
+            return "this machine"
         return self.ssh[-1] if self.ssh else f"network namespace {self.netns}"
 
 
@@ -88,6 +100,15 @@ def is_remote(target) -> bool:
     """A host vnet reaches only over SSH: a qemu+ssh:// URI and no network namespace here (a
     sandbox host named by such a URI is still entered by its namespace)."""
     return target.netns is None and is_ssh_uri(target.uri)
+
+
+def is_local_uri(uri: str) -> bool:
+    """A URI of the system libvirtd on this machine (no host part): `qemu:///system`."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return False
+    return parts.scheme in LOCAL_SCHEMES and not parts.netloc and parts.path == "/system"
 
 
 def for_uri(uri: str, where: str = "uri") -> HostAccess:

@@ -137,8 +137,16 @@ def _migrate(record: dict, path: Path, lab: str) -> dict:
 
 
 def remove(target: Target, lab: str) -> None:
-    """Remove the lab's directory, only if it holds the lab's own record (safepath)."""
+    """Remove the lab's directory, only if it holds the lab's own record (safepath); a URI's
+    target directory too once it holds no lab, so a destroy leaves no trace (a sandbox's goes
+    with the sandbox, remove_all; an `up` racing this recreates it: Path.mkdir(parents=True)
+    retries a vanished parent)."""
     remove_tree(target_dir(target), check_name(lab, "lab name"), MARKERS)
+    if target.sandbox is None:
+        try:
+            target_dir(target).rmdir()
+        except OSError:          # another lab is there (ENOTEMPTY), or it is gone already
+            pass
 
 
 def remove_all(target: Target, progress: Callable[[str], None]) -> None:

@@ -10,7 +10,8 @@ inner Ethernet 14), so the stretched network's MTU is the underlay's minus 50 (1
 1500-byte underlay) and the libvirt network states it (`<mtu size=.../>`).
 
 The commands are argv lists; `apply` runs them on a host through host/hostaccess.py: in its
-network namespace (a sandbox host) or over SSH (a remote host), through runner either way.
+network namespace (a sandbox host), in vnet's own (this machine, the first host of a lab outside a
+sandbox) or over SSH (a remote host), through runner either way.
 """
 from __future__ import annotations
 
@@ -147,6 +148,8 @@ def reaches(where: Where, address: str) -> bool:
     access = hostaccess.of(where)
     if access.remote:
         return access.run(echo_argv(address), check=False).returncode == 0
+    if access.here:                   # this machine: vnet's own namespace is the host's
+        return echo(address)
     return run_in_netns(access.netns, echo, address)
 
 

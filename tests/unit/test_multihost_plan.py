@@ -89,13 +89,13 @@ def test_a_single_host_render_is_unchanged_by_the_hook():
                                             LibvirtRenderer(Context(host="hv1")).plan(lab).documents]
 
 
-def test_hosts_outside_a_sandbox_are_refused_before_anything_is_created():
+def test_a_first_host_not_the_target_or_not_this_machine_is_refused_before_anything():
     lab = _lab()
     with pytest.raises(Unsupported, match="first host is where vnet reaches the guests"):
         multihost.host_targets(lab, Target(uri="qemu:///system"))
     # the first host is where vnet runs: a remote URI is not enough for it
-    with pytest.raises(Unsupported, match="hosts.hv1: .* is neither a host of this vnet sandbox "
-                                          "nor a remote host; accepted: qemu.ssh://"):
+    with pytest.raises(Unsupported, match="hosts.hv1: .* is not this machine's libvirtd; .* "
+                                          "its URI must be qemu:///system"):
         multihost.host_targets(lab, Target(uri=lab.hosts[0].uri))
 
 

@@ -7,9 +7,10 @@ directory), and stopped by that PID (host/forwarding.py stop_proxy stops every h
 
 A serving host that vnet does not reach in a network namespace of its own (a remote host, not a
 sandbox's) is refused before anything is created: the proxy and the port check run in the
-serving host's namespace, which vnet has only for a sandbox's hosts (`remote_refusal`); so is a
-network homed on a remote host, or a per-VM NAT there, whose host-side cells vnet could not
-probe (`remote_side_refusal`)."""
+serving host's namespace, which vnet has only for a sandbox's hosts and for this machine (the
+first host outside a sandbox: vnet's own namespace) (`remote_refusal`); so is a network homed
+on a remote host, or a per-VM NAT there, whose host-side cells vnet could not probe
+(`remote_side_refusal`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,6 +22,7 @@ from ...lab import modes
 from ...lab.hosts import stretchable
 from ...lab.forwardhosts import forwards_by_host, reach_address, served_on
 from ...lab.model import Lab
+from . import remotehosts
 from .connection import LibvirtDriver
 
 KINDS = ("hostfwd", "proxies")       # the renderer's plan.extra keys (render.py)
@@ -30,7 +32,7 @@ def remote_refusal(lab: Lab, targets: dict[str, Target]) -> None:
     """One line, exit 2: a forward served on a host vnet has no namespace for (lift this when
     host access reaches a remote host's shell)."""
     for host, forwards in forwards_by_host(lab).items():
-        if targets[host].netns is None:
+        if targets[host].netns is None and not remotehosts.is_here(targets[host]):
             pf = forwards[0]
             raise Unsupported(f"networks.{pf.network}.port_forwards.{pf.name}: served on "
                               f"{host}, a host outside a vnet sandbox; vnet runs a forward's "

@@ -5,10 +5,12 @@ destroy every host it can reach and name the rest with the command that finishes
 
 One record, on the target the lab was created from, lists the hosts and how to reach them.
 Host-side steps (the VXLAN devices, the underlay echo, the serial logs) run in a sandbox host's
-network namespace or, on a host named by a qemu+ssh:// URI, over SSH (remotehosts.py); any
-other host is refused before anything is created."""
+network namespace, on this machine in vnet's own namespace (the first host outside a sandbox),
+or, on a host named by a qemu+ssh:// URI, over SSH (remotehosts.py); any other host is refused
+before anything is created."""
 from __future__ import annotations
 
+import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -17,7 +19,7 @@ from pathlib import Path
 from ...errors import HypervisorError, Unsupported, VnetError
 from ...host import forwarding, hostaccess, sandbox_hosts, ssh, state, vxlan
 from ...host.state import Target
-from ...lab.model import Lab
+from ...lab.model import Lab, is_name
 from ...lab.naming import object_name
 from ...progress import Progress
 from ..base import lab_from_record
@@ -27,7 +29,9 @@ from .render import Context, ImageFiles, LibvirtRenderer
 
 
 def host_targets(lab: Lab, target: Target) -> dict[str, Target]:
-    """host name -> where its libvirt objects and host-side devices live."""
+    """host name -> where its libvirt objects and host-side devices live. The first host is
+    where vnet runs and reaches the guests from: a sandbox's host (--sandbox), or without a
+    sandbox this machine (a qemu:///system URI, the target's; vnet's own namespace)."""
     where: dict[str, str] = {}
     if target.sandbox:
         from ...host import sandbox
@@ -38,20 +42,31 @@ def host_targets(lab: Lab, target: Target) -> dict[str, Target]:
     if lab.hosts[0].uri != target.uri:
         raise Unsupported(f"hosts.{lab.hosts[0].name}: the first host is where vnet reaches "
                           f"the guests from, so it must be this target ({target.uri})",
-                          hint="in a sandbox, list hv1 first")
+                          hint="in a sandbox, list hv1 first" if target.sandbox else
+                          f"run vnet on that host with --uri {lab.hosts[0].uri}")
     targets = {}
     for i, host in enumerate(lab.hosts):
         if host.uri in where:
             targets[host.name] = Target(uri=host.uri, netns=where[host.uri])
+        elif not i and not target.sandbox and hostaccess.is_local_uri(host.uri):
+            targets[host.name] = Target(uri=host.uri)       # this machine (remotehosts.is_here)
         elif i and hostaccess.is_ssh_uri(host.uri):     # checked: no option can hide in it
             hostaccess.for_uri(host.uri, f"hosts.{host.name}.uri")
             targets[host.name] = Target(uri=host.uri)
-        else:
+        elif i:
             raise Unsupported(f"hosts.{host.name}: {host.uri} is neither a host of this vnet "
-                              f"sandbox nor a remote host; accepted: {hostaccess.ACCEPTED}"
-                              + (" (the first host, where vnet runs, must be a sandbox host)"
-                                 if not i else ""),
+                              f"sandbox nor a remote host; accepted: {hostaccess.ACCEPTED}",
                               hint="vnet sandbox up S --hosts N, then --sandbox S")
+        elif target.sandbox:
+            raise Unsupported(f"hosts.{host.name}: {host.uri} is not a host of sandbox "
+                              f"{target.sandbox}; the first host, where vnet runs, is its hv1",
+                              hint="vnet sandbox status S shows its hosts")
+        else:
+            raise Unsupported(f"hosts.{host.name}: {host.uri} is not this machine's libvirtd; "
+                              "the first host is where vnet runs and reaches the guests from, "
+                              f"so its URI must be {hostaccess.LOCAL}",
+                              hint="run vnet on the first host, or in a sandbox: "
+                                   "vnet sandbox up S --hosts N, then --sandbox S")
     return targets
 
 
@@ -195,7 +210,8 @@ def destroy(record: dict, target: Target, progress: Progress) -> list[str]:
     if left:
         record["hosts"] = {h: w for h, w in record["hosts"].items() if h in left}
         state.save(target, lab_name, record)
-        where = f" --sandbox {target.sandbox}" if target.sandbox else f" --uri {target.uri}"
+        where = f" --sandbox {target.sandbox}" if target.sandbox else \
+            f" --uri {shlex.quote(target.uri)}"      # a socket= URI holds ? and maybe &
         raise HypervisorError(
             f"lab {lab_name}: removed from every host but {', '.join(sorted(left))} ("
             + "; ".join(f"{h}: {m}" for h, m in sorted(left.items())) + ")",
@@ -212,7 +228,7 @@ def gc_hosts(target: Target, progress: Progress) -> list[str]:
     that has no record on `target` any more (the first host's libvirt objects: lifecycle.gc)."""
     removed = remotehosts.gc_remote(target, progress)
     if not target.sandbox:
-        return removed
+        return removed + _gc_here(target)
     from ...host import sandbox
 
     sb = sandbox.describe(target.sandbox)
@@ -228,4 +244,19 @@ def gc_hosts(target: Target, progress: Progress) -> list[str]:
                    if d["alias"].startswith(f"{vxlan.TAG}:")} - known
         for lab in sorted(orphans):
             removed += vxlan.remove(view.host_netns, lab)
+    return removed
+
+
+def _gc_here(target: Target) -> list[str]:
+    """This machine, a lab's first host outside a sandbox (a qemu:///system target): the VXLAN
+    devices of labs with no record under any target of this state root. They carry no owner,
+    so a lab recorded anywhere (another spelling of the URI, a sandbox) keeps its devices."""
+    here = remotehosts.access(target)
+    if not here.here:
+        return []
+    removed: list[str] = []
+    for lab in sorted({d["alias"].split(":")[1] for d in vxlan.devices(here)
+                       if d["alias"].startswith(f"{vxlan.TAG}:")}):
+        if is_name(lab) and not state.targets_recording(lab):
+            removed += vxlan.remove(here, lab)
     return removed

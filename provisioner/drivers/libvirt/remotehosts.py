@@ -1,7 +1,8 @@
 """The host side of each host of a multi-host lab, local or remote (README "Several hosts").
 
 A sandbox host is entered through its network namespace and shares vnet's file system: its
-guests' serial logs sit in the lab's state dir. A remote host (qemu+ssh://) is reached over SSH
+guests' serial logs sit in the lab's state dir. So does this machine, the first host of a lab
+outside a sandbox, whose host side runs in vnet's own namespace. A remote host (qemu+ssh://) is reached over SSH
 (host/hostaccess.py): its QEMU writes the serial logs on that machine, in a per-lab directory
 under hostaccess.REMOTE_DIR that vnet creates before the domains start and removes with the lab,
 and vnet reads them with `cat` over SSH. (libvirt's console stream, virDomainOpenConsole, was
@@ -14,6 +15,7 @@ whose record is gone."""
 from __future__ import annotations
 
 import hashlib
+import shlex
 from pathlib import Path
 
 from ...errors import VnetError
@@ -36,8 +38,16 @@ def is_remote(t: Target) -> bool:
     return t.netns is None and hostaccess.is_ssh_uri(t.uri)
 
 
+def is_here(t: Target) -> bool:
+    """This machine: a host with no namespace named by a local URI (the first host of a lab
+    outside a sandbox, multihost.host_targets): its host side runs in vnet's own namespace."""
+    return t.netns is None and hostaccess.is_local_uri(t.uri)
+
+
 def access(t: Target) -> HostAccess:
-    return hostaccess.for_uri(t.uri) if is_remote(t) else HostAccess(netns=t.netns)
+    if is_remote(t):
+        return hostaccess.for_uri(t.uri)
+    return HostAccess(here=True) if is_here(t) else HostAccess(netns=t.netns)
 
 
 def target_of(entry: dict) -> Target:
@@ -158,5 +168,5 @@ def gc_remote(target: Target, progress: Progress) -> list[str]:
         except VnetError as exc:
             progress(f"left for later: host {uri} ({exc.message}); once it answers: vnet gc"
                      + (f" --sandbox {target.sandbox}" if target.sandbox
-                        else f" --uri {target.uri}"))
+                        else f" --uri {shlex.quote(target.uri)}"))
     return removed
