@@ -441,7 +441,7 @@ def targets(r: dict) -> list[dict]:
         return (r.get(key) or {}).get("median")
     floor, par = median("floor_boot_s"), median("parallel_floor_s")
     big = next((s for s in r["scaling"] if s["vms"] == PARALLEL_VMS), None)
-    seq, con, shared = r.get("matrix_sequential_s"), r.get("matrix_s"), r.get("matrix_shared_s")
+    seq, shared = r.get("matrix_sequential_s"), r.get("matrix_shared_s")
     values = {
         "time_to_verified_vs_floor": median("time_to_verified_s") / floor if floor else None,
         "ratio_vs_vagrant": r.get("ratio_vs_vagrant"),
