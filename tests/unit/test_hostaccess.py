@@ -29,7 +29,8 @@ def _dispatcher():
     return module
 
 
-def test_argv_from_uris():
+def test_argv_from_uris(tmp_path, monkeypatch):
+    monkeypatch.setenv("VNET_STATE_DIR", str(tmp_path))
     assert hostaccess.for_uri("qemu+ssh://root@hv2.example/system").ssh == (
         *BASE, "-l", "root", "--", "hv2.example")
     assert hostaccess.for_uri("qemu+ssh://hv2.example:2222/system").ssh == (
@@ -37,9 +38,10 @@ def test_argv_from_uris():
     assert hostaccess.for_uri("qemu+ssh://ops@[2001:db8::2]/system").ssh[-3:] == (
         "ops", "--", "2001:db8::2")
     # libvirt's own parameters: the ssh to run and the key (https://libvirt.org/uri.html)
-    access = hostaccess.for_uri("qemu+ssh://root@198.51.100.3/system?keyfile=/k/id&command=/k/ssh"
-                                "&socket=/remote/libvirt-sock")
-    assert access.ssh == ("/k/ssh", *BASE[1:], "-i", "/k/id", "-l", "root", "--", "198.51.100.3")
+    access = hostaccess.for_uri(f"qemu+ssh://root@198.51.100.3/system?keyfile=/k/id&command="
+                                f"{tmp_path}/k/ssh&socket=/remote/libvirt-sock")
+    assert access.ssh == (f"{tmp_path}/k/ssh", *BASE[1:], "-i", "/k/id", "-l", "root", "--",
+                          "198.51.100.3")
 
 
 def test_the_command_travels_as_one_quoted_line_and_locally_enters_the_namespace():
