@@ -137,19 +137,19 @@ def test_every_command_vnet_sends_to_a_remote_host_passes_its_allow_list(monkeyp
 
     def fake_run(argv, **kw):
         sent.append(argv)
-        out = '[{"ifname": "vx0123456789", "ifalias": "vnet:two:lan"}]' \
+        out = f'[{{"ifname": "vx0123456789", "ifalias": "vnet:{OWNER}:two:lan"}}]' \
             if "show" in argv[-1] else ""
         return runner.Result(argv, 0, out, "")
     monkeypatch.setattr(runner, "run", fake_run)
     access = hostaccess.for_uri("qemu+ssh://root@hv2.example/system")
-    segs = vxlan.segments(labfile.resolve(ISSUE_LAB))["hv2"]
-    vxlan.vnis_in_use(access, segs)
+    segs = vxlan.segments(labfile.resolve(ISSUE_LAB), owner=OWNER)["hv2"]
+    vxlan.vnis_in_use(access, segs, recorded=True)
     vxlan.reaches(access, "198.51.100.2")
     vxlan.apply(access, segs)
     directory = hostaccess.prepare_log_dir(access, OWNER, "two")
     hostaccess.read_log(access, directory, "b")
     hostaccess.log_dir_labs(access, OWNER)
-    vxlan.remove(access, "two")
+    vxlan.remove(access, OWNER, "two")
     hostaccess.remove_log_dir(access, OWNER, "two")
     lines = [argv[-1] for argv in sent]
     assert all(argv[:-1] == list(access.ssh) for argv in sent)

@@ -14,9 +14,11 @@ whose record is gone."""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from ...errors import VnetError
+from ...errors import Unsupported, VnetError
 from ...host import hostaccess, state, vxlan
 from ...host.hostaccess import HostAccess
 from ...host.paths import state_root
@@ -89,12 +91,42 @@ def wait_for_addresses(lab: Lab, t: Target, directory: str, progress: Progress) 
               lifecycle.ADDRESS_TIMEOUT)
 
 
-def clean(t: Target, owner: str, lab: str) -> list[str]:
-    """The lab's host-side traces on one host: its VXLAN devices and (remote) its log dir."""
-    removed = vxlan.remove(access(t), lab)
+def clean(t: Target, owner: str, lab: str, legacy: bool = False) -> list[str]:
+    """The lab's host-side traces on one host: its VXLAN devices and (remote) its log dir
+    (`legacy`: the record predates the owner in the VXLAN alias, vxlan.remove)."""
+    removed = vxlan.remove(access(t), owner, lab, legacy)
     if is_remote(t):
         removed.append(hostaccess.remove_log_dir(access(t), owner, lab))
     return removed
+
+
+def refuse_shared_lab(target: Target, lab: str, targets: dict[str, Target]) -> None:
+    """Before anything is created: a lab of this name that another target (another sandbox,
+    another URI) records on one of these remote hosts would be taken for this one's, as libvirt
+    tags and VXLAN aliases name the owner and the lab, not the target; exit 2."""
+    mine = {_host_of(t.uri): name for name, t in targets.items() if is_remote(t)}
+    for key in state.targets_recording(lab):
+        if key == target.key:
+            continue
+        try:
+            record = json.loads((child(state_root() / "labs", key) / lab / state.RECORD)
+                                .read_text())
+            theirs = {_host_of(h["uri"]) for h in record.get("hosts", {}).values()
+                      if hostaccess.is_ssh_uri(h["uri"])}
+        except (OSError, ValueError, AttributeError, KeyError, TypeError):
+            theirs = set(mine)          # cannot tell: say so rather than share
+        for host in sorted(set(mine) & theirs):
+            raise Unsupported(f"lab name: {lab} is also a lab of {key} on remote host {host} "
+                              f"(hosts.{mine[host]}); choose another lab name, or destroy that "
+                              "one first")
+
+
+def _host_of(uri: str) -> str:
+    """The host a remote URI names (user, port and parameters aside: one machine)."""
+    try:
+        return urlsplit(uri).hostname or uri
+    except ValueError:
+        return uri
 
 
 # ------------------------------------------------------------- remote hosts for `gc`
@@ -139,8 +171,8 @@ def remembered(target: Target) -> list[str]:
 
 def gc_remote(target: Target, progress: Progress) -> list[str]:
     """On each remembered remote host: the labs of this owner (libvirt objects tagged with the
-    owner id, log directories under the owner's directory) that have no record on `target`.
-    VXLAN devices carry no owner, so only those of such a lab are removed."""
+    owner id, log directories under the owner's directory, VXLAN devices whose alias names the
+    owner) that have no record on `target`."""
     known = set(state.labs_of(target))
     removed: list[str] = []
     for uri in remembered(target):
@@ -148,7 +180,8 @@ def gc_remote(target: Target, progress: Progress) -> list[str]:
         driver = LibvirtDriver(t)
         try:
             labs = set(lifecycle.tagged_labs(driver, progress)) | \
-                set(hostaccess.log_dir_labs(access(t), driver.owner))
+                set(hostaccess.log_dir_labs(access(t), driver.owner)) | \
+                vxlan.owner_labs(access(t), driver.owner)
             for lab in sorted(labs - known):
                 if state.targets_recording(lab):    # a lab of another target on this host
                     continue

@@ -33,7 +33,7 @@ TOKENS = {
     "<dev>": re.compile(r"v[nx][0-9a-f]{10}"),      # bridges and VXLAN devices (lab/naming.py)
     "<vx>": re.compile(r"vx[0-9a-f]{10}"),
     "<int>": re.compile(r"[0-9]{1,8}"),
-    "<tag>": re.compile(rf"vnet:{NAME}:{NAME}"),
+    "<tag>": re.compile(rf"vnet:{OWNER}:{NAME}:{NAME}"),   # provisioner/host/vxlan.py
     "<ownerdir>": re.compile(rf"{REMOTE_DIR}/{OWNER}"),
     "<labdir>": re.compile(rf"{REMOTE_DIR}/{OWNER}/{NAME}"),
     "<log>": re.compile(rf"{REMOTE_DIR}/{OWNER}/{NAME}/{NAME}\.serial\.log"),
