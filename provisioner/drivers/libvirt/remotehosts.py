@@ -30,7 +30,6 @@ from .. import boot
 from . import lifecycle
 from .connection import LibvirtDriver
 
-REMEMBERED = "remote-hosts"         # under the state root, per target: one file per remote URI
 POLL = 1.0                          # seconds between console reads: each is an SSH round trip
 
 
@@ -132,8 +131,7 @@ def _host_of(uri: str) -> str:
 # ------------------------------------------------------------- remote hosts for `gc`
 
 def _remembered_dir(target: Target) -> Path:
-    """<state root>/remote-hosts/<target key>: beside the labs, never taken for one."""
-    return child(state_root() / REMEMBERED, target.key)
+    return state.remote_hosts_dir(target)
 
 
 def remember(target: Target, t: Target) -> None:
