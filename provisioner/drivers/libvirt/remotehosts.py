@@ -19,7 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ...errors import Unsupported, VnetError
-from ...host import hostaccess, state, vxlan
+from ...host import hostaccess, locks, state, vxlan
 from ...host.hostaccess import HostAccess
 from ...host.paths import state_root
 from ...host.safepath import child
@@ -134,16 +134,29 @@ def _remembered_dir(target: Target) -> Path:
     return state.remote_hosts_dir(target)
 
 
+def _remembered_lock(target: Target):
+    """remember and forget_unused of one target, one at a time: a forget must neither remove
+    the directory between a remember's mkdir and its write, nor drop an entry an `up` writes
+    while it reads the records (the up saved its record first, so a forget after sees it)."""
+    return locks.held("remote-hosts", target.key)
+
+
 def remember(target: Target, t: Target) -> None:
     if is_remote(t):
-        d = _remembered_dir(target)
-        d.mkdir(parents=True, exist_ok=True)
-        (d / hashlib.sha256(t.uri.encode()).hexdigest()[:16]).write_text(t.uri)
+        with _remembered_lock(target):
+            d = _remembered_dir(target)
+            d.mkdir(parents=True, exist_ok=True)
+            locks.write_atomic(d / hashlib.sha256(t.uri.encode()).hexdigest()[:16], t.uri)
 
 
 def forget_unused(target: Target, uris: list[str] | None = None) -> None:
     """Forget the remote hosts (those of `uris`, else all) that no lab recorded on `target`
     uses any more: after a destroy, or a gc that cleaned them."""
+    with _remembered_lock(target):
+        _forget_unused(target, uris)
+
+
+def _forget_unused(target: Target, uris: list[str] | None) -> None:
     d = _remembered_dir(target)
     if not d.is_dir():
         return
@@ -153,7 +166,7 @@ def forget_unused(target: Target, uris: list[str] | None = None) -> None:
             used |= {h["uri"] for h in (state.read(target, lab) or {}).get("hosts", {}).values()}
         except state.CorruptState:
             return                       # cannot tell: keep them all
-    for entry in d.iterdir():
+    for entry in _entries(d):
         uri = entry.read_text()
         if uri not in used and (uris is None or uri in uris):
             entry.unlink()
@@ -161,9 +174,14 @@ def forget_unused(target: Target, uris: list[str] | None = None) -> None:
         d.rmdir()
 
 
+def _entries(d: Path) -> list[Path]:
+    """The remembered URIs' files (not a temporary file of locks.write_atomic)."""
+    return [p for p in d.iterdir() if not p.name.startswith(".")] if d.is_dir() else []
+
+
 def remembered(target: Target) -> list[str]:
-    d = _remembered_dir(target)
-    uris = sorted(p.read_text() for p in d.iterdir()) if d.is_dir() else []
+    with _remembered_lock(target):
+        uris = sorted(p.read_text() for p in _entries(_remembered_dir(target)))
     return [u for u in uris if hostaccess.is_ssh_uri(u)]
 
 
