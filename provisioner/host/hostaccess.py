@@ -172,18 +172,24 @@ def prepare_log_dir(access: HostAccess, owner: str, lab: str) -> str:
 
 
 def read_log(access: HostAccess, log_dir: str, vm: str) -> str:
-    """A VM's serial console so far ("" before QEMU created it, or when the host is silent)."""
-    if not is_name(vm) or not log_dir.startswith(REMOTE_DIR + "/"):
+    """A VM's serial console so far ("" before QEMU created it, or when the host is silent).
+    `log_dir` (from the lab record) must be exactly a lab's directory: no `..` reaches `cat`."""
+    owner, _, lab = log_dir.removeprefix(REMOTE_DIR + "/").partition("/")
+    if not is_name(vm) or not OWNER_RE.fullmatch(owner) or not is_name(lab) \
+            or remote_lab_dir(owner, lab) != log_dir:
         raise ValueError(f"not a remote serial log: {log_dir!r}, {vm!r}")
     result = access.run(["cat", "--", f"{log_dir}/{vm}.serial.log"], check=False)
     return result.stdout if result.returncode == 0 else ""
 
 
 def remove_log_dir(access: HostAccess, owner: str, lab: str) -> str:
-    """The lab's log directory, and the owner's when that was its last lab."""
+    """The lab's log directory, the owner's when that was its last lab, and REMOTE_DIR (which
+    prepare_log_dir's `mkdir -p` made) when that was the last owner: never recursive above the
+    lab. The last rmdir may fail (a mount point, as on a sandbox's SSH host): that is fine."""
     path = remote_lab_dir(owner, lab)
     access.run_all([["rm", "-rf", "--", path],
                     ["rmdir", "--ignore-fail-on-non-empty", "--", path.rsplit("/", 1)[0]]])
+    access.run(["rmdir", "--ignore-fail-on-non-empty", "--", REMOTE_DIR], check=False)
     return f"log directory {path}"
 
 

@@ -166,7 +166,8 @@ def test_every_command_vnet_sends_to_a_remote_host_passes_its_allow_list(monkeyp
 @pytest.mark.parametrize("line", [
     "id", "", "sh -c id", "ip link del eth0", "ip netns exec x sh", "ip link set lo down",
     "rm -rf -- /", f"rm -rf -- {hostaccess.REMOTE_DIR}/{OWNER}", "rmdir -- /etc",
-    f"rmdir --ignore-fail-on-non-empty -- {hostaccess.REMOTE_DIR}",
+    f"rmdir -- {hostaccess.REMOTE_DIR}", f"rm -rf -- {hostaccess.REMOTE_DIR}",
+    "rmdir --ignore-fail-on-non-empty -- /var/lib/libvirt",
     f"rm -rf -- {hostaccess.REMOTE_DIR}/{OWNER}/lab/../..",
     f"cat -- {hostaccess.REMOTE_DIR}/{OWNER}/lab/../../../../etc/shadow",
     "cat -- /etc/shadow", "ping -c 1 -W 2 198.51.100.2;id", "ping -c 1 -W 2 -f 198.51.100.2",
