@@ -225,6 +225,7 @@ def gc_hosts(target: Target, progress: Progress) -> list[str]:
 
     sb = sandbox.describe(target.sandbox)
     known = set(state.labs_of(target))
+    owner = LibvirtDriver(target).owner
     for index in [1, *sandbox_hosts.present(sb)]:
         view = sandbox_hosts.host_view(sb, index)
         if index > 1:
@@ -232,7 +233,6 @@ def gc_hosts(target: Target, progress: Progress) -> list[str]:
             for lab in sorted(set(lifecycle.tagged_labs(driver, progress)) - known):
                 forwarding.stop_proxy(state.lab_dir(target, lab), progress)   # served there
                 removed += driver.destroy(lab, progress)
-        owner = LibvirtDriver(target).owner
         for lab in sorted(vxlan.owner_labs(view.host_netns, owner) - known):
             removed += vxlan.remove(view.host_netns, owner, lab)
     return removed
