@@ -55,3 +55,21 @@ def test_the_sandbox_hosts_own_uri_is_taken(tmp_path, monkeypatch):
     uri = sandbox_hosts.ssh_uri(sandbox.describe("s1"))
     assert hostaccess.for_uri(uri).ssh[0] == str(sandbox_hosts.ssh_dir(sandbox.describe("s1"))
                                                  / "ssh")
+
+
+def test_gc_never_opens_a_remembered_uri_that_up_would_refuse_now(tmp_path, monkeypatch):
+    """A URI an older vnet remembered (remotehosts.remember) reaches libvirt only if it passes
+    today's check: libvirt would run its command= as root."""
+    from provisioner.drivers.libvirt import remotehosts
+    from provisioner.host.state import Target
+
+    monkeypatch.setenv("VNET_STATE_DIR", str(tmp_path))
+
+    def no_libvirt(*a, **kw):
+        raise AssertionError("libvirt opened a refused URI")
+    monkeypatch.setattr(remotehosts, "LibvirtDriver", no_libvirt)
+    target, said = Target(uri="qemu:///system", sandbox="rf1"), []
+    remotehosts.remember(target, Target(uri=f"{HOST}?socket=/x;command=/tmp/evil"))
+    assert remotehosts.gc_remote(target, said.append) == []
+    (line,) = said
+    assert line.startswith("left alone: remembered remote host ") and "';'" in line

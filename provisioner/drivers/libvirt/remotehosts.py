@@ -192,6 +192,11 @@ def gc_remote(target: Target, progress: Progress) -> list[str]:
     known = set(state.labs_of(target))
     removed: list[str] = []
     for uri in remembered(target):
+        try:      # an older vnet remembered it: libvirt opens only what up would take now
+            hostaccess.for_uri(uri, f"remembered remote host {uri}")
+        except Unsupported as exc:
+            progress(f"left alone: {exc.message}")
+            continue
         t = Target(uri=uri)
         driver = LibvirtDriver(t)
         try:
