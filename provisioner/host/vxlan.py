@@ -30,7 +30,7 @@ from . import hostaccess
 from .hostaccess import HostAccess
 from .netns import run_in_netns
 from ..lab.hosts import used_hosts
-from ..lab.model import Lab
+from ..lab.model import Lab, is_name
 from ..lab.naming import bridge_name
 
 PORT = 4789
@@ -144,9 +144,11 @@ def _alias_parts(alias: str) -> list[str]:
 
 
 def owner_labs(where: Where, owner: str) -> set[str]:
-    """The labs this owner has VXLAN devices of on a host (gc's trace of a lab)."""
+    """The labs this owner has VXLAN devices of on a host (gc's trace of a lab); an alias is
+    anyone's to set, so only valid lab names (they reach paths and APIs)."""
     return {parts[1] for dev in devices(where)
-            if len(parts := _alias_parts(dev["alias"])) == 3 and parts[0] == owner}
+            if len(parts := _alias_parts(dev["alias"])) == 3 and parts[0] == owner
+            and is_name(parts[1])}
 
 
 def remove(where: Where, owner: str, lab: str, legacy: bool = False) -> list[str]:

@@ -43,7 +43,8 @@ def test_the_alias_names_the_owner_and_removal_takes_only_this_owners(host):
                        "vx000000000b": (2, f"vnet:{OTHER}:two:lan"),      # another owner's
                        "vx000000000c": (3, f"vnet:{OWNER}:twox:lan"),     # another lab
                        "vx000000000d": (4, "vnet:two:lan"),               # an older vnet's
-                       "vx000000000e": (5, "someone-else")}
+                       "vx000000000e": (5, "someone-else"),
+                       "vx000000000f": (6, f"vnet:{OWNER}:../x:lan")}     # not a lab name
     assert vxlan.remove(host["access"], OWNER, "two") == ["vx000000000a"]
     assert vxlan.remove(host["access"], OWNER, "two", legacy=True) == ["vx000000000a",
                                                                        "vx000000000d"]
