@@ -12,9 +12,13 @@ subprocess site.
 
 SSH follows libvirt's own ssh transport (https://libvirt.org/uri.html#ssh-transport): the
 URI's user and port, and its `keyfile=` and `command=` parameters (the ssh binary libvirt runs:
-a vnet sandbox names a wrapper there). Always BatchMode (no prompt can hang vnet); where vnet made
-the key (a keyfile under vnet's state root with a known_hosts beside it) only that known_hosts
-is trusted, otherwise the user's ssh configuration decides.
+a vnet sandbox names a wrapper there). libvirt runs `command=` as root on this machine, so only
+a program under vnet's state root is taken (vnet wrote it), and no other parameter is: the query
+is the one libvirt reads (src/util/viruri.c virURIParseParams splits it on `&`, or on `;` when
+no `&` is left, where Python splits on `&` only, so a `;` is refused outright).
+Always BatchMode (no prompt can hang vnet); where vnet made the key (a keyfile under vnet's
+state root with a known_hosts beside it) only that known_hosts is trusted, otherwise the user's
+ssh configuration decides.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from . import runner
 from ..errors import Unsupported
@@ -44,6 +48,10 @@ HOST_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?|[0-9A-Fa-f:.]*
 USER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
 OWNER_RE = re.compile(r"[0-9a-f]{16}")
 PATH_RE = re.compile(r"/[A-Za-z0-9_./=-]*")
+# The parameters vnet reads (the sandbox's own URI has all three: sandbox_hosts.ssh_uri).
+QUERY_KEYS = ("keyfile", "command", "socket")
+ACCEPTED_QUERY = ("?keyfile=/ABS/PATH&command=STATE_ROOT/PATH&socket=/ABS/PATH (each optional, "
+                  "joined by '&'; command= a program under vnet's state root)")
 SSH_TIMEOUT = 60.0              # seconds for one remote command, connection included
 
 
@@ -131,10 +139,7 @@ def for_uri(uri: str, where: str = "uri") -> HostAccess:
     if parts.path != "/system":
         raise Unsupported(f"{where}: {uri}: path {parts.path or '(none)'!r} is not /system "
                           "(vnet needs the host's system libvirtd)")
-    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    for key in ("keyfile", "command"):
-        if key in query and not PATH_RE.fullmatch(query[key]):
-            raise Unsupported(f"{where}: {uri}: {key}= must be an absolute path")
+    query = _query(parts.query, f"{where}: {uri}")
     argv = [query.get("command", "ssh"), "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
     if "keyfile" in query:
         argv += ["-i", query["keyfile"], *_vnet_known_hosts(Path(query["keyfile"]))]
@@ -145,11 +150,35 @@ def for_uri(uri: str, where: str = "uri") -> HostAccess:
     return HostAccess(ssh=(*argv, "--", host))
 
 
+def _query(query: str, where: str) -> dict[str, str]:
+    """The URI's parameters, each one vnet reads and checks; Unsupported (exit 2) otherwise."""
+    if ";" in query:
+        raise Unsupported(f"{where}: ';' in the query (libvirt would split it there); "
+                          f"accepted: {ACCEPTED_QUERY}")
+    params: dict[str, str] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key not in QUERY_KEYS or key in params:
+            raise Unsupported(f"{where}: parameter {key!r} is "
+                              + ("repeated" if key in params else "not one vnet reads")
+                              + f"; accepted: {ACCEPTED_QUERY}")
+        params[key] = value
+        if not PATH_RE.fullmatch(value):
+            raise Unsupported(f"{where}: {key}= must be an absolute path; "
+                              f"accepted: {ACCEPTED_QUERY}")
+    if "command" in params and not _under_state_root(Path(params["command"])):
+        raise Unsupported(f"{where}: command= {params['command']} is not under vnet's state "
+                          f"root (libvirt runs it as root here); accepted: {ACCEPTED_QUERY}")
+    return params
+
+
+def _under_state_root(path: Path) -> bool:
+    return path.resolve().is_relative_to(state_root().resolve())   # no `..` out of the root
+
+
 def _vnet_known_hosts(keyfile: Path) -> list[str]:
     """vnet made this key (under its state root, a known_hosts beside it): trust only that."""
-    keyfile = keyfile.resolve()                       # no `..` out of the state root
-    known = keyfile.parent / "known_hosts"
-    if keyfile.is_relative_to(state_root().resolve()) and known.is_file():
+    known = keyfile.resolve().parent / "known_hosts"
+    if _under_state_root(keyfile) and known.is_file():
         return ["-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes"]
     return []
 
@@ -170,18 +199,24 @@ def prepare_log_dir(access: HostAccess, owner: str, lab: str) -> str:
 
 
 def read_log(access: HostAccess, log_dir: str, vm: str) -> str:
-    """A VM's serial console so far ("" before QEMU created it, or when the host is silent)."""
-    if not is_name(vm) or not log_dir.startswith(REMOTE_DIR + "/"):
+    """A VM's serial console so far ("" before QEMU created it, or when the host is silent).
+    `log_dir` (from the lab record) must be exactly a lab's directory: no `..` reaches `cat`."""
+    owner, _, lab = log_dir.removeprefix(REMOTE_DIR + "/").partition("/")
+    if not is_name(vm) or not OWNER_RE.fullmatch(owner) or not is_name(lab) \
+            or remote_lab_dir(owner, lab) != log_dir:
         raise ValueError(f"not a remote serial log: {log_dir!r}, {vm!r}")
     result = access.run(["cat", "--", f"{log_dir}/{vm}.serial.log"], check=False)
     return result.stdout if result.returncode == 0 else ""
 
 
 def remove_log_dir(access: HostAccess, owner: str, lab: str) -> str:
-    """The lab's log directory, and the owner's when that was its last lab."""
+    """The lab's log directory, the owner's when that was its last lab, and REMOTE_DIR (which
+    prepare_log_dir's `mkdir -p` made) when that was the last owner: never recursive above the
+    lab. The last rmdir may fail (a mount point, as on a sandbox's SSH host): that is fine."""
     path = remote_lab_dir(owner, lab)
     access.run_all([["rm", "-rf", "--", path],
                     ["rmdir", "--ignore-fail-on-non-empty", "--", path.rsplit("/", 1)[0]]])
+    access.run(["rmdir", "--ignore-fail-on-non-empty", "--", REMOTE_DIR], check=False)
     return f"log directory {path}"
 
 

@@ -19,6 +19,7 @@ from .safepath import child, remove_tree
 from .paths import state_root, validate_name
 
 RECORD = "lab.json"
+REMOTE_HOSTS = "remote-hosts"
 MARKER = ".vnet-lab"          # written when the directory is made, before lab.json exists
 MARKERS = (RECORD, MARKER)    # a lab directory holds one of these, or it is not removed
 SCHEMA = 1                    # the lab record's layout; a record without "schema" is version 1
@@ -151,8 +152,10 @@ def remove(target: Target, lab: str) -> None:
 
 def remove_all(target: Target, progress: Callable[[str], None]) -> None:
     """Remove every lab directory of the target (its sandbox went), then the target's directory
-    if that left it empty. What is not a lab's is left alone with a warning."""
+    if that left it empty, and the remote hosts it remembers for `gc`. What is not a lab's is
+    left alone with a warning."""
     base = target_dir(target)
+    forget_remote_hosts(target)
     if not base.is_dir():
         return
     for entry in sorted(base.iterdir()):
@@ -165,6 +168,23 @@ def remove_all(target: Target, progress: Callable[[str], None]) -> None:
             progress(f"warning: {exc.message}")
     if not any(base.iterdir()):
         base.rmdir()
+
+
+def remote_hosts_dir(target: Target) -> Path:
+    """<state root>/remote-hosts/<target key>: the remote hosts the target's labs used, one file
+    per URI (drivers/libvirt/remotehosts.py), beside the labs and never taken for one."""
+    return child(state_root() / REMOTE_HOSTS, target.key)
+
+
+def forget_remote_hosts(target: Target) -> None:
+    """The target went (its sandbox is down): nothing is left to `gc` through it."""
+    d = remote_hosts_dir(target)
+    if d.is_dir():
+        for entry in d.iterdir():
+            if entry.is_file() and not entry.is_symlink():
+                entry.unlink()
+        if not any(d.iterdir()):
+            d.rmdir()
 
 
 def ssh_key(target: Target, lab: str) -> tuple[Path, str]:

@@ -4,8 +4,11 @@ Each host the network is used on has a Linux bridge for it (libvirt's network: o
 with NAT/DHCP/the host address, elsewhere a plain bridge: drivers/libvirt/placement.py). vnet adds one
 VXLAN device per (network, host) to that bridge: a VNI per network, UDP port 4789 (IANA,
 RFC 7348), head-end replication to every other host's underlay address (an all-zeros FDB entry
-per remote, bridge(8)). The device's alias carries the tag `vnet:LAB:NETWORK`, so destroy and
-gc find what vnet made (`remove`). VXLAN adds 50 bytes (outer IPv4 20 + UDP 8 + VXLAN 8 +
+per remote, bridge(8)). The device's alias carries the tag `vnet:OWNER:LAB:NETWORK` (OWNER: the
+state root's owner id, as in libvirt objects' tags), so destroy and gc find what this vnet made
+for a lab and nobody else's (`remove`). Devices of an older vnet (`vnet:LAB:NETWORK`, no owner)
+are removed only by a destroy whose record predates the owner (`remove(legacy=True)`); any
+other is left to `ip link del`. VXLAN adds 50 bytes (outer IPv4 20 + UDP 8 + VXLAN 8 +
 inner Ethernet 14), so the stretched network's MTU is the underlay's minus 50 (1450 on a
 1500-byte underlay) and the libvirt network states it (`<mtu size=.../>`).
 
@@ -28,7 +31,7 @@ from . import hostaccess
 from .hostaccess import HostAccess
 from .netns import run_in_netns
 from ..lab.hosts import used_hosts
-from ..lab.model import Lab
+from ..lab.model import Lab, is_name
 from ..lab.naming import bridge_name
 
 PORT = 4789
@@ -44,6 +47,7 @@ MGMT_PORT = 4790
 @dataclass(frozen=True)
 class Segment:
     """One host's end of a stretched network."""
+    owner: str                         # the state root's owner id (provisioner/host/owner.py)
     lab: str
     network: str
     host: str
@@ -58,7 +62,7 @@ class Segment:
 
     @property
     def tag(self) -> str:
-        return f"{TAG}:{self.lab}:{self.network}"
+        return f"{TAG}:{self.owner}:{self.lab}:{self.network}"
 
 
 def vni_for(lab: str, network: str) -> int:
@@ -70,9 +74,10 @@ def device_name(lab: str, network: str) -> str:
     return "vx" + bridge_name(lab, network)[2:]
 
 
-def segments(lab: Lab, underlay_dev: str | None = None,
-             underlay_mtu: int = UNDERLAY_MTU) -> dict[str, list[Segment]]:
-    """host name -> the segments vnet creates there: every network used on two hosts or more."""
+def segments(lab: Lab, underlay_dev: str | None = None, underlay_mtu: int = UNDERLAY_MTU,
+             owner: str = "OWNER") -> dict[str, list[Segment]]:
+    """host name -> the segments vnet creates there: every network used on two hosts or more.
+    `up` passes its owner id; a plan for people (`vnet render`) shows the word OWNER."""
     by_host: dict[str, list[Segment]] = {h.name: [] for h in lab.hosts}
     address = {h.name: h.underlay_ip for h in lab.hosts}
     stretched = [(net.name, used_hosts(net, lab.vms)) for net in lab.networks]
@@ -84,7 +89,7 @@ def segments(lab: Lab, underlay_dev: str | None = None,
             continue
         for host in hosts:
             by_host[host].append(Segment(
-                lab=lab.name, network=name, host=host, vni=vni_for(lab.name, name),
+                owner=owner, lab=lab.name, network=name, host=host, vni=vni_for(lab.name, name),
                 device=device_name(lab.name, name), bridge=bridge_name(lab.name, name),
                 local=address[host],
                 remotes=tuple(address[h] for h in hosts if h != host),
@@ -123,16 +128,37 @@ def devices(where: Where) -> list[dict]:
              "alias": d.get("ifalias", "")} for d in json.loads(out or "[]")]
 
 
-def vnis_in_use(where: Where, segs: list[Segment]) -> list[str]:
-    """Preflight: the segments whose VNI a device not of this lab already uses."""
+def vnis_in_use(where: Where, segs: list[Segment], recorded: bool) -> list[str]:
+    """Preflight: the segments whose VNI a device already uses. A device with the segment's
+    own tag is this lab's only when the target has a record of the lab (`recorded`): on a first
+    `up` it is a leftover nobody may adopt."""
     taken = {d["vni"]: d for d in devices(where)}
     return [f"VNI {s.vni} (network {s.network}) is used by {taken[s.vni]['name']}"
-            for s in segs if s.vni in taken and taken[s.vni]["alias"] != s.tag]
+            for s in segs if s.vni in taken
+            and not (recorded and taken[s.vni]["alias"] == s.tag)]
 
 
-def remove(where: Where, lab: str) -> list[str]:
-    """Delete the VXLAN devices tagged for `lab` on a host; their names."""
-    gone = [dev["name"] for dev in devices(where) if dev["alias"].startswith(f"{TAG}:{lab}:")]
+def _alias_parts(alias: str) -> list[str]:
+    """[owner, lab, network] of an alias vnet wrote, [lab, network] of an older vnet's."""
+    parts = alias.split(":")
+    return parts[1:] if parts[0] == TAG and len(parts) in (3, 4) else []
+
+
+def owner_labs(where: Where, owner: str) -> set[str]:
+    """The labs this owner has VXLAN devices of on a host (gc's trace of a lab); an alias is
+    anyone's to set, so only valid lab names (they reach paths and APIs)."""
+    return {parts[1] for dev in devices(where)
+            if len(parts := _alias_parts(dev["alias"])) == 3 and parts[0] == owner
+            and is_name(parts[1])}
+
+
+def remove(where: Where, owner: str, lab: str, legacy: bool = False) -> list[str]:
+    """Delete this owner's VXLAN devices of `lab` on a host (with `legacy`, also those an older
+    vnet tagged `vnet:LAB:NETWORK`); their names."""
+    def ours(alias: str) -> bool:
+        parts = _alias_parts(alias)
+        return parts[:2] == [owner, lab] if len(parts) == 3 else legacy and parts[:1] == [lab]
+    gone = [dev["name"] for dev in devices(where) if ours(dev["alias"])]
     hostaccess.of(where).run_all([["ip", "link", "del", name] for name in gone])
     return gone
 

@@ -18,6 +18,7 @@ from .conftest import missing_tools
 
 pytestmark = pytest.mark.integration
 
+OWNER = "0123456789abcdef"       # the owner id the VXLAN aliases name (vxlan.py)
 TOOLS = {"ip": "iproute2", "bridge": "iproute2", "unshare": "util-linux",
          "libvirtd": "libvirt-daemon-system", "dnsmasq": "dnsmasq-base",
          "iptables": "iptables", "dropbear": "dropbear-bin", "ssh-keygen": "openssh-client"}
@@ -70,7 +71,7 @@ def stretched(monkeypatch):
 def test_network_stretched_between_hosts_and_the_negative_control(stretched):
     sb, probe = stretched
     lab = labfile.resolve(LAB, sandbox.lab_defaults(sb.name))
-    plan = vxlan.segments(lab)
+    plan = vxlan.segments(lab, owner=OWNER)
     (home,), (other,) = ([s for s in plan[h] if s.network == "lan"] for h in ("hv1", "hv2"))
     assert (home.remotes, other.remotes) == ((IPv4Address("198.51.100.3"),),
                                              (IPv4Address("198.51.100.2"),))
@@ -83,7 +84,7 @@ def test_network_stretched_between_hosts_and_the_negative_control(stretched):
     assert netns.run_in_netns(hv1.host_netns, vxlan.echo, "198.51.100.3")
     assert not netns.run_in_netns(hv1.host_netns, vxlan.echo, "198.51.100.77", 1.0)
     for view, seg in ((hv1, home), (hv2, other)):
-        assert vxlan.vnis_in_use(view.host_netns, [seg]) == []
+        assert vxlan.vnis_in_use(view.host_netns, [seg], recorded=False) == []
         vxlan.apply(view.host_netns, [seg])
 
     # A stand-in for a guest on hv2: a veth port on hv2's bridge, 10.73.0.50 in its own namespace.
@@ -102,7 +103,7 @@ def test_network_stretched_between_hosts_and_the_negative_control(stretched):
     assert home_answers(), "hv2's bridge does not reach the home host's address over VXLAN"
     # The segment's own device names its VNI and tag; the other host's bridge has no address.
     (dev,) = vxlan.devices(hv2.host_netns)
-    assert dev["vni"] == other.vni and dev["alias"] == "vnet:st:lan"
+    assert dev["vni"] == other.vni and dev["alias"] == f"vnet:{OWNER}:st:lan"
     addrs = runner.run(["ip", "-n", hv2.host_netns, "-4", "addr", "show", "dev",
                         other.bridge]).stdout
     assert "inet " not in addrs
@@ -118,10 +119,14 @@ def test_network_stretched_between_hosts_and_the_negative_control(stretched):
 
     # VNIs are checked before creating: the same VNI under another tag is reported.
     foreign = vxlan.Segment(**{**vars(other), "lab": "other"})
-    assert "is used by" in vxlan.vnis_in_use(hv2.host_netns, [foreign])[0]
-    # remove deletes only this lab's devices.
-    assert vxlan.remove(hv2.host_netns, "other") == []
-    assert vxlan.remove(hv2.host_netns, "st") == [other.device]
+    assert "is used by" in vxlan.vnis_in_use(hv2.host_netns, [foreign], recorded=True)[0]
+    # the lab's own tag is its own only once the target recorded the lab
+    assert vxlan.vnis_in_use(hv2.host_netns, [other], recorded=True) == []
+    assert "is used by" in vxlan.vnis_in_use(hv2.host_netns, [other], recorded=False)[0]
+    # remove deletes only this owner's devices of this lab.
+    assert vxlan.remove(hv2.host_netns, OWNER, "other") == []
+    assert vxlan.remove(hv2.host_netns, "fedcba9876543210", "st") == []
+    assert vxlan.remove(hv2.host_netns, OWNER, "st") == [other.device]
     assert vxlan.devices(hv2.host_netns) == []
 
 
@@ -143,7 +148,7 @@ def test_gc_removes_a_lost_labs_parts_on_every_host(stretched):
     plan = LibvirtRenderer(Context(host="hv2", owner=on_hv2.owner)).plan(lab)
     on_hv2.apply(replace(plan, documents=tuple(d for d in plan.documents if d.kind == "network")),
                  print)
-    for view, segs in ((hv1, []), (hv2, vxlan.segments(lab)["hv2"])):
+    for view, segs in ((hv1, []), (hv2, vxlan.segments(lab, owner=on_hv2.owner)["hv2"])):
         vxlan.apply(view.host_netns, segs)
     assert "st" in on_hv2.labs()
     runner.run(["ip", "-n", hv1.host_netns, "link", "add", "mhkeep", "type", "vxlan", "id", "7",

@@ -136,16 +136,23 @@ def test_removing_the_last_lab_of_a_uri_leaves_no_directory_for_it(tmp_path, mon
 def test_gc_on_this_machine_removes_the_vxlan_devices_of_labs_recorded_nowhere(tmp_path,
                                                                               monkeypatch):
     """`vnet gc` with a qemu:///system target: this machine's VXLAN devices (run here, no
-    namespace) of a lab with no record under any target go; a recorded lab's stay."""
+    namespace) of this owner's lab with no record under any target go; a recorded lab's, and
+    another owner's, stay."""
     import json
 
     from provisioner.host import runner, state
 
     monkeypatch.setenv("VNET_STATE_DIR", str(tmp_path))
+    from provisioner.host.owner import owner_id
+
     state.save(Target(uri="qemu:///system?socket=/other"), "kept", {"lab": "kept"})
+    me = owner_id()
     shown = [{"ifname": n, "ifalias": a, "linkinfo": {"info_data": {"id": i}}}
-             for n, a, i in (("vxgone1", "vnet:gone:lan", 1), ("vxgone2", "vnet:gone:mgmt", 2),
-                             ("vxkept", "vnet:kept:lan", 3), ("vxother", "theirs", 4))]
+             for n, a, i in (("vxgone1", f"vnet:{me}:gone:lan", 1),
+                             ("vxgone2", f"vnet:{me}:gone:mgmt", 2),
+                             ("vxkept", f"vnet:{me}:kept:lan", 3),
+                             ("vxelse", "vnet:0000000000000000:gone:lan", 5),
+                             ("vxother", "theirs", 4))]
     ran = []
 
     def fake(argv, **kw):
@@ -189,7 +196,8 @@ def test_destroy_with_hv2_silent_names_the_command_with_the_uri_quoted(tmp_path,
         def destroy(self, lab, progress):
             return ["domain vnet-two-a"]
     monkeypatch.setattr(multihost, "LibvirtDriver", Driver)
-    monkeypatch.setattr(remotehosts, "clean", lambda t, owner, lab: cleaned.append(t) or [])
+    monkeypatch.setattr(remotehosts, "clean",
+                        lambda t, owner, lab, legacy=False: cleaned.append(t) or [])
     with pytest.raises(HypervisorError) as exc:
         multihost.destroy(record, target, lambda m: None)
     assert cleaned == [Target(uri=uri)]

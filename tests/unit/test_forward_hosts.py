@@ -203,7 +203,7 @@ def test_a_host_side_on_a_remote_host_is_refused_before_anything_is_created():
     with pytest.raises(Unsupported, match=re.escape("networks.lan.home: hv2 is a remote host")):
         hostforwards.remote_side_refusal(homed, remote)
     with pytest.raises(Unsupported, match="is a remote host"):     # before any host is asked
-        multihost.preflight(homed, remote)
+        multihost.preflight(homed, remote, "0123456789abcdef", recorded=False)
     hostforwards.remote_side_refusal(labfile.resolve(copy.deepcopy(ISSUE_LAB)), remote)
     nat = copy.deepcopy(ISSUE_LAB)
     nat["networks"].append({"name": "own", "mode": "nat"})

@@ -29,7 +29,8 @@ def _dispatcher():
     return module
 
 
-def test_argv_from_uris():
+def test_argv_from_uris(tmp_path, monkeypatch):
+    monkeypatch.setenv("VNET_STATE_DIR", str(tmp_path))
     assert hostaccess.for_uri("qemu+ssh://root@hv2.example/system").ssh == (
         *BASE, "-l", "root", "--", "hv2.example")
     assert hostaccess.for_uri("qemu+ssh://hv2.example:2222/system").ssh == (
@@ -37,9 +38,10 @@ def test_argv_from_uris():
     assert hostaccess.for_uri("qemu+ssh://ops@[2001:db8::2]/system").ssh[-3:] == (
         "ops", "--", "2001:db8::2")
     # libvirt's own parameters: the ssh to run and the key (https://libvirt.org/uri.html)
-    access = hostaccess.for_uri("qemu+ssh://root@198.51.100.3/system?keyfile=/k/id&command=/k/ssh"
-                                "&socket=/remote/libvirt-sock")
-    assert access.ssh == ("/k/ssh", *BASE[1:], "-i", "/k/id", "-l", "root", "--", "198.51.100.3")
+    access = hostaccess.for_uri(f"qemu+ssh://root@198.51.100.3/system?keyfile=/k/id&command="
+                                f"{tmp_path}/k/ssh&socket=/remote/libvirt-sock")
+    assert access.ssh == (f"{tmp_path}/k/ssh", *BASE[1:], "-i", "/k/id", "-l", "root", "--",
+                          "198.51.100.3")
 
 
 def test_the_command_travels_as_one_quoted_line_and_locally_enters_the_namespace():
@@ -135,19 +137,19 @@ def test_every_command_vnet_sends_to_a_remote_host_passes_its_allow_list(monkeyp
 
     def fake_run(argv, **kw):
         sent.append(argv)
-        out = '[{"ifname": "vx0123456789", "ifalias": "vnet:two:lan"}]' \
+        out = f'[{{"ifname": "vx0123456789", "ifalias": "vnet:{OWNER}:two:lan"}}]' \
             if "show" in argv[-1] else ""
         return runner.Result(argv, 0, out, "")
     monkeypatch.setattr(runner, "run", fake_run)
     access = hostaccess.for_uri("qemu+ssh://root@hv2.example/system")
-    segs = vxlan.segments(labfile.resolve(ISSUE_LAB))["hv2"]
-    vxlan.vnis_in_use(access, segs)
+    segs = vxlan.segments(labfile.resolve(ISSUE_LAB), owner=OWNER)["hv2"]
+    vxlan.vnis_in_use(access, segs, recorded=True)
     vxlan.reaches(access, "198.51.100.2")
     vxlan.apply(access, segs)
     directory = hostaccess.prepare_log_dir(access, OWNER, "two")
     hostaccess.read_log(access, directory, "b")
     hostaccess.log_dir_labs(access, OWNER)
-    vxlan.remove(access, "two")
+    vxlan.remove(access, OWNER, "two")
     hostaccess.remove_log_dir(access, OWNER, "two")
     lines = [argv[-1] for argv in sent]
     assert all(argv[:-1] == list(access.ssh) for argv in sent)
@@ -164,7 +166,8 @@ def test_every_command_vnet_sends_to_a_remote_host_passes_its_allow_list(monkeyp
 @pytest.mark.parametrize("line", [
     "id", "", "sh -c id", "ip link del eth0", "ip netns exec x sh", "ip link set lo down",
     "rm -rf -- /", f"rm -rf -- {hostaccess.REMOTE_DIR}/{OWNER}", "rmdir -- /etc",
-    f"rmdir --ignore-fail-on-non-empty -- {hostaccess.REMOTE_DIR}",
+    f"rmdir -- {hostaccess.REMOTE_DIR}", f"rm -rf -- {hostaccess.REMOTE_DIR}",
+    "rmdir --ignore-fail-on-non-empty -- /var/lib/libvirt",
     f"rm -rf -- {hostaccess.REMOTE_DIR}/{OWNER}/lab/../..",
     f"cat -- {hostaccess.REMOTE_DIR}/{OWNER}/lab/../../../../etc/shadow",
     "cat -- /etc/shadow", "ping -c 1 -W 2 198.51.100.2;id", "ping -c 1 -W 2 -f 198.51.100.2",

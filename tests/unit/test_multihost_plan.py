@@ -35,7 +35,7 @@ def test_segments_cover_networks_on_two_hosts_or_more():
     assert lan.remotes == (IPv4Address("198.51.100.2"),) and lan.local == IPv4Address("198.51.100.3")
     assert lan.vni == vxlan.vni_for("two", "lan") and 0 < lan.vni < 2**24
     assert lan.mtu == 1450 and lan.port == 4789 and by_net["mgmt"].port == vxlan.MGMT_PORT
-    assert len(lan.device) <= 15 and lan.tag == "vnet:two:lan"
+    assert len(lan.device) <= 15 and lan.tag == "vnet:OWNER:two:lan"
     assert [s.vni for s in plan["hv1"]] == [s.vni for s in plan["hv2"]]
 
 
@@ -159,4 +159,4 @@ def test_ovs_networks_across_hosts_are_refused_with_the_reason_and_tunnels_are_n
     targets = {h.name: Target(uri=h.uri, netns=f"ns-{h.name}") for h in lab.hosts}
     with pytest.raises(Unsupported, match=r"networks\.back\.switch: an Open vSwitch network is "
                                           r"not stretched across hosts"):
-        multihost.preflight(lab, targets)
+        multihost.preflight(lab, targets, "0123456789abcdef", recorded=False)

@@ -19,13 +19,17 @@ from pathlib import Path
 from ...errors import HypervisorError, Unsupported, VnetError
 from ...host import forwarding, hostaccess, sandbox_hosts, ssh, state, vxlan
 from ...host.state import Target
-from ...lab.model import Lab, is_name
+from ...lab.model import Lab
 from ...lab.naming import object_name
 from ...progress import Progress
 from ..base import lab_from_record
 from . import hostforwards, imagecopy, lifecycle, remotehosts
 from .connection import LibvirtDriver
 from .render import Context, ImageFiles, LibvirtRenderer
+
+# The record's mark that its VXLAN aliases name the owner (vxlan.py); a record without it is an
+# older vnet's, whose destroy also removes the lab's `vnet:LAB:NETWORK` devices.
+VXLAN_ALIAS = "vnet:OWNER:LAB:NETWORK"
 
 
 def host_targets(lab: Lab, target: Target) -> dict[str, Target]:
@@ -80,9 +84,11 @@ def _parallel(fn, items: dict) -> dict:
         return {key: f.result() for key, f in futures.items()}
 
 
-def preflight(lab: Lab, targets: dict[str, Target]) -> dict[str, list]:
+def preflight(lab: Lab, targets: dict[str, Target], owner: str,
+              recorded: bool) -> dict[str, list]:
     """Before anything is created: every host answers, the underlay reaches the other hosts'
-    addresses, the VNIs are free, and nothing asks for what is not built yet."""
+    addresses, the VNIs are free (a device of this lab's tag counts as its own only when the
+    target has a record of it: `recorded`), and nothing asks for what is not built yet."""
     hostforwards.remote_refusal(lab, targets)
     hostforwards.remote_side_refusal(lab, targets)
     ovs = next((net for net in lab.networks if net.switch != "linux"), None)
@@ -101,10 +107,10 @@ def preflight(lab: Lab, targets: dict[str, Target]) -> dict[str, list]:
     _parallel(reach, targets)
     if problems:
         raise HypervisorError("; ".join(problems), hint="vnet sandbox status shows its hosts")
-    plan = vxlan.segments(lab)
+    plan = vxlan.segments(lab, owner=owner)
     for name, segs in plan.items():
         where = remotehosts.access(targets[name])
-        problems += vxlan.vnis_in_use(where, segs)
+        problems += vxlan.vnis_in_use(where, segs, recorded)
         for remote in sorted({r for s in segs for r in s.remotes}):
             if not vxlan.reaches(where, str(remote)):
                 problems.append(f"host {name} does not reach {remote} on the underlay "
@@ -119,7 +125,9 @@ def up(lab: Lab, target: Target, progress: Progress, wait: bool = True) -> dict:
     from ...host import accel
 
     targets = host_targets(lab, target)
-    segments = preflight(lab, targets)
+    remotehosts.refuse_shared_lab(target, lab.name, targets)
+    segments = preflight(lab, targets, LibvirtDriver(target).owner,
+                         state.read(target, lab.name) is not None)
     with state.lab_lock(target, lab.name, progress):
         image = images.build_tiny(progress=progress)   # one file system: every sandbox host
         lab_dir = state.lab_dir(target, lab.name)
@@ -142,7 +150,7 @@ def up(lab: Lab, target: Target, progress: Progress, wait: bool = True) -> dict:
         record = {"lab": lab.name, "backend": "libvirt", "uri": target.uri,
                   "sandbox": target.sandbox, "accel": chosen, "source": lab.source,
                   "lab_data": lab.meta["raw"], "mgmt": mgmt, "created": time.time(),
-                  "image": str(Path(image.kernel).parent),
+                  "image": str(Path(image.kernel).parent), "vxlan_alias": VXLAN_ALIAS,
                   "hosts": {h: {"uri": t.uri, "netns": t.netns, "log_dir": logs[h]}
                             for h, t in targets.items()}}
         state.save(target, lab.name, record)     # before anything exists: destroy finds it
@@ -204,7 +212,8 @@ def destroy(record: dict, target: Target, progress: Progress) -> list[str]:
         try:
             driver = LibvirtDriver(t)
             removed += driver.destroy(lab_name, lambda m: progress(f"{host}: {m}"))
-            removed += remotehosts.clean(t, driver.owner, lab_name)
+            removed += remotehosts.clean(t, driver.owner, lab_name,
+                                         legacy=record.get("vxlan_alias") != VXLAN_ALIAS)
         except (VnetError, OSError) as exc:
             left[host] = getattr(exc, "message", str(exc))
     if left:
@@ -233,6 +242,7 @@ def gc_hosts(target: Target, progress: Progress) -> list[str]:
 
     sb = sandbox.describe(target.sandbox)
     known = set(state.labs_of(target))
+    owner = LibvirtDriver(target).owner
     for index in [1, *sandbox_hosts.present(sb)]:
         view = sandbox_hosts.host_view(sb, index)
         if index > 1:
@@ -240,23 +250,21 @@ def gc_hosts(target: Target, progress: Progress) -> list[str]:
             for lab in sorted(set(lifecycle.tagged_labs(driver, progress)) - known):
                 forwarding.stop_proxy(state.lab_dir(target, lab), progress)   # served there
                 removed += driver.destroy(lab, progress)
-        orphans = {d["alias"].split(":")[1] for d in vxlan.devices(view.host_netns)
-                   if d["alias"].startswith(f"{vxlan.TAG}:")} - known
-        for lab in sorted(orphans):
-            removed += vxlan.remove(view.host_netns, lab)
+        for lab in sorted(vxlan.owner_labs(view.host_netns, owner) - known):
+            removed += vxlan.remove(view.host_netns, owner, lab)
     return removed
 
 
 def _gc_here(target: Target) -> list[str]:
-    """This machine, a lab's first host outside a sandbox (a qemu:///system target): the VXLAN
-    devices of labs with no record under any target of this state root. They carry no owner,
-    so a lab recorded anywhere (another spelling of the URI, a sandbox) keeps its devices."""
+    """This machine, a lab's first host outside a sandbox (a qemu:///system target): this
+    owner's VXLAN devices of labs with no record under any target of this state root (a lab
+    recorded anywhere, another spelling of the URI or a sandbox, keeps its devices)."""
     here = remotehosts.access(target)
     if not here.here:
         return []
+    owner = LibvirtDriver(target).owner
     removed: list[str] = []
-    for lab in sorted({d["alias"].split(":")[1] for d in vxlan.devices(here)
-                       if d["alias"].startswith(f"{vxlan.TAG}:")}):
-        if is_name(lab) and not state.targets_recording(lab):
-            removed += vxlan.remove(here, lab)
+    for lab in sorted(vxlan.owner_labs(here, owner)):
+        if not state.targets_recording(lab):
+            removed += vxlan.remove(here, owner, lab)
     return removed

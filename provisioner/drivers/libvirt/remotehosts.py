@@ -15,11 +15,13 @@ whose record is gone."""
 from __future__ import annotations
 
 import hashlib
+import json
 import shlex
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from ...errors import VnetError
-from ...host import hostaccess, state, vxlan
+from ...errors import Unsupported, VnetError
+from ...host import hostaccess, locks, state, vxlan
 from ...host.hostaccess import HostAccess
 from ...host.paths import state_root
 from ...host.safepath import child
@@ -30,7 +32,6 @@ from .. import boot
 from . import lifecycle
 from .connection import LibvirtDriver
 
-REMEMBERED = "remote-hosts"         # under the state root, per target: one file per remote URI
 POLL = 1.0                          # seconds between console reads: each is an SSH round trip
 
 
@@ -99,31 +100,73 @@ def wait_for_addresses(lab: Lab, t: Target, directory: str, progress: Progress) 
               lifecycle.ADDRESS_TIMEOUT)
 
 
-def clean(t: Target, owner: str, lab: str) -> list[str]:
-    """The lab's host-side traces on one host: its VXLAN devices and (remote) its log dir."""
-    removed = vxlan.remove(access(t), lab)
+def clean(t: Target, owner: str, lab: str, legacy: bool = False) -> list[str]:
+    """The lab's host-side traces on one host: its VXLAN devices and (remote) its log dir
+    (`legacy`: the record predates the owner in the VXLAN alias, vxlan.remove)."""
+    removed = vxlan.remove(access(t), owner, lab, legacy)
     if is_remote(t):
         removed.append(hostaccess.remove_log_dir(access(t), owner, lab))
     return removed
 
 
+def refuse_shared_lab(target: Target, lab: str, targets: dict[str, Target]) -> None:
+    """Before anything is created: a lab of this name that another target (another sandbox,
+    another URI) records on one of these remote hosts would be taken for this one's, as libvirt
+    tags and VXLAN aliases name the owner and the lab, not the target; exit 2."""
+    mine = {_host_of(t.uri): name for name, t in targets.items() if is_remote(t)}
+    for key in state.targets_recording(lab):
+        if key == target.key:
+            continue
+        try:
+            record = json.loads((child(state_root() / "labs", key) / lab / state.RECORD)
+                                .read_text())
+            theirs = {_host_of(h["uri"]) for h in record.get("hosts", {}).values()
+                      if hostaccess.is_ssh_uri(h["uri"])}
+        except (OSError, ValueError, AttributeError, KeyError, TypeError):
+            theirs = set(mine)          # cannot tell: say so rather than share
+        for host in sorted(set(mine) & theirs):
+            raise Unsupported(f"lab name: {lab} is also a lab of {key} on remote host {host} "
+                              f"(hosts.{mine[host]}); choose another lab name, or destroy that "
+                              "one first")
+
+
+def _host_of(uri: str) -> str:
+    """The host a remote URI names (user, port and parameters aside: one machine)."""
+    try:
+        return urlsplit(uri).hostname or uri
+    except ValueError:
+        return uri
+
+
 # ------------------------------------------------------------- remote hosts for `gc`
 
 def _remembered_dir(target: Target) -> Path:
-    """<state root>/remote-hosts/<target key>: beside the labs, never taken for one."""
-    return child(state_root() / REMEMBERED, target.key)
+    return state.remote_hosts_dir(target)
+
+
+def _remembered_lock(target: Target):
+    """remember and forget_unused of one target, one at a time: a forget must neither remove
+    the directory between a remember's mkdir and its write, nor drop an entry an `up` writes
+    while it reads the records (the up saved its record first, so a forget after sees it)."""
+    return locks.held("remote-hosts", target.key)
 
 
 def remember(target: Target, t: Target) -> None:
     if is_remote(t):
-        d = _remembered_dir(target)
-        d.mkdir(parents=True, exist_ok=True)
-        (d / hashlib.sha256(t.uri.encode()).hexdigest()[:16]).write_text(t.uri)
+        with _remembered_lock(target):
+            d = _remembered_dir(target)
+            d.mkdir(parents=True, exist_ok=True)
+            locks.write_atomic(d / hashlib.sha256(t.uri.encode()).hexdigest()[:16], t.uri)
 
 
 def forget_unused(target: Target, uris: list[str] | None = None) -> None:
     """Forget the remote hosts (those of `uris`, else all) that no lab recorded on `target`
     uses any more: after a destroy, or a gc that cleaned them."""
+    with _remembered_lock(target):
+        _forget_unused(target, uris)
+
+
+def _forget_unused(target: Target, uris: list[str] | None) -> None:
     d = _remembered_dir(target)
     if not d.is_dir():
         return
@@ -133,7 +176,7 @@ def forget_unused(target: Target, uris: list[str] | None = None) -> None:
             used |= {h["uri"] for h in (state.read(target, lab) or {}).get("hosts", {}).values()}
         except state.CorruptState:
             return                       # cannot tell: keep them all
-    for entry in d.iterdir():
+    for entry in _entries(d):
         uri = entry.read_text()
         if uri not in used and (uris is None or uri in uris):
             entry.unlink()
@@ -141,24 +184,35 @@ def forget_unused(target: Target, uris: list[str] | None = None) -> None:
         d.rmdir()
 
 
+def _entries(d: Path) -> list[Path]:
+    """The remembered URIs' files (not a temporary file of locks.write_atomic)."""
+    return [p for p in d.iterdir() if not p.name.startswith(".")] if d.is_dir() else []
+
+
 def remembered(target: Target) -> list[str]:
-    d = _remembered_dir(target)
-    uris = sorted(p.read_text() for p in d.iterdir()) if d.is_dir() else []
+    with _remembered_lock(target):
+        uris = sorted(p.read_text() for p in _entries(_remembered_dir(target)))
     return [u for u in uris if hostaccess.is_ssh_uri(u)]
 
 
 def gc_remote(target: Target, progress: Progress) -> list[str]:
     """On each remembered remote host: the labs of this owner (libvirt objects tagged with the
-    owner id, log directories under the owner's directory) that have no record on `target`.
-    VXLAN devices carry no owner, so only those of such a lab are removed."""
+    owner id, log directories under the owner's directory, VXLAN devices whose alias names the
+    owner) that have no record on `target`."""
     known = set(state.labs_of(target))
     removed: list[str] = []
     for uri in remembered(target):
+        try:      # an older vnet remembered it: libvirt opens only what up would take now
+            hostaccess.for_uri(uri, f"remembered remote host {uri}")
+        except Unsupported as exc:
+            progress(f"left alone: {exc.message}")
+            continue
         t = Target(uri=uri)
         driver = LibvirtDriver(t)
         try:
             labs = set(lifecycle.tagged_labs(driver, progress)) | \
-                set(hostaccess.log_dir_labs(access(t), driver.owner))
+                set(hostaccess.log_dir_labs(access(t), driver.owner)) | \
+                vxlan.owner_labs(access(t), driver.owner)
             for lab in sorted(labs - known):
                 if state.targets_recording(lab):    # a lab of another target on this host
                     continue

@@ -6,7 +6,8 @@ hypervisor host lets vnet do over SSH, and nothing else.
   socket by libvirt_relay.py, as before;
 - exactly the host-side commands vnet sends (provisioner/host/hostaccess.py, vxlan.py): the
   VXLAN devices (ip/bridge), the underlay echo (ping), and mkdir/cat/ls/rm/rmdir of a lab's
-  serial-log directory under the fixed vnet directory;
+  serial-log directory under the fixed vnet directory (rmdir of the emptied directories above
+  it, up to that directory itself);
 - anything else: refused (exit 126).
 
 The client's command arrives in SSH_ORIGINAL_COMMAND as one shell-quoted line; it is split
@@ -33,7 +34,7 @@ TOKENS = {
     "<dev>": re.compile(r"v[nx][0-9a-f]{10}"),      # bridges and VXLAN devices (lab/naming.py)
     "<vx>": re.compile(r"vx[0-9a-f]{10}"),
     "<int>": re.compile(r"[0-9]{1,8}"),
-    "<tag>": re.compile(rf"vnet:{NAME}:{NAME}"),
+    "<tag>": re.compile(rf"vnet:{OWNER}:{NAME}:{NAME}"),   # provisioner/host/vxlan.py
     "<ownerdir>": re.compile(rf"{REMOTE_DIR}/{OWNER}"),
     "<labdir>": re.compile(rf"{REMOTE_DIR}/{OWNER}/{NAME}"),
     "<log>": re.compile(rf"{REMOTE_DIR}/{OWNER}/{NAME}/{NAME}\.serial\.log"),
@@ -53,6 +54,7 @@ SHAPES = [s.split() for s in (
     "ls -1 -- <ownerdir>",
     "rm -rf -- <labdir>",
     "rmdir --ignore-fail-on-non-empty -- <ownerdir>",
+    f"rmdir --ignore-fail-on-non-empty -- {REMOTE_DIR}",
 )]
 
 

@@ -1,0 +1,56 @@
+"""The serial-log directory on a remote host (hostaccess.py): a record's log_dir reaches `cat`
+only when it is exactly a lab's directory, and removing the last lab's directory also removes
+the emptied directories above it, up to REMOTE_DIR itself (never recursively)."""
+import pytest
+
+from provisioner.host import hostaccess, runner
+
+from .test_hostaccess import OWNER, _dispatcher
+
+REMOTE = hostaccess.REMOTE_DIR
+
+
+@pytest.fixture
+def host(monkeypatch):
+    """A remote host where the lines in `fail` fail; `ran` its command lines."""
+    box = {"ran": [], "fail": set()}
+
+    def fake_run(argv, check=True, **kw):
+        box["ran"].append(argv[-1])
+        status = int(argv[-1] in box["fail"])
+        if status and check:
+            raise AssertionError(f"fatal: {argv[-1]} failed")
+        return runner.Result(argv, status, "log", "")
+    monkeypatch.setattr(runner, "run", fake_run)
+    box["access"] = hostaccess.for_uri("qemu+ssh://root@hv2.example/system")
+    return box
+
+
+@pytest.mark.parametrize("log_dir", [
+    f"{REMOTE}/{OWNER}/lab/../../../../etc",          # `..` from a record: would reach `cat`
+    f"{REMOTE}/{OWNER}/../{OWNER}/lab",
+    f"{REMOTE}/{OWNER}/lab/sub",
+    f"{REMOTE}/{OWNER}/lab/",
+    f"{REMOTE}/{OWNER}",
+    f"{REMOTE}//{OWNER}/lab",
+    f"/elsewhere{REMOTE}/{OWNER}/lab",
+])
+def test_a_log_dir_that_is_not_exactly_a_labs_directory_never_reaches_cat(host, log_dir):
+    with pytest.raises(ValueError):
+        hostaccess.read_log(host["access"], log_dir, "b")
+    assert host["ran"] == []
+
+
+def test_a_labs_own_log_dir_is_read(host):
+    assert hostaccess.read_log(host["access"], f"{REMOTE}/{OWNER}/lab", "b") == "log"
+    assert host["ran"] == [f"cat -- {REMOTE}/{OWNER}/lab/b.serial.log"]
+
+
+def test_the_last_labs_removal_also_removes_the_emptied_remote_dir(host):
+    hostaccess.remove_log_dir(host["access"], OWNER, "lab")
+    assert host["ran"][-1] == f"rmdir --ignore-fail-on-non-empty -- {REMOTE}"
+    assert all(map(_dispatcher().permitted, host["ran"]))    # the sandbox's host allows it
+    # REMOTE_DIR a mount point (a sandbox's SSH host) or not empty: its rmdir fails, fine
+    host["fail"] = {host["ran"][-1]}
+    assert hostaccess.remove_log_dir(host["access"], OWNER, "lab") == \
+        f"log directory {REMOTE}/{OWNER}/lab"
