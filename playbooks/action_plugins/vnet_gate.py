@@ -11,11 +11,15 @@ this one read them from one place (the registered result).
 import json
 import os
 import time
+from pathlib import Path
 
 from ansible.plugins.action import ActionBase
 
+from provisioner.host import procs      # vnet's own, installed beside ansible-playbook
+
 CELL_VARS = ("vnet_probes", "vnet_nic_macs", "vnet_forwards", "vnet_failovers",
              "vnet_tunnels_file")
+OWNER, RECORD = "vnet.pid", "ansible.pid"   # in the gate dir (verify/earlyrun.py)
 POLL = 0.05                # the gate opens within this of vnet writing the file
 
 
@@ -33,9 +37,17 @@ class ActionModule(ActionBase):
         host = task_vars.get("inventory_hostname")
         path, abort = os.path.join(gate, f"{host}.json"), os.path.join(gate, "abort")
         deadline = time.monotonic() + float(self._task.args.get("timeout", 900))
+        # this run's ansible-playbook (the worker's parent), recorded so that `vnet destroy`
+        # stops it by PID when the vnet that started it was killed before handing over
+        playbook = os.getppid()
+        procs.write(Path(gate) / RECORD, procs.Record(
+            playbook, procs.start_time(playbook), str(Path(gate).absolute().parent)))
+        owner = procs.read(Path(gate) / OWNER)
         while not os.path.exists(path):
             if os.path.exists(abort):
                 return dict(result, failed=True, msg="vnet called the run off (no verify)")
+            if owner is not None and procs.ours(owner) is None:
+                return dict(result, failed=True, msg="the vnet that started this run is gone")
             if time.monotonic() > deadline:
                 return dict(result, failed=True, msg=f"vnet handed over no cells for {host}")
             time.sleep(POLL)

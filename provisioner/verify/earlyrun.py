@@ -20,9 +20,11 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
+from ..host import procs
 from ..progress import Progress, emit
 from ..progress_events import VmState
 
+OWNER, RECORD = "vnet.pid", "ansible.pid"   # in the gate: who started the run, and the run
 GATE_TIMEOUT = 900.0     # the longest boot (a cloud image under TCG, 600 s) and some margin
 _RUNS: dict[str, "EarlyRun"] = {}
 _LOCK = threading.Lock()
@@ -37,6 +39,10 @@ class EarlyRun:
         gate.mkdir(parents=True, exist_ok=True)
         for old in gate.iterdir():        # a file of an earlier run would open the gate
             old.unlink()
+        # the gate gives up once this process is gone (a vnet killed while its guests boot)
+        me = os.getpid()
+        procs.write(gate / OWNER, procs.Record(me, procs.start_time(me),
+                                               (procs.proc_argv(me) or ["python3"])[0]))
         self.run = run
         self.result: dict[str, dict] | None = None
         self.error: BaseException | None = None
@@ -72,6 +78,13 @@ def pays(guest_cpus: int, host_cpus: int | None = None) -> bool:
     the early start only moves that work into the boot (measured on 2 cores with 2 guests: the
     verify phase 0.45 s shorter, the address phase as much longer; benchmarks/README.md)."""
     return (host_cpus or os.cpu_count() or 1) > guest_cpus
+
+
+def stop_recorded(lab_dir: Path, warn: Callable[[str], None] | None = None) -> None:
+    """Stop a lab's early run by the PID its gate recorded: the vnet that started it may have
+    been killed before handing over (the gate gives up soon after; `vnet destroy` does not
+    wait for that)."""
+    procs.stop(Path(lab_dir) / "ansible" / "gate" / RECORD, warn)
 
 
 def start(key: str, gate: Path, run: Callable[[], dict]) -> None:

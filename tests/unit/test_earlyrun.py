@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -60,6 +61,57 @@ def test_the_gate_fails_when_vnet_calls_the_run_off(monkeypatch, tmp_path):
     (tmp_path / "abort").touch()
     found = run_gate(monkeypatch, {"dir": str(tmp_path)}, {"inventory_hostname": "vm1"})
     assert found["failed"] and "called the run off" in found["msg"]
+
+
+def test_the_gate_gives_up_when_the_vnet_that_started_it_is_gone(monkeypatch, tmp_path):
+    """A vnet killed while its guests boot leaves its early run waiting at the gate: the gate
+    notices that its owner (vnet.pid, written by EarlyRun) is gone and ends the run."""
+    import subprocess
+    import sys
+
+    from provisioner.host import procs
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    procs.write(tmp_path / earlyrun.OWNER, procs.Record(gone.pid, 1, sys.executable))
+    found = run_gate(monkeypatch, {"dir": str(tmp_path), "timeout": 5},
+                     {"inventory_hostname": "vm1"})
+    assert found["failed"] and "is gone" in found["msg"]
+    # ... and it recorded its ansible-playbook (the worker's parent: here, this process)
+    recorded = procs.read(tmp_path / earlyrun.RECORD)
+    assert recorded.pid == os.getppid() and recorded.marker == str(tmp_path.parent)
+
+
+def test_a_live_owner_keeps_the_gate_waiting(monkeypatch, tmp_path):
+    me = os.getpid()
+    from provisioner.host import procs
+
+    procs.write(tmp_path / earlyrun.OWNER, procs.Record(me, procs.start_time(me),
+                                                         procs.proc_argv(me)[0]))
+    threading.Timer(0.3, lambda: (tmp_path / "vm1.json").write_text("{}")).start()
+    found = run_gate(monkeypatch, {"dir": str(tmp_path)}, {"inventory_hostname": "vm1"})
+    assert found == {"changed": False}
+
+
+def test_destroy_stops_the_recorded_early_run_by_its_pid(tmp_path):
+    """lifecycle's destroy calls stop_recorded: the process the gate recorded is ended (a
+    real sleeping child whose argv names the lab's ansible directory, as ansible-playbook's
+    inventory path does)."""
+    import subprocess
+    import sys
+
+    from provisioner.host import procs
+
+    gate = tmp_path / "ansible" / "gate"
+    gate.mkdir(parents=True)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                              str(tmp_path / "ansible" / "inventory" / "hosts.json")])
+    while not procs.mentions(procs.proc_argv(child.pid) or [], str(tmp_path / "ansible")):
+        time.sleep(0.01)                 # until the child has exec'd (its own argv)
+    procs.write(gate / earlyrun.RECORD, procs.Record(child.pid, procs.start_time(child.pid),
+                                                     str(tmp_path / "ansible")))
+    earlyrun.stop_recorded(tmp_path)
+    assert child.wait(timeout=10) is not None and not (gate / earlyrun.RECORD).exists()
 
 
 def fake_gate_run(gate: Path, seen: list, hosts=("vm1",)):

@@ -17,6 +17,7 @@ from ..base import lab_from_record
 from .connection import LibvirtDriver
 from . import ovsbridge
 from ...host import controller
+from ...verify import earlyrun
 from ...lab import modes
 from ...lab.naming import object_name
 from .render import Context, ImageFiles, LibvirtRenderer
@@ -254,6 +255,7 @@ def _destroy(lab_name: str, target: Target, progress: Progress) -> list[str]:
     lab_dir = state.lab_dir(target, lab_name)
     forwarding.stop_proxy(lab_dir, progress)
     controller.stop(lab_dir, progress)
+    earlyrun.stop_recorded(lab_dir, progress)
     driver = LibvirtDriver(target)
     removed = driver.destroy(lab_name, progress)
     removed += ovsbridge.remove(lab_name, target, driver.owner, progress,
