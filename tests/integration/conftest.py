@@ -3,6 +3,7 @@ Ansible. Every test that needs them skips with the exact thing that is missing."
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 
 import pytest
 
@@ -22,6 +23,27 @@ def missing_tools(tools: dict[str, str], needs_root_for: str) -> str | None:
         return (f"missing commands {', '.join(missing)}: apt-get install "
                 + " ".join(sorted(set(missing.values()))))
     return None
+
+
+# what a sandbox's extra hosts need beyond NEEDED: hv2's SSH server and its forced command
+FOR_HOSTS = {"dropbear": "dropbear-bin", "dropbearkey": "dropbear-bin",
+             "busybox": "busybox-static"}
+
+
+@contextmanager
+def hosts_sandbox(prefix: str, hosts: int, progress=print):
+    """A `--hosts N` sandbox for one test (its name: the test's prefix and this process), down
+    at the end whatever happened; skips with what is missing."""
+    reason = missing_tools(FOR_HOSTS, "creates namespaces and private libvirtds")
+    if reason:
+        pytest.skip(reason)
+    from provisioner.host import sandbox
+
+    name = f"{prefix}{os.getpid() % 10000}"
+    try:
+        yield sandbox.up(name, progress=progress, hosts=hosts)
+    finally:
+        sandbox.down(name, progress=progress)
 
 
 def missing_for_labs() -> str | None:

@@ -4,8 +4,6 @@ internal network, stretched to hv2 over VXLAN, two VMs per host. The whole matri
 lab's VXLAN port blocked on hv2's underlay the cross-host cells turn red and the same-host cells
 stay green (negative control); status names each VM's host; destroy with hv2's libvirtd gone
 removes hv1's part and names hv2 with the command to finish; the repeat removes the rest."""
-import os
-import shutil
 
 import pytest
 
@@ -16,6 +14,8 @@ from provisioner.host import procs, runner, sandbox, sandbox_hosts, state, vxlan
 from provisioner.lab import loader as labfile
 from provisioner.lab.model import Backend
 from provisioner.verify.run import verify
+
+from .conftest import hosts_sandbox
 
 
 pytestmark = pytest.mark.integration
@@ -54,13 +54,8 @@ def _crosses_hosts(cell):
 
 @pytest.fixture
 def two_host_sandbox(tiny_image, monkeypatch):
-    if shutil.which("dropbear") is None:
-        pytest.skip("dropbear is missing: apt-get install dropbear-bin")
-    name = f"mh{os.getpid() % 10000}l"
-    try:
-        yield sandbox.up(name, progress=print, hosts=2)
-    finally:
-        sandbox.down(name, progress=print)
+    with hosts_sandbox("mhl", 2) as sb:
+        yield sb
 
 
 def test_two_host_lab_up_status_and_destroy_with_a_host_gone(two_host_sandbox):

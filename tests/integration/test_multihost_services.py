@@ -16,7 +16,6 @@ wire by a capture on b's tap in hv3's namespace. Negative control: the lab's VXL
 on hv3's underlay turns the tunnel and encapsulation cells red (and the VM<->VM cells, which
 cross the same underlay), nothing else."""
 import os
-import shutil
 
 import pytest
 
@@ -27,6 +26,8 @@ from provisioner.lab import loader as labfile
 from provisioner.host.state import Target
 from provisioner.lab.model import Backend
 from provisioner.verify.run import matrix_text, verify
+
+from .conftest import hosts_sandbox
 
 pytestmark = pytest.mark.integration
 
@@ -68,13 +69,8 @@ def red(result):
 
 @pytest.fixture(scope="module")
 def two_hosts(tiny_image):
-    if shutil.which("dropbear") is None:
-        pytest.skip("dropbear is missing: apt-get install dropbear-bin")
-    name = f"fw{os.getpid() % 10000}s"
-    try:
-        yield sandbox.up(name, progress=say, hosts=3)
-    finally:
-        sandbox.down(name, progress=say)
+    with hosts_sandbox("fws", 3, say) as sb:
+        yield sb
 
 
 def _up(sb, data):

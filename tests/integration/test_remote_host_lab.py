@@ -8,7 +8,6 @@ destroy while hv2's SSH port is refused removes hv1's part and names hv2 with th
 finishes the job; that repeat, and gc of a lab whose record is gone, leave nothing on hv2: no
 VXLAN device, no log directory, no domain or network."""
 import json
-import os
 import re
 import shutil
 
@@ -24,12 +23,10 @@ from provisioner.lab import loader as labfile
 from provisioner.lab.model import Backend
 from provisioner.verify.run import verify
 
-from .conftest import missing_tools
+from .conftest import hosts_sandbox
 
 pytestmark = pytest.mark.integration
 
-SKIP = missing_tools({"dropbear": "dropbear-bin", "dropbearkey": "dropbear-bin",
-                      "busybox": "busybox-static"}, "creates namespaces and private libvirtds")
 LAB = {"name": "rhl", "hosts": [{"name": "hv1"}, {"name": "hv2"}],
        "networks": [{"name": "lan", "mode": "natnetwork", "subnet": "10.74.0.0/24", "home": "hv1"},
                     {"name": "back", "mode": "internal", "subnet": "10.74.1.0/24"}],
@@ -45,13 +42,8 @@ PATHS = {"vm_to_vm", "host_to_vm", "vm_to_host", "vm_to_internet", "internet_to_
 
 @pytest.fixture
 def sandbox_with_remote_hv2(tiny_image):
-    if SKIP:
-        pytest.skip(SKIP)
-    name = f"rh{os.getpid() % 10000}r"
-    try:
-        yield sandbox.up(name, progress=print, hosts=2)
-    finally:
-        sandbox.down(name, progress=print)
+    with hosts_sandbox("rhr", 2) as sb:
+        yield sb
 
 
 def _commands(sb) -> list[tuple[str, list[str]]]:
