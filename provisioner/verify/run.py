@@ -13,7 +13,6 @@ host namespace and the Internet namespace (vnet's own listeners answer there). P
 names what observes the cells: ansible.py (the guests), listeners.py, forwardcheck.py."""
 from __future__ import annotations
 
-import importlib.util
 import random
 import threading
 import time
@@ -32,7 +31,7 @@ from ..lab.naming import mgmt_subnet_for
 from ..errors import VnetError
 from ..lab.model import Backend, Lab
 from ..host.netns import run_in_netns
-from ..resources import data_dir
+from ..resources import playbook_code
 from ..host.state import Target
 from ..host.testpoints import pause_at
 from ..drivers.boot import serial_log
@@ -45,11 +44,7 @@ from .presentation import (KIND_TITLES, exit_code, matrix_text,  # noqa: F401
 
 def probe_module():
     """The probe code shared with the guests (playbooks/library/vnet_probe.py)."""
-    path = data_dir("playbooks") / "library" / "vnet_probe.py"
-    spec = importlib.util.spec_from_file_location("vnet_probe", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return playbook_code("library", "vnet_probe")
 
 
 @dataclass(frozen=True)

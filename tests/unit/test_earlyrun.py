@@ -3,7 +3,6 @@ vnet_gate.py): the run starts early, but no guest's cells reach it before verify
 over, and a run nobody takes is called off."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import threading
@@ -13,7 +12,7 @@ from types import SimpleNamespace
 
 from provisioner.host.state import Target
 from provisioner.progress_events import Cells, VmState
-from provisioner.resources import data_dir
+from provisioner.resources import playbook_code
 from provisioner.verify import earlyrun
 from provisioner.verify.ansible import CELL_VARS
 from provisioner.verify.run import Inventory
@@ -22,11 +21,7 @@ TARGET = Target(uri="qemu:///system")
 
 
 def gate_plugin():
-    path = data_dir("playbooks") / "action_plugins" / "vnet_gate.py"
-    spec = importlib.util.spec_from_file_location("vnet_gate", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return playbook_code("action_plugins", "vnet_gate")
 
 
 def run_gate(monkeypatch, args: dict, task_vars: dict) -> dict:

@@ -2,7 +2,6 @@
 each guest gets (its own direction's SPI and keys), the 0600 spec files the playbook reads, the
 commands vnet_tunnel runs in the guest, the probe's binding to the tunnel device, and how a
 tunnel vnet could not build shows in its cells."""
-import importlib.util
 import json
 import os
 import socket
@@ -14,7 +13,7 @@ import yaml
 from provisioner.host import tunnelkeys
 from provisioner.lab import loader
 from provisioner.lab.model import Backend
-from provisioner.resources import data_dir
+from provisioner.resources import data_dir, playbook_code
 from provisioner.verify import checks, tunnelcells
 from provisioner.verify.presentation import KIND_TITLES
 from provisioner.verify.run import probe_module
@@ -30,11 +29,7 @@ def lab():
 
 
 def tunnel_module():
-    path = data_dir("playbooks") / "library" / "vnet_tunnel.py"
-    spec = importlib.util.spec_from_file_location("vnet_tunnel", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return playbook_code("library", "vnet_tunnel")
 
 
 def test_two_tunnel_cells_per_tunnel_bound_to_its_device_and_overlay_source(lab):
