@@ -28,7 +28,7 @@ from provisioner.host import (forwarding, hostaccess, netns, procs, runner, sand
                               state, vxlan)
 from provisioner.host.state import Target
 
-from .test_multihost_lab import BLOCK, PATHS, _crosses_hosts, _key
+from .test_multihost_lab import BLOCK, _key, split_crossing
 from .test_remote_host_lab import NOTHING, _commands, _left_on_hv2
 from .conftest import hosts_sandbox
 
@@ -121,9 +121,7 @@ def test_vnet_on_the_first_host_outside_a_sandbox(machine_sandbox, tmp_path):
         assert result["ok"], [c for c in cells if not c["ok"]]
         assert not [c for c in cells if c["kind"] in ("vm_to_internet", "internet_to_vm")]
         assert "not in a sandbox: no Internet cells were probed" in result["notes"]
-        cross = [c for c in cells if c["kind"] in PATHS and _crosses_hosts(c)]
-        same = [c for c in cells if c not in cross]
-        crossing = [c for c in cross if c["expected"] == "pass"]
+        crossing, same = split_crossing(cells)
         assert same and {c["kind"] for c in crossing} >= {"vm_to_vm", "host_to_vm", "vm_to_host",
                                                           "port_forward"}
 
