@@ -40,6 +40,7 @@ connecting), "confirmed_by" (optional, UDP), "rtt_timeout" (optional: derive the
 timeout, or the UDP wait, from this batch's measured round trips; see RoundTrips)}.
 
 Options:
+  ARGS_FILE or - (stdin: the image's precompiled copy, provisioner/guest/bakedprobe.py)
   module args {"probes": [...], "nic_macs": [...], "forwards": [...]}
       -> {"probes": {...}, "drivers": {...}, "forwards": {...}} (forwards: see ForwardHold)
   --serve PORT NAME   vnet's listener: answers on TCP and UDP PORT as NAME
@@ -1031,8 +1032,11 @@ def main():
         serve(int(sys.argv[2]), sys.argv[3])
         return
     started = time.monotonic()
-    with open(sys.argv[1]) as f:
-        args = json.load(f)
+    if sys.argv[1:2] == ["-"]:       # the baked copy, arguments on stdin (one SSH call)
+        args = json.load(sys.stdin)
+    else:                            # WANT_JSON: Ansible's file of arguments
+        with open(sys.argv[1]) as f:
+            args = json.load(f)
     holds = hold_forwards(args.get("forwards") or [])      # up before the host probes them
     results = run_all(args.get("probes", []))
     drivers = {mac: driver_of(mac) for mac in args.get("nic_macs", [])}
@@ -1041,7 +1045,9 @@ def main():
     # what vnet_tunnel built, passed on: that task runs with no_log (its arguments hold keys)
     built = {"tunnels": args["tunnels_built"]} if args.get("tunnels_built") else {}
     timing = {"python_start_s": python_start_seconds(), "probes_s": round(probed - started, 3),
-              "forwards_wait_s": round(time.monotonic() - probed, 3)}
+              "forwards_wait_s": round(time.monotonic() - probed, 3),
+              # the image's precompiled copy (provisioner/guest/bakedprobe.py), or a sent one
+              "baked": sys.argv[0].endswith(".pyc")}
     print(json.dumps({"changed": False, "probes": results, "drivers": drivers,
                       "forwards": forwards, "timing": timing, **built}))
 

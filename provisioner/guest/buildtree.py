@@ -12,6 +12,7 @@ from typing import Callable
 
 from ..errors import VnetError
 from ..host import runner
+from . import bakedprobe
 
 GUEST = Path(__file__).resolve().with_name("files")   # the init and root files of the image
 # Dropped from the root tree (after the usr-merge mapping); the stdlib keeps unittest.
@@ -109,8 +110,13 @@ def root_tree(tree: Tree, staged: dict[str, Path], progress: Callable[[str], Non
                        0o600 if rel == "etc/shadow" else 0o644)
     for rel in ("dev", "proc", "sys", "run", "tmp", "var", "root", "mnt"):
         tree.mkdir(rel)
-    progress("precompiling the python stdlib")
+    probe = bakedprobe.probe_source()
+    tree.write(bakedprobe.source_rel(probe), probe)
+    progress("precompiling the python stdlib and vnet's probe module")
     _compile(tree.root)
+    if not (tree.root / bakedprobe.baked_path(probe).lstrip("/")).is_file():
+        raise VnetError(f"compileall made no {bakedprobe.baked_path(probe)}",
+                        hint="the guest's Python must be 3.11 (guest/debs.py)")
     for line in (GUEST / "links.txt").read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             tree.link(*line.split())
@@ -126,18 +132,21 @@ def root_tree(tree: Tree, staged: dict[str, Path], progress: Callable[[str], Non
 
 
 def _compile(root: Path) -> None:
-    """Precompile the guest stdlib (unchecked-hash: the root is immutable, Python never re-stats).
-    With another host Python, the guest's own python3.11 runs through the guest's loader."""
+    """Precompile the guest stdlib and vnet's own Python (the baked probe) (unchecked-hash: the
+    root is immutable, Python never re-stats). With another host Python, the guest's own
+    python3.11 runs through the guest's loader."""
     stdlib = root / "usr" / "lib" / "python3.11"
-    for dirpath, dirnames, files in os.walk(stdlib):  # compileall must meet no symlink
-        for name in dirnames + files:
-            if os.path.islink(os.path.join(dirpath, name)):
-                raise VnetError(f"symlink in the tree before compileall: {dirpath}/{name}")
-    argv, env = compile_command(root, stdlib)
+    own = root / "usr" / "lib" / "vnet"
+    for top in (stdlib, own):
+        for dirpath, dirnames, files in os.walk(top):  # compileall must meet no symlink
+            for name in dirnames + files:
+                if os.path.islink(os.path.join(dirpath, name)):
+                    raise VnetError(f"symlink in the tree before compileall: {dirpath}/{name}")
+    argv, env = compile_command(root, stdlib, own)
     runner.run(argv, env=env, timeout=900, cwd="/")
 
 
-def compile_command(root: Path, stdlib: Path) -> tuple[list[str], dict[str, str] | None]:
+def compile_command(root: Path, *dirs: Path) -> tuple[list[str], dict[str, str] | None]:
     """compileall's argv and environment. Never imports from the caller's directory: -I for
     this interpreter; -P -s for the guest's (-I would also drop the PYTHONHOME it needs)."""
     python, env = [sys.executable, "-I"], None
@@ -147,4 +156,4 @@ def compile_command(root: Path, stdlib: Path) -> tuple[list[str], dict[str, str]
                   str(root / "usr" / "bin" / "python3.11"), "-P", "-s"]
         env = {"PYTHONHOME": str(root / "usr"), "PYTHONNOUSERSITE": "1"}
     return [*python, "-m", "compileall", "-q", "-j", "1" if env else "0",
-            "--invalidation-mode", "unchecked-hash", str(stdlib)], env
+            "--invalidation-mode", "unchecked-hash", *map(str, dirs)], env

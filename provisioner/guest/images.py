@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import buildtree, debs as guestdebs, kernel, modneeds
+from . import bakedprobe, buildtree, debs as guestdebs, kernel, modneeds
 from ..host import runner
 from ..host.paths import cache_dir
 from ..errors import VnetError
@@ -32,10 +32,11 @@ from .kernel import MODULES, cpio_newc, extract_vmlinux, modinfo, module_order  
 CMDLINE_BASE = "console=ttyS0 quiet panic=-1"  # extra boot flags measured: no gain under TCG
 ROOT_LABEL = "vnetroot"
 # The modules whose code shapes the image: their source is part of its cache key (_code_digest),
-# so a change to any of them builds a new image.
+# so a change to any of them builds a new image. So is the probe module the image carries
+# precompiled (guest/bakedprobe.py): a new probe gets a new image, not the slow path.
 BUILDERS = (Path(__file__).resolve(), Path(buildtree.__file__).resolve(),
             Path(guestdebs.__file__).resolve(), Path(kernel.__file__).resolve(),
-            Path(modneeds.__file__).resolve())
+            Path(modneeds.__file__).resolve(), Path(bakedprobe.__file__).resolve())
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,7 @@ def _code_digest() -> str:
     for source in BUILDERS:
         h.update(f"\0{source.name}\0".encode())
         h.update(source.read_bytes())
+    h.update(b"\0vnet_probe.py\0" + bakedprobe.probe_source())
     for p in sorted(q for q in GUEST.rglob("*") if q.is_file() and "__pycache__" not in q.parts):
         h.update(f"\0{p.relative_to(GUEST)}\0".encode())  # modes are set by the builder
         h.update(p.read_bytes())

@@ -58,6 +58,9 @@ def test_mode_boots_and_verifies_green(lab_sandbox, mode, model):
         # every expected value comes from the mode table, negative cells included
         assert any(c["expected"] == "fail" for c in result["checks"]) == (mode != "bridged")
         assert set(result["timings"]) >= {"define", "address", "verify", "total"}
+        # every guest ran the tiny image's precompiled probe in one SSH call (bakedprobe.py)
+        modules = [g.get("module", {}) for g in result["verify_breakdown"]["per_guest"].values()]
+        assert len(modules) == len(lab.vms) and all(m.get("baked") for m in modules), modules
     finally:
         lifecycle.destroy(lab.name, target, quiet)
     assert tagged(lab_sandbox, lab.name) is None

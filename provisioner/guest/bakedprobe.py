@@ -1,0 +1,49 @@
+"""The probe module (playbooks/library/vnet_probe.py) baked into the tiny image, precompiled.
+
+Why: under TCG every guest-side step of a verify costs. Run as a plain Ansible module, the
+probe takes six SSH round trips per guest (make a temp dir, copy the module, copy its
+arguments, chmod, run, clean up), and Python compiles its source on every run, since a script
+is never cached. The image carries the module's bytecode instead, in a directory named by a
+hash of its source, and the controller-side action plugin (playbooks/action_plugins/
+vnet_probe.py) runs it in ONE SSH call, arguments on stdin. A guest without that exact
+bytecode (another image, or one built from another version of the module) gets the module the
+usual way: the hash in the path means a stale copy is never run.
+
+The image builder (guest/buildtree.py) writes the source to `source_rel()` and compiles it with
+the guest's stdlib; the plugin asks for `baked_path()`."""
+from __future__ import annotations
+
+import hashlib
+import shlex
+
+from ..resources import data_dir
+
+GUEST_PYTHON_TAG = "cpython-311"     # the image's python3.11 (guest/debs.py)
+MISSING = "VNET-PROBE-NOT-BAKED"     # what the guest prints when it lacks this bytecode
+
+
+def probe_source() -> bytes:
+    """The module Ansible would copy (ANSIBLE_LIBRARY is playbooks/library)."""
+    return (data_dir("playbooks") / "library" / "vnet_probe.py").read_bytes()
+
+
+def _directory(source: bytes) -> str:
+    return f"usr/lib/vnet/probe-{hashlib.sha256(source).hexdigest()[:16]}"
+
+
+def source_rel(source: bytes) -> str:
+    """Where the builder writes the source, relative to the image's root."""
+    return f"{_directory(source)}/vnet_probe.py"
+
+
+def baked_path(source: bytes) -> str:
+    """The bytecode compileall makes of source_rel(source), as an absolute guest path."""
+    return f"/{_directory(source)}/__pycache__/vnet_probe.{GUEST_PYTHON_TAG}.pyc"
+
+
+def command(source: bytes, python: str) -> str:
+    """The one shell command that runs the baked probe with its arguments on stdin, or prints
+    MISSING when this guest lacks the bytecode of exactly this source."""
+    path, python = shlex.quote(baked_path(source)), shlex.quote(python)
+    # -I -S: no environment, no user or site directories; the probe needs only the stdlib
+    return f"if [ -f {path} ]; then exec {python} -I -S {path} -; fi; echo {MISSING}"
