@@ -28,7 +28,7 @@ class ActionModule(ActionBase):
         with open(self._shared_loader_obj.module_loader.find_plugin("vnet_probe"), "rb") as f:
             source = f.read()
         ran = self._low_level_execute_command(bakedprobe.command(source, python),
-                                              in_data=json.dumps(dict(self._task.args)))
+                                              in_data=json.dumps(dict(self._task.args)).encode())
         if ran.get("stdout", "").strip() == bakedprobe.MISSING:
             result = merge_hash(result, self._execute_module(task_vars=task_vars))
             self._remove_tmp_path(self._connection._shell.tmpdir)

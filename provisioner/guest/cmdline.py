@@ -39,11 +39,14 @@ def bond_nic(vm: Vm, nic: Nic) -> Nic | None:
 
 def link_args(lab: Lab, vm: Vm, static_modes: frozenset[str] = frozenset()) -> list[str]:
     """`vnet.bond=NAME,MODE,MAC+MAC...` per bond, `vnet.route=SUBNET,VIA` per route vnet adds,
-    and `vnet.forward=1` for a router. The init builds the bonds before it configures the
-    addresses (a bond's address is a vnet.if on its MAC) and adds the routes after them."""
+    `vnet.forward=1` for a router and `vnet.tunnel=1` on a VM that ends a tunnel. The init
+    builds the bonds before it configures the addresses (a bond's address is a vnet.if on its
+    MAC) and adds the routes after them."""
     args = [f"vnet.bond={b.name},{b.mode},{'+'.join(b.members)}" for b in vm.bonds]
     args += [f"vnet.route={r.destination},{r.via}" for r in vm.routes]
-    return args + (["vnet.forward=1"] if vm.router else [])
+    # the tunnel modules load only on a VM that ends a tunnel (guest/modneeds.py TUNNEL)
+    ends = any(end.vm == vm.name for t in lab.tunnels for end in t.endpoints)
+    return args + (["vnet.forward=1"] if vm.router else []) + (["vnet.tunnel=1"] if ends else [])
 
 
 def key_arg(ssh_pubkey: str) -> str:

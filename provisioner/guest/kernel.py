@@ -13,22 +13,23 @@ from typing import Callable, Iterable
 from ..errors import VnetError
 from . import modneeds
 
+# tunnels (issue 17). The guest has no modprobe: what the kernel would request at run time is
+# loaded at boot, e.g. ESP's authenc(hmac(sha256),cbc(aes)) with its IV generator echainiv and
+# the random generator that one asks for (drbg; hmac, sha256, cbc and aes are built in), and
+# xfrm_user for `ip xfrm`; wireguard's crypto libraries come in as its dependencies.
+TUNNEL_MODULES = ("vxlan", "ip_gre", "esp4", "authenc", "drbg", "echainiv", "xfrm_user",
+                  "xfrm_interface", "wireguard")
 # insmod'ed by the initramfs with their dependencies (ext4 needs crc32c at mount time)
 MODULES = ("virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "virtio_net", "e1000",
            "virtio_console", "virtio_rng",
            "ahci", "sd_mod",   # SATA root (/dev/sdX): VirtualBox has no virtio disk controller
            "bonding",          # lab bonds (issue 17); the init makes them through sysfs
            "sch_netem",        # guest-side delay/loss (issue 18): the host kernel may lack it
-           # tunnels (issue 17). The guest has no modprobe: what the kernel would request at
-           # run time is loaded here, e.g. ESP's authenc(hmac(sha256),cbc(aes)) with its IV
-           # generator echainiv and the random generator that one asks for (drbg; hmac,
-           # sha256, cbc and aes are built in), and xfrm_user for `ip xfrm`; wireguard's
-           # crypto libraries come in as its dependencies.
-           "vxlan", "ip_gre", "esp4", "authenc", "drbg", "echainiv", "xfrm_user",
-           "xfrm_interface", "wireguard")
+           *TUNNEL_MODULES)
 MODULE_ARGS = {"bonding": "max_bonds=0"}   # no bond0 unless the lab asks for one
 # Loaded only where needed, with what only they need (guest/modneeds.py: each insmod costs TCG)
-MODULE_NEEDS = {"ahci": modneeds.AHCI, "sd_mod": modneeds.AHCI, "bonding": modneeds.BOND}
+MODULE_NEEDS = {"ahci": modneeds.AHCI, "sd_mod": modneeds.AHCI, "bonding": modneeds.BOND,
+                **dict.fromkeys(TUNNEL_MODULES, modneeds.TUNNEL)}
 
 
 def extract_vmlinux(vmlinuz: bytes) -> bytes:
