@@ -2,10 +2,11 @@
 carries it precompiled, and the usual way everywhere else.
 
 The tiny image bakes playbooks/library/vnet_probe.py as bytecode under a path named by a hash
-of its source (provisioner/guest/bakedprobe.py). This plugin sends one shell command, the
-module's arguments on its stdin: the guest runs that exact bytecode, or, lacking it, says so
-and the module is sent and run as Ansible always does (a cloud image, an image of another
-version). The result is the module's own, either way.
+of its source, and starts a warm copy of it at boot (provisioner/guest/bakedprobe.py). This
+plugin sends one shell command, the module's arguments on its stdin: the guest hands them to
+the warm copy, or runs that exact bytecode, or, lacking it, says so and the module is sent and
+run as Ansible always does (a cloud image, an image of another version). The result is the
+module's own, either way.
 """
 import json
 
@@ -27,7 +28,8 @@ class ActionModule(ActionBase):
         # the module this task would send (ANSIBLE_LIBRARY): its hash names the bytecode
         with open(self._shared_loader_obj.module_loader.find_plugin("vnet_probe"), "rb") as f:
             source = f.read()
-        ran = self._low_level_execute_command(bakedprobe.command(source, python),
+        ran = self._low_level_execute_command(bakedprobe.command(bakedprobe.baked_path(source),
+                                                                  python),
                                               in_data=json.dumps(dict(self._task.args)).encode())
         if ran.get("stdout", "").strip() == bakedprobe.MISSING:
             result = merge_hash(result, self._execute_module(task_vars=task_vars))
@@ -43,7 +45,8 @@ def baked_result(ran: dict) -> dict:
     except ValueError:
         out = None
     if ran.get("rc") != 0 or not isinstance(out, dict):
+        why = f"exit {ran.get('rc')}" if ran.get("rc") != 0 else "its answer is not JSON"
         return {"failed": True, "rc": ran.get("rc"),
-                "msg": f"the baked probe module failed (exit {ran.get('rc')})",
+                "msg": f"the baked probe module failed ({why})",
                 "stdout": ran.get("stdout", ""), "stderr": ran.get("stderr", "")}
     return out

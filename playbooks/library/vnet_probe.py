@@ -41,6 +41,7 @@ timeout, or the UDP wait, from this batch's measured round trips; see RoundTrips
 
 Options:
   ARGS_FILE or - (stdin: the image's precompiled copy, provisioner/guest/bakedprobe.py)
+  --standby [PORT]    the tiny image's warm copy, started at boot: see standby()
   module args {"probes": [...], "nic_macs": [...], "forwards": [...]}
       -> {"probes": {...}, "drivers": {...}, "forwards": {...}} (forwards: see ForwardHold)
   --serve PORT NAME   vnet's listener: answers on TCP and UDP PORT as NAME
@@ -79,6 +80,7 @@ NOT_CONNECTED = {errno.ECONNREFUSED: "refused", errno.ETIMEDOUT: "timed out",
 PARENT_CHECK_SECONDS = 1.0   # how soon a listener notices that its vnet is gone
 REQUEST_AGAIN = 5.0          # a bond failover repeats its console request this often
 MAIN_AT = 0.0                # when main() started (monotonic): the verify breakdown
+STANDBY_PORT = 7099          # the warm copy's port on the guest's loopback (standby())
 
 
 def interface_of(mac):
@@ -1031,12 +1033,20 @@ def main():
     if sys.argv[1:2] == ["--serve"]:          # vnet's host-side listeners
         serve(int(sys.argv[2]), sys.argv[3])
         return
-    started = time.monotonic()
+    if sys.argv[1:2] == ["--standby"]:        # the tiny image's warm copy, started at boot
+        standby(int(sys.argv[2]) if len(sys.argv) > 2 else STANDBY_PORT)
+        return
     if sys.argv[1:2] == ["-"]:       # the baked copy, arguments on stdin (one SSH call)
         args = json.load(sys.stdin)
     else:                            # WANT_JSON: Ansible's file of arguments
         with open(sys.argv[1]) as f:
             args = json.load(f)
+    print(json.dumps(handle(args)))
+
+
+def handle(args, warm=False):
+    """One run of the module: this guest's probes, drivers and forward holds -> its result."""
+    started = time.monotonic()
     holds = hold_forwards(args.get("forwards") or [])      # up before the host probes them
     results = run_all(args.get("probes", []))
     drivers = {mac: driver_of(mac) for mac in args.get("nic_macs", [])}
@@ -1047,9 +1057,49 @@ def main():
     timing = {"python_start_s": python_start_seconds(), "probes_s": round(probed - started, 3),
               "forwards_wait_s": round(time.monotonic() - probed, 3),
               # the image's precompiled copy (provisioner/guest/bakedprobe.py), or a sent one
-              "baked": sys.argv[0].endswith(".pyc")}
-    print(json.dumps({"changed": False, "probes": results, "drivers": drivers,
-                      "forwards": forwards, "timing": timing, **built}))
+              "baked": sys.argv[0].endswith(".pyc"),
+              # forked from the copy the guest started at boot (standby): no Python start
+              "standby": warm}
+    return {"changed": False, "probes": results, "drivers": drivers, "forwards": forwards,
+            "timing": timing, **built}
+
+
+def standby(port):
+    """The tiny image starts this at boot (its init, after VNET-READY), so that Python's start
+    and imports, the largest part of a verify inside a TCG guest, are paid while the host
+    starts Ansible. It listens on the guest's own loopback only; the action plugin's one
+    command (provisioner/guest/bakedprobe.py) sends one line of JSON arguments and reads the
+    JSON result. Each request runs in a forked child, so no thread or socket of one run
+    outlives it; a child that fails answers {"failed": true, "msg": ...}."""
+    import signal
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)      # the kernel reaps the children
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", port))
+    server.listen(8)
+    while True:
+        conn, _ = server.accept()
+        if os.fork() == 0:
+            server.close()
+            _standby_child(conn)
+        conn.close()
+
+
+def _standby_child(conn):
+    global MAIN_AT
+    MAIN_AT = time.monotonic()
+    import signal
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)      # this run's own children are waited for
+    try:
+        conn.settimeout(ANSWER_TIMEOUT)                # a client that sends nothing
+        with conn, conn.makefile("rb") as lines:
+            try:
+                out = handle(json.loads(lines.readline()), warm=True)
+            except Exception as e:      # the plugin shows it: a failed task, never a hang
+                out = {"failed": True, "msg": f"vnet_probe standby: {type(e).__name__}: {e}"}
+            conn.sendall(json.dumps(out).encode() + b"\n")
+    finally:
+        os._exit(0)
 
 
 def python_start_seconds():

@@ -20,6 +20,10 @@ from ..resources import data_dir
 
 GUEST_PYTHON_TAG = "cpython-311"     # the image's python3.11 (guest/debs.py)
 MISSING = "VNET-PROBE-NOT-BAKED"     # what the guest prints when it lacks this bytecode
+# The warm copy the tiny image starts at boot (guest/files/rootfs/usr/lib/vnet/init): its port
+# on the guest's loopback (vnet_probe.STANDBY_PORT) and the file holding its PID.
+STANDBY_PORT = 7099
+STANDBY_PID = "/run/vnet/probe-standby.pid"
 
 
 def probe_source() -> bytes:
@@ -41,9 +45,25 @@ def baked_path(source: bytes) -> str:
     return f"/{_directory(source)}/__pycache__/vnet_probe.{GUEST_PYTHON_TAG}.pyc"
 
 
-def command(source: bytes, python: str) -> str:
-    """The one shell command that runs the baked probe with its arguments on stdin, or prints
-    MISSING when this guest lacks the bytecode of exactly this source."""
-    path, python = shlex.quote(baked_path(source)), shlex.quote(python)
+def command(path: str, python: str, port: int = STANDBY_PORT, pidfile: str = STANDBY_PID) -> str:
+    """The one shell command that runs the baked probe at `path` with its arguments on stdin:
+    through the warm copy the guest started at boot (it answers on loopback `port`; while the
+    process in `pidfile` lives it may still be starting, so the command tries again for up to
+    4 s), else a fresh Python on that bytecode. Prints MISSING when this guest lacks the
+    bytecode of exactly this source. A warm copy that took the request answers, even if only
+    with its failure: the probes never run twice. Nothing waits for a copy that is gone."""
+    path, python = shlex.quote(path), shlex.quote(python)
+    pidfile = shlex.quote(pidfile)
     # -I -S: no environment, no user or site directories; the probe needs only the stdlib
-    return f"if [ -f {path} ]; then exec {python} -I -S {path} -; fi; echo {MISSING}"
+    return "\n".join([
+        f"[ -f {path} ] || {{ echo {MISSING}; exit 0; }}",
+        "a=$(cat)",
+        "for i in $(seq 40); do",
+        # connected: its answer, whatever it is (a run is never repeated); refused: not up
+        f"  if r=$(printf '%s\\n' \"$a\" | nc 127.0.0.1 {int(port)} 2>/dev/null); then",
+        "    printf '%s\\n' \"$r\"; exit 0",
+        "  fi",
+        f"  read -r pid 2>/dev/null < {pidfile} && kill -0 \"$pid\" 2>/dev/null || break",
+        "  sleep 0.1",
+        "done",
+        f"printf '%s\\n' \"$a\" | exec {python} -I -S {path} -"])

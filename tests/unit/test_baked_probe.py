@@ -3,12 +3,20 @@ action plugin that runs it in one SSH call (playbooks/action_plugins/vnet_probe.
 from __future__ import annotations
 
 import json
+import shutil
+import socket
 import subprocess
 import sys
+import time
 from types import SimpleNamespace
+from unittest.mock import ANY
+
+import pytest
 
 from provisioner.guest import bakedprobe, buildtree
 from provisioner.resources import data_dir, playbook_code
+
+ARGS = json.dumps({"probes": [], "nic_macs": []})
 
 
 def test_the_baked_path_is_named_by_the_source_so_a_stale_copy_is_never_run():
@@ -21,32 +29,106 @@ def test_the_baked_path_is_named_by_the_source_so_a_stale_copy_is_never_run():
         f"/{src.rsplit('/', 1)[0]}/__pycache__/vnet_probe.{bakedprobe.GUEST_PYTHON_TAG}.pyc")
 
 
-def test_the_command_runs_the_bytecode_with_stdin_or_says_it_is_missing(tmp_path):
-    source = bakedprobe.probe_source()
-    command = bakedprobe.command(source, "/usr/bin/python3")
-    missing = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
-    assert missing.stdout.strip() == bakedprobe.MISSING      # no such file on this machine
-    assert "'" not in bakedprobe.command(source, "/usr/bin/python3")
-    assert bakedprobe.command(source, "python3; rm -rf /").count("'python3; rm -rf /'") == 1
-
-
-def test_the_builder_compiles_the_probe_where_the_plugin_looks(tmp_path):
-    """The same compileall step the image build runs (this interpreter stands in for the
-    guest's when both are 3.11), on a tree holding only the probe."""
+def compiled_probe(tmp_path):
+    """The probe compiled by the image build's own compileall step, into tmp_path (this
+    interpreter stands in for the guest's when both are 3.11); -> the bytecode's path."""
     source = bakedprobe.probe_source()
     rel = tmp_path / bakedprobe.source_rel(source)
     rel.parent.mkdir(parents=True)
     rel.write_bytes(source)
     argv, env = buildtree.compile_command(tmp_path, tmp_path / "usr" / "lib" / "vnet")
     subprocess.run(argv, env=env, check=True, cwd="/")
-    tag = sys.implementation.cache_tag
-    built = tmp_path / bakedprobe.baked_path(source).lstrip("/").replace(
-        bakedprobe.GUEST_PYTHON_TAG, tag)
+    return tmp_path / bakedprobe.baked_path(source).lstrip("/").replace(
+        bakedprobe.GUEST_PYTHON_TAG, sys.implementation.cache_tag)
+
+
+def test_the_builder_compiles_the_probe_where_the_plugin_looks(tmp_path):
+    built = compiled_probe(tmp_path)
     assert built.is_file()
-    ran = subprocess.run([sys.executable, "-I", "-S", str(built), "-"],
-                         input=json.dumps({"probes": [], "nic_macs": []}),
+    ran = subprocess.run([sys.executable, "-I", "-S", str(built), "-"], input=ARGS,
                          capture_output=True, text=True, check=True)
     assert json.loads(ran.stdout)["timing"]["baked"] is True
+
+
+def guest_shell(tmp_path):
+    """The guest's tools for the command: busybox sh and its nc, seq, sleep (as in the image)."""
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        pytest.skip("busybox is not installed (.ci/setup installs busybox-static)")
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    for applet in ("sh", "nc", "seq", "sleep"):
+        if not (bindir / applet).exists():
+            (bindir / applet).symlink_to(busybox)
+    return {"PATH": f"{bindir}:/usr/bin:/bin"}
+
+
+def run_command(tmp_path, pyc, port, pidfile, stdin=ARGS):
+    env = guest_shell(tmp_path)
+    command = bakedprobe.command(str(pyc), sys.executable, port=port, pidfile=str(pidfile))
+    return subprocess.run([str(tmp_path / "bin" / "sh"), "-c", command], input=stdin, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_command_says_when_the_guest_lacks_this_bytecode(tmp_path):
+    ran = run_command(tmp_path, tmp_path / "none.pyc", free_port(), tmp_path / "pid")
+    assert ran.stdout.strip() == bakedprobe.MISSING
+    assert "'python3; rm -rf /'" in bakedprobe.command("/x.pyc", "python3; rm -rf /")
+
+
+def test_without_a_warm_copy_the_command_runs_the_bytecode_with_stdin(tmp_path):
+    pyc = compiled_probe(tmp_path)
+    ran = run_command(tmp_path, pyc, free_port(), tmp_path / "no-such-pid")
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["timing"] == {
+        "python_start_s": ANY, "probes_s": ANY, "forwards_wait_s": ANY, "baked": True,
+        "standby": False}
+
+
+def test_the_warm_copy_answers_and_a_slow_one_is_waited_for(tmp_path):
+    """The standby the init starts at boot: the command hands it the arguments, also when it
+    is still starting (its PID lives, its port is not open yet); each request in its own
+    child, so it answers again. Killed, the command runs the bytecode itself."""
+    pyc = compiled_probe(tmp_path)
+    port, pidfile = free_port(), tmp_path / "standby.pid"
+    late = subprocess.Popen(["sh", "-c", f"sleep 1; exec {sys.executable} -I -S {pyc} "
+                             f"--standby {port}"])
+    try:
+        pidfile.write_text(f"{late.pid}\n")
+        for _ in range(2):
+            ran = run_command(tmp_path, pyc, port, pidfile)
+            assert ran.returncode == 0, ran.stderr
+            assert json.loads(ran.stdout)["timing"]["standby"] is True
+    finally:
+        late.kill()
+        late.wait()
+    ran = run_command(tmp_path, pyc, port, pidfile)
+    assert json.loads(ran.stdout)["timing"]["standby"] is False
+
+
+def test_a_warm_copy_that_fails_says_why_and_nothing_runs_twice(tmp_path):
+    pyc = compiled_probe(tmp_path)
+    port = free_port()
+    standby = subprocess.Popen([sys.executable, "-I", "-S", str(pyc), "--standby", str(port)])
+    try:
+        (tmp_path / "pid").write_text(f"{standby.pid}\n")
+        for _ in range(50):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        ran = run_command(tmp_path, pyc, port, tmp_path / "pid", stdin="not json\n")
+    finally:
+        standby.kill()
+        standby.wait()
+    out = json.loads(ran.stdout)
+    assert out["failed"] is True and "standby" in out["msg"] and "JSONDecodeError" in out["msg"]
 
 
 def plugin_run(monkeypatch, ran: dict, args: dict | None = None):
