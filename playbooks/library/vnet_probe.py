@@ -40,8 +40,9 @@ connecting), "confirmed_by" (optional, UDP), "rtt_timeout" (optional: derive the
 timeout, or the UDP wait, from this batch's measured round trips; see RoundTrips)}.
 
 Options:
-  ARGS_FILE or - (stdin: the image's precompiled copy, provisioner/guest/bakedprobe.py)
-  --standby [PORT]    the tiny image's warm copy, started at boot: see standby()
+  ARGS_FILE           Ansible's WANT_JSON file of module args
+  - [PORT]            the image's precompiled copy (provisioner/guest/bakedprobe.py): module
+                      args on stdin; with PORT it stays warm after: see stay_warm()
   module args {"probes": [...], "nic_macs": [...], "forwards": [...]}
       -> {"probes": {...}, "drivers": {...}, "forwards": {...}} (forwards: see ForwardHold)
   --serve PORT NAME   vnet's listener: answers on TCP and UDP PORT as NAME
@@ -80,7 +81,6 @@ NOT_CONNECTED = {errno.ECONNREFUSED: "refused", errno.ETIMEDOUT: "timed out",
 PARENT_CHECK_SECONDS = 1.0   # how soon a listener notices that its vnet is gone
 REQUEST_AGAIN = 5.0          # a bond failover repeats its console request this often
 MAIN_AT = 0.0                # when main() started (monotonic): the verify breakdown
-STANDBY_PORT = 7099          # the warm copy's port on the guest's loopback (standby())
 
 
 def interface_of(mac):
@@ -1033,14 +1033,13 @@ def main():
     if sys.argv[1:2] == ["--serve"]:          # vnet's host-side listeners
         serve(int(sys.argv[2]), sys.argv[3])
         return
-    if sys.argv[1:2] == ["--standby"]:        # the tiny image's warm copy, started at boot
-        standby(int(sys.argv[2]) if len(sys.argv) > 2 else STANDBY_PORT)
-        return
     if sys.argv[1:2] == ["-"]:       # the baked copy, arguments on stdin (one SSH call)
-        args = json.load(sys.stdin)
-    else:                            # WANT_JSON: Ansible's file of arguments
-        with open(sys.argv[1]) as f:
-            args = json.load(f)
+        print(json.dumps(handle(json.load(sys.stdin))), flush=True)
+        if len(sys.argv) == 3:       # PORT: stay, warm, for the next run
+            stay_warm(int(sys.argv[2]))
+        return
+    with open(sys.argv[1]) as f:     # WANT_JSON: Ansible's file of arguments
+        args = json.load(f)
     print(json.dumps(handle(args)))
 
 
@@ -1058,34 +1057,47 @@ def handle(args, warm=False):
               "forwards_wait_s": round(time.monotonic() - probed, 3),
               # the image's precompiled copy (provisioner/guest/bakedprobe.py), or a sent one
               "baked": sys.argv[0].endswith(".pyc"),
-              # forked from the copy the guest started at boot (standby): no Python start
-              "standby": warm}
+              # forked from the warm copy a run left behind (stay_warm): no Python start
+              "warm": warm}
     return {"changed": False, "probes": results, "drivers": drivers, "forwards": forwards,
             "timing": timing, **built}
 
 
-def standby(port):
-    """The tiny image starts this at boot (its init, after VNET-READY), so that Python's start
-    and imports, the largest part of a verify inside a TCG guest, are paid while the host
-    starts Ansible. It listens on the guest's own loopback only; the action plugin's one
-    command (provisioner/guest/bakedprobe.py) sends one line of JSON arguments and reads the
-    JSON result. Each request runs in a forked child, so no thread or socket of one run
-    outlives it; a child that fails answers {"failed": true, "msg": ...}."""
+def stay_warm(port):
+    """After a run of the image's precompiled copy, leave this interpreter behind, warm, for
+    the next run (a second task, the next `vnet verify`): Python's start and imports are the
+    largest part of a run inside a TCG guest. A forked child, detached from the SSH call (new
+    session, standard streams on /dev/null, so the call ends with this run's result), listens
+    on the guest's own loopback only. The action plugin's one
+    command (provisioner/guest/bakedprobe.py) sends it one line of JSON arguments and reads the
+    JSON result. Each request runs in a child it forks, so no thread or socket of one run
+    outlives it; a child that fails answers {"failed": true, "msg": ...}. Nothing is started at
+    boot: there the guest's CPU is the boot's (a warm copy started with the boot slowed the
+    create it was meant to speed up). If a warm copy already holds the port, this one ends."""
+    if os.fork() != 0:
+        return
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        server.bind(("127.0.0.1", port))
+        server.listen(8)
+    except OSError:
+        os._exit(0)
     import signal
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)      # the kernel reaps the children
-    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    server.bind(("127.0.0.1", port))
-    server.listen(8)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     while True:
         conn, _ = server.accept()
         if os.fork() == 0:
             server.close()
-            _standby_child(conn)
+            _warm_child(conn)
         conn.close()
 
 
-def _standby_child(conn):
+def _warm_child(conn):
     global MAIN_AT
     MAIN_AT = time.monotonic()
     import signal
@@ -1096,7 +1108,7 @@ def _standby_child(conn):
             try:
                 out = handle(json.loads(lines.readline()), warm=True)
             except Exception as e:      # the plugin shows it: a failed task, never a hang
-                out = {"failed": True, "msg": f"vnet_probe standby: {type(e).__name__}: {e}"}
+                out = {"failed": True, "msg": f"vnet_probe warm copy: {type(e).__name__}: {e}"}
             conn.sendall(json.dumps(out).encode() + b"\n")
     finally:
         os._exit(0)

@@ -5,12 +5,15 @@ probe takes six SSH round trips per guest (make a temp dir, copy the module, cop
 arguments, chmod, run, clean up), and Python compiles its source on every run, since a script
 is never cached. The image carries the module's bytecode instead, in a directory named by a
 hash of its source, and the controller-side action plugin (playbooks/action_plugins/
-vnet_probe.py) runs it in ONE SSH call, arguments on stdin. A guest without that exact
-bytecode (another image, or one built from another version of the module) gets the module the
-usual way: the hash in the path means a stale copy is never run.
+vnet_probe.py) runs it in ONE SSH call, arguments on stdin. That run leaves a warm copy behind
+on the guest's loopback, which the next run (a second task, the next `vnet verify`) is handed
+to, so Python's start, the largest part of what is left, is paid once per guest; each request
+runs in a child it forks. A guest without that exact bytecode (another image, or one built
+from another version of the module) gets the module the usual way: the hash in the path means
+a stale copy is never run.
 
 The image builder (guest/buildtree.py) writes the source to `source_rel()` and compiles it with
-the guest's stdlib; the plugin asks for `baked_path()`."""
+the guest's stdlib; the plugin asks for `baked_path()` through `command()`."""
 from __future__ import annotations
 
 import hashlib
@@ -20,10 +23,7 @@ from ..resources import data_dir
 
 GUEST_PYTHON_TAG = "cpython-311"     # the image's python3.11 (guest/debs.py)
 MISSING = "VNET-PROBE-NOT-BAKED"     # what the guest prints when it lacks this bytecode
-# The warm copy the tiny image starts at boot (guest/files/rootfs/usr/lib/vnet/init): its port
-# on the guest's loopback (vnet_probe.STANDBY_PORT) and the file holding its PID.
-STANDBY_PORT = 7099
-STANDBY_PID = "/run/vnet/probe-standby.pid"
+WARM_PORT = 7099     # the warm copy's port on the guest's loopback (vnet_probe.py stay_warm)
 
 
 def probe_source() -> bytes:
@@ -45,25 +45,18 @@ def baked_path(source: bytes) -> str:
     return f"/{_directory(source)}/__pycache__/vnet_probe.{GUEST_PYTHON_TAG}.pyc"
 
 
-def command(path: str, python: str, port: int = STANDBY_PORT, pidfile: str = STANDBY_PID) -> str:
+def command(path: str, python: str, port: int = WARM_PORT) -> str:
     """The one shell command that runs the baked probe at `path` with its arguments on stdin:
-    through the warm copy the guest started at boot (it answers on loopback `port`; while the
-    process in `pidfile` lives it may still be starting, so the command tries again for up to
-    4 s), else a fresh Python on that bytecode. Prints MISSING when this guest lacks the
-    bytecode of exactly this source. A warm copy that took the request answers, even if only
-    with its failure: the probes never run twice. Nothing waits for a copy that is gone."""
+    through the warm copy an earlier run left on the guest's loopback `port`, if there is one,
+    else a fresh Python on that bytecode, which stays warm after (vnet_probe.py stay_warm).
+    Prints MISSING when this guest lacks the bytecode of exactly this source. A warm copy that
+    took the request answers, even if only with its failure: the probes never run twice."""
     path, python = shlex.quote(path), shlex.quote(python)
-    pidfile = shlex.quote(pidfile)
     # -I -S: no environment, no user or site directories; the probe needs only the stdlib
     return "\n".join([
         f"[ -f {path} ] || {{ echo {MISSING}; exit 0; }}",
         "a=$(cat)",
-        "for i in $(seq 40); do",
-        # connected: its answer, whatever it is (a run is never repeated); refused: not up
-        f"  if r=$(printf '%s\\n' \"$a\" | nc 127.0.0.1 {int(port)} 2>/dev/null); then",
-        "    printf '%s\\n' \"$r\"; exit 0",
-        "  fi",
-        f"  read -r pid 2>/dev/null < {pidfile} && kill -0 \"$pid\" 2>/dev/null || break",
-        "  sleep 0.1",
-        "done",
-        f"printf '%s\\n' \"$a\" | exec {python} -I -S {path} -"])
+        f"if r=$(printf '%s\\n' \"$a\" | nc 127.0.0.1 {int(port)} 2>/dev/null); then",
+        "  printf '%s\\n' \"$r\"; exit 0",
+        "fi",
+        f"printf '%s\\n' \"$a\" | exec {python} -I -S {path} - {int(port)}"])

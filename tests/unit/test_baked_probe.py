@@ -3,11 +3,14 @@ action plugin that runs it in one SSH call (playbooks/action_plugins/vnet_probe.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 from unittest.mock import ANY
 
@@ -51,21 +54,21 @@ def test_the_builder_compiles_the_probe_where_the_plugin_looks(tmp_path):
 
 
 def guest_shell(tmp_path):
-    """The guest's tools for the command: busybox sh and its nc, seq, sleep (as in the image)."""
+    """The guest's tools for the command: busybox sh and its nc (as in the image)."""
     busybox = shutil.which("busybox")
     if busybox is None:
         pytest.skip("busybox is not installed (.ci/setup installs busybox-static)")
     bindir = tmp_path / "bin"
     bindir.mkdir(exist_ok=True)
-    for applet in ("sh", "nc", "seq", "sleep"):
+    for applet in ("sh", "nc"):
         if not (bindir / applet).exists():
             (bindir / applet).symlink_to(busybox)
     return {"PATH": f"{bindir}:/usr/bin:/bin"}
 
 
-def run_command(tmp_path, pyc, port, pidfile, stdin=ARGS):
+def run_command(tmp_path, pyc, port, stdin=ARGS):
     env = guest_shell(tmp_path)
-    command = bakedprobe.command(str(pyc), sys.executable, port=port, pidfile=str(pidfile))
+    command = bakedprobe.command(str(pyc), sys.executable, port=port)
     return subprocess.run([str(tmp_path / "bin" / "sh"), "-c", command], input=stdin, env=env,
                           capture_output=True, text=True, timeout=60)
 
@@ -76,59 +79,77 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def warm_pid(port: int) -> int | None:
+    """The PID of the process listening on loopback `port` (the warm copy), from /proc."""
+    inodes = {line.split()[9] for line in open("/proc/net/tcp").read().splitlines()[1:]
+              if line.split()[1] == f"0100007F:{port:04X}" and line.split()[3] == "0A"}
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
+        try:
+            if os.readlink(fd).removeprefix("socket:[").rstrip("]") in inodes:
+                return int(fd.parts[2])
+        except OSError:
+            continue
+    return None
+
+
+@pytest.fixture
+def warm(tmp_path):
+    """A compiled probe and a free port; the warm copy a test leaves there is ended after."""
+    pyc, port = compiled_probe(tmp_path), free_port()
+    yield pyc, port
+    for _ in range(50):               # the warm copy detaches: end it by the PID on its port
+        pid = warm_pid(port)
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+
+
+def test_the_guest_side_and_the_command_agree_on_how_to_stay_warm(warm, tmp_path):
+    """The first run is a fresh Python on the bytecode; the SSH call ends with its result
+    (nothing holds its streams), and it leaves a warm copy on the port, which the next runs
+    are handed to, each in a child of its own. With the copy gone, a fresh Python runs again."""
+    pyc, port = warm
+    first = run_command(tmp_path, pyc, port)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["timing"] == {
+        "python_start_s": ANY, "probes_s": ANY, "forwards_wait_s": ANY, "baked": True,
+        "warm": False}
+    for _ in range(50):
+        if warm_pid(port):
+            break
+        time.sleep(0.1)
+    copy = warm_pid(port)
+    assert copy is not None
+    for _ in range(2):
+        ran = run_command(tmp_path, pyc, port)
+        assert ran.returncode == 0, ran.stderr
+        assert json.loads(ran.stdout)["timing"]["warm"] is True
+    assert warm_pid(port) == copy                 # one warm copy, not one per run
+    os.kill(copy, signal.SIGKILL)
+    for _ in range(50):
+        if warm_pid(port) is None:
+            break
+        time.sleep(0.1)
+    assert json.loads(run_command(tmp_path, pyc, port).stdout)["timing"]["warm"] is False
+
+
 def test_the_command_says_when_the_guest_lacks_this_bytecode(tmp_path):
-    ran = run_command(tmp_path, tmp_path / "none.pyc", free_port(), tmp_path / "pid")
+    ran = run_command(tmp_path, tmp_path / "none.pyc", free_port())
     assert ran.stdout.strip() == bakedprobe.MISSING
     assert "'python3; rm -rf /'" in bakedprobe.command("/x.pyc", "python3; rm -rf /")
 
 
-def test_without_a_warm_copy_the_command_runs_the_bytecode_with_stdin(tmp_path):
-    pyc = compiled_probe(tmp_path)
-    ran = run_command(tmp_path, pyc, free_port(), tmp_path / "no-such-pid")
-    assert ran.returncode == 0, ran.stderr
-    assert json.loads(ran.stdout)["timing"] == {
-        "python_start_s": ANY, "probes_s": ANY, "forwards_wait_s": ANY, "baked": True,
-        "standby": False}
-
-
-def test_the_warm_copy_answers_and_a_slow_one_is_waited_for(tmp_path):
-    """The standby the init starts at boot: the command hands it the arguments, also when it
-    is still starting (its PID lives, its port is not open yet); each request in its own
-    child, so it answers again. Killed, the command runs the bytecode itself."""
-    pyc = compiled_probe(tmp_path)
-    port, pidfile = free_port(), tmp_path / "standby.pid"
-    late = subprocess.Popen(["sh", "-c", f"sleep 1; exec {sys.executable} -I -S {pyc} "
-                             f"--standby {port}"])
-    try:
-        pidfile.write_text(f"{late.pid}\n")
-        for _ in range(2):
-            ran = run_command(tmp_path, pyc, port, pidfile)
-            assert ran.returncode == 0, ran.stderr
-            assert json.loads(ran.stdout)["timing"]["standby"] is True
-    finally:
-        late.kill()
-        late.wait()
-    ran = run_command(tmp_path, pyc, port, pidfile)
-    assert json.loads(ran.stdout)["timing"]["standby"] is False
-
-
-def test_a_warm_copy_that_fails_says_why_and_nothing_runs_twice(tmp_path):
-    pyc = compiled_probe(tmp_path)
-    port = free_port()
-    standby = subprocess.Popen([sys.executable, "-I", "-S", str(pyc), "--standby", str(port)])
-    try:
-        (tmp_path / "pid").write_text(f"{standby.pid}\n")
-        for _ in range(50):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
-        ran = run_command(tmp_path, pyc, port, tmp_path / "pid", stdin="not json\n")
-    finally:
-        standby.kill()
-        standby.wait()
+def test_a_warm_copy_that_fails_says_why_and_nothing_runs_twice(warm, tmp_path):
+    pyc, port = warm
+    run_command(tmp_path, pyc, port)            # leaves the warm copy
+    for _ in range(50):
+        if warm_pid(port):
+            break
+        time.sleep(0.1)
+    ran = run_command(tmp_path, pyc, port, stdin="not json\n")
     out = json.loads(ran.stdout)
-    assert out["failed"] is True and "standby" in out["msg"] and "JSONDecodeError" in out["msg"]
+    assert out["failed"] is True and "warm copy" in out["msg"] and "JSONDecodeError" in out["msg"]
 
 
 def plugin_run(monkeypatch, ran: dict, args: dict | None = None):

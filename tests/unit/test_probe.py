@@ -294,9 +294,9 @@ def test_the_module_reports_where_its_own_seconds_went(tmp_path):
     out = subprocess.run([sys.executable, str(data_dir("playbooks") / "library" / "vnet_probe.py"),
                           str(args)], capture_output=True, text=True, check=True).stdout
     timing = json.loads(out)["timing"]
-    assert set(timing) == {"python_start_s", "probes_s", "forwards_wait_s", "baked", "standby"}
+    assert set(timing) == {"python_start_s", "probes_s", "forwards_wait_s", "baked", "warm"}
     assert timing["python_start_s"] >= 0 and timing["probes_s"] >= 0
-    assert timing["baked"] is False and timing["standby"] is False  # its source, as Ansible sends it
+    assert timing["baked"] is False and timing["warm"] is False  # its source, as Ansible sends it
 
 
 def test_the_module_imports_nothing_heavy_on_the_guest():
