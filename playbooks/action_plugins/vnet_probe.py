@@ -2,16 +2,17 @@
 carries it precompiled, and the usual way everywhere else.
 
 The tiny image bakes playbooks/library/vnet_probe.py as bytecode under a path named by a hash
-of its source, and starts a warm copy of it at boot (provisioner/guest/bakedprobe.py). This
-plugin sends one shell command, the module's arguments on its stdin: the guest hands them to
-the warm copy, or runs that exact bytecode, or, lacking it, says so and the module is sent and
-run as Ansible always does (a cloud image, an image of another version). The result is the
-module's own, either way.
+of its source (provisioner/guest/bakedprobe.py). This plugin sends one shell command, the
+module's arguments on its stdin: the guest hands them to the warm copy an earlier run of that
+bytecode left behind, or runs that exact bytecode, or, lacking it, says so and the module is
+sent and run as Ansible always does (a cloud image, an image of another version). The result
+is the module's own, either way.
 """
 import json
 
 from ansible.plugins.action import ActionBase
 from ansible.utils.vars import merge_hash
+from ansible.vars.clean import remove_internal_keys
 
 from provisioner.guest import bakedprobe      # vnet's own, installed beside ansible-playbook
 
@@ -49,4 +50,5 @@ def baked_result(ran: dict) -> dict:
         return {"failed": True, "rc": ran.get("rc"),
                 "msg": f"the baked probe module failed ({why})",
                 "stdout": ran.get("stdout", ""), "stderr": ran.get("stderr", "")}
+    remove_internal_keys(out)          # as _execute_module does: no _ansible_* from a guest
     return out

@@ -81,6 +81,8 @@ NOT_CONNECTED = {errno.ECONNREFUSED: "refused", errno.ETIMEDOUT: "timed out",
 PARENT_CHECK_SECONDS = 1.0   # how soon a listener notices that its vnet is gone
 REQUEST_AGAIN = 5.0          # a bond failover repeats its console request this often
 MAIN_AT = 0.0                # when main() started (monotonic): the verify breakdown
+# The warm copy's answers (stay_warm; provisioner/guest/bakedprobe.py matches them)
+WARM_ACCEPTED, WARM_OTHER = b"VNET-WARM-ACCEPTED", b"VNET-WARM-OTHER"
 
 
 def interface_of(mac):
@@ -1021,7 +1023,7 @@ def hold_forwards(specs):
 
 def release_forwards(holds, started, lifetime=FORWARD_LIFETIME):
     """Wait until every forward saw all its origins (or the lifetime ends), then close them:
-    nothing vnet started outlives this module run. -> {forward id: report}"""
+    no forward hold outlives this module run. -> {forward id: report}"""
     for hold in holds:
         hold.done.wait(max(0.0, started + lifetime - time.monotonic()))
     return {hold.spec["id"]: hold.report() for hold in holds}
@@ -1074,6 +1076,8 @@ def stay_warm(port):
     outlives it; a child that fails answers {"failed": true, "msg": ...}. Nothing is started at
     boot: there the guest's CPU is the boot's (a warm copy started with the boot slowed the
     create it was meant to speed up). If a warm copy already holds the port, this one ends."""
+    if threading.active_count() > 1:   # a thread of this run still lives: forking it is unsafe
+        return
     if os.fork() != 0:
         return
     os.setsid()
@@ -1091,13 +1095,19 @@ def stay_warm(port):
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     while True:
         conn, _ = server.accept()
-        if os.fork() == 0:
-            server.close()
-            _warm_child(conn)
+        try:
+            if os.fork() == 0:
+                server.close()
+                _warm_child(conn)
+        except OSError:                # no child: the client sees no WARM_ACCEPTED, runs afresh
+            pass
         conn.close()
 
 
 def _warm_child(conn):
+    """One request: line 1 the bytecode the client expects (this copy answers only for its
+    own, else WARM_OTHER and the client runs that bytecode afresh), line 2 the JSON args.
+    WARM_ACCEPTED goes first, so a client that gets no result knows this run was taken."""
     global MAIN_AT
     MAIN_AT = time.monotonic()
     import signal
@@ -1105,6 +1115,10 @@ def _warm_child(conn):
     try:
         conn.settimeout(ANSWER_TIMEOUT)                # a client that sends nothing
         with conn, conn.makefile("rb") as lines:
+            if lines.readline().decode(errors="replace").strip() != sys.argv[0]:
+                conn.sendall(WARM_OTHER + b"\n")
+                return
+            conn.sendall(WARM_ACCEPTED + b"\n")
             try:
                 out = handle(json.loads(lines.readline()), warm=True)
             except Exception as e:      # the plugin shows it: a failed task, never a hang

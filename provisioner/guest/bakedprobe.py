@@ -17,6 +17,7 @@ the guest's stdlib; the plugin asks for `baked_path()` through `command()`."""
 from __future__ import annotations
 
 import hashlib
+import json
 import shlex
 
 from ..resources import data_dir
@@ -24,6 +25,7 @@ from ..resources import data_dir
 GUEST_PYTHON_TAG = "cpython-311"     # the image's python3.11 (guest/debs.py)
 MISSING = "VNET-PROBE-NOT-BAKED"     # what the guest prints when it lacks this bytecode
 WARM_PORT = 7099     # the warm copy's port on the guest's loopback (vnet_probe.py stay_warm)
+WARM_ACCEPTED = "VNET-WARM-ACCEPTED"    # its first line when it takes a run (vnet_probe.py)
 
 
 def probe_source() -> bytes:
@@ -47,16 +49,24 @@ def baked_path(source: bytes) -> str:
 
 def command(path: str, python: str, port: int = WARM_PORT) -> str:
     """The one shell command that runs the baked probe at `path` with its arguments on stdin:
-    through the warm copy an earlier run left on the guest's loopback `port`, if there is one,
-    else a fresh Python on that bytecode, which stays warm after (vnet_probe.py stay_warm).
-    Prints MISSING when this guest lacks the bytecode of exactly this source. A warm copy that
-    took the request answers, even if only with its failure: the probes never run twice."""
-    path, python = shlex.quote(path), shlex.quote(python)
+    through the warm copy an earlier run left on the guest's loopback `port`, if one of this
+    exact bytecode answers there, else a fresh Python on that bytecode, which stays warm after
+    (vnet_probe.py stay_warm). Prints MISSING when this guest lacks the bytecode. A warm copy
+    that took the run (WARM_ACCEPTED first) is the answer, even if it ends without a result:
+    the probes never run twice. Anything else there (refused, reset, another version, another
+    program) means a fresh run."""
+    quoted, python = shlex.quote(path), shlex.quote(python)
+    died = json.dumps({"failed": True, "msg": "the warm probe copy took the run and ended "
+                                              "without a result"})
     # -I -S: no environment, no user or site directories; the probe needs only the stdlib
     return "\n".join([
-        f"[ -f {path} ] || {{ echo {MISSING}; exit 0; }}",
         "a=$(cat)",
-        f"if r=$(printf '%s\\n' \"$a\" | nc 127.0.0.1 {int(port)} 2>/dev/null); then",
-        "  printf '%s\\n' \"$r\"; exit 0",
-        "fi",
-        f"printf '%s\\n' \"$a\" | exec {python} -I -S {path} - {int(port)}"])
+        f"[ -f {quoted} ] || {{ echo {MISSING}; exit 0; }}",
+        f"r=$(printf '%s\\n%s\\n' {quoted} \"$a\" | nc 127.0.0.1 {int(port)} 2>/dev/null)",
+        'case "$r" in',
+        f"  {WARM_ACCEPTED}*)",
+        f"    r=${{r#{WARM_ACCEPTED}}}; r=${{r#?}}",
+        f"    [ -n \"$r\" ] || r={shlex.quote(died)}",
+        "    printf '%s\\n' \"$r\"; exit 0 ;;",
+        "esac",
+        f"printf '%s\\n' \"$a\" | exec {python} -I -S {quoted} - {int(port)}"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..lab.model import Lab, Nic, Vm
+from ..lab.tunnels import tunnels_of
 
 
 def if_arg(lab: Lab, nic: Nic, static_modes: frozenset[str] = frozenset()) -> str | None:
@@ -45,7 +46,7 @@ def link_args(lab: Lab, vm: Vm, static_modes: frozenset[str] = frozenset()) -> l
     args = [f"vnet.bond={b.name},{b.mode},{'+'.join(b.members)}" for b in vm.bonds]
     args += [f"vnet.route={r.destination},{r.via}" for r in vm.routes]
     # the tunnel modules load only on a VM that ends a tunnel (guest/modneeds.py TUNNEL)
-    ends = any(end.vm == vm.name for t in lab.tunnels for end in t.endpoints)
+    ends = bool(tunnels_of(lab, vm.name))
     return args + (["vnet.forward=1"] if vm.router else []) + (["vnet.tunnel=1"] if ends else [])
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -25,16 +26,22 @@ ARGS = json.dumps({"probes": [], "nic_macs": []})
 def test_the_baked_path_is_named_by_the_source_so_a_stale_copy_is_never_run():
     one, other = b"print(1)\n", b"print(2)\n"
     assert bakedprobe.baked_path(one) != bakedprobe.baked_path(other)
-    assert bakedprobe.baked_path(one) == bakedprobe.baked_path(one)
-    # compileall puts the bytecode of source_rel() exactly where baked_path() looks
-    src = bakedprobe.source_rel(one)
-    assert bakedprobe.baked_path(one) == (
-        f"/{src.rsplit('/', 1)[0]}/__pycache__/vnet_probe.{bakedprobe.GUEST_PYTHON_TAG}.pyc")
+    assert re.fullmatch(r"/usr/lib/vnet/probe-[0-9a-f]{16}/__pycache__/vnet_probe\.cpython-311\.pyc",
+                        bakedprobe.baked_path(one))
+
+
+def test_the_guest_side_and_the_command_agree_on_the_warm_copys_answer():
+    """The marker is written twice (the guest's module cannot import vnet): checked here."""
+    module = playbook_code("library", "vnet_probe")
+    assert module.WARM_ACCEPTED.decode() == bakedprobe.WARM_ACCEPTED
 
 
 def compiled_probe(tmp_path):
     """The probe compiled by the image build's own compileall step, into tmp_path (this
     interpreter stands in for the guest's when both are 3.11); -> the bytecode's path."""
+    if sys.version_info[:2] != (3, 11):
+        pytest.skip("the guest's bytecode is Python 3.11's: run the tests with a Python 3.11 "
+                    "(as .ci/setup does)")
     source = bakedprobe.probe_source()
     rel = tmp_path / bakedprobe.source_rel(source)
     rel.parent.mkdir(parents=True)
@@ -140,16 +147,69 @@ def test_the_command_says_when_the_guest_lacks_this_bytecode(tmp_path):
     assert "'python3; rm -rf /'" in bakedprobe.command("/x.pyc", "python3; rm -rf /")
 
 
+def started_warm_copy(tmp_path, pyc, port) -> int:
+    """Run once, so the run leaves its warm copy on `port`; -> the copy's PID."""
+    run_command(tmp_path, pyc, port)
+    for _ in range(50):
+        if (pid := warm_pid(port)) is not None:
+            return pid
+        time.sleep(0.1)
+    raise AssertionError("no warm copy listens after a run")
+
+
+def test_the_warm_copy_runs_each_request_with_its_own_arguments(warm, tmp_path):
+    pyc, port = warm
+    started_warm_copy(tmp_path, pyc, port)
+    for macs in (["52:54:00:00:00:01"], ["52:54:00:00:00:02", "52:54:00:00:00:03"]):
+        ran = run_command(tmp_path, pyc, port, json.dumps({"probes": [], "nic_macs": macs}))
+        out = json.loads(ran.stdout)
+        assert out["timing"]["warm"] is True and sorted(out["drivers"]) == macs
+
+
 def test_a_warm_copy_that_fails_says_why_and_nothing_runs_twice(warm, tmp_path):
     pyc, port = warm
-    run_command(tmp_path, pyc, port)            # leaves the warm copy
-    for _ in range(50):
-        if warm_pid(port):
-            break
-        time.sleep(0.1)
+    started_warm_copy(tmp_path, pyc, port)
     ran = run_command(tmp_path, pyc, port, stdin="not json\n")
     out = json.loads(ran.stdout)
     assert out["failed"] is True and "warm copy" in out["msg"] and "JSONDecodeError" in out["msg"]
+
+
+def test_a_warm_copy_that_took_the_run_and_died_is_a_failure_not_a_second_run(warm, tmp_path):
+    """Its child is killed while a probe waits for an answer (a loopback listener that never
+    answers): the run was taken, so the command reports that, and runs nothing again."""
+    pyc, port = warm
+    copy = started_warm_copy(tmp_path, pyc, port)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        probe = {"id": "0", "target": "127.0.0.1", "port": silent.getsockname()[1],
+                 "expect_name": "x", "timeout": 3.0, "answer_timeout": 30.0}
+        env = guest_shell(tmp_path)
+        cmd = subprocess.Popen([str(tmp_path / "bin" / "sh"), "-c",
+                                bakedprobe.command(str(pyc), sys.executable, port=port)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        cmd.stdin.write(json.dumps({"probes": [probe], "nic_macs": []}))
+        cmd.stdin.close()
+        for _ in range(100):        # the warm copy's child, waiting for the silent answer
+            children = Path(f"/proc/{copy}/task/{copy}/children").read_text().split()
+            if children:
+                break
+            time.sleep(0.05)
+        os.kill(int(children[0]), signal.SIGKILL)
+        out = json.loads(cmd.stdout.read())
+        cmd.wait(timeout=30)
+    assert out == {"failed": True,
+                   "msg": "the warm probe copy took the run and ended without a result"}
+
+
+def test_a_warm_copy_of_another_bytecode_is_not_used(warm, tmp_path):
+    pyc, port = warm
+    started_warm_copy(tmp_path, pyc, port)
+    other = tmp_path / "other" / pyc.name
+    other.parent.mkdir()
+    other.write_bytes(pyc.read_bytes())          # another path: another version, to the copy
+    ran = run_command(tmp_path, other, port)
+    assert json.loads(ran.stdout)["timing"]["warm"] is False
 
 
 def plugin_run(monkeypatch, ran: dict, args: dict | None = None):
