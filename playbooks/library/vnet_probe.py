@@ -81,7 +81,8 @@ NOT_CONNECTED = {errno.ECONNREFUSED: "refused", errno.ETIMEDOUT: "timed out",
 PARENT_CHECK_SECONDS = 1.0   # how soon a listener notices that its vnet is gone
 REQUEST_AGAIN = 5.0          # a bond failover repeats its console request this often
 MAIN_AT = 0.0                # when main() started (monotonic): the verify breakdown
-# The warm copy's answers (stay_warm; provisioner/guest/bakedprobe.py matches them)
+# The warm copy's first line: it took the run, or it is another bytecode's (_warm_child);
+# provisioner/guest/bakedprobe.py runs afresh on anything but WARM_ACCEPTED
 WARM_ACCEPTED, WARM_OTHER = b"VNET-WARM-ACCEPTED", b"VNET-WARM-OTHER"
 
 
@@ -1070,12 +1071,12 @@ def stay_warm(port):
     the next run (a second task, the next `vnet verify`): Python's start and imports are the
     largest part of a run inside a TCG guest. A forked child, detached from the SSH call (new
     session, standard streams on /dev/null, so the call ends with this run's result), listens
-    on the guest's own loopback only. The action plugin's one
-    command (provisioner/guest/bakedprobe.py) sends it one line of JSON arguments and reads the
-    JSON result. Each request runs in a child it forks, so no thread or socket of one run
-    outlives it; a child that fails answers {"failed": true, "msg": ...}. Nothing is started at
-    boot: there the guest's CPU is the boot's (a warm copy started with the boot slowed the
-    create it was meant to speed up). If a warm copy already holds the port, this one ends."""
+    on the guest's own loopback only. The action plugin's one command (provisioner/guest/
+    bakedprobe.py) sends it two lines, the bytecode it expects and the JSON arguments, and
+    reads the result (_warm_child). Each request runs in a child it forks, so no thread or
+    socket of one run outlives it. Nothing is started at boot: there the guest's CPU is the
+    boot's (a warm copy started with the boot slowed the create it was meant to speed up). If a
+    warm copy already holds the port, this one ends."""
     if threading.active_count() > 1:   # a thread of this run still lives: forking it is unsafe
         return
     if os.fork() != 0:
