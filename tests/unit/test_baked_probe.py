@@ -260,3 +260,11 @@ def test_a_baked_run_that_fails_says_what_the_guest_printed(monkeypatch):
     assert "exit 1" in result["msg"] and calls["module"] == 0
     garbled, _ = plugin_run(monkeypatch, {"rc": 0, "stdout": "not json", "stderr": ""})
     assert garbled["failed"] is True and garbled["stdout"] == "not json"
+
+
+def test_a_guest_cannot_set_ansibles_internal_keys(monkeypatch):
+    """The baked result is the guest's own JSON: the keys Ansible keeps for itself are dropped,
+    as _execute_module drops them from a module's result."""
+    out = {"probes": {}, "_ansible_no_log": True, "_ansible_verbose_always": True}
+    result, _ = plugin_run(monkeypatch, {"rc": 0, "stdout": json.dumps(out), "stderr": ""})
+    assert "probes" in result and not any(k.startswith("_ansible_") for k in result)
