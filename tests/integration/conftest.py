@@ -71,3 +71,24 @@ def lab_sandbox(tiny_image):
         yield box
     finally:
         sandbox.down(name, progress=lambda m: None)
+
+
+def vxlan_drop_rule(tag: str) -> list[str]:
+    """An INPUT rule dropping the VXLAN port vnet stretches networks over, marked with `tag`
+    (the test's own, so a rule left by a crash says whose it is)."""
+    from provisioner.host import vxlan
+    return ["INPUT", "-p", "udp", "--dport", str(vxlan.PORT), "-m", "comment", "--comment", tag,
+            "-j", "DROP"]
+
+
+@contextmanager
+def iptables_rule(netns: str, rule: list[str]):
+    """`rule` inserted in namespace `netns` for the with-block (a negative control), removed
+    after it even when the block fails."""
+    from provisioner.host import runner
+    iptables = ["ip", "netns", "exec", netns, "iptables"]
+    runner.run([*iptables, "-I", *rule])
+    try:
+        yield
+    finally:
+        runner.run([*iptables, "-D", *rule])

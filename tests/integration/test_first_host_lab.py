@@ -30,7 +30,7 @@ from provisioner.host.state import Target
 
 from .test_multihost_lab import BLOCK, _key, split_crossing
 from .test_remote_host_lab import NOTHING, _commands, _left_on_hv2
-from .conftest import hosts_sandbox
+from .conftest import hosts_sandbox, iptables_rule
 
 pytestmark = pytest.mark.integration
 
@@ -126,13 +126,9 @@ def test_vnet_on_the_first_host_outside_a_sandbox(machine_sandbox, tmp_path):
                                                           "port_forward"}
 
         # negative control: the lab's VXLAN port dropped in hv2's namespace
-        iptables = ["ip", "netns", "exec", hv2.host_netns, "iptables"]
-        runner.run([*iptables, "-I", *BLOCK])
-        try:
+        with iptables_rule(hv2.host_netns, BLOCK):
             blocked = _vnet_on(sb, "verify", NAME, "--uri", uri, "--report", "json",
                                "--out", str(tmp_path / "blocked.json"))
-        finally:
-            runner.run([*iptables, "-D", *BLOCK])
         assert blocked.returncode == 1, blocked.stderr[-3000:]
         by_key = {_key(c): c for c in json.loads((tmp_path / "blocked.json").read_text())["checks"]}
         assert [c for c in crossing if by_key[_key(c)]["ok"]] == []      # every one turned red

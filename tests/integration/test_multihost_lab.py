@@ -10,12 +10,12 @@ import pytest
 from provisioner.drivers.base import driver_class
 from provisioner.drivers.libvirt import imagecopy
 from provisioner.errors import HypervisorError
-from provisioner.host import procs, runner, sandbox, sandbox_hosts, state, vxlan
+from provisioner.host import procs, sandbox, sandbox_hosts, state, vxlan
 from provisioner.lab import loader as labfile
 from provisioner.lab.model import Backend
 from provisioner.verify.run import verify
 
-from .conftest import hosts_sandbox
+from .conftest import hosts_sandbox, iptables_rule, vxlan_drop_rule
 
 
 pytestmark = pytest.mark.integration
@@ -28,8 +28,7 @@ LAB = {"name": "mhl", "hosts": [{"name": "hv1"}, {"name": "hv2"}],
                     {"name": "back", "mode": "internal", "subnet": "10.73.1.0/24"}],
        "vms": [{"name": n, "host": h, "nics": [{"network": "lan"}, {"network": "back"}]}
                for n, h in (("a1", "hv1"), ("a2", "hv1"), ("b1", "hv2"), ("b2", "hv2"))]}
-BLOCK = ["INPUT", "-p", "udp", "--dport", str(vxlan.PORT), "-m", "comment",
-         "--comment", "vnet-test-block-lab-vxlan", "-j", "DROP"]
+BLOCK = vxlan_drop_rule("vnet-test-block-lab-vxlan")
 PATHS = {"vm_to_vm", "host_to_vm", "vm_to_host", "vm_to_internet", "internet_to_vm",
          "port_forward"}
 HOST_OF = {"a1": "hv1", "a2": "hv1", "b1": "hv2", "b2": "hv2"}
@@ -105,12 +104,8 @@ def test_two_host_lab_up_status_and_destroy_with_a_host_gone(two_host_sandbox):
 
     # Negative control: the lab's VXLAN port dropped on hv2's underlay (management rides
     # its own port, so vnet still reaches every guest).
-    iptables = ["ip", "netns", "exec", hv2.host_netns, "iptables"]
-    runner.run([*iptables, "-I", *BLOCK])
-    try:
+    with iptables_rule(hv2.host_netns, BLOCK):
         blocked = verify(lab, target, print)["checks"]
-    finally:
-        runner.run([*iptables, "-D", *BLOCK])
     by_key = {_key(c): c for c in blocked}
     assert [c for c in crossing if by_key[_key(c)]["ok"]] == []      # every one turned red
     assert [c for c in same if not by_key[_key(c)]["ok"]] == []      # and nothing else did

@@ -21,13 +21,13 @@ import pytest
 
 from provisioner.drivers.base import driver_class
 from provisioner.drivers.libvirt.connection import LibvirtDriver
-from provisioner.host import forwarding, netns, procs, runner, sandbox, sandbox_hosts, state, vxlan
+from provisioner.host import forwarding, netns, procs, runner, sandbox, sandbox_hosts, state
 from provisioner.lab import loader as labfile
 from provisioner.host.state import Target
 from provisioner.lab.model import Backend
 from provisioner.verify.run import matrix_text, verify
 
-from .conftest import hosts_sandbox
+from .conftest import hosts_sandbox, iptables_rule, vxlan_drop_rule
 
 pytestmark = pytest.mark.integration
 
@@ -55,8 +55,7 @@ TUNNEL_LAB = {
     # the near end (whose tap is captured) is b, on hv3
     "tunnels": [{"name": "vx1", "type": "vxlan", "id": 4242, "subnet": "10.99.0.0/24",
                  "endpoints": ["b", "a"]}]}
-BLOCK = ["INPUT", "-p", "udp", "--dport", str(vxlan.PORT), "-m", "comment",
-         "--comment", "fw-test-block-lab-vxlan", "-j", "DROP"]
+BLOCK = vxlan_drop_rule("fw-test-block-lab-vxlan")
 
 
 def say(message):
@@ -159,13 +158,9 @@ def test_a_vxlan_tunnel_between_hosts_is_green_on_the_wire_and_red_without_the_u
         assert mtu.strip() == "1400"
 
         # Negative control: the lab's VXLAN port dropped on hv3's underlay.
-        iptables = ["ip", "netns", "exec", hv3.host_netns, "iptables"]
-        runner.run([*iptables, "-I", *BLOCK])
-        try:
+        with iptables_rule(hv3.host_netns, BLOCK):
             blocked = verify(lab, target, say)
             say(matrix_text(blocked))
-        finally:
-            runner.run([*iptables, "-D", *BLOCK])
         crossing = {(c["kind"], c["source"], c["target"]) for c in cells
                     if c["kind"] in ("tunnel", "encapsulation", "vm_to_vm")}
         assert len(crossing) == 5

@@ -17,13 +17,13 @@ from provisioner.drivers.base import driver_class
 from provisioner.drivers.libvirt import remotehosts
 from provisioner.drivers.libvirt.connection import LibvirtDriver
 from provisioner.errors import HypervisorError
-from provisioner.host import hostaccess, runner, sandbox, sandbox_hosts, state, vxlan
+from provisioner.host import hostaccess, sandbox, sandbox_hosts, state, vxlan
 from provisioner.host.state import Target
 from provisioner.lab import loader as labfile
 from provisioner.lab.model import Backend
 from provisioner.verify.run import verify
 
-from .conftest import hosts_sandbox
+from .conftest import hosts_sandbox, iptables_rule, vxlan_drop_rule
 
 pytestmark = pytest.mark.integration
 
@@ -32,8 +32,7 @@ LAB = {"name": "rhl", "hosts": [{"name": "hv1"}, {"name": "hv2"}],
                     {"name": "back", "mode": "internal", "subnet": "10.74.1.0/24"}],
        "vms": [{"name": "a1", "host": "hv1", "nics": [{"network": "lan"}, {"network": "back"}]},
                {"name": "b1", "host": "hv2", "nics": [{"network": "lan"}, {"network": "back"}]}]}
-BLOCK = ["INPUT", "-p", "udp", "--dport", str(vxlan.PORT), "-m", "comment",
-         "--comment", "vnet-test-block-remote-vxlan", "-j", "DROP"]
+BLOCK = vxlan_drop_rule("vnet-test-block-remote-vxlan")
 NO_SSH = ["INPUT", "-p", "tcp", "--dport", "22", "-m", "comment", "--comment",
           "vnet-test-hv2-unreachable", "-j", "REJECT", "--reject-with", "tcp-reset"]
 NOTHING = {"vxlan": [], "log_dir": False, "remote_dir": [], "libvirt": None}
@@ -111,22 +110,14 @@ def test_hv2_by_its_ssh_uri_is_a_remote_host(sandbox_with_remote_hv2):
     crossing = [c for c in cells if c["kind"] in PATHS and _crosses(c) and c["expected"] == "pass"]
     assert {c["kind"] for c in crossing} >= {"vm_to_vm", "host_to_vm", "vm_to_internet"}
 
-    iptables = ["ip", "netns", "exec", hv2.host_netns, "iptables"]
-    runner.run([*iptables, "-I", *BLOCK])
-    try:
+    with iptables_rule(hv2.host_netns, BLOCK):
         blocked = {_key(c): c for c in verify(lab, target, print)["checks"]}
-    finally:
-        runner.run([*iptables, "-D", *BLOCK])
     assert [c for c in crossing if blocked[_key(c)]["ok"]] == []         # every one turned red
     assert [c for c in cells if not _crosses(c) and not blocked[_key(c)]["ok"]] == []
 
     # hv2 unreachable (its SSH port refused): destroy removes hv1's part and names hv2
-    runner.run([*iptables, "-I", *NO_SSH])
-    try:
-        with pytest.raises(HypervisorError) as exc:
-            driver.destroy("rhl", progress=print)
-    finally:
-        runner.run([*iptables, "-D", *NO_SSH])
+    with iptables_rule(hv2.host_netns, NO_SSH), pytest.raises(HypervisorError) as exc:
+        driver.destroy("rhl", progress=print)
     assert "but hv2" in exc.value.message
     assert f"vnet destroy rhl --sandbox {sb.name}" in exc.value.hint
     assert state.read(target, "rhl")["hosts"].keys() == {"hv2"}

@@ -14,7 +14,7 @@ from provisioner.host import netns, runner, sandbox, sandbox_hosts, sandbox_setu
 from provisioner.drivers.libvirt.render import Context, LibvirtRenderer
 from provisioner.lab import loader as labfile
 
-from .conftest import missing_tools
+from .conftest import iptables_rule, missing_tools, vxlan_drop_rule
 
 pytestmark = pytest.mark.integration
 
@@ -33,8 +33,7 @@ LAB = {"name": "st", "hosts": [{"name": "hv1"}, {"name": "hv2"}],
        "networks": [{"name": "lan", "mode": "natnetwork", "subnet": "10.73.0.0/24"}],
        "vms": [{"name": "a", "host": "hv1", "nics": [{"network": "lan"}]},
                {"name": "b", "host": "hv2", "nics": [{"network": "lan"}]}]}
-BLOCK = ["INPUT", "-p", "udp", "--dport", str(vxlan.PORT), "-m", "comment",
-         "--comment", "vnet-test-block-vxlan", "-j", "DROP"]
+BLOCK = vxlan_drop_rule("vnet-test-block-vxlan")
 
 
 def _home_xml(seg):
@@ -109,12 +108,8 @@ def test_network_stretched_between_hosts_and_the_negative_control(stretched):
     assert "inet " not in addrs
 
     # Negative control: drop the VXLAN port on hv2's underlay and the far side goes dark.
-    iptables = ["ip", "netns", "exec", hv2.host_netns, "iptables"]
-    runner.run([*iptables, "-I", *BLOCK])
-    try:
+    with iptables_rule(hv2.host_netns, BLOCK):
         assert not home_answers(), "blocked underlay still carried the stretched network"
-    finally:
-        runner.run([*iptables, "-D", *BLOCK])
     assert home_answers()
 
     # VNIs are checked before creating: the same VNI under another tag is reported.
