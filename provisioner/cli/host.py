@@ -72,6 +72,30 @@ def sandbox_status(name, fmt):
         sys.exit(int(ExitStatus.ENVIRONMENT))
 
 
+@sandbox.command("list")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@handle_errors
+def sandbox_list(fmt):
+    """List the sandboxes this machine has: up, half up, or gone but with something left
+    (namespaces, lab state); each with the first of its problems and the command that fixes it.
+
+    \b
+    Examples:
+      vnet sandbox list
+      vnet sandbox list --format json
+    """
+    from ..host import sandbox as sb
+    from ..verify.report import table
+
+    rows = [sb.status(name) for name in sb.list_names()]
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(table(["name", "up", "problem"],
+                     [[r["name"], "yes" if r["up"] else "no", (r["problems"] or [""])[0]]
+                      for r in rows]))
+
+
 @sandbox.command("exec", context_settings={"ignore_unknown_options": True})
 @click.argument("name")
 @click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED)

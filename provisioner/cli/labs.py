@@ -309,7 +309,8 @@ def list_cmd(uri, sandbox_name, fmt):
 def gc(uri, sandbox_name):
     """Remove libvirt objects tagged by vnet whose lab state is gone. Untagged objects are never
     touched. Without --sandbox and --uri, VirtualBox's VMs of this state root are covered too
-    when VirtualBox is installed.
+    when VirtualBox is installed. Of a sandbox that is down (`vnet sandbox list` names one that
+    left lab state), it removes the lab state left behind.
 
     \b
     Examples:

@@ -88,14 +88,31 @@ def list_names() -> list[str]:
         for ns in os.listdir(NETNS_DIR):
             if m := re.fullmatch(r"vnet-([a-z][a-z0-9-]{0,11})-(?:host|inet|hv[2-9])", ns):
                 names.add(m.group(1))
+    labs = state_root() / "labs"    # and sandboxes that are gone but left lab state behind
+    if labs.is_dir():
+        names.update(m.group(1) for p in labs.iterdir()
+                     if p.is_dir() and (m := re.fullmatch(r"sandbox-([a-z][a-z0-9-]{0,11})", p.name)))
     return sorted(names)
+
+
+def lab_state_dir(name: str) -> Path:
+    """<state root>/labs/sandbox-NAME: the state of the labs that live in sandbox NAME."""
+    from . import state
+
+    return state.target_dir(state.Target(uri=describe(name).uri, sandbox=name))
+
+
+def is_up(name: str) -> bool:
+    """The sandbox's record, namespace and libvirtd are there (what `load` requires)."""
+    sb = describe(name)
+    return (sb.state_dir / "sandbox.json").is_file() and netns_inode(sb.host_netns) is not None \
+        and _libvirtd_pid(sb) is not None
 
 
 def load(name: str = "default") -> Sandbox:
     sb = describe(name)
     require_root(f"sandbox {name}")
-    if not (sb.state_dir / "sandbox.json").is_file() or netns_inode(sb.host_netns) is None \
-            or _libvirtd_pid(sb) is None:
+    if not is_up(name):
         raise NotFound(f"sandbox {name} is not up", hint=f"vnet sandbox up {name}")
     return sb
 
@@ -118,6 +135,9 @@ def status(name: str = "default") -> dict:
         if http_pid is None:
             problems.append(f"the Internet HTTP service on {INTERNET_IP}:80 is not running")
     hosts = _hosts_status(sb, problems)
+    if not sb.state_dir.exists() and (left := lab_state_dir(name)).is_dir():
+        problems.append(f"the sandbox is gone but left lab state in {left}; `vnet sandbox down "
+                        f"{name}` (or `vnet gc --sandbox {name}`) removes it")
     return {"name": name, "up": sb.state_dir.exists() and not problems, "hosts": hosts,
             "libvirtd_pid": libvirtd_pid, "http_pid": http_pid, "uri": sb.uri,
             "state_dir": str(sb.state_dir), "namespaces": namespaces,
@@ -214,11 +234,34 @@ def _down(sb: Sandbox, progress: Callable[[str], None]) -> None:
     progress(f"sandbox {name} is down ({time.monotonic() - started:.1f}s)")
 
 
+def clear_left_state(name: str, progress: Callable[[str], None]) -> bool:
+    """For `vnet gc --sandbox NAME` of a sandbox that is not up: no libvirt object of it can
+    exist (its libvirtd and namespaces are gone), so what can be left is lab state (a lab's
+    key, written by an `up` that outlived its sandbox), removed as `down` would, under the
+    sandbox's lock. Returns False, doing nothing, while the sandbox is up; a half-up one is
+    `vnet sandbox down`'s to clean, and this says so."""
+    sb = describe(name)
+    require_root(f"vnet gc --sandbox {name}")
+    with locks.held("sandbox", name, progress):
+        if is_up(name):
+            return False
+        if sb.state_dir.exists() or any(netns_inode(ns) is not None for ns in _namespaces(sb)):
+            raise VnetError(f"sandbox {name} is half up", hint=f"vnet sandbox down {name}")
+        if lab_state_dir(name).is_dir():
+            from . import state
+
+            progress(f"sandbox {name} is down: removing the lab state it left in "
+                     f"{lab_state_dir(name)}")
+            _stop_lab_proxies(name, progress)
+            state.remove_all(state.Target(uri=sb.uri, sandbox=name), progress)
+        return True
+
+
 def _stop_lab_proxies(name: str, progress: Callable[[str], None]) -> None:
     """The port proxies of the labs in this sandbox (forwarding.PROXY_PID in each lab dir)."""
     from .forwarding import stop_proxy
 
-    labs = state_root() / "labs" / f"sandbox-{name}"
+    labs = lab_state_dir(name)
     for lab_dir in sorted(labs.iterdir()) if labs.is_dir() else ():
         if lab_dir.is_dir() and not lab_dir.is_symlink():
             stop_proxy(lab_dir, progress)
@@ -275,7 +318,7 @@ def _our_processes(sb: Sandbox) -> dict[int, str]:
     """pid -> label for everything `down` may stop: pids from our pid files whose command
     line names our state dir, and libvirt's children (QEMU, dnsmasq) in our namespaces."""
     state = str(sb.state_dir)
-    labs = str(state_root() / "labs" / f"sandbox-{sb.name}")    # lab proxies whose record is lost
+    labs = str(lab_state_dir(sb.name))    # lab proxies whose record is lost
     victims: dict[int, str] = {}
     for path in _pid_paths(sb):
         if pid := procs.running(path, state):

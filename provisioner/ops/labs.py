@@ -113,5 +113,10 @@ def list_labs(sandbox: str | None = None, uri: str | None = None) -> list[dict]:
 
 
 def gc(progress: Progress, sandbox: str | None = None, uri: str | None = None) -> list[str]:
+    """Every backend's orphans here; of a sandbox that is down, the lab state it left."""
+    from ..host import sandbox as sandboxes
+
+    if sandbox is not None and uri is None and sandboxes.clear_left_state(sandbox, progress):
+        return []
     return [obj for d in drivers_here(sandbox, uri) for obj in d.gc(progress)]
 

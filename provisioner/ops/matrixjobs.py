@@ -41,7 +41,9 @@ def run_concurrently(count: int, jobs: int, one: Callable[[int, Progress], T],
             cancelled.set()
             for future in pending:
                 future.cancel()
-            raise                      # leaving the pool waits for the labs still running
+            with shielded():           # a second Ctrl-C must not end the wait: a lab still
+                pool.shutdown(wait=True)   # running would outlive the sandbox it needs
+            raise
     return [finished[i] for i in sorted(finished)]
 
 

@@ -3,6 +3,7 @@ test_matrix. The summary keeps mode x model order, each lab forwards its own hos
 Ctrl-C still destroys every lab that started and removes the temporary sandbox."""
 import signal
 import threading
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -112,6 +113,35 @@ def test_ctrl_c_while_a_worker_destroys_its_lab_lets_the_destroy_finish(monkeypa
     assert ("destroyed", "mx-nat-virtio") in fake.calls
     assert ("up", "mx-nat-e1000") not in fake.calls      # stopped while booting
     assert fake.calls[-1][0] == "sandbox down"
+
+
+class SecondCtrlCWhileDestroying(CtrlCWhileDestroying):
+    """As above, and a second Ctrl-C reaches the main thread while it waits for that destroy."""
+
+    def destroy(self, lab_name, say):
+        if lab_name != "mx-nat-virtio":
+            return super().destroy(lab_name, say)
+        self.calls.append(("destroy", lab_name))
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        assert self.cancel_seen.wait(timeout=90), "the run was never cancelled"
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        time.sleep(0.5)          # the main thread, if it stopped waiting, is in sandbox down
+        self.calls.append(("destroyed", lab_name))
+        return []
+
+
+def test_a_second_ctrl_c_does_not_end_the_wait_for_a_running_destroy(monkeypatch, tmp_path):
+    """The sandbox goes down only after every worker is done: a worker that outlived it wrote
+    a lab's key into a sandbox that no longer existed, and nothing removed it."""
+    fake = SecondCtrlCWhileDestroying(monkeypatch)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            matrix.run(["nat"], ["virtio", "e1000"], tmp_path, progress=lambda m: None, jobs=2)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    kinds = [c[0] for c in fake.calls]
+    assert kinds.index("destroyed") < kinds.index("sandbox down")
 
 
 def test_a_pending_interrupt_waits_until_the_cleanup_is_done():

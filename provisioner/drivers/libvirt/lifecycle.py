@@ -41,6 +41,16 @@ def target_for(sandbox_name: str | None, uri: str | None) -> Target:
     return Target(uri=uri or "qemu:///system")
 
 
+def require_sandbox(target: Target) -> None:
+    """Under the lab's lock (so the sandbox's shared lock): the sandbox is still up. An `up`
+    that waited while its sandbox went down (a matrix worker outliving its temporary sandbox)
+    stops here, before it writes a key or a record that nothing would remove."""
+    if target.sandbox is not None:
+        from ...host import sandbox
+
+        sandbox.load(target.sandbox)
+
+
 @dataclass
 class Timings:
     phases: dict[str, float] = field(default_factory=dict)
@@ -72,6 +82,7 @@ def _up(lab: Lab, target: Target, driver: LibvirtDriver, progress: Progress, wai
     from ...guest import images
     from ...host import accel
 
+    require_sandbox(target)
     timings = Timings()
     image = images.build_tiny(progress=progress)
     timings.mark("image")

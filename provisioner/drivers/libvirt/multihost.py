@@ -129,6 +129,7 @@ def up(lab: Lab, target: Target, progress: Progress, wait: bool = True) -> dict:
     segments = preflight(lab, targets, LibvirtDriver(target).owner,
                          state.read(target, lab.name) is not None)
     with state.lab_lock(target, lab.name, progress):
+        lifecycle.require_sandbox(target)
         image = images.build_tiny(progress=progress)   # one file system: every sandbox host
         lab_dir = state.lab_dir(target, lab.name)
         _, pubkey = state.ssh_key(target, lab.name)

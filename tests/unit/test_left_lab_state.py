@@ -1,0 +1,101 @@
+"""Lab state that outlived its sandbox (found on a CI machine: a matrix worker wrote a lab's key
+into labs/sandbox-<temporary sandbox> after `sandbox down` had removed it, and no command
+removed it again). An `up` checks its sandbox under the lock before writing anything;
+`vnet sandbox list` names such a sandbox and `vnet gc --sandbox NAME` removes what it left."""
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+from click.testing import CliRunner
+
+from provisioner.cli import main
+from provisioner.drivers.libvirt import lifecycle
+from provisioner.errors import NotFound, VnetError
+from provisioner.guest import images
+from provisioner.host import sandbox, state
+from provisioner.host.state import Target
+from provisioner.ops import labs as ops_labs
+
+GONE = "gone"
+
+
+@pytest.fixture(autouse=True)
+def root(tmp_path, monkeypatch):
+    monkeypatch.setenv("VNET_STATE_DIR", str(tmp_path))
+    return tmp_path
+
+
+def left_state(root):
+    """What the stray directory held: a lab's marker and key, a lab with a record, and two
+    things that are not a lab's (an invalid name, a directory without a marker)."""
+    base = root / "labs" / f"sandbox-{GONE}"
+    (base / "mx-nat-e1000").mkdir(parents=True)
+    (base / "mx-nat-e1000" / state.MARKER).touch()
+    (base / "mx-nat-e1000" / "id_ed25519").write_text("key")
+    (base / "lab2").mkdir()
+    (base / "lab2" / state.RECORD).write_text("{}")
+    (base / "NOTES").write_text("mine")
+    (base / "stranger").mkdir()
+    (base / "stranger" / "data").write_text("mine")
+    return base
+
+
+def test_an_up_whose_sandbox_went_down_while_it_waited_writes_nothing(root, monkeypatch):
+    def no_image(**kw):
+        raise AssertionError("an up went on in a sandbox that is down")
+    monkeypatch.setattr(images, "build_tiny", no_image)
+    target = Target(uri=sandbox.describe(GONE).uri, sandbox=GONE)
+    with pytest.raises(NotFound, match=f"sandbox {GONE} is not up"):
+        lifecycle._up(SimpleNamespace(name="mx-nat-e1000"), target, None, lambda m: None, True)
+    assert not (root / "labs").exists()
+
+
+def test_gc_of_a_sandbox_that_is_gone_removes_the_lab_state_it_left_and_nothing_else(root):
+    base = left_state(root)
+    said = []
+    assert ops_labs.gc(said.append, sandbox=GONE) == []
+    assert sorted(p.name for p in base.iterdir()) == ["NOTES", "stranger"]
+    assert (base / "stranger" / "data").read_text() == "mine"
+    assert any("NOTES is not a lab directory" in line for line in said)
+    assert any("is down: removing the lab state" in line for line in said)
+
+
+def test_gc_of_a_sandbox_that_is_gone_and_left_nothing_is_quiet(root):
+    said = []
+    assert ops_labs.gc(said.append, sandbox=GONE) == []
+    assert said == [] and not (root / "labs").exists()
+
+
+def test_gc_of_a_half_up_sandbox_points_to_sandbox_down(root):
+    left_state(root)
+    (root / "sandboxes" / GONE).mkdir(parents=True)
+    with pytest.raises(VnetError, match="half up") as caught:
+        ops_labs.gc(lambda m: None, sandbox=GONE)
+    assert caught.value.hint == f"vnet sandbox down {GONE}"
+    assert (root / "labs" / f"sandbox-{GONE}" / "mx-nat-e1000").is_dir()
+
+
+def test_gc_of_a_sandbox_that_is_up_asks_its_drivers(root, monkeypatch):
+    base = left_state(root)
+    monkeypatch.setattr(sandbox, "is_up", lambda name: True)
+    monkeypatch.setattr(ops_labs, "drivers_here", lambda sb, uri: [
+        SimpleNamespace(gc=lambda progress: ["domain vm1"])])
+    assert ops_labs.gc(lambda m: None, sandbox=GONE) == ["domain vm1"]
+    assert (base / "mx-nat-e1000").is_dir()
+
+
+def test_sandbox_list_and_status_name_a_gone_sandbox_that_left_lab_state(root):
+    left_state(root)
+    listed = CliRunner().invoke(main, ["sandbox", "list", "--format", "json"])
+    assert listed.exit_code == 0, listed.output
+    row, = [r for r in json.loads(listed.output) if r["name"] == GONE]
+    assert not row["up"]
+    assert any(f"`vnet sandbox down {GONE}`" in p for p in row["problems"])
+
+
+def test_sandbox_down_of_a_gone_sandbox_removes_the_lab_state_it_left(root):
+    base = left_state(root)
+    sandbox.down(GONE, progress=lambda m: None)
+    assert sorted(p.name for p in base.iterdir()) == ["NOTES", "stranger"]
