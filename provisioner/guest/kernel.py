@@ -47,6 +47,30 @@ def extract_vmlinux(vmlinuz: bytes) -> bytes:
                     hint="the tiny image needs a Debian kernel built with CONFIG_KERNEL_XZ")
 
 
+PT_LOAD, PAGE = 1, 4096
+
+
+def trim_zero_tails(elf: bytes) -> bytes:
+    """The ELF64 with each loadable segment's trailing zero bytes moved from the file into its
+    memory size (p_filesz shrinks, p_memsz stays): the same memory image, as a loader zero-fills
+    up to p_memsz. Debian's vmlinux stores its 19 MiB .bss and the 4 MiB .init.scratch as file
+    zeros (a PROGBITS section after .bss), and QEMU keeps the file mapped for resets, so every
+    VM held those pages: memory beyond guest RAM, issue 15."""
+    out = bytearray(elf)
+    phoff, = struct.unpack_from("<Q", elf, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
+    for i in range(phnum):
+        at = phoff + i * phentsize
+        p_type, = struct.unpack_from("<I", elf, at)
+        offset, = struct.unpack_from("<Q", elf, at + 8)
+        filesz, = struct.unpack_from("<Q", elf, at + 32)
+        if p_type != PT_LOAD:
+            continue
+        used = len(elf[offset:offset + filesz].rstrip(b"\0"))
+        struct.pack_into("<Q", out, at + 32, min(filesz, -(-used // PAGE) * PAGE))
+    return bytes(out)
+
+
 def modinfo(ko: bytes) -> dict[str, str]:
     """The .modinfo section of an ELF64 little-endian kernel module."""
     if ko[:5] != b"\x7fELF\x02":
@@ -88,7 +112,7 @@ def kernel_and_modules(pkg: Path, vmlinux: Path) -> list[tuple[str, bytes]]:
     vmlinuz = sorted((pkg / "boot").glob("vmlinuz-*"))
     if not vmlinuz:
         raise VnetError(f"no /boot/vmlinuz-* in the kernel package ({pkg.name})")
-    vmlinux.write_bytes(extract_vmlinux(vmlinuz[0].read_bytes()))
+    vmlinux.write_bytes(trim_zero_tails(extract_vmlinux(vmlinuz[0].read_bytes())))
     moddir = next((pkg / "lib" / "modules").iterdir())
     index = {re.sub(r"\.ko(\.xz)?$", "", p.name).replace("-", "_"): p
              for p in moddir.rglob("*.ko*") if re.search(r"\.ko(\.xz)?$", p.name)}

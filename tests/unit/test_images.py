@@ -333,3 +333,49 @@ def test_the_code_digest_changes_with_each_builder_module(monkeypatch, tmp_path)
         others[i] = edited
         monkeypatch.setattr(images, "BUILDERS", tuple(others))
         assert images._code_digest() != base, source.name
+
+
+def _elf64(segments: list[tuple[int, bytes, int]]) -> bytes:
+    """An ELF64 header and program headers (type, data, memsz) with each segment's data after
+    them, page-aligned: enough for trim_zero_tails, which reads only those."""
+    phoff, phentsize = 64, 56
+    data_at = 4096
+    header = bytearray(b"\x7fELF\x02\x01\x01" + bytes(57))
+    struct.pack_into("<Q", header, 0x20, phoff)
+    struct.pack_into("<HH", header, 0x36, phentsize, len(segments))
+    body, phdrs = bytearray(), bytearray()
+    for p_type, data, memsz in segments:
+        offset = data_at + len(body)
+        phdrs += struct.pack("<IIQQQQQQ", p_type, 0, offset, 0, 0, len(data), memsz, 4096)
+        body += data + bytes(-len(data) % 4096)
+    return bytes(header + phdrs + bytes(data_at - 64 - len(phdrs)) + body)
+
+
+def _loaded(elf: bytes) -> list[bytes]:
+    """What a loader puts in memory for each PT_LOAD: p_filesz bytes of the file, zeros to
+    p_memsz."""
+    phnum, = struct.unpack_from("<H", elf, 0x38)
+    images = []
+    for i in range(phnum):
+        p_type, _, offset, _, _, filesz, memsz, _ = struct.unpack_from("<IIQQQQQQ", elf, 64 + 56 * i)
+        if p_type == kernel.PT_LOAD:
+            images.append(elf[offset:offset + filesz] + bytes(memsz - filesz))
+    return images
+
+
+def test_trimmed_vmlinux_loads_the_same_memory_and_maps_fewer_file_pages():
+    code = b"\x90" * 5000 + bytes(3 * 4096)            # code, then zeros stored in the file
+    bss_like = b"\x01\x02" + bytes(10 * 4096)          # a live byte, then a .bss stored as zeros
+    note = bytes(64)
+    elf = _elf64([(kernel.PT_LOAD, code, len(code)), (4, note, len(note)),
+                  (kernel.PT_LOAD, bss_like, len(bss_like) + 8192)])
+    trimmed = kernel.trim_zero_tails(elf)
+    assert _loaded(trimmed) == _loaded(elf)
+    sizes = [struct.unpack_from("<Q", trimmed, 64 + 56 * i + 32)[0] for i in range(3)]
+    assert sizes == [8192, len(note), 4096]            # whole pages; the note is left as it was
+    assert len(trimmed) == len(elf)
+
+
+def test_trimming_an_already_trimmed_kernel_changes_nothing():
+    elf = _elf64([(kernel.PT_LOAD, b"\x90" * 4096, 8 * 4096)])
+    assert kernel.trim_zero_tails(kernel.trim_zero_tails(elf)) == kernel.trim_zero_tails(elf)
