@@ -106,7 +106,8 @@ def test_verify_result_carries_the_topology_and_keeps_its_other_keys(tmp_path, m
     inventory = verifier.Inventory(hosts={"vm1": {"ansible_host": "192.168.63.10"}},
                                    mgmt_host_ip="192.168.63.1", work_dir=tmp_path)
     fakes = verifier.ProbeSources(start_listeners=lambda *a: None, guests=lambda *a: {},
-                                  probe_module=lambda: SimpleNamespace(run_all=lambda specs: {}))
+                                  probe_module=lambda: SimpleNamespace(
+                                      run_all=lambda specs: {}, probe=lambda spec: {}))
     result = verifier.verify(the_lab, Target(uri="test:///default"), lambda m: None,
                              inventory=inventory, sources=fakes)
     assert {"lab", "backend", "inventory", "ok", "checks", "timings", "notes"} <= set(result)
