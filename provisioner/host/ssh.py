@@ -4,6 +4,7 @@ process outlives a verification or a lab."""
 from __future__ import annotations
 
 import hashlib
+import subprocess
 from pathlib import Path
 
 from . import runner
@@ -19,12 +20,61 @@ def control_dir(target: Target, lab: str) -> Path:
     return path
 
 
+# A master's socket in the lab's control dir, in ssh's own tokens (host, port, user): vnet's
+# early masters and Ansible (ANSIBLE_SSH_CONTROL_PATH) name the same socket for the same guest.
+MASTER_NAME = "%h-%p-%r"
+# Inventory variables that shape a connection beyond host, port, user and key: such a guest is
+# left to Ansible, whose connection vnet would not reproduce exactly.
+SHAPED = ("ansible_ssh_common_args", "ansible_ssh_extra_args", "ansible_ssh_args",
+          "ansible_ssh_pass", "ansible_password", "ansible_connection", "ansible_control_path")
+
+
+def open_masters(hosts: dict[str, dict], directory: Path) -> list[subprocess.Popen]:
+    """Open each guest's SSH master now, while ansible-playbook starts (half a second of
+    controller CPU during which the guests sit idle): the key exchange, 0.1-0.3 s of a TCG
+    guest's CPU, is then done when Ansible's first task connects through the master. Nothing
+    is proven by it: a master that fails, or loses the race to Ansible's own, changes only
+    who connects. Returns the processes, for stop_masters."""
+    started = []
+    for host in hosts.values():
+        key = host.get("ansible_ssh_private_key_file")
+        if not host.get("ansible_host") or not key or any(v in host for v in SHAPED):
+            continue
+        login = guest_argv(key, host["ansible_host"], "", host.get("ansible_user", "root"),
+                           host.get("ansible_port"))[1:-1]     # options and user@host
+        started.append(subprocess.Popen(
+            ["ssh", "-N", "-o", "ControlMaster=yes", "-o", "ControlPersist=no",
+             "-o", f"ControlPath={directory}/{MASTER_NAME}", *login],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return started
+
+
+def stop_masters(started: list[subprocess.Popen]) -> None:
+    """End the masters open_masters started (by their own PIDs): one that lost the race for
+    its socket runs on as a plain connection until here."""
+    for proc in started:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in started:
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def close_masters(directory: Path) -> None:
-    """End the SSH control masters Ansible left, so no process outlives the verification."""
-    for sock in directory.glob("*"):
+    """End the SSH control masters Ansible left, so no process outlives the verification, and
+    remove their directory: every Ansible run makes it again (control_dir), and a lab that no
+    `vnet destroy` ends (a Vagrant demo's, VirtualBox's) must not leave it behind."""
+    for sock in (p for p in directory.glob("*") if p.is_socket()):
         runner.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "vnet"], check=False,
                    timeout=10)
         sock.unlink(missing_ok=True)
+    try:
+        directory.rmdir()
+    except OSError:          # gone already; or holding something that is not a master's socket
+        pass
 
 
 def guest_argv(key: str, address: str, command: str, user: str = "root",

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..host.netns import run_in_netns
-from ..host.ssh import close_masters, control_dir
+from ..host.ssh import MASTER_NAME, close_masters, control_dir, open_masters, stop_masters
 from ..host.state import Target, lab_dir
 from ..lab.model import Lab
 from ..resources import data_dir
@@ -81,8 +81,9 @@ def start_early(lab_name: str, target: Target, inventory) -> None:
     timeout = earlyrun.GATE_TIMEOUT + ANSIBLE_TIMEOUT       # the boot counts in it
 
     def run() -> dict:
-        return run_in_netns(target.netns, run_playbook_then_stop, *args, timeout=timeout) \
-            if target.netns else run_playbook_then_stop(*args, timeout=timeout)
+        return run_in_netns(target.netns, run_playbook_then_stop, *args, timeout=timeout,
+                            masters=False) if target.netns \
+            else run_playbook_then_stop(*args, timeout=timeout, masters=False)
     earlyrun.start(early_key(target, lab_name), gate, run)
 
 
@@ -114,6 +115,8 @@ def ansible_env(target: Target, lab_name: str, host_count: int) -> dict[str, str
             # Masters of this lab only: another sandbox reuses the same guest addresses, and a
             # master left from it would carry this run's SSH into a namespace that is gone.
             "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir(target, lab_name)),
+            # the sockets open_masters names too (Ansible %-formats it with the directory)
+            "ANSIBLE_SSH_CONTROL_PATH": "%(directory)s/" + MASTER_NAME.replace("%", "%%"),
             "ANSIBLE_NOCOLOR": "True"}
 
 
@@ -131,7 +134,9 @@ def run_playbook_then_stop(stop: Path | None, playbook: Callable[..., dict], *ar
 
 
 def run_playbook(private_dir: str, playbook: str, inventory: dict, env: dict,
-                 timeout: float = ANSIBLE_TIMEOUT) -> dict:
+                 timeout: float = ANSIBLE_TIMEOUT, masters: bool = True) -> dict:
+    """masters: open the guests' SSH masters beside ansible-playbook's start (not for a run
+    started while the guests boot: they could not answer yet)."""
     import ansible_runner     # heavy: loaded only when guests are really probed
 
     # ansible-playbook sits beside this interpreter (the venv), which may not be on PATH.
@@ -139,12 +144,15 @@ def run_playbook(private_dir: str, playbook: str, inventory: dict, env: dict,
     os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
     Path(private_dir).mkdir(parents=True, exist_ok=True)
     began = time.time()
+    sockets = Path(env["ANSIBLE_SSH_CONTROL_PATH_DIR"])
+    early = open_masters(inventory.get("all", {}).get("hosts", {}), sockets) if masters else []
     try:
         run = ansible_runner.run(private_data_dir=private_dir, playbook=playbook,
                                  inventory=inventory, envvars=env, quiet=True, rotate_artifacts=3,
                                  timeout=timeout)
     finally:
-        close_masters(Path(env["ANSIBLE_SSH_CONTROL_PATH_DIR"]))
+        close_masters(sockets)
+        stop_masters(early)
     results: dict[str, dict] = {}
     for event in run.events:
         if event.get("event") == "runner_on_ok":

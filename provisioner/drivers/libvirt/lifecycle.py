@@ -272,7 +272,6 @@ def _destroy(lab_name: str, target: Target, progress: Progress) -> list[str]:
     removed += ovsbridge.remove(lab_name, target, driver.owner, progress,
                                 needed=_had_ovs(target, lab_name))
     ssh.close_masters(ssh.control_dir(target, lab_name))
-    ssh.control_dir(target, lab_name).rmdir()
     has_record = (lab_dir / state.RECORD).exists()
     unowned = driver.unowned().get(lab_name)
     if unowned and has_record:

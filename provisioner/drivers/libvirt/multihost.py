@@ -227,7 +227,6 @@ def destroy(record: dict, target: Target, progress: Progress) -> list[str]:
             + "; ".join(f"{h}: {m}" for h, m in sorted(left.items())) + ")",
             hint=f"once {', '.join(sorted(left))} answers again: vnet destroy {lab_name}{where}")
     ssh.close_masters(ssh.control_dir(target, lab_name))
-    ssh.control_dir(target, lab_name).rmdir()
     state.remove(target, lab_name)
     remotehosts.forget_unused(target)
     return removed

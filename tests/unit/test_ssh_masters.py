@@ -1,0 +1,113 @@
+"""The guests' SSH masters: opened by vnet beside ansible-playbook's start, on the socket
+Ansible itself names for the same guest (so its first task connects through them), ended by
+PID after the run, and their directory removed with them."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import ansible_runner
+import pytest
+
+from provisioner.host import ssh
+from provisioner.host.state import Target
+from provisioner.verify import ansible as guest_ansible
+
+PLAIN = {"ansible_host": "100.64.3.10", "ansible_user": "root",
+         "ansible_ssh_private_key_file": "/keys/id_ed25519"}
+
+
+class FakePopen:
+    """FAKE ssh: records its argv; runs until terminated."""
+    started: list["FakePopen"] = []
+
+    def __init__(self, argv, **kw):
+        self.argv, self.kw, self.returncode = argv, kw, None
+        FakePopen.started.append(self)
+
+    def poll(self):
+        return self.returncode
+
+    def terminate(self):
+        self.returncode = -15
+
+    def kill(self):
+        self.returncode = -9
+
+    def wait(self, timeout=None):
+        return self.returncode
+
+
+@pytest.fixture
+def popen(monkeypatch, tmp_path):
+    monkeypatch.setenv("VNET_STATE_DIR", str(tmp_path / "state"))
+    FakePopen.started = []
+    monkeypatch.setattr(subprocess, "Popen", FakePopen)
+    return FakePopen.started
+
+
+def option(argv: list[str], name: str) -> str:
+    return next(argv[i + 1].split("=", 1)[1] for i, a in enumerate(argv)
+                if a == "-o" and argv[i + 1].startswith(name + "="))
+
+
+def test_a_master_uses_the_socket_ansible_names_for_the_same_guest(popen, tmp_path):
+    env = guest_ansible.ansible_env(Target(uri="qemu:///system"), "lab1", 1)
+    directory = Path(env["ANSIBLE_SSH_CONTROL_PATH_DIR"])
+    ssh.open_masters({"vm1": PLAIN}, directory)
+    argv = popen[0].argv
+    # what Ansible's ssh connection plugin passes as -o ControlPath for every task
+    assert option(argv, "ControlPath") == env["ANSIBLE_SSH_CONTROL_PATH"] % {
+        "directory": str(directory)}
+    assert option(argv, "ControlMaster") == "yes" and "-N" in argv
+    assert argv[argv.index("-i") + 1] == "/keys/id_ed25519" and argv[-1] == "root@100.64.3.10"
+    assert option(argv, "BatchMode") == "yes"              # never a prompt
+
+
+@pytest.mark.parametrize("shaped", [{"ansible_ssh_common_args": "-o ProxyJump=hv2"},
+                                    {"ansible_connection": "local"},
+                                    {"ansible_ssh_private_key_file": None}])
+def test_a_guest_whose_connection_ansible_shapes_otherwise_gets_no_master(popen, tmp_path, shaped):
+    ssh.open_masters({"vm1": {**PLAIN, **shaped}, "vm2": PLAIN}, tmp_path)
+    assert [p.argv[-1] for p in popen] == ["root@100.64.3.10"]     # vm2's only
+
+
+def test_a_port_forwarded_guest_gets_its_port(popen, tmp_path):
+    ssh.open_masters({"vm1": {**PLAIN, "ansible_host": "127.0.0.1", "ansible_port": 2222}},
+                     tmp_path)
+    argv = popen[0].argv
+    assert argv[argv.index("-p") + 1] == "2222"
+
+
+def test_after_the_run_the_masters_are_ended_and_their_directory_removed(popen, tmp_path,
+                                                                        monkeypatch):
+    env = guest_ansible.ansible_env(Target(uri="qemu:///system"), "lab1", 2)
+    directory = Path(env["ANSIBLE_SSH_CONTROL_PATH_DIR"])
+    assert directory.is_dir()
+    seen = {}
+
+    def run(**kw):                   # FAKE ansible-runner: the masters were open before it ran
+        seen["masters"] = [p.poll() for p in popen]
+        return SimpleNamespace(events=[])
+    monkeypatch.setattr(ansible_runner, "run", run)
+    inventory = guest_ansible.inventory_data({"vm1": PLAIN, "vm2": {**PLAIN, "ansible_host": "x"}})
+    guest_ansible.run_playbook(str(tmp_path / "private"), "pb.yml", inventory, env)
+    assert seen["masters"] == [None, None]
+    assert [p.returncode for p in popen] == [-15, -15]
+    assert not directory.exists()
+
+
+def test_a_run_started_while_the_guests_boot_opens_no_master(popen, tmp_path, monkeypatch):
+    env = guest_ansible.ansible_env(Target(uri="qemu:///system"), "lab1", 1)
+    monkeypatch.setattr(ansible_runner, "run", lambda **kw: SimpleNamespace(events=[]))
+    guest_ansible.run_playbook(str(tmp_path / "p"), "pb.yml",
+                               guest_ansible.inventory_data({"vm1": PLAIN}), env, masters=False)
+    assert popen == []
+
+
+def test_closing_leaves_a_directory_that_holds_something_else(tmp_path):
+    (tmp_path / "cp").mkdir()
+    (tmp_path / "cp" / "notes").mkdir()
+    ssh.close_masters(tmp_path / "cp")
+    assert (tmp_path / "cp" / "notes").is_dir()
