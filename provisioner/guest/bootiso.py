@@ -2,7 +2,7 @@
 
 BIOS -> El Torito (no emulation, boot info table) -> isolinux -> the image's bzImage `vmlinuz`
 and `initrd.gz` with the VM's own kernel command line -> the initramfs finds the shared read-only
-root disk (label vnetroot) on SATA (/dev/sdX). Layout:
+root disk (the squashfs) on SATA (/dev/sdX). Layout:
 
   /isolinux/isolinux.bin   from Debian's `isolinux` package (the El Torito boot image)
   /isolinux/ldlinux.c32    from Debian's `syslinux-common` (isolinux's core module)

@@ -78,11 +78,6 @@ def merged(rel: str) -> str:
     return f"{MERGED[head]}/{rest}".rstrip("/") if head in MERGED else rel
 
 
-def du(root: Path) -> int:
-    return sum(-(-os.lstat(os.path.join(d, f)).st_size // 4096) * 4096 + 4096
-               for d, _, files in os.walk(root) for f in files)
-
-
 
 def root_tree(tree: Tree, staged: dict[str, Path], progress: Callable[[str], None]) -> None:
     skipped: set[str] = set()

@@ -19,8 +19,8 @@ from . import modneeds
 # xfrm_user for `ip xfrm`; wireguard's crypto libraries come in as its dependencies.
 TUNNEL_MODULES = ("vxlan", "ip_gre", "esp4", "authenc", "drbg", "echainiv", "xfrm_user",
                   "xfrm_interface", "wireguard")
-# insmod'ed by the initramfs with their dependencies (ext4 needs crc32c at mount time)
-MODULES = ("virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "virtio_net", "e1000",
+# insmod'ed by the initramfs with their dependencies
+MODULES = ("virtio_pci", "virtio_blk", "squashfs", "virtio_net", "e1000",
            "virtio_console", "virtio_rng",
            "ahci", "sd_mod",   # SATA root (/dev/sdX): VirtualBox has no virtio disk controller
            "bonding",          # lab bonds (issue 17); the init makes them through sysfs

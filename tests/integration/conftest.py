@@ -9,7 +9,7 @@ import pytest
 
 NEEDED = {"ip": "iproute2", "unshare": "util-linux", "libvirtd": "libvirt-daemon-system",
           "dnsmasq": "dnsmasq-base", "iptables": "iptables", "qemu-system-x86_64": "qemu-system-x86",
-          "ssh": "openssh-client", "ssh-keygen": "openssh-client", "mke2fs": "e2fsprogs",
+          "ssh": "openssh-client", "ssh-keygen": "openssh-client", "mksquashfs": "squashfs-tools",
           "apt-get": "apt", "dpkg-deb": "dpkg"}
 
 

@@ -29,7 +29,7 @@ TIMINGS: dict[str, float] = {}
 
 @pytest.fixture(scope="module")
 def image():
-    for tool in ("qemu-system-x86_64", "apt-get", "dpkg-deb", "mke2fs"):
+    for tool in ("qemu-system-x86_64", "apt-get", "dpkg-deb", "mksquashfs"):
         if not shutil.which(tool):
             pytest.skip(f"{tool} is not installed")
     start = time.monotonic()
@@ -158,7 +158,7 @@ def test_virtio_static_ssh_echo_python(image, boot, keypair):
     out, rc = guest.sh("ip route")
     assert rc == 0 and "default via 10.0.2.2 dev eth0" in out
     out, _ = guest.sh("hostname; grep MemTotal /proc/meminfo; mount | grep ' / '")
-    assert out.startswith("web1\n") and "ext4 (ro" in out
+    assert out.startswith("web1\n") and "squashfs (ro" in out
 
     # echo service: a slow client does not block a fast one; several at once all answer
     out, rc = guest.sh("(sleep 3; echo 'VNET slow') | nc 127.0.0.1 7 > /tmp/slow & sleep 0.3; "

@@ -31,7 +31,7 @@ BOOT_TIMEOUT = 180.0
 @pytest.fixture(scope="module")
 def image():
     for tool, package in (("qemu-system-x86_64", "qemu-system-x86"), ("apt-get", "apt"),
-                          ("dpkg-deb", "dpkg"), ("mke2fs", "e2fsprogs")):
+                          ("dpkg-deb", "dpkg"), ("mksquashfs", "squashfs-tools")):
         if not shutil.which(tool):
             pytest.skip(f"{tool} is not installed (apt-get install {package})")
     pytest.importorskip("pycdlib", reason="pycdlib is not installed (pip install pycdlib)")
@@ -108,5 +108,5 @@ def test_without_the_sata_modules_the_root_is_not_found(image, pubkey, tmp_path)
     iso = bootiso.build(without, cmdline(image, pubkey), tmp_path / "nosata.boot.iso")
     text, elapsed, out = boot(image, iso, tmp_path / "serial.log")
     assert "ISOLINUX" in text, text[-3000:] + out
-    assert "VNET-ERROR no root disk labelled vnetroot" in text, text[-3000:] + out
+    assert "VNET-ERROR no squashfs root disk" in text, text[-3000:] + out
     assert "VNET-READY" not in text
