@@ -3,6 +3,14 @@ import pytest
 
 
 @pytest.fixture(autouse=True)
+def private_state_root(tmp_path_factory, monkeypatch):
+    """A state root of the test's own: a unit test never writes under the machine's real one
+    (/var/lib/vnet as root; SSH control directories were found left there by unit runs). A test
+    that needs its own path sets VNET_STATE_DIR again."""
+    monkeypatch.setenv("VNET_STATE_DIR", str(tmp_path_factory.mktemp("state-root")))
+
+
+@pytest.fixture(autouse=True)
 def real_drivers_afterwards():
     """A FAKE driver a test put in the registry (test_matrix.Fake) goes after that test."""
     yield
