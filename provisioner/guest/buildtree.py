@@ -78,7 +78,6 @@ def merged(rel: str) -> str:
     return f"{MERGED[head]}/{rest}".rstrip("/") if head in MERGED else rel
 
 
-
 def root_tree(tree: Tree, staged: dict[str, Path], progress: Callable[[str], None]) -> None:
     skipped: set[str] = set()
     for pkg in staged.values():

@@ -90,6 +90,9 @@ def build_tiny(progress: Callable[[str], None] = print, force: bool = False) -> 
     final = cache_dir() / "images" / f"tiny-{_digest(debs)}"
     if not force and (final / "manifest.json").exists():
         return _load(final)
+    if runner.which("mksquashfs") is None:      # before any download: the last step needs it
+        raise VnetError("building the tiny image needs mksquashfs, which is not installed",
+                        hint="apt-get install squashfs-tools")
     started = time.monotonic()
     try:
         guestdebs.download(debdir, debs, progress)
@@ -124,7 +127,7 @@ def build_tiny(progress: Callable[[str], None] = print, force: bool = False) -> 
         progress("writing the squashfs root disk")
         # uncompressed (-noI -noId -noD -noF -noX): a TCG guest would pay for every decompression
         runner.run(["mksquashfs", str(tree.root), str(out / ROOT_DISK), "-noappend", "-quiet",
-                    "-no-progress", "-all-root", "-noI", "-noId", "-noD", "-noF", "-noX",
+                    "-no-progress", "-all-root", "-no-xattrs", "-noI", "-noId", "-noD", "-noF",
                     "-mkfs-time", "0", "-all-time", "0", "-processors", "1"])
         manifest = {"name": "tiny", "digest": _digest(debs), "code": _code_digest(),
                     "kernel": "vmlinux", "initrd": "initrd.gz", "rootdisk": ROOT_DISK,

@@ -56,6 +56,8 @@ def trim_zero_tails(elf: bytes) -> bytes:
     up to p_memsz. Debian's vmlinux stores its 19 MiB .bss and the 4 MiB .init.scratch as file
     zeros (a PROGBITS section after .bss), and QEMU keeps the file mapped for resets, so every
     VM held those pages: memory beyond guest RAM, issue 15."""
+    if elf[:6] != b"\x7fELF\x02\x01":
+        raise VnetError("the kernel is not an ELF64 little-endian file")
     out = bytearray(elf)
     phoff, = struct.unpack_from("<Q", elf, 0x20)
     phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
@@ -66,8 +68,11 @@ def trim_zero_tails(elf: bytes) -> bytes:
         filesz, = struct.unpack_from("<Q", elf, at + 32)
         if p_type != PT_LOAD:
             continue
+        if offset + filesz > len(elf):     # QEMU refuses such a file: so does this
+            raise VnetError(f"the kernel's segment {i} reaches past the end of the file")
         used = len(elf[offset:offset + filesz].rstrip(b"\0"))
-        struct.pack_into("<Q", out, at + 32, min(filesz, -(-used // PAGE) * PAGE))
+        if used:        # an all-zero segment keeps its data: a loader may skip an empty one
+            struct.pack_into("<Q", out, at + 32, min(filesz, -(-used // PAGE) * PAGE))
     return bytes(out)
 
 

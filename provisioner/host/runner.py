@@ -49,6 +49,17 @@ def spawn(argv: list[str], *, log_path: str, env: dict[str, str] | None = None,
                                 env=full_env, cwd=cwd, start_new_session=True)
 
 
+def start_quiet(argv: list[str]) -> subprocess.Popen:
+    """Start a helper whose output nobody reads (every stream on /dev/null); the caller ends it
+    by its PID."""
+    try:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    except FileNotFoundError as exc:
+        raise VnetError(f"{argv[0]} is not installed or not on PATH",
+                        hint="run `vnet doctor` to see what this machine lacks") from exc
+
+
 def start(argv: list[str]) -> subprocess.Popen:
     """Start a short-lived process whose stdout the caller reads as it comes (and kills)."""
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,

@@ -90,8 +90,8 @@ def list_names() -> list[str]:
                 names.add(m.group(1))
     labs = state_root() / "labs"    # and sandboxes that are gone but left lab state behind
     if labs.is_dir():
-        names.update(m.group(1) for p in labs.iterdir()
-                     if p.is_dir() and (m := re.fullmatch(r"sandbox-([a-z][a-z0-9-]{0,11})", p.name)))
+        names.update(m.group(1) for p in labs.iterdir() if p.is_dir() and not p.is_symlink()
+                     and (m := re.fullmatch(r"sandbox-([a-z][a-z0-9-]{0,11})", p.name)))
     return sorted(names)
 
 
@@ -242,8 +242,10 @@ def clear_left_state(name: str, progress: Callable[[str], None]) -> bool:
     `vnet sandbox down`'s to clean, and this says so."""
     sb = describe(name)
     require_root(f"vnet gc --sandbox {name}")
+    if is_up(name):          # the usual case, without waiting for the labs' shared locks
+        return False
     with locks.held("sandbox", name, progress):
-        if is_up(name):
+        if is_up(name):      # it came up while this waited
             return False
         if sb.state_dir.exists() or any(netns_inode(ns) is not None for ns in _namespaces(sb)):
             raise VnetError(f"sandbox {name} is half up", hint=f"vnet sandbox down {name}")
@@ -261,9 +263,12 @@ def _stop_lab_proxies(name: str, progress: Callable[[str], None]) -> None:
     """The port proxies of the labs in this sandbox (forwarding.PROXY_PID in each lab dir)."""
     from .forwarding import stop_proxy
 
+    from .state import MARKERS
+
     labs = lab_state_dir(name)
     for lab_dir in sorted(labs.iterdir()) if labs.is_dir() else ():
-        if lab_dir.is_dir() and not lab_dir.is_symlink():
+        if lab_dir.is_dir() and not lab_dir.is_symlink() \
+                and any((lab_dir / marker).is_file() for marker in MARKERS):   # a lab's only
             stop_proxy(lab_dir, progress)
 
 

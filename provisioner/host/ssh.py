@@ -20,33 +20,48 @@ def control_dir(target: Target, lab: str) -> Path:
     return path
 
 
-# A master's socket in the lab's control dir, in ssh's own tokens (host, port, user): vnet's
-# early masters and Ansible (ANSIBLE_SSH_CONTROL_PATH) name the same socket for the same guest.
-MASTER_NAME = "%h-%p-%r"
 # Inventory variables that shape a connection beyond host, port, user and key: such a guest is
 # left to Ansible, whose connection vnet would not reproduce exactly.
 SHAPED = ("ansible_ssh_common_args", "ansible_ssh_extra_args", "ansible_ssh_args",
           "ansible_ssh_pass", "ansible_password", "ansible_connection", "ansible_control_path")
+# A master whose parent was killed ends once its guest stops answering (15 s), not hours later
+KEEPALIVE = ["-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]
 
 
-def open_masters(hosts: dict[str, dict], directory: Path) -> list[subprocess.Popen]:
+def master_socket(directory: Path, host: dict) -> Path:
+    """A guest's master socket: a short name (unix socket paths are short, and ssh adds a
+    17-character suffix while it makes one) from what identifies the connection."""
+    ident = f"{host['ansible_host']}-{host.get('ansible_port') or 22}-" \
+            f"{host.get('ansible_user', 'root')}"
+    return directory / hashlib.sha256(ident.encode()).hexdigest()[:10]
+
+
+def open_masters(hosts: dict[str, dict], directory: Path) \
+        -> tuple[dict[str, dict], list[subprocess.Popen]]:
     """Open each guest's SSH master now, while ansible-playbook starts (half a second of
     controller CPU during which the guests sit idle): the key exchange, 0.1-0.3 s of a TCG
-    guest's CPU, is then done when Ansible's first task connects through the master. Nothing
-    is proven by it: a master that fails, or loses the race to Ansible's own, changes only
-    who connects. Returns the processes, for stop_masters."""
-    started = []
-    for host in hosts.values():
-        key = host.get("ansible_ssh_private_key_file")
-        if not host.get("ansible_host") or not key or any(v in host for v in SHAPED):
-            continue
-        login = guest_argv(key, host["ansible_host"], "", host.get("ansible_user", "root"),
-                           host.get("ansible_port"))[1:-1]     # options and user@host
-        started.append(subprocess.Popen(
-            ["ssh", "-N", "-o", "ControlMaster=yes", "-o", "ControlPersist=no",
-             "-o", f"ControlPath={directory}/{MASTER_NAME}", *login],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    return started
+    guest's CPU, is then done when Ansible's first task connects through the master. Returns
+    the hosts, each one with a master told its socket (ansible_control_path), and the
+    processes, for stop_masters. Nothing is proven by a master: one that fails, or loses the
+    race for its socket to Ansible's own, changes only who connects."""
+    hosts, started = dict(hosts), []
+    try:
+        for name, host in hosts.items():
+            key = host.get("ansible_ssh_private_key_file")
+            if not host.get("ansible_host") or not key or any(v in host for v in SHAPED):
+                continue
+            sock = master_socket(directory, host)
+            login = guest_argv(key, host["ansible_host"], "", host.get("ansible_user", "root"),
+                               host.get("ansible_port"))[1:-1]     # options and user@host
+            started.append(runner.start_quiet(
+                ["ssh", "-N", "-o", "ControlMaster=yes", "-o", "ControlPersist=no",
+                 "-o", f"ControlPath={sock}", *KEEPALIVE, *login]))
+            # Ansible %-formats the path (with its control dir as "directory")
+            hosts[name] = {**host, "ansible_control_path": str(sock).replace("%", "%%")}
+    except BaseException:
+        stop_masters(started)
+        raise
+    return hosts, started
 
 
 def stop_masters(started: list[subprocess.Popen]) -> None:

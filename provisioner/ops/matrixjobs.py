@@ -3,9 +3,9 @@
 Each lab runs in a worker thread with its own libvirt connection, lock and host ports; the
 caller gets the finished labs in matrix order after each one ends (its summary.json stays
 ordered). Ctrl-C reaches only the main thread: it stops labs that have not started and tells
-the running ones to stop at their next progress line, then waits for them, because each
-destroys what it made on the way out (shielded(): a cleanup no second Ctrl-C cuts short;
-sigterm_as_interrupt(): a cancelled CI job cleans up like Ctrl-C)."""
+the running ones to stop at their next progress line, then waits for them (await_cleanup),
+because each destroys what it made on the way out (shielded(): a cleanup no second Ctrl-C
+cuts short; sigterm_as_interrupt(): a cancelled CI job cleans up like Ctrl-C)."""
 from __future__ import annotations
 
 import contextlib
@@ -27,8 +27,9 @@ def run_concurrently(count: int, jobs: int, one: Callable[[int, Progress], T],
     is raised once the running labs have cleaned up."""
     cancelled = threading.Event()
     finished: dict[int, T] = {}
-    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="vnet-matrix") as pool:
-        pending = {}
+    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="vnet-matrix")
+    pending = {}
+    try:
         try:                           # a Ctrl-C while submitting cancels the labs already started
             for i in range(count):
                 pending[pool.submit(one, i, _stoppable(progress, cancelled))] = i
@@ -41,10 +42,43 @@ def run_concurrently(count: int, jobs: int, one: Callable[[int, Progress], T],
             cancelled.set()
             for future in pending:
                 future.cancel()
-            with shielded():           # a second Ctrl-C must not end the wait: a lab still
-                pool.shutdown(wait=True)   # running would outlive the sandbox it needs
+            await_cleanup(list(pending), progress)
             raise
+    finally:       # after a wait given up on, no endless join here
+        pool.shutdown(wait=not cancelled.is_set())
     return [finished[i] for i in sorted(finished)]
+
+
+GIVE_UP_AFTER = 2     # further Ctrl-Cs (or SIGTERMs) during the wait
+
+
+def await_cleanup(futures: list, progress: Progress) -> None:
+    """After a Ctrl-C: wait until the labs still running have destroyed what they made, so the
+    sandbox they need goes down after them. A signal here never raises: one raised inside
+    concurrent.futures' lock handling would leave a lab's future locked, and the wait endless.
+    A second Ctrl-C says what is awaited; a third stops waiting (what a lab then leaves,
+    `vnet sandbox down` or `vnet gc --sandbox` removes)."""
+    noted: list[int] = []
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        handlers = {s: signal.signal(s, lambda signum, frame: noted.append(signum))
+                    for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with interrupts.cleaning_up():
+            said = 0
+            while (running := [f for f in futures if not f.done()]):
+                wait(running, timeout=0.5)
+                if len(noted) > said:
+                    said = len(noted)
+                    if said >= GIVE_UP_AFTER:
+                        progress(f"stopped waiting for {len(running)} lab(s); what they leave, "
+                                 "`vnet sandbox down` or `vnet gc --sandbox` removes")
+                        return
+                    progress(f"waiting for {len(running)} lab(s) to destroy what they made "
+                             "(Ctrl-C again to stop waiting)")
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
 
 
 def _stoppable(progress: Progress, cancelled: threading.Event) -> Progress:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..host.netns import run_in_netns
-from ..host.ssh import MASTER_NAME, close_masters, control_dir, open_masters, stop_masters
+from ..host.ssh import close_masters, control_dir, open_masters, stop_masters
 from ..host.state import Target, lab_dir
 from ..lab.model import Lab
 from ..resources import data_dir
@@ -115,8 +115,6 @@ def ansible_env(target: Target, lab_name: str, host_count: int) -> dict[str, str
             # Masters of this lab only: another sandbox reuses the same guest addresses, and a
             # master left from it would carry this run's SSH into a namespace that is gone.
             "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir(target, lab_name)),
-            # the sockets open_masters names too (Ansible %-formats it with the directory)
-            "ANSIBLE_SSH_CONTROL_PATH": "%(directory)s/" + MASTER_NAME.replace("%", "%%"),
             "ANSIBLE_NOCOLOR": "True"}
 
 
@@ -145,14 +143,19 @@ def run_playbook(private_dir: str, playbook: str, inventory: dict, env: dict,
     Path(private_dir).mkdir(parents=True, exist_ok=True)
     began = time.time()
     sockets = Path(env["ANSIBLE_SSH_CONTROL_PATH_DIR"])
-    early = open_masters(inventory.get("all", {}).get("hosts", {}), sockets) if masters else []
+    early: list = []
+    if masters:
+        hosts, early = open_masters(inventory.get("all", {}).get("hosts", {}), sockets)
+        inventory = {**inventory, "all": {**inventory.get("all", {}), "hosts": hosts}}
     try:
         run = ansible_runner.run(private_data_dir=private_dir, playbook=playbook,
                                  inventory=inventory, envvars=env, quiet=True, rotate_artifacts=3,
                                  timeout=timeout)
     finally:
-        close_masters(sockets)
-        stop_masters(early)
+        try:
+            stop_masters(early)
+        finally:
+            close_masters(sockets)
     results: dict[str, dict] = {}
     for event in run.events:
         if event.get("event") == "runner_on_ok":

@@ -100,8 +100,8 @@ def _verify(lab: Lab, target: Target, progress: Callable[[str], None],
             timings: dict | None, inventory: Inventory | None,
             pcap_dir: Path | None, sources: ProbeSources) -> dict:
     started = time.monotonic()
+    sb = _sandbox(target)     # first: a verify that waited while its sandbox went down writes nothing
     inventory = inventory or lab_inventory(lab, target)
-    sb = _sandbox(target)
     port = random.randint(20000, 29999)       # host-side listeners: free per run
     ends = endpoints(lab, target, port, inventory.mgmt_host_ip)
     cells = checklib.build(lab, inventory.backend, ends)

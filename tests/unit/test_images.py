@@ -379,3 +379,19 @@ def test_trimmed_vmlinux_loads_the_same_memory_and_maps_fewer_file_pages():
 def test_trimming_an_already_trimmed_kernel_changes_nothing():
     elf = _elf64([(kernel.PT_LOAD, b"\x90" * 4096, 8 * 4096)])
     assert kernel.trim_zero_tails(kernel.trim_zero_tails(elf)) == kernel.trim_zero_tails(elf)
+
+
+def test_an_all_zero_segment_keeps_its_data():
+    elf = _elf64([(kernel.PT_LOAD, bytes(3 * 4096), 3 * 4096)])
+    assert kernel.trim_zero_tails(elf) == elf
+
+
+@pytest.mark.parametrize("damage", ["not elf64", "segment past the end"])
+def test_a_damaged_kernel_is_refused_not_trimmed(damage):
+    elf = _elf64([(kernel.PT_LOAD, b"\x90" * 4096, 4096)])
+    if damage == "not elf64":
+        elf = elf[:4] + b"\x01" + elf[5:]                    # ELFCLASS32
+    else:
+        elf = elf[:-100]                                      # the file ends inside the segment
+    with pytest.raises(VnetError):
+        kernel.trim_zero_tails(elf)

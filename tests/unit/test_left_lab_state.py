@@ -5,6 +5,7 @@ removed it again). An `up` checks its sandbox under the lock before writing anyt
 from __future__ import annotations
 
 import json
+import uuid
 from types import SimpleNamespace
 
 import pytest
@@ -18,7 +19,7 @@ from provisioner.host import sandbox, state
 from provisioner.host.state import Target
 from provisioner.ops import labs as ops_labs
 
-GONE = "gone"
+GONE = f"ut{uuid.uuid4().hex[:6]}"     # no machine-wide namespace of this name exists
 
 
 @pytest.fixture(autouse=True)
@@ -60,6 +61,27 @@ def test_gc_of_a_sandbox_that_is_gone_removes_the_lab_state_it_left_and_nothing_
     assert (base / "stranger" / "data").read_text() == "mine"
     assert any("NOTES is not a lab directory" in line for line in said)
     assert any("is down: removing the lab state" in line for line in said)
+
+
+def test_a_verify_whose_sandbox_went_down_while_it_waited_writes_nothing(root):
+    from provisioner.verify import run as verifier
+
+    target = Target(uri=sandbox.describe(GONE).uri, sandbox=GONE)
+    with pytest.raises(NotFound, match=f"sandbox {GONE} is not up"):
+        verifier.verify(SimpleNamespace(name="mx-nat-e1000"), target, lambda m: None)
+    assert not (root / "labs").exists()
+
+
+def test_gc_stops_the_port_proxies_of_lab_directories_only(root, monkeypatch):
+    from provisioner.host import forwarding
+
+    base = left_state(root)
+    (base / "stranger" / "portproxy.pid").write_text("1\n")
+    stopped = []
+    monkeypatch.setattr(forwarding, "stop_proxy", lambda lab_dir, progress: stopped.append(
+        lab_dir.name))
+    ops_labs.gc(lambda m: None, sandbox=GONE)
+    assert sorted(stopped) == ["lab2", "mx-nat-e1000"]
 
 
 def test_gc_of_a_sandbox_that_is_gone_and_left_nothing_is_quiet(root):

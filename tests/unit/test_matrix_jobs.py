@@ -2,6 +2,7 @@
 test_matrix. The summary keeps mode x model order, each lab forwards its own host ports, and
 Ctrl-C still destroys every lab that started and removes the temporary sandbox."""
 import signal
+import sys
 import threading
 import time
 
@@ -72,11 +73,39 @@ def test_a_cancelled_run_stops_a_running_lab_at_its_next_progress_line():
     say("destroying")          # its cleanup goes on reporting
 
 
+def main_thread_in(*names: str, absent: str = "", deadline: float = 90.0) -> None:
+    """Wait until the main thread's stack holds every function in `names` (and not `absent`):
+    a signal sent before it waits there would test another moment than the one meant."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        frame, seen = sys._current_frames().get(threading.main_thread().ident), set()
+        while frame is not None:
+            seen.add(frame.f_code.co_name)
+            frame = frame.f_back
+        if set(names) <= seen and absent not in seen:
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"the main thread never waited in {names}")
+
+
+def ctrl_c() -> None:
+    signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+
+def cleanup_wait_begun() -> None:
+    """The main thread waits in await_cleanup, with its own handlers in place."""
+    main_thread_in("await_cleanup")
+    end = time.monotonic() + 90
+    while signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        assert time.monotonic() < end, "await_cleanup never took over SIGINT"
+        time.sleep(0.005)
+
+
 class CtrlCWhileDestroying(Fake):
-    """mx-nat-virtio's destroy reports a step, then Ctrl-C reaches the main thread; once the
-    run is cancelled (mx-nat-e1000, booting until then, was stopped at a progress line and
-    destroyed) it reports its next step: the step that used to raise and leave the lab half
-    destroyed."""
+    """mx-nat-virtio's destroy reports a step, then Ctrl-C reaches the main thread (waiting for
+    the labs); once the run is cancelled (mx-nat-e1000, booting until then, was stopped at a
+    progress line and destroyed) it reports its next step: the step that used to raise and
+    leave the lab half destroyed."""
 
     def __init__(self, monkeypatch, **kw):
         super().__init__(monkeypatch, **kw)
@@ -95,53 +124,85 @@ class CtrlCWhileDestroying(Fake):
             self.cancel_seen.set()
         if lab_name == "mx-nat-virtio":
             say("removing vm1")
-            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+            main_thread_in("run_concurrently", "wait", absent="await_cleanup")
+            ctrl_c()
             assert self.cancel_seen.wait(timeout=90), "the run was never cancelled"
+            self.after_cancel()
             say("removing vm2 and the network")
             self.calls.append(("destroyed", lab_name))
         return []
 
+    def after_cancel(self) -> None:
+        pass
 
-def test_ctrl_c_while_a_worker_destroys_its_lab_lets_the_destroy_finish(monkeypatch, tmp_path):
-    fake = CtrlCWhileDestroying(monkeypatch)
+
+def run_interrupted(fake, tmp_path, said=None):
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)   # Ctrl-C raises
     try:
         with pytest.raises(KeyboardInterrupt):
-            matrix.run(["nat"], ["virtio", "e1000"], tmp_path, progress=lambda m: None, jobs=2)
+            matrix.run(["nat"], ["virtio", "e1000"], tmp_path,
+                       progress=(said.append if said is not None else lambda m: None), jobs=2)
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_while_a_worker_destroys_its_lab_lets_the_destroy_finish(monkeypatch, tmp_path):
+    fake = CtrlCWhileDestroying(monkeypatch)
+    run_interrupted(fake, tmp_path)
     assert ("destroyed", "mx-nat-virtio") in fake.calls
     assert ("up", "mx-nat-e1000") not in fake.calls      # stopped while booting
     assert fake.calls[-1][0] == "sandbox down"
 
 
 class SecondCtrlCWhileDestroying(CtrlCWhileDestroying):
-    """As above, and a second Ctrl-C reaches the main thread while it waits for that destroy."""
+    """As above, and a second Ctrl-C reaches the main thread while it waits for that destroy;
+    the destroy then goes on for as long as a sandbox down would take to show."""
 
-    def destroy(self, lab_name, say):
-        if lab_name != "mx-nat-virtio":
-            return super().destroy(lab_name, say)
-        self.calls.append(("destroy", lab_name))
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
-        assert self.cancel_seen.wait(timeout=90), "the run was never cancelled"
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
-        time.sleep(0.5)          # the main thread, if it stopped waiting, is in sandbox down
-        self.calls.append(("destroyed", lab_name))
-        return []
+    def after_cancel(self) -> None:
+        cleanup_wait_begun()
+        ctrl_c()
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end and ("sandbox down", self.sandbox) not in self.calls:
+            time.sleep(0.01)
+
+    @property
+    def sandbox(self):
+        return next(c[1] for c in self.calls if c[0] == "sandbox up")
 
 
 def test_a_second_ctrl_c_does_not_end_the_wait_for_a_running_destroy(monkeypatch, tmp_path):
     """The sandbox goes down only after every worker is done: a worker that outlived it wrote
     a lab's key into a sandbox that no longer existed, and nothing removed it."""
-    fake = SecondCtrlCWhileDestroying(monkeypatch)
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            matrix.run(["nat"], ["virtio", "e1000"], tmp_path, progress=lambda m: None, jobs=2)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    fake, said = SecondCtrlCWhileDestroying(monkeypatch), []
+    run_interrupted(fake, tmp_path, said)
     kinds = [c[0] for c in fake.calls]
     assert kinds.index("destroyed") < kinds.index("sandbox down")
+    assert any("lab(s) to destroy what they made (Ctrl-C again" in m for m in said)
+
+
+class StuckDestroy(CtrlCWhileDestroying):
+    """mx-nat-virtio's destroy hangs (a call that never returns) after the first Ctrl-C."""
+
+    def __init__(self, monkeypatch, **kw):
+        super().__init__(monkeypatch, **kw)
+        self.release = threading.Event()
+
+    def after_cancel(self) -> None:
+        cleanup_wait_begun()
+        ctrl_c()
+        time.sleep(0.1)                  # two signals at once may be handled as one
+        ctrl_c()
+        assert self.release.wait(timeout=90)
+
+
+def test_a_third_ctrl_c_stops_waiting_for_a_destroy_that_hangs(monkeypatch, tmp_path):
+    fake, said = StuckDestroy(monkeypatch), []
+    try:
+        run_interrupted(fake, tmp_path, said)
+        assert any(m.startswith("stopped waiting for") for m in said)
+        assert fake.calls[-1][0] == "sandbox down"
+    finally:
+        fake.release.set()          # the hung destroy ends with the test
 
 
 def test_a_pending_interrupt_waits_until_the_cleanup_is_done():

@@ -52,25 +52,50 @@ def option(argv: list[str], name: str) -> str:
                 if a == "-o" and argv[i + 1].startswith(name + "="))
 
 
-def test_a_master_uses_the_socket_ansible_names_for_the_same_guest(popen, tmp_path):
+def test_ansible_is_told_the_socket_of_the_master_vnet_opened(popen, tmp_path):
     env = guest_ansible.ansible_env(Target(uri="qemu:///system"), "lab1", 1)
     directory = Path(env["ANSIBLE_SSH_CONTROL_PATH_DIR"])
-    ssh.open_masters({"vm1": PLAIN}, directory)
-    argv = popen[0].argv
-    # what Ansible's ssh connection plugin passes as -o ControlPath for every task
-    assert option(argv, "ControlPath") == env["ANSIBLE_SSH_CONTROL_PATH"] % {
-        "directory": str(directory)}
+    hosts, started = ssh.open_masters({"vm1": PLAIN}, directory)
+    argv = started[0].argv
+    # what Ansible's ssh plugin passes as -o ControlPath: the variable, %-formatted
+    told = hosts["vm1"]["ansible_control_path"] % {"directory": "/elsewhere"}
+    assert option(argv, "ControlPath") == told and Path(told).parent == directory
+    assert len(Path(told).name) == 10      # as short as Ansible's own names (unix socket paths)
     assert option(argv, "ControlMaster") == "yes" and "-N" in argv
     assert argv[argv.index("-i") + 1] == "/keys/id_ed25519" and argv[-1] == "root@100.64.3.10"
-    assert option(argv, "BatchMode") == "yes"              # never a prompt
+    assert option(argv, "BatchMode") == "yes" and option(argv, "ServerAliveInterval") == "5"
+    assert {k: v for k, v in hosts["vm1"].items() if k != "ansible_control_path"} == PLAIN
+
+
+def test_each_guest_gets_its_own_socket(popen, tmp_path):
+    hosts, _ = ssh.open_masters({"vm1": PLAIN, "vm2": {**PLAIN, "ansible_host": "100.64.3.11"},
+                                 "vm3": {**PLAIN, "ansible_port": 2222}}, tmp_path)
+    paths = [h["ansible_control_path"] for h in hosts.values()]
+    assert len(set(paths)) == 3
+
+
+def test_a_master_that_cannot_start_stops_those_already_started(popen, tmp_path, monkeypatch):
+    from provisioner.host import runner
+
+    real = runner.start_quiet
+
+    def second_fails(argv):
+        if len(popen) == 1:
+            raise OSError("too many open files")
+        return real(argv)
+    monkeypatch.setattr(runner, "start_quiet", second_fails)
+    with pytest.raises(OSError):
+        ssh.open_masters({"vm1": PLAIN, "vm2": {**PLAIN, "ansible_host": "x"}}, tmp_path)
+    assert [p.returncode for p in popen] == [-15]
 
 
 @pytest.mark.parametrize("shaped", [{"ansible_ssh_common_args": "-o ProxyJump=hv2"},
                                     {"ansible_connection": "local"},
                                     {"ansible_ssh_private_key_file": None}])
 def test_a_guest_whose_connection_ansible_shapes_otherwise_gets_no_master(popen, tmp_path, shaped):
-    ssh.open_masters({"vm1": {**PLAIN, **shaped}, "vm2": PLAIN}, tmp_path)
+    hosts, _ = ssh.open_masters({"vm1": {**PLAIN, **shaped}, "vm2": PLAIN}, tmp_path)
     assert [p.argv[-1] for p in popen] == ["root@100.64.3.10"]     # vm2's only
+    assert hosts["vm1"] == {**PLAIN, **shaped}                        # left as it was
 
 
 def test_a_port_forwarded_guest_gets_its_port(popen, tmp_path):
@@ -88,12 +113,14 @@ def test_after_the_run_the_masters_are_ended_and_their_directory_removed(popen, 
     seen = {}
 
     def run(**kw):                   # FAKE ansible-runner: the masters were open before it ran
-        seen["masters"] = [p.poll() for p in popen]
+        seen["masters"], seen["inventory"] = [p.poll() for p in popen], kw["inventory"]
         return SimpleNamespace(events=[])
     monkeypatch.setattr(ansible_runner, "run", run)
     inventory = guest_ansible.inventory_data({"vm1": PLAIN, "vm2": {**PLAIN, "ansible_host": "x"}})
     guest_ansible.run_playbook(str(tmp_path / "private"), "pb.yml", inventory, env)
     assert seen["masters"] == [None, None]
+    told = [h["ansible_control_path"] for h in seen["inventory"]["all"]["hosts"].values()]
+    assert [option(p.argv, "ControlPath") for p in popen] == told
     assert [p.returncode for p in popen] == [-15, -15]
     assert not directory.exists()
 
