@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, TypedDict
 
 from . import locks, runner
-from ..errors import VnetError
+from ..errors import NotFound, VnetError
 from ..lab.model import check_name, is_name
 from .safepath import child, remove_tree
 from .paths import state_root, validate_name
@@ -185,6 +185,16 @@ def forget_remote_hosts(target: Target) -> None:
                 entry.unlink()
         if not any(d.iterdir()):
             d.rmdir()
+
+
+def existing_key(target: Target, lab: str) -> Path:
+    """The key of a lab that exists: what acts on a running lab never makes a new one (its
+    directory would outlive a sandbox that went down meanwhile)."""
+    key = lab_dir(target, lab) / "id_ed25519"
+    if not key.is_file():
+        raise NotFound(f"lab {lab} has no SSH key in {key.parent}",
+                       hint="vnet list shows the labs; `vnet up` recreates a lab's key")
+    return key
 
 
 def ssh_key(target: Target, lab: str) -> tuple[Path, str]:

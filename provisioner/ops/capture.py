@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..drivers.base import Driver
-from ..errors import LabFileError, Unsupported
+from ..errors import LabFileError, NotFound, Unsupported
 from ..host import capture, state
 
 SPEC_RE = re.compile(r"([^:]+)(?::(\d+))?")
@@ -49,8 +49,10 @@ def run(driver: Driver, req: Request, say: Callable[[str], None],
     if point.interface is None:
         return _hypervisor_trace(driver, req, point, say)
     capture.check_filter(req.bpf)
-    work_dir = state.lab_dir(driver.target, req.lab)
-    work_dir.mkdir(parents=True, exist_ok=True)
+    work_dir = state.lab_dir(driver.target, req.lab)    # the lab's: made by its `up`, not here
+    if not work_dir.is_dir():
+        raise NotFound(f"lab {req.lab} has no state directory ({work_dir})",
+                       hint="vnet list shows the labs")
     cap = capture.start(point, req.pcap, work_dir, req.bpf, req.count,
                         stdout=stdout if req.pcap == "-" else None)
     say(f"capturing on {point.label}"

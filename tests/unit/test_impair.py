@@ -175,7 +175,7 @@ def test_applier_tries_netem_on_the_tap_and_falls_back_to_tbf_and_the_guest(
             return runner.Result(argv, 0, '{"ifname": "eth0", "netem": {}}\n', "")
         return runner.Result(argv, 0, "", "")
     monkeypatch.setattr(runner, "run", run)
-    monkeypatch.setattr(libvirt_impair.state, "ssh_key", lambda target, lab: (tmp_path / "k", ""))
+    monkeypatch.setattr(libvirt_impair.state, "existing_key", lambda target, lab: tmp_path / "k")
     lab = loader.load(ROOT / "tests" / "golden" / "impair-netem" / "lab.yaml")
     lab = loader.resolve({**lab.meta["raw"], "networks": lab.meta["raw"]["networks"][:1],
                           "vms": [{"name": "a", "nics": [dict(lab.meta["raw"]["vms"][0]["nics"][0],

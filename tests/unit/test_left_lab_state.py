@@ -121,3 +121,12 @@ def test_sandbox_down_of_a_gone_sandbox_removes_the_lab_state_it_left(root):
     base = left_state(root)
     sandbox.down(GONE, progress=lambda m: None)
     assert sorted(p.name for p in base.iterdir()) == ["NOTES", "stranger"]
+
+
+def test_acting_on_a_lab_never_makes_its_key_or_directory(root):
+    target = Target(uri=sandbox.describe(GONE).uri, sandbox=GONE)
+    with pytest.raises(NotFound, match="has no SSH key"):
+        state.existing_key(target, "mx-nat-e1000")
+    assert not (root / "labs").exists()
+    base = left_state(root)
+    assert state.existing_key(target, "mx-nat-e1000") == base / "mx-nat-e1000" / "id_ed25519"

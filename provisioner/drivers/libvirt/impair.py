@@ -166,7 +166,7 @@ class Applier:
 
     def _guest(self, vm: str, mac: str, netem: dict | None) -> dict:
         """Put (or remove) netem in the guest over its control path (guest/netem.py)."""
-        key, _ = state.ssh_key(self.target, self.lab.name)
+        key = state.existing_key(self.target, self.lab.name)
         request = json.dumps({"mac": mac, "netem": netem})
         argv = guest_argv(str(key), self.record["mgmt"][vm],
                           f"python3 - {shlex.quote(request)}")
