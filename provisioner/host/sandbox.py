@@ -262,7 +262,6 @@ def clear_left_state(name: str, progress: Callable[[str], None]) -> bool:
 def _stop_lab_proxies(name: str, progress: Callable[[str], None]) -> None:
     """The port proxies of the labs in this sandbox (forwarding.PROXY_PID in each lab dir)."""
     from .forwarding import stop_proxy
-
     from .state import MARKERS
 
     labs = lab_state_dir(name)
