@@ -28,8 +28,7 @@ def run(argv: list[str], *, check: bool = True, input: str | None = None,
         proc = subprocess.run(argv, input=input, capture_output=True, text=True,
                               timeout=timeout, env=full_env, cwd=cwd, check=False)
     except FileNotFoundError as exc:
-        raise VnetError(f"{argv[0]} is not installed or not on PATH",
-                        hint="run `vnet doctor` to see what this machine lacks") from exc
+        raise _not_installed(argv) from exc
     except subprocess.TimeoutExpired as exc:
         raise VnetError(f"timed out after {timeout:g}s: {shlex.join(argv)}") from exc
     result = Result(list(argv), proc.returncode, proc.stdout, proc.stderr)
@@ -56,8 +55,12 @@ def start_quiet(argv: list[str]) -> subprocess.Popen:
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
     except FileNotFoundError as exc:
-        raise VnetError(f"{argv[0]} is not installed or not on PATH",
-                        hint="run `vnet doctor` to see what this machine lacks") from exc
+        raise _not_installed(argv) from exc
+
+
+def _not_installed(argv: list[str]) -> VnetError:
+    return VnetError(f"{argv[0]} is not installed or not on PATH",
+                     hint="run `vnet doctor` to see what this machine lacks")
 
 
 def start(argv: list[str]) -> subprocess.Popen:

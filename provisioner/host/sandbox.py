@@ -249,11 +249,10 @@ def clear_left_state(name: str, progress: Callable[[str], None]) -> bool:
             return False
         if sb.state_dir.exists() or any(netns_inode(ns) is not None for ns in _namespaces(sb)):
             raise VnetError(f"sandbox {name} is half up", hint=f"vnet sandbox down {name}")
-        if lab_state_dir(name).is_dir():
+        if (left := lab_state_dir(name)).is_dir():
             from . import state
 
-            progress(f"sandbox {name} is down: removing the lab state it left in "
-                     f"{lab_state_dir(name)}")
+            progress(f"sandbox {name} is down: removing the lab state it left in {left}")
             _stop_lab_proxies(name, progress)
             state.remove_all(state.Target(uri=sb.uri, sandbox=name), progress)
         return True

@@ -22,6 +22,7 @@ RECORD = "lab.json"
 REMOTE_HOSTS = "remote-hosts"
 MARKER = ".vnet-lab"          # written when the directory is made, before lab.json exists
 MARKERS = (RECORD, MARKER)    # a lab directory holds one of these, or it is not removed
+KEY_FILE = "id_ed25519"       # the lab's own SSH key, beside its .pub
 SCHEMA = 1                    # the lab record's layout; a record without "schema" is version 1
 
 
@@ -190,7 +191,7 @@ def forget_remote_hosts(target: Target) -> None:
 def existing_key(target: Target, lab: str) -> Path:
     """The key of a lab that exists: what acts on a running lab never makes a new one (its
     directory would outlive a sandbox that went down meanwhile)."""
-    key = lab_dir(target, lab) / "id_ed25519"
+    key = lab_dir(target, lab) / KEY_FILE
     if not key.is_file():
         raise NotFound(f"lab {lab} has no SSH key in {key.parent}",
                        hint="vnet list shows the labs; `vnet up` recreates a lab's key")
@@ -200,8 +201,8 @@ def existing_key(target: Target, lab: str) -> Path:
 def ssh_key(target: Target, lab: str) -> tuple[Path, str]:
     """The lab's own SSH key (never a shared insecure one): (private key path, public key)."""
     path = _made_lab_dir(target, lab)
-    key = path / "id_ed25519"
+    key = path / KEY_FILE
     if not key.exists():
         runner.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"vnet-{lab}",
                     "-f", str(key)])
-    return key, (path / "id_ed25519.pub").read_text().strip()
+    return key, key.with_name(KEY_FILE + ".pub").read_text().strip()
