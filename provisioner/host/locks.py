@@ -1,10 +1,15 @@
 """Two vnet runs at once must not interleave: one file lock per sandbox and per lab, and state
 files that are replaced whole, never written in place.
 
-Locks are `flock(2)` locks on files in <state_root>/locks/ (never deleted: a lock file removed
-while held would let the next run lock a fresh file of the same name). The kernel drops a lock
-when its holder exits, SIGKILL included, so a crash never leaves a stale lock behind. The holder
-writes its pid into the file, so a waiting run can say whom it waits for.
+Locks are `flock(2)` locks on files in <state_root>/locks/. The kernel drops a lock when its
+holder exits, SIGKILL included, so a crash never leaves a stale lock behind. The holder writes
+its pid into the file, so a waiting run can say whom it waits for.
+
+A lock file outlives its lab or sandbox; `sweep` (`vnet gc`, `sandbox down`) removes the ones
+nobody holds. Removing a lock file is safe only because a run that got a lock checks that its
+path still names the file it locked (a run that opened the file before the sweep unlinked it
+would otherwise hold a lock on a nameless file while the next run locks a new one), and the
+sweep unlinks only a file it holds exclusively and that its path still names.
 
 Who takes what: `sandbox up/down` the sandbox's lock, exclusive; `up`, `verify`, `destroy` and
 `gc` of a lab the lab's lock, exclusive, and, in a sandbox, first its sandbox's lock, shared
@@ -74,10 +79,20 @@ def held(kind: str, name: str, progress: Callable[[str], None] | None = None,
     Shared holders (the labs of a sandbox) exclude only an exclusive one (its up/down)."""
     path = lock_path(kind, name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    _HELD.add(fd)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        _HELD.add(fd)
+        try:
+            _acquire(fd, f"{kind} {name}", progress, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+            if _still_named(path, fd):
+                break
+        except BaseException:
+            _HELD.discard(fd)
+            os.close(fd)
+            raise
+        _HELD.discard(fd)      # swept while this waited: lock the file the path names now
+        os.close(fd)
     try:
-        _acquire(fd, f"{kind} {name}", progress, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         os.ftruncate(fd, 0)               # shared holders: the last one to come is named
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
@@ -100,6 +115,39 @@ def _acquire(fd: int, what: str, progress: Callable[[str], None] | None, mode: i
             progress(f"waiting for {what}'s lock held by pid {holder(fd)} ({waited:.0f}s)")
             next_note = waited + NOTE_EVERY_SECONDS
         time.sleep(POLL_SECONDS)
+
+
+def _still_named(path: Path, fd: int) -> bool:
+    try:
+        named = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    locked = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (locked.st_dev, locked.st_ino)
+
+
+def sweep() -> int:
+    """Remove the lock files nobody holds (each is left by a lab or sandbox that is gone, or
+    idle); a held one is skipped. Returns how many were removed."""
+    base = lock_dir()
+    removed = 0
+    for path in sorted(base.glob("*.lock")) if base.is_dir() else ():
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:            # gone meanwhile, or a symlink: not one of vnet's files
+            continue
+        _HELD.add(fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if _still_named(path, fd):
+                path.unlink()
+                removed += 1
+        except BlockingIOError:    # someone holds it
+            pass
+        finally:
+            _HELD.discard(fd)
+            os.close(fd)
+    return removed
 
 
 def holder(fd: int) -> str:

@@ -88,11 +88,21 @@ def list_names() -> list[str]:
         for ns in os.listdir(NETNS_DIR):
             if m := re.fullmatch(r"vnet-([a-z][a-z0-9-]{0,11})-(?:host|inet|hv[2-9])", ns):
                 names.add(m.group(1))
-    labs = state_root() / "labs"    # and sandboxes that are gone but left lab state behind
-    if labs.is_dir():
-        names.update(m.group(1) for p in labs.iterdir() if p.is_dir() and not p.is_symlink()
-                     and (m := re.fullmatch(r"sandbox-([a-z][a-z0-9-]{0,11})", p.name)))
+    from .state import REMOTE_HOSTS, VAGRANT_RUNS
+
+    for kept in ("labs", VAGRANT_RUNS, REMOTE_HOSTS):  # and sandboxes gone but with state left
+        if (root := state_root() / kept).is_dir():
+            names.update(m.group(1) for p in root.iterdir() if p.is_dir() and not p.is_symlink()
+                         and (m := re.fullmatch(r"sandbox-([a-z][a-z0-9-]{0,11})", p.name)))
     return sorted(names)
+
+
+def left_state(name: str) -> list[Path]:
+    """What sandbox NAME keeps beside its own state directory: its labs' state, its Vagrant
+    runs and remote hosts (state.left_state)."""
+    from . import state
+
+    return state.left_state(state.Target(uri=describe(name).uri, sandbox=name))
 
 
 def lab_state_dir(name: str) -> Path:
@@ -135,9 +145,9 @@ def status(name: str = "default") -> dict:
         if http_pid is None:
             problems.append(f"the Internet HTTP service on {INTERNET_IP}:80 is not running")
     hosts = _hosts_status(sb, problems)
-    if not sb.state_dir.exists() and (left := lab_state_dir(name)).is_dir():
-        problems.append(f"the sandbox is gone but left lab state in {left}; `vnet sandbox down "
-                        f"{name}` (or `vnet gc --sandbox {name}`) removes it")
+    if not sb.state_dir.exists() and (left := left_state(name)):
+        problems.append(f"the sandbox is gone but left lab state in {', '.join(map(str, left))}"
+                        f"; `vnet sandbox down {name}` (or `vnet gc --sandbox {name}`) removes it")
     return {"name": name, "up": sb.state_dir.exists() and not problems, "hosts": hosts,
             "libvirtd_pid": libvirtd_pid, "http_pid": http_pid, "uri": sb.uri,
             "state_dir": str(sb.state_dir), "namespaces": namespaces,
@@ -201,6 +211,7 @@ def down(name: str = "default", progress: Callable[[str], None] = print, *,
     require_root(f"vnet sandbox down {name}")
     with locks.held("sandbox", name, progress):
         (remove or _down)(sb, progress)
+    locks.sweep()           # its own lock and its labs' (and any other that nothing holds)
 
 
 def _down(sb: Sandbox, progress: Callable[[str], None]) -> None:
@@ -249,10 +260,11 @@ def clear_left_state(name: str, progress: Callable[[str], None]) -> bool:
             return False
         if sb.state_dir.exists() or any(netns_inode(ns) is not None for ns in _namespaces(sb)):
             raise VnetError(f"sandbox {name} is half up", hint=f"vnet sandbox down {name}")
-        if (left := lab_state_dir(name)).is_dir():
+        if left := left_state(name):
             from . import state
 
-            progress(f"sandbox {name} is down: removing the lab state it left in {left}")
+            progress(f"sandbox {name} is down: removing the lab state it left in "
+                     + ", ".join(map(str, left)))
             _stop_lab_proxies(name, progress)
             state.remove_all(state.Target(uri=sb.uri, sandbox=name), progress)
         return True

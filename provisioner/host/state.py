@@ -20,6 +20,8 @@ from .paths import state_root, validate_name
 
 RECORD = "lab.json"
 REMOTE_HOSTS = "remote-hosts"
+VAGRANT_RUNS = "vagrant"      # `vnet verify --vagrant`'s files, per target (vagrant_run_dir)
+VAGRANT_MARKER = ".vnet-vagrant-run"
 MARKER = ".vnet-lab"          # written when the directory is made, before lab.json exists
 MARKERS = (RECORD, MARKER)    # a lab directory holds one of these, or it is not removed
 KEY_FILE = "id_ed25519"       # the lab's own SSH key, beside its .pub
@@ -157,6 +159,7 @@ def remove_all(target: Target, progress: Callable[[str], None]) -> None:
     left alone with a warning."""
     base = target_dir(target)
     forget_remote_hosts(target)
+    forget_vagrant_runs(target, progress)
     if not base.is_dir():
         return
     for entry in sorted(base.iterdir()):
@@ -186,6 +189,42 @@ def forget_remote_hosts(target: Target) -> None:
                 entry.unlink()
         if not any(d.iterdir()):
             d.rmdir()
+
+
+def vagrant_runs_dir(target: Target) -> Path:
+    """<state root>/vagrant/<target key>: one directory per Vagrant project verified through the
+    target (vagrant_run_dir), kept for its logs until the target goes."""
+    return child(state_root() / VAGRANT_RUNS, target.key)
+
+
+def vagrant_run_dir(target: Target, lab: str, project: Path) -> Path:
+    """Where `vnet verify --vagrant PROJECT` keeps its listener logs and Ansible's files:
+    <lab>-<hash of the project's path>, under vagrant_runs_dir. The verify writes
+    VAGRANT_MARKER into it, so forget_vagrant_runs removes it and nothing else."""
+    where = hashlib.sha256(str(project.resolve()).encode()).hexdigest()[:12]
+    return child(vagrant_runs_dir(target), f"{check_name(lab, 'lab name')}-{where}")
+
+
+def forget_vagrant_runs(target: Target, progress: Callable[[str], None]) -> None:
+    """The target went: the Vagrant runs' directories through it go too (only those that carry
+    VAGRANT_MARKER; anything else is named and left alone)."""
+    base = vagrant_runs_dir(target)
+    if not base.is_dir():           # (child resolved it: a symlink out was refused)
+        return
+    for entry in sorted(base.iterdir()):
+        try:
+            remove_tree(base, entry.name, (VAGRANT_MARKER,))
+        except VnetError as exc:
+            progress(f"warning: {exc.message}")
+    if not any(base.iterdir()):
+        base.rmdir()
+
+
+def left_state(target: Target) -> list[Path]:
+    """The directories a target keeps beside its sandbox (labs, Vagrant runs, remote hosts):
+    what `down` removes, and what a sandbox that went without `down` can leave behind."""
+    return [d for d in (target_dir(target), vagrant_runs_dir(target), remote_hosts_dir(target))
+            if d.is_dir()]
 
 
 def existing_key(target: Target, lab: str) -> Path:

@@ -114,9 +114,12 @@ def list_labs(sandbox: str | None = None, uri: str | None = None) -> list[dict]:
 
 def gc(progress: Progress, sandbox: str | None = None, uri: str | None = None) -> list[str]:
     """Every backend's orphans here; of a sandbox that is down, the lab state it left."""
-    from ..host import sandbox as sandboxes
+    from ..host import locks, sandbox as sandboxes
 
     if sandbox is not None and uri is None and sandboxes.clear_left_state(sandbox, progress):
-        return []
-    return [obj for d in drivers_here(sandbox, uri) for obj in d.gc(progress)]
+        removed: list[str] = []
+    else:
+        removed = [obj for d in drivers_here(sandbox, uri) for obj in d.gc(progress)]
+    locks.sweep()          # the lock files of labs and sandboxes that are gone
+    return removed
 

@@ -11,7 +11,6 @@ management network) carries Ansible's SSH and nothing else.
 """
 from __future__ import annotations
 
-import hashlib
 import socket
 import time
 from pathlib import Path
@@ -102,17 +101,17 @@ def host_address_towards(address: str) -> str:
 
 
 def inventory(project: Path, lab: Lab, target: Target, machines: dict[str, dict[str, str]]):
+    from ..host import state
     from ..host.netns import run_in_netns
-    from ..host.paths import state_root
     from ..verify.run import Inventory
 
     hosts = hosts_from(lab, machines)
     first = hosts[lab.vms[0].name]["ansible_host"]
     mgmt_host = run_in_netns(target.netns, host_address_towards, first) if target.netns \
         else host_address_towards(first)
-    where = hashlib.sha256(str(project.resolve()).encode()).hexdigest()[:12]
     return Inventory(hosts=hosts, mgmt_host_ip=mgmt_host, source="vagrant ssh-config",
-                     work_dir=state_root() / "vagrant" / target.key / f"{lab.name}-{where}",
+                     work_dir=state.vagrant_run_dir(target, lab.name, project),
+                     work_marker=state.VAGRANT_MARKER,
                      notes=(MGMT_NOTE.format(mgmt=f"host {mgmt_host}, guests "
                                              + ", ".join(h["ansible_host"] for h in hosts.values())),))
 

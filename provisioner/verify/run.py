@@ -55,6 +55,7 @@ class Inventory:
     hosts: dict[str, dict]        # vm -> Ansible host vars: ansible_host, ansible_user, ...
     mgmt_host_ip: str             # the host's address on the control network: no probe may use it
     work_dir: Path                # listener logs and ansible-runner's private dir
+    work_marker: str | None = None  # written into work_dir: its owner's tag (a lab's is there)
     source: str = "vnet"          # shown in the result
     notes: tuple[str, ...] = ()
     backend: Backend = Backend.LIBVIRT    # whose mode table gives the expected values
@@ -108,6 +109,8 @@ def _verify(lab: Lab, target: Target, progress: Callable[[str], None],
     progress(f"verifying {len(cells)} cells of lab {lab.name}")
     emit(progress, Cells(0, len(cells)))      # the live display's count (progress.py)
     inventory.work_dir.mkdir(parents=True, exist_ok=True)
+    if inventory.work_marker:                 # before anything else lands there
+        (inventory.work_dir / inventory.work_marker).touch()
     records: list[Path] = []
     clock: dict[str, float] = {}              # the verify breakdown's moments (breakdown())
     try:     # the listeners start inside the try that stops them, even half started

@@ -121,6 +121,7 @@ def test_sandbox_down_of_a_gone_sandbox_removes_the_lab_state_it_left(root):
     base = left_state(root)
     sandbox.down(GONE, progress=lambda m: None)
     assert sorted(p.name for p in base.iterdir()) == ["NOTES", "stranger"]
+    assert not any((root / "locks").iterdir())       # its lock file went too (locks.sweep)
 
 
 def test_acting_on_a_lab_never_makes_its_key_or_directory(root):
@@ -130,3 +131,70 @@ def test_acting_on_a_lab_never_makes_its_key_or_directory(root):
     assert not (root / "labs").exists()
     base = left_state(root)
     assert state.existing_key(target, "mx-nat-e1000") == base / "mx-nat-e1000" / "id_ed25519"
+
+
+# --- `vnet verify --vagrant`'s files (found on a CI machine: 55 directories under
+# <state root>/vagrant/sandbox-<test sandbox>, one per test run, that nothing removed) ---------
+
+def vagrant_runs(root, name=GONE):
+    """A Vagrant run's directory as verify leaves it (marked), and one vnet did not make."""
+    base = root / state.VAGRANT_RUNS / f"sandbox-{name}"
+    run = base / "vagrant-natnetwork-447662b5081d"
+    (run / "ansible").mkdir(parents=True)
+    (run / state.VAGRANT_MARKER).touch()
+    (run / "listener-host-0.log").write_text("log")
+    (base / "stranger").mkdir()
+    (base / "stranger" / "data").write_text("mine")
+    return base
+
+
+def test_sandbox_down_removes_its_vagrant_runs_and_nothing_else(root):
+    base = vagrant_runs(root)
+    said = []
+    sandbox.down(GONE, progress=said.append)
+    assert sorted(p.name for p in base.iterdir()) == ["stranger"]
+    assert (base / "stranger" / "data").read_text() == "mine"
+    assert any("stranger: it holds none of" in line for line in said)
+
+
+def test_a_gone_sandbox_that_left_only_vagrant_runs_is_listed_and_gc_removes_them(root):
+    base = vagrant_runs(root)
+    (base / "stranger" / "data").unlink()
+    (base / "stranger").rmdir()
+    listed = CliRunner().invoke(main, ["sandbox", "list", "--format", "json"])
+    row, = [r for r in json.loads(listed.output) if r["name"] == GONE]
+    assert any(str(base) in p and f"`vnet sandbox down {GONE}`" in p for p in row["problems"])
+    said = []
+    assert ops_labs.gc(said.append, sandbox=GONE) == []
+    assert not base.exists()
+    assert any("is down: removing the lab state" in line for line in said)
+
+
+def test_a_vagrant_verify_marks_its_run_directory_under_its_target(root, monkeypatch, tmp_path):
+    """The run directory is the target's (so the sandbox's `down` removes it), checked under
+    its parent, and verify writes the marker before anything else (FAKE probe sources)."""
+    from provisioner.lab import loader as labfile
+    from provisioner.ops import vagrant
+    from provisioner.verify import run as verifier
+
+    monkeypatch.setattr(vagrant, "host_address_towards", lambda address: "192.168.121.1")
+    lab = labfile.resolve({"name": "demo", "networks": [{"name": "n", "mode": "hostonly"}],
+                           "vms": [{"name": "a", "nics": [{"network": "n"}]}]})
+    target = Target(uri="test:///default")
+    machines = {"a": {"hostname": "192.168.121.10", "port": "22", "user": "root"}}
+    inventory = vagrant.inventory(tmp_path / "project", lab, target, machines)
+    assert inventory.work_dir.parent == state.vagrant_runs_dir(target)
+    assert inventory.work_dir.name.startswith("demo-")
+    fakes = verifier.ProbeSources(start_listeners=lambda *a: None, guests=lambda *a: {},
+                                  probe_module=lambda: SimpleNamespace(
+                                      run_all=lambda specs: {}, probe=lambda spec: {}))
+    verifier.verify(lab, target, lambda m: None, inventory=inventory, sources=fakes)
+    assert (inventory.work_dir / state.VAGRANT_MARKER).is_file()
+    state.forget_vagrant_runs(target, lambda m: None)
+    assert not state.vagrant_runs_dir(target).exists()
+
+
+def test_a_vagrant_run_directory_cannot_leave_its_parent(root):
+    target = Target(uri="test:///default")
+    with pytest.raises(VnetError):
+        state.vagrant_run_dir(target, "../../etc", root)

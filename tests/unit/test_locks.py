@@ -303,3 +303,60 @@ def test_a_forked_child_does_not_keep_a_lock_its_parent_released(root):
         go.touch()
         worker.join()
     assert done == ["child done"]
+
+
+# --- lock files that outlive their labs (found on a CI machine: 1816 files in one day) --------
+
+def test_sweep_removes_the_lock_files_nobody_holds_and_keeps_the_held_ones(root):
+    for name in ("gone1", "gone2"):
+        with locks.held("lab", name):
+            pass
+    with locks.held("sandbox", "s1", shared=True), locks.held("lab", "busy"):
+        assert locks.sweep() == 2
+        assert sorted(p.name for p in locks.lock_dir().iterdir()) == \
+            ["lab-busy.lock", "sandbox-s1.lock"]
+    assert locks.sweep() == 2 and not any(locks.lock_dir().iterdir())
+
+
+def test_sweep_leaves_what_is_not_a_lock_file_alone(root):
+    locks.lock_dir().mkdir(parents=True)
+    (root / "elsewhere").write_text("mine")
+    (locks.lock_dir() / "link.lock").symlink_to(root / "elsewhere")
+    (locks.lock_dir() / "notes.txt").write_text("mine")
+    assert locks.sweep() == 0
+    assert (root / "elsewhere").read_text() == "mine"
+    assert (locks.lock_dir() / "notes.txt").exists() and (locks.lock_dir() / "link.lock").exists()
+
+
+def test_a_run_waiting_on_a_lock_file_a_sweep_then_removed_waits_for_the_new_holder():
+    """B waits on A's lock file. The file is removed while A holds it (what a sweep does: it
+    unlinks only a file it holds), and C locks a new file of that name. When A ends, B must not
+    take the old, nameless file's lock and run beside C: it waits for C."""
+    inside, seen, said = [], [], []
+    a_in, a_release, c_in, c_release = (threading.Event() for _ in range(4))
+
+    def holder(name, entered, release):
+        with locks.held("lab", "x"):
+            inside.append(name)
+            entered.set()
+            release.wait(DEADLINE)
+            inside.remove(name)
+
+    def b():
+        with locks.held("lab", "x", said.append):
+            seen.append(list(inside))
+
+    threading.Thread(target=holder, args=("a", a_in, a_release)).start()
+    assert a_in.wait(DEADLINE)
+    runner = threading.Thread(target=b)
+    runner.start()
+    wait_for(lambda: said, "B waits for A")
+    locks.lock_path("lab", "x").unlink()         # the sweep's step, while the lock is held
+    threading.Thread(target=holder, args=("c", c_in, c_release)).start()
+    assert c_in.wait(DEADLINE)
+    a_release.set()
+    wait_for(lambda: len(said) > 1 or seen, "B waits again, or runs")
+    assert seen == [], "B ran while C held the lock"
+    c_release.set()
+    runner.join(DEADLINE)
+    assert seen == [[]]
