@@ -189,8 +189,10 @@ def image_prune(keep, dry_run):
     """Remove cached images that no lab uses, keeping the KEEP newest of each name.
 
     An image is in use when a lab record (`vnet list`) names it or one of its overlays is
-    backed by it; such an image is never removed. Only entries carrying vnet's own manifest
-    (or a downloaded cloud image named by its sha256) under the cache directory are touched.
+    backed by it; such an image is never removed. Vagrant boxes of old tiny images go too
+    (`vagrant box add` keeps its own copy). Only entries carrying vnet's own manifest (or a
+    downloaded cloud image named by its sha256, or a box by its tiny image's digest) under the
+    cache directory are touched.
 
     \b
     Examples:

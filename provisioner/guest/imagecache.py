@@ -4,9 +4,13 @@ Entries (each carries vnet's own marker, or it is not an entry and is never touc
 - `<cache>/images/<name>-<digest>/` with a `manifest.json`: tiny image builds and locally built
   cloud images (provisioner/guest/cloudbuild.py);
 - `<cache>/cloud/<sha256>.qcow2`: verified cloud image downloads (provisioner/guest/cloudimages.py),
-  a regular file named by its own 64-hex sha256 that starts with the qcow2 magic.
+  a regular file named by its own 64-hex sha256 that starts with the qcow2 magic;
+- `<cache>/boxes/vnet-tiny-<digest>-<provider>.box`: Vagrant boxes of a tiny image
+  (provisioner/guest/vagrantbox.py), a regular tar file by that exact name. `vagrant box add`
+  copies a box into Vagrant's own home, so no lab uses the file; each image build makes new ones.
 
-The build for the current inputs (what the next `vnet up` would take) is kept too.
+The build for the current inputs (what the next `vnet up` would take) is kept too, and so are
+its boxes.
 An image is in use when a lab record under the state root names it: the record's JSON holds the
 image directory's path or the cloud image's sha256 (the lab file pins it), or one of the lab's
 overlays has it as backing file. A lab record that names no tiny image (written before records
@@ -29,13 +33,15 @@ from ..host.safepath import child, remove_tree
 
 MANIFEST = "manifest.json"
 CLOUD_FILE = re.compile(r"[0-9a-f]{64}\.qcow2")     # always fullmatch
+BOX_FILE = re.compile(r"vnet-tiny-([0-9a-f]{16})-(libvirt|virtualbox)\.box")
 QCOW2_MAGIC = b"QFI\xfb"
 
 
 @dataclass(frozen=True)
 class Entry:
-    kind: str            # "image" (a built directory) or "download" (cloud/<sha256>.qcow2)
-    name: str            # tiny, debian12, ... ; "cloud" for downloads
+    kind: str            # "image" (a built directory), "download" (cloud/<sha256>.qcow2)
+    #                      or "box" (boxes/vnet-tiny-<digest>-<provider>.box)
+    name: str            # tiny, debian12, ... ; "cloud" for downloads; box-<provider> for boxes
     digest: str
     path: Path
     size: int            # bytes on disk
@@ -77,6 +83,12 @@ def entries() -> list[Entry]:
             if CLOUD_FILE.fullmatch(f.name) and _is_qcow2_file(f):
                 found.append(Entry("download", "cloud", f.name[:16], f, _disk_usage(f),
                                    _iso(f.stat().st_mtime), f.name[:64]))
+    boxes = cache_dir() / "boxes"
+    if boxes.is_dir():
+        for f in sorted(boxes.iterdir()):
+            if (m := BOX_FILE.fullmatch(f.name)) and _is_tar_file(f):
+                found.append(Entry("box", f"box-{m.group(2)}", m.group(1), f, _disk_usage(f),
+                                   _iso(f.stat().st_mtime), None))
     return sorted(found, key=lambda e: (e.name, e.built_at), reverse=True)
 
 
@@ -85,6 +97,14 @@ def _is_qcow2_file(path: Path) -> bool:
         return False
     with open(path, "rb") as f:
         return f.read(4) == QCOW2_MAGIC
+
+
+def _is_tar_file(path: Path) -> bool:
+    """A regular file with a POSIX tar header ("ustar" at offset 257), as vagrantbox writes."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    with open(path, "rb") as f:
+        return f.read(263)[257:262] == b"ustar"
 
 
 def backing_file(path: Path) -> str | None:
@@ -143,13 +163,15 @@ def used_by(entry: Entry, all_uses: list[Use]) -> str | None:
 
 def current_builds() -> set[Path]:
     """The images the next `vnet up` / `vnet image build` would use (never rebuilt needlessly)."""
-    from . import cloudbuild, images
+    from . import cloudbuild, images, vagrantbox
 
     found = set()
     try:
         tiny = images.find_tiny()
         if tiny:
             found.add(tiny.kernel.parent)
+            found.update(cache_dir() / "boxes" / vagrantbox.box_file_name(tiny.digest, provider)
+                         for provider in vagrantbox.PROVIDERS)
         for name in cloudbuild.RECIPES:
             built = cloudbuild.find(name)
             if built:
@@ -190,6 +212,12 @@ def prune(keep: int, dry_run: bool = False,
 def _remove(entry: Entry) -> None:
     if entry.kind == "image":
         remove_tree(cache_dir() / "images", entry.path.name, (MANIFEST,))
+        return
+    if entry.kind == "box":
+        path = child(cache_dir() / "boxes", entry.path.name)
+        if not BOX_FILE.fullmatch(path.name) or not _is_tar_file(path):
+            raise VnetError(f"refusing to remove {path}: not a box vnet built")
+        path.unlink()
         return
     path = child(cache_dir() / "cloud", entry.path.name)
     if not CLOUD_FILE.fullmatch(path.name) or not _is_qcow2_file(path):

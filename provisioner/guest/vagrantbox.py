@@ -121,6 +121,11 @@ def metadata(provider: str) -> dict:
     return {"provider": "virtualbox"}
 
 
+def box_file_name(digest: str, provider: str) -> str:
+    """The box of tiny image `digest` for `provider` (guest/imagecache.py lists and prunes them)."""
+    return f"vnet-tiny-{digest}-{provider}.box"
+
+
 def build(provider: str, out_dir: Path, progress: Callable[[str], None] = print) -> Box:
     """Build the tiny image if needed, then write OUT/vnet-tiny-<digest>-<provider>.box."""
     from ..host import accel
@@ -131,7 +136,7 @@ def build(provider: str, out_dir: Path, progress: Callable[[str], None] = print)
     image = images.build_tiny(progress=progress)
     chosen = accel.choose(image, progress) if provider == "libvirt" else "qemu"
     out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / f"vnet-tiny-{image.digest}-{provider}.box"
+    target = out_dir / box_file_name(image.digest, provider)
     with tempfile.TemporaryDirectory(prefix=".box-", dir=out_dir) as work:
         stage = Path(work)
         progress("generating this box's own SSH key")

@@ -238,3 +238,60 @@ def test_the_build_for_the_current_inputs_is_kept(roots, monkeypatch):
     monkeypatch.setattr(imagecache, "current_builds", CURRENT_BUILDS)
     assert names(imagecache.prune(keep=0, progress=lambda m: None)) == {newer.name}
     assert current.is_dir()
+
+
+# --- Vagrant boxes (found on a build machine: ten boxes, 1.2 GiB, that nothing listed) --------
+
+def box(cache: Path, digest: str, provider: str = "libvirt", mtime: float = 0.0) -> Path:
+    """A box as vagrantbox.build writes it: an uncompressed tar by that exact name."""
+    import io
+    import tarfile
+
+    (cache / "boxes").mkdir(exist_ok=True)
+    path = cache / "boxes" / f"vnet-tiny-{digest}-{provider}.box"
+    with tarfile.open(path, "w") as tar:
+        data = b'{"provider": "libvirt"}'
+        info = tarfile.TarInfo("metadata.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    if mtime:
+        os.utime(path, (mtime, mtime))
+    return path
+
+
+def test_boxes_are_listed_and_pruned_keeping_the_newest_per_provider(roots):
+    cache, _ = roots
+    old = box(cache, "1" * 16, mtime=1_700_000_000)
+    new = box(cache, "2" * 16, mtime=1_800_000_000)
+    vbox = box(cache, "1" * 16, "virtualbox", mtime=1_700_000_000)
+    assert {(e.kind, e.name) for e in imagecache.entries()} == \
+        {("box", "box-libvirt"), ("box", "box-virtualbox")}
+    assert names(imagecache.prune(keep=1, progress=lambda m: None)) == {old.name}
+    assert new.is_file() and vbox.is_file() and not old.exists()
+
+
+def test_the_boxes_of_the_current_tiny_image_are_kept(roots, monkeypatch):
+    from provisioner.guest import cloudbuild, images
+
+    cache, _ = roots
+    current = built(cache, "tiny", "c" * 16, "2026-01-01T00:00:00Z")
+    kept, gone = box(cache, "c" * 16), box(cache, "d" * 16, mtime=1_900_000_000)
+    monkeypatch.setattr(images, "find_tiny", lambda: images.Image(
+        "tiny", "c" * 16, current / "vmlinux", current / "initrd.gz", current / "root.ext4", ""))
+    monkeypatch.setattr(cloudbuild, "find", lambda name: None)
+    monkeypatch.setattr(imagecache, "current_builds", CURRENT_BUILDS)
+    assert names(imagecache.prune(keep=0, progress=lambda m: None)) == {gone.name}
+    assert kept.is_file()
+
+
+def test_what_only_looks_like_a_box_is_never_removed(roots, tmp_path):
+    cache, _ = roots
+    (cache / "boxes").mkdir()
+    not_tar = cache / "boxes" / f"vnet-tiny-{'a' * 16}-libvirt.box"
+    not_tar.write_bytes(b"not a tar" * 100)
+    odd_name = box(cache, "b" * 16)
+    odd_name = odd_name.rename(cache / "boxes" / "mine.box")
+    outside = box(tmp_path, "e" * 16)
+    (cache / "boxes" / outside.name).symlink_to(outside)           # a link out of the cache
+    assert imagecache.prune(keep=0, progress=lambda m: None) == []
+    assert not_tar.is_file() and odd_name.is_file() and outside.is_file()
