@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -47,14 +48,37 @@ def say(message: str) -> None:
 
 # --- measurements -----------------------------------------------------------------------------
 
-def floor_boot(image, runs: int) -> list[float]:
-    """One bare QEMU boot of the same kernel and initramfs to userspace (no libvirt, no NIC)."""
+def children_cpu_s() -> float:
+    """CPU seconds (user + system) of this process's children that have ended so far."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def floor_boot(image, runs: int, cpu: list | None = None) -> list[float]:
+    """One bare QEMU boot of the same kernel and initramfs to userspace (no libvirt, no NIC);
+    each boot's QEMU CPU seconds go to `cpu`."""
     times = []
     for _ in range(runs):
+        before = children_cpu_s()
         ok, seconds = accel.boot_once(image, "qemu")
         if ok:
             times.append(seconds)
+            if cpu is not None:
+                cpu.append(children_cpu_s() - before)
     return times
+
+
+def qemu_cpu_s() -> list[float]:
+    """CPU seconds each of the sandbox's QEMU processes has used since it started (/proc's
+    utime + stime; proc(5))."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found = []
+    for pid, argv in netns.pids_in_netns([f"vnet-{SANDBOX}-host"]).items():
+        if argv and "qemu-system" in argv[0]:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            found.append((int(fields[11]) + int(fields[12])) / tick)
+    return found
 
 
 PARALLEL_TIMEOUT = 300.0
@@ -97,17 +121,20 @@ def qemu_memory_mib() -> dict:
 
 
 def verified_lab(mode: str, vms: int, name: str, lab_file: Path | None = None,
-                 boots: list | None = None,
-                 breakdowns: list | None = None) -> tuple[float, dict, dict]:
+                 boots: list | None = None, breakdowns: list | None = None,
+                 cpu: list | None = None) -> tuple[float, dict, dict]:
     """`vnet create` (or `vnet up LAB_FILE`, whose lab is `name`) from nothing to a verified
     matrix: (wall s, phases, QEMU memory MiB); each VM's boot timeline is added to `boots`,
-    the result's verify_breakdown to `breakdowns`."""
-    start = time.monotonic()
+    the result's verify_breakdown to `breakdowns`, and to `cpu` where the CPU went
+    (each guest's QEMU, and vnet with everything it ran: Ansible, ssh, the listeners)."""
+    start, before = time.monotonic(), children_cpu_s()
     proc = vnet("up", str(lab_file), "--sandbox", SANDBOX, "--format", "json", check=False) \
         if lab_file else vnet("create", "--mode", mode, "--vms", str(vms), "--name", name,
                               "--sandbox", SANDBOX, "--format", "json", check=False)
     wall = time.monotonic() - start
     memory = qemu_memory_mib()
+    if cpu is not None:
+        cpu.append({"guests": qemu_cpu_s(), "vnet": children_cpu_s() - before})
     if boots is not None:
         boots += boot_timelines(name)
     vnet("destroy", name, "--sandbox", SANDBOX, check=False)
@@ -306,9 +333,9 @@ def main() -> None:
     try:
         say("floor: bare QEMU boots, one alone and "
             + ("" if args.quick else f"{PARALLEL_VMS} together, alternated"))
-        floor, parallel = [], []
+        floor, parallel, floor_cpu, lab_cpu = [], [], [], []
         for _ in range(runs + 1):
-            floor += floor_boot(image, 1)
+            floor += floor_boot(image, 1, floor_cpu)
             if not args.quick and (p := parallel_floor(image, PARALLEL_VMS)) is not None:
                 parallel.append(p)
         box_ready = False if args.quick else prepare_vagrant()
@@ -316,7 +343,7 @@ def main() -> None:
         for i in range(runs):            # A/B alternated: vnet, then vagrant, in the same sandbox
             say(f"time to verified, run {i + 1}/{runs}")
             wall, timings, _ = verified_lab("natnetwork", 2, f"ttv{i}", boots=boots,
-                                            breakdowns=breakdowns)
+                                            breakdowns=breakdowns, cpu=lab_cpu)
             verified.append(wall)
             phases.append(timings)
             say(f"bonds and a router (examples/bonds-and-router.yaml), run {i + 1}/{runs}")
@@ -355,6 +382,7 @@ def main() -> None:
                   | {"image_cache_hit": round(image_cache_hit, 3)},
         "boot_breakdown_s": boot_breakdown(boots),
         "verify_breakdown_s": verify_breakdown(breakdowns),
+        "cpu_s": cpu_accounting(floor_cpu, lab_cpu),
         # the verify phase beside the plain natnetwork lab's, from the same runs (issue 17)
         "verify_s": {"natnetwork_2_vms": stats([p["verify"] for p in phases if "verify" in p]),
                      "bonds_and_router_3_vms": stats([p["verify"] for p in links
@@ -384,6 +412,23 @@ def main() -> None:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(summary(result))
     say(f"wrote {args.out}")
+
+
+def cpu_accounting(floor_cpu: list[float], lab_cpu: list[dict]) -> dict | None:
+    """Where the 2-VM lab's CPU went, beside a bare boot's: on a machine whose cores the
+    guests fill (TCG), the wall time cannot fall below the CPU seconds over the cores."""
+    if not floor_cpu or not lab_cpu:
+        return None
+    guest = stats([g for run in lab_cpu for g in run["guests"]])
+    vnet_side = stats([run["vnet"] for run in lab_cpu])
+    floor = stats(floor_cpu)
+    total = statistics.median(sum(run["guests"]) + run["vnet"] for run in lab_cpu)
+    return {"floor_boot_qemu": floor, "per_guest_qemu": guest,
+            "vnet_ansible_ssh": vnet_side,
+            "guest_vs_floor": round(guest["median"] / floor["median"], 2),
+            "lab_cpu_over_cores_s": round(total / (os.cpu_count() or 1), 2),
+            "note": "per_guest_qemu: one guest's QEMU from its start to a green matrix; "
+                    "vnet_ansible_ssh: vnet and what it ran (not libvirtd)"}
 
 
 def boot_breakdown(boots: list[dict]) -> dict | None:
@@ -471,6 +516,12 @@ def summary(r: dict) -> str:
     if r.get("parallel_floor_s"):
         lines.append(f"  parallel floor ({r['parallel_floor_s']['vms']} boots)  "
                      f"{r['parallel_floor_s']['median']}s")
+    if r.get("cpu_s"):
+        c = r["cpu_s"]
+        lines.append(f"  CPU: per guest {c['per_guest_qemu']['median']}s = {c['guest_vs_floor']}x "
+                     f"a bare boot's {c['floor_boot_qemu']['median']}s; vnet+Ansible "
+                     f"{c['vnet_ansible_ssh']['median']}s; lab CPU / cores "
+                     f"{c['lab_cpu_over_cores_s']}s")
     if r.get("boot_breakdown_s"):
         lines.append("  in-guest boot (uptime)     " + ", ".join(
             f"{k} {v}s" for k, v in r["boot_breakdown_s"]["timeline"].items()))

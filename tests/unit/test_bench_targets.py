@@ -80,3 +80,27 @@ def test_the_verify_breakdown_is_reported_as_medians_per_part():
     assert found["per_guest"]["python_start_s"]["median"] == 1.2
     assert found["per_guest"]["probe_task_s"]["runs"] == 4
     assert b.verify_breakdown([]) is None
+
+
+def test_cpu_accounting_sets_the_guests_beside_a_bare_boot():
+    b = bench()
+    runs = [{"guests": [5.0, 5.2], "vnet": 2.0}, {"guests": [5.4, 5.0], "vnet": 2.2}]
+    found = b.cpu_accounting([1.8, 2.0, 2.2], runs)
+    assert found["per_guest_qemu"]["median"] == 5.1 and found["floor_boot_qemu"]["median"] == 2.0
+    assert found["guest_vs_floor"] == 2.55 and found["vnet_ansible_ssh"]["median"] == 2.1
+    cores = b.os.cpu_count() or 1
+    assert found["lab_cpu_over_cores_s"] == round(12.4 / cores, 2)   # median of 12.2 and 12.6
+    assert b.cpu_accounting([], runs) is None and b.cpu_accounting([2.0], []) is None
+    assert "CPU: per guest 5.1s = 2.55x" in b.summary(dict(full_result(), cpu_s=found))
+
+
+def test_qemu_cpu_is_read_from_proc_stat(monkeypatch):
+    """FAKE namespace listing: this test process stands in for a QEMU."""
+    import os
+
+    b = bench()
+    monkeypatch.setattr(b.netns, "pids_in_netns", lambda names: {
+        os.getpid(): ["qemu-system-x86_64", "-name", "x"], 1: ["init"]})
+    used = os.times()
+    (seconds,) = b.qemu_cpu_s()
+    assert abs(seconds - (used.user + used.system)) < 0.5
