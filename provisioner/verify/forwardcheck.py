@@ -99,6 +99,10 @@ def _nonce_until(spec: dict, origin: str, stop: Path, probe) -> dict:
         attempts.append([began, time.time()])          # conclude(): was the hold up then?
         if best is None or best["observed"] != "pass":      # the first pass, else the latest
             best = result
+        # Probing goes on after a pass: a service that speaks vnet's protocol (the echo
+        # service on 7) can pass before the guest's watcher of that port starts, and the hold
+        # ends only once a nonce of each origin arrived while it watched (tried: stopping at
+        # the first pass left the holds waiting FORWARD_LIFETIME, 25 s).
         if last:
             break
         time.sleep(RETRY)
