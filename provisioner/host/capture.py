@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,7 @@ class Capture:
     pid: int
     started_in: float             # seconds from spawn to "listening on": the capture is live
     proc: object = None
+    partial: str | None = None    # what tcpdump writes into until stop() renames it to pcap
 
     def running(self) -> bool:
         return procs.running(self.record) is not None
@@ -67,6 +69,9 @@ class Capture:
         if self.proc is not None:
             self.proc.wait()
         self.filter_file.unlink(missing_ok=True)
+        if self.partial is not None and os.path.exists(self.partial):
+            os.chmod(self.partial, 0o644)
+            os.replace(self.partial, self.pcap)     # replaces whatever has the name, link or not
         summary = {"pcap": self.pcap, "interface": self.point.interface,
                    "start_latency_s": round(self.started_in, 3)}
         if self.pcap != "-" and os.path.exists(self.pcap):
@@ -120,8 +125,10 @@ def tcpdump_argv(point: CapturePoint, pcap: str, filter_file: Path,
 def start(point: CapturePoint, pcap: Path | str, work_dir: Path, bpf: str = "",
           count: int | None = None, stdout: int | None = None) -> Capture:
     """Start tcpdump on the point and wait until it listens. `pcap`: a checked path, or "-"
-    with `stdout` the file descriptor the pcap stream goes to. Files of the capture (record,
-    filter, log) go to work_dir, which must exist."""
+    with `stdout` the file descriptor the pcap stream goes to. tcpdump never opens a path
+    itself (it would follow a symlink planted under the pcap's name, as root): it writes to a
+    new file vnet makes beside the pcap (O_EXCL), which stop() renames to it. Files of the
+    capture (record, filter, log) go to work_dir, which must exist."""
     if point.interface is None:
         raise VnetError(f"{point.label} has no host-side interface to capture on")
     require_tcpdump()
@@ -129,10 +136,22 @@ def start(point: CapturePoint, pcap: Path | str, work_dir: Path, bpf: str = "",
     filter_file, record, log = (child(work_dir, f"{tag}{ext}") for ext in (".bpf", ".pid", ".log"))
     filter_file.write_text(bpf + "\n")
     log.unlink(missing_ok=True)
-    argv = tcpdump_argv(point, str(pcap), filter_file, count)
+    partial = None
+    if str(pcap) != "-":   # a file of our own, made here, which tcpdump writes to as its stdout
+        stdout, partial = tempfile.mkstemp(prefix=f".{Path(pcap).name}.", suffix=".part",
+                                           dir=Path(pcap).parent)
+    argv = tcpdump_argv(point, "-", filter_file, count)
     began = time.monotonic()
-    proc = procs.spawn(argv, record, str(filter_file), log_path=str(log), stdout=stdout)
-    cap = Capture(point, str(pcap), record, filter_file, log, proc.pid, 0.0, proc)
+    try:
+        proc = procs.spawn(argv, record, str(filter_file), log_path=str(log), stdout=stdout)
+    except BaseException:
+        if partial is not None:
+            Path(partial).unlink(missing_ok=True)
+        raise
+    finally:
+        if partial is not None:
+            os.close(stdout)       # tcpdump holds its own copy
+    cap = Capture(point, str(pcap), record, filter_file, log, proc.pid, 0.0, proc, partial)
     try:
         while LISTENING not in _read(log):
             if proc.poll() is not None:
@@ -143,6 +162,8 @@ def start(point: CapturePoint, pcap: Path | str, work_dir: Path, bpf: str = "",
                                 f"{START_TIMEOUT:g}s: {_last(log)}")
             time.sleep(0.01)
     except BaseException:
+        if partial is not None:           # nothing was captured: no pcap at all
+            Path(partial).unlink(missing_ok=True)
         cap.stop()
         raise
     cap.started_in = time.monotonic() - began

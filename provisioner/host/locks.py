@@ -161,7 +161,7 @@ def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
     a reader sees the old file or the new one, and two writers never share a temporary."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

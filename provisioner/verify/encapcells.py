@@ -94,9 +94,7 @@ class Captures:
         for network in sorted({c.network for c in self.cells}):
             try:
                 self.pcap_dir.mkdir(parents=True, exist_ok=True)
-                pcap = self.pcap_for(network)
-                pcap.unlink(missing_ok=True)
-                label = self._start(network, pcap)
+                label = self._start(network, self.pcap_for(network))   # replaced at its stop
                 progress(f"capturing the underlay {label} for the encapsulation cells")
             except VnetError as exc:
                 self.problems[network] = exc.message

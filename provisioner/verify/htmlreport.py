@@ -20,6 +20,7 @@ from pathlib import Path
 import jinja2
 
 from ..errors import LabFileError, VnetError
+from ..host.locks import write_atomic
 from ..resources import data_dir
 
 KIND_TITLES = {"vm_to_host": "VM->host", "host_to_vm": "host->VM", "vm_to_vm": "VM<->VM",
@@ -164,7 +165,7 @@ def write_html(result: dict, out: Path, labs: list[dict] | None = None) -> Path:
     page = render(result, labs)       # before touching `out`: a failure leaves nothing behind
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
+    write_atomic(out, page)
     return out
 
 

@@ -9,6 +9,7 @@ from xml.sax.saxutils import quoteattr
 
 from . import checks as checklib
 from . import flowstats
+from ..host.locks import write_atomic
 from .report import CELL_TITLES, table
 
 KIND_TITLES = dict(CELL_TITLES, port_forward="port fwd", nic_model="NIC model", route="route",
@@ -82,7 +83,7 @@ def write_report(result: dict, kind: str, out: Path) -> None:
         return
     out.parent.mkdir(parents=True, exist_ok=True)
     if kind == "json":
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        write_atomic(out, json.dumps(result, indent=2) + "\n")
         return
     cases = []
     for c in result["checks"]:
@@ -103,7 +104,7 @@ def write_report(result: dict, kind: str, out: Path) -> None:
                      f'<error message={quoteattr(result["error"])}/></testcase>')
     failures = sum(not c["ok"] and c["observed"] != checklib.SKIPPED for c in result["checks"])
     skipped = sum(c["observed"] == checklib.SKIPPED for c in result["checks"])
-    out.write_text(f'<?xml version="1.0" encoding="UTF-8"?>\n<testsuite name={quoteattr("vnet " + result["lab"])} '
+    write_atomic(out, f'<?xml version="1.0" encoding="UTF-8"?>\n<testsuite name={quoteattr("vnet " + result["lab"])} '
                    f'tests="{len(cases)}" failures="{failures}" errors="{errors}" '
                    f'skipped="{skipped}" time="{result["timings"].get("verify", 0)}">\n'
                    + "\n".join(cases) + "\n</testsuite>\n")

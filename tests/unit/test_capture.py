@@ -82,6 +82,27 @@ def test_a_tcpdump_that_dies_is_said_with_its_last_line(tmp_path, monkeypatch):
     with pytest.raises(VnetError, match="exited with status 1: tcpdump: br9: No such device"):
         capture.start(capture.CapturePoint("br", "br9"), tmp_path / "a.pcap", tmp_path)
     assert not list(tmp_path.glob("capture-*.pid")) and not list(tmp_path.glob("capture-*.bpf"))
+    assert not list(tmp_path.glob("*a.pcap*"))          # no pcap, and no partial one
+
+
+def test_tcpdump_never_opens_the_pcap_path_so_a_planted_symlink_is_replaced(fake_tcpdump,
+                                                                             tmp_path):
+    """Root's tcpdump -w FILE would write through a symlink planted under the pcap's name
+    (e.g. beside a report in a shared directory): it writes to vnet's own new file instead,
+    which takes the name at the end."""
+    script = fake_tcpdump / "tcpdump"
+    script.write_text(script.read_text().replace("echo 'tcpdump: listening",
+                                                 "printf PCAP\necho 'tcpdump: listening"))
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    (tmp_path / "a.pcap").symlink_to(victim)
+    cap = capture.start(capture.CapturePoint("br", "br0"), tmp_path / "a.pcap", tmp_path)
+    assert " -w - " in (fake_tcpdump / "argv").read_text()
+    summary = cap.stop()
+    assert victim.read_text() == "precious"
+    pcap = tmp_path / "a.pcap"
+    assert not pcap.is_symlink() and pcap.read_text() == "PCAP" and summary["bytes"] == 4
+    assert oct(pcap.stat().st_mode & 0o777) == "0o644" and not list(tmp_path.glob(".a.pcap.*"))
 
 
 def test_the_filter_reaches_tcpdump_after_end_of_options(monkeypatch):
