@@ -37,6 +37,7 @@ from typing import Callable
 from ..host import runner
 from ..errors import Unsupported, VnetError
 from ..host.paths import cache_dir
+from . import builds
 from .images import publish
 
 ROOT_LABEL = "vnetcloud"
@@ -192,9 +193,7 @@ def build(name: str, progress: Callable[[str], None] = print, force: bool = Fals
                     "build_seconds": round(time.monotonic() - started, 1)}
         (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         if force and final.exists():
-            from ..host.safepath import remove_tree
-
-            remove_tree(final.parent, final.name, ("manifest.json",))
+            builds.remove_build(final)
         publish(out, final, "manifest.json")
     progress(f"cloud image {name} ready in {time.monotonic() - started:.0f}s: {final / DISK}")
     return _load(final)

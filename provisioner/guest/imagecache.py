@@ -19,7 +19,6 @@ must be a direct child of its cache folder; a directory is removed only with its
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import struct
@@ -29,9 +28,9 @@ from typing import Callable
 
 from ..errors import Unsupported, VnetError
 from ..host.paths import cache_dir
-from ..host.safepath import child, remove_tree
+from ..host.safepath import child
+from .builds import MANIFEST, manifest_of, remove_build
 
-MANIFEST = "manifest.json"
 CLOUD_FILE = re.compile(r"[0-9a-f]{64}\.qcow2")     # always fullmatch
 BOX_FILE = re.compile(r"vnet-tiny-([0-9a-f]{16})-(libvirt|virtualbox)\.box")
 QCOW2_MAGIC = b"QFI\xfb"
@@ -71,9 +70,8 @@ def entries() -> list[Entry]:
             manifest = d / MANIFEST
             if d.is_symlink() or not d.is_dir() or not manifest.is_file():
                 continue
-            try:
-                m = json.loads(manifest.read_text())
-            except (OSError, ValueError):
+            m = manifest_of(d)
+            if m is None:
                 continue
             found.append(Entry("image", str(m.get("name", "?")), str(m.get("digest", "")), d,
                                _disk_usage(d), str(m.get("built_at", "")), m.get("sha256")))
@@ -211,7 +209,7 @@ def prune(keep: int, dry_run: bool = False,
 
 def _remove(entry: Entry) -> None:
     if entry.kind == "image":
-        remove_tree(cache_dir() / "images", entry.path.name, (MANIFEST,))
+        remove_build(entry.path)
         return
     if entry.kind == "box":
         path = child(cache_dir() / "boxes", entry.path.name)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import bakedprobe, buildtree, debs as guestdebs, kernel, modneeds
+from . import bakedprobe, builds, buildtree, debs as guestdebs, kernel, modneeds
 from ..host import runner
 from ..host.paths import cache_dir
 from ..errors import VnetError
@@ -38,7 +38,8 @@ ROOT_DISK = "root.squashfs"      # the initramfs finds it by its magic (no label
 # precompiled (guest/bakedprobe.py): a new probe gets a new image, not the slow path.
 BUILDERS = (Path(__file__).resolve(), Path(buildtree.__file__).resolve(),
             Path(guestdebs.__file__).resolve(), Path(kernel.__file__).resolve(),
-            Path(modneeds.__file__).resolve(), Path(bakedprobe.__file__).resolve())
+            Path(modneeds.__file__).resolve(), Path(bakedprobe.__file__).resolve(),
+            Path(builds.__file__).resolve())
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,7 @@ def build_tiny(progress: Callable[[str], None] = print, force: bool = False) -> 
                     "build_seconds": round(time.monotonic() - started, 1)}
         (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         if force and final.exists():
-            shutil.rmtree(final)
+            builds.remove_build(final)
         publish(out, final, "manifest.json")
     progress(f"tiny image ready in {time.monotonic() - started:.0f}s: {final}")
     return _load(final)
