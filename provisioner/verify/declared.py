@@ -49,7 +49,9 @@ def _kind(check: DeclaredCheck) -> str:
 
 
 def hold_id(check: DeclaredCheck) -> str:
-    return f"declared:{check.proto}/{check.port}"     # no lab name has a ':'
+    """One hold per VM, network and port: the same port checked on two networks of a VM is
+    two holds, each on its own NIC, so one NIC's hold never vouches for the other's refusal."""
+    return f"declared:{check.network}:{check.proto}/{check.port}"   # no lab name has a ':'
 
 
 def cells(lab: Lab, ends, make) -> list:

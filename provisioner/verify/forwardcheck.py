@@ -165,6 +165,9 @@ def conclude(host: dict, guest: dict | None, origin: str, vm: str) -> tuple[str,
         return host["observed"], f"service present on {vm}, but no nonce from {origin} " \
                                  f"arrived there: {host['detail']}"
     if guest.get("mode") == "listener":
+        if arrived and host["observed"] != "pass":     # the probe got there; its answer did not
+            return "error", f"{origin}'s nonce arrived at {vm} ({guest['detail']}), but no " \
+                            f"answer came back: a one-way path, not isolation ({host['detail']})"
         return host["observed"], f"{host['detail']} ({guest['detail']})"
     return host["observed"], f"{host['detail']} (guest: {guest.get('detail', 'no hold')})"
 

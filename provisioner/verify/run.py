@@ -266,8 +266,9 @@ def _link_setter(lab: Lab, target: Target, backend: Backend):
 def record(cells: list, guest: dict[str, dict], sides: dict[str, dict],
            settle_silence: Callable[[dict, list], dict] | None = None) -> None:
     """Write each cell's observed value and detail from the guests' module results
-    ({vm: {"probes", "drivers"}}) and the host/Internet results ({"host:<i>": result}); then
-    settle UDP silences against their positive controls, wherever those ran."""
+    ({vm: {"probes", "drivers"}}) and the host/Internet results ({"host:<i>": result}): UDP
+    silences settled against their positive controls, wherever those ran, then, for a port a
+    guest held, judged with what the hold saw (forwardcheck.conclude)."""
     raw: dict[str, dict] = {}
     for i, cell in enumerate(cells):
         if cell.runner == "none":          # decided before the run (verify/declared.py)
@@ -283,29 +284,28 @@ def record(cells: list, guest: dict[str, dict], sides: dict[str, dict],
                 cell.observed = "pass" if seen == cell.probe["driver"] else "error"
                 cell.detail = f"guest driver {seen}, expected {cell.probe['driver']}"
             else:
-                r = raw[str(i)] = result["probes"].get(str(i), {"observed": "error",
-                                                                "detail": "no result"})
-                cell.observed, cell.detail = r["observed"], r["detail"]
-                cell.measured = r.get("measured")
-                keep_timeout(cell, r)
-                fwd = cell.probe.get("forward")
-                if fwd and "nonces" in r:   # a declared check's port held by another guest
-                    held = guest.get(fwd["vm"], {}).get("forwards", {}).get(fwd["name"])
-                    cell.observed, cell.detail = forwardcheck.conclude(r, held, vm, fwd["vm"])
+                raw[str(i)] = result["probes"].get(str(i), {"observed": "error",
+                                                            "detail": "no result"})
+                cell.measured = raw[str(i)].get("measured")
         else:
-            r = raw[str(i)] = sides.get(f"{cell.runner}:{i}", {"observed": "error",
-                                                               "detail": "not run"})
-            cell.observed, cell.detail = r["observed"], r["detail"]
-            keep_timeout(cell, r)
-            fwd = cell.probe.get("forward")
-            if fwd and "nonces" in r:        # with what the guest saw at the forwarded port
-                held = guest.get(fwd["vm"], {}).get("forwards", {}).get(fwd["name"])
-                cell.observed, cell.detail = forwardcheck.conclude(r, held, cell.runner, fwd["vm"])
-    for i, cell in enumerate(cells):     # UDP silence: its controls may have run elsewhere
-        if cell.probe.get("confirmed_by") and str(i) in raw:
+            raw[str(i)] = sides.get(f"{cell.runner}:{i}", {"observed": "error",
+                                                           "detail": "not run"})
+    for i, cell in enumerate(cells):   # silences settled first, then a hold's report decides
+        if str(i) not in raw:
+            continue
+        r = raw[str(i)]
+        keep_timeout(cell, r)
+        if cell.probe.get("confirmed_by"):  # UDP silence: its controls may have run elsewhere
             settle_silence = settle_silence or probe_module().settle_silence
-            r = settle_silence(raw[str(i)], [raw.get(j) for j in cell.probe["confirmed_by"]])
-            cell.observed, cell.detail = r["observed"], r["detail"]
+            r = dict(settle_silence(r, [raw.get(j) for j in cell.probe["confirmed_by"]]),
+                     **{k: r[k] for k in ("nonces", "attempts") if k in r})
+        cell.observed, cell.detail = r["observed"], r["detail"]
+        fwd = cell.probe.get("forward")
+        if fwd and "nonces" in r:   # a forward, or a declared check's port held by a guest:
+            held = guest.get(fwd["vm"], {}).get("forwards", {}).get(fwd["name"])  # its report
+            origin = cell.runner.split(":", 1)[1] if cell.runner.startswith("guest:") \
+                else cell.runner
+            cell.observed, cell.detail = forwardcheck.conclude(r, held, origin, fwd["vm"])
 
 
 def keep_timeout(cell, result: dict) -> None:

@@ -54,12 +54,12 @@ def test_held_ports_name_their_probers_and_udp_silence_needs_a_positive_control(
     assert a_to_b_udp.probe["until"] == declared.HOLD_WINDOW
     assert a_to_b_udp.probe["nonce_prefix"] == "a" and a_to_b_udp.probe["bind_mac"]
     holds = declared.holds(cells)
-    assert holds["b"] == [{"id": "declared:udp/5353", "port": 5353, "proto": "udp",
+    assert holds["b"] == [{"id": "declared:lan:udp/5353", "port": 5353, "proto": "udp",
                            "mac": a_to_b_udp.probe["forward"]["mac"], "origins": ["a"]}]
     # b -> a expects fail, and a still waits for b's nonce: a hold closed early would refuse
     # b's later attempts, a fail the network did not cause
     assert holds["a"][0]["origins"] == ["b"]
-    assert [h["id"] for h in holds["a"]] == ["declared:udp/5353", "declared:tcp/22"]
+    assert [h["id"] for h in holds["a"]] == ["declared:lan:udp/5353", "declared:lan:tcp/22"]
     b_to_a = next(c for c in cells if c.declared and c.source == "b")
     assert b_to_a.probe["confirmed_by"] == []        # no passing check of a's listener
     assert "confirmed_by" not in a_to_b_udp.probe
@@ -125,8 +125,67 @@ def test_a_guest_probe_of_a_service_port_passes_when_its_nonce_arrived():
     guest = {"a": {"probes": {str(i): {"observed": "error", "detail": "connected, but the "
                                        "answer is garbled: 'SSH-2.0-dropbear'",
                                        "nonces": ["a-1", "a-2"]}}, "drivers": {}},
-             "b": {"probes": {}, "drivers": {}, "forwards": {"declared:tcp/22": {
+             "b": {"probes": {}, "drivers": {}, "forwards": {"declared:lan:tcp/22": {
                  "mode": "service", "detail": "service present on eth0 192.168.150.11:22",
                  "nonces": ["a-2"]}}}}
     record(cells, guest, {})
     assert cell.observed == "pass" and "a's nonce arrived at b" in cell.detail
+
+
+# --- a hold's report decides after a UDP silence is settled (a review found the settled
+# "fail" overwrote it) ----------------------------------------------------------------------
+
+THREE = dict(LAB, vms=[*LAB["vms"], {"name": "c", "nics": [{"network": "lan",
+                                                            "ip": "192.168.150.12"}]}],
+             checks=[{"from": "a", "to": "b", "port": 5353, "proto": "udp", "expect": "fail"},
+                     {"from": "c", "to": "b", "port": 5353, "proto": "udp", "expect": "pass"}])
+
+
+def udp_fail_cell(hold: dict):
+    """a -> b udp/5353 (expect fail) went silent; c -> b (its positive control) passed."""
+    cells = build(data=THREE)
+    (ia, a), (ic, _) = [(i, c) for i, c in enumerate(cells) if c.declared]
+    assert a.source == "a" and a.probe["confirmed_by"] == [str(ic)]
+    silent = {"observed": "error", "detail": "no UDP answer", "silent": True,
+              "nonces": ["a-1111"], "attempts": [[100.0, 103.0]]}
+    passed = {"observed": "pass", "detail": "nonce echoed by b", "nonces": ["c-2222"],
+              "attempts": [[100.0, 100.1]]}
+    guest = {"a": {"probes": {str(ia): silent}, "drivers": {}},
+             "c": {"probes": {str(ic): passed}, "drivers": {}},
+             "b": {"probes": {}, "drivers": {}, "forwards": {
+                 declared.hold_id(THREE_CHECK): dict({"mode": "listener",
+                                                      "detail": "vnet's temporary listener"},
+                                                     **hold)}}}
+    record(cells, guest, {}, probe_module().settle_silence)
+    return a
+
+
+THREE_CHECK = labfile.resolve(THREE).checks[0]
+
+
+def test_a_silence_whose_nonce_reached_the_hold_is_a_one_way_path_not_isolation():
+    a = udp_fail_cell({"nonces": ["c-2222", "a-1111"], "opened": 99.0, "closed": 104.0})
+    assert a.observed == "error" and "a's nonce arrived at b" in a.detail and not a.ok
+
+
+def test_a_settled_silence_needs_the_hold_up_during_an_attempt():
+    a = udp_fail_cell({"nonces": ["c-2222"], "opened": 103.5, "closed": 104.0})
+    assert a.observed == "error" and "not proven up" in a.detail and not a.ok
+
+
+def test_a_settled_silence_with_the_hold_up_and_no_nonce_arrived_is_a_fail():
+    a = udp_fail_cell({"nonces": ["c-2222"], "opened": 99.0, "closed": 104.0})
+    assert a.observed == "fail" and a.ok
+
+
+def test_the_same_port_on_two_networks_of_a_vm_is_two_holds_on_two_nics():
+    data = dict(LAB, networks=[*LAB["networks"], {"name": "back", "mode": "internal",
+                                                  "subnet": "10.9.0.0/24"}],
+                vms=[{"name": "a", "nics": [{"network": "lan", "ip": "192.168.150.10"},
+                                            {"network": "back", "ip": "10.9.0.10"}]},
+                     {"name": "b", "nics": [{"network": "lan", "ip": "192.168.150.11"},
+                                            {"network": "back", "ip": "10.9.0.11"}]}],
+                checks=[{"from": "a", "to": "b", "port": 8080, "network": net, "expect": "pass"}
+                        for net in ("lan", "back")])
+    held = declared.holds(build(data=data))["b"]
+    assert len({h["id"] for h in held}) == 2 and len({h["mac"] for h in held}) == 2

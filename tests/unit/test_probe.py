@@ -314,3 +314,62 @@ def test_the_module_imports_nothing_heavy_on_the_guest():
         capture_output=True, text=True, check=True).stdout.split()
     assert not {"secrets", "hashlib", "random", "hmac"} & set(loaded)
     assert len(probe.token_hex(8)) == 16 and probe.token_hex(8) != probe.token_hex(8)
+
+
+# --- a prober that got no CPU past its deadline (a slow TCG guest with many probe threads) ----
+
+class StarvedClock:
+    """time.monotonic, jumped forward the moment the answer is already there: the probe's
+    thread did not run between the answer's arrival and its deadline."""
+    def __init__(self):
+        self.jump, self.real = 0.0, probe.time.monotonic
+
+    def __call__(self):
+        return self.real() + self.jump
+
+
+def test_a_udp_answer_that_waited_for_a_starved_prober_still_counts(listener, monkeypatch):
+    clock = StarvedClock()
+
+    class Starved(socket.socket):
+        def recv(self, size, *args):     # the answer is there, but the timeout fired first
+            if clock.jump == 0.0 and self.gettimeout():
+                assert __import__("select").select([self], [], [], 5)[0]
+                clock.jump = 100.0
+                raise socket.timeout("timed out")
+            return super().recv(size, *args)
+
+    monkeypatch.setattr(probe.time, "monotonic", clock)
+    monkeypatch.setattr(probe.socket, "socket", Starved)
+    r = probe.probe({"target": "127.0.0.1", "port": listener, "proto": "udp",
+                     "expect_name": "alpha", "timeout": 2.0})
+    assert clock.jump == 100.0 and r["observed"] == "pass", r
+
+
+def test_a_tcp_connection_made_while_the_prober_starved_is_not_a_timeout(listener, monkeypatch):
+    clock = StarvedClock()
+    select_module = probe.select
+    real_select = select_module.select
+
+    def starved_select(r, w, x, timeout=None):   # connected, but seen only past the deadline
+        if w and clock.jump == 0.0:
+            assert real_select(r, w, x, 5)[1]
+            clock.jump = 100.0
+            return [], [], []
+        return real_select(r, w, x, timeout)
+
+    monkeypatch.setattr(probe.time, "monotonic", clock)
+    monkeypatch.setattr(select_module, "select", starved_select)
+    r = probe.probe({"target": "127.0.0.1", "port": listener, "expect_name": "alpha",
+                     "timeout": 2.0, "rtt_timeout": True})
+    assert clock.jump == 100.0 and r["observed"] == "pass", r
+
+
+def test_a_hold_waits_for_each_origin_by_its_exact_name():
+    """VM names hold '-': the nonce of web-2 is not one of origin web's."""
+    hold = probe.ForwardHold({"origins": ["web", "host"]}, "b")
+    hold._note("web-2-0123456789abcdef")
+    hold._note("host-0123456789abcdef")
+    assert not hold.done.is_set()
+    hold._note("web-0123456789abcdef")
+    assert hold.done.is_set()
