@@ -170,6 +170,14 @@ def start(point: CapturePoint, pcap: Path | str, work_dir: Path, bpf: str = "",
     return cap
 
 
+def stop_recorded(lab_dir: Path, warn=None) -> None:
+    """Stop every capture recorded in the lab's directory (start() writes capture-*.pid
+    there): one whose vnet was killed mid-run would otherwise run on, on a bridge that may be
+    the user's own."""
+    for record in sorted(Path(lab_dir).glob("capture-*.pid")):
+        procs.stop(record, warn)
+
+
 def _read(log: Path) -> str:
     try:
         return log.read_text(errors="replace")

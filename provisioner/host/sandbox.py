@@ -217,7 +217,7 @@ def down(name: str = "default", progress: Callable[[str], None] = print, *,
 def _down(sb: Sandbox, progress: Callable[[str], None]) -> None:
     name = sb.name
     started = time.monotonic()
-    _stop_lab_proxies(name, progress)
+    _stop_lab_helpers(name, progress)
     for path in _pid_paths(sb):     # a corrupt one is said; its process is found by namespace
         try:
             procs.read(path, str(sb.state_dir))
@@ -265,21 +265,22 @@ def clear_left_state(name: str, progress: Callable[[str], None]) -> bool:
 
             progress(f"sandbox {name} is down: removing the lab state it left in "
                      + ", ".join(map(str, left)))
-            _stop_lab_proxies(name, progress)
+            _stop_lab_helpers(name, progress)
             state.remove_all(state.Target(uri=sb.uri, sandbox=name), progress)
         return True
 
 
-def _stop_lab_proxies(name: str, progress: Callable[[str], None]) -> None:
-    """The port proxies of the labs in this sandbox (forwarding.PROXY_PID in each lab dir)."""
-    from .forwarding import stop_proxy
+def _stop_lab_helpers(name: str, progress: Callable[[str], None]) -> None:
+    """The host-side processes of the labs in this sandbox (labhelpers: proxies, controllers,
+    early Ansible runs, captures), by the records in each lab's directory."""
+    from .labhelpers import stop_all
     from .state import MARKERS
 
     labs = lab_state_dir(name)
     for lab_dir in sorted(labs.iterdir()) if labs.is_dir() else ():
         if lab_dir.is_dir() and not lab_dir.is_symlink() \
                 and any((lab_dir / marker).is_file() for marker in MARKERS):   # a lab's only
-            stop_proxy(lab_dir, progress)
+            stop_all(lab_dir, progress)
 
 
 # ------------------------------------- before building the sandbox (the building: sandbox_setup.py)

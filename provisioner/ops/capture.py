@@ -55,11 +55,11 @@ def run(driver: Driver, req: Request, say: Callable[[str], None],
                        hint="vnet list shows the labs")
     cap = capture.start(point, req.pcap, work_dir, req.bpf, req.count,
                         stdout=stdout if req.pcap == "-" else None)
-    say(f"capturing on {point.label}"
-        + (f" in namespace {point.netns}" if point.netns else "")
-        + f" -> {'stdout' if req.pcap == '-' else req.pcap}"
-        + f" (listening after {cap.started_in * 1000:.0f} ms); Ctrl-C stops")
     try:
+        say(f"capturing on {point.label}"
+            + (f" in namespace {point.netns}" if point.netns else "")
+            + f" -> {'stdout' if req.pcap == '-' else req.pcap}"
+            + f" (listening after {cap.started_in * 1000:.0f} ms); Ctrl-C stops")
         cap.wait(req.duration)
     except KeyboardInterrupt:
         pass           # the usual way to end a capture: stop it and keep the file

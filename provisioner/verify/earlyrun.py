@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..host import procs
+from ..host.labhelpers import EARLY_RUN_RECORD
 from ..progress import Progress, emit
 from ..progress_events import VmState
 
-OWNER, RECORD = "vnet.pid", "ansible.pid"   # in the gate: who started the run, and the run
+OWNER, RECORD = "vnet.pid", EARLY_RUN_RECORD.name   # in the gate: who started it, and the run
 GATE_TIMEOUT = 900.0     # the longest boot (a cloud image under TCG, 600 s) and some margin
 _RUNS: dict[str, "EarlyRun"] = {}
 _LOCK = threading.Lock()
@@ -83,8 +84,8 @@ def pays(guest_cpus: int, host_cpus: int | None = None) -> bool:
 def stop_recorded(lab_dir: Path, warn: Callable[[str], None] | None = None) -> None:
     """Stop a lab's early run by the PID its gate recorded: the vnet that started it may have
     been killed before handing over (the gate gives up soon after; `vnet destroy` does not
-    wait for that)."""
-    procs.stop(Path(lab_dir) / "ansible" / "gate" / RECORD, warn)
+    wait for that). Destroy and gc stop it with the lab's other helpers (host/labhelpers.py)."""
+    procs.stop(Path(lab_dir) / EARLY_RUN_RECORD, warn)
 
 
 def start(key: str, gate: Path, run: Callable[[], dict]) -> None:

@@ -171,8 +171,8 @@ def while_capturing(run: Callable[[], None], lab: Lab, target: state.Target, inv
                     inventory.work_dir)
     if not caps.cells:
         return run()
-    caps.start(progress)
-    try:
+    try:          # a Ctrl-C while the second capture starts still stops the first
+        caps.start(progress)
         run()
     finally:
         caps.stop()

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from ...guest import cloudimages, seed
-from ...host import forwarding, ssh, state, tunnelkeys
+from ...host import forwarding, labhelpers, ssh, state, tunnelkeys
 from .. import boot
 from . import impair
 from ...guest.cmdline import bond_nic
@@ -17,7 +17,6 @@ from ..base import lab_from_record
 from .connection import LibvirtDriver
 from . import ovsbridge
 from ...host import controller
-from ...verify import earlyrun
 from ...lab import modes
 from ...lab.naming import object_name
 from .render import Context, ImageFiles, LibvirtRenderer
@@ -128,8 +127,7 @@ def _up(lab: Lab, target: Target, driver: LibvirtDriver, progress: Progress, wai
         record["timings"] = timings.phases
         state.save(target, lab.name, record)
     except BaseException:
-        forwarding.stop_proxy(lab_dir, progress)
-        controller.stop(lab_dir, progress)
+        labhelpers.stop_all(lab_dir, progress)
         raise
     return record
 
@@ -264,9 +262,7 @@ def destroy(lab_name: str, target: Target, progress: Progress, *,
 
 def _destroy(lab_name: str, target: Target, progress: Progress) -> list[str]:
     lab_dir = state.lab_dir(target, lab_name)
-    forwarding.stop_proxy(lab_dir, progress)
-    controller.stop(lab_dir, progress)
-    earlyrun.stop_recorded(lab_dir, progress)
+    labhelpers.stop_all(lab_dir, progress)
     driver = LibvirtDriver(target)
     removed = driver.destroy(lab_name, progress)
     removed += ovsbridge.remove(lab_name, target, driver.owner, progress,
@@ -324,8 +320,7 @@ def gc(target: Target, progress: Progress) -> list[str]:
                          f"(another spelling of the URI?); `vnet destroy {lab}` with that "
                          "--uri or --sandbox removes it")
                 continue
-            forwarding.stop_proxy(state.lab_dir(target, lab), progress)
-            controller.stop(state.lab_dir(target, lab), progress)
+            labhelpers.stop_all(state.lab_dir(target, lab), progress)
             removed += driver.destroy(lab, progress)
             removed += ovsbridge.remove(lab, target, driver.owner, progress)
             state.remove(target, lab)

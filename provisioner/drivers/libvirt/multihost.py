@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ...errors import HypervisorError, Unsupported, VnetError
-from ...host import forwarding, hostaccess, sandbox_hosts, ssh, state, vxlan
+from ...host import hostaccess, labhelpers, sandbox_hosts, ssh, state, vxlan
 from ...host.state import Target
 from ...lab.model import Lab
 from ...lab.naming import object_name
@@ -174,7 +174,7 @@ def up(lab: Lab, target: Target, progress: Progress, wait: bool = True) -> dict:
                 _parallel(lambda h, t: remotehosts.wait_for_addresses(
                     _on_host(lab, h), t, logs[h], progress), targets)
         except BaseException:
-            forwarding.stop_proxy(lab_dir, progress)
+            labhelpers.stop_all(lab_dir, progress)
             raise
         record["timings"] = {"define_and_boot": round(time.monotonic() - started, 2)}
         state.save(target, lab.name, record)
@@ -205,7 +205,7 @@ def destroy(record: dict, target: Target, progress: Progress) -> list[str]:
     """Remove the lab on every host that answers; a host that does not keeps its entry in the
     record, and the error names it with the command that finishes the job later."""
     lab_name = record["lab"]
-    forwarding.stop_proxy(state.lab_dir(target, lab_name), progress)
+    labhelpers.stop_all(state.lab_dir(target, lab_name), progress)
     removed: list[str] = []
     left: dict[str, str] = {}
     for host, where in sorted(record["hosts"].items()):
@@ -248,7 +248,7 @@ def gc_hosts(target: Target, progress: Progress) -> list[str]:
         if index > 1:
             driver = LibvirtDriver(Target(uri=view.uri, netns=view.host_netns))
             for lab in sorted(set(lifecycle.tagged_labs(driver, progress)) - known):
-                forwarding.stop_proxy(state.lab_dir(target, lab), progress)   # served there
+                labhelpers.stop_all(state.lab_dir(target, lab), progress)   # served there
                 removed += driver.destroy(lab, progress)
         for lab in sorted(vxlan.owner_labs(view.host_netns, owner) - known):
             removed += vxlan.remove(view.host_netns, owner, lab)
