@@ -16,7 +16,11 @@ TARGET = Target(uri="qemu:///system")
 OVS_LAB = {"name": "oflab", "networks": [{"name": "h", "mode": "hostonly", "subnet":
                                           "10.72.5.0/24", "switch": "openvswitch"}],
            "vms": [{"name": "v", "nics": [{"network": "h", "ip": "10.72.5.10"}]}]}
-RULE = '-A FORWARD -i vnoldbr -m comment --comment "vnet oflab hostonly" -j REJECT'
+RULES = ['-A FORWARD -i vnoldbr -m comment --comment "vnet me oflab hostonly" -j REJECT',
+         # another state root's lab of the same name: its isolation must stay
+         '-A FORWARD -i vnother -m comment --comment "vnet them oflab hostonly" -j REJECT',
+         # an older vnet's rule (no owner in it): it goes only with its bridge
+         '-A FORWARD -i vnlegacy -m comment --comment "vnet oflab hostonly" -j REJECT']
 
 
 class SilentOvs(FakeOvs):
@@ -26,14 +30,15 @@ class SilentOvs(FakeOvs):
 
 @pytest.fixture
 def host(tmp_path, monkeypatch):
-    """State under tmp_path, a fake driver, and iptables whose FORWARD chain has RULE."""
+    """State under tmp_path, a fake driver, and iptables whose FORWARD chain has RULES."""
     monkeypatch.setenv("VNET_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setattr(lifecycle, "LibvirtDriver", FakeDriver)
     ran = []
 
     def run(argv, check=True, **kw):
         ran.append(argv)
-        return runner.Result(argv, 0, RULE + "\n" if argv[-2:] == ["-S", "FORWARD"] else "", "")
+        listed = "\n".join(RULES) + "\n" if argv[-2:] == ["-S", "FORWARD"] else ""
+        return runner.Result(argv, 0, listed, "")
     monkeypatch.setattr(runner, "run", run)
     monkeypatch.setattr(runner, "which", lambda name: f"/usr/sbin/{name}")
     return ran
@@ -58,11 +63,22 @@ def test_a_lab_without_openvswitch_networks_is_destroyed_without_it(host, monkey
     assert not lab_dir.exists()
 
 
-def test_the_reject_rules_go_by_their_comment_even_when_the_bridge_is_gone(host):
+def deleted(ran) -> list[str]:
+    return [a[a.index("-i") + 1] for a in ran if "-D" in a]
+
+
+def test_this_owners_reject_rules_go_by_their_comment_even_when_the_bridge_is_gone(host):
     removed = ovsbridge.remove("oflab", TARGET, "me", lambda m: None, FakeOvs(), needed=True)
     assert ["iptables", "-w", "-D", "FORWARD", "-i", "vnoldbr", "-m", "comment", "--comment",
-            "vnet oflab hostonly", "-j", "REJECT"] in host
+            "vnet me oflab hostonly", "-j", "REJECT"] in host
+    assert deleted(host) == ["vnoldbr"]          # not another owner's, not an older vnet's
     assert len(removed) == 1 and removed[0].startswith("iptables rule")
+
+
+def test_an_older_vnets_rule_goes_with_its_bridge(host):
+    ovs = FakeOvs({"vnlegacy": {"vnet-lab": "oflab", "vnet-owner": "me"}})
+    ovsbridge.remove("oflab", TARGET, "me", lambda m: None, ovs)
+    assert sorted(deleted(host)) == ["vnlegacy", "vnoldbr"]
 
 
 def test_gc_removes_bridges_of_this_owner_whose_lab_has_no_state(host, monkeypatch):

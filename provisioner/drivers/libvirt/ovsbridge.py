@@ -80,7 +80,7 @@ def create(lab: Lab, target, owner: str, progress: Progress, ovs: Ovs | None = N
                   f"external_ids:vnet-network={net.name}")
         install_flows(ovs, br, table(net))
         if net.host_ip is not None:
-            _host_side(target, br, f"{net.host_ip}/{net.subnet.prefixlen}", lab.name)
+            _host_side(target, br, f"{net.host_ip}/{net.subnet.prefixlen}", lab.name, owner)
         progress(f"Open vSwitch bridge {br} for {net.name} ({dp} datapath, "
                  f"{len(table(net))} flow(s))")
 
@@ -113,7 +113,7 @@ def remove(lab: str, target, owner: str, progress: Progress, ovs: Ovs | None = N
         ovs.vsctl("--if-exists", "del-br", br)
     if gone:
         progress(f"removed Open vSwitch bridge(s) {', '.join(gone)}")
-    rules = _remove_isolation(target, lab) if gone or needed else []
+    rules = _remove_isolation(target, lab, owner, gone) if gone or needed else []
     return [f"bridge {br}" for br in gone] + rules
 
 
@@ -132,16 +132,20 @@ def orphan_labs(target, owner: str, ovs: Ovs | None = None) -> set[str]:
     return {lab for lab, who in _tagged(ovs).values() if who == owner}
 
 
-def _remove_isolation(target, lab: str) -> list[str]:
-    """The lab's FORWARD REJECT rules, by their comment (`iptables -S` prints each as the
-    -A line that made it, so the same words after -D delete it)."""
+def _remove_isolation(target, lab: str, owner: str, bridges: list[str]) -> list[str]:
+    """This owner's FORWARD REJECT rules of the lab, by their comment (`iptables -S` prints
+    each as the -A line that made it, so the same words after -D delete it). A rule of an
+    older vnet, whose comment names no owner, goes only with its bridge (in `bridges`, just
+    removed as this owner's): another state root's lab of the same name keeps its isolation."""
     if _which("iptables") is None:
         return []
     listed = _ip(target, ["iptables", "-w", "-S", "FORWARD"], check=False).stdout
     removed = []
     for line in listed.splitlines():
         words = shlex.split(line)
-        if words[:2] == ["-A", "FORWARD"] and _comment(words) == _tag(lab):
+        comment = _comment(words)
+        legacy = comment == _tag(lab) and any(br in words for br in bridges)
+        if words[:2] == ["-A", "FORWARD"] and (comment == _tag(lab, owner) or legacy):
             _ip(target, ["iptables", "-w", "-D", *words[1:]], check=False)
             removed.append(f"iptables rule {' '.join(words[2:])}")
     return removed
@@ -182,22 +186,23 @@ def refuse_route_clash(target, net: Network, br: str) -> None:
 ROUTE_TYPES = ("unicast", "unreachable", "blackhole", "prohibit", "throw")
 
 
-def _host_side(target, br: str, address: str, lab: str) -> None:
+def _host_side(target, br: str, address: str, lab: str, owner: str) -> None:
     """The host's address on a hostonly bridge, and no forwarding through it."""
     if address not in _ip(target, ["ip", "-o", "addr", "show", "dev", br]).stdout:
         _ip(target, ["ip", "addr", "add", address, "dev", br])
     _ip(target, ["ip", "link", "set", br, "up"])
-    for rule in _isolation(br, lab):
+    for rule in _isolation(br, lab, owner):
         if _ip(target, ["iptables", "-w", "-C", *rule], check=False).returncode != 0:
             _ip(target, ["iptables", "-w", "-I", *rule[:1], "1", *rule[1:]])
 
 
-def _tag(lab: str) -> str:
-    return f"vnet {lab} hostonly"
+def _tag(lab: str, owner: str | None = None) -> str:
+    """The isolation rules' comment: owner and lab (without an owner: an older vnet's)."""
+    return f"vnet {owner} {lab} hostonly" if owner else f"vnet {lab} hostonly"
 
 
-def _isolation(br: str, lab: str) -> list[list[str]]:
-    tag = ["-m", "comment", "--comment", _tag(lab)]
+def _isolation(br: str, lab: str, owner: str) -> list[list[str]]:
+    tag = ["-m", "comment", "--comment", _tag(lab, owner)]
     return [["FORWARD", "-i", br, *tag, "-j", "REJECT"], ["FORWARD", "-o", br, *tag, "-j", "REJECT"]]
 
 
