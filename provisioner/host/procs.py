@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import time
@@ -69,19 +70,42 @@ def pid_alive(pid: int) -> bool:
 
 def terminate(pids: list[int], timeout: float = 5.0) -> None:
     """SIGTERM the given processes, SIGKILL those still alive after `timeout` seconds.
-    Callers pass only PIDs they have just recognised (see `ours`)."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    Callers pass only PIDs they have just recognised (see `ours`). Each is held by a pidfd
+    from here on and signalled through it, so a process that ends and whose PID is reused by
+    another before the SIGKILL is never the one hit (pidfd_open(2), pidfd_send_signal(2))."""
+    held: dict[int, int] = {}
+    try:
         for pid in pids:
             try:
-                os.kill(pid, sig)
+                held[pid] = os.pidfd_open(pid)
             except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + timeout
-        while (pids := [p for p in pids if pid_alive(p)]) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if not pids:
-            return
-    raise VnetError(f"processes {pids} did not stop after SIGKILL")
+                continue                 # gone already
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for fd in held.values():
+                try:
+                    signal.pidfd_send_signal(fd, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + timeout
+            while (alive := [p for p, fd in held.items() if not _ended(p, fd)]) and \
+                    time.monotonic() < deadline:
+                time.sleep(0.02)
+            if not alive:
+                return
+        raise VnetError(f"processes {alive} did not stop after SIGKILL")
+    finally:
+        for fd in held.values():
+            os.close(fd)
+
+
+def _ended(pid: int, pidfd: int) -> bool:
+    """The process behind the pidfd has ended (a pidfd polls readable then); our own child
+    is reaped here too."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    return bool(select.select([pidfd], [], [], 0)[0])
 
 
 # ---------------------------------------------------------------- records

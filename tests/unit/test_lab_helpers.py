@@ -59,3 +59,21 @@ def test_sandbox_down_stops_the_captures_its_labs_left(tmp_path, monkeypatch):
     capture = recorded_child(lab / "capture-4242-0.pid", str(lab / "capture-4242-0.bpf"))
     sandbox.down(gone, progress=lambda m: None)
     assert capture.wait(timeout=10) is not None and not lab.exists()
+
+
+def test_terminate_signals_through_a_pidfd_never_by_a_pid_number(monkeypatch):
+    """Between SIGTERM and SIGKILL a process may end and its PID go to another process: a kill
+    by number would hit that one. Every signal goes through the pidfd taken at the start."""
+    stubborn = subprocess.Popen([sys.executable, "-c", "import signal, time; "
+                                 "signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True); "
+                                 "time.sleep(60)"], stdout=subprocess.PIPE)
+    assert stubborn.stdout.readline().strip() == b"1"      # its SIGTERM handler is in place
+    quick = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+    def no_kill_by_number(pid, sig):
+        raise AssertionError(f"os.kill({pid}, {sig}) by PID number")
+    monkeypatch.setattr(procs.os, "kill", no_kill_by_number)
+    procs.terminate([stubborn.pid, quick.pid], timeout=0.5)
+    # (terminate reaps its own children, so their exit status is gone: ending is the proof;
+    # the stubborn one ignores SIGTERM, so only the SIGKILL ended it)
+    assert stubborn.wait(timeout=10) is not None and quick.wait(timeout=10) is not None
