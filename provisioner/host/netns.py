@@ -169,3 +169,31 @@ def pids_in_netns(names: list[str]) -> dict[int, list[str]]:
         if argv := proc_argv(int(entry)):
             found[int(entry)] = argv
     return found
+
+
+# A namespace's name is machine-wide, but a sandbox belongs to one state root (VNET_STATE_DIR):
+# each namespace vnet makes carries its state root's owner id as the alias of its loopback,
+# so another state root never takes it for a half-up sandbox of its own and tears it down.
+OWNER_ALIAS = "vnet-owner:"
+
+
+def add_owned_netns(netns: str) -> None:
+    """`ip netns add`, then the owner tag (owner.owner_id) on its loopback."""
+    from . import runner
+    from .owner import owner_id
+
+    runner.run(["ip", "netns", "add", netns])
+    runner.run(["ip", "-n", netns, "link", "set", "lo", "alias", OWNER_ALIAS + owner_id()])
+
+
+def netns_owner(netns: str) -> str | None:
+    """The owner id a namespace carries (None: no tag, e.g. made by an older vnet, or gone)."""
+    from . import runner
+
+    shown = runner.run(["ip", "-n", netns, "-o", "link", "show", "lo"], check=False).stdout
+    words = shown.replace("\\", " ").split()
+    for word, after in zip(words, words[1:]):
+        if word == "alias" and after.startswith(OWNER_ALIAS):
+            return after[len(OWNER_ALIAS):]
+    return None
+

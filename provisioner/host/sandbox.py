@@ -21,7 +21,7 @@ from typing import Callable
 from . import locks, ovs, procs, runner
 from ..errors import NeedsRoot, NotFound, VnetError
 from .paths import NAME_RE, state_root, validate_name
-from .netns import NETNS_DIR, netns_argv, netns_inode, pids_in_netns
+from .netns import NETNS_DIR, netns_argv, netns_inode, netns_owner, pids_in_netns
 from .procs import terminate
 from . import sandbox_hosts, sandbox_setup as setup
 # Kept importable from here (`sandbox.FILES`, `sandbox.http_argv`) for their callers.
@@ -145,6 +145,9 @@ def status(name: str = "default") -> dict:
         if http_pid is None:
             problems.append(f"the Internet HTTP service on {INTERNET_IP}:80 is not running")
     hosts = _hosts_status(sb, problems)
+    if foreign := foreign_namespaces(sb):
+        problems.insert(0, f"its namespaces belong to another vnet state root (owner "
+                           f"{sorted(set(foreign.values()))[0]}): this one leaves them alone")
     if not sb.state_dir.exists() and (left := left_state(name)):
         problems.append(f"the sandbox is gone but left lab state in {', '.join(map(str, left))}"
                         f"; `vnet sandbox down {name}` (or `vnet gc --sandbox {name}`) removes it")
@@ -217,6 +220,7 @@ def down(name: str = "default", progress: Callable[[str], None] = print, *,
 def _down(sb: Sandbox, progress: Callable[[str], None]) -> None:
     name = sb.name
     started = time.monotonic()
+    refuse_foreign(sb)
     _stop_lab_helpers(name, progress)
     for path in _pid_paths(sb):     # a corrupt one is said; its process is found by namespace
         try:
@@ -245,6 +249,24 @@ def _down(sb: Sandbox, progress: Callable[[str], None]) -> None:
     progress(f"sandbox {name} is down ({time.monotonic() - started:.1f}s)")
 
 
+def foreign_namespaces(sb: Sandbox) -> dict[str, str]:
+    """{namespace: owner id} of the sandbox's namespaces that another state root made."""
+    from .owner import owner_id
+
+    mine = owner_id()
+    return {ns: who for ns in _namespaces(sb)
+            if netns_inode(ns) is not None and (who := netns_owner(ns)) not in (None, mine)}
+
+
+def refuse_foreign(sb: Sandbox) -> None:
+    if foreign := foreign_namespaces(sb):
+        raise VnetError(f"sandbox {sb.name}'s namespaces ({', '.join(sorted(foreign))}) belong "
+                        f"to another vnet state root (owner {sorted(set(foreign.values()))[0]}); "
+                        f"this one ({state_root()}) leaves them alone",
+                        hint="run vnet with the VNET_STATE_DIR that created the sandbox, or "
+                             "choose another sandbox name")
+
+
 def clear_left_state(name: str, progress: Callable[[str], None]) -> bool:
     """For `vnet gc --sandbox NAME` of a sandbox that is not up: no libvirt object of it can
     exist (its libvirtd and namespaces are gone), so what can be left is lab state (a lab's
@@ -258,6 +280,7 @@ def clear_left_state(name: str, progress: Callable[[str], None]) -> bool:
     with locks.held("sandbox", name, progress):
         if is_up(name):      # it came up while this waited
             return False
+        refuse_foreign(sb)
         if sb.state_dir.exists() or any(netns_inode(ns) is not None for ns in _namespaces(sb)):
             raise VnetError(f"sandbox {name} is half up", hint=f"vnet sandbox down {name}")
         if left := left_state(name):

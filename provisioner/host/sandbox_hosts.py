@@ -25,7 +25,7 @@ from typing import Callable
 
 from . import procs, runner
 from ..errors import VnetError
-from .netns import NETNS_DIR, netns_argv, run_in_netns
+from .netns import NETNS_DIR, add_owned_netns, netns_argv, run_in_netns
 from . import sandbox_setup as setup
 
 MAX_HOSTS = 8
@@ -113,7 +113,7 @@ def create(sb, count: int, progress: Callable[[str], None]) -> None:
 
 def _create_network(sb, index: int) -> None:
     ns, port = host_view(sb, index).host_netns, f"{host_name(index)}-lan"
-    runner.run(["ip", "netns", "add", ns])
+    add_owned_netns(ns)
     for where, *args in (
             [sb.host_netns, "link", "add", port, "type", "veth", "peer", "name", "lan0",
              "netns", ns],

@@ -15,7 +15,7 @@ from typing import Callable
 
 from . import ovs, procs, runner
 from ..errors import HypervisorError
-from .netns import netns_argv, run_in_netns
+from .netns import add_owned_netns, netns_argv, run_in_netns
 from .paths import state_root
 
 FILES = Path(__file__).resolve().with_name("sandbox_files")
@@ -48,7 +48,7 @@ def write_state(sb) -> None:
 def create_network(sb) -> None:
     h, i, br = sb.host_netns, sb.inet_netns, sb.lan_bridge
     for ns in (h, i):
-        runner.run(["ip", "netns", "add", ns])
+        add_owned_netns(ns)
     commands = [
         [h, "link", "add", "up0", "type", "veth", "peer", "name", "up1", "netns", i],
         [h, "link", "add", "lan-in", "type", "veth", "peer", "name", "lan-out", "netns", i],

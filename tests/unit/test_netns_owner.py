@@ -1,0 +1,61 @@
+"""A sandbox belongs to its state root, but namespace names are machine-wide: each namespace
+vnet makes carries its owner id, and another state root leaves it alone (a review found
+`VNET_STATE_DIR=/b vnet sandbox up default` took root A's running sandbox for a half-up one of
+its own, ended its libvirtd and guests by name and deleted its namespaces). Real namespaces,
+made and deleted by the test itself."""
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+
+import pytest
+
+from provisioner.errors import VnetError
+from provisioner.host import netns, sandbox
+from provisioner.host.owner import owner_id
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: it makes network "
+                                                           "namespaces")
+
+
+@pytest.fixture
+def name(tmp_path, monkeypatch):
+    monkeypatch.setenv("VNET_STATE_DIR", str(tmp_path))
+    name = f"ut{uuid.uuid4().hex[:6]}"
+    yield name
+    for ns in sandbox._namespaces(sandbox.describe(name)):
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)   # only the test's own
+
+
+@needs_root
+def test_a_namespace_vnet_makes_carries_this_state_roots_owner_id(name):
+    ns = sandbox.describe(name).host_netns
+    netns.add_owned_netns(ns)
+    assert netns.netns_owner(ns) == owner_id()
+    assert sandbox.foreign_namespaces(sandbox.describe(name)) == {}
+
+
+@needs_root
+def test_another_state_roots_sandbox_is_left_alone_by_down_up_and_gc(name):
+    sb = sandbox.describe(name)
+    subprocess.run(["ip", "netns", "add", sb.host_netns], check=True)
+    subprocess.run(["ip", "-n", sb.host_netns, "link", "set", "lo", "alias",
+                    f"{netns.OWNER_ALIAS}0123456789abcdef"], check=True)
+    for attempt in (lambda: sandbox.down(name, progress=lambda m: None),
+                    lambda: sandbox.up(name, progress=lambda m: None, check=lambda sb: None),
+                    lambda: sandbox.clear_left_state(name, lambda m: None)):
+        with pytest.raises(VnetError, match="belong to another vnet state root"):
+            attempt()
+        assert netns.netns_inode(sb.host_netns) is not None
+    problems = sandbox.status(name)["problems"]
+    assert "another vnet state root (owner 0123456789abcdef)" in problems[0]
+
+
+@needs_root
+def test_a_namespace_of_an_older_vnet_without_a_tag_is_still_this_roots_to_clean(name):
+    sb = sandbox.describe(name)
+    subprocess.run(["ip", "netns", "add", sb.host_netns], check=True)
+    assert netns.netns_owner(sb.host_netns) is None
+    sandbox.down(name, progress=lambda m: None)
+    assert netns.netns_inode(sb.host_netns) is None
