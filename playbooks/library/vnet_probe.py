@@ -17,9 +17,9 @@ Three outcomes per probe (the verification principles: a negative cell is confir
          or the connect timed out; for UDP, an ICMP port or host unreachable;
   error  anything else: connected but the listener stayed silent or closed without answering,
          a garbled answer, a stale or replayed nonce, an answer from another endpoint (a leak).
-An address that is the prober's own (every VM of a nat lab is 10.0.2.15 on its own private
-NAT) is probed with "self_name": an answer from the prober itself proves isolation ("fail",
-the peer was not reached); an answer from anyone else is a leak ("error").
+A peer whose address is the prober's own (every VM of a nat lab is 10.0.2.15 on its own
+private NAT) cannot be reached by any IP probe, which would never leave the prober: its cell
+asks the NIC's layer-2 segment who holds the address instead ("arp_claim", probe_arp_claim).
 
 UDP silence is ambiguous (a dropped datagram, or no listener at all). A UDP probe that gets no
 answer is "error" with "silent": true, unless the verifier knows the listener is up: a probe
@@ -29,7 +29,8 @@ passed, the silence is "fail" (the listener is there, so the path dropped the da
 across the guests, the host and the Internet.
 
 Each probe: {"id", "target", "port", "proto" ("tcp", default, or "udp"), "expect_name",
-"self_name" (optional, see above), "self_note" (optional: why the address is the prober's own),
+"arp_claim" (instead of target and port: {"address", "peer", "peer_mac", "control" (the
+gateway, which must answer), "note"}; see probe_arp_claim),
 "bind_dev" and "bind_ip" (optional: a tunnel's device and this end's overlay address, bound
 the same way), "bind_mac" (optional: the NIC under test; the socket is bound to its device with
 SO_BINDTODEVICE and to its own address, so no other NIC can carry the probe and the guest's
@@ -263,13 +264,6 @@ def judge(answer, nonce, spec, how="connected"):
                                 f"({words[1][:20]!r} is not this probe's): answered by {words[2]}")
     name = words[2]
     peer = f" (seen from {words[3]})" if len(words) > 3 else ""
-    if spec.get("self_name"):
-        me = spec["self_name"]
-        note = f" ({spec['self_note']})" if spec.get("self_note") else ""
-        if name == me:
-            return _result("fail", f"isolated: {spec['target']} answered as {me} itself{note}; "
-                                   f"{spec.get('expect_name') or 'the peer'} was not reached")
-        return _result("error", f"leak: answered by {name} instead of {me} itself{note}")
     if spec.get("expect_name") and name != spec["expect_name"]:
         return _result("error", f"leak: answered by {name} instead of {spec['expect_name']}")
     return _result("pass", f"nonce echoed by {name}{peer}")
@@ -289,11 +283,89 @@ def probe(spec, trips=FIXED):
     """One probe -> {"observed": "pass"|"fail"|"error", "detail": str}; UDP when the spec
     says "proto": "udp", TCP otherwise. trips: the batch's RoundTrips (run_all); a probe that
     asks for "rtt_timeout" reports the timeout it was given as "connect_timeout"."""
+    if spec.get("arp_claim"):
+        return probe_arp_claim(spec)
     result = _probe_udp(spec, trips) if spec.get("proto", "tcp") == "udp" \
         else _probe_tcp(spec, trips)
     if spec.get("rtt_timeout") and "connect_timeout" not in result:
         result["connect_timeout"] = trips.timeout(spec)[1]
     return result
+
+
+ETH_P_ARP = 0x0806
+PACKET_OUTGOING = 4        # sll_pkttype of a frame this host sent (linux/if_packet.h)
+ARP_WAIT = 1.0             # how long an address claim is listened for (a kernel answers ARP in
+#                            microseconds, even in a TCG guest; four requests go out meanwhile)
+ARP_RESEND = 0.25
+
+
+def arp_request(mine, sender_ip, target_ip):
+    """A broadcast ARP request (RFC 826), padded to the 60-byte Ethernet minimum."""
+    frame = b"\xff" * 6 + mine + ETH_P_ARP.to_bytes(2, "big") + \
+        b"\x00\x01\x08\x00\x06\x04\x00\x01" + mine + socket.inet_aton(sender_ip) + \
+        b"\x00" * 6 + socket.inet_aton(target_ip)
+    return frame.ljust(60, b"\x00")
+
+
+def arp_replies(sock, deadline, resend):
+    """(sender MAC, sender IP) of each ARP reply on the socket until the deadline; resend()
+    every ARP_RESEND seconds meanwhile."""
+    found, next_send = [], 0.0
+    while (now := time.monotonic()) < deadline:
+        if now >= next_send:
+            resend()
+            next_send = now + ARP_RESEND
+        if not select.select([sock], [], [], max(0.0, min(deadline, next_send) - now))[0]:
+            continue
+        frame, where = sock.recvfrom(2048)
+        if where[2] == PACKET_OUTGOING or len(frame) < 42 or frame[20:22] != b"\x00\x02":
+            continue
+        found.append((frame[22:28].hex(":"), socket.inet_ntoa(frame[28:32])))
+    return found
+
+
+def probe_arp_claim(spec):
+    """Is the peer on this NIC's layer-2 segment? For a peer whose address is the prober's own
+    (nat: every VM is 10.0.2.15 on its own private NAT), no IP probe can leave the prober, so
+    the segment is asked who else holds the address: an ARP probe (RFC 5227: sender address
+    0.0.0.0, so no one's cache learns from it). A reply from the peer's MAC: the peer shares the
+    segment ("pass"); from another MAC: a leak ("error"); none, while the network's gateway
+    answers its own ARP request on the same NIC: no one else holds the address ("fail").
+    Without the gateway's answer the silence proves nothing ("error")."""
+    claim = spec["arp_claim"]
+    ifname = interface_of(spec["bind_mac"])
+    if ifname is None:
+        return _result("error", f"no NIC with MAC {spec['bind_mac']}")
+    own = address_of(ifname)
+    mine = bytes.fromhex(spec["bind_mac"].replace(":", ""))
+    try:
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+    except OSError as exc:
+        return _result("error", f"cannot open a packet socket: {_reason(exc)}")
+    with sock:
+        sock.bind((ifname, ETH_P_ARP))
+
+        def send():
+            sock.send(arp_request(mine, "0.0.0.0", claim["address"]))
+            sock.send(arp_request(mine, own or "0.0.0.0", claim["control"]))
+        replies = arp_replies(sock, time.monotonic() + spec.get("arp_wait", ARP_WAIT), send)
+    me = spec["bind_mac"].lower()
+    holders = sorted({mac for mac, ip in replies if ip == claim["address"] and mac != me})
+    gateway = sorted({mac for mac, ip in replies if ip == claim["control"]})
+    peer, peer_mac = claim["peer"], claim["peer_mac"].lower()
+    if peer_mac in holders:
+        return _result("pass", f"connected at layer 2: {peer} ({peer_mac}) answers ARP for "
+                               f"{claim['address']} on {ifname}'s segment")
+    if holders:
+        return _result("error", f"leak: {claim['address']} is held by {', '.join(holders)} on "
+                                f"{ifname}'s segment, not by {peer}")
+    if not gateway:
+        return _result("error", f"no ARP answer from the gateway {claim['control']} either: "
+                                f"{ifname}'s segment is not proven to carry ARP")
+    return _result("fail", f"isolated: no station on {ifname}'s segment holds "
+                           f"{claim['address']} besides this VM (ARP probes), while the gateway "
+                           f"{claim['control']} answered ({gateway[0]}); {claim.get('note', '')}"
+                   .rstrip("; "))
 
 
 def _probe_tcp(spec, trips):

@@ -197,3 +197,11 @@ def netns_owner(netns: str) -> str | None:
             return after[len(OWNER_ALIAS):]
     return None
 
+
+def foreign_namespaces(names: list[str]) -> dict[str, str]:
+    """{namespace: owner id} of those that exist and that another state root made."""
+    from .owner import owner_id
+
+    mine = owner_id()
+    return {ns: who for ns in names
+            if netns_inode(ns) is not None and (who := netns_owner(ns)) not in (None, mine)}

@@ -21,7 +21,7 @@ from typing import Callable
 from . import locks, ovs, procs, runner
 from ..errors import NeedsRoot, NotFound, VnetError
 from .paths import NAME_RE, state_root, validate_name
-from .netns import NETNS_DIR, netns_argv, netns_inode, netns_owner, pids_in_netns
+from .netns import NETNS_DIR, foreign_namespaces, netns_argv, netns_inode, pids_in_netns
 from .procs import terminate
 from . import sandbox_hosts, sandbox_setup as setup
 # Kept importable from here (`sandbox.FILES`, `sandbox.http_argv`) for their callers.
@@ -145,7 +145,7 @@ def status(name: str = "default") -> dict:
         if http_pid is None:
             problems.append(f"the Internet HTTP service on {INTERNET_IP}:80 is not running")
     hosts = _hosts_status(sb, problems)
-    if foreign := foreign_namespaces(sb):
+    if foreign := foreign_namespaces(_namespaces(sb)):
         problems.insert(0, f"its namespaces belong to another vnet state root (owner "
                            f"{sorted(set(foreign.values()))[0]}): this one leaves them alone")
     if not sb.state_dir.exists() and (left := left_state(name)):
@@ -249,17 +249,8 @@ def _down(sb: Sandbox, progress: Callable[[str], None]) -> None:
     progress(f"sandbox {name} is down ({time.monotonic() - started:.1f}s)")
 
 
-def foreign_namespaces(sb: Sandbox) -> dict[str, str]:
-    """{namespace: owner id} of the sandbox's namespaces that another state root made."""
-    from .owner import owner_id
-
-    mine = owner_id()
-    return {ns: who for ns in _namespaces(sb)
-            if netns_inode(ns) is not None and (who := netns_owner(ns)) not in (None, mine)}
-
-
 def refuse_foreign(sb: Sandbox) -> None:
-    if foreign := foreign_namespaces(sb):
+    if foreign := foreign_namespaces(_namespaces(sb)):
         raise VnetError(f"sandbox {sb.name}'s namespaces ({', '.join(sorted(foreign))}) belong "
                         f"to another vnet state root (owner {sorted(set(foreign.values()))[0]}); "
                         f"this one ({state_root()}) leaves them alone",

@@ -102,7 +102,7 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
                 if peer is not vm and peer_nic.ip is not None:
                     add("vm_to_vm", vm.name, f"{peer.name} ({peer_nic.ip.ip})", f"guest:{vm.name}",
                         target=str(peer_nic.ip.ip), port=ECHO_PORT, expect_name=peer.name,
-                        bind_mac=nic.mac, **own_address(vm, nic, peer_nic, net))
+                        bind_mac=nic.mac, **declared.own_address(vm, nic, peer, peer_nic, net))
             if ends.internet_ip:
                 add("vm_to_internet", vm.name, f"internet ({ends.internet_ip})", f"guest:{vm.name}",
                     target=ends.internet_ip, port=ends.host_listener_port, expect_name=INTERNET,
@@ -151,16 +151,6 @@ def forward_of(lab: Lab, pf) -> dict:
     nic = next(n for n in lab.vm(pf.vm).nics if n.network == pf.network)
     return {"vm": pf.vm, "guest_port": pf.guest_port, "proto": pf.proto, "mac": nic.mac,
             "name": pf.name}
-
-
-def own_address(vm, nic, peer_nic, net) -> dict:
-    """When the peer's address is the prober's own (nat: every VM is 10.0.2.15 on its own
-    private NAT), the probe can only reach the prober itself: an answer from it proves the
-    isolation, and any other answerer is a leak (vnet_probe's "self_name")."""
-    if nic.ip is None or nic.ip.ip != peer_nic.ip.ip:
-        return {}
-    return {"self_name": vm.name,
-            "self_note": f"{nic.ip.ip} is {vm.name}'s own address on its private {net.subnet}"}
 
 
 def link_controls(cells: list[Check]) -> None:

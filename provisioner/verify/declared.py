@@ -48,6 +48,20 @@ def _kind(check: DeclaredCheck) -> str:
     return KIND[(check.source == HOST, check.target == HOST)]
 
 
+def own_address(vm, nic, peer, peer_nic, net) -> dict:
+    """When the peer's address is the prober's own (nat: every VM is 10.0.2.15 on its own
+    private NAT), no IP probe leaves the prober (an answer from itself proved nothing: such a
+    cell could not go red). The probe asks the NIC's segment who holds the address instead
+    (vnet_probe's "arp_claim"): the peer's MAC answering is a shared segment; silence counts
+    only while the network's gateway answers on the same NIC."""
+    if nic.ip is None or nic.ip.ip != peer_nic.ip.ip or net.host_ip is None:
+        return {}
+    return {"arp_claim": {"address": str(nic.ip.ip), "peer": peer.name,
+                          "peer_mac": peer_nic.mac, "control": str(net.host_ip),
+                          "note": f"{nic.ip.ip} is {vm.name}'s own address on its private "
+                                  f"{net.subnet}"}}
+
+
 def hold_id(check: DeclaredCheck) -> str:
     """One hold per VM, network and port: the same port checked on two networks of a VM is
     two holds, each on its own NIC, so one NIC's hold never vouches for the other's refusal."""
@@ -77,7 +91,14 @@ def cells(lab: Lab, ends, make) -> list:
             nic = _nic(lab, check.target, check.network)
             address = str(nic.ip.ip)
             probe.update(target=address, expect_name=check.target)
-            if (check.proto, check.port) != ("tcp", ECHO_PORT):
+            if check.source not in (HOST, INTERNET) and nic.ip.ip == \
+                    _nic(lab, check.source, check.network).ip.ip:
+                # nat: every VM is 10.0.2.15, so no IP probe leaves the prober: the segment
+                # is asked who holds the address (layer 2; the port cannot matter there)
+                probe.update(own_address(lab.vm(check.source), _nic(lab, check.source,
+                                                                      check.network),
+                                         lab.vm(check.target), nic, net))
+            elif (check.proto, check.port) != ("tcp", ECHO_PORT):
                 probe["forward"] = {"vm": check.target, "guest_port": check.port,
                                     "proto": check.proto, "mac": nic.mac,
                                     "name": hold_id(check)}
@@ -90,9 +111,6 @@ def cells(lab: Lab, ends, make) -> list:
             probe["bind_mac"] = _nic(lab, check.source, check.network).mac
             if "forward" in probe:
                 probe.update(until=HOLD_WINDOW, nonce_prefix=check.source)
-            if check.target not in (HOST, INTERNET) and address == \
-                    str(_nic(lab, check.source, check.network).ip.ip):
-                probe["self_name"] = check.source       # nat: every VM is 10.0.2.15
         label = f"{check.target} ({address}) {check.proto}/{check.port}"
         found.append(make(_kind(check), check.network, check.source, label, runner, probe,
                           check.expect))

@@ -82,49 +82,19 @@ def test_e1000_expects_the_e1000_driver():
     assert {c.probe["driver"] for c in models} == {"e1000"}
 
 
-def test_nat_vm_to_vm_probes_its_own_address_as_data():
-    """Every nat VM is 10.0.2.15 on its own private NAT: the probe names the prober itself."""
+def test_nat_vm_to_vm_asks_the_segment_who_holds_its_own_address():
+    """Every nat VM is 10.0.2.15 on its own private NAT: no IP probe would leave the prober (its
+    own answer proved nothing), so the cell asks the NIC's segment by ARP, with the NAT's
+    gateway as the control that must answer (tests/unit/test_arp_claim.py runs it)."""
     to_vm = [c for c in cells("nat") if c.kind == "vm_to_vm"]
     assert len(to_vm) == 2
     for c in to_vm:
-        assert c.expected == "fail" and c.probe["target"] == "10.0.2.15"
-        assert c.probe["self_name"] == c.source != c.probe["expect_name"]
-        assert c.probe["self_note"] == (f"10.0.2.15 is {c.source}'s own address on its private "
-                                        "10.0.2.0/24")
-    assert not any("self_name" in c.probe for c in cells("natnetwork"))
-
-
-@pytest.mark.parametrize("answerer,ok,detail", [
-    ("vm1", True, "isolated: 127.0.0.1 answered as vm1 itself"),
-    ("vm2", False, "leak: answered by vm2 instead of vm1 itself"),
-    ("vm3", False, "leak: answered by vm3 instead of vm1 itself"),
-])
-def test_nat_vm_to_vm_is_ok_only_when_the_prober_answers_itself(answerer, ok, detail):
-    """The real cell's probe, aimed at a loopback listener that answers as `answerer`."""
-    import socket
-    import threading
-
-    from provisioner.verify.run import probe_module
-
-    probe = probe_module()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    threading.Thread(target=probe.serve, args=(port, answerer, "127.0.0.1"), daemon=True).start()
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            break
-        except OSError:
-            threading.Event().wait(0.02)
-    [cell] = [c for c in cells("nat") if c.kind == "vm_to_vm" and c.source == "vm1"]
-    spec = dict(cell.probe, target="127.0.0.1", port=port)
-    del spec["bind_mac"]
-    r = probe.probe(spec)
-    cell.observed, cell.detail = r["observed"], r["detail"]
-    assert cell.ok == ok and cell.detail.startswith(detail), r
-    assert cell.observed == ("fail" if ok else "error")
-    assert "own address on its private 10.0.2.0/24" in cell.detail
+        claim = c.probe["arp_claim"]
+        assert c.expected == "fail" and claim["address"] == "10.0.2.15"
+        assert claim["peer"] == c.probe["expect_name"] != c.source
+        assert claim["control"] == "10.0.2.2" and claim["peer_mac"] != c.probe["bind_mac"]
+        assert claim["note"] == f"10.0.2.15 is {c.source}'s own address on its private 10.0.2.0/24"
+    assert not any("arp_claim" in c.probe for c in cells("natnetwork"))
 
 
 def test_negative_udp_cells_name_their_positive_controls():

@@ -45,8 +45,9 @@ def claims(cells, network):
     construction: the network's name and the generated MACs."""
     def probe(c):
         p = {k: v for k, v in c.probe.items() if k not in ("bind_mac", "mac")}
-        if "forward" in p:
-            p["forward"] = {k: v for k, v in p["forward"].items() if k != "mac"}
+        for key, mac in (("forward", "mac"), ("arp_claim", "peer_mac")):
+            if key in p:
+                p[key] = {k: v for k, v in p[key].items() if k != mac}
         return p
     return [(c.kind, c.mode, c.source, c.target.split(" ")[-1] if c.kind == "nic_model"
              else c.target, c.expected, c.runner, sorted(probe(c).items(), key=str))

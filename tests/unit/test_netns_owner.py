@@ -33,7 +33,7 @@ def test_a_namespace_vnet_makes_carries_this_state_roots_owner_id(name):
     ns = sandbox.describe(name).host_netns
     netns.add_owned_netns(ns)
     assert netns.netns_owner(ns) == owner_id()
-    assert sandbox.foreign_namespaces(sandbox.describe(name)) == {}
+    assert netns.foreign_namespaces([ns]) == {}
 
 
 @needs_root

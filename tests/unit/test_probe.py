@@ -128,23 +128,7 @@ def test_only_network_errors_before_connecting_are_failures():
         assert probe._not_connected(OSError(code, "x"))["observed"] == "error"
 
 
-# --- nat: the peer's address is the prober's own --------------------------------------------
-
-def test_an_answer_from_the_prober_itself_proves_isolation(listener):
-    r = probe.probe({"target": "127.0.0.1", "port": listener, "expect_name": "vm2",
-                     "self_name": "alpha", "self_note": "127.0.0.1 is alpha's own address"})
-    assert r["observed"] == "fail"
-    assert r["detail"] == ("isolated: 127.0.0.1 answered as alpha itself (127.0.0.1 is alpha's "
-                           "own address); vm2 was not reached")
-
-
-def test_an_answer_from_another_vm_at_the_own_address_is_a_leak(listener):
-    r = probe.probe({"target": "127.0.0.1", "port": listener, "expect_name": "alpha",
-                     "self_name": "vm1"})
-    assert r == {"observed": "error", "detail": "leak: answered by alpha instead of vm1 itself"}
-
-
-# --- UDP --------------------------------------------------------------------------------------
+# --- UDP ---------------------------------------------------------------------------------------
 
 def udp_server(behave):
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
