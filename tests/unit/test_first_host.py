@@ -204,3 +204,45 @@ def test_destroy_with_hv2_silent_names_the_command_with_the_uri_quoted(tmp_path,
     assert exc.value.hint.endswith(f"vnet destroy two --uri {shlex.quote(uri)}")
     assert shlex.split(exc.value.hint.split(": ", 1)[1])[-1] == uri
     assert state.read(target, "two")["hosts"].keys() == {"hv2"}
+
+
+def test_gc_of_a_sandboxs_other_hosts_leaves_a_lab_whose_up_saved_its_record_meanwhile(
+        tmp_path, monkeypatch):
+    """gc lists the labs with records, then each host's tagged labs: an `up` that saves its
+    record in between is not an orphan. Under each lab's lock gc looks again, and leaves hv2's
+    domains and the VXLAN devices of such a lab alone (FAKE hosts, drivers and devices)."""
+    from types import SimpleNamespace
+
+    from provisioner.drivers.libvirt import lifecycle
+    from provisioner.host import labhelpers, sandbox_hosts, state
+
+    monkeypatch.setenv("VNET_STATE_DIR", str(tmp_path))
+    target = Target(uri="qemu:///system?socket=/sb", sandbox="sbx")
+    destroyed = []
+
+    class Hv2:
+        owner = "me"
+
+        def __init__(self, target):
+            pass
+
+        def destroy(self, lab, progress):
+            destroyed.append(lab)
+            return [f"domain {lab}"]
+
+    def present(sb):          # gc has listed the records: the racing `up` saves its own now
+        state.save(target, "racer", {"lab": "racer"})
+        return [2]
+    monkeypatch.setattr(multihost, "LibvirtDriver", Hv2)
+    monkeypatch.setattr(lifecycle, "tagged_labs", lambda driver, progress: {"racer": {},
+                                                                          "orphan": {}})
+    monkeypatch.setattr(sandbox_hosts, "present", present)
+    monkeypatch.setattr(sandbox_hosts, "host_view", lambda sb, i: SimpleNamespace(
+        uri=f"qemu:///hv{i}", host_netns=f"vnet-sbx-hv{i}"))
+    monkeypatch.setattr(remotehosts, "gc_remote", lambda target, progress: [])
+    monkeypatch.setattr(vxlan, "owner_labs", lambda where, owner: {"racer", "orphan"})
+    monkeypatch.setattr(vxlan, "remove", lambda where, owner, lab: [f"vx-{lab}"])
+    monkeypatch.setattr(labhelpers, "stop_all", lambda lab_dir, progress: None)
+    removed = multihost.gc_hosts(target, lambda m: None)
+    assert destroyed == ["orphan"] and "vx-racer" not in removed
+    assert sorted(removed) == ["domain orphan", "vx-orphan", "vx-orphan"]

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import shlex
 import time
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import Iterator
 
 from ...errors import HypervisorError, Unsupported, VnetError
 from ...host import hostaccess, labhelpers, sandbox_hosts, ssh, state, vxlan
@@ -248,11 +250,23 @@ def gc_hosts(target: Target, progress: Progress) -> list[str]:
         if index > 1:
             driver = LibvirtDriver(Target(uri=view.uri, netns=view.host_netns))
             for lab in sorted(set(lifecycle.tagged_labs(driver, progress)) - known):
-                labhelpers.stop_all(state.lab_dir(target, lab), progress)   # served there
-                removed += driver.destroy(lab, progress)
+                with _orphan(target, lab, progress) as orphan:
+                    if orphan:
+                        labhelpers.stop_all(state.lab_dir(target, lab), progress)
+                        removed += driver.destroy(lab, progress)
         for lab in sorted(vxlan.owner_labs(view.host_netns, owner) - known):
-            removed += vxlan.remove(view.host_netns, owner, lab)
+            with _orphan(target, lab, progress) as orphan:
+                if orphan:
+                    removed += vxlan.remove(view.host_netns, owner, lab)
     return removed
+
+
+@contextmanager
+def _orphan(target: Target, lab: str, progress: Progress) -> Iterator[bool]:
+    """Under the lab's lock: still without a record (an `up` that saved one while gc listed
+    the hosts is not an orphan, and its hosts' objects stay)."""
+    with state.lab_lock(target, lab, progress):
+        yield state.read(target, lab) is None
 
 
 def _gc_here(target: Target) -> list[str]:
