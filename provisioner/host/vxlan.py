@@ -24,6 +24,7 @@ import os
 import socket
 import struct
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
@@ -152,13 +153,20 @@ def owner_labs(where: Where, owner: str) -> set[str]:
             and is_name(parts[1])}
 
 
-def remove(where: Where, owner: str, lab: str, legacy: bool = False) -> list[str]:
+def remove(where: Where, owner: str, lab: str, legacy: bool = False,
+           networks: Iterable[str] = ()) -> list[str]:
     """Delete this owner's VXLAN devices of `lab` on a host (with `legacy`, also those an older
-    vnet tagged `vnet:LAB:NETWORK`); their names."""
-    def ours(alias: str) -> bool:
-        parts = _alias_parts(alias)
+    vnet tagged `vnet:LAB:NETWORK`); their names. `networks`: the lab's, from its record: a
+    device still without its alias (`ip link add` and the alias are two commands, and a crash
+    can fall between them) goes too when its name and VNI are exactly those of one of them."""
+    untagged = {device_name(lab, n): vni_for(lab, n) for n in networks}
+
+    def ours(dev: dict) -> bool:
+        if not dev["alias"]:
+            return untagged.get(dev["name"]) == dev["vni"]
+        parts = _alias_parts(dev["alias"])
         return parts[:2] == [owner, lab] if len(parts) == 3 else legacy and parts[:1] == [lab]
-    gone = [dev["name"] for dev in devices(where) if ours(dev["alias"])]
+    gone = [dev["name"] for dev in devices(where) if ours(dev)]
     hostaccess.of(where).run_all([["ip", "link", "del", name] for name in gone])
     return gone
 

@@ -197,7 +197,7 @@ def test_destroy_with_hv2_silent_names_the_command_with_the_uri_quoted(tmp_path,
             return ["domain vnet-two-a"]
     monkeypatch.setattr(multihost, "LibvirtDriver", Driver)
     monkeypatch.setattr(remotehosts, "clean",
-                        lambda t, owner, lab, legacy=False: cleaned.append(t) or [])
+                        lambda t, owner, lab, legacy=False, networks=(): cleaned.append(t) or [])
     with pytest.raises(HypervisorError) as exc:
         multihost.destroy(record, target, lambda m: None)
     assert cleaned == [Target(uri=uri)]
@@ -246,3 +246,26 @@ def test_gc_of_a_sandboxs_other_hosts_leaves_a_lab_whose_up_saved_its_record_mea
     removed = multihost.gc_hosts(target, lambda m: None)
     assert destroyed == ["orphan"] and "vx-racer" not in removed
     assert sorted(removed) == ["domain orphan", "vx-orphan", "vx-orphan"]
+
+
+def test_destroy_removes_a_vxlan_device_a_crash_left_without_its_alias(monkeypatch):
+    """`ip link add` and the alias are two commands: a device left between them carries no
+    tag. It goes with its lab when its name and VNI are exactly the lab network's; a look-alike
+    with another VNI, or another lab's name, stays (FAKE ip)."""
+    import json
+
+    from provisioner.host import runner
+
+    mine = vxlan.device_name("two", "lan")
+    shown = [{"ifname": mine, "linkinfo": {"info_data": {"id": vxlan.vni_for("two", "lan")}}},
+             {"ifname": vxlan.device_name("two", "wan"), "linkinfo": {"info_data": {"id": 7}}},
+             {"ifname": vxlan.device_name("one", "lan"),
+              "linkinfo": {"info_data": {"id": vxlan.vni_for("one", "lan")}}}]
+    ran = []
+
+    def fake(argv, **kw):
+        ran.append(argv)
+        return runner.Result(argv, 0, json.dumps(shown) if "show" in argv else "", "")
+    monkeypatch.setattr(runner, "run", fake)
+    assert vxlan.remove("vnet-x-host", "me", "two", networks=("lan", "wan")) == [mine]
+    assert vxlan.remove("vnet-x-host", "me", "two") == []        # no networks: no guessing

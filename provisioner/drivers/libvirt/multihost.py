@@ -216,7 +216,8 @@ def destroy(record: dict, target: Target, progress: Progress) -> list[str]:
             driver = LibvirtDriver(t)
             removed += driver.destroy(lab_name, lambda m: progress(f"{host}: {m}"))
             removed += remotehosts.clean(t, driver.owner, lab_name,
-                                         legacy=record.get("vxlan_alias") != VXLAN_ALIAS)
+                                         legacy=record.get("vxlan_alias") != VXLAN_ALIAS,
+                                         networks=_network_names(record))
         except (VnetError, OSError) as exc:
             left[host] = getattr(exc, "message", str(exc))
     if left:
@@ -232,6 +233,12 @@ def destroy(record: dict, target: Target, progress: Progress) -> list[str]:
     state.remove(target, lab_name)
     remotehosts.forget_unused(target)
     return removed
+
+
+def _network_names(record: dict) -> tuple[str, ...]:
+    """The lab's network names, from its record's raw lab data (no re-resolving)."""
+    nets = (record.get("lab_data") or {}).get("networks") or []
+    return tuple(n["name"] for n in nets if isinstance(n, dict) and isinstance(n.get("name"), str))
 
 
 def gc_hosts(target: Target, progress: Progress) -> list[str]:

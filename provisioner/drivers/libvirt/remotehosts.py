@@ -100,10 +100,12 @@ def wait_for_addresses(lab: Lab, t: Target, directory: str, progress: Progress) 
               lifecycle.ADDRESS_TIMEOUT)
 
 
-def clean(t: Target, owner: str, lab: str, legacy: bool = False) -> list[str]:
+def clean(t: Target, owner: str, lab: str, legacy: bool = False,
+          networks: tuple[str, ...] = ()) -> list[str]:
     """The lab's host-side traces on one host: its VXLAN devices and (remote) its log dir
-    (`legacy`: the record predates the owner in the VXLAN alias, vxlan.remove)."""
-    removed = vxlan.remove(access(t), owner, lab, legacy)
+    (`legacy`: the record predates the owner in the VXLAN alias; `networks`: the lab's, so a
+    device a crash left without its alias goes too: vxlan.remove)."""
+    removed = vxlan.remove(access(t), owner, lab, legacy, networks)
     if is_remote(t):
         removed.append(hostaccess.remove_log_dir(access(t), owner, lab))
     return removed
