@@ -46,6 +46,12 @@ class SeedNic:
     gateway: str | None = None   # the default route goes through this router
     report: bool = True          # vnet waits for this NIC's address (VNET-ADDR)
     routes: tuple[tuple[str, str], ...] = ()   # (subnet, via): behind a router VM (issue 17)
+    # Per-NIC policy routing, as the tiny image's nicroute does: table `table` holds this NIC's
+    # subnet, its network's router (`table_gateway`) and its routes, and the rule "from
+    # <subnet>" sends what this NIC's address sends through it, whatever the default route
+    table: int | None = None
+    subnet: str | None = None
+    table_gateway: str | None = None
 
 
 @dataclass(frozen=True)
@@ -122,8 +128,25 @@ def network_config(seed: Seed) -> str:
         if nic.routes:
             eth.setdefault("routes", []).extend(
                 {"to": to, "via": via, "on-link": True} for to, via in nic.routes)
+        if nic.table is not None and nic.subnet:
+            eth.setdefault("routes", []).extend(_own_table(nic))
+            eth["routing-policy"] = [{"from": nic.subnet, "table": nic.table,
+                                      "priority": nic.table}]
         ethernets[nic.ifname] = eth
     return _yaml({"version": 2, "ethernets": ethernets})
+
+
+def _own_table(nic: SeedNic) -> list[dict]:
+    """The NIC's own routing table: a probe bound to this NIC and its address leaves by it and
+    its network's router, not by the default route of another NIC (the probe's binding is only
+    as good as this: README, "How a cell is observed")."""
+    table: list[dict] = [{"to": nic.subnet, "scope": "link", "table": nic.table}]
+    if nic.table_gateway:
+        table.append({"to": "0.0.0.0/0", "via": nic.table_gateway, "on-link": True,
+                      "table": nic.table})
+    table += [{"to": to, "via": via, "on-link": True, "table": nic.table}
+              for to, via in nic.routes]
+    return table
 
 
 def meta_data(seed: Seed) -> str:

@@ -381,10 +381,20 @@ def test_seed_iso_reads_back_with_label_files_key_and_macs(golden_plan, tmp_path
     assert [e["match"]["macaddress"] for e in eths] == dom_macs
     assert all(e["set-name"] == name for name, e in net["ethernets"].items())
     assert dom_macs[-1] == mgmt_mac("gcloud", "deb")
-    assert eths[-1]["addresses"] == [plan.extra["mgmt"]["deb"] + "/24"] and "routes" not in eths[-1]
-    assert eths[0]["dhcp4"] is True and eths[0]["routes"][0]["via"] == "192.168.160.1"
+    def main_routes(e):
+        return [r for r in e.get("routes", []) if "table" not in r]
+    assert eths[-1]["addresses"] == [plan.extra["mgmt"]["deb"] + "/24"] and not main_routes(eths[-1])
+    assert eths[0]["dhcp4"] is True and main_routes(eths[0])[0]["via"] == "192.168.160.1"
     assert eths[1]["dhcp4"] is False and eths[1]["addresses"] == ["10.20.0.11/24"]
-    assert sum("routes" in e for e in eths) == 1      # one default route, as in the tiny image
+    assert sum(bool(main_routes(e)) for e in eths) == 1   # one default route, as in the tiny image
+    # and, as the tiny image's nicroute: each NIC its own table and the rule "from its subnet"
+    for k, e in enumerate(eths):
+        assert e["routing-policy"] == [{"from": e["routing-policy"][0]["from"], "table": 100 + k,
+                                        "priority": 100 + k}]
+        own = [r for r in e["routes"] if r.get("table") == 100 + k]
+        assert own[0] == {"to": e["routing-policy"][0]["from"], "scope": "link", "table": 100 + k}
+    assert {"to": "0.0.0.0/0", "via": "192.168.160.1", "on-link": True, "table": 100} \
+        in eths[0]["routes"]
     # vnet waits for exactly these MACs (lifecycle.wait_for_addresses: ip or dhcp, + mgmt)
     assert config["runcmd"][-1] == ["/usr/local/lib/vnet/vnet-ready", "deb", *dom_macs]
 

@@ -43,6 +43,8 @@ TB_CACHE_MIB = 24      # TCG translation cache: QEMU's default grows RSS far pas
 # 8 VMs, alternated (issue 15): 32 -> 41 MiB PSS/VM beyond guest RAM, 24 -> 32, same boot
 # time; 16 -> 26 MiB but 3x slower (the guest's code no longer fits: it retranslates)
 
+SEED_TABLE_BASE = 100    # a cloud VM's per-NIC routing tables: 100 + the NIC's index
+
 
 @dataclass(frozen=True)
 class ImageFiles:
@@ -183,9 +185,12 @@ class LibvirtRenderer:
                 address=None if net.dhcp or nic.ip is None else str(nic.ip),
                 gateway=str(route) if route else None, report=net.dhcp or nic.ip is not None,
                 routes=tuple((str(r.destination), str(r.via)) for r in vm.routes
-                             if net.subnet is not None and r.via in net.subnet)))
+                             if net.subnet is not None and r.via in net.subnet),
+                table=SEED_TABLE_BASE + k, subnet=str(net.subnet) if net.subnet else None,
+                table_gateway=str(net.router) if net.router else None))
         seed_nics.append(SeedNic(mac=mgmt_mac(lab.name, vm.name), ifname="mgmt",
-                                 address=str(mgmt_ip)))
+                                 address=str(mgmt_ip), table=SEED_TABLE_BASE + len(vm.nics),
+                                 subnet=str(mgmt_ip.network)))
         return {"image": vm.image,
                 "overlay": str(overlay_path(self.ctx.log_dir, vm.name)),
                 "seed_iso": str(seed_path(self.ctx.log_dir, vm.name)),
