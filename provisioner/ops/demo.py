@@ -29,6 +29,7 @@ from ..guest.vagrantbox import BOX_NAME
 from ..progress import Progress
 
 MARKER = "vnet-demo.json"          # in a demo's copy: what made it, and whether vnet made the sandbox
+LIB_MARKER = ".vnet-demo-lib"      # in the demos' shared lib/ copy: vnet put it there
 BOX_RECORD = "vnet-box.json"       # in VAGRANT_HOME: the digest of the box added as vnet/tiny
 BOX_VOLUME_PREFIX = "vnet-VAGRANTSLASH-tiny_vagrant_box_image_"   # vagrant-libvirt's base volume
 UP_TIMEOUT = 1200
@@ -146,6 +147,7 @@ def copy_demo(mode: str, sandbox_name: str, made_sandbox: bool) -> Path:
     lib = safepath.child(work.parent, "lib")
     work.mkdir(parents=True, exist_ok=True)
     shutil.copytree(demos_dir() / "lib", lib, dirs_exist_ok=True)
+    (lib / LIB_MARKER).touch()
     for item in (demos_dir() / mode).iterdir():
         if item.is_file():
             shutil.copyfile(item, work / item.name)
@@ -211,9 +213,12 @@ def teardown(mode: str, sandbox_name: str, progress: Progress,
     if sb is not None and not others:
         _remove_box_volumes(sb, progress)
     if work.exists():
-        safepath.remove_tree(work.parent, work.name, [MARKER, "Vagrantfile"])
+        safepath.remove_tree(work.parent, work.name, [MARKER])
     if not others:
-        shutil.rmtree(safepath.child(work.parent, "lib"), ignore_errors=True)
+        try:
+            safepath.remove_tree(work.parent, "lib", [LIB_MARKER])
+        except VnetError as exc:     # not vnet's copy (or an older vnet's): left alone
+            progress(f"warning: {exc.message}")
         with contextlib.suppress(OSError):
             work.parent.rmdir()
     if made_sandbox and sb is not None and not others:

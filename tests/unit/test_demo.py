@@ -211,3 +211,17 @@ def test_list_shows_the_five_demos():
     assert listed.exit_code == 0
     for mode in ("bridged", "nat", "natnetwork", "hostonly", "internal"):
         assert f"vagrant/{mode}" in listed.output
+
+
+def test_teardown_removes_only_the_lib_copy_vnet_marked(world):
+    """The shared lib/ beside the demos is removed only with vnet's marker in it: a lib/ that
+    someone else put there stays (it was rmtree'd whatever it held)."""
+    kept = demo_cmd("natnetwork", "--sandbox", "h7", "--keep")
+    assert kept.exit_code == 0, kept.output
+    lib = world.root / "demos" / "h7" / "lib"
+    assert (lib / demo.LIB_MARKER).is_file()
+    (lib / demo.LIB_MARKER).unlink()                          # as if not vnet's copy
+    (lib / "mine.txt").write_text("mine")
+    gone = demo_cmd("natnetwork", "--sandbox", "h7", "--destroy")
+    assert gone.exit_code == 0, gone.output
+    assert (lib / "mine.txt").read_text() == "mine" and ".vnet-demo-lib" in gone.output
