@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypedDict
@@ -205,15 +205,19 @@ def vagrant_run_dir(target: Target, lab: str, project: Path) -> Path:
     return child(vagrant_runs_dir(target), f"{check_name(lab, 'lab name')}-{where}")
 
 
-def forget_vagrant_runs(target: Target, progress: Callable[[str], None]) -> None:
-    """The target went: the Vagrant runs' directories through it go too (only those that carry
-    VAGRANT_MARKER; anything else is named and left alone)."""
+def forget_vagrant_runs(target: Target, progress: Callable[[str], None],
+                        locked: bool = False) -> None:
+    """The Vagrant runs' directories of the target go (only those that carry VAGRANT_MARKER;
+    anything else is named and left alone): when the target went (sandbox down), or for `vnet
+    gc` (`locked`: each under its lab's lock, so a running `verify --vagrant` keeps its own)."""
     base = vagrant_runs_dir(target)
     if not base.is_dir():           # (child resolved it: a symlink out was refused)
         return
     for entry in sorted(base.iterdir()):
+        lab = entry.name.rpartition("-")[0]
         try:
-            remove_tree(base, entry.name, (VAGRANT_MARKER,))
+            with lab_lock(target, lab, progress) if locked and is_name(lab) else nullcontext():
+                remove_tree(base, entry.name, (VAGRANT_MARKER,))
         except VnetError as exc:
             progress(f"warning: {exc.message}")
     if not any(base.iterdir()):

@@ -119,7 +119,11 @@ def gc(progress: Progress, sandbox: str | None = None, uri: str | None = None) -
     if sandbox is not None and uri is None and sandboxes.clear_left_state(sandbox, progress):
         removed: list[str] = []
     else:
-        removed = [obj for d in drivers_here(sandbox, uri) for obj in d.gc(progress)]
+        here = drivers_here(sandbox, uri)
+        removed = [obj for d in here for obj in d.gc(progress)]
+        # `vnet verify --vagrant`'s files: only logs of past runs (Vagrant owns those VMs)
+        state.forget_vagrant_runs(driver(Backend.LIBVIRT, sandbox, uri).target, progress,
+                                  locked=True)
     locks.sweep()          # the lock files of labs and sandboxes that are gone
     return removed
 

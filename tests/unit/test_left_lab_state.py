@@ -198,3 +198,16 @@ def test_a_vagrant_run_directory_cannot_leave_its_parent(root):
     target = Target(uri="test:///default")
     with pytest.raises(VnetError):
         state.vagrant_run_dir(target, "../../etc", root)
+
+
+def test_gc_of_an_up_target_removes_its_vagrant_runs_too(root, monkeypatch):
+    """Outside a sandbox no `down` ever comes: `vnet gc` removes the Vagrant runs' files (logs
+    of past runs, each under its lab's lock), and only those vnet marked."""
+    base = vagrant_runs(root)
+    monkeypatch.setattr(sandbox, "is_up", lambda name: True)
+    monkeypatch.setattr(ops_labs, "drivers_here", lambda sb, uri: [
+        SimpleNamespace(gc=lambda progress: [])])
+    said = []
+    assert ops_labs.gc(said.append, sandbox=GONE) == []
+    assert sorted(p.name for p in base.iterdir()) == ["stranger"]
+    assert any("stranger: it holds none of" in line for line in said)

@@ -323,6 +323,7 @@ def gc(target: Target, progress: Progress) -> list[str]:
             labhelpers.stop_all(state.lab_dir(target, lab), progress)
             removed += driver.destroy(lab, progress)
             removed += ovsbridge.remove(lab, target, driver.owner, progress)
+            ssh.close_masters(ssh.control_dir(target, lab))
             state.remove(target, lab)
     for lab, objects in sorted(driver.unowned().items()):
         progress(_left_alone(lab, objects))
