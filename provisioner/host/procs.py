@@ -14,10 +14,12 @@ import os
 import select
 import signal
 import subprocess
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from . import runner
 from ..errors import VnetError
@@ -114,17 +116,44 @@ def spawn(argv: list[str], record: Path, marker: str, *, log_path: str,
           env: dict[str, str] | None = None, cwd: str = "/",
           stdout: int | None = None) -> subprocess.Popen:
     """Start a long-lived process (runner.spawn) and record it at once; if the record cannot
-    be written, the process is killed rather than left unknown."""
+    be written, the process is killed rather than left unknown. A Ctrl-C meanwhile waits until
+    the record is written (the process runs in its own session, so the Ctrl-C does not reach
+    it: unrecorded, nothing could find it again)."""
     if not mentions(argv, marker):
         raise ValueError(f"marker {marker!r} is not in the argv it must identify")
-    proc = runner.spawn(argv, log_path=log_path, env=env, cwd=cwd, stdout=stdout)
-    try:
-        write(record, Record(proc.pid, start_time(proc.pid), marker))
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
+    with interrupts_deferred():
+        proc = runner.spawn(argv, log_path=log_path, env=env, cwd=cwd, stdout=stdout)
+        try:
+            write(record, Record(proc.pid, start_time(proc.pid), marker))
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
     return proc
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM that arrive inside wait until its end, then take their course (the
+    handler that was there runs). Python runs signal handlers in the main thread only, so
+    elsewhere there is nothing to defer."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[tuple[int, object]] = []
+    before = {sig: signal.signal(sig, lambda s, frame: caught.append((s, frame)))
+              for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+        for sig, frame in caught[:1]:
+            handler = before[sig]
+            if callable(handler):
+                handler(sig, frame)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(sig)
 
 
 def write(path: Path, rec: Record) -> None:

@@ -77,3 +77,28 @@ def test_terminate_signals_through_a_pidfd_never_by_a_pid_number(monkeypatch):
     # (terminate reaps its own children, so their exit status is gone: ending is the proof;
     # the stubborn one ignores SIGTERM, so only the SIGKILL ended it)
     assert stubborn.wait(timeout=10) is not None and quick.wait(timeout=10) is not None
+
+
+def test_a_ctrl_c_while_a_helper_starts_waits_until_it_is_recorded(tmp_path, monkeypatch):
+    """The helper runs in its own session (a Ctrl-C does not reach it): interrupted between
+    its start and its record, it would run on unrecorded. The Ctrl-C takes its course once the
+    record is written, and the helper can be stopped by it."""
+    import os
+    import signal
+
+    from provisioner.host import runner
+
+    real_spawn = runner.spawn
+
+    def interrupted_spawn(*args, **kw):
+        proc = real_spawn(*args, **kw)
+        os.kill(os.getpid(), signal.SIGINT)     # the Ctrl-C lands right after the start
+        time.sleep(0.1)                        # (a Python handler would run by now)
+        return proc
+    monkeypatch.setattr(runner, "spawn", interrupted_spawn)
+    record, marker = tmp_path / "helper.pid", str(tmp_path / "helper-marker")
+    with pytest.raises(KeyboardInterrupt):
+        procs.spawn([sys.executable, "-c", "import time; time.sleep(60)", marker], record, marker,
+                    log_path=str(tmp_path / "helper.log"))
+    assert procs.read(record) is not None
+    assert procs.stop(record) is not None
