@@ -105,15 +105,12 @@ def _up(lab: Lab, target: Target, driver: LibvirtDriver, progress: Progress, wai
     timings.mark("plan")
     prepare_cloud(plan, bases, progress)
     ovsbridge.create(lab, target, driver.owner, progress)   # before libvirt names them
-    try:     # a learning controller answers the table-miss before the first guest boots
+    try:     # a failure from here on stops the lab's helpers: none outlives a failed `up`
+        # a learning controller answers the table-miss before the first guest boots
         controller.start(lab, target, lab_dir, ovsbridge.for_target(target), progress)
         started = driver.apply(plan, progress)
-    except BaseException:
-        controller.stop(lab_dir, progress)
-        raise
-    forwarding.add_hostfwds(driver, plan.extra["hostfwd"])
-    forwarding.start_proxy(target, lab_dir, plan.extra["proxies"])
-    try:     # from here on a failure stops the proxy: no process outlives a failed `up`
+        forwarding.add_hostfwds(driver, plan.extra["hostfwd"])
+        forwarding.start_proxy(target, lab_dir, plan.extra["proxies"])
         timings.mark("define")
         if wait:
             wait_for_addresses(lab, target, driver, lab_dir, progress,
