@@ -343,12 +343,14 @@ def probe_arp_claim(spec):
     except OSError as exc:
         return _result("error", f"cannot open a packet socket: {_reason(exc)}")
     with sock:
-        sock.bind((ifname, ETH_P_ARP))
-
         def send():
             sock.send(arp_request(mine, "0.0.0.0", claim["address"]))
             sock.send(arp_request(mine, own or "0.0.0.0", claim["control"]))
-        replies = arp_replies(sock, time.monotonic() + spec.get("arp_wait", ARP_WAIT), send)
+        try:
+            sock.bind((ifname, ETH_P_ARP))
+            replies = arp_replies(sock, time.monotonic() + spec.get("arp_wait", ARP_WAIT), send)
+        except OSError as exc:       # a probe reports, never takes its batch down
+            return _result("error", f"ARP on {ifname}: {_reason(exc)}")
     me = spec["bind_mac"].lower()
     holders = sorted({mac for mac, ip in replies if ip == claim["address"] and mac != me})
     gateway = sorted({mac for mac, ip in replies if ip == claim["control"]})

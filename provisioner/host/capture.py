@@ -16,19 +16,21 @@ checked under its parent (host/safepath.py) before tcpdump is started.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import procs, runner
+from . import locks, procs, runner
 from ..errors import LabFileError, VnetError
 from .netns import netns_argv
 from .safepath import child
 
 START_TIMEOUT = 10.0         # tcpdump prints "listening on" once its socket is open
 LISTENING = "listening on"
+DEST = ".dest"       # beside a capture's record: where its partial pcap goes at the end
 _serial = itertools.count()
 
 
@@ -51,7 +53,6 @@ class Capture:
     pid: int
     started_in: float             # seconds from spawn to "listening on": the capture is live
     proc: object = None
-    partial: str | None = None    # what tcpdump writes into until stop() renames it to pcap
 
     def running(self) -> bool:
         return procs.running(self.record) is not None
@@ -69,9 +70,7 @@ class Capture:
         if self.proc is not None:
             self.proc.wait()
         self.filter_file.unlink(missing_ok=True)
-        if self.partial is not None and os.path.exists(self.partial):
-            os.chmod(self.partial, 0o644)
-            os.replace(self.partial, self.pcap)     # replaces whatever has the name, link or not
+        _keep_partial(self.record.with_suffix(DEST))
         summary = {"pcap": self.pcap, "interface": self.point.interface,
                    "start_latency_s": round(self.started_in, 3)}
         if self.pcap != "-" and os.path.exists(self.pcap):
@@ -136,22 +135,29 @@ def start(point: CapturePoint, pcap: Path | str, work_dir: Path, bpf: str = "",
     filter_file, record, log = (child(work_dir, f"{tag}{ext}") for ext in (".bpf", ".pid", ".log"))
     filter_file.write_text(bpf + "\n")
     log.unlink(missing_ok=True)
-    partial = None
+    partial, dest = None, record.with_suffix(DEST)
     if str(pcap) != "-":   # a file of our own, made here, which tcpdump writes to as its stdout
-        stdout, partial = tempfile.mkstemp(prefix=f".{Path(pcap).name}.", suffix=".part",
-                                           dir=Path(pcap).parent)
+        try:
+            stdout, partial = tempfile.mkstemp(prefix=f".{Path(pcap).name}.", suffix=".part",
+                                               dir=Path(pcap).parent)
+        except OSError as exc:
+            filter_file.unlink()
+            raise VnetError(f"cannot write a pcap in {Path(pcap).parent}: {exc.strerror}") \
+                from None
+        # where it goes at the end, for stop_recorded too (a vnet killed mid-capture)
+        locks.write_atomic(dest, json.dumps({"partial": partial, "pcap": str(pcap)}))
     argv = tcpdump_argv(point, "-", filter_file, count)
     began = time.monotonic()
     try:
         proc = procs.spawn(argv, record, str(filter_file), log_path=str(log), stdout=stdout)
     except BaseException:
-        if partial is not None:
-            Path(partial).unlink(missing_ok=True)
+        procs.stop(record)     # a Ctrl-C deferred until the record was written: it runs
+        _drop_partial(dest)
         raise
     finally:
         if partial is not None:
             os.close(stdout)       # tcpdump holds its own copy
-    cap = Capture(point, str(pcap), record, filter_file, log, proc.pid, 0.0, proc, partial)
+    cap = Capture(point, str(pcap), record, filter_file, log, proc.pid, 0.0, proc)
     try:
         while LISTENING not in _read(log):
             if proc.poll() is not None:
@@ -162,8 +168,7 @@ def start(point: CapturePoint, pcap: Path | str, work_dir: Path, bpf: str = "",
                                 f"{START_TIMEOUT:g}s: {_last(log)}")
             time.sleep(0.01)
     except BaseException:
-        if partial is not None:           # nothing was captured: no pcap at all
-            Path(partial).unlink(missing_ok=True)
+        _drop_partial(dest)               # nothing was captured: no pcap at all
         cap.stop()
         raise
     cap.started_in = time.monotonic() - began
@@ -176,6 +181,33 @@ def stop_recorded(lab_dir: Path, warn=None) -> None:
     the user's own."""
     for record in sorted(Path(lab_dir).glob("capture-*.pid")):
         procs.stop(record, warn)
+    for dest in sorted(Path(lab_dir).glob(f"capture-*{DEST}")):
+        _keep_partial(dest)            # what it captured takes its name, as at a normal stop
+
+
+def _keep_partial(dest: Path) -> None:
+    """The partial pcap (see start) takes the pcap's name; replace() never follows a link
+    planted under that name."""
+    where = _read_dest(dest)
+    if where and os.path.exists(where["partial"]):
+        os.chmod(where["partial"], 0o644)
+        os.replace(where["partial"], where["pcap"])
+    dest.unlink(missing_ok=True)
+
+
+def _drop_partial(dest: Path) -> None:
+    if where := _read_dest(dest):
+        Path(where["partial"]).unlink(missing_ok=True)
+    dest.unlink(missing_ok=True)
+
+
+def _read_dest(dest: Path) -> dict | None:
+    try:
+        where = json.loads(dest.read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(where, dict) and all(isinstance(where.get(k), str) for k in ("partial", "pcap"))
+    return where if ok else None
 
 
 def _read(log: Path) -> str:

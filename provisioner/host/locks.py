@@ -80,7 +80,11 @@ def held(kind: str, name: str, progress: Callable[[str], None] | None = None,
     path = lock_path(kind, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:       # ELOOP: a symlink there is not a lock vnet made
+            raise VnetError(f"cannot open the lock file {path}: {exc.strerror}",
+                            hint="remove it by hand if it is not vnet's") from None
         _HELD.add(fd)
         try:
             _acquire(fd, f"{kind} {name}", progress, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
@@ -154,6 +158,27 @@ def holder(fd: int) -> str:
     """The pid the holder wrote into the lock file ('?' before it has written it)."""
     text = os.pread(fd, 32, 0).decode(errors="replace").strip()
     return text if text.isdigit() else "?"
+
+
+def write_out(path: Path, text: str) -> None:
+    """A file the user names (a report's --out): replaced whole through write_atomic, which
+    never writes through a symlink planted under its name; a pipe or a terminal the user names
+    (/dev/stdout, /dev/null, a FIFO) is written as a stream instead of being replaced by a
+    file. No other device is ever written to (a link planted to /dev/sda is replaced)."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode          # where a symlink leads (/dev/stdout)
+    except OSError:
+        mode = 0
+    real = os.path.realpath(path)
+    terminal = stat.S_ISCHR(mode) and (real == os.devnull or real.startswith(("/dev/pts/",
+                                                                                "/dev/tty")))
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or terminal:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        return
+    write_atomic(path, text)
 
 
 def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:

@@ -199,9 +199,11 @@ def netns_owner(netns: str) -> str | None:
 
 
 def foreign_namespaces(names: list[str]) -> dict[str, str]:
-    """{namespace: owner id} of those that exist and that another state root made."""
-    from .owner import owner_id
+    """{namespace: owner id} of those that exist and that another state root made (read
+    only: a state root without an owner id yet made none of them)."""
+    from .owner import owner_file, read_owner_id
 
-    mine = owner_id()
-    return {ns: who for ns in names
-            if netns_inode(ns) is not None and (who := netns_owner(ns)) not in (None, mine)}
+    tagged = {ns: who for ns in names
+              if netns_inode(ns) is not None and (who := netns_owner(ns)) is not None}
+    mine = read_owner_id(owner_file()) if tagged and owner_file().is_file() else None
+    return {ns: who for ns, who in tagged.items() if who != mine}

@@ -94,6 +94,8 @@ def terminate(pids: list[int], timeout: float = 5.0) -> None:
                 time.sleep(0.02)
             if not alive:
                 return
+            for pid in set(held) - set(alive):     # ended: never reaped or signalled again
+                os.close(held.pop(pid))
         raise VnetError(f"processes {alive} did not stop after SIGKILL")
     finally:
         for fd in held.values():
@@ -107,7 +109,9 @@ def _ended(pid: int, pidfd: int) -> bool:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
-    return bool(select.select([pidfd], [], [], 0)[0])
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 # ---------------------------------------------------------------- records

@@ -146,15 +146,16 @@ def copy_demo(mode: str, sandbox_name: str, made_sandbox: bool) -> Path:
     work = workdir(sandbox_name, mode)
     lib = safepath.child(work.parent, "lib")
     work.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(demos_dir() / "lib", lib, dirs_exist_ok=True)
-    (lib / LIB_MARKER).touch()
-    for item in (demos_dir() / mode).iterdir():
-        if item.is_file():
-            shutil.copyfile(item, work / item.name)
-    marker = work / MARKER
+    marker = work / MARKER         # first: a teardown after any failure below finds it vnet's
     earlier = json.loads(marker.read_text()) if marker.is_file() else {}
     marker.write_text(json.dumps({"demo": mode, "sandbox": sandbox_name,
                                   "made_sandbox": earlier.get("made_sandbox", made_sandbox)}) + "\n")
+    lib.mkdir(exist_ok=True)
+    (lib / LIB_MARKER).touch()
+    shutil.copytree(demos_dir() / "lib", lib, dirs_exist_ok=True)
+    for item in (demos_dir() / mode).iterdir():
+        if item.is_file():
+            shutil.copyfile(item, work / item.name)
     return work
 
 

@@ -201,8 +201,9 @@ def record_row(mode: str, model: str, verdict: str, result: dict, detail: str, s
     result = dict(result, matrix={"mode": mode, "nic_model": model, "verdict": verdict,
                                   "seconds": outcome.seconds,
                                   **({"shared_lab": shared_lab} if shared_lab else {})})
-    presentation.write_report(result, "json", Path(outcome.json))
-    presentation.write_report(result, "junit", Path(outcome.junit))
+    # names vnet chose in a report directory that may be shared: always replaced whole
+    presentation.write_report(result, "json", Path(outcome.json), write=locks.write_atomic)
+    presentation.write_report(result, "junit", Path(outcome.junit), write=locks.write_atomic)
     say((f"{mode}: " if shared_lab else "")
         + f"{verdict}: {outcome.cells_ok}/{outcome.cells_total} cells as expected"
         + (f" ({detail})" if detail else "") + f", {outcome.seconds:.1f}s")

@@ -59,7 +59,7 @@ def own_address(vm, nic, peer, peer_nic, net) -> dict:
     return {"arp_claim": {"address": str(nic.ip.ip), "peer": peer.name,
                           "peer_mac": peer_nic.mac, "control": str(net.host_ip),
                           "note": f"{nic.ip.ip} is {vm.name}'s own address on its private "
-                                  f"{net.subnet}"}}
+                                  f"{nic.ip.network}"}}
 
 
 def hold_id(check: DeclaredCheck) -> str:

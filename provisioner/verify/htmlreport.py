@@ -20,7 +20,7 @@ from pathlib import Path
 import jinja2
 
 from ..errors import LabFileError, VnetError
-from ..host.locks import write_atomic
+from ..host.locks import write_out
 from ..resources import data_dir
 
 KIND_TITLES = {"vm_to_host": "VM->host", "host_to_vm": "host->VM", "vm_to_vm": "VM<->VM",
@@ -161,11 +161,12 @@ def render(result: dict, labs: list[dict] | None = None) -> str:
         title=f"vnet lab {result.get('lab', '')}", summary=None, labs=[view], version=__version__)
 
 
-def write_html(result: dict, out: Path, labs: list[dict] | None = None) -> Path:
+def write_html(result: dict, out: Path, labs: list[dict] | None = None,
+               write=write_out) -> Path:
     page = render(result, labs)       # before touching `out`: a failure leaves nothing behind
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(out, page)
+    write(out, page)
     return out
 
 

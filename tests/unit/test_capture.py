@@ -112,3 +112,24 @@ def test_the_filter_reaches_tcpdump_after_end_of_options(monkeypatch):
                         runner.Result(argv, 0, "", ""))
     capture.check_filter("-w /etc/nologin")
     assert seen == [["tcpdump", "-y", "EN10MB", "-d", "--", "-w /etc/nologin"]]
+
+
+def test_a_capture_whose_vnet_was_killed_keeps_its_pcap_when_the_lab_goes(fake_tcpdump, tmp_path):
+    """stop_recorded (destroy, gc, sandbox down) stops it by its record, and what it wrote
+    takes the pcap's name, as at a normal stop: no hidden partial file is left beside it."""
+    script = fake_tcpdump / "tcpdump"
+    script.write_text(script.read_text().replace("echo 'tcpdump: listening",
+                                                 "printf PCAP\necho 'tcpdump: listening"))
+    out = tmp_path / "out"
+    out.mkdir()
+    capture.start(capture.CapturePoint("br", "br0"), out / "a.pcap", tmp_path)
+    # ... the vnet that started it is killed here: nothing calls Capture.stop
+    capture.stop_recorded(tmp_path)
+    assert (out / "a.pcap").read_text() == "PCAP" and [p.name for p in out.iterdir()] == ["a.pcap"]
+    assert not list(tmp_path.glob("capture-*.pid")) and not list(tmp_path.glob("capture-*.dest"))
+
+
+def test_a_pcap_directory_that_cannot_be_written_is_a_clear_error(fake_tcpdump, tmp_path):
+    with pytest.raises(VnetError, match="cannot write a pcap in"):
+        capture.start(capture.CapturePoint("br", "br0"), tmp_path / "missing" / "a.pcap", tmp_path)
+    assert not list(tmp_path.glob("capture-*"))

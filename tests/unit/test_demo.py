@@ -225,3 +225,15 @@ def test_teardown_removes_only_the_lib_copy_vnet_marked(world):
     gone = demo_cmd("natnetwork", "--sandbox", "h7", "--destroy")
     assert gone.exit_code == 0, gone.output
     assert (lib / "mine.txt").read_text() == "mine" and ".vnet-demo-lib" in gone.output
+
+
+def test_a_demo_whose_copy_fails_is_still_torn_down_whole(world, monkeypatch):
+    """The demo's marker is written first: a failure while copying the files leaves nothing
+    the teardown would refuse, and the sandbox the demo made goes too."""
+    def broken_copy(src, dst, *a, **kw):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(demo.shutil, "copyfile", broken_copy)
+    failed = demo_cmd("natnetwork", "--sandbox", "h7")
+    assert failed.exit_code != 0
+    assert not (world.root / "demos" / "h7").exists()
+    assert world.events[-1] == "sandbox down"

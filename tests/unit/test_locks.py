@@ -360,3 +360,23 @@ def test_a_run_waiting_on_a_lock_file_a_sweep_then_removed_waits_for_the_new_hol
     c_release.set()
     runner.join(DEADLINE)
     assert seen == [[]]
+
+
+def test_a_symlink_under_a_locks_name_is_refused_not_spun_on(root):
+    """held() re-checks that the path names the file it locked: with a link there (followed by
+    open, not by the check) it would retry forever; it refuses at once instead."""
+    locks.lock_dir().mkdir(parents=True)
+    (locks.lock_dir() / "other.lock").touch()
+    (locks.lock_dir() / "lab-x.lock").symlink_to(locks.lock_dir() / "other.lock")
+    outcome = []
+
+    def take():
+        try:
+            with locks.held("lab", "x"):
+                outcome.append("held")
+        except VnetError as exc:
+            outcome.append(exc.message)
+    taker = threading.Thread(target=take, daemon=True)     # (a spinning one must not hang CI)
+    taker.start()
+    taker.join(DEADLINE)
+    assert len(outcome) == 1 and outcome[0].startswith("cannot open the lock file"), outcome

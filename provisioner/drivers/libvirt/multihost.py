@@ -236,9 +236,11 @@ def destroy(record: dict, target: Target, progress: Progress) -> list[str]:
 
 
 def _network_names(record: dict) -> tuple[str, ...]:
-    """The lab's network names, from its record's raw lab data (no re-resolving)."""
+    """The lab's stretched segments' names, from its record's raw lab data (no re-resolving),
+    the management network's included."""
     nets = (record.get("lab_data") or {}).get("networks") or []
-    return tuple(n["name"] for n in nets if isinstance(n, dict) and isinstance(n.get("name"), str))
+    return (vxlan.MGMT, *(n["name"] for n in nets
+                          if isinstance(n, dict) and isinstance(n.get("name"), str)))
 
 
 def gc_hosts(target: Target, progress: Progress) -> list[str]:
