@@ -15,22 +15,21 @@ checked under its parent (host/safepath.py) before tcpdump is started.
 """
 from __future__ import annotations
 
+import errno
 import itertools
-import json
 import os
-import tempfile
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import locks, procs, runner
+from . import procs, runner
 from ..errors import LabFileError, VnetError
 from .netns import netns_argv
 from .safepath import child
 
 START_TIMEOUT = 10.0         # tcpdump prints "listening on" once its socket is open
 LISTENING = "listening on"
-DEST = ".dest"       # beside a capture's record: where its partial pcap goes at the end
 _serial = itertools.count()
 
 
@@ -70,7 +69,6 @@ class Capture:
         if self.proc is not None:
             self.proc.wait()
         self.filter_file.unlink(missing_ok=True)
-        _keep_partial(self.record.with_suffix(DEST))
         summary = {"pcap": self.pcap, "interface": self.point.interface,
                    "start_latency_s": round(self.started_in, 3)}
         if self.pcap != "-" and os.path.exists(self.pcap):
@@ -125,9 +123,10 @@ def start(point: CapturePoint, pcap: Path | str, work_dir: Path, bpf: str = "",
           count: int | None = None, stdout: int | None = None) -> Capture:
     """Start tcpdump on the point and wait until it listens. `pcap`: a checked path, or "-"
     with `stdout` the file descriptor the pcap stream goes to. tcpdump never opens a path
-    itself (it would follow a symlink planted under the pcap's name, as root): it writes to a
-    new file vnet makes beside the pcap (O_EXCL), which stop() renames to it. Files of the
-    capture (record, filter, log) go to work_dir, which must exist."""
+    itself (as root it would write through a symlink planted under the pcap's name): vnet
+    opens the pcap (open_pcap) and tcpdump writes to it as its stdout, so the file grows
+    under its name while the capture runs. Files of the capture (record, filter, log) go to
+    work_dir, which must exist."""
     if point.interface is None:
         raise VnetError(f"{point.label} has no host-side interface to capture on")
     require_tcpdump()
@@ -135,28 +134,26 @@ def start(point: CapturePoint, pcap: Path | str, work_dir: Path, bpf: str = "",
     filter_file, record, log = (child(work_dir, f"{tag}{ext}") for ext in (".bpf", ".pid", ".log"))
     filter_file.write_text(bpf + "\n")
     log.unlink(missing_ok=True)
-    partial, dest = None, record.with_suffix(DEST)
-    if str(pcap) != "-":   # a file of our own, made here, which tcpdump writes to as its stdout
+    opened, made = None, False
+    if str(pcap) != "-":
         try:
-            stdout, partial = tempfile.mkstemp(prefix=f".{Path(pcap).name}.", suffix=".part",
-                                               dir=Path(pcap).parent)
-        except OSError as exc:
+            opened, made = open_pcap(Path(pcap))
+        except VnetError:
             filter_file.unlink()
-            raise VnetError(f"cannot write a pcap in {Path(pcap).parent}: {exc.strerror}") \
-                from None
-        # where it goes at the end, for stop_recorded too (a vnet killed mid-capture)
-        locks.write_atomic(dest, json.dumps({"partial": partial, "pcap": str(pcap)}))
+            raise
+        stdout = opened
     argv = tcpdump_argv(point, "-", filter_file, count)
     began = time.monotonic()
     try:
         proc = procs.spawn(argv, record, str(filter_file), log_path=str(log), stdout=stdout)
     except BaseException:
         procs.stop(record)     # a Ctrl-C deferred until the record was written: it runs
-        _drop_partial(dest)
+        if made:
+            Path(pcap).unlink(missing_ok=True)
         raise
     finally:
-        if partial is not None:
-            os.close(stdout)       # tcpdump holds its own copy
+        if opened is not None:
+            os.close(opened)       # tcpdump holds its own copy
     cap = Capture(point, str(pcap), record, filter_file, log, proc.pid, 0.0, proc)
     try:
         while LISTENING not in _read(log):
@@ -168,8 +165,9 @@ def start(point: CapturePoint, pcap: Path | str, work_dir: Path, bpf: str = "",
                                 f"{START_TIMEOUT:g}s: {_last(log)}")
             time.sleep(0.01)
     except BaseException:
-        _drop_partial(dest)               # nothing was captured: no pcap at all
         cap.stop()
+        if made:                      # nothing was captured: no pcap at all
+            Path(pcap).unlink(missing_ok=True)
         raise
     cap.started_in = time.monotonic() - began
     return cap
@@ -181,33 +179,31 @@ def stop_recorded(lab_dir: Path, warn=None) -> None:
     the user's own."""
     for record in sorted(Path(lab_dir).glob("capture-*.pid")):
         procs.stop(record, warn)
-    for dest in sorted(Path(lab_dir).glob(f"capture-*{DEST}")):
-        _keep_partial(dest)            # what it captured takes its name, as at a normal stop
 
 
-def _keep_partial(dest: Path) -> None:
-    """The partial pcap (see start) takes the pcap's name; replace() never follows a link
-    planted under that name."""
-    where = _read_dest(dest)
-    if where and os.path.exists(where["partial"]):
-        os.chmod(where["partial"], 0o644)
-        os.replace(where["partial"], where["pcap"])
-    dest.unlink(missing_ok=True)
-
-
-def _drop_partial(dest: Path) -> None:
-    if where := _read_dest(dest):
-        Path(where["partial"]).unlink(missing_ok=True)
-    dest.unlink(missing_ok=True)
-
-
-def _read_dest(dest: Path) -> dict | None:
+def open_pcap(pcap: Path) -> tuple[int, bool]:
+    """The pcap file, opened for tcpdump to write, and whether this made it: created, or an
+    existing plain file emptied, or a FIFO the user named (a reader on the other end). A
+    symlink under that name is refused (O_NOFOLLOW), and so is a file with other hard links
+    (emptying it would empty them)."""
+    flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        where = json.loads(dest.read_text())
-    except (OSError, ValueError):
-        return None
-    ok = isinstance(where, dict) and all(isinstance(where.get(k), str) for k in ("partial", "pcap"))
-    return where if ok else None
+        try:
+            return os.open(pcap, flags | os.O_CREAT | os.O_EXCL, 0o644), True
+        except FileExistsError:
+            fd = os.open(pcap, flags)
+    except OSError as exc:
+        why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
+        raise VnetError(f"cannot write the pcap {pcap}: {why}") from None
+    info = os.fstat(fd)
+    if stat.S_ISFIFO(info.st_mode):
+        return fd, False
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        raise VnetError(f"refusing to write the pcap {pcap}: it is not a plain file of its own "
+                        "(another hard link, or a special file)")
+    os.ftruncate(fd, 0)
+    return fd, False
 
 
 def _read(log: Path) -> str:

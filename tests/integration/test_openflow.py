@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from provisioner.drivers.libvirt import lifecycle, ovsbridge
+from provisioner.host.owner import owner_id
 from provisioner.lab import loader as labfile
 from provisioner.verify import run as verifier
 
@@ -103,7 +104,7 @@ def test_learning_controller_carries_vm_to_vm_and_without_it_nothing_does(lab_sa
         assert pid and not procs.pid_alive(pid)
         ovs.ofctl("-O", "OpenFlow13", "del-flows", bridge, f"cookie={COOKIE:#x}/-1")
         assert ovs.ofctl("-O", "OpenFlow13", "dump-flows", bridge).stdout.count("cookie=") == 0
-        for rule in ovsbridge._isolation(hostonly_bridge, lab.name):
+        for rule in ovsbridge._isolation(hostonly_bridge, lab.name, owner_id()):
             ovsbridge._ip(target, ["iptables", "-w", "-D", *rule])
         result = verifier.verify(lab, target, say, timings=record["timings"])
         broken = [c for c in result["checks"] if not c["ok"]]

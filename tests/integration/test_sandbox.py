@@ -179,9 +179,10 @@ def test_two_sandboxes_isolated_and_cleaned_up(state_root):
         assert not [ln for ln in f if root in ln or any(f"vnet-{n}-" in ln for n in (a, b))]
     assert after["nft"] == before["nft"] and after["links"] == before["links"]
     # "cache" holds libvirt's QEMU capability probes, kept across sandboxes on purpose;
-    # "locks" the sandboxes' lock files (empty but for a pid; never deleted, see locks.py)
-    assert set(os.listdir(root)) - {"cache", "locks"} == {"sandboxes"}
-    assert {p.suffix for p in Path(root, "locks").iterdir()} == {".lock"}
+    # "locks" the lock directory, emptied by each `sandbox down` (locks.sweep); owner-id: the
+    # state root's identity (its namespaces carry it), not a leftover
+    assert set(os.listdir(root)) - {"cache", "locks", "owner-id"} == {"sandboxes"}
+    assert not list(Path(root, "locks").iterdir())
     assert os.listdir(f"{root}/sandboxes") == []
 
 
