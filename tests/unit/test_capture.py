@@ -60,7 +60,8 @@ def fake_tcpdump(tmp_path, monkeypatch):
                       "while :; do sleep 0.05; done\n")
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    return bin_dir
+    yield bin_dir
+    capture.stop_recorded(tmp_path)     # a test that failed midway leaves no stand-in running
 
 
 def test_start_waits_for_listening_and_stop_ends_it_by_pid(fake_tcpdump, tmp_path):
