@@ -81,13 +81,6 @@ def pays(guest_cpus: int, host_cpus: int | None = None) -> bool:
     return (host_cpus or os.cpu_count() or 1) > guest_cpus
 
 
-def stop_recorded(lab_dir: Path, warn: Callable[[str], None] | None = None) -> None:
-    """Stop a lab's early run by the PID its gate recorded: the vnet that started it may have
-    been killed before handing over (the gate gives up soon after; `vnet destroy` does not
-    wait for that). Destroy and gc stop it with the lab's other helpers (host/labhelpers.py)."""
-    procs.stop(Path(lab_dir) / EARLY_RUN_RECORD, warn)
-
-
 def start(key: str, gate: Path, run: Callable[[], dict]) -> None:
     """Start the early run of `key` (one lab on one target), unless one is waiting already."""
     with _LOCK:

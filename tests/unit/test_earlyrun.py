@@ -89,13 +89,13 @@ def test_a_live_owner_keeps_the_gate_waiting(monkeypatch, tmp_path):
 
 
 def test_destroy_stops_the_recorded_early_run_by_its_pid(tmp_path):
-    """lifecycle's destroy calls stop_recorded: the process the gate recorded is ended (a
-    real sleeping child whose argv names the lab's ansible directory, as ansible-playbook's
-    inventory path does)."""
+    """lifecycle's destroy stops the lab's helpers (labhelpers.stop_all): the process the gate
+    recorded is ended (a real sleeping child whose argv names the lab's ansible directory, as
+    ansible-playbook's inventory path does)."""
     import subprocess
     import sys
 
-    from provisioner.host import procs
+    from provisioner.host import labhelpers, procs
 
     gate = tmp_path / "ansible" / "gate"
     gate.mkdir(parents=True)
@@ -105,7 +105,7 @@ def test_destroy_stops_the_recorded_early_run_by_its_pid(tmp_path):
         time.sleep(0.01)                 # until the child has exec'd (its own argv)
     procs.write(gate / earlyrun.RECORD, procs.Record(child.pid, procs.start_time(child.pid),
                                                      str(tmp_path / "ansible")))
-    earlyrun.stop_recorded(tmp_path)
+    labhelpers.stop_all(tmp_path, lambda m: None)
     assert child.wait(timeout=10) is not None and not (gate / earlyrun.RECORD).exists()
 
 
