@@ -470,8 +470,9 @@ def settle_silence(result, controls):
     if not passed:
         return dict(result, detail=result["detail"] + "; no positive control confirmed "
                                                       "the listener")
-    return _result("fail", "no UDP answer, and the listener is up (its positive control "
-                           "passed): the datagram was dropped")
+    return dict({k: v for k, v in result.items() if k != "silent"}, observed="fail",
+                detail="no UDP answer, and the listener is up (its positive control passed): "
+                       "the datagram was dropped")   # the rest (nonces, attempts) stays
 
 
 def _sys(path):

@@ -26,6 +26,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import stat
 import tempfile
 import time
 from contextlib import contextmanager
@@ -165,8 +166,6 @@ def write_out(path: Path, text: str) -> None:
     never writes through a symlink planted under its name; a pipe or a terminal the user names
     (/dev/stdout, /dev/null, a FIFO) is written as a stream instead of being replaced by a
     file. No other device is ever written to (a link planted to /dev/sda is replaced)."""
-    import stat
-
     try:
         mode = os.stat(path).st_mode          # where a symlink leads (/dev/stdout)
     except OSError:

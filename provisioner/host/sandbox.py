@@ -145,9 +145,8 @@ def status(name: str = "default") -> dict:
         if http_pid is None:
             problems.append(f"the Internet HTTP service on {INTERNET_IP}:80 is not running")
     hosts = _hosts_status(sb, problems)
-    if foreign := foreign_namespaces(_namespaces(sb)):
-        problems.insert(0, f"its namespaces belong to another vnet state root (owner "
-                           f"{sorted(set(foreign.values()))[0]}): this one leaves them alone")
+    if foreign := _foreign(sb):
+        problems.insert(0, foreign)
     if not sb.state_dir.exists() and (left := left_state(name)):
         problems.append(f"the sandbox is gone but left lab state in {', '.join(map(str, left))}"
                         f"; `vnet sandbox down {name}` (or `vnet gc --sandbox {name}`) removes it")
@@ -249,13 +248,19 @@ def _down(sb: Sandbox, progress: Callable[[str], None]) -> None:
     progress(f"sandbox {name} is down ({time.monotonic() - started:.1f}s)")
 
 
-def refuse_foreign(sb: Sandbox) -> None:
+def _foreign(sb: Sandbox) -> str | None:
+    """Why this state root must leave the sandbox's namespaces alone, or None."""
     if foreign := foreign_namespaces(_namespaces(sb)):
-        raise VnetError(f"sandbox {sb.name}'s namespaces ({', '.join(sorted(foreign))}) belong "
-                        f"to another vnet state root (owner {sorted(set(foreign.values()))[0]}); "
-                        f"this one ({state_root()}) leaves them alone",
-                        hint="run vnet with the VNET_STATE_DIR that created the sandbox, or "
-                             "choose another sandbox name")
+        return (f"its namespaces ({', '.join(sorted(foreign))}) belong to another vnet state "
+                f"root (owner {sorted(set(foreign.values()))[0]}): this one "
+                f"({state_root()}) leaves them alone")
+    return None
+
+
+def refuse_foreign(sb: Sandbox) -> None:
+    if why := _foreign(sb):
+        raise VnetError(f"sandbox {sb.name}: {why}", hint="run vnet with the VNET_STATE_DIR "
+                        "that created the sandbox, or choose another sandbox name")
 
 
 def clear_left_state(name: str, progress: Callable[[str], None]) -> bool:

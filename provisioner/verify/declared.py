@@ -74,6 +74,8 @@ def cells(lab: Lab, ends, make) -> list:
     found = []
     for check in lab.checks:
         net = lab.network(check.network)
+        prober = None if check.source in (HOST, INTERNET) else _nic(lab, check.source,
+                                                                    check.network)
         probe: dict = {"port": check.port, "timeout": 3.0}
         if check.proto == "udp":
             probe["proto"] = "udp"
@@ -91,24 +93,22 @@ def cells(lab: Lab, ends, make) -> list:
             nic = _nic(lab, check.target, check.network)
             address = str(nic.ip.ip)
             probe.update(target=address, expect_name=check.target)
-            if check.source not in (HOST, INTERNET) and nic.ip.ip == \
-                    _nic(lab, check.source, check.network).ip.ip:
+            if prober is not None and nic.ip.ip == prober.ip.ip:
                 # nat: every VM is 10.0.2.15, so no IP probe leaves the prober: the segment
                 # is asked who holds the address (layer 2; the port cannot matter there)
-                probe.update(own_address(lab.vm(check.source), _nic(lab, check.source,
-                                                                      check.network),
-                                         lab.vm(check.target), nic, net))
+                probe.update(own_address(lab.vm(check.source), prober, lab.vm(check.target),
+                                         nic, net))
             elif (check.proto, check.port) != ("tcp", ECHO_PORT):
                 probe["forward"] = {"vm": check.target, "guest_port": check.port,
                                     "proto": check.proto, "mac": nic.mac,
                                     "name": hold_id(check)}
         if check.proto == "udp":
             probe["listener"] = f"{check.target}:{address}:udp/{check.port}"
-        if check.source in (HOST, INTERNET):
+        if prober is None:
             runner = check.source
         else:
             runner = f"guest:{check.source}"
-            probe["bind_mac"] = _nic(lab, check.source, check.network).mac
+            probe["bind_mac"] = prober.mac
             if "forward" in probe:
                 probe.update(until=HOLD_WINDOW, nonce_prefix=check.source)
         label = f"{check.target} ({address}) {check.proto}/{check.port}"

@@ -297,14 +297,12 @@ def record(cells: list, guest: dict[str, dict], sides: dict[str, dict],
         keep_timeout(cell, r)
         if cell.probe.get("confirmed_by"):  # UDP silence: its controls may have run elsewhere
             settle_silence = settle_silence or probe_module().settle_silence
-            r = dict(settle_silence(r, [raw.get(j) for j in cell.probe["confirmed_by"]]),
-                     **{k: r[k] for k in ("nonces", "attempts") if k in r})
+            r = settle_silence(r, [raw.get(j) for j in cell.probe["confirmed_by"]])
         cell.observed, cell.detail = r["observed"], r["detail"]
         fwd = cell.probe.get("forward")
         if fwd and "nonces" in r:   # a forward, or a declared check's port held by a guest:
             held = guest.get(fwd["vm"], {}).get("forwards", {}).get(fwd["name"])  # its report
-            origin = cell.runner.split(":", 1)[1] if cell.runner.startswith("guest:") \
-                else cell.runner
+            origin = cell.runner.split(":", 1)[-1]        # guest:vm -> vm; host, internet
             cell.observed, cell.detail = forwardcheck.conclude(r, held, origin, fwd["vm"])
 
 
