@@ -39,9 +39,12 @@ from ...lab.naming import bridge_name, mgmt_mac, mgmt_subnet_for, object_name  #
 XMLNS = "https://vnet.dev/xmlns/lab/1"
 MAX_NICS = 28          # PCI slots left on a -M pc guest after the disk and management NIC
 MGMT_POOL = IPv4Network("100.64.0.0/16")
-TB_CACHE_MIB = 24      # TCG translation cache: QEMU's default grows RSS far past guest RAM;
-# 8 VMs, alternated (issue 15): 32 -> 41 MiB PSS/VM beyond guest RAM, 24 -> 32, same boot
-# time; 16 -> 26 MiB but 3x slower (the guest's code no longer fits: it retranslates)
+TB_CACHE_MIB = 48      # TCG translation cache, sized to the guest's code so it is not flushed:
+# 2-VM natnetwork to green, alternated (round 8): 24 MiB flushed 10 times (boot + first verify)
+# and cost each guest 5.4 CPU-s; 32: 5 flushes, 5.0; 40: 3, 4.9; 48: 2, 4.3 (-20%, wall -12%);
+# 64: 1, 4.35. Each MiB is resident once the cache has cycled: 48 adds 27 MiB PSS per VM over
+# 24 (8 VMs: 28 -> 54 MiB/VM beyond guest RAM, to green 13% sooner). QEMU's default (1 GiB
+# here) grows RSS far past guest RAM for nothing; 16 MiB is 3x slower (it retranslates).
 
 SEED_TABLE_BASE = 100    # a cloud VM's per-NIC routing tables: 100 + the NIC's index
 
