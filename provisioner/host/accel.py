@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import locks, runner
+from ..guest.cmdline import QEMU_PC_ARGS
 from .paths import state_root
 
 PROBE_TIMEOUT = 10.0      # the tiny image reaches userspace in ~4 s under TCG; KVM far less
@@ -77,7 +78,7 @@ def boot_once(image, accel: str, timeout: float = PROBE_TIMEOUT) -> tuple[bool, 
     argv = ["qemu-system-x86_64", "-M", "pc", "-accel", qemu_accel, "-m", "128", "-nodefaults",
             "-no-user-config", "-display", "none", "-nic", "none", "-serial", "stdio",
             "-kernel", str(image.kernel), "-initrd", str(image.initrd),
-            "-append", f"{image.cmdline_base} vnet.probe=boot"]
+            "-append", f"{image.cmdline_base} {QEMU_PC_ARGS} vnet.probe=boot"]
     start = time.monotonic()
     proc = runner.start(argv)
     try:

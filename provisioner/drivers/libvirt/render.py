@@ -166,7 +166,8 @@ class LibvirtRenderer:
         mgmt_ip = IPv4Interface(f"{mgmt.network_address + 10 + index}/{mgmt.prefixlen}")
         interfaces.append({"type": "network", "source": object_name(lab.name, "mgmt"),
                            "mac": mgmt_mac(lab.name, vm.name), "model": "virtio"})
-        cmdline = guestcmdline.cmdline(self.ctx.image.cmdline_base, lab, vm, self.ctx.ssh_pubkey,
+        base = f"{self.ctx.image.cmdline_base} {guestcmdline.QEMU_PC_ARGS}"
+        cmdline = guestcmdline.cmdline(base, lab, vm, self.ctx.ssh_pubkey,
                                        management=f"{mgmt_mac(lab.name, vm.name)},static,{mgmt_ip}")
         return {"libvirt_name": object_name(lab.name, vm.name), "interfaces": interfaces,
                 "cmdline": cmdline, "mgmt_ip": mgmt_ip,
