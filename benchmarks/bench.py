@@ -21,6 +21,7 @@ from provisioner.host import accel, netns, sandbox  # noqa: E402
 from provisioner.guest import bootstages, images  # noqa: E402
 from provisioner.drivers.boot import read_console  # noqa: E402
 from provisioner.host import state  # noqa: E402
+from provisioner.drivers.libvirt.connection import LibvirtDriver as LibvirtConnection  # noqa: E402
 
 VNET = [str(Path(sys.executable).parent / "vnet")]
 SANDBOX = "bench"
@@ -81,6 +82,17 @@ def qemu_cpu_s() -> list[float]:
     return found
 
 
+def tcg_flushes(name: str) -> list[int]:
+    """How often each running guest of lab `name` had its whole TCG translation cache flushed
+    (QEMU's HMP `info jit`, "TB flush count"): each flush retranslates the guest's hot code, so
+    a cache too small for the guest shows here first (drivers/libvirt/render.py TB_CACHE_MIB)."""
+    driver = LibvirtConnection(state.Target(uri=sandbox.describe(SANDBOX).uri, sandbox=SANDBOX))
+    return [int(line.split()[-1])
+            for domain in driver.labs().get(name, {}).get("domain", [])
+            for line in driver.hmp(domain, "info jit").splitlines()
+            if line.startswith("TB flush count")]
+
+
 PARALLEL_TIMEOUT = 300.0
 
 
@@ -134,7 +146,8 @@ def verified_lab(mode: str, vms: int, name: str, lab_file: Path | None = None,
     wall = time.monotonic() - start
     memory = qemu_memory_mib()
     if cpu is not None:
-        cpu.append({"guests": qemu_cpu_s(), "vnet": children_cpu_s() - before})
+        cpu.append({"guests": qemu_cpu_s(), "vnet": children_cpu_s() - before,
+                    "tcg_flushes": tcg_flushes(name)})
     if boots is not None:
         boots += boot_timelines(name)
     vnet("destroy", name, "--sandbox", SANDBOX, check=False)
@@ -427,6 +440,7 @@ def cpu_accounting(floor_cpu: list[float], lab_cpu: list[dict]) -> dict | None:
             "vnet_ansible_ssh": vnet_side,
             "guest_vs_floor": round(guest["median"] / floor["median"], 2),
             "lab_cpu_over_cores_s": round(total / (os.cpu_count() or 1), 2),
+            "tcg_flushes_per_guest": stats([n for run in lab_cpu for n in run["tcg_flushes"]]),
             "note": "per_guest_qemu: one guest's QEMU from its start to a green matrix; "
                     "vnet_ansible_ssh: vnet and what it ran (not libvirtd)"}
 
@@ -521,7 +535,8 @@ def summary(r: dict) -> str:
         lines.append(f"  CPU: per guest {c['per_guest_qemu']['median']}s = {c['guest_vs_floor']}x "
                      f"a bare boot's {c['floor_boot_qemu']['median']}s; vnet+Ansible "
                      f"{c['vnet_ansible_ssh']['median']}s; lab CPU / cores "
-                     f"{c['lab_cpu_over_cores_s']}s")
+                     f"{c['lab_cpu_over_cores_s']}s; TCG cache flushes per guest "
+                     f"{(c.get('tcg_flushes_per_guest') or {}).get('median')}")
     if r.get("boot_breakdown_s"):
         lines.append("  in-guest boot (uptime)     " + ", ".join(
             f"{k} {v}s" for k, v in r["boot_breakdown_s"]["timeline"].items()))

@@ -84,14 +84,17 @@ def test_the_verify_breakdown_is_reported_as_medians_per_part():
 
 def test_cpu_accounting_sets_the_guests_beside_a_bare_boot():
     b = bench()
-    runs = [{"guests": [5.0, 5.2], "vnet": 2.0}, {"guests": [5.4, 5.0], "vnet": 2.2}]
+    runs = [{"guests": [5.0, 5.2], "vnet": 2.0, "tcg_flushes": [2, 2]},
+            {"guests": [5.4, 5.0], "vnet": 2.2, "tcg_flushes": [2, 10]}]
     found = b.cpu_accounting([1.8, 2.0, 2.2], runs)
+    assert found["tcg_flushes_per_guest"] == {"median": 2, "min": 2, "max": 10, "runs": 4}
     assert found["per_guest_qemu"]["median"] == 5.1 and found["floor_boot_qemu"]["median"] == 2.0
     assert found["guest_vs_floor"] == 2.55 and found["vnet_ansible_ssh"]["median"] == 2.1
     cores = b.os.cpu_count() or 1
     assert found["lab_cpu_over_cores_s"] == round(12.4 / cores, 2)   # median of 12.2 and 12.6
     assert b.cpu_accounting([], runs) is None and b.cpu_accounting([2.0], []) is None
-    assert "CPU: per guest 5.1s = 2.55x" in b.summary(dict(full_result(), cpu_s=found))
+    line = b.summary(dict(full_result(), cpu_s=found))
+    assert "CPU: per guest 5.1s = 2.55x" in line and "TCG cache flushes per guest 2" in line
 
 
 def test_qemu_cpu_is_read_from_proc_stat(monkeypatch):
