@@ -92,7 +92,8 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
             # reports these cells as skipped.
             host_target = str(net.host_ip) if net.host_ip else ends.mgmt_host_ip
             add("vm_to_host", vm.name, f"host ({host_target})", f"guest:{vm.name}",
-                target=host_target, port=ends.host_listener_port, expect_name=HOST,
+                target=host_target, port=ends.host_listener_port,
+                expect_name=servedon.listener_name(lab, servedon.reached_host(lab, vm, net)),
                 bind_mac=nic.mac)
             if nic.ip is not None:
                 add("host_to_vm", HOST, f"{vm.name} ({nic.ip.ip})",

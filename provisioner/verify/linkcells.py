@@ -21,6 +21,7 @@ from pathlib import Path
 from ..lab import links
 from ..lab.defaults import ECHO_PORT
 from ..lab.model import Lab, Nic
+from . import servedon
 
 CUT_RE = re.compile(r"VNET-CUT (\S+) (\S+) (\S+)")
 FAILOVER_WAIT = 30.0        # how long the guest waits for vnet's cut
@@ -85,7 +86,8 @@ def _failover_target(lab: Lab, vm, bond, ends):
     """Who answers the failover probes: the host on the bond's network, else a peer VM."""
     net = lab.network(bond.network)
     if net.host_ip is not None:
-        return str(net.host_ip), ends.host_listener_port, "host"
+        return (str(net.host_ip), ends.host_listener_port,
+                servedon.listener_name(lab, servedon.reached_host(lab, vm, net)))
     for peer, nic in probed_nics(lab, bond.network):
         if peer is not vm and nic.ip is not None:
             return str(nic.ip.ip), ECHO_PORT, peer.name

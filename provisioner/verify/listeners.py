@@ -51,11 +51,12 @@ def _bindable(address: str) -> bool:
 
 
 def start_listeners(target: Target, sb, port: int, lab_dir: Path, records: list[Path],
-                    host_addresses: list[str]) -> None:
-    """vnet's listeners (the host's, and the Internet's in a sandbox); each one's record is
-    appended to `records` the moment it is spawned, for the caller to stop."""
+                    host_addresses: list[str], host_name: str = checklib.HOST) -> None:
+    """vnet's listeners (the host's, answering as `host_name`, and the Internet's in a
+    sandbox); each one's record is appended to `records` the moment it is spawned, for the
+    caller to stop."""
     script = str(data_dir("playbooks") / "library" / "vnet_probe.py")
-    places = [(target.netns, checklib.HOST, a) for a in host_addresses]
+    places = [(target.netns, host_name, a) for a in host_addresses]
     places += [(sb.inet_netns, checklib.INTERNET, "0.0.0.0")] if sb else []
     for i, (netns, name, address) in enumerate(places):
         argv = listener_argv(script, port, name, address)

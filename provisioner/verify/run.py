@@ -120,7 +120,7 @@ def _verify(lab: Lab, target: Target, progress: Callable[[str], None],
             where = inventory.work_dir / f"listeners-{host}"     # records apart from hv1's
             where.mkdir(exist_ok=True)
             sources.start_listeners(Target(uri=target.uri, netns=netns), None, port, where,
-                                    records, ["0.0.0.0"])
+                                    records, ["0.0.0.0"], servedon.listener_name(lab, host))
         listeners.start_declared(target, sb, cells, inventory.work_dir, records, port)
         pause_at("verify")                      # a test may kill `vnet up` here
         flows_before = flowstats.snapshot(lab, target)

@@ -3,7 +3,8 @@ cells where the forward is served (lab/forwardhosts.py): host->VM from the servi
 network namespace, Internet->VM to the serving host's address; a network's host->VM cell from
 its home host (the host address is there); and a VM->host probe is answered on the host it
 reaches (its network's home host, or for a per-VM NAT the VM's own host), so every host of the
-lab runs vnet's host listener. What is on the first host (and all of a single-host lab) is
+lab runs vnet's host listener, each answering with its own name (listener_name): a probe
+answered by another host than the one it must reach is an error, never a pass. What is on the first host (and all of a single-host lab) is
 probed as before: from the host namespace vnet runs in, a forward at the address the sandbox's
 Internet reaches it on (Endpoints.host_uplink_ip).
 
@@ -14,11 +15,36 @@ from __future__ import annotations
 
 from ..host import state
 from ..host.state import Target
+from ..lab import modes
 from ..lab.forwardhosts import reach_address, served_on
 from ..lab.hosts import stretchable
-from ..lab.model import Lab, PortForward
+from ..lab.model import Lab, Network, PortForward, Vm
 
 HOST_AT = "host."
+HOST = "host"          # checks.HOST: the first host's listener, and a single-host lab's
+
+
+def listener_name(lab: Lab, host: str | None) -> str:
+    """What vnet's host listener on `host` answers with: "host" on the first host (and in a
+    single-host lab), "host.HV" on another. A probe that reaches the wrong host is then an
+    answer from another endpoint (error), never a pass."""
+    if not lab.hosts or host in (None, lab.hosts[0].name):
+        return HOST
+    return f"{HOST_AT}{host}"
+
+
+def reached_host(lab: Lab, vm: Vm, net: Network) -> str | None:
+    """The host a VM->host probe from `vm` on `net` must reach: for a per-VM NAT the VM's own
+    (10.0.2.2 is its QEMU's host), on a network of its own the home host (which holds the host
+    address); else the first host, whose management address the probe targets then. None in
+    a single-host lab."""
+    if not lab.hosts:
+        return None
+    if modes.MODES[net.mode].per_vm_nat:
+        return vm.host
+    if net.host_ip is not None and stretchable(net.mode):
+        return net.home
+    return lab.hosts[0].name
 
 
 def probe_point(lab: Lab, pf: PortForward, uplink: str, host_runner: str) -> tuple[str, str]:

@@ -170,6 +170,25 @@ def test_a_networks_host_to_vm_cells_run_on_its_home_host():
     assert runners == {("lan", "host.hv2"), ("back", "host"), ("out", "host")}
 
 
+def test_a_vm_to_host_probe_expects_the_listener_of_the_host_it_must_reach():
+    """Each host's listener answers with its own name ("host" on the first, "host.HV" on the
+    others): a probe that reaches the wrong host is an answer from another endpoint, not a
+    pass. lan's host address is on its home hv2; the per-VM NAT `out` is b's own host (hv2);
+    the internal `back` has no host address (its negative probe targets hv1's management)."""
+    lab = _lab(sandbox.lab_defaults(SB))
+    ends = checks.Endpoints(host_listener_port=1, internet_ip="203.0.113.1",
+                            host_uplink_ip="203.0.113.2", mgmt_host_ip="100.64.1.1")
+    expected = {(c.network, c.source, c.probe["expect_name"])
+                for c in checks.build(lab, checks.Backend.LIBVIRT, ends) if c.kind == "vm_to_host"}
+    assert expected == {("lan", "a", "host.hv2"), ("lan", "b", "host.hv2"), ("back", "a", "host"),
+                        ("back", "b", "host"), ("out", "b", "host.hv2")}
+    assert [servedon.listener_name(lab, h.name) for h in lab.hosts] == ["host", "host.hv2"]
+    single = labfile.resolve({"name": "one", "networks": [{"name": "n", "mode": "nat"}],
+                              "vms": [{"name": "a", "nics": [{"network": "n"}]}]})
+    assert {c.probe["expect_name"] for c in checks.build(single, checks.Backend.LIBVIRT, ends)
+            if c.kind == "vm_to_host"} == {"host"}
+
+
 def test_the_plan_says_which_host_serves_each_forward():
     from provisioner.drivers.libvirt.render import LibvirtRenderer
     from provisioner.ops.plans import forward_lines
