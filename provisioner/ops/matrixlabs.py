@@ -109,7 +109,7 @@ def split(result: dict, mode: str, name: str, shared: str, beside: list[str]) ->
     elif result.get("booted", True) is False:        # never booted: no hardware
         part["ok"] = all(c["ok"] or c["observed"] == checks.SKIPPED for c in cells)
     else:
-        part["ok"] = checks.verdict(cells) == checks.GREEN
+        part["ok"] = checks.booted_ok(cells)
     others = [m for m in beside if m != mode]
     part["notes"] = list(result.get("notes", [])) + [
         f"verified in the shared lab {shared}: network {mode!r} is this mode's"

@@ -229,6 +229,13 @@ def verdict(cells: list[dict]) -> str:
     return GREEN if counts["ok"] else NOTHING_VERIFIED
 
 
+def booted_ok(cells: list[dict]) -> bool:
+    """Whether a booted lab's result (the JSON cells) is green: every cell probed and as
+    expected, at least one. A skipped cell there is a check the lab asked for and vnet could
+    not make (a declared Internet check outside a sandbox): not proven, so not green."""
+    return verdict(cells) == GREEN and not any(c["observed"] == SKIPPED for c in cells)
+
+
 def result_ok(cells: list[Check], booted: bool = True) -> bool:
     """Whether a lab's cells add up to a kept promise. A skipped cell is not a failure only
     when the lab was never booted (no hardware); in a booted lab every cell must match."""

@@ -66,7 +66,12 @@ def verdict_line(result: dict) -> str:
     verdict = checklib.verdict(result["checks"])
     if verdict == checklib.NOTHING_VERIFIED:
         return "NOTHING VERIFIED (every cell skipped or unsupported)"
-    return "VERIFIED" if verdict == checklib.GREEN and result["ok"] else "NOT VERIFIED"
+    if verdict == checklib.GREEN and result["ok"]:
+        return "VERIFIED"
+    skipped = checklib.tally(result["checks"])["skipped"]
+    if verdict == checklib.GREEN and skipped and result.get("booted", True):
+        return f"NOT VERIFIED ({skipped} skipped cell(s): a check vnet could not make proves nothing)"
+    return "NOT VERIFIED"
 
 
 def exit_code(result: dict) -> int:

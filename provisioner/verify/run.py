@@ -141,9 +141,9 @@ def _verify(lab: Lab, target: Target, progress: Callable[[str], None],
     found = [c.as_dict() for c in cells]
     hostcells.annotate(found, lab)            # several hosts: where each cell's ends run
     control = {vm: h.get("ansible_host") for vm, h in inventory.hosts.items()}
-    # ok needs at least one verified cell: a lab with no cell at all proves nothing
+    # ok needs at least one verified cell and none skipped: a lab with no cell proves nothing
     result = dict(build_result(lab.name, inventory.backend,
-                               checklib.verdict(found) == checklib.GREEN, found, phases, notes,
+                               checklib.booted_ok(found), found, phases, notes,
                                inventory=inventory.source, topology=topology.of(lab, control)))
     if flow_tables:          # OpenFlow networks: every flow and its packets during this run
         result["openflow"] = flow_tables

@@ -75,6 +75,31 @@ def test_internet_cells_outside_a_sandbox_are_skipped_and_never_run():
     assert cell.observed == "skipped" and "no Internet" in cell.detail
 
 
+def test_a_booted_lab_with_a_skipped_declared_cell_is_not_verified():
+    """Every other cell as expected, the declared Internet check skipped (no sandbox): the
+    lab asked for a check vnet could not make, so it is not green, and the shared matrix's
+    part of such a network is not either."""
+    from provisioner.ops import matrixlabs
+    from provisioner.verify import presentation
+
+    ends = checks.Endpoints(host_listener_port=1, internet_ip=None, host_uplink_ip="127.0.0.1",
+                            mgmt_host_ip="100.64.9.1")
+    cells = build(ends)
+    for cell in cells:
+        if cell.runner != "none":
+            cell.observed = cell.expected
+    found = [c.as_dict() for c in cells]
+    assert checks.verdict(found) == checks.GREEN and checks.tally(found)["skipped"] == 1
+    assert not checks.booted_ok(found)
+    result = {"ok": checks.booted_ok(found), "checks": found}
+    assert presentation.exit_code(result) == 1
+    assert presentation.verdict_line(result).startswith("NOT VERIFIED (1 skipped cell(s)")
+    part = matrixlabs.split(dict(result, booted=True, lab="x"), "lan", "x-lan", "x", ["lan"])
+    assert part["ok"] is False
+    probed = [c for c in found if c["observed"] != checks.SKIPPED]
+    assert checks.booted_ok(probed)
+
+
 def test_host_and_internet_listeners_on_declared_ports(tmp_path):
     data = dict(LAB, checks=[{"from": "a", "to": "host", "port": 9999, "expect": "pass"},
                              {"from": "b", "to": "host", "port": 9999, "expect": "pass"},
