@@ -172,13 +172,21 @@ def conclude(host: dict, guest: dict | None, origin: str, vm: str) -> tuple[str,
     return host["observed"], f"{host['detail']} (guest: {guest.get('detail', 'no hold')})"
 
 
+CLOCK_SKEW_MAX = 1.0    # seconds two lab machines' wall clocks may differ (below)
+
+
 def held_during_an_attempt(host: dict, guest: dict | None) -> bool:
-    """Some attempt of the prober ran, start to end, while the hold listened. Wall times of
-    two machines (a guest's clock starts from the host's RTC): the check trusts them to agree
-    to well under one attempt's timeout."""
+    """Some attempt of the prober ran, start to end, while the hold listened, whatever the
+    two clocks' skew. The times are two machines' wall clocks: a guest's starts from the
+    host's RTC, which counts whole seconds, so it runs up to 1 s behind the host's, and two
+    guests' differ by less than that. The attempt must lie inside the hold's window shrunk by
+    that bound on both sides. Attempts go on for the whole window (a held port's probes
+    repeat, and the hold of a port no nonce reaches stays its lifetime), so a closed path is
+    still proven; an attempt near the window's edges proves nothing."""
     if not guest or guest.get("opened") is None or guest.get("closed") is None:
         return False
-    return any(guest["opened"] <= start and end <= guest["closed"]
+    return any(guest["opened"] + CLOCK_SKEW_MAX <= start and
+               end + CLOCK_SKEW_MAX <= guest["closed"]
                for start, end in host.get("attempts") or [])
 
 
