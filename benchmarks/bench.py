@@ -85,12 +85,20 @@ def qemu_cpu_s() -> list[float]:
 def tcg_flushes(name: str) -> list[int]:
     """How often each running guest of lab `name` had its whole TCG translation cache flushed
     (QEMU's HMP `info jit`, "TB flush count"): each flush retranslates the guest's hot code, so
-    a cache too small for the guest shows here first (drivers/libvirt/render.py TB_CACHE_MIB)."""
+    a cache too small for the guest shows here first (drivers/libvirt/render.py TB_CACHE_MIB).
+    A guest that is not running (a failed create) has no count."""
+    import libvirt
+
     driver = LibvirtConnection(state.Target(uri=sandbox.describe(SANDBOX).uri, sandbox=SANDBOX))
-    return [int(line.split()[-1])
-            for domain in driver.labs().get(name, {}).get("domain", [])
-            for line in driver.hmp(domain, "info jit").splitlines()
-            if line.startswith("TB flush count")]
+    counts = []
+    for domain in driver.labs().get(name, {}).get("domain", []):
+        try:
+            jit = driver.hmp(domain, "info jit") if driver.domain_state(domain) == "running" else ""
+        except libvirt.libvirtError:
+            continue
+        counts += [int(line.split()[-1]) for line in jit.splitlines()
+                   if line.startswith("TB flush count")]
+    return counts
 
 
 PARALLEL_TIMEOUT = 300.0
@@ -144,13 +152,15 @@ def verified_lab(mode: str, vms: int, name: str, lab_file: Path | None = None,
         if lab_file else vnet("create", "--mode", mode, "--vms", str(vms), "--name", name,
                               "--sandbox", SANDBOX, "--format", "json", check=False)
     wall = time.monotonic() - start
-    memory = qemu_memory_mib()
-    if cpu is not None:
-        cpu.append({"guests": qemu_cpu_s(), "vnet": children_cpu_s() - before,
-                    "tcg_flushes": tcg_flushes(name)})
-    if boots is not None:
-        boots += boot_timelines(name)
-    vnet("destroy", name, "--sandbox", SANDBOX, check=False)
+    try:           # whatever fails here, the lab goes: the next run would collide with it
+        memory = qemu_memory_mib()
+        if cpu is not None:
+            cpu.append({"guests": qemu_cpu_s(), "vnet": children_cpu_s() - before,
+                        "tcg_flushes": tcg_flushes(name)})
+        if boots is not None:
+            boots += boot_timelines(name)
+    finally:
+        vnet("destroy", name, "--sandbox", SANDBOX, check=False)
     try:
         report = json.loads(proc.stdout)
     except json.JSONDecodeError:
@@ -535,8 +545,9 @@ def summary(r: dict) -> str:
         lines.append(f"  CPU: per guest {c['per_guest_qemu']['median']}s = {c['guest_vs_floor']}x "
                      f"a bare boot's {c['floor_boot_qemu']['median']}s; vnet+Ansible "
                      f"{c['vnet_ansible_ssh']['median']}s; lab CPU / cores "
-                     f"{c['lab_cpu_over_cores_s']}s; TCG cache flushes per guest "
-                     f"{(c.get('tcg_flushes_per_guest') or {}).get('median')}")
+                     f"{c['lab_cpu_over_cores_s']}s"
+                     + (f"; TCG cache flushes per guest {c['tcg_flushes_per_guest']['median']}"
+                        if c.get("tcg_flushes_per_guest") else ""))
     if r.get("boot_breakdown_s"):
         lines.append("  in-guest boot (uptime)     " + ", ".join(
             f"{k} {v}s" for k, v in r["boot_breakdown_s"]["timeline"].items()))

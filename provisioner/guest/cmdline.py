@@ -14,7 +14,8 @@ from dataclasses import replace
 from ..lab.model import Lab, Nic, Vm
 from ..lab.tunnels import tunnels_of
 
-# QEMU's pc machine (libvirt, and the benchmark's bare boot): PCI interrupts routed by the PIIX
+# QEMU's pc machine (libvirt's domains, vnet's libvirt Vagrant box, and accel.boot_once: the
+# KVM probe and the benchmark's bare boot): PCI interrupts routed by the PIIX
 # router itself, not through ACPI's interrupt links. Enabling a device evaluated its link's AML,
 # 0.09 s each under TCG: 0.37 s of every boot went to four links when virtio_pci was loaded.
 # virtio uses MSI-X anyway; e1000's INTx is routed by the PIIX ("PIIX/ICH IRQ router" in dmesg).

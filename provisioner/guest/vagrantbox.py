@@ -41,6 +41,7 @@ import jinja2
 from ..host import runner
 from ..errors import Unsupported
 from ..resources import data_dir
+from .cmdline import QEMU_PC_ARGS
 
 PROVIDERS = ("libvirt", "virtualbox")
 BOX_NAME = "vnet/tiny"
@@ -154,9 +155,11 @@ def build(provider: str, out_dir: Path, progress: Callable[[str], None] = print)
         else:
             _stage_virtualbox(stage, image, pubkey, progress)
         (stage / "metadata.json").write_text(json.dumps(metadata(provider)) + "\n")
+        # a libvirt box boots on QEMU's pc machine, as vnet's own domains: the same kernel line
+        base = f"{image.cmdline_base} {QEMU_PC_ARGS}" if provider == "libvirt" \
+            else image.cmdline_base
         (stage / "Vagrantfile").write_text(render_vagrantfile(
-            provider, digest=image.digest, cmdline_base=image.cmdline_base, pubkey=pubkey,
-            accel=chosen))
+            provider, digest=image.digest, cmdline_base=base, pubkey=pubkey, accel=chosen))
         progress(f"writing {target}")
         partial = stage / "box.tar"
         with tarfile.open(partial, "w") as tar:     # uncompressed: the kernel and disk

@@ -4,9 +4,10 @@ network namespace, Internet->VM to the serving host's address; a network's host-
 its home host (the host address is there); and a VM->host probe is answered on the host it
 reaches (its network's home host, or for a per-VM NAT the VM's own host), so every host of the
 lab runs vnet's host listener, each answering with its own name (listener_name): a probe
-answered by another host than the one it must reach is an error, never a pass. What is on the first host (and all of a single-host lab) is
-probed as before: from the host namespace vnet runs in, a forward at the address the sandbox's
-Internet reaches it on (Endpoints.host_uplink_ip).
+answered by another host than the one it must reach is an error, never a pass. What is on
+the first host (and all of a single-host lab) is probed as before: from the host namespace
+vnet runs in, a forward at the address the sandbox's Internet reaches it on
+(Endpoints.host_uplink_ip).
 
 A probe from another host runs under the runner "host.HOST" (a forward's nonces carry that
 origin, so the guest's hold waits for them), in the namespace the lab's record names for that

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from provisioner.guest import images
+from provisioner.guest.cmdline import QEMU_PC_ARGS
 
 pytestmark = pytest.mark.integration
 MAC = "52:54:00:12:34:56"
@@ -127,7 +128,8 @@ def boot(image):
 
 def cmdline(image, host: str, nics=(), pubkey: str | None = None) -> str:
     """The vnet.* kernel parameters the lead's driver appends (see provisioner/guest/files/)."""
-    words = [image.cmdline_base, f"vnet.host={host}", *(f"vnet.if={nic}" for nic in nics)]
+    words = [image.cmdline_base, QEMU_PC_ARGS, f"vnet.host={host}",
+             *(f"vnet.if={nic}" for nic in nics)]
     if pubkey:
         words.append("vnet.key=" + ":".join(pubkey.split()[:2]))
     return " ".join(words)

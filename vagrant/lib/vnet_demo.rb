@@ -67,6 +67,10 @@ module VnetDemo
     # vagrant-libvirt 0.11 adds an iommu driver option when the VM-wide model is virtio, and
     # libvirt refuses it on an e1000: so all NICs of a VM (management too) share its model.
     lv.nic_model_type = model
+    if model == "e1000"   # as vnet's own domains (drivers/libvirt/render.py qemu_args): link up at once
+      lv.qemuargs value: "-global"
+      lv.qemuargs value: "e1000.autonegotiation=off"
+    end
     lv.management_network_mac = mgmt_mac(demo, vm["name"])
     lv.cmd_line = cmdline("vnet.host=#{vm["name"]}", "vnet.if=#{mgmt_mac(demo, vm["name"])},dhcp",
                           *if_params.map { |p| "vnet.if=#{p}" })

@@ -256,7 +256,8 @@ class LibvirtRenderer:
 
 
 def qemu_args(interfaces: list[dict]) -> list[str]:
-    """QEMU options for what libvirt's XML cannot say. QEMU's e1000 emulates link
+    """QEMU options for what libvirt's domain elements cannot say (<qemu:override> could set
+    one device's property, but only on libvirt 8.2 and later). QEMU's e1000 emulates link
     autonegotiation, and the guest saw the link about 2.5 s after its driver probed the NIC
     (a lab of e1000 NICs got its DHCP addresses 2-3 s later than virtio). With that
     emulation off the link is up at once, and `virsh domif-setlink` still takes it down
