@@ -199,7 +199,7 @@ def test_a_settled_silence_needs_the_hold_up_during_an_attempt():
 
 
 def test_a_settled_silence_with_the_hold_up_and_no_nonce_arrived_is_a_fail():
-    a = udp_fail_cell({"nonces": ["c-2222"], "opened": 99.0, "closed": 104.0})
+    a = udp_fail_cell({"nonces": ["c-2222"], "opened": 98.5, "closed": 104.5})
     assert a.observed == "fail" and a.ok
 
 

@@ -263,10 +263,10 @@ def test_a_refusal_confirms_fail_only_while_the_temporary_listener_was_up():
     assert observed == "error" and "not proven up during the attempts" in detail
     assert forwardcheck.conclude(host, dict(held, opened=None, closed=None), "v1", "v2")[0] \
         == "error"
-    during = dict(held, opened=100.9, closed=120.0)
+    during = dict(held, opened=100.4, closed=120.0)
     assert forwardcheck.conclude(host, during, "v1", "v2")[0] == "fail"
     # the guest's clock may be up to CLOCK_SKEW_MAX off the prober's: an attempt closer than
     # that to the hold's opening or closing proves nothing
-    for edge in (dict(held, opened=101.5, closed=120.0), dict(held, opened=90.0, closed=101.5)):
+    for edge in (dict(held, opened=101.5, closed=120.0), dict(held, opened=90.0, closed=102.4)):
         observed, detail = forwardcheck.conclude(host, edge, "v1", "v2")
         assert observed == "error" and "not proven up" in detail
