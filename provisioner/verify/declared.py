@@ -31,10 +31,13 @@ from pathlib import Path
 
 from ..lab.defaults import ECHO_PORT
 from ..lab.model import DeclaredCheck, Lab
+from . import servedon
 from .linkcells import probed_nics
 
 HOST, INTERNET = "host", "internet"
-HOLD_WINDOW = 15.0        # seconds a guest keeps probing a held port (< FORWARD_LIFETIME, 25)
+# seconds a guest keeps probing a held port (< FORWARD_LIFETIME, 25): 15, and room for the
+# hold window's shrinking by the clocks' skew on both sides (forwardcheck.CLOCK_SKEW_MAX)
+HOLD_WINDOW = 18.0
 KIND = {(False, False): "vm_to_vm", (False, True): "vm_to_host", (True, False): "host_to_vm"}
 
 
@@ -74,6 +77,12 @@ def cells(lab: Lab, ends, make) -> list:
     found = []
     for check in lab.checks:
         net = lab.network(check.network)
+        elsewhere = _host_side_elsewhere(lab, check, net)
+        if elsewhere:
+            found.append(_unprobed(make, check, f"the host side of network {net.name} is on "
+                                                f"{elsewhere}, where vnet runs no declared "
+                                                "listener or prober"))
+            continue
         prober = None if check.source in (HOST, INTERNET) else _nic(lab, check.source,
                                                                     check.network)
         probe: dict = {"port": check.port, "timeout": 3.0}
@@ -115,6 +124,22 @@ def cells(lab: Lab, ends, make) -> list:
         found.append(make(_kind(check), check.network, check.source, label, runner, probe,
                           check.expect))
     return found
+
+
+def _host_side_elsewhere(lab: Lab, check: DeclaredCheck, net) -> str | None:
+    """The host (not the first) a declared check's host end lives on, or None. The declared
+    listeners and probers run on the first host only: a check whose host end is another host
+    is skipped (so the lab is not verified) rather than probed at the wrong host."""
+    if not lab.hosts:
+        return None
+    first = lab.hosts[0].name
+    if check.target == HOST and check.source not in (HOST, INTERNET):
+        reached = servedon.reached_host(lab, lab.vm(check.source), net)
+        return reached if reached != first else None
+    if check.source == HOST:
+        runner = servedon.network_runner(lab, net.name, HOST)
+        return runner[len(servedon.HOST_AT):] if runner != HOST else None
+    return None
 
 
 def _unprobed(make, check: DeclaredCheck, why: str):

@@ -184,9 +184,10 @@ def held_during_an_attempt(host: dict, guest: dict | None) -> bool:
     two clocks' skew. The times are two machines' wall clocks: a guest's starts from the
     host's RTC, which counts whole seconds, so it runs up to 1 s behind the host's, and two
     guests' differ by less than that. The attempt must lie inside the hold's window shrunk by
-    CLOCK_SKEW_MAX on both sides. Attempts go on for the whole window (a held port's probes
-    repeat, and the hold of a port no nonce reaches stays its lifetime), so a closed path is
-    still proven; an attempt near the window's edges proves nothing."""
+    CLOCK_SKEW_MAX on both sides. A held port's probes repeat (a host's until the guests' run
+    ends, a guest's for declared.HOLD_WINDOW) and the hold of a port no nonce reaches stays its
+    lifetime, so a closed path is still proven; an attempt near the window's edges proves
+    nothing."""
     if not guest or guest.get("opened") is None or guest.get("closed") is None:
         return False
     return any(guest["opened"] + CLOCK_SKEW_MAX <= start and

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ..lab.forwardhosts import served_on
 from ..lab.model import Lab
+from .servedon import reached_host
 
 SIDES = ("host", "internet")
 
@@ -32,8 +33,15 @@ def annotate(cells: list[dict], lab: Lab) -> None:
             cell["hosts"] = (f"{'-' if cell['source'] == 'internet' else served}->"
                              f"{lab.vm(pf.vm).host}")
             continue
-        cell["hosts"] = (f"{_where(lab, cell['source'], cell['network'])}->"
-                         f"{_where(lab, cell['target'], cell['network'])}")
+        to = _where(lab, cell["target"], cell["network"])
+        net = next((n for n in lab.networks if n.name == cell["network"]), None)
+        if cell["target"].startswith("host ") and net and (vm := _vm(lab, cell["source"])):
+            to = reached_host(lab, vm, net) or to          # the host the probe must reach
+        cell["hosts"] = f"{_where(lab, cell['source'], cell['network'])}->{to}"
+
+
+def _vm(lab: Lab, name: str):
+    return next((v for v in lab.vms if v.name == name), None)
 
 
 def _forward(lab: Lab, cell: dict):

@@ -2,6 +2,7 @@
 the mode-table cell that probes the same thing, held ports and their probers, the host's and
 the Internet's listeners, and the guest's repeated probe of a held port."""
 import socket
+from pathlib import Path
 import threading
 import time
 
@@ -96,6 +97,11 @@ def test_a_booted_lab_with_a_skipped_declared_cell_is_not_verified():
     assert presentation.verdict_line(result).startswith("NOT VERIFIED (1 skipped cell(s)")
     part = matrixlabs.split(dict(result, booted=True, lab="x"), "lan", "x-lan", "x", ["lan"])
     assert part["ok"] is False
+    written = {}
+    presentation.write_report(dict(result, lab="x", timings={}), "junit", Path("x.xml"),
+                              write=lambda path, text: written.update(text=text))
+    assert 'failures="1"' in written["text"] and 'skipped="0"' in written["text"]
+    assert "<skipped" not in written["text"]
     probed = [c for c in found if c["observed"] != checks.SKIPPED]
     assert checks.booted_ok(probed)
 

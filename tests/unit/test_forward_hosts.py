@@ -189,6 +189,28 @@ def test_a_vm_to_host_probe_expects_the_listener_of_the_host_it_must_reach():
             if c.kind == "vm_to_host"} == {"host"}
 
 
+def test_a_declared_check_whose_host_end_is_another_host_is_skipped_not_misprobed():
+    """Declared listeners and probers run on the first host only: a check to or from the host
+    of lan (homed on hv2) is skipped, so the lab is not verified; back's (hv1) is probed. The
+    matrix's hosts column names the host a VM->host cell must reach."""
+    data = copy.deepcopy(ISSUE_LAB)
+    data["networks"][0]["home"] = "hv2"
+    data["checks"] = [{"from": "a", "to": "host", "port": 8080, "network": "lan", "expect": "pass"},
+                      {"from": "host", "to": "b", "port": 8080, "network": "lan", "expect": "fail"},
+                      {"from": "a", "to": "b", "port": 8080, "network": "back", "expect": "fail"}]
+    lab = labfile.resolve(data)
+    ends = checks.Endpoints(host_listener_port=1, internet_ip="203.0.113.1",
+                            host_uplink_ip="203.0.113.2", mgmt_host_ip="100.64.1.1")
+    cells = checks.build(lab, checks.Backend.LIBVIRT, ends)
+    declared_cells = [c for c in cells if c.declared]
+    assert [c.observed for c in declared_cells] == ["skipped", "skipped", "error"]
+    assert all("on hv2" in c.detail for c in declared_cells[:2])
+    found = [c.as_dict() for c in cells]
+    hostcells.annotate(found, lab)
+    assert {c["hosts"] for c in found if c["kind"] == "vm_to_host" and c["network"] == "lan"} \
+        == {"hv1->hv2", "hv2->hv2"}
+
+
 def test_the_plan_says_which_host_serves_each_forward():
     from provisioner.drivers.libvirt.render import LibvirtRenderer
     from provisioner.ops.plans import forward_lines
