@@ -95,10 +95,10 @@ def write_report(result: dict, kind: str, out: Path, write=write_out) -> None:
     cases = []
     # a booted lab's skipped cell is a check it asked for and vnet could not make: a failure
     # (checks.booted_ok), as the exit code says; only a lab never booted skips its cells
-    unproven = result.get("booted", True)
+    booted = result.get("booted", True)
     for c in result["checks"]:
         name = quoteattr(f"{c['kind']} {c['source']} -> {c['target']}")
-        if c["observed"] == checklib.SKIPPED and not unproven:
+        if c["observed"] == checklib.SKIPPED and not booted:
             body = f"<skipped message={quoteattr(c['detail'])}/>"
         elif c["ok"]:
             body = ""
@@ -112,7 +112,7 @@ def write_report(result: dict, kind: str, out: Path, write=write_out) -> None:
         errors = 1
         cases.append(f'  <testcase classname={quoteattr(result["lab"])} name="create lab">'
                      f'<error message={quoteattr(result["error"])}/></testcase>')
-    skipped = 0 if unproven else sum(c["observed"] == checklib.SKIPPED for c in result["checks"])
+    skipped = 0 if booted else sum(c["observed"] == checklib.SKIPPED for c in result["checks"])
     failures = sum(not c["ok"] for c in result["checks"]) - skipped
     write(out, f'<?xml version="1.0" encoding="UTF-8"?>\n<testsuite name={quoteattr("vnet " + result["lab"])} '
                    f'tests="{len(cases)}" failures="{failures}" errors="{errors}" '

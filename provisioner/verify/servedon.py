@@ -37,8 +37,9 @@ def listener_name(lab: Lab, host: str | None) -> str:
 def reached_host(lab: Lab, vm: Vm, net: Network) -> str | None:
     """The host a VM->host probe from `vm` on `net` must reach: for a per-VM NAT the VM's own
     (10.0.2.2 is its QEMU's host), on a network of its own the home host (which holds the host
-    address); else the first host, whose management address the probe targets then. None in
-    a single-host lab."""
+    address); else the first host (a bridged network's host address is the first host's
+    LAN address, and without a host address the probe targets its management address). None
+    in a single-host lab."""
     if not lab.hosts:
         return None
     if modes.MODES[net.mode].per_vm_nat:
