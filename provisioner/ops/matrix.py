@@ -326,8 +326,12 @@ def judged(result: dict) -> tuple[str, str]:
     """(verdict, detail) of a verified lab's result: green, or red with why."""
     if not presentation.exit_code(result):
         return "green", ""
-    red = checks.tally(result["checks"])["red"]
-    return "red", f"{red} red cell(s)" if red else "nothing verified"
+    counts = checks.tally(result["checks"])
+    if counts["red"]:
+        return "red", f"{counts['red']} red cell(s)"
+    if counts["ok"] and counts["skipped"]:      # a booted lab: a skipped cell proves nothing
+        return "red", f"{counts['skipped']} skipped cell(s)"
+    return "red", "nothing verified"
 
 
 # --- helpers ----------------------------------------------------------------------------------

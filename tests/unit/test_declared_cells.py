@@ -80,7 +80,7 @@ def test_a_booted_lab_with_a_skipped_declared_cell_is_not_verified():
     """Every other cell as expected, the declared Internet check skipped (no sandbox): the
     lab asked for a check vnet could not make, so it is not green, and the shared matrix's
     part of such a network is not either."""
-    from provisioner.ops import matrixlabs
+    from provisioner.ops import matrix, matrixlabs
     from provisioner.verify import presentation
 
     ends = checks.Endpoints(host_listener_port=1, internet_ip=None, host_uplink_ip="127.0.0.1",
@@ -97,6 +97,7 @@ def test_a_booted_lab_with_a_skipped_declared_cell_is_not_verified():
     assert presentation.verdict_line(result).startswith("NOT VERIFIED (1 skipped cell(s)")
     part = matrixlabs.split(dict(result, booted=True, lab="x"), "lan", "x-lan", "x", ["lan"])
     assert part["ok"] is False
+    assert matrix.judged(result) == ("red", "1 skipped cell(s)")
     written = {}
     presentation.write_report(dict(result, lab="x", timings={}), "junit", Path("x.xml"),
                               write=lambda path, text: written.update(text=text))
