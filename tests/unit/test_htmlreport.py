@@ -391,6 +391,20 @@ def test_a_lab_that_never_ran_shows_why_and_no_cell():
     assert 'class="badge error"' in text
 
 
+def test_a_booted_lab_red_only_for_a_skipped_cell_says_why():
+    cell = {"kind": "vm_to_internet", "network": "n", "mode": "hostonly", "source": "a",
+            "target": "internet tcp/443", "expected": "fail", "observed": "skipped", "ok": False,
+            "detail": "skipped: not in a sandbox", "declared": True}
+    passed = dict(cell, kind="vm_to_host", target="host (10.0.0.1)", observed="fail", ok=True,
+                  detail="refused", declared=False)
+    result = {"lab": "d", "backend": "libvirt", "ok": False, "checks": [passed, cell],
+              "timings": {}, "notes": []}
+    text = htmlreport.render(result)
+    assert 'class="badge red"' in text and "not verified: 1 skipped cell(s)" in text
+    assert "not verified:" not in htmlreport.render(dict(result, booted=False, ok=True,
+                                                          checks=[cell]))
+
+
 def test_a_report_saved_before_the_topology_section_still_renders_its_grid(monkeypatch):
     """Older JSON reports (CI artifacts) have no `topology`: the grid alone, and dot not needed."""
     monkeypatch.setattr(runner, "which", lambda name: None)
