@@ -77,6 +77,10 @@ def cells(lab: Lab, ends, make) -> list:
     found = []
     for check in lab.checks:
         net = lab.network(check.network)
+        if INTERNET in (check.source, check.target) and ends.internet_ip is None:
+            found.append(_unprobed(make, check, "not in a sandbox: there is no Internet to "
+                                                "probe from or to"))
+            continue
         elsewhere = _host_side_elsewhere(lab, check, net)
         if elsewhere:
             found.append(_unprobed(make, check, f"the host side of network {net.name} is on "
@@ -92,10 +96,6 @@ def cells(lab: Lab, ends, make) -> list:
             address = str(net.host_ip) if net.host_ip else ends.mgmt_host_ip
             probe.update(target=address, expect_name=HOST, declared_listener=HOST)
         elif check.target == INTERNET:
-            if ends.internet_ip is None:
-                found.append(_unprobed(make, check, "not in a sandbox: there is no Internet "
-                                                    "to probe"))
-                continue
             address = ends.internet_ip
             probe.update(target=address, expect_name=INTERNET, declared_listener=INTERNET)
         else:

@@ -74,6 +74,9 @@ def test_internet_cells_outside_a_sandbox_are_skipped_and_never_run():
     assert (cell.runner, cell.observed) == ("none", "skipped")
     record(cells, {}, {})
     assert cell.observed == "skipped" and "no Internet" in cell.detail
+    inbound = dict(LAB, checks=[{"from": "internet", "to": "a", "port": 22, "expect": "fail"}])
+    (cell,) = [c for c in build(ends, data=inbound) if c.declared]
+    assert (cell.runner, cell.observed) == ("none", "skipped") and "no Internet" in cell.detail
 
 
 def test_a_booted_lab_with_a_skipped_declared_cell_is_not_verified():
