@@ -93,7 +93,7 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
             host_target = str(net.host_ip) if net.host_ip else ends.mgmt_host_ip
             add("vm_to_host", vm.name, f"host ({host_target})", f"guest:{vm.name}",
                 target=host_target, port=ends.host_listener_port,
-                expect_name=servedon.listener_name(lab, servedon.reached_host(lab, vm, net)),
+                expect_name=servedon.host_answer(lab, vm, net),
                 bind_mac=nic.mac)
             if nic.ip is not None:
                 add("host_to_vm", HOST, f"{vm.name} ({nic.ip.ip})",

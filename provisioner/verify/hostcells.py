@@ -18,7 +18,7 @@ def _where(lab: Lab, label: str, network: str) -> str:
     if name == "host":
         net = next((n for n in lab.networks if n.name == network), None)
         return (net.home if net else None) or lab.hosts[0].name
-    vm = next((v for v in lab.vms if v.name == name), None)
+    vm = _vm(lab, name)
     return vm.host if vm and vm.host else "-"
 
 

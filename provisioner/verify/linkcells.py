@@ -87,8 +87,7 @@ def _failover_target(lab: Lab, vm, bond, ends):
     """Who answers the failover probes: the host on the bond's network, else a peer VM."""
     net = lab.network(bond.network)
     if net.host_ip is not None:
-        return (str(net.host_ip), ends.host_listener_port,
-                servedon.listener_name(lab, servedon.reached_host(lab, vm, net)))
+        return str(net.host_ip), ends.host_listener_port, servedon.host_answer(lab, vm, net)
     for peer, nic in probed_nics(lab, bond.network):
         if peer is not vm and nic.ip is not None:
             return str(nic.ip.ip), ECHO_PORT, peer.name

@@ -34,6 +34,11 @@ def listener_name(lab: Lab, host: str | None) -> str:
     return f"{HOST_AT}{host}"
 
 
+def host_answer(lab: Lab, vm: Vm, net: Network) -> str:
+    """The name a VM->host probe from `vm` on `net` must be answered with."""
+    return listener_name(lab, reached_host(lab, vm, net))
+
+
 def reached_host(lab: Lab, vm: Vm, net: Network) -> str | None:
     """The host a VM->host probe from `vm` on `net` must reach: for a per-VM NAT the VM's own
     (10.0.2.2 is its QEMU's host), on a network of its own the home host (which holds the host
