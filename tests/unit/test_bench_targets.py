@@ -107,3 +107,32 @@ def test_qemu_cpu_is_read_from_proc_stat(monkeypatch):
     used = os.times()
     (seconds,) = b.qemu_cpu_s()
     assert abs(seconds - (used.user + used.system)) < 0.5
+
+
+def test_tcg_flushes_reads_info_jit_of_the_labs_running_guests(monkeypatch):
+    """FAKE libvirt connection (the HMP text is QEMU 7.2's `info jit`): a guest that is not
+    running, or whose monitor fails, has no count."""
+    import libvirt
+
+    b = bench()
+    jit = "Translation buffer state:\ngen code size 1/2\n\nStatistics:\nTB flush count      {}\n"
+
+    class Fake:
+        def __init__(self, target):
+            pass
+
+        def labs(self):
+            return {"lab": {"domain": ["vnet-lab-a", "vnet-lab-b", "vnet-lab-c", "vnet-lab-d"]}}
+
+        def domain_state(self, name):
+            return "shutoff" if name.endswith("c") else "running"
+
+        def hmp(self, name, command):
+            assert command == "info jit"
+            if name.endswith("d"):
+                raise libvirt.libvirtError("monitor gone")
+            return jit.format({"vnet-lab-a": 2, "vnet-lab-b": 10}[name])
+    monkeypatch.setattr(b, "LibvirtConnection", Fake)
+    monkeypatch.setattr(b.sandbox, "describe", lambda name: type("S", (), {"uri": "test:///x"}))
+    assert b.tcg_flushes("lab") == [2, 10]
+    assert b.tcg_flushes("other") == []
