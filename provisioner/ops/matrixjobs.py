@@ -31,8 +31,9 @@ def run_concurrently(count: int, jobs: int, one: Callable[[int, Progress], T],
     pending = {}
     try:
         try:                           # a Ctrl-C while submitting cancels the labs already started
-            for i in range(count):
-                pending[pool.submit(one, i, _stoppable(progress, cancelled))] = i
+            with _raised_after():
+                for i in range(count):
+                    pending[pool.submit(one, i, _stoppable(progress, cancelled))] = i
             while pending:
                 ended, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in ended:
@@ -58,27 +59,45 @@ def await_cleanup(futures: list, progress: Progress) -> None:
     concurrent.futures' lock handling would leave a lab's future locked, and the wait endless.
     A second Ctrl-C says what is awaited; a third stops waiting (what a lab then leaves,
     `vnet sandbox down` or `vnet gc --sandbox` removes)."""
+    with _noted() as noted, interrupts.cleaning_up():
+        said = 0
+        while (running := [f for f in futures if not f.done()]):
+            wait(running, timeout=0.5)
+            if len(noted) > said:
+                said = len(noted)
+                if said >= GIVE_UP_AFTER:
+                    progress(f"stopped waiting for {len(running)} lab(s); what they leave, "
+                             "`vnet sandbox down` or `vnet gc --sandbox` removes")
+                    return
+                progress(f"waiting for {len(running)} lab(s) to destroy what they made "
+                         "(Ctrl-C again to stop waiting)")
+
+
+@contextlib.contextmanager
+def _noted():
+    """Ctrl-C and SIGTERM only noted (in the list yielded) while inside; main thread only."""
     noted: list[int] = []
     handlers = {}
     if threading.current_thread() is threading.main_thread():
         handlers = {s: signal.signal(s, lambda signum, frame: noted.append(signum))
                     for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with interrupts.cleaning_up():
-            said = 0
-            while (running := [f for f in futures if not f.done()]):
-                wait(running, timeout=0.5)
-                if len(noted) > said:
-                    said = len(noted)
-                    if said >= GIVE_UP_AFTER:
-                        progress(f"stopped waiting for {len(running)} lab(s); what they leave, "
-                                 "`vnet sandbox down` or `vnet gc --sandbox` removes")
-                        return
-                    progress(f"waiting for {len(running)} lab(s) to destroy what they made "
-                             "(Ctrl-C again to stop waiting)")
+        yield noted
     finally:
         for s, handler in handlers.items():
             signal.signal(s, handler)
+
+
+@contextlib.contextmanager
+def _raised_after():
+    """A Ctrl-C (or SIGTERM) inside is delivered again at the end, to the handler in place
+    then. Submitting a lab starts a worker thread and waits for it; a KeyboardInterrupt raised
+    in that wait lost the future of a lab already running, and the sandbox went down under
+    it (seen under load)."""
+    with _noted() as noted:
+        yield
+    if noted:
+        signal.raise_signal(noted[0])
 
 
 def _stoppable(progress: Progress, cancelled: threading.Event) -> Progress:

@@ -101,6 +101,14 @@ def cleanup_wait_begun() -> None:
         time.sleep(0.005)
 
 
+def said_once(said: list[str], text: str, unless=lambda: False, deadline: float = 60.0) -> None:
+    """Wait until a progress line holds `text` (or `unless()` holds): the main thread has
+    handled the signal sent before. No fixed window: a loaded machine must not decide a test."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end and not unless() and not any(text in m for m in said):
+        time.sleep(0.01)
+
+
 class CtrlCWhileDestroying(Fake):
     """mx-nat-virtio's destroy reports a step, then Ctrl-C reaches the main thread (waiting for
     the labs); once the run is cancelled (mx-nat-e1000, booting until then, was stopped at a
@@ -156,14 +164,18 @@ def test_ctrl_c_while_a_worker_destroys_its_lab_lets_the_destroy_finish(monkeypa
 
 class SecondCtrlCWhileDestroying(CtrlCWhileDestroying):
     """As above, and a second Ctrl-C reaches the main thread while it waits for that destroy;
-    the destroy then goes on for as long as a sandbox down would take to show."""
+    the destroy goes on until the main thread has answered that Ctrl-C, or the sandbox went
+    down under it (the defect)."""
+
+    def __init__(self, monkeypatch, said: list[str], **kw):
+        super().__init__(monkeypatch, **kw)
+        self.said = said
 
     def after_cancel(self) -> None:
         cleanup_wait_begun()
         ctrl_c()
-        end = time.monotonic() + 1.0
-        while time.monotonic() < end and ("sandbox down", self.sandbox) not in self.calls:
-            time.sleep(0.01)
+        said_once(self.said, "Ctrl-C again", unless=lambda: ("sandbox down", self.sandbox)
+                  in self.calls)
 
     @property
     def sandbox(self):
@@ -173,30 +185,64 @@ class SecondCtrlCWhileDestroying(CtrlCWhileDestroying):
 def test_a_second_ctrl_c_does_not_end_the_wait_for_a_running_destroy(monkeypatch, tmp_path):
     """The sandbox goes down only after every worker is done: a worker that outlived it wrote
     a lab's key into a sandbox that no longer existed, and nothing removed it."""
-    fake, said = SecondCtrlCWhileDestroying(monkeypatch), []
+    said: list[str] = []
+    fake = SecondCtrlCWhileDestroying(monkeypatch, said)
     run_interrupted(fake, tmp_path, said)
     kinds = [c[0] for c in fake.calls]
     assert kinds.index("destroyed") < kinds.index("sandbox down")
     assert any("lab(s) to destroy what they made (Ctrl-C again" in m for m in said)
 
 
+def test_a_ctrl_c_while_labs_are_submitted_still_waits_for_the_running_ones(monkeypatch):
+    """Submitting a lab waits for its new worker thread to start; a lab submitted before may
+    already run. A Ctrl-C in that wait lost the running lab's future: nothing waited for its
+    destroy, and the sandbox went down under it."""
+    sent, destroyed = threading.Event(), threading.Event()
+
+    class SlowToStart(matrixjobs.ThreadPoolExecutor):
+        def submit(self, fn, /, *args, **kwargs):
+            future = super().submit(fn, *args, **kwargs)
+            sent.wait(timeout=30)          # the main thread waits while lab 0 runs
+            return future
+
+    def one(i, say):
+        if i == 0:
+            ctrl_c()
+            sent.set()
+            time.sleep(0.3)                # its destroy, under way
+            destroyed.set()
+        return i
+
+    monkeypatch.setattr(matrixjobs, "ThreadPoolExecutor", SlowToStart)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            matrixjobs.run_concurrently(2, 2, one, lambda finished: None, lambda m: None)
+        assert destroyed.is_set(), "returned before the running lab was done"
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 class StuckDestroy(CtrlCWhileDestroying):
     """mx-nat-virtio's destroy hangs (a call that never returns) after the first Ctrl-C."""
 
-    def __init__(self, monkeypatch, **kw):
+    def __init__(self, monkeypatch, said: list[str], **kw):
         super().__init__(monkeypatch, **kw)
-        self.release = threading.Event()
+        self.release, self.said = threading.Event(), said
 
     def after_cancel(self) -> None:
         cleanup_wait_begun()
         ctrl_c()
-        time.sleep(0.1)                  # two signals at once may be handled as one
+        # two signals before the main thread runs its handler are handled as one: the second
+        # is sent once the first was answered
+        said_once(self.said, "Ctrl-C again")
         ctrl_c()
         assert self.release.wait(timeout=90)
 
 
 def test_a_third_ctrl_c_stops_waiting_for_a_destroy_that_hangs(monkeypatch, tmp_path):
-    fake, said = StuckDestroy(monkeypatch), []
+    said: list[str] = []
+    fake = StuckDestroy(monkeypatch, said)
     try:
         run_interrupted(fake, tmp_path, said)
         assert any(m.startswith("stopped waiting for") for m in said)
