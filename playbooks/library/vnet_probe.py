@@ -868,6 +868,8 @@ def answer_for(data, name, peer):
     words = data.decode(errors="replace").split()
     if len(words) == 2 and words[0] == "VNET":
         return f"VNET {words[1]} {name} {peer}\n".encode()
+    if len(words) == 3 and words[0] == "VNET" and words[2] == "TIME":   # clock_offset()
+        return f"VNET {words[1]} TIME {time.time():.6f}\n".encode()
     return None
 
 
@@ -1095,6 +1097,51 @@ class ForwardHold:
                 "opened": self.opened, "closed": self.closed}
 
 
+# --- this guest's clock against the host's -------------------------------------------------
+# A hold's opening and closing and a prober's attempts are wall times of different machines;
+# vnet compares them (provisioner/verify/forwardcheck.py) on the host's clock. A guest's clock
+# starts from the RTC's whole seconds, so it is up to a second off; it is measured instead.
+
+CLOCK_SAMPLES = 3
+CLOCK_WAIT = 0.5        # s per sample: the host listener answers at once on a path Ansible uses
+
+
+def clock_offset(to):
+    """(host's clock - this guest's) from "VNET <nonce> TIME" exchanges with vnet's host
+    listener ({"target", "port"}, over the management path): the host read its clock between
+    our send and our receive, so the best sample's midpoint is off by at most half its round
+    trip (the "error"). None when no answer came."""
+    best = None
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(CLOCK_WAIT)
+        for _ in range(CLOCK_SAMPLES):
+            nonce = token_hex(8)
+            sent = time.time()
+            try:
+                sock.sendto(f"VNET {nonce} TIME\n".encode(), (to["target"], int(to["port"])))
+                while True:                  # a late answer to an earlier sample is skipped
+                    words = sock.recv(256).decode(errors="replace").split()
+                    if words[:3] == ["VNET", nonce, "TIME"] and len(words) == 4:
+                        break
+                received, host = time.time(), float(words[3])
+            except (OSError, ValueError):
+                continue
+            if best is None or received - sent < best[1]:
+                best = (host - (sent + received) / 2, received - sent)
+    return None if best is None else {"offset": best[0], "error": best[1] / 2}
+
+
+def clock_over_run(first, last):
+    """The clock measured at a run's start and end as one bound for the whole run: the start's
+    offset, its error widened by how far the offset moved meanwhile (drift, or a step)."""
+    if first is None or last is None:
+        return first or last
+    moved = abs(last["offset"] - first["offset"])
+    return {"offset": round(first["offset"], 6),
+            "error": round(max(first["error"], last["error"]) + moved, 6),
+            "moved": round(moved, 6)}
+
+
 def hold_forwards(specs):
     """Start holding every forward aimed at this guest (see above); returns the holds."""
     with open("/proc/sys/kernel/hostname") as f:
@@ -1133,10 +1180,21 @@ def handle(args, warm=False):
     """One run of the module: this guest's probes, drivers and forward holds -> its result."""
     started = time.monotonic()
     holds = hold_forwards(args.get("forwards") or [])      # up before the host probes them
+    # measured beside the probes (no wall time), again once the holds closed
+    clock_to = next((s["clock"] for s in (args.get("forwards") or []) + args.get("probes", [])
+                     if s.get("clock")), None)
+    first = {}
+    clocking = threading.Thread(target=lambda: first.update(at=clock_offset(clock_to)))
+    if clock_to:
+        clocking.start()
     results = run_all(args.get("probes", []))
     drivers = {mac: driver_of(mac) for mac in args.get("nic_macs", [])}
     probed = time.monotonic()
     forwards = release_forwards(holds, started)
+    clocked = {}
+    if clock_to:
+        clocking.join()
+        clocked["clock"] = clock_over_run(first["at"], first["at"] and clock_offset(clock_to))
     # what vnet_tunnel built, passed on: that task runs with no_log (its arguments hold keys)
     built = {"tunnels": args["tunnels_built"]} if args.get("tunnels_built") else {}
     timing = {"python_start_s": python_start_seconds(), "probes_s": round(probed - started, 3),
@@ -1146,7 +1204,7 @@ def handle(args, warm=False):
               # forked from the warm copy a run left behind (stay_warm): no Python start
               "warm": warm}
     return {"changed": False, "probes": results, "drivers": drivers, "forwards": forwards,
-            "timing": timing, **built}
+            "timing": timing, **built, **clocked}
 
 
 def stay_warm(port):

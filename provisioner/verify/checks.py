@@ -143,6 +143,10 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
     checks += encapsulation_cells(lab, positive, checks)
     checks = declared.merge(checks, declared.cells(lab, ends, declared_cell))
     link_controls(checks)
+    clock = {"target": ends.mgmt_host_ip, "port": ends.host_listener_port}
+    for c in checks:        # a guest's hold or attempts are timed: its clock is measured too
+        if c.probe.get("forward"):
+            c.probe["clock"] = clock                   # (forwardcheck.held_during_an_attempt)
     return checks
 
 

@@ -171,7 +171,7 @@ def holds(cells: list) -> dict[str, list[dict]]:
             continue
         hold = found.setdefault(fwd["vm"], {}).setdefault(fwd["name"], {
             "id": fwd["name"], "port": fwd["guest_port"], "proto": fwd["proto"],
-            "mac": fwd["mac"], "origins": []})
+            "mac": fwd["mac"], "origins": [], "clock": cell.probe.get("clock")})
         origin = cell.runner.split(":", 1)[-1]
         if origin not in hold["origins"]:
             hold["origins"].append(origin)

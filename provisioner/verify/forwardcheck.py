@@ -44,7 +44,7 @@ def guest_holds(cells: list) -> dict[str, list[dict]]:
             continue
         held = holds.setdefault(fwd["vm"], {}).setdefault(fwd["name"], {
             "id": fwd["name"], "port": fwd["guest_port"], "proto": fwd["proto"],
-            "mac": fwd["mac"], "origins": []})
+            "mac": fwd["mac"], "origins": [], "clock": cell.probe.get("clock")})
         if cell.runner not in held["origins"]:
             held["origins"].append(cell.runner)
     return {vm: list(by_name.values()) for vm, by_name in holds.items()}
@@ -144,18 +144,21 @@ def ssh_outcome(rc: int, stdout: str, stderr: str, expect: str) -> dict:
     return {"observed": "error", "detail": f"connected, but no login with the lab's key: {why}"}
 
 
-def conclude(host: dict, guest: dict | None, origin: str, vm: str) -> tuple[str, str]:
-    """One forward cell's (observed, detail) from the host-side attempts and what the guest
-    saw at the forwarded port (None: the guest gave no report)."""
+def conclude(host: dict, guest: dict | None, origin: str, vm: str,
+             clocks: tuple[dict | None, dict | None] = (None, None)) -> tuple[str, str]:
+    """One forward cell's (observed, detail) from the prober's attempts (`host`: a host-side
+    origin's, or a guest's) and what the guest `vm` saw at the held port (None: the guest gave
+    no report). clocks: the prober's and the holder's, against the host's (vnet_probe's
+    clock_offset; HOST_CLOCK for a host-side prober; None: not measured)."""
     if host.get("nonces") is None:                        # SSH: no hold involved
         return host["observed"], host["detail"]
     mine = set(host["nonces"])
     arrived = [n for n in (guest or {}).get("nonces", []) if n in mine]
     # a nonce of this prober at the hold proves it listened during an attempt, with no clock
     if host["observed"] == "fail" and (guest is None or guest.get("mode") != "service") \
-            and not arrived and not held_during_an_attempt(host, guest):
+            and not arrived and not held_during_an_attempt(host, guest, clocks):
         # a refusal with nothing listening says nothing about the path (a flow table...)
-        seen = "no hold report" if guest is None else _held_when(guest)
+        seen = "no hold report" if guest is None else _held_when(guest, clocks)
         return "error", f"{host['detail']}; but {vm}'s temporary listener was not proven up " \
                         f"during the attempts ({seen})"
     if guest is None:
@@ -175,29 +178,45 @@ def conclude(host: dict, guest: dict | None, origin: str, vm: str) -> tuple[str,
     return host["observed"], f"{host['detail']} (guest: {guest.get('detail', 'no hold')})"
 
 
-# Seconds two lab machines' wall clocks may differ (below): a guest's clock starts from the
-# RTC's whole seconds (measured: two guests 0.82 and 0.96 s behind the host), plus room for
-# its drift over a lab's life.
+# The clock of a prober in the host's or the Internet's namespace: the host's own.
+HOST_CLOCK = {"offset": 0.0, "error": 0.0}
+# Seconds two lab machines' wall clocks may differ when a guest's clock was not measured: a
+# guest's clock starts from the RTC's whole seconds (measured: two guests 0.82 and 0.96 s
+# behind the host), plus room for its drift over a lab's life.
 CLOCK_SKEW_MAX = 1.5
+CLOCK_FLOOR = 0.001     # s: the times' printed resolution, and the host's reading of its clock
 
 
-def held_during_an_attempt(host: dict, guest: dict | None) -> bool:
-    """Some attempt of the prober ran, start to end, while the hold listened, whatever the
-    two clocks' skew. The times are two machines' wall clocks: a guest's starts from the
-    host's RTC, which counts whole seconds, so it runs up to 1 s behind the host's, and two
-    guests' differ by less than that. The attempt must lie inside the hold's window shrunk by
-    CLOCK_SKEW_MAX on both sides. A held port's probes repeat (a host's until the guests' run
-    ends, a guest's for declared.HOLD_WINDOW) and the hold of a port no nonce reaches stays its
-    lifetime, so a closed path is still proven; an attempt near the window's edges proves
-    nothing."""
+def skew(clocks: tuple[dict | None, dict | None]) -> tuple[float, float, float]:
+    """(prober's offset, holder's offset, margin): what maps each side's wall times onto the
+    host's clock, and how far the two may still disagree after that. Measured clocks give
+    their errors' sum; an unmeasured one gives no offset and CLOCK_SKEW_MAX."""
+    prober, holder = clocks
+    if prober is None or holder is None:
+        return 0.0, 0.0, CLOCK_SKEW_MAX
+    return prober["offset"], holder["offset"], prober["error"] + holder["error"] + CLOCK_FLOOR
+
+
+def held_during_an_attempt(host: dict, guest: dict | None,
+                           clocks: tuple[dict | None, dict | None] = (None, None)) -> bool:
+    """Some attempt of the prober ran, start to end, while the hold listened. The times are
+    two machines' wall clocks: each is mapped onto the host's clock with its measured offset,
+    and the attempt must lie inside the hold's window shrunk by the margin that is left (skew)
+    on both sides. A held port's probes repeat (a host's until the guests' run ends, a guest's
+    for declared.HOLD_WINDOW) and the hold of a port no nonce reaches stays its lifetime, so
+    a closed path is still proven; an attempt near the window's edges proves nothing."""
     if not guest or guest.get("opened") is None or guest.get("closed") is None:
         return False
-    return any(guest["opened"] + CLOCK_SKEW_MAX <= start and
-               end + CLOCK_SKEW_MAX <= guest["closed"]
+    mine, theirs, margin = skew(clocks)
+    opened, closed = guest["opened"] + theirs, guest["closed"] + theirs
+    return any(opened + margin <= start + mine and end + mine + margin <= closed
                for start, end in host.get("attempts") or [])
 
 
-def _held_when(guest: dict) -> str:
+def _held_when(guest: dict, clocks: tuple[dict | None, dict | None]) -> str:
     if guest.get("opened") is None:
         return f"hold: {guest.get('detail') or guest.get('mode', 'none')}"
-    return "no attempt fell between its opening and its closing"
+    margin = skew(clocks)[2]
+    how = f"clocks measured, to {margin:.3f} s" if margin != CLOCK_SKEW_MAX else \
+        f"a clock not measured: {CLOCK_SKEW_MAX} s allowed"
+    return f"no attempt fell between its opening and its closing ({how})"

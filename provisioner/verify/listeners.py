@@ -35,6 +35,8 @@ def listener_addresses(target: Target, cells, port: int) -> list[str]:
         return ["0.0.0.0"]
     wanted = {c.probe["target"] for c in cells
               if c.kind == "vm_to_host" and c.probe.get("port") == port}
+    # a timed hold or attempt measures the guest's clock there (checks.build)
+    wanted |= {c.probe["clock"]["target"] for c in cells if c.probe.get("clock")}
     # an impairment cell's baseline runs over the management path (verify/impairment.py)
     wanted |= {c.probe["impair"]["baseline"]["target"] for c in cells
                if c.kind == "impairment" and (c.probe["impair"].get("baseline") or {}).get("target")}

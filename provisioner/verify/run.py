@@ -303,7 +303,10 @@ def record(cells: list, guest: dict[str, dict], sides: dict[str, dict],
         if fwd and "nonces" in r:   # a forward, or a declared check's port held by a guest:
             held = guest.get(fwd["vm"], {}).get("forwards", {}).get(fwd["name"])  # its report
             origin = cell.runner.split(":", 1)[-1]        # guest:vm -> vm; host, internet
-            cell.observed, cell.detail = forwardcheck.conclude(r, held, origin, fwd["vm"])
+            prober = guest.get(origin, {}).get("clock") if cell.runner.startswith("guest:") \
+                else forwardcheck.HOST_CLOCK
+            clocks = (prober, guest.get(fwd["vm"], {}).get("clock"))
+            cell.observed, cell.detail = forwardcheck.conclude(r, held, origin, fwd["vm"], clocks)
 
 
 def keep_timeout(cell, result: dict) -> None:

@@ -56,7 +56,10 @@ def test_held_ports_name_their_probers_and_udp_silence_needs_a_positive_control(
     assert a_to_b_udp.probe["nonce_prefix"] == "a" and a_to_b_udp.probe["bind_mac"]
     holds = declared.holds(cells)
     assert holds["b"] == [{"id": "declared:lan:udp/5353", "port": 5353, "proto": "udp",
-                           "mac": a_to_b_udp.probe["forward"]["mac"], "origins": ["a"]}]
+                           "mac": a_to_b_udp.probe["forward"]["mac"], "origins": ["a"],
+                           "clock": a_to_b_udp.probe["clock"]}]
+    # both the prober's attempts and the hold are timed: each guest measures its clock
+    assert set(a_to_b_udp.probe["clock"]) == {"target", "port"}
     # b -> a expects fail, and a still waits for b's nonce: a hold closed early would refuse
     # b's later attempts, a fail the network did not cause
     assert holds["a"][0]["origins"] == ["b"]

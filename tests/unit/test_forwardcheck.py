@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from provisioner.verify import checks, forwardcheck
+from provisioner.verify import checks, forwardcheck, run
 from provisioner.lab import loader as labfile
 from provisioner.verify.run import probe_module
 
@@ -176,7 +176,8 @@ def test_guest_holds_one_per_forward_and_none_for_ssh():
     cells = checks.build(lab, checks.Backend.LIBVIRT, ends)
     holds = forwardcheck.guest_holds(cells)
     assert holds == {"a": [{"id": "web", "port": 8080, "proto": "tcp",
-                            "mac": lab.vm("a").nics[0].mac, "origins": ["host", "internet"]}]}
+                            "mac": lab.vm("a").nics[0].mac, "origins": ["host", "internet"],
+                            "clock": {"target": "100.64.1.1", "port": 1}}]}
 
 
 def test_verify_holds_forwards_in_the_guest_run_and_concludes_from_its_report(monkeypatch,
@@ -216,7 +217,8 @@ def test_verify_holds_forwards_in_the_guest_run_and_concludes_from_its_report(mo
                   verifier.ProbeSources(guests=fake_ansible, probe_module=lambda: SimpleNamespace(
                       run_all=lambda specs: {}, probe=fake_probe)))
     assert holds_seen == [{"a": [{"id": "web", "port": 8080, "proto": "tcp",
-                                  "mac": lab.vm("a").nics[0].mac, "origins": ["host"]}]}]
+                                  "mac": lab.vm("a").nics[0].mac, "origins": ["host"],
+                                  "clock": {"target": "100.64.1.1", "port": 1}}]}]
     [cell] = cells
     assert cell.observed == "pass" and cell.detail.startswith("service present"), cell
     assert (tmp_path / "forwards.stop").exists()
@@ -270,3 +272,87 @@ def test_a_refusal_confirms_fail_only_while_the_temporary_listener_was_up():
     for edge in (dict(held, opened=101.5, closed=120.0), dict(held, opened=90.0, closed=102.4)):
         observed, detail = forwardcheck.conclude(host, edge, "v1", "v2")
         assert observed == "error" and "not proven up" in detail
+
+
+def test_measured_clocks_put_both_sides_on_the_host_clock():
+    """A guest 0.9 s behind the host opened its hold at its 100.0, the host's 100.9. A refusal
+    at the host's 100.5 came before the hold was up: read without the offset, it would fall
+    inside. With the offsets measured, the margin is their errors, not CLOCK_SKEW_MAX."""
+    held = {"mode": "listener", "detail": "vnet's temporary listener", "nonces": [],
+            "opened": 100.0, "closed": 110.0}
+    behind = {"offset": 0.9, "error": 0.004}
+
+    def refused(*attempts):
+        return {"observed": "fail", "detail": "connection refused", "nonces": ["host-x"],
+                "attempts": [list(a) for a in attempts]}
+    early = refused((100.5, 100.6))
+    assert forwardcheck.conclude(early, held, "host", "v2",
+                                 (forwardcheck.HOST_CLOCK, behind))[0] == "error"
+    assert forwardcheck.conclude(early, held, "host", "v2",
+                                 (forwardcheck.HOST_CLOCK, {"offset": 0.0, "error": 0.004}))[0] \
+        == "fail"                                    # what ignoring the offset would conclude
+    soon = refused((101.0, 101.2))          # 0.1 s after the hold opened, on the host's clock
+    assert forwardcheck.conclude(soon, held, "host", "v2",
+                                 (forwardcheck.HOST_CLOCK, behind))[0] == "fail"
+    observed, detail = forwardcheck.conclude(soon, held, "host", "v2")     # not measured
+    assert observed == "error" and f"{forwardcheck.CLOCK_SKEW_MAX} s allowed" in detail
+    # a guest prober's attempts are mapped with its own clock
+    prober = {"offset": -0.3, "error": 0.004}            # 101.3 on its clock is the host's 101.0
+    assert forwardcheck.conclude(refused((101.3, 101.5)), held, "v1", "v2",
+                                 (prober, behind))[0] == "fail"
+    assert forwardcheck.conclude(refused((100.8, 101.0)), held, "v1", "v2",
+                                 (prober, behind))[0] == "error"
+
+
+def test_verify_concludes_a_hold_with_the_clocks_the_guests_measured():
+    cell = checks.Check("port_forward", "n", "nat", "host", "a:80", "pass", "host",
+                        {"forward": {"vm": "a", "name": "web"}})
+    hold = {"mode": "listener", "detail": "vnet's temporary listener", "nonces": [],
+            "opened": 100.0, "closed": 110.0}
+    sides = {"host:0": {"observed": "fail", "detail": "connection refused",
+                        "nonces": ["host-x"], "attempts": [[101.0, 101.2]]}}
+    guest = {"a": {"probes": {}, "forwards": {"web": hold},
+                   "clock": {"offset": 0.9, "error": 0.004}}}
+    run.record([cell], guest, sides)
+    assert cell.observed == "fail"
+    del guest["a"]["clock"]                 # an older module, or no answer: the bound instead
+    run.record([cell], guest, sides)
+    assert cell.observed == "error" and "not measured" in cell.detail
+
+
+def start_time_server(shift: float) -> int:
+    """A UDP answerer of "VNET <nonce> TIME" whose clock runs `shift` s ahead, after a stale
+    answer to a nonce nobody sent (which the guest must skip)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+
+    def answer():
+        while True:
+            data, peer = sock.recvfrom(256)
+            nonce = data.split()[1].decode()
+            sock.sendto(f"VNET stale TIME {time.time() + 999:.6f}\n".encode(), peer)
+            sock.sendto(f"VNET {nonce} TIME {time.time() + shift:.6f}\n".encode(), peer)
+    threading.Thread(target=answer, daemon=True).start()
+    return sock.getsockname()[1]
+
+
+def test_the_guest_measures_its_clock_against_the_host_listener():
+    port = start_time_server(shift=5.0)
+    clock = probe.clock_offset({"target": "127.0.0.1", "port": port})
+    assert abs(clock["offset"] - 5.0) <= clock["error"] + 0.001 and clock["error"] < 0.05
+    # vnet's own listener answers the same request with its clock (no shift: one machine)
+    listen = free_port(socket.SOCK_DGRAM)
+    threading.Thread(target=probe.serve, args=(listen, "host", "127.0.0.1"), daemon=True).start()
+    deadline = time.monotonic() + 10
+    while (clock := probe.clock_offset({"target": "127.0.0.1", "port": listen})) is None:
+        assert time.monotonic() < deadline, "vnet's listener never answered TIME"
+    assert abs(clock["offset"]) <= clock["error"] + 0.001
+
+
+def test_no_answer_gives_no_clock_and_a_run_s_bound_widens_by_the_drift():
+    assert probe.clock_offset({"target": "127.0.0.1", "port": free_port(socket.SOCK_DGRAM)}) \
+        is None
+    start, end = {"offset": 0.9, "error": 0.002}, {"offset": 0.95, "error": 0.003}
+    assert probe.clock_over_run(start, end) == {"offset": 0.9, "error": 0.053, "moved": 0.05}
+    assert probe.clock_over_run(None, None) is None
+
