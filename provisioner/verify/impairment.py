@@ -43,6 +43,7 @@ from __future__ import annotations
 import math
 
 from ..lab.model import Backend, Impairment, Lab
+from . import servedon
 
 INTERVAL = 0.004          # s between UDP samples: 250 per second, far below any shaping
 MIN_SAMPLES = 60          # RTT: enough for a median and quartiles
@@ -124,10 +125,12 @@ def impairment_cells(lab: Lab, ends, make, backend: Backend = Backend.LIBVIRT) -
         for nic in vm.nics:
             if nic.impair is None:
                 continue
-            host = str(lab.network(nic.network).host_ip)
+            net = lab.network(nic.network)
+            host = str(net.host_ip)
             cells.append(make("impairment", nic.network, vm.name, f"host ({host}) over {nic.mac}",
                               f"guest:{vm.name}",
-                              dict(target=host, port=ends.host_listener_port, expect_name="host",
+                              dict(target=host, port=ends.host_listener_port,
+                                   expect_name=servedon.host_answer(lab, vm, net),
                                    bind_mac=nic.mac, timeout=3.0,
                                    impair=probe_for(nic.impair, backend, ends.mgmt_host_ip))))
     return cells

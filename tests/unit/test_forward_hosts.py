@@ -264,3 +264,35 @@ def _with_home(host):
     data = copy.deepcopy(ISSUE_LAB)
     data["networks"][0]["home"] = host
     return data
+
+
+def test_an_impaired_nic_is_measured_against_the_host_its_network_lives_on():
+    """lan's host address is on hv2: an impairment cell there that hv1 answered would be
+    measured across the stretch, not across the impaired link alone."""
+    data = copy.deepcopy(ISSUE_LAB)
+    data["networks"][0]["home"] = "hv2"
+    data["vms"][0]["nics"][0]["impair"] = {"delay_ms": 50}
+    lab = labfile.resolve(data)
+    ends = checks.Endpoints(host_listener_port=1, internet_ip="203.0.113.1",
+                            host_uplink_ip="203.0.113.2", mgmt_host_ip="100.64.1.1")
+    [cell] = [c for c in checks.build(lab, checks.Backend.LIBVIRT, ends) if c.kind == "impairment"]
+    assert cell.probe["expect_name"] == "host.hv2"
+
+
+def test_a_lab_with_hosts_refuses_impairments_before_anything_exists(tmp_path):
+    """multihost.up applies no impairment: its cells would be red for want of it. The refusal
+    names the field, exits 2 and creates nothing."""
+    import yaml
+    from click.testing import CliRunner
+
+    from provisioner.cli import main
+
+    data = copy.deepcopy(ISSUE_LAB)
+    data["vms"][0]["nics"][0]["impair"] = {"delay_ms": 50}
+    path = tmp_path / "lab.yaml"
+    path.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(main, ["up", str(path), "--dry-run"])
+    assert result.exit_code == 2, result.output
+    assert "vms.a.nics[0].impair: vnet applies impairments only in a lab without hosts:" \
+        in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lab.yaml"]
