@@ -163,7 +163,7 @@ def _resolve() -> list[dict]:
     if not shutil.which("apt-get"):
         raise VnetError("apt-get is missing: the VirtualBox boot ISO takes isolinux from Debian "
                         "packages", hint="run vnet on Debian/Ubuntu, or copy "
-                                         "~/.cache/vnet/isolinux from one")
+                                         f"{cache_dir() / 'isolinux'} from one")
     try:
         out = runner.run(["apt-get", "download", "--print-uris", *LOADER_PACKAGES]).stdout
     except VnetError:

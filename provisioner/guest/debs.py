@@ -12,6 +12,7 @@ from typing import Callable
 
 from ..errors import VnetError
 from ..host import locks, runner
+from ..host.paths import cache_dir
 
 KERNEL_META = "linux-image-amd64"   # resolved to the current linux-image-6.1.*-amd64
 PACKAGES = ("busybox-static", "dropbear-bin", "python3.11-minimal", "libpython3.11-minimal",
@@ -41,7 +42,7 @@ def resolve(debdir: Path, update: bool, progress: Callable[[str], None] = print)
         return remembered
     if not shutil.which("apt-get"):
         raise VnetError("apt-get is missing: the tiny image is built from Debian packages",
-                        hint="build it on Debian/Ubuntu, or copy ~/.cache/vnet/images from one")
+                        hint=f"build it on Debian/Ubuntu, or copy {cache_dir() / 'images'} from one")
     try:
         debs = _print_uris()
     except VnetError:

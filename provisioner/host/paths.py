@@ -1,6 +1,7 @@
 """Where vnet keeps things on this machine, in one place: the state root (lab records, sandboxes,
 locks, owner id, accelerator verdict) and the cache (images, packages, boxes), each overridable
-from the environment, and the sandbox name rule that names directories under the state root."""
+from the environment and, for root, never under $HOME; and the sandbox name rule that names
+directories under the state root."""
 from __future__ import annotations
 
 import os
@@ -23,8 +24,15 @@ def state_root() -> Path:
 
 
 def cache_dir() -> Path:
-    """VNET_CACHE_DIR, else ~/.cache/vnet: images, downloaded packages and cloud images, boxes."""
-    return Path(os.environ.get("VNET_CACHE_DIR") or Path.home() / ".cache" / "vnet")
+    """VNET_CACHE_DIR, else /var/cache/vnet for root, else $XDG_CACHE_HOME/vnet (~/.cache/vnet):
+    images, downloaded packages and cloud images, boxes. Root never caches under $HOME: under
+    `sudo -E` that is the invoking user's home, which would fill with files owned by root."""
+    if os.environ.get("VNET_CACHE_DIR"):
+        return Path(os.environ["VNET_CACHE_DIR"]).absolute()
+    if os.geteuid() == 0:
+        return Path("/var/cache/vnet")
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "vnet"
 
 
 def validate_name(name: str) -> str:

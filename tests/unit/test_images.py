@@ -236,7 +236,22 @@ def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("VNET_CACHE_DIR", str(tmp_path))
     assert images.cache_dir() == tmp_path
     monkeypatch.delenv("VNET_CACHE_DIR")
-    assert images.cache_dir() == Path.home() / ".cache" / "vnet"
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert images.cache_dir() == tmp_path / "user" / ".cache" / "vnet"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert images.cache_dir() == tmp_path / "xdg" / "vnet"
+
+
+def test_root_never_caches_in_the_home_sudo_e_keeps(monkeypatch, tmp_path):
+    """`sudo -E vnet ...` keeps the user's HOME: root's images and boxes went there, owned by
+    root, in the user's home."""
+    monkeypatch.delenv("VNET_CACHE_DIR", raising=False)
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user" / ".cache"))
+    assert images.cache_dir() == Path("/var/cache/vnet")
 
 
 def test_digest_covers_packages_and_code():
