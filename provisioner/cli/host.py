@@ -161,7 +161,8 @@ def image_build(name, cloud, force):
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @handle_errors
 def image_list(fmt):
-    """List cached images and their sizes on disk (built images and cloud downloads)."""
+    """List cached images and their sizes on disk: built images, cloud downloads, Vagrant boxes,
+    and the Debian packages and boot loaders they are built from."""
     from ..guest import imagecache
     from ..verify.report import table
 
@@ -177,7 +178,7 @@ def image_list(fmt):
     click.echo(table(["name", "digest", "size_mib", "built_at", "path"],
                      [[e.name, e.digest, f"{e.size / 2**20:.1f}", e.built_at, str(e.path)]
                       for e in items]))
-    click.echo(f"total: {total / 2**20:.1f} MiB in {len(items)} images")
+    click.echo(f"total: {total / 2**20:.1f} MiB in {len(items)} entries")
 
 
 @image.command("prune")
@@ -190,9 +191,11 @@ def image_prune(keep, dry_run):
 
     An image is in use when a lab record (`vnet list`) names it or one of its overlays is
     backed by it; such an image is never removed. Vagrant boxes of old tiny images go too
-    (`vagrant box add` keeps its own copy). Only entries carrying vnet's own manifest (or a
-    downloaded cloud image named by its sha256, or a box by its tiny image's digest) under the
-    cache directory are touched.
+    (`vagrant box add` keeps its own copy), and so do older downloads of the Debian packages
+    and boot loaders images are built from (the newest of each stays). Only entries carrying
+    vnet's own manifest (or a downloaded cloud image named by its sha256, a box by its tiny
+    image's digest, a package by apt's file name and ar header, a loader folder by its two
+    files) under the cache directory are touched.
 
     \b
     Examples:
@@ -204,7 +207,7 @@ def image_prune(keep, dry_run):
     gone = imagecache.prune(keep, dry_run=dry_run, progress=click.echo)
     freed = sum(e.size for e in gone) / 2**20
     click.echo(f"{'would free' if dry_run else 'freed'} {freed:.1f} MiB "
-               f"({len(gone)} images)")
+               f"({len(gone)} entries)")
 
 
 COMMANDS = (sandbox, image)

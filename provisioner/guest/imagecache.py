@@ -7,10 +7,15 @@ Entries (each carries vnet's own marker, or it is not an entry and is never touc
   a regular file named by its own 64-hex sha256 that starts with the qcow2 magic;
 - `<cache>/boxes/vnet-tiny-<digest>-<provider>.box`: Vagrant boxes of a tiny image
   (provisioner/guest/vagrantbox.py), a regular tar file by that exact name. `vagrant box add`
-  copies a box into Vagrant's own home, so no lab uses the file; each image build makes new ones.
+  copies a box into Vagrant's own home, so no lab uses the file; each image build makes new ones;
+- `<cache>/debs/<package>_<version>_<arch>.deb`: the Debian packages images and the boot ISO's
+  loader are built from (provisioner/guest/debs.py), a regular file in ar format by apt's name;
+- `<cache>/isolinux/<16 hex>/`: the boot ISO's loader files (provisioner/guest/bootiso.py), a
+  folder holding exactly isolinux.bin and ldlinux.c32.
 
 The build for the current inputs (what the next `vnet up` would take) is kept too, and so are
-its boxes.
+its boxes; of the packages and loaders, the newest of each (what a build without apt takes) and
+the packages the last resolution named (debs.MEMO).
 An image is in use when a lab record under the state root names it: the record's JSON holds the
 image directory's path or the cloud image's sha256 (the lab file pins it), or one of the lab's
 overlays has it as backing file. A lab record that names no tiny image (written before records
@@ -19,6 +24,7 @@ must be a direct child of its cache folder; a directory is removed only with its
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import struct
@@ -34,6 +40,10 @@ from .builds import MANIFEST, manifest_of, remove_build
 CLOUD_FILE = re.compile(r"[0-9a-f]{64}\.qcow2")     # always fullmatch
 BOX_FILE = re.compile(r"vnet-tiny-([0-9a-f]{16})-(libvirt|virtualbox)\.box")
 QCOW2_MAGIC = b"QFI\xfb"
+DEB_FILE = re.compile(r"([a-z0-9][a-z0-9+.-]*)_[^_/]+_[a-z0-9]+\.deb")
+LOADER_DIR = re.compile(r"[0-9a-f]{16}")
+LOADER_FILES = {"isolinux.bin", "ldlinux.c32"}       # bootiso.LOADER_FILES' names
+AR_MAGIC = b"!<arch>\n"
 
 
 @dataclass(frozen=True)
@@ -87,14 +97,59 @@ def entries() -> list[Entry]:
             if (m := BOX_FILE.fullmatch(f.name)) and _is_tar_file(f):
                 found.append(Entry("box", f"box-{m.group(2)}", m.group(1), f, _disk_usage(f),
                                    _iso(f.stat().st_mtime), None))
-    return sorted(found, key=lambda e: (e.name, e.built_at), reverse=True)
+    return sorted(found + _package_entries(), key=lambda e: (e.name, e.built_at), reverse=True)
 
 
-def _is_qcow2_file(path: Path) -> bool:
+def _package_entries() -> list[Entry]:
+    found = []
+    debs = cache_dir() / "debs"
+    for f in sorted(debs.iterdir()) if debs.is_dir() else []:
+        if (m := DEB_FILE.fullmatch(f.name)) and _starts_with(f, AR_MAGIC):
+            found.append(Entry("package", f"deb-{m.group(1)}", f.name, f, _disk_usage(f),
+                               _iso(f.stat().st_mtime), None))
+    loaders = cache_dir() / "isolinux"
+    for d in sorted(loaders.iterdir()) if loaders.is_dir() else []:
+        if _is_loader_dir(d):
+            found.append(Entry("loader", "isolinux", d.name, d, _disk_usage(d),
+                               _iso(d.stat().st_mtime), None))
+    return found
+
+
+def _starts_with(path: Path, magic: bytes) -> bool:
     if path.is_symlink() or not path.is_file():
         return False
     with open(path, "rb") as f:
-        return f.read(4) == QCOW2_MAGIC
+        return f.read(len(magic)) == magic
+
+
+def _is_loader_dir(path: Path) -> bool:
+    return bool(LOADER_DIR.fullmatch(path.name)) and not path.is_symlink() and path.is_dir() \
+        and {p.name for p in path.iterdir()} == LOADER_FILES \
+        and all(not p.is_symlink() and p.is_file() for p in path.iterdir())
+
+
+def current_packages(found: list[Entry]) -> set[Path]:
+    """The newest package of each name and loader (a build without apt takes those), and the
+    packages the last resolution named (debs.MEMO): never pruned."""
+    from .debs import MEMO
+
+    newest: dict[str, Entry] = {}
+    for entry in found:
+        if entry.kind in ("package", "loader") and (
+                entry.name not in newest or entry.built_at > newest[entry.name].built_at):
+            newest[entry.name] = entry
+    keep = {e.path for e in newest.values()}
+    try:
+        named = json.loads((cache_dir() / "debs" / MEMO).read_text()).get("debs", [])
+        keep |= {cache_dir() / "debs" / d["file"] for d in named
+                 if isinstance(d, dict) and isinstance(d.get("file"), str)}
+    except (OSError, ValueError, AttributeError):     # no memo, or not one vnet wrote
+        pass
+    return keep
+
+
+def _is_qcow2_file(path: Path) -> bool:
+    return _starts_with(path, QCOW2_MAGIC)
 
 
 def _is_tar_file(path: Path) -> bool:
@@ -185,16 +240,20 @@ def prune(keep: int, dry_run: bool = False,
     if keep < 0:
         raise Unsupported(f"--keep: {keep} is negative; give 0 or more")
     all_uses = uses()
-    current = current_builds()
+    found = entries()
+    current = current_builds() | current_packages(found)
     removed, seen = [], {}
-    for entry in entries():                       # newest first within each name
+    for entry in found:                           # newest first within each name
         seen[entry.name] = seen.get(entry.name, 0) + 1
         lab = used_by(entry, all_uses)
         if lab:
             progress(f"kept {entry.path}: used by lab {lab}")
             continue
         if entry.path in current:
-            progress(f"kept {entry.path}: the build for this vnet's current inputs")
+            progress(f"kept {entry.path}: " + ("the newest of its name, or one the last "
+                                                 "package resolution named"
+                                                 if entry.kind in ("package", "loader")
+                                                 else "the build for this vnet's current inputs"))
             continue
         if seen[entry.name] <= keep:
             progress(f"kept {entry.path}: one of the {keep} newest {entry.name} images")
@@ -210,6 +269,20 @@ def prune(keep: int, dry_run: bool = False,
 def _remove(entry: Entry) -> None:
     if entry.kind == "image":
         remove_build(entry.path)
+        return
+    if entry.kind == "package":
+        path = child(cache_dir() / "debs", entry.path.name)
+        if not DEB_FILE.fullmatch(path.name) or not _starts_with(path, AR_MAGIC):
+            raise VnetError(f"refusing to remove {path}: not a package vnet downloaded")
+        path.unlink()
+        return
+    if entry.kind == "loader":
+        path = child(cache_dir() / "isolinux", entry.path.name)
+        if not _is_loader_dir(path):
+            raise VnetError(f"refusing to remove {path}: not a loader folder vnet made")
+        for name in LOADER_FILES:
+            (path / name).unlink()
+        path.rmdir()
         return
     if entry.kind == "box":
         path = child(cache_dir() / "boxes", entry.path.name)

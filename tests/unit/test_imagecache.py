@@ -295,3 +295,45 @@ def test_what_only_looks_like_a_box_is_never_removed(roots, tmp_path):
     (cache / "boxes" / outside.name).symlink_to(outside)           # a link out of the cache
     assert imagecache.prune(keep=0, progress=lambda m: None) == []
     assert not_tar.is_file() and odd_name.is_file() and outside.is_file()
+
+
+def deb(cache: Path, name: str, mtime: float, body: bytes = b"!<arch>\n debian-binary") -> Path:
+    (cache / "debs").mkdir(exist_ok=True)
+    path = cache / "debs" / name
+    path.write_bytes(body)
+    os.utime(path, (mtime, mtime))
+    return path
+
+
+def loader(cache: Path, digest: str, mtime: float, extra: str | None = None) -> Path:
+    d = cache / "isolinux" / digest
+    d.mkdir(parents=True)
+    for name in ("isolinux.bin", "ldlinux.c32", *([extra] if extra else [])):
+        (d / name).write_bytes(b"\0" * 512)
+    os.utime(d, (mtime, mtime))
+    return d
+
+
+def test_old_packages_and_loaders_go_the_newest_and_the_resolved_stay(roots, tmp_path):
+    """debs/ and isolinux/ grew with every Debian point release: nothing pruned them."""
+    cache, _ = roots
+    old = deb(cache, "iproute2_6.1.0-2_amd64.deb", 1_000_000)
+    new = deb(cache, "iproute2_6.1.0-3_amd64.deb", 2_000_000)
+    pinned = deb(cache, "dropbear-bin_2022.83-1_amd64.deb", 1_000_000)
+    deb(cache, "dropbear-bin_2022.83-2_amd64.deb", 2_000_000)
+    (cache / "debs" / "resolved.json").write_text(json.dumps(
+        {"stamp": "s", "debs": [{"name": "dropbear-bin", "file": pinned.name, "sha256": SHA_A}]}))
+    fake = deb(cache, "notes_1_all.deb", 1, body=b"not an ar archive")   # no ar header: not ours
+    outside = tmp_path / "elsewhere_1_amd64.deb"
+    outside.write_bytes(b"!<arch>\n")
+    (cache / "debs" / "linked_1_amd64.deb").symlink_to(outside)
+    stale, newest = loader(cache, "1" * 16, 1_000_000), loader(cache, "2" * 16, 2_000_000)
+    foreign = loader(cache, "3" * 16, 500, extra="README")       # more than vnet puts there
+
+    gone = imagecache.prune(keep=0, progress=lambda m: None)
+    assert names(gone) == {old.name, stale.name}
+    assert not old.exists() and not stale.exists()
+    assert new.exists() and pinned.exists() and newest.exists()
+    assert fake.exists() and outside.exists() and foreign.exists()
+    kinds = {e.kind for e in imagecache.entries()}
+    assert {"package", "loader"} <= kinds
