@@ -4,7 +4,9 @@ manifest.json alone is a common file name), checked before anything removes a bu
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+from typing import Callable
 
 from ..errors import VnetError
 from ..host.paths import cache_dir
@@ -32,3 +34,17 @@ def remove_build(path: Path) -> None:
         raise VnetError(f"refusing to remove {images / path.name}: its {MANIFEST} does not "
                         "name it, so vnet did not build it", hint="remove it by hand if it is yours")
     remove_tree(images, path.name, (MANIFEST,))
+
+
+def set_aside_unreadable(final: Path, progress: Callable[[str], None]) -> None:
+    """Before a build for `final`: a directory there whose manifest is unreadable or does not
+    name it (a disk error, a hand edit) is neither reused nor removed (vnet cannot tell it
+    built it) but renamed beside it, so the build goes ahead and nothing is lost."""
+    images = cache_dir() / "images"
+    path = child(images, final.name)
+    if not (path.exists() or path.is_symlink()) or manifest_of(path) is not None:
+        return
+    aside = child(images, f".unreadable-{final.name}-{time.strftime('%Y%m%dT%H%M%S')}")
+    path.rename(aside)
+    progress(f"{path} has no {MANIFEST} that names it: moved aside to {aside} and building "
+             "again (look at it, then remove it)")

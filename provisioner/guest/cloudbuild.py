@@ -144,10 +144,9 @@ def find(name: str) -> CloudBuild | None:
 
 
 def _load(path: Path) -> CloudBuild | None:
-    manifest = path / "manifest.json"
-    if not manifest.is_file():
+    m = builds.manifest_of(path)           # None: not built, or not readable (never a crash)
+    if m is None:
         return None
-    m = json.loads(manifest.read_text())
     return CloudBuild(m["name"], m["digest"], path / m["disk"], m["sha256"])
 
 
@@ -163,6 +162,7 @@ def build(name: str, progress: Callable[[str], None] = print, force: bool = Fals
     pinned = versions(r)
     key = digest(name, r, pinned)
     final = cache_dir() / "images" / f"{name}-{key}"
+    builds.set_aside_unreadable(final, progress)
     if not force and (found := _load(final)):
         return found
     started = time.monotonic()

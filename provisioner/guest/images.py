@@ -76,7 +76,9 @@ def find_tiny() -> Image | None:
 def list_cached() -> list[dict]:
     rows = []
     for manifest in sorted((cache_dir() / "images").glob("*/manifest.json")):
-        m = json.loads(manifest.read_text())
+        m = builds.manifest_of(manifest.parent)
+        if m is None:
+            continue
         size = sum(p.stat().st_blocks * 512 for p in manifest.parent.iterdir())
         rows.append({"name": m["name"], "digest": m["digest"], "size_mib": round(size / 2**20, 1),
                      "path": str(manifest.parent), "built_at": m["built_at"],
@@ -89,6 +91,7 @@ def build_tiny(progress: Callable[[str], None] = print, force: bool = False) -> 
     debdir = cache_dir() / "debs"
     debs = guestdebs.resolve(debdir, update=True, progress=progress)
     final = cache_dir() / "images" / f"tiny-{_digest(debs)}"
+    builds.set_aside_unreadable(final, progress)
     if not force and (final / "manifest.json").exists():
         return _load(final)
     if runner.which("mksquashfs") is None:      # before any download: the last step needs it
@@ -148,9 +151,9 @@ def build_tiny(progress: Callable[[str], None] = print, force: bool = False) -> 
 # ---------------------------------------------------------------- inputs and cache
 
 def _load(path: Path) -> Image | None:
-    if not (path / "manifest.json").exists():
+    m = builds.manifest_of(path)           # None: not built, or not readable (never a crash)
+    if m is None:
         return None
-    m = json.loads((path / "manifest.json").read_text())
     return Image(m["name"], m["digest"], path / m["kernel"], path / m["initrd"],
                  path / m["rootdisk"], m["cmdline_base"],
                  path / m["vmlinuz"] if m.get("vmlinuz") else None)

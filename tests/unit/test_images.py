@@ -410,3 +410,20 @@ def test_a_damaged_kernel_is_refused_not_trimmed(damage):
         elf = elf[:-100]                                      # the file ends inside the segment
     with pytest.raises(VnetError):
         kernel.trim_zero_tails(elf)
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_build_with_an_unreadable_manifest_is_set_aside_and_built_again(cache, monkeypatch,
+                                                                           force):
+    """It crashed a plain build (JSON error) and --force refused to remove it, so nothing could
+    rebuild it. vnet cannot tell it built that folder: it renames it, never removes it."""
+    d = fake_image(cache, images._digest(DEBS))
+    (d / "manifest.json").write_text('{"name": "tiny", "dig')           # torn
+    monkeypatch.setattr(images.runner, "which", lambda tool: None)      # stop at the build
+    said = []
+    with pytest.raises(VnetError, match="needs mksquashfs"):
+        images.build_tiny(progress=said.append, force=force)
+    [aside] = [p for p in (cache / "images").iterdir() if p.name.startswith(".unreadable-")]
+    assert not d.exists() and (aside / "vmlinux").read_bytes() == b"x" * 8192
+    assert any("moved aside" in m and str(aside) in m for m in said)
+    assert images.find_tiny() is None and images.list_cached() == []
