@@ -19,7 +19,7 @@ OVS_LAB = {"name": "oflab", "networks": [{"name": "h", "mode": "hostonly", "subn
 RULES = ['-A FORWARD -i vnoldbr -m comment --comment "vnet me oflab hostonly" -j REJECT',
          # another state root's lab of the same name: its isolation must stay
          '-A FORWARD -i vnother -m comment --comment "vnet them oflab hostonly" -j REJECT',
-         # an older vnet's rule (no owner in it): it goes only with its bridge
+         # an older vnet's rule (no owner in it): it goes with its bridge, or once that is gone
          '-A FORWARD -i vnlegacy -m comment --comment "vnet oflab hostonly" -j REJECT']
 
 
@@ -71,7 +71,8 @@ def test_this_owners_reject_rules_go_by_their_comment_even_when_the_bridge_is_go
     removed = ovsbridge.remove("oflab", TARGET, "me", lambda m: None, FakeOvs(), needed=True)
     assert ["iptables", "-w", "-D", "FORWARD", "-i", "vnoldbr", "-m", "comment", "--comment",
             "vnet me oflab hostonly", "-j", "REJECT"] in host
-    assert deleted(host) == ["vnoldbr"]          # not another owner's, not an older vnet's
+    # not another owner's, nor an older vnet's whose bridge still exists (`ip link show` answers)
+    assert deleted(host) == ["vnoldbr"]
     assert len(removed) == 1 and removed[0].startswith("iptables rule")
 
 
@@ -88,3 +89,18 @@ def test_gc_removes_bridges_of_this_owner_whose_lab_has_no_state(host, monkeypat
     removed = lifecycle.gc(TARGET, lambda m: None)
     assert "bridge vnghost" in removed
     assert set(ovs.bridges) == {"vnkept"}
+
+
+def test_an_older_vnets_rule_goes_once_its_bridge_is_gone(host, monkeypatch):
+    """A destroy that lost the bridge before the rule (a crash between the two) left the older
+    vnet's rule for good: it isolated nothing, and would reject a later bridge of that name."""
+    listed = runner.run
+
+    def run(argv, check=True, **kw):
+        if argv[:3] == ["ip", "link", "show"]:
+            return runner.Result(argv, 0 if argv[-1] == "vnother" else 1, "", "")
+        return listed(argv, check=check, **kw)
+    monkeypatch.setattr(runner, "run", run)
+    ovsbridge.remove("oflab", TARGET, "me", lambda m: None, FakeOvs(), needed=True)
+    assert sorted(deleted(host)) == ["vnlegacy", "vnoldbr"]
+

@@ -136,7 +136,9 @@ def _remove_isolation(target, lab: str, owner: str, bridges: list[str]) -> list[
     """This owner's FORWARD REJECT rules of the lab, by their comment (`iptables -S` prints
     each as the -A line that made it, so the same words after -D delete it). A rule of an
     older vnet, whose comment names no owner, goes only with its bridge (in `bridges`, just
-    removed as this owner's): another state root's lab of the same name keeps its isolation."""
+    removed as this owner's: another state root's lab of the same name keeps its isolation),
+    or once its bridge is gone (it isolates no one, and would reject a later bridge of that
+    name)."""
     if _which("iptables") is None:
         return []
     listed = _ip(target, ["iptables", "-w", "-S", "FORWARD"], check=False).stdout
@@ -144,11 +146,19 @@ def _remove_isolation(target, lab: str, owner: str, bridges: list[str]) -> list[
     for line in listed.splitlines():
         words = shlex.split(line)
         comment = _comment(words)
-        legacy = comment == _tag(lab) and any(br in words for br in bridges)
+        legacy = comment == _tag(lab) and (any(br in words for br in bridges)
+                                           or _bridges_gone(target, words))
         if words[:2] == ["-A", "FORWARD"] and (comment == _tag(lab, owner) or legacy):
             _ip(target, ["iptables", "-w", "-D", *words[1:]], check=False)
             removed.append(f"iptables rule {' '.join(words[2:])}")
     return removed
+
+
+def _bridges_gone(target, words: list[str]) -> bool:
+    """The rule names interfaces (-i/-o), and none of them exists where the lab lives."""
+    devs = [words[i + 1] for i, w in enumerate(words[:-1]) if w in ("-i", "-o")]
+    return bool(devs) and all(_ip(target, ["ip", "link", "show", "dev", d], check=False)
+                              .returncode != 0 for d in devs)
 
 
 def _comment(words: list[str]) -> str | None:
