@@ -179,6 +179,15 @@ def image_list(fmt):
                      [[e.name, e.digest, f"{e.size / 2**20:.1f}", e.built_at, str(e.path)]
                       for e in items]))
     click.echo(f"total: {total / 2**20:.1f} MiB in {len(items)} entries")
+    _former_caches()
+
+
+def _former_caches() -> None:
+    from ..host.paths import cache_dir, former_caches
+
+    for path in former_caches():
+        click.echo(f"note: {path} is an older vnet's cache, which nothing reads now (root's "
+                   f"cache is {cache_dir()}): move its images/ there, or remove it")
 
 
 @image.command("prune")
@@ -208,6 +217,7 @@ def image_prune(keep, dry_run):
     freed = sum(e.size for e in gone) / 2**20
     click.echo(f"{'would free' if dry_run else 'freed'} {freed:.1f} MiB "
                f"({len(gone)} entries)")
+    _former_caches()
 
 
 COMMANDS = (sandbox, image)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import VnetError
+from ..host.imageusers import users_of
 from ..host.paths import cache_dir
 from ..host.safepath import child, remove_tree
 
@@ -44,6 +45,11 @@ def set_aside_unreadable(final: Path, progress: Callable[[str], None]) -> None:
     path = child(images, final.name)
     if not (path.exists() or path.is_symlink()) or manifest_of(path) is not None:
         return
+    users = users_of(path)
+    if users:                       # moved, it would leave that lab's disks without a base
+        raise VnetError(f"{path} has no {MANIFEST} that names it, and lab {users[0]} uses it: "
+                        "vnet neither rebuilds nor moves it",
+                        hint="destroy that lab, then build again (the folder is moved aside)")
     aside = child(images, f".unreadable-{final.name}-{time.strftime('%Y%m%dT%H%M%S')}")
     path.rename(aside)
     progress(f"{path} has no {MANIFEST} that names it: moved aside to {aside} and building "

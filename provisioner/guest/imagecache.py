@@ -14,8 +14,9 @@ Entries (each carries vnet's own marker, or it is not an entry and is never touc
   folder holding exactly isolinux.bin and ldlinux.c32.
 
 The build for the current inputs (what the next `vnet up` would take) is kept too, and so are
-its boxes; of the packages and loaders, the newest of each (what a build without apt takes) and
-the packages the last resolution named (debs.MEMO).
+its boxes; of the packages and loaders, the packages the last resolution named (debs.MEMO: what
+the next tiny build takes), and the newest of each name (the newest loader is what a boot ISO
+built without apt takes; the newest package is likely the next resolution's).
 An image is in use when a lab record under the state root names it: the record's JSON holds the
 image directory's path or the cloud image's sha256 (the lab file pins it), or one of the lab's
 overlays has it as backing file. A lab record that names no tiny image (written before records
@@ -27,19 +28,18 @@ from __future__ import annotations
 import json
 import os
 import re
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from ..errors import Unsupported, VnetError
+from ..host.imageusers import QCOW2_MAGIC, Use, uses
 from ..host.paths import cache_dir
-from ..host.safepath import child
+from ..host.safepath import child, remove_tree
 from .builds import MANIFEST, manifest_of, remove_build
 
 CLOUD_FILE = re.compile(r"[0-9a-f]{64}\.qcow2")     # always fullmatch
 BOX_FILE = re.compile(r"vnet-tiny-([0-9a-f]{16})-(libvirt|virtualbox)\.box")
-QCOW2_MAGIC = b"QFI\xfb"
 DEB_FILE = re.compile(r"([a-z0-9][a-z0-9+.-]*)_[^_/]+_[a-z0-9]+\.deb")
 LOADER_DIR = re.compile(r"[0-9a-f]{16}")
 LOADER_FILES = {"isolinux.bin", "ldlinux.c32"}       # bootiso.LOADER_FILES' names
@@ -129,8 +129,8 @@ def _is_loader_dir(path: Path) -> bool:
 
 
 def current_packages(found: list[Entry]) -> set[Path]:
-    """The newest package of each name and loader (a build without apt takes those), and the
-    packages the last resolution named (debs.MEMO): never pruned."""
+    """The packages the last resolution named (debs.MEMO) and the newest package of each name
+    and loader (the module docstring says why): never pruned."""
     from .debs import MEMO
 
     newest: dict[str, Entry] = {}
@@ -158,47 +158,6 @@ def _is_tar_file(path: Path) -> bool:
         return False
     with open(path, "rb") as f:
         return f.read(263)[257:262] == b"ustar"
-
-
-def backing_file(path: Path) -> str | None:
-    """The backing file named in a qcow2 header (QEMU's docs/interop/qcow2.txt: offset 8,
-    u64 offset of the name; offset 16, u32 its length), or None."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(20)
-            if len(head) < 20 or head[:4] != QCOW2_MAGIC:
-                return None
-            offset, length = struct.unpack(">QI", head[8:20])
-            if not offset or not 0 < length <= 1023:
-                return None
-            f.seek(offset)
-            return f.read(length).decode(errors="replace")
-    except OSError:
-        return None
-
-
-@dataclass(frozen=True)
-class Use:
-    text: str                 # the lab record as JSON: paths and sha256s it names
-    backing: tuple[str, ...]  # backing files of the lab's overlays
-    where: str                # <target>/<lab>
-
-
-def uses() -> list[Use]:
-    """What each lab record under the state root refers to."""
-    from ..host.paths import state_root
-
-    labs = state_root() / "labs"
-    found = []
-    for record in sorted(labs.glob("*/*/lab.json")) if labs.is_dir() else []:
-        try:
-            text = record.read_text()
-        except OSError:
-            continue
-        backing = tuple(filter(None, (backing_file(p)
-                                      for p in sorted(record.parent.glob("*.qcow2")))))
-        found.append(Use(text, backing, f"{record.parent.parent.name}/{record.parent.name}"))
-    return found
 
 
 def used_by(entry: Entry, all_uses: list[Use]) -> str | None:
@@ -280,9 +239,7 @@ def _remove(entry: Entry) -> None:
         path = child(cache_dir() / "isolinux", entry.path.name)
         if not _is_loader_dir(path):
             raise VnetError(f"refusing to remove {path}: not a loader folder vnet made")
-        for name in LOADER_FILES:
-            (path / name).unlink()
-        path.rmdir()
+        remove_tree(cache_dir() / "isolinux", path.name, sorted(LOADER_FILES))
         return
     if entry.kind == "box":
         path = child(cache_dir() / "boxes", entry.path.name)

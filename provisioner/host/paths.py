@@ -35,6 +35,16 @@ def cache_dir() -> Path:
     return Path(base) / "vnet"
 
 
+def former_caches() -> list[Path]:
+    """Root's caches of an older vnet (under $HOME, which it used before /var/cache/vnet) that
+    still exist: nothing reads them now, so `vnet image list` and `prune` point them out."""
+    if os.environ.get("VNET_CACHE_DIR") or os.geteuid() != 0:
+        return []
+    homes = {Path(os.path.expanduser("~root")), Path.home()}
+    return sorted(p for p in (h / ".cache" / "vnet" for h in homes)
+                  if p.is_dir() and not p.is_symlink() and p != cache_dir())
+
+
 def validate_name(name: str) -> str:
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise LabFileError("sandbox name", f"{quote(name)} is not valid: use 1-12 characters from "

@@ -171,6 +171,8 @@ def run_playbook(private_dir: str, playbook: str, inventory: dict, env: dict,
                     got.setdefault("tunnels", {}).update(res["tunnels"])
                 if "timing" in res:    # the probe task's (the failovers' comes second)
                     got.setdefault("timing", {}).setdefault("module", res["timing"])
+                if res.get("clock"):   # the guest's clock against the host's (forwardcheck)
+                    got.setdefault("clock", res["clock"])
     for host, timing in run_timings(run.events, began, time.time()).items():
         if host in results:
             results[host].setdefault("timing", {}).update(timing)

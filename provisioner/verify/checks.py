@@ -10,6 +10,7 @@ A check runs from one of three places: a guest (through Ansible, bound to the NI
 the host (its network namespace), or the Internet (the sandbox's Internet namespace)."""
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 from ..lab import modes, nics
@@ -143,10 +144,14 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
     checks += encapsulation_cells(lab, positive, checks)
     checks = declared.merge(checks, declared.cells(lab, ends, declared_cell))
     link_controls(checks)
-    clock = {"target": ends.mgmt_host_ip, "port": ends.host_listener_port}
-    for c in checks:        # a guest's hold or attempts are timed: its clock is measured too
-        if c.probe.get("forward"):
-            c.probe["clock"] = clock                   # (forwardcheck.held_during_an_attempt)
+    # a guest's hold or attempts are timed: its clock is measured too (forwardcheck.skew),
+    # against the host's listener on the management path; not where that is the guest's own
+    # loopback (a Vagrant VirtualBox inventory reached through a forwarded port)
+    if not ipaddress.ip_address(ends.mgmt_host_ip).is_loopback:
+        clock = {"target": ends.mgmt_host_ip, "port": ends.host_listener_port}
+        for c in checks:
+            if c.probe.get("forward"):
+                c.probe["clock"] = clock
     return checks
 
 

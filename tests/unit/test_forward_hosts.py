@@ -296,3 +296,41 @@ def test_a_lab_with_hosts_refuses_impairments_before_anything_exists(tmp_path):
     assert "vms.a.nics[0].impair: vnet applies impairments only in a lab without hosts:" \
         in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lab.yaml"]
+    # a real `up` asks in its preflight, before the image, the key or a remote copy exists
+    # (the plan, where --dry-run stops, comes after those)
+    lab = labfile.resolve(data)
+    targets = {h.name: Target(uri=h.uri, netns=f"ns-{h.name}") for h in lab.hosts}
+    with pytest.raises(Unsupported, match=r"vms\.a\.nics\[0\]\.impair: "):
+        multihost.preflight(lab, targets, "0123456789abcdef", recorded=False)
+
+
+
+def test_clearing_an_impairment_is_never_refused(monkeypatch, tmp_path):
+    """A lab with hosts: recorded with two impaired NICs (before vnet refused that) could not
+    clear either one: the refusal saw the other."""
+    from provisioner.drivers.libvirt import driver as libvirt_driver, impair
+    from provisioner.host import state
+    from provisioner.lab.impair import build as impairment
+
+    monkeypatch.setenv("VNET_STATE_DIR", str(tmp_path / "state"))
+    data = copy.deepcopy(ISSUE_LAB)
+    for vm in data["vms"]:
+        vm["nics"][0]["impair"] = {"delay_ms": 50}
+    target = Target(uri="qemu:///system")
+    state.save(target, data["name"], {"lab": data["name"], "lab_data": data})
+    applied = []
+
+    class Applier:                                  # FAKE: records what would be applied
+        def __init__(self, lab, target, conn, record):
+            pass
+
+        def apply(self, vm, nic, impair_):
+            applied.append((vm, impair_))
+            return {}
+    monkeypatch.setattr(impair, "Applier", Applier)
+    monkeypatch.setattr(libvirt_driver, "LibvirtDriver", lambda t: None)   # no libvirt here
+    driver = libvirt_driver.Libvirt(target)
+    with pytest.raises(Unsupported, match="only in a lab without hosts"):
+        driver.set_impairment(data["name"], "a", 0, impairment({"delay_ms": 9}, "x"))
+    driver.set_impairment(data["name"], "a", 0, None)
+    assert applied == [("a", None)]

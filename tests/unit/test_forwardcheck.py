@@ -355,4 +355,46 @@ def test_no_answer_gives_no_clock_and_a_run_s_bound_widens_by_the_drift():
     start, end = {"offset": 0.9, "error": 0.002}, {"offset": 0.95, "error": 0.003}
     assert probe.clock_over_run(start, end) == {"offset": 0.9, "error": 0.053, "moved": 0.05}
     assert probe.clock_over_run(None, None) is None
+    # measured at the start only: a step during the run would go unseen, so it counts as none
+    assert probe.clock_over_run(start, None) is None
 
+
+
+def test_the_clock_a_guest_measured_reaches_the_verdict_through_ansible(monkeypatch, tmp_path):
+    """run_playbook kept only probes, drivers and forwards of a module result: the clock was
+    dropped there, so every hold was judged with the unmeasured bound."""
+    from types import SimpleNamespace
+
+    import ansible_runner
+
+    from provisioner.verify import ansible as guest_ansible
+
+    clock = {"offset": 0.9, "error": 0.004, "moved": 0.0001}
+    hold = {"mode": "listener", "detail": "vnet's temporary listener", "nonces": [],
+            "opened": 100.0, "closed": 110.0}
+    events = [{"event": "runner_on_ok", "event_data": {"host": "a", "res": {
+        "probes": {}, "drivers": {}, "forwards": {"web": hold}, "clock": clock}}}]
+    monkeypatch.setattr(ansible_runner, "run", lambda **kw: SimpleNamespace(events=events))
+    monkeypatch.setattr(guest_ansible, "close_masters", lambda d: None)
+    guest = guest_ansible.run_playbook(str(tmp_path / "p"), "pb.yml", {}, {
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(tmp_path)})
+    assert guest["a"]["clock"] == clock
+    cell = checks.Check("port_forward", "n", "nat", "host", "a:80", "pass", "host",
+                        {"forward": {"vm": "a", "name": "web"}})
+    run.record([cell], guest, {"host:0": {"observed": "fail", "detail": "connection refused",
+                                          "nonces": ["host-x"], "attempts": [[101.0, 101.2]]}})
+    assert cell.observed == "fail"
+
+
+def test_no_clock_is_asked_of_a_loopback_management_address():
+    """A Vagrant VirtualBox inventory reaches the guests through forwarded loopback ports: the
+    guest's own 127.0.0.1 has no host listener, and each run waited for nothing."""
+    lab = labfile.resolve({"name": "u", "networks": [{"name": "n", "mode": "nat",
+                           "port_forwards": [{"name": "web", "proto": "tcp", "host_port": 8080,
+                                              "vm": "a", "guest_port": 80}]}],
+                           "vms": [{"name": "a", "nics": [{"network": "n"}]}]})
+    ends = checks.Endpoints(host_listener_port=1, internet_ip=None, host_uplink_ip="127.0.0.1",
+                            mgmt_host_ip="127.0.0.1")
+    cells = [c for c in checks.build(lab, checks.Backend.VIRTUALBOX, ends)
+             if c.probe.get("forward")]
+    assert cells and not any("clock" in c.probe for c in cells)

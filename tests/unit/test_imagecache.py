@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from provisioner.guest import imagecache
+from provisioner.host import imageusers
 from provisioner.cli import main
 from provisioner.errors import VnetError
 
@@ -154,11 +155,11 @@ def test_removal_rechecks_the_path_under_the_cache(roots, tmp_path):
 
 
 def test_backing_file_is_read_from_the_qcow2_header(tmp_path):
-    assert imagecache.backing_file(qcow2(tmp_path / "o.qcow2", "/c/base.qcow2")) == \
+    assert imageusers.backing_file(qcow2(tmp_path / "o.qcow2", "/c/base.qcow2")) == \
         "/c/base.qcow2"
-    assert imagecache.backing_file(qcow2(tmp_path / "b.qcow2")) is None
+    assert imageusers.backing_file(qcow2(tmp_path / "b.qcow2")) is None
     (tmp_path / "junk").write_bytes(b"junk")
-    assert imagecache.backing_file(tmp_path / "junk") is None
+    assert imageusers.backing_file(tmp_path / "junk") is None
 
 
 def test_cli_list_shows_sizes_and_total(roots):

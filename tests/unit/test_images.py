@@ -417,6 +417,7 @@ def test_a_build_with_an_unreadable_manifest_is_set_aside_and_built_again(cache,
                                                                            force):
     """It crashed a plain build (JSON error) and --force refused to remove it, so nothing could
     rebuild it. vnet cannot tell it built that folder: it renames it, never removes it."""
+    monkeypatch.setenv("VNET_STATE_DIR", str(cache.parent / "state"))   # no lab uses it
     d = fake_image(cache, images._digest(DEBS))
     (d / "manifest.json").write_text('{"name": "tiny", "dig')           # torn
     monkeypatch.setattr(images.runner, "which", lambda tool: None)      # stop at the build
@@ -427,3 +428,33 @@ def test_a_build_with_an_unreadable_manifest_is_set_aside_and_built_again(cache,
     assert not d.exists() and (aside / "vmlinux").read_bytes() == b"x" * 8192
     assert any("moved aside" in m and str(aside) in m for m in said)
     assert images.find_tiny() is None and images.list_cached() == []
+
+
+def test_an_unreadable_build_a_lab_uses_is_left_where_it_is(cache, monkeypatch):
+    """Moved aside, it would leave the lab's overlays and kernel paths pointing at nothing."""
+    state_dir = cache.parent / "state"
+    monkeypatch.setenv("VNET_STATE_DIR", str(state_dir))
+    d = fake_image(cache, images._digest(DEBS))
+    (d / "manifest.json").write_text("not json")
+    lab = state_dir / "labs" / "sandbox-x" / "web"
+    lab.mkdir(parents=True)
+    (lab / "lab.json").write_text(json.dumps({"lab": "web", "image": str(d)}))
+    with pytest.raises(VnetError, match="lab sandbox-x/web uses it"):
+        images.build_tiny(progress=lambda m: None, force=True)
+    assert d.is_dir() and (d / "vmlinux").exists()
+
+
+def test_an_older_vnets_cache_in_roots_home_is_pointed_out(monkeypatch, tmp_path):
+    """Root's cache moved to /var/cache/vnet (only read here): the old one would sit unseen."""
+    from click.testing import CliRunner
+
+    from provisioner.cli import main
+
+    monkeypatch.delenv("VNET_CACHE_DIR", raising=False)
+    monkeypatch.setenv("VNET_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home" / ".cache" / "vnet" / "images").mkdir(parents=True)
+    result = CliRunner().invoke(main, ["image", "list"])
+    assert f"note: {tmp_path / 'home' / '.cache' / 'vnet'} is an older vnet's cache" \
+        in result.output, result.output

@@ -84,6 +84,7 @@ class Libvirt(Driver):
         record, _ = self.link_nic(lab_name, vm, nic)
         declare_impairment(record, vm, nic, impair)
         lab = lab_from_record(record)
-        impairs.check(lab)             # before anything changes: exit 2
+        if impair is not None:         # before anything changes: exit 2 (a clear needs no tap)
+            impairs.check(lab)
         return impairs.Applier(lab, self.target, LibvirtDriver(self.target), record) \
             .apply(vm, lab.vm(vm).nics[nic], impair)

@@ -42,17 +42,24 @@ def has_tap(lab: Lab, nic: Nic) -> bool:
         not modes.MODES[lab.network(nic.network).mode].per_vm_nat
 
 
-def check(lab: Lab) -> None:
-    """Refuse, at plan time, an impairment libvirt cannot apply here (exit 2)."""
+def refuse_across_hosts(lab: Lab) -> None:
+    """A lab with hosts: gets no impairment (exit 2): the NIC's tap, its control path and the
+    listener it is measured against are on the VM's own host, and one Applier per host is not
+    built yet. multihost.preflight asks first, before anything exists."""
     for vm in lab.vms:
         for k, nic in enumerate(vm.nics):
             if nic.impair and lab.hosts:
-                # its tap, its control path and the listener it is measured against are on
-                # the VM's own host: one Applier per host is not built yet
                 raise Unsupported(f"vms.{vm.name}.nics[{k}].impair: vnet applies impairments "
                                   "only in a lab without hosts: (this one spans "
                                   f"{', '.join(h.name for h in lab.hosts)}); remove the "
                                   "impair or the hosts: section")
+
+
+def check(lab: Lab) -> None:
+    """Refuse, at plan time, an impairment libvirt cannot apply here (exit 2)."""
+    refuse_across_hosts(lab)
+    for vm in lab.vms:
+        for k, nic in enumerate(vm.nics):
             if nic.impair and nic.impair.rate_mbit and not has_tap(lab, nic):
                 raise Unsupported(f"vms.{vm.name}.nics[{k}].impair.rate_mbit: this NIC has no "
                                   "host-side interface to shape on libvirt (QEMU user "

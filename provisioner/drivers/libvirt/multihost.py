@@ -25,7 +25,7 @@ from ...lab.model import Lab
 from ...lab.naming import object_name
 from ...progress import Progress
 from ..base import lab_from_record
-from . import hostforwards, imagecopy, lifecycle, remotehosts
+from . import hostforwards, imagecopy, impair, lifecycle, remotehosts
 from .connection import LibvirtDriver
 from .render import Context, ImageFiles, LibvirtRenderer
 
@@ -93,6 +93,7 @@ def preflight(lab: Lab, targets: dict[str, Target], owner: str,
     target has a record of it: `recorded`), and nothing asks for what is not built yet."""
     hostforwards.remote_refusal(lab, targets)
     hostforwards.remote_side_refusal(lab, targets)
+    impair.refuse_across_hosts(lab)
     ovs = next((net for net in lab.networks if net.switch != "linux"), None)
     if ovs is not None:
         raise Unsupported(f"networks.{ovs.name}.switch: an Open vSwitch network is not "
