@@ -307,6 +307,8 @@ def record(cells: list, guest: dict[str, dict], sides: dict[str, dict],
                 else forwardcheck.HOST_CLOCK
             clocks = (prober, guest.get(fwd["vm"], {}).get("clock"))
             cell.observed, cell.detail = forwardcheck.conclude(r, held, origin, fwd["vm"], clocks)
+            # how far apart the two clocks may still be: the hold's window shrinks by this
+            cell.evidence["clock_margin_s"] = round(forwardcheck.skew(clocks)[2], 4)
 
 
 def keep_timeout(cell, result: dict) -> None:

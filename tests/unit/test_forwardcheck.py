@@ -383,7 +383,7 @@ def test_the_clock_a_guest_measured_reaches_the_verdict_through_ansible(monkeypa
                         {"forward": {"vm": "a", "name": "web"}})
     run.record([cell], guest, {"host:0": {"observed": "fail", "detail": "connection refused",
                                           "nonces": ["host-x"], "attempts": [[101.0, 101.2]]}})
-    assert cell.observed == "fail"
+    assert cell.observed == "fail" and cell.evidence["clock_margin_s"] == 0.005
 
 
 def test_no_clock_is_asked_of_a_loopback_management_address():
