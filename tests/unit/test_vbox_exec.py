@@ -388,12 +388,36 @@ def test_a_lost_interface_name_is_found_again_by_its_address(vbox):
     saved = record("hostonly")
     del saved["bindings"]["{hostonlyif:net}"]                # as if vnet died right after
     saved["pending"] = "{hostonlyif:net}"                     # `hostonlyif create` printed
+    saved["hostonlyifs_before"] = []                          # none before it (saved with it)
     saved["created"].remove(["hostonlyif", "{hostonlyif:net}"])
     state.save(vbox_exec.TARGET, "hostonly", saved)
     vbox_exec.destroy("hostonly", vbox.say)
-    assert any("found again by its address 192.168.56.1: vboxnet0" in line
+    assert any("found again: vboxnet0, the one interface that appeared" in line
                for line in vbox.progress)
     assert vbox.empty(), vbox.state()
+
+
+def test_a_lost_interface_is_the_one_that_appeared_never_one_with_the_planned_address(vbox):
+    """vnet died right after `hostonlyif create` (before its name was saved and before
+    `ipconfig` gave it the planned address). destroy used to look for the planned address,
+    192.168.56.1, and found the user's own vboxnet0 there (VirtualBox's default), and removed
+    it."""
+    user = vbox.real_run([str(FAKE), "hostonlyif", "create"]).stdout      # the user's vboxnet0
+    assert "vboxnet0" in user
+
+    def dies_after_create(args):
+        if args[:2] == ("hostonlyif", "create"):
+            vbox.real_run([str(FAKE), *args])          # VirtualBox made it, vnet never heard
+            raise KeyboardInterrupt
+        return None
+    vbox.hook = dies_after_create
+    with pytest.raises(KeyboardInterrupt):
+        vbox_exec.up(lab("hostonly"), vbox.say, wait=False)
+    vbox.hook = None
+    assert record("hostonly")["pending"] == "{hostonlyif:net}"
+    vbox_exec.destroy("hostonly", vbox.say)
+    assert list(vbox.state()["hostonlyifs"]) == ["vboxnet0"]     # the user's stays
+    assert any("found again: vboxnet1" in line for line in vbox.progress)
 
 
 # --- what is not ours -------------------------------------------------------------------------

@@ -147,11 +147,13 @@ def _apply(be, plan: Plan, record: dict, progress: Progress) -> None:
         real = substitute(argv, bound)
         progress(doc.name)
         if i in captures:                                  # so destroy can look for it
-            record["pending"] = captures[i]
+            record["pending"] = captures[i]                # (teardown._find_lost_interface)
+            record["hostonlyifs_before"] = teardown.hostonly_names(be)
             state.save(TARGET, record["lab"], record)
         result = be.run(real, check=False)
         if result.returncode != 0:
             record.pop("pending", None)                    # a failed create created nothing
+            record.pop("hostonlyifs_before", None)
             raise CommandFailed(list(real), result.returncode, result.stderr or result.stdout)
         if i in captures:
             try:
@@ -160,6 +162,7 @@ def _apply(be, plan: Plan, record: dict, progress: Progress) -> None:
                 raise HypervisorError(f"`{shlex.join(real)}` printed no interface name: "
                                       f"{result.stdout.strip()[:200]!r}") from None
             record.pop("pending")
+            record.pop("hostonlyifs_before")
         if verb_of(argv) in CREATES:
             obj = ("hostonlyif", captures[i]) if i in captures else object_of(argv)
             record["created"].append(list(obj))

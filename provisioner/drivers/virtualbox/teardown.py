@@ -105,20 +105,31 @@ def _run_unlocked(be, argv: tuple[str, ...], tries: int = 20):
     return result
 
 
+def hostonly_names(be) -> list[str]:
+    """The host-only interfaces VirtualBox has now (`VBoxManage list hostonlyifs`)."""
+    return re.findall(r"^Name:\s*(\S+)", be.run(("VBoxManage", "list", "hostonlyifs")).stdout,
+                      re.M)
+
+
 def _find_lost_interface(be, record: dict, bound: dict, created: set, progress) -> None:
-    """`hostonlyif create` ran but its name was never saved: find it by the planned address."""
+    """`hostonlyif create` ran but its name was never saved: it is the one interface that was
+    not there before (the record lists those, saved with `pending`). Not by the planned
+    address: that is set only by the next command, which needs the name, so an interface
+    with that address is someone else's (VirtualBox's default vboxnet0 is 192.168.56.1)."""
     token = record["pending"]
     net = next((n for n, info in record["hostonlyifs"].items() if info["token"] == token), None)
     if net is None:
         return
-    ip = record["hostonlyifs"][net]["ip"]
-    text = be.run(("VBoxManage", "list", "hostonlyifs")).stdout
-    hits = [name for name, addr in re.findall(r"^Name:\s*(\S+)\n(?:.*\n)*?IPAddress:\s*(\S+)",
-                                              text, re.M) if addr == ip]
-    if len(hits) == 1:
-        bound[token] = hits[0]
+    before = record.get("hostonlyifs_before")
+    new = [] if before is None else [n for n in hostonly_names(be)     # nor one of this lab's
+                                     if n not in before and n not in bound.values()]
+    if len(new) == 1:
+        bound[token] = new[0]
         created.add(("hostonlyif", token))
-        progress(f"host-only interface of {net} found again by its address {ip}: {hits[0]}")
-    else:
-        progress(f"host-only interface of {net} ({ip}) not found; check `VBoxManage list "
-                 f"hostonlyifs`")
+        progress(f"host-only interface of {net} found again: {new[0]}, the one interface that "
+                 "appeared since vnet ran `hostonlyif create`")
+        return
+    why = "the record predates the list of interfaces before it" if before is None else \
+        f"{len(new)} interfaces appeared since ({', '.join(new) or 'none'})"
+    progress(f"host-only interface of {net}: its name was never saved and {why}; none is "
+             "removed (check `VBoxManage list hostonlyifs`)")
