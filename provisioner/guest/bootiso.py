@@ -175,7 +175,10 @@ def _resolve() -> list[dict]:
         found[name] = {"name": name, "file": m.group(1), "sha256": m.group(2)}
     if set(LOADER_PACKAGES) - set(found):
         raise VnetError(f"apt cannot find {sorted(set(LOADER_PACKAGES) - set(found))}")
-    return [found[n] for n in LOADER_PACKAGES]
+    debs = [found[n] for n in LOADER_PACKAGES]
+    if not all(guestdebs.safe_entry(d) for d in debs):      # they become paths (isolinux_dir)
+        raise VnetError(f"apt named a package file vnet will not use as a path: {debs}")
+    return debs
 
 
 def _digest(debs: list[dict]) -> str:

@@ -64,9 +64,33 @@ def _read_memo(memo: Path, stamp: str) -> list[dict] | None:
     except (OSError, ValueError):       # missing, unreadable, not UTF-8, not JSON
         return None
     if not isinstance(data, dict) or data.get("stamp") != stamp \
-            or not isinstance(data.get("debs"), list):
+            or not isinstance(data.get("debs"), list) or not well_formed(data["debs"]):
         return None
     return data["debs"]
+
+
+DEB_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]*")          # Debian policy 5.6.1, package names
+SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def well_formed(debs) -> bool:
+    """The kernel, then PACKAGES, each {name, file, sha256} as _print_uris makes them: names
+    and files become paths root unpacks into and reads (images.build_tiny), so a memo that
+    anything else wrote (a file name with a '/', a name with '..') is no resolution."""
+    names = [d.get("name") if isinstance(d, dict) else None for d in debs]
+    if len(debs) != len(PACKAGES) + 1 or names[1:] != list(PACKAGES) \
+            or not isinstance(names[0], str) or not names[0].startswith("linux-image-"):
+        return False
+    return all(safe_entry(d) for d in debs)
+
+
+def safe_entry(d: dict) -> bool:
+    """{name, file, sha256}: a package name, apt's file name of that package, a sha256."""
+    return isinstance(d.get("name"), str) and isinstance(d.get("file"), str) \
+        and isinstance(d.get("sha256"), str) and bool(DEB_NAME.fullmatch(d["name"])) \
+        and bool(SHA256.fullmatch(d["sha256"])) \
+        and bool(re.fullmatch(re.escape(d["name"]) + r"_[A-Za-z0-9.+~:%-]+_[a-z0-9]+\.deb",
+                              d["file"]))
 
 
 def _print_uris() -> list[dict]:
@@ -82,7 +106,10 @@ def _print_uris() -> list[dict]:
     names = [kernel.group(1), *PACKAGES]
     if set(names) - set(found):
         raise VnetError(f"apt cannot find {sorted(set(names) - set(found))}")
-    return [found[n] for n in names]
+    debs = [found[n] for n in names]
+    if not well_formed(debs):
+        raise VnetError(f"apt named a package file vnet will not use as a path: {debs}")
+    return debs
 
 
 def download(debdir: Path, debs: list[dict], progress: Callable[[str], None]) -> None:

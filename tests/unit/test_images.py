@@ -202,8 +202,8 @@ def test_initramfs_carries_init_busybox_modules_and_console(tmp_path):
 
 # ---------------------------------------------------------------- digest and cache
 
-DEBS = [{"name": "linux-image-6.1.0-56-amd64", "file": "linux.deb", "sha256": "a" * 64},
-        {"name": "busybox-static", "file": "busybox.deb", "sha256": "b" * 64}]
+DEBS = [{"name": name, "file": f"{name}_1.0-1_amd64.deb", "sha256": f"{i:064x}"}
+        for i, name in enumerate(["linux-image-6.1.0-56-amd64", *guestdebs.PACKAGES])]
 
 
 @pytest.fixture
@@ -257,8 +257,9 @@ def test_root_never_caches_in_the_home_sudo_e_keeps(monkeypatch, tmp_path):
 def test_digest_covers_packages_and_code():
     base = images._digest(DEBS)
     assert len(base) == 16 and base == images._digest(DEBS)
-    assert images._digest([DEBS[0], {**DEBS[1], "sha256": "c" * 64}]) != base
-    assert images._digest([DEBS[0], {**DEBS[1], "file": "busybox2.deb"}]) != base
+    assert images._digest([DEBS[0], {**DEBS[1], "sha256": "c" * 64}, *DEBS[2:]]) != base
+    assert images._digest([DEBS[0], {**DEBS[1], "file": "busybox-static_2_amd64.deb"},
+                           *DEBS[2:]]) != base
 
 
 def test_build_tiny_returns_a_cached_image_without_running_anything(cache):
@@ -458,3 +459,18 @@ def test_an_older_vnets_cache_in_roots_home_is_pointed_out(monkeypatch, tmp_path
     result = CliRunner().invoke(main, ["image", "list"])
     assert f"note: {tmp_path / 'home' / '.cache' / 'vnet'} is an older vnet's cache" \
         in result.output, result.output
+
+
+@pytest.mark.parametrize("bad", [{"file": "../../../../etc/x.deb"},
+                                 {"name": "../../../../etc", "file": "x_1_amd64.deb"},
+                                 {"sha256": "not hex"}])
+def test_a_memo_whose_entries_are_no_package_files_is_no_resolution(cache, bad):
+    """resolved.json's names and files become paths root unpacks into and reads: a memo that
+    anything else wrote is read as a miss (apt is asked again), never followed."""
+    debs = [dict(DEBS[0], **bad), *DEBS[1:]]
+    memo = cache / "debs" / guestdebs.MEMO
+    memo.write_text(json.dumps({"stamp": guestdebs.lists_stamp(), "debs": debs}))
+    with pytest.raises(AssertionError, match="must not run anything"):      # apt asked again
+        guestdebs.resolve(cache / "debs", update=False)
+    memo.write_text(json.dumps({"stamp": guestdebs.lists_stamp(), "debs": DEBS}))
+    assert guestdebs.resolve(cache / "debs", update=False) == DEBS
