@@ -1,6 +1,7 @@
 """The tiny image copied to a remote host through libvirt's storage API (imagecopy.py), against
 a stand-in for libvirt's pool, volume and stream objects: every byte goes through the stream,
-a volume already there with the right size is kept, a partial one is replaced."""
+a volume already there and marked complete is kept, a partial one is replaced, a failed
+upload deletes its volume."""
 import pytest
 
 pytest.importorskip("libvirt", reason="libvirt-python is missing: pip install .")
@@ -79,14 +80,31 @@ def test_a_file_goes_through_the_stream_whole(tmp_path):
 def test_a_complete_volume_is_kept_and_a_partial_one_replaced(tmp_path):
     blob = tmp_path / "initrd.gz"
     blob.write_bytes(b"x" * 1000)
-    kept = Vol("tiny-x-initrd.gz", 1000)
+    kept, mark = Vol("tiny-x-initrd.gz", 1000), Vol("tiny-x-initrd.gz.complete", 1)
     conn = Conn()
-    imagecopy._upload(conn, Pool({kept.name: kept}), kept.name, blob, lambda m: None)
+    imagecopy._upload(conn, Pool({kept.name: kept, mark.name: mark}), kept.name, blob,
+                      lambda m: None)
     assert conn.stream.data == b"" and kept.uploaded is None
-    partial = Vol("tiny-x-initrd.gz", 10)
+    # the full size but no marker: createXML gives a volume its capacity before any byte
+    # arrives, so this is an upload that was killed half way
+    partial = Vol("tiny-x-initrd.gz", 1000)
     pool = Pool({partial.name: partial})
     imagecopy._upload(conn, pool, partial.name, blob, lambda m: None)
     assert partial.deleted and conn.stream.data == b"x" * 1000
+    assert "tiny-x-initrd.gz.complete" in pool.vols      # the new copy is marked complete
+
+
+def test_a_failed_upload_leaves_no_volume(tmp_path):
+    blob = tmp_path / "root.ext4"
+    blob.write_bytes(b"x" * 1000)
+    conn, pool = Conn(), Pool({})
+
+    def broken(chunk):
+        raise KeyboardInterrupt
+    conn.stream.send = broken
+    with pytest.raises(KeyboardInterrupt):
+        imagecopy._upload(conn, pool, "tiny-x-root.ext4", blob, lambda m: None)
+    assert pool.vols["tiny-x-root.ext4"].deleted and "tiny-x-root.ext4.complete" not in pool.vols
 
 
 @pytest.mark.parametrize("uri, remote", [
