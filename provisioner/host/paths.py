@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
 
 from ..errors import LabFileError, quote
@@ -16,7 +17,7 @@ NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,11}")     # a sandbox name
 def state_root() -> Path:
     """VNET_STATE_DIR, else /var/lib/vnet for root, else $XDG_STATE_HOME/vnet."""
     if os.environ.get("VNET_STATE_DIR"):
-        return Path(os.environ["VNET_STATE_DIR"]).absolute()
+        return trusted(os.environ["VNET_STATE_DIR"], "VNET_STATE_DIR")
     if os.geteuid() == 0:
         return Path("/var/lib/vnet")
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local/state")
@@ -28,11 +29,31 @@ def cache_dir() -> Path:
     images, downloaded packages and cloud images, boxes. Root never caches under $HOME: under
     `sudo -E` that is the invoking user's home, which would fill with files owned by root."""
     if os.environ.get("VNET_CACHE_DIR"):
-        return Path(os.environ["VNET_CACHE_DIR"]).absolute()
+        return trusted(os.environ["VNET_CACHE_DIR"], "VNET_CACHE_DIR")
     if os.geteuid() == 0:
         return Path("/var/cache/vnet")
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "vnet"
+
+
+def trusted(given: str, variable: str) -> Path:
+    """The folder an environment variable names, resolved. For root, it and every folder above
+    it must be root's and writable by no one else (or sticky, as /tmp): `sudo -E` keeps the
+    variable, and in a folder another user can change, a symlink planted there would turn
+    root's next write or removal onto any file (exit 2 otherwise)."""
+    path = Path(given).resolve()
+    if os.geteuid() != 0:
+        return path
+    for folder in (path, *path.parents):
+        try:
+            st = os.stat(folder)
+        except FileNotFoundError:
+            continue                      # made later, by root, under a checked parent
+        if st.st_uid != 0 or (st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX):
+            who = f"owned by uid {st.st_uid}" if st.st_uid != 0 else "writable by others"
+            raise LabFileError(variable, f"{given}: {folder} is {who}; as root vnet keeps its "
+                               "files only in folders no other user can change")
+    return path
 
 
 def former_caches() -> list[Path]:

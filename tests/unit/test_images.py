@@ -474,3 +474,34 @@ def test_a_memo_whose_entries_are_no_package_files_is_no_resolution(cache, bad):
         guestdebs.resolve(cache / "debs", update=False)
     memo.write_text(json.dumps({"stamp": guestdebs.lists_stamp(), "debs": DEBS}))
     assert guestdebs.resolve(cache / "debs", update=False) == DEBS
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: it tells folders root owns from "
+                                              "others, and makes one owned by another uid")
+def test_root_works_only_in_folders_no_other_user_can_change(monkeypatch, tmp_path):
+    """`sudo -E` keeps VNET_STATE_DIR and VNET_CACHE_DIR: in a folder a user owns, a symlink
+    planted there turns root's next write or removal onto any file."""
+    from provisioner.errors import LabFileError
+    from provisioner.host import paths
+
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    monkeypatch.setenv("VNET_CACHE_DIR", str(mine / "cache"))
+    assert paths.cache_dir() == (mine / "cache").resolve()          # root's, 0700 above it
+    theirs, open_ = tmp_path / "theirs", tmp_path / "open"
+    theirs.mkdir()
+    os.chown(theirs, 1000, 1000)                 # another user's folder
+    monkeypatch.setenv("VNET_STATE_DIR", str(theirs / "state"))
+    with pytest.raises(LabFileError, match=r"VNET_STATE_DIR: .* is owned by uid 1000"):
+        paths.state_root()
+    open_.mkdir()
+    open_.chmod(0o777)                           # root's, but anyone may write there
+    monkeypatch.setenv("VNET_STATE_DIR", str(open_ / "state"))
+    with pytest.raises(LabFileError, match=r"VNET_STATE_DIR: .* is writable by others"):
+        paths.state_root()
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)                         # as /tmp: others cannot replace root's files
+    monkeypatch.setenv("VNET_STATE_DIR", str(sticky / "state"))
+    assert paths.state_root() == (sticky / "state").resolve()
