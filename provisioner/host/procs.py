@@ -181,8 +181,9 @@ def read(path: Path, marker: str | None = None) -> Record | None:
     try:
         data = json.loads(text)
         rec = Record(int(data["pid"]), data["start_time"], str(data["marker"]))
-        if rec.pid <= 1 or not (rec.start_time is None or isinstance(rec.start_time, int)) \
-                or not rec.marker:
+        # vnet writes every JSON record with the start time it read (spawn): without it, a
+        # record would vouch for any process of that PID whose command line has the marker
+        if rec.pid <= 1 or not isinstance(rec.start_time, int) or not rec.marker:
             raise ValueError("out of range")
     except (ValueError, KeyError, TypeError, AttributeError):
         raise CorruptRecord(f"pid file {path} is corrupt ({text[:40]!r}): no process was "

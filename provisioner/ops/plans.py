@@ -69,9 +69,9 @@ def write_plan(plan: Plan, out: Path) -> list[Path]:
             files[out / f"{doc.kind}s" / f"{doc.name}.xml"] = doc.text
     for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
-        locks.write_atomic(path, text)
-    if plan.backend is Backend.VIRTUALBOX:
-        (out / "vboxmanage.sh").chmod(0o755)
+        # the mode comes with the file: a chmod by name after the rename would follow a
+        # symlink someone put there meanwhile
+        locks.write_atomic(path, text, mode=0o755 if path.suffix == ".sh" else 0o644)
     return sorted(files)
 
 

@@ -60,7 +60,10 @@ def test_stop_ends_the_recorded_process_and_removes_its_record(sleeper, tmp_path
 
 
 @pytest.mark.parametrize("junk", ["", "garbage\n", "12x\n", '{"pid": "x"}', "[1, 2]",
-                                  '{"pid": 1, "start_time": 5, "marker": "/"}', "\xff\xfe"])
+                                  '{"pid": 1, "start_time": 5, "marker": "/"}', "\xff\xfe",
+                                  # no start time: it would vouch for any process of that PID
+                                  # whose command line has the marker ("-I": any python -I)
+                                  '{"pid": 4242, "start_time": null, "marker": "-I"}'])
 def test_a_corrupt_pid_file_is_reported_and_cleanup_goes_on(tmp_path, junk):
     path = tmp_path / "portproxy.pid"
     path.write_text(junk)
