@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import sys
 import time
 from pathlib import Path
@@ -76,17 +77,24 @@ def socket_path(ovs, lab: str, lab_dir: Path) -> Path:
     """In the Open vSwitch's run dir (the only place it connects to); the id keeps labs of the
     same name under two state roots apart."""
     rundir = ovs.rundir or os.environ.get("OVS_RUNDIR") or MACHINE_RUNDIR
-    digest = hashlib.sha256(str(lab_dir).encode()).hexdigest()[:8]
-    return Path(rundir) / f"vnet-{lab}-{digest}.ctl"
+    return Path(rundir) / f"vnet-{lab}-{_lab_dir_id(lab_dir)}.ctl"
+
+
+def _lab_dir_id(lab_dir: Path) -> str:
+    return hashlib.sha256(str(lab_dir).encode()).hexdigest()[:8]
 
 
 def _remove_socket(lab_dir: Path) -> None:
-    """The socket the lab's record names, if it is one of vnet's controller sockets."""
+    """The socket the lab's record names, only if it is this lab's controller socket: a name
+    socket_path gives this lab directory (vnet-<lab>-<its id>.ctl), and a socket itself (a
+    symlink is not)."""
     try:
         sock = Path(json.loads((lab_dir / SOCKET).read_text())["socket"])
+        is_socket = stat.S_ISSOCK(os.lstat(sock).st_mode)
     except (OSError, ValueError, KeyError, TypeError):
         return
-    if sock.name.startswith("vnet-") and sock.suffix == ".ctl" and sock.is_socket():
+    if sock.name.startswith("vnet-") and sock.name.endswith(f"-{_lab_dir_id(lab_dir)}.ctl") \
+            and is_socket:
         sock.unlink()
 
 

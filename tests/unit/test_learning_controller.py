@@ -117,3 +117,39 @@ def test_the_controller_listens_on_a_root_only_unix_socket_in_the_lab_dir(tmp_pa
         server.close()
     controller.stop(tmp_path, lambda m: None)              # no process recorded: the socket goes
     assert not sock.exists()
+
+
+def test_stop_removes_only_this_labs_socket(tmp_path):
+    """The record names the socket; a name merely shaped like vnet's, or a symlink with the
+    right name, was removed too."""
+    import json
+    import socket as sockets
+
+    from provisioner.host import controller
+
+    lab_dir = tmp_path / "labs" / "of"
+    lab_dir.mkdir(parents=True)
+    rundir = tmp_path / "run"
+    rundir.mkdir()
+
+    def bound(path):
+        s = sockets.socket(sockets.AF_UNIX)
+        s.bind(str(path))
+        s.close()
+        return path
+
+    def stop_naming(path):
+        (lab_dir / controller.SOCKET).write_text(json.dumps({"socket": str(path)}))
+        controller.stop(lab_dir, lambda m: None)
+
+    other = bound(rundir / "vnet-other-12345678.ctl")          # another lab's
+    stop_naming(other)
+    assert other.exists()
+    own = controller.socket_path(type("Ovs", (), {"rundir": str(rundir)})(), "of", lab_dir)
+    victim = bound(tmp_path / "victim.sock")
+    own.symlink_to(victim)                                     # the right name, a symlink
+    stop_naming(own)
+    assert own.is_symlink() and victim.exists()
+    own.unlink()
+    stop_naming(bound(own))
+    assert not own.exists()
