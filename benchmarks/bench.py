@@ -17,7 +17,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from provisioner.host import accel, netns, sandbox  # noqa: E402
+from provisioner.host import accel, locks, netns, sandbox  # noqa: E402
 from provisioner.guest import bootstages, images  # noqa: E402
 from provisioner.drivers.boot import read_console  # noqa: E402
 from provisioner.host import state  # noqa: E402
@@ -342,11 +342,16 @@ def main() -> None:
                         help="under a minute: no Vagrant, no full matrix, fewer runs")
     parser.add_argument("--out", type=Path, default=HERE / "result.json")
     parser.add_argument("--sandbox", default=SANDBOX,
-                        help=f"the sandbox to run in, removed at the end (default {SANDBOX})")
+                        help=f"a new sandbox to run in, made and removed by the run (default "
+                             f"{SANDBOX}; also {MULTI_SANDBOX} for the multi-host lab)")
     args = parser.parse_args()
     globals()["SANDBOX"] = args.sandbox     # every helper runs in this sandbox
     if os.geteuid() != 0:
         raise SystemExit("benchmarks/run needs root (it runs a vnet sandbox)")
+    taken = sorted({SANDBOX, MULTI_SANDBOX} & set(sandbox.list_names()))
+    if taken:        # the run removes its sandboxes at the end, with whatever labs they hold
+        parser.error(f"--sandbox: sandbox {', '.join(taken)} already exists (its labs would be "
+                     "removed with it at the end); give another name, or `vnet sandbox down` it")
     runs = 1 if args.quick else 3
     image = images.build_tiny(progress=say)
     t0 = time.monotonic()
@@ -432,7 +437,7 @@ def main() -> None:
             "rss_mib_per_extra_vm": round((b["qemu_rss_mib"] - a["qemu_rss_mib"]) / (b["vms"] - a["vms"]), 1),
             "pss_mib_per_extra_vm": round((b["qemu_pss_mib"] - a["qemu_pss_mib"]) / (b["vms"] - a["vms"]), 1)}
     result["targets"] = targets(result)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    locks.write_out(args.out, json.dumps(result, indent=2) + "\n")
     print(summary(result))
     say(f"wrote {args.out}")
 

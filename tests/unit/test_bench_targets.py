@@ -136,3 +136,23 @@ def test_tcg_flushes_reads_info_jit_of_the_labs_running_guests(monkeypatch):
     monkeypatch.setattr(b.sandbox, "describe", lambda name: type("S", (), {"uri": "test:///x"}))
     assert b.tcg_flushes("lab") == [2, 10]
     assert b.tcg_flushes("other") == []
+
+
+def test_the_benchmark_refuses_a_sandbox_that_already_exists(monkeypatch, capsys):
+    """It removes its sandboxes at the end: one given by name that held the user's labs went
+    with them."""
+    import os
+    import sys
+
+    import pytest
+
+    module = bench()
+    built = []
+    monkeypatch.setattr(module.sandbox, "list_names", lambda: ["default", "work"])
+    monkeypatch.setattr(module.images, "build_tiny", lambda **kw: built.append(kw))
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(sys, "argv", ["bench", "--sandbox", "work"])
+    with pytest.raises(SystemExit) as exit_:
+        module.main()
+    assert exit_.value.code == 2 and not built
+    assert "--sandbox: sandbox work already exists" in capsys.readouterr().err
