@@ -39,6 +39,8 @@ import uuid
 
 SYNTAX, FAILURE = 2, 1
 MAX_NICS = 8
+# libpcap's global header (magic, 2.4, no zone, snaplen 65535, Ethernet): an empty trace
+PCAP_HEADER = bytes.fromhex("d4c3b2a1020004000000000000000000ffff000001000000")
 DEFAULT_HOSTONLY = ("192.168.56.0/21",)
 NOT_FOUND = "Details: code VBOX_E_OBJECT_NOT_FOUND (0x80bb0001), component VirtualBoxWrap, " \
             "interface IVirtualBox"
@@ -593,8 +595,8 @@ def cmd_controlvm(state, args):
         vm["nics"][link.group(1)]["cable"] = on_off(args[2], args[1])
         return
     trace = re.fullmatch(r"nictrace(file)?([1-8])", args[1])
-    if trace:     # controlvm <vm> nictrace<1-N> on|off, nictracefile<1-N> <file>: recorded only
-        if len(args) != 3:        # (a fake: no frame is written anywhere)
+    if trace:     # controlvm <vm> nictrace<1-N> on|off, nictracefile<1-N> <file>: recorded,
+        if len(args) != 3:        # and the file gets a pcap header only (a fake: no frame)
             raise syntax(f"controlvm {args[1]}: expected one value")
         if vm["state"] != "running":
             raise Fail(f"Machine '{vm['name']}' is not currently running")
@@ -605,6 +607,9 @@ def cmd_controlvm(state, args):
             nic["tracefile"] = args[2]
         else:
             nic["trace"] = on_off(args[2], args[1])
+            if nic["trace"] and nic.get("tracefile"):     # as VirtualBox, it opens the file
+                with open(nic["tracefile"], "wb") as f:
+                    f.write(PCAP_HEADER)
         return
     action = choice(args[1], ("poweroff", "acpipowerbutton", "reset", "pause", "resume"),
                     "controlvm action")

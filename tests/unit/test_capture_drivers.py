@@ -15,7 +15,7 @@ from provisioner.drivers.libvirt import capture as lvcapture, lifecycle
 from provisioner.drivers.libvirt.connection import LibvirtDriver
 from provisioner.drivers.virtualbox import lifecycle as vbox_lifecycle
 from provisioner.drivers.virtualbox.driver import nic_trace_argv
-from provisioner.errors import Unsupported
+from provisioner.errors import Unsupported, VnetError
 from provisioner.host import capture, state
 from provisioner.host.state import Target
 from provisioner.lab import loader
@@ -85,10 +85,20 @@ def test_virtualbox_nic_trace_runs_on_the_stand_in(vbox, libvirt_test_uri, tmp_p
     def nic():
         vm = next(v for v in vbox.state()["vms"].values() if v["name"] == record["vms"]["vm1"])
         return vm["nics"]["1"]
+    own = state.lab_dir(vbox_lifecycle.TARGET, "natnetwork") / "trace-vm1-nic0.pcap"
+    victim = tmp_path / "victim"
+    victim.write_text("root's file")
+    (tmp_path / "t.pcap").symlink_to(victim)       # planted under the name the user gives
     driver.nic_trace("natnetwork", "vm1", 0, str(tmp_path / "t.pcap"), True)
-    assert nic()["trace"] is True and nic()["tracefile"] == str(tmp_path / "t.pcap")
+    # VirtualBox (root) is never given the user's path: it would follow that symlink
+    assert nic()["trace"] is True and nic()["tracefile"] == str(own)
+    with pytest.raises(VnetError, match="it is a symbolic link"):
+        driver.nic_trace("natnetwork", "vm1", 0, str(tmp_path / "t.pcap"), False)
+    assert nic()["trace"] is False and victim.read_text() == "root's file"
+    (tmp_path / "t.pcap").unlink()
+    driver.nic_trace("natnetwork", "vm1", 0, str(tmp_path / "t.pcap"), True)
     driver.nic_trace("natnetwork", "vm1", 0, str(tmp_path / "t.pcap"), False)
-    assert nic()["trace"] is False
+    assert (tmp_path / "t.pcap").read_bytes()[:4] == bytes.fromhex("d4c3b2a1") and not own.exists()
 
 
 @pytest.fixture

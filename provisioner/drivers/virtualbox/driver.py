@@ -4,7 +4,9 @@ status, the list of labs and gc read VirtualBox's VMs by their vnet/lab and vnet
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import replace
+from pathlib import Path
 
 from ...errors import NotFound, Unsupported
 from ...host import runner, state
@@ -12,7 +14,8 @@ from ...host.owner import owner_id
 from ...host.state import Target
 from ...lab.model import Backend, Impairment, Lab
 from ...progress import Progress
-from ...host.capture import CapturePoint
+from ...host.capture import CapturePoint, open_pcap
+from ...host.safepath import child
 from ..base import Driver, declare_impairment, lab_from_record
 from . import api as vbox_api
 from . import bandwidth
@@ -115,11 +118,19 @@ class VirtualBox(Driver):
         return CapturePoint(f"{vm}:{nic} (VirtualBox's trace of NIC {nic + 1})", None)
 
     def nic_trace(self, lab_name: str, vm: str, nic: int, pcap: str, on: bool) -> None:
-        """Start or stop VirtualBox's own capture of a running VM's NIC into `pcap`."""
+        """Start or stop VirtualBox's own capture of a running VM's NIC into `pcap`. VirtualBox
+        (as root) opens the file it is given, following a symlink planted under that name:
+        it writes into the lab's own directory instead, and stopping copies the trace to
+        `pcap` through capture.open_pcap (no symlink, no file with other hard links)."""
         record, _ = self.link_nic(lab_name, vm, nic)
+        own = child(state.lab_dir(self.target, lab_name), f"trace-{vm}-nic{nic}.pcap")
+        if on:
+            own.unlink(missing_ok=True)
         be = vbox_api.backend()
-        for argv in nic_trace_argv(record["vms"][vm], nic, pcap, on):
+        for argv in nic_trace_argv(record["vms"][vm], nic, str(own), on):
             be.run(argv)
+        if not on:
+            _deliver(own, pcap)
 
     def set_impairment(self, lab_name: str, vm: str, nic: int,
                        impair: Impairment | None) -> dict:
@@ -158,6 +169,17 @@ class VirtualBox(Driver):
             return state.read(self.target, name) is not None
         except state.CorruptState:
             return False
+
+
+def _deliver(own: Path, pcap: str) -> None:
+    """The finished trace, copied into the file the user named, then removed."""
+    fd, _ = open_pcap(Path(pcap))
+    try:
+        with open(fd, "wb", closefd=False) as out, open(own, "rb") as trace:
+            shutil.copyfileobj(trace, out)
+    finally:
+        os.close(fd)
+    own.unlink(missing_ok=True)
 
 
 def nic_trace_argv(vbox_vm: str, nic: int, pcap: str, on: bool) -> list[tuple[str, ...]]:
