@@ -16,24 +16,22 @@ NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,11}")     # a sandbox name
 
 def state_root() -> Path:
     """VNET_STATE_DIR, else /var/lib/vnet for root, else $XDG_STATE_HOME/vnet."""
-    if os.environ.get("VNET_STATE_DIR"):
-        return trusted(os.environ["VNET_STATE_DIR"], "VNET_STATE_DIR")
-    if os.geteuid() == 0:
-        return Path("/var/lib/vnet")
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local/state")
-    return Path(base) / "vnet"
+    return _folder("VNET_STATE_DIR", "/var/lib/vnet", "XDG_STATE_HOME", ".local/state")
 
 
 def cache_dir() -> Path:
     """VNET_CACHE_DIR, else /var/cache/vnet for root, else $XDG_CACHE_HOME/vnet (~/.cache/vnet):
     images, downloaded packages and cloud images, boxes. Root never caches under $HOME: under
     `sudo -E` that is the invoking user's home, which would fill with files owned by root."""
-    if os.environ.get("VNET_CACHE_DIR"):
-        return trusted(os.environ["VNET_CACHE_DIR"], "VNET_CACHE_DIR")
+    return _folder("VNET_CACHE_DIR", "/var/cache/vnet", "XDG_CACHE_HOME", ".cache")
+
+
+def _folder(variable: str, for_root: str, xdg: str, in_home: str) -> Path:
+    if os.environ.get(variable):
+        return trusted(os.environ[variable], variable)
     if os.geteuid() == 0:
-        return Path("/var/cache/vnet")
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "vnet"
+        return Path(for_root)
+    return Path(os.environ.get(xdg) or os.path.join(os.path.expanduser("~"), in_home)) / "vnet"
 
 
 def trusted(given: str, variable: str) -> Path:

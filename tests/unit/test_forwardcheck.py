@@ -389,12 +389,19 @@ def test_the_clock_a_guest_measured_reaches_the_verdict_through_ansible(monkeypa
 def test_no_clock_is_asked_of_a_loopback_management_address():
     """A Vagrant VirtualBox inventory reaches the guests through forwarded loopback ports: the
     guest's own 127.0.0.1 has no host listener, and each run waited for nothing."""
+    cells = forward_cells("127.0.0.1", checks.Backend.VIRTUALBOX)
+    assert cells and not any("clock" in c.probe for c in cells)
+    assert all(c.probe["clock"] == {"target": "100.64.1.1", "port": 1}
+               for c in forward_cells("100.64.1.1", checks.Backend.LIBVIRT))
+
+
+def forward_cells(mgmt_host_ip: str, backend):
+    """The forward cells of a nat lab with one TCP forward, the host's management address
+    given."""
     lab = labfile.resolve({"name": "u", "networks": [{"name": "n", "mode": "nat",
                            "port_forwards": [{"name": "web", "proto": "tcp", "host_port": 8080,
                                               "vm": "a", "guest_port": 80}]}],
                            "vms": [{"name": "a", "nics": [{"network": "n"}]}]})
     ends = checks.Endpoints(host_listener_port=1, internet_ip=None, host_uplink_ip="127.0.0.1",
-                            mgmt_host_ip="127.0.0.1")
-    cells = [c for c in checks.build(lab, checks.Backend.VIRTUALBOX, ends)
-             if c.probe.get("forward")]
-    assert cells and not any("clock" in c.probe for c in cells)
+                            mgmt_host_ip=mgmt_host_ip)
+    return [c for c in checks.build(lab, backend, ends) if c.probe.get("forward")]
