@@ -733,10 +733,12 @@ def _baseline_samples(spec, opts):
     return worker, box
 
 
-def judge_excess(bounds, noise, measured, baseline):
+def judge_excess(bounds, noise, measured, baseline, floor=None):
     """The declared parts against the excess of `measured` over `baseline` (the rules:
     provisioner/verify/impairment.py); -> (out of tolerance: [text], too small to tell: [text]).
+    floor: per part, what the path may do on its own whatever the baseline shows (loss).
     Adds the excess values to `measured`."""
+    floor = floor or {}
     out, blind = [], []
     excess = {}
     for key, (low, high) in bounds.items():
@@ -750,6 +752,9 @@ def judge_excess(bounds, noise, measured, baseline):
             what = "lost" if key == "lost" else "IQR"
             blind.append(f"{key}: the declared value's lower bound {low} is not above "
                          f"{noise[key]:g} x the baseline's {what} {base}")
+        elif low <= floor.get(key, 0):
+            blind.append(f"{key}: the declared value's lower bound {low} is not above the "
+                         f"{floor[key]} the path may lose on its own")
         if key == "rtt_median_ms":
             ex = round(value - baseline[key], 2)
             judged = [round(low - base, 2), high]
@@ -816,7 +821,8 @@ def measure(spec):
             return _result("error", f"throughput: {counted}", measured=measured)
         measured.update(mbit=round(mbit, 3), stream_s=counted)
     measured["seconds"] = round(time.monotonic() - began, 2)
-    out, blind = judge_excess(opts["bounds"], opts.get("noise", {}), measured, baseline)
+    out, blind = judge_excess(opts["bounds"], opts.get("noise", {}), measured, baseline,
+                              opts.get("floor"))
     declared = ", ".join(f"{k} {v:g}" for k, v in opts["declared"].items())
     shown = (f"RTT median {measured['rtt_median_ms']} ms (IQR {measured['rtt_iqr_ms']}, "
              f"min {measured['rtt_min_ms']}, max {measured['rtt_max_ms']}), loss "

@@ -22,7 +22,7 @@ def _rtt(median, iqr, lost=0, samples=60):
 
 def _judge(impair, measured, baseline):
     opts = impairment.probe_for(impair, Backend.LIBVIRT, "100.64.9.1")
-    return PROBE.judge_excess(opts["bounds"], opts["noise"], measured, baseline)
+    return PROBE.judge_excess(opts["bounds"], opts["noise"], measured, baseline, opts["floor"])
 
 
 def test_small_delay_on_a_loaded_unshaped_path_is_not_ok():
@@ -60,10 +60,30 @@ def test_one_natural_loss_does_not_confirm_a_declared_loss():
 
 
 def test_declared_loss_above_a_lossless_baseline_passes_and_too_much_fails():
-    n = impairment.samples_for(Impairment(loss_pct=2))
-    assert _judge(Impairment(loss_pct=2), _rtt(1.0, 0.2, 7, n), _rtt(1.0, 0.2, 0, n)) == ([], [])
-    out, _ = _judge(Impairment(loss_pct=2), _rtt(1.0, 0.2, 60, n), _rtt(1.0, 0.2, 0, n))
+    n = impairment.samples_for(Impairment(loss_pct=5))
+    assert _judge(Impairment(loss_pct=5), _rtt(1.0, 0.2, 30, n), _rtt(1.0, 0.2, 0, n)) == ([], [])
+    out, _ = _judge(Impairment(loss_pct=5), _rtt(1.0, 0.2, 60, n), _rtt(1.0, 0.2, 0, n))
     assert out and out[0].startswith("lost 60 above")
+
+
+@pytest.mark.parametrize("pct", [4, 5, 10, 20])
+def test_what_the_path_loses_on_its_own_never_confirms_a_declared_loss(pct):
+    """Nothing applied; the impaired path lost as many as it may on its own (natural_loss),
+    the management baseline none: the old lower bound (1 lost for 1 to 10 %) passed that."""
+    n = impairment.samples_for(Impairment(loss_pct=pct))
+    natural = impairment.natural_loss(n)
+    out, blind = _judge(Impairment(loss_pct=pct), _rtt(1.0, 0.2, natural, n),
+                        _rtt(1.0, 0.2, 0, n))
+    assert out and out[0].startswith(f"lost excess {natural}") and not blind
+
+
+@pytest.mark.parametrize("pct", [1, 2, 3])
+def test_a_loss_too_small_to_tell_from_the_paths_own_is_never_a_pass(pct):
+    n = impairment.samples_for(Impairment(loss_pct=pct))
+    low = impairment.bounds(Impairment(loss_pct=pct), n)["lost"][0]
+    out, blind = _judge(Impairment(loss_pct=pct), _rtt(1.0, 0.2, low + 1, n),
+                        _rtt(1.0, 0.2, 0, n))
+    assert not out and blind and "the path may lose on its own" in blind[0]
 
 
 def test_the_cell_names_the_management_path_as_its_baseline():
