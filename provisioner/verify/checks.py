@@ -18,7 +18,7 @@ from ..lab.defaults import ECHO_PORT
 from ..lab.model import Backend, Lab
 from . import declared, servedon
 from .encapcells import encapsulation_cells
-from .impairment import impairment_cells
+from .impairment import harden_negatives, impairment_cells
 from .linkcells import link_cells, probed_nics
 from .tunnelcells import tunnel_cells
 
@@ -144,6 +144,7 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
     checks += encapsulation_cells(lab, positive, checks)
     checks = declared.merge(checks, declared.cells(lab, ends, declared_cell))
     link_controls(checks)
+    harden_negatives(lab, checks)       # impaired paths: no fail that loss or delay can explain
     # a guest's hold or attempts are timed: its clock is measured too (forwardcheck.skew),
     # against the host's listener on the management path; not where that is the guest's own
     # loopback (a Vagrant VirtualBox inventory reached through a forwarded port)

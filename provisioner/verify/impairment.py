@@ -160,3 +160,45 @@ def annotate(cells: list, applied: dict) -> None:
         where = applied.get(cell.source, {}).get(cell.probe["bind_mac"])
         cell.detail += f"; applied: {where['summary']}" if where else \
             "; applied: vnet has no record of applying it"
+
+
+# Linux's SYN retransmissions: the first RTO is 1 s and doubles (RFC 6298 5.5, tcp_syn_retries),
+# so a connect has sent its k-th SYN at SYN_SENT_AT[k - 1] s; vnet_probe resends a UDP request
+# every UDP_RESEND s (vnet_probe.UDP_RESEND).
+SYN_SENT_AT = (0.0, 1.0, 3.0, 7.0, 15.0)
+UDP_RESEND = 1.0
+NEGATIVE_TIMEOUT_MAX = 16.0     # s: past this, a negative cell across the loss is not proven
+
+
+def harden_negatives(lab: Lab, cells: list) -> None:
+    """A negative cell whose path crosses impaired NICs ends on silence that the impairment
+    alone can explain: a delay longer than its timeout, or every attempt lost. Its timeout grows
+    by the path's delay and jitter and until the chance that loss took every attempt is at most
+    ALPHA/2; where that would exceed NEGATIVE_TIMEOUT_MAX (a high declared loss), the cell is
+    `error` ("not provable"), never a `fail` that loss could have made."""
+    by_mac = {n.mac: n for vm in lab.vms for n in vm.nics}
+    by_ip = {str(n.ip.ip): n for vm in lab.vms for n in vm.nics if n.ip is not None}
+    for cell in cells:
+        probe = cell.probe
+        if cell.expected != "fail" or cell.runner == "none" or "target" not in probe \
+                or probe.get("arp_claim"):
+            continue
+        ends = [by_mac.get(probe.get("bind_mac", "")), by_ip.get(probe["target"])]
+        impaired = [n.impair for n in ends if n is not None and n.impair is not None]
+        if not impaired:
+            continue
+        delay = sum((i.delay_ms or 0) + (i.jitter_ms or 0) for i in impaired) / 1000
+        lost = 1 - math.prod(1 - (i.loss_pct or 0) / 100 for i in impaired)
+        attempts = 1 if lost == 0 else math.ceil(math.log(ALPHA / 2) / math.log(lost))
+        sent_at = (attempts - 1) * UDP_RESEND if probe.get("proto") == "udp" else \
+            (SYN_SENT_AT[attempts - 1] if attempts <= len(SYN_SENT_AT) else math.inf)
+        timeout = max(float(probe.get("timeout", 3.0)), sent_at + 1.0 + 2 * delay)
+        if timeout > NEGATIVE_TIMEOUT_MAX:
+            cell.runner, cell.observed = "none", "error"
+            cell.detail = (f"not provable: the path crosses a NIC that loses {lost:.0%} of the "
+                           f"attempts; {attempts} attempts would be needed to tell isolation "
+                           "from loss")
+            continue
+        probe.update(timeout=round(timeout, 2), rtt_timeout=False,
+                     impaired_path={"delay_s": round(delay, 3), "loss": round(lost, 4),
+                                    "attempts": attempts})

@@ -8,7 +8,7 @@ import pytest
 from provisioner.errors import LabFileError
 from provisioner.lab import loader
 from provisioner.lab.model import Backend, Impairment
-from provisioner.verify import impairment
+from provisioner.verify import checks, impairment
 from provisioner.verify.checks import Endpoints
 from provisioner.verify.run import probe_module
 
@@ -125,3 +125,36 @@ def test_zero_parts_are_dropped_and_the_rest_kept():
                           "vms": [{"name": "a", "nics": [{"network": "lan", "impair": {
                               "delay_ms": 80, "jitter_ms": 0, "loss_pct": None}}]}]})
     assert lab.vms[0].nics[0].impair == Impairment(delay_ms=80.0)
+
+
+def _negatives(impair):
+    lab = loader.resolve({"name": "imp", "networks": [{"name": "lan", "mode": "hostonly"},
+                                                      {"name": "side", "mode": "hostonly"}],
+                          "vms": [{"name": "a", "nics": [{"network": "lan", "impair": impair},
+                                                         {"network": "side"}]},
+                                  {"name": "b", "nics": [{"network": "lan"}, {"network": "side"}]}]})
+    ends = Endpoints(host_listener_port=7, internet_ip="203.0.113.1",
+                     host_uplink_ip="203.0.113.2", mgmt_host_ip="100.64.9.1")
+    cells = checks.build(lab, Backend.LIBVIRT, ends)
+    return lab, [c for c in cells if c.expected == "fail"]
+
+
+def test_a_negative_cell_across_an_impaired_nic_waits_out_its_delay_and_loss():
+    """hostonly VM->Internet must fail; across a NIC that loses 5 % and delays 80 +/- 20 ms, a
+    3 s connect (2 SYNs) ends in silence 1 time in 400 with the isolation gone: 3 SYNs make
+    that under ALPHA/2, and the wait covers the delay."""
+    lab, cells = _negatives({"delay_ms": 80, "jitter_ms": 20, "loss_pct": 5})
+    mac = lab.vm("a").nics[0].mac
+    across = [c for c in cells if c.probe.get("bind_mac") == mac]
+    assert across and all(c.probe["timeout"] == 4.2 and c.probe["rtt_timeout"] is False and
+                          c.probe["impaired_path"]["attempts"] == 3 for c in across)
+    other = [c for c in cells if c.probe.get("bind_mac") != mac and "target" in c.probe
+             and c.probe["target"] != str(lab.vm("a").nics[0].ip.ip)]
+    assert other and all("impaired_path" not in c.probe for c in other)
+
+
+def test_a_negative_cell_across_heavy_loss_is_not_provable():
+    _, cells = _negatives({"loss_pct": 50})
+    unprovable = [c for c in cells if c.runner == "none"]
+    assert unprovable and all(c.observed == "error" and c.detail.startswith("not provable")
+                              for c in unprovable)
