@@ -91,6 +91,19 @@ def test_nvgre_detail_names_vsid_and_flowid_and_gretap_is_not_gre(tmp_path):
     assert not ok, detail                       # protocol 0x6558 is not plain GRE's 0x0800
 
 
+@pytest.mark.parametrize("kind, proto", [("gre", 0x0800), ("gretap", 0x6558)])
+def test_a_tunnel_declared_without_a_key_is_not_one_built_with_a_key(tmp_path, kind, proto):
+    """vnet builds a GRE tunnel without a key when the lab declares no id: a keyed one is
+    another tunnel (any key passed)."""
+    inner = ipv4(udp(PROBE, 1, 7), 17) if kind == "gre" else inner_probe()
+    keyed = eth(ipv4(gre(inner, proto, key=11), 47))
+    ok, detail = wire.check(pcap(tmp_path, [keyed]), Expectation(kind, NONCE, id=None))
+    assert not ok and "no frame of the tunnel" in detail, detail
+    keyless = eth(ipv4(gre(inner, proto), 47))
+    ok, detail = wire.check(pcap(tmp_path, [keyless]), Expectation(kind, NONCE, id=None))
+    assert ok, detail
+
+
 def test_nonce_outside_the_tunnel_is_not_inside(tmp_path):
     tunnel = eth(ipv4(udp(vxlan(eth(ipv4(udp(b"other", 1, 7), 17)), 4242), 5, 4789), 17))
     plain = eth(ipv4(udp(PROBE, 40000, 7), 17))
