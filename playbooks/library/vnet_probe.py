@@ -159,10 +159,15 @@ def _reason(exc):
     return str(exc) or exc.__class__.__name__
 
 
-def _not_connected(exc):
+def _not_connected(exc, spec=None):
     """A connect (or UDP send/receive) error: "fail" only for the errors that mean no
-    connection could be established."""
+    connection could be established. Across an impaired NIC whose loss can take all three
+    ARP solicitations (provisioner/verify/impairment.py: "arp_unproven"), "host unreachable"
+    is no such proof: the neighbour may simply not have heard."""
     code = getattr(exc, "errno", None)
+    if code in (errno.EHOSTUNREACH, errno.EHOSTDOWN) and (spec or {}).get("arp_unproven"):
+        return _result("error", f"{_reason(exc)}, which the declared loss on this path can "
+                                "explain (every ARP request or answer lost)")
     if isinstance(exc, socket.timeout) or code in NOT_CONNECTED:
         return _result("fail", _reason(exc))
     return _result("error", f"could not probe: {_reason(exc)}")
@@ -380,7 +385,7 @@ def _probe_tcp(spec, trips):
         try:
             took, why = _connect(sock, spec, trips)
         except OSError as exc:
-            return _not_connected(exc)
+            return _not_connected(exc, spec)
         # Connected: from here on, nothing is a "fail". A busy TCG guest may take a while to
         # answer (its listener forks a shell per connection), so the answer gets longer.
         sock.settimeout(spec.get("answer_timeout", ANSWER_TIMEOUT))
@@ -453,7 +458,7 @@ def _probe_udp(spec, trips):
         except OSError as exc:
             if getattr(exc, "errno", None) == errno.ECONNREFUSED:
                 return _result("fail", "refused (ICMP port unreachable)")
-            return _not_connected(exc)
+            return _not_connected(exc, spec)
     except Exception as exc:  # a probe must report, never crash the others
         return _result("error", repr(exc))
     finally:

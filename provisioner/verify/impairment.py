@@ -168,6 +168,7 @@ def annotate(cells: list, applied: dict) -> None:
 SYN_SENT_AT = (0.0, 1.0, 3.0, 7.0, 15.0)
 UDP_RESEND = 1.0
 NEGATIVE_TIMEOUT_MAX = 16.0     # s: past this, a negative cell across the loss is not proven
+ARP_SOLICITS = 3                # Linux's neigh mcast_solicit: then "host unreachable"
 
 
 def harden_negatives(lab: Lab, cells: list) -> None:
@@ -175,7 +176,9 @@ def harden_negatives(lab: Lab, cells: list) -> None:
     alone can explain: a delay longer than its timeout, or every attempt lost. Its timeout grows
     by the path's delay and jitter and until the chance that loss took every attempt is at most
     ALPHA/2; where that would exceed NEGATIVE_TIMEOUT_MAX (a high declared loss), the cell is
-    `error` ("not provable"), never a `fail` that loss could have made."""
+    `error` ("not provable"), never a `fail` that loss could have made. Where the loss can take
+    all ARP_SOLICITS of a neighbour lookup, "host unreachable" proves nothing either (the probe
+    makes it `error`: vnet_probe._not_connected)."""
     by_mac = {n.mac: n for vm in lab.vms for n in vm.nics}
     by_ip = {str(n.ip.ip): n for vm in lab.vms for n in vm.nics if n.ip is not None}
     for cell in cells:
@@ -202,3 +205,5 @@ def harden_negatives(lab: Lab, cells: list) -> None:
         probe.update(timeout=round(timeout, 2), rtt_timeout=False,
                      impaired_path={"delay_s": round(delay, 3), "loss": round(lost, 4),
                                     "attempts": attempts})
+        if lost ** ARP_SOLICITS > ALPHA / 2:      # a neighbour that never heard is no proof
+            probe["arp_unproven"] = True

@@ -158,3 +158,20 @@ def test_a_negative_cell_across_heavy_loss_is_not_provable():
     unprovable = [c for c in cells if c.runner == "none"]
     assert unprovable and all(c.observed == "error" and c.detail.startswith("not provable")
                               for c in unprovable)
+
+
+def test_host_unreachable_proves_nothing_where_the_loss_can_take_every_arp_request():
+    """12 % loss: all three ARP solicitations lost 1 time in 580, and the kernel then says
+    "host unreachable" with the isolation gone. At 5 % (1 in 8000) it still counts."""
+    import errno
+
+    _, heavy = _negatives({"loss_pct": 12})
+    _, light = _negatives({"loss_pct": 5})
+    assert any(c.probe.get("arp_unproven") for c in heavy)
+    assert not any(c.probe.get("arp_unproven") for c in light)
+    unreachable = OSError(errno.EHOSTUNREACH, "No route to host")
+    result = PROBE._not_connected(unreachable, {"arp_unproven": True})
+    assert result["observed"] == "error" and "declared loss" in result["detail"]
+    assert PROBE._not_connected(unreachable, {})["observed"] == "fail"
+    refused = OSError(errno.ECONNREFUSED, "Connection refused")    # an answer came: it counts
+    assert PROBE._not_connected(refused, {"arp_unproven": True})["observed"] == "fail"
