@@ -47,7 +47,9 @@ def trusted(given: str, variable: str) -> Path:
             st = os.stat(folder)
         except FileNotFoundError:
             continue                      # made later, by root, under a checked parent
-        if st.st_uid != 0 or (st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX):
+        # sticky (as /tmp) only above: in the folder itself others could make vnet's names first
+        sticky = bool(st.st_mode & stat.S_ISVTX) and folder != path
+        if st.st_uid != 0 or (st.st_mode & 0o022 and not sticky):
             who = f"owned by uid {st.st_uid}" if st.st_uid != 0 else "writable by others"
             raise LabFileError(variable, f"{given}: {folder} is {who}; as root vnet keeps its "
                                "files only in folders no other user can change")

@@ -505,3 +505,6 @@ def test_root_works_only_in_folders_no_other_user_can_change(monkeypatch, tmp_pa
     sticky.chmod(0o1777)                         # as /tmp: others cannot replace root's files
     monkeypatch.setenv("VNET_STATE_DIR", str(sticky / "state"))
     assert paths.state_root() == (sticky / "state").resolve()
+    monkeypatch.setenv("VNET_STATE_DIR", str(sticky))       # but not as the folder itself:
+    with pytest.raises(LabFileError, match="is writable by others"):   # others name its
+        paths.state_root()                                    # entries (labs/...) first
