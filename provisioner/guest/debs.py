@@ -69,7 +69,9 @@ def _read_memo(memo: Path, stamp: str) -> list[dict] | None:
     return data["debs"]
 
 
-DEB_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]*")          # Debian policy 5.6.1, package names
+DEB_NAME = r"[a-z0-9][a-z0-9+.-]*"                      # Debian policy 5.6.1, package names
+# apt's file name of a package: NAME_VERSION_ARCH.deb (an epoch's ':' written as %3a)
+DEB_FILE = re.compile(rf"({DEB_NAME})_([A-Za-z0-9.+~:%-]+)_([a-z0-9]+)\.deb")
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -86,11 +88,20 @@ def well_formed(debs) -> bool:
 
 def safe_entry(d: dict) -> bool:
     """{name, file, sha256}: a package name, apt's file name of that package, a sha256."""
-    return isinstance(d.get("name"), str) and isinstance(d.get("file"), str) \
-        and isinstance(d.get("sha256"), str) and bool(DEB_NAME.fullmatch(d["name"])) \
-        and bool(SHA256.fullmatch(d["sha256"])) \
-        and bool(re.fullmatch(re.escape(d["name"]) + r"_[A-Za-z0-9.+~:%-]+_[a-z0-9]+\.deb",
-                              d["file"]))
+    if not all(isinstance(d.get(k), str) for k in ("name", "file", "sha256")):
+        return False
+    m = DEB_FILE.fullmatch(d["file"])
+    return bool(m) and m.group(1) == d["name"] and bool(SHA256.fullmatch(d["sha256"]))
+
+
+def last_resolution(debdir: Path) -> list[dict]:
+    """The packages the last resolution named (MEMO), whatever apt's lists say now; [] when
+    there is none or it is not well formed (vnet image prune keeps these)."""
+    try:
+        debs = json.loads((debdir / MEMO).read_text()).get("debs")
+    except (OSError, ValueError, AttributeError):
+        return []
+    return debs if isinstance(debs, list) and well_formed(debs) else []
 
 
 def _print_uris() -> list[dict]:

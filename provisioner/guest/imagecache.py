@@ -25,7 +25,6 @@ must be a direct child of its cache folder; a directory is removed only with its
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -37,10 +36,10 @@ from ..host.imageusers import QCOW2_MAGIC, Use, uses
 from ..host.paths import cache_dir
 from ..host.safepath import child, remove_tree
 from .builds import MANIFEST, manifest_of, remove_build
+from .debs import DEB_FILE, last_resolution
 
 CLOUD_FILE = re.compile(r"[0-9a-f]{64}\.qcow2")     # always fullmatch
 BOX_FILE = re.compile(r"vnet-tiny-([0-9a-f]{16})-(libvirt|virtualbox)\.box")
-DEB_FILE = re.compile(r"([a-z0-9][a-z0-9+.-]*)_[^_/]+_[a-z0-9]+\.deb")
 LOADER_DIR = re.compile(r"[0-9a-f]{16}")
 LOADER_FILES = {"isolinux.bin", "ldlinux.c32"}       # bootiso.LOADER_FILES' names
 AR_MAGIC = b"!<arch>\n"
@@ -104,7 +103,7 @@ def _package_entries() -> list[Entry]:
     found = []
     debs = cache_dir() / "debs"
     for f in sorted(debs.iterdir()) if debs.is_dir() else []:
-        if (m := DEB_FILE.fullmatch(f.name)) and _starts_with(f, AR_MAGIC):
+        if (m := DEB_FILE.fullmatch(f.name)) and _has_bytes(f, AR_MAGIC):
             found.append(Entry("package", f"deb-{m.group(1)}", f.name, f, _disk_usage(f),
                                _iso(f.stat().st_mtime), None))
     loaders = cache_dir() / "isolinux"
@@ -115,11 +114,12 @@ def _package_entries() -> list[Entry]:
     return found
 
 
-def _starts_with(path: Path, magic: bytes) -> bool:
+def _has_bytes(path: Path, magic: bytes, at: int = 0) -> bool:
+    """A regular file (no symlink) with `magic` at offset `at`: an entry's mark."""
     if path.is_symlink() or not path.is_file():
         return False
     with open(path, "rb") as f:
-        return f.read(len(magic)) == magic
+        return f.read(at + len(magic))[at:] == magic
 
 
 def _is_loader_dir(path: Path) -> bool:
@@ -131,33 +131,23 @@ def _is_loader_dir(path: Path) -> bool:
 def current_packages(found: list[Entry]) -> set[Path]:
     """The packages the last resolution named (debs.MEMO) and the newest package of each name
     and loader (the module docstring says why): never pruned."""
-    from .debs import MEMO
-
     newest: dict[str, Entry] = {}
     for entry in found:
         if entry.kind in ("package", "loader") and (
                 entry.name not in newest or entry.built_at > newest[entry.name].built_at):
             newest[entry.name] = entry
-    keep = {e.path for e in newest.values()}
-    try:
-        named = json.loads((cache_dir() / "debs" / MEMO).read_text()).get("debs", [])
-        keep |= {cache_dir() / "debs" / d["file"] for d in named
-                 if isinstance(d, dict) and isinstance(d.get("file"), str)}
-    except (OSError, ValueError, AttributeError):     # no memo, or not one vnet wrote
-        pass
-    return keep
+    debdir = cache_dir() / "debs"
+    return {e.path for e in newest.values()} | {debdir / d["file"]
+                                                for d in last_resolution(debdir)}
 
 
 def _is_qcow2_file(path: Path) -> bool:
-    return _starts_with(path, QCOW2_MAGIC)
+    return _has_bytes(path, QCOW2_MAGIC)
 
 
 def _is_tar_file(path: Path) -> bool:
-    """A regular file with a POSIX tar header ("ustar" at offset 257), as vagrantbox writes."""
-    if path.is_symlink() or not path.is_file():
-        return False
-    with open(path, "rb") as f:
-        return f.read(263)[257:262] == b"ustar"
+    """A POSIX tar file ("ustar" at offset 257), as vagrantbox writes."""
+    return _has_bytes(path, b"ustar", 257)
 
 
 def used_by(entry: Entry, all_uses: list[Use]) -> str | None:
@@ -231,7 +221,7 @@ def _remove(entry: Entry) -> None:
         return
     if entry.kind == "package":
         path = child(cache_dir() / "debs", entry.path.name)
-        if not DEB_FILE.fullmatch(path.name) or not _starts_with(path, AR_MAGIC):
+        if not DEB_FILE.fullmatch(path.name) or not _has_bytes(path, AR_MAGIC):
             raise VnetError(f"refusing to remove {path}: not a package vnet downloaded")
         path.unlink()
         return

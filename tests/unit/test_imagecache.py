@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from provisioner.guest import imagecache
+from provisioner.guest import debs, imagecache
 from provisioner.host import imageusers
 from provisioner.cli import main
 from provisioner.errors import VnetError
@@ -322,8 +322,9 @@ def test_old_packages_and_loaders_go_the_newest_and_the_resolved_stay(roots, tmp
     new = deb(cache, "iproute2_6.1.0-3_amd64.deb", 2_000_000)
     pinned = deb(cache, "dropbear-bin_2022.83-1_amd64.deb", 1_000_000)
     deb(cache, "dropbear-bin_2022.83-2_amd64.deb", 2_000_000)
-    (cache / "debs" / "resolved.json").write_text(json.dumps(
-        {"stamp": "s", "debs": [{"name": "dropbear-bin", "file": pinned.name, "sha256": SHA_A}]}))
+    (cache / "debs" / "resolved.json").write_text(json.dumps({"stamp": "s", "debs": [
+        {"name": name, "file": pinned.name if name == "dropbear-bin" else f"{name}_1_amd64.deb",
+         "sha256": SHA_A} for name in ["linux-image-6.1.0-9-amd64", *debs.PACKAGES]]}))
     fake = deb(cache, "notes_1_all.deb", 1, body=b"not an ar archive")   # no ar header: not ours
     outside = tmp_path / "elsewhere_1_amd64.deb"
     outside.write_bytes(b"!<arch>\n")
