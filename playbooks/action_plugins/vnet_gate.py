@@ -2,7 +2,8 @@
 
 A run that vnet started while the guests still boot (provisioner/verify/ansible.py, EarlyRun)
 waits here until vnet writes `<dir>/<host>.json` (the same variables the inventory carries
-otherwise: vnet_probes, vnet_nic_macs, vnet_forwards, vnet_failovers, vnet_tunnels_file), or
+otherwise: vnet_probes, vnet_nic_macs, vnet_forwards, vnet_failovers, vnet_tunnels_file,
+vnet_listening), or
 `<dir>/abort`. Nothing reaches a guest before that: vnet writes the file only once every guest
 is ready and its listeners are up, when a run would otherwise start. Without `dir`, the cells
 come from the inventory, as they always did. Either way they are returned, so the tasks after
@@ -18,7 +19,7 @@ from ansible.plugins.action import ActionBase
 from provisioner.host import procs      # vnet's own, installed beside ansible-playbook
 
 CELL_VARS = ("vnet_probes", "vnet_nic_macs", "vnet_forwards", "vnet_failovers",
-             "vnet_tunnels_file")
+             "vnet_tunnels_file", "vnet_listening")
 OWNER, RECORD = "vnet.pid", "ansible.pid"   # in the gate dir (verify/earlyrun.py)
 POLL = 0.05                # the gate opens within this of vnet writing the file
 

@@ -14,7 +14,9 @@ Three outcomes per probe (the verification principles: a negative cell is confir
 "fail", never by a connection that went to the wrong place):
   pass   the expected endpoint echoed this probe's fresh nonce;
   fail   no connection could be established: refused, no route (host or network unreachable)
-         or the connect timed out; for UDP, an ICMP port or host unreachable;
+         or the connect timed out; for UDP, an ICMP port or host unreachable. A refusal is
+         marked "refused": the target's own stack refuses a port nothing listens on, so vnet
+         counts it only where the target listened all along (provisioner/verify/refusals.py);
   error  anything else: connected but the listener stayed silent or closed without answering,
          a garbled answer, a stale or replayed nonce, an answer from another endpoint (a leak).
 A peer whose address is the prober's own (every VM of a nat lab is 10.0.2.15 on its own
@@ -44,8 +46,9 @@ Options:
   ARGS_FILE           Ansible's WANT_JSON file of module args
   - [PORT]            the image's precompiled copy (provisioner/guest/bakedprobe.py): module
                       args on stdin; with PORT it stays warm after: see stay_warm()
-  module args {"probes": [...], "nic_macs": [...], "forwards": [...]}
-      -> {"probes": {...}, "drivers": {...}, "forwards": {...}} (forwards: see ForwardHold)
+  module args {"probes": [...], "nic_macs": [...], "forwards": [...], "listening": [...]}
+      -> {"probes": {...}, "drivers": {...}, "forwards": {...}} (forwards: see ForwardHold;
+      "listening": ["tcp/7", ...] adds {"listening": ...}, see listening())
   --serve PORT NAME   vnet's listener: answers on TCP and UDP PORT as NAME
 """
 import errno
@@ -169,7 +172,10 @@ def _not_connected(exc, spec=None):
         return _result("error", f"{_reason(exc)}, which the declared loss on this path can "
                                 "explain (every ARP request or answer lost)")
     if isinstance(exc, socket.timeout) or code in NOT_CONNECTED:
-        return _result("fail", _reason(exc))
+        # "refused": proof of a closed path only if the target's port listened all along
+        # (provisioner/verify/refusals.py); the target's own stack refuses an idle port too
+        return _result("fail", _reason(exc), **({"refused": True}
+                                                 if code == errno.ECONNREFUSED else {}))
     return _result("error", f"could not probe: {_reason(exc)}")
 
 
@@ -457,7 +463,7 @@ def _probe_udp(spec, trips):
                 return result
         except OSError as exc:
             if getattr(exc, "errno", None) == errno.ECONNREFUSED:
-                return _result("fail", "refused (ICMP port unreachable)")
+                return _result("fail", "refused (ICMP port unreachable)", refused=True)
             return _not_connected(exc, spec)
     except Exception as exc:  # a probe must report, never crash the others
         return _result("error", repr(exc))
@@ -1191,6 +1197,8 @@ def main():
 def handle(args, warm=False):
     """One run of the module: this guest's probes, drivers and forward holds -> its result."""
     started = time.monotonic()
+    watched = args.get("listening") or []      # before the holds: a hold is no listener
+    listened_first = listening(watched) if watched else None
     holds = hold_forwards(args.get("forwards") or [])      # up before the host probes them
     # measured beside the probes (no wall time), again once the holds closed
     clock_to = next((s["clock"] for s in (args.get("forwards") or []) + args.get("probes", [])
@@ -1209,14 +1217,17 @@ def handle(args, warm=False):
     drivers = {mac: driver_of(mac) for mac in args.get("nic_macs", [])}
     probed = time.monotonic()
     forwards = release_forwards(holds, started)
-    clocked = {}
+    measured = {}
     if clock_to:
         clocking.join()
         try:
             last = first.get("at") and clock_offset(clock_to)
         except Exception:       # noqa: BLE001 - as above
             last = None
-        clocked["clock"] = clock_over_run(first.get("at"), last)
+        measured["clock"] = clock_over_run(first.get("at"), last)
+    if watched:                # after the holds closed: the same socket both times
+        measured["listening"] = {"first": listened_first, "last": listening(watched),
+                                "v6only": _v6only()}
     # what vnet_tunnel built, passed on: that task runs with no_log (its arguments hold keys)
     built = {"tunnels": args["tunnels_built"]} if args.get("tunnels_built") else {}
     timing = {"python_start_s": python_start_seconds(), "probes_s": round(probed - started, 3),
@@ -1226,7 +1237,7 @@ def handle(args, warm=False):
               # forked from the warm copy a run left behind (stay_warm): no Python start
               "warm": warm}
     return {"changed": False, "probes": results, "drivers": drivers, "forwards": forwards,
-            "timing": timing, **built, **clocked}
+            "timing": timing, **built, **measured}
 
 
 def stay_warm(port):
@@ -1290,6 +1301,59 @@ def _warm_child(conn):
             conn.sendall(json.dumps(out).encode() + b"\n")
     finally:
         os._exit(0)
+
+
+# /proc/net/<proto>[6]: a TCP socket in LISTEN (0A), a UDP one unconnected (07, no peer)
+IDLE_STATE = {"tcp": "0A", "udp": "07"}
+
+
+def listening(watched):
+    """The sockets of this guest that take new connections (TCP, LISTEN) or datagrams from
+    anyone (UDP, bound and unconnected) on each watched "proto/port", as its kernel lists
+    them: {"tcp/7": [[bound address, socket inode], ...]}. Taken at a run's start and end, the
+    same inode both times is one socket that listened all along (inodes are never reused
+    while a socket lives): the kernel then never refused that port itself, so a refusal
+    met on the way there came from the path (provisioner/verify/refusals.py)."""
+    found = {}
+    for key in watched:
+        proto, port = key.split("/")
+        rows = []
+        for suffix in ("", "6"):
+            try:
+                with open(f"/proc/net/{proto}{suffix}") as f:
+                    lines = f.read().splitlines()[1:]
+            except OSError:
+                continue
+            rows += proc_net_sockets(lines, int(port), IDLE_STATE[proto])
+        found[key] = rows
+    return found
+
+
+def proc_net_sockets(lines, port, state):
+    """[address, inode] of each /proc/net/tcp-style row on local `port` in `state` with no
+    peer (addresses are 32-bit words in the kernel's byte order)."""
+    rows = []
+    for line in lines:
+        words = line.split()
+        if len(words) < 10 or words[3] != state:
+            continue
+        local, remote = words[1].rsplit(":", 1), words[2].rsplit(":", 1)
+        if int(local[1], 16) != port or int(remote[1], 16) != 0:
+            continue
+        raw = b"".join(int(local[0][i:i + 8], 16).to_bytes(4, sys.byteorder)
+                       for i in range(0, len(local[0]), 8))
+        family = socket.AF_INET if len(raw) == 4 else socket.AF_INET6
+        rows.append([socket.inet_ntop(family, raw), int(words[9])])
+    return rows
+
+
+def _v6only():
+    """net.ipv6.bindv6only: 0 (the default) lets a socket bound to :: take IPv4 as well."""
+    try:
+        with open("/proc/sys/net/ipv6/bindv6only") as f:
+            return int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return 1      # unknown: :: then vouches for IPv6 only
 
 
 def python_start_seconds():

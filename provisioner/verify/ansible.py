@@ -15,14 +15,14 @@ from ..host.ssh import close_masters, control_dir, open_masters, stop_masters
 from ..host.state import Target, lab_dir
 from ..lab.model import Lab
 from ..resources import data_dir
-from . import earlyrun, tunnelcells
+from . import earlyrun, refusals, tunnelcells
 
 PYTHON_IN_GUEST = "/usr/bin/python3"
 ANSIBLE_TIMEOUT = 180      # a whole run; one probe module call takes a few seconds
 PROBE_TASK = "Probe every cell from this guest"     # playbooks/verify.yml: the timed task
 # What the guests' cells are made of (playbooks/action_plugins/vnet_gate.py keeps the same list)
 CELL_VARS = ("vnet_probes", "vnet_nic_macs", "vnet_forwards", "vnet_failovers",
-             "vnet_tunnels_file")
+             "vnet_tunnels_file", "vnet_listening")
 
 
 def run_guests(lab: Lab, target: Target, cells, inventory, progress,
@@ -35,6 +35,7 @@ def run_guests(lab: Lab, target: Target, cells, inventory, progress,
     the guests' run has ended; `playbook`: what runs it (run_playbook; a test passes a fake)."""
     hosts = {}
     tunnel_files = tunnelcells.write_guest_files(lab, inventory.work_dir)
+    listening = refusals.watched(cells)
     for vm in lab.vms:
         mine = [(i, c) for i, c in enumerate(cells) if c.runner == f"guest:{vm.name}"]
         hosts[vm.name] = {
@@ -43,6 +44,8 @@ def run_guests(lab: Lab, target: Target, cells, inventory, progress,
                             if c.kind != "nic_model" and not c.probe.get("failover")],
             "vnet_nic_macs": [c.probe["mac"] for _, c in mine if c.kind == "nic_model"],
             "vnet_forwards": (holds or {}).get(vm.name, []),
+            # the ports whose refusals this guest's sockets vouch for (verify/refusals.py)
+            "vnet_listening": listening.get(vm.name, []),
             # a second task, after every guest's probes: a cut link must disturb no other cell
             "vnet_failovers": [dict(c.probe, id=str(i)) for i, c in mine
                                if c.probe.get("failover")],
@@ -173,6 +176,8 @@ def run_playbook(private_dir: str, playbook: str, inventory: dict, env: dict,
                     got.setdefault("timing", {}).setdefault("module", res["timing"])
                 if res.get("clock"):   # the guest's clock against the host's (forwardcheck)
                     got.setdefault("clock", res["clock"])
+                if res.get("listening"):   # its listening sockets, first and last (refusals)
+                    got.setdefault("listening", res["listening"])
     for host, timing in run_timings(run.events, began, time.time()).items():
         if host in results:
             results[host].setdefault("timing", {}).update(timing)

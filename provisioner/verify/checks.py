@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from ..lab import modes, nics
 from ..lab.defaults import ECHO_PORT
 from ..lab.model import Backend, Lab
-from . import declared, servedon
+from . import declared, refusals, servedon
 from .encapcells import encapsulation_cells
 from .impairment import harden_negatives, impairment_cells
 from .linkcells import link_cells, probed_nics
@@ -27,6 +27,9 @@ SKIPPED = "skipped"
 # direct path; forwards apart. A negative cell expects "fail" (no connection could be made):
 # "error" (connected to the wrong place, silence, a stale nonce) is never ok.
 PASS_WHEN = {"yes": "pass", "no": "fail", "port-forward": "fail"}
+# whose socket a cell's probe aims at: a refusal proves a closed path only if it listened
+# all along (verify/refusals.py); vnet's own listeners, or the target VM's echo
+VNET_LISTENER = {"at": refusals.VNET}
 
 
 @dataclass(frozen=True)
@@ -95,23 +98,26 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
             add("vm_to_host", vm.name, f"host ({host_target})", f"guest:{vm.name}",
                 target=host_target, port=ends.host_listener_port,
                 expect_name=servedon.host_answer(lab, vm, net),
-                bind_mac=nic.mac)
+                bind_mac=nic.mac, listens=VNET_LISTENER)
             if nic.ip is not None:
                 add("host_to_vm", HOST, f"{vm.name} ({nic.ip.ip})",
                     servedon.network_runner(lab, net.name, HOST),
-                    target=str(nic.ip.ip), port=ECHO_PORT, expect_name=vm.name)
+                    target=str(nic.ip.ip), port=ECHO_PORT, expect_name=vm.name,
+                    listens={"at": vm.name})
             for peer, peer_nic in members:
                 if peer is not vm and peer_nic.ip is not None:
                     add("vm_to_vm", vm.name, f"{peer.name} ({peer_nic.ip.ip})", f"guest:{vm.name}",
                         target=str(peer_nic.ip.ip), port=ECHO_PORT, expect_name=peer.name,
-                        bind_mac=nic.mac, **declared.own_address(vm, nic, peer, peer_nic, net))
+                        bind_mac=nic.mac, listens={"at": peer.name},
+                        **declared.own_address(vm, nic, peer, peer_nic, net))
             if ends.internet_ip:
                 add("vm_to_internet", vm.name, f"internet ({ends.internet_ip})", f"guest:{vm.name}",
                     target=ends.internet_ip, port=ends.host_listener_port, expect_name=INTERNET,
-                    bind_mac=nic.mac)
+                    bind_mac=nic.mac, listens=VNET_LISTENER)
                 if nic.ip is not None:
                     add("internet_to_vm", INTERNET, f"{vm.name} ({nic.ip.ip})", "internet",
-                        target=str(nic.ip.ip), port=ECHO_PORT, expect_name=vm.name)
+                        target=str(nic.ip.ip), port=ECHO_PORT, expect_name=vm.name,
+                        listens={"at": vm.name})
             if model.guest_driver and nic.bond is None:
                 checks.append(Check("nic_model", net.name, net.mode, vm.name,
                                     f"{nic.mac} {nic.model}", "pass", f"guest:{vm.name}",

@@ -23,7 +23,7 @@ from typing import Any, Callable
 from . import ansible as guest_ansible
 from . import checks as checklib
 from . import (declared, encapcells, flowstats, forwardcheck, impairment, linkcells, listeners,
-               servedon, topology, tunnelcells)
+               refusals, servedon, topology, tunnelcells)
 from ..host import procs, sandbox, state
 from .result import build as build_result
 from . import hostcells
@@ -34,7 +34,7 @@ from ..host.netns import run_in_netns
 from ..resources import playbook_code
 from ..host.state import Target
 from ..host.testpoints import pause_at
-from ..drivers.boot import serial_log
+from ..drivers.boot import read_console, serial_log
 from ..progress import Cells, emit
 # Kept importable from here for callers written before verify/ was split (`verifier.exit_code`).
 from .listeners import listener_argv  # noqa: F401
@@ -126,7 +126,7 @@ def _verify(lab: Lab, target: Target, progress: Callable[[str], None],
         flows_before = flowstats.snapshot(lab, target)
         clock["prepared"] = time.monotonic()
         encapcells.while_capturing(
-            lambda: _run(lab, target, sb, cells, inventory, progress, sources, clock),
+            lambda: _run(lab, target, sb, cells, inventory, progress, sources, clock, records),
             lab, target, inventory, cells, pcap_dir, progress)
         impairment.annotate(cells, (state.read(target, lab.name) or {}).get("impair", {}))
         flow_tables = flowstats.attribute(lab, target, cells, flows_before)
@@ -198,7 +198,7 @@ def unbooted_result(lab: Lab, cells: list, note: str, timings: dict | None = Non
 
 
 def _run(lab, target, sb, cells, inventory, progress, sources: ProbeSources,
-         clock: dict | None = None) -> None:
+         clock: dict | None = None, listener_records: list[Path] | None = None) -> None:
     clock = {} if clock is None else clock
     module = sources.probe_module()
     outcome: dict[str, dict] = {}
@@ -249,7 +249,11 @@ def _run(lab, target, sb, cells, inventory, progress, sources: ProbeSources,
             t.join()
     if errors:
         raise VnetError(f"host-side probes failed to run: {errors[0]!r}")
-    record(cells, guest, outcome)
+    # vnet's listeners, still running after every probe, listened through them (refusals)
+    ran = all(procs.running(r) for r in listener_records or [])
+    boots = {vm.name: refusals.boot_sockets(read_console(serial_log(inventory.work_dir, vm.name)))
+             for vm in lab.vms}
+    record(cells, guest, outcome, boots=boots, vnet_listeners_ran=ran)
     cutter.annotate(cells)
     tunnelcells.annotate(cells, guest)
 
@@ -264,10 +268,13 @@ def _link_setter(lab: Lab, target: Target, backend: Backend):
 
 
 def record(cells: list, guest: dict[str, dict], sides: dict[str, dict],
-           settle_silence: Callable[[dict, list], dict] | None = None) -> None:
+           settle_silence: Callable[[dict, list], dict] | None = None,
+           boots: dict[str, dict] | None = None, vnet_listeners_ran: bool = True) -> None:
     """Write each cell's observed value and detail from the guests' module results
     ({vm: {"probes", "drivers"}}) and the host/Internet results ({"host:<i>": result}): UDP
-    silences settled against their positive controls, wherever those ran, then, for a port a
+    silences settled against their positive controls, wherever those ran, refusals against
+    the target's listening (refusals.settle: `boots`, the sockets each guest's console named
+    at boot; `vnet_listeners_ran`, vnet's listeners outlived the probes), then, for a port a
     guest held, judged with what the hold saw (forwardcheck.conclude)."""
     raw: dict[str, dict] = {}
     for i, cell in enumerate(cells):
@@ -298,6 +305,7 @@ def record(cells: list, guest: dict[str, dict], sides: dict[str, dict],
         if cell.probe.get("confirmed_by"):  # UDP silence: its controls may have run elsewhere
             settle_silence = settle_silence or probe_module().settle_silence
             r = settle_silence(r, [raw.get(j) for j in cell.probe["confirmed_by"]])
+        r = refusals.settle(r, cell.probe, guest, boots or {}, vnet_listeners_ran)
         cell.observed, cell.detail = r["observed"], r["detail"]
         fwd = cell.probe.get("forward")
         if fwd and "nonces" in r:   # a forward, or a declared check's port held by a guest:

@@ -92,3 +92,15 @@ def iptables_rule(netns: str, rule: list[str]):
         yield
     finally:
         runner.run([*iptables, "-D", *rule])
+
+
+def guest_ssh(target, lab_name: str, vm: str, command: str) -> str:
+    """Run `command` on a lab guest as root over its management network (the lab's own key):
+    how a negative control changes a guest under a running lab. Its stdout."""
+    from provisioner.host import netns, runner, state
+    key, _ = state.ssh_key(target, lab_name)
+    address = (state.read(target, lab_name) or {})["mgmt"][vm]
+    return runner.run(netns.netns_argv(target.netns, [
+        "ssh", "-i", str(key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+        "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=30", "-o", "LogLevel=ERROR",
+        f"root@{address}", command]), timeout=120).stdout

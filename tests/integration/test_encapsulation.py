@@ -15,7 +15,8 @@ from provisioner.host import state
 from provisioner.host.tunnelkeys import tunnel_secrets
 from provisioner.lab import loader as labfile
 from provisioner.verify import run as verifier, wire
-from tests.integration.test_tunnels import IP, red, say, ssh
+from tests.integration.conftest import guest_ssh
+from tests.integration.test_tunnels import IP, red, say
 
 pytestmark = pytest.mark.integration
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tunnels.yaml"
@@ -63,14 +64,14 @@ def test_encapsulation_cells_green_then_cleartext_ipsec_turns_only_its_cell_red(
 
         # negative control 2: the a -> b SA without encryption on both ends (same SPI, same
         # HMAC key): the tunnel still carries the probe, but in cleartext
-        key, _ = state.ssh_key(target, lab.name)
         spi, if_id = keys["sec"]["spi"][0], keys["sec"]["if_id"]
         for vm in ("a", "b"):
-            ssh(target, record, key, vm,
-                f"{IP} xfrm state delete src 10.71.1.10 dst 10.71.2.10 proto esp spi {spi} && "
-                f"{IP} xfrm state add src 10.71.1.10 dst 10.71.2.10 proto esp spi {spi} "
-                f"reqid {if_id} mode tunnel if_id {if_id} enc cipher_null '' "
-                f"auth-trunc 'hmac(sha256)' 0x{keys['sec']['auth'][0]} 128")
+            guest_ssh(target, lab.name, vm,
+                      f"{IP} xfrm state delete src 10.71.1.10 dst 10.71.2.10 proto esp "
+                      f"spi {spi} && "
+                      f"{IP} xfrm state add src 10.71.1.10 dst 10.71.2.10 proto esp spi {spi} "
+                      f"reqid {if_id} mode tunnel if_id {if_id} enc cipher_null '' "
+                      f"auth-trunc 'hmac(sha256)' 0x{keys['sec']['auth'][0]} 128")
         result = verifier.verify(lab, target, say, timings=record["timings"], pcap_dir=tmp_path)
         say(verifier.matrix_text(result))
         broken = red(result)

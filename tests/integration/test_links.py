@@ -10,10 +10,11 @@ import pytest
 
 from provisioner.drivers.base import driver_class
 from provisioner.drivers.libvirt import lifecycle
-from provisioner.host import netns, runner, state
 from provisioner.lab import loader as labfile
 from provisioner.lab.model import Backend
 from provisioner.verify import run as verifier
+from tests.integration.conftest import guest_ssh
+
 
 pytestmark = pytest.mark.integration
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "bonds-and-router.yaml"
@@ -23,11 +24,6 @@ def say(message):
     print(message, flush=True)
 
 
-def ssh(target, record, key, vm, command):
-    return runner.run(netns.netns_argv(target.netns, [
-        "ssh", "-i", str(key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-        "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=30",
-        f"root@{record['mgmt'][vm]}", command]), timeout=120).stdout
 
 
 def red(result):
@@ -42,8 +38,7 @@ def test_bond_failover_and_route_green_then_their_negative_controls(lab_sandbox)
     try:
         record = lifecycle.up(lab, target, say)
         say(f"boot to ready: {time.monotonic() - started:.0f}s ({record['timings']})")
-        key, _ = state.ssh_key(target, lab.name)
-        say(ssh(target, record, key, "a", "cat /proc/net/bonding/bond0; ip -4 route"))
+        say(guest_ssh(target, lab.name, "a", "cat /proc/net/bonding/bond0; ip -4 route"))
 
         result = verifier.verify(lab, target, say, timings=record["timings"])
         say(verifier.matrix_text(result))
@@ -56,11 +51,11 @@ def test_bond_failover_and_route_green_then_their_negative_controls(lab_sandbox)
         assert "vnet cut the link of NIC 0" in detail and "restored" in detail, detail
 
         # negative control 1: the router stops forwarding -> the route cells, and only them
-        ssh(target, record, key, "r", "echo 0 > /proc/sys/net/ipv4/ip_forward")
+        guest_ssh(target, lab.name, "r", "echo 0 > /proc/sys/net/ipv4/ip_forward")
         result = verifier.verify(lab, target, say, timings=record["timings"])
         assert {k for k, _, _ in red(result)} == {"route"}, red(result)
         assert all(c["observed"] == "fail" for c in result["checks"] if c["kind"] == "route")
-        ssh(target, record, key, "r", "echo 1 > /proc/sys/net/ipv4/ip_forward")
+        guest_ssh(target, lab.name, "r", "echo 1 > /proc/sys/net/ipv4/ip_forward")
 
         # negative control 2: the other member's link is down too (NIC 1 is active since the
         # failover, so NIC 0 is the backup) -> no failover: bond_failover, and only it

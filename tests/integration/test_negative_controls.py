@@ -16,6 +16,7 @@ from provisioner.drivers.libvirt import lifecycle
 from provisioner.verify import run as verifier
 from provisioner.drivers.libvirt.connection import LibvirtDriver
 from provisioner.drivers.libvirt.render import LibvirtRenderer, object_name
+from tests.integration.conftest import guest_ssh, iptables_rule
 
 pytestmark = pytest.mark.integration
 quiet = lambda message: None  # noqa: E731
@@ -138,6 +139,33 @@ def test_natnetwork_opened_to_the_internet_turns_red(ctl):
     finally:
         runner.run(netns.netns_argv(box.host_netns, ["iptables", "-D", "FORWARD", "-d", subnet,
                                                      "-j", "ACCEPT"]), check=False)
+
+
+def test_an_open_path_to_a_vm_whose_echo_is_down_is_not_confirmed_by_its_refusal(ctl):
+    """(a') As (a), with vm1's echo (TCP 7) stopped: the Internet's probe now reaches vm1,
+    whose own stack refuses the idle port. A refusal is not isolation unless the port
+    listened all along (verify/refusals.py), so vm1's Internet->VM cell goes red as an error
+    instead of staying green, and so do the other cells aimed at vm1's echo; vm2's, still
+    answered, are a leak (pass)."""
+    box, target, lab = ctl
+    subnet = str(lab.network("nn").subnet)
+    vm1 = str(next(n for n in lab.vm("vm1").nics if n.network == "nn").ip.ip)
+    # the init's restart loop first, then the echo (nc -ll): nothing listens on 7 any more
+    stop = 'p=$(pidof nc) && set -- $(cat /proc/$p/stat) && kill $4 $p'
+    restart = ("setsid sh -c 'while :; do nc -ll -p 7 -e /usr/lib/vnet/echo; sleep 1; done' "
+               "</dev/null >/dev/null 2>&1 &")
+    try:
+        guest_ssh(target, lab.name, "vm1", stop)
+        with iptables_rule(box.host_netns, ["FORWARD", "-d", subnet, "-j", "ACCEPT"]):
+            result = verifier.verify(lab, target, quiet)
+        to_vm1 = {c for c in cells(result, network="nn") if vm1 in c[3]}
+        assert red_cells(result) == to_vm1 | cells(result, network="nn", kind="internet_to_vm"), \
+            why(result)
+        [hidden] = [c for c in result["checks"] if c["kind"] == "internet_to_vm"
+                    and c["network"] == "nn" and vm1 in c["target"]]
+        assert hidden["observed"] == "error" and "may be vm1's own" in hidden["detail"], hidden
+    finally:
+        guest_ssh(target, lab.name, "vm1", restart)
 
 
 def test_nic_model_swapped_under_the_lab_turns_red(ctl):

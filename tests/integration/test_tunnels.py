@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 from provisioner.drivers.libvirt import lifecycle
-from provisioner.host import netns, runner, state
+from provisioner.host import state
 from provisioner.host.tunnelkeys import FILE, tunnel_secrets
 from provisioner.lab import loader as labfile
 from provisioner.lab.tunnels import TYPES
 from provisioner.verify import run as verifier
+from tests.integration.conftest import guest_ssh
 
 pytestmark = pytest.mark.integration
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tunnels.yaml"
@@ -27,11 +28,6 @@ def say(message):
     print(message, flush=True)
 
 
-def ssh(target, record, key, vm, command):
-    return runner.run(netns.netns_argv(target.netns, [
-        "ssh", "-i", str(key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-        "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=30", "-o", "LogLevel=ERROR",
-        f"root@{record['mgmt'][vm]}", command]), timeout=120).stdout
 
 
 def red(result):
@@ -53,7 +49,6 @@ def test_every_tunnel_type_green_then_down_and_wrong_keys_turn_only_theirs_red(l
             assert "insmod" not in console and "VNET-READY" in console, console[-800:]
         keys = tunnel_secrets(lab_dir)
         assert set(keys) == {"sec", "wg"}
-        key, _ = state.ssh_key(target, lab.name)
 
         result = verifier.verify(lab, target, say, timings=record["timings"])
         say(verifier.matrix_text(result))
@@ -69,18 +64,18 @@ def test_every_tunnel_type_green_then_down_and_wrong_keys_turn_only_theirs_red(l
 
         # negative controls: each breaks one tunnel on one end; vnet keeps what exists
         sec = keys["sec"]
-        ssh(target, record, key, "a", f"{IP} link set l2x down")
+        guest_ssh(target, lab.name, "a", f"{IP} link set l2x down")
         nvgre_key = (5001 + 1) << 8            # another VSID on b's end of nv
-        ssh(target, record, key, "b", f"{IP} link del nv && {IP} link add nv type gretap "
+        guest_ssh(target, lab.name, "b", f"{IP} link del nv && {IP} link add nv type gretap "
             f"local 10.71.2.10 remote 10.71.1.10 key {nvgre_key} && "
             f"{IP} addr add 10.99.1.2/24 dev nv && {IP} link set nv up")
-        ssh(target, record, key, "b",           # b's inbound SA (a -> b) with a wrong HMAC key
+        guest_ssh(target, lab.name, "b",           # b's inbound SA (a -> b) with a wrong HMAC key
             f"{IP} xfrm state delete src 10.71.1.10 dst 10.71.2.10 proto esp spi {sec['spi'][0]}"
             f" && {IP} xfrm state add src 10.71.1.10 dst 10.71.2.10 proto esp "
             f"spi {sec['spi'][0]} reqid {sec['if_id']} mode tunnel if_id {sec['if_id']} "
             f"enc 'cbc(aes)' 0x{sec['enc'][0]} auth-trunc 'hmac(sha256)' "
             f"0x{secrets.token_hex(32)} 128")
-        ssh(target, record, key, "b", "umask 077 && wg genkey > /tmp/k && "
+        guest_ssh(target, lab.name, "b", "umask 077 && wg genkey > /tmp/k && "
             "wg set wg private-key /tmp/k && rm /tmp/k")
         result = verifier.verify(lab, target, say, timings=record["timings"])
         say(verifier.matrix_text(result))

@@ -88,7 +88,7 @@ def test_wrong_endpoint_is_an_error_named_as_a_leak(listener):
 
 def test_refused_is_a_diagnosed_failure():
     r = probe.probe({"target": "127.0.0.1", "port": free_port(), "expect_name": "x"})
-    assert r == {"observed": "fail", "detail": "refused"}
+    assert r == {"observed": "fail", "detail": "refused", "refused": True}
 
 
 @pytest.mark.parametrize("behaviour", list(BEHAVIOURS))
@@ -157,7 +157,7 @@ def test_udp_nonce_exchange_with_vnets_listener(listener):
 
 
 def test_udp_refused_by_icmp_port_unreachable_is_a_failure():
-    assert udp(free_port(socket.SOCK_DGRAM)) == {"observed": "fail",
+    assert udp(free_port(socket.SOCK_DGRAM)) == {"observed": "fail", "refused": True,
                                                  "detail": "refused (ICMP port unreachable)"}
 
 
