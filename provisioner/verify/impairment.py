@@ -171,6 +171,19 @@ NEGATIVE_TIMEOUT_MAX = 16.0     # s: past this, a negative cell across the loss 
 ARP_SOLICITS = 3                # Linux's neigh mcast_solicit: then "host unreachable"
 
 
+def unprovable_because(lost: float, attempts: int, delay: float, timeout: float) -> str:
+    """Why no wait under NEGATIVE_TIMEOUT_MAX tells isolation from the impairment: the loss
+    (more attempts than fit), the delay (an answer could come after the limit), or both."""
+    limit = f"vnet's {NEGATIVE_TIMEOUT_MAX:g} s limit"
+    if math.isinf(timeout):
+        return (f"the path crosses NICs that lose {lost:.0%} of the attempts; {attempts} "
+                f"attempts would be needed to tell isolation from loss, more than fit in {limit}")
+    said = f"{attempts} attempts against its {lost:.0%} loss and " if attempts > 1 else ""
+    return (f"telling isolation from impairment on this path needs {said}a wait of "
+            f"{timeout:.1f} s for its {delay * 1000:g} ms of delay and jitter each way, over "
+            f"{limit}")
+
+
 def harden_negatives(lab: Lab, cells: list) -> None:
     """A negative cell whose path crosses impaired NICs ends on silence that the impairment
     alone can explain: a delay longer than its timeout, or every attempt lost. Its timeout grows
@@ -198,9 +211,7 @@ def harden_negatives(lab: Lab, cells: list) -> None:
         timeout = max(float(probe.get("timeout", 3.0)), sent_at + 1.0 + 2 * delay)
         if timeout > NEGATIVE_TIMEOUT_MAX:
             cell.runner, cell.observed = "none", "error"
-            cell.detail = (f"not provable: the path crosses a NIC that loses {lost:.0%} of the "
-                           f"attempts; {attempts} attempts would be needed to tell isolation "
-                           "from loss")
+            cell.detail = f"not provable: {unprovable_because(lost, attempts, delay, timeout)}"
             continue
         probe.update(timeout=round(timeout, 2), rtt_timeout=False,
                      impaired_path={"delay_s": round(delay, 3), "loss": round(lost, 4),

@@ -160,6 +160,19 @@ def test_a_negative_cell_across_heavy_loss_is_not_provable():
                               for c in unprovable)
 
 
+def test_not_provable_says_which_of_loss_and_delay_needs_the_long_wait():
+    """20 % loss and 100 ms: 5 SYNs (the last at 15 s) and the delay pass the 16 s limit; the
+    detail names both. Delay alone (two impaired ends of 6 s each, no loss): one attempt, an
+    answer up to 25 s late; the detail blames the delay, not a loss there is none of."""
+    _, cells = _negatives({"delay_ms": 100, "loss_pct": 20})
+    [both] = {c.detail for c in cells if c.runner == "none"}
+    assert "5 attempts against its 20% loss" in both and "100 ms of delay" in both, both
+    delay_only = impairment.unprovable_because(0.0, 1, 12.0, 25.0)
+    assert "12000 ms of delay" in delay_only and "loss" not in delay_only
+    _, lossy = _negatives({"loss_pct": 50})
+    assert {"lose 50% of the attempts" in c.detail for c in lossy if c.runner == "none"} == {True}
+
+
 def test_host_unreachable_proves_nothing_where_the_loss_can_take_every_arp_request():
     """12 % loss: all three ARP solicitations lost 1 time in 580, and the kernel then says
     "host unreachable" with the isolation gone. At 5 % (1 in 8000) it still counts."""
