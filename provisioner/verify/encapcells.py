@@ -6,9 +6,10 @@ service): vnet presets that probe's nonce and, while the guests probe, captures 
 side of the first endpoint's underlay network (its bridge; in a
 sandbox, inside the sandbox host's namespace: host/capture.py through the driver's
 network_capture_point). After the guests' run, verify/wire.py judges the pcap: the tunnel's
-frames with its VNI / GRE protocol and key / ESP SPI / WireGuard port are there, and the nonce
-is inside them (vxlan, nvgre, gretap, gre: proof the capture saw this probe) or in no frame at
-all (ipsec, wireguard: encrypted). The pcap stays beside the report (or in the lab's state
+frames with its VNI / GRE protocol and key / ESP SPI / WireGuard port are there, going both
+ways between the two ends' underlay addresses (the probe's exchange), and the nonce is inside
+them (vxlan, nvgre, gretap, gre: proof the capture saw this probe) or in no frame at all
+(ipsec, wireguard: encrypted). The pcap stays beside the report (or in the lab's state
 directory), named in the cell's detail and its JSON ("pcap"), ready for Wireshark.
 
 The cell is ok when that probe passed and the capture agrees; a passing probe whose frames do
@@ -47,7 +48,8 @@ def encapsulation_cells(lab: Lab, make: Callable[..., object], cells: list) -> l
                          f"{tunnel.name} ({tunnel.type})", RUNNER,
                          dict(nonce=carrier.probe["nonce"], tunnel=tunnel.name,
                               encap={"tunnel": tunnel.name, "type": tunnel.type,
-                                     "id": tunnel.id, "network": near.network})))
+                                     "id": tunnel.id, "network": near.network,
+                                     "ends": [str(e.underlay_ip) for e in tunnel.endpoints]})))
     return made
 
 
@@ -64,8 +66,10 @@ def expectation(lab: Lab, lab_dir: Path, probe: dict) -> wire.Expectation:
 
     encap = probe["encap"]
     keys = tunnel_secrets(lab_dir).get(encap["tunnel"], {})
+    ends = encap.get("ends")
     return wire.Expectation(encap["type"], probe["nonce"].encode(), id=encap["id"],
-                            spis=tuple(keys.get("spi", ())), port=keys.get("port"))
+                            spis=tuple(keys.get("spi", ())), port=keys.get("port"),
+                            ends=(ends[0], ends[1]) if ends else None)
 
 
 class Captures:

@@ -159,12 +159,16 @@ def frames_with(pcap: Path | str, needle: bytes) -> list[Frame]:
 class Expectation:
     """What the encapsulation cell expects on the underlay. `id`: VNI, VSID or GRE key; `spis`:
     the lab's ESP SPIs (either direction); `port`: WireGuard's listen port; `nonce`: the probe's
-    fresh nonce, which must be inside the tunnel (unencrypted types) or nowhere (encrypted)."""
+    fresh nonce, which must be inside the tunnel (unencrypted types) or nowhere (encrypted);
+    `ends`: the underlay addresses of the probing end and the far end, between which the
+    tunnel's frames must go both ways (the probe's exchange: for an encrypted tunnel, where
+    the nonce cannot show, the only sign the capture saw it)."""
     type: str
     nonce: bytes
     id: int | None = None
     spis: tuple[int, ...] = ()
     port: int | None = None
+    ends: tuple[str, str] | None = None
 
     @property
     def encrypted(self) -> bool:
@@ -211,6 +215,7 @@ def check(pcap: Path | str, exp: Expectation) -> tuple[bool, str]:
         raise ValueError(f"unknown tunnel type {exp.type!r}; valid: {', '.join(TYPES)}")
     frames = ours = 0
     seen: dict[str, int] = {}      # what identifies each tunnel-looking frame -> how many
+    ways = {"out": 0, "back": 0}   # the tunnel's frames from the probing end, and to it
     nonce_inside, cleartext = 0, []
     try:
         for frame in read_pcap(pcap):
@@ -219,6 +224,9 @@ def check(pcap: Path | str, exp: Expectation) -> tuple[bool, str]:
             if label:
                 seen[label] = seen.get(label, 0) + 1
             ours += mine
+            way = _way(frame, exp.ends) if mine else None
+            if way:
+                ways[way] += 1
             if exp.nonce in frame.data:
                 if mine and _inner_has(frame, exp.nonce, exp):
                     nonce_inside += 1
@@ -231,6 +239,11 @@ def check(pcap: Path | str, exp: Expectation) -> tuple[bool, str]:
     nonce = exp.nonce.decode(errors="replace")
     if not ours:
         return False, f"{head}; no frame of the tunnel on the underlay"
+    if exp.ends:
+        near, far = exp.ends
+        head += f"; {ways['out']} from {near} to {far}, {ways['back']} back"
+        if not ways["out"] or not ways["back"]:
+            return False, f"{head}: the capture did not see the probe's exchange both ways"
     if exp.encrypted:
         if cleartext:
             return False, (f"{head}; the probe's nonce {nonce} is in cleartext in frame(s) "
@@ -240,6 +253,15 @@ def check(pcap: Path | str, exp: Expectation) -> tuple[bool, str]:
         where = f" (only outside the tunnel: frame(s) {_numbers(cleartext)})" if cleartext else ""
         return False, f"{head}; the probe's nonce {nonce} is not inside the tunnel{where}"
     return True, f"{head}; the probe's nonce {nonce} is inside {nonce_inside} of them"
+
+
+def _way(frame: Frame, ends: tuple[str, str] | None) -> str | None:
+    """"out" (probing end -> far end), "back", or None, by the outer IPv4 header."""
+    outer = frame.find("ipv4")
+    if not ends or not outer:
+        return None
+    pair = (outer[0].fields["src"], outer[0].fields["dst"])
+    return {ends: "out", ends[::-1]: "back"}.get(pair)
 
 
 def _wanted(exp: Expectation) -> str:

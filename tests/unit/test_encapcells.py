@@ -89,10 +89,12 @@ def test_a_vxlan_cell_is_green_with_its_nonce_inside_and_names_the_pcap(judged, 
     caps, _ = judged
     nonce = next(c for c in caps.cells if c.probe["encap"]["tunnel"] == "l2x").probe["nonce"]
     probe = inner_probe().replace(b"encap-0123456789abcdef", nonce.encode())
-    cells = run_judge(caps, [eth(ipv4(udp(vxlan(probe, 4242), 5, 4789), 17))], tmp_path)
+    back = eth(ipv4(udp(vxlan(b"answer", 4242), 5, 4789), 17, "10.71.2.10", "10.71.1.10"))
+    cells = run_judge(caps, [eth(ipv4(udp(vxlan(probe, 4242), 5, 4789), 17)), back], tmp_path)
     l2x = cells["l2x"]
     assert l2x.ok, l2x.detail
     assert "VXLAN VNI 4242" in l2x.detail and f"{nonce} is inside 1 of them" in l2x.detail
+    assert "1 from 10.71.1.10 to 10.71.2.10, 1 back" in l2x.detail
     assert l2x.as_dict()["pcap"].endswith("site-a.pcap") and "pcap " in l2x.detail
     # the same capture proves nothing for the other tunnels: red, with what was seen
     assert not cells["nv"].ok and "no frame of the tunnel" in cells["nv"].detail
@@ -104,10 +106,13 @@ def test_ipsec_with_the_nonce_in_cleartext_is_red(judged, tmp_path):
     sec = next(c for c in caps.cells if c.probe["encap"]["tunnel"] == "sec")
     spi = keys["sec"]["spi"][0]
     null_cipher = eth(ipv4(esp(spi, 1, b"VNET " + sec.probe["nonce"].encode()), 50))
-    cells = run_judge(caps, [null_cipher], tmp_path)
+    back = eth(ipv4(esp(keys["sec"]["spi"][1], 1, b"\x77" * 48), 50, "10.71.2.10", "10.71.1.10"))
+    cells = run_judge(caps, [null_cipher, back], tmp_path)
     assert not cells["sec"].ok and "in cleartext in frame(s) 1" in cells["sec"].detail
-    cells = run_judge(caps, [eth(ipv4(esp(spi, 2, b"\x99" * 48), 50))], tmp_path)
+    cells = run_judge(caps, [eth(ipv4(esp(spi, 2, b"\x99" * 48), 50)), back], tmp_path)
     assert cells["sec"].ok, cells["sec"].detail
+    cells = run_judge(caps, [eth(ipv4(esp(spi, 2, b"\x99" * 48), 50))], tmp_path)   # one way
+    assert not cells["sec"].ok and "both ways" in cells["sec"].detail
 
 
 def test_a_failed_probe_stays_failed_and_a_missing_capture_is_an_error(judged, tmp_path):

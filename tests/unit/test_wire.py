@@ -136,6 +136,24 @@ def test_encrypted_tunnels_need_their_frames_and_no_cleartext_nonce(tmp_path, ex
     assert not ok and "no frame of the tunnel" in detail, detail
 
 
+@pytest.mark.parametrize("exp, frame", [
+    (Expectation("ipsec", NONCE, spis=(0x1001, 0x1002), ends=("10.71.1.10", "10.71.2.10")),
+     lambda src, dst: eth(ipv4(esp(0x1001, 1, b"\xaa" * 64), 50, src, dst))),
+    (Expectation("vxlan", NONCE, id=4242, ends=("10.71.1.10", "10.71.2.10")),
+     lambda src, dst: eth(ipv4(udp(vxlan(inner_probe(), 4242), 40000, 4789), 17, src, dst))),
+])
+def test_the_tunnels_frames_must_go_both_ways_between_its_ends(tmp_path, exp, frame):
+    """An encrypted tunnel shows no nonce, so its frames between the probing end and the far
+    end, both ways, are what ties the capture to the probe's exchange: frames one way only
+    (another probe's, or a tunnel between other addresses) prove nothing of it."""
+    out, back = frame("10.71.1.10", "10.71.2.10"), frame("10.71.2.10", "10.71.1.10")
+    ok, detail = wire.check(pcap(tmp_path, [out, back]), exp)
+    assert ok and "1 from 10.71.1.10 to 10.71.2.10, 1 back" in detail, detail
+    for one_way in ([out, out], [back], [frame("10.71.1.10", "10.71.3.10"), back]):
+        ok, detail = wire.check(pcap(tmp_path, one_way), exp)
+        assert not ok and "did not see the probe's exchange both ways" in detail, detail
+
+
 def test_wrong_spi_and_wrong_port_are_not_the_tunnel(tmp_path):
     ok, detail = wire.check(pcap(tmp_path, [eth(ipv4(esp(0x9999, 1, b"\xaa" * 32), 50))]),
                             Expectation("ipsec", NONCE, spis=(0x1001,)))
