@@ -46,9 +46,10 @@ Options:
   ARGS_FILE           Ansible's WANT_JSON file of module args
   - [PORT]            the image's precompiled copy (provisioner/guest/bakedprobe.py): module
                       args on stdin; with PORT it stays warm after: see stay_warm()
-  module args {"probes": [...], "nic_macs": [...], "forwards": [...], "listening": [...]}
+  module args {"probes": [...], "nic_macs": [...], "forwards": [...], "listening": {...}}
       -> {"probes": {...}, "drivers": {...}, "forwards": {...}} (forwards: see ForwardHold;
-      "listening": ["tcp/7", ...] adds {"listening": ...}, see listening())
+      "listening": {"ports": ["tcp/7", ...], "clock": ...} adds {"listening": {"first",
+      "last", "v6only"}}, see listening(), and measures the clock at "clock")
   --serve PORT NAME   vnet's listener: answers on TCP and UDP PORT as NAME
 """
 import errno
@@ -296,10 +297,14 @@ def probe(spec, trips=FIXED):
     asks for "rtt_timeout" reports the timeout it was given as "connect_timeout"."""
     if spec.get("arp_claim"):
         return probe_arp_claim(spec)
+    began = time.time()
     result = _probe_udp(spec, trips) if spec.get("proto", "tcp") == "udp" \
         else _probe_tcp(spec, trips)
     if spec.get("rtt_timeout") and "connect_timeout" not in result:
         result["connect_timeout"] = trips.timeout(spec)[1]
+    if result.get("refused") and spec.get("listens"):
+        # wall times: vnet checks the target's port listened from before to after this
+        result["at"] = [began, time.time()]
     return result
 
 
@@ -1197,12 +1202,12 @@ def main():
 def handle(args, warm=False):
     """One run of the module: this guest's probes, drivers and forward holds -> its result."""
     started = time.monotonic()
-    watched = args.get("listening") or []      # before the holds: a hold is no listener
-    listened_first = listening(watched) if watched else None
+    watch = args.get("listening") or {}
+    listened = {"first": listening(watch["ports"])} if watch.get("ports") else None
     holds = hold_forwards(args.get("forwards") or [])      # up before the host probes them
     # measured beside the probes (no wall time), again once the holds closed
     clock_to = next((s["clock"] for s in (args.get("forwards") or []) + args.get("probes", [])
-                     if s.get("clock")), None)
+                     if s.get("clock")), watch.get("clock"))
     first = {}
 
     def measure_first():
@@ -1225,9 +1230,9 @@ def handle(args, warm=False):
         except Exception:       # noqa: BLE001 - as above
             last = None
         measured["clock"] = clock_over_run(first.get("at"), last)
-    if watched:                # after the holds closed: the same socket both times
-        measured["listening"] = {"first": listened_first, "last": listening(watched),
-                                "v6only": _v6only()}
+    if listened:               # after the holds closed: the same socket both times
+        measured["listening"] = dict(listened, last=listening(watch["ports"]),
+                                     v6only=_v6only())
     # what vnet_tunnel built, passed on: that task runs with no_log (its arguments hold keys)
     built = {"tunnels": args["tunnels_built"]} if args.get("tunnels_built") else {}
     timing = {"python_start_s": python_start_seconds(), "probes_s": round(probed - started, 3),
@@ -1310,11 +1315,19 @@ IDLE_STATE = {"tcp": "0A", "udp": "07"}
 def listening(watched):
     """The sockets of this guest that take new connections (TCP, LISTEN) or datagrams from
     anyone (UDP, bound and unconnected) on each watched "proto/port", as its kernel lists
-    them: {"tcp/7": [[bound address, socket inode], ...]}. Taken at a run's start and end, the
-    same inode both times is one socket that listened all along (inodes are never reused
-    while a socket lives): the kernel then never refused that port itself, so a refusal
-    met on the way there came from the path (provisioner/verify/refusals.py)."""
-    found = {}
+    them, and when (wall time): {"at": t, "tcp/7": [[bound address, socket inode], ...]}.
+    Taken at a run's start and end, the same inode both times is one socket that listened all
+    along (inodes are never reused while a socket lives): the kernel then never refused that
+    port itself, so a refusal met on the way there in between came from the path
+    (provisioner/verify/refusals.py). None if /proc cannot say: no socket is vouched for."""
+    try:
+        return _listening(watched)
+    except (OSError, ValueError, KeyError):      # a probe run must report, never crash
+        return None
+
+
+def _listening(watched):
+    found = {"at": time.time()}
     for key in watched:
         proto, port = key.split("/")
         rows = []

@@ -109,9 +109,13 @@ def inventory(project: Path, lab: Lab, target: Target, machines: dict[str, dict[
     first = hosts[lab.vms[0].name]["ansible_host"]
     mgmt_host = run_in_netns(target.netns, host_address_towards, first) if target.netns \
         else host_address_towards(first)
+    from ..drivers.boot import read_console
+
     return Inventory(hosts=hosts, mgmt_host_ip=mgmt_host, source="vagrant ssh-config",
                      work_dir=state.vagrant_run_dir(target, lab.name, project),
                      work_marker=state.VAGRANT_MARKER,
+                     # where vagrant/lib/vnet_demo.rb points each machine's serial console
+                     console=lambda vm: read_console(project / ".vagrant" / f"{vm}.serial.log"),
                      notes=(MGMT_NOTE.format(mgmt=f"host {mgmt_host}, guests "
                                              + ", ".join(h["ansible_host"] for h in hosts.values())),))
 

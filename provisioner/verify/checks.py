@@ -27,9 +27,6 @@ SKIPPED = "skipped"
 # direct path; forwards apart. A negative cell expects "fail" (no connection could be made):
 # "error" (connected to the wrong place, silence, a stale nonce) is never ok.
 PASS_WHEN = {"yes": "pass", "no": "fail", "port-forward": "fail"}
-# whose socket a cell's probe aims at: a refusal proves a closed path only if it listened
-# all along (verify/refusals.py); vnet's own listeners, or the target VM's echo
-VNET_LISTENER = {"at": refusals.VNET}
 
 
 @dataclass(frozen=True)
@@ -95,29 +92,31 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
             # without the hardware the lab never boots (doctor.preflight) and hardware_cells()
             # reports these cells as skipped.
             host_target = str(net.host_ip) if net.host_ip else ends.mgmt_host_ip
+            host_name = servedon.host_answer(lab, vm, net)
+            # `listens`: whose socket the probe aims at; a refusal is evidence of a closed path
+            # only if that socket listened through it (verify/refusals.py)
             add("vm_to_host", vm.name, f"host ({host_target})", f"guest:{vm.name}",
-                target=host_target, port=ends.host_listener_port,
-                expect_name=servedon.host_answer(lab, vm, net),
-                bind_mac=nic.mac, listens=VNET_LISTENER)
+                target=host_target, port=ends.host_listener_port, expect_name=host_name,
+                bind_mac=nic.mac, listens=refusals.vnet_listener(host_name))
             if nic.ip is not None:
                 add("host_to_vm", HOST, f"{vm.name} ({nic.ip.ip})",
                     servedon.network_runner(lab, net.name, HOST),
                     target=str(nic.ip.ip), port=ECHO_PORT, expect_name=vm.name,
-                    listens={"at": vm.name})
+                    listens=vm.name)
             for peer, peer_nic in members:
                 if peer is not vm and peer_nic.ip is not None:
                     add("vm_to_vm", vm.name, f"{peer.name} ({peer_nic.ip.ip})", f"guest:{vm.name}",
                         target=str(peer_nic.ip.ip), port=ECHO_PORT, expect_name=peer.name,
-                        bind_mac=nic.mac, listens={"at": peer.name},
+                        bind_mac=nic.mac, listens=peer.name,
                         **declared.own_address(vm, nic, peer, peer_nic, net))
             if ends.internet_ip:
                 add("vm_to_internet", vm.name, f"internet ({ends.internet_ip})", f"guest:{vm.name}",
                     target=ends.internet_ip, port=ends.host_listener_port, expect_name=INTERNET,
-                    bind_mac=nic.mac, listens=VNET_LISTENER)
+                    bind_mac=nic.mac, listens=refusals.vnet_listener(INTERNET))
                 if nic.ip is not None:
                     add("internet_to_vm", INTERNET, f"{vm.name} ({nic.ip.ip})", "internet",
                         target=str(nic.ip.ip), port=ECHO_PORT, expect_name=vm.name,
-                        listens={"at": vm.name})
+                        listens=vm.name)
             if model.guest_driver and nic.bond is None:
                 checks.append(Check("nic_model", net.name, net.mode, vm.name,
                                     f"{nic.mac} {nic.model}", "pass", f"guest:{vm.name}",
@@ -151,13 +150,14 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
     checks = declared.merge(checks, declared.cells(lab, ends, declared_cell))
     link_controls(checks)
     harden_negatives(lab, checks)       # impaired paths: no fail that loss or delay can explain
-    # a guest's hold or attempts are timed: its clock is measured too (forwardcheck.skew),
-    # against the host's listener on the management path; not where that is the guest's own
-    # loopback (a Vagrant VirtualBox inventory reached through a forwarded port)
+    # a guest's hold or attempts are timed (a forward's, a refusal's): its clock is measured
+    # too (forwardcheck.skew), against the host's listener on the management path; not where
+    # that is the guest's own loopback (a Vagrant VirtualBox inventory through a forwarded port)
     if not ipaddress.ip_address(ends.mgmt_host_ip).is_loopback:
         clock = {"target": ends.mgmt_host_ip, "port": ends.host_listener_port}
         for c in checks:
-            if c.probe.get("forward"):
+            if c.probe.get("forward") or (c.probe.get("listens")
+                                          and c.runner.startswith("guest:")):
                 c.probe["clock"] = clock
     return checks
 

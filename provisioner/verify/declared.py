@@ -20,9 +20,10 @@ or HOLD_WINDOW ends, and a probe from the host repeats until the guests' run end
 to fail included) or for vnet_probe's FORWARD_LIFETIME, which is longer than the window. An
 `expect: fail` cell on a held port is therefore probed for the whole window, and a refusal
 counts as `fail` only when the hold report shows the listener up during one of the attempts
-(forwardcheck.conclude); without that proof the cell is `error`. UDP silence is `fail` only
-when a passing declared check of the same listener confirms it is up (checks.link_controls), as
-for every UDP cell.
+(forwardcheck.conclude); without that proof the cell is `error`. A refusal from the echo or a
+vnet listener counts the same way, only while that socket listened (verify/refusals.py, which
+the mode table's cells share). UDP silence is `fail` only when a passing declared check of the
+same listener confirms it is up (checks.link_controls), as for every UDP cell.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from pathlib import Path
 
 from ..lab.defaults import ECHO_PORT
 from ..lab.model import DeclaredCheck, Lab
-from . import servedon
+from . import refusals, servedon
 from .linkcells import probed_nics
 
 HOST, INTERNET = "host", "internet"
@@ -92,12 +93,13 @@ def cells(lab: Lab, ends, make) -> list:
         probe: dict = {"port": check.port, "timeout": 3.0}
         if check.proto == "udp":
             probe["proto"] = "udp"
-        if check.target == HOST:
-            address = str(net.host_ip) if net.host_ip else ends.mgmt_host_ip
-            probe.update(target=address, expect_name=HOST, declared_listener=HOST)
-        elif check.target == INTERNET:
-            address = ends.internet_ip
-            probe.update(target=address, expect_name=INTERNET, declared_listener=INTERNET)
+        if check.target in (HOST, INTERNET):
+            address = ends.internet_ip if check.target == INTERNET else \
+                str(net.host_ip) if net.host_ip else ends.mgmt_host_ip
+            # a refusal is a closed path only while this listener ran (verify/refusals.py)
+            probe.update(target=address, expect_name=check.target,
+                         declared_listener=check.target,
+                         listens=refusals.vnet_listener(listener_tag(check.target, check.port)))
         else:
             nic = _nic(lab, check.target, check.network)
             address = str(nic.ip.ip)
@@ -111,6 +113,8 @@ def cells(lab: Lab, ends, make) -> list:
                 probe["forward"] = {"vm": check.target, "guest_port": check.port,
                                     "proto": check.proto, "mac": nic.mac,
                                     "name": hold_id(check)}
+            else:                  # the image's echo: its socket vouches for a refusal
+                probe["listens"] = check.target
         if check.proto == "udp":
             probe["listener"] = f"{check.target}:{address}:udp/{check.port}"
         if prober is None:
@@ -188,6 +192,11 @@ def listener_ports(cells: list) -> dict[str, set[int]]:
     return ports
 
 
+def listener_tag(where: str, port: int) -> str:
+    """The name of vnet's listener on a declared port (its records: listener-<tag>-<k>.pid)."""
+    return f"declared-{where}-{port}"
+
+
 def start_listeners(cells: list, places: dict[str, tuple[str | None, list[str]]],
                     lab_dir: Path, records: list[Path], spawn) -> None:
     """The host's and the Internet's listeners on declared ports. places: {"host"|"internet":
@@ -199,7 +208,7 @@ def start_listeners(cells: list, places: dict[str, tuple[str | None, list[str]]]
         netns, addresses = places[where]
         for port in sorted(ports):
             for k, address in enumerate(addresses):
-                tag = f"declared-{where}-{port}-{k}"
+                tag = f"{listener_tag(where, port)}-{k}"
                 log, record = lab_dir / f"listener-{tag}.log", lab_dir / f"listener-{tag}.pid"
                 log.unlink(missing_ok=True)
                 records.append(record)

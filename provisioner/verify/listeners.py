@@ -8,6 +8,7 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from . import checks as checklib
 from ..errors import VnetError
@@ -92,3 +93,14 @@ def start_declared(target: Target, sb, cells, lab_dir: Path, records: list[Path]
         return procs.spawn(netns_argv(netns, argv) if netns else argv, record, script,
                            log_path=str(log), cwd="/")
     declared.start_listeners(cells, places, lab_dir, records, spawn)
+
+
+def ran_through(records: list[Path]) -> Callable[[str], bool]:
+    """name -> whether every process of vnet's listener `name` still runs (read now, after the
+    probes: started and ready before them, a listener holds its socket for its whole life).
+    Records are named listener-<name>-<k>.pid (start_listeners, declared.start_listeners)."""
+    running: dict[str, bool] = {}
+    for record in records:
+        name = record.stem.removeprefix("listener-").rsplit("-", 1)[0]
+        running[name] = running.get(name, True) and procs.running(record) is not None
+    return lambda name: running.get(name, False)

@@ -3,46 +3,64 @@
 A connect refused (a TCP reset, or an ICMP port unreachable) says only that something on the
 way answered "nothing here". A firewall that rejects says it, and so does the target's own
 stack when nothing listens on the port: then the path is open, and a negative cell confirmed
-by that refusal would hide a leak. So a refusal counts as "fail" only where the target's port
-listened all along, else it is "error" (the verification principles: a negative cell is
-confirmed only by evidence about the network).
+by that refusal would hide it. So a refusal counts as "fail" only where the target's port
+listened while the refused attempt ran, else it is "error" (the verification principles: a
+negative cell is confirmed only by evidence about the network).
 
-Who says the port listened:
-- vnet's own listeners (the host's, the Internet's, another host's): each holds its socket for
-  its whole life and was ready before any probe, so one still running after the probes
-  listened through them (verify/run.py checks, `vnet_listeners_ran`);
-- a guest's echo: the guest lists its listening sockets ("listening", vnet_probe.listening) at
-  the start and the end of its run, and its console says which socket listened when it booted
-  ("VNET-LISTEN tcp/7 <inode>", the image's init and cloud-init's vnet-ready). The same socket
-  (inode) at boot and at the end listened from before the first probe to after the last one;
-  the same one at the run's start and end only through the guest's own run, which the detail
-  says. A socket bound to the target's address, to 0.0.0.0, or to :: (where IPv6 sockets take
-  IPv4 too, net.ipv6.bindv6only=0) takes that target's connections.
-
-checks.build marks which cells aim at which listener (probe "listens": {"at": "vnet" | vm}).
+Who says the port listened (checks.build and declared.cells name it in the probe, "listens"):
+- "vnet:<listener>": vnet's own listener processes (the host's, the Internet's, another
+  host's, a declared port's). Each holds its socket for its whole life and was ready before
+  any probe, so one still running after every probe listened through them (verify/run.py
+  checks each listener's records: `listeners_ran`).
+- "<vm>": that guest's echo. Its kernel says it: the guest lists its listening sockets, with
+  their inodes and the wall time, at the start and the end of its probe run (vnet_probe
+  .listening), and its console names the echo's socket once it listens at boot
+  ("VNET-LISTEN tcp/7 <inode>", the image's init and cloud-init's vnet-ready). A socket the
+  last list still shows (inodes are not reused while a socket lives) listened from boot, or
+  from the first list, until the last one; the refused attempt must lie inside that span, the
+  two machines' clocks mapped onto the host's as for the forwards (forwardcheck.skew). A socket
+  takes the target's connections when bound to its address, to 0.0.0.0, or to :: where IPv6
+  sockets take IPv4 too (net.ipv6.bindv6only=0; a socket's own IPV6_V6ONLY is not in /proc,
+  and vnet's echoes never set it).
 """
 from __future__ import annotations
 
+import ipaddress
 import re
+from dataclasses import dataclass, field
+from typing import Callable
 
-VNET = "vnet"
-BOOT_LISTEN_RE = re.compile(r"^VNET-LISTEN (tcp|udp)/(\d+) ([\d ]+)$", re.M)
+from . import forwardcheck
+
+VNET = "vnet:"
+BOOT_LISTEN_RE = re.compile(r"^VNET-LISTEN tcp/(\d+) ([\d ]*)$", re.M)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What vouches for the targets' ports in one run: `boots`, {vm: boot_sockets(console)};
+    `listeners_ran(name)`, whether vnet's listener `name` ran through every probe. The default
+    vouches for nothing."""
+    boots: dict[str, dict[str, set[int]]] = field(default_factory=dict)
+    listeners_ran: Callable[[str], bool] = lambda name: False
+
+
+def vnet_listener(name: str) -> str:
+    return VNET + name
 
 
 def boot_sockets(console: str) -> dict[str, set[int]]:
     """{"tcp/7": {inode, ...}} from the last VNET-LISTEN line per port on a guest's console."""
-    found: dict[str, set[int]] = {}
-    for proto, port, inodes in BOOT_LISTEN_RE.findall(console):
-        found[f"{proto}/{port}"] = {int(i) for i in inodes.split()}
-    return found
+    return {f"tcp/{port}": {int(i) for i in inodes.split()}
+            for port, inodes in BOOT_LISTEN_RE.findall(console)}
 
 
 def watched(cells) -> dict[str, list[str]]:
     """{vm: ["tcp/7", ...]}: the ports each guest lists for the refusals of these cells."""
     wanted: dict[str, set[str]] = {}
     for c in cells:
-        at = (c.probe.get("listens") or {}).get("at")
-        if at and at != VNET:
+        at = c.probe.get("listens")
+        if at and not at.startswith(VNET):
             wanted.setdefault(at, set()).add(port_key(c.probe))
     return {vm: sorted(keys) for vm, keys in wanted.items()}
 
@@ -56,47 +74,62 @@ def takes(bound: str, address: str, v6only: int) -> bool:
     return bound in (address, "0.0.0.0", f"::ffff:{address}") or (bound == "::" and not v6only)
 
 
-def guest_listened(report: dict | None, boot: set[int], probe: dict) -> tuple[str, str]:
-    """("always" | "run" | "no", why) for the port `probe` aims at, from the guest's lists
-    (vnet_probe.listening) and the sockets its console named at boot."""
+def guest_listened(report: dict | None, boot: set[int], probe: dict, attempt: list[float],
+                   clocks: tuple[dict | None, dict | None]) -> tuple[bool, str]:
+    """(listened through the attempt, what shows it) for the guest port `probe` aims at. The
+    attempt: the prober's [start, end] wall time; clocks: the prober's and the target's."""
     key, address = port_key(probe), probe["target"]
-    if not report:
-        return "no", "the guest did not list its listening sockets"
+    report = report or {}
+    first, last = report.get("first"), report.get("last")
+    if not first or not last:
+        return False, "the guest did not list its listening sockets"
     v6only = report.get("v6only", 1)
 
     def inodes(snapshot) -> set[int]:
-        return {inode for bound, inode in (snapshot or {}).get(key, [])
-                if takes(bound, address, v6only)}
-    first, last = inodes(report.get("first")), inodes(report.get("last"))
-    if last & boot:
-        return "always", f"the socket that listened on {key} at boot still did at the run's end"
-    if first & last:
-        return "run", f"one socket listened on {key} from the start to the end of the guest's run"
-    if not last:
-        return "no", f"nothing listened on {key} for {address} at the end of the guest's run"
-    return "no", f"the socket on {key} changed during the run (it was restarted)"
+        return {inode for bound, inode in snapshot.get(key, []) if takes(bound, address, v6only)}
+    held = inodes(last)
+    if not held:
+        return False, f"nothing listened on {key} for {address} when the guest's run ended"
+    mine, theirs, margin = forwardcheck.skew(clocks)
+    start, end = attempt[0] + mine, attempt[1] + mine
+    if end + margin > last["at"] + theirs:
+        return False, f"the attempt ended after the guest's last look at {key} (clocks " \
+                      f"{margin:.2f} s apart at most)"
+    if held & boot:
+        return True, f"the socket that listened on {key} at boot still did after the attempt"
+    if held & inodes(first) and first["at"] + theirs + margin <= start:
+        return True, f"one socket listened on {key} from the guest's first look, before the " \
+                     "attempt, to its last, after it"
+    return False, f"no socket is seen on {key} from before the attempt (the echo restarted " \
+                  "since boot, or the console did not say)"
 
 
-def settle(result: dict, probe: dict, guests: dict[str, dict], boots: dict[str, dict],
-           vnet_listeners_ran: bool) -> dict:
-    """A refused probe's result, kept as "fail" where its target listened all along (with what
-    showed it), else turned into "error"."""
-    listens = probe.get("listens")
-    if not result.get("refused") or not listens:
+def settle(result: dict, probe: dict, prober: str, guests: dict[str, dict],
+           evidence: Evidence) -> dict:
+    """A refused probe's result, kept as "fail" where its target listened through the refused
+    attempt (with what showed it), else turned into "error". prober: the cell's runner;
+    guests: the guests' module results."""
+    at = probe.get("listens")
+    if not result.get("refused") or not at:
         return result
-    at = listens["at"]
-    if at == VNET:
-        held, why = ("always", "vnet's listener ran through every probe") if vnet_listeners_ran \
-            else ("no", "a vnet listener ended before the probes did")
+    if ipaddress.ip_address(probe["target"]).is_loopback:
+        held, why, who = False, "the target is the prober's own loopback", "the prober"
+    elif at.startswith(VNET):
         who = "the listener"
+        held = evidence.listeners_ran(at[len(VNET):])
+        why = "vnet's listener ran through every probe" if held else \
+            "vnet's listener was not running after the probes"
     else:
-        boot = boots.get(at, {}).get(port_key(probe), set())
-        held, why = guest_listened((guests.get(at) or {}).get("listening"), boot, probe)
         who = at
-    if held == "no":
+        origin = prober.split(":", 1)[1] if prober.startswith("guest:") else None
+        clocks = ((guests.get(origin) or {}).get("clock") if origin else forwardcheck.HOST_CLOCK,
+                  (guests.get(at) or {}).get("clock"))
+        held, why = guest_listened((guests.get(at) or {}).get("listening"),
+                                   evidence.boots.get(at, {}).get(port_key(probe), set()), probe,
+                                   result.get("at") or [0.0, float("inf")], clocks)
+    if not held:
         return dict(result, observed="error",
                     detail=f"{result['detail']}, but {why}: the refusal may be {who}'s own "
                            "answer for an idle port, with the path open")
-    span = "" if held == "always" else " (probes before it are not covered)"
-    return dict(result, detail=f"{result['detail']} on the way: {why}{span}, so the refusal "
-                               f"was not {who}'s own")
+    return dict(result, detail=f"{result['detail']} on the way: {why}, so the refusal was not "
+                               f"{who}'s own")

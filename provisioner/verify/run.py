@@ -59,6 +59,7 @@ class Inventory:
     source: str = "vnet"          # shown in the result
     notes: tuple[str, ...] = ()
     backend: Backend = Backend.LIBVIRT    # whose mode table gives the expected values
+    console: Callable[[str], str] | None = None   # vm -> its serial console (default: the lab's)
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,25 @@ def lab_inventory(lab: Lab, target: Target) -> Inventory:
              for vm in lab.vms}
     return Inventory(hosts=hosts, mgmt_host_ip=str(mgmt_subnet_for(lab.name).network_address + 1),
                      work_dir=state.lab_dir(target, lab.name),
-                     backend=Backend(record.get("backend", Backend.LIBVIRT.value)))
+                     backend=Backend(record.get("backend", Backend.LIBVIRT.value)),
+                     console=_consoles(lab, record.get("hosts"), state.lab_dir(target, lab.name)))
+
+
+def _consoles(lab: Lab, hosts: dict | None, lab_dir: Path) -> Callable[[str], str] | None:
+    """A lab across several hosts: each VM's console where its host's QEMU writes it (a remote
+    host's read over SSH); "" when it cannot be read (no evidence, never a crash)."""
+    if not hosts:
+        return None
+    from ..drivers.libvirt import remotehosts
+
+    def console(vm: str) -> str:
+        entry = hosts.get(lab.vm(vm).host or "") or {}
+        try:
+            return remotehosts.console(remotehosts.target_of(entry),
+                                       entry.get("log_dir", str(lab_dir)), vm)
+        except (VnetError, KeyError):
+            return ""
+    return console
 
 
 def verify(lab: Lab, target: Target, progress: Callable[[str], None],
@@ -249,11 +268,10 @@ def _run(lab, target, sb, cells, inventory, progress, sources: ProbeSources,
             t.join()
     if errors:
         raise VnetError(f"host-side probes failed to run: {errors[0]!r}")
-    # vnet's listeners, still running after every probe, listened through them (refusals)
-    ran = all(procs.running(r) for r in listener_records or [])
-    boots = {vm.name: refusals.boot_sockets(read_console(serial_log(inventory.work_dir, vm.name)))
-             for vm in lab.vms}
-    record(cells, guest, outcome, boots=boots, vnet_listeners_ran=ran)
+    console = inventory.console or (lambda vm: read_console(serial_log(inventory.work_dir, vm)))
+    record(cells, guest, outcome, listening=refusals.Evidence(
+        {vm.name: refusals.boot_sockets(console(vm.name)) for vm in lab.vms},
+        listeners.ran_through(listener_records or [])))
     cutter.annotate(cells)
     tunnelcells.annotate(cells, guest)
 
@@ -269,13 +287,12 @@ def _link_setter(lab: Lab, target: Target, backend: Backend):
 
 def record(cells: list, guest: dict[str, dict], sides: dict[str, dict],
            settle_silence: Callable[[dict, list], dict] | None = None,
-           boots: dict[str, dict] | None = None, vnet_listeners_ran: bool = True) -> None:
+           listening: refusals.Evidence = refusals.Evidence()) -> None:
     """Write each cell's observed value and detail from the guests' module results
     ({vm: {"probes", "drivers"}}) and the host/Internet results ({"host:<i>": result}): UDP
     silences settled against their positive controls, wherever those ran, refusals against
-    the target's listening (refusals.settle: `boots`, the sockets each guest's console named
-    at boot; `vnet_listeners_ran`, vnet's listeners outlived the probes), then, for a port a
-    guest held, judged with what the hold saw (forwardcheck.conclude)."""
+    what shows the target listened (refusals.settle, `listening`), then, for a port a guest
+    held, judged with what the hold saw (forwardcheck.conclude)."""
     raw: dict[str, dict] = {}
     for i, cell in enumerate(cells):
         if cell.runner == "none":          # decided before the run (verify/declared.py)
@@ -305,7 +322,7 @@ def record(cells: list, guest: dict[str, dict], sides: dict[str, dict],
         if cell.probe.get("confirmed_by"):  # UDP silence: its controls may have run elsewhere
             settle_silence = settle_silence or probe_module().settle_silence
             r = settle_silence(r, [raw.get(j) for j in cell.probe["confirmed_by"]])
-        r = refusals.settle(r, cell.probe, guest, boots or {}, vnet_listeners_ran)
+        r = refusals.settle(r, cell.probe, cell.runner, guest, listening)
         cell.observed, cell.detail = r["observed"], r["detail"]
         fwd = cell.probe.get("forward")
         if fwd and "nonces" in r:   # a forward, or a declared check's port held by a guest:

@@ -24,8 +24,6 @@ def say(message):
     print(message, flush=True)
 
 
-
-
 def red(result):
     return {(c["kind"], c["source"], c["target"]): c["detail"]
             for c in result["checks"] if not c["ok"]}

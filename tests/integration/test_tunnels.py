@@ -28,8 +28,6 @@ def say(message):
     print(message, flush=True)
 
 
-
-
 def red(result):
     return {(c["kind"], c["source"], c["target"]): (c["observed"], c["detail"])
             for c in result["checks"] if not c["ok"]}

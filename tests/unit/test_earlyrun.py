@@ -172,7 +172,7 @@ def test_verify_takes_the_early_run_and_hands_it_the_cells(tmp_path, monkeypatch
         work_dir=tmp_path), lambda line: None)
     assert results == {"vm1": {"probes": {"0": {"observed": "pass"}}}}
     assert seen == [("vm1", {"vnet_probes": [], "vnet_nic_macs": [], "vnet_forwards": [],
-                             "vnet_listening": [], "vnet_failovers": []})]   # no connection vars
+                             "vnet_listening": {}, "vnet_failovers": []})]   # no connection vars
 
 
 def test_the_run_starts_at_the_first_vm_event_and_every_line_and_event_passes_on():

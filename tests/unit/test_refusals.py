@@ -1,40 +1,57 @@
-"""A refusal proves a closed path only where the target's port listened all along
-(provisioner/verify/refusals.py): the target's own stack refuses an idle port too, and a
-negative cell confirmed by that would hide an open path."""
+"""A refusal proves a closed path only where the target's port listened through the refused
+attempt (provisioner/verify/refusals.py): the target's own stack refuses an idle port too, and
+a negative cell confirmed by that would hide an open path."""
 import os
 import socket
+import sys
 
+import pytest
+
+from provisioner.host import procs
 from provisioner.lab import loader as labfile
 from provisioner.lab.model import Backend
-from provisioner.verify import checks, refusals
+from provisioner.verify import checks, listeners, refusals
 from provisioner.verify import run as verifier
 
 probe = verifier.probe_module()
-REFUSED = {"observed": "fail", "detail": "refused", "refused": True}
-ECHO = {"target": "192.168.56.10", "port": 7, "listens": {"at": "vm1"}}
-# rows as a guest's kernel wrote them: 127.0.0.1:7099 and [::]:7 listening, an SSH session
-TCP4 = ["   0: 0100007F:1BBB 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0  "
-        "      0 10174 1 0000000036f7ac56 100 0 0 10 0",
-        "   2: 0AE84064:0016 01E84064:800E 01 00000024:00000000 01:00000013 00000000     0  "
-        "      0 10176 3 000000002c671c6d 20 4 13 10 -1"]
-TCP6 = ["   1: 00000000000000000000000000000000:0007 00000000000000000000000000000000:0000 0A "
-        "00000000:00000000 00:00000000 00000000     0        0 10009 1 000000009371cf97 100 0 0 "
-        "10 0"]
+ENDS = checks.Endpoints(21590, "203.0.113.1", "203.0.113.2", "100.64.0.1")
+ECHO = {"target": "192.168.56.10", "port": 7, "listens": "vm1"}
+CLOCK = {"offset": 0.0, "error": 0.01}
 
 
-def guest_report(first, last, v6only=0):
-    return {"vm1": {"listening": {"first": {"tcp/7": first}, "last": {"tcp/7": last},
-                                  "v6only": v6only}}}
+def refused(start=100.0, end=100.1):
+    return {"observed": "fail", "detail": "refused", "refused": True, "at": [start, end]}
 
 
-def settled(guests, boot=(), result=REFUSED, spec=ECHO):
-    return refusals.settle(result, spec, guests, {"vm1": {"tcp/7": set(boot)}}, True)
+def le_words(address: str, port: int) -> str:
+    """An IPv4 address and port as /proc/net/tcp writes them on this machine."""
+    word = int.from_bytes(socket.inet_aton(address), sys.byteorder)
+    return f"{word.to_bytes(4, 'big').hex().upper()}:{port:04X}"
+
+
+def row(local: str, remote: str, state: str, inode: int) -> str:
+    return f"   0: {local} {remote} {state} 00000000:00000000 00:00000000 00000000     0   " \
+           f"     0 {inode} 1 0000000036f7ac56 100 0 0 10 0"
+
+
+def guests(first, last, first_at=90.0, last_at=110.0, v6only=0, clock=CLOCK):
+    return {"vm1": {"clock": clock, "listening": {
+        "first": {"at": first_at, "tcp/7": first}, "last": {"at": last_at, "tcp/7": last},
+        "v6only": v6only}}}
+
+
+def settled(report, boot=(), result=None, spec=ECHO, prober="host"):
+    evidence = refusals.Evidence({"vm1": {"tcp/7": set(boot)}})
+    return refusals.settle(result or refused(), spec, prober, report, evidence)
 
 
 def test_proc_net_rows_give_listening_sockets_and_skip_connections():
-    assert probe.proc_net_sockets(TCP4, 7099, "0A") == [["127.0.0.1", 10174]]
-    assert probe.proc_net_sockets(TCP4, 22, "0A") == []           # a session, not a listener
-    assert probe.proc_net_sockets(TCP6, 7, "0A") == [["::", 10009]]
+    lines = [row(le_words("127.0.0.1", 7099), le_words("0.0.0.0", 0), "0A", 10174),
+             row(le_words("100.64.232.10", 22), le_words("100.64.232.1", 32782), "01", 10176)]
+    assert probe.proc_net_sockets(lines, 7099, "0A") == [["127.0.0.1", 10174]]
+    assert probe.proc_net_sockets(lines, 22, "0A") == []           # a session, not a listener
+    wildcard6 = row("0" * 32 + ":0007", "0" * 32 + ":0000", "0A", 10009)
+    assert probe.proc_net_sockets([wildcard6], 7, "0A") == [["::", 10009]]
 
 
 def test_the_module_lists_a_real_listening_socket_at_its_start_and_end():
@@ -42,48 +59,86 @@ def test_the_module_lists_a_real_listening_socket_at_its_start_and_end():
         server.bind(("127.0.0.1", 0))
         server.listen(1)
         port, inode = server.getsockname()[1], os.fstat(server.fileno()).st_ino
-        got = probe.handle({"probes": [], "listening": [f"tcp/{port}"]})["listening"]
+        got = probe.handle({"probes": [], "listening": {"ports": [f"tcp/{port}"]}})["listening"]
     assert ["127.0.0.1", inode] in got["first"][f"tcp/{port}"]
-    assert got["first"] == got["last"] and got["v6only"] in (0, 1)
+    assert got["first"][f"tcp/{port}"] == got["last"][f"tcp/{port}"]
+    assert got["first"]["at"] <= got["last"]["at"] and got["v6only"] in (0, 1)
 
 
 def test_a_refusal_without_a_listening_target_is_an_error():
-    for guests in ({}, guest_report([], []), guest_report([["::", 5]], [])):
-        r = settled(guests)
+    for report in ({}, guests([], []), guests([["::", 5]], [])):
+        r = settled(report)
         assert r["observed"] == "error" and "may be vm1's own" in r["detail"], r
 
 
-def test_a_socket_that_listened_from_boot_to_the_end_keeps_the_refusal_a_fail():
-    r = settled(guest_report([["::", 10009]], [["::", 10009]]), boot={10009})
-    assert r["observed"] == "fail" and "at boot still did" in r["detail"]
-    assert "not covered" not in r["detail"]
+def test_a_socket_from_boot_to_after_the_attempt_keeps_the_refusal_a_fail():
+    """The host probed before the guest's first look (90 < 100 is not needed with boot)."""
+    r = settled(guests([["::", 10009]], [["::", 10009]], first_at=105.0), boot={10009})
+    assert r["observed"] == "fail" and "at boot still did after the attempt" in r["detail"], r
 
 
-def test_a_socket_seen_only_through_the_guests_run_says_what_it_does_not_cover():
-    r = settled(guest_report([["0.0.0.0", 7]], [["0.0.0.0", 7]]), boot={6})
-    assert r["observed"] == "fail" and "probes before it are not covered" in r["detail"]
+def test_the_attempt_must_end_before_the_guests_last_look():
+    late = settled(guests([["::", 9]], [["::", 9]], last_at=100.05), boot={9})
+    assert late["observed"] == "error" and "ended after the guest's last look" in late["detail"]
+
+
+def test_without_boot_evidence_the_first_look_must_come_before_the_attempt():
+    ok = settled(guests([["0.0.0.0", 7]], [["0.0.0.0", 7]], first_at=90.0), boot={6})
+    assert ok["observed"] == "fail" and "from the guest's first look" in ok["detail"]
+    early = settled(guests([["0.0.0.0", 7]], [["0.0.0.0", 7]], first_at=100.05), boot={6})
+    assert early["observed"] == "error" and "from before the attempt" in early["detail"]
+
+
+def test_an_unmeasured_clock_widens_the_margin():
+    """Clocks not measured: 1.5 s apart at most (forwardcheck.CLOCK_SKEW_MAX)."""
+    report = guests([["::", 9]], [["::", 9]], last_at=101.0, clock=None)
+    assert settled(report, boot={9})["observed"] == "error"
+    report = guests([["::", 9]], [["::", 9]], last_at=102.0, clock=None)
+    assert settled(report, boot={9})["observed"] == "fail"
 
 
 def test_a_restarted_socket_or_one_that_does_not_take_the_address_proves_nothing():
-    assert settled(guest_report([["::", 1]], [["::", 2]]))["observed"] == "error"
-    assert settled(guest_report([["::", 3]], [["::", 3]], v6only=1))["observed"] == "error"
-    other = guest_report([["192.168.56.99", 3]], [["192.168.56.99", 3]])
+    assert settled(guests([["::", 1]], [["::", 2]]), boot={1})["observed"] == "error"
+    assert settled(guests([["::", 3]], [["::", 3]], v6only=1), boot={3})["observed"] == "error"
+    other = guests([["192.168.56.99", 3]], [["192.168.56.99", 3]])
     assert settled(other, boot={3})["observed"] == "error"
-    mapped = guest_report([["::ffff:192.168.56.10", 3]], [["::ffff:192.168.56.10", 3]])
+    mapped = guests([["::ffff:192.168.56.10", 3]], [["::ffff:192.168.56.10", 3]])
     assert settled(mapped, boot={3})["observed"] == "fail"
 
 
-def test_vnet_listeners_vouch_only_while_they_ran():
-    spec = {"target": "203.0.113.1", "port": 2, "listens": {"at": refusals.VNET}}
-    assert refusals.settle(REFUSED, spec, {}, {}, True)["observed"] == "fail"
-    gone = refusals.settle(REFUSED, spec, {}, {}, False)
-    assert gone["observed"] == "error" and "listener ended" in gone["detail"]
+def test_a_guest_prober_uses_its_own_clock():
+    """vm2's attempt at 100 by its clock is 103 by the host's: after vm1's last look at 102."""
+    report = dict(guests([["::", 9]], [["::", 9]], last_at=102.0),
+                  vm2={"clock": {"offset": 3.0, "error": 0.01}})
+    r = settled(report, boot={9}, prober="guest:vm2")
+    assert r["observed"] == "error" and "ended after" in r["detail"]
+
+
+def test_vnet_listeners_vouch_only_while_they_ran_and_never_for_loopback():
+    spec = {"target": "203.0.113.1", "port": 2, "listens": refusals.vnet_listener("internet")}
+    ran = refusals.Evidence(listeners_ran=lambda name: name == "internet")
+    assert refusals.settle(refused(), spec, "guest:vm1", {}, ran)["observed"] == "fail"
+    gone = refusals.settle(refused(), spec, "guest:vm1", {}, refusals.Evidence())
+    assert gone["observed"] == "error" and "not running after the probes" in gone["detail"]
+    loop = dict(spec, target="127.0.0.1")
+    assert refusals.settle(refused(), loop, "guest:vm1", {}, ran)["observed"] == "error"
 
 
 def test_only_refusals_are_settled():
     timed_out = {"observed": "fail", "detail": "timed out"}
     assert settled({}, result=timed_out) is timed_out
-    assert settled({}, spec={"target": "x", "port": 7}) is REFUSED     # no listener named
+    plain = refused()
+    assert settled({}, result=plain, spec={"target": "x", "port": 7}) is plain
+
+
+def test_a_refused_probe_carries_its_wall_times_only_where_a_listener_vouches():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    spec = {"target": "127.0.0.1", "port": port, "expect_name": "x", "timeout": 1}
+    assert "at" not in probe.probe(spec)
+    r = probe.probe(dict(spec, listens="vm1"))
+    assert r["refused"] and r["at"][0] <= r["at"][1]
 
 
 def test_the_console_names_the_sockets_of_the_last_boot():
@@ -93,22 +148,107 @@ def test_the_console_names_the_sockets_of_the_last_boot():
     assert refusals.boot_sockets("VNET-READY vm1\n") == {}
 
 
-def test_record_turns_a_refused_host_to_vm_cell_without_a_listener_red():
-    """The cell of a hostonly lab whose Internet->VM probe was refused: green only while vm1's
-    echo socket is the one it booted with."""
-    lab = labfile.resolve({"name": "ho", "networks": [{"name": "n", "mode": "hostonly"}],
-                           "vms": [{"name": "vm1", "nics": [{"network": "n"}]}]})
-    ends = checks.Endpoints(21590, "203.0.113.1", "203.0.113.2", "100.64.0.1")
-    cells = checks.build(lab, Backend.LIBVIRT, ends)
+def test_listeners_ran_through_names_each_listener_by_its_records(tmp_path):
+    """One dead process of a listener makes that listener unproven, and no other."""
+    me = os.getpid()
+    alive = procs.Record(me, procs.start_time(me), procs.proc_argv(me)[0])
+    for name in ("host-0", "host-1", "internet-0", "declared-host-9000-0"):
+        procs.write(tmp_path / f"listener-{name}.pid", alive)
+    (tmp_path / "listener-host-1.pid").write_text('{"pid": 2, "start_time": 1, "marker": "x"}')
+    ran = listeners.ran_through(sorted(tmp_path.glob("*.pid")))
+    assert [ran(n) for n in ("host", "internet", "declared-host-9000", "hv2")] == \
+        [False, True, True, False]
+
+
+def lab(data):
+    return labfile.resolve(data)
+
+
+def test_every_cell_aimed_at_a_listener_names_it():
+    two = lab({"name": "ho", "networks": [{"name": "n", "mode": "hostonly"}],
+               "vms": [{"name": "vm1", "nics": [{"network": "n"}]},
+                       {"name": "vm2", "nics": [{"network": "n"}]}]})
+    cells = checks.build(two, Backend.LIBVIRT, ENDS)
+    named = {(c.kind, c.source, c.probe.get("listens")) for c in cells if c.kind != "nic_model"}
+    assert named == {("vm_to_host", "vm1", "vnet:host"), ("vm_to_host", "vm2", "vnet:host"),
+                     ("vm_to_internet", "vm1", "vnet:internet"),
+                     ("vm_to_internet", "vm2", "vnet:internet"),
+                     ("host_to_vm", "host", "vm1"), ("host_to_vm", "host", "vm2"),
+                     ("internet_to_vm", "internet", "vm1"),
+                     ("internet_to_vm", "internet", "vm2"),
+                     ("vm_to_vm", "vm1", "vm2"), ("vm_to_vm", "vm2", "vm1")}
+    assert refusals.watched(cells) == {"vm1": ["tcp/7"], "vm2": ["tcp/7"]}
+    assert all(c.probe.get("clock") for c in cells if c.probe.get("listens")
+               and c.runner.startswith("guest:"))
+
+
+def test_declared_cells_name_the_echo_or_the_declared_listener():
+    data = {"name": "dc", "networks": [{"name": "n", "mode": "hostonly"}],
+            "vms": [{"name": "v1", "nics": [{"network": "n"}]},
+                    {"name": "v2", "nics": [{"network": "n"}]}],
+            "checks": [{"from": "v1", "to": "v2", "port": 7, "expect": "fail"},
+                       {"from": "v1", "to": "host", "port": 9000, "expect": "fail"},
+                       {"from": "v1", "to": "v2", "port": 8080, "expect": "fail"}]}
+    cells = [c for c in checks.build(lab(data), Backend.LIBVIRT, ENDS) if c.declared]
+    by_port = {c.probe["port"]: c.probe.get("listens") for c in cells}
+    assert by_port == {7: "v2", 9000: "vnet:declared-host-9000", 8080: None}   # 8080: a hold
+
+
+@pytest.fixture
+def hostonly_cells():
+    one = lab({"name": "ho", "networks": [{"name": "n", "mode": "hostonly"}],
+               "vms": [{"name": "vm1", "nics": [{"network": "n"}]}]})
+    return checks.build(one, Backend.LIBVIRT, ENDS)
+
+
+def test_record_turns_a_refused_internet_to_vm_cell_without_a_listener_red(hostonly_cells):
+    cells = hostonly_cells
     at = next(i for i, c in enumerate(cells) if c.kind == "internet_to_vm")
-    assert refusals.watched(cells) == {"vm1": ["tcp/7"]}
     addr = cells[at].probe["target"]
 
     def run(first, last):
-        verifier.record(cells, dict(guest_report(first, last), vm1=dict(
-            guest_report(first, last)["vm1"], probes={}, drivers={})),
-            {f"internet:{at}": REFUSED}, boots={"vm1": {"tcp/7": {9}}})
+        report = guests([[addr, 9]] if first else [], [[addr, 9]] if last else [])
+        report["vm1"].update(probes={}, drivers={})
+        verifier.record(cells, report, {f"internet:{at}": refused()},
+                        listening=refusals.Evidence({"vm1": {"tcp/7": {9}}}))
         return cells[at]
-    assert run([[addr, 9]], [[addr, 9]]).ok
-    down = run([], [])
+    assert run(True, True).ok
+    down = run(False, False)
     assert not down.ok and down.observed == "error", down.detail
+
+
+def test_verify_reads_each_guests_console_and_its_listeners_records(tmp_path):
+    """verify() with its probe sources replaced (FAKE: no Ansible, no listener process): the
+    boot socket comes from the console the inventory names, and vnet's listener from the
+    records start_listeners left (here one whose process is not running: its cell turns red)."""
+    from types import SimpleNamespace
+
+    from provisioner.host.state import Target
+
+    one = lab({"name": "ho", "networks": [{"name": "n", "mode": "hostonly"}],
+               "vms": [{"name": "vm1", "nics": [{"network": "n"}]}]})
+    addr = str(one.vm("vm1").nics[0].ip.ip)
+
+    def dead_listener(target, sb, port, lab_dir, records, *rest):
+        records.append(lab_dir / "listener-host-0.pid")
+        records[-1].write_text('{"pid": 2, "start_time": 1, "marker": "x"}')
+
+    def fake_guests(lab_, target, cells, inventory, progress, holds, stop, playbook):
+        report = guests([[addr, 9]], [[addr, 9]], first_at=0.0, last_at=1e12)
+        report["vm1"].update(drivers={}, probes={
+            str(i): refused() if c.kind == "vm_to_host" else {"observed": "pass", "detail": ""}
+            for i, c in enumerate(cells) if c.runner == "guest:vm1"})
+        return report
+    sources = verifier.ProbeSources(
+        start_listeners=dead_listener, guests=fake_guests,
+        probe_module=lambda: SimpleNamespace(
+            run_all=lambda specs: {s["id"]: refused() for s in specs}, probe=lambda s: {}))
+    inventory = verifier.Inventory(hosts={"vm1": {}}, mgmt_host_ip="100.64.0.1",
+                                   work_dir=tmp_path, console=lambda vm: "VNET-LISTEN tcp/7 9\n")
+    result = verifier.verify(one, Target(uri="test:///default"), lambda m: None,
+                             inventory=inventory, sources=sources)
+    kind = {c["kind"]: c for c in result["checks"]}
+    assert kind["host_to_vm"]["observed"] == "fail"        # a closed path (red: must pass)
+    assert "at boot still did" in kind["host_to_vm"]["detail"], kind["host_to_vm"]
+    assert kind["vm_to_host"]["observed"] == "error"
+    assert "not running after the probes" in kind["vm_to_host"]["detail"]
