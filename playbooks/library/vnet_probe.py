@@ -1315,7 +1315,8 @@ IDLE_STATE = {"tcp": "0A", "udp": "07"}
 def listening(watched):
     """The sockets of this guest that take new connections (TCP, LISTEN) or datagrams from
     anyone (UDP, bound and unconnected) on each watched "proto/port", as its kernel lists
-    them, and when (wall time): {"at": t, "tcp/7": [[bound address, socket inode], ...]}.
+    them, and when (wall time, and uptime: the clock of the console's VNET-LISTEN stamps):
+    {"at": t, "uptime": u, "tcp/7": [[bound address, socket inode], ...]}.
     Taken at a run's start and end, the same inode both times is one socket that listened all
     along (inodes are never reused while a socket lives): the kernel then never refused that
     port itself, so a refusal met on the way there in between came from the path
@@ -1327,7 +1328,8 @@ def listening(watched):
 
 
 def _listening(watched):
-    found = {"at": time.time()}
+    with open("/proc/uptime") as f:        # the clock of the console's VNET-LISTEN stamps
+        found = {"at": time.time(), "uptime": float(f.read().split()[0])}
     for key in watched:
         proto, port = key.split("/")
         rows = []

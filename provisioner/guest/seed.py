@@ -81,7 +81,10 @@ def user_data(seed: Seed) -> str:
     ready_argv = [f"{GUEST_DIR}/vnet-ready", seed.hostname, *macs]
     echo_unit = ("[Unit]\nDescription=vnet echo listener (TCP 7)\nAfter=network.target\n\n"
                  f"[Service]\nExecStart=/usr/bin/python3 {GUEST_DIR}/vnet_probe.py --serve "
-                 f"{ECHO_PORT} {seed.hostname}\nRestart=always\nRestartSec=1\n\n"
+                 f"{ECHO_PORT} {seed.hostname}\n"
+                 # each start stamps the socket on the console (verify/refusals.py)
+                 f"ExecStartPost={GUEST_DIR}/vnet-ready --stamp-echo\n"
+                 "Restart=always\nRestartSec=1\n\n"
                  "[Install]\nWantedBy=multi-user.target\n")
     ready_unit = ("[Unit]\nDescription=vnet readiness report on the serial console\n"
                   "Wants=network-online.target\n"

@@ -12,13 +12,14 @@ Who says the port listened (checks.build and declared.cells name it in the probe
   host's, a declared port's). Each holds its socket for its whole life and was ready before
   any probe, so one still running after every probe listened through them (verify/run.py
   checks each listener's records: `listeners_ran`).
-- "<vm>": that guest's echo. Its kernel says it: the guest lists its listening sockets, with
-  their inodes and the wall time, at the start and the end of its probe run (vnet_probe
-  .listening), and its console names the echo's socket once it listens at boot
-  ("VNET-LISTEN tcp/7 <inode>", the image's init and cloud-init's vnet-ready). A socket the
-  last list still shows (inodes are not reused while a socket lives) listened from boot, or
-  from the first list, until the last one; the refused attempt must lie inside that span, the
-  two machines' clocks mapped onto the host's as for the forwards (forwardcheck.skew). A socket
+- "<vm>": that guest's echo. Its kernel says it: each time the echo starts listening, the
+  guest's console gets "VNET-LISTEN tcp/7 <uptime> <inode>..." (the image's echod, cloud-init's
+  vnet-ready), and at the start and the end of its probe run the guest lists its listening
+  sockets with their inodes, its wall time and its uptime (vnet_probe.listening). A socket the
+  last list still shows (inodes are not reused while a socket lives) listened from its stamp,
+  or from the first list, until the last list; the refused attempt must lie inside that span,
+  the two machines' clocks mapped onto the host's as for the forwards (forwardcheck.skew), and
+  the stamp's uptime onto the guest's wall clock by the last list's pair of the two. A socket
   takes the target's connections when bound to its address, to 0.0.0.0, or to :: where IPv6
   sockets take IPv4 too (net.ipv6.bindv6only=0; a socket's own IPV6_V6ONLY is not in /proc,
   and vnet's echoes never set it).
@@ -33,15 +34,15 @@ from typing import Callable
 from . import forwardcheck
 
 VNET = "vnet:"
-BOOT_LISTEN_RE = re.compile(r"^VNET-LISTEN tcp/(\d+) ([\d ]*)$", re.M)
+LISTEN_RE = re.compile(r"^VNET-LISTEN tcp/(\d+) ([\d.]+) ([\d ]*)$", re.M)
 
 
 @dataclass(frozen=True)
 class Evidence:
-    """What vouches for the targets' ports in one run: `boots`, {vm: boot_sockets(console)};
+    """What vouches for the targets' ports in one run: `stamps`, {vm: listen_stamps(console)};
     `listeners_ran(name)`, whether vnet's listener `name` ran through every probe. The default
     vouches for nothing."""
-    boots: dict[str, dict[str, set[int]]] = field(default_factory=dict)
+    stamps: dict[str, dict[str, dict[int, float]]] = field(default_factory=dict)
     listeners_ran: Callable[[str], bool] = lambda name: False
 
 
@@ -49,10 +50,19 @@ def vnet_listener(name: str) -> str:
     return VNET + name
 
 
-def boot_sockets(console: str) -> dict[str, set[int]]:
-    """{"tcp/7": {inode, ...}} from the last VNET-LISTEN line per port on a guest's console."""
-    return {f"tcp/{port}": {int(i) for i in inodes.split()}
-            for port, inodes in BOOT_LISTEN_RE.findall(console)}
+def listen_stamps(console: str) -> dict[str, dict[int, float]]:
+    """{"tcp/7": {inode: uptime}}: the sockets the console stamped as listening, each with the
+    uptime of its first stamp, since the guest's last boot (a stamp earlier than the one
+    before it starts a new boot)."""
+    found: dict[str, dict[int, float]] = {}
+    last = -1.0
+    for port, up, inodes in LISTEN_RE.findall(console):
+        if float(up) < last:
+            found = {}
+        last = float(up)
+        for inode in map(int, inodes.split()):
+            found.setdefault(f"tcp/{port}", {}).setdefault(inode, last)
+    return found
 
 
 def watched(cells) -> dict[str, list[str]]:
@@ -74,10 +84,12 @@ def takes(bound: str, address: str, v6only: int) -> bool:
     return bound in (address, "0.0.0.0", f"::ffff:{address}") or (bound == "::" and not v6only)
 
 
-def guest_listened(report: dict | None, boot: set[int], probe: dict, attempt: list[float],
-                   clocks: tuple[dict | None, dict | None]) -> tuple[bool, str]:
-    """(listened through the attempt, what shows it) for the guest port `probe` aims at. The
-    attempt: the prober's [start, end] wall time; clocks: the prober's and the target's."""
+def guest_listened(report: dict | None, stamps: dict[int, float], probe: dict,
+                   attempt: list[float], clocks: tuple[dict | None, dict | None]
+                   ) -> tuple[bool, str]:
+    """(listened through the attempt, what shows it) for the guest port `probe` aims at.
+    stamps: {inode: uptime} from the console; attempt: the prober's [start, end] wall time;
+    clocks: the prober's and the target's."""
     key, address = port_key(probe), probe["target"]
     report = report or {}
     first, last = report.get("first"), report.get("last")
@@ -95,13 +107,17 @@ def guest_listened(report: dict | None, boot: set[int], probe: dict, attempt: li
     if end + margin > last["at"] + theirs:
         return False, f"the attempt ended after the guest's last look at {key} (clocks " \
                       f"{margin:.2f} s apart at most)"
-    if held & boot:
-        return True, f"the socket that listened on {key} at boot still did after the attempt"
-    if held & inodes(first) and first["at"] + theirs + margin <= start:
-        return True, f"one socket listened on {key} from the guest's first look, before the " \
-                     "attempt, to its last, after it"
-    return False, f"no socket is seen on {key} from before the attempt (the echo restarted " \
-                  "since boot, or the console did not say)"
+    # since when (host clock) a socket of the last look listened: its console stamp's uptime
+    # on the guest's wall clock, or the first look if the socket was in it
+    since = [last["at"] - (last["uptime"] - stamps[i]) + theirs for i in held
+             if i in stamps and "uptime" in last]
+    since += [first["at"] + theirs for i in held if i in inodes(first)]
+    if since and min(since) + margin <= start:
+        stamped = len(since) > len([i for i in held if i in inodes(first)])
+        return True, (f"the socket on {key} was stamped listening on the console" if stamped
+                      else f"the socket on {key} was in the guest's first look") + \
+            ", before the attempt, and still listened after it"
+    return False, f"no socket on {key} is seen listening from before the attempt"
 
 
 def settle(result: dict, probe: dict, prober: str, guests: dict[str, dict],
@@ -125,7 +141,7 @@ def settle(result: dict, probe: dict, prober: str, guests: dict[str, dict],
         clocks = ((guests.get(origin) or {}).get("clock") if origin else forwardcheck.HOST_CLOCK,
                   (guests.get(at) or {}).get("clock"))
         held, why = guest_listened((guests.get(at) or {}).get("listening"),
-                                   evidence.boots.get(at, {}).get(port_key(probe), set()), probe,
+                                   evidence.stamps.get(at, {}).get(port_key(probe), {}), probe,
                                    result.get("at") or [0.0, float("inf")], clocks)
     if not held:
         return dict(result, observed="error",

@@ -270,7 +270,7 @@ def _run(lab, target, sb, cells, inventory, progress, sources: ProbeSources,
         raise VnetError(f"host-side probes failed to run: {errors[0]!r}")
     console = inventory.console or (lambda vm: read_console(serial_log(inventory.work_dir, vm)))
     record(cells, guest, outcome, listening=refusals.Evidence(
-        {vm.name: refusals.boot_sockets(console(vm.name)) for vm in lab.vms},
+        {vm.name: refusals.listen_stamps(console(vm.name)) for vm in lab.vms},
         listeners.ran_through(listener_records or [])))
     cutter.annotate(cells)
     tunnelcells.annotate(cells, guest)

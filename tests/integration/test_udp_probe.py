@@ -47,7 +47,8 @@ def test_udp_and_tcp_through_the_sandbox(lab_sandbox, internet_listener):
     assert results["udp"] == {"observed": "pass", "detail": f"nonce echoed by internet (seen "
                                                             f"from {lab_sandbox.host_uplink_ip})"}
     assert results["tcp"]["observed"] == "pass"
-    assert results["closed"] == {"observed": "fail", "detail": "refused (ICMP port unreachable)"}
+    assert results["closed"] == {"observed": "fail", "detail": "refused (ICMP port unreachable)",
+                                 "refused": True}
     assert results["wrong"] == {"observed": "error",
                                 "detail": "leak: answered by internet instead of vm1"}
 

@@ -52,4 +52,4 @@ def test_ssh_and_echo_start_before_the_nics_are_configured():
     """Nothing that can wait (a carrier, DHCP, a route) delays the SSH server and the echo."""
     init = (FILES / "rootfs/usr/lib/vnet/init").read_text()
     assert init.index("dropbear -F") < init.index("for spec in $nics")
-    assert init.index("nc -ll -p 7") < init.index("for spec in $nics")
+    assert init.index("/usr/lib/vnet/echod <") < init.index("for spec in $nics")   # nc -ll -p 7

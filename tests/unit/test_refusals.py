@@ -34,14 +34,19 @@ def row(local: str, remote: str, state: str, inode: int) -> str:
            f"     0 {inode} 1 0000000036f7ac56 100 0 0 10 0"
 
 
+BOOTED = 50.0     # the guest's wall clock at uptime 0
+
+
 def guests(first, last, first_at=90.0, last_at=110.0, v6only=0, clock=CLOCK):
     return {"vm1": {"clock": clock, "listening": {
-        "first": {"at": first_at, "tcp/7": first}, "last": {"at": last_at, "tcp/7": last},
+        "first": {"at": first_at, "uptime": first_at - BOOTED, "tcp/7": first},
+        "last": {"at": last_at, "uptime": last_at - BOOTED, "tcp/7": last},
         "v6only": v6only}}}
 
 
-def settled(report, boot=(), result=None, spec=ECHO, prober="host"):
-    evidence = refusals.Evidence({"vm1": {"tcp/7": set(boot)}})
+def settled(report, stamped=(), result=None, spec=ECHO, prober="host", uptime=2.0):
+    """stamped: the inodes the console stamped listening at `uptime` (wall 52: before 100)."""
+    evidence = refusals.Evidence({"vm1": {"tcp/7": {i: uptime for i in stamped}}})
     return refusals.settle(result or refused(), spec, prober, report, evidence)
 
 
@@ -71,46 +76,51 @@ def test_a_refusal_without_a_listening_target_is_an_error():
         assert r["observed"] == "error" and "may be vm1's own" in r["detail"], r
 
 
-def test_a_socket_from_boot_to_after_the_attempt_keeps_the_refusal_a_fail():
-    """The host probed before the guest's first look (90 < 100 is not needed with boot)."""
-    r = settled(guests([["::", 10009]], [["::", 10009]], first_at=105.0), boot={10009})
-    assert r["observed"] == "fail" and "at boot still did after the attempt" in r["detail"], r
+def test_a_socket_stamped_before_the_attempt_and_listed_after_it_keeps_the_refusal_a_fail():
+    """The host probed before the guest's first look (at 105): the console's stamp covers it."""
+    r = settled(guests([["::", 10009]], [["::", 10009]], first_at=105.0), stamped={10009})
+    assert r["observed"] == "fail" and "stamped listening on the console, before the " \
+        "attempt, and still listened after it" in r["detail"], r
+    restarted = settled(guests([["::", 9]], [["::", 9]], first_at=105.0), stamped={9},
+                        uptime=50.05)            # stamped at wall 100.05: after the start
+    assert restarted["observed"] == "error" and "from before the attempt" in restarted["detail"]
 
 
 def test_the_attempt_must_end_before_the_guests_last_look():
-    late = settled(guests([["::", 9]], [["::", 9]], last_at=100.05), boot={9})
+    late = settled(guests([["::", 9]], [["::", 9]], last_at=100.05), stamped={9})
     assert late["observed"] == "error" and "ended after the guest's last look" in late["detail"]
 
 
 def test_without_boot_evidence_the_first_look_must_come_before_the_attempt():
-    ok = settled(guests([["0.0.0.0", 7]], [["0.0.0.0", 7]], first_at=90.0), boot={6})
-    assert ok["observed"] == "fail" and "from the guest's first look" in ok["detail"]
-    early = settled(guests([["0.0.0.0", 7]], [["0.0.0.0", 7]], first_at=100.05), boot={6})
+    ok = settled(guests([["0.0.0.0", 7]], [["0.0.0.0", 7]], first_at=90.0), stamped={6})
+    assert ok["observed"] == "fail" and "in the guest's first look" in ok["detail"]
+    early = settled(guests([["0.0.0.0", 7]], [["0.0.0.0", 7]], first_at=100.05), stamped={6})
     assert early["observed"] == "error" and "from before the attempt" in early["detail"]
 
 
 def test_an_unmeasured_clock_widens_the_margin():
     """Clocks not measured: 1.5 s apart at most (forwardcheck.CLOCK_SKEW_MAX)."""
     report = guests([["::", 9]], [["::", 9]], last_at=101.0, clock=None)
-    assert settled(report, boot={9})["observed"] == "error"
+    assert settled(report, stamped={9})["observed"] == "error"
     report = guests([["::", 9]], [["::", 9]], last_at=102.0, clock=None)
-    assert settled(report, boot={9})["observed"] == "fail"
+    assert settled(report, stamped={9})["observed"] == "fail"
 
 
 def test_a_restarted_socket_or_one_that_does_not_take_the_address_proves_nothing():
-    assert settled(guests([["::", 1]], [["::", 2]]), boot={1})["observed"] == "error"
-    assert settled(guests([["::", 3]], [["::", 3]], v6only=1), boot={3})["observed"] == "error"
+    assert settled(guests([["::", 1]], [["::", 2]]), stamped={1})["observed"] == "error"
+    v6 = guests([["::", 3]], [["::", 3]], v6only=1)
+    assert settled(v6, stamped={3})["observed"] == "error"
     other = guests([["192.168.56.99", 3]], [["192.168.56.99", 3]])
-    assert settled(other, boot={3})["observed"] == "error"
+    assert settled(other, stamped={3})["observed"] == "error"
     mapped = guests([["::ffff:192.168.56.10", 3]], [["::ffff:192.168.56.10", 3]])
-    assert settled(mapped, boot={3})["observed"] == "fail"
+    assert settled(mapped, stamped={3})["observed"] == "fail"
 
 
 def test_a_guest_prober_uses_its_own_clock():
     """vm2's attempt at 100 by its clock is 103 by the host's: after vm1's last look at 102."""
     report = dict(guests([["::", 9]], [["::", 9]], last_at=102.0),
                   vm2={"clock": {"offset": 3.0, "error": 0.01}})
-    r = settled(report, boot={9}, prober="guest:vm2")
+    r = settled(report, stamped={9}, prober="guest:vm2")
     assert r["observed"] == "error" and "ended after" in r["detail"]
 
 
@@ -141,11 +151,12 @@ def test_a_refused_probe_carries_its_wall_times_only_where_a_listener_vouches():
     assert r["refused"] and r["at"][0] <= r["at"][1]
 
 
-def test_the_console_names_the_sockets_of_the_last_boot():
-    console = ("VNET-LISTEN tcp/7 11 12 \nVNET-READY vm1\n"
-               "reboot\nVNET-LISTEN tcp/7 20 \nVNET-READY vm1\n")
-    assert refusals.boot_sockets(console) == {"tcp/7": {20}}
-    assert refusals.boot_sockets("VNET-READY vm1\n") == {}
+def test_the_console_stamps_of_the_last_boot_each_at_its_first_uptime():
+    console = ("VNET-LISTEN tcp/7 2.31 11 12 \nVNET-READY vm1\nVNET-LISTEN tcp/7 80.5 30 \n"
+               "reboot\nVNET-LISTEN tcp/7 2.40 11 \nVNET-LISTEN tcp/7 9.00 11 \n"
+               "VNET-LISTEN tcp/7 60.00 31 \n")
+    assert refusals.listen_stamps(console) == {"tcp/7": {11: 2.40, 31: 60.0}}
+    assert refusals.listen_stamps("VNET-READY vm1\n") == {}
 
 
 def test_listeners_ran_through_names_each_listener_by_its_records(tmp_path):
@@ -210,7 +221,7 @@ def test_record_turns_a_refused_internet_to_vm_cell_without_a_listener_red(hosto
         report = guests([[addr, 9]] if first else [], [[addr, 9]] if last else [])
         report["vm1"].update(probes={}, drivers={})
         verifier.record(cells, report, {f"internet:{at}": refused()},
-                        listening=refusals.Evidence({"vm1": {"tcp/7": {9}}}))
+                        listening=refusals.Evidence({"vm1": {"tcp/7": {9: 2.0}}}))
         return cells[at]
     assert run(True, True).ok
     down = run(False, False)
@@ -234,7 +245,7 @@ def test_verify_reads_each_guests_console_and_its_listeners_records(tmp_path):
         records[-1].write_text('{"pid": 2, "start_time": 1, "marker": "x"}')
 
     def fake_guests(lab_, target, cells, inventory, progress, holds, stop, playbook):
-        report = guests([[addr, 9]], [[addr, 9]], first_at=0.0, last_at=1e12)
+        report = guests([[addr, 9]], [[addr, 9]], first_at=1e12, last_at=1e12)
         report["vm1"].update(drivers={}, probes={
             str(i): refused() if c.kind == "vm_to_host" else {"observed": "pass", "detail": ""}
             for i, c in enumerate(cells) if c.runner == "guest:vm1"})
@@ -244,11 +255,12 @@ def test_verify_reads_each_guests_console_and_its_listeners_records(tmp_path):
         probe_module=lambda: SimpleNamespace(
             run_all=lambda specs: {s["id"]: refused() for s in specs}, probe=lambda s: {}))
     inventory = verifier.Inventory(hosts={"vm1": {}}, mgmt_host_ip="100.64.0.1",
-                                   work_dir=tmp_path, console=lambda vm: "VNET-LISTEN tcp/7 9\n")
+                                   work_dir=tmp_path,
+                                   console=lambda vm: "VNET-LISTEN tcp/7 2.5 9\n")
     result = verifier.verify(one, Target(uri="test:///default"), lambda m: None,
                              inventory=inventory, sources=sources)
     kind = {c["kind"]: c for c in result["checks"]}
     assert kind["host_to_vm"]["observed"] == "fail"        # a closed path (red: must pass)
-    assert "at boot still did" in kind["host_to_vm"]["detail"], kind["host_to_vm"]
+    assert "stamped listening on the console" in kind["host_to_vm"]["detail"], kind["host_to_vm"]
     assert kind["vm_to_host"]["observed"] == "error"
     assert "not running after the probes" in kind["vm_to_host"]["detail"]

@@ -1,0 +1,26 @@
+# Sourced by the init and echod: wait for a TCP port to listen, and stamp its socket.
+# "VNET-LISTEN tcp/<port> <uptime> <inode>...": the listening socket(s) and the uptime by which
+# they listened. vnet reads it from the console: a refusal met on the way to this VM's port
+# came from the path only if such a socket still listened after it
+# (provisioner/verify/refusals.py).
+
+sockets() {  # port: the inodes of the TCP sockets listening on it
+  grep -h "$(printf ':%04X ' "$1")[0-9A-F:]* 0A " /proc/net/tcp /proc/net/tcp6 2>/dev/null |
+    while read -r _ _ _ _ _ _ _ _ _ inode _; do printf '%s ' "$inode"; done
+}
+
+listening() {  # port: wait until a TCP socket listens on it
+  hex=$(printf ':%04X ' "$1")
+  for i in $(seq 200); do
+    grep -q "$hex[0-9A-F:]* 0A " /proc/net/tcp /proc/net/tcp6 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "VNET-ERROR nothing listens on TCP port $1" > /dev/console
+  return 1
+}
+
+stamp_listen() {  # port: once it listens, its sockets and the uptime, on the console
+  listening "$1" || return 1
+  read -r up _ < /proc/uptime
+  echo "VNET-LISTEN tcp/$1 $up $(sockets "$1")" > /dev/console
+}
