@@ -47,7 +47,7 @@ def run_guests(lab: Lab, target: Target, cells, inventory, progress,
             "vnet_nic_macs": [c.probe["mac"] for _, c in mine if c.kind == "nic_model"],
             "vnet_forwards": (holds or {}).get(vm.name, []),
             # the ports whose refusals this guest's sockets vouch for (verify/refusals.py)
-            "vnet_listening": {"ports": listening[vm.name], "clock": clock}
+            "vnet_listening": dict(listening[vm.name], clock=clock)
             if vm.name in listening else {},
             # a second task, after every guest's probes: a cut link must disturb no other cell
             "vnet_failovers": [dict(c.probe, id=str(i)) for i, c in mine
@@ -170,7 +170,7 @@ def run_playbook(private_dir: str, playbook: str, inventory: dict, env: dict,
             if "probes" in res:        # one result per task (probes, then bond failovers)
                 got = results.setdefault(data["host"], {"probes": {}, "drivers": {},
                                                         "forwards": {}})
-                for key in got:
+                for key in ("probes", "drivers", "forwards"):     # the rest: one of each
                     got[key].update(res.get(key, {}))
                 if "tunnels" in res:   # what vnet_tunnel built (tunnelcells.annotate), passed
                     # on by the probe task: vnet_tunnel's own result is hidden (no_log)
@@ -179,8 +179,10 @@ def run_playbook(private_dir: str, playbook: str, inventory: dict, env: dict,
                     got.setdefault("timing", {}).setdefault("module", res["timing"])
                 if res.get("clock"):   # the guest's clock against the host's (forwardcheck)
                     got.setdefault("clock", res["clock"])
-                if res.get("listening"):   # its listening sockets, first and last (refusals)
-                    got.setdefault("listening", res["listening"])
+                if res.get("listening"):   # its listening sockets, first and last (refusals):
+                    # a later task's list (every guest's probes done) is the run's last
+                    seen = got.setdefault("listening", res["listening"])
+                    seen["last"] = res["listening"].get("last")
     for host, timing in run_timings(run.events, began, time.time()).items():
         if host in results:
             results[host].setdefault("timing", {}).update(timing)

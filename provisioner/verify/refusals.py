@@ -65,14 +65,19 @@ def listen_stamps(console: str) -> dict[str, dict[int, float]]:
     return found
 
 
-def watched(cells) -> dict[str, list[str]]:
-    """{vm: ["tcp/7", ...]}: the ports each guest lists for the refusals of these cells."""
-    wanted: dict[str, set[str]] = {}
+def watched(cells) -> dict[str, dict]:
+    """{vm: {"ports": ["tcp/7", ...], "after": bool}}: the ports each guest lists for the
+    refusals of these cells; "after": another guest probes it expecting no connection, so it
+    lists them once more when every guest's probes are done (playbooks/verify.yml's last
+    task): a guest's own run may end before another's attempt does."""
+    wanted: dict[str, dict] = {}
     for c in cells:
         at = c.probe.get("listens")
         if at and not at.startswith(VNET):
-            wanted.setdefault(at, set()).add(port_key(c.probe))
-    return {vm: sorted(keys) for vm, keys in wanted.items()}
+            mine = wanted.setdefault(at, {"ports": set(), "after": False})
+            mine["ports"].add(port_key(c.probe))
+            mine["after"] |= c.runner.startswith("guest:") and c.expected == "fail"
+    return {vm: dict(w, ports=sorted(w["ports"])) for vm, w in wanted.items()}
 
 
 def port_key(probe: dict) -> str:

@@ -188,7 +188,9 @@ def test_every_cell_aimed_at_a_listener_names_it():
                      ("internet_to_vm", "internet", "vm1"),
                      ("internet_to_vm", "internet", "vm2"),
                      ("vm_to_vm", "vm1", "vm2"), ("vm_to_vm", "vm2", "vm1")}
-    assert refusals.watched(cells) == {"vm1": ["tcp/7"], "vm2": ["tcp/7"]}
+    # both vm_to_vm cells expect a connection here: no guest needs a list after the others
+    assert refusals.watched(cells) == {"vm1": {"ports": ["tcp/7"], "after": False},
+                                       "vm2": {"ports": ["tcp/7"], "after": False}}
     assert all(c.probe.get("clock") for c in cells if c.probe.get("listens")
                and c.runner.startswith("guest:"))
 
@@ -264,3 +266,33 @@ def test_verify_reads_each_guests_console_and_its_listeners_records(tmp_path):
     assert "stamped listening on the console" in kind["host_to_vm"]["detail"], kind["host_to_vm"]
     assert kind["vm_to_host"]["observed"] == "error"
     assert "not running after the probes" in kind["vm_to_host"]["detail"]
+
+
+def test_a_guest_another_guest_probes_for_no_connection_lists_its_sockets_after_every_probe(
+        tmp_path, monkeypatch):
+    """A declared v1 -> v2:7 `expect: fail`: v2 lists its sockets once more in a later task
+    (playbooks/verify.yml), and that later list is the run's last."""
+    import ansible_runner
+    from types import SimpleNamespace
+
+    from provisioner.verify import ansible as guest_ansible
+
+    data = {"name": "dc", "networks": [{"name": "n", "mode": "hostonly"}],
+            "vms": [{"name": "v1", "nics": [{"network": "n"}]},
+                    {"name": "v2", "nics": [{"network": "n"}]}],
+            "checks": [{"from": "v1", "to": "v2", "port": 7, "expect": "fail"}]}
+    cells = checks.build(lab(data), Backend.LIBVIRT, ENDS)
+    assert refusals.watched(cells)["v2"]["after"] is True
+    own = {"at": 1.0, "uptime": 1.0, "tcp/7": [["::", 9]]}
+    later = {"at": 5.0, "uptime": 5.0, "tcp/7": [["::", 9]]}
+    events = [{"event": "runner_on_ok", "event_data": {"host": "v2", "res": {
+        "probes": {}, "drivers": {}, "forwards": {},
+        "listening": {"first": own, "last": own, "v6only": 0}}}},
+        {"event": "runner_on_ok", "event_data": {"host": "v2", "res": {
+            "probes": {}, "drivers": {}, "forwards": {},
+            "listening": {"first": later, "last": later, "v6only": 0}}}}]
+    monkeypatch.setattr(ansible_runner, "run", lambda **kw: SimpleNamespace(events=events))
+    monkeypatch.setattr(guest_ansible, "close_masters", lambda d: None)
+    got = guest_ansible.run_playbook(str(tmp_path / "p"), "pb.yml", {}, {
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(tmp_path)})
+    assert got["v2"]["listening"]["first"] == own and got["v2"]["listening"]["last"] == later
