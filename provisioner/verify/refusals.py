@@ -73,7 +73,7 @@ def watched(cells) -> dict[str, dict]:
     wanted: dict[str, dict] = {}
     for c in cells:
         at = c.probe.get("listens")
-        if at and not at.startswith(VNET):
+        if at and not at.startswith(VNET) and not c.probe.get("arp_claim"):   # ARP: no port
             mine = wanted.setdefault(at, {"ports": set(), "after": False})
             mine["ports"].add(port_key(c.probe))
             mine["after"] |= c.runner.startswith("guest:") and c.expected == "fail"

@@ -12,6 +12,7 @@ import pytest
 
 from provisioner.host import forwarding, netns, runner, state
 from provisioner.lab import loader as labfile
+from provisioner.lab.model import DeclaredCheck
 from provisioner.drivers.libvirt import lifecycle
 from provisioner.verify import run as verifier
 from provisioner.drivers.libvirt.connection import LibvirtDriver
@@ -151,8 +152,11 @@ def test_an_open_path_to_a_vm_whose_echo_is_down_is_not_confirmed_by_its_refusal
     whose own stack refuses the idle port. A refusal is not isolation unless the port
     listened all along (verify/refusals.py), so vm1's Internet->VM cell goes red as an error
     instead of staying green, and so do the other cells aimed at vm1's echo; vm2's, still
-    answered, are a leak (pass)."""
+    answered, are a leak (pass). The lab also declares vm2 -> vm1:7 `expect: fail` (in place
+    of the VM<->VM cell), so vm1 lists its sockets once more after every guest's probes (the
+    playbook's last task): refused by vm1 itself, that cell is red too."""
     box, target, lab = ctl
+    lab = dataclasses.replace(lab, checks=(DeclaredCheck("vm2", "vm1", 7, "tcp", "fail", "nn"),))
     subnet = str(lab.network("nn").subnet)
     vm1 = str(next(n for n in lab.vm("vm1").nics if n.network == "nn").ip.ip)
     # the image's echod (its restart loop) first, then the echo (nc -ll): nothing listens on 7
@@ -168,8 +172,23 @@ def test_an_open_path_to_a_vm_whose_echo_is_down_is_not_confirmed_by_its_refusal
         [hidden] = [c for c in result["checks"] if c["kind"] == "internet_to_vm"
                     and c["network"] == "nn" and vm1 in c["target"]]
         assert hidden["observed"] == "error" and "may be vm1's own" in hidden["detail"], hidden
+        [declared] = [c for c in result["checks"] if c.get("declared")]
+        assert declared["observed"] == "error" and "nothing listened" in declared["detail"]
+        assert listed_again(target, lab.name) == {"vm1"}     # vm2 is probed by no guest
     finally:
         guest_ssh(target, lab.name, "vm1", restart)
+
+
+def listed_again(target, lab_name: str) -> set[str]:
+    """The guests that ran the playbook's last task (their sockets listed after every guest's
+    probes), from ansible-runner's event files of the lab's newest run."""
+    import json
+
+    runs = sorted((state.lab_dir(target, lab_name) / "ansible" / "artifacts").iterdir(),
+                  key=lambda d: d.stat().st_mtime)
+    events = [json.loads(f.read_text()) for f in (runs[-1] / "job_events").glob("*.json")]
+    return {e["event_data"]["host"] for e in events if e.get("event") == "runner_on_ok"
+            and e["event_data"].get("task", "").startswith("List the listening sockets")}
 
 
 def test_nic_model_swapped_under_the_lab_turns_red(ctl):

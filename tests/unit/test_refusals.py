@@ -195,6 +195,16 @@ def test_every_cell_aimed_at_a_listener_names_it():
                and c.runner.startswith("guest:"))
 
 
+def test_a_nat_labs_vm_to_vm_cells_ask_arp_and_need_no_later_list():
+    """nat VM<->VM expects no connection, but asks the segment by ARP: never refused."""
+    nat = lab({"name": "na", "networks": [{"name": "n", "mode": "nat"}],
+               "vms": [{"name": "vm1", "nics": [{"network": "n"}]},
+                       {"name": "vm2", "nics": [{"network": "n"}]}]})
+    cells = checks.build(nat, Backend.LIBVIRT, ENDS)
+    assert any(c.probe.get("arp_claim") for c in cells)
+    assert {w["after"] for w in refusals.watched(cells).values()} == {False}
+
+
 def test_declared_cells_name_the_echo_or_the_declared_listener():
     data = {"name": "dc", "networks": [{"name": "n", "mode": "hostonly"}],
             "vms": [{"name": "v1", "nics": [{"network": "n"}]},
