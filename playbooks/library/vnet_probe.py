@@ -731,12 +731,19 @@ def _rtt_stats(sent, rtts):
             "rtt_min_ms": round(min(rtts.values()), 2), "rtt_max_ms": round(max(rtts.values()), 2)}
 
 
+def _over_management(spec, opts):
+    """The same probe to the same listener over the management path: the route's choice, no
+    NIC binding, the baseline's target."""
+    plain = {k: v for k, v in spec.items() if k not in ("bind_mac", "bind_dev", "bind_ip")}
+    plain["target"] = opts["baseline"]["target"]
+    return plain
+
+
 def _baseline_samples(spec, opts):
     """The same datagrams to the same listener over the management path (the route's choice,
     no NIC binding), in a thread: same guest, host and load, no impairment; -> (the thread,
     a dict whose "out" is then (sent, rtts, wrong) or the OSError)."""
-    plain = {k: v for k, v in spec.items() if k not in ("bind_mac", "bind_dev", "bind_ip")}
-    plain["target"] = opts["baseline"]["target"]
+    plain = _over_management(spec, opts)
     box = {}
 
     def run():
@@ -749,17 +756,23 @@ def _baseline_samples(spec, opts):
     return worker, box
 
 
-def judge_excess(bounds, noise, measured, baseline, floor=None):
+def judge_excess(bounds, noise, measured, baseline, floor=None, rate_control=None):
     """The declared parts against the excess of `measured` over `baseline` (the rules:
     provisioner/verify/impairment.py); -> (out of tolerance: [text], too small to tell: [text]).
-    floor: per part, what the path may do on its own whatever the baseline shows (loss).
-    Adds the excess values to `measured`."""
+    floor: per part, what the path may do on its own whatever the baseline shows (loss);
+    rate_control: the Mbit/s the guest's unshaped transfer must reach for a rate to be told
+    from what the guest carries anyway. Adds the excess values to `measured`."""
     floor = floor or {}
     out, blind = [], []
     excess = {}
     for key, (low, high) in bounds.items():
         value = measured[key]
         if key == "mbit":
+            unshaped = measured.get("baseline_mbit")
+            if rate_control and (unshaped is None or unshaped < rate_control):
+                blind.append(f"mbit: the guest's unshaped transfer over the management path "
+                             f"reached {unshaped} Mbit/s, under {rate_control}: the limit "
+                             "cannot be told from what the guest carries anyway")
             if not lo_hi(value, (low, high)):
                 out.append(f"mbit {value} outside {[low, high]}")
             continue
@@ -804,9 +817,10 @@ def measure(spec):
     if not opts.get("bounds"):
         return _result("error", "nothing declared to judge (an empty impairment measures nothing)")
     relative = [k for k in opts["bounds"] if k != "mbit"]
-    if relative and not opts.get("baseline"):
-        return _result("error", f"{', '.join(relative)}: no baseline path to judge the excess "
-                                "over (the probe spec names none)")
+    if (relative or opts.get("rate_control")) and not opts.get("baseline"):
+        parts = relative + (["mbit"] if opts.get("rate_control") else [])
+        return _result("error", f"{', '.join(parts)}: no baseline path to judge the "
+                                "impairment against (the probe spec names none)")
     began = time.monotonic()
     worker, box = _baseline_samples(spec, opts) if relative else (None, {})
     sent, rtts, wrong = _udp_samples(spec, opts)
@@ -836,9 +850,16 @@ def measure(spec):
         if mbit is None:
             return _result("error", f"throughput: {counted}", measured=measured)
         measured.update(mbit=round(mbit, 3), stream_s=counted)
+        if opts.get("rate_control"):     # the control: the same transfer, unshaped, after it
+            unshaped, why = transfer(_over_management(spec, opts), opts["stream"],
+                                     opts["warmup"])
+            if unshaped is None:
+                return _result("error", f"the unshaped transfer over the management path: "
+                                        f"{why}", measured=measured)
+            measured["baseline_mbit"] = round(unshaped, 3)
     measured["seconds"] = round(time.monotonic() - began, 2)
     out, blind = judge_excess(opts["bounds"], opts.get("noise", {}), measured, baseline,
-                              opts.get("floor"))
+                              opts.get("floor"), opts.get("rate_control"))
     declared = ", ".join(f"{k} {v:g}" for k, v in opts["declared"].items())
     shown = (f"RTT median {measured['rtt_median_ms']} ms (IQR {measured['rtt_iqr_ms']}, "
              f"min {measured['rtt_min_ms']}, max {measured['rtt_max_ms']}), loss "
@@ -846,6 +867,8 @@ def measure(spec):
              + (f", {measured['mbit']} Mbit/s "
                 f"{'from' if opts.get('direction') == 'from_guest' else 'toward'} the guest "
                 f"over {measured['stream_s']} s"
+                + (f" (unshaped over the management path: {measured['baseline_mbit']} Mbit/s)"
+                   if "baseline_mbit" in measured else "")
                 if "mbit" in measured else "")
              + (f"; baseline over the management path: RTT median {baseline['rtt_median_ms']} "
                 f"ms (IQR {baseline['rtt_iqr_ms']}), loss {baseline['lost']}/{baseline['samples']}"

@@ -32,7 +32,10 @@ Tolerances (the bounds are computed here and sent in the probe spec; the guest c
   Binomial(n, loss), and lost is at most the 1 - ALPHA/2 quantile of Binomial(n, loss +
   BASE_LOSS).
 - rate: the received throughput lies within RATE_LOW..RATE_HIGH of the declared rate (absolute:
-  a transfer's rate has no baseline to subtract).
+  a transfer's rate has no baseline to subtract), and the same transfer over the unshaped
+  management path, right after, reaches RATE_CONTROL x the declared rate: otherwise the limit
+  cannot be told from what the guest carries anyway (a TCG guest's own capacity is tens of
+  Mbit/s), and the cell says so.
 Too small to tell (NOISE): a declared part whose lower bound is not above NOISE[part] x the
 baseline's own noise (the IQR for delay and jitter, the lost count for loss), nor, for loss,
 above what the path may lose on its own (natural_loss: BASE_LOSS, whatever the baseline lost),
@@ -58,6 +61,10 @@ RTT_SLACK_MS = 60.0       # latency the TCG guests and the loaded host add on to
 STREAM_SECONDS = 2.5      # throughput: a short timed transfer toward the guest
 WARMUP = 0.5              # s of it not counted: TCP's slow start and the shaper's burst
 RATE_LOW, RATE_HIGH = 0.6, 1.15
+# The same transfer over the unshaped management path must reach this x the declared rate:
+# under RATE_HIGH x, an unshaped lab path would pass for a shaped one (a TCG guest's own
+# capacity near the declared rate), and the margin above it covers a transfer's own spread
+RATE_CONTROL = 1.5
 # part -> how many units of the baseline's noise its lower bound must exceed: delay 2 IQRs (its
 # excess may sit one IQR below the bound and an unapplied delay one IQR above zero), jitter 1
 # (a jitter of twice the baseline IQR), loss 1 (more lost than the baseline lost)
@@ -129,6 +136,8 @@ def probe_for(impair: Impairment, backend: Backend = Backend.LIBVIRT,
             "drain": round(1.0 + 2 * worst, 3), "stream": STREAM_SECONDS if impair.rate_mbit else 0,
             "direction": RATE_DIRECTION[backend], "warmup": WARMUP, "bounds": bounds(impair, n),
             "noise": NOISE, "floor": {"lost": natural_loss(n)} if impair.loss_pct else {},
+            "rate_control": round(impair.rate_mbit * RATE_CONTROL, 3) if impair.rate_mbit
+            else None,
             "baseline": {"target": baseline_target} if baseline_target else None}
 
 

@@ -131,6 +131,22 @@ def test_measurement_of_an_unshaped_transfer_exceeds_a_declared_rate(listener, b
     assert result["measured"]["mbit"] > 1.15
 
 
+def test_a_rate_is_told_only_where_the_unshaped_path_carries_clearly_more():
+    """A guest whose own capacity is about the declared rate measures that rate with nothing
+    applied: the rate is then too small to tell, never a pass."""
+    module = probe_module()
+    opts = impairment.probe_for(Impairment(rate_mbit=10), Backend.LIBVIRT, "127.0.0.1")
+    assert opts["rate_control"] == 15.0
+
+    def judge(unshaped):
+        measured = {"mbit": 9.6, "baseline_mbit": unshaped}
+        return module.judge_excess(opts["bounds"], opts["noise"], measured, None,
+                                   opts["floor"], opts["rate_control"])
+    assert judge(95.0) == ([], [])
+    out, blind = judge(11.0)
+    assert not out and blind and "reached 11.0 Mbit/s, under 15.0" in blind[0]
+
+
 def test_a_silent_far_end_is_fail():
     module = probe_module()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
