@@ -70,11 +70,14 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-def terminate(pids: list[int], timeout: float = 5.0) -> None:
+def terminate(pids: list[int], timeout: float = 5.0,
+              still: Callable[[int], bool] | None = None) -> None:
     """SIGTERM the given processes, SIGKILL those still alive after `timeout` seconds.
-    Callers pass only PIDs they have just recognised (see `ours`). Each is held by a pidfd
-    from here on and signalled through it, so a process that ends and whose PID is reused by
-    another before the SIGKILL is never the one hit (pidfd_open(2), pidfd_send_signal(2))."""
+    Callers pass only PIDs they have just recognised (see `ours`), and `still`, which asks that
+    again: each process is held by a pidfd first and recognised once more after, so the pidfd
+    is the recognised process's, not one that took its PID meanwhile; from then on it is
+    signalled through that pidfd, so a PID reused before the SIGKILL is never the one hit
+    (pidfd_open(2), pidfd_send_signal(2))."""
     held: dict[int, int] = {}
     try:
         for pid in pids:
@@ -82,6 +85,9 @@ def terminate(pids: list[int], timeout: float = 5.0) -> None:
                 held[pid] = os.pidfd_open(pid)
             except ProcessLookupError:
                 continue                 # gone already
+        for pid in list(held):           # every pidfd is open: recognised after it
+            if still is not None and not still(pid):
+                os.close(held.pop(pid))  # another process has the PID now: not ours to end
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for fd in held.values():
                 try:
@@ -224,12 +230,13 @@ def stop(path: Path, warn: Callable[[str], None] | None = None, timeout: float =
     record is reported through `warn` and removed, so cleaning up goes on. `marker`: as for
     read(), for a bare PID. Returns the PID."""
     try:
-        pid = ours(read(path, marker))
+        rec = read(path, marker)
+        pid = ours(rec)
     except CorruptRecord as exc:
         if warn:
             warn(f"warning: {exc.message}")
         pid = None
     if pid:
-        terminate([pid], timeout)
+        terminate([pid], timeout, still=lambda p: ours(rec) == p)
     path.unlink(missing_ok=True)
     return pid

@@ -231,7 +231,13 @@ def _down(sb: Sandbox, progress: Callable[[str], None]) -> None:
             break
         progress("stopping " + ", ".join(f"{what} ({pid})"
                                         for pid, what in sorted(victims.items())))
-        terminate(list(victims), STOP_TIMEOUT)
+        again: dict[int, str] = {}       # recognised once more, after the pidfds are held
+
+        def still(pid: int) -> bool:
+            if not again:
+                again.update(_our_processes(sb))
+            return pid in again
+        terminate(list(victims), STOP_TIMEOUT, still=still)
     namespaces = _namespaces(sb)
     strangers = pids_in_netns(namespaces)
     for ns in namespaces:

@@ -53,6 +53,17 @@ def test_a_pid_whose_command_line_lacks_the_marker_is_never_signalled(sleeper, t
     assert not procs.mentions(["sleep", str(tmp_path) + "b/x"], str(tmp_path))
 
 
+def test_terminate_recognises_each_process_again_once_its_pidfd_is_held(sleeper):
+    """Between a caller's check and the pidfd, the PID may pass to another process: terminate
+    asks `still` after opening every pidfd, and a process it no longer recognises is never
+    signalled (stop() and sandbox down pass their own check)."""
+    asked = []
+    procs.terminate([sleeper.pid], 0.5, still=lambda pid: asked.append(pid) or False)
+    assert asked == [sleeper.pid] and procs.pid_alive(sleeper.pid)
+    procs.terminate([sleeper.pid], 5, still=lambda pid: True)
+    assert not procs.pid_alive(sleeper.pid)
+
+
 def test_stop_ends_the_recorded_process_and_removes_its_record(sleeper, tmp_path):
     assert procs.stop(tmp_path / "sleep.pid") == sleeper.pid
     assert not procs.pid_alive(sleeper.pid)
