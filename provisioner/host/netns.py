@@ -198,6 +198,13 @@ def netns_owner(netns: str) -> str | None:
     return None
 
 
+def untagged_namespaces(names: list[str]) -> list[str]:
+    """Those that exist and carry no owner tag: an older vnet's, or made by hand under a name
+    vnet uses; nothing proves them vnet's, so nothing of vnet deletes them or ends what runs
+    in them."""
+    return [ns for ns in names if netns_inode(ns) is not None and netns_owner(ns) is None]
+
+
 def foreign_namespaces(names: list[str]) -> dict[str, str]:
     """{namespace: owner id} of those that exist and that another state root made (read
     only: a state root without an owner id yet made none of them)."""

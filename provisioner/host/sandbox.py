@@ -21,7 +21,8 @@ from typing import Callable
 from . import locks, ovs, procs, runner
 from ..errors import NeedsRoot, NotFound, VnetError
 from .paths import NAME_RE, state_root, validate_name
-from .netns import NETNS_DIR, foreign_namespaces, netns_argv, netns_inode, pids_in_netns
+from .netns import (NETNS_DIR, foreign_namespaces, netns_argv, netns_inode, pids_in_netns,
+                    untagged_namespaces)
 from .procs import terminate
 from . import sandbox_hosts, sandbox_setup as setup
 # Kept importable from here (`sandbox.FILES`, `sandbox.http_argv`) for their callers.
@@ -239,6 +240,9 @@ def _down(sb: Sandbox, progress: Callable[[str], None]) -> None:
             return pid in again
         terminate(list(victims), STOP_TIMEOUT, still=still)
     namespaces = _namespaces(sb)
+    for ns in sorted(set(_namespaces(sb, all_names=True)) - set(namespaces)):
+        progress(f"warning: namespace {ns} carries no vnet owner tag, so vnet leaves it and "
+                 f"what runs in it alone (`ip netns del {ns}` if it is yours)")
     strangers = pids_in_netns(namespaces)
     for ns in namespaces:
         if netns_inode(ns) is not None or os.path.lexists(os.path.join(NETNS_DIR, ns)):
@@ -256,7 +260,7 @@ def _down(sb: Sandbox, progress: Callable[[str], None]) -> None:
 
 def _foreign(sb: Sandbox) -> str | None:
     """Why this state root must leave the sandbox's namespaces alone, or None."""
-    if foreign := foreign_namespaces(_namespaces(sb)):
+    if foreign := foreign_namespaces(_namespaces(sb, all_names=True)):
         return (f"its namespaces ({', '.join(sorted(foreign))}) belong to another vnet state "
                 f"root (owner {sorted(set(foreign.values()))[0]}): this one "
                 f"({state_root()}) leaves them alone")
@@ -372,9 +376,11 @@ def _our_processes(sb: Sandbox) -> dict[int, str]:
     return victims
 
 
-def _namespaces(sb: Sandbox) -> list[str]:
-    """Every namespace of the sandbox, its extra hypervisor hosts' too."""
-    return [sb.host_netns, sb.inet_netns, *sandbox_hosts.extra_netns(sb)]
+def _namespaces(sb: Sandbox, all_names: bool = False) -> list[str]:
+    """The namespaces of the sandbox, its extra hypervisor hosts' too; unless `all_names`,
+    without those that exist untagged (untagged_namespaces: not provably vnet's)."""
+    names = [sb.host_netns, sb.inet_netns, *sandbox_hosts.extra_netns(sb)]
+    return names if all_names else [ns for ns in names if ns not in untagged_namespaces(names)]
 
 
 def _pid_paths(sb: Sandbox) -> list[Path]:
