@@ -21,25 +21,20 @@ from typing import Callable
 from . import locks, ovs, procs, runner
 from ..errors import NeedsRoot, NotFound, VnetError
 from .paths import NAME_RE, state_root, validate_name
-from .netns import (NETNS_DIR, foreign_namespaces, netns_argv, netns_inode, pids_in_netns,
-                    untagged_namespaces)
-from .procs import terminate
-from . import sandbox_hosts, sandbox_setup as setup
+from .netns import NETNS_DIR, foreign_namespaces, netns_argv, netns_inode, pids_in_netns
+from . import sandbox_hosts, sandbox_procs, sandbox_setup as setup
 # Kept importable from here (`sandbox.FILES`, `sandbox.http_argv`) for their callers.
 from .sandbox_setup import FILES, HTTP_SERVER, LAUNCHER, STATE_MARKER, http_argv  # noqa: F401
 from .safepath import child, remove_tree
 
 STATE_MARKERS = (STATE_MARKER, "sandbox.json")
-PID_FILES = ("libvirtd.pid", "libvirtd.spawn.pid", "http.pid", *ovs.PID_FILES)
 ADDRESS_FIELDS = ("lan_bridge", "lan_subnet", "host_lan_ip", "lan_gateway", "host_uplink_ip",
                   "internet_ip")
 LAN_SUBNET, HOST_LAN_IP, LAN_GATEWAY = "198.51.100.0/24", "198.51.100.2", "198.51.100.1"
 HOST_UPLINK_IP, INTERNET_IP = "203.0.113.2", "203.0.113.1"
 REQUIRED_TOOLS = {"ip": "iproute2", "unshare": "util-linux", "libvirtd": "libvirt-daemon-system",
                   "dnsmasq": "dnsmasq-base", "iptables": "iptables", "ip6tables": "iptables"}
-STOP_TIMEOUT = 5.0
 # Processes in the sandbox host namespace that our libvirtd starts; `down` stops them.
-LIBVIRT_CHILDREN = ("libvirtd", "dnsmasq", "passt", "libvirt_leaseshelper")
 
 
 @dataclass(frozen=True)
@@ -222,25 +217,14 @@ def _down(sb: Sandbox, progress: Callable[[str], None]) -> None:
     started = time.monotonic()
     refuse_foreign(sb)
     _stop_lab_helpers(name, progress)
-    for path in _pid_paths(sb):     # a corrupt one is said; its process is found by namespace
+    for path in sandbox_procs.pid_paths(sb):   # a corrupt one is said; found by namespace
         try:
             procs.read(path, str(sb.state_dir))
         except procs.CorruptRecord as exc:
             progress(f"warning: {exc.message}")
-    for _ in range(3):  # a second look catches a child started while libvirtd stopped
-        if not (victims := _our_processes(sb)):
-            break
-        progress("stopping " + ", ".join(f"{what} ({pid})"
-                                        for pid, what in sorted(victims.items())))
-        again: dict[int, str] = {}       # recognised once more, after the pidfds are held
-
-        def still(pid: int) -> bool:
-            if not again:
-                again.update(_our_processes(sb))
-            return pid in again
-        terminate(list(victims), STOP_TIMEOUT, still=still)
-    namespaces = _namespaces(sb)
-    for ns in sorted(set(_namespaces(sb, all_names=True)) - set(namespaces)):
+    sandbox_procs.stop_all(sb, lab_state_dir(name), progress)
+    namespaces = sandbox_procs.namespaces(sb)
+    for ns in sorted(set(sandbox_procs.namespaces(sb, all_names=True)) - set(namespaces)):
         progress(f"warning: namespace {ns} carries no vnet owner tag, so vnet leaves it and "
                  f"what runs in it alone (`ip netns del {ns}` if it is yours)")
     strangers = pids_in_netns(namespaces)
@@ -260,7 +244,7 @@ def _down(sb: Sandbox, progress: Callable[[str], None]) -> None:
 
 def _foreign(sb: Sandbox) -> str | None:
     """Why this state root must leave the sandbox's namespaces alone, or None."""
-    if foreign := foreign_namespaces(_namespaces(sb, all_names=True)):
+    if foreign := foreign_namespaces(sandbox_procs.namespaces(sb, all_names=True)):
         return (f"its namespaces ({', '.join(sorted(foreign))}) belong to another vnet state "
                 f"root (owner {sorted(set(foreign.values()))[0]}): this one "
                 f"({state_root()}) leaves them alone")
@@ -287,7 +271,7 @@ def clear_left_state(name: str, progress: Callable[[str], None]) -> bool:
         if is_up(name):      # it came up while this waited
             return False
         refuse_foreign(sb)
-        if sb.state_dir.exists() or any(netns_inode(ns) is not None for ns in _namespaces(sb)):
+        if sb.state_dir.exists() or any(netns_inode(ns) is not None for ns in sandbox_procs.namespaces(sb)):
             raise VnetError(f"sandbox {name} is half up", hint=f"vnet sandbox down {name}")
         if left := left_state(name):
             from . import state
@@ -347,7 +331,6 @@ def _record(sb: Sandbox) -> str:
 
 # ---------------------------------------------------------------- finding our processes
 
-_mentions = procs.mentions
 
 
 def _libvirtd_pid(sb: Sandbox) -> int | None:
@@ -357,34 +340,6 @@ def _libvirtd_pid(sb: Sandbox) -> int | None:
 
 def _http_pid(sb: Sandbox) -> int | None:
     return procs.running(sb.state_dir / "http.pid", str(sb.state_dir / "www"), "python")
-
-
-def _our_processes(sb: Sandbox) -> dict[int, str]:
-    """pid -> label for everything `down` may stop: pids from our pid files whose command
-    line names our state dir, and libvirt's children (QEMU, dnsmasq) in our namespaces."""
-    state = str(sb.state_dir)
-    labs = str(lab_state_dir(sb.name))    # lab proxies whose record is lost
-    victims: dict[int, str] = {}
-    for path in _pid_paths(sb):
-        if pid := procs.running(path, state):
-            victims[pid] = path.name.split(".")[0]
-    for pid, argv in pids_in_netns(_namespaces(sb)).items():
-        prog = os.path.basename(argv[0])
-        if prog.startswith("qemu-system-") or prog in LIBVIRT_CHILDREN or _mentions(argv, state) \
-                or _mentions(argv, labs):
-            victims.setdefault(pid, prog)
-    return victims
-
-
-def _namespaces(sb: Sandbox, all_names: bool = False) -> list[str]:
-    """The namespaces of the sandbox, its extra hypervisor hosts' too; unless `all_names`,
-    without those that exist untagged (untagged_namespaces: not provably vnet's)."""
-    names = [sb.host_netns, sb.inet_netns, *sandbox_hosts.extra_netns(sb)]
-    return names if all_names else [ns for ns in names if ns not in untagged_namespaces(names)]
-
-
-def _pid_paths(sb: Sandbox) -> list[Path]:
-    return [sb.state_dir / name for name in PID_FILES] + sandbox_hosts.pid_files(sb)
 
 
 def _hosts_status(sb: Sandbox, problems: list[str]) -> list[dict]:

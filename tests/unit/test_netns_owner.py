@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from provisioner.errors import VnetError
-from provisioner.host import netns, sandbox
+from provisioner.host import netns, sandbox, sandbox_procs
 from provisioner.host.owner import owner_id
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: it makes network "
@@ -24,7 +24,7 @@ def name(tmp_path, monkeypatch):
     monkeypatch.setenv("VNET_STATE_DIR", str(tmp_path))
     name = f"ut{uuid.uuid4().hex[:6]}"
     yield name
-    for ns in sandbox._namespaces(sandbox.describe(name), all_names=True):
+    for ns in sandbox_procs.namespaces(sandbox.describe(name), all_names=True):
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)   # only the test's own
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.host import netns, paths, runner, sandbox
+from provisioner.host import netns, paths, procs, runner, sandbox
 from provisioner.errors import CommandFailed, ExitStatus, LabFileError, NotFound, VnetError
 
 
@@ -185,6 +185,6 @@ def test_run_in_missing_netns_is_not_found():
 
 def test_process_ownership_is_by_exact_state_dir():
     argv = ["libvirtd", "--pid-file", "/v/sandboxes/ab/libvirtd.pid"]
-    assert sandbox._mentions(argv, "/v/sandboxes/ab")
-    assert not sandbox._mentions(argv, "/v/sandboxes/a")
-    assert sandbox._mentions(["sh", "launcher.sh", "/v/sandboxes/a"], "/v/sandboxes/a")
+    assert procs.mentions(argv, "/v/sandboxes/ab")
+    assert not procs.mentions(argv, "/v/sandboxes/a")
+    assert procs.mentions(["sh", "launcher.sh", "/v/sandboxes/a"], "/v/sandboxes/a")
