@@ -1226,7 +1226,7 @@ def handle(args, warm=False):
     """One run of the module: this guest's probes, drivers and forward holds -> its result."""
     started = time.monotonic()
     watch = args.get("listening") or {}
-    listened = {"first": listening(watch["ports"])} if watch.get("ports") else None
+    first_look = listening(watch["ports"]) if watch.get("ports") else None
     holds = hold_forwards(args.get("forwards") or [])      # up before the host probes them
     # measured beside the probes (no wall time), again once the holds closed
     clock_to = next((s["clock"] for s in (args.get("forwards") or []) + args.get("probes", [])
@@ -1253,9 +1253,12 @@ def handle(args, warm=False):
         except Exception:       # noqa: BLE001 - as above
             last = None
         measured["clock"] = clock_over_run(first.get("at"), last)
-    if listened:               # after the holds closed: the same socket both times
-        measured["listening"] = dict(listened, last=listening(watch["ports"]),
-                                     v6only=_v6only())
+    if watch.get("ports"):     # after the holds closed; each look carries this run's clock
+        last_look = listening(watch["ports"])
+        for look in (first_look, last_look):
+            if look:
+                look["clock"] = measured.get("clock")
+        measured["listening"] = {"first": first_look, "last": last_look, "v6only": _v6only()}
     # what vnet_tunnel built, passed on: that task runs with no_log (its arguments hold keys)
     built = {"tunnels": args["tunnels_built"]} if args.get("tunnels_built") else {}
     timing = {"python_start_s": python_start_seconds(), "probes_s": round(probed - started, 3),
@@ -1338,8 +1341,9 @@ IDLE_STATE = {"tcp": "0A", "udp": "07"}
 def listening(watched):
     """The sockets of this guest that take new connections (TCP, LISTEN) or datagrams from
     anyone (UDP, bound and unconnected) on each watched "proto/port", as its kernel lists
-    them, and when (wall time, and uptime: the clock of the console's VNET-LISTEN stamps):
-    {"at": t, "uptime": u, "tcp/7": [[bound address, socket inode], ...]}.
+    them, and when: {"from": t0, "to": t1, "uptime": u, "boot": boot id, "tcp/7": [[bound
+    address, socket inode], ...]}, seen between the wall times t0 and t1; u, the uptime at t0,
+    and the boot id place the console's VNET-LISTEN stamps on that wall clock.
     Taken at a run's start and end, the same inode both times is one socket that listened all
     along (inodes are never reused while a socket lives): the kernel then never refused that
     port itself, so a refusal met on the way there in between came from the path
@@ -1352,7 +1356,9 @@ def listening(watched):
 
 def _listening(watched):
     with open("/proc/uptime") as f:        # the clock of the console's VNET-LISTEN stamps
-        found = {"at": time.time(), "uptime": float(f.read().split()[0])}
+        found = {"from": time.time(), "uptime": float(f.read().split()[0])}
+    with open("/proc/sys/kernel/random/boot_id") as f:     # whose stamps: inodes repeat
+        found["boot"] = f.read().strip()
     for key in watched:
         proto, port = key.split("/")
         rows = []
@@ -1364,6 +1370,7 @@ def _listening(watched):
                 continue
             rows += proc_net_sockets(lines, int(port), IDLE_STATE[proto])
         found[key] = rows
+    found["to"] = time.time()          # the sockets were seen between "from" and "to"
     return found
 
 

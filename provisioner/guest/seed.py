@@ -83,7 +83,8 @@ def user_data(seed: Seed) -> str:
                  f"[Service]\nExecStart=/usr/bin/python3 {GUEST_DIR}/vnet_probe.py --serve "
                  f"{ECHO_PORT} {seed.hostname}\n"
                  # each start stamps the socket on the console (verify/refusals.py)
-                 f"ExecStartPost={GUEST_DIR}/vnet-ready --stamp-echo\n"
+                 # ("-": a stamp that fails costs the evidence, never the echo itself)
+                 f"ExecStartPost=-{GUEST_DIR}/vnet-ready --stamp-echo\n"
                  "Restart=always\nRestartSec=1\n\n"
                  "[Install]\nWantedBy=multi-user.target\n")
     ready_unit = ("[Unit]\nDescription=vnet readiness report on the serial console\n"

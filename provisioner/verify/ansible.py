@@ -35,7 +35,7 @@ def run_guests(lab: Lab, target: Target, cells, inventory, progress,
     the guests' run has ended; `playbook`: what runs it (run_playbook; a test passes a fake)."""
     hosts = {}
     tunnel_files = tunnelcells.write_guest_files(lab, inventory.work_dir)
-    listening = refusals.watched(cells)
+    watched = refusals.watched(cells)
     # a guest that lists its sockets has its clock measured too: the lists are timed
     clock = next((c.probe["clock"] for c in cells if c.probe.get("clock")), None)
     for vm in lab.vms:
@@ -47,8 +47,7 @@ def run_guests(lab: Lab, target: Target, cells, inventory, progress,
             "vnet_nic_macs": [c.probe["mac"] for _, c in mine if c.kind == "nic_model"],
             "vnet_forwards": (holds or {}).get(vm.name, []),
             # the ports whose refusals this guest's sockets vouch for (verify/refusals.py)
-            "vnet_listening": dict(listening[vm.name], clock=clock)
-            if vm.name in listening else {},
+            "vnet_listening": dict(watched[vm.name], clock=clock) if vm.name in watched else {},
             # a second task, after every guest's probes: a cut link must disturb no other cell
             "vnet_failovers": [dict(c.probe, id=str(i)) for i, c in mine
                                if c.probe.get("failover")],

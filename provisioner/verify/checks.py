@@ -150,14 +150,15 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
     checks = declared.merge(checks, declared.cells(lab, ends, declared_cell))
     link_controls(checks)
     harden_negatives(lab, checks)       # impaired paths: no fail that loss or delay can explain
-    # a guest's hold or attempts are timed (a forward's, a refusal's): its clock is measured
-    # too (forwardcheck.skew), against the host's listener on the management path; not where
-    # that is the guest's own loopback (a Vagrant VirtualBox inventory through a forwarded port)
+    # a guest's hold or attempts are timed (a forward's; a refusal's, and the looks of the
+    # guest it aims at): its clock is measured too (forwardcheck.skew), against the host's
+    # listener on the management path; not where that is the guest's own loopback (a Vagrant
+    # VirtualBox inventory through a forwarded port)
     if not ipaddress.ip_address(ends.mgmt_host_ip).is_loopback:
         clock = {"target": ends.mgmt_host_ip, "port": ends.host_listener_port}
         for c in checks:
-            if c.probe.get("forward") or (c.probe.get("listens")
-                                          and c.runner.startswith("guest:")):
+            if c.probe.get("forward") or not c.probe.get("listens", refusals.VNET).startswith(
+                    refusals.VNET):
                 c.probe["clock"] = clock
     return checks
 

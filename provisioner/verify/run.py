@@ -101,7 +101,7 @@ def _consoles(lab: Lab, hosts: dict | None, lab_dir: Path) -> Callable[[str], st
         try:
             return remotehosts.console(remotehosts.target_of(entry),
                                        entry.get("log_dir", str(lab_dir)), vm)
-        except (VnetError, KeyError):
+        except (VnetError, KeyError, ValueError, OSError):
             return ""
     return console
 
@@ -269,7 +269,7 @@ def _run(lab, target, sb, cells, inventory, progress, sources: ProbeSources,
     if errors:
         raise VnetError(f"host-side probes failed to run: {errors[0]!r}")
     console = inventory.console or (lambda vm: read_console(serial_log(inventory.work_dir, vm)))
-    record(cells, guest, outcome, listening=refusals.Evidence(
+    record(cells, guest, outcome, evidence=refusals.Evidence(
         {vm.name: refusals.listen_stamps(console(vm.name)) for vm in lab.vms},
         listeners.ran_through(listener_records or [])))
     cutter.annotate(cells)
@@ -287,11 +287,11 @@ def _link_setter(lab: Lab, target: Target, backend: Backend):
 
 def record(cells: list, guest: dict[str, dict], sides: dict[str, dict],
            settle_silence: Callable[[dict, list], dict] | None = None,
-           listening: refusals.Evidence = refusals.Evidence()) -> None:
+           evidence: refusals.Evidence = refusals.Evidence()) -> None:
     """Write each cell's observed value and detail from the guests' module results
     ({vm: {"probes", "drivers"}}) and the host/Internet results ({"host:<i>": result}): UDP
     silences settled against their positive controls, wherever those ran, refusals against
-    what shows the target listened (refusals.settle, `listening`), then, for a port a guest
+    what shows the target listened (refusals.settle, `evidence`), then, for a port a guest
     held, judged with what the hold saw (forwardcheck.conclude)."""
     raw: dict[str, dict] = {}
     for i, cell in enumerate(cells):
@@ -322,7 +322,7 @@ def record(cells: list, guest: dict[str, dict], sides: dict[str, dict],
         if cell.probe.get("confirmed_by"):  # UDP silence: its controls may have run elsewhere
             settle_silence = settle_silence or probe_module().settle_silence
             r = settle_silence(r, [raw.get(j) for j in cell.probe["confirmed_by"]])
-        r = refusals.settle(r, cell.probe, cell.runner, guest, listening)
+        r = refusals.settle(r, cell.probe, cell.runner, guest, evidence)
         cell.observed, cell.detail = r["observed"], r["detail"]
         fwd = cell.probe.get("forward")
         if fwd and "nonces" in r:   # a forward, or a declared check's port held by a guest:

@@ -372,6 +372,9 @@ def test_seed_iso_reads_back_with_label_files_key_and_macs(golden_plan, tmp_path
     assert "ExecStart=/usr/bin/python3 /usr/local/lib/vnet/vnet_probe.py --serve 7 deb\n" \
         in written["/etc/systemd/system/vnet-echo.service"]
     assert ["systemctl", "enable", "--now", "vnet-echo.service"] in config["runcmd"]
+    # each start of the echo stamps its socket on the console; a failed stamp keeps the echo
+    assert "ExecStartPost=-/usr/local/lib/vnet/vnet-ready --stamp-echo\n" \
+        in written["/etc/systemd/system/vnet-echo.service"]
 
     # the MACs of the seed are the domain's, in order, the management NIC last and static
     dom_macs = [i.find("mac").get("address") for i in domain(plan, "deb").findall("devices/interface")]

@@ -4,6 +4,7 @@ a negative cell confirmed by that would hide an open path."""
 import os
 import socket
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -35,18 +36,23 @@ def row(local: str, remote: str, state: str, inode: int) -> str:
 
 
 BOOTED = 50.0     # the guest's wall clock at uptime 0
+BOOT = "6f2c1d4e-0000-4000-8000-00000000b007"
+
+
+def look(at, sockets, clock=None):
+    """A guest's list of its listening sockets, seen between `at` and 10 ms later."""
+    return {"from": at, "to": at + 0.01, "uptime": at - BOOTED, "boot": BOOT, "tcp/7": sockets,
+            "clock": clock}
 
 
 def guests(first, last, first_at=90.0, last_at=110.0, v6only=0, clock=CLOCK):
     return {"vm1": {"clock": clock, "listening": {
-        "first": {"at": first_at, "uptime": first_at - BOOTED, "tcp/7": first},
-        "last": {"at": last_at, "uptime": last_at - BOOTED, "tcp/7": last},
-        "v6only": v6only}}}
+        "first": look(first_at, first), "last": look(last_at, last), "v6only": v6only}}}
 
 
-def settled(report, stamped=(), result=None, spec=ECHO, prober="host", uptime=2.0):
+def settled(report, stamped=(), result=None, spec=ECHO, prober="host", uptime=2.0, boot=BOOT):
     """stamped: the inodes the console stamped listening at `uptime` (wall 52: before 100)."""
-    evidence = refusals.Evidence({"vm1": {"tcp/7": {i: uptime for i in stamped}}})
+    evidence = refusals.Evidence({"vm1": {boot: {"tcp/7": {i: uptime for i in stamped}}}})
     return refusals.settle(result or refused(), spec, prober, report, evidence)
 
 
@@ -67,7 +73,9 @@ def test_the_module_lists_a_real_listening_socket_at_its_start_and_end():
         got = probe.handle({"probes": [], "listening": {"ports": [f"tcp/{port}"]}})["listening"]
     assert ["127.0.0.1", inode] in got["first"][f"tcp/{port}"]
     assert got["first"][f"tcp/{port}"] == got["last"][f"tcp/{port}"]
-    assert got["first"]["at"] <= got["last"]["at"] and got["v6only"] in (0, 1)
+    assert got["first"]["from"] <= got["first"]["to"] <= got["last"]["from"]
+    assert got["first"]["boot"] == open("/proc/sys/kernel/random/boot_id").read().strip()
+    assert got["v6only"] in (0, 1)
 
 
 def test_a_refusal_without_a_listening_target_is_an_error():
@@ -151,12 +159,43 @@ def test_a_refused_probe_carries_its_wall_times_only_where_a_listener_vouches():
     assert r["refused"] and r["at"][0] <= r["at"][1]
 
 
-def test_the_console_stamps_of_the_last_boot_each_at_its_first_uptime():
-    console = ("VNET-LISTEN tcp/7 2.31 11 12 \nVNET-READY vm1\nVNET-LISTEN tcp/7 80.5 30 \n"
-               "reboot\nVNET-LISTEN tcp/7 2.40 11 \nVNET-LISTEN tcp/7 9.00 11 \n"
-               "VNET-LISTEN tcp/7 60.00 31 \n")
-    assert refusals.listen_stamps(console) == {"tcp/7": {11: 2.40, 31: 60.0}}
+def test_the_console_stamps_each_socket_per_boot_at_its_first_uptime():
+    console = ("VNET-LISTEN tcp/7 aa-1 2.31 11 12 \nVNET-READY vm1\nVNET-LISTEN tcp/7 aa-1 80.5 30 \n"
+               "reboot\nVNET-LISTEN tcp/7 bb-2 2.40 11 \nVNET-LISTEN tcp/7 bb-2 9.00 11 \n"
+               "VNET-LISTEN tcp/7 bb-2 160.00 31 \n")
+    assert refusals.listen_stamps(console) == {"aa-1": {"tcp/7": {11: 2.31, 12: 2.31, 30: 80.5}},
+                                               "bb-2": {"tcp/7": {11: 2.40, 31: 160.0}}}
     assert refusals.listen_stamps("VNET-READY vm1\n") == {}
+
+
+def test_a_stamp_of_another_boot_vouches_for_nothing():
+    """A reboot before the uptime passed the last stamp's: inodes repeat, the boot id not."""
+    report = guests([["::", 9]], [["::", 9]], first_at=105.0)
+    assert settled(report, stamped={9}, boot="another-boot")["observed"] == "error"
+    assert settled(report, stamped={9})["observed"] == "fail"
+
+
+def test_the_detail_names_the_evidence_that_covered_the_attempt():
+    """A stamp after the attempt, a first look before it: the first look is what showed it."""
+    r = settled(guests([["::", 9]], [["::", 9]], first_at=90.0), stamped={9}, uptime=50.5)
+    assert r["observed"] == "fail" and "was in the guest's first look" in r["detail"], r
+
+
+def test_each_look_is_mapped_with_the_clock_its_own_run_measured():
+    """The later list's run found the guest's clock 5 s ahead (stepped since the probe task):
+    its last look at 104 by the guest's clock is 99 on the host's, before the attempt ended."""
+    report = guests([["::", 9]], [["::", 9]], last_at=104.0)
+    report["vm1"]["listening"]["last"]["clock"] = {"offset": -5.0, "error": 0.01}
+    r = settled(report, stamped={9})
+    assert r["observed"] == "error" and "after the guest's last look" in r["detail"], r
+
+
+def test_a_mapped_ipv4_listener_row_is_parsed():
+    raw = socket.inet_pton(socket.AF_INET6, "::ffff:192.168.56.10")
+    # /proc/net/tcp6 prints the address as four 32-bit words in the kernel's byte order
+    local = "".join(f"{int.from_bytes(raw[i:i + 4], sys.byteorder):08X}" for i in range(0, 16, 4))
+    r = row(f"{local}:0007", "0" * 32 + ":0000", "0A", 5)
+    assert probe.proc_net_sockets([r], 7, "0A") == [["::ffff:192.168.56.10", 5]]
 
 
 def test_listeners_ran_through_names_each_listener_by_its_records(tmp_path):
@@ -191,8 +230,9 @@ def test_every_cell_aimed_at_a_listener_names_it():
     # both vm_to_vm cells expect a connection here: no guest needs a list after the others
     assert refusals.watched(cells) == {"vm1": {"ports": ["tcp/7"], "after": False},
                                        "vm2": {"ports": ["tcp/7"], "after": False}}
-    assert all(c.probe.get("clock") for c in cells if c.probe.get("listens")
-               and c.runner.startswith("guest:"))
+    # the guests' clocks are measured where a refusal's time matters: aimed at a guest
+    assert all(bool(c.probe.get("clock")) == (not c.probe["listens"].startswith("vnet:"))
+               for c in cells if c.probe.get("listens"))
 
 
 def test_a_nat_labs_vm_to_vm_cells_ask_arp_and_need_no_later_list():
@@ -233,7 +273,7 @@ def test_record_turns_a_refused_internet_to_vm_cell_without_a_listener_red(hosto
         report = guests([[addr, 9]] if first else [], [[addr, 9]] if last else [])
         report["vm1"].update(probes={}, drivers={})
         verifier.record(cells, report, {f"internet:{at}": refused()},
-                        listening=refusals.Evidence({"vm1": {"tcp/7": {9: 2.0}}}))
+                        evidence=refusals.Evidence({"vm1": {BOOT: {"tcp/7": {9: 2.0}}}}))
         return cells[at]
     assert run(True, True).ok
     down = run(False, False)
@@ -268,7 +308,7 @@ def test_verify_reads_each_guests_console_and_its_listeners_records(tmp_path):
             run_all=lambda specs: {s["id"]: refused() for s in specs}, probe=lambda s: {}))
     inventory = verifier.Inventory(hosts={"vm1": {}}, mgmt_host_ip="100.64.0.1",
                                    work_dir=tmp_path,
-                                   console=lambda vm: "VNET-LISTEN tcp/7 2.5 9\n")
+                                   console=lambda vm: f"VNET-LISTEN tcp/7 {BOOT} 2.5 9\n")
     result = verifier.verify(one, Target(uri="test:///default"), lambda m: None,
                              inventory=inventory, sources=sources)
     kind = {c["kind"]: c for c in result["checks"]}
@@ -293,8 +333,7 @@ def test_a_guest_another_guest_probes_for_no_connection_lists_its_sockets_after_
             "checks": [{"from": "v1", "to": "v2", "port": 7, "expect": "fail"}]}
     cells = checks.build(lab(data), Backend.LIBVIRT, ENDS)
     assert refusals.watched(cells)["v2"]["after"] is True
-    own = {"at": 1.0, "uptime": 1.0, "tcp/7": [["::", 9]]}
-    later = {"at": 5.0, "uptime": 5.0, "tcp/7": [["::", 9]]}
+    own, later = look(1.0, [["::", 9]]), look(5.0, [["::", 9]])
     events = [{"event": "runner_on_ok", "event_data": {"host": "v2", "res": {
         "probes": {}, "drivers": {}, "forwards": {},
         "listening": {"first": own, "last": own, "v6only": 0}}}},
@@ -306,3 +345,26 @@ def test_a_guest_another_guest_probes_for_no_connection_lists_its_sockets_after_
     got = guest_ansible.run_playbook(str(tmp_path / "p"), "pb.yml", {}, {
         "ANSIBLE_SSH_CONTROL_PATH_DIR": str(tmp_path)})
     assert got["v2"]["listening"]["first"] == own and got["v2"]["listening"]["last"] == later
+
+
+@pytest.mark.parametrize("shell", [["dash"], ["busybox", "sh"]])
+def test_the_images_stamp_names_a_real_listening_socket_in_the_format_vnet_reads(
+        tmp_path, shell):
+    """listen.sh's stamp_listen, run by a real shell (the image's is busybox's) against a real
+    listening socket: its line parses, with this boot's id and the socket's inode."""
+    import shutil
+    import subprocess
+
+    if not shutil.which(shell[0]):
+        pytest.skip(f"{shell[0]} is not installed: the shell this stamp runs under")
+    script = Path(refusals.__file__).parents[1] / "guest/files/rootfs/usr/lib/vnet/listen.sh"
+    console = tmp_path / "console"
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port, inode = server.getsockname()[1], os.fstat(server.fileno()).st_ino
+        subprocess.run([*shell, "-c", f". {script} && stamp_listen {port}"], check=True,
+                       env={"PATH": os.environ["PATH"], "CONSOLE": str(console)}, timeout=30)
+    stamps = refusals.listen_stamps(console.read_text())
+    boot = open("/proc/sys/kernel/random/boot_id").read().strip()
+    assert inode in stamps[boot][f"tcp/{port}"], console.read_text()
