@@ -209,15 +209,26 @@ def read_log(access: HostAccess, log_dir: str, vm: str) -> str:
     return result.stdout if result.returncode == 0 else ""
 
 
+SERIAL_LOG_RE = re.compile(r"[a-z](?:[a-z0-9-]{0,22}[a-z0-9])?\.serial\.log")  # <vm>.serial.log
+
+
 def remove_log_dir(access: HostAccess, owner: str, lab: str) -> str:
-    """The lab's log directory, the owner's when that was its last lab, and REMOTE_DIR (which
-    prepare_log_dir's `mkdir -p` made) when that was the last owner: never recursive above the
-    lab. The last rmdir may fail (a mount point, as on a sandbox's SSH host): that is fine."""
+    """The serial logs QEMU wrote in the lab's log directory (each <vm>.serial.log, one by one:
+    nothing recursive), then the directory, the owner's when that was its last lab, and
+    REMOTE_DIR (which prepare_log_dir's `mkdir -p` made) when that was the last owner. A file
+    vnet did not name stays, and so does its directory (said in the answer). The last rmdir
+    may fail (a mount point, as on a sandbox's SSH host): that is fine."""
     path = remote_lab_dir(owner, lab)
-    access.run_all([["rm", "-rf", "--", path],
+    listed = access.run(["ls", "-1", "--", path], check=False)
+    names = listed.stdout.split() if listed.returncode == 0 else []
+    logs = [n for n in names if SERIAL_LOG_RE.fullmatch(n)]
+    access.run_all([*(["rm", "-f", "--", f"{path}/{n}"] for n in logs),
+                    ["rmdir", "--ignore-fail-on-non-empty", "--", path],
                     ["rmdir", "--ignore-fail-on-non-empty", "--", path.rsplit("/", 1)[0]]])
     access.run(["rmdir", "--ignore-fail-on-non-empty", "--", REMOTE_DIR], check=False)
-    return f"log directory {path}"
+    left = len(names) - len(logs)
+    return f"log directory {path}" + (f" (left in place: {left} file(s) vnet did not write)"
+                                      if left else "")
 
 
 def log_dir_labs(access: HostAccess, owner: str) -> list[str]:

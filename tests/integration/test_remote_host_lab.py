@@ -129,7 +129,8 @@ def test_hv2_by_its_ssh_uri_is_a_remote_host(sandbox_with_remote_hv2):
     assert _left_on_hv2(sb, "rhl", owner) == NOTHING
     ran = [argv for verdict, argv in _commands(sb)[before:] if verdict == "ran"]
     assert {a[3] for a in ran if a[:3] == ["ip", "link", "del"]} == devices
-    assert ["rm", "-rf", "--", remote_dir] in ran
+    assert ["rmdir", "--ignore-fail-on-non-empty", "--", remote_dir] in ran   # never rm -r
+    assert ["rm", "-f", "--", f"{remote_dir}/b1.serial.log"] in ran
     assert remotehosts.remembered(target) == []                     # no lab uses it now
 
     # gc: a lab whose record is gone is found on hv2 (remembered as a remote host) and removed
@@ -141,5 +142,5 @@ def test_hv2_by_its_ssh_uri_is_a_remote_host(sandbox_with_remote_hv2):
     assert _left_on_hv2(sb, "rhl", owner) == NOTHING
     ran = [argv for verdict, argv in _commands(sb)[before:] if verdict == "ran"]
     assert {a[3] for a in ran if a[:3] == ["ip", "link", "del"]} == devices   # over SSH
-    assert ["rm", "-rf", "--", remote_dir] in ran
+    assert ["rmdir", "--ignore-fail-on-non-empty", "--", remote_dir] in ran
     assert remotehosts.remembered(target) == []

@@ -138,7 +138,7 @@ def test_every_command_vnet_sends_to_a_remote_host_passes_its_allow_list(monkeyp
     def fake_run(argv, **kw):
         sent.append(argv)
         out = f'[{{"ifname": "vx0123456789", "ifalias": "vnet:{OWNER}:two:lan"}}]' \
-            if "show" in argv[-1] else ""
+            if "show" in argv[-1] else "b.serial.log\n" if argv[-1].endswith("/two") else ""
         return runner.Result(argv, 0, out, "")
     monkeypatch.setattr(runner, "run", fake_run)
     access = hostaccess.for_uri("qemu+ssh://root@hv2.example/system")
@@ -169,6 +169,8 @@ def test_every_command_vnet_sends_to_a_remote_host_passes_its_allow_list(monkeyp
     f"rmdir -- {hostaccess.REMOTE_DIR}", f"rm -rf -- {hostaccess.REMOTE_DIR}",
     "rmdir --ignore-fail-on-non-empty -- /var/lib/libvirt",
     f"rm -rf -- {hostaccess.REMOTE_DIR}/{OWNER}/lab/../..",
+    f"rm -rf -- {hostaccess.REMOTE_DIR}/{OWNER}/lab", f"rm -f -- {hostaccess.REMOTE_DIR}/{OWNER}/lab",
+    f"rm -f -- {hostaccess.REMOTE_DIR}/{OWNER}/lab/../../x.serial.log",
     f"cat -- {hostaccess.REMOTE_DIR}/{OWNER}/lab/../../../../etc/shadow",
     "cat -- /etc/shadow", "ping -c 1 -W 2 198.51.100.2;id", "ping -c 1 -W 2 -f 198.51.100.2",
     "mkdir -p -m 0755 -- /root/.ssh", "ip link set vx0123456789 alias x$(id)",

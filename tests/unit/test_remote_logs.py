@@ -20,7 +20,8 @@ def host(monkeypatch):
         status = int(argv[-1] in box["fail"])
         if status and check:
             raise AssertionError(f"fatal: {argv[-1]} failed")
-        return runner.Result(argv, status, "log", "")
+        listing = argv[-1].startswith("ls -1 -- ")
+        return runner.Result(argv, status, box.get("files", "") if listing else "log", "")
     monkeypatch.setattr(runner, "run", fake_run)
     box["access"] = hostaccess.for_uri("qemu+ssh://root@hv2.example/system")
     return box
@@ -54,3 +55,20 @@ def test_the_last_labs_removal_also_removes_the_emptied_remote_dir(host):
     host["fail"] = {host["ran"][-1]}
     assert hostaccess.remove_log_dir(host["access"], OWNER, "lab") == \
         f"log directory {REMOTE}/{OWNER}/lab"
+
+
+def test_only_the_serial_logs_qemu_wrote_are_removed_never_recursively(host):
+    """The lab's directory holds vm logs and a file vnet never writes: each log is removed by
+    name, the directory only if that left it empty (rmdir), the stranger stays, and the answer
+    says so."""
+    host["files"] = "a.serial.log\nb.serial.log\nnotes.txt\n"
+    said = hostaccess.remove_log_dir(host["access"], OWNER, "lab")
+    lab = f"{REMOTE}/{OWNER}/lab"
+    (chain,) = [line for line in host["ran"] if line.startswith("rm ")]
+    assert _dispatcher().split(chain) == [
+        ["rm", "-f", "--", f"{lab}/a.serial.log"], ["rm", "-f", "--", f"{lab}/b.serial.log"],
+        ["rmdir", "--ignore-fail-on-non-empty", "--", lab],
+        ["rmdir", "--ignore-fail-on-non-empty", "--", f"{REMOTE}/{OWNER}"]]
+    assert not any("-r" in line.split() or "-rf" in line.split() for line in host["ran"])
+    assert "left in place: 1 file(s) vnet did not write" in said
+    assert all(map(_dispatcher().permitted, host["ran"]))

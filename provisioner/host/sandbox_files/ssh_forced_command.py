@@ -6,8 +6,8 @@ hypervisor host lets vnet do over SSH, and nothing else.
   socket by libvirt_relay.py, as before;
 - exactly the host-side commands vnet sends (provisioner/host/hostaccess.py, vxlan.py): the
   VXLAN devices (ip/bridge), the underlay echo (ping), and mkdir/cat/ls/rm/rmdir of a lab's
-  serial-log directory under the fixed vnet directory (rmdir of the emptied directories above
-  it, up to that directory itself);
+  serial-log directory under the fixed vnet directory (rm of its serial logs one by one, never
+  recursive; rmdir of it and of the emptied directories above it, up to the vnet directory);
 - anything else: refused (exit 126).
 
 The client's command arrives in SSH_ORIGINAL_COMMAND as one shell-quoted line; it is split
@@ -52,7 +52,9 @@ SHAPES = [s.split() for s in (
     "mkdir -p -m 0755 -- <labdir>",
     "cat -- <log>",
     "ls -1 -- <ownerdir>",
-    "rm -rf -- <labdir>",
+    "ls -1 -- <labdir>",
+    "rm -f -- <log>",
+    "rmdir --ignore-fail-on-non-empty -- <labdir>",
     "rmdir --ignore-fail-on-non-empty -- <ownerdir>",
     f"rmdir --ignore-fail-on-non-empty -- {REMOTE_DIR}",
 )]
