@@ -29,8 +29,11 @@ Who says the port listened (checks.build and declared.cells name it in the probe
 
 Known gaps, each an `error`, never a hidden `fail`: a host-side prober's attempt is not followed
 by a later look, so it must end before the target's own run does (it starts first, and a
-refusal ends it at once); a guest whose console vnet cannot read (a VirtualBox box through
-Vagrant) has no stamps, so a refusal before its first look proves nothing.
+refusal ends it at once); a guest whose console vnet cannot read (a remote host's that SSH
+cannot reach) has no stamps, so a refusal before its first look proves nothing; a guest whose
+clock vnet cannot measure (a VirtualBox box through Vagrant, reached over a forwarded loopback
+port) is allowed forwardcheck.CLOCK_SKEW_MAX of skew, so a refusal must come that much before
+its last look.
 """
 from __future__ import annotations
 

@@ -296,3 +296,36 @@ def test_every_demo_gives_its_virtualbox_machines_their_own_boot_iso():
             assert vm_name == name and ifs
             line = providers["libvirt"]["provider"]["settings"]["cmd_line"]
             assert all(f"vnet.if={value}" in line.split() for value in ifs), (mode, line, ifs)
+
+
+RUBY_MACHINE = """
+require "json"
+module Vagrant
+  def self.configure(_version); end
+end
+load ARGV[0]
+class FakeVb
+  attr_reader :calls
+  def initialize; @calls = []; end
+  def customize(args); @calls << args.map { |a| a == :id ? "ID" : a }; end
+end
+vb = FakeVb.new
+VnetTinyBox.virtualbox(vb, ARGV[1], "vm1")
+puts JSON.generate(vb.calls)
+"""
+
+
+@needs_ruby
+def test_each_vm_writes_its_serial_console_where_vnet_reads_it(box_dir, tmp_path):
+    """The console, as for the libvirt demos, in the project's .vagrant/VM.serial.log
+    (ops/vagrant.py reads it: the echo's VNET-LISTEN stamps, verify/refusals.py)."""
+    import json
+
+    script = tmp_path / "machine.rb"
+    script.write_text(RUBY_MACHINE)
+    project = tmp_path / "project"
+    ran = subprocess.run(["ruby", str(script), str(box_dir / "Vagrantfile"), str(project)],
+                         capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    assert ["modifyvm", "ID", "--uart1", "0x3F8", "4", "--uartmode1", "file",
+            str(project / ".vagrant" / "vm1.serial.log")] in json.loads(ran.stdout)
