@@ -851,11 +851,15 @@ def measure(spec):
             return _result("error", f"throughput: {counted}", measured=measured)
         measured.update(mbit=round(mbit, 3), stream_s=counted)
         if opts.get("rate_control"):     # the control: the same transfer, unshaped, after it
-            unshaped, why = transfer(_over_management(spec, opts), opts["stream"],
-                                     opts["warmup"])
+            try:
+                unshaped, why = transfer(_over_management(spec, opts), opts["stream"],
+                                         opts["warmup"])
+            except OSError as exc:
+                unshaped, why = None, _reason(exc)
             if unshaped is None:
-                return _result("error", f"the unshaped transfer over the management path: "
-                                        f"{why}", measured=measured)
+                return _result("error", f"the unshaped transfer over the management path "
+                                        f"({opts['baseline']['target']}): {why}",
+                                measured=measured)
             measured["baseline_mbit"] = round(unshaped, 3)
     measured["seconds"] = round(time.monotonic() - began, 2)
     out, blind = judge_excess(opts["bounds"], opts.get("noise", {}), measured, baseline,

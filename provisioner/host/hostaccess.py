@@ -29,7 +29,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 from . import runner
-from ..errors import Unsupported
+from ..errors import Unsupported, VnetError
 from ..lab.model import is_name
 from .netns import netns_argv
 from .paths import state_root
@@ -220,7 +220,15 @@ def remove_log_dir(access: HostAccess, owner: str, lab: str) -> str:
     may fail (a mount point, as on a sandbox's SSH host): that is fine."""
     path = remote_lab_dir(owner, lab)
     listed = access.run(["ls", "-1", "--", path], check=False)
-    names = listed.stdout.split() if listed.returncode == 0 else []
+    if listed.returncode != 0:
+        if "No such file or directory" not in listed.stderr:      # unreadable, or no answer
+            raise VnetError(f"cannot list {path} on {access.describe()}: "
+                            f"{listed.stderr.strip()[-200:] or f'exit {listed.returncode}'}")
+        # never made (an `up` that stopped early) or removed already (a repeated destroy)
+        for emptied in (path.rsplit("/", 1)[0], REMOTE_DIR):
+            access.run(["rmdir", "--ignore-fail-on-non-empty", "--", emptied], check=False)
+        return f"log directory {path} (gone already)"
+    names = listed.stdout.split()
     logs = [n for n in names if SERIAL_LOG_RE.fullmatch(n)]
     access.run_all([*(["rm", "-f", "--", f"{path}/{n}"] for n in logs),
                     ["rmdir", "--ignore-fail-on-non-empty", "--", path],

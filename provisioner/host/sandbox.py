@@ -21,7 +21,8 @@ from typing import Callable
 from . import locks, ovs, procs, runner
 from ..errors import NeedsRoot, NotFound, VnetError
 from .paths import NAME_RE, state_root, validate_name
-from .netns import NETNS_DIR, foreign_namespaces, netns_argv, netns_inode, pids_in_netns
+from .netns import (NETNS_DIR, foreign_namespaces, netns_argv, netns_inode, pids_in_netns,
+                    untagged_namespaces)
 from . import sandbox_hosts, sandbox_procs, sandbox_setup as setup
 # Kept importable from here (`sandbox.FILES`, `sandbox.http_argv`) for their callers.
 from .sandbox_setup import FILES, HTTP_SERVER, LAUNCHER, STATE_MARKER, http_argv  # noqa: F401
@@ -34,7 +35,6 @@ LAN_SUBNET, HOST_LAN_IP, LAN_GATEWAY = "198.51.100.0/24", "198.51.100.2", "198.5
 HOST_UPLINK_IP, INTERNET_IP = "203.0.113.2", "203.0.113.1"
 REQUIRED_TOOLS = {"ip": "iproute2", "unshare": "util-linux", "libvirtd": "libvirt-daemon-system",
                   "dnsmasq": "dnsmasq-base", "iptables": "iptables", "ip6tables": "iptables"}
-# Processes in the sandbox host namespace that our libvirtd starts; `down` stops them.
 
 
 @dataclass(frozen=True)
@@ -180,6 +180,11 @@ def _up(sb: Sandbox, progress: Callable[[str], None], hosts: int = 1) -> Sandbox
     if current["problems"]:
         progress(f"sandbox {name} is half up ({'; '.join(current['problems'])}): cleaning up first")
         _down(sb, progress)
+    if untagged := untagged_namespaces(sandbox_procs.namespaces(sb, all_names=True)):
+        raise VnetError(f"sandbox {name}: namespace(s) {', '.join(untagged)} exist without "
+                        "vnet's owner tag, so vnet cannot make or take them",
+                        hint=f"`ip netns del {untagged[0]}` if it is yours (an older vnet's), "
+                             "or choose another sandbox name")
     started = time.monotonic()
     try:
         progress(f"creating network namespaces {sb.host_netns} and {sb.inet_netns}")
@@ -225,8 +230,11 @@ def _down(sb: Sandbox, progress: Callable[[str], None]) -> None:
     sandbox_procs.stop_all(sb, lab_state_dir(name), progress)
     namespaces = sandbox_procs.namespaces(sb)
     for ns in sorted(set(sandbox_procs.namespaces(sb, all_names=True)) - set(namespaces)):
+        running = ", ".join(f"{pid} ({os.path.basename(argv[0])})"
+                            for pid, argv in sorted(pids_in_netns([ns]).items()))
         progress(f"warning: namespace {ns} carries no vnet owner tag, so vnet leaves it and "
-                 f"what runs in it alone (`ip netns del {ns}` if it is yours)")
+                 f"what runs in it alone ({running or 'nothing runs there'}; "
+                 f"`ip netns del {ns}` if it is yours)")
     strangers = pids_in_netns(namespaces)
     for ns in namespaces:
         if netns_inode(ns) is not None or os.path.lexists(os.path.join(NETNS_DIR, ns)):
@@ -271,7 +279,8 @@ def clear_left_state(name: str, progress: Callable[[str], None]) -> bool:
         if is_up(name):      # it came up while this waited
             return False
         refuse_foreign(sb)
-        if sb.state_dir.exists() or any(netns_inode(ns) is not None for ns in sandbox_procs.namespaces(sb)):
+        if sb.state_dir.exists() or any(netns_inode(ns) is not None
+                                        for ns in sandbox_procs.namespaces(sb)):
             raise VnetError(f"sandbox {name} is half up", hint=f"vnet sandbox down {name}")
         if left := left_state(name):
             from . import state
@@ -327,10 +336,6 @@ def _record(sb: Sandbox) -> str:
     fields = {k: str(v) for k, v in vars(sb).items()}
     return json.dumps({**fields, "created": time.time(), "libvirtd_pid": _libvirtd_pid(sb)},
                       indent=2) + "\n"
-
-
-# ---------------------------------------------------------------- finding our processes
-
 
 
 def _libvirtd_pid(sb: Sandbox) -> int | None:

@@ -52,10 +52,11 @@ def stop_all(sb, labs: Path, progress: Callable[[str], None]) -> None:
             return
         progress("stopping " + ", ".join(f"{what} ({pid})"
                                         for pid, what in sorted(victims.items())))
-        again: dict[int, str] = {}
+        again: dict[int, str] | None = None      # one rescan, once every pidfd is held
 
         def still(pid: int) -> bool:
-            if not again:
-                again.update(our_processes(sb, labs))
+            nonlocal again
+            if again is None:
+                again = our_processes(sb, labs)
             return pid in again
         procs.terminate(list(victims), STOP_TIMEOUT, still=still)

@@ -6,11 +6,13 @@ service): vnet presets that probe's nonce and, while the guests probe, captures 
 side of the first endpoint's underlay network (its bridge; in a
 sandbox, inside the sandbox host's namespace: host/capture.py through the driver's
 network_capture_point). After the guests' run, verify/wire.py judges the pcap: the tunnel's
-frames with its VNI / GRE protocol and key / ESP SPI / WireGuard port are there, going both
-ways between the two ends' underlay addresses (the probe's exchange), and the nonce is inside
-them (vxlan, nvgre, gretap, gre: proof the capture saw this probe) or in no frame at all
-(ipsec, wireguard: encrypted). The pcap stays beside the report (or in the lab's state
-directory), named in the cell's detail and its JSON ("pcap"), ready for Wireshark.
+frames with its VNI / GRE protocol and key / ESP SPI / WireGuard port are there, carrying
+traffic both ways between the two ends' underlay addresses, and the nonce is inside them
+(vxlan, nvgre, gretap, gre: proof the capture saw this probe) or in no frame at all (ipsec,
+wireguard: encrypted; there, traffic both ways shows the tunnel carried an exchange while the
+probe ran, which another cell's probe through the same tunnel would show as well). The pcap
+stays beside the report (or in the lab's state directory), named in the cell's detail and its
+JSON ("pcap"), ready for Wireshark.
 
 The cell is ok when that probe passed and the capture agrees; a passing probe whose frames do
 not show the promise (the nonce in cleartext, a wrong VNI) is "error": the connection worked,

@@ -6,7 +6,9 @@ made and deleted by the test itself."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -53,19 +55,29 @@ def test_another_state_roots_sandbox_is_left_alone_by_down_up_and_gc(name):
 
 
 @needs_root
-def test_an_untagged_namespace_under_a_sandbox_name_is_left_alone_with_what_runs_in_it(name):
+def test_an_untagged_namespace_under_a_sandbox_name_is_left_alone_with_what_runs_in_it(
+        name, tmp_path):
     """Made by hand (or by a vnet before the tag) under the name of this root's sandbox:
     nothing proves it vnet's, so `down` neither deletes it nor ends its processes, and says so
-    (vnet cleans only what carries its own tag)."""
+    (vnet cleans only what carries its own tag); `up` refuses to take it, naming it."""
     sb = sandbox.describe(name)
     subprocess.run(["ip", "netns", "add", sb.host_netns], check=True)
     assert netns.netns_owner(sb.host_netns) is None
-    sleeper = subprocess.Popen(["ip", "netns", "exec", sb.host_netns, "sleep", "60"])
+    # named as QEMU: what `down` ends in a namespace of its own
+    qemu = tmp_path / "qemu-system-x86_64"
+    qemu.symlink_to(shutil.which("sleep"))
+    sleeper = subprocess.Popen(["ip", "netns", "exec", sb.host_netns, str(qemu), "60"])
     said: list[str] = []
     try:
+        while not netns.pids_in_netns([sb.host_netns]):
+            time.sleep(0.02)
         sandbox.down(name, progress=said.append)
         assert netns.netns_inode(sb.host_netns) is not None and sleeper.poll() is None
-        assert any(f"namespace {sb.host_netns} carries no vnet owner tag" in m for m in said)
+        [warned] = [m for m in said if f"namespace {sb.host_netns} carries no vnet owner tag" in m]
+        assert f"{sleeper.pid} (qemu-system-x86_64)" in warned, warned
+        with pytest.raises(VnetError, match="without vnet's owner tag"):
+            sandbox.up(name, progress=lambda m: None, check=lambda sb: None)
+        assert netns.netns_inode(sb.host_netns) is not None and sleeper.poll() is None
     finally:
         sleeper.kill()
         sleeper.wait()

@@ -53,13 +53,22 @@ def test_a_pid_whose_command_line_lacks_the_marker_is_never_signalled(sleeper, t
     assert not procs.mentions(["sleep", str(tmp_path) + "b/x"], str(tmp_path))
 
 
-def test_terminate_recognises_each_process_again_once_its_pidfd_is_held(sleeper):
+def test_terminate_recognises_each_process_again_once_its_pidfd_is_held(sleeper, monkeypatch):
     """Between a caller's check and the pidfd, the PID may pass to another process: terminate
     asks `still` after opening every pidfd, and a process it no longer recognises is never
     signalled (stop() and sandbox down pass their own check)."""
-    asked = []
-    procs.terminate([sleeper.pid], 0.5, still=lambda pid: asked.append(pid) or False)
-    assert asked == [sleeper.pid] and procs.pid_alive(sleeper.pid)
+    import os
+
+    order = []
+    opened = os.pidfd_open
+
+    def pidfd_open(pid, *flags):
+        order.append(("pidfd_open", pid))
+        return opened(pid, *flags)
+    monkeypatch.setattr(os, "pidfd_open", pidfd_open)
+    procs.terminate([sleeper.pid], 0.5, still=lambda pid: order.append(("still", pid)) or False)
+    assert order == [("pidfd_open", sleeper.pid), ("still", sleeper.pid)]   # held, then asked
+    assert procs.pid_alive(sleeper.pid)
     procs.terminate([sleeper.pid], 5, still=lambda pid: True)
     assert not procs.pid_alive(sleeper.pid)
 
@@ -103,3 +112,13 @@ def test_a_process_whose_record_cannot_be_written_is_killed(tmp_path):
     out = subprocess.run(["pgrep", "-f", f"time.sleep.300. {tmp_path}"], capture_output=True,
                          text=True)
     assert out.stdout.strip() == "", "the unrecorded process was left running"
+
+
+def test_stop_hands_terminate_its_record_to_recognise_the_process_again(sleeper, tmp_path,
+                                                                         monkeypatch):
+    asked = {}
+    monkeypatch.setattr(procs, "terminate",
+                        lambda pids, timeout, still=None: asked.update(pids=pids, still=still))
+    procs.stop(tmp_path / "sleep.pid")
+    assert asked["pids"] == [sleeper.pid] and asked["still"](sleeper.pid)
+    assert not asked["still"](sleeper.pid + 1)

@@ -21,6 +21,8 @@ def host(monkeypatch):
         if status and check:
             raise AssertionError(f"fatal: {argv[-1]} failed")
         listing = argv[-1].startswith("ls -1 -- ")
+        if listing and box.get("ls_error"):          # ls: what it says when it cannot list
+            return runner.Result(argv, 2, "", box["ls_error"])
         return runner.Result(argv, status, box.get("files", "") if listing else "log", "")
     monkeypatch.setattr(runner, "run", fake_run)
     box["access"] = hostaccess.for_uri("qemu+ssh://root@hv2.example/system")
@@ -72,3 +74,22 @@ def test_only_the_serial_logs_qemu_wrote_are_removed_never_recursively(host):
     assert not any("-r" in line.split() or "-rf" in line.split() for line in host["ran"])
     assert "left in place: 1 file(s) vnet did not write" in said
     assert all(map(_dispatcher().permitted, host["ran"]))
+
+
+def test_a_log_directory_that_is_gone_already_is_no_failure(host):
+    """An `up` that stopped before the directory was made, or a destroy repeated after the
+    first removed it: nothing to remove, and a destroy must not fail on it forever."""
+    host["ls_error"] = f"ls: cannot access '{REMOTE}/{OWNER}/lab': No such file or directory"
+    said = hostaccess.remove_log_dir(host["access"], OWNER, "lab")
+    assert said.endswith("(gone already)")
+    lab_dir = f"rmdir --ignore-fail-on-non-empty -- {REMOTE}/{OWNER}/lab"
+    assert not any(line.startswith(("rm ", lab_dir)) for line in host["ran"])
+
+
+def test_a_log_directory_that_cannot_be_listed_is_a_failure_that_says_why(host):
+    from provisioner.errors import VnetError
+
+    host["ls_error"] = "ssh: connect to host hv2.example port 22: Connection refused"
+    with pytest.raises(VnetError, match="cannot list .* Connection refused"):
+        hostaccess.remove_log_dir(host["access"], OWNER, "lab")
+    assert not any(line.startswith(("rm ", "rmdir ")) for line in host["ran"])

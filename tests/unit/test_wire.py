@@ -154,6 +154,22 @@ def test_the_tunnels_frames_must_go_both_ways_between_its_ends(tmp_path, exp, fr
         assert not ok and "did not see the probe's exchange both ways" in detail, detail
 
 
+def test_wireguard_handshakes_and_keepalives_both_ways_are_no_exchange(tmp_path):
+    """persistent-keepalive sends empty transport messages (32 bytes) and handshakes both
+    ways with no probe at all: only data messages count for the direction."""
+    exp = Expectation("wireguard", NONCE, port=51820, ends=("10.71.1.10", "10.71.2.10"))
+
+    def frame(message, size, src, dst):
+        return eth(ipv4(udp(wg(message, b"\x11" * (size - 4)), 51820, 51820), 17, src, dst))
+    idle = [frame(1, 148, "10.71.1.10", "10.71.2.10"), frame(2, 92, "10.71.2.10", "10.71.1.10"),
+            frame(4, 32, "10.71.1.10", "10.71.2.10"), frame(4, 32, "10.71.2.10", "10.71.1.10")]
+    ok, detail = wire.check(pcap(tmp_path, idle), exp)
+    assert not ok and "0 from 10.71.1.10 to 10.71.2.10, 0 back" in detail, detail
+    data = [frame(4, 96, "10.71.1.10", "10.71.2.10"), frame(4, 96, "10.71.2.10", "10.71.1.10")]
+    ok, detail = wire.check(pcap(tmp_path, idle + data), exp)
+    assert ok and "1 from 10.71.1.10 to 10.71.2.10, 1 back" in detail, detail
+
+
 def test_wrong_spi_and_wrong_port_are_not_the_tunnel(tmp_path):
     ok, detail = wire.check(pcap(tmp_path, [eth(ipv4(esp(0x9999, 1, b"\xaa" * 32), 50))]),
                             Expectation("ipsec", NONCE, spis=(0x1001,)))
