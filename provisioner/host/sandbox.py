@@ -227,9 +227,11 @@ def _down(sb: Sandbox, progress: Callable[[str], None]) -> None:
             procs.read(path, str(sb.state_dir))
         except procs.CorruptRecord as exc:
             progress(f"warning: {exc.message}")
-    sandbox_procs.stop_all(sb, lab_state_dir(name), progress)
-    namespaces = sandbox_procs.namespaces(sb)
-    for ns in sorted(set(sandbox_procs.namespaces(sb, all_names=True)) - set(namespaces)):
+    every = sandbox_procs.namespaces(sb, all_names=True)
+    untagged = untagged_namespaces(every)             # looked up once: `down` makes no tag
+    namespaces = [ns for ns in every if ns not in untagged]
+    sandbox_procs.stop_all(sb, lab_state_dir(name), namespaces, progress)
+    for ns in untagged:
         running = ", ".join(f"{pid} ({os.path.basename(argv[0])})"
                             for pid, argv in sorted(pids_in_netns([ns]).items()))
         progress(f"warning: namespace {ns} carries no vnet owner tag, so vnet leaves it and "

@@ -28,15 +28,15 @@ def pid_paths(sb) -> list[Path]:
     return [sb.state_dir / name for name in PID_FILES] + sandbox_hosts.pid_files(sb)
 
 
-def our_processes(sb, labs: Path) -> dict[int, str]:
+def our_processes(sb, labs: Path, owned: list[str]) -> dict[int, str]:
     """pid -> label for everything `down` may stop (labs: the state dir of the sandbox's labs,
-    which names the lab proxies whose record is lost)."""
+    which names the lab proxies whose record is lost; owned: namespaces(sb), looked up once)."""
     state = str(sb.state_dir)
     victims: dict[int, str] = {}
     for path in pid_paths(sb):
         if pid := procs.running(path, state):
             victims[pid] = path.name.split(".")[0]
-    for pid, argv in pids_in_netns(namespaces(sb)).items():
+    for pid, argv in pids_in_netns(owned).items():
         prog = os.path.basename(argv[0])
         if prog.startswith("qemu-system-") or prog in LIBVIRT_CHILDREN \
                 or procs.mentions(argv, state) or procs.mentions(argv, str(labs)):
@@ -44,11 +44,11 @@ def our_processes(sb, labs: Path) -> dict[int, str]:
     return victims
 
 
-def stop_all(sb, labs: Path, progress: Callable[[str], None]) -> None:
+def stop_all(sb, labs: Path, owned: list[str], progress: Callable[[str], None]) -> None:
     """End them all; a second and third look catch a child started while libvirtd stopped.
     Each is recognised once more after its pidfd is held (procs.terminate's `still`)."""
     for _ in range(3):
-        if not (victims := our_processes(sb, labs)):
+        if not (victims := our_processes(sb, labs, owned)):
             return
         progress("stopping " + ", ".join(f"{what} ({pid})"
                                         for pid, what in sorted(victims.items())))
@@ -57,6 +57,6 @@ def stop_all(sb, labs: Path, progress: Callable[[str], None]) -> None:
         def still(pid: int) -> bool:
             nonlocal again
             if again is None:
-                again = our_processes(sb, labs)
+                again = our_processes(sb, labs, owned)
             return pid in again
         procs.terminate(list(victims), STOP_TIMEOUT, still=still)

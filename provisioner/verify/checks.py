@@ -157,8 +157,7 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
     if not ipaddress.ip_address(ends.mgmt_host_ip).is_loopback:
         clock = {"target": ends.mgmt_host_ip, "port": ends.host_listener_port}
         for c in checks:
-            if c.probe.get("forward") or not c.probe.get("listens", refusals.VNET).startswith(
-                    refusals.VNET):
+            if c.probe.get("forward") or refusals.guest_aimed_at(c.probe):
                 c.probe["clock"] = clock
     return checks
 

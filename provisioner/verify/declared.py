@@ -94,8 +94,10 @@ def cells(lab: Lab, ends, make) -> list:
         if check.proto == "udp":
             probe["proto"] = "udp"
         if check.target in (HOST, INTERNET):
-            address = ends.internet_ip if check.target == INTERNET else \
-                str(net.host_ip) if net.host_ip else ends.mgmt_host_ip
+            if check.target == INTERNET:
+                address = ends.internet_ip
+            else:
+                address = str(net.host_ip) if net.host_ip else ends.mgmt_host_ip
             # a refusal is a closed path only while this listener ran (verify/refusals.py)
             probe.update(target=address, expect_name=check.target,
                          declared_listener=check.target,

@@ -62,6 +62,13 @@ def vnet_listener(name: str) -> str:
     return VNET + name
 
 
+def guest_aimed_at(probe: dict) -> str | None:
+    """The VM whose echo the probe aims at (its "listens"), or None: vnet's own listener, or
+    nothing named."""
+    at = probe.get("listens")
+    return at if at and not at.startswith(VNET) else None
+
+
 def listen_stamps(console: str) -> dict[str, dict[str, dict[int, float]]]:
     """{boot id: {"tcp/7": {inode: uptime}}}: the sockets the console stamped as listening,
     per boot, each with the uptime of its first stamp."""
@@ -79,8 +86,8 @@ def watched(cells) -> dict[str, dict]:
     task): a guest's own run may end before another's attempt does."""
     wanted: dict[str, dict] = {}
     for c in cells:
-        at = c.probe.get("listens")
-        if at and not at.startswith(VNET) and not c.probe.get("arp_claim"):   # ARP: no port
+        at = guest_aimed_at(c.probe)
+        if at and not c.probe.get("arp_claim"):   # an ARP claim has no port to refuse
             mine = wanted.setdefault(at, {"ports": set(), "after": False})
             mine["ports"].add(port_key(c.probe))
             mine["after"] |= c.runner.startswith("guest:") and c.expected == "fail"
