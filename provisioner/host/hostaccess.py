@@ -221,7 +221,9 @@ def remove_log_dir(access: HostAccess, owner: str, lab: str) -> str:
     path = remote_lab_dir(owner, lab)
     listed = access.run(["ls", "-1", "--", path], check=False)
     if listed.returncode != 0:
-        if "No such file or directory" not in listed.stderr:      # unreadable, or no answer
+        # gone, or unreadable, or no answer: asked by exit status (1: not a directory), since
+        # ls's message follows the locale the SSH session passed on (SendEnv LANG LC_*)
+        if access.run(["test", "-d", path], check=False).returncode != 1:
             raise VnetError(f"cannot list {path} on {access.describe()}: "
                             f"{listed.stderr.strip()[-200:] or f'exit {listed.returncode}'}")
         # never made (an `up` that stopped early) or removed already (a repeated destroy)

@@ -3,6 +3,7 @@ only when it is exactly a lab's directory, and removing the last lab's directory
 the emptied directories above it, up to REMOTE_DIR itself (never recursively)."""
 import pytest
 
+from provisioner.errors import VnetError
 from provisioner.host import hostaccess, runner
 
 from .test_hostaccess import OWNER, _dispatcher
@@ -20,6 +21,8 @@ def host(monkeypatch):
         status = int(argv[-1] in box["fail"])
         if status and check:
             raise AssertionError(f"fatal: {argv[-1]} failed")
+        if argv[-1].startswith("test -d "):           # 1: not a directory; 255: no answer
+            return runner.Result(argv, box.get("test_d", 0), "", "")
         listing = argv[-1].startswith("ls -1 -- ")
         if listing and box.get("ls_error"):          # ls: what it says when it cannot list
             return runner.Result(argv, 2, "", box["ls_error"])
@@ -79,17 +82,27 @@ def test_only_the_serial_logs_qemu_wrote_are_removed_never_recursively(host):
 def test_a_log_directory_that_is_gone_already_is_no_failure(host):
     """An `up` that stopped before the directory was made, or a destroy repeated after the
     first removed it: nothing to remove, and a destroy must not fail on it forever."""
-    host["ls_error"] = f"ls: cannot access '{REMOTE}/{OWNER}/lab': No such file or directory"
+    # in the locale the session passed on: only the exit status of `test -d` decides
+    host["ls_error"] = (f"ls: Zugriff auf '{REMOTE}/{OWNER}/lab' nicht möglich: Datei oder "
+                        "Verzeichnis nicht gefunden")
+    host["test_d"] = 1
     said = hostaccess.remove_log_dir(host["access"], OWNER, "lab")
     assert said.endswith("(gone already)")
     lab_dir = f"rmdir --ignore-fail-on-non-empty -- {REMOTE}/{OWNER}/lab"
     assert not any(line.startswith(("rm ", lab_dir)) for line in host["ran"])
+    assert all(map(_dispatcher().permitted, host["ran"]))    # the sandbox's host allows it
 
 
 def test_a_log_directory_that_cannot_be_listed_is_a_failure_that_says_why(host):
-    from provisioner.errors import VnetError
-
     host["ls_error"] = "ssh: connect to host hv2.example port 22: Connection refused"
+    host["test_d"] = 255
     with pytest.raises(VnetError, match="cannot list .* Connection refused"):
+        hostaccess.remove_log_dir(host["access"], OWNER, "lab")
+    assert not any(line.startswith(("rm ", "rmdir ")) for line in host["ran"])
+
+
+def test_a_log_directory_that_exists_but_cannot_be_listed_is_a_failure(host):
+    host["ls_error"] = "ls: cannot open directory: Permission denied"
+    with pytest.raises(VnetError, match="cannot list .* Permission denied"):
         hostaccess.remove_log_dir(host["access"], OWNER, "lab")
     assert not any(line.startswith(("rm ", "rmdir ")) for line in host["ran"])

@@ -5,7 +5,7 @@ hypervisor host lets vnet do over SSH, and nothing else.
   sends, src/rpc/virnetclient.c virNetClientSSHHelperCommand): relayed to the host's libvirtd
   socket by libvirt_relay.py, as before;
 - exactly the host-side commands vnet sends (provisioner/host/hostaccess.py, vxlan.py): the
-  VXLAN devices (ip/bridge), the underlay echo (ping), and mkdir/cat/ls/rm/rmdir of a lab's
+  VXLAN devices (ip/bridge), the underlay echo (ping), and mkdir/cat/ls/test/rm/rmdir of a lab's
   serial-log directory under the fixed vnet directory (rm of its serial logs one by one, never
   recursive; rmdir of it and of the emptied directories above it, up to the vnet directory);
 - anything else: refused (exit 126).
@@ -53,6 +53,7 @@ SHAPES = [s.split() for s in (
     "cat -- <log>",
     "ls -1 -- <ownerdir>",
     "ls -1 -- <labdir>",
+    "test -d <labdir>",
     "rm -f -- <log>",
     "rmdir --ignore-fail-on-non-empty -- <labdir>",
     "rmdir --ignore-fail-on-non-empty -- <ownerdir>",
