@@ -52,13 +52,13 @@ Options:
       "last", "v6only"}}, see listening(), and measures the clock at "clock")
   --serve PORT NAME   vnet's listener: answers on TCP and UDP PORT as NAME
 """
+import _json
+import _socket as socket    # the C modules: `socket`, `json` and `threading` import enum,
+import _thread              # functools and re, 0.27 s of a cold TCG guest's 0.65 s start
 import errno
-import json
 import os
 import select
-import socket
 import sys
-import threading
 import time
 
 SO_BINDTODEVICE = 25
@@ -91,6 +91,115 @@ MAIN_AT = 0.0                # when main() started (monotonic): the verify break
 WARM_ACCEPTED, WARM_OTHER = b"VNET-WARM-ACCEPTED", b"VNET-WARM-OTHER"
 
 
+# --- the few pieces of socket, threading and json this module uses, on their C halves -------
+
+class Sock(socket.socket):
+    """socket.socket's context manager and accept() on the C socket type."""
+    __slots__ = ()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def accept(self):
+        fd, peer = self._accept()
+        conn = Sock(self.family, self.type, self.proto, fileno=fd)
+        if self.gettimeout():       # as socket.socket.accept: the new socket blocks
+            conn.setblocking(True)
+        return conn, peer
+
+
+class Thread:
+    """threading.Thread's start and join (every thread here may die with the process)."""
+
+    def __init__(self, target, args=(), daemon=True):
+        self.target, self.args = target, args
+        self.running = _thread.allocate_lock()
+
+    def start(self):
+        self.running.acquire()
+        _thread.start_new_thread(self._run, ())
+
+    def _run(self):
+        try:
+            self.target(*self.args)
+        finally:
+            self.running.release()
+
+    def join(self, timeout=None):
+        if self.running.acquire(True, -1 if timeout is None else max(0.0, timeout)):
+            self.running.release()
+
+
+class Event:
+    """threading.Event's set, is_set and wait."""
+
+    def __init__(self):
+        self.flag = False
+        self.gate, self.mutex = _thread.allocate_lock(), _thread.allocate_lock()
+        self.gate.acquire()          # released once, by set(); each waiter passes it on
+
+    def is_set(self):
+        return self.flag
+
+    def set(self):
+        with self.mutex:
+            if not self.flag:
+                self.flag = True
+                self.gate.release()
+
+    def wait(self, timeout=None):
+        if not self.flag and self.gate.acquire(True, -1 if timeout is None
+                                               else max(0.0, timeout)):
+            self.gate.release()
+        return self.flag
+
+
+def threads_alive():
+    """How many threads besides the main one still run (threading.active_count() - 1)."""
+    return _thread._count()
+
+
+class _JsonContext:                   # what json's C scanner reads from a JSONDecoder
+    strict = True
+    object_hook = object_pairs_hook = None
+    parse_float, parse_int = float, int
+    parse_constant = {"-Infinity": float("-inf"), "Infinity": float("inf"),
+                      "NaN": float("nan")}.__getitem__
+
+
+_scan_json = _json.make_scanner(_JsonContext())
+JSON_SPACE = " \t\n\r"
+
+
+def from_json(text):
+    """json.loads (str or UTF-8 bytes), by json's own C scanner."""
+    if isinstance(text, (bytes, bytearray)):
+        text = text.decode("utf-8")
+    start = len(text) - len(text.lstrip(JSON_SPACE))
+    try:
+        value, end = _scan_json(text, start)
+    except StopIteration as exc:
+        raise ValueError(f"not JSON: expecting a value at {exc.value}") from None
+    if text[end:].strip(JSON_SPACE):
+        raise ValueError(f"not JSON: extra data at {end}")
+    return value
+
+
+def _unserializable(obj):
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+def to_json(value):
+    """json.dumps with its defaults, by json's own C encoder (its circular-reference marks are
+    this call's own)."""
+    encode = _json.make_encoder({}, _unserializable, _json.encode_basestring_ascii, None,
+                                ": ", ", ", False, False, True)
+    return "".join(encode(value, 0))
+
+
 def interface_of(mac):
     for name in os.listdir("/sys/class/net"):
         if os.path.exists(f"/sys/class/net/{name}/master"):
@@ -119,7 +228,7 @@ def address_of(ifname):
     import fcntl
     import struct
 
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    with Sock(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
             raw = fcntl.ioctl(s.fileno(), SIOCGIFADDR, struct.pack("256s", ifname.encode()[:15]))
         except OSError:
@@ -188,7 +297,7 @@ class RoundTrips:
     fixed "timeout" holds, so a batch with no passing probe waits exactly as long as before."""
 
     def __init__(self):
-        self.lock = threading.Lock()
+        self.lock = _thread.allocate_lock()
         self.slowest = None          # (seconds, "target:port") of the slowest passing probe
 
     def add(self, seconds, spec):
@@ -245,7 +354,7 @@ def _connect(sock, spec, trips):
 def _open(spec, kind):
     """A socket, bound to the NIC under test when the probe names one; (sock, None) or
     (None, error result)."""
-    sock = socket.socket(socket.AF_INET, kind)
+    sock = Sock(socket.AF_INET, kind)
     if spec.get("bind_dev"):      # a tunnel cell: its device and this end's overlay address
         try:
             sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, spec["bind_dev"].encode())
@@ -355,7 +464,7 @@ def probe_arp_claim(spec):
     own = address_of(ifname)
     mine = bytes.fromhex(spec["bind_mac"].replace(":", ""))
     try:
-        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+        sock = Sock(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
     except OSError as exc:
         return _result("error", f"cannot open a packet socket: {_reason(exc)}")
     with sock:
@@ -596,7 +705,7 @@ def _udp_samples(spec, opts):
         raise OSError(failed["detail"])
     base = token_hex(6)
     sent, rtts, wrong = {}, {}, []
-    done = threading.Event()
+    done = Event()
 
     def receive():
         sock.settimeout(0.2)
@@ -617,7 +726,7 @@ def _udp_samples(spec, opts):
             rtts.setdefault(int(seq), (now - sent[int(seq)]) * 1000)
     try:
         sock.connect((spec["target"], int(spec["port"])))
-        reader = threading.Thread(target=receive, daemon=True)
+        reader = Thread(target=receive, daemon=True)
         reader.start()
         start = time.monotonic()
         for seq in range(opts["samples"]):
@@ -751,7 +860,7 @@ def _baseline_samples(spec, opts):
             box["out"] = _udp_samples(plain, opts)
         except OSError as exc:
             box["out"] = exc
-    worker = threading.Thread(target=run, daemon=True)
+    worker = Thread(target=run, daemon=True)
     worker.start()
     return worker, box
 
@@ -900,7 +1009,7 @@ def _run_probes(specs):
     def one(spec):
         results[spec["id"]] = probe_until(spec) if spec.get("until") else probe(spec, trips)
 
-    threads = [threading.Thread(target=one, args=(s,)) for s in specs]
+    threads = [Thread(target=one, args=(s,)) for s in specs]
     for t in threads:
         t.start()
     for t in threads:
@@ -989,13 +1098,13 @@ def _serve_udp(sock, name):
 def serve(port, name, host="0.0.0.0"):
     """The vnet listener on TCP and UDP `port`: answer each "VNET <nonce>" with the nonce, our
     name and the peer's address."""
-    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server = Sock(socket.AF_INET, socket.SOCK_STREAM)
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     server.bind((host, port))
     server.listen(64)
-    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp = Sock(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind((host, port))
-    threading.Thread(target=_serve_udp, args=(udp, name), daemon=True).start()
+    Thread(target=_serve_udp, args=(udp, name), daemon=True).start()
     # vnet stops its listeners when it is done; killed (SIGKILL) it cannot, so a listener
     # also ends once the vnet that started it is gone (it is reparented: getppid changes).
     # Read before "ready": vnet may be killed the moment it has seen that line.
@@ -1021,7 +1130,7 @@ def serve(port, name, host="0.0.0.0"):
             conn, peer = server.accept()
         except socket.timeout:
             continue
-        threading.Thread(target=answer, args=(conn, peer), daemon=True).start()
+        Thread(target=answer, args=(conn, peer), daemon=True).start()
 
 
 # --- the guest side of port forwards --------------------------------------------------------
@@ -1033,7 +1142,23 @@ def serve(port, name, host="0.0.0.0"):
 # "internet-"); a forward is done when every origin's nonce arrived, or at FORWARD_LIFETIME.
 
 FORWARD_LIFETIME = 25.0
-NONCE_RE = None   # compiled on first use: re is not imported unless forwards are held
+NONCE_CHARS = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz.-")
+
+
+def nonces_in(payload):
+    """Each "VNET <nonce>" in a packet's payload, as re.findall(rb"VNET ([0-9A-Za-z.-]{8,64})")
+    finds them (no `re`: it imports enum and functools, a fifth of a second on a cold guest)."""
+    found, at = [], payload.find(b"VNET ")
+    while at >= 0:
+        start = end = at + 5
+        while end < len(payload) and end - start < 64 and payload[end] in NONCE_CHARS:
+            end += 1
+        if end - start >= 8:
+            found.append(payload[start:end])
+            at = payload.find(b"VNET ", end)
+        else:
+            at = payload.find(b"VNET ", at + 1)
+    return found
 
 
 class ForwardHold:
@@ -1042,13 +1167,9 @@ class ForwardHold:
         self.seen, self.mode, self.detail = [], "none", ""
         self.opened = self.closed = None      # wall times the port was held (listening)
         self.sock = None
-        self.done = threading.Event()
+        self.done = Event()
 
     def start(self):
-        import re
-
-        global NONCE_RE
-        NONCE_RE = re.compile(rb"VNET ([0-9A-Za-z.-]{8,64})")
         ifname = interface_of(self.spec["mac"])
         address = address_of(ifname) if ifname else None
         if address is None:
@@ -1056,7 +1177,7 @@ class ForwardHold:
             self.done.set()
             return
         udp = self.spec.get("proto") == "udp"
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
+        sock = Sock(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode())
         if not udp:   # a previous check's connections in TIME_WAIT must not look like a service
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -1073,7 +1194,7 @@ class ForwardHold:
                 self.done.set()
                 return
             # taken: a service listens there; watch it instead
-            sock = socket.socket(socket.AF_INET, socket.SOCK_RAW,
+            sock = Sock(socket.AF_INET, socket.SOCK_RAW,
                                  socket.IPPROTO_UDP if udp else socket.IPPROTO_TCP)
             sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode())
             self.mode = "service"
@@ -1081,7 +1202,7 @@ class ForwardHold:
         sock.settimeout(0.2)
         self.opened = time.time()
         self.sock, self.address = sock, address
-        self.thread = threading.Thread(target=self._loop, args=(udp,), daemon=True)
+        self.thread = Thread(target=self._loop, args=(udp,), daemon=True)
         self.thread.start()
 
     def _note(self, nonce):
@@ -1107,7 +1228,7 @@ class ForwardHold:
                     self._answer(data, lambda b: self.sock.sendto(b, peer), peer)
                 else:
                     conn, peer = self.sock.accept()
-                    threading.Thread(target=self._tcp, args=(conn, peer), daemon=True).start()
+                    Thread(target=self._tcp, args=(conn, peer), daemon=True).start()
             except (socket.timeout, BlockingIOError):
                 continue
             except OSError:
@@ -1134,7 +1255,7 @@ class ForwardHold:
                 int.from_bytes(packet[ihl + 2:ihl + 4], "big") != int(self.spec["port"]):
             return
         payload = packet[ihl + 8:] if udp else packet[ihl + (packet[ihl + 12] >> 4) * 4:]
-        for nonce in NONCE_RE.findall(payload):
+        for nonce in nonces_in(payload):
             self._note(nonce.decode())
 
     def report(self):
@@ -1161,7 +1282,7 @@ def clock_offset(to):
     our send and our receive, so the best sample's midpoint is off by at most half its round
     trip (the "error"). None when no answer came."""
     best = None
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    with Sock(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(CLOCK_WAIT)
         for _ in range(CLOCK_SAMPLES):
             nonce = token_hex(8)
@@ -1217,13 +1338,13 @@ def main():
         serve(int(sys.argv[2]), sys.argv[3])
         return
     if sys.argv[1:2] == ["-"]:       # the baked copy, arguments on stdin (one SSH call)
-        print(json.dumps(handle(json.load(sys.stdin))), flush=True)
+        print(to_json(handle(from_json(sys.stdin.read()))), flush=True)
         if len(sys.argv) == 3:       # PORT: stay, warm, for the next run
             stay_warm(int(sys.argv[2]))
         return
     with open(sys.argv[1]) as f:     # WANT_JSON: Ansible's file of arguments
-        args = json.load(f)
-    print(json.dumps(handle(args)))
+        args = from_json(f.read())
+    print(to_json(handle(args)))
 
 
 def handle(args, warm=False):
@@ -1242,7 +1363,7 @@ def handle(args, warm=False):
             first["at"] = clock_offset(clock_to)
         except Exception:       # noqa: BLE001 - unmeasured: vnet falls back to its bound
             first["at"] = None
-    clocking = threading.Thread(target=measure_first)
+    clocking = Thread(target=measure_first)
     if clock_to:
         clocking.start()
     results = run_all(args.get("probes", []))
@@ -1286,7 +1407,7 @@ def stay_warm(port):
     socket of one run outlives it. Nothing is started at boot: there the guest's CPU is the
     boot's (a warm copy started with the boot slowed the create it was meant to speed up). If a
     warm copy already holds the port, this one ends."""
-    if threading.active_count() > 1:   # a thread of this run still lives: forking it is unsafe
+    if threads_alive() > 0:   # a thread of this run still lives: forking it is unsafe
         return
     if os.fork() != 0:
         return
@@ -1294,13 +1415,13 @@ def stay_warm(port):
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
-    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server = Sock(socket.AF_INET, socket.SOCK_STREAM)
     try:
         server.bind(("127.0.0.1", port))
         server.listen(8)
     except OSError:
         os._exit(0)
-    import signal
+    import _signal as signal       # `signal` imports enum
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)      # the kernel reaps the children
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     while True:
@@ -1320,22 +1441,40 @@ def _warm_child(conn):
     WARM_ACCEPTED goes first, so a client that gets no result knows this run was taken."""
     global MAIN_AT
     MAIN_AT = time.monotonic()
-    import signal
+    import _signal as signal
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)      # this run's own children are waited for
     try:
         conn.settimeout(ANSWER_TIMEOUT)                # a client that sends nothing
-        with conn, conn.makefile("rb") as lines:
+        with conn:
+            lines = Lines(conn)
             if lines.readline().decode(errors="replace").strip() != sys.argv[0]:
                 conn.sendall(WARM_OTHER + b"\n")
                 return
             conn.sendall(WARM_ACCEPTED + b"\n")
             try:
-                out = handle(json.loads(lines.readline()), warm=True)
+                out = handle(from_json(lines.readline()), warm=True)
             except Exception as e:      # the plugin shows it: a failed task, never a hang
                 out = {"failed": True, "msg": f"vnet_probe warm copy: {type(e).__name__}: {e}"}
-            conn.sendall(json.dumps(out).encode() + b"\n")
+            conn.sendall(to_json(out).encode() + b"\n")
     finally:
         os._exit(0)
+
+
+class Lines:
+    """conn.makefile("rb").readline() on a socket (the C socket type has no makefile)."""
+
+    def __init__(self, conn):
+        self.conn, self.buffer = conn, b""
+
+    def readline(self):
+        while b"\n" not in self.buffer:
+            data = self.conn.recv(65536)
+            if not data:
+                line, self.buffer = self.buffer, b""
+                return line
+            self.buffer += data
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line + b"\n"
 
 
 # /proc/net/<proto>[6]: a TCP socket in LISTEN (0A), a UDP one unconnected (07, no peer)

@@ -315,7 +315,7 @@ class StarvedClock:
 def test_a_udp_answer_that_waited_for_a_starved_prober_still_counts(listener, monkeypatch):
     clock = StarvedClock()
 
-    class Starved(socket.socket):
+    class Starved(probe.Sock):
         def recv(self, size, *args):     # the answer is there, but the timeout fired first
             if clock.jump == 0.0 and self.gettimeout():
                 assert __import__("select").select([self], [], [], 5)[0]
@@ -324,7 +324,7 @@ def test_a_udp_answer_that_waited_for_a_starved_prober_still_counts(listener, mo
             return super().recv(size, *args)
 
     monkeypatch.setattr(probe.time, "monotonic", clock)
-    monkeypatch.setattr(probe.socket, "socket", Starved)
+    monkeypatch.setattr(probe, "Sock", Starved)
     r = probe.probe({"target": "127.0.0.1", "port": listener, "proto": "udp",
                      "expect_name": "alpha", "timeout": 2.0})
     assert clock.jump == 100.0 and r["observed"] == "pass", r

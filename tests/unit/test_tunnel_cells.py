@@ -181,13 +181,13 @@ def test_the_probe_binds_to_the_tunnel_device_or_says_why_not():
         def close(self):
             pass
 
-    real = probe.socket.socket
-    probe.socket.socket = Sock
+    real = probe.Sock
+    probe.Sock = Sock
     try:
         result = probe.probe({"target": "10.99.0.2", "port": 7, "bind_dev": "l2x",
                               "bind_ip": "10.99.0.1"})
     finally:
-        probe.socket.socket = real
+        probe.Sock = real
     assert seen == [("device", b"l2x"), ("bind", ("10.99.0.1", 0))]
     assert result["observed"] == "fail"
 
