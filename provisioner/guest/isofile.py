@@ -14,7 +14,7 @@ def write(iso, path: Path) -> Path:
     try:
         with os.fdopen(fd, "wb") as out:
             iso.write_fp(out)
-        os.chmod(tmp, 0o644)
+            os.fchmod(out.fileno(), 0o644)    # by the descriptor, never by a name (locks.py)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -189,7 +189,9 @@ def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, mode)
+            # by the descriptor: in a directory someone else can write to (a report's --out),
+            # the name may be a symlink by now, and a chmod by name would follow it
+            os.fchmod(f.fileno(), mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -42,7 +42,7 @@ def owner_id() -> str:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(8) + "\n")
-        os.chmod(tmp, 0o644)
+            os.fchmod(f.fileno(), 0o644)      # by the descriptor, never by a name (locks.py)
         try:
             os.link(tmp, path)      # appears whole, and only once: two first runs agree
         except FileExistsError:

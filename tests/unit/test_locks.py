@@ -138,6 +138,25 @@ def test_write_atomic_keeps_the_old_file_when_writing_fails(root, monkeypatch):
     assert target.read_text() == "old\n" and [p.name for p in root.iterdir()] == ["f.json"]
 
 
+def test_write_atomic_never_changes_the_mode_of_a_file_a_symlink_leads_to(root, monkeypatch):
+    """A report's --out directory may be writable by someone else, who swaps the temporary
+    file's name for a symlink while vnet (root) writes it: the mode is set through the open
+    descriptor, so the symlink's target keeps its own."""
+    victim = root / "shadow"
+    victim.write_text("secret\n")
+    victim.chmod(0o600)
+    real_fsync = os.fsync
+
+    def swap(fd):
+        real_fsync(fd)
+        (tmp,) = root.glob(".report.json.*.tmp")
+        tmp.unlink()
+        tmp.symlink_to(victim)
+    monkeypatch.setattr(os, "fsync", swap)
+    locks.write_atomic(root / "report.json", "{}\n", mode=0o644)
+    assert victim.stat().st_mode & 0o777 == 0o600 and victim.read_text() == "secret\n"
+
+
 # --- the locks in lifecycle and sandbox ----------------------------------------------------------
 
 def test_up_and_destroy_of_one_lab_never_interleave(monkeypatch):
