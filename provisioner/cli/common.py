@@ -127,11 +127,23 @@ def report_options(fn):
     return fn
 
 
+def only_one_target(sandbox_name: str | None, uri: str | None) -> None:
+    """A sandbox has its own libvirtd: a URI beside it would put the lab's networks on another
+    libvirtd (the machine's own) while the lab's record says "sandbox"."""
+    if sandbox_name is not None and uri is not None:
+        raise click.UsageError(f"--sandbox and --uri exclude each other: sandbox "
+                               f"{sandbox_name}'s labs live on its own libvirtd")
+
+
 def target_options(fn):
-    fn = click.option("--uri", help="libvirt URI (default qemu:///system, or the sandbox's).")(fn)
-    fn = click.option("--sandbox", "sandbox_name", callback=sandbox_name_opt,
-                      help="Target this vnet sandbox.")(fn)
-    return fn
+    @functools.wraps(fn)
+    def one_target(*args, **kwargs):
+        only_one_target(kwargs.get("sandbox_name"), kwargs.get("uri"))
+        return fn(*args, **kwargs)
+    one_target = click.option("--uri", help="libvirt URI (default qemu:///system, or the "
+                                            "sandbox's); not with --sandbox.")(one_target)
+    return click.option("--sandbox", "sandbox_name", callback=sandbox_name_opt,
+                        help="Target this vnet sandbox.")(one_target)
 
 
 def explicit(value, name: str):

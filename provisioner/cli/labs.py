@@ -9,7 +9,7 @@ import click
 from ..lab import modes, nics
 from ..lab.model import Backend
 from ..lab.tunnels import TYPES as TUNNEL_TYPES
-from .common import (BACKENDS, emit_verification, explicit, handle_errors, lab_name_arg,
+from .common import (BACKENDS, emit_verification, explicit, handle_errors, only_one_target, lab_name_arg,
                      report_options, require_report_out, sandbox_name_opt, target_options)
 
 
@@ -87,7 +87,8 @@ def lab_options(fn):
 @click.option("--dry-run", is_flag=True, help="Print the plan; create nothing.")
 @click.option("--sandbox", "sandbox_name", callback=sandbox_name_opt,
               help="Create inside this vnet sandbox.")
-@click.option("--uri", help="libvirt URI (default qemu:///system, or the sandbox's).")
+@click.option("--uri", help="libvirt URI (default qemu:///system, or the sandbox's); not with "
+                            "--sandbox.")
 @click.option("--no-verify", is_flag=True, help="Stop once the VMs have their addresses.")
 @click.option("--tunnel", type=click.Choice(TUNNEL_TYPES),
               help="Add one tunnel of this type between the first two VMs (overlay "
@@ -108,6 +109,7 @@ def create(mode, nic_model, vms, name, pf, bridge, backend, dry_run, sandbox_nam
       vnet create --mode natnetwork --sandbox default
       vnet create --mode natnetwork --tunnel wireguard --sandbox default
     """
+    only_one_target(sandbox_name, uri)
     from ..lab import loader as labfile
     from ..lab.defaults import default_lab
     from ..lab.tunnels import default_tunnel

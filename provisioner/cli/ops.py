@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .common import BACKENDS, handle_errors, sandbox_name_opt
+from .common import BACKENDS, handle_errors, only_one_target, sandbox_name_opt
 from ..errors import ExitStatus
 
 
@@ -38,6 +38,7 @@ def doctor_cmd(fmt, uri, sandbox_name, backend, lab_file):
       vnet doctor --backend virtualbox
       vnet doctor --lab lab.yaml --sandbox default
     """
+    only_one_target(sandbox_name, uri)
     from .. import doctor
 
     lab = None

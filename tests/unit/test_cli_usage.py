@@ -63,3 +63,17 @@ def test_report_without_out_is_refused_before_anything_is_built(nothing_may_run,
     assert "--report needs --out FILE" in line
     assert nothing_may_run == []
     assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["create", "--mode", "natnetwork"], ["up", "lab.yaml"], ["destroy", "lab"], ["gc"],
+    ["list"], ["status", "lab"], ["verify", "lab"], ["doctor"]])
+def test_a_sandbox_and_a_uri_together_are_refused_before_any_work(argv, monkeypatch):
+    """Combined, the URI won: the lab's networks went to the machine's own libvirtd while its
+    record said "sandbox"."""
+    def no_target(*args, **kwargs):
+        raise AssertionError("a target was opened")
+    monkeypatch.setattr(lifecycle, "target_for", no_target)
+    line = one_line(CliRunner().invoke(main, [*argv, "--sandbox", "s", "--uri",
+                                              "qemu:///system"]))
+    assert "--sandbox and --uri exclude each other" in line
