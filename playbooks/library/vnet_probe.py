@@ -664,20 +664,37 @@ def failover(spec, console="/dev/console"):
 def probe_until(spec):
     """A probe of a port another guest holds only while its own module run lasts (a declared
     check, provisioner/verify/declared.py): repeated with fresh nonces tagged with the prober's
-    name ("nonce_prefix") until one passes or "until" seconds are over. -> the first pass, else
-    the last attempt, with every nonce sent (the holder reports which arrived) and each
+    name ("nonce_prefix") until one passes or "until" seconds are over. -> the attempt that
+    tells most (telling()), with every nonce sent (the holder reports which arrived) and each
     attempt's [start, end] wall time (vnet checks a refusal came while the holder listened)."""
     deadline = time.monotonic() + float(spec["until"])
-    nonces, attempts, result = [], [], None
+    nonces, attempts, kept = [], [], None
     while True:
         nonce = f"{spec.get('nonce_prefix', 'guest')}-{token_hex(8)}"
         nonces.append(nonce)
         began = time.time()
-        result = probe(dict(spec, nonce=nonce))
+        kept = telling(kept, probe(dict(spec, nonce=nonce)))
         attempts.append([began, time.time()])
-        if result["observed"] == "pass" or time.monotonic() >= deadline:
-            return dict(result, nonces=nonces, attempts=attempts)
+        if kept["observed"] == "pass" or time.monotonic() >= deadline:
+            return dict(kept, nonces=nonces, attempts=attempts)
         time.sleep(0.4)
+
+
+def _weight(result):
+    if result["observed"] == "pass":
+        return 3
+    return 2 if result["observed"] == "error" and not result.get("silent") else 1
+
+
+def telling(kept, result):
+    """Of the attempts at one cell so far (`kept`) and a new one, the one that tells most: the
+    first pass; else the first error that connected somewhere (a wrong endpoint, a garbled or
+    missing answer), since a leak seen once must not be hidden by a later refusal or timeout
+    that came from elsewhere (the leaking end's own port closing); else the latest fail or
+    silence, as before."""
+    if kept is None or _weight(result) > _weight(kept):
+        return result
+    return result if _weight(kept) == 1 else kept
 
 
 def run_all(specs):

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..host import runner
+from ..resources import playbook_code
 
 # between attempts while the guests' run lasts: a hold ends once each origin's nonce came, so
 # this is the wait after it opens (0.4 -> 0.15: a 2-VM natnetwork lab 5% sooner, alternated)
@@ -91,16 +92,17 @@ def probe_all(specs: list[dict], origin: str, stop: Path, probe: Callable[[dict]
 
 
 def _nonce_until(spec: dict, origin: str, stop: Path, probe) -> dict:
+    telling = playbook_code("library", "vnet_probe").telling     # the guests' rule, shared
     best, nonces, attempts = None, [], []
     while True:
         last = stop.exists()
         nonce = f"{origin}-{secrets.token_hex(8)}"
         nonces.append(nonce)
         began = time.time()
-        result = probe(dict(spec, nonce=nonce))
+        # the first pass, else the first error (a leak a later refusal must not hide), else
+        # the latest fail (vnet_probe.telling)
+        best = telling(best, probe(dict(spec, nonce=nonce)))
         attempts.append([began, time.time()])          # conclude(): was the hold up then?
-        if best is None or best["observed"] != "pass":      # the first pass, else the latest
-            best = result
         # Probing goes on after a pass: a service that speaks vnet's protocol (the echo
         # service on 7) can pass before the guest's watcher of that port starts, and the hold
         # ends only once a nonce of each origin arrived while it watched (tried: stopping at

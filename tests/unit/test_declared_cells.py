@@ -1,6 +1,7 @@
 """Declared cells (`checks:`): built from the lab file on any mode, marked declared, replacing
 the mode-table cell that probes the same thing, held ports and their probers, the host's and
 the Internet's listeners, and the guest's repeated probe of a held port."""
+import itertools
 import socket
 from pathlib import Path
 import threading
@@ -227,3 +228,16 @@ def test_the_same_port_on_two_networks_of_a_vm_is_two_holds_on_two_nics():
                         for net in ("lan", "back")])
     held = declared.holds(build(data=data))["b"]
     assert len({h["id"] for h in held}) == 2 and len({h["mac"] for h in held}) == 2
+
+
+def test_probe_until_keeps_a_leak_over_the_refusals_after_it(monkeypatch):
+    """vm3 -> vm1 expect fail: vm2 answered first (a flow sends vm1's traffic to vm2), then
+    vm2's run ended and its kernel refused: the cell is the leak, not a green refusal."""
+    vnet_probe = probe_module()
+    refused = {"observed": "fail", "detail": "refused", "refused": True}
+    answers = itertools.chain([{"observed": "error", "detail": "wrong endpoint: answered by "
+                                                              "vm2"}], itertools.repeat(refused))
+    monkeypatch.setattr(vnet_probe, "probe", lambda spec: next(answers))
+    monkeypatch.setattr(vnet_probe.time, "sleep", lambda s: None)
+    result = vnet_probe.probe_until({"target": "10.0.0.1", "port": 8080, "until": 0.05})
+    assert result["observed"] == "error" and "vm2" in result["detail"], result

@@ -405,3 +405,30 @@ def forward_cells(mgmt_host_ip: str, backend):
     ends = checks.Endpoints(host_listener_port=1, internet_ip=None, host_uplink_ip="127.0.0.1",
                             mgmt_host_ip=mgmt_host_ip)
     return [c for c in checks.build(lab, backend, ends) if c.probe.get("forward")]
+
+
+LEAK = {"observed": "error", "detail": "wrong endpoint: answered by vm2, not vm1"}
+REFUSED = {"observed": "fail", "detail": "refused", "refused": True}
+SILENT = {"observed": "error", "detail": "no answer", "silent": True}
+
+
+@pytest.mark.parametrize("answers,kept", [
+    ([LEAK, REFUSED, REFUSED], LEAK),        # the leak's end closed; its refusals came after
+    ([REFUSED, LEAK, REFUSED], LEAK),
+    ([SILENT, REFUSED], REFUSED),             # a silence tells less than a refusal
+    ([REFUSED, SILENT], SILENT),
+    ([LEAK, {"observed": "pass", "detail": "nonce echoed by vm1"}], None),
+])
+def test_a_leak_seen_once_is_kept_over_later_failures(tmp_path, answers, kept):
+    """An attempt answered by the wrong VM, then refusals once that VM's hold closed: the cell
+    is the leak, never a green "fail" (a review found the latest attempt won)."""
+    stop = tmp_path / "stop"
+    left = list(answers)
+
+    def fake_probe(spec):
+        if len(left) == 2:           # the guests' run ends: one more attempt, the last
+            stop.touch()
+        return left.pop(0)
+    r = forwardcheck._nonce_until({"id": "1"}, "internet", stop, fake_probe)
+    assert r["observed"] == (kept or {"observed": "pass"})["observed"]
+    assert kept is None or r["detail"] == kept["detail"]
