@@ -28,7 +28,7 @@ def impair_cmd(lab_name, vm, nic, delay_ms, jitter_ms, loss_pct, rate_mbit, clea
 
     \b
     Examples:
-      vnet impair demo web1 0 --delay-ms 80 --jitter-ms 5 --loss-pct 2 --rate-mbit 10 --sandbox default
+      vnet impair demo web1 0 --delay-ms 80 --jitter-ms 20 --loss-pct 5 --rate-mbit 10 --sandbox default
       vnet impair demo web1 0 --clear --sandbox default
     """
     from .. import ops

@@ -12,6 +12,7 @@ from typing import Callable
 
 from ..host.netns import run_in_netns
 from ..host.ssh import close_masters, control_dir, open_masters, stop_masters
+from ..host.paths import state_root
 from ..host.state import Target, lab_dir
 from ..lab.model import Lab
 from ..resources import data_dir
@@ -120,6 +121,10 @@ def ansible_env(target: Target, lab_name: str, host_count: int) -> dict[str, str
             # Masters of this lab only: another sandbox reuses the same guest addresses, and a
             # master left from it would carry this run's SSH into a namespace that is gone.
             "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir(target, lab_name)),
+            # vnet's own, never ~/.ansible: under `sudo -E` that is the user's home, where
+            # root-owned files would break the user's own Ansible runs
+            "ANSIBLE_HOME": str(state_root() / "ansible"),
+            "ANSIBLE_LOCAL_TEMP": str(state_root() / "ansible" / "tmp"),
             "ANSIBLE_NOCOLOR": "True"}
 
 

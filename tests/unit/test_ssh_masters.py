@@ -138,3 +138,13 @@ def test_closing_leaves_a_directory_that_holds_something_else(tmp_path):
     (tmp_path / "cp" / "notes").mkdir()
     ssh.close_masters(tmp_path / "cp")
     assert (tmp_path / "cp" / "notes").is_dir()
+
+
+def test_ansible_keeps_its_files_under_vnets_state_never_in_a_users_home(popen, tmp_path,
+                                                                         monkeypatch):
+    """Under `sudo -E` HOME is the user's: Ansible's default ~/.ansible would get root's files."""
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    env = guest_ansible.ansible_env(Target(uri="qemu:///system"), "lab1", 1)
+    state = tmp_path / "state"
+    for key in ("ANSIBLE_HOME", "ANSIBLE_LOCAL_TEMP"):
+        assert Path(env[key]).is_relative_to(state), (key, env[key])
