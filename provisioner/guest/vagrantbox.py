@@ -38,7 +38,8 @@ from typing import Callable
 
 import jinja2
 
-from ..host import runner
+from ..host import locks, runner
+from ..host.paths import cache_dir
 from ..errors import Unsupported
 from ..resources import data_dir
 from .cmdline import QEMU_PC_ARGS
@@ -138,7 +139,11 @@ def build(provider: str, out_dir: Path, progress: Callable[[str], None] = print)
     chosen = accel.choose(image, progress) if provider == "libvirt" else "qemu"
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / box_file_name(image.digest, provider)
-    with tempfile.TemporaryDirectory(prefix=".box-", dir=out_dir) as work:
+    # staged in vnet's own cache, never in OUT: whoever can write to OUT could swap a staging
+    # directory's name for their own, with a symlink where root then copies the kernel
+    staging = cache_dir() / "box-staging"
+    staging.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with tempfile.TemporaryDirectory(prefix=".box-", dir=staging) as work:
         stage = Path(work)
         progress("generating this box's own SSH key")
         key = stage / "vagrant_private_key"
@@ -166,7 +171,7 @@ def build(provider: str, out_dir: Path, progress: Callable[[str], None] = print)
             for item in sorted(stage.iterdir()):    # compress poorly, and `box add` is faster
                 if item != partial:
                     tar.add(item, arcname=item.name)
-        partial.replace(target)
+        locks.copy_atomic(partial, target)
     notes = () if provider == "libvirt" else (
         "VirtualBox does not run on vnet's build machines: this box's OVF is checked and "
         "imported by a VBoxManage stand-in, and its boot path (isolinux from a SATA DVD, the "

@@ -26,6 +26,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import shutil
 import stat
 import tempfile
 import time
@@ -178,6 +179,20 @@ def write_out(path: Path, text: str) -> None:
             f.write(text)
         return
     write_atomic(path, text)
+
+
+def copy_atomic(source: Path, target: Path, mode: int = 0o644) -> None:
+    """write_atomic for a large file: `source` copied to a fresh temporary beside `target`
+    (mkstemp: O_EXCL, never a name someone prepared), through its descriptor, then renamed."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+            os.fchmod(out.fileno(), mode)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from provisioner.guest import bootiso, images, vagrantbox
+from provisioner.host import runner
 from tests.conftest import ROOT
 
 pycdlib = pytest.importorskip("pycdlib", reason="pycdlib is missing: pip install .")
@@ -125,7 +126,18 @@ def box_dir(tmp_path, monkeypatch):
     (loader / "ldlinux.c32").write_bytes(b"FAKE ldlinux.c32")
     monkeypatch.setattr(images, "build_tiny", lambda progress: image)
     monkeypatch.setattr(bootiso, "isolinux_dir", lambda progress=None: loader)
+    monkeypatch.setenv("VNET_CACHE_DIR", str(tmp_path / "cache"))
+    real_run, staged_in = runner.run, []
+
+    def run(argv, *args, **kwargs):
+        if argv[0] == "ssh-keygen":
+            staged_in.append(Path(argv[argv.index("-f") + 1]).parent.parent)
+        return real_run(argv, *args, **kwargs)
+    monkeypatch.setattr(runner, "run", run)
     box = vagrantbox.build("virtualbox", tmp_path / "boxes", progress=lambda m: None)
+    # staged in vnet's cache: whoever can write to --out could swap a staging directory there
+    assert staged_in == [tmp_path / "cache" / "box-staging"], staged_in
+    assert [p.name for p in (tmp_path / "boxes").iterdir()] == [box.path.name]
     out = tmp_path / "box"
     with tarfile.open(box.path) as tar:
         tar.extractall(out, filter="data")
