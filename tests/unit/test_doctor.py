@@ -514,7 +514,8 @@ def test_vdpa_devices_present():
 # --- registry, report, preflight --------------------------------------------------------------
 
 EXPECTED_RULES = {"kvm", "libvirtd", "libvirt-uri", "subnet", "forward-policy", "firewall",
-                  "tools", "vbox-networks-conf", "vbox-kvm", "sriov", "vdpa", "openvswitch"}
+                  "tools", "vbox-networks-conf", "vbox-kvm", "sriov", "vdpa", "openvswitch",
+                  "passthrough-sandbox"}
 
 
 def test_registry_discovers_every_rule_module():
@@ -522,7 +523,7 @@ def test_registry_discovers_every_rule_module():
     assert {r.id for r in rules} == EXPECTED_RULES
     assert len(rules) == len({r.id for r in rules})
     assert all(callable(r.check) and r.title for r in rules)
-    assert {r.id for r in rules if r.hardware} == {"sriov", "vdpa"}
+    assert {r.id for r in rules if r.hardware} == {"sriov", "vdpa", "passthrough-sandbox"}
 
 
 def quiet_host(**kw):
@@ -535,7 +536,8 @@ def quiet_host(**kw):
 def test_run_reports_not_applicable_rules_and_json_shape():
     report = doctor.run(quiet_host())
     assert report.status == "ok" and not report.errors
-    assert set(report.not_applicable) == {"vbox-networks-conf", "vbox-kvm", "sriov", "vdpa"}
+    assert set(report.not_applicable) == {"vbox-networks-conf", "vbox-kvm", "sriov", "vdpa",
+                                          "passthrough-sandbox"}
     data = report.as_json()
     assert all(set(f) == {"id", "severity", "summary", "fix"} for f in data["findings"])
     assert "0 error(s)" in report.text()
@@ -560,6 +562,26 @@ def test_preflight_refuses_missing_hardware_before_anything(monkeypatch):
     assert "no hardware: vDPA device /dev/vhost-vdpa-0" in exc.message
     assert "vdpa dev add" in exc.hint
     assert exc.hardware and [f.id for f in exc.findings] == ["vdpa:vm1"]
+
+
+@pytest.mark.parametrize("model", ["sriov", "vdpa"])
+def test_a_sandbox_never_passes_a_host_device_into_a_guest(monkeypatch, model):
+    """Even where the hardware is there (VFs configured, the IOMMU on, the vDPA device made):
+    PCI devices and /dev are not per network namespace, so the sandbox's libvirtd would hand
+    the machine's real device, and its wire, to the guest. Skipped as hardware the sandbox
+    lacks, with the reason."""
+    files, dirs = sysfs_pf(total="8", numvfs="8")
+    dirs["/dev"] = ["vhost-vdpa-0"]
+    host = quiet_host(files=files, dirs=dirs)
+    monkeypatch.setattr(doctor, "SystemHost", lambda *a, **kw: _with_context(host, *a))
+    the_lab = sriov_lab(vms=1) if model == "sriov" else lab("bridged", "vdpa", vms=1)
+    sandboxed = Target(uri="qemu:///system?socket=/x", sandbox="default", netns="vnet-default-host")
+    with pytest.raises(Unsupported) as caught:
+        doctor.preflight(the_lab, sandboxed)
+    assert caught.value.hardware and "never gives a guest a path" in caught.value.message
+    reasons = doctor.hardware_reasons(the_lab, caught.value.findings)
+    assert "in sandbox default" in reasons["vm1"]
+    doctor.preflight(the_lab, Target(uri="qemu:///system"))     # a lab host: the point of it
 
 
 def test_preflight_passes_a_plain_lab_and_runs_only_preflight_rules(monkeypatch):
