@@ -178,12 +178,20 @@ OWNER_ALIAS = "vnet-owner:"
 
 
 def add_owned_netns(netns: str) -> None:
-    """`ip netns add`, then the owner tag (owner.owner_id) on its loopback."""
+    """`ip netns add`, then the owner tag (owner.owner_id) on its loopback. An untagged
+    namespace is one no vnet ever removes, so none is left: the owner id is read before the
+    add, and a tag that fails (or a Ctrl-C) removes the namespace the add just made (the add
+    fails on a name that exists, so it is this run's own)."""
     from . import runner
     from .owner import owner_id
 
+    tag = OWNER_ALIAS + owner_id()
     runner.run(["ip", "netns", "add", netns])
-    runner.run(["ip", "-n", netns, "link", "set", "lo", "alias", OWNER_ALIAS + owner_id()])
+    try:
+        runner.run(["ip", "-n", netns, "link", "set", "lo", "alias", tag])
+    except BaseException:
+        runner.run(["ip", "netns", "del", netns], check=False)
+        raise
 
 
 def netns_owner(netns: str) -> str | None:

@@ -81,3 +81,34 @@ def test_an_untagged_namespace_under_a_sandbox_name_is_left_alone_with_what_runs
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+@needs_root
+def test_a_namespace_whose_tag_fails_is_removed_never_left_untagged(name, monkeypatch):
+    """Untagged, `sandbox down`, `up` and `gc` all leave it alone (it may be someone else's):
+    the namespace `ip netns add` just made goes again when its tag cannot be set (or Ctrl-C)."""
+    from provisioner.host import runner
+
+    ns = sandbox.describe(name).host_netns
+    real_run = runner.run
+
+    def run(argv, *args, **kwargs):
+        if "alias" in argv:
+            raise KeyboardInterrupt
+        return real_run(argv, *args, **kwargs)
+    monkeypatch.setattr(runner, "run", run)
+    with pytest.raises(KeyboardInterrupt):
+        netns.add_owned_netns(ns)
+    assert netns.netns_inode(ns) is None
+
+
+def test_the_owner_id_is_read_before_any_namespace_is_made(tmp_path, monkeypatch):
+    from provisioner.host import owner, runner
+
+    ran = []
+    monkeypatch.setattr(runner, "run", lambda argv, *a, **kw: ran.append(argv))
+    monkeypatch.setattr(owner, "owner_id", lambda: (_ for _ in ()).throw(
+        VnetError("the owner id file is corrupt")))
+    with pytest.raises(VnetError):
+        netns.add_owned_netns("vnet-x-host")
+    assert ran == []
