@@ -166,8 +166,10 @@ def forward_of(lab: Lab, pf) -> dict:
     """What the guest side of a forward needs (provisioner/forwardcheck.py): which VM holds
     which port on which NIC."""
     nic = next(n for n in lab.vm(pf.vm).nics if n.network == pf.network)
+    # the hold's key: a forward's name is unique on its network only (two networks' unnamed
+    # first forwards are both pf0), and one VM may hold forwards of several networks
     return {"vm": pf.vm, "guest_port": pf.guest_port, "proto": pf.proto, "mac": nic.mac,
-            "name": pf.name}
+            "name": f"{pf.network}:{pf.name}"}
 
 
 def link_controls(cells: list[Check]) -> None:

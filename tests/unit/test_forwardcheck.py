@@ -175,9 +175,27 @@ def test_guest_holds_one_per_forward_and_none_for_ssh():
                             host_uplink_ip="203.0.113.2", mgmt_host_ip="100.64.1.1")
     cells = checks.build(lab, checks.Backend.LIBVIRT, ends)
     holds = forwardcheck.guest_holds(cells)
-    assert holds == {"a": [{"id": "web", "port": 8080, "proto": "tcp",
+    assert holds == {"a": [{"id": "n:web", "port": 8080, "proto": "tcp",
                             "mac": lab.vm("a").nics[0].mac, "origins": ["host", "internet"],
                             "clock": {"target": "100.64.1.1", "port": 1}}]}
+
+
+def test_one_vm_holds_the_same_named_forwards_of_two_networks_apart():
+    """Unnamed, each network's first forward is pf0: a tcp one on a nat NIC and a udp one on a
+    natnetwork NIC of one VM were one hold, so the udp forward got no listener and its cell
+    could not go green (a review's find)."""
+    lab = labfile.resolve({"name": "f", "networks": [
+        {"name": "nat1", "mode": "nat", "port_forwards": [
+            {"proto": "tcp", "host_port": 18080, "vm": "a", "guest_port": 80}]},
+        {"name": "nn", "mode": "natnetwork", "port_forwards": [
+            {"proto": "udp", "host_port": 15353, "vm": "a", "guest_port": 53}]}],
+        "vms": [{"name": "a", "nics": [{"network": "nat1"}, {"network": "nn"}]}]})
+    ends = checks.Endpoints(host_listener_port=1, internet_ip="203.0.113.1",
+                            host_uplink_ip="203.0.113.2", mgmt_host_ip="100.64.1.1")
+    holds = forwardcheck.guest_holds(checks.build(lab, checks.Backend.LIBVIRT, ends))
+    assert sorted((h["id"], h["proto"], h["port"], h["mac"]) for h in holds["a"]) == [
+        ("nat1:pf0", "tcp", 80, lab.vm("a").nics[0].mac),
+        ("nn:pf0", "udp", 53, lab.vm("a").nics[1].mac)]
 
 
 def test_verify_holds_forwards_in_the_guest_run_and_concludes_from_its_report(monkeypatch,
@@ -208,7 +226,7 @@ def test_verify_holds_forwards_in_the_guest_run_and_concludes_from_its_report(mo
         holds_seen.append(holds)
         while not sent:
             time.sleep(0.01)
-        return {"a": {"probes": {}, "drivers": {}, "forwards": {"web": {
+        return {"a": {"probes": {}, "drivers": {}, "forwards": {"n:web": {
             "mode": "service", "detail": "service present on eth0 192.168.150.10:8080",
             "nonces": [sent[0]]}}}}
     inventory = verifier.Inventory(hosts={"a": {}}, mgmt_host_ip="100.64.1.1",
@@ -216,7 +234,7 @@ def test_verify_holds_forwards_in_the_guest_run_and_concludes_from_its_report(mo
     verifier._run(lab, Target(uri="test:///default"), None, cells, inventory, lambda m: None,
                   verifier.ProbeSources(guests=fake_ansible, probe_module=lambda: SimpleNamespace(
                       run_all=lambda specs: {}, probe=fake_probe)))
-    assert holds_seen == [{"a": [{"id": "web", "port": 8080, "proto": "tcp",
+    assert holds_seen == [{"a": [{"id": "n:web", "port": 8080, "proto": "tcp",
                                   "mac": lab.vm("a").nics[0].mac, "origins": ["host"],
                                   "clock": {"target": "100.64.1.1", "port": 1}}]}]
     [cell] = cells
