@@ -132,7 +132,10 @@ def build(lab: Lab, backend: Backend, ends: Endpoints) -> list[Check]:
             elif pf.guest_port == 22:
                 forward["ssh"] = True      # proven by logging in and reading the guest's name
             label = f"{pf.vm}:{pf.guest_port} via {at}:{pf.host_port}"
-            for origin in (host_side, INTERNET if ends.internet_ip else None):
+            # a forward on a loopback address is the host's alone: from the Internet that
+            # address is the Internet's own loopback, so no probe there could reach it
+            internet = INTERNET if ends.internet_ip and not ipaddress.ip_address(at).is_loopback else None
+            for origin in (host_side, internet):
                 if origin:
                     checks.append(Check("port_forward", net.name, net.mode, origin, label,
                                         "pass", origin, dict(forward, timeout=3.0)))

@@ -17,7 +17,7 @@ from __future__ import annotations
 from ..host import state
 from ..host.state import Target
 from ..lab import modes
-from ..lab.forwardhosts import reach_address, served_on
+from ..lab.forwardhosts import ANY, reach_address, served_on
 from ..lab.hosts import stretchable
 from ..lab.model import Lab, Network, PortForward, Vm
 
@@ -59,7 +59,9 @@ def probe_point(lab: Lab, pf: PortForward, uplink: str, host_runner: str) -> tup
     `host_runner`: the first host's (Endpoints.host_uplink_ip, checks.HOST)."""
     host = served_on(lab, pf)
     if host is None or host == lab.hosts[0].name:
-        return uplink, host_runner
+        # where it listens (by default the uplink: 127.0.0.1 outside a sandbox); on every
+        # address (0.0.0.0), the uplink, where the sandbox's Internet reaches it too
+        return uplink if pf.host_ip == ANY else str(pf.host_ip), host_runner
     return str(reach_address(lab, pf)), f"{HOST_AT}{host}"
 
 

@@ -12,7 +12,8 @@ ENDS = checks.Endpoints(host_listener_port=20001, internet_ip="203.0.113.1",
                         host_uplink_ip="203.0.113.2", mgmt_host_ip="100.64.9.1")
 SANDBOX = Defaults(bridge="lan0", bridged_subnet=IPv4Network("198.51.100.0/24"),
                    bridged_host_ip=IPv4Address("198.51.100.2"),
-                   bridged_router=IPv4Address("198.51.100.1"))
+                   bridged_router=IPv4Address("198.51.100.1"),
+                   forward_host_ip=IPv4Address("203.0.113.2"))    # ENDS.host_uplink_ip
 
 
 def cells(mode, backend=Backend.LIBVIRT, model="virtio"):

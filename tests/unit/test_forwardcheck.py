@@ -6,6 +6,7 @@ import os
 import socket
 import threading
 import time
+from ipaddress import IPv4Address
 
 import pytest
 
@@ -16,6 +17,9 @@ from provisioner.verify.run import probe_module
 probe = probe_module()
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: SO_BINDTODEVICE and a "
                                                           "raw socket (CAP_NET_RAW)")
+
+# a sandbox's: forwards that name no host_ip listen on its uplink (Endpoints.host_uplink_ip)
+SANDBOX = labfile.Defaults(forward_host_ip=IPv4Address("203.0.113.2"))
 
 
 def free_port(kind=socket.SOCK_STREAM):
@@ -170,7 +174,7 @@ def test_guest_holds_one_per_forward_and_none_for_ssh():
                                {"name": "ssh", "proto": "tcp", "host_port": 2222, "vm": "b",
                                 "guest_port": 22}]}],
                            "vms": [{"name": "a", "nics": [{"network": "n"}]},
-                                   {"name": "b", "nics": [{"network": "n"}]}]})
+                                   {"name": "b", "nics": [{"network": "n"}]}]}, SANDBOX)
     ends = checks.Endpoints(host_listener_port=1, internet_ip="203.0.113.1",
                             host_uplink_ip="203.0.113.2", mgmt_host_ip="100.64.1.1")
     cells = checks.build(lab, checks.Backend.LIBVIRT, ends)
@@ -189,7 +193,7 @@ def test_one_vm_holds_the_same_named_forwards_of_two_networks_apart():
             {"proto": "tcp", "host_port": 18080, "vm": "a", "guest_port": 80}]},
         {"name": "nn", "mode": "natnetwork", "port_forwards": [
             {"proto": "udp", "host_port": 15353, "vm": "a", "guest_port": 53}]}],
-        "vms": [{"name": "a", "nics": [{"network": "nat1"}, {"network": "nn"}]}]})
+        "vms": [{"name": "a", "nics": [{"network": "nat1"}, {"network": "nn"}]}]}, SANDBOX)
     ends = checks.Endpoints(host_listener_port=1, internet_ip="203.0.113.1",
                             host_uplink_ip="203.0.113.2", mgmt_host_ip="100.64.1.1")
     holds = forwardcheck.guest_holds(checks.build(lab, checks.Backend.LIBVIRT, ends))
@@ -259,7 +263,7 @@ def test_udp_forwards_are_probed_with_the_udp_exchange_and_held_by_the_guest():
     lab = labfile.resolve({"name": "u", "networks": [{"name": "n", "mode": "nat",
                            "port_forwards": [{"name": "dns", "proto": "udp", "host_port": 5353,
                                               "vm": "a", "guest_port": 53}]}],
-                           "vms": [{"name": "a", "nics": [{"network": "n"}]}]})
+                           "vms": [{"name": "a", "nics": [{"network": "n"}]}]}, SANDBOX)
     ends = checks.Endpoints(host_listener_port=1, internet_ip="203.0.113.1",
                             host_uplink_ip="203.0.113.2", mgmt_host_ip="100.64.1.1")
     cells = [c for c in checks.build(lab, checks.Backend.LIBVIRT, ends)
@@ -450,3 +454,26 @@ def test_a_leak_seen_once_is_kept_over_later_failures(tmp_path, answers, kept):
     r = forwardcheck._nonce_until({"id": "1"}, "internet", stop, fake_probe)
     assert r["observed"] == (kept or {"observed": "pass"})["observed"]
     assert kept is None or r["detail"] == kept["detail"]
+
+
+@pytest.mark.parametrize("host_ip,host_at,internet_at", [
+    (None, "203.0.113.2", "203.0.113.2"),            # the sandbox's default: its uplink
+    ("0.0.0.0", "203.0.113.2", "203.0.113.2"),       # every address: the uplink too
+    ("198.51.100.2", "198.51.100.2", "198.51.100.2"),  # the host's LAN address
+    ("127.0.0.1", "127.0.0.1", None),                # the host's alone: no Internet cell
+])
+def test_a_forward_is_probed_where_it_listens(host_ip, host_at, internet_at):
+    """A forward naming host_ip was probed at the uplink whatever it named, so its cells were
+    refused and could never go green (a review's find)."""
+    pf = {"name": "web", "proto": "tcp", "host_port": 18081, "vm": "a", "guest_port": 8080}
+    if host_ip:
+        pf["host_ip"] = host_ip
+    lab = labfile.resolve({"name": "f", "networks": [{"name": "n", "mode": "natnetwork",
+                                                      "port_forwards": [pf]}],
+                           "vms": [{"name": "a", "nics": [{"network": "n"}]}]}, SANDBOX)
+    ends = checks.Endpoints(host_listener_port=1, internet_ip="203.0.113.1",
+                            host_uplink_ip="203.0.113.2", mgmt_host_ip="100.64.1.1")
+    cells = [c for c in checks.build(lab, checks.Backend.LIBVIRT, ends)
+             if c.kind == "port_forward"]
+    at = {c.runner: c.probe["target"] for c in cells}
+    assert at == {"host": host_at, **({"internet": internet_at} if internet_at else {})}

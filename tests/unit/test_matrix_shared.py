@@ -48,6 +48,8 @@ def claims(cells, network):
         for key, mac in (("forward", "mac"), ("arp_claim", "peer_mac")):
             if key in p:
                 p[key] = {k: v for k, v in p[key].items() if k != mac}
+        if "forward" in p:       # the hold's key names its network (checks.forward_of)
+            p["forward"] = dict(p["forward"], name=p["forward"]["name"].split(":", 1)[1])
         return p
     return [(c.kind, c.mode, c.source, c.target.split(" ")[-1] if c.kind == "nic_model"
              else c.target, c.expected, c.runner, sorted(probe(c).items(), key=str))
