@@ -191,12 +191,18 @@ CLOCK_FLOOR = 0.001     # s: the times' printed resolution, and the host's readi
 
 def skew(clocks: tuple[dict | None, dict | None]) -> tuple[float, float, float]:
     """(prober's offset, holder's offset, margin): what maps each side's wall times onto the
-    host's clock, and how far the two may still disagree after that. Measured clocks give
-    their errors' sum; an unmeasured one gives no offset and CLOCK_SKEW_MAX."""
+    host's clock, and how far the two may still disagree after that. A measured clock gives
+    its offset and its error; an unmeasured one no offset and CLOCK_SKEW_MAX. Two unmeasured
+    guests keep CLOCK_SKEW_MAX between them (both start from the RTC's whole seconds); with one
+    side measured, that side's offset still applies (dropped, a guest measured 3 s off let a
+    refusal from before the listener's start count: a review's find)."""
     prober, holder = clocks
-    if prober is None or holder is None:
+    if prober is None and holder is None:
         return 0.0, 0.0, CLOCK_SKEW_MAX
-    return prober["offset"], holder["offset"], prober["error"] + holder["error"] + CLOCK_FLOOR
+    def side(clock):
+        return (0.0, CLOCK_SKEW_MAX) if clock is None else (clock["offset"], clock["error"])
+    (mine, my_error), (theirs, their_error) = side(prober), side(holder)
+    return mine, theirs, my_error + their_error + CLOCK_FLOOR
 
 
 def held_during_an_attempt(host: dict, guest: dict | None,
@@ -219,6 +225,6 @@ def _held_when(guest: dict, clocks: tuple[dict | None, dict | None]) -> str:
     if guest.get("opened") is None:
         return f"hold: {guest.get('detail') or guest.get('mode', 'none')}"
     margin = skew(clocks)[2]
-    how = f"clocks measured, to {margin:.3f} s" if margin != CLOCK_SKEW_MAX else \
-        f"a clock not measured: {CLOCK_SKEW_MAX} s allowed"
+    how = f"clocks measured, to {margin:.3f} s" if margin < CLOCK_SKEW_MAX else \
+        f"a clock not measured: {margin:.3f} s allowed"
     return f"no attempt fell between its opening and its closing ({how})"

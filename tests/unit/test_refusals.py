@@ -132,6 +132,19 @@ def test_a_guest_prober_uses_its_own_clock():
     assert r["observed"] == "error" and "ended after" in r["detail"]
 
 
+def test_a_measured_prober_clock_applies_when_the_targets_is_not_measured():
+    """vm2 measured 3 s ahead of the host (offset -3); vm1's clock lost its TIME answers. vm2's
+    refused attempt at its 105.0 is the host's 102.0, before vm1's echo was stamped listening
+    (the host's 102.5): vm1's own kernel refused it. Read without vm2's offset (a review's
+    find: one unmeasured clock dropped the other's), the attempt looked 2.5 s after."""
+    stamped_at = 102.5 - BOOTED                  # uptime of the stamp: the host's 102.5
+    report = dict(guests([], [["::", 9]], first_at=90.0, last_at=120.0, clock=None),
+                  vm2={"clock": {"offset": -3.0, "error": 0.01}})
+    r = settled(report, stamped={9}, result=refused(105.0, 105.1), prober="guest:vm2",
+                uptime=stamped_at)
+    assert r["observed"] == "error", r
+
+
 def test_vnet_listeners_vouch_only_while_they_ran_and_never_for_loopback():
     spec = {"target": "203.0.113.1", "port": 2, "listens": refusals.vnet_listener("internet")}
     ran = refusals.Evidence(listeners_ran=lambda name: name == "internet")
