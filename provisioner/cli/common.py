@@ -100,8 +100,12 @@ def report_kind_opt(ctx, param, value):
     return value
 
 
-def require_report_out(report, out) -> None:
-    """`--report` without `--out` is a usage error before anything is loaded or built."""
+def require_report_out(report, out, dry_run: bool = False) -> None:
+    """`--report` without `--out`, or with `--dry-run` (nothing is verified, so there is no
+    report), is a usage error before anything is loaded or built."""
+    if report and dry_run:
+        raise click.UsageError("--report: a dry run verifies nothing, so it writes no report; "
+                               "drop --report or --dry-run")
     if report and out is None:
         raise click.UsageError("--report needs --out FILE")
 

@@ -113,18 +113,18 @@ def create(mode, nic_model, vms, name, pf, bridge, backend, dry_run, sandbox_nam
     from ..lab import loader as labfile
     from ..lab.defaults import default_lab
     from ..lab.tunnels import default_tunnel
-    from ..ops.plans import plan_for, print_plan
+    from ..ops.plans import plan_for, show_plan
 
     from ..host.sandbox import lab_defaults
 
-    require_report_out(report, out)
+    require_report_out(report, out, dry_run)
     defaults = lab_defaults(sandbox_name, bridge)
     data = default_lab(mode, nic_model, vms, name, bridge, pf=pf)
     if tunnel:
         data["tunnels"] = [default_tunnel(tunnel, [vm["name"] for vm in data["vms"]])]
     lab = labfile.resolve(data, defaults, source=f"vnet create --mode {mode}")
     if dry_run:
-        print_plan(plan_for(lab, Backend(backend)))
+        show_plan(plan_for(lab, Backend(backend)), fmt)
         return
     _up_and_verify(lab, backend, sandbox_name, uri, not no_verify, report, out, fmt)
 
@@ -137,7 +137,7 @@ def _up_and_verify(lab, backend, sandbox_name, uri, verify, report, out, fmt, wa
     driver, record = ops.labs.up(lab, backend, sandbox_name, uri, say, wait=wait,
                                  verify_next=verify)
     if not verify or not wait:
-        if driver.status_after_up:
+        if driver.status_after_up or fmt == "json":    # JSON always says what is up
             data = driver.status(lab.name)
             click.echo(json.dumps(data, indent=2) if fmt == "json" else _status_table(data))
         return
@@ -165,14 +165,14 @@ def up(lab_file, backend, uri, sandbox_name, no_wait, no_verify, dry_run, report
       vnet up lab.yaml --uri qemu+ssh://root@hv1/system --no-verify
     """
     from ..lab import loader as labfile
-    from ..ops.plans import plan_for, print_plan
+    from ..ops.plans import plan_for, show_plan
 
     from ..host.sandbox import lab_defaults
 
-    require_report_out(report, out)
+    require_report_out(report, out, dry_run)
     lab = labfile.load(lab_file, lab_defaults(sandbox_name))
     if dry_run:
-        print_plan(plan_for(lab, Backend(backend)))
+        show_plan(plan_for(lab, Backend(backend)), fmt)
         return
     _up_and_verify(lab, backend, sandbox_name, uri, not no_verify, report, out, fmt,
                    wait=not no_wait)

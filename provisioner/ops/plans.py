@@ -19,6 +19,29 @@ def plan_for(lab: Lab, backend: Backend, context=None) -> Plan:
     return (cls(context) if context is not None else cls()).plan(lab)
 
 
+def show_plan(plan: Plan, fmt: str = "table") -> None:
+    """The plan as people read it (print_plan), or with --format json as one JSON document."""
+    if fmt == "json":
+        click.echo(json.dumps(plan_json(plan), indent=2))
+    else:
+        print_plan(plan)
+
+
+def plan_json(plan: Plan) -> dict:
+    """What a dry run would do: libvirt's XML documents, or VirtualBox's VBoxManage argv, with
+    the forwards, tunnels and VXLAN devices print_plan shows as comments."""
+    out: dict = {"lab": plan.lab.name, "backend": plan.backend.value}
+    if plan.backend is Backend.VIRTUALBOX:
+        out["commands"] = [list(c) for c in plan.commands]
+    else:
+        out["documents"] = [{"kind": d.kind, "name": d.name, "xml": d.text}
+                            for d in plan.documents]
+        out["forwards"] = forward_lines(plan)
+        out["vxlan"] = list(plan.extra.get("vxlan", []))
+    out["tunnels"] = tunnel_lines(plan.lab)
+    return out
+
+
 def print_plan(plan: Plan) -> None:
     if plan.backend is Backend.VIRTUALBOX:
         click.echo(_vbox_script(plan), nl=False)

@@ -77,3 +77,21 @@ def test_a_sandbox_and_a_uri_together_are_refused_before_any_work(argv, monkeypa
     line = one_line(CliRunner().invoke(main, [*argv, "--sandbox", "s", "--uri",
                                               "qemu:///system"]))
     assert "--sandbox and --uri exclude each other" in line
+
+
+@pytest.mark.parametrize("backend,key", [("libvirt", "documents"), ("virtualbox", "commands")])
+def test_a_dry_run_with_format_json_prints_the_plan_as_json(backend, key):
+    """It printed the XML plan with --format json (json.tool refused it)."""
+    import json
+
+    result = CliRunner().invoke(main, ["create", "--mode", "natnetwork", "--dry-run",
+                                       "--backend", backend, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.output)
+    assert plan["lab"] == "natnetwork" and plan["backend"] == backend and plan[key]
+
+
+def test_a_report_of_a_dry_run_is_refused():
+    line = one_line(CliRunner().invoke(main, ["create", "--mode", "nat", "--dry-run",
+                                              "--report", "json", "--out", "r.json"]))
+    assert "--report" in line and "dry run" in line
