@@ -48,11 +48,11 @@ class _Labs:
         key = (str(lab_file), sandbox, backend)
         if key in self.labs and not self.labs[key].destroyed:
             return self.labs[key]
+        name = self.ops.lab_name(lab_file, sandbox)    # a bad lab file fails before any work
         if not self.ops.sandbox_is_up(sandbox):
             # registered first: a half-made sandbox is taken down too
             self.undo.append(lambda: self.ops.sandbox_down(sandbox, self.progress))
             self.ops.sandbox_up(sandbox, self.progress)
-        name = self.ops.lab_name(lab_file, sandbox)
         made: list[LiveLab] = []        # empty while (or when) up has not returned
 
         def destroy() -> None:          # unless the test destroyed it itself (LiveLab.destroy)

@@ -151,6 +151,25 @@ def vnet_ops():
         "up lab.yaml default", "destroy lab default"]
 
 
+def test_a_bad_lab_file_fails_before_a_sandbox_comes_up(pytester, monkeypatch):
+    """A typo in the lab file cost a whole sandbox up and down before its one-line error."""
+    monkeypatch.setenv("VNET_FAKE_LOG", str(pytester.path / "ops.log"))
+    monkeypatch.setenv("VNET_FAKE_SANDBOX", "missing")
+    pytester.makeconftest(FAKE_OPS + '''
+@pytest.fixture(scope="session")
+def vnet_ops():
+    class BadFile(FakeOps):
+        def lab_name(self, lab_file, sandbox):
+            raise ValueError("vms.web1.nics[0].network: no network named 'lann'")
+    return BadFile(sandbox_up=False)
+''')
+    pytester.makepyfile(test_up="def test_up(vnet_lab):\n    vnet_lab('lab.yaml')\n")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*no network named 'lann'*"])
+    assert not (pytester.path / "ops.log").exists()
+
+
 def test_a_bad_scope_is_refused(pytester, monkeypatch):
     monkeypatch.setenv("VNET_FAKE_LOG", str(pytester.path / "ops.log"))
     pytester.makeconftest(FAKE_OPS)
