@@ -30,7 +30,7 @@ def report_cmd(json_file: Path, html_out: Path):
     from ..verify import htmlreport
 
     result, labs = htmlreport.load(json_file)
-    click.echo(htmlreport.write_html(result, html_out, labs))
+    click.echo(htmlreport.write_html(result, html_out, labs, source=json_file))
 
 
 COMMANDS = (report_cmd,)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import jinja2
 
-from ..errors import LabFileError, VnetError
+from ..errors import CommandFailed, LabFileError
 from ..host.locks import write_out
 from ..resources import data_dir
 
@@ -162,8 +162,10 @@ def render(result: dict, labs: list[dict] | None = None) -> str:
 
 
 def write_html(result: dict, out: Path, labs: list[dict] | None = None,
-               write=write_out) -> Path:
-    page = render(result, labs)       # before touching `out`: a failure leaves nothing behind
+               write=write_out, source: Path | None = None) -> Path:
+    """source: the JSON file `result` came from (vnet report), named when its shape is wrong."""
+    # before touching `out`: a failure leaves nothing behind
+    page = render(result, labs) if source is None else render_file(source, result, labs or [])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write(out, page)
@@ -191,7 +193,24 @@ def load(path: Path) -> tuple[dict, list[dict]]:
             beside = Path(path).parent / f"{name}.json"
             if isinstance(name, str) and "/" not in name and beside.is_file():
                 try:
-                    labs.append(json.loads(beside.read_text(encoding="utf-8")))
+                    found = json.loads(beside.read_text(encoding="utf-8"))
                 except (OSError, ValueError) as exc:
-                    raise VnetError(f"{beside}: not a JSON report: {exc}") from None
+                    raise LabFileError(str(beside), f"not a JSON report: {exc}") from None
+                if not isinstance(found, dict) or not isinstance(found.get("checks"), list):
+                    raise LabFileError(str(beside), "not a vnet JSON report: expected an "
+                                       "object with \"checks\"")
+                labs.append(found)
     return data, labs
+
+
+def render_file(path: Path, data: dict, labs: list[dict]) -> str:
+    """render(), with a report whose parts have the wrong shape (a hand-edited or truncated
+    file: "matrix": null, a topology entry that is a number) said as bad input naming the
+    file, not as an internal error. A report vnet wrote always has the right shape."""
+    try:
+        return render(data, labs)
+    except (AttributeError, TypeError, KeyError, jinja2.UndefinedError) as exc:
+        raise LabFileError(str(path), f"not a vnet JSON report: a part has the wrong shape "
+                           f"({type(exc).__name__}: {exc})") from None
+    except CommandFailed as exc:      # dot refused the topology this file describes
+        raise LabFileError(str(path), f"its topology cannot be drawn: {exc.message}") from None

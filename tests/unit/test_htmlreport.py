@@ -261,7 +261,11 @@ def test_report_command_reads_a_matrix_summary_and_the_labs_beside_it(tmp_path):
 
 
 @pytest.mark.parametrize("text, why", [("{", "not a JSON report"), ("[1]", "not a vnet JSON"),
-                                       ('{"lab": "x"}', "not a vnet JSON")])
+                                       ('{"lab": "x"}', "not a vnet JSON"),
+                                       # hand-edited shapes: these exited 3, "internal error"
+                                       ('{"checks": [], "matrix": null}', "wrong shape"),
+                                       ('{"checks": [], "topology": {"networks": [1]}}',
+                                        "wrong shape")])
 def test_report_command_refuses_what_is_not_a_report(tmp_path, text, why):
     saved = tmp_path / "bad.json"
     saved.write_text(text)
@@ -452,3 +456,12 @@ def test_the_topology_carries_the_labs_bonds_tunnels_and_hosts():
                           labfile.Defaults(), source="test")
     assert topology.of(two)["hosts"] == [{"name": "hv1", "vms": ["a"]},
                                          {"name": "hv2", "vms": ["b"]}]
+
+
+@pytest.mark.parametrize("beside", ["[1]", "{"])
+def test_a_bad_lab_report_beside_a_summary_is_bad_input_naming_it(tmp_path, beside):
+    (tmp_path / "summary.json").write_text('{"labs": [{"lab": "x"}]}')
+    (tmp_path / "x.json").write_text(beside)
+    out = CliRunner().invoke(main, ["report", str(tmp_path / "summary.json"), "--html",
+                                    str(tmp_path / "o.html")])
+    assert out.exit_code == 2 and str(tmp_path / "x.json") in out.output, out.output
