@@ -6,11 +6,13 @@ from pathlib import Path
 
 import click
 
+from ..errors import LabFileError
 from ..lab import modes, nics
 from ..lab.model import Backend
 from ..lab.tunnels import TYPES as TUNNEL_TYPES
-from .common import (BACKENDS, emit_verification, explicit, handle_errors, only_one_target, lab_name_arg,
-                     report_options, require_report_out, sandbox_name_opt, target_options)
+from .common import (BACKENDS, emit_verification, explicit, handle_errors, lab_name_arg,
+                     only_one_target, report_options, require_report_out, sandbox_name_opt,
+                     target_options)
 
 
 # --- modes ------------------------------------------------------------------------------------
@@ -118,15 +120,43 @@ def create(mode, nic_model, vms, name, pf, bridge, backend, dry_run, sandbox_nam
     from ..host.sandbox import lab_defaults
 
     require_report_out(report, out, dry_run)
+    if bridge is not None and mode != "bridged":
+        raise click.UsageError(f"--bridge: only --mode bridged takes a bridge, not {mode}")
+    if pf is not None and nic_model != "sriov":
+        raise click.UsageError(f"--pf: only --nic-model sriov takes a physical function, "
+                               f"not {nic_model}")
+    if tunnel and mode == "nat":
+        raise click.UsageError("--tunnel: under --mode nat each VM has a NAT of its own, so no "
+                               "network joins the two ends; use another mode, or a lab file "
+                               "with a router VM")
+    if nic_model == "sriov" and pf is None:
+        raise click.UsageError("--nic-model sriov needs --pf PF: the physical function whose "
+                               "VFs the VMs get")
     defaults = lab_defaults(sandbox_name, bridge)
     data = default_lab(mode, nic_model, vms, name, bridge, pf=pf)
     if tunnel:
         data["tunnels"] = [default_tunnel(tunnel, [vm["name"] for vm in data["vms"]])]
-    lab = labfile.resolve(data, defaults, source=f"vnet create --mode {mode}")
+    try:
+        lab = labfile.resolve(data, defaults, source=f"vnet create --mode {mode}")
+    except LabFileError as exc:      # the lab is the options': name the option, not a field
+        raise LabFileError(_option_of(exc.path), exc.message.removeprefix(f"{exc.path}: "),
+                           exc.hint) from None
     if dry_run:
         show_plan(plan_for(lab, Backend(backend)), fmt)
         return
     _up_and_verify(lab, backend, sandbox_name, uri, not no_verify, report, out, fmt)
+
+
+def _option_of(field: str) -> str:
+    """The `vnet create` option behind a field of the lab it builds ("tunnels.vxlan0.endpoints"
+    is --tunnel's, "vms.vm1.nics[0].model" --nic-model's)."""
+    if field.startswith("tunnels."):
+        return "--tunnel"
+    if field.startswith("vms.") and ".nics[" in field:
+        return "--nic-model"
+    if field.startswith("vms"):
+        return "--vms"
+    return f"--mode (its lab's {field})" if field else "--mode"
 
 
 def _up_and_verify(lab, backend, sandbox_name, uri, verify, report, out, fmt, wait=True):

@@ -95,3 +95,16 @@ def test_a_report_of_a_dry_run_is_refused():
     line = one_line(CliRunner().invoke(main, ["create", "--mode", "nat", "--dry-run",
                                               "--report", "json", "--out", "r.json"]))
     assert "--report" in line and "dry run" in line
+
+
+@pytest.mark.parametrize("argv,named", [
+    (["--mode", "natnetwork", "--bridge", "br0"], "--bridge"),
+    (["--mode", "bridged", "--nic-model", "sriov"], "--pf"),
+    (["--mode", "natnetwork", "--pf", "eth0"], "--pf"),
+    (["--mode", "nat", "--tunnel", "vxlan"], "--tunnel"),
+    (["--mode", "natnetwork", "--nic-model", "sriov", "--pf", "eth0"], "--nic-model"),
+])
+def test_create_names_the_option_not_a_field_of_a_lab_file_nobody_wrote(argv, named):
+    line = one_line(CliRunner().invoke(main, ["create", *argv, "--dry-run"]))
+    assert line.startswith(f"vnet: error: {named}") or f" {named} " in line, line
+    assert "networks." not in line and "vms." not in line and "tunnels." not in line
