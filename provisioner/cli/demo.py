@@ -6,11 +6,13 @@ import json
 
 import click
 
+from ..lab import modes
 from .common import emit_verification, handle_errors, report_options, sandbox_name_opt
 
 
 @click.command("demo")
-@click.argument("mode", required=False)
+# the demos are vagrant/<mode>/, one per mode (ops/demo.py checks the directory is there)
+@click.argument("mode", required=False, type=click.Choice(modes.names()), metavar="MODE")
 @click.option("--sandbox", "sandbox_name", default="default", show_default=True,
               callback=sandbox_name_opt, help="Run in this sandbox (made if it is not up, and "
                                               "then removed again unless --keep).")

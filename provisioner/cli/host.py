@@ -34,7 +34,17 @@ def sandbox():
               help="hypervisor hosts hv1..hvN, each a namespace with its own libvirtd")
 @handle_errors
 def sandbox_up(name, hosts):
-    """Create sandbox NAME (idempotent)."""
+    """Create sandbox NAME (default: default), or finish one half up; running it again changes
+    nothing. A sandbox is this machine's isolated lab host: network namespaces with a private
+    libvirtd and dnsmasq, a LAN bridge, and an offline "Internet" on documentation ranges
+    (203.0.113.0/24, 198.51.100.0/24); nothing reaches the machine's real network.
+
+    \b
+    Examples:
+      vnet sandbox up
+      vnet sandbox up lab2 --hosts 2     # hv1 and hv2, hv2 reached over qemu+ssh://
+      vnet create --mode natnetwork --sandbox lab2
+    """
     from ..progress import progress_printer
     from ..host import sandbox as sb
 
@@ -46,7 +56,14 @@ def sandbox_up(name, hosts):
 @click.argument("name", default="default")
 @handle_errors
 def sandbox_down(name):
-    """Remove sandbox NAME and everything in it (its labs included)."""
+    """Remove sandbox NAME and everything in it (its labs included): its guests and daemons
+    (ended by PID), its namespaces and state. Only what carries vnet's own tag is removed.
+
+    \b
+    Examples:
+      vnet sandbox down
+      vnet sandbox down lab2
+    """
     from ..progress import progress_printer
     from ..host import sandbox as sb
 
@@ -59,15 +76,21 @@ def sandbox_down(name):
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @handle_errors
 def sandbox_status(name, fmt):
-    """Show whether sandbox NAME is up, and its addresses."""
+    """Show whether sandbox NAME is up, and its addresses (exit 3 when it is not up).
+
+    \b
+    Examples:
+      vnet sandbox status
+      vnet sandbox status lab2 --format json
+    """
     from ..host import sandbox as sb
 
     data = sb.status(name)
     if fmt == "json":
         click.echo(json.dumps(data, indent=2))
     else:
-        for key, value in data.items():
-            click.echo(f"{key}: {value}")
+        for key, value in data.items():     # nested values as JSON, never Python's repr
+            click.echo(f"{key}: {value if isinstance(value, (str, int, float)) else json.dumps(value)}")
     if not data.get("up"):
         sys.exit(int(ExitStatus.ENVIRONMENT))
 
@@ -141,7 +164,16 @@ def image():
 @click.option("--force", is_flag=True, help="Rebuild even when cached.")
 @handle_errors
 def image_build(name, cloud, force):
-    """Build (or reuse) an image."""
+    """Build (or reuse) an image. NAME is the only built image, `tiny` (the default): a kernel,
+    busybox, dropbear and Python from Debian 12 packages, cached by the hash of its inputs, so
+    a second build returns at once.
+
+    \b
+    Examples:
+      vnet image build
+      vnet image build --force              # rebuild although cached
+      vnet image build --cloud debian12     # a cloud-init qcow2, for a lab file's images:
+    """
     from ..guest import images
     from ..progress import progress_printer
 
@@ -162,7 +194,14 @@ def image_build(name, cloud, force):
 @handle_errors
 def image_list(fmt):
     """List cached images and their sizes on disk: built images, cloud downloads, Vagrant boxes,
-    and the Debian packages and boot loaders they are built from."""
+    and the Debian packages and boot loaders they are built from.
+
+    \b
+    Examples:
+      vnet image list
+      vnet image list --format json
+      vnet image prune --keep 1 --dry-run   # what pruning would remove
+    """
     from ..guest import imagecache
     from ..verify.report import table
 

@@ -120,15 +120,17 @@ def create(mode, nic_model, vms, name, pf, bridge, backend, dry_run, sandbox_nam
     from ..host.sandbox import lab_defaults
 
     require_report_out(report, out, dry_run)
-    if bridge is not None and mode != "bridged":
-        raise click.UsageError(f"--bridge: only --mode bridged takes a bridge, not {mode}")
+    if bridge is not None and not modes.MODES[mode].physical_lan:
+        takes = [m.name for m in modes.MODES.values() if m.physical_lan]
+        raise click.UsageError(f"--bridge: only --mode {'/'.join(takes)} takes a bridge, "
+                               f"not {mode}")
     if pf is not None and nic_model != "sriov":
         raise click.UsageError(f"--pf: only --nic-model sriov takes a physical function, "
                                f"not {nic_model}")
-    if tunnel and mode == "nat":
-        raise click.UsageError("--tunnel: under --mode nat each VM has a NAT of its own, so no "
-                               "network joins the two ends; use another mode, or a lab file "
-                               "with a router VM")
+    if tunnel and modes.MODES[mode].per_vm_nat:
+        raise click.UsageError(f"--tunnel: under --mode {mode} each VM has a NAT of its own, "
+                               "so no network joins the two ends; use another mode, or a lab "
+                               "file with a router VM")
     if nic_model == "sriov" and pf is None:
         raise click.UsageError("--nic-model sriov needs --pf PF: the physical function whose "
                                "VFs the VMs get")

@@ -198,7 +198,8 @@ def test_a_failed_vagrant_up_still_tears_everything_down(world, monkeypatch):
 
 def test_bad_input_exits_2_and_creates_nothing(world):
     bad = demo_cmd("bogus", "--sandbox", "h7")
-    assert bad.exit_code == 2 and "demos: bridged, hostonly, internal, nat, natnetwork" in bad.output
+    assert bad.exit_code == 2 and "'bogus' is not one of 'bridged', 'nat', 'natnetwork', " \
+        "'hostonly', 'internal'" in bad.output
     assert demo_cmd("--sandbox", "h7").exit_code == 2
     assert demo_cmd("nat", "--keep", "--destroy").exit_code == 2
     assert demo_cmd("nat", "--sandbox", "../x").exit_code == 2
