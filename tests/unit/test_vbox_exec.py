@@ -357,6 +357,40 @@ def test_destroy_works_after_a_crash(vbox):
     assert vbox.empty(), vbox.state()
 
 
+def test_a_vm_made_but_never_tagged_is_destroyed_and_no_other_untagged_vm(vbox):
+    """Ctrl-C while `setextradata` tags vm1 (a review's find): the VM exists untagged, and
+    destroy said "not tagged; left alone", removed the record, and the next up was refused.
+    Its UUID, saved before createvm ran, makes it this lab's; an untagged VM of the user's,
+    even one renamed to look like it, stays."""
+    assert vbox.vbm("createvm", "--name", "users-own", "--register").returncode == 0
+
+    def crash(args):
+        if args[:1] == ("setextradata",) and "vnet-hostonly-vm1" in args and "vnet/lab" in args:
+            raise KeyboardInterrupt
+    vbox.hook = crash
+    with pytest.raises(KeyboardInterrupt):
+        vbox_exec.up(lab("hostonly"), vbox.say, wait=False)
+    vbox.hook = None
+    assert "vnet-hostonly-vm1" in vbox.vms() and "vnet-hostonly-vm1" in record("hostonly")[
+        "vm_uuids"]
+    vbox_exec.destroy("hostonly", vbox.say)
+    assert sorted(vbox.vms()) == ["users-own"] and record("hostonly") is None
+    vbox_exec.up(lab("hostonly"), vbox.say, wait=False)          # nothing left in its way
+    vbox_exec.destroy("hostonly", vbox.say)
+    assert sorted(vbox.vms()) == ["users-own"]
+
+
+def test_an_untagged_vm_with_the_labs_name_but_another_uuid_is_left_alone(vbox):
+    """The record names vm1 with its UUID; an untagged VM that only shares the name is not it."""
+    vbox_exec.up(lab("internal"), vbox.say, wait=False)
+    saved = record("internal")
+    vbox_exec.destroy("internal", vbox.say)
+    assert vbox.vbm("createvm", "--name", "vnet-internal-vm1", "--register").returncode == 0
+    state.save(vbox_exec.TARGET, "internal", saved)
+    vbox_exec.destroy("internal", vbox.say)
+    assert sorted(vbox.vms()) == ["vnet-internal-vm1"]
+
+
 def test_destroy_tolerates_what_is_already_gone(vbox):
     vbox_exec.up(lab("natnetwork"), vbox.say, wait=False)
     for argv in (("controlvm", "vnet-natnetwork-vm1", "poweroff"),

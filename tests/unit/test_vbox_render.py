@@ -17,6 +17,7 @@ from provisioner.drivers.libvirt.render import mgmt_mac
 from provisioner.drivers.virtualbox.render import (
     VBoxContext,
     VirtualBoxRenderer,
+    vm_uuid,
     created_interface,
     substitute,
     vbox_mac)
@@ -66,7 +67,8 @@ def plan(data: dict, context: VBoxContext = VBoxContext()):
 def vm_cmds(vm: str, nic: tuple, memory: int = 128, cpus: int = 1) -> list[tuple]:
     name = f"vnet-t-{vm}"
     return [
-        ("VBoxManage", "createvm", "--name", name, "--ostype", "Linux26_64", "--register"),
+        ("VBoxManage", "createvm", "--name", name, "--ostype", "Linux26_64", "--register",
+         "--uuid", vm_uuid("OWNER-ID-AT-UP", "t", vm)),
         ("VBoxManage", "setextradata", name, "vnet/lab", "t"),
         ("VBoxManage", "setextradata", name, "vnet/owner", "OWNER-ID-AT-UP"),
         ("VBoxManage", "modifyvm", name, "--memory", str(memory), "--cpus", str(cpus),
@@ -203,7 +205,8 @@ def test_context_paths_reach_the_argv():
                       serial_dir="/logs")
     cmds = plan(lab_data("internal"), ctx).commands
     assert ("VBoxManage", "createvm", "--name", "vnet-t-a", "--ostype", "Linux26_64",
-            "--register", "--basefolder", "/vms") in cmds
+            "--register", "--uuid", vm_uuid("OWNER-ID-AT-UP", "t", "a"), "--basefolder",
+            "/vms") in cmds
     assert ("VBoxManage", "storageattach", "vnet-t-a", "--storagectl", "SATA", "--port", "0",
             "--device", "0", "--type", "hdd", "--medium", "/d/a.vdi") in cmds   # own file: no mtype
     assert ("VBoxManage", "storageattach", "vnet-t-b", "--storagectl", "SATA", "--port", "1",

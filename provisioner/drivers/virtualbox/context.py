@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import sys
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import ip_network
@@ -16,6 +17,13 @@ from ...errors import VnetError
 from ...host.owner import PLACEHOLDER
 from ...host.state import Target
 from ...lab.naming import object_name
+
+def vm_uuid(owner: str, lab: str, vm: str) -> str:
+    """The UUID `createvm --uuid` gives a lab's VM, derived from its owner, lab and name: vnet
+    records it before createvm runs, so a VM whose tags were never set (a Ctrl-C between
+    createvm and setextradata) is still known as this lab's by `destroy`."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"vnet:{owner}:{lab}:{vm}"))
+
 
 TAG_KEY = "vnet/lab"              # setextradata <vm> vnet/lab <lab>: how teardown/gc find our VMs
 OWNER_KEY = "vnet/owner"          # ... and vnet/owner <state root's id> (provisioner/host/owner.py)

@@ -37,7 +37,7 @@ from .. import boot
 from ..base import Plan
 from .addresses import VirtualBoxBoot, serial_log
 from .context import TARGET, detect_context
-from .objects import object_of, running_vms, verb_of, vm_owners, vm_tags
+from .objects import object_of, option_of, running_vms, verb_of, vm_owners, vm_tags
 from .render import (
     OWNER_KEY,
     TAG_KEY,
@@ -149,6 +149,10 @@ def _apply(be, plan: Plan, record: dict, progress: Progress) -> None:
         if i in captures:                                  # so destroy can look for it
             record["pending"] = captures[i]                # (teardown._find_lost_interface)
             record["hostonlyifs_before"] = teardown.hostonly_names(be)
+            state.save(TARGET, record["lab"], record)
+        if verb_of(argv) == "createvm" and option_of(argv, "--uuid"):
+            # saved before it runs: a VM made but never tagged (Ctrl-C) is still this lab's
+            record.setdefault("vm_uuids", {})[object_of(argv)[1]] = option_of(argv, "--uuid")
             state.save(TARGET, record["lab"], record)
         result = be.run(real, check=False)
         if result.returncode != 0:

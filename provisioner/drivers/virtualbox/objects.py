@@ -20,6 +20,12 @@ def vm_tags(be) -> dict[str, str | None]:
     return {name: _valid_tag(name, tag) for name, tag in tags.items()}
 
 
+def vm_ids(be) -> dict[str, str]:
+    """Every registered VM -> its UUID (`VBoxManage list vms`: "name" {uuid})."""
+    return dict(re.findall(r'^"(.*)" \{([^}]*)\}$', be.run(("VBoxManage", "list", "vms")).stdout,
+                           re.M))
+
+
 def _valid_tag(vm: str, tag: str | None) -> str | None:
     """A tag read back from extradata counts only if it is a valid lab name (it names the state
     directory); anything else is treated as untagged, so vnet never touches that VM."""
@@ -70,6 +76,14 @@ def object_of(argv: Sequence[str]) -> tuple[str, str] | None:
     if verb == "hostonlyif remove":
         return "hostonlyif", argv[3]
     return None
+
+
+def option_of(argv: Sequence[str], name: str) -> str | None:
+    """The value of `name` on a VBoxManage line (`--uuid U` or `--uuid=U`), None without it."""
+    try:
+        return _option(argv, name)
+    except ValueError:
+        return None
 
 
 def _option(argv: Sequence[str], name: str) -> str:

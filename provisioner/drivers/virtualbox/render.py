@@ -58,7 +58,7 @@ from ..base import Document, Plan, VBoxExtra
 from .bandwidth import bandwidth_steps, check_impairment
 from .context import (  # noqa: F401  (names other modules and the tests take from here)
     NETWORKS_CONF, OWNER_KEY, TAG_KEY, VBoxContext, boot_iso_path, created_interface,
-    hostonlyif_token, substitute, vbox_mac, vbox_name)
+    hostonlyif_token, substitute, vbox_mac, vbox_name, vm_uuid)
 from ...lab.naming import mgmt_mac
 
 VBOXMANAGE = "VBoxManage"
@@ -261,9 +261,9 @@ class VirtualBoxRenderer:
                                                 static_modes=static_on_virtualbox())}
 
     def _vm(self, lab: Lab, vm: Vm, index: int) -> list[tuple[str, tuple[str, ...]]]:
-        name = vbox_name(lab.name, vm.name)
-        label = f"vm {vm.name}"
-        create = ["createvm", "--name", name, "--ostype", OSTYPE, "--register"]
+        name, label = vbox_name(lab.name, vm.name), f"vm {vm.name}"
+        create = ["createvm", "--name", name, "--ostype", OSTYPE, "--register", "--uuid",
+                  vm_uuid(self.ctx.owner, lab.name, vm.name)]
         if self.ctx.basefolder:
             create += ["--basefolder", self.ctx.basefolder]
         serial = str(PurePosixPath(self.ctx.serial_dir) / f"{vm.name}.serial.log")

@@ -14,7 +14,7 @@ from ...host.owner import owner_id
 from ...progress import Progress
 from . import api as vbox_api
 from .context import OWNER_KEY, TAG_KEY, TARGET, substitute
-from .objects import object_of, running_vms, verb_of, vm_owners, vm_tags
+from .objects import object_of, running_vms, verb_of, vm_ids, vm_owners, vm_tags
 
 GONE_RE = re.compile(r"Could not find|VBOX_E_OBJECT_NOT_FOUND|Failed to find DHCP server|"
                      r"Failed to locate host-only interface|is not currently running", re.I)
@@ -41,6 +41,7 @@ def destroy_held(lab_name: str, progress: Progress, be) -> list[str]:
     owners = vm_owners(be, tags)
     owner = owner_id()
     ours = sorted(vm for vm, tag in tags.items() if tag == lab_name and owners[vm] == owner)
+    ours += untagged_made_here(be, record, tags)
     for vm in sorted(vm for vm, tag in tags.items() if tag == lab_name and owners[vm] != owner):
         progress(f"{vm} is tagged {TAG_KEY}={lab_name} but its {OWNER_KEY} is "
                  f"{owners[vm] or 'missing (an older vnet)'}, not {owner}; left alone")
@@ -56,7 +57,7 @@ def destroy_held(lab_name: str, progress: Progress, be) -> list[str]:
         steps += [tuple(argv) for argv in record.get("teardown", [])
                   if object_of(argv) in created and object_of(argv)[0] != "vm"]
         for kind, vm in sorted(created):
-            if kind == "vm" and vm in tags and tags[vm] != lab_name:
+            if kind == "vm" and vm in tags and tags[vm] != lab_name and vm not in ours:
                 progress(f"{vm} is not tagged {TAG_KEY}={lab_name}; left alone")
     if not steps and record is None and not corrupt:
         progress(f"lab {lab_name}: nothing of it on VirtualBox; nothing to remove")
@@ -70,6 +71,18 @@ def destroy_held(lab_name: str, progress: Progress, be) -> list[str]:
     state.remove(TARGET, lab_name)
     progress(f"lab {lab_name} destroyed")
     return [shlex.join(step[1:]) for step in steps]
+
+
+def untagged_made_here(be, record: dict | None, tags: dict[str, str | None]) -> list[str]:
+    """VMs this lab's `up` made but never tagged (a Ctrl-C between createvm and setextradata):
+    untagged, with the UUID the record saved before createvm ran (context.vm_uuid). No other
+    untagged VM is ever touched."""
+    wanted = (record or {}).get("vm_uuids") or {}
+    if not wanted or not any(tags.get(vm, "") is None for vm in wanted):
+        return []
+    ids = vm_ids(be)
+    return sorted(vm for vm, uuid in wanted.items()
+                  if vm in tags and tags[vm] is None and ids.get(vm) == uuid)
 
 
 def run_tolerant(be, steps: Sequence[Sequence[str]], bound: dict[str, str],
