@@ -8,7 +8,7 @@ from dataclasses import replace
 from ipaddress import IPv4Address
 from typing import Any
 
-from ..errors import LabFileError, quote
+from ..errors import LabFileError, VnetError, quote
 from . import modes
 from .fields import _list, _mapping, _name
 from .model import Host, Network, Vm
@@ -23,6 +23,18 @@ def stretchable(mode: str) -> bool:
     """A mode whose segment is a network of its own, shared by the VMs on it (a libvirt
     network): per-VM NAT and a host's own LAN are neither stretched nor homed."""
     return modes.MODES[mode].libvirt_interface == "network"
+
+
+def _check_ssh_uri(uri: str, where: str) -> None:
+    """A qemu+ssh:// host is checked when the file loads (render and --dry-run too), not first
+    by `up`: no part of it may read as an ssh option (hostaccess.for_uri)."""
+    from ..host import hostaccess
+
+    if hostaccess.is_ssh_uri(uri):
+        try:
+            hostaccess.for_uri(uri, where)
+        except VnetError as exc:
+            raise LabFileError("", exc.message, exc.hint) from None
 
 
 def place(data: dict, networks: tuple[Network, ...], vms: tuple[Vm, ...],
@@ -67,6 +79,7 @@ def _hosts(raw: Any, known: dict[str, tuple[str, IPv4Address]]) -> tuple[Host, .
         if not isinstance(uri, str) or not URI_RE.fullmatch(uri):
             raise LabFileError(f"{where}.uri", f"{quote(uri)} is not a libvirt QEMU URI; "
                                "use qemu:///system or qemu+ssh://USER@HOST/system")
+        _check_ssh_uri(uri, f"{where}.uri")
         underlay = host.get("underlay_ip", filled_ip)
         if underlay is None:
             raise LabFileError(f"{where}.underlay_ip", "is required (the host's address that "

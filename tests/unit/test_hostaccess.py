@@ -9,7 +9,7 @@ from ipaddress import IPv4Address
 import pytest
 
 from provisioner.drivers.libvirt import multihost
-from provisioner.errors import Unsupported
+from provisioner.errors import LabFileError, Unsupported
 from provisioner.host import hostaccess, runner, sandbox_setup, vxlan
 from provisioner.host.hostaccess import HostAccess
 from provisioner.host.state import Target
@@ -111,9 +111,8 @@ def test_a_remote_host_beside_a_sandbox_host_is_reached_over_ssh(tmp_path, monke
 def test_a_lab_with_an_unsafe_remote_host_is_refused_before_anything_is_created(tmp_path,
                                                                                 monkeypatch):
     monkeypatch.setenv("VNET_STATE_DIR", str(tmp_path))
-    lab, target = _sandbox_lab("qemu+ssh://root@-oProxyCommand=x/system")
-    with pytest.raises(Unsupported, match="hosts.hv2.uri: .* host '-oproxycommand=x'"):
-        multihost.host_targets(lab, target)
+    with pytest.raises(LabFileError, match="hosts.hv2.uri: .* host '-oproxycommand=x'"):
+        _sandbox_lab("qemu+ssh://root@-oProxyCommand=x/system")    # refused when it loads
     lab, target = _sandbox_lab("qemu+tls://hv2.example/system")
     with pytest.raises(Unsupported, match=r"hosts.hv2: .* neither .*accepted: qemu\+ssh://"):
         multihost.host_targets(lab, target)

@@ -5,8 +5,7 @@ virURIParseParams splits on `&`, or on `;` when no `&` is left), and a command o
 state root (hostaccess._query)."""
 import pytest
 
-from provisioner.drivers.libvirt import multihost
-from provisioner.errors import Unsupported
+from provisioner.errors import LabFileError, Unsupported
 from provisioner.host import hostaccess
 
 from .test_hostaccess import _sandbox_lab
@@ -33,9 +32,8 @@ def test_a_query_vnet_does_not_read_is_refused_before_anything_is_created(
     assert exc.value.status == 2 and "\n" not in exc.value.message
     assert exc.value.message.startswith("hosts.hv2.uri: ")
     assert says in exc.value.message and "accepted: ?keyfile=" in exc.value.message
-    lab, target = _sandbox_lab(uri)
-    with pytest.raises(Unsupported, match=f"hosts.hv2.uri: .*{says}"):
-        multihost.host_targets(lab, target)
+    with pytest.raises(LabFileError, match=f"hosts.hv2.uri: .*{says}"):
+        _sandbox_lab(uri)                       # refused when the lab file loads
     assert list(tmp_path.iterdir()) == []                  # nothing created
 
 
