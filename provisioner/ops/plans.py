@@ -16,7 +16,29 @@ from ..lab.tunnelmtu import tunnel_mtu
 
 def plan_for(lab: Lab, backend: Backend, context=None) -> Plan:
     cls = renderer(backend)
+    if context is None and backend is Backend.VIRTUALBOX:
+        context = virtualbox_here()
     return (cls(context) if context is not None else cls()).plan(lab)
+
+
+def virtualbox_here():
+    """The rules `up` would apply on this machine: its VirtualBox's version and the host-only
+    ranges its networks.conf allows. None (the built-in rules of VirtualBox 7.0 with the default
+    ranges) where VirtualBox is not installed or does not answer."""
+    from dataclasses import replace
+
+    from ..drivers.virtualbox import api
+    from ..drivers.virtualbox.context import VBoxContext, hostonly_ranges
+    from ..drivers.virtualbox.driver import VirtualBox
+    from ..errors import VnetError
+
+    if not VirtualBox.available():
+        return None
+    try:
+        version = api.backend().version()
+    except (VnetError, OSError):
+        return None
+    return replace(VBoxContext(), version=version, hostonly_ranges=hostonly_ranges())
 
 
 def show_plan(plan: Plan, fmt: str = "table") -> None:

@@ -576,3 +576,28 @@ def test_stand_in_refuses_one_normal_disk_in_two_vms(fake):
               "--device", "0", "--type", "hdd", "--medium", DISK)
     assert fake(tuple(a.replace("{}", "x") for a in attach)).returncode == 0
     _refused(fake(tuple(a.replace("{}", "y") for a in attach)), "already attached")
+
+
+def test_render_and_dry_run_judge_a_lab_by_this_machines_virtualbox(tmp_path, monkeypatch):
+    """They used VirtualBox 7.0's built-in rules whatever the host allowed: a subnet the
+    host's networks.conf allows was refused, with advice render could not follow."""
+    from click.testing import CliRunner
+
+    from provisioner.cli import main
+    from provisioner.drivers.virtualbox import context
+    from provisioner.host import runner
+    from tests.conftest import ROOT
+
+    lab = tmp_path / "lab.yaml"
+    lab.write_text("name: h\nnetworks:\n  - {name: net, mode: hostonly, subnet: 10.71.5.0/24}\n"
+                   "vms:\n  - {name: a, nics: [{network: net}]}\n")
+    monkeypatch.setattr(context, "hostonly_ranges", lambda *a: ("10.71.0.0/16", "192.168.63.0/24"))
+    monkeypatch.setenv("VNET_VBOXMANAGE", str(ROOT / "tests" / "fakes" / "VBoxManage"))
+    monkeypatch.setenv("VBOX_FAKE_STATE", str(tmp_path / "vbox.json"))
+    ran = CliRunner().invoke(main, ["up", str(lab), "--backend", "virtualbox", "--dry-run"])
+    assert ran.exit_code == 0, ran.output
+    monkeypatch.delenv("VNET_VBOXMANAGE")
+    monkeypatch.setattr(runner, "which", lambda name: None)       # no VirtualBox here
+    refused = CliRunner().invoke(main, ["up", str(lab), "--backend", "virtualbox", "--dry-run"])
+    assert refused.exit_code == 2 and "outside the host-only ranges" in refused.output
+    assert "context" not in refused.output

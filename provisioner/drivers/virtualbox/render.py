@@ -163,7 +163,7 @@ class VirtualBoxRenderer:
         allowed = [ip_network(r, strict=False) for r in self.ctx.hostonly_ranges]
         if restricted and not any(mgmt.subnet_of(r) for r in allowed if r.version == 4):
             raise Unsupported(
-                f"mgmt_subnet: vnet's management network {mgmt} (VBoxContext mgmt_subnet) is "
+                f"mgmt_subnet: vnet's management network {mgmt} is "
                 f"outside the host-only ranges VirtualBox {_dotted(self.ctx.version)} allows "
                 f"({', '.join(self.ctx.hostonly_ranges) or 'none'}); allow it in "
                 f"{NETWORKS_CONF} (e.g. '* {mgmt}')")
@@ -175,8 +175,7 @@ class VirtualBoxRenderer:
                 raise Unsupported(
                     f"networks.{net.name}.subnet: {net.subnet} is outside the host-only ranges "
                     f"VirtualBox {_dotted(self.ctx.version)} allows ({ranges}); use a subnet "
-                    f"inside them, or allow it in {NETWORKS_CONF} (e.g. '* {net.subnet}') "
-                    f"and pass that range in the context's hostonly_ranges")
+                    f"inside them, or allow it in {NETWORKS_CONF} (e.g. '* {net.subnet}')")
 
     # --- networks ---------------------------------------------------------------------------
 
