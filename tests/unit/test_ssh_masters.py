@@ -148,3 +148,28 @@ def test_ansible_keeps_its_files_under_vnets_state_never_in_a_users_home(popen, 
     state = tmp_path / "state"
     for key in ("ANSIBLE_HOME", "ANSIBLE_LOCAL_TEMP"):
         assert Path(env[key]).is_relative_to(state), (key, env[key])
+
+
+def test_tasks_no_guest_needs_are_skipped_by_their_tags(popen, tmp_path, monkeypatch):
+    """A skipped task still costs the controller a round over every host: vnet names the
+    tagged tasks no guest needs in --skip-tags, and verify.yml carries those tags."""
+    import yaml
+
+    from provisioner.resources import data_dir
+
+    plain = {"vnet_probes": [], "vnet_failovers": [], "vnet_listening": {}}
+    assert guest_ansible.unneeded_tasks({"a": plain, "b": plain}) == \
+        "tunnels,failovers,listing"
+    assert guest_ansible.unneeded_tasks({
+        "a": {**plain, "vnet_tunnels_file": "/t"},
+        "b": {**plain, "vnet_listening": {"after": True}}}) == "failovers"
+    tags = {t for task in yaml.safe_load((data_dir("playbooks") / "verify.yml").read_text())[0][
+        "tasks"] for t in task.get("tags", [])}
+    assert tags == {"tunnels", "failovers", "listing"}
+    seen = {}
+    monkeypatch.setattr(ansible_runner, "run",
+                        lambda **kw: seen.update(kw) or SimpleNamespace(events=[]))
+    env = guest_ansible.ansible_env(Target(uri="qemu:///system"), "lab1", 1)
+    guest_ansible.run_playbook(str(tmp_path / "p"), "pb.yml", guest_ansible.inventory_data(
+        {"vm1": PLAIN}), env, masters=False, skip_tags="failovers")
+    assert seen["skip_tags"] == "failovers"
