@@ -113,6 +113,7 @@ class Sock(socket.socket):
 
 class Thread:
     """threading.Thread's start and join (every thread here may die with the process)."""
+    live, counting = 0, _thread.allocate_lock()      # started and not yet ended (all of them)
 
     def __init__(self, target, args=(), daemon=True):
         self.target, self.args = target, args
@@ -120,12 +121,23 @@ class Thread:
 
     def start(self):
         self.running.acquire()
-        _thread.start_new_thread(self._run, ())
+        self._count(1)              # now, not when it first runs: threads_alive() sees it at once
+        try:
+            _thread.start_new_thread(self._run, ())
+        except BaseException:
+            self._count(-1)
+            self.running.release()
+            raise
+
+    def _count(self, step):
+        with Thread.counting:
+            Thread.live += step
 
     def _run(self):
         try:
             self.target(*self.args)
         finally:
+            self._count(-1)
             self.running.release()
 
     def join(self, timeout=None):
@@ -159,7 +171,7 @@ class Event:
 
 def threads_alive():
     """How many threads besides the main one still run (threading.active_count() - 1)."""
-    return _thread._count()
+    return Thread.live
 
 
 class _JsonContext:                   # what json's C scanner reads from a JSONDecoder
@@ -183,6 +195,11 @@ def from_json(text):
         value, end = _scan_json(text, start)
     except StopIteration as exc:
         raise ValueError(f"not JSON: expecting a value at {exc.value}") from None
+    except (SystemError, ValueError):
+        # Python 3.11's scanner says what is wrong only once json.decoder is loaded (else a
+        # SystemError): rare and never on the fast path, so load it now and let it say
+        import json
+        return json.loads(text)
     if text[end:].strip(JSON_SPACE):
         raise ValueError(f"not JSON: extra data at {end}")
     return value
@@ -371,22 +388,28 @@ def _open(spec, kind):
     return sock, None
 
 
+def _reached(detail):
+    """An error after the probe reached something (a connection, an answer): what a path that
+    should be closed must never show, so a repeated probe keeps it (telling)."""
+    return _result("error", detail, reached=True)
+
+
 def judge(answer, nonce, spec, how="connected"):
     """What an answer proves: pass only for this probe's fresh nonce from the expected name."""
     text = answer.decode(errors="replace")
     words = text.split()
     if not words:
-        return _result("error", "connected, but the far end closed without answering"
-                       if how == "connected" else f"{how}, but with an empty answer")
+        return _reached("connected, but the far end closed without answering"
+                        if how == "connected" else f"{how}, but with an empty answer")
     if len(words) < 3 or words[0] != "VNET":
-        return _result("error", f"{how}, but the answer is garbled: {text[:60]!r}")
+        return _reached(f"{how}, but the answer is garbled: {text[:60]!r}")
     if words[1] != nonce:
-        return _result("error", f"{how}, but the nonce is stale or replayed "
-                                f"({words[1][:20]!r} is not this probe's): answered by {words[2]}")
+        return _reached(f"{how}, but the nonce is stale or replayed "
+                        f"({words[1][:20]!r} is not this probe's): answered by {words[2]}")
     name = words[2]
     peer = f" (seen from {words[3]})" if len(words) > 3 else ""
     if spec.get("expect_name") and name != spec["expect_name"]:
-        return _result("error", f"leak: answered by {name} instead of {spec['expect_name']}")
+        return _reached(f"leak: answered by {name} instead of {spec['expect_name']}")
     return _result("pass", f"nonce echoed by {name}{peer}")
 
 
@@ -515,14 +538,14 @@ def _probe_tcp(spec, trips):
                 answer = (sock.recv(256).decode(errors="replace").splitlines() or [""])[0]
                 if answer.startswith(spec["banner"]):
                     return _result("pass", f"banner {answer[:40]!r}")
-                return _result("error", f"connected, but the banner is {answer[:40]!r}, not "
-                                        f"{spec['banner']!r}...")
+                return _reached(f"connected, but the banner is {answer[:40]!r}, not "
+                                f"{spec['banner']!r}...")
             sock.sendall(f"VNET {nonce}\n".encode())
             answer = _read_line(sock)
         except socket.timeout:
-            return _result("error", "connected, but the listener stayed silent")
+            return _reached("connected, but the listener stayed silent")
         except OSError as exc:
-            return _result("error", f"connected, but then: {_reason(exc)}")
+            return _reached(f"connected, but then: {_reason(exc)}")
         result = judge(answer, nonce, spec)
         if result["observed"] == "pass":
             trips.add(took, spec)      # a round trip of a path proven to be the right one
@@ -683,15 +706,16 @@ def probe_until(spec):
 def _weight(result):
     if result["observed"] == "pass":
         return 3
-    return 2 if result["observed"] == "error" and not result.get("silent") else 1
+    return 2 if result["observed"] == "error" and result.get("reached") else 1
 
 
 def telling(kept, result):
     """Of the attempts at one cell so far (`kept`) and a new one, the one that tells most: the
-    first pass; else the first error that connected somewhere (a wrong endpoint, a garbled or
-    missing answer), since a leak seen once must not be hidden by a later refusal or timeout
-    that came from elsewhere (the leaking end's own port closing); else the latest fail or
-    silence, as before."""
+    first pass; else the first error that reached something (_reached: a wrong endpoint, a
+    garbled or missing answer after connecting), since a leak seen once must not be hidden by
+    a later refusal or timeout that came from elsewhere (the leaking end's own port closing);
+    else the latest attempt, as before (a fail, a silence, or an error that reached nothing:
+    an unanswered ARP across a lossy path, a local bind error)."""
     if kept is None or _weight(result) > _weight(kept):
         return result
     return result if _weight(kept) == 1 else kept

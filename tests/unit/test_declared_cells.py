@@ -235,8 +235,8 @@ def test_probe_until_keeps_a_leak_over_the_refusals_after_it(monkeypatch):
     vm2's run ended and its kernel refused: the cell is the leak, not a green refusal."""
     vnet_probe = probe_module()
     refused = {"observed": "fail", "detail": "refused", "refused": True}
-    answers = itertools.chain([{"observed": "error", "detail": "wrong endpoint: answered by "
-                                                              "vm2"}], itertools.repeat(refused))
+    leak = vnet_probe.judge(b"VNET n1 vm2\n", "n1", {"expect_name": "vm1"})
+    answers = itertools.chain([leak], itertools.repeat(refused))
     monkeypatch.setattr(vnet_probe, "probe", lambda spec: next(answers))
     monkeypatch.setattr(vnet_probe.time, "sleep", lambda s: None)
     result = vnet_probe.probe_until({"target": "10.0.0.1", "port": 8080, "until": 0.05})

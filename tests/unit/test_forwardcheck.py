@@ -429,7 +429,9 @@ def forward_cells(mgmt_host_ip: str, backend):
     return [c for c in checks.build(lab, backend, ends) if c.probe.get("forward")]
 
 
-LEAK = {"observed": "error", "detail": "wrong endpoint: answered by vm2, not vm1"}
+LEAK = probe_module().judge(b"VNET n1 vm2\n", "n1", {"expect_name": "vm1"})
+UNHEARD = {"observed": "error", "detail": "no route (host unreachable), which the declared "
+                                          "loss on this path can explain"}
 REFUSED = {"observed": "fail", "detail": "refused", "refused": True}
 SILENT = {"observed": "error", "detail": "no answer", "silent": True}
 
@@ -440,6 +442,7 @@ SILENT = {"observed": "error", "detail": "no answer", "silent": True}
     ([SILENT, REFUSED], REFUSED),             # a silence tells less than a refusal
     ([REFUSED, SILENT], SILENT),
     ([LEAK, {"observed": "pass", "detail": "nonce echoed by vm1"}], None),
+    ([UNHEARD, REFUSED, REFUSED], REFUSED),   # reached nothing: a later fail tells more
 ])
 def test_a_leak_seen_once_is_kept_over_later_failures(tmp_path, answers, kept):
     """An attempt answered by the wrong VM, then refusals once that VM's hold closed: the cell

@@ -83,7 +83,8 @@ def test_pass_with_the_right_endpoint(listener):
 
 def test_wrong_endpoint_is_an_error_named_as_a_leak(listener):
     r = probe.probe({"target": "127.0.0.1", "port": listener, "expect_name": "beta"})
-    assert r == {"observed": "error", "detail": "leak: answered by alpha instead of beta"}
+    assert r == {"observed": "error", "detail": "leak: answered by alpha instead of beta",
+                 "reached": True}
 
 
 def test_refused_is_a_diagnosed_failure():
@@ -153,7 +154,7 @@ def test_udp_nonce_exchange_with_vnets_listener(listener):
     r = udp(listener)
     assert r["observed"] == "pass" and r["detail"] == "nonce echoed by alpha (seen from 127.0.0.1)"
     assert udp(listener, expect_name="beta") == {
-        "observed": "error", "detail": "leak: answered by alpha instead of beta"}
+        "observed": "error", "detail": "leak: answered by alpha instead of beta", "reached": True}
 
 
 def test_udp_refused_by_icmp_port_unreachable_is_a_failure():
@@ -357,3 +358,35 @@ def test_a_hold_waits_for_each_origin_by_its_exact_name():
     assert not hold.done.is_set()
     hold._note("web-0123456789abcdef")
     assert hold.done.is_set()
+
+
+def test_a_started_thread_counts_at_once_so_the_warm_copy_never_forks_beside_it():
+    """_thread counts a thread only once it first runs: stay_warm could fork beside one that
+    was started and had not run yet."""
+    gate = probe._thread.allocate_lock()
+    gate.acquire()
+    before = probe.threads_alive()          # other tests' listeners may still run
+    t = probe.Thread(target=gate.acquire)
+    t.start()
+    assert probe.threads_alive() == before + 1
+    gate.release()
+    t.join()
+    assert probe.threads_alive() == before
+
+
+def test_bad_json_says_what_is_wrong_in_a_fresh_interpreter():
+    """Python 3.11's C scanner raised SystemError where json.decoder was not loaded yet."""
+    import subprocess
+    import sys
+
+    from provisioner.resources import data_dir
+
+    source = str(data_dir("playbooks") / "library" / "vnet_probe.py")
+    code = ("import importlib.util as u, sys\n"
+            f"s = u.spec_from_file_location('p', {source!r})\n"
+            "m = u.module_from_spec(s); s.loader.exec_module(m)\n"
+            "for bad in ('{\"a\": 1,}', '\"\\x01\"'):\n"
+            "    try:\n        m.from_json(bad)\n"
+            "    except ValueError as e:\n        print(type(e).__name__)\n")
+    out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True)
+    assert out.stdout.split() == ["JSONDecodeError", "JSONDecodeError"], out
