@@ -121,11 +121,12 @@ def diagnose(backend: Backend | str = Backend.LIBVIRT, uri: str | None = None,
     return run(host_for(backend, uri, sandbox, lab, progress))
 
 
-def preflight(lab: Lab, target) -> Report:
-    """Run the preflight rules for `lab` on `target` (a state.Target). Raises Unsupported with
-    the findings' summaries and fixes, before anything is created, when one is an error."""
+def preflight(lab: Lab, target, only: set[str] | None = None) -> Report:
+    """Run the preflight rules for `lab` on `target` (a state.Target), or only those whose ids
+    are in `only`. Raises Unsupported with the findings' summaries and fixes, before anything
+    is created, when one is an error."""
     host = SystemHost(Backend.LIBVIRT, target.uri, lab, target.sandbox, target.netns)
-    report = run(host, select=lambda rule: rule.preflight)
+    report = run(host, select=lambda rule: rule.preflight and (only is None or rule.id in only))
     if report.errors:
         exc = Unsupported(f"lab {lab.name!r} cannot be created here: "
                           + "; ".join(f.summary for f in report.errors),

@@ -686,3 +686,28 @@ def test_openvswitch_missing_is_an_error_only_for_a_lab_that_needs_it():
         "vms": [{"name": "v1", "nics": [{"network": "fabric"}]}]})
     [needed] = openvswitch.check(FakeHost(lab=lab))
     assert needed.severity == "error" and needed.fix == "apt-get install openvswitch-switch"
+
+
+def test_a_sandbox_lab_across_hosts_never_passes_a_host_device_into_a_guest(monkeypatch):
+    """Such a lab goes to multihost.up, which ran none of lifecycle.up's preflight: a VF of
+    this machine went to a guest on the sandbox's hv2 (a review's find)."""
+    import dataclasses
+
+    from provisioner.drivers.libvirt import multihost
+    from provisioner.host import sandbox
+
+    sb = sandbox.describe("default")
+    sb = dataclasses.replace(sb, hosts=2) if hasattr(sb, "hosts") else sb
+    data = {"name": "mh", "hosts": [{"name": "hv1"}, {"name": "hv2"}],
+            "networks": [{"name": "lan", "mode": "bridged"}, {"name": "n", "mode": "natnetwork"}],
+            "vms": [{"name": "a", "host": "hv2", "nics": [{"network": "lan", "model": "sriov",
+                                                           "pf": "eth9"}]},
+                    {"name": "b", "host": "hv1", "nics": [{"network": "n"}]}]}
+    the_lab = labfile.resolve(data, labfile.sandbox_defaults(sb))
+    host = quiet_host()
+    monkeypatch.setattr(doctor, "SystemHost", lambda *a, **kw: _with_context(host, *a))
+    monkeypatch.setattr(multihost, "host_targets",
+                        lambda *a: pytest.fail("went on past the preflight"))
+    with pytest.raises(Unsupported, match="never gives a guest a path"):
+        multihost.up(the_lab, Target(uri=sb.uri, sandbox="default", netns=sb.host_netns),
+                     lambda m: None)

@@ -124,9 +124,13 @@ def preflight(lab: Lab, targets: dict[str, Target], owner: str,
 
 
 def up(lab: Lab, target: Target, progress: Progress, wait: bool = True) -> dict:
+    from ... import doctor
     from ...guest import images
     from ...host import accel
 
+    # the rule every sandbox host needs: no VF or vDPA device of this machine into a guest
+    # (the others read this machine's own facts, which say nothing of a remote host)
+    doctor.preflight(lab, target, only={"passthrough-sandbox"})
     targets = host_targets(lab, target)
     remotehosts.refuse_shared_lab(target, lab.name, targets)
     segments = preflight(lab, targets, LibvirtDriver(target).owner,
