@@ -373,6 +373,16 @@ def test_a_vm_made_but_never_tagged_is_destroyed_and_no_other_untagged_vm(vbox):
     vbox.hook = None
     assert "vnet-hostonly-vm1" in vbox.vms() and "vnet-hostonly-vm1" in record("hostonly")[
         "vm_uuids"]
+    saved = record("hostonly")
+    vbox_exec.up(lab("hostonly"), vbox.say, wait=False)     # up completes it: not refused
+    assert sorted(vbox.vms()) == ["users-own", "vnet-hostonly-vm1", "vnet-hostonly-vm2"]
+    vbox_exec.destroy("hostonly", vbox.say)
+    assert sorted(vbox.vms()) == ["users-own"]
+    with pytest.raises(KeyboardInterrupt):                  # and again, then destroy
+        vbox.hook = crash
+        vbox_exec.up(lab("hostonly"), vbox.say, wait=False)
+    vbox.hook = None
+    assert record("hostonly")["vm_uuids"] == {k: v for k, v in saved["vm_uuids"].items()}
     vbox_exec.destroy("hostonly", vbox.say)
     assert sorted(vbox.vms()) == ["users-own"] and record("hostonly") is None
     vbox_exec.up(lab("hostonly"), vbox.say, wait=False)          # nothing left in its way
@@ -908,17 +918,18 @@ def test_an_explicit_vboxmanage_wins_over_vboxapi(monkeypatch):
 
 
 @pytest.mark.parametrize("version,args", [
-    ("6.1.50", ("", "vm1", [], "Linux26_64", "")),
-    ("7.0.20", ("", "vm1", [], "Linux26_64", "", "", "", "")),
-    ("7.1.4", ("", "vm1", "PlatformArchitecture_x86", [], "Linux26_64", "", "", "", "")),
+    ("6.1.50", ("", "vm1", [], "Linux26_64", "UUID=u-1")),
+    ("7.0.20", ("", "vm1", [], "Linux26_64", "UUID=u-1", "", "", "")),
+    ("7.1.4", ("", "vm1", "PlatformArchitecture_x86", [], "Linux26_64", "UUID=u-1", "", "", "")),
 ])
 def test_vboxapi_create_machine_follows_each_versions_signature(no_binary, monkeypatch,
                                                                 version, args):
+    """The plan's own line (createvm ... --uuid: context.vm_uuid), made by the API itself."""
     fake = fake_vboxapi(version)
     monkeypatch.setitem(sys.modules, "vboxapi", fake)
     api = vbox_api.backend()
     out = api.run(("VBoxManage", "createvm", "--name", "vm1", "--ostype", "Linux26_64",
-                   "--register"))
+                   "--register", "--uuid", "u-1"))
     assert ("createMachine", *args) in fake.log
     assert fake.log[-2:] == [("saveSettings", "vm1"), ("registerMachine", "vm1")]
     assert out.stdout.startswith("Virtual machine 'vm1' is created and registered.")

@@ -149,18 +149,21 @@ class VBoxApi:
     def _createvm(self, args: list[str], dry: bool):
         opts = _options(args)
         if dry:
-            return opts is not None and set(opts) <= {"name", "ostype", "register", "basefolder"}
+            return opts is not None and set(opts) <= {"name", "ostype", "register", "basefolder",
+                                                      "uuid"}
         name, ostype = opts["name"], opts.get("ostype", "Other")
         settings = (self.vbox.composeMachineFilename(name, "", "", opts["basefolder"])
                     if opts.get("basefolder") else "")
+        # IVirtualBox::createMachine's flags: "UUID=<uuid>" gives the machine that UUID
+        flags = f"UUID={opts['uuid']}" if opts.get("uuid") else ""
         version = self.version()
         if version >= (7, 1, 0):        # 7.1 inserts the platform architecture after the name
             machine = self.vbox.createMachine(settings, name, self.c.PlatformArchitecture_x86,
-                                              [], ostype, "", "", "", "")
+                                              [], ostype, flags, "", "", "")
         elif version >= (7, 0, 0):      # 7.0 appends cipher, passwordId, password
-            machine = self.vbox.createMachine(settings, name, [], ostype, "", "", "", "")
+            machine = self.vbox.createMachine(settings, name, [], ostype, flags, "", "", "")
         else:
-            machine = self.vbox.createMachine(settings, name, [], ostype, "")
+            machine = self.vbox.createMachine(settings, name, [], ostype, flags)
         machine.saveSettings()
         if "register" in opts:
             self.vbox.registerMachine(machine)

@@ -81,6 +81,7 @@ def _up(be, lab: Lab, progress: Progress, wait: bool, context: VBoxContext | Non
     owners = vm_owners(be, tags)
     planned = set(plan.extra["vms"].values())
     ours = {vm for vm, tag in tags.items() if tag == lab.name and owners[vm] == context.owner}
+    ours |= set(teardown.untagged_made_here(be, record, tags))    # made, Ctrl-C before its tags
     clash = sorted(vm for vm in planned if vm in tags and vm not in ours)
     if clash:
         raise VnetError(f"VirtualBox already has VM(s) {', '.join(clash)}, which lab {lab.name} "
