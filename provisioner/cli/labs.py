@@ -152,8 +152,11 @@ def create(mode, nic_model, vms, name, pf, bridge, backend, dry_run, sandbox_nam
 def _option_of(field: str) -> str:
     """The `vnet create` option behind a field of the lab it builds ("tunnels.vxlan0.endpoints"
     is --tunnel's, "vms.vm1.nics[0].model" --nic-model's)."""
+    last = field.rsplit(".", 1)[-1]
     if field.startswith("tunnels."):
         return "--tunnel"
+    if last in ("bridge", "pf", "name") and (field == "name" or last != "name"):
+        return f"--{last}"           # networks.net.bridge, vms.vm1.nics[0].pf, the lab's name
     if field.startswith("vms.") and ".nics[" in field:
         return "--nic-model"
     if field.startswith("vms"):

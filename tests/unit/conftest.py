@@ -17,3 +17,21 @@ def real_drivers_afterwards():
     from .test_matrix import real_drivers_back
 
     real_drivers_back()
+
+
+@pytest.fixture(autouse=True)
+def builtin_virtualbox_rules(request, monkeypatch):
+    """Plans judged by VirtualBox 7.0's built-in rules, whatever VirtualBox this machine has
+    (ops/plans.virtualbox_here): a developer's VirtualBox 6.1, or a networks.conf of their own,
+    would change the golden argv. A test that asks for the machine's own rules takes the
+    `this_machines_virtualbox` fixture."""
+    if "this_machines_virtualbox" in request.fixturenames:
+        return
+    from provisioner.ops import plans
+
+    monkeypatch.setattr(plans, "virtualbox_here", lambda: None)
+
+
+@pytest.fixture
+def this_machines_virtualbox():
+    """Plans judged by what this machine's VirtualBox allows (see builtin_virtualbox_rules)."""

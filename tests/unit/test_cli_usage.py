@@ -103,6 +103,9 @@ def test_a_report_of_a_dry_run_is_refused():
     (["--mode", "natnetwork", "--pf", "eth0"], "--pf"),
     (["--mode", "nat", "--tunnel", "vxlan"], "--tunnel"),
     (["--mode", "natnetwork", "--nic-model", "sriov", "--pf", "eth0"], "--nic-model"),
+    (["--mode", "bridged", "--bridge", "br0\n"], "--bridge"),       # values resolve refuses
+    (["--mode", "bridged", "--nic-model", "sriov", "--pf", "a b"], "--pf"),
+    (["--mode", "nat", "--name", "Bad_Name"], "--name"),
 ])
 def test_create_names_the_option_not_a_field_of_a_lab_file_nobody_wrote(argv, named):
     line = one_line(CliRunner().invoke(main, ["create", *argv, "--dry-run"]))

@@ -578,7 +578,8 @@ def test_stand_in_refuses_one_normal_disk_in_two_vms(fake):
     _refused(fake(tuple(a.replace("{}", "y") for a in attach)), "already attached")
 
 
-def test_render_and_dry_run_judge_a_lab_by_this_machines_virtualbox(tmp_path, monkeypatch):
+def test_render_and_dry_run_judge_a_lab_by_this_machines_virtualbox(tmp_path, monkeypatch,
+                                                                   this_machines_virtualbox):
     """They used VirtualBox 7.0's built-in rules whatever the host allowed: a subnet the
     host's networks.conf allows was refused, with advice render could not follow."""
     from click.testing import CliRunner
