@@ -64,11 +64,13 @@ def run_guests(lab: Lab, target: Target, cells, inventory, progress,
                                    for vm, h in hosts.items()})
     else:
         progress(f"running Ansible on {len(hosts)} guest(s)")
+        env = ansible_env(target, lab.name, len(hosts))
+        if unneeded := unneeded_tasks(hosts):
+            env["ANSIBLE_SKIP_TAGS"] = unneeded        # --skip-tags
         args = (stop, playbook or run_playbook, str(inventory.work_dir / "ansible"),
-                playbook_path(), inventory_data(hosts), ansible_env(target, lab.name, len(hosts)))
-        kw = {"skip_tags": unneeded_tasks(hosts)} if args[1] is run_playbook else {}
-        results = run_in_netns(target.netns, run_playbook_then_stop, *args, **kw) \
-            if target.netns else run_playbook_then_stop(*args, **kw)
+                playbook_path(), inventory_data(hosts), env)
+        results = run_in_netns(target.netns, run_playbook_then_stop, *args) if target.netns \
+            else run_playbook_then_stop(*args)
     failed = [vm for vm in hosts if vm not in results]
     if failed:
         progress(f"Ansible reached no result on {', '.join(failed)}; "
@@ -77,7 +79,8 @@ def run_guests(lab: Lab, target: Target, cells, inventory, progress,
 
 
 def unneeded_tasks(hosts: dict[str, dict]) -> str:
-    """The tags of verify.yml's tasks no guest needs, for --skip-tags."""
+    """The tags of verify.yml's tasks no guest needs, for --skip-tags (ANSIBLE_SKIP_TAGS): a
+    skipped task still costs the controller a round over every host."""
     needed = {"tunnels": any("vnet_tunnels_file" in h for h in hosts.values()),
               "failovers": any(h.get("vnet_failovers") for h in hosts.values()),
               "listing": any((h.get("vnet_listening") or {}).get("after")
@@ -152,11 +155,9 @@ def run_playbook_then_stop(stop: Path | None, playbook: Callable[..., dict], *ar
 
 
 def run_playbook(private_dir: str, playbook: str, inventory: dict, env: dict,
-                 timeout: float = ANSIBLE_TIMEOUT, masters: bool = True,
-                 skip_tags: str = "") -> dict:
+                 timeout: float = ANSIBLE_TIMEOUT, masters: bool = True) -> dict:
     """masters: open the guests' SSH masters beside ansible-playbook's start (not for a run
-    started while the guests boot: they could not answer yet); skip_tags: tasks no guest needs
-    (unneeded_tasks)."""
+    started while the guests boot: they could not answer yet)."""
     import ansible_runner     # heavy: loaded only when guests are really probed
 
     # ansible-playbook sits beside this interpreter (the venv), which may not be on PATH.
@@ -172,7 +173,7 @@ def run_playbook(private_dir: str, playbook: str, inventory: dict, env: dict,
     try:
         run = ansible_runner.run(private_data_dir=private_dir, playbook=playbook,
                                  inventory=inventory, envvars=env, quiet=True, rotate_artifacts=3,
-                                 timeout=timeout, **({"skip_tags": skip_tags} if skip_tags else {}))
+                                 timeout=timeout)
     finally:
         try:
             stop_masters(early)

@@ -27,9 +27,12 @@ Who says the port listened (checks.build and declared.cells name it in the probe
   (net.ipv6.bindv6only=0; a socket's own IPV6_V6ONLY is not in /proc, and vnet's echoes never
   set it).
 
-Known gaps, each an `error`, never a hidden `fail`: a host-side prober's attempt is not followed
-by a later look, so it must end before the target's own run does (it starts first, and a
-refusal ends it at once); a guest whose console vnet cannot read (a remote host's that SSH
+A host-side prober's attempt runs beside the target's own run: where it ended after the
+guest's last look, the guest lists its sockets once more when every host-side probe has
+ended (verify/latelook.py).
+
+Known gaps, each an `error`, never a hidden `fail`: a guest without the image's precompiled
+probe (a cloud image) gets no such late look; a guest whose console vnet cannot read (a remote host's that SSH
 cannot reach) has no stamps, so a refusal before its first look proves nothing; a guest whose
 clock vnet cannot measure (a VirtualBox box through Vagrant, reached over a forwarded loopback
 port) is allowed forwardcheck.CLOCK_SKEW_MAX of skew, so a refusal must come that much before
@@ -103,6 +106,18 @@ def takes(bound: str, address: str, v6only: int) -> bool:
     return bound in (address, "0.0.0.0", f"::ffff:{address}") or (bound == "::" and not v6only)
 
 
+def after_last_look(report: dict | None, attempt: list[float] | None, target: dict | None,
+                    prober: dict | None = forwardcheck.HOST_CLOCK) -> bool:
+    """A refused attempt ([start, end], the prober's wall clock) that ended after the target's
+    last look at its sockets, both mapped onto the host's clock (the look's own clock first,
+    the target's as measured else): no look vouches for it (verify/latelook.py takes another)."""
+    last = (report or {}).get("last")
+    if not last or not attempt:
+        return False
+    mine, theirs, margin = forwardcheck.skew((prober, last.get("clock") or target))
+    return attempt[1] + mine + margin + UPTIME_STEP > last["from"] + theirs
+
+
 def guest_listened(report: dict | None, stamps: dict[str, dict[str, dict[int, float]]],
                    probe: dict, attempt: list[float], prober: dict | None,
                    target: dict | None) -> tuple[bool, str]:
@@ -126,7 +141,7 @@ def guest_listened(report: dict | None, stamps: dict[str, dict[str, dict[int, fl
     if not held:
         return False, f"nothing listened on {key} for {address} when the guest last looked"
     mine, theirs, margin = on_host(last)
-    if attempt[1] + mine + margin > last["from"] + theirs:
+    if after_last_look(report, attempt, target, prober):
         return False, f"the attempt ended after the guest's last look at {key} (clocks " \
                       f"{margin:.2f} s apart at most)"
     # how long before the attempt (host clock) a socket of the last look already listened,

@@ -22,8 +22,8 @@ from typing import Any, Callable
 
 from . import ansible as guest_ansible
 from . import checks as checklib
-from . import (declared, encapcells, flowstats, forwardcheck, impairment, linkcells, listeners,
-               refusals, servedon, topology, tunnelcells)
+from . import (declared, encapcells, flowstats, forwardcheck, impairment, latelook, linkcells,
+               listeners, refusals, servedon, topology, tunnelcells)
 from ..host import procs, sandbox, state
 from .result import build as build_result
 from . import hostcells
@@ -74,6 +74,7 @@ class ProbeSources:
     listener_addresses: Callable[..., list[str]] = listeners.listener_addresses
     probe_module: Callable[[], Any] = probe_module
     ssh_login: Callable[[dict, Path], dict] = forwardcheck.ssh_login
+    late_look: Callable[..., dict | None] = latelook.look_again
 
 
 def lab_inventory(lab: Lab, target: Target) -> Inventory:
@@ -268,12 +269,29 @@ def _run(lab, target, sb, cells, inventory, progress, sources: ProbeSources,
             t.join()
     if errors:
         raise VnetError(f"host-side probes failed to run: {errors[0]!r}")
+    _look_again(cells, guest, outcome, inventory, target.netns, progress, sources)
     console = inventory.console or (lambda vm: read_console(serial_log(inventory.work_dir, vm)))
     record(cells, guest, outcome, evidence=refusals.Evidence(
         {vm.name: refusals.listen_stamps(console(vm.name)) for vm in lab.vms},
         listeners.ran_through(listener_records or [])))
     cutter.annotate(cells)
     tunnelcells.annotate(cells, guest)
+
+
+def _look_again(cells, guest, sides, inventory, netns, progress, sources) -> None:
+    """A guest a host-side refused attempt aimed at, where it ended after the guest's last
+    look at its sockets: it looks again now, and that look judges the refusals (latelook)."""
+    late = latelook.wanted(cells, guest, sides)
+    if not late:
+        return
+    progress(f"{', '.join(late)}: a host-side refusal ended after the guest's last look at "
+             "its sockets; listing them again")
+    clock = next((c.probe["clock"] for c in cells if c.probe.get("clock")), None)
+    for vm, ports in late.items():
+        look = sources.late_look(vm, inventory.hosts.get(vm, {}), netns,
+                                 {"ports": ports, "clock": clock})
+        if look is not None:
+            guest[vm]["listening"]["last"] = look
 
 
 def _link_setter(lab: Lab, target: Target, backend: Backend):

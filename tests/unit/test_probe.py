@@ -363,15 +363,15 @@ def test_a_hold_waits_for_each_origin_by_its_exact_name():
 def test_a_started_thread_counts_at_once_so_the_warm_copy_never_forks_beside_it():
     """_thread counts a thread only once it first runs: stay_warm could fork beside one that
     was started and had not run yet."""
-    gate = probe._thread.allocate_lock()
+    fresh = probe_module()                   # a count of its own: other tests' threads end
+    gate = fresh._thread.allocate_lock()
     gate.acquire()
-    before = probe.threads_alive()          # other tests' listeners may still run
-    t = probe.Thread(target=gate.acquire)
+    t = fresh.Thread(target=gate.acquire)
     t.start()
-    assert probe.threads_alive() == before + 1
+    assert fresh.threads_alive() == 1
     gate.release()
     t.join()
-    assert probe.threads_alive() == before
+    assert fresh.threads_alive() == 0
 
 
 def test_bad_json_says_what_is_wrong_in_a_fresh_interpreter():

@@ -11,6 +11,7 @@ import ansible_runner
 import pytest
 
 from provisioner.host import ssh
+from provisioner.lab import loader as labfile
 from provisioner.host.state import Target
 from provisioner.verify import ansible as guest_ansible
 
@@ -169,7 +170,8 @@ def test_tasks_no_guest_needs_are_skipped_by_their_tags(popen, tmp_path, monkeyp
     seen = {}
     monkeypatch.setattr(ansible_runner, "run",
                         lambda **kw: seen.update(kw) or SimpleNamespace(events=[]))
-    env = guest_ansible.ansible_env(Target(uri="qemu:///system"), "lab1", 1)
-    guest_ansible.run_playbook(str(tmp_path / "p"), "pb.yml", guest_ansible.inventory_data(
-        {"vm1": PLAIN}), env, masters=False, skip_tags="failovers")
-    assert seen["skip_tags"] == "failovers"
+    one = labfile.resolve({"name": "l", "networks": [{"name": "n", "mode": "hostonly"}],
+                           "vms": [{"name": "vm1", "nics": [{"network": "n"}]}]})
+    inventory = SimpleNamespace(hosts={"vm1": PLAIN}, work_dir=tmp_path)
+    guest_ansible.run_guests(one, Target(uri="qemu:///system"), [], inventory, lambda m: None)
+    assert seen["envvars"]["ANSIBLE_SKIP_TAGS"] == "tunnels,failovers,listing"
