@@ -170,10 +170,14 @@ def run_playbook(private_dir: str, playbook: str, inventory: dict, env: dict,
     if masters:
         hosts, early = open_masters(inventory.get("all", {}).get("hosts", {}), sockets)
         inventory = {**inventory, "all": {**inventory.get("all", {}), "hosts": hosts}}
+    # This run's env, never an earlier run's: ansible-runner writes env/envvars only where the
+    # file is missing and then reads the file, so the lab's first run's env stuck (its
+    # ANSIBLE_SKIP_TAGS skipped a task a later run needed). No file, and none left over.
+    (Path(private_dir) / "env" / "envvars").unlink(missing_ok=True)
     try:
         run = ansible_runner.run(private_data_dir=private_dir, playbook=playbook,
                                  inventory=inventory, envvars=env, quiet=True, rotate_artifacts=3,
-                                 timeout=timeout)
+                                 timeout=timeout, suppress_env_files=True)
     finally:
         try:
             stop_masters(early)

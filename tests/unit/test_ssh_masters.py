@@ -175,3 +175,29 @@ def test_tasks_no_guest_needs_are_skipped_by_their_tags(popen, tmp_path, monkeyp
     inventory = SimpleNamespace(hosts={"vm1": PLAIN}, work_dir=tmp_path)
     guest_ansible.run_guests(one, Target(uri="qemu:///system"), [], inventory, lambda m: None)
     assert seen["envvars"]["ANSIBLE_SKIP_TAGS"] == "tunnels,failovers,listing"
+
+
+def test_each_run_has_its_own_env_never_the_labs_first(tmp_path):
+    """REAL ansible-runner and ansible-playbook (a local play): ansible-runner wrote the first
+    run's envvars to env/envvars and read that file on every later run, so the first run's
+    ANSIBLE_SKIP_TAGS skipped a task a later run of the lab needed."""
+    import json
+
+    play = tmp_path / "play.yml"
+    play.write_text("- hosts: all\n  gather_facts: false\n  tasks:\n"
+                    "    - name: tagged\n      ansible.builtin.debug: {msg: hi}\n"
+                    "      tags: [listing]\n")
+    inventory = {"all": {"hosts": {"h": {"ansible_connection": "local"}}}}
+    private = tmp_path / "private"
+    env = {"ANSIBLE_NOCOLOR": "True", "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"),
+           "ANSIBLE_SSH_CONTROL_PATH_DIR": str(tmp_path / "cp"),
+           "ANSIBLE_HOME": str(tmp_path / "home")}
+
+    def ran_tagged(extra):
+        guest_ansible.run_playbook(str(private), str(play), inventory, {**env, **extra},
+                                   masters=False)
+        newest = max((private / "artifacts").iterdir(), key=lambda d: d.stat().st_mtime_ns)
+        events = [json.loads(f.read_text()) for f in (newest / "job_events").glob("*.json")]
+        return any(e.get("event") == "runner_on_ok" for e in events)
+    assert not ran_tagged({"ANSIBLE_SKIP_TAGS": "listing"})
+    assert ran_tagged({})
