@@ -49,7 +49,7 @@ def test_udp_and_tcp_through_the_sandbox(lab_sandbox, internet_listener):
     assert results["tcp"]["observed"] == "pass"
     assert results["closed"] == {"observed": "fail", "detail": "refused (ICMP port unreachable)",
                                  "refused": True}
-    assert results["wrong"] == {"observed": "error",
+    assert results["wrong"] == {"observed": "error", "reached": True,
                                 "detail": "leak: answered by internet instead of vm1"}
 
 
