@@ -4,6 +4,7 @@ anything else (silence, a wrong endpoint, a replayed nonce, garbage) is an error
 cell accepts."""
 import errno
 import socket
+import sys
 import threading
 
 import pytest
@@ -390,3 +391,29 @@ def test_bad_json_says_what_is_wrong_in_a_fresh_interpreter():
             "    except ValueError as e:\n        print(type(e).__name__)\n")
     out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True)
     assert out.stdout.split() == ["JSONDecodeError", "JSONDecodeError"], out
+
+
+def test_a_connect_that_resent_its_syn_gives_the_kernels_round_trip_not_its_second():
+    """A passing probe whose first SYN was lost connected after ~1 s: 10 x that made every
+    negative cell of its batch wait the 10 s ceiling (a tunnels lab's verify went 7.8 -> 14.9 s).
+    The kernel's RTT measure (TCP_INFO) is the path's round trip."""
+    def info(rtt_us, resent):
+        raw = bytearray(104)
+        raw[68:72] = rtt_us.to_bytes(4, sys.byteorder)
+        raw[100:104] = resent.to_bytes(4, sys.byteorder)
+        return bytes(raw)
+
+    class Fake:
+        def __init__(self, raw):
+            self.raw = raw
+
+        def getsockopt(self, level, option, size):
+            assert (level, option, size) == (socket.IPPROTO_TCP, probe.TCP_INFO, 104)
+            return self.raw
+    assert probe.round_trip(Fake(info(36400, 1)), 1.0149) == pytest.approx(0.0364)
+    assert probe.round_trip(Fake(info(36400, 0)), 0.040) == 0.040       # nothing resent
+    with socket.socket() as s:             # a real socket's TCP_INFO has that layout
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        with socket.create_connection(s.getsockname()) as c:
+            assert 0 < probe.round_trip(c, 0.5) <= 0.5
