@@ -290,7 +290,9 @@ def _look_again(cells, guest, sides, inventory, netns, progress, sources) -> Non
     for vm, ports in late.items():
         look = sources.late_look(vm, inventory.hosts.get(vm, {}), netns,
                                  {"ports": ports, "clock": clock})
-        if look is not None:
+        # only a look of the same boot: inodes repeat across boots, so a rebooted guest's
+        # socket could pass for the one its first look saw
+        if look is not None and look.get("boot") == guest[vm]["listening"]["last"].get("boot"):
             guest[vm]["listening"]["last"] = look
 
 

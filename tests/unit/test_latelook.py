@@ -86,3 +86,12 @@ def test_the_late_look_runs_the_baked_probe_over_ssh_with_the_listing_only():
     missing = latelook.look_again("vm1", host, None, {"ports": ["tcp/7"]}, run=lambda *a, **k:
                                   runner.Result(a[0], 0, bakedprobe.MISSING + "\n", ""))
     assert missing is None                        # a cloud image: the cell stays an error
+
+
+def test_a_late_look_of_another_boot_is_not_taken(tmp_path):
+    """Inodes repeat across boots: a guest rebooted between its run and the late look could
+    show the same inode, which its first look's socket would then seem to be."""
+    other = look(200.0, [["0.0.0.0", 9]])
+    other["boot"] = "another-boot"
+    cell = verify_with(tmp_path, 100.05, lambda *a: other)["host_to_vm"]
+    assert cell["observed"] == "error" and "after the guest's last look" in cell["detail"]
