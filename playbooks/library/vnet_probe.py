@@ -1255,7 +1255,7 @@ class ForwardHold:
                 return
             # taken: a service listens there; watch it instead
             sock = Sock(socket.AF_INET, socket.SOCK_RAW,
-                                 socket.IPPROTO_UDP if udp else socket.IPPROTO_TCP)
+                        socket.IPPROTO_UDP if udp else socket.IPPROTO_TCP)
             sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode())
             self.mode = "service"
             self.detail = f"service present on {ifname} {address}:{self.spec['port']}"

@@ -155,8 +155,8 @@ def _option_of(field: str) -> str:
     last = field.rsplit(".", 1)[-1]
     if field.startswith("tunnels."):
         return "--tunnel"
-    if last in ("bridge", "pf", "name") and (field == "name" or last != "name"):
-        return f"--{last}"           # networks.net.bridge, vms.vm1.nics[0].pf, the lab's name
+    if field == "name" or last in ("bridge", "pf"):
+        return f"--{last}"           # the lab's name, networks.net.bridge, vms.vm1.nics[0].pf
     if field.startswith("vms.") and ".nics[" in field:
         return "--nic-model"
     if field.startswith("vms"):

@@ -25,10 +25,8 @@ def virtualbox_here():
     """The rules `up` would apply on this machine: its VirtualBox's version and the host-only
     ranges its networks.conf allows. None (the built-in rules of VirtualBox 7.0 with the default
     ranges) where VirtualBox is not installed or does not answer."""
-    from dataclasses import replace
-
     from ..drivers.virtualbox import api
-    from ..drivers.virtualbox.context import VBoxContext, hostonly_ranges
+    from ..drivers.virtualbox.context import VBoxContext, detect_context
     from ..drivers.virtualbox.driver import VirtualBox
     from ..errors import VnetError
 
@@ -38,7 +36,8 @@ def virtualbox_here():
         version = api.backend().version()
     except (VnetError, OSError):
         return None
-    return replace(VBoxContext(), version=version, hostonly_ranges=hostonly_ranges())
+    placeholders = VBoxContext()            # a plan's own disk and serial paths, as before
+    return detect_context(version, placeholders.disk, placeholders.serial_dir)
 
 
 def show_plan(plan: Plan, fmt: str = "table") -> None:

@@ -32,11 +32,11 @@ guest's last look, the guest lists its sockets once more when every host-side pr
 ended (verify/latelook.py).
 
 Known gaps, each an `error`, never a hidden `fail`: a guest without the image's precompiled
-probe (a cloud image) gets no such late look; a guest whose console vnet cannot read (a remote host's that SSH
-cannot reach) has no stamps, so a refusal before its first look proves nothing; a guest whose
-clock vnet cannot measure (a VirtualBox box through Vagrant, reached over a forwarded loopback
-port) is allowed forwardcheck.CLOCK_SKEW_MAX of skew, so a refusal must come that much before
-its last look.
+probe (a cloud image) gets no such late look; a guest whose console vnet cannot read (a
+remote host's that SSH cannot reach) has no stamps, so a refusal before its first look proves
+nothing; a guest whose clock vnet cannot measure (a VirtualBox box through Vagrant, reached
+over a forwarded loopback port) is allowed forwardcheck.CLOCK_SKEW_MAX of skew, so a refusal
+must come that much before its last look.
 """
 from __future__ import annotations
 

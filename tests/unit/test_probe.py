@@ -416,4 +416,7 @@ def test_a_connect_that_resent_its_syn_gives_the_kernels_round_trip_not_its_seco
         s.bind(("127.0.0.1", 0))
         s.listen(1)
         with socket.create_connection(s.getsockname()) as c:
-            assert 0 < probe.round_trip(c, 0.5) <= 0.5
+            raw = c.getsockopt(socket.IPPROTO_TCP, probe.TCP_INFO, 104)
+            assert len(raw) == 104 and int.from_bytes(raw[68:72], sys.byteorder) > 0   # rtt
+            assert int.from_bytes(raw[100:104], sys.byteorder) == 0           # nothing resent
+            assert probe.round_trip(c, 0.5) == 0.5

@@ -132,42 +132,41 @@ def test_a_sandbox_the_plugin_made_is_taken_down_after_the_labs(pytester, monkey
     assert log.count("sandbox-up default") == 1
 
 
-def test_a_lab_whose_up_fails_is_destroyed(pytester, monkeypatch):
-    monkeypatch.setenv("VNET_FAKE_LOG", str(pytester.path / "ops.log"))
-    monkeypatch.setenv("VNET_FAKE_SANDBOX", "up")
-    pytester.makeconftest(FAKE_OPS + '''
+def run_one_lab(pytester, monkeypatch, sandbox_up: bool, method: str):
+    """One test that asks for lab.yaml, with FakeOps whose `method` (Python source, indented
+    for a class body) replaces the fake's; -> (result, the ops log's lines)."""
+    log = pytester.path / "ops.log"
+    monkeypatch.setenv("VNET_FAKE_LOG", str(log))
+    monkeypatch.setenv("VNET_FAKE_SANDBOX", "up" if sandbox_up else "missing")
+    pytester.makeconftest(FAKE_OPS + f'''
 @pytest.fixture(scope="session")
 def vnet_ops():
-    class Failing(FakeOps):
-        def up(self, lab_file, sandbox, backend, progress):
-            note("up", Path(lab_file).name, sandbox)
-            raise RuntimeError("no address for web2")
-    return Failing(sandbox_up=True)
+    class Changed(FakeOps):
+{method}
+    return Changed(sandbox_up={sandbox_up})
 ''')
     pytester.makepyfile(test_up="def test_up(vnet_lab):\n    vnet_lab('lab.yaml')\n")
     result = pytester.runpytest("-p", "no:cacheprovider")
+    return result, log.read_text().splitlines() if log.exists() else []
+
+
+def test_a_lab_whose_up_fails_is_destroyed(pytester, monkeypatch):
+    result, log = run_one_lab(pytester, monkeypatch, True, '''\
+        def up(self, lab_file, sandbox, backend, progress):
+            note("up", Path(lab_file).name, sandbox)
+            raise RuntimeError("no address for web2")''')
     result.assert_outcomes(errors=0, failed=1)
-    assert (pytester.path / "ops.log").read_text().splitlines() == [
-        "up lab.yaml default", "destroy lab default"]
+    assert log == ["up lab.yaml default", "destroy lab default"]
 
 
 def test_a_bad_lab_file_fails_before_a_sandbox_comes_up(pytester, monkeypatch):
     """A typo in the lab file cost a whole sandbox up and down before its one-line error."""
-    monkeypatch.setenv("VNET_FAKE_LOG", str(pytester.path / "ops.log"))
-    monkeypatch.setenv("VNET_FAKE_SANDBOX", "missing")
-    pytester.makeconftest(FAKE_OPS + '''
-@pytest.fixture(scope="session")
-def vnet_ops():
-    class BadFile(FakeOps):
+    result, log = run_one_lab(pytester, monkeypatch, False, '''\
         def lab_name(self, lab_file, sandbox):
-            raise ValueError("vms.web1.nics[0].network: no network named 'lann'")
-    return BadFile(sandbox_up=False)
-''')
-    pytester.makepyfile(test_up="def test_up(vnet_lab):\n    vnet_lab('lab.yaml')\n")
-    result = pytester.runpytest("-p", "no:cacheprovider")
+            raise ValueError("vms.web1.nics[0].network: no network named 'lann'")''')
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*no network named 'lann'*"])
-    assert not (pytester.path / "ops.log").exists()
+    assert log == []            # no sandbox up, no down: the log was never written
 
 
 def test_a_bad_scope_is_refused(pytester, monkeypatch):

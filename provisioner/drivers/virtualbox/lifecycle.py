@@ -151,9 +151,9 @@ def _apply(be, plan: Plan, record: dict, progress: Progress) -> None:
             record["pending"] = captures[i]                # (teardown._find_lost_interface)
             record["hostonlyifs_before"] = teardown.hostonly_names(be)
             state.save(TARGET, record["lab"], record)
-        if verb_of(argv) == "createvm" and option_of(argv, "--uuid"):
+        if verb_of(argv) == "createvm" and (uuid := option_of(argv, "--uuid")):
             # saved before it runs: a VM made but never tagged (Ctrl-C) is still this lab's
-            record.setdefault("vm_uuids", {})[object_of(argv)[1]] = option_of(argv, "--uuid")
+            record.setdefault("vm_uuids", {})[object_of(argv)[1]] = uuid
             state.save(TARGET, record["lab"], record)
         result = be.run(real, check=False)
         if result.returncode != 0:

@@ -14,15 +14,15 @@ from .context import OWNER_KEY, TAG_KEY
 
 def vm_tags(be) -> dict[str, str | None]:
     """Every registered VM -> its vnet/lab tag (None: untagged)."""
-    names = re.findall(r'^"(.*)" \{[^}]*\}$', be.run(("VBoxManage", "list", "vms")).stdout, re.M)
     tags = {name: value_of(be.run(("VBoxManage", "getextradata", name, TAG_KEY), check=False))
-            for name in names}
+            for name in vm_ids(be)}
     return {name: _valid_tag(name, tag) for name, tag in tags.items()}
 
 
-def vm_ids(be) -> dict[str, str]:
-    """Every registered VM -> its UUID (`VBoxManage list vms`: "name" {uuid})."""
-    return dict(re.findall(r'^"(.*)" \{([^}]*)\}$', be.run(("VBoxManage", "list", "vms")).stdout,
+def vm_ids(be, which: str = "vms") -> dict[str, str]:
+    """Every registered VM (`which`: "runningvms", the running ones) -> its UUID
+    (`VBoxManage list vms`: "name" {uuid})."""
+    return dict(re.findall(r'^"(.*)" \{([^}]*)\}$', be.run(("VBoxManage", "list", which)).stdout,
                            re.M))
 
 
@@ -43,8 +43,7 @@ def vm_owners(be, tags: dict[str, str | None]) -> dict[str, str | None]:
 
 
 def running_vms(be) -> set[str]:
-    return set(re.findall(r'^"(.*)" \{[^}]*\}$',
-                          be.run(("VBoxManage", "list", "runningvms")).stdout, re.M))
+    return set(vm_ids(be, "runningvms"))
 
 
 def value_of(result) -> str | None:
